@@ -1,0 +1,67 @@
+# Cipherpost: `make run` and `make test` set up everything they need on a fresh machine
+# (Debian packages where missing, a virtualenv, pip and npm packages) and are safe to
+# run twice.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PEER_DIR := interop/libsignal-peer
+PEER_STAMP := $(PEER_DIR)/node_modules/.installed
+
+.PHONY: run test lint typecheck unit interop bench fuzz clean system-deps
+
+run: $(STAMP)
+	$(PY) -m cipherpost.demo
+
+test: $(STAMP) $(PEER_STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not interop"
+
+interop: $(STAMP) $(PEER_STAMP)
+	$(PY) -m pytest -q tests/interop
+
+bench: $(STAMP) $(PEER_STAMP)
+	$(PY) benchmarks/protocol_bench.py
+
+# Long property-based runs, outside `make test`.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/properties
+
+system-deps:
+	@missing=""; \
+	command -v $(PYTHON) >/dev/null || missing="$$missing python3"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(PEER_STAMP): $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory system-deps
+	cd $(PEER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(PEER_STAMP)
+
+clean:
+	rm -rf $(VENV) $(PEER_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Conformance tooling: the JSON-lines interop peer of ``shared/interop/PEER.md``."""

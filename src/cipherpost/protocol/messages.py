@@ -1,0 +1,359 @@
+"""Wire messages of the 1:1 protocol and of sender keys (digest §5, §6.1, §6.2).
+
+Each class parses from bytes (strictly: anything malformed raises a :class:`ProtocolError`)
+and keeps the exact bytes it came from, because MACs and signatures cover the bytes
+received, never a re-encoding.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+
+from . import protobuf as pb
+from .constants import CURRENT_VERSION, MAC_LENGTH, SENDER_KEY_VERSION
+from .errors import InvalidKey, InvalidMessage, ProtocolError, UnknownVersion
+from .keys import IdentityKey, PublicKey
+
+WHISPER_TYPE = 2
+PREKEY_TYPE = 3
+SENDERKEY_TYPE = 7
+PLAINTEXT_TYPE = 8
+
+
+def _version_byte(version: int) -> bytes:
+    return bytes(((version << 4) | CURRENT_VERSION,))
+
+
+def _check_version(first: int, *, exact: int | None = None) -> int:
+    """High nibble of a version byte; legacy and future versions are refused."""
+    version = first >> 4
+    if exact is not None:
+        if version != exact:
+            raise UnknownVersion(f"unsupported message version {version}")
+        return version
+    if version < 3 or version > CURRENT_VERSION:
+        raise UnknownVersion(f"unsupported message version {version}")
+    return version
+
+
+def _decode(data: bytes, what: str) -> pb.Fields:
+    try:
+        return pb.decode(data)
+    except pb.DecodeError as exc:
+        raise InvalidMessage(f"malformed {what}") from exc
+
+
+def _required_bytes(fields: pb.Fields, number: int, what: str) -> bytes:
+    try:
+        value = pb.get_bytes(fields, number)
+    except pb.DecodeError as exc:
+        raise InvalidMessage(f"malformed {what}") from exc
+    if value is None:
+        raise InvalidMessage(f"{what} lacks field {number}")
+    return value
+
+
+def _optional_uint32(fields: pb.Fields, number: int, what: str) -> int | None:
+    try:
+        return pb.get_uint32(fields, number)
+    except pb.DecodeError as exc:
+        raise InvalidMessage(f"malformed {what}") from exc
+
+
+def _required_uint32(fields: pb.Fields, number: int, what: str) -> int:
+    value = _optional_uint32(fields, number, what)
+    if value is None:
+        raise InvalidMessage(f"{what} lacks field {number}")
+    return value
+
+
+def _public_key(data: bytes) -> PublicKey:
+    try:
+        return PublicKey.deserialize(data)
+    except InvalidKey as exc:
+        raise InvalidMessage("invalid key in message") from exc
+
+
+def compute_mac(mac_key: bytes, sender: IdentityKey, receiver: IdentityKey, body: bytes) -> bytes:
+    """The 8-byte MAC of a SignalMessage body (version byte + protobuf)."""
+    return hmac.digest(mac_key, sender.serialize() + receiver.serialize() + body, "sha256")[
+        :MAC_LENGTH
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalMessage:
+    """A ratchet ("whisper") message: ``version || protobuf || mac(8)``."""
+
+    version: int
+    ratchet_key: PublicKey
+    counter: int
+    previous_counter: int
+    ciphertext: bytes
+    pq_ratchet: bytes
+    addresses: bytes | None
+    serialized: bytes
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        mac_key: bytes,
+        ratchet_key: PublicKey,
+        counter: int,
+        previous_counter: int,
+        ciphertext: bytes,
+        sender_identity: IdentityKey,
+        receiver_identity: IdentityKey,
+        version: int = CURRENT_VERSION,
+        pq_ratchet: bytes = b"",
+    ) -> SignalMessage:
+        """Encode and MAC a message (fields in libsignal's order 1, 2, 3, 4, 5)."""
+        body = b"".join(
+            (
+                _version_byte(version),
+                pb.field_bytes(1, ratchet_key.serialize()),
+                pb.field_varint(2, counter),
+                pb.field_varint(3, previous_counter),
+                pb.field_bytes(4, ciphertext),
+                pb.field_bytes(5, pq_ratchet) if pq_ratchet else b"",
+            )
+        )
+        mac = compute_mac(mac_key, sender_identity, receiver_identity, body)
+        return cls(version, ratchet_key, counter, previous_counter, ciphertext, pq_ratchet,
+                   None, body + mac)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SignalMessage:
+        """Parse a serialized SignalMessage.
+
+        Raises:
+            UnknownVersion: a version nibble below 3 or above 4.
+            InvalidMessage: anything else malformed.
+        """
+        if len(data) < 1 + MAC_LENGTH:
+            raise InvalidMessage("message too short")
+        version = _check_version(data[0])
+        fields = _decode(data[1:-MAC_LENGTH], "SignalMessage")
+        ratchet_key = _public_key(_required_bytes(fields, 1, "SignalMessage"))
+        counter = _required_uint32(fields, 2, "SignalMessage")
+        previous = _optional_uint32(fields, 3, "SignalMessage") or 0
+        ciphertext = _required_bytes(fields, 4, "SignalMessage")
+        try:
+            pq = pb.get_bytes(fields, 5) or b""
+            addresses = pb.get_bytes(fields, 6)
+        except pb.DecodeError as exc:
+            raise InvalidMessage("malformed SignalMessage") from exc
+        return cls(version, ratchet_key, counter, previous, ciphertext, pq, addresses, bytes(data))
+
+    def verify_mac(self, mac_key: bytes, sender: IdentityKey, receiver: IdentityKey) -> bool:
+        """Constant-time check of the trailing MAC over the bytes received."""
+        body = self.serialized[:-MAC_LENGTH]
+        expected = compute_mac(mac_key, sender, receiver, body)
+        return hmac.compare_digest(expected, self.serialized[-MAC_LENGTH:])
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeySignalMessage:
+    """The first messages of a session: PQXDH parameters around a SignalMessage."""
+
+    version: int
+    registration_id: int
+    pre_key_id: int | None
+    signed_pre_key_id: int
+    kyber_pre_key_id: int | None
+    kyber_ciphertext: bytes | None
+    base_key: PublicKey
+    identity_key: IdentityKey
+    message: SignalMessage
+    serialized: bytes
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        registration_id: int,
+        pre_key_id: int | None,
+        signed_pre_key_id: int,
+        kyber_pre_key_id: int,
+        kyber_ciphertext: bytes,
+        base_key: PublicKey,
+        identity_key: IdentityKey,
+        message: SignalMessage,
+        version: int = CURRENT_VERSION,
+    ) -> PreKeySignalMessage:
+        """Encode in libsignal's field order 1..8."""
+        body = b"".join(
+            (
+                _version_byte(version),
+                pb.field_varint(1, pre_key_id) if pre_key_id is not None else b"",
+                pb.field_bytes(2, base_key.serialize()),
+                pb.field_bytes(3, identity_key.serialize()),
+                pb.field_bytes(4, message.serialized),
+                pb.field_varint(5, registration_id),
+                pb.field_varint(6, signed_pre_key_id),
+                pb.field_varint(7, kyber_pre_key_id),
+                pb.field_bytes(8, kyber_ciphertext),
+            )
+        )
+        return cls(version, registration_id, pre_key_id, signed_pre_key_id, kyber_pre_key_id,
+                   kyber_ciphertext, base_key, identity_key, message, body)
+
+    @classmethod
+    def parse(cls, data: bytes) -> PreKeySignalMessage:
+        """Parse a serialized PreKeySignalMessage.
+
+        Raises:
+            UnknownVersion: a version nibble below 3 or above 4.
+            InvalidMessage: anything else malformed, including an X3DH (v3) message,
+                which libsignal no longer accepts, and missing Kyber fields.
+        """
+        if not data:
+            raise InvalidMessage("empty message")
+        version = _check_version(data[0])
+        fields = _decode(data[1:], "PreKeySignalMessage")
+        what = "PreKeySignalMessage"
+        registration_id = _optional_uint32(fields, 5, what) or 0
+        pre_key_id = _optional_uint32(fields, 1, what)
+        signed_pre_key_id = _required_uint32(fields, 6, what)
+        kyber_id = _optional_uint32(fields, 7, what)
+        try:
+            kyber_ct = pb.get_bytes(fields, 8)
+        except pb.DecodeError as exc:
+            raise InvalidMessage("malformed PreKeySignalMessage") from exc
+        if (kyber_id is None) != (kyber_ct is None):
+            raise InvalidMessage("both or neither Kyber pre key id and ciphertext")
+        if version == CURRENT_VERSION and kyber_id is None:
+            raise InvalidMessage("Kyber pre key must be present for this session version")
+        if version < CURRENT_VERSION:
+            raise InvalidMessage("X3DH no longer supported")
+        base_key = _public_key(_required_bytes(fields, 2, what))
+        identity_key = _public_key(_required_bytes(fields, 3, what))
+        message = SignalMessage.parse(_required_bytes(fields, 4, what))
+        return cls(version, registration_id, pre_key_id, signed_pre_key_id, kyber_id, kyber_ct,
+                   base_key, identity_key, message, bytes(data))
+
+
+@dataclass(frozen=True, slots=True)
+class SenderKeyDistributionMessage:
+    """Carries a sender's chain key and signing key to a group member (digest §6.1)."""
+
+    distribution_id: uuid.UUID
+    chain_id: int
+    iteration: int
+    chain_key: bytes
+    signing_key: PublicKey
+    serialized: bytes
+
+    @classmethod
+    def build(cls, distribution_id: uuid.UUID, chain_id: int, iteration: int,
+              chain_key: bytes, signing_key: PublicKey) -> SenderKeyDistributionMessage:
+        """Encode as ``0x33 || protobuf``."""
+        body = b"".join(
+            (
+                bytes(((SENDER_KEY_VERSION << 4) | SENDER_KEY_VERSION,)),
+                pb.field_bytes(1, distribution_id.bytes),
+                pb.field_varint(2, chain_id),
+                pb.field_varint(3, iteration),
+                pb.field_bytes(4, chain_key),
+                pb.field_bytes(5, signing_key.serialize()),
+            )
+        )
+        return cls(distribution_id, chain_id, iteration, chain_key, signing_key, body)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SenderKeyDistributionMessage:
+        """Parse an SKDM.
+
+        Raises:
+            UnknownVersion: the version nibble is not 3.
+            InvalidMessage: malformed or missing fields.
+        """
+        if len(data) < 65:
+            raise InvalidMessage("sender key distribution message too short")
+        _check_version(data[0], exact=SENDER_KEY_VERSION)
+        what = "SenderKeyDistributionMessage"
+        fields = _decode(data[1:], what)
+        dist = _required_bytes(fields, 1, what)
+        chain_id = _required_uint32(fields, 2, what)
+        iteration = _required_uint32(fields, 3, what)
+        chain_key = _required_bytes(fields, 4, what)
+        signing = _required_bytes(fields, 5, what)
+        if len(dist) != 16 or len(chain_key) != 32 or len(signing) != 33:
+            raise InvalidMessage("malformed SenderKeyDistributionMessage")
+        return cls(uuid.UUID(bytes=dist), chain_id, iteration, chain_key, _public_key(signing),
+                   bytes(data))
+
+
+SENDER_KEY_SIGNATURE_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SenderKeyMessage:
+    """A group message: ``0x33 || protobuf || XEdDSA signature(64)`` (digest §6.2)."""
+
+    distribution_id: uuid.UUID
+    chain_id: int
+    iteration: int
+    ciphertext: bytes
+    serialized: bytes
+
+    @staticmethod
+    def encode_body(distribution_id: uuid.UUID, chain_id: int, iteration: int,
+                    ciphertext: bytes) -> bytes:
+        """The signed part of a message."""
+        return b"".join(
+            (
+                bytes(((SENDER_KEY_VERSION << 4) | SENDER_KEY_VERSION,)),
+                pb.field_bytes(1, distribution_id.bytes),
+                pb.field_varint(2, chain_id),
+                pb.field_varint(3, iteration),
+                pb.field_bytes(4, ciphertext),
+            )
+        )
+
+    @classmethod
+    def parse(cls, data: bytes) -> SenderKeyMessage:
+        """Parse (the signature is checked by the caller, who knows the key).
+
+        Raises:
+            UnknownVersion: the version nibble is not 3.
+            InvalidMessage: malformed or missing fields.
+        """
+        if len(data) < 1 + SENDER_KEY_SIGNATURE_LENGTH:
+            raise InvalidMessage("sender key message too short")
+        _check_version(data[0], exact=SENDER_KEY_VERSION)
+        what = "SenderKeyMessage"
+        fields = _decode(data[1:-SENDER_KEY_SIGNATURE_LENGTH], what)
+        dist = _required_bytes(fields, 1, what)
+        if len(dist) != 16:
+            raise InvalidMessage("malformed SenderKeyMessage")
+        return cls(uuid.UUID(bytes=dist), _required_uint32(fields, 2, what),
+                   _required_uint32(fields, 3, what), _required_bytes(fields, 4, what),
+                   bytes(data))
+
+    @property
+    def signed_part(self) -> bytes:
+        """The bytes the signature covers."""
+        return self.serialized[:-SENDER_KEY_SIGNATURE_LENGTH]
+
+    @property
+    def signature(self) -> bytes:
+        """The trailing XEdDSA signature."""
+        return self.serialized[-SENDER_KEY_SIGNATURE_LENGTH:]
+
+
+__all__ = [
+    "PLAINTEXT_TYPE",
+    "PREKEY_TYPE",
+    "SENDERKEY_TYPE",
+    "WHISPER_TYPE",
+    "PreKeySignalMessage",
+    "ProtocolError",
+    "SenderKeyDistributionMessage",
+    "SenderKeyMessage",
+    "SignalMessage",
+    "compute_mac",
+]

@@ -1,0 +1,89 @@
+"""Double Ratchet key derivation as libsignal does it (digest §4.1).
+
+Pure functions over bytes: the root step, the chain step, message keys, and the body
+cipher (AES-256-CBC with PKCS#7). Session state lives in :mod:`.state`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .constants import MESSAGE_KEYS_INFO, ROOT_INFO
+from .errors import InvalidMessage
+
+_SHA256 = hashes.SHA256()
+_ZERO_SALT = bytes(32)
+_MESSAGE_KEY_SEED = b"\x01"
+_CHAIN_KEY_SEED = b"\x02"
+
+
+def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF-SHA256; ``salt=None`` means 32 zero bytes."""
+    return HKDF(_SHA256, length, _ZERO_SALT if salt is None else salt, info).derive(ikm)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 (OpenSSL through the standard library's one-shot call)."""
+    return hmac.digest(key, data, "sha256")
+
+
+def root_step(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes]:
+    """``KDF_RK``: return ``(new root key, new chain key)``."""
+    okm = hkdf(dh_output, root_key, ROOT_INFO, 64)
+    return okm[:32], okm[32:]
+
+
+def message_key_seed(chain_key: bytes) -> bytes:
+    """The seed of the message key at this chain position."""
+    return hmac.digest(chain_key, _MESSAGE_KEY_SEED, "sha256")
+
+
+def next_chain_key(chain_key: bytes) -> bytes:
+    """The chain key one step on."""
+    return hmac.digest(chain_key, _CHAIN_KEY_SEED, "sha256")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class MessageKeys:
+    """Cipher key, MAC key and IV of one message."""
+
+    cipher_key: bytes
+    mac_key: bytes
+    iv: bytes
+
+    @classmethod
+    def from_seed(cls, seed: bytes, salt: bytes | None = None) -> MessageKeys:
+        """Derive from a chain's message-key seed; ``salt`` is the SPQR key when present."""
+        okm = hkdf(seed, salt, MESSAGE_KEYS_INFO, 80)
+        return cls(okm[:32], okm[32:64], okm[64:80])
+
+    def __repr__(self) -> str:
+        return "MessageKeys(<redacted>)"
+
+
+def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    """AES-256-CBC with PKCS#7 padding."""
+    pad = 16 - len(plaintext) % 16
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
+
+
+def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of :func:`aes_cbc_encrypt`.
+
+    Raises:
+        InvalidMessage: bad length or padding (callers check a MAC or signature first).
+    """
+    if not ciphertext or len(ciphertext) % 16:
+        raise InvalidMessage("invalid ciphertext length")
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    pad = padded[-1]
+    if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+        raise InvalidMessage("invalid padding")
+    return padded[:-pad]

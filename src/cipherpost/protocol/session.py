@@ -1,0 +1,385 @@
+"""1:1 sessions: start one from a bundle, encrypt, decrypt (digest §3-§4).
+
+Theory of operation: every entry point loads the record it needs, computes the outcome
+without touching any stored object, and only when the message has fully verified (MAC,
+padding, trust) runs a small ``commit`` that mutates state and writes the stores. A
+rejected message or bundle therefore changes nothing, in memory or in the stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import pqxdh
+from .address import ProtocolAddress
+from .constants import CURRENT_VERSION, MAX_FORWARD_JUMPS, MAX_UNACKNOWLEDGED_SESSION_AGE
+from .errors import (
+    DuplicatedMessage,
+    InvalidMessage,
+    NoSession,
+    ProtocolError,
+    UntrustedIdentity,
+)
+from .kem import DEFAULT_KEMS, KemRegistry
+from .keys import KeyPair, Random
+from .messages import PREKEY_TYPE, WHISPER_TYPE, PreKeySignalMessage, SignalMessage
+from .prekeys import PreKeyBundle
+from .ratchet import (
+    MessageKeys,
+    aes_cbc_decrypt,
+    aes_cbc_encrypt,
+    message_key_seed,
+    next_chain_key,
+    root_step,
+)
+from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
+from .stores import Direction, ProtocolStore
+
+Commit = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CiphertextMessage:
+    """An encrypted 1:1 message: its type (2 whisper, 3 prekey) and bytes."""
+
+    message_type: int
+    serialized: bytes
+
+
+# -- session set-up -----------------------------------------------------------------------
+
+
+def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
+                          bundle: PreKeyBundle, *, rng: Random, now: int,
+                          kems: KemRegistry = DEFAULT_KEMS) -> None:
+    """Start a session with ``address`` from its bundle (we are Alice).
+
+    ``now`` is the time in seconds. The new state becomes current; an older one is
+    archived.
+
+    Raises:
+        InvalidSignature: a prekey signature does not verify.
+        UntrustedIdentity: the bundle's identity is not the one we trust.
+        InvalidKey: unusable keys in the bundle.
+    """
+    bundle.verify_signatures()
+    if not store.is_trusted_identity(address, bundle.identity_key, Direction.SENDING):
+        raise UntrustedIdentity(f"untrusted identity for {address}")
+    identity = store.get_identity_key_pair()
+    result = pqxdh.initiate(identity, bundle, rng, kems)
+    sending = KeyPair.generate(rng)
+    root_key, sending_chain_key = root_step(
+        result.keys.root_key, sending.private.agree(bundle.signed_pre_key)
+    )
+    state = SessionState(
+        version=CURRENT_VERSION,
+        local_identity=identity.public,
+        remote_identity=bundle.identity_key,
+        root_key=root_key,
+        sender_chain=SenderChain(sending, sending_chain_key, 0),
+        receiver_chains=[ReceiverChain(bundle.signed_pre_key, result.keys.chain_key, 0)],
+        alice_base_key=result.base_key.public.serialize(),
+        local_registration_id=store.get_local_registration_id(),
+        remote_registration_id=bundle.registration_id,
+        pending_pre_key=PendingPreKey(
+            bundle.pre_key_id, bundle.signed_pre_key_id, result.base_key.public,
+            bundle.kyber_pre_key_id, result.kyber_ciphertext, now,
+        ),
+    )
+    record = store.load_session(address) or SessionRecord()
+    record.promote_state(state)
+    store.store_session(address, record)
+    store.save_identity(address, bundle.identity_key)
+
+
+def has_session(store: ProtocolStore, address: ProtocolAddress, now: int) -> bool:
+    """True while a current session usable for sending exists (not stale)."""
+    record = store.load_session(address)
+    return record is not None and _usable(record, now)
+
+
+def _usable(record: SessionRecord, now: int) -> bool:
+    state = record.current
+    if state is None or state.sender_chain is None:
+        return False
+    pending = state.pending_pre_key
+    return pending is None or now - pending.timestamp <= MAX_UNACKNOWLEDGED_SESSION_AGE
+
+
+# -- encryption -----------------------------------------------------------------------------
+
+
+def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
+            now: int) -> CiphertextMessage:
+    """Encrypt ``plaintext`` for ``address`` on the current session.
+
+    Raises:
+        NoSession: no current session, or its PreKey data is older than 30 days.
+        UntrustedIdentity: the session's identity is no longer trusted.
+    """
+    record = store.load_session(address)
+    if record is None or not _usable(record, now):
+        raise NoSession(f"no usable session with {address}")
+    state = record.current
+    assert state is not None and state.sender_chain is not None
+    chain = state.sender_chain
+    keys = MessageKeys.from_seed(message_key_seed(chain.chain_key))
+    message = SignalMessage.build(
+        mac_key=keys.mac_key,
+        ratchet_key=chain.ratchet.public,
+        counter=chain.index,
+        previous_counter=state.previous_counter,
+        ciphertext=aes_cbc_encrypt(keys.cipher_key, keys.iv, plaintext),
+        sender_identity=state.local_identity,
+        receiver_identity=state.remote_identity,
+        version=state.version,
+    )
+    result: CiphertextMessage
+    pending = state.pending_pre_key
+    if pending is not None:
+        wrapped = PreKeySignalMessage.build(
+            registration_id=state.local_registration_id,
+            pre_key_id=pending.pre_key_id,
+            signed_pre_key_id=pending.signed_pre_key_id,
+            kyber_pre_key_id=pending.kyber_pre_key_id,
+            kyber_ciphertext=pending.kyber_ciphertext,
+            base_key=pending.base_key,
+            identity_key=state.local_identity,
+            message=message,
+            version=state.version,
+        )
+        result = CiphertextMessage(PREKEY_TYPE, wrapped.serialized)
+    else:
+        result = CiphertextMessage(WHISPER_TYPE, message.serialized)
+    if not store.is_trusted_identity(address, state.remote_identity, Direction.SENDING):
+        raise UntrustedIdentity(f"untrusted identity for {address}")
+    chain.chain_key = next_chain_key(chain.chain_key)
+    chain.index += 1
+    store.store_session(address, record)
+    store.save_identity(address, state.remote_identity)
+    return result
+
+
+# -- decryption -----------------------------------------------------------------------------
+
+
+def decrypt_signal_message(store: ProtocolStore, address: ProtocolAddress, data: bytes, *,
+                           rng: Random) -> bytes:
+    """Decrypt a whisper message from ``address``.
+
+    Tries the current state, then archived ones; an archived state that decrypts becomes
+    current again.
+
+    Raises:
+        NoSession: we hold no session record for ``address``.
+        DuplicatedMessage: the message's key was already used.
+        InvalidMessage: malformed or unauthenticated (no state could decrypt it).
+        UnknownVersion: an unsupported version nibble.
+        UntrustedIdentity: it decrypted but the sender's identity is not trusted.
+    """
+    message = SignalMessage.parse(data)
+    record = store.load_session(address)
+    if record is None:
+        raise NoSession(f"no session with {address}")
+    plaintext, commit, index = _decrypt_with_record(record, message, rng)
+    state = record.current if index < 0 else record.previous[index]
+    assert state is not None
+    if not store.is_trusted_identity(address, state.remote_identity, Direction.RECEIVING):
+        raise UntrustedIdentity(f"untrusted identity for {address}")
+    commit()
+    if index >= 0:
+        record.promote_previous(index)
+    store.store_session(address, record)
+    store.save_identity(address, state.remote_identity)
+    return plaintext
+
+
+def _decrypt_with_record(record: SessionRecord, message: SignalMessage,
+                         rng: Random) -> tuple[bytes, Commit, int]:
+    """Find the state that decrypts ``message``: -1 for current, else the archive index."""
+    if record.current is not None:
+        try:
+            plaintext, commit = _decrypt_with_state(record.current, message, rng)
+            return plaintext, commit, -1
+        except DuplicatedMessage:
+            raise
+        except InvalidMessage:
+            pass
+    for index, state in enumerate(record.previous):
+        try:
+            plaintext, commit = _decrypt_with_state(state, message, rng)
+            return plaintext, commit, index
+        except DuplicatedMessage:
+            raise
+        except InvalidMessage:
+            continue
+    raise InvalidMessage("decryption failed")
+
+
+def _decrypt_with_state(state: SessionState, message: SignalMessage,
+                        rng: Random) -> tuple[bytes, Commit]:
+    """Decrypt with one state without mutating it; return the plaintext and a commit."""
+    if message.version != state.version:
+        raise InvalidMessage("message version does not match the session")
+    if state.sender_chain is None:
+        raise InvalidMessage("session has no sending chain")
+    chain = state.receiver_chain(message.ratchet_key)
+    new_sending: tuple[bytes, SenderChain] | None = None
+    if chain is None:
+        # A DH ratchet step: their new ratchet key.
+        sender = state.sender_chain
+        root1, receive_key = root_step(state.root_key, sender.ratchet.private.agree(
+            message.ratchet_key))
+        ours = KeyPair.generate(rng)
+        root2, send_key = root_step(root1, ours.private.agree(message.ratchet_key))
+        new_sending = (root2, SenderChain(ours, send_key, 0))
+        chain_key, chain_index = receive_key, 0
+    else:
+        chain_key, chain_index = chain.chain_key, chain.index
+
+    counter = message.counter
+    skipped: list[tuple[int, bytes]] = []
+    used_skipped = False
+    if counter < chain_index:
+        assert chain is not None
+        seed = chain.skipped.get(counter)
+        if seed is None:
+            raise DuplicatedMessage(f"duplicate message (chain at {chain_index}, got {counter})")
+        used_skipped = True
+        next_key = chain_key
+    else:
+        jump = counter - chain_index
+        if jump > MAX_FORWARD_JUMPS and state.local_identity != state.remote_identity:
+            raise InvalidMessage("message from too far into the future")
+        ck = chain_key
+        for i in range(chain_index, counter):
+            skipped.append((i, message_key_seed(ck)))
+            ck = next_chain_key(ck)
+        seed = message_key_seed(ck)
+        next_key = next_chain_key(ck)
+
+    keys = MessageKeys.from_seed(seed)
+    if not message.verify_mac(keys.mac_key, state.remote_identity, state.local_identity):
+        raise InvalidMessage("bad MAC")
+    plaintext = aes_cbc_decrypt(keys.cipher_key, keys.iv, message.ciphertext)
+
+    def commit() -> None:
+        target = chain
+        if target is None:
+            assert new_sending is not None
+            old_sender = state.sender_chain
+            assert old_sender is not None
+            state.root_key, state.sender_chain = new_sending
+            state.previous_counter = max(old_sender.index - 1, 0)
+            target = ReceiverChain(message.ratchet_key, chain_key, 0)
+            state.add_receiver_chain(target)
+        if used_skipped:
+            del target.skipped[counter]
+        else:
+            target.add_skipped(skipped)
+            target.chain_key = next_key
+            target.index = counter + 1
+        state.pending_pre_key = None
+
+    return plaintext, commit
+
+
+def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data: bytes, *,
+                           rng: Random, kems: KemRegistry = DEFAULT_KEMS) -> bytes:
+    """Decrypt a PreKey message from ``address`` (we are Bob, or Alice in a crossing).
+
+    A message whose base key matches a state we hold reuses that state; otherwise a new
+    state is built from our prekeys and becomes current (the old one is archived).
+
+    Raises:
+        UntrustedIdentity: the sender's identity key is not trusted.
+        InvalidPreKeyId: unknown one-time or signed prekey id.
+        InvalidKyberPreKeyId: unknown Kyber prekey id.
+        DuplicatedMessage: a repeated message.
+        InvalidMessage: malformed, unauthenticated, or a reused last-resort key.
+        UnknownVersion: an unsupported version nibble.
+    """
+    message = PreKeySignalMessage.parse(data)
+    if not store.is_trusted_identity(address, message.identity_key, Direction.RECEIVING):
+        raise UntrustedIdentity(f"untrusted identity for {address}")
+    record = store.load_session(address)
+    base_key = message.base_key.serialize()
+
+    existing: int | None = None  # -1 current, else archive index
+    state: SessionState | None = None
+    if record is not None:
+        for index, candidate in enumerate(record.states()):
+            if candidate.version == message.version and candidate.alice_base_key == base_key:
+                state = candidate
+                existing = index - 1 if record.current is not None else index
+                break
+
+    if state is None:
+        state = _bob_state(store, message, kems)
+    try:
+        plaintext, commit = _decrypt_with_state(state, message.message, rng)
+    except DuplicatedMessage:
+        raise
+    except InvalidMessage as exc:
+        raise InvalidMessage("decryption failed") from exc
+
+    if existing is None:
+        store.mark_kyber_pre_key_used(message.kyber_pre_key_id or 0, message.signed_pre_key_id,
+                                      base_key)
+    commit()
+    if record is None:
+        record = SessionRecord()
+    if existing is None:
+        record.promote_state(state)
+        if message.pre_key_id is not None:
+            store.remove_pre_key(message.pre_key_id)
+    elif existing >= 0:
+        record.promote_previous(existing)
+    store.store_session(address, record)
+    store.save_identity(address, message.identity_key)
+    return plaintext
+
+
+def _bob_state(store: ProtocolStore, message: PreKeySignalMessage,
+               kems: KemRegistry) -> SessionState:
+    if not message.base_key.is_canonical():
+        raise InvalidMessage("incoming base key is invalid")
+    signed = store.get_signed_pre_key(message.signed_pre_key_id)
+    assert message.kyber_pre_key_id is not None and message.kyber_ciphertext is not None
+    kyber = store.get_kyber_pre_key(message.kyber_pre_key_id)
+    one_time = (store.get_pre_key(message.pre_key_id).key_pair
+                if message.pre_key_id is not None else None)
+    identity = store.get_identity_key_pair()
+    try:
+        keys = pqxdh.respond(identity, signed.key_pair, kyber.key_pair, one_time,
+                             message.identity_key, message.base_key, message.kyber_ciphertext,
+                             kems)
+    except ProtocolError as exc:
+        raise InvalidMessage("invalid PreKey message") from exc
+    return SessionState(
+        version=message.version,
+        local_identity=identity.public,
+        remote_identity=message.identity_key,
+        root_key=keys.root_key,
+        sender_chain=SenderChain(signed.key_pair, keys.chain_key, 0),
+        receiver_chains=[],
+        alice_base_key=message.base_key.serialize(),
+        local_registration_id=store.get_local_registration_id(),
+        remote_registration_id=message.registration_id,
+    )
+
+
+def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, data: bytes, *,
+            rng: Random, kems: KemRegistry = DEFAULT_KEMS) -> bytes:
+    """Decrypt a whisper (2) or PreKey (3) message.
+
+    Raises:
+        ValueError: ``message_type`` is neither.
+        ProtocolError: see :func:`decrypt_signal_message` and :func:`decrypt_prekey_message`.
+    """
+    if message_type == WHISPER_TYPE:
+        return decrypt_signal_message(store, address, data, rng=rng)
+    if message_type == PREKEY_TYPE:
+        return decrypt_prekey_message(store, address, data, rng=rng, kems=kems)
+    raise ValueError(f"not a 1:1 message type: {message_type}")

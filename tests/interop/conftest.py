@@ -1,0 +1,51 @@
+"""Peer processes for the interop scenarios, shared per test worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .peers import PeerClient, node_available, node_peer, python_peer
+
+IMPLEMENTATIONS = ["python", "libsignal"]
+DIRECTIONS = [(a, b) for a in IMPLEMENTATIONS for b in IMPLEMENTATIONS]
+
+
+def _require_node() -> None:
+    if not node_available():
+        if os.environ.get("CIPHERPOST_SKIP_LIBSIGNAL") == "1":
+            pytest.skip("libsignal reference peer not installed (CIPHERPOST_SKIP_LIBSIGNAL=1)")
+        pytest.fail("libsignal reference peer is not installed: run `make test` "
+                    "(or `cd interop/libsignal-peer && npm ci`)")
+
+
+@pytest.fixture(scope="session")
+def peers() -> Iterator[dict[str, PeerClient]]:
+    started: dict[str, PeerClient] = {}
+
+    class Lazy(dict[str, PeerClient]):
+        def __missing__(self, key: str) -> PeerClient:
+            if key == "python":
+                client = python_peer()
+            elif key == "libsignal":
+                _require_node()
+                client = node_peer()
+            else:
+                raise KeyError(key)
+            self[key] = client
+            started[key] = client
+            return client
+
+    yield Lazy()
+    for client in started.values():
+        assert client.close() == 0, f"{client.name} peer exited non-zero"
+
+
+@pytest.fixture(params=DIRECTIONS, ids=[f"{a}->{b}" for a, b in DIRECTIONS])
+def pair(request: pytest.FixtureRequest,
+         peers: dict[str, PeerClient]) -> tuple[PeerClient, PeerClient]:
+    """(initiator's peer, responder's peer) for one direction."""
+    a, b = request.param
+    return peers[a], peers[b]
