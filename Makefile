@@ -10,9 +10,13 @@ STAMP := $(VENV)/.installed
 PEER_DIR := interop/libsignal-peer
 PEER_STAMP := $(PEER_DIR)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit interop bench fuzz clean system-deps
+.PHONY: run demo test lint typecheck unit interop bench fuzz clean system-deps
 
+# The relay on SQLite at 127.0.0.1:8080 (API docs at /docs); data lives in ./data.
 run: $(STAMP)
+	$(VENV)/bin/cipherpost-server
+
+demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
 test: $(STAMP) $(PEER_STAMP)

@@ -1,0 +1,39 @@
+"""``cipherpost-server``: run the relay with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .app import create_app
+from .settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, load settings, serve."""
+    parser = argparse.ArgumentParser(prog="cipherpost-server",
+                                     description="Run the Cipherpost relay.")
+    parser.add_argument("--config", help="TOML settings file (else CIPHERPOST_CONFIG)")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8080)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(args.config)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"cipherpost-server: {exc}")
+    host = args.host or settings.host
+    port = args.port or settings.port
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        sys.exit("cipherpost-server: set both tls_certfile and tls_keyfile, or neither")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
+                ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
+                ws_max_size=1024 * 1024, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

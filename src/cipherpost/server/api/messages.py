@@ -1,0 +1,83 @@
+"""Sending ciphertexts, and the HTTP fallback for fetching and acknowledging them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from ..errors import ApiError, not_found
+from ..relay import Relay
+from ..storage.models import (
+    DeviceMismatch,
+    Envelope,
+    OutgoingMessage,
+    QueueFull,
+    StaleDevices,
+)
+from .deps import DeviceDep, RelayDep, b64, unb64
+from .schemas import AckIn, AckOut, EnvelopeOut, MessagesOut, SendIn, SendOut
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+
+@router.put("/{account_id}", summary="Send one ciphertext to each device of an account",
+            responses={409: {"description": "missing_devices / extra_devices"},
+                       410: {"description": "stale_devices (re-installed)"},
+                       507: {"description": "a destination queue is full"}})
+async def send(account_id: str, body: SendIn, relay: RelayDep, device: DeviceDep) -> SendOut:
+    relay.limit("messages", f"{device.account_id}>{account_id}")
+    limit = relay.settings.max_message_bytes
+    outgoing = [OutgoingMessage(m.device_id, m.registration_id, m.type,
+                                unb64(m.content, "content", max_bytes=limit))
+                for m in body.messages]
+    if len({m.device_id for m in outgoing}) != len(outgoing):
+        raise ApiError(400, "invalid_request", "one message per destination device")
+    own = account_id == device.account_id
+    try:
+        queued = await relay.storage.enqueue(
+            account_id, outgoing, sender=(device.account_id, device.device_id),
+            exclude_device=device.device_id if own else None,
+            client_timestamp=body.timestamp, now=relay.now_ms(),
+            ttl=relay.settings.message_ttl, byte_budget=relay.settings.queue_byte_budget)
+    except LookupError:
+        raise not_found("account") from None
+    except DeviceMismatch as exc:
+        raise ApiError(409, "device_mismatch", "the device list is out of date",
+                       missing_devices=exc.missing, extra_devices=exc.extra) from None
+    except StaleDevices as exc:
+        raise ApiError(410, "stale_devices", "devices were re-installed",
+                       stale_devices=exc.stale) from None
+    except QueueFull as exc:
+        raise ApiError(507, "queue_full", "a destination device's queue is full",
+                       full_devices=exc.devices) from None
+    relay.metrics.messages_queued.inc(len(queued))
+    for device_id, _seq in queued:
+        relay.hub.notify(account_id, device_id)
+    return SendOut(queued=len(queued))
+
+
+def envelope_out(e: Envelope) -> EnvelopeOut:
+    return EnvelopeOut(id=e.guid, sender_account_id=e.sender_account_id,
+                       sender_device_id=e.sender_device_id, type=e.type,
+                       content=b64(e.content), client_timestamp=e.client_timestamp,
+                       server_timestamp=e.server_timestamp)
+
+
+@router.get("", summary="Fetch queued messages (fallback for clients without WebSocket)")
+async def fetch(relay: RelayDep, device: DeviceDep,
+                limit: int = Query(100, ge=1, le=1000)) -> MessagesOut:
+    envelopes = await relay.storage.fetch(device.account_id, device.device_id, 0, limit + 1)
+    return MessagesOut(messages=[envelope_out(e) for e in envelopes[:limit]],
+                       more=len(envelopes) > limit)
+
+
+@router.post("/ack", summary="Acknowledge (delete) delivered messages")
+async def acknowledge(body: AckIn, relay: RelayDep, device: DeviceDep) -> AckOut:
+    return AckOut(deleted=await ack(relay, device.account_id, device.device_id, body.ids))
+
+
+async def ack(relay: Relay, account_id: str, device_id: int, ids: list[str]) -> int:
+    """Delete acknowledged messages and count them."""
+    deleted = await relay.storage.acknowledge(account_id, device_id,
+                                              [i for i in ids if len(i) <= 36])
+    relay.metrics.messages_delivered.inc(deleted)
+    return deleted

@@ -1,0 +1,115 @@
+"""WebSocket delivery (protocol documented in docs/websocket.md).
+
+The server pushes ``{"type": "message", "envelope": {...}}`` frames in queue order; the device answers
+``{"type": "ack", "ids": [...]}``, and the server confirms with ``{"type": "acked",
+"ids": [...]}`` once the deletion is durable. Only acknowledged messages are deleted, so
+whatever was pushed but not acknowledged is pushed again on the next connection. At most
+``WINDOW`` messages are in flight unacknowledged, which bounds memory per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ..auth import DeviceIdentity, authenticate
+from ..errors import ApiError
+from ..hub import Connection
+from ..relay import Relay
+from .messages import ack, envelope_out
+
+router = APIRouter()
+Sender = Callable[[dict[str, object]], Awaitable[None]]
+
+WINDOW = 256
+MAX_FRAME = 64 * 1024
+
+
+@router.websocket("/v1/websocket")
+async def websocket(ws: WebSocket) -> None:
+    relay: Relay = ws.app.state.relay
+    try:
+        device = await authenticate(relay.storage, ws.headers.get("authorization"))
+    except ApiError:
+        await ws.close(code=4401)
+        return
+    await ws.accept()
+    connection = relay.hub.register(device.account_id, device.device_id)
+    relay.metrics.websockets.inc()
+    in_flight: set[str] = set()
+    room = asyncio.Event()
+    room.set()
+    lock = asyncio.Lock()
+
+    async def send(frame: dict[str, object]) -> None:
+        async with lock:
+            await ws.send_text(json.dumps(frame, separators=(",", ":")))
+
+    tasks = [
+        asyncio.create_task(_push(send, relay, device, connection, in_flight, room)),
+        asyncio.create_task(_receive(ws, send, relay, device, connection, in_flight, room)),
+        asyncio.create_task(connection.closed.wait()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        relay.hub.unregister(device.account_id, device.device_id, connection)
+        relay.metrics.websockets.dec()
+        with contextlib.suppress(Exception):
+            await ws.close(code=connection.close_code)
+
+
+async def _push(send: Sender, relay: Relay, device: DeviceIdentity, connection: Connection,
+                in_flight: set[str], room: asyncio.Event) -> None:
+    cursor = 0
+    while True:
+        connection.wake.clear()
+        budget = WINDOW - len(in_flight)
+        envelopes = await relay.storage.fetch(device.account_id, device.device_id, cursor,
+                                              min(budget, 100)) if budget > 0 else []
+        for envelope in envelopes:
+            in_flight.add(envelope.guid)
+            await send({"type": "message", "envelope": envelope_out(envelope).model_dump()})
+            cursor = envelope.seq
+        if envelopes:
+            continue
+        if budget <= 0:
+            room.clear()
+            await room.wait()
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.wake.wait(), timeout=30)
+
+
+async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIdentity,
+                   connection: Connection, in_flight: set[str], room: asyncio.Event) -> None:
+    while True:
+        try:
+            text = await ws.receive_text()
+        except (WebSocketDisconnect, RuntimeError, KeyError):
+            return
+        if len(text) > MAX_FRAME:
+            connection.close_code = 1009
+            return
+        try:
+            frame = json.loads(text)
+            ids = frame["ids"] if frame.get("type") == "ack" else None
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError
+        except (ValueError, TypeError, AttributeError, KeyError):
+            connection.close_code = 1003
+            return
+        # Shielded: an acknowledgement that arrived is applied even if the socket closes.
+        await asyncio.shield(ack(relay, device.account_id, device.device_id, ids))
+        in_flight.difference_update(ids)
+        room.set()
+        await send({"type": "acked", "ids": ids})

@@ -1,0 +1,180 @@
+"""The ASGI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api import accounts, attachments, keys, messages, ops, websocket
+from .errors import ApiError
+from .relay import Relay
+from .settings import Settings
+from .storage.engine import Database
+from .storage.sql import Storage
+
+log = logging.getLogger("cipherpost.server")
+
+_STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
+                 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                 415: "unsupported_media_type", 422: "invalid_request"}
+
+
+def create_app(settings: Settings | None = None, *,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """Build the relay app. The database is migrated when the app starts."""
+    settings = settings or Settings.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        await db.migrate()
+        Path(settings.attachment_dir).mkdir(parents=True, exist_ok=True)
+        relay = Relay(settings=settings, storage=Storage(db), clock=clock)
+        app.state.relay = relay
+        janitor = asyncio.create_task(_janitor(relay))
+        try:
+            yield
+        finally:
+            janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await janitor
+            await db.dispose()
+
+    app = FastAPI(
+        title="Cipherpost relay",
+        version="0.1.0",
+        description="Relays end-to-end encrypted messages. It stores only ciphertext and "
+                    "public keys. Authenticate with `Authorization: Bearer <device token>`. "
+                    "The WebSocket protocol is described in docs/websocket.md.",
+        lifespan=lifespan,
+    )
+    for module in (accounts, keys, messages, websocket, attachments, ops):
+        app.include_router(module.router)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+                   for e in exc.errors()][:10]
+        return JSONResponse({"error": {"code": "invalid_request",
+                                       "message": "the request is malformed"},
+                             "details": details}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse({"error": {"code": "internal_error",
+                                       "message": "internal error"}}, status_code=500)
+
+    app.add_middleware(_AccessLog)
+    app.add_middleware(_BodyLimit, default=settings.max_request_bytes,
+                       attachments=settings.max_attachment_bytes)
+    return app
+
+
+async def _janitor(relay: Relay) -> None:
+    """Expire old messages and blobs once a minute."""
+    from .api.attachments import blob_path
+    while True:
+        try:
+            now = relay.now_ms()
+            relay.metrics.messages_expired.inc(await relay.storage.expire(now))
+            for attachment_id in await relay.storage.expire_attachments(now):
+                blob_path(relay.settings.attachment_dir, attachment_id).unlink(missing_ok=True)
+        except Exception:
+            log.exception("expiry failed")
+        await asyncio.sleep(60)
+
+
+class _BodyLimit:
+    """Refuse request bodies over the limit with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, default: int, attachments: int) -> None:
+        self.app = app
+        self.default = default
+        self.attachments = attachments
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = (self.attachments if scope["path"].startswith("/v1/attachments")
+                 else self.default)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _too_large(send, limit)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise ApiError(413, "too_large", f"request bodies are limited to {limit}")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"error": {"code": "too_large",
+                                 "message": f"request bodies are limited to {limit} bytes"}})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+class _AccessLog:
+    """One structured line per request: route template, status, duration. No ids, no IPs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            app: Any = scope.get("app")
+            relay = getattr(getattr(app, "state", None), "relay", None)
+            if relay is not None:
+                relay.metrics.requests.labels(template, str(status)).inc()
+            log.info(json.dumps({"event": "request", "method": scope.get("method"),
+                                 "route": template, "status": status,
+                                 "ms": round((time.perf_counter() - start) * 1000, 2)}))

@@ -1,0 +1,66 @@
+"""The relay's shared state: settings, storage, live connections, limits, metrics, clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from .hub import Hub
+from .ratelimit import TokenBuckets
+from .settings import Settings
+from .storage.sql import Storage
+
+
+class Metrics:
+    """Prometheus metrics of one app (a registry per app keeps tests independent)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages_queued = Counter("cipherpost_messages_queued", "Ciphertexts accepted",
+                                       registry=self.registry)
+        self.messages_delivered = Counter("cipherpost_messages_acknowledged",
+                                          "Ciphertexts acknowledged by their device",
+                                          registry=self.registry)
+        self.messages_expired = Counter("cipherpost_messages_expired",
+                                        "Ciphertexts expired unacknowledged",
+                                        registry=self.registry)
+        self.requests = Counter("cipherpost_http_requests", "HTTP requests",
+                                ["route", "status"], registry=self.registry)
+        self.websockets = Gauge("cipherpost_websocket_connections", "Live WebSockets",
+                                registry=self.registry)
+        self.rate_limited = Counter("cipherpost_rate_limited", "Requests refused with 429",
+                                    ["limit"], registry=self.registry)
+
+
+@dataclass
+class Relay:
+    """Everything a request handler needs."""
+
+    settings: Settings
+    storage: Storage
+    hub: Hub = field(default_factory=Hub)
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], float] = time.time
+    limits: dict[str, TokenBuckets] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.limits = {
+            "register": TokenBuckets(s.rate_register_per_ip),
+            "prekeys": TokenBuckets(s.rate_prekey_fetch_per_account),
+            "messages": TokenBuckets(s.rate_messages_per_pair),
+        }
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def limit(self, name: str, key: str) -> None:
+        """Spend one token of limit ``name`` for ``key`` (429 when empty)."""
+        try:
+            self.limits[name].take(key)
+        except Exception:
+            self.metrics.rate_limited.labels(name).inc()
+            raise

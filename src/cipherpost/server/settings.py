@@ -1,0 +1,93 @@
+"""Server settings: defaults, then a TOML file, then ``CIPHERPOST_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DAY = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the relay can be told. Each field is ``CIPHERPOST_<NAME>`` in the env."""
+
+    #: SQLAlchemy URL of the database.
+    database_url: str = "sqlite+aiosqlite:///data/cipherpost.db"
+    #: SQLite ``synchronous`` level: NORMAL survives a process crash (SIGKILL) in WAL mode;
+    #: FULL also survives power loss, at a cost per commit.
+    sqlite_synchronous: str = "NORMAL"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Serve TLS directly when both are set (else put a reverse proxy in front).
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    max_devices_per_account: int = 10
+    #: Unacknowledged messages expire after this many seconds.
+    message_ttl: int = 30 * DAY
+    #: Bytes of queued ciphertext a device may hold before sends to it are refused.
+    queue_byte_budget: int = 64 * 1024 * 1024
+    max_message_bytes: int = 256 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_attachment_bytes: int = 100 * 1024 * 1024
+    attachment_ttl: int = 30 * DAY
+    attachment_dir: str = "data/attachments"
+    max_one_time_prekeys_per_upload: int = 200
+    link_code_ttl: int = 600
+    #: Token buckets, as "capacity/refill-per-second".
+    rate_register_per_ip: str = "5/0.01"
+    rate_prekey_fetch_per_account: str = "100/1"
+    rate_messages_per_pair: str = "300/10"
+    #: Client addresses of proxies whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None,
+             environ: dict[str, str] | None = None) -> Settings:
+        """Defaults, overridden by a TOML file (``path`` or ``CIPHERPOST_CONFIG``), then env.
+
+        Raises:
+            ValueError: an unknown key or a value of the wrong type.
+        """
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        config = path or env.get("CIPHERPOST_CONFIG")
+        if config:
+            data = tomllib.loads(Path(config).read_text())
+            section = data.get("server", data)
+            values.update(section)
+        known = {f.name: f for f in fields(cls)}
+        for name in known:
+            key = f"CIPHERPOST_{name.upper()}"
+            if key in env:
+                values[name] = env[key]
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(cls(), **{k: _coerce(known[k].type, k, v) for k, v in values.items()})
+
+
+def _coerce(kind: Any, name: str, value: Any) -> Any:
+    text = str(kind)
+    try:
+        if text == "int":
+            return int(value)
+        if text.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        if value is None or text == "str":
+            return value if value is None else str(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name}: {exc}") from None
+
+
+def parse_rate(spec: str) -> tuple[float, float]:
+    """``"capacity/refill"`` -> (capacity, tokens per second)."""
+    capacity, _, refill = spec.partition("/")
+    return float(capacity), float(refill or 0)

@@ -1,0 +1,1 @@
+"""Relay storage: SQLAlchemy Core tables, alembic migrations, and the storage interface."""

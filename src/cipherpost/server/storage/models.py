@@ -1,0 +1,127 @@
+"""Plain records that cross the storage interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SignedKey:
+    """A public prekey with its id and XEdDSA signature (signed or Kyber prekey)."""
+
+    key_id: int
+    public_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class OneTimeKey:
+    """A public one-time EC prekey."""
+
+    key_id: int
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class KeyUpload:
+    """Keys a device uploads; absent parts are left as they are."""
+
+    signed_prekey: SignedKey | None = None
+    last_resort_kyber: SignedKey | None = None
+    one_time_prekeys: tuple[OneTimeKey, ...] = ()
+    kyber_prekeys: tuple[SignedKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """A device being registered."""
+
+    registration_id: int
+    token_hash: bytes
+    name: str | None
+    keys: KeyUpload
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account: stable id, changeable username, the one identity key."""
+
+    id: str
+    username: str | None
+    identity_key: bytes
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of an account."""
+
+    device_id: int
+    registration_id: int
+    name: str | None
+    created_at: int
+    last_seen: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What the directory hands out for one device."""
+
+    device_id: int
+    registration_id: int
+    signed_prekey: SignedKey
+    kyber_prekey: SignedKey
+    one_time_prekey: OneTimeKey | None
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One ciphertext for one destination device."""
+
+    device_id: int
+    registration_id: int
+    type: int
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A queued message as delivered to its device."""
+
+    seq: int
+    guid: str
+    sender_account_id: str | None
+    sender_device_id: int | None
+    type: int
+    content: bytes
+    client_timestamp: int
+    server_timestamp: int
+
+
+@dataclass
+class DeviceMismatch(Exception):
+    """The sender's device list for the recipient is out of date (HTTP 409)."""
+
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StaleDevices(Exception):
+    """Devices were re-installed: registration ids differ (HTTP 410)."""
+
+    stale: list[int] = field(default_factory=list)
+
+
+@dataclass
+class QueueFull(Exception):
+    """A destination device's queue is over its byte budget."""
+
+    devices: list[int] = field(default_factory=list)
+
+
+class UsernameTaken(Exception):
+    """The username belongs to another account."""
+
+
+class TooManyDevices(Exception):
+    """The account is at its device cap."""
