@@ -1,7 +1,7 @@
 """Freeze stored-record samples of the current formats into tests/golden/.
 
-Run once per new record format (never overwrite an older format's file): every later
-version of Cipherpost must keep loading these and continue the sessions they hold.
+Run once per new session-record format; it refuses to overwrite an existing file. Every
+later version of Cipherpost must keep loading these and continue the sessions they hold.
 
     .venv/bin/python tests/golden/make_golden.py
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from cipherpost.protocol import encrypt, process_prekey_bundle
 from cipherpost.protocol import sender_keys as sk
 from cipherpost.protocol.address import ProtocolAddress
+from cipherpost.protocol.state import RECORD_FORMAT
 from cipherpost.protocol.stores import InMemorySenderKeyStore
 from tests.protocol.parties import NOW, make_party
 
@@ -55,7 +56,7 @@ def main() -> None:
     assert member_record is not None
 
     out = {
-        "format": 1,
+        "format": RECORD_FORMAT,
         "bob_identity_key_pair": _b64(bob.store.get_identity_key_pair().serialize()),
         "alice_identity_key": _b64(alice.store.get_identity_key_pair().public.serialize()),
         "bob_session_record": _b64(bob_record.serialize()),
@@ -73,7 +74,9 @@ def main() -> None:
         "group_message": {"ciphertext": _b64(group_held), "plaintext": _b64(b"group held")},
         "group_duplicate": _b64(group_next),
     }
-    path = Path(__file__).with_name("records-v1.json")
+    path = Path(__file__).with_name(f"records-v{RECORD_FORMAT}.json")
+    if path.exists():
+        raise SystemExit(f"{path.name} exists: golden files are frozen, never regenerated")
     path.write_text(json.dumps(out, indent=1) + "\n")
 
 

@@ -16,7 +16,7 @@ from cipherpost.protocol.address import ProtocolAddress
 from cipherpost.protocol.keys import IdentityKeyPair, PublicKey
 from cipherpost.protocol.prekeys import KyberPreKeyRecord, SignedPreKeyRecord
 from cipherpost.protocol.sender_keys import SenderKeyRecord
-from cipherpost.protocol.state import SessionRecord
+from cipherpost.protocol.state import RECORD_FORMAT, SessionRecord
 from cipherpost.protocol.stores import InMemoryProtocolStore, InMemorySenderKeyStore
 
 GOLDEN = sorted(Path(__file__).resolve().parents[1].joinpath("golden").glob("records-v*.json"))
@@ -34,6 +34,7 @@ def test_golden_records_load_and_continue(path: Path) -> None:
     store = InMemoryProtocolStore(identity, 22)
     store.save_identity(ALICE, PublicKey.deserialize(_b(g["alice_identity_key"])))
     record = SessionRecord.deserialize(_b(g["bob_session_record"]))
+    assert _b(g["bob_session_record"])[0] == g["format"]
     store.store_session(ALICE, record)
     rng = random.Random(1).randbytes
     for m in g["whisper_messages"]:
@@ -58,4 +59,5 @@ def test_golden_records_load_and_continue(path: Path) -> None:
 
 
 def test_there_is_a_golden_file_per_format() -> None:
-    assert [p.name for p in GOLDEN] == ["records-v1.json"]
+    expected = [f"records-v{n}.json" for n in range(1, RECORD_FORMAT + 1)]
+    assert [p.name for p in GOLDEN] == expected

@@ -174,10 +174,10 @@ def test_kyber1024_vectors(case: dict[str, str]) -> None:
     backend = Kyber1024Backend()
     seed = H(case["seed"])
     assert hashlib.sha256(backend.public_from_secret(seed)).hexdigest() == case["public_sha256"]
-    assert backend.decapsulate(seed, H(case["ciphertext"])).hex() == case["shared"]
+    assert backend.decapsulate(backend.load(seed), H(case["ciphertext"])).hex() == case["shared"]
     forged = bytearray(H(case["ciphertext"]))
     forged[100] ^= 1
-    assert backend.decapsulate(seed, bytes(forged)).hex() != case["shared"]
+    assert backend.decapsulate(backend.load(seed), bytes(forged)).hex() != case["shared"]
 
 
 def test_kyber1024_bridge_against_oracle_both_ways() -> None:
@@ -188,9 +188,9 @@ def test_kyber1024_bridge_against_oracle_both_ways() -> None:
         shared, ciphertext = backend.encapsulate(public)
         assert Kyber1024.decaps(secret, ciphertext) == shared
         # our key, kyber-py encapsulation
-        our_public, our_secret = backend.generate(os.urandom)
+        our_public, our_secret, _ = backend.generate(os.urandom)
         theirs, ct = Kyber1024.encaps(our_public)
-        assert backend.decapsulate(our_secret, ct) == theirs
+        assert backend.decapsulate(backend.load(our_secret), ct) == theirs
 
 
 def test_kem_key_types_and_lengths() -> None:
@@ -221,8 +221,8 @@ def test_mlkem_and_kyber_secrets_differ() -> None:
     ml = DEFAULT_KEMS[MLKEM1024]
     public = ml.public_from_secret(seed)
     shared, ciphertext = ml.encapsulate(public)
-    assert ml.decapsulate(seed, ciphertext) == shared
-    assert DEFAULT_KEMS[KYBER1024].decapsulate(seed, ciphertext) != shared
+    assert ml.decapsulate(ml.load(seed), ciphertext) == shared
+    assert DEFAULT_KEMS[KYBER1024].decapsulate(ml.load(seed), ciphertext) != shared
 
 
 def test_reprs_hide_secrets() -> None:

@@ -216,7 +216,7 @@ def test_records_round_trip(rng) -> None:  # type: ignore[no-untyped-def]
     for i, message in enumerate(held):
         assert decrypt(bob.store, alice.address, message.message_type, message.serialized,
                        rng=rng) == b"held%d" % i
-    for bad in (b"", b"\x02" + data[1:], data[:-3], b"\x01\xff\xff"):
+    for bad in (b"", b"\x09" + data[1:], data[:-3], data + b"\x00", b"\x01\xff\xff"):
         with pytest.raises(InvalidMessage):
             SessionRecord.deserialize(bad)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import (
     MLKEM1024PrivateKey,
@@ -43,8 +43,12 @@ class KemBackend(Protocol):
 
     key_type: int
 
-    def generate(self, rng: Random) -> tuple[bytes, bytes]:
-        """Return ``(public, secret)`` from fresh randomness."""
+    def generate(self, rng: Random) -> tuple[bytes, bytes, Any]:
+        """Return ``(public, secret, loaded secret)`` from fresh randomness."""
+        ...
+
+    def load(self, secret: bytes) -> Any:
+        """The backend's ready-to-use form of ``secret`` (key expansion done once)."""
         ...
 
     def public_from_secret(self, secret: bytes) -> bytes:
@@ -55,8 +59,8 @@ class KemBackend(Protocol):
         """Return ``(shared_secret, ciphertext)`` for ``public``."""
         ...
 
-    def decapsulate(self, secret: bytes, ciphertext: bytes) -> bytes:
-        """Return the shared secret of ``ciphertext``."""
+    def decapsulate(self, loaded: Any, ciphertext: bytes) -> bytes:
+        """Return the shared secret of ``ciphertext`` for a key from :meth:`load`."""
         ...
 
 
@@ -65,12 +69,19 @@ class MLKem1024Backend:
 
     key_type = MLKEM1024
 
-    def generate(self, rng: Random) -> tuple[bytes, bytes]:
+    def generate(self, rng: Random) -> tuple[bytes, bytes, MLKEM1024PrivateKey]:
         seed = rng(64)
-        return self.public_from_secret(seed), seed
+        key = self.load(seed)
+        return key.public_key().public_bytes_raw(), seed, key
+
+    def load(self, secret: bytes) -> MLKEM1024PrivateKey:
+        try:
+            return MLKEM1024PrivateKey.from_seed_bytes(secret)
+        except ValueError as exc:
+            raise InvalidKey("invalid ML-KEM-1024 seed") from exc
 
     def public_from_secret(self, secret: bytes) -> bytes:
-        return MLKEM1024PrivateKey.from_seed_bytes(secret).public_key().public_bytes_raw()
+        return self.load(secret).public_key().public_bytes_raw()
 
     def encapsulate(self, public: bytes) -> tuple[bytes, bytes]:
         try:
@@ -80,9 +91,9 @@ class MLKem1024Backend:
         shared, ciphertext = key.encapsulate()
         return shared, ciphertext
 
-    def decapsulate(self, secret: bytes, ciphertext: bytes) -> bytes:
+    def decapsulate(self, loaded: MLKEM1024PrivateKey, ciphertext: bytes) -> bytes:
         try:
-            return MLKEM1024PrivateKey.from_seed_bytes(secret).decapsulate(ciphertext)
+            return loaded.decapsulate(ciphertext)
         except ValueError as exc:
             raise InvalidKey("invalid ML-KEM-1024 ciphertext") from exc
 
@@ -100,8 +111,8 @@ class Kyber1024Backend(MLKem1024Backend):
         shared, ciphertext = super().encapsulate(public)
         return _round3_finish(shared, ciphertext), ciphertext
 
-    def decapsulate(self, secret: bytes, ciphertext: bytes) -> bytes:
-        return _round3_finish(super().decapsulate(secret, ciphertext), ciphertext)
+    def decapsulate(self, loaded: MLKEM1024PrivateKey, ciphertext: bytes) -> bytes:
+        return _round3_finish(super().decapsulate(loaded, ciphertext), ciphertext)
 
 
 KemRegistry = Mapping[int, KemBackend]
@@ -145,12 +156,18 @@ class KemPublicKey:
         return f"KemPublicKey(type={self.key_type:#04x}, {self.raw[:8].hex()}...)"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class KemKeyPair:
-    """A KEM key pair; ``secret`` is the backend's private form (an ML-KEM seed)."""
+    """A KEM key pair; ``secret`` is the backend's private form (an ML-KEM seed).
 
-    public: KemPublicKey
-    secret: bytes
+    The expanded private key is made once, on first use, and kept with the pair.
+    """
+
+    __slots__ = ("_loaded", "public", "secret")
+
+    def __init__(self, public: KemPublicKey, secret: bytes, loaded: Any = None) -> None:
+        self.public = public
+        self.secret = secret
+        self._loaded = loaded
 
     @classmethod
     def generate(cls, rng: Random, key_type: int = KYBER1024,
@@ -159,8 +176,8 @@ class KemKeyPair:
         backend = kems.get(key_type)
         if backend is None:
             raise ValueError(f"unsupported KEM type {key_type:#04x}")
-        public, secret = backend.generate(rng)
-        return cls(KemPublicKey(key_type, public), secret)
+        public, secret, loaded = backend.generate(rng)
+        return cls(KemPublicKey(key_type, public), secret, loaded)
 
     def decapsulate(self, ciphertext: bytes, kems: KemRegistry = DEFAULT_KEMS) -> bytes:
         """Decapsulate a serialized (type-prefixed) ciphertext.
@@ -172,7 +189,10 @@ class KemKeyPair:
             raise InvalidKey("KEM ciphertext type does not match the key")
         if len(ciphertext) != 1 + CIPHERTEXT_LENGTH:
             raise InvalidKey("bad KEM ciphertext length")
-        return kems[self.public.key_type].decapsulate(self.secret, ciphertext[1:])
+        backend = kems[self.public.key_type]
+        if self._loaded is None:
+            self._loaded = backend.load(self.secret)
+        return backend.decapsulate(self._loaded, ciphertext[1:])
 
     def __repr__(self) -> str:
         return f"KemKeyPair(public={self.public!r}, secret=<redacted>)"

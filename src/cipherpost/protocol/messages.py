@@ -76,25 +76,73 @@ def _public_key(data: bytes) -> PublicKey:
         raise InvalidMessage("invalid key in message") from exc
 
 
+_LARGE = 4096
+
+
+def mac_prefixed(mac_key: bytes, identities: bytes, body: bytes | memoryview) -> bytes:
+    """The 8-byte MAC over ``sender || receiver`` identities and a message body.
+
+    Small bodies take one concatenation and OpenSSL's one-shot HMAC; large ones are fed
+    in pieces so the body is never copied.
+    """
+    if len(body) < _LARGE:
+        return hmac.digest(mac_key, identities + body, "sha256")[:MAC_LENGTH]
+    h = hmac.new(mac_key, identities, "sha256")
+    h.update(body)
+    return h.digest()[:MAC_LENGTH]
+
+
 def compute_mac(mac_key: bytes, sender: IdentityKey, receiver: IdentityKey, body: bytes) -> bytes:
     """The 8-byte MAC of a SignalMessage body (version byte + protobuf)."""
-    return hmac.digest(mac_key, sender.serialize() + receiver.serialize() + body, "sha256")[
-        :MAC_LENGTH
-    ]
+    return mac_prefixed(mac_key, sender.serialize() + receiver.serialize(), body)
 
 
-@dataclass(frozen=True, slots=True)
 class SignalMessage:
-    """A ratchet ("whisper") message: ``version || protobuf || mac(8)``."""
+    """A ratchet ("whisper") message: ``version || protobuf || mac(8)``.
 
-    version: int
-    ratchet_key: PublicKey
-    counter: int
-    previous_counter: int
-    ciphertext: bytes
-    pq_ratchet: bytes
-    addresses: bytes | None
-    serialized: bytes
+    This is the per-message hot path, so it is a plain slotted class, keeps the ratchet
+    key as its 33 serialized bytes (a :class:`PublicKey` is made only when needed), and
+    parses libsignal's canonical layout directly before falling back to a general decode.
+    """
+
+    __slots__ = ("_ratchet_key", "addresses", "ciphertext", "counter", "pq_ratchet",
+                 "previous_counter", "ratchet_key_bytes", "serialized", "version")
+
+    def __init__(self, version: int, ratchet_key_bytes: bytes, counter: int,
+                 previous_counter: int, ciphertext: bytes, pq_ratchet: bytes,
+                 addresses: bytes | None, serialized: bytes) -> None:
+        self.version = version
+        self.ratchet_key_bytes = ratchet_key_bytes
+        self.counter = counter
+        self.previous_counter = previous_counter
+        self.ciphertext = ciphertext
+        self.pq_ratchet = pq_ratchet
+        self.addresses = addresses
+        self.serialized = serialized
+        self._ratchet_key: PublicKey | None = None
+
+    @property
+    def ratchet_key(self) -> PublicKey:
+        """The sender's ratchet public key."""
+        if self._ratchet_key is None:
+            self._ratchet_key = PublicKey(self.ratchet_key_bytes[1:])
+        return self._ratchet_key
+
+    def __repr__(self) -> str:
+        return (f"SignalMessage(v{self.version}, counter={self.counter}, "
+                f"{len(self.ciphertext)} ciphertext bytes)")
+
+    @staticmethod
+    def encode_body(version: int, ratchet_key: bytes, counter: int, previous_counter: int,
+                    ciphertext: bytes, pq_ratchet: bytes = b"") -> bytes:
+        """Version byte and protobuf, fields in libsignal's order 1, 2, 3, 4, 5."""
+        body = (_version_byte(version) + b"\x0a\x21" + ratchet_key
+                + b"\x10" + pb.encode_varint(counter)
+                + b"\x18" + pb.encode_varint(previous_counter)
+                + b"\x22" + pb.encode_varint(len(ciphertext)) + ciphertext)
+        if pq_ratchet:
+            body += pb.field_bytes(5, pq_ratchet)
+        return body
 
     @classmethod
     def build(
@@ -110,20 +158,12 @@ class SignalMessage:
         version: int = CURRENT_VERSION,
         pq_ratchet: bytes = b"",
     ) -> SignalMessage:
-        """Encode and MAC a message (fields in libsignal's order 1, 2, 3, 4, 5)."""
-        body = b"".join(
-            (
-                _version_byte(version),
-                pb.field_bytes(1, ratchet_key.serialize()),
-                pb.field_varint(2, counter),
-                pb.field_varint(3, previous_counter),
-                pb.field_bytes(4, ciphertext),
-                pb.field_bytes(5, pq_ratchet) if pq_ratchet else b"",
-            )
-        )
+        """Encode and MAC a message."""
+        key = ratchet_key.serialize()
+        body = cls.encode_body(version, key, counter, previous_counter, ciphertext, pq_ratchet)
         mac = compute_mac(mac_key, sender_identity, receiver_identity, body)
-        return cls(version, ratchet_key, counter, previous_counter, ciphertext, pq_ratchet,
-                   None, body + mac)
+        return cls(version, key, counter, previous_counter, ciphertext, pq_ratchet, None,
+                   body + mac)
 
     @classmethod
     def parse(cls, data: bytes) -> SignalMessage:
@@ -136,8 +176,13 @@ class SignalMessage:
         if len(data) < 1 + MAC_LENGTH:
             raise InvalidMessage("message too short")
         version = _check_version(data[0])
+        data = bytes(data)
+        fast = _parse_canonical(data)
+        if fast is not None:
+            counter, previous, ciphertext = fast
+            return cls(version, data[3:36], counter, previous, ciphertext, b"", None, data)
         fields = _decode(data[1:-MAC_LENGTH], "SignalMessage")
-        ratchet_key = _public_key(_required_bytes(fields, 1, "SignalMessage"))
+        ratchet_key = _public_key(_required_bytes(fields, 1, "SignalMessage")).serialize()
         counter = _required_uint32(fields, 2, "SignalMessage")
         previous = _optional_uint32(fields, 3, "SignalMessage") or 0
         ciphertext = _required_bytes(fields, 4, "SignalMessage")
@@ -146,13 +191,59 @@ class SignalMessage:
             addresses = pb.get_bytes(fields, 6)
         except pb.DecodeError as exc:
             raise InvalidMessage("malformed SignalMessage") from exc
-        return cls(version, ratchet_key, counter, previous, ciphertext, pq, addresses, bytes(data))
+        return cls(version, ratchet_key, counter, previous, ciphertext, pq, addresses, data)
 
     def verify_mac(self, mac_key: bytes, sender: IdentityKey, receiver: IdentityKey) -> bool:
         """Constant-time check of the trailing MAC over the bytes received."""
-        body = self.serialized[:-MAC_LENGTH]
-        expected = compute_mac(mac_key, sender, receiver, body)
-        return hmac.compare_digest(expected, self.serialized[-MAC_LENGTH:])
+        return self.verify_mac_prefixed(mac_key, sender.serialize() + receiver.serialize())
+
+    def verify_mac_prefixed(self, mac_key: bytes, identities: bytes) -> bool:
+        """As :meth:`verify_mac`, given ``sender || receiver`` serialized identities."""
+        data = self.serialized
+        body = data[:-MAC_LENGTH] if len(data) < _LARGE else memoryview(data)[:-MAC_LENGTH]
+        return hmac.compare_digest(mac_prefixed(mac_key, identities, body),
+                                   data[-MAC_LENGTH:])
+
+
+def _parse_canonical(data: bytes) -> tuple[int, int, bytes] | None:
+    """Parse the exact layout libsignal (and we) write, or return None to decode generally.
+
+    Layout: ``version | 0a 21 <33-byte key starting 05> | 10 <varint> | 18 <varint> |
+    22 <varint len> <ciphertext> | mac(8)`` with nothing else.
+    """
+    end = len(data) - MAC_LENGTH
+    if end < 42 or data[1] != 0x0A or data[2] != 0x21 or data[3] != 0x05 or data[36] != 0x10:
+        return None
+    # The common case: counter, previous counter and length below 128 (one byte each).
+    counter, tag3, previous, tag4, length = data[37:42]
+    if (counter < 0x80 and tag3 == 0x18 and previous < 0x80 and tag4 == 0x22
+            and length < 0x80):
+        return (counter, previous, data[42:end]) if 42 + length == end else None
+    pos = 37
+    values = []
+    for tag in (0x18, 0x22, None):
+        value = 0
+        shift = 0
+        while True:
+            if pos >= end or shift > 28:
+                return None
+            b = data[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+        if value >= 1 << 32:
+            return None
+        values.append(value)
+        if tag is not None:
+            if pos >= end or data[pos] != tag:
+                return None
+            pos += 1
+    length = values[2]
+    if pos + length != end:
+        return None
+    return values[0], values[1], data[pos:end]
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,13 @@ def next_chain_key(chain_key: bytes) -> bytes:
     return hmac.digest(chain_key, _CHAIN_KEY_SEED, "sha256")
 
 
+def message_keys(seed: bytes, salt: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+    """``(cipher_key, mac_key, iv)`` from a message-key seed (the hot-path form)."""
+    okm = HKDF(_SHA256, 80, _ZERO_SALT if salt is None else salt,
+               MESSAGE_KEYS_INFO).derive(seed)
+    return okm[:32], okm[32:64], okm[64:80]
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class MessageKeys:
     """Cipher key, MAC key and IV of one message."""
@@ -59,8 +66,7 @@ class MessageKeys:
     @classmethod
     def from_seed(cls, seed: bytes, salt: bytes | None = None) -> MessageKeys:
         """Derive from a chain's message-key seed; ``salt`` is the SPQR key when present."""
-        okm = hkdf(seed, salt, MESSAGE_KEYS_INFO, 80)
-        return cls(okm[:32], okm[32:64], okm[64:80])
+        return cls(*message_keys(seed, salt))
 
     def __repr__(self) -> str:
         return "MessageKeys(<redacted>)"

@@ -9,11 +9,16 @@ rejected message or bundle therefore changes nothing, in memory or in the stores
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from hmac import digest as _hmac
+from typing import NamedTuple
 
 from . import pqxdh
 from .address import ProtocolAddress
-from .constants import CURRENT_VERSION, MAX_FORWARD_JUMPS, MAX_UNACKNOWLEDGED_SESSION_AGE
+from .constants import (
+    CURRENT_VERSION,
+    MAX_FORWARD_JUMPS,
+    MAX_UNACKNOWLEDGED_SESSION_AGE,
+)
 from .errors import (
     DuplicatedMessage,
     InvalidMessage,
@@ -23,14 +28,18 @@ from .errors import (
 )
 from .kem import DEFAULT_KEMS, KemRegistry
 from .keys import KeyPair, Random
-from .messages import PREKEY_TYPE, WHISPER_TYPE, PreKeySignalMessage, SignalMessage
+from .messages import (
+    PREKEY_TYPE,
+    WHISPER_TYPE,
+    PreKeySignalMessage,
+    SignalMessage,
+    mac_prefixed,
+)
 from .prekeys import PreKeyBundle
 from .ratchet import (
-    MessageKeys,
     aes_cbc_decrypt,
     aes_cbc_encrypt,
-    message_key_seed,
-    next_chain_key,
+    message_keys,
     root_step,
 )
 from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
@@ -39,8 +48,7 @@ from .stores import Direction, ProtocolStore
 Commit = Callable[[], None]
 
 
-@dataclass(frozen=True, slots=True)
-class CiphertextMessage:
+class CiphertextMessage(NamedTuple):
     """An encrypted 1:1 message: its type (2 whisper, 3 prekey) and bytes."""
 
     message_type: int
@@ -124,20 +132,15 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     state = record.current
     assert state is not None and state.sender_chain is not None
     chain = state.sender_chain
-    keys = MessageKeys.from_seed(message_key_seed(chain.chain_key))
-    message = SignalMessage.build(
-        mac_key=keys.mac_key,
-        ratchet_key=chain.ratchet.public,
-        counter=chain.index,
-        previous_counter=state.previous_counter,
-        ciphertext=aes_cbc_encrypt(keys.cipher_key, keys.iv, plaintext),
-        sender_identity=state.local_identity,
-        receiver_identity=state.remote_identity,
-        version=state.version,
-    )
+    cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"))
+    body = SignalMessage.encode_body(state.version, chain.ratchet.public.serialize(),
+                                     chain.index, state.previous_counter,
+                                     aes_cbc_encrypt(cipher_key, iv, plaintext))
+    serialized = body + mac_prefixed(mac_key, state.mac_identities(sending=True), body)
     result: CiphertextMessage
     pending = state.pending_pre_key
     if pending is not None:
+        message = SignalMessage.parse(serialized)
         wrapped = PreKeySignalMessage.build(
             registration_id=state.local_registration_id,
             pre_key_id=pending.pre_key_id,
@@ -151,10 +154,10 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         )
         result = CiphertextMessage(PREKEY_TYPE, wrapped.serialized)
     else:
-        result = CiphertextMessage(WHISPER_TYPE, message.serialized)
+        result = CiphertextMessage(WHISPER_TYPE, serialized)
     if not store.is_trusted_identity(address, state.remote_identity, Direction.SENDING):
         raise UntrustedIdentity(f"untrusted identity for {address}")
-    chain.chain_key = next_chain_key(chain.chain_key)
+    chain.chain_key = _hmac(chain.chain_key, b"\x02", "sha256")  # next_chain_key
     chain.index += 1
     store.store_session(address, record)
     store.save_identity(address, state.remote_identity)
@@ -224,7 +227,7 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
         raise InvalidMessage("message version does not match the session")
     if state.sender_chain is None:
         raise InvalidMessage("session has no sending chain")
-    chain = state.receiver_chain(message.ratchet_key)
+    chain = state.receiver_chain(message.ratchet_key_bytes)
     new_sending: tuple[bytes, SenderChain] | None = None
     if chain is None:
         # A DH ratchet step: their new ratchet key.
@@ -254,15 +257,15 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
             raise InvalidMessage("message from too far into the future")
         ck = chain_key
         for i in range(chain_index, counter):
-            skipped.append((i, message_key_seed(ck)))
-            ck = next_chain_key(ck)
-        seed = message_key_seed(ck)
-        next_key = next_chain_key(ck)
+            skipped.append((i, _hmac(ck, b"\x01", "sha256")))
+            ck = _hmac(ck, b"\x02", "sha256")
+        seed = _hmac(ck, b"\x01", "sha256")  # message_key_seed, inlined on the hot path
+        next_key = _hmac(ck, b"\x02", "sha256")  # next_chain_key
 
-    keys = MessageKeys.from_seed(seed)
-    if not message.verify_mac(keys.mac_key, state.remote_identity, state.local_identity):
+    cipher_key, mac_key, iv = message_keys(seed)
+    if not message.verify_mac_prefixed(mac_key, state.mac_identities(sending=False)):
         raise InvalidMessage("bad MAC")
-    plaintext = aes_cbc_decrypt(keys.cipher_key, keys.iv, message.ciphertext)
+    plaintext = aes_cbc_decrypt(cipher_key, iv, message.ciphertext)
 
     def commit() -> None:
         target = chain
@@ -277,7 +280,8 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
         if used_skipped:
             del target.skipped[counter]
         else:
-            target.add_skipped(skipped)
+            if skipped:
+                target.add_skipped(skipped)
             target.chain_key = next_key
             target.index = counter + 1
         state.pending_pre_key = None

@@ -4,20 +4,22 @@ A :class:`SessionRecord` holds the current :class:`SessionState` and up to 40 ar
 ones, newest first. States are plain mutable objects; the session cipher never mutates
 one until a message has fully verified, so a rejected message changes nothing.
 
-Records serialize as ``format byte || RecordStructure`` using libsignal's field numbers,
-so later formats can keep loading every earlier one (``tests/golden/`` pins samples).
+Records serialize as a format byte and a compact struct layout (format 2, below), fast
+enough to write on every message as a database-backed client does. Format 1 (libsignal's
+protobuf field numbers) still loads through :mod:`.state_v1`; ``tests/golden/`` pins a
+sample of every format.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
-from . import protobuf as pb
 from .constants import ARCHIVED_STATES_MAX_LENGTH, MAX_MESSAGE_KEYS, MAX_RECEIVER_CHAINS
 from .errors import InvalidMessage, ProtocolError
 from .keys import IdentityKey, KeyPair, PrivateKey, PublicKey
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 
 @dataclass(slots=True, repr=False)
@@ -77,13 +79,24 @@ class SessionState:
     remote_registration_id: int = 0
     previous_counter: int = 0
     pending_pre_key: PendingPreKey | None = None
+    #: ``(local || remote, remote || local)`` serialized identities, made on first use.
+    _mac_prefixes: tuple[bytes, bytes] | None = field(default=None, init=False, compare=False)
 
-    def receiver_chain(self, ratchet_key: PublicKey) -> ReceiverChain | None:
-        """The receiving chain for ``ratchet_key``, if we still hold it."""
+    def receiver_chain(self, ratchet_key: bytes) -> ReceiverChain | None:
+        """The receiving chain for a serialized ratchet key, if we still hold it."""
         for chain in self.receiver_chains:
-            if chain.ratchet_key == ratchet_key:
+            if chain.ratchet_key.serialize() == ratchet_key:
                 return chain
         return None
+
+    def mac_identities(self, *, sending: bool) -> bytes:
+        """``sender || receiver`` serialized identity keys, the MAC's prefix."""
+        prefixes = self._mac_prefixes
+        if prefixes is None:
+            local = self.local_identity.serialize()
+            remote = self.remote_identity.serialize()
+            prefixes = self._mac_prefixes = (local + remote, remote + local)
+        return prefixes[0] if sending else prefixes[1]
 
     def add_receiver_chain(self, chain: ReceiverChain) -> None:
         """Append a chain, dropping the oldest beyond ``MAX_RECEIVER_CHAINS``."""
@@ -135,139 +148,141 @@ class SessionRecord:
     # -- storage ---------------------------------------------------------------------------
 
     def serialize(self) -> bytes:
-        """``format byte || RecordStructure`` (libsignal field numbers)."""
-        parts = []
-        if self.current is not None:
-            parts.append(pb.field_bytes(1, _encode_state(self.current)))
-        parts.extend(pb.field_bytes(2, _encode_state(s)) for s in self.previous)
-        return bytes((RECORD_FORMAT,)) + b"".join(parts)
+        """The current storage format (2): a compact struct layout, see :mod:`.state`."""
+        states = ([self.current] if self.current is not None else []) + self.previous
+        parts = [_RECORD_HEADER.pack(RECORD_FORMAT, self.current is not None, len(self.previous))]
+        for state in states:
+            encoded = _encode_state(state)
+            parts.append(_U32.pack(len(encoded)))
+            parts.append(encoded)
+        return b"".join(parts)
 
     @classmethod
     def deserialize(cls, data: bytes) -> SessionRecord:
-        """Load a stored record.
+        """Load a stored record of any format this version knows (1 or 2).
 
         Raises:
             InvalidMessage: the bytes are not a record of a known format.
         """
-        if not data or data[0] != RECORD_FORMAT:
+        if not data:
+            raise InvalidMessage("empty session record")
+        if data[0] == 1:
+            from .state_v1 import deserialize_v1
+            return deserialize_v1(data)
+        if data[0] != RECORD_FORMAT:
             raise InvalidMessage("unknown session record format")
         try:
-            fields = pb.decode(data[1:])
-            current = pb.get_bytes(fields, 1)
-            return cls(
-                _decode_state(current) if current is not None else None,
-                [_decode_state(s) for s in pb.get_repeated_bytes(fields, 2)],
-            )
-        except (pb.DecodeError, ValueError, ProtocolError) as exc:
+            _, has_current, previous = _RECORD_HEADER.unpack_from(data, 0)
+            pos = _RECORD_HEADER.size
+            states = []
+            for _ in range(bool(has_current) + previous):
+                (length,) = _U32.unpack_from(data, pos)
+                pos += 4
+                if pos + length > len(data):
+                    raise ValueError("truncated state")
+                states.append(_decode_state(data, pos, pos + length))
+                pos += length
+            if pos != len(data):
+                raise ValueError("trailing bytes")
+        except (struct.error, ValueError, ProtocolError) as exc:
             raise InvalidMessage("malformed session record") from exc
+        if has_current:
+            return cls(states[0], states[1:])
+        return cls(None, states)
 
 
-def _encode_chain_key(index: int, key: bytes) -> bytes:
-    return pb.field_varint(1, index) + pb.field_bytes(2, key)
+# Format 2, little-endian throughout:
+#   record  = u8 format(2) | u8 has_current | u16 archived | (u32 length | state)*
+#   state   = u8 version | u8 flags | 33s local identity | 33s remote identity | 32s root key
+#             | u32 previous counter | u32 local reg id | u32 remote reg id | u8 receivers
+#             | u8 len + alice base key
+#             | [sender: 33s public | 32s private | 32s chain key | u32 index]
+#             | [pending: u32 prekey id | u32 signed id | 33s base key | u32 kyber id
+#                | u64 timestamp | u16 len + kyber ciphertext]
+#             | receivers * (33s ratchet key | 32s chain key | u32 index | u16 n
+#                            | n * (u32 counter | 32s seed))
+_RECORD_HEADER = struct.Struct("<BBH")
+_U32 = struct.Struct("<I")
+_STATE = struct.Struct("<BB33s33s32sIIIB")
+_SENDER = struct.Struct("<33s32s32sI")
+_PENDING = struct.Struct("<II33sIQH")
+_RECEIVER = struct.Struct("<33s32sIH")
+_SKIPPED = struct.Struct("<I32s")
+_HAS_SENDER, _HAS_PENDING, _HAS_PREKEY_ID = 1, 2, 4
 
 
 def _encode_state(s: SessionState) -> bytes:
+    flags = 0
+    sender = s.sender_chain
+    pending = s.pending_pre_key
+    if sender is not None:
+        flags |= _HAS_SENDER
+    if pending is not None:
+        flags |= _HAS_PENDING
+        if pending.pre_key_id is not None:
+            flags |= _HAS_PREKEY_ID
     parts = [
-        pb.field_varint(1, s.version),
-        pb.field_bytes(2, s.local_identity.serialize()),
-        pb.field_bytes(3, s.remote_identity.serialize()),
-        pb.field_bytes(4, s.root_key),
-        pb.field_varint(5, s.previous_counter),
+        _STATE.pack(s.version, flags, s.local_identity.serialize(),
+                    s.remote_identity.serialize(), s.root_key, s.previous_counter,
+                    s.local_registration_id, s.remote_registration_id,
+                    len(s.receiver_chains)),
+        bytes((len(s.alice_base_key),)), s.alice_base_key,
     ]
-    if s.sender_chain is not None:
-        c = s.sender_chain
-        parts.append(pb.field_bytes(6, pb.join((
-            pb.field_bytes(1, c.ratchet.public.serialize()),
-            pb.field_bytes(2, c.ratchet.private.serialize()),
-            pb.field_bytes(3, _encode_chain_key(c.index, c.chain_key)),
-        ))))
-    for r in s.receiver_chains:
-        keys = b"".join(
-            pb.field_bytes(4, pb.field_varint(1, i) + pb.field_bytes(5, seed))
-            for i, seed in r.skipped.items()
-        )
-        parts.append(pb.field_bytes(7, pb.join((
-            pb.field_bytes(1, r.ratchet_key.serialize()),
-            pb.field_bytes(3, _encode_chain_key(r.index, r.chain_key)),
-            keys,
-        ))))
-    p = s.pending_pre_key
-    if p is not None:
-        pending = [pb.field_varint(1, p.pre_key_id)] if p.pre_key_id is not None else []
-        pending += [
-            pb.field_bytes(2, p.base_key.serialize()),
-            pb.field_varint(3, p.signed_pre_key_id),
-            pb.field_varint(4, p.timestamp),
-        ]
-        parts.append(pb.field_bytes(9, b"".join(pending)))
-        parts.append(pb.field_bytes(14, pb.field_varint(1, p.kyber_pre_key_id)
-                                    + pb.field_bytes(2, p.kyber_ciphertext)))
-    parts += [
-        pb.field_varint(10, s.remote_registration_id),
-        pb.field_varint(11, s.local_registration_id),
-        pb.field_bytes(13, s.alice_base_key),
-    ]
+    if sender is not None:
+        parts.append(_SENDER.pack(sender.ratchet.public.serialize(),
+                                  sender.ratchet.private.serialize(), sender.chain_key,
+                                  sender.index))
+    if pending is not None:
+        parts.append(_PENDING.pack(pending.pre_key_id or 0, pending.signed_pre_key_id,
+                                   pending.base_key.serialize(), pending.kyber_pre_key_id,
+                                   pending.timestamp, len(pending.kyber_ciphertext)))
+        parts.append(pending.kyber_ciphertext)
+    for chain in s.receiver_chains:
+        parts.append(_RECEIVER.pack(chain.ratchet_key.serialize(), chain.chain_key,
+                                    chain.index, len(chain.skipped)))
+        parts.extend(_SKIPPED.pack(i, seed) for i, seed in chain.skipped.items())
     return b"".join(parts)
 
 
-def _req_bytes(f: pb.Fields, n: int) -> bytes:
-    v = pb.get_bytes(f, n)
-    if v is None:
-        raise pb.DecodeError(f"missing field {n}")
-    return v
+def _key(serialized: bytes) -> PublicKey:
+    if serialized[0] != 0x05:
+        raise ValueError("bad key type in record")
+    return PublicKey(serialized[1:])
 
 
-def _req_int(f: pb.Fields, n: int) -> int:
-    v = pb.get_int(f, n)
-    if v is None:
-        raise pb.DecodeError(f"missing field {n}")
-    return v
-
-
-def _decode_chain_key(data: bytes) -> tuple[int, bytes]:
-    f = pb.decode(data)
-    return pb.get_int(f, 1) or 0, _req_bytes(f, 2)
-
-
-def _decode_state(data: bytes) -> SessionState:
-    f = pb.decode(data)
+def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
+    (version, flags, local, remote, root, previous, local_reg, remote_reg,
+     receivers) = _STATE.unpack_from(data, pos)
+    pos += _STATE.size
+    base_length = data[pos]
+    alice_base_key = data[pos + 1:pos + 1 + base_length]
+    pos += 1 + base_length
     sender = None
-    sender_bytes = pb.get_bytes(f, 6)
-    if sender_bytes is not None:
-        sf = pb.decode(sender_bytes)
-        index, key = _decode_chain_key(_req_bytes(sf, 3))
-        pair = KeyPair(PublicKey.deserialize(_req_bytes(sf, 1)), PrivateKey(_req_bytes(sf, 2)))
-        sender = SenderChain(pair, key, index)
-    receivers = []
-    for chain_bytes in pb.get_repeated_bytes(f, 7):
-        cf = pb.decode(chain_bytes)
-        index, key = _decode_chain_key(_req_bytes(cf, 3))
-        skipped = {}
-        for mk in pb.get_repeated_bytes(cf, 4):
-            mf = pb.decode(mk)
-            skipped[pb.get_int(mf, 1) or 0] = _req_bytes(mf, 5)
-        receivers.append(ReceiverChain(PublicKey.deserialize(_req_bytes(cf, 1)), key, index,
-                                       skipped))
+    if flags & _HAS_SENDER:
+        public, private, chain_key, index = _SENDER.unpack_from(data, pos)
+        pos += _SENDER.size
+        sender = SenderChain(KeyPair(_key(public), PrivateKey(private)), chain_key, index)
     pending = None
-    pending_bytes = pb.get_bytes(f, 9)
-    kyber_bytes = pb.get_bytes(f, 14)
-    if pending_bytes is not None and kyber_bytes is not None:
-        pf = pb.decode(pending_bytes)
-        kf = pb.decode(kyber_bytes)
-        pending = PendingPreKey(
-            pb.get_int(pf, 1), pb.get_int(pf, 3) or 0, PublicKey.deserialize(_req_bytes(pf, 2)),
-            pb.get_int(kf, 1) or 0, _req_bytes(kf, 2), pb.get_int(pf, 4) or 0,
-        )
+    if flags & _HAS_PENDING:
+        pre_key_id, signed_id, base, kyber_id, timestamp, ct_length = _PENDING.unpack_from(
+            data, pos)
+        pos += _PENDING.size
+        ciphertext = data[pos:pos + ct_length]
+        pos += ct_length
+        pending = PendingPreKey(pre_key_id if flags & _HAS_PREKEY_ID else None, signed_id,
+                                _key(base), kyber_id, ciphertext, timestamp)
+    chains = []
+    for _ in range(receivers):
+        key, chain_key, index, skipped_count = _RECEIVER.unpack_from(data, pos)
+        pos += _RECEIVER.size
+        size = skipped_count * _SKIPPED.size
+        skipped = dict(_SKIPPED.iter_unpack(data[pos:pos + size])) if skipped_count else {}
+        pos += size
+        chains.append(ReceiverChain(_key(key), chain_key, index, skipped))
+    if pos != end:
+        raise ValueError("state length mismatch")
     return SessionState(
-        version=pb.get_int(f, 1) or 2,
-        local_identity=PublicKey.deserialize(_req_bytes(f, 2)),
-        remote_identity=PublicKey.deserialize(_req_bytes(f, 3)),
-        root_key=_req_bytes(f, 4),
-        sender_chain=sender,
-        receiver_chains=receivers,
-        alice_base_key=pb.get_bytes(f, 13) or b"",
-        local_registration_id=pb.get_int(f, 11) or 0,
-        remote_registration_id=pb.get_int(f, 10) or 0,
-        previous_counter=pb.get_int(f, 5) or 0,
-        pending_pre_key=pending,
-    )
+        version=version, local_identity=_key(local), remote_identity=_key(remote),
+        root_key=root, sender_chain=sender, receiver_chains=chains,
+        alice_base_key=alice_base_key, local_registration_id=local_reg,
+        remote_registration_id=remote_reg, previous_counter=previous, pending_pre_key=pending)

@@ -1,7 +1,7 @@
 """WebSocket delivery (protocol documented in docs/websocket.md).
 
-The server pushes ``{"type": "message", "envelope": {...}}`` frames in queue order; the device answers
-``{"type": "ack", "ids": [...]}``, and the server confirms with ``{"type": "acked",
+The server pushes ``{"type": "message", "envelope": {...}}`` frames in queue order; the
+device answers ``{"type": "ack", "ids": [...]}``, and the server confirms with ``{"type": "acked",
 "ids": [...]}`` once the deletion is durable. Only acknowledged messages are deleted, so
 whatever was pushed but not acknowledged is pushed again on the next connection. At most
 ``WINDOW`` messages are in flight unacknowledged, which bounds memory per connection.
