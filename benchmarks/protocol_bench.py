@@ -274,7 +274,7 @@ def libsignal(counts: dict[str, int], reps: int) -> dict[str, float] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="about 10x fewer iterations")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     scale = 10 if args.quick else 1

@@ -45,6 +45,17 @@ class PublicKey:
         self._x25519: X25519PublicKey | None = None
 
     @classmethod
+    def from_stored(cls, serialized: bytes) -> PublicKey:
+        """Rebuild a key from 33 bytes this library stored itself (type byte checked)."""
+        if len(serialized) != 33 or serialized[0] != DJB_TYPE:
+            raise InvalidKey("bad stored public key")
+        key = cls.__new__(cls)
+        key._raw = serialized[1:]
+        key._serialized = serialized
+        key._x25519 = None
+        return key
+
+    @classmethod
     def deserialize(cls, data: bytes) -> PublicKey:
         """Parse ``0x05 || u``; trailing bytes are ignored as libsignal does.
 
@@ -111,6 +122,17 @@ class PrivateKey:
     def generate(cls, rng: Random) -> PrivateKey:
         """A fresh private key from ``rng``."""
         return cls(rng(32))
+
+    @classmethod
+    def from_stored(cls, raw: bytes) -> PrivateKey:
+        """Rebuild a key this library stored itself: already clamped, so not clamped again."""
+        if len(raw) != 32 or raw[0] & 7 or raw[31] & 0x80 or not raw[31] & 0x40:
+            raise InvalidKey("bad stored private key")
+        key = cls.__new__(cls)
+        key._raw = raw
+        key._x25519 = None
+        key._public = None
+        return key
 
     def serialize(self) -> bytes:
         """The 32 clamped scalar bytes."""

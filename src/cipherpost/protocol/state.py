@@ -64,23 +64,50 @@ class PendingPreKey:
     timestamp: int  # seconds
 
 
-@dataclass(slots=True, repr=False)
 class SessionState:
-    """One Double Ratchet session with a remote device."""
+    """One Double Ratchet session with a remote device.
 
-    version: int
-    local_identity: IdentityKey
-    remote_identity: IdentityKey
-    root_key: bytes
-    sender_chain: SenderChain | None
-    receiver_chains: list[ReceiverChain]
-    alice_base_key: bytes
-    local_registration_id: int = 0
-    remote_registration_id: int = 0
-    previous_counter: int = 0
-    pending_pre_key: PendingPreKey | None = None
-    #: ``(local || remote, remote || local)`` serialized identities, made on first use.
-    _mac_prefixes: tuple[bytes, bytes] | None = field(default=None, init=False, compare=False)
+    A state loaded from storage decodes its receiving chains only when they are first
+    used (sending needs none of them), and writes them back verbatim if they never were.
+    """
+
+    __slots__ = ("_mac_prefixes", "_raw_receivers", "_receiver_chains", "alice_base_key",
+                 "local_identity", "local_registration_id", "pending_pre_key",
+                 "previous_counter", "remote_identity", "remote_registration_id", "root_key",
+                 "sender_chain", "version")
+
+    def __init__(self, *, version: int, local_identity: IdentityKey,
+                 remote_identity: IdentityKey, root_key: bytes,
+                 sender_chain: SenderChain | None,
+                 receiver_chains: list[ReceiverChain] | None, alice_base_key: bytes,
+                 local_registration_id: int = 0, remote_registration_id: int = 0,
+                 previous_counter: int = 0, pending_pre_key: PendingPreKey | None = None,
+                 raw_receivers: tuple[int, bytes] | None = None) -> None:
+        self.version = version
+        self.local_identity = local_identity
+        self.remote_identity = remote_identity
+        self.root_key = root_key
+        self.sender_chain = sender_chain
+        self.alice_base_key = alice_base_key
+        self.local_registration_id = local_registration_id
+        self.remote_registration_id = remote_registration_id
+        self.previous_counter = previous_counter
+        self.pending_pre_key = pending_pre_key
+        self._receiver_chains = receiver_chains
+        #: ``(count, encoded chains)`` not decoded yet (see :func:`_decode_receivers`).
+        self._raw_receivers = raw_receivers if receiver_chains is None else None
+        #: ``(local || remote, remote || local)`` serialized identities, made on first use.
+        self._mac_prefixes: tuple[bytes, bytes] | None = None
+
+    @property
+    def receiver_chains(self) -> list[ReceiverChain]:
+        """Receiving chains, oldest first."""
+        chains = self._receiver_chains
+        if chains is None:
+            count, raw = self._raw_receivers or (0, b"")
+            chains = self._receiver_chains = _decode_receivers(count, raw)
+            self._raw_receivers = None
+        return chains
 
     def receiver_chain(self, ratchet_key: bytes) -> ReceiverChain | None:
         """The receiving chain for a serialized ratchet key, if we still hold it."""
@@ -213,6 +240,7 @@ _HAS_SENDER, _HAS_PENDING, _HAS_PREKEY_ID = 1, 2, 4
 
 def _encode_state(s: SessionState) -> bytes:
     flags = 0
+    raw = s._raw_receivers
     sender = s.sender_chain
     pending = s.pending_pre_key
     if sender is not None:
@@ -225,7 +253,7 @@ def _encode_state(s: SessionState) -> bytes:
         _STATE.pack(s.version, flags, s.local_identity.serialize(),
                     s.remote_identity.serialize(), s.root_key, s.previous_counter,
                     s.local_registration_id, s.remote_registration_id,
-                    len(s.receiver_chains)),
+                    raw[0] if raw is not None else len(s.receiver_chains)),
         bytes((len(s.alice_base_key),)), s.alice_base_key,
     ]
     if sender is not None:
@@ -237,6 +265,9 @@ def _encode_state(s: SessionState) -> bytes:
                                    pending.base_key.serialize(), pending.kyber_pre_key_id,
                                    pending.timestamp, len(pending.kyber_ciphertext)))
         parts.append(pending.kyber_ciphertext)
+    if raw is not None:
+        parts.append(raw[1])
+        return b"".join(parts)
     for chain in s.receiver_chains:
         parts.append(_RECEIVER.pack(chain.ratchet_key.serialize(), chain.chain_key,
                                     chain.index, len(chain.skipped)))
@@ -244,10 +275,7 @@ def _encode_state(s: SessionState) -> bytes:
     return b"".join(parts)
 
 
-def _key(serialized: bytes) -> PublicKey:
-    if serialized[0] != 0x05:
-        raise ValueError("bad key type in record")
-    return PublicKey(serialized[1:])
+_key = PublicKey.from_stored
 
 
 def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
@@ -261,7 +289,8 @@ def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
     if flags & _HAS_SENDER:
         public, private, chain_key, index = _SENDER.unpack_from(data, pos)
         pos += _SENDER.size
-        sender = SenderChain(KeyPair(_key(public), PrivateKey(private)), chain_key, index)
+        sender = SenderChain(KeyPair(_key(public), PrivateKey.from_stored(private)),
+                             chain_key, index)
     pending = None
     if flags & _HAS_PENDING:
         pre_key_id, signed_id, base, kyber_id, timestamp, ct_length = _PENDING.unpack_from(
@@ -271,18 +300,29 @@ def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
         pos += ct_length
         pending = PendingPreKey(pre_key_id if flags & _HAS_PREKEY_ID else None, signed_id,
                                 _key(base), kyber_id, ciphertext, timestamp)
-    chains = []
+    # Walk the chains' sizes now, so a malformed record fails here and not on later use.
+    start = pos
     for _ in range(receivers):
+        skipped_count = _RECEIVER.unpack_from(data, pos)[3]
+        pos += _RECEIVER.size + skipped_count * _SKIPPED.size
+    if pos != end:
+        raise ValueError("state length mismatch")
+    return SessionState(
+        raw_receivers=(receivers, data[start:end]), receiver_chains=None,
+        version=version, local_identity=_key(local), remote_identity=_key(remote),
+        root_key=root, sender_chain=sender,
+        alice_base_key=alice_base_key, local_registration_id=local_reg,
+        remote_registration_id=remote_reg, previous_counter=previous, pending_pre_key=pending)
+
+
+def _decode_receivers(count: int, data: bytes) -> list[ReceiverChain]:
+    chains = []
+    pos = 0
+    for _ in range(count):
         key, chain_key, index, skipped_count = _RECEIVER.unpack_from(data, pos)
         pos += _RECEIVER.size
         size = skipped_count * _SKIPPED.size
         skipped = dict(_SKIPPED.iter_unpack(data[pos:pos + size])) if skipped_count else {}
         pos += size
         chains.append(ReceiverChain(_key(key), chain_key, index, skipped))
-    if pos != end:
-        raise ValueError("state length mismatch")
-    return SessionState(
-        version=version, local_identity=_key(local), remote_identity=_key(remote),
-        root_key=root, sender_chain=sender, receiver_chains=chains,
-        alice_base_key=alice_base_key, local_registration_id=local_reg,
-        remote_registration_id=remote_reg, previous_counter=previous, pending_pre_key=pending)
+    return chains
