@@ -228,3 +228,11 @@ def test_record_repr_hides_keys(rng) -> None:  # type: ignore[no-untyped-def]
     text = repr(record) + repr(record.current)
     assert record.current.root_key.hex() not in text
     assert "redacted" in text
+
+
+@pytest.mark.parametrize("case", load_vectors("session-kat.json")["cases"],
+                         ids=lambda c: f"seed{c['seed']}")
+def test_seeded_session_known_answer(case: dict[str, object]) -> None:
+    """With a deterministic KEM and seeded randomness, a session is byte-for-byte fixed."""
+    from tests.support.kat import transcript
+    assert transcript(int(str(case["seed"]))) == {k: v for k, v in case.items() if k != "seed"}

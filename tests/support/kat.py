@@ -1,0 +1,55 @@
+"""A fully seeded PQXDH session: the same seed gives the same bytes, every time."""
+
+from __future__ import annotations
+
+import random
+
+from cipherpost.protocol import (
+    IdentityKeyPair,
+    InMemoryProtocolStore,
+    KyberPreKeyRecord,
+    PreKeyBundle,
+    PreKeyRecord,
+    ProtocolAddress,
+    SignedPreKeyRecord,
+    decrypt,
+    encrypt,
+    process_prekey_bundle,
+)
+
+from .kem_double import deterministic_kems
+
+NOW = 1_790_000_000
+
+
+def transcript(seed: int) -> dict[str, str]:
+    """Run Alice -> Bob -> Alice with all randomness from ``seed``; return the wire bytes."""
+    rng = random.Random(seed).randbytes
+    kems = deterministic_kems(rng)
+    alice_addr, bob_addr = ProtocolAddress("alice", 1), ProtocolAddress("bob", 1)
+    alice = InMemoryProtocolStore(IdentityKeyPair.generate(rng), 1111)
+    bob = InMemoryProtocolStore(IdentityKeyPair.generate(rng), 2222)
+    identity = bob.get_identity_key_pair()
+    signed = SignedPreKeyRecord.generate(1, identity, NOW * 1000, rng)
+    kyber = KyberPreKeyRecord.generate(2, identity, NOW * 1000, rng, kems=kems)
+    one_time = PreKeyRecord.generate(3, rng)
+    bob.save_signed_pre_key(signed)
+    bob.save_kyber_pre_key(kyber)
+    bob.save_pre_key(one_time)
+    bundle = PreKeyBundle(2222, 1, identity.public, 1, signed.key_pair.public, signed.signature,
+                          2, kyber.key_pair.public, kyber.signature, 3,
+                          one_time.key_pair.public)
+    process_prekey_bundle(alice, bob_addr, bundle, rng=rng, now=NOW, kems=kems)
+    first = encrypt(alice, bob_addr, b"known answer", now=NOW)
+    assert decrypt(bob, alice_addr, 3, first.serialized, rng=rng, kems=kems) == b"known answer"
+    reply = encrypt(bob, alice_addr, b"reply", now=NOW)
+    assert decrypt(alice, bob_addr, 2, reply.serialized, rng=rng, kems=kems) == b"reply"
+    second = encrypt(alice, bob_addr, b"after the ratchet step", now=NOW)
+    assert decrypt(bob, alice_addr, 2, second.serialized, rng=rng) == b"after the ratchet step"
+    return {
+        "bundle_signed_prekey_signature": signed.signature.hex(),
+        "bundle_kyber_prekey": kyber.key_pair.public.serialize().hex(),
+        "prekey_message": first.serialized.hex(),
+        "reply": reply.serialized.hex(),
+        "second": second.serialized.hex(),
+    }
