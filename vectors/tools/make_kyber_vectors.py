@@ -28,7 +28,8 @@ def main() -> None:
         cases.append({"seed": seed.hex(), "public_sha256": hashlib.sha256(public).hexdigest(),
                       "ciphertext": ciphertext.hex(), "shared": shared.hex()})
     out = {"source": "kyber-py 1.2.0 Kyber1024 (round 3) encapsulation against public keys "
-                     "derived from the listed ML-KEM seeds; see vectors/tools/make_kyber_vectors.py",
+                     "derived from the listed ML-KEM seeds; "
+                     "see vectors/tools/make_kyber_vectors.py",
            "cases": cases}
     path = Path(__file__).resolve().parents[1] / "kyber1024.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
