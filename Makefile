@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PEER_DIR := interop/libsignal-peer
 PEER_STAMP := $(PEER_DIR)/node_modules/.installed
 
-.PHONY: run demo test lint typecheck unit interop bench fuzz clean system-deps
+.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz clean system-deps
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs); data lives in ./data.
 run: $(STAMP)
@@ -39,6 +39,9 @@ interop: $(STAMP) $(PEER_STAMP)
 
 bench: $(STAMP) $(PEER_STAMP)
 	$(PY) benchmarks/protocol_bench.py
+
+bench-relay: $(STAMP)
+	$(PY) benchmarks/relay_load.py
 
 # Long property-based runs, outside `make test`.
 fuzz: $(STAMP)

@@ -16,7 +16,7 @@ from .helpers import KeyMaker, auth
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/relay.db",
+    return Settings(database_url=f"sqlite:///{tmp_path}/relay.db",
                     attachment_dir=str(tmp_path / "blobs"),
                     rate_register_per_ip="1000/100", rate_prekey_fetch_per_account="1000/100",
                     rate_messages_per_pair="10000/1000")

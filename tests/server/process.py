@@ -29,7 +29,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "CIPHERPOST_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/relay.db",
+            "CIPHERPOST_DATABASE_URL": f"sqlite:///{workdir}/relay.db",
             "CIPHERPOST_ATTACHMENT_DIR": str(workdir / "blobs"),
             "CIPHERPOST_RATE_REGISTER_PER_IP": "1000/100",
             "CIPHERPOST_RATE_MESSAGES_PER_PAIR": "100000/10000",

@@ -39,9 +39,10 @@ def create_app(settings: Settings | None = None, *,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        await db.migrate()
+        await asyncio.to_thread(db.migrate)
         Path(settings.attachment_dir).mkdir(parents=True, exist_ok=True)
-        relay = Relay(settings=settings, storage=Storage(db), clock=clock)
+        storage = Storage(db)
+        relay = Relay(settings=settings, storage=storage, clock=clock)
         app.state.relay = relay
         janitor = asyncio.create_task(_janitor(relay))
         try:
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None, *,
             janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
-            await db.dispose()
+            storage.close()
+            db.dispose()
 
     app = FastAPI(
         title="Cipherpost relay",

@@ -16,7 +16,7 @@ class Settings:
     """Everything the relay can be told. Each field is ``CIPHERPOST_<NAME>`` in the env."""
 
     #: SQLAlchemy URL of the database.
-    database_url: str = "sqlite+aiosqlite:///data/cipherpost.db"
+    database_url: str = "sqlite:///data/cipherpost.db"
     #: SQLite ``synchronous`` level: NORMAL survives a process crash (SIGKILL) in WAL mode;
     #: FULL also survives power loss, at a cost per commit.
     sqlite_synchronous: str = "NORMAL"

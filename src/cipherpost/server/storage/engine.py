@@ -4,6 +4,7 @@ SQLite (the default) gets two engines: one writer connection whose transactions 
 with ``BEGIN IMMEDIATE`` (so every write transaction holds the lock from its first
 statement: no lock-upgrade failures, and writes queue in order), and a small pool of
 readers, which WAL lets run beside the writer. Other databases use one engine for both.
+The engines are synchronous; :mod:`.sql` runs them on threads of their own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
@@ -25,9 +25,13 @@ _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
 class Database:
     """The engines of one database."""
 
+    reader_threads = 2
+
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite and self.url.drivername != "sqlite":
+            self.url = self.url.set(drivername="sqlite")  # e.g. sqlite: same file
         if self.is_sqlite:
             level = sqlite_synchronous.upper()
             if level not in _SYNC_LEVELS:
@@ -35,16 +39,17 @@ class Database:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             self.writer = self._sqlite_engine(level, immediate=True, pool_size=1)
-            self.reader = self._sqlite_engine(level, immediate=False, pool_size=4)
+            self.reader = self._sqlite_engine(level, immediate=False,
+                                              pool_size=self.reader_threads)
         else:
-            self.writer = self.reader = create_async_engine(url, pool_pre_ping=True)
+            self.writer = self.reader = create_engine(url, pool_pre_ping=True)
 
-    def _sqlite_engine(self, level: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
-        engine = create_async_engine(self.url, poolclass=AsyncAdaptedQueuePool,
-                                     pool_size=pool_size, max_overflow=0,
-                                     connect_args={"timeout": 30})
+    def _sqlite_engine(self, level: str, *, immediate: bool, pool_size: int) -> Engine:
+        engine = create_engine(self.url, poolclass=QueuePool, pool_size=pool_size,
+                               max_overflow=0,
+                               connect_args={"timeout": 30, "check_same_thread": False})
 
-        @event.listens_for(engine.sync_engine, "connect")
+        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
@@ -54,22 +59,22 @@ class Database:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        @event.listens_for(engine.sync_engine, "begin")
+        @event.listens_for(engine, "begin")
         def _on_begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
 
-    async def migrate(self) -> None:
+    def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
-        async with self.writer.begin() as conn:
-            await conn.run_sync(_upgrade)
+        with self.writer.begin() as conn:
+            _upgrade(conn)
 
-    async def dispose(self) -> None:
+    def dispose(self) -> None:
         """Close every connection."""
-        await self.writer.dispose()
+        self.writer.dispose()
         if self.reader is not self.writer:
-            await self.reader.dispose()
+            self.reader.dispose()
 
 
 def _upgrade(connection: Connection) -> None:
