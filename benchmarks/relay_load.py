@@ -140,8 +140,8 @@ async def run_bare(devices: int, rate: float, seconds: float) -> dict[str, float
 # -- the Cipherpost relay -------------------------------------------------------------------
 
 
-async def run_cipherpost(devices: int, rate: float, seconds: float,
-                         workdir: Path) -> dict[str, float]:
+async def run_cipherpost(devices: int, rate: float, seconds: float, workdir: Path,
+                         transport: str) -> dict[str, float]:
     port = free_port()
     env = {**os.environ,
            "CIPHERPOST_DATABASE_URL": f"sqlite:///{workdir}/relay.db",
@@ -176,6 +176,11 @@ async def run_cipherpost(devices: int, rate: float, seconds: float,
             async def receive(ws: Any) -> None:
                 async for frame in ws:
                     message = json.loads(frame)
+                    if message["type"] == "sent":
+                        window.release()
+                        if message["status"] == 200:
+                            stats.sent += 1
+                        continue
                     if message["type"] != "message":
                         continue
                     envelope = message["envelope"]
@@ -187,7 +192,18 @@ async def run_cipherpost(devices: int, rate: float, seconds: float,
             readers = [asyncio.create_task(receive(ws)) for ws in sockets]
             content = base64.b64encode(os.urandom(PAYLOAD)).decode()
 
-            async def send(i: int) -> None:
+            window = asyncio.Semaphore(256)  # unconfirmed sends in flight
+
+            async def send_ws(i: int) -> None:
+                target = accounts[(i + 1 + random.randrange(devices - 1)) % devices]
+                await window.acquire()
+                await sockets[i].send(json.dumps({
+                    "type": "send", "id": i, "account_id": target["account_id"],
+                    "timestamp": int(time.perf_counter() * 1e6),
+                    "messages": [{"device_id": 1, "registration_id": target["registration_id"],
+                                  "type": 2, "content": content}]}))
+
+            async def send_http(i: int) -> None:
                 target = accounts[(i + 1 + random.randrange(devices - 1)) % devices]
                 r = await http.put(f"/v1/messages/{target['account_id']}", headers={
                     "Authorization": f"Bearer {accounts[i]['token']}"}, json={
@@ -198,6 +214,7 @@ async def run_cipherpost(devices: int, rate: float, seconds: float,
                 if r.status_code == 200:
                     stats.sent += 1
 
+            send = send_ws if transport == "ws" else send_http
             result = await _drive(proc.pid, stats, devices, rate, seconds, send)
             for task in readers:
                 task.cancel()
@@ -252,13 +269,15 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=0, help="messages/s in total; 0: max")
+    parser.add_argument("--send", choices=["ws", "http"], default="ws",
+                        help="send over the WebSocket (default) or HTTP PUT")
     args = parser.parse_args()
     seconds = 3 if args.quick else args.seconds
     devices = 20 if args.quick else args.devices
     with tempfile.TemporaryDirectory() as tmp:
         bare = asyncio.run(run_bare(devices, args.rate, seconds))
-        ours = asyncio.run(run_cipherpost(devices, args.rate, seconds, Path(tmp)))
-    print(f"Relay load: {devices} devices, {seconds:g} s, "
+        ours = asyncio.run(run_cipherpost(devices, args.rate, seconds, Path(tmp), args.send))
+    print(f"Relay load: {devices} devices, sending over {args.send}, {seconds:g} s, "
           f"{'saturation' if not args.rate else f'{args.rate:g} msg/s offered'}")
     print(f"{'':14} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/msg':>11} "
           f"{'RSS MB':>7} {'delivered/sent':>15}")

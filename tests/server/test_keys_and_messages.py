@@ -206,3 +206,34 @@ def _wait_for(condition: Any, timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+def test_send_over_websocket(client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    reg = bob.keys.registration_id
+    with client.websocket_connect("/v1/websocket", headers=alice.headers) as ws:
+        ws.send_json({"type": "send", "id": 1, "account_id": bob.account_id, "timestamp": 7,
+                      "messages": [{"device_id": 1, "registration_id": reg, "type": 2,
+                                    "content": b64(b"over ws")}]})
+        assert ws.receive_json() == {"type": "sent", "id": 1, "status": 200, "queued": 1}
+        ws.send_json({"type": "send", "id": "two", "account_id": bob.account_id,
+                      "timestamp": 8, "messages": [{"device_id": 1,
+                                                    "registration_id": reg % 16380 + 1,
+                                                    "type": 2, "content": b64(b"x")}]})
+        stale = ws.receive_json()
+        assert (stale["id"], stale["status"], stale["error"]["code"], stale["stale_devices"]) \
+            == ("two", 410, "stale_devices", [1])
+        ws.send_json({"type": "send", "id": 3, "account_id": bob.account_id,
+                      "timestamp": "soon", "messages": []})
+        bad = ws.receive_json()
+        assert (bad["status"], bad["error"]["code"]) == (400, "invalid_request")
+        ws.send_json({"type": "send", "id": 4, "account_id": "nobody", "timestamp": 1,
+                      "messages": [{"device_id": 1, "registration_id": 1, "type": 2,
+                                    "content": ""}]})
+        assert ws.receive_json()["status"] == 404
+        ws.send_json({"type": "send", "account_id": bob.account_id})  # no id: a bad frame
+        closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1003
+    with client.websocket_connect("/v1/websocket", headers=bob.headers) as ws:
+        envelope = ws.receive_json()["envelope"]
+        assert (envelope["content"], envelope["client_timestamp"]) == (b64(b"over ws"), 7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
+from ..auth import DeviceIdentity
 from ..errors import ApiError, not_found
 from ..relay import Relay
 from ..storage.models import (
@@ -24,6 +25,16 @@ router = APIRouter(prefix="/v1/messages", tags=["messages"])
                        410: {"description": "stale_devices (re-installed)"},
                        507: {"description": "a destination queue is full"}})
 async def send(account_id: str, body: SendIn, relay: RelayDep, device: DeviceDep) -> SendOut:
+    return SendOut(queued=await queue_messages(relay, device, account_id, body))
+
+
+async def queue_messages(relay: Relay, device: DeviceIdentity, account_id: str,
+                         body: SendIn) -> int:
+    """Queue a send request (from HTTP or the WebSocket); return how many were queued.
+
+    Raises:
+        ApiError: rate limited, malformed, unknown account, 409, 410 or 507.
+    """
     relay.limit("messages", f"{device.account_id}>{account_id}")
     limit = relay.settings.max_message_bytes
     outgoing = [OutgoingMessage(m.device_id, m.registration_id, m.type,
@@ -52,14 +63,20 @@ async def send(account_id: str, body: SendIn, relay: RelayDep, device: DeviceDep
     relay.metrics.messages_queued.inc(len(queued))
     for device_id, _seq in queued:
         relay.hub.notify(account_id, device_id)
-    return SendOut(queued=len(queued))
+    return len(queued)
+
+
+def envelope_dict(e: Envelope) -> dict[str, object]:
+    """An envelope as JSON fields (the fields of :class:`EnvelopeOut`, built directly:
+    this runs once per delivered message)."""
+    return {"id": e.guid, "sender_account_id": e.sender_account_id,
+            "sender_device_id": e.sender_device_id, "type": e.type,
+            "content": b64(e.content), "client_timestamp": e.client_timestamp,
+            "server_timestamp": e.server_timestamp}
 
 
 def envelope_out(e: Envelope) -> EnvelopeOut:
-    return EnvelopeOut(id=e.guid, sender_account_id=e.sender_account_id,
-                       sender_device_id=e.sender_device_id, type=e.type,
-                       content=b64(e.content), client_timestamp=e.client_timestamp,
-                       server_timestamp=e.server_timestamp)
+    return EnvelopeOut.model_validate(envelope_dict(e))
 
 
 @router.get("", summary="Fetch queued messages (fallback for clients without WebSocket)")

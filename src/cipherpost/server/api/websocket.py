@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
 from ..auth import DeviceIdentity, authenticate
 from ..errors import ApiError
 from ..hub import Connection
 from ..relay import Relay
-from .messages import ack, envelope_out
+from .messages import ack, envelope_dict, queue_messages
+from .schemas import SendIn
 
 router = APIRouter()
 Sender = Callable[[dict[str, object]], Awaitable[None]]
@@ -78,7 +81,7 @@ async def _push(send: Sender, relay: Relay, device: DeviceIdentity, connection: 
                                               min(budget, 100)) if budget > 0 else []
         for envelope in envelopes:
             in_flight.add(envelope.guid)
-            await send({"type": "message", "envelope": envelope_out(envelope).model_dump()})
+            await send({"type": "message", "envelope": envelope_dict(envelope)})
             cursor = envelope.seq
         if envelopes:
             continue
@@ -102,7 +105,11 @@ async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIden
             return
         try:
             frame = json.loads(text)
-            ids = frame["ids"] if frame.get("type") == "ack" else None
+            kind = frame.get("type")
+            if kind == "send":
+                await send(await _send(relay, device, frame))
+                continue
+            ids = frame["ids"] if kind == "ack" else None
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise ValueError
         except (ValueError, TypeError, AttributeError, KeyError):
@@ -113,3 +120,24 @@ async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIden
         in_flight.difference_update(ids)
         room.set()
         await send({"type": "acked", "ids": ids})
+
+
+async def _send(relay: Relay, device: DeviceIdentity, frame: dict[str, Any]) -> dict[str, object]:
+    """A ``send`` frame: the same request and answers as ``PUT /v1/messages/{account}``,
+    answered by a ``sent`` frame carrying the request's ``id``."""
+    request_id = frame.get("id")
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        raise ValueError("a send frame needs an id")
+    try:
+        account_id = frame.get("account_id")
+        if not isinstance(account_id, str):
+            raise ApiError(400, "invalid_request", "account_id must be a string")
+        try:
+            body = SendIn.model_validate({"timestamp": frame.get("timestamp"),
+                                          "messages": frame.get("messages")})
+        except ValidationError:
+            raise ApiError(400, "invalid_request", "the send frame is malformed") from None
+        queued = await queue_messages(relay, device, account_id, body)
+    except ApiError as exc:
+        return {"type": "sent", "id": request_id, "status": exc.status, **exc.body()}
+    return {"type": "sent", "id": request_id, "status": 200, "queued": queued}

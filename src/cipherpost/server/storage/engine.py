@@ -38,9 +38,9 @@ class Database:
                 raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = self._sqlite_engine(level, immediate=True, pool_size=1)
+            self.writer = self._sqlite_engine(level, immediate=True, pool_size=2)
             self.reader = self._sqlite_engine(level, immediate=False,
-                                              pool_size=self.reader_threads)
+                                              pool_size=2 * self.reader_threads)
         else:
             self.writer = self.reader = create_engine(url, pool_pre_ping=True)
 
