@@ -32,16 +32,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cipherpost.protocol import (
     IdentityKeyPair,
     InMemoryProtocolStore,
-    KyberPreKeyRecord,
     PreKeyBundle,
-    PreKeyRecord,
     ProtocolAddress,
-    SignedPreKeyRecord,
     decrypt,
     encrypt,
     process_prekey_bundle,
     xeddsa,
 )
+from cipherpost.protocol.bundles import generate_prekey_bundle
 from cipherpost.protocol.keys import KeyPair
 from cipherpost.protocol.stores import SerializingSessionStore
 
@@ -78,16 +76,9 @@ class Party:
                                            SerializingSessionStore() if serializing else None)
 
     def bundle(self) -> PreKeyBundle:
-        identity = self.store.get_identity_key_pair()
-        signed = SignedPreKeyRecord.generate(1, identity, NOW * 1000, RNG)
-        kyber = KyberPreKeyRecord.generate(2, identity, NOW * 1000, RNG, last_resort=True)
-        one_time = PreKeyRecord.generate(3, RNG)
-        self.store.save_signed_pre_key(signed)
-        self.store.save_kyber_pre_key(kyber)
-        self.store.save_pre_key(one_time)
-        return PreKeyBundle(self.store.get_local_registration_id(), 1, identity.public, 1,
-                            signed.key_pair.public, signed.signature, 2, kyber.key_pair.public,
-                            kyber.signature, 3, one_time.key_pair.public)
+        return generate_prekey_bundle(self.store, device_id=1, signed_pre_key_id=1,
+                                      kyber_pre_key_id=2, pre_key_id=3, rng=RNG,
+                                      now_ms=NOW * 1000)
 
     def send(self, to: Party, data: bytes) -> tuple[int, bytes]:
         m = encrypt(self.store, to.address, data, now=NOW)

@@ -14,40 +14,20 @@ from cipherpost.protocol import (
     Fingerprint,
     IdentityKeyPair,
     InMemoryProtocolStore,
-    KyberPreKeyRecord,
     PreKeyBundle,
-    PreKeyRecord,
     ProtocolAddress,
-    SignedPreKeyRecord,
     decrypt,
     encrypt,
     process_prekey_bundle,
 )
+from cipherpost.protocol.bundles import generate_prekey_bundle
 
 
 def _party(registration_id: int, device_id: int) -> tuple[InMemoryProtocolStore, PreKeyBundle]:
     store = InMemoryProtocolStore(IdentityKeyPair.generate(os.urandom), registration_id)
-    identity = store.get_identity_key_pair()
-    now_ms = int(time.time() * 1000)
-    signed = SignedPreKeyRecord.generate(1, identity, now_ms, os.urandom)
-    kyber = KyberPreKeyRecord.generate(1, identity, now_ms, os.urandom, last_resort=True)
-    one_time = PreKeyRecord.generate(100, os.urandom)
-    store.save_signed_pre_key(signed)
-    store.save_kyber_pre_key(kyber)
-    store.save_pre_key(one_time)
-    bundle = PreKeyBundle(
-        registration_id=registration_id,
-        device_id=device_id,
-        identity_key=identity.public,
-        signed_pre_key_id=signed.id,
-        signed_pre_key=signed.key_pair.public,
-        signed_pre_key_signature=signed.signature,
-        kyber_pre_key_id=kyber.id,
-        kyber_pre_key=kyber.key_pair.public,
-        kyber_pre_key_signature=kyber.signature,
-        pre_key_id=one_time.id,
-        pre_key=one_time.key_pair.public,
-    )
+    bundle = generate_prekey_bundle(store, device_id=device_id, signed_pre_key_id=1,
+                                    kyber_pre_key_id=1, pre_key_id=100, rng=os.urandom,
+                                    now_ms=int(time.time() * 1000))
     return store, bundle
 
 

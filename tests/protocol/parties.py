@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from cipherpost.protocol import (
     IdentityKeyPair,
     InMemoryProtocolStore,
-    KyberPreKeyRecord,
     PreKeyBundle,
-    PreKeyRecord,
     ProtocolAddress,
-    SignedPreKeyRecord,
 )
+from cipherpost.protocol.bundles import generate_prekey_bundle
 from cipherpost.protocol.kem import KYBER1024
 from cipherpost.protocol.stores import SessionStore
 
@@ -31,29 +29,11 @@ class Party:
                last_resort: bool = False) -> PreKeyBundle:
         base = self._next_id
         self._next_id += 10
-        identity = self.store.get_identity_key_pair()
-        signed = SignedPreKeyRecord.generate(base, identity, NOW * 1000, self.rng)
-        kyber = KyberPreKeyRecord.generate(base + 1, identity, NOW * 1000, self.rng,
-                                           key_type=kem, last_resort=last_resort)
-        self.store.save_signed_pre_key(signed)
-        self.store.save_kyber_pre_key(kyber)
-        pre_key = None
-        if one_time:
-            pre_key = PreKeyRecord.generate(base + 2, self.rng)
-            self.store.save_pre_key(pre_key)
-        return PreKeyBundle(
-            registration_id=self.store.get_local_registration_id(),
-            device_id=self.address.device_id,
-            identity_key=identity.public,
-            signed_pre_key_id=signed.id,
-            signed_pre_key=signed.key_pair.public,
-            signed_pre_key_signature=signed.signature,
-            kyber_pre_key_id=kyber.id,
-            kyber_pre_key=kyber.key_pair.public,
-            kyber_pre_key_signature=kyber.signature,
-            pre_key_id=pre_key.id if pre_key else None,
-            pre_key=pre_key.key_pair.public if pre_key else None,
-        )
+        return generate_prekey_bundle(self.store, device_id=self.address.device_id,
+                                      signed_pre_key_id=base, kyber_pre_key_id=base + 1,
+                                      pre_key_id=base + 2 if one_time else None,
+                                      rng=self.rng, now_ms=NOW * 1000, kem_type=kem,
+                                      kyber_last_resort=last_resort)
 
 
 def make_party(name: str, rng: Callable[[int], bytes], registration_id: int = 1,

@@ -7,15 +7,12 @@ import random
 from cipherpost.protocol import (
     IdentityKeyPair,
     InMemoryProtocolStore,
-    KyberPreKeyRecord,
-    PreKeyBundle,
-    PreKeyRecord,
     ProtocolAddress,
-    SignedPreKeyRecord,
     decrypt,
     encrypt,
     process_prekey_bundle,
 )
+from cipherpost.protocol.bundles import generate_prekey_bundle
 
 from .kem_double import deterministic_kems
 
@@ -29,16 +26,8 @@ def transcript(seed: int) -> dict[str, str]:
     alice_addr, bob_addr = ProtocolAddress("alice", 1), ProtocolAddress("bob", 1)
     alice = InMemoryProtocolStore(IdentityKeyPair.generate(rng), 1111)
     bob = InMemoryProtocolStore(IdentityKeyPair.generate(rng), 2222)
-    identity = bob.get_identity_key_pair()
-    signed = SignedPreKeyRecord.generate(1, identity, NOW * 1000, rng)
-    kyber = KyberPreKeyRecord.generate(2, identity, NOW * 1000, rng, kems=kems)
-    one_time = PreKeyRecord.generate(3, rng)
-    bob.save_signed_pre_key(signed)
-    bob.save_kyber_pre_key(kyber)
-    bob.save_pre_key(one_time)
-    bundle = PreKeyBundle(2222, 1, identity.public, 1, signed.key_pair.public, signed.signature,
-                          2, kyber.key_pair.public, kyber.signature, 3,
-                          one_time.key_pair.public)
+    bundle = generate_prekey_bundle(bob, device_id=1, signed_pre_key_id=1, kyber_pre_key_id=2,
+                                    pre_key_id=3, rng=rng, now_ms=NOW * 1000, kems=kems)
     process_prekey_bundle(alice, bob_addr, bundle, rng=rng, now=NOW, kems=kems)
     first = encrypt(alice, bob_addr, b"known answer", now=NOW)
     assert decrypt(bob, alice_addr, 3, first.serialized, rng=rng, kems=kems) == b"known answer"
@@ -47,8 +36,8 @@ def transcript(seed: int) -> dict[str, str]:
     second = encrypt(alice, bob_addr, b"after the ratchet step", now=NOW)
     assert decrypt(bob, alice_addr, 2, second.serialized, rng=rng) == b"after the ratchet step"
     return {
-        "bundle_signed_prekey_signature": signed.signature.hex(),
-        "bundle_kyber_prekey": kyber.key_pair.public.serialize().hex(),
+        "bundle_signed_prekey_signature": bundle.signed_pre_key_signature.hex(),
+        "bundle_kyber_prekey": bundle.kyber_pre_key.serialize().hex(),
         "prekey_message": first.serialized.hex(),
         "reply": reply.serialized.hex(),
         "second": second.serialized.hex(),

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from cipherpost.protocol import sender_keys, session
 from cipherpost.protocol.address import ProtocolAddress
+from cipherpost.protocol.bundles import generate_prekey_bundle
 from cipherpost.protocol.errors import ProtocolError
 from cipherpost.protocol.fingerprint import (
     DEFAULT_ITERATIONS,
@@ -36,12 +37,7 @@ from cipherpost.protocol.fingerprint import (
 from cipherpost.protocol.kem import KYBER1024, MLKEM1024, KemPublicKey
 from cipherpost.protocol.keys import IdentityKeyPair, PublicKey
 from cipherpost.protocol.messages import PREKEY_TYPE, WHISPER_TYPE
-from cipherpost.protocol.prekeys import (
-    KyberPreKeyRecord,
-    PreKeyBundle,
-    PreKeyRecord,
-    SignedPreKeyRecord,
-)
+from cipherpost.protocol.prekeys import PreKeyBundle
 from cipherpost.protocol.stores import InMemoryProtocolStore, InMemorySenderKeyStore
 
 Json = dict[str, Any]
@@ -219,30 +215,24 @@ class Peer:
         kem_types = {"kyber1024": KYBER1024, "mlkem1024": MLKEM1024}
         if kem_name not in kem_types:
             raise BadRequest("kem must be 'kyber1024' or 'mlkem1024'")
-        store = actor.store
-        identity = store.get_identity_key_pair()
-        now_ms = self._now() * 1000
-        signed = SignedPreKeyRecord.generate(signed_id, identity, now_ms, self._rng)
-        # Kept after use, like a last-resort key: a bundle may start several sessions.
-        kyber = KyberPreKeyRecord.generate(kyber_id, identity, now_ms, self._rng,
-                                           key_type=kem_types[kem_name], last_resort=True)
-        one_time = PreKeyRecord.generate(pre_key_id, self._rng) if pre_key_id is not None else None
-        store.save_signed_pre_key(signed)
-        store.save_kyber_pre_key(kyber)
-        if one_time is not None:
-            store.save_pre_key(one_time)
+        # The Kyber prekey is kept after use (last resort): a bundle may start several
+        # sessions, as with libsignal's in-memory store.
+        b = generate_prekey_bundle(actor.store, device_id=actor.address.device_id,
+                                   signed_pre_key_id=signed_id, kyber_pre_key_id=kyber_id,
+                                   pre_key_id=pre_key_id, rng=self._rng,
+                                   now_ms=self._now() * 1000, kem_type=kem_types[kem_name])
         bundle = {
-            "registration_id": store.get_local_registration_id(),
-            "device_id": actor.address.device_id,
-            "identity_key": _enc(identity.public.serialize()),
-            "signed_prekey_id": signed_id,
-            "signed_prekey": _enc(signed.key_pair.public.serialize()),
-            "signed_prekey_signature": _enc(signed.signature),
-            "kyber_prekey_id": kyber_id,
-            "kyber_prekey": _enc(kyber.key_pair.public.serialize()),
-            "kyber_prekey_signature": _enc(kyber.signature),
-            "prekey_id": pre_key_id,
-            "prekey": _enc(one_time.key_pair.public.serialize()) if one_time else None,
+            "registration_id": b.registration_id,
+            "device_id": b.device_id,
+            "identity_key": _enc(b.identity_key.serialize()),
+            "signed_prekey_id": b.signed_pre_key_id,
+            "signed_prekey": _enc(b.signed_pre_key.serialize()),
+            "signed_prekey_signature": _enc(b.signed_pre_key_signature),
+            "kyber_prekey_id": b.kyber_pre_key_id,
+            "kyber_prekey": _enc(b.kyber_pre_key.serialize()),
+            "kyber_prekey_signature": _enc(b.kyber_pre_key_signature),
+            "prekey_id": b.pre_key_id,
+            "prekey": _enc(b.pre_key.serialize()) if b.pre_key else None,
         }
         return {"bundle": bundle}
 

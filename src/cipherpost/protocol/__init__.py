@@ -5,6 +5,7 @@ time (``now``) are parameters; stores are typed Protocols (:mod:`.stores`).
 """
 
 from .address import ProtocolAddress
+from .bundles import generate_prekey_bundle
 from .errors import (
     DuplicatedMessage,
     InvalidKey,
@@ -72,6 +73,7 @@ __all__ = [
     "UntrustedIdentity",
     "decrypt",
     "encrypt",
+    "generate_prekey_bundle",
     "has_session",
     "process_prekey_bundle",
 ]
