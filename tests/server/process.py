@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ class ServerProcess:
             **{f"CIPHERPOST_{k.upper()}": v for k, v in settings.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        #: what httpx should verify the server with (True: the default CA store).
+        self.verify: bool | ssl.SSLContext = True
         self.log = workdir / "server.log"
 
     def start(self, timeout: float = 30.0) -> None:
@@ -50,7 +53,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1,
+                             verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
