@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("cipherpost-server: set both tls_certfile and tls_keyfile, or neither")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
                 ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
-                ws_max_size=1024 * 1024, log_level=settings.log_level.lower())
+                ws="websockets-sansio", ws_max_size=1024 * 1024, ws_per_message_deflate=False,
+                log_level=settings.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class Hub:
         if old is not None:
             old.close_code = 4409  # replaced by a newer connection
             old.closed.set()
+            old.wake.set()
         connection = Connection()
         self._connections[key] = connection
         return connection
@@ -56,3 +57,4 @@ class Hub:
         if connection is not None:
             connection.close_code = code
             connection.closed.set()
+            connection.wake.set()

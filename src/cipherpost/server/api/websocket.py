@@ -44,37 +44,32 @@ async def websocket(ws: WebSocket) -> None:
     connection = relay.hub.register(device.account_id, device.device_id)
     relay.metrics.websockets.inc()
     in_flight: set[str] = set()
-    room = asyncio.Event()
-    room.set()
     lock = asyncio.Lock()
 
     async def send(frame: dict[str, object]) -> None:
         async with lock:
             await ws.send_text(json.dumps(frame, separators=(",", ":")))
 
-    tasks = [
-        asyncio.create_task(_push(send, relay, device, connection, in_flight, room)),
-        asyncio.create_task(_receive(ws, send, relay, device, connection, in_flight, room)),
-        asyncio.create_task(connection.closed.wait()),
-    ]
+    # One task pushes; this coroutine itself reads. An idle device costs one task.
+    pusher = asyncio.create_task(_push(ws, send, relay, device, connection, in_flight))
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await _receive(ws, send, relay, device, connection, in_flight)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pusher
         relay.hub.unregister(device.account_id, device.device_id, connection)
         relay.metrics.websockets.dec()
         with contextlib.suppress(Exception):
             await ws.close(code=connection.close_code)
 
 
-async def _push(send: Sender, relay: Relay, device: DeviceIdentity, connection: Connection,
-                in_flight: set[str], room: asyncio.Event) -> None:
+async def _push(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIdentity,
+                connection: Connection, in_flight: set[str]) -> None:
+    """Push queued messages in order, at most ``WINDOW`` unacknowledged; close the socket
+    when the hub says so (device removed, or replaced by a newer connection)."""
     cursor = 0
-    while True:
+    while not connection.closed.is_set():
         connection.wake.clear()
         budget = WINDOW - len(in_flight)
         envelopes = await relay.storage.fetch(device.account_id, device.device_id, cursor,
@@ -85,16 +80,15 @@ async def _push(send: Sender, relay: Relay, device: DeviceIdentity, connection: 
             cursor = envelope.seq
         if envelopes:
             continue
-        if budget <= 0:
-            room.clear()
-            await room.wait()
-            continue
+        # Woken by a new message, an acknowledgement that frees room, or the hub.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(connection.wake.wait(), timeout=30)
+    with contextlib.suppress(Exception):
+        await ws.close(code=connection.close_code)
 
 
 async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIdentity,
-                   connection: Connection, in_flight: set[str], room: asyncio.Event) -> None:
+                   connection: Connection, in_flight: set[str]) -> None:
     while True:
         try:
             text = await ws.receive_text()
@@ -118,7 +112,7 @@ async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIden
         # Shielded: an acknowledgement that arrived is applied even if the socket closes.
         await asyncio.shield(ack(relay, device.account_id, device.device_id, ids))
         in_flight.difference_update(ids)
-        room.set()
+        connection.wake.set()
         await send({"type": "acked", "ids": ids})
 
 
