@@ -15,7 +15,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .constants import ARCHIVED_STATES_MAX_LENGTH, MAX_MESSAGE_KEYS, MAX_RECEIVER_CHAINS
+from .constants import (
+    ARCHIVED_STATES_MAX_LENGTH,
+    CURRENT_VERSION,
+    MAX_MESSAGE_KEYS,
+    MAX_RECEIVER_CHAINS,
+)
 from .errors import InvalidMessage, ProtocolError
 from .keys import IdentityKey, KeyPair, PrivateKey, PublicKey
 
@@ -200,6 +205,8 @@ class SessionRecord:
             raise InvalidMessage("unknown session record format")
         try:
             _, has_current, previous = _RECORD_HEADER.unpack_from(data, 0)
+            if has_current > 1:
+                raise ValueError("bad record header")
             pos = _RECORD_HEADER.size
             states = []
             for _ in range(bool(has_current) + previous):
@@ -207,7 +214,7 @@ class SessionRecord:
                 pos += 4
                 if pos + length > len(data):
                     raise ValueError("truncated state")
-                states.append(_decode_state(data, pos, pos + length))
+                states.append(_decode_state(data[pos:pos + length]))
                 pos += length
             if pos != len(data):
                 raise ValueError("trailing bytes")
@@ -278,10 +285,18 @@ def _encode_state(s: SessionState) -> bytes:
 _key = PublicKey.from_stored
 
 
-def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
+def _decode_state(data: bytes) -> SessionState:
+    """Decode one state; every read past its end fails (struct.error or ValueError)."""
+    end = len(data)
     (version, flags, local, remote, root, previous, local_reg, remote_reg,
-     receivers) = _STATE.unpack_from(data, pos)
-    pos += _STATE.size
+     receivers) = _STATE.unpack_from(data, 0)
+    if version != CURRENT_VERSION:
+        raise ValueError(f"unsupported session version {version}")
+    if flags & ~(_HAS_SENDER | _HAS_PENDING | _HAS_PREKEY_ID):
+        raise ValueError("unknown state flags")
+    pos = _STATE.size
+    if pos >= end:
+        raise ValueError("truncated state")
     base_length = data[pos]
     alice_base_key = data[pos + 1:pos + 1 + base_length]
     pos += 1 + base_length
@@ -300,10 +315,13 @@ def _decode_state(data: bytes, pos: int, end: int) -> SessionState:
         pos += ct_length
         pending = PendingPreKey(pre_key_id if flags & _HAS_PREKEY_ID else None, signed_id,
                                 _key(base), kyber_id, ciphertext, timestamp)
-    # Walk the chains' sizes now, so a malformed record fails here and not on later use.
+    # Walk the chains now (sizes and key types), so a malformed record fails at load and
+    # not on later use; their contents are decoded when first needed.
     start = pos
     for _ in range(receivers):
-        skipped_count = _RECEIVER.unpack_from(data, pos)[3]
+        key, _chain_key, _index, skipped_count = _RECEIVER.unpack_from(data, pos)
+        if key[0] != 0x05:
+            raise ValueError("bad key type in record")
         pos += _RECEIVER.size + skipped_count * _SKIPPED.size
     if pos != end:
         raise ValueError("state length mismatch")

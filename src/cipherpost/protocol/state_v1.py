@@ -7,6 +7,7 @@ format-1 bytes here, so records stored by earlier versions keep loading.
 from __future__ import annotations
 
 from . import protobuf as pb
+from .constants import CURRENT_VERSION
 from .errors import InvalidMessage, ProtocolError
 from .keys import KeyPair, PrivateKey, PublicKey
 from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
@@ -50,6 +51,8 @@ def _decode_chain_key(data: bytes) -> tuple[int, bytes]:
 
 def _decode_state(data: bytes) -> SessionState:
     f = pb.decode(data)
+    if (pb.get_int(f, 1) or 2) != CURRENT_VERSION:
+        raise ValueError("unsupported session version")
     sender = None
     sender_bytes = pb.get_bytes(f, 6)
     if sender_bytes is not None:
@@ -78,7 +81,7 @@ def _decode_state(data: bytes) -> SessionState:
             pb.get_int(kf, 1) or 0, _req_bytes(kf, 2), pb.get_int(pf, 4) or 0,
         )
     return SessionState(
-        version=pb.get_int(f, 1) or 2,
+        version=CURRENT_VERSION,
         local_identity=PublicKey.deserialize(_req_bytes(f, 2)),
         remote_identity=PublicKey.deserialize(_req_bytes(f, 3)),
         root_key=_req_bytes(f, 4),
