@@ -95,7 +95,7 @@ class PublicKey:
             return False
         if (u + 1) % _P == 0:
             return False
-        y = (u - 1) * pow(u + 1, _P - 2, _P) % _P
+        y = (u - 1) * pow(u + 1, -1, _P) % _P
         return bool(crypto_core_ed25519_is_valid_point(y.to_bytes(32, "little")))
 
     def __eq__(self, other: object) -> bool:

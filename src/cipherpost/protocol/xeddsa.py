@@ -61,7 +61,7 @@ def verify(public: PublicKey, message: bytes, signature: bytes) -> bool:
     u %= _P
     if u == _P - 1:
         return False
-    y = (u - 1) * pow(u + 1, _P - 2, _P) % _P
+    y = (u - 1) * pow(u + 1, -1, _P) % _P
     a_bytes = bytearray(y.to_bytes(32, "little"))
     a_bytes[31] |= signature[63] & 0x80
     s = bytearray(signature[32:])
