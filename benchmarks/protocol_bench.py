@@ -12,8 +12,10 @@ machines are shared and noisy, and the best run is the one least disturbed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import json
+import math
 import os
 import shutil
 import statistics
@@ -24,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey, MLKEM1024PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -71,10 +74,15 @@ def interleaved_runs(reps: int, *runs: Callable[[], float]) -> list[list[float]]
     return results
 
 
+def paired_ratios(floors: list[float], values: list[float]) -> list[float]:
+    """value/floor run by run, each pair measured back to back. Their median is steadier
+    than a ratio of two minimums on a machine whose speed drifts."""
+    return [v / f for f, v in zip(floors, values, strict=True)]
+
+
 def paired_ratio(floors: list[float], values: list[float]) -> float:
-    """The median over repetitions of value/floor, each pair measured back to back: on a
-    machine whose speed drifts, this is steadier than a ratio of two minimums."""
-    return statistics.median(v / f for f, v in zip(floors, values, strict=True))
+    """The median of :func:`paired_ratios`."""
+    return statistics.median(paired_ratios(floors, values))
 
 
 # -- Cipherpost -----------------------------------------------------------------------------
@@ -161,6 +169,23 @@ def _aes_dec(key: bytes, iv: bytes, data: bytes) -> bytes:
     return d.update(data) + d.finalize()
 
 
+#: What the MAC covers besides the ciphertext: the version byte and the protobuf header of a
+#: SignalMessage (ratchet key, counter, previous counter, ciphertext length), 41-43 bytes.
+HEADER = bytes(42)
+LARGE = 4096  # as messages.mac_prefixed: from here on, HMAC is fed in pieces (no copy)
+
+
+def _mac(key: bytes, identities: bytes, ct: bytes) -> bytes:
+    """The truncated MAC over identities, header and ciphertext, in the call form the
+    implementation uses for this size."""
+    if len(ct) < LARGE:
+        return hmac.digest(key, identities + HEADER + ct, "sha256")[:8]
+    h = hmac.new(key, identities, "sha256")
+    h.update(HEADER)
+    h.update(ct)
+    return h.digest()[:8]
+
+
 def floor_send(ck: bytes, identities: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
     """The sender's calls for one message: chain step, message keys, AES-CBC, MAC."""
     pad = 16 - len(plaintext) % 16
@@ -168,7 +193,7 @@ def floor_send(ck: bytes, identities: bytes, plaintext: bytes) -> tuple[bytes, b
     hmac.digest(ck, b"\x02", "sha256")
     okm = HKDF(SHA256, 80, ZERO, b"WhisperMessageKeys").derive(seed)
     ct = _aes_enc(okm[:32], okm[64:80], plaintext + bytes((pad,)) * pad)
-    return ct, hmac.digest(okm[32:64], identities + ct, "sha256")[:8]
+    return ct, _mac(okm[32:64], identities, ct)
 
 
 def floor_receive(ck: bytes, identities: bytes, ct: bytes, mac: bytes) -> bytes:
@@ -176,7 +201,8 @@ def floor_receive(ck: bytes, identities: bytes, ct: bytes, mac: bytes) -> bytes:
     seed = hmac.digest(ck, b"\x01", "sha256")
     hmac.digest(ck, b"\x02", "sha256")
     okm = HKDF(SHA256, 80, ZERO, b"WhisperMessageKeys").derive(seed)
-    hmac.compare_digest(hmac.digest(okm[32:64], identities + ct, "sha256")[:8], mac)
+    if not hmac.compare_digest(_mac(okm[32:64], identities, ct), mac):
+        raise AssertionError("floor MAC mismatch")
     return _aes_dec(okm[:32], okm[64:80], ct)
 
 
@@ -196,7 +222,10 @@ def floor_one_way(n: int, plaintext: bytes) -> float:
 
 
 def floor_dh_step(their: bytes, ours: X25519PrivateKey) -> None:
-    """A DH ratchet step on receipt: two agreements, a key pair, two root-key HKDFs."""
+    """A DH ratchet step on receipt (session.py::_decrypt_with_state, ``chain is None``):
+    parse their new ratchet key, agree with our current ratchet key, root step (HKDF-64),
+    generate our next ratchet pair (32 random bytes, private key, public bytes), agree
+    again, second root step."""
     public = X25519PublicKey.from_public_bytes(their)
     dh1 = ours.exchange(public)
     okm = HKDF(SHA256, 64, ZERO, b"WhisperRatchet").derive(dh1)
@@ -221,33 +250,69 @@ def fl_w2(n: int, size: int) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def fl_w3(n: int) -> float:
-    """Session set-up's primitive calls (counted on the code path of session.py/pqxdh.py):
-    7 X25519 key pairs, 11 agreements, 2 XEdDSA signatures and 2 verifications, ML-KEM
-    key generation, encapsulation and decapsulation, 2 HKDF-96, 3 root HKDF-64, and one
-    message's keys, cipher and MAC."""
-    times = []
+PQXDH_INFO = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024"
+
+
+def _kyber_finish(shared: bytes, ct: bytes) -> bytes:
+    """Round-3 Kyber's shared secret from ML-KEM's (part of the Kyber1024 primitive)."""
+    return hashlib.shake_256(shared + hashlib.sha3_256(ct).digest()).digest(32)
+
+
+def _x25519_pair() -> tuple[X25519PrivateKey, bytes]:
+    key = X25519PrivateKey.from_private_bytes(RNG(32))
+    return key, key.public_key().public_bytes_raw()
+
+
+def fl_w3_once(ed25519: bool) -> float:
+    """One session set-up's primitive calls, in ms. Counted on the code path
+    (generate_prekey_bundle, process_prekey_bundle + pqxdh.initiate, encrypt,
+    decrypt_prekey_message + pqxdh.respond + _decrypt_with_state):
+
+    * 7 X25519 key pairs: 2 identities, signed prekey, one-time prekey, Alice's base key,
+      Alice's first ratchet key, Bob's first ratchet key (DH ratchet step on receipt);
+    * 11 agreements: 4 in PQXDH on each side, Alice's first root step, Bob's 2 root steps;
+      6 public keys parsed from bytes (Bob's identity, signed and one-time prekeys on
+      Alice's side; Alice's identity, base and ratchet keys on Bob's);
+    * 2 signatures over the 33-byte signed prekey and the 1569-byte Kyber prekey, and
+      their 2 verifications (XEdDSA, or Ed25519 as the alternative floor);
+    * ML-KEM-1024 key generation from a 64-byte seed, encapsulation to the public key
+      parsed from bytes, decapsulation, and the round-3 Kyber finish on both sides;
+    * 2 HKDF-96 (PQXDH secret, both sides), 3 HKDF-64 (root steps), one message.
+    """
     ck, ids = RNG(32), RNG(66)
-    for _ in range(n):
-        t = time.perf_counter()
-        keys = [X25519PrivateKey.from_private_bytes(RNG(32)) for _ in range(7)]
-        pubs = [k.public_key() for k in keys]
-        for i in range(11):
-            keys[i % 7].exchange(pubs[(i + 1) % 7])
+    small, kyber_pub = b"\x05" + bytes(32), b"\x08" + bytes(1568)
+    t = time.perf_counter()
+    pairs = [_x25519_pair() for _ in range(7)]
+    peers = [X25519PublicKey.from_public_bytes(raw) for _, raw in pairs[:6]]
+    for i in range(11):
+        pairs[i % 7][0].exchange(peers[i % 6])
+    if ed25519:
+        ed = Ed25519PrivateKey.from_private_bytes(RNG(32))
+        sigs = [ed.sign(m) for m in (small, kyber_pub)]
+        ed_pub = Ed25519PublicKey.from_public_bytes(ed.public_key().public_bytes_raw())
+        for m, s in zip((small, kyber_pub), sigs, strict=True):
+            ed_pub.verify(s, m)
+    else:
         signer = KeyPair.generate(RNG)
-        sigs = [xeddsa.sign(signer.private, b"k" * 33, RNG) for _ in range(2)]
-        for s in sigs:
-            xeddsa.verify(signer.public, b"k" * 33, s)
-        kem = MLKEM1024PrivateKey.from_seed_bytes(RNG(64))
-        shared, ct = kem.public_key().encapsulate()
-        kem.decapsulate(ct)
-        for _ in range(2):
-            HKDF(SHA256, 96, ZERO, b"WhisperText").derive(shared)
-        for _ in range(3):
-            HKDF(SHA256, 64, ZERO, b"WhisperRatchet").derive(shared)
-        floor_message(ck, ids, b"first message")
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        sigs = [xeddsa.sign(signer.private, m, RNG) for m in (small, kyber_pub)]
+        for m, s in zip((small, kyber_pub), sigs, strict=True):
+            xeddsa.verify(signer.public, m, s)
+    kem = MLKEM1024PrivateKey.from_seed_bytes(RNG(64))
+    shared, ct = MLKEM1024PublicKey.from_public_bytes(
+        kem.public_key().public_bytes_raw()).encapsulate()
+    _kyber_finish(shared, ct)
+    _kyber_finish(kem.decapsulate(ct), ct)
+    for _ in range(2):
+        HKDF(SHA256, 96, ZERO, PQXDH_INFO).derive(bytes(160) + shared)  # 0xFF*32, 4 DH, SS
+    for _ in range(3):
+        HKDF(SHA256, 64, ZERO, b"WhisperRatchet").derive(shared)
+    floor_message(ck, ids, b"first message")
+    return (time.perf_counter() - t) * 1000
+
+
+def fl_w3(n: int, ed25519: bool = False) -> float:
+    """Median ms of n set-ups' worth of primitive calls (see :func:`fl_w3_once`)."""
+    return statistics.median(fl_w3_once(ed25519) for _ in range(n))
 
 
 def fl_w4(n: int) -> float:
@@ -257,17 +322,34 @@ def fl_w4(n: int) -> float:
 # -- libsignal through Node -----------------------------------------------------------------
 
 
-def libsignal(counts: dict[str, int], reps: int) -> dict[str, float] | None:
-    if shutil.which("node") is None or not (
-            NODE_BENCH.parent / "node_modules" / "@signalapp" / "libsignal-client").exists():
+def node_available() -> bool:
+    return shutil.which("node") is not None and (
+        NODE_BENCH.parent / "node_modules" / "@signalapp" / "libsignal-client").exists()
+
+
+def libsignal(counts: dict[str, int], reps: int, only: list[str]) -> dict[str, float] | None:
+    """Run ``bench.js`` on the workloads ``only``; None if Node or the package is missing
+    or the run fails."""
+    if not node_available():
         return None
-    out = subprocess.run(["node", str(NODE_BENCH), json.dumps({**counts, "reps": reps})],
-                         capture_output=True, text=True, timeout=900, check=False)
+    params = json.dumps({**counts, "reps": reps, "only": only})
+    try:
+        out = subprocess.run(["node", str(NODE_BENCH), params], capture_output=True,
+                             text=True, timeout=900, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"libsignal run failed: {exc}", file=sys.stderr)
+        return None
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)
         return None
     result: dict[str, float] = json.loads(out.stdout)
     return result
+
+
+def ls_w3(n: int) -> float:
+    """libsignal's W3 for one run (a Node process per call; start-up is not timed)."""
+    result = libsignal({"w3": n}, 1, ["w3"])
+    return result["w3_ms"] if result else float("nan")
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -285,28 +367,41 @@ def main() -> None:
 
     rows: list[tuple[str, str, float, float, str]] = []
     figures: dict[str, float] = {}
-    node = libsignal({"w1": n1, "w2": n2, "w3": n3, "w4": n4, "size": size}, reps)
+    node = libsignal({"w1": n1, "w2": n2, "w4": n4, "size": size}, reps, ["w1", "w2", "w4"])
 
-    ratios: dict[tuple[str, str], float] = {}
-    for serializing, label in ((False, "objects"), (True, "serializing")):
-        fl1, cp1 = interleaved_runs(reps, lambda: fl_w1(n1, size),
-                                    lambda s=serializing: cp_w1(n1, size, s))  # type: ignore[misc]
-        fl2, cp2 = interleaved_runs(reps, lambda: fl_w2(n2, size),
-                                    lambda s=serializing: cp_w2(n2, size, s))  # type: ignore[misc]
-        ratios[("W1", label)] = paired_ratio(fl1, cp1)
-        ratios[("W2", label)] = paired_ratio(fl2, cp2)
-        w1, w2, fw1, fw2 = min(cp1), min(cp2), min(fl1), min(fl2)
-        figures[f"w1_{label}_us"], figures[f"w2_{label}_us"] = w1, w2
-        figures[f"floor_w1_{label}_us"], figures[f"floor_w2_{label}_us"] = fw1, fw2
-        rows.append(("W1 one way, µs/msg", label, w1, fw1, "µs"))
-        rows.append(("W2 alternating, µs/msg", label, w2, fw2, "µs"))
-    fl3, cp3 = interleaved_runs(max(reps, 3), lambda: fl_w3(n3), lambda: cp_w3(n3))
-    ratios[("W3", "objects")] = paired_ratio(fl3, cp3)
+    ratios: dict[tuple[str, str], list[float]] = {}
+    # The floor does not depend on the store: one floor series per workload, interleaved
+    # with both stores' series, so all three sample the same stretches of machine noise.
+    for key, name, floor_run, cp_run, n in (
+            ("W1", "W1 one way, µs/msg", fl_w1, cp_w1, n1),
+            ("W2", "W2 alternating, µs/msg", fl_w2, cp_w2, n2)):
+        fl, cp_objects, cp_serializing = interleaved_runs(
+            reps, lambda f=floor_run, n=n: f(n, size),  # type: ignore[misc]
+            lambda c=cp_run, n=n: c(n, size, False),  # type: ignore[misc]
+            lambda c=cp_run, n=n: c(n, size, True))  # type: ignore[misc]
+        figures[f"floor_{key.lower()}_us"] = min(fl)
+        for label, cp in (("objects", cp_objects), ("serializing", cp_serializing)):
+            ratios[(key, label)] = paired_ratios(fl, cp)
+            figures[f"{key.lower()}_{label}_us"] = min(cp)
+            rows.append((name, label, min(cp), min(fl), "µs"))
+    # W3 is the closest race with libsignal, so libsignal's W3 runs take turns with ours.
+    w3_runs = [lambda: fl_w3(n3), lambda: cp_w3(n3), lambda: fl_w3(n3, ed25519=True)]
+    if node is not None:
+        w3_runs.append(lambda: ls_w3(n3))
+    fl3, cp3, fl3_ed, *ls3 = interleaved_runs(max(reps, 3), *w3_runs)
+    ratios[("W3", "objects")] = paired_ratios(fl3, cp3)
+    faster_w3 = None
+    if node is not None and ls3 and not any(math.isnan(v) for v in ls3[0]):
+        node["w3_ms"] = min(ls3[0])
+        faster_w3 = statistics.median(ls / cp for ls, cp in zip(ls3[0], cp3, strict=True))
+    ratio_w3_ed = paired_ratio(fl3_ed, cp3)
+    figures.update(floor_w3_ed25519_ms=min(fl3_ed), ratio_w3_ed25519=ratio_w3_ed)
     fl4, cp4 = interleaved_runs(reps, lambda: fl_w4(n4), lambda: cp_w4(n4))
-    ratios[("W4", "objects")] = paired_ratio(fl4, cp4)
+    ratios[("W4", "objects")] = paired_ratios(fl4, cp4)
     w3, fw3, w4, fw4 = min(cp3), min(fl3), max(cp4), max(fl4)
     figures.update(w3_ms=w3, w4_mbps=w4, floor_w3_ms=fw3, floor_w4_mbps=fw4)
-    figures.update({f"ratio_{k.lower()}_{store}": v for (k, store), v in ratios.items()})
+    figures.update({f"ratio_{k.lower()}_{store}": statistics.median(v)
+                    for (k, store), v in ratios.items()})
     rows.append(("W3 session set-up, median ms", "objects", w3, fw3, "ms"))
     rows.append(("W4 64 KiB one way, MB/s", "objects", w4, fw4, "MB/s"))
 
@@ -317,12 +412,15 @@ def main() -> None:
     node_key = {"W1": "w1_us", "W2": "w2_us", "W3": "w3_ms", "W4": "w4_mbps"}
     node_target = {"W1": 3.0, "W2": 1.5, "W3": 1.0}
     print(f"Cipherpost protocol benchmark: best of {reps} interleaved runs (W3: median of "
-          f"{n3} set-ups per run); ratio = median of run-by-run cipherpost/floor")
+          f"{n3} set-ups per run);\n      ratio = median of run-by-run cipherpost/floor, "
+          "(runs) = their range")
     print(f"{'workload':32} {'store':12} {'cipherpost':>11} {'floor':>9} {'ratio':>7} "
-          f"{'target':>8}  {'libsignal':>10} {'faster':>7} {'target':>7}")
-    for name, store, value, floor, _unit in rows:
+          f"{'(runs)':>11} {'target':>8}  {'libsignal':>10} {'faster':>7} {'target':>7}")
+    for name, store, value, floor, unit in rows:
+        fmt = ".2f" if unit == "ms" else ".1f"
         key = name.split()[0]
-        ratio = ratios[(key, store)]
+        runs = ratios[(key, store)]
+        ratio = statistics.median(runs)
         if key == "W4":
             target = "≥0.85"
             ok = ratio >= 0.85
@@ -333,15 +431,23 @@ def main() -> None:
         ls = node.get(node_key[key]) if node else None
         if ls is not None:
             faster = value / ls if key == "W4" else ls / value
+            if key == "W3" and faster_w3 is not None:
+                faster = faster_w3  # run-by-run, as the floor ratios
             need = node_target.get(key) if store == "objects" else None
-            ls_text = f"{ls:10.1f} {faster:6.2f}x {('≥' + str(need) + 'x') if need else '-':>7}"
+            ls_text = f"{ls:10{fmt}} {faster:6.2f}x {('≥' + str(need) + 'x') if need else '-':>7}"
             ok_ls = need is None or faster >= need
             figures[f"libsignal_{key.lower()}"] = ls
         else:
             ls_text, ok_ls = f"{'n/a':>10}", True
         mark = "PASS" if ok and ok_ls else "MISS"
-        print(f"{name:32} {store:12} {value:11.1f} {floor:9.1f} {ratio:6.2f}x {target:>8}  "
+        spread = f"{min(runs):.2f}-{max(runs):.2f}"
+        print(f"{name:32} {store:12} {value:11{fmt}} {floor:9{fmt}} {ratio:6.2f}x {spread:>11} "
+              f"{target:>8}  "
               f"{ls_text}  {mark}")
+    print(f"W3 floor with Ed25519 in place of XEdDSA: {min(fl3_ed):.2f} ms "
+          f"(cipherpost/floor {ratio_w3_ed:.2f}x)")
+    print("W3: the median of each run's set-ups, then the best run, on both sides; "
+          "libsignal's W3 runs take turns with ours and its 'faster' is run by run.")
     if node is None:
         print("libsignal: not available (run `make test` once to install the reference peer)")
     if args.json:

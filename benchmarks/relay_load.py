@@ -127,10 +127,7 @@ async def run_bare(devices: int, rate: float, seconds: float) -> dict[str, float
             stats.sent += 1
 
         result = await _drive(proc.pid, stats, devices, rate, seconds, send)
-        for task in readers:
-            task.cancel()
-        for ws in sockets:
-            await ws.close()
+        await _stop(readers, sockets)
         return result
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -216,14 +213,18 @@ async def run_cipherpost(devices: int, rate: float, seconds: float, workdir: Pat
 
             send = send_ws if transport == "ws" else send_http
             result = await _drive(proc.pid, stats, devices, rate, seconds, send)
-            for task in readers:
-                task.cancel()
-            for ws in sockets:
-                await ws.close()
+            await _stop(readers, sockets)
             return result
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
+
+
+async def _stop(readers: list[asyncio.Task[None]], sockets: list[Any]) -> None:
+    for task in readers:
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
 
 
 async def _drive(pid: int, stats: Stats, devices: int, rate: float, seconds: float,

@@ -222,17 +222,10 @@ def _parse_canonical(data: bytes) -> tuple[int, int, bytes] | None:
     pos = 37
     values = []
     for tag in (0x18, 0x22, None):
-        value = 0
-        shift = 0
-        while True:
-            if pos >= end or shift > 28:
-                return None
-            b = data[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
+        try:
+            value, pos = pb.read_varint(data, pos, end)
+        except pb.DecodeError:
+            return None
         if value >= 1 << 32:
             return None
         values.append(value)

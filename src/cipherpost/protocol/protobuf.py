@@ -50,7 +50,12 @@ def field_fixed64(number: int, value: int) -> bytes:
     return encode_varint((number << 3) | FIXED64) + value.to_bytes(8, "little")
 
 
-def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Read a varint at ``pos`` (before ``end``); return it and the next position.
+
+    Raises:
+        DecodeError: truncated, overlong, or above 2**64.
+    """
     result = 0
     shift = 0
     while True:
@@ -85,16 +90,16 @@ def decode(data: bytes) -> Fields:
     pos = 0
     end = len(data)
     while pos < end:
-        key, pos = _read_varint(data, pos, end)
+        key, pos = read_varint(data, pos, end)
         number = key >> 3
         wire = key & 7
         if number == 0:
             raise DecodeError("field number 0")
         value: Value
         if wire == VARINT:
-            value, pos = _read_varint(data, pos, end)
+            value, pos = read_varint(data, pos, end)
         elif wire == LENGTH:
-            length, pos = _read_varint(data, pos, end)
+            length, pos = read_varint(data, pos, end)
             if length > end - pos:
                 raise DecodeError("truncated field")
             value = data[pos : pos + length]
