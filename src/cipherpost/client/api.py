@@ -1,0 +1,253 @@
+"""The relay's HTTP API as typed async calls (httpx), and its errors as exceptions.
+
+Plain HTTP is refused except to loopback addresses; a SOCKS5 proxy (Tor, for example)
+can carry every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cipherpost.protocol import KemPublicKey, PreKeyBundle, PublicKey
+from cipherpost.protocol.errors import ProtocolError
+
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class RelayError(Exception):
+    """The relay answered with an error: ``status``, a stable ``code`` and the body."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{message} ({status} {code})")
+        self.status = status
+        self.code = code
+        self.body = body
+
+
+class RelayUnavailable(Exception):
+    """The relay could not be reached (network error or timeout)."""
+
+
+def check_server_url(url: str) -> str:
+    """``url`` without a trailing slash; plain http only to loopback.
+
+    Raises:
+        ValueError: not http(s), or plain http to a non-loopback host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a server URL: {url!r}")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ValueError("plain http is allowed only to loopback addresses; use https")
+    return url.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    account_id: str
+    device_id: int
+    token: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(account_id={self.account_id!r}, device_id={self.device_id})"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A queued ciphertext as the relay delivers it."""
+
+    id: str
+    sender_account_id: str | None
+    sender_device_id: int | None
+    type: int
+    content: bytes
+    client_timestamp: int
+    server_timestamp: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Envelope:
+        return cls(str(data["id"]), data.get("sender_account_id"), data.get("sender_device_id"),
+                   int(data["type"]), unb64(data["content"]), int(data["client_timestamp"]),
+                   int(data["server_timestamp"]))
+
+
+def parse_bundles(data: dict[str, Any]) -> list[PreKeyBundle]:
+    """The bundles of a ``GET /v1/keys/{account}/{device}`` answer.
+
+    Raises:
+        ProtocolError: a key in the answer is malformed.
+    """
+    identity = PublicKey.deserialize(unb64(data["identity_key"]))
+    bundles = []
+    for d in data["devices"]:
+        one_time = d.get("one_time_prekey")
+        bundles.append(PreKeyBundle(
+            registration_id=int(d["registration_id"]), device_id=int(d["device_id"]),
+            identity_key=identity,
+            signed_pre_key_id=int(d["signed_prekey"]["key_id"]),
+            signed_pre_key=PublicKey.deserialize(unb64(d["signed_prekey"]["public_key"])),
+            signed_pre_key_signature=unb64(d["signed_prekey"]["signature"]),
+            kyber_pre_key_id=int(d["kyber_prekey"]["key_id"]),
+            kyber_pre_key=KemPublicKey.deserialize(unb64(d["kyber_prekey"]["public_key"])),
+            kyber_pre_key_signature=unb64(d["kyber_prekey"]["signature"]),
+            pre_key_id=int(one_time["key_id"]) if one_time else None,
+            pre_key=PublicKey.deserialize(unb64(one_time["public_key"])) if one_time else None,
+        ))
+    return bundles
+
+
+class RelayApi:
+    """One device's view of the relay's HTTP API."""
+
+    def __init__(self, server: str, *, token: str | None = None, proxy: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.server = check_server_url(server)
+        self.proxy = proxy
+        self._token = token
+        if transport is None and proxy is not None:
+            from httpx_socks import AsyncProxyTransport
+            transport = AsyncProxyTransport.from_url(proxy)
+        self._http = httpx.AsyncClient(base_url=self.server, timeout=TIMEOUT,
+                                       transport=transport)
+
+    def __repr__(self) -> str:
+        return f"RelayApi({self.server!r})"
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def set_token(self, token: str) -> None:
+        self._token = token
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      content: bytes | None = None, auth: bool = True) -> Any:
+        """Make a request; the decoded JSON answer (None for 204).
+
+        Raises:
+            RelayError: an error answer.
+            RelayUnavailable: no answer.
+        """
+        headers = self.auth_header if auth else {}
+        try:
+            response = await self._http.request(method, path, json=json, content=content,
+                                                headers=headers)
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"cannot reach {self.server}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                error = body.get("error", {})
+                code, message = str(error.get("code")), str(error.get("message"))
+            except (ValueError, AttributeError):
+                body, code, message = {}, "unknown", response.text[:200]
+            raise RelayError(response.status_code, code, message, body)
+        if response.status_code == 204 or not response.content:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # -- accounts and devices ---------------------------------------------------------
+
+    async def register(self, body: dict[str, Any]) -> Credentials:
+        data = await self.request("POST", "/v1/accounts", json=body, auth=False)
+        return Credentials(data["account_id"], int(data["device_id"]), data["token"])
+
+    async def link_device(self, body: dict[str, Any]) -> Credentials:
+        data = await self.request("POST", "/v1/devices", json=body, auth=False)
+        return Credentials(data["account_id"], int(data["device_id"]), data["token"])
+
+    async def create_link_code(self) -> str:
+        return str((await self.request("POST", "/v1/devices/link-codes"))["link_code"])
+
+    async def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", "/v1/accounts/me")
+        return result
+
+    async def devices(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.request("GET", "/v1/devices")
+        return result
+
+    async def remove_device(self, device_id: int) -> None:
+        await self.request("DELETE", f"/v1/devices/{device_id}")
+
+    async def set_username(self, username: str | None) -> None:
+        await self.request("PUT", "/v1/accounts/me/username", json={"username": username})
+
+    async def lookup_username(self, username: str) -> str:
+        return str((await self.request("GET", f"/v1/usernames/{username}"))["account_id"])
+
+    # -- keys -------------------------------------------------------------------------
+
+    async def upload_keys(self, body: dict[str, Any]) -> None:
+        await self.request("PUT", "/v1/keys", json=body)
+
+    async def key_counts(self) -> tuple[int, int]:
+        data = await self.request("GET", "/v1/keys/count")
+        return int(data["one_time_prekeys"]), int(data["kyber_prekeys"])
+
+    async def bundles(self, account_id: str, device: int | None = None) -> list[PreKeyBundle]:
+        """Bundles of one device or all devices of an account.
+
+        Raises:
+            RelayError: unknown account or device (404), rate limited (429).
+            RelayUnavailable: no answer.
+            ProtocolError: malformed keys in the answer.
+        """
+        which = "*" if device is None else str(device)
+        data = await self.request("GET", f"/v1/keys/{account_id}/{which}")
+        try:
+            return parse_bundles(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed bundle answer: {exc}") from None
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def send(self, account_id: str, timestamp: int,
+                   messages: list[dict[str, Any]]) -> int:
+        data = await self.request("PUT", f"/v1/messages/{account_id}",
+                                  json={"timestamp": timestamp, "messages": messages})
+        return int(data["queued"])
+
+    async def fetch(self, limit: int = 100) -> tuple[list[Envelope], bool]:
+        data = await self.request("GET", f"/v1/messages?limit={limit}")
+        return [Envelope.from_json(e) for e in data["messages"]], bool(data["more"])
+
+    async def ack(self, ids: list[str]) -> None:
+        await self.request("POST", "/v1/messages/ack", json={"ids": ids})
+
+    # -- attachments ------------------------------------------------------------------
+
+    async def upload_attachment(self, blob: bytes) -> str:
+        return str((await self.request("POST", "/v1/attachments", content=blob))["id"])
+
+    async def download_attachment(self, attachment_id: str) -> bytes:
+        data = await self.request("GET", f"/v1/attachments/{attachment_id}")
+        return bytes(data)

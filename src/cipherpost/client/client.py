@@ -1,0 +1,673 @@
+"""The SDK's entry point: one device of one account, with its encrypted local store.
+
+All work runs on the caller's asyncio loop. Store work that must be atomic (decrypting an
+envelope, storing what it carried, remembering its id) is one transaction with no
+``await`` inside, and an envelope is acknowledged only after that transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+from cipherpost.protocol import (
+    PREKEY_TYPE,
+    WHISPER_TYPE,
+    DuplicatedMessage,
+    Fingerprint,
+    IdentityKeyPair,
+    PreKeyBundle,
+    ProtocolAddress,
+    ProtocolError,
+    UntrustedIdentity,
+    decrypt,
+    encrypt,
+    has_session,
+    process_prekey_bundle,
+)
+
+from . import content as codec
+from . import events as ev
+from .api import Credentials, Envelope, RelayApi, RelayError, check_server_url
+from .keys import KeyPolicy, maintain, new_device_body, new_registration_id
+from .proto.app_pb2 import (
+    Content,
+    DataMessage,
+    DecryptionErrorMessage,
+    MessageRef,
+    ReceiptMessage,
+    SyncMessage,
+)
+from .store.crypto import Argon2Params
+from .store.database import Store, StoredMessage
+
+log = logging.getLogger("cipherpost.client")
+
+RESEND_LOG_MS = 24 * 3600 * 1000
+ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
+MAX_SEND_ATTEMPTS = 4
+
+
+class ClientError(Exception):
+    """A failure explained in a sentence the app can show."""
+
+
+class IdentityNotTrusted(ClientError):
+    """Sending is blocked: the contact's identity key changed and was not accepted yet."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"the safety number with {account} changed; compare it and trust "
+                         "the new key before sending")
+        self.account = account
+
+
+class DeviceRemoved(ClientError):
+    """This device was removed from its account; its credentials no longer work."""
+
+
+@dataclass
+class ClientOptions:
+    """What the user can turn off, and policies with safe defaults."""
+
+    delivery_receipts: bool = True
+    #: Accept a contact's changed identity key for sending without asking (bots); a
+    #: contact the user had verified is always blocked until re-verified.
+    accept_changed_identities: bool = False
+    keys: KeyPolicy = field(default_factory=KeyPolicy)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Client:
+    """One device of an account."""
+
+    def __init__(self, store: Store, api: RelayApi, credentials: Credentials,
+                 options: ClientOptions | None = None) -> None:
+        self.store = store
+        self.api = api
+        self.credentials = credentials
+        self.options = options or ClientOptions()
+        self.store.accept_changed_identities = self.options.accept_changed_identities
+        self._last_timestamp = 0
+        self._ws: Any = None
+
+    def __repr__(self) -> str:
+        return f"Client({self.account_id!r}, device {self.device_id})"
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    @classmethod
+    async def register(cls, path: Path, server: str, *, username: str | None = None,
+                       passphrase: str | None = None, device_name: str | None = None,
+                       argon2: Argon2Params | None = None, proxy: str | None = None,
+                       options: ClientOptions | None = None) -> Client:
+        """Create an account with this device as its first, and a local store at ``path``.
+
+        Raises:
+            ValueError: a bad server URL.
+            StoreError: a store already exists at ``path``, or no key source.
+            RelayError: the relay refused (username taken, rate limited...).
+        """
+        server = check_server_url(server)
+        options = options or ClientOptions()
+        store = Store.create(path, passphrase=passphrase, params=argon2)
+        api = RelayApi(server, proxy=proxy)
+        try:
+            body = new_device_body(store, IdentityKeyPair.generate(os.urandom),
+                                   new_registration_id(), now_ms(), options.keys, device_name)
+            if username:
+                body["username"] = username
+            credentials = await api.register(body)
+        except BaseException:
+            await api.close()
+            store.close()
+            path.unlink(missing_ok=True)
+            raise
+        return cls._finish_setup(store, api, credentials, server, options)
+
+    @classmethod
+    async def link(cls, path: Path, server: str, link_code: str, identity: IdentityKeyPair,
+                   *, passphrase: str | None = None, device_name: str | None = None,
+                   argon2: Argon2Params | None = None, proxy: str | None = None,
+                   options: ClientOptions | None = None) -> Client:
+        """Join an existing account as a new device with a link code and the account's
+        identity key pair, then announce this device to the account's other devices.
+
+        The identity key pair comes from an existing device; carrying it over an encrypted
+        provisioning channel (QR code) is the device-linking feature of the history work.
+        """
+        server = check_server_url(server)
+        options = options or ClientOptions()
+        store = Store.create(path, passphrase=passphrase, params=argon2)
+        api = RelayApi(server, proxy=proxy)
+        try:
+            body = new_device_body(store, identity, new_registration_id(), now_ms(),
+                                   options.keys, device_name)
+            body["link_code"] = link_code
+            credentials = await api.link_device(body)
+        except BaseException:
+            await api.close()
+            store.close()
+            path.unlink(missing_ok=True)
+            raise
+        client = cls._finish_setup(store, api, credentials, server, options)
+        await client.announce_device(device_name or "")
+        return client
+
+    @classmethod
+    def _finish_setup(cls, store: Store, api: RelayApi, credentials: Credentials,
+                      server: str, options: ClientOptions) -> Client:
+        with store.transaction():
+            store.set_meta("server", server)
+            store.set_meta("account_id", credentials.account_id)
+            store.set_meta("device_id", str(credentials.device_id))
+            store.set_secret("token", credentials.token.encode())
+            store.trust_identity(credentials.account_id,
+                                 store.get_identity_key_pair().public, verified=True)
+        api.set_token(credentials.token)
+        return cls(store, api, credentials, options)
+
+    @classmethod
+    async def open(cls, path: Path, *, passphrase: str | None = None,
+                   proxy: str | None = None, options: ClientOptions | None = None) -> Client:
+        """Open a device registered or linked earlier.
+
+        Raises:
+            StoreError: no store, or it cannot be unlocked without a passphrase.
+            WrongKey: wrong passphrase.
+        """
+        store = Store.open(path, passphrase=passphrase)
+        token = store.get_secret("token")
+        server, account = store.get_meta("server"), store.get_meta("account_id")
+        if token is None or server is None or account is None:
+            store.close()
+            raise ClientError("this store has no account: register or link a device")
+        credentials = Credentials(account, int(store.get_meta("device_id") or 0),
+                                  token.decode())
+        return cls(store, RelayApi(server, token=credentials.token, proxy=proxy),
+                   credentials, options)
+
+    async def close(self) -> None:
+        await self.api.close()
+        self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def account_id(self) -> str:
+        return self.credentials.account_id
+
+    @property
+    def device_id(self) -> int:
+        return self.credentials.device_id
+
+    @property
+    def address(self) -> ProtocolAddress:
+        return ProtocolAddress(self.account_id, self.device_id)
+
+    # -- directory ------------------------------------------------------------------------
+
+    async def maintain_keys(self) -> bool:
+        """Replenish one-time prekeys and rotate signed/last-resort keys when due."""
+        return await maintain(self.api, self.store, now_ms(), self.options.keys)
+
+    async def create_link_code(self) -> str:
+        return await self.api.create_link_code()
+
+    async def set_username(self, username: str | None) -> None:
+        await self.api.set_username(username)
+
+    async def resolve(self, recipient: str) -> str:
+        """An account id for a username or account id (usernames are remembered)."""
+        if _is_account_id(recipient):
+            return recipient
+        username = recipient.removeprefix("@").lower()
+        known = self.store.find_contact(username)
+        if known is not None:
+            return known
+        try:
+            account = await self.api.lookup_username(username)
+        except RelayError as exc:
+            if exc.status == 404:
+                raise ClientError(f"no account has the username {username!r}") from None
+            raise
+        self.store.set_contact(account, username)
+        return account
+
+    # -- identity -------------------------------------------------------------------------
+
+    def safety_number(self, account: str) -> Fingerprint:
+        """Our safety number with ``account`` (its identity key must be known: after one
+        message either way).
+
+        Raises:
+            ClientError: the contact's identity key is not known yet.
+        """
+        record = self.store.identity_record(account)
+        if record is None:
+            raise ClientError(f"no identity key known for {account} yet: exchange a message "
+                              "first")
+        mine = self.store.get_identity_key_pair().public
+        return Fingerprint.create(self.account_id.encode(), mine, account.encode(),
+                                  record.identity_key)
+
+    def trust_identity(self, account: str, *, verified: bool = False) -> None:
+        """Accept the contact's current identity key (and mark it verified after the user
+        compared safety numbers)."""
+        record = self.store.identity_record(account)
+        if record is None:
+            raise ClientError(f"no identity key known for {account}")
+        self.store.trust_identity(account, record.identity_key, verified=verified)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _timestamp(self) -> int:
+        """Strictly increasing per device (spec §4)."""
+        self._last_timestamp = max(now_ms(), self._last_timestamp + 1)
+        return self._last_timestamp
+
+    async def send_text(self, recipient: str, text: str) -> int:
+        """Send a text message to every device of ``recipient`` (username or account id)
+        and a copy to our other devices; return its timestamp (its name with our account
+        id). The message is in our history once this returns."""
+        account = await self.resolve(recipient)
+        timestamp = self._timestamp()
+        return await self.send_data(account, DataMessage(timestamp=timestamp, text=text))
+
+    async def send_data(self, account: str, data: DataMessage) -> int:
+        """Send a prepared data message (its ``timestamp`` set) to ``account``."""
+        if not data.timestamp:
+            data.timestamp = self._timestamp()
+        if account == self.account_id:
+            raise ClientError("send to yourself is not supported yet")
+        content = Content(data=data)
+        sent = now_ms()
+        with self.store.transaction():
+            self.store.add_message(conversation=account, author=self.account_id,
+                                   author_device=self.device_id, timestamp=data.timestamp,
+                                   received_at=sent, outgoing=True,
+                                   body=data.SerializeToString())
+            self.store.log_sent(account, data.timestamp, content.SerializeToString(), sent)
+        await self._deliver(account, content, data.timestamp)
+        sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=account,
+                                                              message=data)))
+        await self._deliver(self.account_id, sync, data.timestamp)
+        return data.timestamp
+
+    async def _deliver(self, account: str, content: Content, timestamp: int,
+                       only_device: int | None = None) -> None:
+        """Encrypt ``content`` for every device of ``account`` (our own account: every
+        other device) and send; act on 409/410 and retry (spec §5)."""
+        plaintext = codec.encode(content)
+        own = account == self.account_id
+        for _attempt in range(MAX_SEND_ATTEMPTS):
+            devices = await self._devices_for(account, only_device)
+            if not devices:
+                return
+            with self.store.transaction():
+                messages = [self._encrypt_for(ProtocolAddress(account, d), plaintext)
+                            for d in devices]
+            try:
+                await self.api.send(account, timestamp, messages)
+                return
+            except RelayError as exc:
+                if exc.status == 409:
+                    for device in exc.body.get("extra_devices", []):
+                        self.store.delete_session(ProtocolAddress(account, int(device)))
+                    for device in exc.body.get("missing_devices", []):
+                        if not (own and device == self.device_id):
+                            await self._start_session(account, int(device))
+                elif exc.status == 410:
+                    for device in exc.body.get("stale_devices", []):
+                        self.store.delete_session(ProtocolAddress(account, int(device)))
+                        await self._start_session(account, int(device))
+                else:
+                    raise
+        raise ClientError(f"the device list of {account} kept changing; try again")
+
+    async def _devices_for(self, account: str, only_device: int | None) -> list[int]:
+        """The devices to encrypt for, starting sessions where none exists."""
+        if only_device is not None:
+            if not has_session(self.store, ProtocolAddress(account, only_device),
+                               now_ms() // 1000):
+                await self._start_session(account, only_device)
+            return [only_device]
+        devices = self.store.session_devices(account)
+        if account == self.account_id:
+            if not devices and self.store.get_meta("own_devices_checked") is None:
+                devices = [d["device_id"] for d in await self.api.devices()]
+                self.store.set_meta("own_devices_checked", "1")
+            devices = [d for d in devices if d != self.device_id]
+            for device in devices:
+                if not has_session(self.store, ProtocolAddress(account, device),
+                                   now_ms() // 1000):
+                    await self._start_session(account, device)
+            return devices
+        if not devices:
+            await self._start_sessions(await self.api.bundles(account), account)
+            devices = self.store.session_devices(account)
+        for device in devices:
+            if not has_session(self.store, ProtocolAddress(account, device), now_ms() // 1000):
+                await self._start_session(account, device)
+        return devices
+
+    async def _start_session(self, account: str, device: int) -> None:
+        try:
+            bundles = await self.api.bundles(account, device)
+        except RelayError as exc:
+            if exc.status == 404:  # the device is gone; a 409 will say so
+                self.store.delete_session(ProtocolAddress(account, device))
+                return
+            raise
+        await self._start_sessions(bundles, account)
+
+    async def _start_sessions(self, bundles: Iterable[PreKeyBundle], account: str) -> None:
+        for bundle in bundles:
+            address = ProtocolAddress(account, bundle.device_id)
+            with self.store.transaction():
+                try:
+                    process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
+                                          now=now_ms() // 1000)
+                except UntrustedIdentity:
+                    changed = self.store.save_identity(address, bundle.identity_key)
+                    record = self.store.identity_record(account)
+                    if changed and record is not None and not record.send_blocked:
+                        process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
+                                              now=now_ms() // 1000)
+                        continue
+                    raise IdentityNotTrusted(account) from None
+
+    def _encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
+        try:
+            message = encrypt(self.store, address, plaintext, now=now_ms() // 1000)
+        except UntrustedIdentity:
+            raise IdentityNotTrusted(address.name) from None
+        record = self.store.load_session(address)
+        assert record is not None and record.current is not None
+        return {"device_id": address.device_id,
+                "registration_id": record.current.remote_registration_id,
+                "type": message.message_type,
+                "content": _b64(message.serialized)}
+
+    async def announce_device(self, name: str) -> None:
+        """Tell our other devices that this device joined (spec §8)."""
+        content = Content(sync=SyncMessage(device_added=SyncMessage.DeviceAdded(
+            device_id=self.device_id, name=name)))
+        await self._deliver(self.account_id, content, self._timestamp())
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def receive(self) -> list[ev.Event]:
+        """Fetch and process everything queued for this device over HTTP (the fallback
+        for apps without a WebSocket); return the events, in order."""
+        out: list[ev.Event] = []
+        while True:
+            envelopes, more = await self.api.fetch()
+            done: list[str] = []
+            for envelope in envelopes:
+                events, follow_ups = self._process(envelope)
+                done.append(envelope.id)
+                out.extend(events)
+                await self.api.ack([envelope.id])
+                out.extend(await self._follow_up(follow_ups))
+            if not more or not done:
+                return out
+
+    async def listen(self, *, reconnect: bool = True) -> AsyncIterator[ev.Event]:
+        """Events as they arrive over the WebSocket; reconnects with back-off.
+
+        Raises:
+            DeviceRemoved: the account removed this device.
+        """
+        delay = 0.5
+        while True:
+            try:
+                async with ws_connect(
+                        _websocket_url(self.api.server), additional_headers=self.api.auth_header,
+                        proxy=self.api.proxy or None, max_size=1 << 20,
+                        compression=None) as ws:
+                    self._ws = ws
+                    delay = 0.5
+                    async for event in self._read_socket(ws):
+                        yield event
+            except websockets.ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code == 4401:
+                    raise DeviceRemoved("this device was removed from its account") from None
+                if code == 4409:
+                    raise ClientError("another connection of this device replaced this one") \
+                        from None
+            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+                log.info("websocket unavailable: %s", type(exc).__name__)
+            finally:
+                self._ws = None
+            if not reconnect:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _read_socket(self, ws: Any) -> AsyncIterator[ev.Event]:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("type") != "message":
+                continue
+            envelope = Envelope.from_json(frame["envelope"])
+            events, follow_ups = self._process(envelope)
+            await ws.send(json.dumps({"type": "ack", "ids": [envelope.id]}))
+            for event in events:
+                yield event
+            for event in await self._follow_up(follow_ups):
+                yield event
+
+    def _process(self, envelope: Envelope) -> tuple[list[ev.Event], list[FollowUp]]:
+        """Decrypt and store one envelope in one transaction (nothing here awaits).
+        Returns the events and the network work to do after it is acknowledged."""
+        if self.store.envelope_seen(envelope.id):
+            return [], []
+        sender, device = envelope.sender_account_id, envelope.sender_device_id
+        if sender is None or device is None or envelope.type not in (WHISPER_TYPE,
+                                                                     PREKEY_TYPE):
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, now_ms())
+            return [ev.Unsupported(sender or "", device or 0,
+                                   f"envelope type {envelope.type}")], []
+        address = ProtocolAddress(sender, device)
+        before = self.store.get_identity(address)
+        try:
+            with self.store.transaction():
+                plaintext = decrypt(self.store, address, envelope.type, envelope.content,
+                                    rng=os.urandom)
+                events: list[ev.Event] = []
+                after = self.store.identity_record(sender)
+                if before is not None and after is not None and after.identity_key != before:
+                    events.append(ev.IdentityChanged(sender, after.send_blocked))
+                follow_ups: list[FollowUp] = []
+                try:
+                    content = codec.decode(plaintext)
+                except codec.InvalidContent as exc:
+                    events.append(ev.Unsupported(sender, device, f"invalid content: {exc}"))
+                else:
+                    self._handle(content, envelope, events, follow_ups)
+                self.store.mark_envelope(envelope.id, now_ms())
+            return events, follow_ups
+        except DuplicatedMessage:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, now_ms())
+            return [], []
+        except ProtocolError as exc:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, now_ms())
+            ratchet_key = b""
+            return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
+                                         exc.kind)],
+                    [FollowUp("decryption_error", sender, device,
+                              envelope.client_timestamp, ratchet_key)])
+
+    def _handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
+                follow_ups: list[FollowUp]) -> None:
+        sender = envelope.sender_account_id or ""
+        device = envelope.sender_device_id or 0
+        own = sender == self.account_id
+        body = content.WhichOneof("body")
+        if body == "data":
+            self._store_data(content.data, sender, device, sender, False, envelope, events)
+            if self.options.delivery_receipts and not own:
+                follow_ups.append(FollowUp("receipt", sender, None, content.data.timestamp))
+        elif body == "sync" and own:
+            sync = content.sync
+            kind = sync.WhichOneof("body")
+            if kind == "sent" and sync.sent.destination:
+                self._store_data(sync.sent.message, self.account_id, device,
+                                 sync.sent.destination, True, envelope, events)
+            elif kind == "device_added":
+                events.append(ev.DeviceAdded(sync.device_added.device_id,
+                                             sync.device_added.name))
+        elif body == "receipt":
+            kind_name = "read" if content.receipt.type == ReceiptMessage.TYPE_READ \
+                else "delivery"
+            events.append(ev.Receipt(sender, device, kind_name,
+                                     tuple(content.receipt.timestamps)))
+        elif body == "typing":
+            events.append(ev.Typing(sender, device, content.typing.action == 0))
+        elif body == "decryption_error":
+            error = content.decryption_error
+            follow_ups.append(FollowUp("resend", sender, device, error.timestamp))
+        elif body == "null_message":
+            pass
+        else:
+            events.append(ev.Unsupported(sender, device, f"unknown content body {body!r}"))
+
+    def _store_data(self, data: DataMessage, author: str, author_device: int,
+                    conversation: str, outgoing: bool, envelope: Envelope,
+                    events: list[ev.Event]) -> None:
+        if data.HasField("delete"):
+            target = data.delete
+            if target.author == author and self.store.delete_message(author, target.timestamp):
+                events.append(ev.MessageDeleted(conversation, author, target.timestamp))
+            return
+        stored = self.store.add_message(conversation=conversation, author=author,
+                                        author_device=author_device, timestamp=data.timestamp,
+                                        received_at=now_ms(), outgoing=outgoing,
+                                        body=data.SerializeToString())
+        if stored:  # a resend or a second copy of a known message is dropped (spec §4)
+            events.append(ev.Message(conversation, author, author_device, data.timestamp,
+                                     data.text, outgoing, envelope.id))
+
+    async def _follow_up(self, follow_ups: list[FollowUp]) -> list[ev.Event]:
+        events: list[ev.Event] = []
+        for item in follow_ups:
+            try:
+                events.extend(await self._run_follow_up(item))
+            except (ClientError, RelayError, ProtocolError) as exc:
+                log.info("follow-up %s failed: %s", item.kind, type(exc).__name__)
+        return events
+
+    async def _run_follow_up(self, item: FollowUp) -> list[ev.Event]:
+        if item.kind == "receipt":
+            receipt = Content(receipt=ReceiptMessage(type=ReceiptMessage.TYPE_DELIVERY,
+                                                     timestamps=[item.timestamp]))
+            await self._deliver(item.account, receipt, self._timestamp())
+        elif item.kind == "decryption_error" and item.device is not None:
+            # A fresh session, so the request is a PreKey message the sender can read
+            # whatever state its session with us is in (spec §6).
+            address = ProtocolAddress(item.account, item.device)
+            self.store.delete_session(address)
+            error = Content(decryption_error=DecryptionErrorMessage(
+                timestamp=item.timestamp, device_id=self.device_id,
+                ratchet_key=item.ratchet_key))
+            await self._deliver(item.account, error, self._timestamp(),
+                                only_device=item.device)
+        elif item.kind == "resend" and item.device is not None:
+            return await self._resend(item.account, item.device, item.timestamp)
+        return []
+
+    async def _resend(self, account: str, device: int, timestamp: int) -> list[ev.Event]:
+        if account == self.account_id:
+            return []  # copies to our own devices are not resent (their history syncs later)
+        logged = self.store.find_sent(account, timestamp)
+        if logged is None:
+            return [ev.ResendUnavailable(account, device, timestamp)]
+        await self._deliver(account, Content.FromString(logged), timestamp, only_device=device)
+        return []
+
+    # -- history --------------------------------------------------------------------------
+
+    def history(self, conversation: str, limit: int = 100) -> list[HistoryItem]:
+        """The latest messages of a conversation in display order."""
+        return [HistoryItem.from_stored(m) for m in self.store.messages(conversation, limit)]
+
+    async def delete_for_everyone(self, account: str, timestamp: int) -> None:
+        """Delete one of our messages on every device of both sides."""
+        with self.store.transaction():
+            self.store.delete_message(self.account_id, timestamp)
+        data = DataMessage(timestamp=self._timestamp(),
+                           delete=MessageRef(author=self.account_id, timestamp=timestamp))
+        await self._deliver(account, Content(data=data), data.timestamp)
+        sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=account,
+                                                              message=data)))
+        await self._deliver(self.account_id, sync, data.timestamp)
+        self.store.checkpoint()
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Network work decided while processing an envelope, done after acknowledging it."""
+
+    kind: str
+    account: str
+    device: int | None
+    timestamp: int
+    ratchet_key: bytes = b""
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    author: str
+    author_device: int
+    timestamp: int
+    text: str
+    outgoing: bool
+
+    @classmethod
+    def from_stored(cls, m: StoredMessage) -> HistoryItem:
+        data = DataMessage.FromString(m.body)
+        return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_account_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
+def _websocket_url(server: str) -> str:
+    parts = urlsplit(server)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, parts.path + "/v1/websocket", "", ""))
+
+
+__all__ = ["Client", "ClientError", "ClientOptions", "DeviceRemoved", "IdentityNotTrusted"]

@@ -1,0 +1,95 @@
+"""What a client tells its app: received messages and everything else worth knowing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Message:
+    """A data message stored in the history (received, or sent from another own device).
+
+    ``conversation`` is the other account's id for 1:1 messages (for a copy of our own
+    message: its recipient).
+    """
+
+    conversation: str
+    author: str
+    author_device: int
+    timestamp: int
+    text: str
+    outgoing: bool
+    envelope_id: str
+
+
+@dataclass(frozen=True)
+class MessageDeleted:
+    conversation: str
+    author: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The other side received (``kind`` "delivery") or read ("read") our messages."""
+
+    sender: str
+    sender_device: int
+    kind: str
+    timestamps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Typing:
+    sender: str
+    sender_device: int
+    started: bool
+
+
+@dataclass(frozen=True)
+class IdentityChanged:
+    """A contact's identity key changed: show a notice; sending may be blocked until the
+    user accepts it (``Client.trust_identity``)."""
+
+    account: str
+    send_blocked: bool
+
+
+@dataclass(frozen=True)
+class DeviceAdded:
+    """A device joined our own account."""
+
+    device_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class DecryptionFailed:
+    """An envelope could not be decrypted; the sender was asked to resend."""
+
+    sender: str
+    sender_device: int
+    timestamp: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResendUnavailable:
+    """A contact could not decrypt one of our messages and we no longer hold it."""
+
+    account: str
+    device: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A message this client does not understand (a newer spec, or not a Content)."""
+
+    sender: str
+    sender_device: int
+    reason: str
+
+
+Event = (Message | MessageDeleted | Receipt | Typing | IdentityChanged | DeviceAdded
+         | DecryptionFailed | ResendUnavailable | Unsupported)

@@ -1,0 +1,151 @@
+"""This device's prekeys: generate them into the store, publish them, keep the directory
+healthy (replenish one-time keys, rotate the signed and last-resort keys on a schedule).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from cipherpost.protocol import (
+    IdentityKeyPair,
+    KyberPreKeyRecord,
+    PreKeyRecord,
+    SignedPreKeyRecord,
+)
+
+from .api import RelayApi, b64
+from .store.database import Store
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """How many keys to publish and when to rotate; the defaults follow Signal's."""
+
+    one_time_batch: int = 100
+    kyber_batch: int = 40
+    #: Replenish when the server holds fewer than this many one-time keys of a kind.
+    low_water: int = 20
+    #: Rotate the signed prekey and the last-resort Kyber prekey this often...
+    rotate_after_ms: int = 7 * DAY_MS
+    #: ...and keep replaced ones this long for messages still in flight.
+    keep_old_ms: int = 30 * DAY_MS
+
+
+def new_registration_id() -> int:
+    return 1 + secrets.randbelow(16380)
+
+
+def _signed_json(record: SignedPreKeyRecord | KyberPreKeyRecord) -> dict[str, Any]:
+    return {"key_id": record.id, "public_key": b64(record.key_pair.public.serialize()),
+            "signature": b64(record.signature)}
+
+
+def make_signed(store: Store, now_ms: int) -> dict[str, Any]:
+    """A new signed prekey, saved; its upload form."""
+    identity = store.get_identity_key_pair()
+    record = SignedPreKeyRecord.generate(store.next_id("next_signed_prekey_id"), identity,
+                                         now_ms, os.urandom)
+    store.save_signed_pre_key(record)
+    return _signed_json(record)
+
+
+def make_last_resort(store: Store, now_ms: int) -> dict[str, Any]:
+    """A new last-resort Kyber prekey, saved; its upload form."""
+    identity = store.get_identity_key_pair()
+    record = KyberPreKeyRecord.generate(store.next_id("next_kyber_prekey_id"), identity,
+                                        now_ms, os.urandom, last_resort=True)
+    store.save_kyber_pre_key(record)
+    return _signed_json(record)
+
+
+def make_one_time(store: Store, count: int) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(count):
+        record = PreKeyRecord.generate(store.next_id("next_prekey_id"), os.urandom)
+        store.save_pre_key(record)
+        out.append({"key_id": record.id, "public_key": b64(record.key_pair.public.serialize())})
+    return out
+
+
+def make_one_time_kyber(store: Store, count: int, now_ms: int) -> list[dict[str, Any]]:
+    identity = store.get_identity_key_pair()
+    out = []
+    for _ in range(count):
+        record = KyberPreKeyRecord.generate(store.next_id("next_kyber_prekey_id"), identity,
+                                            now_ms, os.urandom)
+        store.save_kyber_pre_key(record)
+        out.append(_signed_json(record))
+    return out
+
+
+def new_device_body(store: Store, identity: IdentityKeyPair, registration_id: int,
+                    now_ms: int, policy: KeyPolicy, name: str | None) -> dict[str, Any]:
+    """Make this device's identity and complete key set; the register/link body."""
+    with store.transaction():
+        store.set_identity(identity, registration_id)
+        body: dict[str, Any] = {
+            "registration_id": registration_id,
+            "identity_key": b64(identity.public.serialize()),
+            "signed_prekey": make_signed(store, now_ms),
+            "last_resort_kyber_prekey": make_last_resort(store, now_ms),
+            "one_time_prekeys": make_one_time(store, policy.one_time_batch),
+            "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms),
+        }
+        store.set_meta("keys_rotated_at", str(now_ms))
+    if name:
+        body["name"] = name
+    return body
+
+
+async def maintain(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) -> bool:
+    """Replenish and rotate as needed; True if anything was uploaded.
+
+    Keys are saved locally (committed) before they are published, so a crash between
+    the two leaves unused local keys, never a published key without its private half.
+    """
+    ec, kyber = await api.key_counts()
+    rotated_at = int(store.get_meta("keys_rotated_at") or 0)
+    body: dict[str, Any] = {}
+    with store.transaction():
+        if ec < policy.low_water:
+            body["one_time_prekeys"] = make_one_time(store, policy.one_time_batch)
+        if kyber < policy.low_water:
+            body["kyber_prekeys"] = make_one_time_kyber(store, policy.kyber_batch, now_ms)
+        if now_ms - rotated_at >= policy.rotate_after_ms:
+            body["signed_prekey"] = make_signed(store, now_ms)
+            body["last_resort_kyber_prekey"] = make_last_resort(store, now_ms)
+            store.set_meta("keys_rotated_at", str(now_ms))
+        _drop_old(store, now_ms, policy)
+    if body:
+        await api.upload_keys(body)
+    return bool(body)
+
+
+async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) -> None:
+    """Repair a directory that disagrees with the local keys (after a server restore, or
+    keys lost on either side): publish a fresh complete set."""
+    with store.transaction():
+        body = {
+            "signed_prekey": make_signed(store, now_ms),
+            "last_resort_kyber_prekey": make_last_resort(store, now_ms),
+            "one_time_prekeys": make_one_time(store, policy.one_time_batch),
+            "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms),
+        }
+        store.set_meta("keys_rotated_at", str(now_ms))
+    await api.upload_keys(body)
+
+
+def _drop_old(store: Store, now_ms: int, policy: KeyPolicy) -> None:
+    """Delete replaced signed and last-resort keys once their replacement is older than
+    the grace period; the newest of each kind always stays."""
+    for keys, remove in ((store.signed_pre_keys(), store.remove_signed_pre_key),
+                         (store.last_resort_kyber_pre_keys(), store.remove_kyber_pre_key)):
+        for (key_id, _created), (_next_id, replaced_at) in itertools.pairwise(keys):
+            if now_ms - replaced_at > policy.keep_old_ms:
+                remove(key_id)

@@ -1,0 +1,501 @@
+"""The client's local store: one SQLite file, secrets sealed under the local key.
+
+It implements the protocol core's store Protocols (identity, prekeys, signed and Kyber
+prekeys, sessions, sender keys) and keeps the app's data: credentials, contacts, message
+history, processed envelope ids and the resend log.
+
+Durability: WAL with ``synchronous=FULL`` so a committed transaction survives a crash or
+power loss; ``secure_delete`` so deleted rows (spent keys, deleted messages) are
+overwritten, and :meth:`Store.checkpoint` to fold the WAL back so old pages leave it too.
+Work that must be atomic (decrypt + store + mark processed) runs in
+:meth:`Store.transaction`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cipherpost.protocol import (
+    IdentityKey,
+    IdentityKeyPair,
+    InvalidMessage,
+    KyberPreKeyRecord,
+    PreKeyRecord,
+    ProtocolAddress,
+    PublicKey,
+    SessionRecord,
+    SignedPreKeyRecord,
+)
+from cipherpost.protocol.errors import InvalidKyberPreKeyId, InvalidPreKeyId
+from cipherpost.protocol.sender_keys import SenderKeyRecord
+from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
+
+from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
+
+SCHEMA_VERSION = 1
+KEYRING_SERVICE = "cipherpost"
+
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE prekeys (id INTEGER PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE signed_prekeys (id INTEGER PRIMARY KEY, created_at INTEGER NOT NULL,
+                             value BLOB NOT NULL);
+CREATE TABLE kyber_prekeys (id INTEGER PRIMARY KEY, last_resort INTEGER NOT NULL,
+                            created_at INTEGER NOT NULL, value BLOB NOT NULL);
+CREATE TABLE kyber_used (kyber_id INTEGER NOT NULL, signed_id INTEGER NOT NULL,
+                         base_key_hash BLOB NOT NULL,
+                         PRIMARY KEY (kyber_id, signed_id, base_key_hash));
+CREATE TABLE sessions (account TEXT NOT NULL, device INTEGER NOT NULL, value BLOB NOT NULL,
+                       PRIMARY KEY (account, device));
+CREATE TABLE identities (account TEXT PRIMARY KEY, identity_key BLOB NOT NULL,
+                         verified INTEGER NOT NULL DEFAULT 0,
+                         send_blocked INTEGER NOT NULL DEFAULT 0,
+                         updated_at INTEGER NOT NULL);
+CREATE TABLE sender_keys (account TEXT NOT NULL, device INTEGER NOT NULL,
+                          distribution_id BLOB NOT NULL, value BLOB NOT NULL,
+                          PRIMARY KEY (account, device, distribution_id));
+CREATE TABLE contacts (account TEXT PRIMARY KEY, username TEXT);
+CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                       conversation TEXT NOT NULL, author TEXT NOT NULL,
+                       author_device INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+                       received_at INTEGER NOT NULL, outgoing INTEGER NOT NULL,
+                       body BLOB NOT NULL, UNIQUE (author, timestamp));
+CREATE INDEX messages_by_conversation ON messages (conversation, timestamp, id);
+CREATE TABLE envelopes (id TEXT PRIMARY KEY, processed_at INTEGER NOT NULL);
+CREATE TABLE resend_log (destination TEXT NOT NULL, timestamp INTEGER NOT NULL,
+                         created_at INTEGER NOT NULL, value BLOB NOT NULL,
+                         PRIMARY KEY (destination, timestamp));
+"""
+
+
+class StoreError(Exception):
+    """The local store cannot be opened or used (with a sentence saying why)."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A row of the message history (``body`` is the serialized DataMessage)."""
+
+    id: int
+    conversation: str
+    author: str
+    author_device: int
+    timestamp: int
+    received_at: int
+    outgoing: bool
+    body: bytes
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    account: str
+    identity_key: IdentityKey
+    verified: bool
+    send_blocked: bool
+
+
+class Store:
+    """An open local store. Not thread-safe: use it from one thread (the client's loop)."""
+
+    def __init__(self, db: sqlite3.Connection, key: LocalKey) -> None:
+        self._db = db
+        self._key = key
+        self._depth = 0
+        self._identity: IdentityKeyPair | None = None
+        #: The policy for a contact whose identity key changed (docs/spec §7).
+        self.accept_changed_identities = False
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, *, passphrase: str | None = None,
+               params: Argon2Params | None = None) -> Store:
+        """Make a new store at ``path``: under a passphrase (Argon2id), or else a key kept
+        in the OS keyring.
+
+        Raises:
+            StoreError: the file exists, or no passphrase and no usable keyring.
+        """
+        if path.exists():
+            raise StoreError(f"a store already exists at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        salt = os.urandom(16)
+        params = params or Argon2Params()
+        if passphrase is not None:
+            key, source = derive_key(passphrase, salt, params), "passphrase"
+        else:
+            found = keyring_key(KEYRING_SERVICE, str(path.resolve()), create=True)
+            if found is None:
+                raise StoreError("no OS keyring is available here: set a passphrase")
+            key, source = found, "keyring"
+        local = LocalKey(key)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        db = _connect(path)
+        with db:
+            db.executescript(_SCHEMA)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("key_source", source), ("salt", salt.hex()), ("argon2", params.encode()),
+                ("key_check", local.check_value().hex()),
+            ])
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return cls(db, local)
+
+    @classmethod
+    def open(cls, path: Path, *, passphrase: str | None = None) -> Store:
+        """Open an existing store.
+
+        Raises:
+            StoreError: missing file, newer schema, or no key available.
+            WrongKey: the passphrase (or keyring key) does not open it.
+        """
+        if not path.exists():
+            raise StoreError(f"no store at {path}: register or link a device first")
+        db = _connect(path)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError("this store was written by a newer Cipherpost; upgrade first")
+        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        if meta["key_source"] == "passphrase":
+            if passphrase is None:
+                raise StoreError("this store is locked with a passphrase")
+            key = derive_key(passphrase, bytes.fromhex(meta["salt"]),
+                             Argon2Params.decode(meta["argon2"]))
+        else:
+            found = keyring_key(KEYRING_SERVICE, str(path.resolve()), create=False)
+            if found is None:
+                raise StoreError("the store's key is not in this machine's keyring")
+            key = found
+        local = LocalKey(key)
+        local.verify(bytes.fromhex(meta["key_check"]))
+        return cls(db, local)
+
+    def close(self) -> None:
+        self.checkpoint()
+        self._db.close()
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing (nests: the outermost one commits)."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (erases deleted pages)."""
+        if self._depth == 0:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- sealed values ------------------------------------------------------------------
+
+    def _seal(self, table: str, key: str, value: bytes) -> bytes:
+        return self._key.seal(value, f"{table}|{key}".encode())
+
+    def _open(self, table: str, key: str, sealed: bytes) -> bytes:
+        return self._key.open(sealed, f"{table}|{key}".encode())
+
+    def get_meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def get_secret(self, name: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self._open("secrets", name, row[0])
+
+    def set_secret(self, name: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?)",
+                         (name, self._seal("secrets", name, value)))
+
+    def next_id(self, counter: str, start: int = 1) -> int:
+        """The next value of a persistent counter (key ids, for example)."""
+        value = int(self.get_meta(counter) or start)
+        self.set_meta(counter, str(value + 1))
+        return value
+
+    # -- IdentityKeyStore ---------------------------------------------------------------
+
+    def set_identity(self, identity: IdentityKeyPair, registration_id: int) -> None:
+        with self.transaction():
+            self.set_secret("identity", identity.serialize())
+            self.set_meta("registration_id", str(registration_id))
+        self._identity = identity
+
+    def get_identity_key_pair(self) -> IdentityKeyPair:
+        if self._identity is None:
+            data = self.get_secret("identity")
+            if data is None:
+                raise StoreError("this store has no identity yet")
+            self._identity = IdentityKeyPair.deserialize(data)
+        return self._identity
+
+    def get_local_registration_id(self) -> int:
+        return int(self.get_meta("registration_id") or 0)
+
+    def identity_record(self, account: str) -> IdentityRecord | None:
+        row = self._db.execute(
+            "SELECT identity_key, verified, send_blocked FROM identities WHERE account = ?",
+            (account,)).fetchone()
+        if row is None:
+            return None
+        return IdentityRecord(account, PublicKey.deserialize(row[0]), bool(row[1]),
+                              bool(row[2]))
+
+    def save_identity(self, address: ProtocolAddress, identity: IdentityKey) -> bool:
+        """TOFU per account; a different key replaces the old one, clears ``verified``
+        and (unless the policy accepts changes and it was not verified) blocks sending
+        until :meth:`trust_identity`. Returns True when the key changed."""
+        known = self.identity_record(address.name)
+        if known is not None and known.identity_key == identity:
+            return False
+        blocked = known is not None and (known.verified or not self.accept_changed_identities)
+        self._db.execute(
+            "INSERT OR REPLACE INTO identities (account, identity_key, verified, "
+            "send_blocked, updated_at) VALUES (?, ?, 0, ?, strftime('%s','now'))",
+            (address.name, identity.serialize(), int(blocked)))
+        return known is not None
+
+    def is_trusted_identity(self, address: ProtocolAddress, identity: IdentityKey,
+                            direction: Direction) -> bool:
+        known = self.identity_record(address.name)
+        if known is None:
+            return True
+        if direction is Direction.RECEIVING:
+            # Messages from a changed key are accepted and shown with a notice (spec §7).
+            return True
+        return known.identity_key == identity and not known.send_blocked
+
+    def get_identity(self, address: ProtocolAddress) -> IdentityKey | None:
+        known = self.identity_record(address.name)
+        return None if known is None else known.identity_key
+
+    def trust_identity(self, account: str, identity: IdentityKey, *,
+                       verified: bool) -> None:
+        """The user accepted (or verified) ``identity`` for ``account``."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO identities (account, identity_key, verified, "
+            "send_blocked, updated_at) VALUES (?, ?, ?, 0, strftime('%s','now'))",
+            (account, identity.serialize(), int(verified)))
+
+    # -- PreKeyStore, SignedPreKeyStore, KyberPreKeyStore ---------------------------------
+
+    def get_pre_key(self, pre_key_id: int) -> PreKeyRecord:
+        row = self._db.execute("SELECT value FROM prekeys WHERE id = ?",
+                               (pre_key_id,)).fetchone()
+        if row is None:
+            raise InvalidPreKeyId(f"no prekey with id {pre_key_id}")
+        return PreKeyRecord.deserialize(self._open("prekeys", str(pre_key_id), row[0]))
+
+    def save_pre_key(self, record: PreKeyRecord) -> None:
+        self._db.execute("INSERT OR REPLACE INTO prekeys VALUES (?, ?)",
+                         (record.id, self._seal("prekeys", str(record.id), record.serialize())))
+
+    def remove_pre_key(self, pre_key_id: int) -> None:
+        self._db.execute("DELETE FROM prekeys WHERE id = ?", (pre_key_id,))
+
+    def get_signed_pre_key(self, signed_pre_key_id: int) -> SignedPreKeyRecord:
+        row = self._db.execute("SELECT value FROM signed_prekeys WHERE id = ?",
+                               (signed_pre_key_id,)).fetchone()
+        if row is None:
+            raise InvalidPreKeyId(f"no signed prekey with id {signed_pre_key_id}")
+        return SignedPreKeyRecord.deserialize(
+            self._open("signed_prekeys", str(signed_pre_key_id), row[0]))
+
+    def save_signed_pre_key(self, record: SignedPreKeyRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO signed_prekeys VALUES (?, ?, ?)",
+            (record.id, record.timestamp,
+             self._seal("signed_prekeys", str(record.id), record.serialize())))
+
+    def get_kyber_pre_key(self, kyber_pre_key_id: int) -> KyberPreKeyRecord:
+        row = self._db.execute("SELECT value FROM kyber_prekeys WHERE id = ?",
+                               (kyber_pre_key_id,)).fetchone()
+        if row is None:
+            raise InvalidKyberPreKeyId(f"no Kyber prekey with id {kyber_pre_key_id}")
+        return KyberPreKeyRecord.deserialize(
+            self._open("kyber_prekeys", str(kyber_pre_key_id), row[0]))
+
+    def save_kyber_pre_key(self, record: KyberPreKeyRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO kyber_prekeys VALUES (?, ?, ?, ?)",
+            (record.id, int(record.last_resort), record.timestamp,
+             self._seal("kyber_prekeys", str(record.id), record.serialize())))
+
+    def mark_kyber_pre_key_used(self, kyber_pre_key_id: int, signed_pre_key_id: int,
+                                base_key: bytes) -> None:
+        row = self._db.execute("SELECT last_resort FROM kyber_prekeys WHERE id = ?",
+                               (kyber_pre_key_id,)).fetchone()
+        if row is None:
+            return
+        if not row[0]:
+            self._db.execute("DELETE FROM kyber_prekeys WHERE id = ?", (kyber_pre_key_id,))
+            return
+        digest = hashlib.sha256(base_key).digest()
+        try:
+            self._db.execute("INSERT INTO kyber_used VALUES (?, ?, ?)",
+                             (kyber_pre_key_id, signed_pre_key_id, digest))
+        except sqlite3.IntegrityError:
+            raise InvalidMessage("reused base key") from None
+
+    def signed_pre_keys(self) -> list[tuple[int, int]]:
+        """(id, created_at ms) of every signed prekey, oldest first."""
+        return [(int(a), int(b)) for a, b in self._db.execute(
+            "SELECT id, created_at FROM signed_prekeys ORDER BY created_at, id")]
+
+    def last_resort_kyber_pre_keys(self) -> list[tuple[int, int]]:
+        """(id, created_at ms) of every last-resort Kyber prekey, oldest first."""
+        return [(int(a), int(b)) for a, b in self._db.execute(
+            "SELECT id, created_at FROM kyber_prekeys WHERE last_resort = 1 "
+            "ORDER BY created_at, id")]
+
+    def remove_signed_pre_key(self, key_id: int) -> None:
+        self._db.execute("DELETE FROM signed_prekeys WHERE id = ?", (key_id,))
+
+    def remove_kyber_pre_key(self, key_id: int) -> None:
+        self._db.execute("DELETE FROM kyber_prekeys WHERE id = ?", (key_id,))
+        self._db.execute("DELETE FROM kyber_used WHERE kyber_id = ?", (key_id,))
+
+    # -- SessionStore -------------------------------------------------------------------
+
+    def load_session(self, address: ProtocolAddress) -> SessionRecord | None:
+        row = self._db.execute("SELECT value FROM sessions WHERE account = ? AND device = ?",
+                               (address.name, address.device_id)).fetchone()
+        if row is None:
+            return None
+        return SessionRecord.deserialize(self._open("sessions", str(address), row[0]))
+
+    def store_session(self, address: ProtocolAddress, record: SessionRecord) -> None:
+        self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+                         (address.name, address.device_id,
+                          self._seal("sessions", str(address), record.serialize())))
+
+    def delete_session(self, address: ProtocolAddress) -> None:
+        self._db.execute("DELETE FROM sessions WHERE account = ? AND device = ?",
+                         (address.name, address.device_id))
+
+    def session_devices(self, account: str) -> list[int]:
+        return [int(r[0]) for r in self._db.execute(
+            "SELECT device FROM sessions WHERE account = ? ORDER BY device", (account,))]
+
+    # -- SenderKeyStore -----------------------------------------------------------------
+
+    def load_sender_key(self, sender: ProtocolAddress,
+                        distribution_id: uuid.UUID) -> SenderKeyRecordLike | None:
+        row = self._db.execute(
+            "SELECT value FROM sender_keys WHERE account = ? AND device = ? "
+            "AND distribution_id = ?",
+            (sender.name, sender.device_id, distribution_id.bytes)).fetchone()
+        if row is None:
+            return None
+        return SenderKeyRecord.deserialize(
+            self._open("sender_keys", f"{sender}|{distribution_id}", row[0]))
+
+    def store_sender_key(self, sender: ProtocolAddress, distribution_id: uuid.UUID,
+                         record: SenderKeyRecordLike) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO sender_keys VALUES (?, ?, ?, ?)",
+            (sender.name, sender.device_id, distribution_id.bytes,
+             self._seal("sender_keys", f"{sender}|{distribution_id}", record.serialize())))
+
+    # -- contacts -----------------------------------------------------------------------
+
+    def set_contact(self, account: str, username: str | None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?)", (account, username))
+
+    def contacts(self) -> list[tuple[str, str | None]]:
+        return [(str(a), u) for a, u in self._db.execute(
+            "SELECT account, username FROM contacts ORDER BY username, account")]
+
+    def find_contact(self, username: str) -> str | None:
+        row = self._db.execute("SELECT account FROM contacts WHERE username = ?",
+                               (username,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- history, processed envelopes, resend log ---------------------------------------
+
+    def envelope_seen(self, envelope_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM envelopes WHERE id = ?",
+                                (envelope_id,)).fetchone() is not None
+
+    def mark_envelope(self, envelope_id: str, now_ms: int) -> None:
+        self._db.execute("INSERT OR IGNORE INTO envelopes VALUES (?, ?)", (envelope_id, now_ms))
+
+    def forget_envelopes(self, before_ms: int) -> None:
+        self._db.execute("DELETE FROM envelopes WHERE processed_at < ?", (before_ms,))
+
+    def add_message(self, *, conversation: str, author: str, author_device: int,
+                    timestamp: int, received_at: int, outgoing: bool, body: bytes) -> bool:
+        """Store a message; False if one with the same (author, timestamp) exists."""
+        key = f"{author}|{timestamp}"
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO messages (conversation, author, author_device, timestamp, "
+            "received_at, outgoing, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation, author, author_device, timestamp, received_at, int(outgoing),
+             self._seal("messages", key, body)))
+        return cursor.rowcount == 1
+
+    def messages(self, conversation: str, limit: int = 100) -> list[StoredMessage]:
+        """The latest ``limit`` messages of a conversation, in display order (sender
+        timestamp, ties by arrival)."""
+        rows = self._db.execute(
+            "SELECT id, conversation, author, author_device, timestamp, received_at, "
+            "outgoing, body FROM messages WHERE conversation = ? "
+            "ORDER BY timestamp DESC, id DESC LIMIT ?", (conversation, limit)).fetchall()
+        return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]),
+                              self._open("messages", f"{r[2]}|{r[4]}", r[7]))
+                for r in reversed(rows)]
+
+    def delete_message(self, author: str, timestamp: int) -> bool:
+        cursor = self._db.execute("DELETE FROM messages WHERE author = ? AND timestamp = ?",
+                                  (author, timestamp))
+        return cursor.rowcount == 1
+
+    def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int) -> None:
+        key = f"{destination}|{timestamp}"
+        self._db.execute("INSERT OR REPLACE INTO resend_log VALUES (?, ?, ?, ?)",
+                         (destination, timestamp, now_ms, self._seal("resend_log", key, content)))
+
+    def find_sent(self, destination: str, timestamp: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT value FROM resend_log WHERE destination = ? AND timestamp = ?",
+            (destination, timestamp)).fetchone()
+        if row is None:
+            return None
+        return self._open("resend_log", f"{destination}|{timestamp}", row[0])
+
+    def prune_resend_log(self, before_ms: int) -> None:
+        self._db.execute("DELETE FROM resend_log WHERE created_at < ?", (before_ms,))
+
+    def __repr__(self) -> str:
+        return "Store(<local store>)"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA secure_delete = ON")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db

@@ -1,0 +1,102 @@
+"""A real relay (uvicorn in a thread of the test process) for SDK tests, and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from cipherpost.client import Client, ClientOptions
+from cipherpost.client.keys import KeyPolicy
+from cipherpost.client.store.crypto import TEST_PARAMS
+from cipherpost.server import Settings, create_app
+
+from ..server.process import free_port
+
+
+class ThreadedRelay:
+    """The relay served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = Settings(database_url=f"sqlite:///{workdir}/relay.db",
+                            attachment_dir=str(workdir / "blobs"),
+                            rate_register_per_ip="1000/100",
+                            rate_prekey_fetch_per_account="1000/100",
+                            rate_messages_per_pair="10000/1000")
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                log_level="warning", ws="websockets-sansio",
+                                ws_per_message_deflate=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("relay did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
+    server = ThreadedRelay(tmp_path / "relay")
+    (tmp_path / "relay").mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Devices:
+    """Makes SDK devices with stores under one temporary directory."""
+
+    def __init__(self, root: Path, relay: ThreadedRelay) -> None:
+        self.root = root
+        self.relay = relay
+        self.clients: list[Client] = []
+        self._n = 0
+        #: Small key batches keep set-up quick; the behaviour is the same.
+        self.options = ClientOptions(keys=KeyPolicy(one_time_batch=10, kyber_batch=4,
+                                                    low_water=3))
+
+    def path(self, name: str) -> Path:
+        self._n += 1
+        return self.root / f"{name}-{self._n}.db"
+
+    async def register(self, username: str) -> Client:
+        client = await Client.register(self.path(username), self.relay.url, username=username,
+                                       passphrase="correct horse", argon2=TEST_PARAMS,
+                                       options=dataclasses.replace(self.options))
+        self.clients.append(client)
+        return client
+
+    async def link(self, owner: Client, name: str) -> Client:
+        code = await owner.create_link_code()
+        client = await Client.link(self.path(name), self.relay.url, code,
+                                   owner.store.get_identity_key_pair(),
+                                   passphrase="correct horse", argon2=TEST_PARAMS,
+                                   device_name=name, options=dataclasses.replace(self.options))
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
