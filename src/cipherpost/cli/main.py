@@ -1,0 +1,391 @@
+"""``cipherpost``: chat from a terminal, script with ``--json``.
+
+Each profile is one device with its own encrypted store under the XDG data directory
+(``$XDG_DATA_HOME/cipherpost/<profile>/device.db``; ``--home`` or ``CIPHERPOST_HOME``
+moves it). The store's passphrase comes from ``CIPHERPOST_PASSPHRASE`` or a prompt, unless
+the store's key is in the OS keyring.
+
+Exit codes: 0 success, 1 an error explained on stderr, 2 bad usage, 3 the store is locked
+or missing, 4 the server is unreachable, 5 the server refused, 6 a contact's identity
+changed and is not trusted yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import segno
+from rich.console import Console
+
+from cipherpost.client import (
+    Client,
+    ClientError,
+    IdentityNotTrusted,
+    RelayError,
+    RelayUnavailable,
+    StoreError,
+    WrongKey,
+)
+from cipherpost.client import events as ev
+from cipherpost.client.store.crypto import CorruptValue
+
+EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
+T = TypeVar("T")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, home: Path, profile: str, as_json: bool) -> None:
+        self.home = home
+        self.profile = profile
+        self.as_json = as_json
+
+    @property
+    def store_path(self) -> Path:
+        return self.home / self.profile / "device.db"
+
+    def passphrase(self, *, new: bool = False) -> str | None:
+        from_env = os.environ.get("CIPHERPOST_PASSPHRASE")
+        if from_env:
+            return from_env
+        if not new and not _store_uses_passphrase(self.store_path):
+            return None
+        if not sys.stdin.isatty():
+            raise click.UsageError("set CIPHERPOST_PASSPHRASE or run in a terminal")
+        value: str = click.prompt("Passphrase for the local store", hide_input=True,
+                                  confirmation_prompt=new)
+        return value
+
+    def emit(self, data: dict[str, Any], text: str) -> None:
+        """One result: a JSON line with --json, else a sentence."""
+        if self.as_json:
+            click.echo(json.dumps(data, separators=(",", ":")))
+        else:
+            out.print(text)
+
+
+def _store_uses_passphrase(path: Path) -> bool:
+    import sqlite3
+    if not path.exists():
+        return True
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = 'key_source'").fetchone()
+    return row is None or row[0] == "passphrase"
+
+
+def default_home() -> Path:
+    if "CIPHERPOST_HOME" in os.environ:
+        return Path(os.environ["CIPHERPOST_HOME"])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "cipherpost"
+
+
+def run(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async command and turn every expected failure into a sentence and an exit
+    code (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            asyncio.run(func(*args, **kwargs))
+        except WrongKey:
+            _fail("wrong passphrase for this device's store", EXIT_LOCKED)
+        except StoreError as exc:
+            _fail(str(exc), EXIT_LOCKED)
+        except RelayUnavailable as exc:
+            _fail(str(exc), EXIT_UNREACHABLE)
+        except IdentityNotTrusted as exc:
+            _fail(f"{exc}; see `cipherpost safety-number` and `cipherpost trust`",
+                  EXIT_UNTRUSTED)
+        except RelayError as exc:
+            _fail(f"the server refused: {exc}", EXIT_REFUSED)
+        except (ClientError, CorruptValue, ValueError) as exc:
+            _fail(str(exc), EXIT_ERROR)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"cipherpost: {message}", markup=False)
+    sys.exit(code)
+
+
+async def _open(ctx: Context) -> Client:
+    return await Client.open(ctx.store_path, passphrase=ctx.passphrase())
+
+
+def _with_client(func: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Open the profile's device for the command and close it afterwards."""
+
+    @click.pass_obj
+    @functools.wraps(func)
+    @run
+    async def wrapper(ctx: Context, *args: Any, **kwargs: Any) -> None:
+        client = await _open(ctx)
+        try:
+            await func(ctx, client, *args, **kwargs)
+        finally:
+            await client.close()
+
+    return wrapper
+
+
+@click.group()
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="Where device stores live (default: XDG data dir, or CIPHERPOST_HOME).")
+@click.option("--profile", default="default", show_default=True,
+              help="Which device (one store each) to use.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON lines.")
+@click.version_option(package_name="cipherpost")
+@click.pass_context
+def cli(click_ctx: click.Context, home: Path | None, profile: str, as_json: bool) -> None:
+    """Cipherpost: end-to-end encrypted messages through a server you control."""
+    click_ctx.obj = Context(home or default_home(), profile, as_json)
+
+
+@cli.command()
+@click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
+              help="The relay's URL (https, or http to a loopback address).")
+@click.option("--username", default=None, help="How others find you (3-32 of a-z 0-9 _ .).")
+@click.option("--device-name", default=None)
+@click.pass_obj
+@run
+async def register(ctx: Context, server: str, username: str | None,
+                   device_name: str | None) -> None:
+    """Create an account with this device as its first."""
+    client = await Client.register(ctx.store_path, server, username=username,
+                                   passphrase=ctx.passphrase(new=True),
+                                   device_name=device_name)
+    try:
+        ctx.emit({"account_id": client.account_id, "device_id": client.device_id,
+                  "username": username},
+                 f"Registered account {client.account_id}"
+                 + (f" as @{username}" if username else "") + f", device {client.device_id}.")
+    finally:
+        await client.close()
+
+
+@cli.command()
+@_with_client
+async def whoami(ctx: Context, client: Client) -> None:
+    """This device's account, username and devices."""
+    me = await client.api.whoami()
+    ctx.emit(me, f"Account {me['account_id']}"
+             + (f" (@{me['username']})" if me.get("username") else "")
+             + f", this is device {client.device_id}; devices: "
+             + ", ".join(str(d["device_id"]) + (f" {d['name']}" if d.get("name") else "")
+                         for d in me["devices"]))
+
+
+@cli.group()
+def devices() -> None:
+    """List or remove this account's devices."""
+
+
+@devices.command("list")
+@_with_client
+async def devices_list(ctx: Context, client: Client) -> None:
+    """The account's devices."""
+    listed = await client.api.devices()
+    if ctx.as_json:
+        for device in listed:
+            ctx.emit(device, "")
+        return
+    for d in listed:
+        mark = " (this device)" if d["device_id"] == client.device_id else ""
+        out.print(f"{d['device_id']:>3}  {d.get('name') or '-'}{mark}", markup=False)
+
+
+@devices.command("remove")
+@click.argument("device_id", type=int)
+@_with_client
+async def devices_remove(ctx: Context, client: Client, device_id: int) -> None:
+    """Remove a device: its credentials stop working and its queue is deleted."""
+    await client.api.remove_device(device_id)
+    ctx.emit({"removed": device_id}, f"Removed device {device_id}.")
+
+
+@devices.command("link-code")
+@_with_client
+async def devices_link_code(ctx: Context, client: Client) -> None:
+    """A one-time code with which a new device joins this account."""
+    code = await client.create_link_code()
+    ctx.emit({"link_code": code}, code)
+
+
+@cli.command()
+@click.argument("recipient")
+@click.argument("text")
+@_with_client
+async def send(ctx: Context, client: Client, recipient: str, text: str) -> None:
+    """Send TEXT to RECIPIENT (a username or an account id)."""
+    account = await client.resolve(recipient)
+    timestamp = await client.send_text(account, text)
+    ctx.emit({"to": account, "timestamp": timestamp}, f"Sent to {recipient}.")
+
+
+@cli.command()
+@_with_client
+async def receive(ctx: Context, client: Client) -> None:
+    """Fetch everything waiting for this device, print it, and exit."""
+    for event in await client.receive():
+        _show(ctx, client, event)
+
+
+@cli.command()
+@_with_client
+async def listen(ctx: Context, client: Client) -> None:
+    """Print messages as they arrive (over a WebSocket) until interrupted."""
+    async for event in client.listen():
+        _show(ctx, client, event)
+
+
+@cli.command()
+@click.argument("recipient")
+@_with_client
+async def chat(ctx: Context, client: Client, recipient: str) -> None:
+    """Talk with RECIPIENT: type lines to send them; their messages appear as they come."""
+    account = await client.resolve(recipient)
+    for item in client.history(account, limit=20):
+        _show_line(ctx, client, account if not item.outgoing else client.account_id,
+                   item.timestamp, item.text, item.outgoing)
+
+    async def incoming() -> None:
+        async for event in client.listen():
+            _show(ctx, client, event)
+
+    listener = asyncio.create_task(incoming())
+    try:
+        while True:
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                break
+            if line.strip():
+                await client.send_text(account, line.rstrip("\n"))
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+@cli.command()
+@_with_client
+async def contacts(ctx: Context, client: Client) -> None:
+    """Accounts this device knows, with their trust state."""
+    for account, username in client.store.contacts():
+        record = client.store.identity_record(account)
+        state = "unknown key" if record is None else (
+            "verified" if record.verified else
+            "changed, not trusted" if record.send_blocked else "unverified")
+        ctx.emit({"account_id": account, "username": username, "trust": state},
+                 f"{'@' + username if username else account}  {state}")
+
+
+@cli.command("safety-number")
+@click.argument("contact")
+@click.option("--qr/--no-qr", default=True, help="Also show the scannable QR code.")
+@_with_client
+async def safety_number(ctx: Context, client: Client, contact: str, qr: bool) -> None:
+    """The safety number to compare with CONTACT (in person or on a call)."""
+    account = await client.resolve(contact)
+    fingerprint = client.safety_number(account)
+    digits = fingerprint.displayable
+    groups = " ".join(digits[i:i + 5] for i in range(0, 60, 5))
+    if ctx.as_json:
+        ctx.emit({"account_id": account, "safety_number": digits,
+                  "scannable": fingerprint.scannable.hex()}, "")
+        return
+    out.print(f"Safety number with {contact}:\n{groups}", markup=False)
+    if qr:
+        segno.make(fingerprint.scannable, error="m").terminal(compact=True)
+
+
+@cli.command()
+@click.argument("contact")
+@click.argument("safety_number", required=False)
+@_with_client
+async def verify(ctx: Context, client: Client, contact: str,
+                 safety_number: str | None) -> None:
+    """Mark CONTACT verified after comparing safety numbers (pass the number the other
+    side read out to have it checked)."""
+    account = await client.resolve(contact)
+    expected = client.safety_number(account).displayable
+    if safety_number is not None and safety_number.replace(" ", "") != expected:
+        raise ClientError("the safety numbers differ: do not trust this contact's key")
+    client.trust_identity(account, verified=True)
+    ctx.emit({"account_id": account, "verified": True}, f"{contact} is verified.")
+
+
+@cli.command()
+@click.argument("contact")
+@_with_client
+async def trust(ctx: Context, client: Client, contact: str) -> None:
+    """Accept CONTACT's new identity key (after it changed) without verifying it."""
+    account = await client.resolve(contact)
+    client.trust_identity(account, verified=False)
+    ctx.emit({"account_id": account, "trusted": True},
+             f"Accepted {contact}'s current key; verify it when you can.")
+
+
+def _name(client: Client, account: str) -> str:
+    if account == client.account_id:
+        return "you"
+    for known, username in client.store.contacts():
+        if known == account and username:
+            return f"@{username}"
+    return account[:8]
+
+
+def _show_line(ctx: Context, client: Client, author: str, timestamp: int, text: str,
+               outgoing: bool) -> None:
+    when = datetime.fromtimestamp(timestamp / 1000, UTC).astimezone().strftime("%H:%M")
+    out.print(f"[dim]{when}[/dim] [bold]{_name(client, author)}[/bold]: ", end="")
+    out.print(text, markup=False)
+
+
+def _show(ctx: Context, client: Client, event: ev.Event) -> None:
+    if ctx.as_json:
+        click.echo(json.dumps({"event": type(event).__name__, **event.__dict__},
+                              default=list, separators=(",", ":")))
+        return
+    if isinstance(event, ev.Message):
+        if event.outgoing:
+            out.print(f"[dim](from your other device, to {_name(client, event.conversation)})"
+                      "[/dim] ", end="")
+        _show_line(ctx, client, event.author, event.timestamp, event.text, event.outgoing)
+    elif isinstance(event, ev.IdentityChanged):
+        out.print(f"[yellow]The safety number with {_name(client, event.account)} changed."
+                  "[/yellow] Compare it again (`cipherpost safety-number`).")
+    elif isinstance(event, ev.DeviceAdded):
+        out.print(f"[yellow]A new device joined your account: {event.device_id} "
+                  f"{event.name}[/yellow]")
+    elif isinstance(event, ev.DecryptionFailed):
+        out.print(f"[yellow]A message from {_name(client, event.sender)} could not be "
+                  "decrypted; it was asked to resend.[/yellow]")
+    elif isinstance(event, ev.ResendUnavailable):
+        out.print(f"[yellow]{_name(client, event.account)} could not read one of your "
+                  "messages and it is too old to resend.[/yellow]")
+
+
+def main() -> None:
+    cli(prog_name="cipherpost")
+
+
+if __name__ == "__main__":
+    main()

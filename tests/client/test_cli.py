@@ -1,0 +1,116 @@
+"""The `cipherpost` command: in-process through click's runner, and two users chatting
+through a real server process with separate homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cipherpost.cli import cli
+
+from ..server.process import ServerProcess
+from .conftest import ThreadedRelay
+
+ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
+
+
+def invoke(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--home", str(home), *args], env=env or ENV,
+                           catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_register_send_receive_verify(tmp_path: Path, relay: ThreadedRelay) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    code, stdout, _ = invoke(alice, "--json", "register", "--server", relay.url,
+                             "--username", "alice")
+    assert code == 0, stdout
+    alice_id = json.loads(stdout)["account_id"]
+    assert invoke(bob, "register", "--server", relay.url, "--username", "bob")[0] == 0
+
+    code, stdout, _ = invoke(alice, "--json", "send", "bob", "hi from the CLI")
+    assert code == 0 and json.loads(stdout)["timestamp"] > 0
+    code, stdout, _ = invoke(bob, "--json", "receive")
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert [(e["author"], e["text"]) for e in events if e["event"] == "Message"] == \
+        [(alice_id, "hi from the CLI")]
+
+    code, stdout, _ = invoke(alice, "receive")   # bob's delivery receipt: nothing to show
+    assert code == 0
+    code, stdout, _ = invoke(bob, "--json", "safety-number", alice_id)
+    number = json.loads(stdout)["safety_number"]
+    assert code == 0 and len(number) == 60 and number.isdigit()
+    code, stdout, _ = invoke(bob, "safety-number", alice_id)
+    assert code == 0 and number[:5] in stdout
+    assert any(block in stdout for block in "▀▄█")  # the QR code
+    assert invoke(bob, "verify", alice_id, "0" * 60)[0] == 1
+    code, stdout, _ = invoke(bob, "verify", alice_id, number)
+    assert code == 0 and "verified" in stdout
+    code, stdout, _ = invoke(bob, "--json", "contacts")
+    assert code == 0
+    code, stdout, _ = invoke(alice, "--json", "devices", "list")
+    assert code == 0 and json.loads(stdout)["device_id"] == 1
+
+
+def test_errors_are_sentences_with_exit_codes(tmp_path: Path, relay: ThreadedRelay) -> None:
+    home = tmp_path / "carol"
+    code, _, stderr = invoke(home, "whoami")
+    assert code == 3 and "register" in stderr and "Traceback" not in stderr
+    assert invoke(home, "register", "--server", relay.url)[0] == 0
+    code, _, stderr = invoke(home, "whoami", env={"CIPHERPOST_PASSPHRASE": "wrong"})
+    assert code == 3 and "wrong passphrase" in stderr
+    code, _, stderr = invoke(home, "send", "nobody_here", "hi")
+    assert code == 1 and "no account has the username" in stderr
+    code, _, stderr = invoke(tmp_path / "dave", "register", "--server", "http://example.com")
+    assert code == 1 and "plain http" in stderr
+    code, _, stderr = invoke(tmp_path / "erin", "register", "--server",
+                             "http://127.0.0.1:9")  # nothing listens on port 9
+    assert code == 4 and "cannot reach" in stderr
+    code, _, stderr = invoke(tmp_path / "frank", "register", "--server", relay.url,
+                             "--username", "x")
+    assert code == 5 and "refused" in stderr
+
+
+def test_two_cli_users_chat_through_a_server_process(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    server.start()
+    env = {**os.environ, **ENV}
+
+    def cp(home: Path, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run([sys.executable, "-m", "cipherpost.cli", "--home", str(home),
+                                 *args], input=stdin, capture_output=True, text=True,
+                                env=env, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        alice, bob = tmp_path / "alice", tmp_path / "bob"
+        cp(alice, "register", "--server", server.url, "--username", "alice")
+        cp(bob, "register", "--server", server.url, "--username", "bob")
+        listener = subprocess.Popen([sys.executable, "-m", "cipherpost.cli", "--home",
+                                     str(bob), "--json", "listen"], stdout=subprocess.PIPE,
+                                    text=True, env=env)
+        try:
+            cp(alice, "chat", "bob", stdin="hello over a real server\nsecond line\n")
+            assert listener.stdout is not None
+            seen: list[str] = []
+            while len(seen) < 2:
+                event = json.loads(listener.stdout.readline())
+                if event["event"] == "Message":
+                    seen.append(event["text"])
+            assert seen == ["hello over a real server", "second line"]
+        finally:
+            listener.terminate()
+            listener.wait(timeout=10)
+        # Bob answers; Alice reads it with `receive`.
+        cp(bob, "send", "alice", "got both")
+        assert "got both" in cp(alice, "receive")
+    finally:
+        server.stop()
