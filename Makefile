@@ -20,13 +20,13 @@ demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
 test: $(STAMP) $(PEER_STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks vectors
+	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks vectors
+	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
