@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,22 +123,10 @@ class Client:
             StoreError: a store already exists at ``path``, or no key source.
             RelayError: the relay refused (username taken, rate limited...).
         """
-        server = check_server_url(server)
-        options = options or ClientOptions()
-        store = Store.create(path, passphrase=passphrase, params=argon2)
-        api = RelayApi(server, proxy=proxy)
-        try:
-            body = new_device_body(store, IdentityKeyPair.generate(os.urandom),
-                                   new_registration_id(), now_ms(), options.keys, device_name)
-            if username:
-                body["username"] = username
-            credentials = await api.register(body)
-        except BaseException:
-            await api.close()
-            store.close()
-            path.unlink(missing_ok=True)
-            raise
-        return cls._finish_setup(store, api, credentials, server, options)
+        extra = {"username": username} if username else {}
+        return await cls._set_up(path, server, IdentityKeyPair.generate(os.urandom), extra,
+                                 RelayApi.register, passphrase, device_name, argon2, proxy,
+                                 options)
 
     @classmethod
     async def link(cls, path: Path, server: str, link_code: str, identity: IdentityKeyPair,
@@ -151,6 +139,21 @@ class Client:
         The identity key pair comes from an existing device; carrying it over an encrypted
         provisioning channel (QR code) is the device-linking feature of the history work.
         """
+        client = await cls._set_up(path, server, identity, {"link_code": link_code},
+                                   RelayApi.link_device, passphrase, device_name, argon2,
+                                   proxy, options)
+        await client.announce_device(device_name or "")
+        return client
+
+    @classmethod
+    async def _set_up(cls, path: Path, server: str, identity: IdentityKeyPair,
+                      extra: dict[str, Any],
+                      request: Callable[[RelayApi, dict[str, Any]], Awaitable[Credentials]],
+                      passphrase: str | None, device_name: str | None,
+                      argon2: Argon2Params | None, proxy: str | None,
+                      options: ClientOptions | None) -> Client:
+        """A new store with a new device's keys, sent to the relay by ``request``; on any
+        failure the half-made store is removed."""
         server = check_server_url(server)
         options = options or ClientOptions()
         store = Store.create(path, passphrase=passphrase, params=argon2)
@@ -158,16 +161,14 @@ class Client:
         try:
             body = new_device_body(store, identity, new_registration_id(), now_ms(),
                                    options.keys, device_name)
-            body["link_code"] = link_code
-            credentials = await api.link_device(body)
+            credentials = await request(api, {**body, **extra})
         except BaseException:
             await api.close()
             store.close()
-            path.unlink(missing_ok=True)
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
             raise
-        client = cls._finish_setup(store, api, credentials, server, options)
-        await client.announce_device(device_name or "")
-        return client
+        return cls._finish_setup(store, api, credentials, server, options)
 
     @classmethod
     def _finish_setup(cls, store: Store, api: RelayApi, credentials: Credentials,
