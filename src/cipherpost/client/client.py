@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from cipherpost.protocol import (
     PREKEY_TYPE,
+    SENDERKEY_TYPE,
     WHISPER_TYPE,
     DuplicatedMessage,
     Fingerprint,
@@ -38,17 +39,37 @@ from cipherpost.protocol import (
     has_session,
     process_prekey_bundle,
 )
+from cipherpost.protocol.sender_keys import (
+    create_distribution_message,
+    group_decrypt,
+    group_encrypt,
+    process_distribution_message,
+)
 
 from . import content as codec
 from . import events as ev
 from .api import Credentials, Envelope, RelayApi, RelayError, check_server_url
+from .groups import (
+    ADMIN,
+    MEMBER,
+    Group,
+    GroupChangeRejected,
+    change_author,
+    encode_state,
+    sign_change,
+    verify_change,
+)
 from .keys import KeyPolicy, maintain, new_device_body, new_registration_id
 from .proto.app_pb2 import (
     Content,
     DataMessage,
     DecryptionErrorMessage,
+    GroupChange,
+    GroupContext,
     MessageRef,
+    NullMessage,
     ReceiptMessage,
+    SignedGroupChange,
     SyncMessage,
 )
 from .store.crypto import Argon2Params
@@ -315,61 +336,62 @@ class Client:
         return data.timestamp
 
     async def _deliver(self, account: str, content: Content, timestamp: int,
-                       only_device: int | None = None) -> None:
+                       only_device: int | None = None) -> list[int]:
         """Encrypt ``content`` for every device of ``account`` (our own account: every
-        other device) and send; act on 409/410 and retry (spec §5)."""
+        other device) and send; act on 409/410 and retry (spec §5). With ``only_device``
+        the other devices get a NullMessage (the relay takes only whole device lists).
+        Returns the devices it was delivered to."""
         plaintext = codec.encode(content)
-        own = account == self.account_id
+        filler = codec.encode(Content(null_message=NullMessage()))
         for _attempt in range(MAX_SEND_ATTEMPTS):
-            devices = await self._devices_for(account, only_device)
-            if not devices:
-                return
+            devices = await self._devices_for(account)
+            if not devices or (only_device is not None and only_device not in devices):
+                return []
             with self.store.transaction():
-                messages = [self._encrypt_for(ProtocolAddress(account, d), plaintext)
+                messages = [self._encrypt_for(ProtocolAddress(account, d),
+                                              plaintext if only_device in (None, d) else filler)
                             for d in devices]
             try:
                 await self.api.send(account, timestamp, messages)
-                return
+                return devices
             except RelayError as exc:
-                if exc.status == 409:
-                    for device in exc.body.get("extra_devices", []):
-                        self.store.delete_session(ProtocolAddress(account, int(device)))
-                    for device in exc.body.get("missing_devices", []):
-                        if not (own and device == self.device_id):
-                            await self._start_session(account, int(device))
-                elif exc.status == 410:
-                    for device in exc.body.get("stale_devices", []):
-                        self.store.delete_session(ProtocolAddress(account, int(device)))
-                        await self._start_session(account, int(device))
-                else:
+                if not await self._repair_device_list(account, exc):
                     raise
         raise ClientError(f"the device list of {account} kept changing; try again")
 
-    async def _devices_for(self, account: str, only_device: int | None) -> list[int]:
+    async def _repair_device_list(self, account: str, exc: RelayError) -> bool:
+        """Act on a 409 (missing/extra devices) or 410 (stale devices); False for any
+        other error. Returns True when the device list shrank or changed keys too."""
+        if exc.status == 409:
+            for device in exc.body.get("extra_devices", []):
+                self.store.delete_session(ProtocolAddress(account, int(device)))
+            for device in exc.body.get("missing_devices", []):
+                if not (account == self.account_id and device == self.device_id):
+                    await self._start_session(account, int(device))
+            return True
+        if exc.status == 410:
+            for device in exc.body.get("stale_devices", []):
+                self.store.delete_session(ProtocolAddress(account, int(device)))
+                await self._start_session(account, int(device))
+            return True
+        return False
+
+    async def _devices_for(self, account: str) -> list[int]:
         """The devices to encrypt for, starting sessions where none exists."""
-        if only_device is not None:
-            if not has_session(self.store, ProtocolAddress(account, only_device),
-                               now_ms() // 1000):
-                await self._start_session(account, only_device)
-            return [only_device]
         devices = self.store.session_devices(account)
         if account == self.account_id:
             if not devices and self.store.get_meta("own_devices_checked") is None:
                 devices = [d["device_id"] for d in await self.api.devices()]
                 self.store.set_meta("own_devices_checked", "1")
             devices = [d for d in devices if d != self.device_id]
-            for device in devices:
-                if not has_session(self.store, ProtocolAddress(account, device),
-                                   now_ms() // 1000):
-                    await self._start_session(account, device)
-            return devices
-        if not devices:
+        elif not devices:
             await self._start_sessions(await self.api.bundles(account), account)
             devices = self.store.session_devices(account)
         for device in devices:
             if not has_session(self.store, ProtocolAddress(account, device), now_ms() // 1000):
                 await self._start_session(account, device)
-        return devices
+        return [d for d in self.store.session_devices(account)
+                if account != self.account_id or d != self.device_id]
 
     async def _start_session(self, account: str, device: int) -> None:
         try:
@@ -402,10 +424,8 @@ class Client:
             message = encrypt(self.store, address, plaintext, now=now_ms() // 1000)
         except UntrustedIdentity:
             raise IdentityNotTrusted(address.name) from None
-        record = self.store.load_session(address)
-        assert record is not None and record.current is not None
         return {"device_id": address.device_id,
-                "registration_id": record.current.remote_registration_id,
+                "registration_id": self._registration_id(address),
                 "type": message.message_type,
                 "content": _b64(message.serialized)}
 
@@ -414,6 +434,166 @@ class Client:
         content = Content(sync=SyncMessage(device_added=SyncMessage.DeviceAdded(
             device_id=self.device_id, name=name)))
         await self._deliver(self.account_id, content, self._timestamp())
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def group(self, group_id: bytes) -> Group | None:
+        """The group state this device holds, if any."""
+        data = self.store.get_group(group_id)
+        return None if data is None else Group.from_bytes(data)
+
+    def groups(self) -> list[Group]:
+        return [g for g in (self.group(i) for i in self.store.group_ids()) if g is not None]
+
+    def _member_group(self, group_id: bytes) -> Group:
+        group = self.group(group_id)
+        if group is None or not group.is_member(self.account_id):
+            raise ClientError("you are not a member of that group")
+        return group
+
+    async def create_group(self, title: str, members: Iterable[str]) -> Group:
+        """A new group with us as its admin and ``members`` (usernames or account ids)."""
+        roles = {await self.resolve(m): MEMBER for m in members}
+        roles[self.account_id] = ADMIN
+        return await self._change_group(None, encode_state(os.urandom(32), 0, title, roles))
+
+    async def add_members(self, group_id: bytes, members: Iterable[str]) -> Group:
+        group = self._member_group(group_id)
+        roles = dict(group.members)
+        for member in members:
+            roles.setdefault(await self.resolve(member), MEMBER)
+        return await self._edit_group(group, roles=roles)
+
+    async def remove_members(self, group_id: bytes, members: Iterable[str]) -> Group:
+        group = self._member_group(group_id)
+        roles = dict(group.members)
+        for member in members:
+            roles.pop(await self.resolve(member), None)
+        return await self._edit_group(group, roles=roles)
+
+    async def leave_group(self, group_id: bytes) -> Group:
+        return await self.remove_members(group_id, [self.account_id])
+
+    async def set_group_title(self, group_id: bytes, title: str) -> Group:
+        group = self._member_group(group_id)
+        return await self._edit_group(group, title=title)
+
+    async def set_group_admin(self, group_id: bytes, member: str, admin: bool = True) -> Group:
+        group = self._member_group(group_id)
+        account = await self.resolve(member)
+        if not group.is_member(account):
+            raise ClientError(f"{member} is not a member of the group")
+        return await self._edit_group(group, roles={**group.members,
+                                                    account: ADMIN if admin else MEMBER})
+
+    async def _edit_group(self, group: Group, *, roles: dict[str, int] | None = None,
+                          title: str | None = None) -> Group:
+        state = encode_state(group.id, group.revision + 1,
+                             group.title if title is None else title,
+                             dict(group.members) if roles is None else roles,
+                             expire_timer=group.expire_timer,
+                             attributes_by_admins_only=group.attributes_by_admins_only)
+        return await self._change_group(group, state)
+
+    async def _change_group(self, current: Group | None, state: bytes) -> Group:
+        """Sign a change, check it as every member will, apply it, and send it to the old
+        and new members and to our other devices."""
+        timestamp = self._timestamp()
+        identity = self.store.get_identity_key_pair()
+        signed = sign_change(identity, self.account_id, current, state, timestamp, os.urandom)
+        try:
+            new = verify_change(signed, current, identity.public)
+        except GroupChangeRejected as exc:
+            raise ClientError(f"that group change is not allowed: {exc}") from None
+        with self.store.transaction():
+            self._save_group(current, new)
+        data = DataMessage(timestamp=timestamp, group_change=signed,
+                           group=GroupContext(id=new.id, revision=new.revision))
+        everyone = set(new.members) | set(current.members if current else ())
+        for account in sorted(everyone - {self.account_id}):
+            await self._deliver(account, Content(data=data), timestamp)
+        await self._deliver(self.account_id, Content(sync=SyncMessage(
+            sent=SyncMessage.Sent(message=data))), timestamp)
+        return new
+
+    async def send_group_text(self, group_id: bytes, text: str) -> int:
+        """Send a text to the group: one sender-key ciphertext for every member device
+        (our sender key distributed first where missing), and copies to our devices."""
+        group = self._member_group(group_id)
+        timestamp = self._timestamp()
+        data = DataMessage(timestamp=timestamp, text=text,
+                           group=GroupContext(id=group.id, revision=group.revision))
+        content = Content(data=data)
+        with self.store.transaction():
+            self.store.add_message(conversation=group.conversation, author=self.account_id,
+                                   author_device=self.device_id, timestamp=timestamp,
+                                   received_at=now_ms(), outgoing=True,
+                                   body=data.SerializeToString())
+            self.store.log_sent(group.conversation, timestamp, content.SerializeToString(),
+                                now_ms())
+        plaintext = codec.encode(content)
+        for _attempt in range(MAX_SEND_ATTEMPTS):
+            distribution = await self._distribute_sender_key(group)
+            with self.store.transaction():
+                ciphertext = group_encrypt(self.store, self.address, distribution, plaintext,
+                                           rng=os.urandom)
+            if await self._send_to_members(group, ciphertext, timestamp):
+                break
+        else:
+            raise ClientError("the group's device lists kept changing; try again")
+        await self._deliver(self.account_id, Content(sync=SyncMessage(
+            sent=SyncMessage.Sent(message=data))), timestamp)
+        return timestamp
+
+    async def _distribute_sender_key(self, group: Group) -> uuid.UUID:
+        """Our current sending chain for the group (a new one after a rotation), its
+        distribution message sent to every member device that lacks it."""
+        distribution, rotate = self.store.group_distribution(group.id)
+        if distribution is None or rotate:
+            distribution = uuid.uuid4()
+            with self.store.transaction():
+                self.store.set_group_distribution(group.id, distribution)
+        with self.store.transaction():
+            skdm = create_distribution_message(self.store, self.address, distribution,
+                                               rng=os.urandom)
+        content = Content(sender_key_distribution=skdm.serialized, sender_key_group=group.id)
+        for account in sorted(set(group.members) - {self.account_id}):
+            devices = await self._devices_for(account)
+            if set(devices) - self.store.key_sent_devices(group.id, distribution, account):
+                reached = await self._deliver(account, content, self._timestamp())
+                with self.store.transaction():
+                    self.store.mark_key_sent(group.id, distribution, account, reached)
+        return distribution
+
+    async def _send_to_members(self, group: Group, ciphertext: bytes, timestamp: int) -> bool:
+        """Queue the sender-key ciphertext for every device of every other member; False
+        when a member's device list shrank or changed (then the chain must rotate)."""
+        for account in sorted(set(group.members) - {self.account_id}):
+            for _attempt in range(MAX_SEND_ATTEMPTS):
+                messages = [{"device_id": d,
+                             "registration_id": self._registration_id(ProtocolAddress(account, d)),
+                             "type": SENDERKEY_TYPE, "content": _b64(ciphertext)}
+                            for d in self.store.session_devices(account)]
+                try:
+                    await self.api.send(account, timestamp, messages)
+                    break
+                except RelayError as exc:
+                    if not await self._repair_device_list(account, exc):
+                        raise
+                    if exc.status == 410 or exc.body.get("extra_devices"):
+                        with self.store.transaction():
+                            self.store.rotate_group_key(group.id)
+                        return False
+                    await self._distribute_sender_key(group)  # new devices need our key
+            else:
+                raise ClientError(f"the device list of {account} kept changing; try again")
+        return True
+
+    def _registration_id(self, address: ProtocolAddress) -> int:
+        record = self.store.load_session(address)
+        if record is None or record.current is None:
+            return 0
+        return record.current.remote_registration_id
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -485,8 +665,8 @@ class Client:
         if self.store.envelope_seen(envelope.id):
             return [], []
         sender, device = envelope.sender_account_id, envelope.sender_device_id
-        if sender is None or device is None or envelope.type not in (WHISPER_TYPE,
-                                                                     PREKEY_TYPE):
+        if sender is None or device is None or envelope.type not in (
+                WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
             with self.store.transaction():
                 self.store.mark_envelope(envelope.id, now_ms())
             return [ev.Unsupported(sender or "", device or 0,
@@ -495,8 +675,11 @@ class Client:
         before = self.store.get_identity(address)
         try:
             with self.store.transaction():
-                plaintext = decrypt(self.store, address, envelope.type, envelope.content,
-                                    rng=os.urandom)
+                if envelope.type == SENDERKEY_TYPE:
+                    plaintext = group_decrypt(self.store, address, envelope.content)
+                else:
+                    plaintext = decrypt(self.store, address, envelope.type, envelope.content,
+                                        rng=os.urandom)
                 events: list[ev.Event] = []
                 after = self.store.identity_record(sender)
                 if before is not None and after is not None and after.identity_key != before:
@@ -507,7 +690,8 @@ class Client:
                 except codec.InvalidContent as exc:
                     events.append(ev.Unsupported(sender, device, f"invalid content: {exc}"))
                 else:
-                    self._handle(content, envelope, events, follow_ups)
+                    self._handle(content, envelope, events, follow_ups,
+                                 group_ciphertext=envelope.type == SENDERKEY_TYPE)
                 self.store.mark_envelope(envelope.id, now_ms())
             return events, follow_ups
         except DuplicatedMessage:
@@ -524,11 +708,22 @@ class Client:
                               envelope.client_timestamp, ratchet_key)])
 
     def _handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
-                follow_ups: list[FollowUp]) -> None:
+                follow_ups: list[FollowUp], *, group_ciphertext: bool) -> None:
         sender = envelope.sender_account_id or ""
         device = envelope.sender_device_id or 0
         own = sender == self.account_id
         body = content.WhichOneof("body")
+        if content.sender_key_distribution and not group_ciphertext:
+            try:
+                process_distribution_message(self.store, ProtocolAddress(sender, device),
+                                             content.sender_key_distribution)
+            except ProtocolError as exc:
+                events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
+            if body is None:
+                return
+        if group_ciphertext and (body != "data" or not content.data.HasField("group")):
+            events.append(ev.Unsupported(sender, device, "a group ciphertext without a group"))
+            return
         if body == "data":
             self._store_data(content.data, sender, device, sender, False, envelope, events)
             if self.options.delivery_receipts and not own:
@@ -536,7 +731,7 @@ class Client:
         elif body == "sync" and own:
             sync = content.sync
             kind = sync.WhichOneof("body")
-            if kind == "sent" and sync.sent.destination:
+            if kind == "sent" and (sync.sent.destination or sync.sent.message.HasField("group")):
                 self._store_data(sync.sent.message, self.account_id, device,
                                  sync.sent.destination, True, envelope, events)
             elif kind == "device_added":
@@ -560,6 +755,17 @@ class Client:
     def _store_data(self, data: DataMessage, author: str, author_device: int,
                     conversation: str, outgoing: bool, envelope: Envelope,
                     events: list[ev.Event]) -> None:
+        if data.HasField("group"):
+            if data.HasField("group_change"):
+                self._apply_group_change(data.group_change, author, events)
+                return
+            group = self.group(data.group.id)
+            if group is None or not group.is_member(author) \
+                    or not group.is_member(self.account_id):
+                events.append(ev.Unsupported(author, author_device,
+                                             "a message for a group we do not share"))
+                return
+            conversation = group.conversation
         if data.HasField("delete"):
             target = data.delete
             if target.author == author and self.store.delete_message(author, target.timestamp):
@@ -572,6 +778,36 @@ class Client:
         if stored:  # a resend or a second copy of a known message is dropped (spec §4)
             events.append(ev.Message(conversation, author, author_device, data.timestamp,
                                      data.text, outgoing, envelope.id))
+
+    def _apply_group_change(self, signed: SignedGroupChange, sender: str,
+                            events: list[ev.Event]) -> None:
+        """Verify and apply a group change sent by ``sender`` (docs/spec/groups.md)."""
+        try:
+            author = change_author(signed)
+            if author != sender:
+                raise GroupChangeRejected("a change must come from its author")
+            if author == self.account_id:
+                key = self.store.get_identity_key_pair().public
+            else:
+                record = self.store.identity_record(author)
+                if record is None:
+                    raise GroupChangeRejected("the author's identity key is unknown")
+                key = record.identity_key
+            group_id = GroupChange.FromString(signed.change).group_id
+            current = self.group(group_id)
+            new = verify_change(signed, current, key)
+        except GroupChangeRejected as exc:
+            events.append(ev.GroupChangeRejected(sender, str(exc)))
+            return
+        self._save_group(current, new)
+        events.append(ev.GroupUpdated(new.id, new.revision, new.title,
+                                      tuple(sorted(new.members)), author,
+                                      removed=not new.is_member(self.account_id)))
+
+    def _save_group(self, current: Group | None, new: Group) -> None:
+        self.store.save_group(new.id, new.state_bytes)
+        if current is not None and set(current.members) - set(new.members):
+            self.store.rotate_group_key(new.id)  # a removed member must not read on
 
     async def _follow_up(self, follow_ups: list[FollowUp]) -> list[ev.Event]:
         events: list[ev.Event] = []
@@ -606,7 +842,12 @@ class Client:
             return []  # copies to our own devices are not resent (their history syncs later)
         logged = self.store.find_sent(account, timestamp)
         if logged is None:
-            return [ev.ResendUnavailable(account, device, timestamp)]
+            found = self.store.find_sent_any(timestamp)
+            group = self.group(bytes.fromhex(found[0].removeprefix("group:"))) \
+                if found is not None and found[0].startswith("group:") else None
+            if found is None or group is None or not group.is_member(account):
+                return [ev.ResendUnavailable(account, device, timestamp)]
+            logged = found[1]  # a group message goes again over the 1:1 session
         await self._deliver(account, Content.FromString(logged), timestamp, only_device=device)
         return []
 

@@ -91,5 +91,28 @@ class Unsupported:
     reason: str
 
 
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """A group's state changed (we may have been added to it or removed from it)."""
+
+    group_id: bytes
+    revision: int
+    title: str
+    members: tuple[str, ...]
+    author: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class GroupChangeRejected:
+    """A group change that did not verify or was not allowed; nothing changed."""
+
+    sender: str
+    reason: str
+
+
 Event = (Message | MessageDeleted | Receipt | Typing | IdentityChanged | DeviceAdded
-         | DecryptionFailed | ResendUnavailable | Unsupported)
+         | DecryptionFailed | ResendUnavailable | Unsupported | GroupUpdated
+         | GroupChangeRejected)

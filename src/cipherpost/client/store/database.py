@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -74,6 +74,35 @@ CREATE TABLE resend_log (destination TEXT NOT NULL, timestamp INTEGER NOT NULL,
                          created_at INTEGER NOT NULL, value BLOB NOT NULL,
                          PRIMARY KEY (destination, timestamp));
 """
+
+
+#: Schema version 2: groups (docs/spec/groups.md) and which member devices hold our
+#: sender key. A store of an earlier version is migrated when opened.
+_SCHEMA_V2 = """
+CREATE TABLE groups (id BLOB PRIMARY KEY, state BLOB NOT NULL, distribution_id BLOB,
+                     rotate INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE group_key_sent (group_id BLOB NOT NULL, account TEXT NOT NULL,
+                             device INTEGER NOT NULL, distribution_id BLOB NOT NULL,
+                             PRIMARY KEY (group_id, account, device));
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError("this store was written by a newer Cipherpost; upgrade first")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {target}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 class StoreError(Exception):
@@ -140,13 +169,11 @@ class Store:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
         db = _connect(path)
-        with db:
-            db.executescript(_SCHEMA)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("key_source", source), ("salt", salt.hex()), ("argon2", params.encode()),
-                ("key_check", local.check_value().hex()),
-            ])
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _migrate(db)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("key_source", source), ("salt", salt.hex()), ("argon2", params.encode()),
+            ("key_check", local.check_value().hex()),
+        ])
         return cls(db, local)
 
     @classmethod
@@ -160,9 +187,7 @@ class Store:
         if not path.exists():
             raise StoreError(f"no store at {path}: register or link a device first")
         db = _connect(path)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError("this store was written by a newer Cipherpost; upgrade first")
+        _migrate(db)
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         if meta["key_source"] == "passphrase":
             if passphrase is None:
@@ -433,6 +458,51 @@ class Store:
                                (username,)).fetchone()
         return None if row is None else str(row[0])
 
+    # -- groups -------------------------------------------------------------------------
+
+    def get_group(self, group_id: bytes) -> bytes | None:
+        """The accepted state bytes of a group (see :mod:`cipherpost.client.groups`)."""
+        row = self._db.execute("SELECT state FROM groups WHERE id = ?", (group_id,)).fetchone()
+        return None if row is None else self._open("groups", group_id.hex(), row[0])
+
+    def save_group(self, group_id: bytes, state: bytes) -> None:
+        sealed = self._seal("groups", group_id.hex(), state)
+        if self._db.execute("UPDATE groups SET state = ? WHERE id = ?",
+                            (sealed, group_id)).rowcount == 0:
+            self._db.execute("INSERT INTO groups (id, state) VALUES (?, ?)", (group_id, sealed))
+
+    def group_ids(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._db.execute("SELECT id FROM groups ORDER BY id")]
+
+    def group_distribution(self, group_id: bytes) -> tuple[uuid.UUID | None, bool]:
+        """Our sender-key distribution id for the group, and whether it must rotate."""
+        row = self._db.execute("SELECT distribution_id, rotate FROM groups WHERE id = ?",
+                               (group_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None, False
+        return uuid.UUID(bytes=bytes(row[0])), bool(row[1])
+
+    def set_group_distribution(self, group_id: bytes, distribution_id: uuid.UUID) -> None:
+        """Start a new sending chain: nobody holds it yet."""
+        self._db.execute("UPDATE groups SET distribution_id = ?, rotate = 0 WHERE id = ?",
+                         (distribution_id.bytes, group_id))
+        self._db.execute("DELETE FROM group_key_sent WHERE group_id = ?", (group_id,))
+
+    def rotate_group_key(self, group_id: bytes) -> None:
+        """Our next group message must use a new chain (membership or devices shrank)."""
+        self._db.execute("UPDATE groups SET rotate = 1 WHERE id = ?", (group_id,))
+
+    def key_sent_devices(self, group_id: bytes, distribution_id: uuid.UUID,
+                         account: str) -> set[int]:
+        return {int(r[0]) for r in self._db.execute(
+            "SELECT device FROM group_key_sent WHERE group_id = ? AND account = ? "
+            "AND distribution_id = ?", (group_id, account, distribution_id.bytes))}
+
+    def mark_key_sent(self, group_id: bytes, distribution_id: uuid.UUID, account: str,
+                      devices: list[int]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO group_key_sent VALUES (?, ?, ?, ?)",
+                             [(group_id, account, d, distribution_id.bytes) for d in devices])
+
     # -- history, processed envelopes, resend log ---------------------------------------
 
     def envelope_seen(self, envelope_id: str) -> bool:
@@ -484,6 +554,14 @@ class Store:
         if row is None:
             return None
         return self._open("resend_log", f"{destination}|{timestamp}", row[0])
+
+    def find_sent_any(self, timestamp: int) -> tuple[str, bytes] | None:
+        """A logged message with this timestamp whatever its destination (a group's)."""
+        row = self._db.execute("SELECT destination, value FROM resend_log WHERE timestamp = ?",
+                               (timestamp,)).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), self._open("resend_log", f"{row[0]}|{timestamp}", row[1])
 
     def prune_resend_log(self, before_ms: int) -> None:
         self._db.execute("DELETE FROM resend_log WHERE created_at < ?", (before_ms,))
