@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,14 +161,7 @@ class RelayApi:
                                                 headers=headers)
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"cannot reach {self.server}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                error = body.get("error", {})
-                code, message = str(error.get("code")), str(error.get("message"))
-            except (ValueError, AttributeError):
-                body, code, message = {}, "unknown", response.text[:200]
-            raise RelayError(response.status_code, code, message, body)
+        _raise_for(response)
         if response.status_code == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
@@ -245,9 +239,62 @@ class RelayApi:
 
     # -- attachments ------------------------------------------------------------------
 
-    async def upload_attachment(self, blob: bytes) -> str:
-        return str((await self.request("POST", "/v1/attachments", content=blob))["id"])
+    async def upload_attachment(self, blob: bytes,
+                                progress: Callable[[int, int], None] | None = None) -> str:
+        """Upload an encrypted blob in chunks (``progress(sent, total)``); its id."""
 
-    async def download_attachment(self, attachment_id: str) -> bytes:
-        data = await self.request("GET", f"/v1/attachments/{attachment_id}")
-        return bytes(data)
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(blob), _CHUNK):
+                yield blob[start:start + _CHUNK]
+                if progress is not None:
+                    progress(min(start + _CHUNK, len(blob)), len(blob))
+
+        headers = {**self.auth_header, "Content-Length": str(len(blob)),
+                   "Content-Type": "application/octet-stream"}
+        try:
+            response = await self._http.post("/v1/attachments", content=chunks(),
+                                             headers=headers)
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"cannot reach {self.server}: {exc}") from None
+        _raise_for(response)
+        return str(response.json()["id"])
+
+    async def download_attachment(self, attachment_id: str, *, max_bytes: int,
+                                  progress: Callable[[int, int], None] | None = None) -> bytes:
+        """Download a blob (at most ``max_bytes``), reporting ``progress(received, total)``."""
+        parts: list[bytes] = []
+        received = 0
+        try:
+            async with self._http.stream("GET", f"/v1/attachments/{attachment_id}",
+                                         headers=self.auth_header) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                total = int(response.headers.get("content-length") or 0)
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise RelayError(413, "too_large", "the attachment is larger than "
+                                         "its pointer says", {})
+                    parts.append(chunk)
+                    if progress is not None:
+                        progress(received, total or received)
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"cannot reach {self.server}: {exc}") from None
+        return b"".join(parts)
+
+
+_CHUNK = 256 * 1024
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """Raises: RelayError for an error answer."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        error = body.get("error", {})
+        code, message = str(error.get("code")), str(error.get("message"))
+    except (ValueError, AttributeError):
+        body, code, message = {}, "unknown", response.text[:200]
+    raise RelayError(response.status_code, code, message, body)

@@ -46,6 +46,7 @@ from cipherpost.protocol.sender_keys import (
     process_distribution_message,
 )
 
+from . import attachments
 from . import content as codec
 from . import events as ev
 from .api import Credentials, Envelope, RelayApi, RelayError, check_server_url
@@ -60,7 +61,9 @@ from .groups import (
     verify_change,
 )
 from .keys import KeyPolicy, maintain, new_device_body, new_registration_id
+from .padding import padme
 from .proto.app_pb2 import (
+    AttachmentPointer,
     Content,
     DataMessage,
     DecryptionErrorMessage,
@@ -68,9 +71,11 @@ from .proto.app_pb2 import (
     GroupContext,
     MessageRef,
     NullMessage,
+    Reaction,
     ReceiptMessage,
     SignedGroupChange,
     SyncMessage,
+    TypingMessage,
 )
 from .store.crypto import Argon2Params
 from .store.database import Store, StoredMessage
@@ -104,6 +109,8 @@ class ClientOptions:
     """What the user can turn off, and policies with safe defaults."""
 
     delivery_receipts: bool = True
+    read_receipts: bool = True
+    typing_indicators: bool = True
     #: Accept a contact's changed identity key for sending without asking (bots); a
     #: contact the user had verified is always blocked until re-verified.
     accept_changed_identities: bool = False
@@ -307,33 +314,181 @@ class Client:
         self._last_timestamp = max(now_ms(), self._last_timestamp + 1)
         return self._last_timestamp
 
-    async def send_text(self, recipient: str, text: str) -> int:
-        """Send a text message to every device of ``recipient`` (username or account id)
-        and a copy to our other devices; return its timestamp (its name with our account
-        id). The message is in our history once this returns."""
+    async def conversation_for(self, recipient: str | bytes) -> str:
+        """The conversation key for a username, an account id, or a group id."""
+        if isinstance(recipient, bytes):
+            return self._member_group(recipient).conversation
+        if recipient.startswith("group:"):
+            return self._member_group(bytes.fromhex(recipient[6:])).conversation
         account = await self.resolve(recipient)
-        timestamp = self._timestamp()
-        return await self.send_data(account, DataMessage(timestamp=timestamp, text=text))
-
-    async def send_data(self, account: str, data: DataMessage) -> int:
-        """Send a prepared data message (its ``timestamp`` set) to ``account``."""
-        if not data.timestamp:
-            data.timestamp = self._timestamp()
         if account == self.account_id:
-            raise ClientError("send to yourself is not supported yet")
-        content = Content(data=data)
+            raise ClientError("sending to yourself is not supported yet")
+        return account
+
+    def _new_data(self, conversation: str, **fields: Any) -> DataMessage:
+        """A data message carrying the conversation's timer (spec §9)."""
+        timer, version = self.store.conversation_timer(conversation)
+        data = DataMessage(timestamp=self._timestamp(), expire_timer=timer,
+                           expire_timer_version=version, **fields)
+        if conversation.startswith("group:"):
+            group = self._member_group(bytes.fromhex(conversation[6:]))
+            data.group.CopyFrom(GroupContext(id=group.id, revision=group.revision))
+        return data
+
+    async def send_text(self, recipient: str | bytes, text: str, *,
+                        attachments: Iterable[AttachmentPointer] = (),
+                        quote: tuple[str, int] | None = None) -> int:
+        """Send a message to a person (username or account id: every device of theirs) or
+        a group (its id), with copies to our other devices; return its timestamp (its
+        name, with our account id). It is in our history once this returns."""
+        conversation = await self.conversation_for(recipient)
+        data = self._new_data(conversation, text=text, attachments=list(attachments))
+        if quote is not None:
+            data.quote.CopyFrom(MessageRef(author=quote[0], timestamp=quote[1]))
         sent = now_ms()
         with self.store.transaction():
-            self.store.add_message(conversation=account, author=self.account_id,
-                                   author_device=self.device_id, timestamp=data.timestamp,
-                                   received_at=sent, outgoing=True,
-                                   body=data.SerializeToString())
-            self.store.log_sent(account, data.timestamp, content.SerializeToString(), sent)
-        await self._deliver(account, content, data.timestamp)
-        sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=account,
+            self.store.add_message(
+                conversation=conversation, author=self.account_id,
+                author_device=self.device_id, timestamp=data.timestamp, received_at=sent,
+                outgoing=True, body=data.SerializeToString(), expire_timer=data.expire_timer,
+                expires_at=sent + data.expire_timer * 1000 if data.expire_timer else None)
+            self.store.log_sent(conversation, data.timestamp,
+                                Content(data=data).SerializeToString(), sent)
+        return await self._send_data(conversation, data)
+
+    async def send_data(self, account: str, data: DataMessage) -> int:
+        """Send a prepared data message to ``account`` (not stored in our history)."""
+        if not data.timestamp:
+            data.timestamp = self._timestamp()
+        return await self._send_data(await self.conversation_for(account), data)
+
+    async def _send_data(self, conversation: str, data: DataMessage) -> int:
+        """Send to the conversation's members and a sync copy to our other devices."""
+        if conversation.startswith("group:"):
+            await self._send_group_data(self._member_group(bytes.fromhex(conversation[6:])),
+                                        data)
+            destination = ""
+        else:
+            await self._deliver(conversation, Content(data=data), data.timestamp)
+            destination = conversation
+        sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=destination,
                                                               message=data)))
         await self._deliver(self.account_id, sync, data.timestamp)
         return data.timestamp
+
+    async def react(self, conversation: str | bytes, target: tuple[str, int], emoji: str, *,
+                    remove: bool = False) -> None:
+        """React to the message ``target`` = (author, timestamp); ``remove`` takes it back."""
+        conv = await self.conversation_for(conversation)
+        data = self._new_data(conv, reaction=Reaction(
+            emoji=emoji, remove=remove, target=MessageRef(author=target[0],
+                                                          timestamp=target[1])))
+        with self.store.transaction():
+            self.store.set_reaction(target[0], target[1], self.account_id,
+                                    None if remove else emoji)
+        await self._send_data(conv, data)
+
+    async def edit(self, conversation: str | bytes, timestamp: int, text: str) -> None:
+        """Replace the text of one of our messages on every device of both sides."""
+        conv = await self.conversation_for(conversation)
+        data = self._new_data(conv, text=text,
+                              edit=MessageRef(author=self.account_id, timestamp=timestamp))
+        with self.store.transaction():
+            if not self.store.replace_body(self.account_id, timestamp, data.SerializeToString()):
+                raise ClientError("no message of ours with that timestamp")
+        await self._send_data(conv, data)
+
+    async def delete_for_everyone(self, conversation: str | bytes, timestamp: int) -> None:
+        """Delete one of our messages on every device of both sides."""
+        conv = await self.conversation_for(conversation)
+        with self.store.transaction():
+            self.store.delete_message(self.account_id, timestamp)
+        data = self._new_data(conv, delete=MessageRef(author=self.account_id,
+                                                      timestamp=timestamp))
+        await self._send_data(conv, data)
+        self.store.checkpoint()
+
+    async def set_expire_timer(self, conversation: str | bytes, seconds: int) -> None:
+        """Turn disappearing messages on (seconds after reading) or off (0)."""
+        if not 0 <= seconds <= 0xFFFFFFFF:
+            raise ClientError("the timer is 0 (off) or a number of seconds")
+        conv = await self.conversation_for(conversation)
+        version = self.store.conversation_timer(conv)[1] + 1
+        with self.store.transaction():
+            self.store.set_conversation_timer(conv, seconds, version)
+        data = self._new_data(conv, expire_timer_update=True)
+        await self._send_data(conv, data)
+
+    async def send_typing(self, recipient: str, started: bool = True) -> None:
+        """A typing indicator to a person (none when the user turned them off)."""
+        if not self.options.typing_indicators:
+            return
+        account = await self.conversation_for(recipient)
+        if account.startswith("group:"):
+            return  # group typing indicators are not sent yet
+        typing = TypingMessage(timestamp=self._timestamp(),
+                               action=TypingMessage.ACTION_STARTED if started
+                               else TypingMessage.ACTION_STOPPED)
+        await self._deliver(account, Content(typing=typing), typing.timestamp)
+
+    async def mark_read(self, conversation: str | bytes,
+                        messages: Iterable[tuple[str, int]]) -> None:
+        """The user has seen these (author, timestamp) messages: their disappearing timers
+        start, our other devices are told, and (unless turned off) read receipts go to
+        their authors."""
+        conv = await self.conversation_for(conversation)
+        refs = list(messages)
+        now = now_ms()
+        with self.store.transaction():
+            for author, timestamp in refs:
+                self.store.start_expiry(author, timestamp, now)
+        read = SyncMessage.Read(messages=[MessageRef(author=a, timestamp=t) for a, t in refs])
+        await self._deliver(self.account_id, Content(sync=SyncMessage(read=read)),
+                            self._timestamp())
+        if not self.options.read_receipts:
+            return
+        by_author: dict[str, list[int]] = {}
+        for author, timestamp in refs:
+            if author != self.account_id:
+                by_author.setdefault(author, []).append(timestamp)
+        for author, timestamps in sorted(by_author.items()):
+            receipt = ReceiptMessage(type=ReceiptMessage.TYPE_READ, timestamps=timestamps)
+            await self._deliver(author, Content(receipt=receipt), self._timestamp())
+        del conv
+
+    def expire_messages(self) -> list[ev.Event]:
+        """Delete the messages whose disappearing timer ran out (and erase them)."""
+        with self.store.transaction():
+            gone = self.store.expire(now_ms())
+        if gone:
+            self.store.checkpoint()
+        return [ev.MessageDeleted(c, a, t) for c, a, t in gone]
+
+    # -- attachments ----------------------------------------------------------------------
+
+    async def upload_attachment(self, data: bytes, *, file_name: str = "",
+                                content_type: str = "application/octet-stream",
+                                caption: str = "",
+                                progress: Callable[[int, int], None] | None = None,
+                                ) -> AttachmentPointer:
+        """Encrypt and upload a file; the pointer to put in a message."""
+        encrypted = attachments.encrypt(data)
+        attachment_id = await self.api.upload_attachment(encrypted.blob, progress)
+        return AttachmentPointer(id=attachment_id, key=encrypted.key, digest=encrypted.digest,
+                                 size=encrypted.size, content_type=content_type,
+                                 file_name=file_name, caption=caption)
+
+    async def download(self, attachment: ev.Attachment,
+                       progress: Callable[[int, int], None] | None = None) -> bytes:
+        """Download, check (digest, MAC) and decrypt an attachment.
+
+        Raises:
+            AttachmentError: it does not match its pointer.
+        """
+        bound = attachments.IV_BYTES + padme(attachment.size) + 16 + attachments.MAC_BYTES
+        blob = await self.api.download_attachment(attachment.id, max_bytes=bound,
+                                                  progress=progress)
+        return attachments.decrypt(blob, attachment.key, attachment.digest, attachment.size)
 
     async def _deliver(self, account: str, content: Content, timestamp: int,
                        only_device: int | None = None) -> list[int]:
@@ -516,34 +671,23 @@ class Client:
             sent=SyncMessage.Sent(message=data))), timestamp)
         return new
 
-    async def send_group_text(self, group_id: bytes, text: str) -> int:
-        """Send a text to the group: one sender-key ciphertext for every member device
-        (our sender key distributed first where missing), and copies to our devices."""
-        group = self._member_group(group_id)
-        timestamp = self._timestamp()
-        data = DataMessage(timestamp=timestamp, text=text,
-                           group=GroupContext(id=group.id, revision=group.revision))
-        content = Content(data=data)
-        with self.store.transaction():
-            self.store.add_message(conversation=group.conversation, author=self.account_id,
-                                   author_device=self.device_id, timestamp=timestamp,
-                                   received_at=now_ms(), outgoing=True,
-                                   body=data.SerializeToString())
-            self.store.log_sent(group.conversation, timestamp, content.SerializeToString(),
-                                now_ms())
-        plaintext = codec.encode(content)
+    async def send_group_text(self, group_id: bytes, text: str, *,
+                              attachments: Iterable[AttachmentPointer] = ()) -> int:
+        """Send a text to a group (see :meth:`send_text`)."""
+        return await self.send_text(group_id, text, attachments=attachments)
+
+    async def _send_group_data(self, group: Group, data: DataMessage) -> None:
+        """One sender-key ciphertext for every member device (our sender key distributed
+        first where missing)."""
+        plaintext = codec.encode(Content(data=data))
         for _attempt in range(MAX_SEND_ATTEMPTS):
             distribution = await self._distribute_sender_key(group)
             with self.store.transaction():
                 ciphertext = group_encrypt(self.store, self.address, distribution, plaintext,
                                            rng=os.urandom)
-            if await self._send_to_members(group, ciphertext, timestamp):
-                break
-        else:
-            raise ClientError("the group's device lists kept changing; try again")
-        await self._deliver(self.account_id, Content(sync=SyncMessage(
-            sent=SyncMessage.Sent(message=data))), timestamp)
-        return timestamp
+            if await self._send_to_members(group, ciphertext, data.timestamp):
+                return
+        raise ClientError("the group's device lists kept changing; try again")
 
     async def _distribute_sender_key(self, group: Group) -> uuid.UUID:
         """Our current sending chain for the group (a new one after a rotation), its
@@ -600,7 +744,7 @@ class Client:
     async def receive(self) -> list[ev.Event]:
         """Fetch and process everything queued for this device over HTTP (the fallback
         for apps without a WebSocket); return the events, in order."""
-        out: list[ev.Event] = []
+        out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
             done: list[str] = []
@@ -654,6 +798,7 @@ class Client:
             envelope = Envelope.from_json(frame["envelope"])
             events, follow_ups = self._process(envelope)
             await ws.send(json.dumps({"type": "ack", "ids": [envelope.id]}))
+            events += self.expire_messages()
             for event in events:
                 yield event
             for event in await self._follow_up(follow_ups):
@@ -734,16 +879,23 @@ class Client:
             if kind == "sent" and (sync.sent.destination or sync.sent.message.HasField("group")):
                 self._store_data(sync.sent.message, self.account_id, device,
                                  sync.sent.destination, True, envelope, events)
+            elif kind == "read":
+                refs = tuple((m.author, m.timestamp) for m in sync.read.messages)
+                for author, timestamp in refs:
+                    self.store.start_expiry(author, timestamp, now_ms())
+                events.append(ev.MessagesRead(refs))
             elif kind == "device_added":
                 events.append(ev.DeviceAdded(sync.device_added.device_id,
                                              sync.device_added.name))
         elif body == "receipt":
-            kind_name = "read" if content.receipt.type == ReceiptMessage.TYPE_READ \
-                else "delivery"
-            events.append(ev.Receipt(sender, device, kind_name,
-                                     tuple(content.receipt.timestamps)))
+            read = content.receipt.type == ReceiptMessage.TYPE_READ
+            if not read or self.options.read_receipts:
+                events.append(ev.Receipt(sender, device, "read" if read else "delivery",
+                                         tuple(content.receipt.timestamps)))
         elif body == "typing":
-            events.append(ev.Typing(sender, device, content.typing.action == 0))
+            if self.options.typing_indicators:
+                events.append(ev.Typing(sender, device,
+                                        content.typing.action == TypingMessage.ACTION_STARTED))
         elif body == "decryption_error":
             error = content.decryption_error
             follow_ups.append(FollowUp("resend", sender, device, error.timestamp))
@@ -768,16 +920,48 @@ class Client:
             conversation = group.conversation
         if data.HasField("delete"):
             target = data.delete
-            if target.author == author and self.store.delete_message(author, target.timestamp):
+            if target.author == author and \
+                    self.store.message_conversation(author, target.timestamp) == conversation \
+                    and self.store.delete_message(author, target.timestamp):
                 events.append(ev.MessageDeleted(conversation, author, target.timestamp))
             return
+        if data.HasField("edit"):
+            target = data.edit
+            if target.author == author and \
+                    self.store.message_conversation(author, target.timestamp) == conversation \
+                    and self.store.replace_body(author, target.timestamp,
+                                                data.SerializeToString()):
+                events.append(ev.MessageEdited(conversation, author, target.timestamp,
+                                               data.text))
+            return
+        if data.HasField("reaction"):
+            r = data.reaction
+            self.store.set_reaction(r.target.author, r.target.timestamp, author,
+                                    None if r.remove else r.emoji)
+            events.append(ev.Reaction(conversation, author, r.target.author,
+                                      r.target.timestamp, r.emoji, r.remove))
+            return
+        timer, version = self.store.conversation_timer(conversation)
+        if data.expire_timer_version > version:
+            self.store.set_conversation_timer(conversation, data.expire_timer,
+                                              data.expire_timer_version)
+            if data.expire_timer != timer or data.expire_timer_update:
+                events.append(ev.ExpireTimerChanged(conversation, author, data.expire_timer))
+        if data.expire_timer_update:
+            return
+        expires_at = data.timestamp + data.expire_timer * 1000 \
+            if outgoing and data.expire_timer else None
         stored = self.store.add_message(conversation=conversation, author=author,
                                         author_device=author_device, timestamp=data.timestamp,
                                         received_at=now_ms(), outgoing=outgoing,
-                                        body=data.SerializeToString())
+                                        body=data.SerializeToString(),
+                                        expire_timer=data.expire_timer, expires_at=expires_at)
         if stored:  # a resend or a second copy of a known message is dropped (spec §4)
-            events.append(ev.Message(conversation, author, author_device, data.timestamp,
-                                     data.text, outgoing, envelope.id))
+            events.append(ev.Message(
+                conversation, author, author_device, data.timestamp, data.text, outgoing,
+                envelope.id, tuple(_attachment(p) for p in data.attachments),
+                (data.quote.author, data.quote.timestamp) if data.HasField("quote") else None,
+                data.expire_timer))
 
     def _apply_group_change(self, signed: SignedGroupChange, sender: str,
                             events: list[ev.Event]) -> None:
@@ -854,20 +1038,10 @@ class Client:
     # -- history --------------------------------------------------------------------------
 
     def history(self, conversation: str, limit: int = 100) -> list[HistoryItem]:
-        """The latest messages of a conversation in display order."""
+        """The latest messages of a conversation in display order (expired ones are
+        deleted first)."""
+        self.expire_messages()
         return [HistoryItem.from_stored(m) for m in self.store.messages(conversation, limit)]
-
-    async def delete_for_everyone(self, account: str, timestamp: int) -> None:
-        """Delete one of our messages on every device of both sides."""
-        with self.store.transaction():
-            self.store.delete_message(self.account_id, timestamp)
-        data = DataMessage(timestamp=self._timestamp(),
-                           delete=MessageRef(author=self.account_id, timestamp=timestamp))
-        await self._deliver(account, Content(data=data), data.timestamp)
-        sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=account,
-                                                              message=data)))
-        await self._deliver(self.account_id, sync, data.timestamp)
-        self.store.checkpoint()
 
 
 @dataclass(frozen=True)
@@ -893,6 +1067,11 @@ class HistoryItem:
     def from_stored(cls, m: StoredMessage) -> HistoryItem:
         data = DataMessage.FromString(m.body)
         return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing)
+
+
+def _attachment(pointer: AttachmentPointer) -> ev.Attachment:
+    return ev.Attachment(pointer.id, pointer.key, pointer.digest, pointer.size,
+                         pointer.content_type, pointer.file_name, pointer.caption)
 
 
 def _b64(data: bytes) -> str:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An attachment pointer as received (download it with ``Client.download``)."""
+
+    id: str
+    key: bytes = field(repr=False)
+    digest: bytes
+    size: int
+    content_type: str
+    file_name: str
+    caption: str
 
 
 @dataclass(frozen=True)
@@ -10,7 +23,7 @@ class Message:
     """A data message stored in the history (received, or sent from another own device).
 
     ``conversation`` is the other account's id for 1:1 messages (for a copy of our own
-    message: its recipient).
+    message: its recipient), or ``group:<hex id>``.
     """
 
     conversation: str
@@ -20,6 +33,43 @@ class Message:
     text: str
     outgoing: bool
     envelope_id: str
+    attachments: tuple[Attachment, ...] = ()
+    #: (author, timestamp) of the message this one replies to.
+    quote: tuple[str, int] | None = None
+    #: Seconds after reading until it disappears (0: never).
+    expire_timer: int = 0
+
+
+@dataclass(frozen=True)
+class MessageEdited:
+    conversation: str
+    author: str
+    timestamp: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Reaction:
+    conversation: str
+    reactor: str
+    target_author: str
+    target_timestamp: int
+    emoji: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class ExpireTimerChanged:
+    conversation: str
+    author: str
+    seconds: int
+
+
+@dataclass(frozen=True)
+class MessagesRead:
+    """Messages were read on another of our devices."""
+
+    messages: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -113,6 +163,7 @@ class GroupChangeRejected:
     reason: str
 
 
-Event = (Message | MessageDeleted | Receipt | Typing | IdentityChanged | DeviceAdded
+Event = (Message | MessageDeleted | MessageEdited | Reaction | ExpireTimerChanged
+         | MessagesRead | Receipt | Typing | IdentityChanged | DeviceAdded
          | DecryptionFailed | ResendUnavailable | Unsupported | GroupUpdated
          | GroupChangeRejected)

@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -85,7 +85,19 @@ CREATE TABLE group_key_sent (group_id BLOB NOT NULL, account TEXT NOT NULL,
                              device INTEGER NOT NULL, distribution_id BLOB NOT NULL,
                              PRIMARY KEY (group_id, account, device));
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2}
+#: Schema version 3: disappearing messages, edits and reactions.
+_SCHEMA_V3 = """
+ALTER TABLE messages ADD COLUMN expire_timer INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN expires_at INTEGER;
+ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE conversations (id TEXT PRIMARY KEY, expire_timer INTEGER NOT NULL,
+                            expire_timer_version INTEGER NOT NULL);
+CREATE TABLE reactions (target_author TEXT NOT NULL, target_timestamp INTEGER NOT NULL,
+                        reactor TEXT NOT NULL, emoji BLOB NOT NULL,
+                        PRIMARY KEY (target_author, target_timestamp, reactor));
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -516,15 +528,77 @@ class Store:
         self._db.execute("DELETE FROM envelopes WHERE processed_at < ?", (before_ms,))
 
     def add_message(self, *, conversation: str, author: str, author_device: int,
-                    timestamp: int, received_at: int, outgoing: bool, body: bytes) -> bool:
+                    timestamp: int, received_at: int, outgoing: bool, body: bytes,
+                    expire_timer: int = 0, expires_at: int | None = None) -> bool:
         """Store a message; False if one with the same (author, timestamp) exists."""
         key = f"{author}|{timestamp}"
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO messages (conversation, author, author_device, timestamp, "
-            "received_at, outgoing, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "received_at, outgoing, body, expire_timer, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (conversation, author, author_device, timestamp, received_at, int(outgoing),
-             self._seal("messages", key, body)))
+             self._seal("messages", key, body), expire_timer, expires_at))
         return cursor.rowcount == 1
+
+    def message_conversation(self, author: str, timestamp: int) -> str | None:
+        row = self._db.execute("SELECT conversation FROM messages WHERE author = ? AND "
+                               "timestamp = ?", (author, timestamp)).fetchone()
+        return None if row is None else str(row[0])
+
+    def replace_body(self, author: str, timestamp: int, body: bytes) -> bool:
+        """An edit: the message's new content (it keeps its place in the conversation)."""
+        cursor = self._db.execute(
+            "UPDATE messages SET body = ?, edited = 1 WHERE author = ? AND timestamp = ?",
+            (self._seal("messages", f"{author}|{timestamp}", body), author, timestamp))
+        return cursor.rowcount == 1
+
+    def start_expiry(self, author: str, timestamp: int, now_ms: int) -> None:
+        """The message was read (or sent): its timer starts now, unless it already did."""
+        self._db.execute(
+            "UPDATE messages SET expires_at = ? + expire_timer * 1000 WHERE author = ? AND "
+            "timestamp = ? AND expire_timer > 0 AND expires_at IS NULL",
+            (now_ms, author, timestamp))
+
+    def expire(self, now_ms: int) -> list[tuple[str, str, int]]:
+        """Delete every message whose time is up; (conversation, author, timestamp) of each."""
+        rows = self._db.execute(
+            "SELECT conversation, author, timestamp FROM messages WHERE expires_at <= ?",
+            (now_ms,)).fetchall()
+        if rows:
+            self._db.execute("DELETE FROM messages WHERE expires_at <= ?", (now_ms,))
+            self._db.executemany(
+                "DELETE FROM reactions WHERE target_author = ? AND target_timestamp = ?",
+                [(r[1], r[2]) for r in rows])
+        return [(str(c), str(a), int(t)) for c, a, t in rows]
+
+    def conversation_timer(self, conversation: str) -> tuple[int, int]:
+        """(seconds, version) of the conversation's disappearing-messages timer."""
+        row = self._db.execute("SELECT expire_timer, expire_timer_version FROM conversations "
+                               "WHERE id = ?", (conversation,)).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def set_conversation_timer(self, conversation: str, seconds: int, version: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO conversations VALUES (?, ?, ?)",
+                         (conversation, seconds, version))
+
+    def set_reaction(self, target_author: str, target_timestamp: int, reactor: str,
+                     emoji: str | None) -> None:
+        """Record (or with None remove) ``reactor``'s reaction to a message."""
+        self._db.execute("DELETE FROM reactions WHERE target_author = ? AND "
+                         "target_timestamp = ? AND reactor = ?",
+                         (target_author, target_timestamp, reactor))
+        if emoji is not None:
+            key = f"{target_author}|{target_timestamp}|{reactor}"
+            self._db.execute("INSERT INTO reactions VALUES (?, ?, ?, ?)",
+                             (target_author, target_timestamp, reactor,
+                              self._seal("reactions", key, emoji.encode())))
+
+    def reactions(self, target_author: str, target_timestamp: int) -> dict[str, str]:
+        """reactor → emoji for one message."""
+        rows = self._db.execute("SELECT reactor, emoji FROM reactions WHERE target_author = ? "
+                                "AND target_timestamp = ?", (target_author, target_timestamp))
+        return {str(r): self._open("reactions", f"{target_author}|{target_timestamp}|{r}",
+                                   e).decode() for r, e in rows}
 
     def messages(self, conversation: str, limit: int = 100) -> list[StoredMessage]:
         """The latest ``limit`` messages of a conversation, in display order (sender
@@ -540,6 +614,8 @@ class Store:
     def delete_message(self, author: str, timestamp: int) -> bool:
         cursor = self._db.execute("DELETE FROM messages WHERE author = ? AND timestamp = ?",
                                   (author, timestamp))
+        self._db.execute("DELETE FROM reactions WHERE target_author = ? AND "
+                         "target_timestamp = ?", (author, timestamp))
         return cursor.rowcount == 1
 
     def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int) -> None:
