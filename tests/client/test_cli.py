@@ -114,3 +114,34 @@ def test_two_cli_users_chat_through_a_server_process(tmp_path: Path) -> None:
         assert "got both" in cp(alice, "receive")
     finally:
         server.stop()
+
+
+def test_groups_and_files(tmp_path: Path, relay: ThreadedRelay) -> None:
+    homes = {name: tmp_path / name for name in ("ann", "ben", "cat")}
+    for name, home in homes.items():
+        assert invoke(home, "register", "--server", relay.url, "--username", name)[0] == 0
+    code, stdout, _ = invoke(homes["ann"], "--json", "groups", "create", "trip", "ben", "cat")
+    assert code == 0, stdout
+    group_id = json.loads(stdout)["group_id"]
+    note = tmp_path / "plan.txt"
+    note.write_text("day 1: the ridge")
+    code, stdout, stderr = invoke(homes["ann"], "send", f"group:{group_id}", "the plan",
+                                  "--file", str(note))
+    assert code == 0, stderr
+    for name in ("ben", "cat"):
+        saved = tmp_path / f"{name}-files"
+        code, stdout, _ = invoke(homes[name], "--json", "receive", "--save-dir", str(saved))
+        events = [json.loads(line) for line in stdout.splitlines()]
+        messages = [e for e in events if e.get("event") == "Message"]
+        assert [m["text"] for m in messages] == ["the plan"]
+        assert messages[0]["conversation"] == f"group:{group_id}"
+        assert "key" not in messages[0]["attachments"][0]      # never printed
+        assert (saved / "plan.txt").read_text() == "day 1: the ridge"
+    code, stdout, _ = invoke(homes["cat"], "--json", "groups", "list")
+    assert json.loads(stdout)["role"] == "member" and json.loads(stdout)["title"] == "trip"
+    code, _, stderr = invoke(homes["cat"], "groups", "remove", group_id, "ben")
+    assert code == 1 and "not allowed" in stderr
+    code, _, _ = invoke(homes["ann"], "groups", "remove", group_id, "cat")
+    assert code == 0
+    code, stdout, _ = invoke(homes["cat"], "--json", "receive")
+    assert any(json.loads(line).get("removed") for line in stdout.splitlines())

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import mimetypes
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -231,21 +232,123 @@ async def devices_link_code(ctx: Context, client: Client) -> None:
 
 @cli.command()
 @click.argument("recipient")
-@click.argument("text")
+@click.argument("text", default="")
+@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False,
+                                                                 path_type=Path),
+              help="Attach a file (repeatable).")
 @_with_client
-async def send(ctx: Context, client: Client, recipient: str, text: str) -> None:
-    """Send TEXT to RECIPIENT (a username or an account id)."""
-    account = await client.resolve(recipient)
-    timestamp = await client.send_text(account, text)
-    ctx.emit({"to": account, "timestamp": timestamp}, f"Sent to {recipient}.")
+async def send(ctx: Context, client: Client, recipient: str, text: str,
+               files: tuple[Path, ...]) -> None:
+    """Send TEXT (and files) to RECIPIENT: a username, an account id, or group:<id>."""
+    if not text and not files:
+        raise click.UsageError("give a text, a file, or both")
+    conversation = await client.conversation_for(recipient)
+    pointers = [await client.upload_attachment(
+        f.read_bytes(), file_name=f.name,
+        content_type=mimetypes.guess_type(f.name)[0] or "application/octet-stream")
+        for f in files]
+    timestamp = await client.send_text(conversation, text, attachments=pointers)
+    ctx.emit({"to": conversation, "timestamp": timestamp}, f"Sent to {recipient}.")
 
 
 @cli.command()
+@click.argument("recipient")
+@click.argument("seconds", type=click.IntRange(0, 0xFFFFFFFF))
 @_with_client
-async def receive(ctx: Context, client: Client) -> None:
+async def timer(ctx: Context, client: Client, recipient: str, seconds: int) -> None:
+    """Disappearing messages with RECIPIENT: SECONDS after reading (0 turns them off)."""
+    await client.set_expire_timer(recipient, seconds)
+    ctx.emit({"conversation": recipient, "expire_timer": seconds},
+             f"Messages with {recipient} now disappear {seconds} s after reading."
+             if seconds else f"Disappearing messages with {recipient} are off.")
+
+
+@cli.group()
+def groups() -> None:
+    """Create and manage groups (their state lives only on members' devices)."""
+
+
+def _group_arg(value: str) -> bytes:
+    try:
+        group_id = bytes.fromhex(value.removeprefix("group:"))
+    except ValueError:
+        raise click.BadParameter("a group id is 64 hex digits (see `groups list`)") from None
+    if len(group_id) != 32:
+        raise click.BadParameter("a group id is 64 hex digits (see `groups list`)")
+    return group_id
+
+
+@groups.command("create")
+@click.argument("title")
+@click.argument("members", nargs=-1, required=True)
+@_with_client
+async def groups_create(ctx: Context, client: Client, title: str,
+                        members: tuple[str, ...]) -> None:
+    """A new group TITLE with MEMBERS (usernames or account ids); you are its admin."""
+    group = await client.create_group(title, members)
+    ctx.emit({"group_id": group.id.hex(), "title": title, "members": sorted(group.members)},
+             f"Created group:{group.id.hex()} ({title}).")
+
+
+@groups.command("list")
+@_with_client
+async def groups_list(ctx: Context, client: Client) -> None:
+    """Groups this device knows."""
+    for group in client.groups():
+        me = client.account_id
+        role = "admin" if group.is_admin(me) else "member" if group.is_member(me) else "left"
+        ctx.emit({"group_id": group.id.hex(), "title": group.title, "revision": group.revision,
+                  "members": sorted(group.members), "role": role},
+                 f"group:{group.id.hex()}  {group.title}  ({len(group.members)} members, "
+                 f"you: {role})")
+
+
+@groups.command("add")
+@click.argument("group_id", type=_group_arg)
+@click.argument("members", nargs=-1, required=True)
+@_with_client
+async def groups_add(ctx: Context, client: Client, group_id: bytes,
+                     members: tuple[str, ...]) -> None:
+    """Add MEMBERS to a group (admins only)."""
+    group = await client.add_members(group_id, members)
+    ctx.emit({"group_id": group.id.hex(), "members": sorted(group.members)}, "Added.")
+
+
+@groups.command("remove")
+@click.argument("group_id", type=_group_arg)
+@click.argument("members", nargs=-1, required=True)
+@_with_client
+async def groups_remove(ctx: Context, client: Client, group_id: bytes,
+                        members: tuple[str, ...]) -> None:
+    """Remove MEMBERS from a group (admins only); the group's keys rotate."""
+    group = await client.remove_members(group_id, members)
+    ctx.emit({"group_id": group.id.hex(), "members": sorted(group.members)}, "Removed.")
+
+
+@groups.command("leave")
+@click.argument("group_id", type=_group_arg)
+@_with_client
+async def groups_leave(ctx: Context, client: Client, group_id: bytes) -> None:
+    """Leave a group."""
+    await client.leave_group(group_id)
+    ctx.emit({"group_id": group_id.hex(), "left": True}, "You left the group.")
+
+
+@cli.command()
+@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Download attachments into this directory.")
+@_with_client
+async def receive(ctx: Context, client: Client, save_dir: Path | None) -> None:
     """Fetch everything waiting for this device, print it, and exit."""
     for event in await client.receive():
         _show(ctx, client, event)
+        if save_dir is not None and isinstance(event, ev.Message):
+            for attachment in event.attachments:
+                save_dir.mkdir(parents=True, exist_ok=True)
+                name = Path(attachment.file_name).name or attachment.id[:16]
+                target = save_dir / name
+                target.write_bytes(await client.download(attachment))
+                ctx.emit({"saved": str(target)}, f"  saved {target}")
 
 
 @cli.command()
@@ -261,10 +364,9 @@ async def listen(ctx: Context, client: Client) -> None:
 @_with_client
 async def chat(ctx: Context, client: Client, recipient: str) -> None:
     """Talk with RECIPIENT: type lines to send them; their messages appear as they come."""
-    account = await client.resolve(recipient)
+    account = await client.conversation_for(recipient)
     for item in client.history(account, limit=20):
-        _show_line(ctx, client, account if not item.outgoing else client.account_id,
-                   item.timestamp, item.text, item.outgoing)
+        _show_line(ctx, client, item.author, item.timestamp, item.text, item.outgoing)
 
     async def incoming() -> None:
         async for event in client.listen():
@@ -361,14 +463,21 @@ def _show_line(ctx: Context, client: Client, author: str, timestamp: int, text: 
 
 def _show(ctx: Context, client: Client, event: ev.Event) -> None:
     if ctx.as_json:
-        click.echo(json.dumps({"event": type(event).__name__, **event.__dict__},
-                              default=list, separators=(",", ":")))
+        click.echo(json.dumps({"event": type(event).__name__, **_jsonable(event.__dict__)},
+                              separators=(",", ":")))
         return
     if isinstance(event, ev.Message):
         if event.outgoing:
             out.print(f"[dim](from your other device, to {_name(client, event.conversation)})"
                       "[/dim] ", end="")
         _show_line(ctx, client, event.author, event.timestamp, event.text, event.outgoing)
+        for attachment in event.attachments:
+            out.print(f"  [dim]attachment:[/dim] {attachment.file_name or '(unnamed)'} "
+                      f"({attachment.size} bytes)", markup=True)
+    elif isinstance(event, ev.GroupUpdated):
+        out.print(f"[yellow]Group {event.title!r} is now at revision {event.revision} with "
+                  f"{len(event.members)} members[/yellow]"
+                  + (" [yellow](you were removed)[/yellow]" if event.removed else ""))
     elif isinstance(event, ev.IdentityChanged):
         out.print(f"[yellow]The safety number with {_name(client, event.account)} changed."
                   "[/yellow] Compare it again (`cipherpost safety-number`).")
@@ -381,6 +490,19 @@ def _show(ctx: Context, client: Client, event: ev.Event) -> None:
     elif isinstance(event, ev.ResendUnavailable):
         out.print(f"[yellow]{_name(client, event.account)} could not read one of your "
                   "messages and it is too old to resend.[/yellow]")
+
+
+def _jsonable(value: Any) -> Any:
+    """Event fields as JSON: bytes as hex, attachment keys left out."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "key"}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(value.__dict__)
+    return value
 
 
 def main() -> None:
