@@ -49,7 +49,14 @@ from cipherpost.protocol.sender_keys import (
 from . import attachments
 from . import content as codec
 from . import events as ev
-from .api import Credentials, Envelope, RelayApi, RelayError, check_server_url
+from .api import (
+    Credentials,
+    Envelope,
+    RelayApi,
+    RelayError,
+    RelayUnavailable,
+    check_server_url,
+)
 from .groups import (
     ADMIN,
     MEMBER,
@@ -60,7 +67,7 @@ from .groups import (
     sign_change,
     verify_change,
 )
-from .keys import KeyPolicy, maintain, new_device_body, new_registration_id
+from .keys import KeyPolicy, maintain, new_device_body, new_registration_id, republish
 from .padding import padme
 from .proto.app_pb2 import (
     AttachmentPointer,
@@ -115,6 +122,8 @@ class ClientOptions:
     #: contact the user had verified is always blocked until re-verified.
     accept_changed_identities: bool = False
     keys: KeyPolicy = field(default_factory=KeyPolicy)
+    #: Milliseconds since the epoch (tests move it to simulate days passing).
+    clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
 
 
 def now_ms() -> int:
@@ -136,6 +145,9 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.account_id!r}, device {self.device_id})"
+
+    def _now(self) -> int:
+        return self.options.clock()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -187,7 +199,7 @@ class Client:
         store = Store.create(path, passphrase=passphrase, params=argon2)
         api = RelayApi(server, proxy=proxy)
         try:
-            body = new_device_body(store, identity, new_registration_id(), now_ms(),
+            body = new_device_body(store, identity, new_registration_id(), options.clock(),
                                    options.keys, device_name)
             credentials = await request(api, {**body, **extra})
         except BaseException:
@@ -257,7 +269,7 @@ class Client:
 
     async def maintain_keys(self) -> bool:
         """Replenish one-time prekeys and rotate signed/last-resort keys when due."""
-        return await maintain(self.api, self.store, now_ms(), self.options.keys)
+        return await maintain(self.api, self.store, self._now(), self.options.keys)
 
     async def create_link_code(self) -> str:
         return await self.api.create_link_code()
@@ -311,7 +323,7 @@ class Client:
 
     def _timestamp(self) -> int:
         """Strictly increasing per device (spec §4)."""
-        self._last_timestamp = max(now_ms(), self._last_timestamp + 1)
+        self._last_timestamp = max(self._now(), self._last_timestamp + 1)
         return self._last_timestamp
 
     async def conversation_for(self, recipient: str | bytes) -> str:
@@ -345,7 +357,7 @@ class Client:
         data = self._new_data(conversation, text=text, attachments=list(attachments))
         if quote is not None:
             data.quote.CopyFrom(MessageRef(author=quote[0], timestamp=quote[1]))
-        sent = now_ms()
+        sent = self._now()
         with self.store.transaction():
             self.store.add_message(
                 conversation=conversation, author=self.account_id,
@@ -438,7 +450,7 @@ class Client:
         their authors."""
         conv = await self.conversation_for(conversation)
         refs = list(messages)
-        now = now_ms()
+        now = self._now()
         with self.store.transaction():
             for author, timestamp in refs:
                 self.store.start_expiry(author, timestamp, now)
@@ -459,7 +471,7 @@ class Client:
     def expire_messages(self) -> list[ev.Event]:
         """Delete the messages whose disappearing timer ran out (and erase them)."""
         with self.store.transaction():
-            gone = self.store.expire(now_ms())
+            gone = self.store.expire(self._now())
         if gone:
             self.store.checkpoint()
         return [ev.MessageDeleted(c, a, t) for c, a, t in gone]
@@ -543,7 +555,7 @@ class Client:
             await self._start_sessions(await self.api.bundles(account), account)
             devices = self.store.session_devices(account)
         for device in devices:
-            if not has_session(self.store, ProtocolAddress(account, device), now_ms() // 1000):
+            if not has_session(self.store, ProtocolAddress(account, device), self._now() // 1000):
                 await self._start_session(account, device)
         return [d for d in self.store.session_devices(account)
                 if account != self.account_id or d != self.device_id]
@@ -564,19 +576,19 @@ class Client:
             with self.store.transaction():
                 try:
                     process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                          now=now_ms() // 1000)
+                                          now=self._now() // 1000)
                 except UntrustedIdentity:
                     changed = self.store.save_identity(address, bundle.identity_key)
                     record = self.store.identity_record(account)
                     if changed and record is not None and not record.send_blocked:
                         process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                              now=now_ms() // 1000)
+                                              now=self._now() // 1000)
                         continue
                     raise IdentityNotTrusted(account) from None
 
     def _encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
         try:
-            message = encrypt(self.store, address, plaintext, now=now_ms() // 1000)
+            message = encrypt(self.store, address, plaintext, now=self._now() // 1000)
         except UntrustedIdentity:
             raise IdentityNotTrusted(address.name) from None
         return {"device_id": address.device_id,
@@ -772,6 +784,7 @@ class Client:
                         compression=None) as ws:
                     self._ws = ws
                     delay = 0.5
+                    await self._maintain_quietly()
                     async for event in self._read_socket(ws):
                         yield event
             except websockets.ConnectionClosed as exc:
@@ -789,6 +802,13 @@ class Client:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _maintain_quietly(self) -> None:
+        """Key upkeep at each connection; a failure is retried at the next one."""
+        try:
+            await self.maintain_keys()
+        except (RelayError, RelayUnavailable, ClientError, OSError) as exc:
+            log.info("key maintenance failed: %s", type(exc).__name__)
 
     async def _read_socket(self, ws: Any) -> AsyncIterator[ev.Event]:
         async for raw in ws:
@@ -813,7 +833,7 @@ class Client:
         if sender is None or device is None or envelope.type not in (
                 WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
             with self.store.transaction():
-                self.store.mark_envelope(envelope.id, now_ms())
+                self.store.mark_envelope(envelope.id, self._now())
             return [ev.Unsupported(sender or "", device or 0,
                                    f"envelope type {envelope.type}")], []
         address = ProtocolAddress(sender, device)
@@ -837,20 +857,22 @@ class Client:
                 else:
                     self._handle(content, envelope, events, follow_ups,
                                  group_ciphertext=envelope.type == SENDERKEY_TYPE)
-                self.store.mark_envelope(envelope.id, now_ms())
+                self.store.mark_envelope(envelope.id, self._now())
             return events, follow_ups
         except DuplicatedMessage:
             with self.store.transaction():
-                self.store.mark_envelope(envelope.id, now_ms())
+                self.store.mark_envelope(envelope.id, self._now())
             return [], []
         except ProtocolError as exc:
             with self.store.transaction():
-                self.store.mark_envelope(envelope.id, now_ms())
-            ratchet_key = b""
+                self.store.mark_envelope(envelope.id, self._now())
+            follow_ups = [FollowUp("decryption_error", sender, device,
+                                   envelope.client_timestamp)]
+            if exc.kind in ("invalid_prekey_id", "invalid_kyber_prekey_id"):
+                # The relay served a key we do not hold: the directory disagrees with us.
+                follow_ups.insert(0, FollowUp("republish", sender, device, 0))
             return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
-                                         exc.kind)],
-                    [FollowUp("decryption_error", sender, device,
-                              envelope.client_timestamp, ratchet_key)])
+                                         exc.kind)], follow_ups)
 
     def _handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
                 follow_ups: list[FollowUp], *, group_ciphertext: bool) -> None:
@@ -882,7 +904,7 @@ class Client:
             elif kind == "read":
                 refs = tuple((m.author, m.timestamp) for m in sync.read.messages)
                 for author, timestamp in refs:
-                    self.store.start_expiry(author, timestamp, now_ms())
+                    self.store.start_expiry(author, timestamp, self._now())
                 events.append(ev.MessagesRead(refs))
             elif kind == "device_added":
                 events.append(ev.DeviceAdded(sync.device_added.device_id,
@@ -953,7 +975,7 @@ class Client:
             if outgoing and data.expire_timer else None
         stored = self.store.add_message(conversation=conversation, author=author,
                                         author_device=author_device, timestamp=data.timestamp,
-                                        received_at=now_ms(), outgoing=outgoing,
+                                        received_at=self._now(), outgoing=outgoing,
                                         body=data.SerializeToString(),
                                         expire_timer=data.expire_timer, expires_at=expires_at)
         if stored:  # a resend or a second copy of a known message is dropped (spec §4)
@@ -998,7 +1020,7 @@ class Client:
         for item in follow_ups:
             try:
                 events.extend(await self._run_follow_up(item))
-            except (ClientError, RelayError, ProtocolError) as exc:
+            except (ClientError, RelayError, RelayUnavailable, ProtocolError) as exc:
                 log.info("follow-up %s failed: %s", item.kind, type(exc).__name__)
         return events
 
@@ -1017,6 +1039,8 @@ class Client:
                 ratchet_key=item.ratchet_key))
             await self._deliver(item.account, error, self._timestamp(),
                                 only_device=item.device)
+        elif item.kind == "republish":
+            await republish(self.api, self.store, self._now(), self.options.keys)
         elif item.kind == "resend" and item.device is not None:
             return await self._resend(item.account, item.device, item.timestamp)
         return []

@@ -1,0 +1,126 @@
+"""Long absences, lost group keys, and the OS-keyring key source."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+
+from cipherpost.client import Client, ClientOptions
+from cipherpost.client import events as ev
+from cipherpost.client.keys import DAY_MS
+
+from .conftest import Devices, ThreadedRelay
+
+HOUR_MS = 3600 * 1000
+
+
+def test_offline_for_days_then_everything_arrives_once_in_order(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    now = [time.time_ns() // 1_000_000]
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.options.clock = lambda: now[0]
+        try:
+            alice, bob, carol = [await devices.register(n) for n in ("alice", "bob", "carol")]
+            await alice.send_text("bob", "before")
+            await bob.receive()
+            await alice.receive()
+            # Bob is offline for eight simulated days; Alice writes every few hours and her
+            # keys rotate meanwhile; Carol, a new contact, writes too.
+            sent: list[tuple[int, str]] = []
+            for hour in range(0, 8 * 24, 6):
+                now[0] += 6 * HOUR_MS
+                text = f"h{hour}"
+                sender = carol if hour % 24 == 0 else alice
+                sent.append((await sender.send_text("bob", text), text))
+                if hour % 48 == 0 or hour == 186:
+                    await alice.maintain_keys()
+            assert len(alice.store.signed_pre_keys()) >= 2   # rotated while Bob was away
+            now[0] += DAY_MS
+            envelopes, _ = await bob.api.fetch(limit=1000)
+            for envelope in envelopes[:10]:      # a first attempt that crashed before acking
+                bob._process(envelope)
+            got = await bob.receive()
+            texts = [e.text for e in got if isinstance(e, ev.Message)]
+            assert texts == [t for _, t in sent[10:]]   # the first ten were stored already
+            merged = bob.history(alice.account_id, limit=1000) + \
+                bob.history(carol.account_id, limit=1000)
+            shown = [h.text for h in sorted(merged, key=lambda h: h.timestamp)]
+            assert shown == ["before"] + [t for _, t in sent]
+            assert await bob.receive() == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_lost_group_key_is_repaired_by_a_resend(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            group = await alice.create_group("pair", ["bob"])
+            await bob.receive()
+            await alice.send_text(group.id, "one")
+            assert [e.text for e in await bob.receive() if isinstance(e, ev.Message)] == ["one"]
+            bob.store._db.execute("DELETE FROM sender_keys")      # Bob loses Alice's key
+            sent = await alice.send_text(group.id, "two")
+            failed = [e for e in await bob.receive() if isinstance(e, ev.DecryptionFailed)]
+            assert [(f.timestamp, f.reason) for f in failed] == [(sent, "no_sender_key")]
+            await alice.receive()                                   # resends over 1:1
+            got = [e for e in await bob.receive() if isinstance(e, ev.Message)]
+            assert [(m.conversation, m.text) for m in got] == [(group.conversation, "two")]
+            assert [h.text for h in bob.history(group.conversation)] == ["one", "two"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+class MemoryKeyring(KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.values.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.values[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.values.pop((service, username), None)
+
+
+def test_store_key_in_the_os_keyring(tmp_path: Path, relay: ThreadedRelay) -> None:
+    backend = MemoryKeyring()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+
+    async def scenario() -> None:
+        path = tmp_path / "k.db"
+        client = await Client.register(path, relay.url, username="kara",
+                                       options=ClientOptions())
+        account = client.account_id
+        await client.close()
+        assert len(backend.values) == 1
+        reopened = await Client.open(path)
+        assert reopened.account_id == account
+        await reopened.close()
+        backend.values.clear()
+        from cipherpost.client import StoreError
+        with pytest.raises(StoreError, match="keyring"):
+            await Client.open(path)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        keyring.set_keyring(previous)
