@@ -87,3 +87,20 @@ def test_garbage_plaintext_is_invalid_content() -> None:
         codec.decode(pad(b"\xff\xff\xff"))
     with pytest.raises(codec.InvalidContent):
         codec.decode(b"no padding")
+
+
+def test_group_change_vector() -> None:
+    from cipherpost.client.groups import GroupChangeRejected, verify_change
+    from cipherpost.client.proto.app_pb2 import SignedGroupChange
+    from cipherpost.protocol import PublicKey
+
+    case = json.loads((VECTORS / "app-content.json").read_text())["group_change"]
+    key = PublicKey.deserialize(bytes.fromhex(case["author_identity_key"]))
+    signed = SignedGroupChange.FromString(bytes.fromhex(case["signed_change"]))
+    group = verify_change(signed, None, key)
+    assert group.state_bytes.hex() == case["state"] and group.title == "climbing"
+    assert group.is_admin(case["author"])
+    tampered = SignedGroupChange(change=signed.change[:-1] + bytes([signed.change[-1] ^ 1]),
+                                 signature=signed.signature)
+    with pytest.raises(GroupChangeRejected):
+        verify_change(tampered, None, key)

@@ -55,6 +55,21 @@ def contents() -> list[tuple[str, Content]]:
     ]
 
 
+def group_change_vector() -> dict[str, object]:
+    """A group creation signed by a fixed identity key (XEdDSA with fixed nonce bytes)."""
+    from cipherpost.client.groups import ADMIN, MEMBER, encode_state, sign_change
+    from cipherpost.protocol import IdentityKeyPair
+    from cipherpost.protocol.keys import KeyPair
+
+    pair = KeyPair.from_private(bytes(range(32)))
+    identity = IdentityKeyPair(pair.public, pair.private)
+    state = encode_state(bytes(range(32)), 0, "climbing", {ALICE: ADMIN, BOB: MEMBER})
+    signed = sign_change(identity, ALICE, None, state, 1_790_000_000_000,
+                         lambda n: bytes([0x42]) * n)
+    return {"author": ALICE, "author_identity_key": identity.public.serialize().hex(),
+            "state": state.hex(), "signed_change": signed.SerializeToString().hex()}
+
+
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     padding = {
@@ -68,6 +83,7 @@ def main() -> None:
         "source": "proto/cipherpost/app/v1/app.proto; vectors/tools/make_app_vectors.py",
         "cases": [{"name": name, "json": json_format.MessageToDict(c),
                    "serialized": c.SerializeToString().hex()} for name, c in contents()],
+        "group_change": group_change_vector(),
     }
     (root / "app-content.json").write_text(json.dumps(content, indent=1) + "\n")
 
