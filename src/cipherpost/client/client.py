@@ -358,7 +358,8 @@ class Client:
         if quote is not None:
             data.quote.CopyFrom(MessageRef(author=quote[0], timestamp=quote[1]))
         sent = self._now()
-        with self.store.transaction():
+
+        def record() -> None:
             self.store.add_message(
                 conversation=conversation, author=self.account_id,
                 author_device=self.device_id, timestamp=data.timestamp, received_at=sent,
@@ -366,7 +367,13 @@ class Client:
                 expires_at=sent + data.expire_timer * 1000 if data.expire_timer else None)
             self.store.log_sent(conversation, data.timestamp,
                                 Content(data=data).SerializeToString(), sent)
-        return await self._send_data(conversation, data)
+
+        if conversation.startswith("group:"):
+            with self.store.transaction():
+                record()
+            return await self._send_data(conversation, data)
+        # One commit for the history entry and the advanced sessions (fewer fsyncs).
+        return await self._send_data(conversation, data, record=record)
 
     async def send_data(self, account: str, data: DataMessage) -> int:
         """Send a prepared data message to ``account`` (not stored in our history)."""
@@ -374,14 +381,17 @@ class Client:
             data.timestamp = self._timestamp()
         return await self._send_data(await self.conversation_for(account), data)
 
-    async def _send_data(self, conversation: str, data: DataMessage) -> int:
-        """Send to the conversation's members and a sync copy to our other devices."""
+    async def _send_data(self, conversation: str, data: DataMessage,
+                         record: Callable[[], None] | None = None) -> int:
+        """Send to the conversation's members and a sync copy to our other devices;
+        ``record`` runs in the first encryption's transaction."""
         if conversation.startswith("group:"):
             await self._send_group_data(self._member_group(bytes.fromhex(conversation[6:])),
                                         data)
             destination = ""
         else:
-            await self._deliver(conversation, Content(data=data), data.timestamp)
+            await self._deliver(conversation, Content(data=data), data.timestamp,
+                                record=record)
             destination = conversation
         sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=destination,
                                                               message=data)))
@@ -503,7 +513,8 @@ class Client:
         return attachments.decrypt(blob, attachment.key, attachment.digest, attachment.size)
 
     async def _deliver(self, account: str, content: Content, timestamp: int,
-                       only_device: int | None = None) -> list[int]:
+                       only_device: int | None = None,
+                       record: Callable[[], None] | None = None) -> list[int]:
         """Encrypt ``content`` for every device of ``account`` (our own account: every
         other device) and send; act on 409/410 and retry (spec §5). With ``only_device``
         the other devices get a NullMessage (the relay takes only whole device lists).
@@ -513,8 +524,14 @@ class Client:
         for _attempt in range(MAX_SEND_ATTEMPTS):
             devices = await self._devices_for(account)
             if not devices or (only_device is not None and only_device not in devices):
+                if record is not None:
+                    with self.store.transaction():
+                        record()
                 return []
             with self.store.transaction():
+                if record is not None:
+                    record()
+                    record = None
                 messages = [self._encrypt_for(ProtocolAddress(account, d),
                                               plaintext if only_device in (None, d) else filler)
                             for d in devices]
@@ -759,14 +776,15 @@ class Client:
         out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
-            done: list[str] = []
-            for envelope in envelopes:
-                events, follow_ups = self._process(envelope)
-                done.append(envelope.id)
+            follow_ups: list[FollowUp] = []
+            for envelope in envelopes:  # each one committed before the batch is acknowledged
+                events, later = self._process(envelope)
                 out.extend(events)
-                await self.api.ack([envelope.id])
-                out.extend(await self._follow_up(follow_ups))
-            if not more or not done:
+                follow_ups.extend(later)
+            if envelopes:
+                await self.api.ack([e.id for e in envelopes])
+            out.extend(await self._follow_up(follow_ups))
+            if not more or not envelopes:
                 return out
 
     async def listen(self, *, reconnect: bool = True) -> AsyncIterator[ev.Event]:
