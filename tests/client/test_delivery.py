@@ -102,3 +102,32 @@ def test_websocket_delivery(tmp_path: Path, relay: ThreadedRelay) -> None:
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_sending_inside_the_listen_loop_goes_over_the_socket(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            await alice.send_text("bob", "ping")
+
+            async def no_http(*args: object, **kwargs: object) -> int:
+                raise AssertionError("sent over HTTP while a socket was open")
+
+            bob.api.send = no_http  # type: ignore[method-assign]
+
+            async def answer() -> None:
+                async for event in bob.listen():
+                    if isinstance(event, ev.Message):
+                        await bob.send_text(event.author, "pong")   # while frames arrive
+                        return
+
+            await asyncio.wait_for(answer(), timeout=30)
+            got = await alice.receive()
+            assert message_texts(got) == ["pong"]
+            assert any(isinstance(e, ev.Receipt) for e in got)   # bob's receipt, also by socket
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import time
@@ -84,6 +83,7 @@ from .proto.app_pb2 import (
     SyncMessage,
     TypingMessage,
 )
+from .socket import RelaySocket, SocketLost
 from .store.crypto import Argon2Params
 from .store.database import Store, StoredMessage
 
@@ -141,7 +141,7 @@ class Client:
         self.options = options or ClientOptions()
         self.store.accept_changed_identities = self.options.accept_changed_identities
         self._last_timestamp = 0
-        self._ws: Any = None
+        self._socket: RelaySocket | None = None
 
     def __repr__(self) -> str:
         return f"Client({self.account_id!r}, device {self.device_id})"
@@ -536,12 +536,24 @@ class Client:
                                               plaintext if only_device in (None, d) else filler)
                             for d in devices]
             try:
-                await self.api.send(account, timestamp, messages)
+                await self._send_request(account, timestamp, messages)
                 return devices
             except RelayError as exc:
                 if not await self._repair_device_list(account, exc):
                     raise
         raise ClientError(f"the device list of {account} kept changing; try again")
+
+    async def _send_request(self, account: str, timestamp: int,
+                            messages: list[dict[str, Any]]) -> None:
+        """Over the open WebSocket when there is one (cheaper for the relay), else HTTP."""
+        socket = self._socket
+        if socket is not None and socket.open:
+            try:
+                await socket.send(account, timestamp, messages)
+                return
+            except SocketLost:
+                pass  # the same ciphertexts again over HTTP: a repeat is dropped as duplicate
+        await self.api.send(account, timestamp, messages)
 
     async def _repair_device_list(self, account: str, exc: RelayError) -> bool:
         """Act on a 409 (missing/extra devices) or 410 (stale devices); False for any
@@ -748,7 +760,7 @@ class Client:
                              "type": SENDERKEY_TYPE, "content": _b64(ciphertext)}
                             for d in self.store.session_devices(account)]
                 try:
-                    await self.api.send(account, timestamp, messages)
+                    await self._send_request(account, timestamp, messages)
                     break
                 except RelayError as exc:
                     if not await self._repair_device_list(account, exc):
@@ -800,11 +812,26 @@ class Client:
                         _websocket_url(self.api.server), additional_headers=self.api.auth_header,
                         proxy=self.api.proxy or None, max_size=1 << 20,
                         compression=None) as ws:
-                    self._ws = ws
+                    socket = RelaySocket(ws)
+                    self._socket = socket
                     delay = 0.5
-                    await self._maintain_quietly()
-                    async for event in self._read_socket(ws):
-                        yield event
+                    try:
+                        await self._maintain_quietly()
+                        while True:
+                            envelope = await socket.next_envelope()
+                            events, follow_ups = self._process(envelope)
+                            await socket.ack([envelope.id])
+                            # Follow-ups (receipts, resend requests) before the events: an
+                            # app that stops listening after an event must not lose them.
+                            events += await self._follow_up(follow_ups)
+                            events += self.expire_messages()
+                            for event in events:
+                                yield event
+                    finally:
+                        self._socket = None
+                        await socket.close()
+            except SocketLost:
+                log.info("websocket ended")
             except websockets.ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 if code == 4401:
@@ -814,8 +841,6 @@ class Client:
                         from None
             except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
                 log.info("websocket unavailable: %s", type(exc).__name__)
-            finally:
-                self._ws = None
             if not reconnect:
                 return
             await asyncio.sleep(delay)
@@ -827,20 +852,6 @@ class Client:
             await self.maintain_keys()
         except (RelayError, RelayUnavailable, ClientError, OSError) as exc:
             log.info("key maintenance failed: %s", type(exc).__name__)
-
-    async def _read_socket(self, ws: Any) -> AsyncIterator[ev.Event]:
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame.get("type") != "message":
-                continue
-            envelope = Envelope.from_json(frame["envelope"])
-            events, follow_ups = self._process(envelope)
-            await ws.send(json.dumps({"type": "ack", "ids": [envelope.id]}))
-            events += self.expire_messages()
-            for event in events:
-                yield event
-            for event in await self._follow_up(follow_ups):
-                yield event
 
     def _process(self, envelope: Envelope) -> tuple[list[ev.Event], list[FollowUp]]:
         """Decrypt and store one envelope in one transaction (nothing here awaits).

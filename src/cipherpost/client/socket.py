@@ -1,0 +1,105 @@
+"""One open WebSocket to the relay (docs/websocket.md): a reader task sorts incoming frames
+into queued envelopes and answers to our ``send`` frames, so the app can send from inside
+its ``listen`` loop while messages keep arriving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from typing import Any
+
+import websockets
+
+from .api import Envelope, RelayError
+
+SEND_TIMEOUT = 30.0
+
+
+class SocketLost(Exception):
+    """The connection ended before the relay answered a send (it may or may not have
+    queued it: resending the same ciphertexts is safe, a repeat is dropped as a
+    duplicate)."""
+
+
+class RelaySocket:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.error: BaseException | None = None
+        self._envelopes: asyncio.Queue[Envelope | None] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._reader = asyncio.create_task(self._read())
+
+    @property
+    def open(self) -> bool:
+        return not self._reader.done()
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "message":
+                    self._envelopes.put_nowait(Envelope.from_json(frame["envelope"]))
+                elif kind == "sent":
+                    future = self._pending.pop(frame.get("id"), None)
+                    if future is not None and not future.done():
+                        future.set_result(frame)
+        except (websockets.ConnectionClosed, ValueError, KeyError, TypeError) as exc:
+            self.error = exc
+        finally:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(SocketLost("the connection to the relay ended"))
+            self._pending.clear()
+            self._envelopes.put_nowait(None)
+
+    async def next_envelope(self) -> Envelope:
+        """The next queued envelope.
+
+        Raises:
+            websockets.ConnectionClosed: the connection ended (with the relay's code).
+            SocketLost: it ended otherwise (a malformed frame).
+        """
+        item = await self._envelopes.get()
+        if item is None:
+            self._envelopes.put_nowait(None)  # every later call fails the same way
+            if isinstance(self.error, websockets.ConnectionClosed):
+                raise self.error
+            raise SocketLost("the connection to the relay ended")
+        return item
+
+    async def ack(self, ids: list[str]) -> None:
+        await self.ws.send(json.dumps({"type": "ack", "ids": ids}))
+
+    async def send(self, account: str, timestamp: int, messages: list[dict[str, Any]]) -> int:
+        """A ``send`` frame; the number queued.
+
+        Raises:
+            RelayError: the relay refused (409, 410, 429...), with the HTTP error's body.
+            SocketLost: no answer (connection ended or timed out).
+        """
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self.ws.send(json.dumps({"type": "send", "id": request_id,
+                                           "account_id": account, "timestamp": timestamp,
+                                           "messages": messages}, separators=(",", ":")))
+            answer = await asyncio.wait_for(future, SEND_TIMEOUT)
+        except (websockets.ConnectionClosed, TimeoutError):
+            raise SocketLost("no answer from the relay") from None
+        finally:
+            self._pending.pop(request_id, None)
+        status = int(answer.get("status", 0))
+        if status != 200:
+            error = answer.get("error") or {}
+            raise RelayError(status, str(error.get("code")), str(error.get("message")), answer)
+        return int(answer.get("queued", 0))
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
