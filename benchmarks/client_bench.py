@@ -9,6 +9,8 @@ The relay runs as its own process (`python -m cipherpost.server`, SQLite in a te
 directory); the two clients run in this process, Alice sending with ``send_text`` (which
 also sends a sync copy to her own devices: she has none, so that costs nothing here) and
 Bob reading over the WebSocket with ``listen`` (decrypt, store durably, acknowledge).
+Alice sends over HTTP unless she is listening too (the last row), when her sends go over
+her WebSocket.
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ def protocol_only(count: int, size: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def end_to_end(url: str, workdir: Path, count: int, receipts: bool) -> float:
+async def end_to_end(url: str, workdir: Path, count: int, receipts: bool,
+                     sender_online: bool = False) -> float:
+    """Messages per second from Alice's first send to Bob's last receipt of a message.
+    With ``sender_online`` Alice listens too, so her sends go over her WebSocket."""
     options = ClientOptions(delivery_receipts=receipts)
-    tag = "r" if receipts else "n"
+    tag = ("r" if receipts else "n") + ("o" if sender_online else "")
     alice = await Client.register(workdir / f"alice-{tag}.db", url, username=f"alice{tag}",
                                   passphrase="bench", argon2=TEST_PARAMS, options=options)
     bob = await Client.register(workdir / f"bob-{tag}.db", url, username=f"bob{tag}",
@@ -90,14 +95,21 @@ async def end_to_end(url: str, workdir: Path, count: int, receipts: bool) -> flo
                         done.set()
                         return
 
+        async def drain_alice() -> None:
+            async for _event in alice.listen():
+                pass
+
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0.5)  # the socket is up and key upkeep done
+        alice_reader = asyncio.create_task(drain_alice()) if sender_online else None
+        await asyncio.sleep(0.5)  # the sockets are up and key upkeep done
         start = time.perf_counter()
         for i in range(count):
             await alice.send_text(bob.account_id, f"message {i:06d} " + "x" * 80)
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.perf_counter() - start
         reader.cancel()
+        if alice_reader is not None:
+            alice_reader.cancel()
         return count / elapsed
     finally:
         await alice.close()
@@ -132,6 +144,7 @@ def main() -> None:
             floor = protocol_only(args.messages, 100)
             with_receipts = asyncio.run(end_to_end(url, workdir, args.messages, True))
             without = asyncio.run(end_to_end(url, workdir, args.messages, False))
+            online = asyncio.run(end_to_end(url, workdir, args.messages, True, True))
         finally:
             proc.terminate()
             try:
@@ -145,6 +158,8 @@ def main() -> None:
           f"  ({floor / with_receipts:.0f}x slower than the protocol alone)")
     print(f"SDK end to end, delivery receipts off:            {without:10.0f} msg/s"
           f"  ({floor / without:.0f}x slower than the protocol alone)")
+    print(f"SDK end to end, both listening (sends by socket): {online:10.0f} msg/s"
+          f"  ({floor / online:.0f}x slower than the protocol alone)")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_out_of_order_and_duplicated_delivery(tmp_path: Path, relay: ThreadedRel
             random.Random(3).shuffle(shuffled)
             seen: list[int] = []
             for envelope in shuffled:
-                events, _ = bob._process(envelope)
+                events, _ = bob.inbox.process(envelope)
                 seen += [e.timestamp for e in events if isinstance(e, ev.Message)]
             assert sorted(seen) == sent            # each exactly once
             # Not acknowledged yet (as after a crash): the relay redelivers everything

@@ -66,7 +66,7 @@ def test_group_of_four(tmp_path: Path, relay: ThreadedRelay) -> None:
             forged = Content(data=DataMessage(timestamp=carol._timestamp(), group_change=signed,
                                               group=GroupContext(id=group.id, revision=1)))
             for account in (alice.account_id, bob.account_id):
-                await carol._deliver(account, forged, carol._timestamp())
+                await carol.outbox.deliver(account, forged, carol._timestamp())
             for member in (alice, bob):
                 rejected = of(await member.receive(), ev.GroupChangeRejected)
                 assert len(rejected) == 1 and "admin" in rejected[0].reason
@@ -85,7 +85,7 @@ def test_group_of_four(tmp_path: Path, relay: ThreadedRelay) -> None:
             leaked = await group_envelopes(carol)
             assert len(leaked) == 2
             for envelope in leaked:
-                events, _ = dave._process(envelope)
+                events, _ = dave.inbox.process(envelope)
                 assert of(events, ev.DecryptionFailed) and not texts(events)
             assert texts(await dave.receive()) == []
             assert texts(await carol.receive()) == [(conv, "without dave"), (conv, "bye dave")]

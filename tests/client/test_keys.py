@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cipherpost.client.client import now_ms
 from cipherpost.client.keys import DAY_MS, maintain
+from cipherpost.client.options import now_ms
 
 from .conftest import Devices, ThreadedRelay
 

@@ -45,7 +45,7 @@ def test_offline_for_days_then_everything_arrives_once_in_order(
             now[0] += DAY_MS
             envelopes, _ = await bob.api.fetch(limit=1000)
             for envelope in envelopes[:10]:      # a first attempt that crashed before acking
-                bob._process(envelope)
+                bob.inbox.process(envelope)
             got = await bob.receive()
             texts = [e.text for e in got if isinstance(e, ev.Message)]
             assert texts == [t for _, t in sent[10:]]   # the first ten were stored already
@@ -124,3 +124,35 @@ def test_store_key_in_the_os_keyring(tmp_path: Path, relay: ThreadedRelay) -> No
         asyncio.run(scenario())
     finally:
         keyring.set_keyring(previous)
+
+
+def test_housekeeping_forgets_on_schedule(tmp_path: Path, relay: ThreadedRelay) -> None:
+    now = [time.time_ns() // 1_000_000]
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.options.clock = lambda: now[0]
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            sent = await alice.send_text("bob", "kept a day for resends")
+            await bob.receive()
+            assert alice.store.find_sent(bob.account_id, sent) is not None
+            now[0] += 23 * HOUR_MS
+            alice.housekeeping()
+            assert alice.store.find_sent(bob.account_id, sent) is not None
+            now[0] += 2 * HOUR_MS
+            alice.housekeeping()
+            assert alice.store.find_sent(bob.account_id, sent) is None
+            seen = bob.store._db.execute("SELECT count(*) FROM envelopes").fetchone()[0]
+            assert seen >= 1
+            now[0] += 28 * DAY_MS            # 29 days after: a redelivery is still possible
+            bob.housekeeping()
+            assert bob.store._db.execute("SELECT count(*) FROM envelopes").fetchone()[0] \
+                == seen
+            now[0] += 2 * DAY_MS
+            bob.housekeeping()
+            assert bob.store._db.execute("SELECT count(*) FROM envelopes").fetchone()[0] == 0
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -8,13 +8,11 @@ envelope, storing what it carried, remembering its id) is one transaction with n
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,63 +21,45 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from cipherpost.protocol import (
-    PREKEY_TYPE,
-    SENDERKEY_TYPE,
-    WHISPER_TYPE,
-    DuplicatedMessage,
     Fingerprint,
     IdentityKeyPair,
-    PreKeyBundle,
     ProtocolAddress,
     ProtocolError,
-    UntrustedIdentity,
-    decrypt,
-    encrypt,
-    has_session,
-    process_prekey_bundle,
-)
-from cipherpost.protocol.sender_keys import (
-    create_distribution_message,
-    group_decrypt,
-    group_encrypt,
-    process_distribution_message,
 )
 
 from . import attachments
-from . import content as codec
 from . import events as ev
 from .api import (
     Credentials,
-    Envelope,
     RelayApi,
     RelayError,
     RelayUnavailable,
     check_server_url,
 )
+from .errors import ClientError, DeviceRemoved, IdentityNotTrusted
 from .groups import (
     ADMIN,
     MEMBER,
     Group,
     GroupChangeRejected,
-    change_author,
     encode_state,
     sign_change,
     verify_change,
 )
-from .keys import KeyPolicy, maintain, new_device_body, new_registration_id, republish
+from .inbox import FollowUp, Inbox
+from .keys import maintain, new_device_body, new_registration_id, republish
+from .options import ClientOptions
+from .outbox import Outbox
 from .padding import padme
 from .proto.app_pb2 import (
     AttachmentPointer,
     Content,
     DataMessage,
     DecryptionErrorMessage,
-    GroupChange,
     GroupContext,
     MessageRef,
-    NullMessage,
     Reaction,
     ReceiptMessage,
-    SignedGroupChange,
     SyncMessage,
     TypingMessage,
 )
@@ -91,43 +71,6 @@ log = logging.getLogger("cipherpost.client")
 
 RESEND_LOG_MS = 24 * 3600 * 1000
 ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
-MAX_SEND_ATTEMPTS = 4
-
-
-class ClientError(Exception):
-    """A failure explained in a sentence the app can show."""
-
-
-class IdentityNotTrusted(ClientError):
-    """Sending is blocked: the contact's identity key changed and was not accepted yet."""
-
-    def __init__(self, account: str) -> None:
-        super().__init__(f"the safety number with {account} changed; compare it and trust "
-                         "the new key before sending")
-        self.account = account
-
-
-class DeviceRemoved(ClientError):
-    """This device was removed from its account; its credentials no longer work."""
-
-
-@dataclass
-class ClientOptions:
-    """What the user can turn off, and policies with safe defaults."""
-
-    delivery_receipts: bool = True
-    read_receipts: bool = True
-    typing_indicators: bool = True
-    #: Accept a contact's changed identity key for sending without asking (bots); a
-    #: contact the user had verified is always blocked until re-verified.
-    accept_changed_identities: bool = False
-    keys: KeyPolicy = field(default_factory=KeyPolicy)
-    #: Milliseconds since the epoch (tests move it to simulate days passing).
-    clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Client:
@@ -141,7 +84,9 @@ class Client:
         self.options = options or ClientOptions()
         self.store.accept_changed_identities = self.options.accept_changed_identities
         self._last_timestamp = 0
-        self._socket: RelaySocket | None = None
+        self.inbox = Inbox(store, credentials.account_id, credentials.device_id, self.options)
+        self.outbox = Outbox(store, api, credentials.account_id, credentials.device_id,
+                             self.options, self._timestamp)
 
     def __repr__(self) -> str:
         return f"Client({self.account_id!r}, device {self.device_id})"
@@ -386,16 +331,16 @@ class Client:
         """Send to the conversation's members and a sync copy to our other devices;
         ``record`` runs in the first encryption's transaction."""
         if conversation.startswith("group:"):
-            await self._send_group_data(self._member_group(bytes.fromhex(conversation[6:])),
+            await self.outbox.send_group_data(self._member_group(bytes.fromhex(conversation[6:])),
                                         data)
             destination = ""
         else:
-            await self._deliver(conversation, Content(data=data), data.timestamp,
+            await self.outbox.deliver(conversation, Content(data=data), data.timestamp,
                                 record=record)
             destination = conversation
         sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=destination,
                                                               message=data)))
-        await self._deliver(self.account_id, sync, data.timestamp)
+        await self.outbox.deliver(self.account_id, sync, data.timestamp)
         return data.timestamp
 
     async def react(self, conversation: str | bytes, target: tuple[str, int], emoji: str, *,
@@ -451,7 +396,7 @@ class Client:
         typing = TypingMessage(timestamp=self._timestamp(),
                                action=TypingMessage.ACTION_STARTED if started
                                else TypingMessage.ACTION_STOPPED)
-        await self._deliver(account, Content(typing=typing), typing.timestamp)
+        await self.outbox.deliver(account, Content(typing=typing), typing.timestamp)
 
     async def mark_read(self, conversation: str | bytes,
                         messages: Iterable[tuple[str, int]]) -> None:
@@ -465,7 +410,7 @@ class Client:
             for author, timestamp in refs:
                 self.store.start_expiry(author, timestamp, now)
         read = SyncMessage.Read(messages=[MessageRef(author=a, timestamp=t) for a, t in refs])
-        await self._deliver(self.account_id, Content(sync=SyncMessage(read=read)),
+        await self.outbox.deliver(self.account_id, Content(sync=SyncMessage(read=read)),
                             self._timestamp())
         if not self.options.read_receipts:
             return
@@ -475,8 +420,16 @@ class Client:
                 by_author.setdefault(author, []).append(timestamp)
         for author, timestamps in sorted(by_author.items()):
             receipt = ReceiptMessage(type=ReceiptMessage.TYPE_READ, timestamps=timestamps)
-            await self._deliver(author, Content(receipt=receipt), self._timestamp())
+            await self.outbox.deliver(author, Content(receipt=receipt), self._timestamp())
         del conv
+
+    def housekeeping(self) -> None:
+        """Forget what is no longer needed: the resend log after 24 hours, processed
+        envelope ids once the relay can no longer redeliver them (30 days)."""
+        now = self._now()
+        with self.store.transaction():
+            self.store.prune_resend_log(now - RESEND_LOG_MS)
+            self.store.forget_envelopes(now - ENVELOPE_MEMORY_MS)
 
     def expire_messages(self) -> list[ev.Event]:
         """Delete the messages whose disappearing timer ran out (and erase them)."""
@@ -512,131 +465,17 @@ class Client:
                                                   progress=progress)
         return attachments.decrypt(blob, attachment.key, attachment.digest, attachment.size)
 
-    async def _deliver(self, account: str, content: Content, timestamp: int,
-                       only_device: int | None = None,
-                       record: Callable[[], None] | None = None) -> list[int]:
-        """Encrypt ``content`` for every device of ``account`` (our own account: every
-        other device) and send; act on 409/410 and retry (spec §5). With ``only_device``
-        the other devices get a NullMessage (the relay takes only whole device lists).
-        Returns the devices it was delivered to."""
-        plaintext = codec.encode(content)
-        filler = codec.encode(Content(null_message=NullMessage()))
-        for _attempt in range(MAX_SEND_ATTEMPTS):
-            devices = await self._devices_for(account)
-            if not devices or (only_device is not None and only_device not in devices):
-                if record is not None:
-                    with self.store.transaction():
-                        record()
-                return []
-            with self.store.transaction():
-                if record is not None:
-                    record()
-                    record = None
-                messages = [self._encrypt_for(ProtocolAddress(account, d),
-                                              plaintext if only_device in (None, d) else filler)
-                            for d in devices]
-            try:
-                await self._send_request(account, timestamp, messages)
-                return devices
-            except RelayError as exc:
-                if not await self._repair_device_list(account, exc):
-                    raise
-        raise ClientError(f"the device list of {account} kept changing; try again")
-
-    async def _send_request(self, account: str, timestamp: int,
-                            messages: list[dict[str, Any]]) -> None:
-        """Over the open WebSocket when there is one (cheaper for the relay), else HTTP."""
-        socket = self._socket
-        if socket is not None and socket.open:
-            try:
-                await socket.send(account, timestamp, messages)
-                return
-            except SocketLost:
-                pass  # the same ciphertexts again over HTTP: a repeat is dropped as duplicate
-        await self.api.send(account, timestamp, messages)
-
-    async def _repair_device_list(self, account: str, exc: RelayError) -> bool:
-        """Act on a 409 (missing/extra devices) or 410 (stale devices); False for any
-        other error. Returns True when the device list shrank or changed keys too."""
-        if exc.status == 409:
-            for device in exc.body.get("extra_devices", []):
-                self.store.delete_session(ProtocolAddress(account, int(device)))
-            for device in exc.body.get("missing_devices", []):
-                if not (account == self.account_id and device == self.device_id):
-                    await self._start_session(account, int(device))
-            return True
-        if exc.status == 410:
-            for device in exc.body.get("stale_devices", []):
-                self.store.delete_session(ProtocolAddress(account, int(device)))
-                await self._start_session(account, int(device))
-            return True
-        return False
-
-    async def _devices_for(self, account: str) -> list[int]:
-        """The devices to encrypt for, starting sessions where none exists."""
-        devices = self.store.session_devices(account)
-        if account == self.account_id:
-            if not devices and self.store.get_meta("own_devices_checked") is None:
-                devices = [d["device_id"] for d in await self.api.devices()]
-                self.store.set_meta("own_devices_checked", "1")
-            devices = [d for d in devices if d != self.device_id]
-        elif not devices:
-            await self._start_sessions(await self.api.bundles(account), account)
-            devices = self.store.session_devices(account)
-        for device in devices:
-            if not has_session(self.store, ProtocolAddress(account, device), self._now() // 1000):
-                await self._start_session(account, device)
-        return [d for d in self.store.session_devices(account)
-                if account != self.account_id or d != self.device_id]
-
-    async def _start_session(self, account: str, device: int) -> None:
-        try:
-            bundles = await self.api.bundles(account, device)
-        except RelayError as exc:
-            if exc.status == 404:  # the device is gone; a 409 will say so
-                self.store.delete_session(ProtocolAddress(account, device))
-                return
-            raise
-        await self._start_sessions(bundles, account)
-
-    async def _start_sessions(self, bundles: Iterable[PreKeyBundle], account: str) -> None:
-        for bundle in bundles:
-            address = ProtocolAddress(account, bundle.device_id)
-            with self.store.transaction():
-                try:
-                    process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                          now=self._now() // 1000)
-                except UntrustedIdentity:
-                    changed = self.store.save_identity(address, bundle.identity_key)
-                    record = self.store.identity_record(account)
-                    if changed and record is not None and not record.send_blocked:
-                        process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                              now=self._now() // 1000)
-                        continue
-                    raise IdentityNotTrusted(account) from None
-
-    def _encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
-        try:
-            message = encrypt(self.store, address, plaintext, now=self._now() // 1000)
-        except UntrustedIdentity:
-            raise IdentityNotTrusted(address.name) from None
-        return {"device_id": address.device_id,
-                "registration_id": self._registration_id(address),
-                "type": message.message_type,
-                "content": _b64(message.serialized)}
-
     async def announce_device(self, name: str) -> None:
         """Tell our other devices that this device joined (spec §8)."""
         content = Content(sync=SyncMessage(device_added=SyncMessage.DeviceAdded(
             device_id=self.device_id, name=name)))
-        await self._deliver(self.account_id, content, self._timestamp())
+        await self.outbox.deliver(self.account_id, content, self._timestamp())
 
     # -- groups ---------------------------------------------------------------------------
 
     def group(self, group_id: bytes) -> Group | None:
         """The group state this device holds, if any."""
-        data = self.store.get_group(group_id)
-        return None if data is None else Group.from_bytes(data)
+        return self.inbox.group(group_id)
 
     def groups(self) -> list[Group]:
         return [g for g in (self.group(i) for i in self.store.group_ids()) if g is not None]
@@ -702,13 +541,13 @@ class Client:
         except GroupChangeRejected as exc:
             raise ClientError(f"that group change is not allowed: {exc}") from None
         with self.store.transaction():
-            self._save_group(current, new)
+            self.inbox.save_group(current, new)
         data = DataMessage(timestamp=timestamp, group_change=signed,
                            group=GroupContext(id=new.id, revision=new.revision))
         everyone = set(new.members) | set(current.members if current else ())
         for account in sorted(everyone - {self.account_id}):
-            await self._deliver(account, Content(data=data), timestamp)
-        await self._deliver(self.account_id, Content(sync=SyncMessage(
+            await self.outbox.deliver(account, Content(data=data), timestamp)
+        await self.outbox.deliver(self.account_id, Content(sync=SyncMessage(
             sent=SyncMessage.Sent(message=data))), timestamp)
         return new
 
@@ -717,80 +556,18 @@ class Client:
         """Send a text to a group (see :meth:`send_text`)."""
         return await self.send_text(group_id, text, attachments=attachments)
 
-    async def _send_group_data(self, group: Group, data: DataMessage) -> None:
-        """One sender-key ciphertext for every member device (our sender key distributed
-        first where missing)."""
-        plaintext = codec.encode(Content(data=data))
-        for _attempt in range(MAX_SEND_ATTEMPTS):
-            distribution = await self._distribute_sender_key(group)
-            with self.store.transaction():
-                ciphertext = group_encrypt(self.store, self.address, distribution, plaintext,
-                                           rng=os.urandom)
-            if await self._send_to_members(group, ciphertext, data.timestamp):
-                return
-        raise ClientError("the group's device lists kept changing; try again")
-
-    async def _distribute_sender_key(self, group: Group) -> uuid.UUID:
-        """Our current sending chain for the group (a new one after a rotation), its
-        distribution message sent to every member device that lacks it."""
-        distribution, rotate = self.store.group_distribution(group.id)
-        if distribution is None or rotate:
-            distribution = uuid.uuid4()
-            with self.store.transaction():
-                self.store.set_group_distribution(group.id, distribution)
-        with self.store.transaction():
-            skdm = create_distribution_message(self.store, self.address, distribution,
-                                               rng=os.urandom)
-        content = Content(sender_key_distribution=skdm.serialized, sender_key_group=group.id)
-        for account in sorted(set(group.members) - {self.account_id}):
-            devices = await self._devices_for(account)
-            if set(devices) - self.store.key_sent_devices(group.id, distribution, account):
-                reached = await self._deliver(account, content, self._timestamp())
-                with self.store.transaction():
-                    self.store.mark_key_sent(group.id, distribution, account, reached)
-        return distribution
-
-    async def _send_to_members(self, group: Group, ciphertext: bytes, timestamp: int) -> bool:
-        """Queue the sender-key ciphertext for every device of every other member; False
-        when a member's device list shrank or changed (then the chain must rotate)."""
-        for account in sorted(set(group.members) - {self.account_id}):
-            for _attempt in range(MAX_SEND_ATTEMPTS):
-                messages = [{"device_id": d,
-                             "registration_id": self._registration_id(ProtocolAddress(account, d)),
-                             "type": SENDERKEY_TYPE, "content": _b64(ciphertext)}
-                            for d in self.store.session_devices(account)]
-                try:
-                    await self._send_request(account, timestamp, messages)
-                    break
-                except RelayError as exc:
-                    if not await self._repair_device_list(account, exc):
-                        raise
-                    if exc.status == 410 or exc.body.get("extra_devices"):
-                        with self.store.transaction():
-                            self.store.rotate_group_key(group.id)
-                        return False
-                    await self._distribute_sender_key(group)  # new devices need our key
-            else:
-                raise ClientError(f"the device list of {account} kept changing; try again")
-        return True
-
-    def _registration_id(self, address: ProtocolAddress) -> int:
-        record = self.store.load_session(address)
-        if record is None or record.current is None:
-            return 0
-        return record.current.remote_registration_id
-
     # -- receiving ------------------------------------------------------------------------
 
     async def receive(self) -> list[ev.Event]:
         """Fetch and process everything queued for this device over HTTP (the fallback
         for apps without a WebSocket); return the events, in order."""
+        self.housekeeping()
         out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
             follow_ups: list[FollowUp] = []
             for envelope in envelopes:  # each one committed before the batch is acknowledged
-                events, later = self._process(envelope)
+                events, later = self.inbox.process(envelope)
                 out.extend(events)
                 follow_ups.extend(later)
             if envelopes:
@@ -813,13 +590,14 @@ class Client:
                         proxy=self.api.proxy or None, max_size=1 << 20,
                         compression=None) as ws:
                     socket = RelaySocket(ws)
-                    self._socket = socket
+                    self.outbox.socket = socket
                     delay = 0.5
                     try:
+                        self.housekeeping()
                         await self._maintain_quietly()
                         while True:
                             envelope = await socket.next_envelope()
-                            events, follow_ups = self._process(envelope)
+                            events, follow_ups = self.inbox.process(envelope)
                             await socket.ack([envelope.id])
                             # Follow-ups (receipts, resend requests) before the events: an
                             # app that stops listening after an event must not lose them.
@@ -828,7 +606,7 @@ class Client:
                             for event in events:
                                 yield event
                     finally:
-                        self._socket = None
+                        self.outbox.socket = None
                         await socket.close()
             except SocketLost:
                 log.info("websocket ended")
@@ -853,197 +631,6 @@ class Client:
         except (RelayError, RelayUnavailable, ClientError, OSError) as exc:
             log.info("key maintenance failed: %s", type(exc).__name__)
 
-    def _process(self, envelope: Envelope) -> tuple[list[ev.Event], list[FollowUp]]:
-        """Decrypt and store one envelope in one transaction (nothing here awaits).
-        Returns the events and the network work to do after it is acknowledged."""
-        if self.store.envelope_seen(envelope.id):
-            return [], []
-        sender, device = envelope.sender_account_id, envelope.sender_device_id
-        if sender is None or device is None or envelope.type not in (
-                WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
-            with self.store.transaction():
-                self.store.mark_envelope(envelope.id, self._now())
-            return [ev.Unsupported(sender or "", device or 0,
-                                   f"envelope type {envelope.type}")], []
-        address = ProtocolAddress(sender, device)
-        before = self.store.get_identity(address)
-        try:
-            with self.store.transaction():
-                if envelope.type == SENDERKEY_TYPE:
-                    plaintext = group_decrypt(self.store, address, envelope.content)
-                else:
-                    plaintext = decrypt(self.store, address, envelope.type, envelope.content,
-                                        rng=os.urandom)
-                events: list[ev.Event] = []
-                after = self.store.identity_record(sender)
-                if before is not None and after is not None and after.identity_key != before:
-                    events.append(ev.IdentityChanged(sender, after.send_blocked))
-                follow_ups: list[FollowUp] = []
-                try:
-                    content = codec.decode(plaintext)
-                except codec.InvalidContent as exc:
-                    events.append(ev.Unsupported(sender, device, f"invalid content: {exc}"))
-                else:
-                    self._handle(content, envelope, events, follow_ups,
-                                 group_ciphertext=envelope.type == SENDERKEY_TYPE)
-                self.store.mark_envelope(envelope.id, self._now())
-            return events, follow_ups
-        except DuplicatedMessage:
-            with self.store.transaction():
-                self.store.mark_envelope(envelope.id, self._now())
-            return [], []
-        except ProtocolError as exc:
-            with self.store.transaction():
-                self.store.mark_envelope(envelope.id, self._now())
-            follow_ups = [FollowUp("decryption_error", sender, device,
-                                   envelope.client_timestamp)]
-            if exc.kind in ("invalid_prekey_id", "invalid_kyber_prekey_id"):
-                # The relay served a key we do not hold: the directory disagrees with us.
-                follow_ups.insert(0, FollowUp("republish", sender, device, 0))
-            return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
-                                         exc.kind)], follow_ups)
-
-    def _handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
-                follow_ups: list[FollowUp], *, group_ciphertext: bool) -> None:
-        sender = envelope.sender_account_id or ""
-        device = envelope.sender_device_id or 0
-        own = sender == self.account_id
-        body = content.WhichOneof("body")
-        if content.sender_key_distribution and not group_ciphertext:
-            try:
-                process_distribution_message(self.store, ProtocolAddress(sender, device),
-                                             content.sender_key_distribution)
-            except ProtocolError as exc:
-                events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
-            if body is None:
-                return
-        if group_ciphertext and (body != "data" or not content.data.HasField("group")):
-            events.append(ev.Unsupported(sender, device, "a group ciphertext without a group"))
-            return
-        if body == "data":
-            self._store_data(content.data, sender, device, sender, False, envelope, events)
-            if self.options.delivery_receipts and not own:
-                follow_ups.append(FollowUp("receipt", sender, None, content.data.timestamp))
-        elif body == "sync" and own:
-            sync = content.sync
-            kind = sync.WhichOneof("body")
-            if kind == "sent" and (sync.sent.destination or sync.sent.message.HasField("group")):
-                self._store_data(sync.sent.message, self.account_id, device,
-                                 sync.sent.destination, True, envelope, events)
-            elif kind == "read":
-                refs = tuple((m.author, m.timestamp) for m in sync.read.messages)
-                for author, timestamp in refs:
-                    self.store.start_expiry(author, timestamp, self._now())
-                events.append(ev.MessagesRead(refs))
-            elif kind == "device_added":
-                events.append(ev.DeviceAdded(sync.device_added.device_id,
-                                             sync.device_added.name))
-        elif body == "receipt":
-            read = content.receipt.type == ReceiptMessage.TYPE_READ
-            if not read or self.options.read_receipts:
-                events.append(ev.Receipt(sender, device, "read" if read else "delivery",
-                                         tuple(content.receipt.timestamps)))
-        elif body == "typing":
-            if self.options.typing_indicators:
-                events.append(ev.Typing(sender, device,
-                                        content.typing.action == TypingMessage.ACTION_STARTED))
-        elif body == "decryption_error":
-            error = content.decryption_error
-            follow_ups.append(FollowUp("resend", sender, device, error.timestamp))
-        elif body == "null_message":
-            pass
-        else:
-            events.append(ev.Unsupported(sender, device, f"unknown content body {body!r}"))
-
-    def _store_data(self, data: DataMessage, author: str, author_device: int,
-                    conversation: str, outgoing: bool, envelope: Envelope,
-                    events: list[ev.Event]) -> None:
-        if data.HasField("group"):
-            if data.HasField("group_change"):
-                self._apply_group_change(data.group_change, author, events)
-                return
-            group = self.group(data.group.id)
-            if group is None or not group.is_member(author) \
-                    or not group.is_member(self.account_id):
-                events.append(ev.Unsupported(author, author_device,
-                                             "a message for a group we do not share"))
-                return
-            conversation = group.conversation
-        if data.HasField("delete"):
-            target = data.delete
-            if target.author == author and \
-                    self.store.message_conversation(author, target.timestamp) == conversation \
-                    and self.store.delete_message(author, target.timestamp):
-                events.append(ev.MessageDeleted(conversation, author, target.timestamp))
-            return
-        if data.HasField("edit"):
-            target = data.edit
-            if target.author == author and \
-                    self.store.message_conversation(author, target.timestamp) == conversation \
-                    and self.store.replace_body(author, target.timestamp,
-                                                data.SerializeToString()):
-                events.append(ev.MessageEdited(conversation, author, target.timestamp,
-                                               data.text))
-            return
-        if data.HasField("reaction"):
-            r = data.reaction
-            self.store.set_reaction(r.target.author, r.target.timestamp, author,
-                                    None if r.remove else r.emoji)
-            events.append(ev.Reaction(conversation, author, r.target.author,
-                                      r.target.timestamp, r.emoji, r.remove))
-            return
-        timer, version = self.store.conversation_timer(conversation)
-        if data.expire_timer_version > version:
-            self.store.set_conversation_timer(conversation, data.expire_timer,
-                                              data.expire_timer_version)
-            if data.expire_timer != timer or data.expire_timer_update:
-                events.append(ev.ExpireTimerChanged(conversation, author, data.expire_timer))
-        if data.expire_timer_update:
-            return
-        expires_at = data.timestamp + data.expire_timer * 1000 \
-            if outgoing and data.expire_timer else None
-        stored = self.store.add_message(conversation=conversation, author=author,
-                                        author_device=author_device, timestamp=data.timestamp,
-                                        received_at=self._now(), outgoing=outgoing,
-                                        body=data.SerializeToString(),
-                                        expire_timer=data.expire_timer, expires_at=expires_at)
-        if stored:  # a resend or a second copy of a known message is dropped (spec §4)
-            events.append(ev.Message(
-                conversation, author, author_device, data.timestamp, data.text, outgoing,
-                envelope.id, tuple(_attachment(p) for p in data.attachments),
-                (data.quote.author, data.quote.timestamp) if data.HasField("quote") else None,
-                data.expire_timer))
-
-    def _apply_group_change(self, signed: SignedGroupChange, sender: str,
-                            events: list[ev.Event]) -> None:
-        """Verify and apply a group change sent by ``sender`` (docs/spec/groups.md)."""
-        try:
-            author = change_author(signed)
-            if author != sender:
-                raise GroupChangeRejected("a change must come from its author")
-            if author == self.account_id:
-                key = self.store.get_identity_key_pair().public
-            else:
-                record = self.store.identity_record(author)
-                if record is None:
-                    raise GroupChangeRejected("the author's identity key is unknown")
-                key = record.identity_key
-            group_id = GroupChange.FromString(signed.change).group_id
-            current = self.group(group_id)
-            new = verify_change(signed, current, key)
-        except GroupChangeRejected as exc:
-            events.append(ev.GroupChangeRejected(sender, str(exc)))
-            return
-        self._save_group(current, new)
-        events.append(ev.GroupUpdated(new.id, new.revision, new.title,
-                                      tuple(sorted(new.members)), author,
-                                      removed=not new.is_member(self.account_id)))
-
-    def _save_group(self, current: Group | None, new: Group) -> None:
-        self.store.save_group(new.id, new.state_bytes)
-        if current is not None and set(current.members) - set(new.members):
-            self.store.rotate_group_key(new.id)  # a removed member must not read on
-
     async def _follow_up(self, follow_ups: list[FollowUp]) -> list[ev.Event]:
         events: list[ev.Event] = []
         for item in follow_ups:
@@ -1057,7 +644,7 @@ class Client:
         if item.kind == "receipt":
             receipt = Content(receipt=ReceiptMessage(type=ReceiptMessage.TYPE_DELIVERY,
                                                      timestamps=[item.timestamp]))
-            await self._deliver(item.account, receipt, self._timestamp())
+            await self.outbox.deliver(item.account, receipt, self._timestamp())
         elif item.kind == "decryption_error" and item.device is not None:
             # A fresh session, so the request is a PreKey message the sender can read
             # whatever state its session with us is in (spec §6).
@@ -1066,7 +653,7 @@ class Client:
             error = Content(decryption_error=DecryptionErrorMessage(
                 timestamp=item.timestamp, device_id=self.device_id,
                 ratchet_key=item.ratchet_key))
-            await self._deliver(item.account, error, self._timestamp(),
+            await self.outbox.deliver(item.account, error, self._timestamp(),
                                 only_device=item.device)
         elif item.kind == "republish":
             await republish(self.api, self.store, self._now(), self.options.keys)
@@ -1085,7 +672,8 @@ class Client:
             if found is None or group is None or not group.is_member(account):
                 return [ev.ResendUnavailable(account, device, timestamp)]
             logged = found[1]  # a group message goes again over the 1:1 session
-        await self._deliver(account, Content.FromString(logged), timestamp, only_device=device)
+        await self.outbox.deliver(account, Content.FromString(logged), timestamp,
+                                  only_device=device)
         return []
 
     # -- history --------------------------------------------------------------------------
@@ -1096,16 +684,6 @@ class Client:
         self.expire_messages()
         return [HistoryItem.from_stored(m) for m in self.store.messages(conversation, limit)]
 
-
-@dataclass(frozen=True)
-class FollowUp:
-    """Network work decided while processing an envelope, done after acknowledging it."""
-
-    kind: str
-    account: str
-    device: int | None
-    timestamp: int
-    ratchet_key: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -1120,15 +698,6 @@ class HistoryItem:
     def from_stored(cls, m: StoredMessage) -> HistoryItem:
         data = DataMessage.FromString(m.body)
         return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing)
-
-
-def _attachment(pointer: AttachmentPointer) -> ev.Attachment:
-    return ev.Attachment(pointer.id, pointer.key, pointer.digest, pointer.size,
-                         pointer.content_type, pointer.file_name, pointer.caption)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _is_account_id(text: str) -> bool:

@@ -1,0 +1,20 @@
+"""The SDK's errors: each says in a sentence what happened."""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """A failure explained in a sentence the app can show."""
+
+
+class IdentityNotTrusted(ClientError):
+    """Sending is blocked: the contact's identity key changed and was not accepted yet."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"the safety number with {account} changed; compare it and trust "
+                         "the new key before sending")
+        self.account = account
+
+
+class DeviceRemoved(ClientError):
+    """This device was removed from its account; its credentials no longer work."""

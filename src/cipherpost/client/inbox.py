@@ -1,0 +1,279 @@
+"""Receiving, sans-I/O: one envelope in, the events for the app and the network work to
+do afterwards (receipts, resend requests) out, with everything it carried stored.
+
+The caller runs :meth:`Inbox.process` and acknowledges the envelope only after it returns:
+the processing (decrypt, store, remember the envelope id) is one store transaction, so a
+crash leaves either nothing done (the relay redelivers) or everything (the redelivered
+envelope is recognised and dropped).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cipherpost.protocol import (
+    PREKEY_TYPE,
+    SENDERKEY_TYPE,
+    WHISPER_TYPE,
+    DuplicatedMessage,
+    ProtocolAddress,
+    ProtocolError,
+    decrypt,
+)
+from cipherpost.protocol.sender_keys import (
+    group_decrypt,
+    process_distribution_message,
+)
+
+from . import content as codec
+from . import events as ev
+from .api import (
+    Envelope,
+)
+from .groups import (
+    Group,
+    GroupChangeRejected,
+    change_author,
+    verify_change,
+)
+from .options import ClientOptions
+from .proto.app_pb2 import (
+    AttachmentPointer,
+    Content,
+    DataMessage,
+    GroupChange,
+    ReceiptMessage,
+    SignedGroupChange,
+    TypingMessage,
+)
+from .store.database import Store
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Network work decided while processing an envelope, done after acknowledging it."""
+
+    kind: str
+    account: str
+    device: int | None
+    timestamp: int
+    ratchet_key: bytes = b""
+
+
+
+class Inbox:
+    """One device's receiving side."""
+
+    def __init__(self, store: Store, account_id: str, device_id: int,
+                 options: ClientOptions) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.device_id = device_id
+        self.options = options
+
+    def _now(self) -> int:
+        return self.options.clock()
+
+    def process(self, envelope: Envelope) -> tuple[list[ev.Event], list[FollowUp]]:
+        """Decrypt and store one envelope in one transaction (nothing here awaits).
+        Returns the events and the network work to do after it is acknowledged."""
+        if self.store.envelope_seen(envelope.id):
+            return [], []
+        sender, device = envelope.sender_account_id, envelope.sender_device_id
+        if sender is None or device is None or envelope.type not in (
+                WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            return [ev.Unsupported(sender or "", device or 0,
+                                   f"envelope type {envelope.type}")], []
+        address = ProtocolAddress(sender, device)
+        before = self.store.get_identity(address)
+        try:
+            with self.store.transaction():
+                if envelope.type == SENDERKEY_TYPE:
+                    plaintext = group_decrypt(self.store, address, envelope.content)
+                else:
+                    plaintext = decrypt(self.store, address, envelope.type, envelope.content,
+                                        rng=os.urandom)
+                events: list[ev.Event] = []
+                after = self.store.identity_record(sender)
+                if before is not None and after is not None and after.identity_key != before:
+                    events.append(ev.IdentityChanged(sender, after.send_blocked))
+                follow_ups: list[FollowUp] = []
+                try:
+                    content = codec.decode(plaintext)
+                except codec.InvalidContent as exc:
+                    events.append(ev.Unsupported(sender, device, f"invalid content: {exc}"))
+                else:
+                    self.handle(content, envelope, events, follow_ups,
+                                 group_ciphertext=envelope.type == SENDERKEY_TYPE)
+                self.store.mark_envelope(envelope.id, self._now())
+            return events, follow_ups
+        except DuplicatedMessage:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            return [], []
+        except ProtocolError as exc:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            follow_ups = [FollowUp("decryption_error", sender, device,
+                                   envelope.client_timestamp)]
+            if exc.kind in ("invalid_prekey_id", "invalid_kyber_prekey_id"):
+                # The relay served a key we do not hold: the directory disagrees with us.
+                follow_ups.insert(0, FollowUp("republish", sender, device, 0))
+            return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
+                                         exc.kind)], follow_ups)
+
+    def handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
+                follow_ups: list[FollowUp], *, group_ciphertext: bool) -> None:
+        sender = envelope.sender_account_id or ""
+        device = envelope.sender_device_id or 0
+        own = sender == self.account_id
+        body = content.WhichOneof("body")
+        if content.sender_key_distribution and not group_ciphertext:
+            try:
+                process_distribution_message(self.store, ProtocolAddress(sender, device),
+                                             content.sender_key_distribution)
+            except ProtocolError as exc:
+                events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
+            if body is None:
+                return
+        if group_ciphertext and (body != "data" or not content.data.HasField("group")):
+            events.append(ev.Unsupported(sender, device, "a group ciphertext without a group"))
+            return
+        if body == "data":
+            self.store_data(content.data, sender, device, sender, False, envelope, events)
+            if self.options.delivery_receipts and not own:
+                follow_ups.append(FollowUp("receipt", sender, None, content.data.timestamp))
+        elif body == "sync" and own:
+            sync = content.sync
+            kind = sync.WhichOneof("body")
+            if kind == "sent" and (sync.sent.destination or sync.sent.message.HasField("group")):
+                self.store_data(sync.sent.message, self.account_id, device,
+                                 sync.sent.destination, True, envelope, events)
+            elif kind == "read":
+                refs = tuple((m.author, m.timestamp) for m in sync.read.messages)
+                for author, timestamp in refs:
+                    self.store.start_expiry(author, timestamp, self._now())
+                events.append(ev.MessagesRead(refs))
+            elif kind == "device_added":
+                events.append(ev.DeviceAdded(sync.device_added.device_id,
+                                             sync.device_added.name))
+        elif body == "receipt":
+            read = content.receipt.type == ReceiptMessage.TYPE_READ
+            if not read or self.options.read_receipts:
+                events.append(ev.Receipt(sender, device, "read" if read else "delivery",
+                                         tuple(content.receipt.timestamps)))
+        elif body == "typing":
+            if self.options.typing_indicators:
+                events.append(ev.Typing(sender, device,
+                                        content.typing.action == TypingMessage.ACTION_STARTED))
+        elif body == "decryption_error":
+            error = content.decryption_error
+            follow_ups.append(FollowUp("resend", sender, device, error.timestamp))
+        elif body == "null_message":
+            pass
+        else:
+            events.append(ev.Unsupported(sender, device, f"unknown content body {body!r}"))
+
+    def store_data(self, data: DataMessage, author: str, author_device: int,
+                    conversation: str, outgoing: bool, envelope: Envelope,
+                    events: list[ev.Event]) -> None:
+        if data.HasField("group"):
+            if data.HasField("group_change"):
+                self.apply_group_change(data.group_change, author, events)
+                return
+            group = self.group(data.group.id)
+            if group is None or not group.is_member(author) \
+                    or not group.is_member(self.account_id):
+                events.append(ev.Unsupported(author, author_device,
+                                             "a message for a group we do not share"))
+                return
+            conversation = group.conversation
+        if data.HasField("delete"):
+            target = data.delete
+            if target.author == author and \
+                    self.store.message_conversation(author, target.timestamp) == conversation \
+                    and self.store.delete_message(author, target.timestamp):
+                events.append(ev.MessageDeleted(conversation, author, target.timestamp))
+            return
+        if data.HasField("edit"):
+            target = data.edit
+            if target.author == author and \
+                    self.store.message_conversation(author, target.timestamp) == conversation \
+                    and self.store.replace_body(author, target.timestamp,
+                                                data.SerializeToString()):
+                events.append(ev.MessageEdited(conversation, author, target.timestamp,
+                                               data.text))
+            return
+        if data.HasField("reaction"):
+            r = data.reaction
+            self.store.set_reaction(r.target.author, r.target.timestamp, author,
+                                    None if r.remove else r.emoji)
+            events.append(ev.Reaction(conversation, author, r.target.author,
+                                      r.target.timestamp, r.emoji, r.remove))
+            return
+        timer, version = self.store.conversation_timer(conversation)
+        if data.expire_timer_version > version:
+            self.store.set_conversation_timer(conversation, data.expire_timer,
+                                              data.expire_timer_version)
+            if data.expire_timer != timer or data.expire_timer_update:
+                events.append(ev.ExpireTimerChanged(conversation, author, data.expire_timer))
+        if data.expire_timer_update:
+            return
+        expires_at = data.timestamp + data.expire_timer * 1000 \
+            if outgoing and data.expire_timer else None
+        stored = self.store.add_message(conversation=conversation, author=author,
+                                        author_device=author_device, timestamp=data.timestamp,
+                                        received_at=self._now(), outgoing=outgoing,
+                                        body=data.SerializeToString(),
+                                        expire_timer=data.expire_timer, expires_at=expires_at)
+        if stored:  # a resend or a second copy of a known message is dropped (spec §4)
+            events.append(ev.Message(
+                conversation, author, author_device, data.timestamp, data.text, outgoing,
+                envelope.id, tuple(_attachment(p) for p in data.attachments),
+                (data.quote.author, data.quote.timestamp) if data.HasField("quote") else None,
+                data.expire_timer))
+
+    def apply_group_change(self, signed: SignedGroupChange, sender: str,
+                            events: list[ev.Event]) -> None:
+        """Verify and apply a group change sent by ``sender`` (docs/spec/groups.md)."""
+        try:
+            author = change_author(signed)
+            if author != sender:
+                raise GroupChangeRejected("a change must come from its author")
+            if author == self.account_id:
+                key = self.store.get_identity_key_pair().public
+            else:
+                record = self.store.identity_record(author)
+                if record is None:
+                    raise GroupChangeRejected("the author's identity key is unknown")
+                key = record.identity_key
+            group_id = GroupChange.FromString(signed.change).group_id
+            current = self.group(group_id)
+            new = verify_change(signed, current, key)
+        except GroupChangeRejected as exc:
+            events.append(ev.GroupChangeRejected(sender, str(exc)))
+            return
+        self.save_group(current, new)
+        events.append(ev.GroupUpdated(new.id, new.revision, new.title,
+                                      tuple(sorted(new.members)), author,
+                                      removed=not new.is_member(self.account_id)))
+
+    def save_group(self, current: Group | None, new: Group) -> None:
+        self.store.save_group(new.id, new.state_bytes)
+        if current is not None and set(current.members) - set(new.members):
+            self.store.rotate_group_key(new.id)  # a removed member must not read on
+
+    def group(self, group_id: bytes) -> Group | None:
+        """The group state this device holds, if any."""
+        data = self.store.get_group(group_id)
+        return None if data is None else Group.from_bytes(data)
+
+
+def _attachment(pointer: AttachmentPointer) -> ev.Attachment:
+    return ev.Attachment(pointer.id, pointer.key, pointer.digest, pointer.size,
+                         pointer.content_type, pointer.file_name, pointer.caption)
+
+

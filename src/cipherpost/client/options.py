@@ -1,0 +1,31 @@
+"""What the user can turn off, and the SDK's policies with their safe defaults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .keys import KeyPolicy
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ClientOptions:
+    """What the user can turn off, and policies with safe defaults."""
+
+    delivery_receipts: bool = True
+    read_receipts: bool = True
+    typing_indicators: bool = True
+    #: Accept a contact's changed identity key for sending without asking (bots); a
+    #: contact the user had verified is always blocked until re-verified.
+    accept_changed_identities: bool = False
+    keys: KeyPolicy = field(default_factory=KeyPolicy)
+    #: Milliseconds since the epoch (tests move it to simulate days passing).
+    clock: Callable[[], int] = field(default=now_ms)
+
+    #: Times a send is retried after the relay says the device list changed.
+    max_send_attempts: int = 4

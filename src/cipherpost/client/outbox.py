@@ -1,0 +1,249 @@
+"""Sending: encrypt for every device of an account, send over the socket or HTTP, and act
+on the relay's 409/410 answers (docs/spec/README.md §5); group messages on sender keys
+(docs/spec/groups.md).
+
+Every encryption commits the advanced sessions before the request leaves, so a message key
+is never used twice even when a request fails and is retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cipherpost.protocol import (
+    SENDERKEY_TYPE,
+    PreKeyBundle,
+    ProtocolAddress,
+    UntrustedIdentity,
+    encrypt,
+    has_session,
+    process_prekey_bundle,
+)
+from cipherpost.protocol.sender_keys import (
+    create_distribution_message,
+    group_encrypt,
+)
+
+from . import content as codec
+from .api import (
+    RelayApi,
+    RelayError,
+)
+from .errors import ClientError, IdentityNotTrusted
+from .groups import (
+    Group,
+)
+from .options import ClientOptions
+from .proto.app_pb2 import (
+    Content,
+    DataMessage,
+    NullMessage,
+)
+from .socket import RelaySocket, SocketLost
+from .store.database import Store
+
+
+class Outbox:
+    """One device's sending side."""
+
+    def __init__(self, store: Store, api: RelayApi, account_id: str, device_id: int,
+                 options: ClientOptions, timestamp: Callable[[], int]) -> None:
+        self.store = store
+        self.api = api
+        self.account_id = account_id
+        self.device_id = device_id
+        self.options = options
+        self._timestamp = timestamp
+        #: The open WebSocket, while ``Client.listen`` runs.
+        self.socket: RelaySocket | None = None
+
+    def _now(self) -> int:
+        return self.options.clock()
+
+    @property
+    def address(self) -> ProtocolAddress:
+        return ProtocolAddress(self.account_id, self.device_id)
+
+    async def deliver(self, account: str, content: Content, timestamp: int,
+                       only_device: int | None = None,
+                       record: Callable[[], None] | None = None) -> list[int]:
+        """Encrypt ``content`` for every device of ``account`` (our own account: every
+        other device) and send; act on 409/410 and retry (spec §5). With ``only_device``
+        the other devices get a NullMessage (the relay takes only whole device lists).
+        Returns the devices it was delivered to."""
+        plaintext = codec.encode(content)
+        filler = codec.encode(Content(null_message=NullMessage()))
+        for _attempt in range(self.options.max_send_attempts):
+            devices = await self.devices_for(account)
+            if not devices or (only_device is not None and only_device not in devices):
+                if record is not None:
+                    with self.store.transaction():
+                        record()
+                return []
+            with self.store.transaction():
+                if record is not None:
+                    record()
+                    record = None
+                messages = [self.encrypt_for(ProtocolAddress(account, d),
+                                              plaintext if only_device in (None, d) else filler)
+                            for d in devices]
+            try:
+                await self.send_request(account, timestamp, messages)
+                return devices
+            except RelayError as exc:
+                if not await self.repair_device_list(account, exc):
+                    raise
+        raise ClientError(f"the device list of {account} kept changing; try again")
+
+    async def send_request(self, account: str, timestamp: int,
+                            messages: list[dict[str, Any]]) -> None:
+        """Over the open WebSocket when there is one (cheaper for the relay), else HTTP."""
+        socket = self.socket
+        if socket is not None and socket.open:
+            try:
+                await socket.send(account, timestamp, messages)
+                return
+            except SocketLost:
+                pass  # the same ciphertexts again over HTTP: a repeat is dropped as duplicate
+        await self.api.send(account, timestamp, messages)
+
+    async def repair_device_list(self, account: str, exc: RelayError) -> bool:
+        """Act on a 409 (missing/extra devices) or 410 (stale devices); False for any
+        other error. Returns True when the device list shrank or changed keys too."""
+        if exc.status == 409:
+            for device in exc.body.get("extra_devices", []):
+                self.store.delete_session(ProtocolAddress(account, int(device)))
+            for device in exc.body.get("missing_devices", []):
+                if not (account == self.account_id and device == self.device_id):
+                    await self.start_session(account, int(device))
+            return True
+        if exc.status == 410:
+            for device in exc.body.get("stale_devices", []):
+                self.store.delete_session(ProtocolAddress(account, int(device)))
+                await self.start_session(account, int(device))
+            return True
+        return False
+
+    async def devices_for(self, account: str) -> list[int]:
+        """The devices to encrypt for, starting sessions where none exists."""
+        devices = self.store.session_devices(account)
+        if account == self.account_id:
+            if not devices and self.store.get_meta("own_devices_checked") is None:
+                devices = [d["device_id"] for d in await self.api.devices()]
+                self.store.set_meta("own_devices_checked", "1")
+            devices = [d for d in devices if d != self.device_id]
+        elif not devices:
+            await self.start_sessions(await self.api.bundles(account), account)
+            devices = self.store.session_devices(account)
+        for device in devices:
+            if not has_session(self.store, ProtocolAddress(account, device), self._now() // 1000):
+                await self.start_session(account, device)
+        return [d for d in self.store.session_devices(account)
+                if account != self.account_id or d != self.device_id]
+
+    async def start_session(self, account: str, device: int) -> None:
+        try:
+            bundles = await self.api.bundles(account, device)
+        except RelayError as exc:
+            if exc.status == 404:  # the device is gone; a 409 will say so
+                self.store.delete_session(ProtocolAddress(account, device))
+                return
+            raise
+        await self.start_sessions(bundles, account)
+
+    async def start_sessions(self, bundles: Iterable[PreKeyBundle], account: str) -> None:
+        for bundle in bundles:
+            address = ProtocolAddress(account, bundle.device_id)
+            with self.store.transaction():
+                try:
+                    process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
+                                          now=self._now() // 1000)
+                except UntrustedIdentity:
+                    changed = self.store.save_identity(address, bundle.identity_key)
+                    record = self.store.identity_record(account)
+                    if changed and record is not None and not record.send_blocked:
+                        process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
+                                              now=self._now() // 1000)
+                        continue
+                    raise IdentityNotTrusted(account) from None
+
+    def encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
+        try:
+            message = encrypt(self.store, address, plaintext, now=self._now() // 1000)
+        except UntrustedIdentity:
+            raise IdentityNotTrusted(address.name) from None
+        return {"device_id": address.device_id,
+                "registration_id": self.registration_id(address),
+                "type": message.message_type,
+                "content": _b64(message.serialized)}
+
+    async def send_group_data(self, group: Group, data: DataMessage) -> None:
+        """One sender-key ciphertext for every member device (our sender key distributed
+        first where missing)."""
+        plaintext = codec.encode(Content(data=data))
+        for _attempt in range(self.options.max_send_attempts):
+            distribution = await self.distribute_sender_key(group)
+            with self.store.transaction():
+                ciphertext = group_encrypt(self.store, self.address, distribution, plaintext,
+                                           rng=os.urandom)
+            if await self.send_to_members(group, ciphertext, data.timestamp):
+                return
+        raise ClientError("the group's device lists kept changing; try again")
+
+    async def distribute_sender_key(self, group: Group) -> uuid.UUID:
+        """Our current sending chain for the group (a new one after a rotation), its
+        distribution message sent to every member device that lacks it."""
+        distribution, rotate = self.store.group_distribution(group.id)
+        if distribution is None or rotate:
+            distribution = uuid.uuid4()
+            with self.store.transaction():
+                self.store.set_group_distribution(group.id, distribution)
+        with self.store.transaction():
+            skdm = create_distribution_message(self.store, self.address, distribution,
+                                               rng=os.urandom)
+        content = Content(sender_key_distribution=skdm.serialized, sender_key_group=group.id)
+        for account in sorted(set(group.members) - {self.account_id}):
+            devices = await self.devices_for(account)
+            if set(devices) - self.store.key_sent_devices(group.id, distribution, account):
+                reached = await self.deliver(account, content, self._timestamp())
+                with self.store.transaction():
+                    self.store.mark_key_sent(group.id, distribution, account, reached)
+        return distribution
+
+    async def send_to_members(self, group: Group, ciphertext: bytes, timestamp: int) -> bool:
+        """Queue the sender-key ciphertext for every device of every other member; False
+        when a member's device list shrank or changed (then the chain must rotate)."""
+        for account in sorted(set(group.members) - {self.account_id}):
+            for _attempt in range(self.options.max_send_attempts):
+                messages = [{"device_id": d,
+                             "registration_id": self.registration_id(ProtocolAddress(account, d)),
+                             "type": SENDERKEY_TYPE, "content": _b64(ciphertext)}
+                            for d in self.store.session_devices(account)]
+                try:
+                    await self.send_request(account, timestamp, messages)
+                    break
+                except RelayError as exc:
+                    if not await self.repair_device_list(account, exc):
+                        raise
+                    if exc.status == 410 or exc.body.get("extra_devices"):
+                        with self.store.transaction():
+                            self.store.rotate_group_key(group.id)
+                        return False
+                    await self.distribute_sender_key(group)  # new devices need our key
+            else:
+                raise ClientError(f"the device list of {account} kept changing; try again")
+        return True
+
+    def registration_id(self, address: ProtocolAddress) -> int:
+        record = self.store.load_session(address)
+        if record is None or record.current is None:
+            return 0
+        return record.current.remote_registration_id
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
