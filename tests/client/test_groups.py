@@ -104,3 +104,32 @@ def test_group_of_four(tmp_path: Path, relay: ThreadedRelay) -> None:
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_new_member_device_rotates_and_reads(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            group = await alice.create_group("two", ["bob"])
+            await bob.receive()
+            await alice.send_text(group.id, "first")
+            await bob.receive()
+            before, _ = alice.store.group_distribution(group.id)
+            bob2 = await devices.link(bob, "bob laptop")
+            await bob.receive()
+            # Bob's new device is unknown to Alice: the relay answers 409, Alice's chain
+            # rotates, and the new device gets the new chain with the message.
+            await alice.send_text(group.id, "second")
+            after, _ = alice.store.group_distribution(group.id)
+            assert before is not None and after is not None and after != before
+            assert [(e.conversation, e.text) for e in await bob.receive()
+                    if isinstance(e, ev.Message)] == [(group.conversation, "second")]
+            # bob2 has no group state yet (it joined after the group was made), so it
+            # reports the message as for a group it does not share, never shows it.
+            got = await bob2.receive()
+            assert not [e for e in got if isinstance(e, ev.Message)]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

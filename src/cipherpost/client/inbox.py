@@ -263,8 +263,10 @@ class Inbox:
 
     def save_group(self, current: Group | None, new: Group) -> None:
         self.store.save_group(new.id, new.state_bytes)
-        if current is not None and set(current.members) - set(new.members):
-            self.store.rotate_group_key(new.id)  # a removed member must not read on
+        if current is not None and set(current.members) != set(new.members):
+            # A removed member must not read on; any change of membership starts a new
+            # chain (docs/spec/groups.md).
+            self.store.rotate_group_key(new.id)
 
     def group(self, group_id: bytes) -> Group | None:
         """The group state this device holds, if any."""
