@@ -126,6 +126,7 @@ def main() -> None:
         env = {**os.environ, "CIPHERPOST_DATABASE_URL": f"sqlite:///{workdir}/relay.db",
                "CIPHERPOST_ATTACHMENT_DIR": str(workdir / "blobs"),
                "CIPHERPOST_RATE_MESSAGES_PER_PAIR": "1000000/100000",
+               "CIPHERPOST_RATE_REGISTER_PER_IP": "1000/100",
                "CIPHERPOST_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen([sys.executable, "-m", "cipherpost.server", "--port", str(port)],
                                 env=env)
