@@ -1,4 +1,5 @@
-"""Long absences, lost group keys, and the OS-keyring key source."""
+"""Long absences, lost group keys, a directory that disagrees with the device, and the
+OS-keyring key source."""
 
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def test_lost_group_key_is_repaired_by_a_resend(tmp_path: Path, relay: ThreadedR
             got = [e for e in await bob.receive() if isinstance(e, ev.Message)]
             assert [(m.conversation, m.text) for m in got] == [(group.conversation, "two")]
             assert [h.text for h in bob.history(group.conversation)] == ["one", "two"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_directory_out_of_step_is_republished(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            # Bob's device lost its one-time prekeys (a restored backup) but the relay still
+            # hands them out: Alice's first message names a key Bob no longer has.
+            bob.store._db.execute("DELETE FROM prekeys")
+            sent = await alice.send_text("bob", "hello")
+            failed = [e for e in await bob.receive() if isinstance(e, ev.DecryptionFailed)]
+            assert [(f.timestamp, f.reason) for f in failed] == [(sent, "invalid_prekey_id")]
+            # The republish replaced every one-time key the relay held for Bob.
+            assert await bob.api.key_counts() == (bob.options.keys.one_time_batch,
+                                                  bob.options.keys.kyber_batch)
+            for _ in range(3):  # every bundle handed out now names a key Bob holds
+                bundle = (await alice.api.bundles(bob.account_id, 1))[0]
+                assert bundle.pre_key_id is not None
+                bob.store.get_pre_key(bundle.pre_key_id)
+                bob.store.get_kyber_pre_key(bundle.kyber_pre_key_id)
+            await alice.receive()
+            assert [e.text for e in await bob.receive() if isinstance(e, ev.Message)] == \
+                ["hello"]
         finally:
             await devices.close()
 

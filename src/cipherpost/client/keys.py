@@ -129,13 +129,15 @@ async def maintain(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) 
 
 async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) -> None:
     """Repair a directory that disagrees with the local keys (after a server restore, or
-    keys lost on either side): publish a fresh complete set."""
+    keys lost on either side): publish a fresh complete set, replacing every one-time key
+    the relay still holds."""
     with store.transaction():
         body = {
             "signed_prekey": make_signed(store, now_ms),
             "last_resort_kyber_prekey": make_last_resort(store, now_ms),
             "one_time_prekeys": make_one_time(store, policy.one_time_batch),
             "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms),
+            "replace_one_time": True,
         }
         store.set_meta("keys_rotated_at", str(now_ms))
     await api.upload_keys(body)

@@ -88,7 +88,8 @@ def parse_keys(identity: PublicKey, body: KeysIn) -> KeyUpload:
     if len({k.key_id for k in one_time}) != len(one_time) or \
             len({k.key_id for k in kyber}) != len(kyber):
         raise bad_request("duplicate key ids in one upload")
-    return KeyUpload(signed, last_resort, one_time, kyber)
+    return KeyUpload(signed, last_resort, one_time, kyber,
+                     replace_one_time=body.replace_one_time)
 
 
 @router.put("", status_code=204, summary="Upload prekeys of the calling device")

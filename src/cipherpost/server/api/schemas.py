@@ -32,6 +32,9 @@ class KeysIn(Strict):
     last_resort_kyber_prekey: SignedKeyIn | None = None
     one_time_prekeys: list[OneTimeKeyIn] = Field(default_factory=list, max_length=MAX_KEYS)
     kyber_prekeys: list[SignedKeyIn] = Field(default_factory=list, max_length=MAX_KEYS)
+    replace_one_time: bool = Field(
+        default=False, description="drop this device's remaining one-time keys (EC and "
+        "Kyber) before adding the uploaded ones (a device repairing its directory entry)")
 
 
 class DeviceKeysIn(KeysIn):

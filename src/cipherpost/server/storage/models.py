@@ -30,6 +30,9 @@ class KeyUpload:
     last_resort_kyber: SignedKey | None = None
     one_time_prekeys: tuple[OneTimeKey, ...] = ()
     kyber_prekeys: tuple[SignedKey, ...] = ()
+    #: Drop the device's remaining one-time keys (EC and Kyber) before adding these: a
+    #: device that lost its private halves repairs the directory this way.
+    replace_one_time: bool = False
 
 
 @dataclass(frozen=True)

@@ -305,6 +305,10 @@ class Storage:
             conn.execute(insert(kyber_prekeys).values(
                 account_id=account_id, device_id=device_id, key_id=k.key_id, last_resort=True,
                 public_key=k.public_key, signature=k.signature))
+        if keys.replace_one_time:
+            conn.execute(delete(one_time_prekeys).where(*_device(one_time_prekeys, *where)))
+            conn.execute(delete(kyber_prekeys).where(*_device(kyber_prekeys, *where),
+                                                     kyber_prekeys.c.last_resort.is_(False)))
         if keys.one_time_prekeys:
             _upsert_many(conn, one_time_prekeys, account_id, device_id, [
                 {"key_id": k.key_id, "public_key": k.public_key} for k in keys.one_time_prekeys])
