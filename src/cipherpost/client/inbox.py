@@ -17,6 +17,7 @@ from cipherpost.protocol import (
     SENDERKEY_TYPE,
     WHISPER_TYPE,
     DuplicatedMessage,
+    IdentityKeyPair,
     ProtocolAddress,
     ProtocolError,
     decrypt,
@@ -45,6 +46,7 @@ from .proto.app_pb2 import (
     GroupChange,
     ReceiptMessage,
     SignedGroupChange,
+    SyncMessage,
     TypingMessage,
 )
 from .store.database import Store
@@ -160,6 +162,8 @@ class Inbox:
             elif kind == "device_added":
                 events.append(ev.DeviceAdded(sync.device_added.device_id,
                                              sync.device_added.name))
+            elif kind == "identity_reset":
+                self._apply_identity_reset(sync.identity_reset, events, follow_ups)
         elif body == "receipt":
             read = content.receipt.type == ReceiptMessage.TYPE_READ
             if not read or self.options.read_receipts:
@@ -260,6 +264,25 @@ class Inbox:
         events.append(ev.GroupUpdated(new.id, new.revision, new.title,
                                       tuple(sorted(new.members)), author,
                                       removed=not new.is_member(self.account_id)))
+
+    def _apply_identity_reset(self, reset: SyncMessage.IdentityReset, events: list[ev.Event],
+                              follow_ups: list[FollowUp]) -> None:
+        """Another of our devices reset the account's identity (the relay already holds the
+        new public key): adopt the new key pair, start new sessions with contacts, and
+        publish new prekeys (a follow-up)."""
+        try:
+            identity = IdentityKeyPair.deserialize(reset.identity_key_pair)
+        except ProtocolError:
+            events.append(ev.Unsupported(self.account_id, 0, "a malformed identity reset"))
+            return
+        if not 1 <= reset.registration_id <= 16380:
+            events.append(ev.Unsupported(self.account_id, 0, "a malformed identity reset"))
+            return
+        self.store.set_identity(identity, reset.registration_id)
+        self.store.trust_identity(self.account_id, identity.public, verified=True)
+        self.store.forget_sessions()
+        follow_ups.append(FollowUp("republish", self.account_id, None, 0))
+        events.append(ev.IdentityChanged(self.account_id, send_blocked=False))
 
     def save_group(self, current: Group | None, new: Group) -> None:
         self.store.save_group(new.id, new.state_bytes)

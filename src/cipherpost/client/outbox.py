@@ -70,11 +70,14 @@ class Outbox:
 
     async def deliver(self, account: str, content: Content, timestamp: int,
                        only_device: int | None = None,
-                       record: Callable[[], None] | None = None) -> list[int]:
+                       record: Callable[[], None] | None = None,
+                       registration_ids: dict[int, int] | None = None) -> list[int]:
         """Encrypt ``content`` for every device of ``account`` (our own account: every
         other device) and send; act on 409/410 and retry (spec §5). With ``only_device``
         the other devices get a NullMessage (the relay takes only whole device lists).
-        Returns the devices it was delivered to."""
+        ``registration_ids`` overrides what the sessions say (right after an identity
+        reset, which gave every device of ours a new one). Returns the devices it was
+        delivered to."""
         plaintext = codec.encode(content)
         filler = codec.encode(Content(null_message=NullMessage()))
         for _attempt in range(self.options.max_send_attempts):
@@ -84,13 +87,24 @@ class Outbox:
                     with self.store.transaction():
                         record()
                 return []
-            with self.store.transaction():
-                if record is not None:
-                    record()
-                    record = None
-                messages = [self.encrypt_for(ProtocolAddress(account, d),
-                                              plaintext if only_device in (None, d) else filler)
-                            for d in devices]
+            try:
+                with self.store.transaction():
+                    if record is not None:
+                        record()
+                    messages = [self.encrypt_for(ProtocolAddress(account, d),
+                                                  plaintext if only_device in (None, d)
+                                                  else filler)
+                                for d in devices]
+            except _StaleSession as stale:
+                # A session made under a key the contact has since replaced (and the user
+                # accepted): start a new one from a fresh bundle.
+                self.store.delete_session(stale.address)
+                await self.start_session(account, stale.address.device_id)
+                continue
+            record = None
+            for message in messages:
+                if registration_ids and message["device_id"] in registration_ids:
+                    message["registration_id"] = registration_ids[message["device_id"]]
             try:
                 await self.send_request(account, timestamp, messages)
                 return devices
@@ -156,25 +170,37 @@ class Outbox:
         await self.start_sessions(bundles, account)
 
     async def start_sessions(self, bundles: Iterable[PreKeyBundle], account: str) -> None:
+        """Sessions from fetched bundles. A bundle with another identity key than the one
+        we know records the change (so the safety number shows it) and, unless the policy
+        accepts changes, stops here.
+
+        Raises:
+            IdentityNotTrusted: the contact's key changed and the user has not accepted it.
+        """
         for bundle in bundles:
             address = ProtocolAddress(account, bundle.device_id)
+            blocked = False
             with self.store.transaction():
                 try:
                     process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
                                           now=self._now() // 1000)
                 except UntrustedIdentity:
-                    changed = self.store.save_identity(address, bundle.identity_key)
+                    self.store.save_identity(address, bundle.identity_key)
                     record = self.store.identity_record(account)
-                    if changed and record is not None and not record.send_blocked:
+                    blocked = record is None or record.send_blocked
+                    if not blocked:
                         process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
                                               now=self._now() // 1000)
-                        continue
-                    raise IdentityNotTrusted(account) from None
+            if blocked:
+                raise IdentityNotTrusted(account)
 
     def encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
         try:
             message = encrypt(self.store, address, plaintext, now=self._now() // 1000)
         except UntrustedIdentity:
+            record = self.store.identity_record(address.name)
+            if record is not None and not record.send_blocked:
+                raise _StaleSession(address) from None
             raise IdentityNotTrusted(address.name) from None
         return {"device_id": address.device_id,
                 "registration_id": self.registration_id(address),
@@ -238,6 +264,14 @@ class Outbox:
         if record is None or record.current is None:
             return 0
         return record.current.remote_registration_id
+
+
+class _StaleSession(Exception):
+    """A session whose remote identity is no longer the (accepted) key of its account."""
+
+    def __init__(self, address: ProtocolAddress) -> None:
+        super().__init__(str(address))
+        self.address = address
 
 
 def _b64(data: bytes) -> str:

@@ -490,6 +490,31 @@ class SyncMessage(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     @_typing.final
+    class IdentityReset(_message.Message):
+        """The account's identity key was reset on another device (after a compromise): the
+        new identity key pair and this device's new registration id. Sent only after the
+        relay accepted the new key; the receiving device publishes new prekeys under it.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        IDENTITY_KEY_PAIR_FIELD_NUMBER: _builtins.int
+        REGISTRATION_ID_FIELD_NUMBER: _builtins.int
+        identity_key_pair: _builtins.bytes
+        registration_id: _builtins.int
+        def __init__(
+            self,
+            *,
+            identity_key_pair: _builtins.bytes = ...,
+            registration_id: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_key_pair", b"identity_key_pair", "registration_id", b"registration_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class Verified(_message.Message):
         """The user verified (or un-verified) a contact's safety number on another device."""
 
@@ -533,6 +558,7 @@ class SyncMessage(_message.Message):
     READ_FIELD_NUMBER: _builtins.int
     DEVICE_ADDED_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
+    IDENTITY_RESET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sent(self) -> Global___SyncMessage.Sent: ...
     @_builtins.property
@@ -541,6 +567,8 @@ class SyncMessage(_message.Message):
     def device_added(self) -> Global___SyncMessage.DeviceAdded: ...
     @_builtins.property
     def verified(self) -> Global___SyncMessage.Verified: ...
+    @_builtins.property
+    def identity_reset(self) -> Global___SyncMessage.IdentityReset: ...
     def __init__(
         self,
         *,
@@ -548,12 +576,13 @@ class SyncMessage(_message.Message):
         read: Global___SyncMessage.Read | None = ...,
         device_added: Global___SyncMessage.DeviceAdded | None = ...,
         verified: Global___SyncMessage.Verified | None = ...,
+        identity_reset: Global___SyncMessage.IdentityReset | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["sent", "read", "device_added", "verified"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["sent", "read", "device_added", "verified", "identity_reset"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -432,6 +432,12 @@ class Store:
         self._db.execute("DELETE FROM sessions WHERE account = ? AND device = ?",
                          (address.name, address.device_id))
 
+    def forget_sessions(self) -> None:
+        """Drop every session and rotate every group chain (after an identity reset: new
+        sessions carry the new identity key, to contacts and our own devices alike)."""
+        self._db.execute("DELETE FROM sessions")
+        self._db.execute("UPDATE groups SET rotate = 1")
+
     def session_devices(self, account: str) -> list[int]:
         return [int(r[0]) for r in self._db.execute(
             "SELECT device FROM sessions WHERE account = ? ORDER BY device", (account,))]

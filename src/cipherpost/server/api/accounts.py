@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..auth import hash_secret, make_token, new_secret
 from ..errors import ApiError, bad_request, not_found
-from ..storage.models import NewDevice, TooManyDevices, UsernameTaken
+from ..storage.models import DeviceMismatch, NewDevice, TooManyDevices, UsernameTaken
 from .deps import DeviceDep, RelayDep, b64, client_ip
 from .keys import parse_identity, parse_keys
 from .schemas import (
@@ -18,6 +18,7 @@ from .schemas import (
     CredentialsOut,
     DeviceKeysIn,
     DeviceOut,
+    IdentityResetIn,
     LinkCodeOut,
     LinkDeviceIn,
     RegisterIn,
@@ -66,6 +67,25 @@ async def set_username(body: UsernameIn, relay: RelayDep, device: DeviceDep) -> 
         await relay.storage.set_username(device.account_id, body.username, relay.now_ms())
     except UsernameTaken:
         raise ApiError(409, "username_taken", "that username is taken") from None
+
+
+@router.put("/v1/accounts/me/identity", status_code=204,
+            summary="Reset the account's identity key (after a compromise)",
+            responses={409: {"description": "registration_ids must name every device"}})
+async def reset_identity(body: IdentityResetIn, relay: RelayDep, device: DeviceDep) -> None:
+    relay.limit("prekeys", device.account_id)
+    identity = parse_identity(body.identity_key)
+    keys = parse_keys(identity, body)
+    registration_ids = {r.device_id: r.registration_id for r in body.registration_ids}
+    if len(registration_ids) != len(body.registration_ids):
+        raise bad_request("one registration id per device")
+    try:
+        await relay.storage.reset_identity(device.account_id, device.device_id,
+                                           identity.serialize(), registration_ids, keys,
+                                           relay.now_ms())
+    except DeviceMismatch as exc:
+        raise ApiError(409, "device_mismatch", "registration_ids must name every device",
+                       missing_devices=exc.missing, extra_devices=exc.extra) from None
 
 
 @router.get("/v1/usernames/{username}", summary="Find an account by username")

@@ -47,6 +47,21 @@ class DeviceKeysIn(KeysIn):
     last_resort_kyber_prekey: SignedKeyIn
 
 
+class RegistrationIdIn(Strict):
+    device_id: int = Field(ge=1, le=127)
+    registration_id: int = Field(ge=1, le=16380)
+
+
+class IdentityResetIn(KeysIn):
+    """A new identity key for the account, with the calling device's complete key set
+    under it and a new registration id for every device of the account."""
+
+    identity_key: str = Field(max_length=64)
+    registration_ids: list[RegistrationIdIn] = Field(min_length=1, max_length=127)
+    signed_prekey: SignedKeyIn
+    last_resort_kyber_prekey: SignedKeyIn
+
+
 class RegisterIn(DeviceKeysIn):
     username: str | None = Field(default=None, min_length=3, max_length=32,
                                  pattern=r"^[a-z0-9_][a-z0-9_.]*$")
