@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import threading
-import os
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -32,7 +32,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from .engine import Database
-from .group import GroupCommit
 from .models import (
     Account,
     Bundle,
@@ -61,8 +60,6 @@ from .schema import (
     signed_prekeys,
 )
 
-#: A queued message: its destination device and the envelope it is delivered as.
-Queued = tuple[int, Envelope]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -96,8 +93,6 @@ class Storage:
         self._readers = ThreadPoolExecutor(db.reader_threads,
                                            thread_name_prefix="cipherpost-db-reader")
 
-        self._group = GroupCommit(self._writer,
-                                  lambda: self._raw(self.db.writer, write=True))
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._raw_connections: list[Any] = []
@@ -414,26 +409,54 @@ class Storage:
 
     # -- messages --------------------------------------------------------------------------
 
+    @writes
     def enqueue(self, account_id: str, outgoing: Sequence[OutgoingMessage], *,
-                sender: tuple[str, int] | None, exclude_device: int | None,
-                client_timestamp: int, now: int, ttl: int, byte_budget: int,
-                on_commit: Callable[[list[Queued]], None] | None = None,
-                ) -> asyncio.Future[list[Queued]]:
-        """Queue one ciphertext per destination device, atomically, in the next group
-        commit. The future gives ``(device_id, envelope)`` pairs of what was queued;
-        ``on_commit`` gets them on the event loop right after the commit, in commit order.
+                      sender: tuple[str, int] | None, exclude_device: int | None,
+                      client_timestamp: int, now: int, ttl: int,
+                      byte_budget: int) -> list[tuple[int, int]]:
+        """Queue one ciphertext per destination device, atomically.
 
         ``exclude_device`` is the sender's own device when it writes to its own account.
+        Returns ``(device_id, seq)`` pairs of what was queued.
 
-        Raises (through the future):
+        Raises:
             LookupError: the account does not exist.
             DeviceMismatch: the set of devices differs from the account's.
             StaleDevices: a registration id differs (the device was re-installed).
             QueueFull: a destination queue is over its byte budget.
         """
-        return self._group.submit(functools.partial(
-            _enqueue, account_id, outgoing, sender, exclude_device, client_timestamp, now,
-            ttl, byte_budget), on_commit)
+        with self._raw(self.db.writer, write=True) as cur:
+            rows = cur.execute("SELECT device_id, registration_id, queued_bytes FROM devices "
+                               "WHERE account_id = ?", (account_id,)).fetchall()
+            if not rows:
+                raise LookupError(account_id)
+            current = {r[0]: r for r in rows if r[0] != exclude_device}
+            given = {m.device_id: m for m in outgoing}
+            missing = sorted(set(current) - set(given))
+            extra = sorted(set(given) - set(current))
+            if missing or extra:
+                raise DeviceMismatch(missing, extra)
+            stale = sorted(d for d, m in given.items() if current[d][1] != m.registration_id)
+            if stale:
+                raise StaleDevices(stale)
+            full = sorted(d for d, m in given.items()
+                          if current[d][2] + len(m.content) > byte_budget)
+            if full:
+                raise QueueFull(full)
+            queued = []
+            sender_account, sender_device = sender if sender else (None, None)
+            for m in outgoing:
+                cur.execute(
+                    "INSERT INTO messages (guid, account_id, device_id, sender_account_id, "
+                    "sender_device_id, type, content, client_timestamp, server_timestamp, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (str(uuid.uuid4()), account_id, m.device_id, sender_account, sender_device,
+                     m.type, m.content, client_timestamp, now, now + ttl * 1000))
+                queued.append((m.device_id, int(cur.lastrowid)))
+                cur.execute("UPDATE devices SET queued_bytes = queued_bytes + ? "
+                            "WHERE account_id = ? AND device_id = ?",
+                            (len(m.content), account_id, m.device_id))
+        return queued
 
     @reads
     def fetch(self, account_id: str, device_id: int, after_seq: int,
@@ -447,12 +470,24 @@ class Storage:
                 (account_id, device_id, after_seq, limit)).fetchall()
         return [Envelope(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
 
-    def acknowledge(self, account_id: str, device_id: int,
-                    guids: Iterable[str]) -> asyncio.Future[int]:
-        """Delete acknowledged messages in the next group commit; the future gives how
-        many existed."""
-        return self._group.submit(functools.partial(_acknowledge, account_id, device_id,
-                                                    list(guids)))
+    @writes
+    def acknowledge(self, account_id: str, device_id: int, guids: Iterable[str]) -> int:
+        """Delete acknowledged messages; return how many existed."""
+        guid_list = list(guids)
+        if not guid_list:
+            return 0
+        marks = ",".join("?" * len(guid_list))
+        with self._raw(self.db.writer, write=True) as cur:
+            rows = cur.execute(
+                f"DELETE FROM messages WHERE account_id = ? AND device_id = ? "  # noqa: S608
+                f"AND guid IN ({marks}) RETURNING length(content)",
+                (account_id, device_id, *guid_list)).fetchall()
+            freed = sum(int(r[0]) for r in rows)
+            if freed:
+                cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
+                            "WHERE account_id = ? AND device_id = ?",
+                            (freed, account_id, device_id))
+        return len(rows)
 
     @writes
     def expire(self, now: int) -> int:
@@ -524,68 +559,3 @@ def _audit(conn: Connection, now: int, account_id: str, device_id: int | None,
                  event: str) -> None:
     conn.execute(insert(audit_log).values(at=now, account_id=account_id,
                                                 device_id=device_id, event=event))
-
-
-def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
-             sender: tuple[str, int] | None, exclude_device: int | None,
-             client_timestamp: int, now: int, ttl: int, byte_budget: int,
-             cur: Any) -> list[Queued]:
-    rows = cur.execute("SELECT device_id, registration_id, queued_bytes FROM devices "
-                       "WHERE account_id = ?", (account_id,)).fetchall()
-    if not rows:
-        raise LookupError(account_id)
-    current = {r[0]: r for r in rows if r[0] != exclude_device}
-    given = {m.device_id: m for m in outgoing}
-    if len(given) != len(current) or given.keys() != current.keys():
-        raise DeviceMismatch(sorted(set(current) - set(given)),
-                             sorted(set(given) - set(current)))
-    stale = sorted(d for d, m in given.items() if current[d][1] != m.registration_id)
-    if stale:
-        raise StaleDevices(stale)
-    full = sorted(d for d, m in given.items() if current[d][2] + len(m.content) > byte_budget)
-    if full:
-        raise QueueFull(full)
-    queued = []
-    sender_account, sender_device = sender if sender else (None, None)
-    expires_at = now + ttl * 1000
-    for m, guid in zip(outgoing, new_guids(len(outgoing)), strict=True):
-        cur.execute(
-            "INSERT INTO messages (guid, account_id, device_id, sender_account_id, "
-            "sender_device_id, type, content, client_timestamp, server_timestamp, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (guid, account_id, m.device_id, sender_account, sender_device, m.type, m.content,
-             client_timestamp, now, expires_at))
-        queued.append((m.device_id, Envelope(int(cur.lastrowid), guid, sender_account,
-                                             sender_device, m.type, m.content,
-                                             client_timestamp, now)))
-        cur.execute("UPDATE devices SET queued_bytes = queued_bytes + ? "
-                    "WHERE account_id = ? AND device_id = ?",
-                    (len(m.content), account_id, m.device_id))
-    return queued
-
-
-def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) -> int:
-    if not guids:
-        return 0
-    marks = ",".join("?" * len(guids))
-    rows = cur.execute(
-        f"DELETE FROM messages WHERE account_id = ? AND device_id = ? "  # noqa: S608
-        f"AND guid IN ({marks}) RETURNING length(content)",
-        (account_id, device_id, *guids)).fetchall()
-    freed = sum(int(r[0]) for r in rows)
-    if freed:
-        cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
-                    "WHERE account_id = ? AND device_id = ?", (freed, account_id, device_id))
-    return len(rows)
-
-
-def new_guids(n: int) -> list[str]:
-    """``n`` random UUIDv4 strings from one read of the OS's random source."""
-    raw = bytearray(os.urandom(16 * n))
-    out = []
-    for i in range(0, 16 * n, 16):
-        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
-        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
-        h = raw[i:i + 16].hex()
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
