@@ -145,3 +145,21 @@ def test_groups_and_files(tmp_path: Path, relay: ThreadedRelay) -> None:
     assert code == 0
     code, stdout, _ = invoke(homes["cat"], "--json", "receive")
     assert any(json.loads(line).get("removed") for line in stdout.splitlines())
+
+
+def test_reset_identity_command(tmp_path: Path, relay: ThreadedRelay) -> None:
+    home, friend = tmp_path / "gil", tmp_path / "hal"
+    assert invoke(home, "register", "--server", relay.url, "--username", "gil")[0] == 0
+    assert invoke(friend, "register", "--server", relay.url, "--username", "hal")[0] == 0
+    assert invoke(home, "send", "hal", "hello")[0] == 0
+    assert invoke(friend, "receive")[0] == 0
+    before = json.loads(invoke(friend, "--json", "safety-number", "gil")[1])["safety_number"]
+    code, stdout, _ = invoke(home, "reset-identity", "--yes")
+    assert code == 0 and "replaced" in stdout
+    code, _, stderr = invoke(friend, "send", "gil", "still there?")
+    assert code == 6 and "trust" in stderr                 # blocked until accepted
+    after = json.loads(invoke(friend, "--json", "safety-number", "gil")[1])["safety_number"]
+    assert after != before
+    assert invoke(friend, "trust", "gil")[0] == 0
+    assert invoke(friend, "send", "gil", "still there?")[0] == 0
+    assert "still there?" in invoke(home, "receive")[1]

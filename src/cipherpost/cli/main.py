@@ -445,6 +445,19 @@ async def trust(ctx: Context, client: Client, contact: str) -> None:
              f"Accepted {contact}'s current key; verify it when you can.")
 
 
+@cli.command("reset-identity")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_with_client
+async def reset_identity(ctx: Context, client: Client, yes: bool) -> None:
+    """Replace your identity key on all your devices (after a compromise). Every contact
+    will see your safety number change and must accept it."""
+    if not yes and not click.confirm("Reset your identity key? Every contact will see a "
+                                     "new safety number"):
+        raise click.Abort()
+    await client.reset_identity()
+    ctx.emit({"identity_reset": True}, "Your identity key was replaced on all your devices.")
+
+
 def _name(client: Client, account: str) -> str:
     if account == client.account_id:
         return "you"
