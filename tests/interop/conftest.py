@@ -7,10 +7,30 @@ from collections.abc import Iterator
 
 import pytest
 
-from .peers import PeerClient, node_available, node_peer, python_peer
+from .peers import (
+    PeerClient,
+    node_available,
+    node_peer,
+    python_peer,
+    typescript_available,
+    typescript_peer,
+)
 
 IMPLEMENTATIONS = ["python", "libsignal"]
-DIRECTIONS = [(a, b) for a in IMPLEMENTATIONS for b in IMPLEMENTATIONS]
+# Python and libsignal each initiating to each, then the TypeScript core (web/) with
+# each of them, both ways. TypeScript with itself is covered by its own unit tests.
+DIRECTIONS = [(a, b) for a in IMPLEMENTATIONS for b in IMPLEMENTATIONS] + [
+    ("typescript", "python"), ("python", "typescript"),
+    ("typescript", "libsignal"), ("libsignal", "typescript"),
+]
+
+
+def _require_typescript() -> None:
+    if not typescript_available():
+        if os.environ.get("CIPHERPOST_SKIP_TYPESCRIPT") == "1":
+            pytest.skip("TypeScript peer not installed (CIPHERPOST_SKIP_TYPESCRIPT=1)")
+        pytest.fail("TypeScript peer is not installed: run `make test` "
+                    "(or `cd web && npm ci`)")
 
 
 def _require_node() -> None:
@@ -32,6 +52,9 @@ def peers() -> Iterator[dict[str, PeerClient]]:
             elif key == "libsignal":
                 _require_node()
                 client = node_peer()
+            elif key == "typescript":
+                _require_typescript()
+                client = typescript_peer()
             else:
                 raise KeyError(key)
             self[key] = client

@@ -1,8 +1,9 @@
 """Drive JSON-lines peers (shared/interop/PEER.md) from tests.
 
-A :class:`PeerClient` talks to one peer process: the Python peer (our console script) or
-the libsignal reference peer (Node, ``interop/libsignal-peer``). Requests can be
-pipelined (:meth:`PeerClient.call_many`), which keeps long scenarios fast.
+A :class:`PeerClient` talks to one peer process: the Python peer (our console script),
+the libsignal reference peer (Node, ``interop/libsignal-peer``) or the TypeScript peer
+(Node, ``web/``, the browser client's protocol core). Requests can be pipelined
+(:meth:`PeerClient.call_many`), which keeps long scenarios fast.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PEER = ROOT / "interop" / "libsignal-peer" / "peer.js"
+TS_PEER = ROOT / "web" / "bin" / "cipherpost-ts-peer.mjs"
 
 Json = dict[str, Any]
 
@@ -130,6 +132,15 @@ def node_available() -> bool:
 
 def node_peer() -> PeerClient:
     return PeerClient("libsignal", ["node", str(NODE_PEER)])
+
+
+def typescript_available() -> bool:
+    return shutil.which("node") is not None and (
+        ROOT / "web" / "node_modules" / "tsx").exists()
+
+
+def typescript_peer() -> PeerClient:
+    return PeerClient("typescript", ["node", str(TS_PEER)])
 
 
 _actor_counter = itertools.count(1)

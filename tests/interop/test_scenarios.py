@@ -1,8 +1,11 @@
 """Conformance scenarios (digest §10, PEER.md) between every pair of implementations.
 
-Each test runs in four directions: python->python, python->libsignal, libsignal->python
+Each test runs in eight directions: python->python, python->libsignal, libsignal->python
 and libsignal->libsignal (the last checks the scenario's own expectations against
-libsignal). The left side initiates: it processes the right side's bundle.
+libsignal), then typescript->python, python->typescript, typescript->libsignal and
+libsignal->typescript (the browser client's protocol core, web/). The left side
+initiates: it processes the right side's bundle. A failure's test id names the scenario
+and the direction, e.g. ``test_basic_session[typescript->libsignal-one-time]``.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def test_basic_session(pair: tuple[PeerClient, PeerClient], one_time: bool) -> N
         state = actor.has_session(remote)
         assert state["has_session"] is True
         assert state["session_version"] == 4
-    # With a Python side (no SPQR yet) libsignal downgrades: no field 5 after the reply.
-    downgraded = "python" in (pair[0].name, pair[1].name)
+    # With a Python or TypeScript side (no SPQR yet) libsignal downgrades: no field 5
+    # after the reply.
+    downgraded = bool({"python", "typescript"} & {pair[0].name, pair[1].name})
     for i in range(3):
         message = alice.encrypt(bob, f"m{i}".encode())
         assert message[0] == "whisper"
@@ -531,7 +535,7 @@ def test_mlkem_bundles(pair: tuple[PeerClient, PeerClient]) -> None:
 # -- the peer itself ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", ["python", "libsignal"])
+@pytest.mark.parametrize("impl", ["python", "libsignal", "typescript"])
 def test_malformed_requests(peers: dict[str, PeerClient], impl: str) -> None:
     peer = peers[impl]
     actor = Actor(peer, _name("solo"))
