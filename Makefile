@@ -9,8 +9,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PEER_DIR := interop/libsignal-peer
 PEER_STAMP := $(PEER_DIR)/node_modules/.installed
+WEB_DIR := web
+WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 
-.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz clean system-deps
+.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz clean system-deps web
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs); data lives in ./data.
 run: $(STAMP)
@@ -19,11 +21,16 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
-test: $(STAMP) $(PEER_STAMP)
+test: $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	cd $(WEB_DIR) && npm run --silent typecheck && npm test --silent
 	$(PY) -m pytest -n 2 -q
+
+# The TypeScript protocol core alone: type check and unit tests.
+web: $(WEB_STAMP)
+	cd $(WEB_DIR) && npm run --silent typecheck && npm test --silent
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
@@ -34,7 +41,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not interop"
 
-interop: $(STAMP) $(PEER_STAMP)
+interop: $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
 	$(PY) -m pytest -q tests/interop
 
 bench: $(STAMP) $(PEER_STAMP)
@@ -70,5 +77,10 @@ $(PEER_STAMP): $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
 	cd $(PEER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(PEER_STAMP)
 
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory system-deps
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
 clean:
-	rm -rf $(VENV) $(PEER_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEER_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
