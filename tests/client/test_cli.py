@@ -163,3 +163,30 @@ def test_reset_identity_command(tmp_path: Path, relay: ThreadedRelay) -> None:
     assert invoke(friend, "trust", "gil")[0] == 0
     assert invoke(friend, "send", "gil", "still there?")[0] == 0
     assert "still there?" in invoke(home, "receive")[1]
+
+
+def test_link_a_second_device_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
+    first, second, friend = tmp_path / "ivy", tmp_path / "ivy-laptop", tmp_path / "jon"
+    assert invoke(first, "register", "--server", relay.url, "--username", "ivy")[0] == 0
+    assert invoke(friend, "register", "--server", relay.url, "--username", "jon")[0] == 0
+    env = {**os.environ, **ENV}
+    joining = subprocess.Popen([sys.executable, "-m", "cipherpost.cli", "--home", str(second),
+                                "--json", "link", "--server", relay.url, "--device-name",
+                                "laptop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        assert joining.stdout is not None
+        uri = json.loads(joining.stdout.readline())["link_uri"]
+        code, _, stderr = invoke(first, "devices", "add", uri)
+        assert code == 0, stderr
+        out, err = joining.communicate(timeout=60)
+        assert joining.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["device_id"] == 2
+    finally:
+        if joining.poll() is None:
+            joining.kill()
+    assert invoke(friend, "send", "ivy", "both of you?")[0] == 0
+    assert "both of you?" in invoke(second, "receive")[1]
+    assert "both of you?" in invoke(first, "receive")[1]
+    code, _, stderr = invoke(first, "devices", "add", "https://not-a-link")
+    assert code == 1 and "not a Cipherpost link code" in stderr

@@ -9,8 +9,12 @@ from fastapi.testclient import TestClient
 from .conftest import link, register
 from .helpers import b64
 
+# Open by design: registering, joining with a link code, opening a provisioning mailbox
+# (a new device has no account yet) and taking from it (the unguessable address is the
+# capability, and what is inside is encrypted to a key the relay never sees).
 PUBLIC = {("POST", "/v1/accounts"), ("POST", "/v1/devices"), ("GET", "/healthz"),
-          ("GET", "/metrics")}
+          ("GET", "/metrics"), ("POST", "/v1/provisioning"),
+          ("GET", "/v1/provisioning/{address}")}
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:
@@ -21,7 +25,7 @@ def _routes(client: TestClient) -> list[tuple[str, str]]:
 def _fill(path: str, account_id: str) -> str:
     return (path.replace("{account_id}", account_id).replace("{device}", "1")
             .replace("{device_id}", "1").replace("{username}", "someone")
-            .replace("{attachment_id}", "A" * 43))
+            .replace("{attachment_id}", "A" * 43).replace("{address}", "A" * 43))
 
 
 def test_every_route_refuses_bad_callers(client: TestClient) -> None:

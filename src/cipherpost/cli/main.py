@@ -38,6 +38,8 @@ from cipherpost.client import (
     WrongKey,
 )
 from cipherpost.client import events as ev
+from cipherpost.client.devices import request_link
+from cipherpost.client.linking import LinkError
 from cipherpost.client.store.crypto import CorruptValue
 
 EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
@@ -114,7 +116,7 @@ def run(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
                   EXIT_UNTRUSTED)
         except RelayError as exc:
             _fail(f"the server refused: {exc}", EXIT_REFUSED)
-        except (ClientError, CorruptValue, ValueError) as exc:
+        except (ClientError, CorruptValue, LinkError, ValueError) as exc:
             _fail(str(exc), EXIT_ERROR)
         except KeyboardInterrupt:
             sys.exit(130)
@@ -183,6 +185,37 @@ async def register(ctx: Context, server: str, username: str | None,
 
 
 @cli.command()
+@click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
+              help="The relay's URL (the one your account is on).")
+@click.option("--device-name", default=None)
+@click.option("--timeout", default=600, show_default=True, help="Seconds to wait.")
+@click.pass_obj
+@run
+async def link(ctx: Context, server: str, device_name: str | None, timeout: int) -> None:
+    """Make this machine a new device of an existing account: scan the code shown here with
+    `cipherpost devices add` on a device already linked."""
+    if ctx.store_path.exists():
+        raise StoreError(f"a device already exists in {ctx.store_path.parent}")
+    passphrase = ctx.passphrase(new=True)
+    pending = await request_link(server)
+    if ctx.as_json:
+        ctx.emit({"link_uri": pending.uri}, "")
+    else:
+        out.print("On a device of your account, run `cipherpost devices add` with this code "
+                  "(or scan it):", markup=False)
+        out.print(pending.uri, markup=False, soft_wrap=True)
+        segno.make(pending.uri, error="m").terminal(compact=True)
+    sys.stdout.flush()
+    client = await pending.complete(ctx.store_path, passphrase=passphrase,
+                                    device_name=device_name, timeout=timeout)
+    try:
+        ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
+                 f"Linked: this is device {client.device_id} of account {client.account_id}.")
+    finally:
+        await client.close()
+
+
+@cli.command()
 @_with_client
 async def whoami(ctx: Context, client: Client) -> None:
     """This device's account, username and devices."""
@@ -211,6 +244,16 @@ async def devices_list(ctx: Context, client: Client) -> None:
     for d in listed:
         mark = " (this device)" if d["device_id"] == client.device_id else ""
         out.print(f"{d['device_id']:>3}  {d.get('name') or '-'}{mark}", markup=False)
+
+
+@devices.command("add")
+@click.argument("link_code")
+@_with_client
+async def devices_add(ctx: Context, client: Client, link_code: str) -> None:
+    """Link the new device that shows LINK_CODE (from `cipherpost link`) to this account.
+    It receives your identity key, contacts and groups, encrypted to it."""
+    await client.provision(link_code)
+    ctx.emit({"provisioned": True}, "Sent. The new device finishes linking on its own.")
 
 
 @devices.command("remove")

@@ -216,6 +216,12 @@ class Client:
         """Replenish one-time prekeys and rotate signed/last-resort keys when due."""
         return await maintain(self.api, self.store, self._now(), self.options.keys)
 
+    async def provision(self, uri: str) -> None:
+        """Link the new device that shows ``uri`` (scanned from its QR code) to our
+        account (docs/spec/linking.md)."""
+        from .devices import provision
+        await provision(self, uri)
+
     async def create_link_code(self) -> str:
         return await self.api.create_link_code()
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import accounts, attachments, keys, messages, ops, websocket
+from .api import accounts, attachments, keys, messages, ops, provisioning, websocket
 from .errors import ApiError
 from .relay import Relay
 from .settings import Settings
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *,
                     "The WebSocket protocol is described in docs/websocket.md.",
         lifespan=lifespan,
     )
-    for module in (accounts, keys, messages, websocket, attachments, ops):
+    for module in (accounts, keys, messages, websocket, attachments, ops, provisioning):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .hub import Hub
+from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
 from .settings import Settings
 from .storage.sql import Storage
@@ -45,6 +46,7 @@ class Relay:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     limits: dict[str, TokenBuckets] = field(default_factory=dict)
+    mailboxes: Mailboxes = field(default_factory=Mailboxes)
 
     def __post_init__(self) -> None:
         s = self.settings

@@ -717,3 +717,100 @@ class NullMessage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NullMessage: _TypeAlias = NullMessage  # noqa: Y015
+
+@_typing.final
+class ProvisionEnvelope(_message.Message):
+    """Device linking (docs/spec/linking.md): what an existing device sends a new one through a
+    provisioning mailbox, encrypted to the key in the new device's QR code.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    public_key: _builtins.bytes
+    """The sender's ephemeral X25519 public key (32 bytes)."""
+    ciphertext: _builtins.bytes
+    """AES-256-GCM of a serialized ProvisionMessage."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        public_key: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "public_key", b"public_key", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisionEnvelope: _TypeAlias = ProvisionEnvelope  # noqa: Y015
+
+@_typing.final
+class ProvisionMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Contact(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+        USERNAME_FIELD_NUMBER: _builtins.int
+        IDENTITY_KEY_FIELD_NUMBER: _builtins.int
+        VERIFIED_FIELD_NUMBER: _builtins.int
+        account_id: _builtins.str
+        username: _builtins.str
+        identity_key: _builtins.bytes
+        verified: _builtins.bool
+        def __init__(
+            self,
+            *,
+            account_id: _builtins.str = ...,
+            username: _builtins.str = ...,
+            identity_key: _builtins.bytes = ...,
+            verified: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "identity_key", b"identity_key", "username", b"username", "verified", b"verified"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    IDENTITY_KEY_PAIR_FIELD_NUMBER: _builtins.int
+    LINK_CODE_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    GROUP_STATES_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    identity_key_pair: _builtins.bytes
+    """The account's identity key pair (libsignal's IdentityKeyPairStructure form)."""
+    link_code: _builtins.str
+    """A one-time link code with which the new device registers itself."""
+    username: _builtins.str
+    @_builtins.property
+    def group_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The exact bytes of every group state the account's devices accepted."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvisionMessage.Contact]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        identity_key_pair: _builtins.bytes = ...,
+        link_code: _builtins.str = ...,
+        username: _builtins.str = ...,
+        group_states: _abc.Iterable[_builtins.bytes] | None = ...,
+        contacts: _abc.Iterable[Global___ProvisionMessage.Contact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contacts", b"contacts", "group_states", b"group_states", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisionMessage: _TypeAlias = ProvisionMessage  # noqa: Y015

@@ -300,6 +300,13 @@ class Store:
         return IdentityRecord(account, PublicKey.deserialize(row[0]), bool(row[1]),
                               bool(row[2]))
 
+    def identity_records(self) -> list[IdentityRecord]:
+        """Every account whose identity key this device knows."""
+        return [IdentityRecord(str(a), PublicKey.deserialize(k), bool(v), bool(b))
+                for a, k, v, b in self._db.execute(
+                    "SELECT account, identity_key, verified, send_blocked FROM identities "
+                    "ORDER BY account")]
+
     def save_identity(self, address: ProtocolAddress, identity: IdentityKey) -> bool:
         """TOFU per account; a different key replaces the old one, clears ``verified``
         and (unless the policy accepts changes and it was not verified) blocks sending
