@@ -133,3 +133,26 @@ def test_new_member_device_rotates_and_reads(tmp_path: Path, relay: ThreadedRela
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_typing_in_a_group(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob, carol = [await devices.register(n) for n in ("alice", "bob", "carol")]
+            group = await alice.create_group("three", ["bob", "carol"])
+            await bob.receive()
+            await carol.receive()
+            await alice.send_typing(group.id)
+            for member in (bob, carol):
+                typing = of(await member.receive(), ev.Typing)
+                assert typing == [ev.Typing(alice.account_id, 1, True, group.id)]
+            carol.options.typing_indicators = False
+            await bob.send_typing(group.id, started=False)
+            assert of(await alice.receive(), ev.Typing) == \
+                [ev.Typing(bob.account_id, 1, False, group.id)]
+            assert of(await carol.receive(), ev.Typing) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -430,17 +430,22 @@ class Client:
         data = self._new_data(conv, expire_timer_update=True)
         await self._send_data(conv, data)
 
-    async def send_typing(self, recipient: str, started: bool = True) -> None:
-        """A typing indicator to a person (none when the user turned them off)."""
+    async def send_typing(self, recipient: str | bytes, started: bool = True) -> None:
+        """A typing indicator to a person or a group (none when the user turned them
+        off)."""
         if not self.options.typing_indicators:
             return
-        account = await self.conversation_for(recipient)
-        if account.startswith("group:"):
-            return  # group typing indicators are not sent yet
+        conversation = await self.conversation_for(recipient)
         typing = TypingMessage(timestamp=self._timestamp(),
                                action=TypingMessage.ACTION_STARTED if started
                                else TypingMessage.ACTION_STOPPED)
-        await self.outbox.deliver(account, Content(typing=typing), typing.timestamp)
+        if conversation.startswith("group:"):
+            group = self._member_group(bytes.fromhex(conversation[6:]))
+            typing.group_id = group.id
+            await self.outbox.send_group_content(group, Content(typing=typing),
+                                                 typing.timestamp)
+            return
+        await self.outbox.deliver(conversation, Content(typing=typing), typing.timestamp)
 
     async def mark_read(self, conversation: str | bytes,
                         messages: Iterable[tuple[str, int]]) -> None:

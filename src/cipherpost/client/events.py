@@ -94,6 +94,8 @@ class Typing:
     sender: str
     sender_device: int
     started: bool
+    #: Set when typing in a group.
+    group_id: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,9 @@ class Inbox:
                 events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
             if body is None:
                 return
-        if group_ciphertext and (body != "data" or not content.data.HasField("group")):
+        if group_ciphertext and not (
+                (body == "data" and content.data.HasField("group"))
+                or (body == "typing" and content.typing.group_id)):
             events.append(ev.Unsupported(sender, device, "a group ciphertext without a group"))
             return
         if body == "data":
@@ -170,9 +172,16 @@ class Inbox:
                 events.append(ev.Receipt(sender, device, "read" if read else "delivery",
                                          tuple(content.receipt.timestamps)))
         elif body == "typing":
+            group_id = content.typing.group_id or None
+            if group_id is not None:
+                group = self.group(group_id)
+                if group is None or not group.is_member(sender) \
+                        or not group.is_member(self.account_id):
+                    return
             if self.options.typing_indicators:
                 events.append(ev.Typing(sender, device,
-                                        content.typing.action == TypingMessage.ACTION_STARTED))
+                                        content.typing.action == TypingMessage.ACTION_STARTED,
+                                        group_id))
         elif body == "decryption_error":
             error = content.decryption_error
             follow_ups.append(FollowUp("resend", sender, device, error.timestamp))

@@ -208,15 +208,19 @@ class Outbox:
                 "content": _b64(message.serialized)}
 
     async def send_group_data(self, group: Group, data: DataMessage) -> None:
+        """A data message to the group (see :meth:`send_group_content`)."""
+        await self.send_group_content(group, Content(data=data), data.timestamp)
+
+    async def send_group_content(self, group: Group, content: Content, timestamp: int) -> None:
         """One sender-key ciphertext for every member device (our sender key distributed
         first where missing)."""
-        plaintext = codec.encode(Content(data=data))
+        plaintext = codec.encode(content)
         for _attempt in range(self.options.max_send_attempts):
             distribution = await self.distribute_sender_key(group)
             with self.store.transaction():
                 ciphertext = group_encrypt(self.store, self.address, distribution, plaintext,
                                            rng=os.urandom)
-            if await self.send_to_members(group, ciphertext, data.timestamp):
+            if await self.send_to_members(group, ciphertext, timestamp):
                 return
         raise ClientError("the group's device lists kept changing; try again")
 
