@@ -50,9 +50,14 @@ bench: $(STAMP) $(PEER_STAMP)
 bench-relay: $(STAMP)
 	$(PY) benchmarks/relay_load.py
 
-# Long property-based runs, outside `make test`.
+# Long runs, outside `make test`: the property tests, every fuzz target of tests/assurance
+# under Hypothesis and then coverage-guided under atheris (FUZZ_SECONDS per target, default
+# 90, or FUZZ_RUNS inputs per target), then the figures (build/assurance/summary.json).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/properties
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n 2 tests/assurance/test_fuzz.py
+	$(PY) -m tests.assurance.fuzz_atheris --jobs 2
+	$(PY) -m tests.assurance.report
 
 system-deps:
 	@missing=""; \
