@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from nacl.bindings import crypto_core_ed25519_is_valid_point
+from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_scalarmult
+from nacl.exceptions import CryptoError
 
 from . import protobuf as pb
 from .errors import InvalidKey
@@ -101,6 +102,9 @@ class PublicKey:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and other._raw == self._raw
 
+    def __ne__(self, other: object) -> bool:
+        return not (isinstance(other, PublicKey) and other._raw == self._raw)
+
     def __hash__(self) -> int:
         return hash(self._raw)
 
@@ -153,11 +157,25 @@ class PrivateKey:
     def agree(self, public: PublicKey) -> bytes:
         """X25519 with ``public``.
 
+        A key already loaded into ``cryptography`` agrees there. A key rebuilt from
+        storage and not loaded yet agrees through libsodium instead, which takes the
+        scalar as bytes: loading it into ``cryptography`` would first compute its public
+        key, a second scalar multiplication. Both are RFC 7748 X25519 (same clamping, bit
+        255 of ``u`` ignored, ``u`` reduced mod p) and both refuse an all-zero result;
+        ``tests/protocol/test_primitives.py`` checks that they agree, low-order points
+        included.
+
         Raises:
             InvalidKey: the agreement is all zeros (a small-order public key).
         """
+        key = self._x25519
+        if key is None:
+            try:
+                return bytes(crypto_scalarmult(self._raw, public._raw))
+            except CryptoError as exc:  # libsodium refuses small-order points, zero output
+                raise InvalidKey("invalid key agreement") from exc
         try:
-            return self.x25519().exchange(public.x25519())
+            return key.exchange(public.x25519())
         except ValueError as exc:  # cryptography refuses an all-zero output
             raise InvalidKey("invalid key agreement") from exc
 

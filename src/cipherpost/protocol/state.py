@@ -48,13 +48,52 @@ class ReceiverChain:
                 del skipped[counter]
 
 
-@dataclass(slots=True, repr=False)
 class SenderChain:
-    """Our sending chain: our ratchet key pair and the chain key at ``index``."""
+    """Our sending chain: our ratchet key pair and the chain key at ``index``.
 
-    ratchet: KeyPair
-    chain_key: bytes
-    index: int
+    A chain loaded from storage keeps its key pair as the stored bytes until the pair is
+    asked for (a DH ratchet step needs the private key); sending needs only ``public``.
+    """
+
+    __slots__ = ("_pair", "_private", "chain_key", "header", "index", "public")
+
+    def __init__(self, ratchet: KeyPair, chain_key: bytes, index: int) -> None:
+        self._pair: KeyPair | None = ratchet
+        self._private = b""
+        #: The ratchet public key, serialized (33 bytes).
+        self.public = ratchet.public.serialize()
+        self.chain_key = chain_key
+        self.index = index
+        #: The message header up to the counter (:func:`.messages.header_prefix`), kept
+        #: by the session cipher once made; never stored.
+        self.header: bytes | None = None
+
+    @classmethod
+    def _stored(cls, public: bytes, private: bytes, chain_key: bytes,
+                index: int) -> SenderChain:
+        """A chain from checked stored bytes (see :func:`_decode_state`)."""
+        chain = cls.__new__(cls)
+        chain._pair = None
+        chain._private = private
+        chain.public = public
+        chain.chain_key = chain_key
+        chain.index = index
+        chain.header = None
+        return chain
+
+    @property
+    def ratchet(self) -> KeyPair:
+        """Our ratchet key pair."""
+        pair = self._pair
+        if pair is None:
+            pair = self._pair = KeyPair(PublicKey.from_stored(self.public),
+                                        PrivateKey.from_stored(self._private))
+        return pair
+
+    def private_bytes(self) -> bytes:
+        """The ratchet private key's 32 stored bytes."""
+        pair = self._pair
+        return self._private if pair is None else pair.private.serialize()
 
 
 @dataclass(slots=True, repr=False)
@@ -72,13 +111,16 @@ class PendingPreKey:
 class SessionState:
     """One Double Ratchet session with a remote device.
 
-    A state loaded from storage decodes its receiving chains only when they are first
-    used (sending needs none of them), and writes them back verbatim if they never were.
+    The two identity keys are held as their 66 serialized bytes (``local || remote``, the
+    MAC's prefix when sending) and made into :class:`PublicKey` objects only when asked
+    for. A state loaded from storage decodes its receiving chains only when they are
+    first used (sending needs none of them), and writes them back verbatim if they never
+    were.
     """
 
-    __slots__ = ("_mac_prefixes", "_raw_receivers", "_receiver_chains", "alice_base_key",
-                 "local_identity", "local_registration_id", "pending_pre_key",
-                 "previous_counter", "remote_identity", "remote_registration_id", "root_key",
+    __slots__ = ("_identities", "_local", "_mac_receiving", "_raw_receivers",
+                 "_receiver_chains", "_remote", "alice_base_key", "local_registration_id",
+                 "pending_pre_key", "previous_counter", "remote_registration_id", "root_key",
                  "sender_chain", "version")
 
     def __init__(self, *, version: int, local_identity: IdentityKey,
@@ -89,8 +131,10 @@ class SessionState:
                  previous_counter: int = 0, pending_pre_key: PendingPreKey | None = None,
                  raw_receivers: tuple[int, bytes] | None = None) -> None:
         self.version = version
-        self.local_identity = local_identity
-        self.remote_identity = remote_identity
+        self._local: IdentityKey | None = local_identity
+        self._remote: IdentityKey | None = remote_identity
+        self._identities = local_identity.serialize() + remote_identity.serialize()
+        self._mac_receiving: bytes | None = None
         self.root_key = root_key
         self.sender_chain = sender_chain
         self.alice_base_key = alice_base_key
@@ -101,8 +145,49 @@ class SessionState:
         self._receiver_chains = receiver_chains
         #: ``(count, encoded chains)`` not decoded yet (see :func:`_decode_receivers`).
         self._raw_receivers = raw_receivers if receiver_chains is None else None
-        #: ``(local || remote, remote || local)`` serialized identities, made on first use.
-        self._mac_prefixes: tuple[bytes, bytes] | None = None
+
+    @classmethod
+    def _stored(cls, version: int, identities: bytes, root_key: bytes,
+                sender_chain: SenderChain | None, alice_base_key: bytes,
+                local_registration_id: int, remote_registration_id: int,
+                previous_counter: int, pending_pre_key: PendingPreKey | None,
+                raw_receivers: tuple[int, bytes]) -> SessionState:
+        """A state from checked stored fields (see :func:`_decode_state`)."""
+        state = cls.__new__(cls)
+        state.version = version
+        state._local = state._remote = None
+        state._identities = identities
+        state._mac_receiving = None
+        state.root_key = root_key
+        state.sender_chain = sender_chain
+        state.alice_base_key = alice_base_key
+        state.local_registration_id = local_registration_id
+        state.remote_registration_id = remote_registration_id
+        state.previous_counter = previous_counter
+        state.pending_pre_key = pending_pre_key
+        state._receiver_chains = None
+        state._raw_receivers = raw_receivers
+        return state
+
+    @property
+    def local_identity(self) -> IdentityKey:
+        """Our identity key."""
+        key = self._local
+        if key is None:
+            key = self._local = PublicKey.from_stored(self._identities[:33])
+        return key
+
+    @property
+    def remote_identity(self) -> IdentityKey:
+        """Their identity key."""
+        key = self._remote
+        if key is None:
+            key = self._remote = PublicKey.from_stored(self._identities[33:])
+        return key
+
+    def is_self_session(self) -> bool:
+        """True when both identities are the same key (a session with our own device)."""
+        return self._identities[:33] == self._identities[33:]
 
     @property
     def receiver_chains(self) -> list[ReceiverChain]:
@@ -123,18 +208,20 @@ class SessionState:
 
     def mac_identities(self, *, sending: bool) -> bytes:
         """``sender || receiver`` serialized identity keys, the MAC's prefix."""
-        prefixes = self._mac_prefixes
-        if prefixes is None:
-            local = self.local_identity.serialize()
-            remote = self.remote_identity.serialize()
-            prefixes = self._mac_prefixes = (local + remote, remote + local)
-        return prefixes[0] if sending else prefixes[1]
+        if sending:
+            return self._identities
+        prefix = self._mac_receiving
+        if prefix is None:
+            identities = self._identities
+            prefix = self._mac_receiving = identities[33:] + identities[:33]
+        return prefix
 
     def add_receiver_chain(self, chain: ReceiverChain) -> None:
         """Append a chain, dropping the oldest beyond ``MAX_RECEIVER_CHAINS``."""
-        self.receiver_chains.append(chain)
-        if len(self.receiver_chains) > MAX_RECEIVER_CHAINS:
-            del self.receiver_chains[0]
+        chains = self.receiver_chains
+        chains.append(chain)
+        if len(chains) > MAX_RECEIVER_CHAINS:
+            del chains[0]
 
     def __repr__(self) -> str:
         return (f"SessionState(version={self.version}, remote={self.remote_identity!r}, "
@@ -181,9 +268,13 @@ class SessionRecord:
 
     def serialize(self) -> bytes:
         """The current storage format (2): a compact struct layout, see :mod:`.state`."""
-        states = ([self.current] if self.current is not None else []) + self.previous
-        parts = [_RECORD_HEADER.pack(RECORD_FORMAT, self.current is not None, len(self.previous))]
-        for state in states:
+        current = self.current
+        parts = [_RECORD_HEADER.pack(RECORD_FORMAT, current is not None, len(self.previous))]
+        if current is not None:
+            encoded = _encode_state(current)
+            parts.append(_U32.pack(len(encoded)))
+            parts.append(encoded)
+        for state in self.previous:
             encoded = _encode_state(state)
             parts.append(_U32.pack(len(encoded)))
             parts.append(encoded)
@@ -209,7 +300,7 @@ class SessionRecord:
                 raise ValueError("bad record header")
             pos = _RECORD_HEADER.size
             states = []
-            for _ in range(bool(has_current) + previous):
+            for _ in range(has_current + previous):
                 (length,) = _U32.unpack_from(data, pos)
                 pos += 4
                 if pos + length > len(data):
@@ -235,14 +326,16 @@ class SessionRecord:
 #                | u64 timestamp | u16 len + kyber ciphertext]
 #             | receivers * (33s ratchet key | 32s chain key | u32 index | u16 n
 #                            | n * (u32 counter | 32s seed))
+# The two identities are packed as one 66-byte field: the state keeps them that way.
 _RECORD_HEADER = struct.Struct("<BBH")
 _U32 = struct.Struct("<I")
-_STATE = struct.Struct("<BB33s33s32sIIIB")
+_STATE = struct.Struct("<BB66s32sIIIB")
 _SENDER = struct.Struct("<33s32s32sI")
 _PENDING = struct.Struct("<II33sIQH")
 _RECEIVER = struct.Struct("<33s32sIH")
 _SKIPPED = struct.Struct("<I32s")
 _HAS_SENDER, _HAS_PENDING, _HAS_PREKEY_ID = 1, 2, 4
+_DJB = 0x05
 
 
 def _encode_state(s: SessionState) -> bytes:
@@ -256,16 +349,15 @@ def _encode_state(s: SessionState) -> bytes:
         flags |= _HAS_PENDING
         if pending.pre_key_id is not None:
             flags |= _HAS_PREKEY_ID
+    base = s.alice_base_key
     parts = [
-        _STATE.pack(s.version, flags, s.local_identity.serialize(),
-                    s.remote_identity.serialize(), s.root_key, s.previous_counter,
+        _STATE.pack(s.version, flags, s._identities, s.root_key, s.previous_counter,
                     s.local_registration_id, s.remote_registration_id,
                     raw[0] if raw is not None else len(s.receiver_chains)),
-        bytes((len(s.alice_base_key),)), s.alice_base_key,
+        _ONE_BYTE[len(base)], base,
     ]
     if sender is not None:
-        parts.append(_SENDER.pack(sender.ratchet.public.serialize(),
-                                  sender.ratchet.private.serialize(), sender.chain_key,
+        parts.append(_SENDER.pack(sender.public, sender.private_bytes(), sender.chain_key,
                                   sender.index))
     if pending is not None:
         parts.append(_PENDING.pack(pending.pre_key_id or 0, pending.signed_pre_key_id,
@@ -278,34 +370,44 @@ def _encode_state(s: SessionState) -> bytes:
     for chain in s.receiver_chains:
         parts.append(_RECEIVER.pack(chain.ratchet_key.serialize(), chain.chain_key,
                                     chain.index, len(chain.skipped)))
-        parts.extend(_SKIPPED.pack(i, seed) for i, seed in chain.skipped.items())
+        if chain.skipped:
+            parts.extend(_SKIPPED.pack(i, seed) for i, seed in chain.skipped.items())
     return b"".join(parts)
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(256))
 _key = PublicKey.from_stored
 
 
 def _decode_state(data: bytes) -> SessionState:
-    """Decode one state; every read past its end fails (struct.error or ValueError)."""
+    """Decode one state; every read past its end fails (struct.error or ValueError).
+
+    Everything is checked here, so that a malformed record fails at load and not on later
+    use: key type bytes, the private key's clamping, and the receiving chains' sizes and
+    key types (their contents are decoded when first needed).
+    """
     end = len(data)
-    (version, flags, local, remote, root, previous, local_reg, remote_reg,
+    (version, flags, identities, root, previous, local_reg, remote_reg,
      receivers) = _STATE.unpack_from(data, 0)
     if version != CURRENT_VERSION:
         raise ValueError(f"unsupported session version {version}")
     if flags & ~(_HAS_SENDER | _HAS_PENDING | _HAS_PREKEY_ID):
         raise ValueError("unknown state flags")
+    if identities[0] != _DJB or identities[33] != _DJB:
+        raise ValueError("bad key type in record")
     pos = _STATE.size
     if pos >= end:
         raise ValueError("truncated state")
-    base_length = data[pos]
-    alice_base_key = data[pos + 1:pos + 1 + base_length]
-    pos += 1 + base_length
+    base_end = pos + 1 + data[pos]
+    alice_base_key = data[pos + 1:base_end]
+    pos = base_end
     sender = None
     if flags & _HAS_SENDER:
         public, private, chain_key, index = _SENDER.unpack_from(data, pos)
         pos += _SENDER.size
-        sender = SenderChain(KeyPair(_key(public), PrivateKey.from_stored(private)),
-                             chain_key, index)
+        if public[0] != _DJB or private[0] & 7 or private[31] & 0x80 or not private[31] & 0x40:
+            raise ValueError("bad sender key in record")
+        sender = SenderChain._stored(public, private, chain_key, index)
     pending = None
     if flags & _HAS_PENDING:
         pre_key_id, signed_id, base, kyber_id, timestamp, ct_length = _PENDING.unpack_from(
@@ -315,22 +417,17 @@ def _decode_state(data: bytes) -> SessionState:
         pos += ct_length
         pending = PendingPreKey(pre_key_id if flags & _HAS_PREKEY_ID else None, signed_id,
                                 _key(base), kyber_id, ciphertext, timestamp)
-    # Walk the chains now (sizes and key types), so a malformed record fails at load and
-    # not on later use; their contents are decoded when first needed.
     start = pos
     for _ in range(receivers):
         key, _chain_key, _index, skipped_count = _RECEIVER.unpack_from(data, pos)
-        if key[0] != 0x05:
+        if key[0] != _DJB:
             raise ValueError("bad key type in record")
         pos += _RECEIVER.size + skipped_count * _SKIPPED.size
     if pos != end:
         raise ValueError("state length mismatch")
-    return SessionState(
-        raw_receivers=(receivers, data[start:end]), receiver_chains=None,
-        version=version, local_identity=_key(local), remote_identity=_key(remote),
-        root_key=root, sender_chain=sender,
-        alice_base_key=alice_base_key, local_registration_id=local_reg,
-        remote_registration_id=remote_reg, previous_counter=previous, pending_pre_key=pending)
+    return SessionState._stored(version, identities, root, sender, alice_base_key, local_reg,
+                                remote_reg, previous, pending,
+                                (receivers, data[start:] if receivers else b""))
 
 
 def _decode_receivers(count: int, data: bytes) -> list[ReceiverChain]:
@@ -339,8 +436,11 @@ def _decode_receivers(count: int, data: bytes) -> list[ReceiverChain]:
     for _ in range(count):
         key, chain_key, index, skipped_count = _RECEIVER.unpack_from(data, pos)
         pos += _RECEIVER.size
-        size = skipped_count * _SKIPPED.size
-        skipped = dict(_SKIPPED.iter_unpack(data[pos:pos + size])) if skipped_count else {}
-        pos += size
+        if skipped_count:
+            size = skipped_count * _SKIPPED.size
+            skipped = dict(_SKIPPED.iter_unpack(data[pos:pos + size]))
+            pos += size
+        else:
+            skipped = {}
         chains.append(ReceiverChain(_key(key), chain_key, index, skipped))
     return chains

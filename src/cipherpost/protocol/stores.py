@@ -131,13 +131,15 @@ class InMemoryIdentityKeyStore:
 
     def save_identity(self, address: ProtocolAddress, identity: IdentityKey) -> bool:
         old = self._known.get(address)
+        if old is identity:
+            return False
         self._known[address] = identity
         return old is not None and old != identity
 
     def is_trusted_identity(self, address: ProtocolAddress, identity: IdentityKey,
                             direction: Direction) -> bool:
         known = self._known.get(address)
-        return known is None or known == identity
+        return known is None or known is identity or known == identity
 
     def get_identity(self, address: ProtocolAddress) -> IdentityKey | None:
         return self._known.get(address)
