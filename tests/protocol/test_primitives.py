@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from kyber_py.kyber import Kyber1024
 
@@ -23,6 +25,7 @@ from cipherpost.protocol.ratchet import (
     MessageKeys,
     aes_cbc_decrypt,
     aes_cbc_encrypt,
+    aes_cbc_encrypt_pieces,
     hkdf,
     message_key_seed,
     next_chain_key,
@@ -54,6 +57,56 @@ def test_clamping_vector() -> None:
 def test_small_order_agreement_refused() -> None:
     with pytest.raises(InvalidKey):
         PrivateKey(os.urandom(32)).agree(PublicKey(bytes(32)))
+
+
+_P = 2**255 - 19
+#: u coordinates of the points of order 1, 2, 4 and 8 (as libsodium lists them), and their
+#: non-canonical forms u + p where those still fit in 255 bits.
+_LOW_ORDER = [0, 1, _P - 1,
+              325606250916557431795983626356110631294008115727848805560023387167927233504,
+              39382357235489614581723060781553021112529911719440698176882885853963445705823,
+              _P, _P + 1]
+
+
+def _agree_cryptography(private: bytes, public: bytes) -> bytes | None:
+    try:
+        return X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return None
+
+
+def _agree_stored(private: bytes, public: bytes) -> bytes | None:
+    """A stored key that was never loaded into ``cryptography`` agrees through libsodium."""
+    key = PrivateKey.from_stored(clamp(private))
+    try:
+        return key.agree(PublicKey(public))
+    except InvalidKey:
+        return None
+    finally:
+        assert key._x25519 is None
+
+
+def test_stored_key_agreement_matches_cryptography() -> None:
+    """libsodium's X25519 (stored keys) and cryptography's (loaded keys) give the same
+    results and refuse the same points, canonical or not, bit 255 set or not."""
+    rng = random.Random(25519)
+    points = [u.to_bytes(32, "little") for u in _LOW_ORDER]
+    points += [rng.randbytes(32) for _ in range(40)]
+    points += [rng.randrange(_P, 2**255).to_bytes(32, "little") for _ in range(10)]
+    points += [bytes(p[:31]) + bytes((p[31] | 0x80,)) for p in list(points)]
+    low_order = {u % _P for u in _LOW_ORDER}
+    for public in points:
+        u = int.from_bytes(public, "little") & (2**255 - 1)
+        for _ in range(3):
+            private = rng.randbytes(32)
+            expected = _agree_cryptography(private, public)
+            assert _agree_stored(private, public) == expected, public.hex()
+            assert (expected is None) == (u % _P in low_order)  # refused: low order only
+    loaded = PrivateKey(rng.randbytes(32))
+    loaded.public_key()  # loads it into cryptography
+    public = KeyPair.generate(os.urandom).public
+    assert loaded.agree(public) == PrivateKey.from_stored(loaded.serialize()).agree(public)
 
 
 def test_public_key_parsing() -> None:
@@ -125,6 +178,23 @@ def test_aes_cbc_round_trip_and_padding() -> None:
     bad_padding = raw.update(b"A" * 15 + b"\x00") + raw.finalize()
     with pytest.raises(InvalidMessage):
         aes_cbc_decrypt(key, iv, bad_padding)
+
+
+def test_aes_cbc_large_pieces_and_views() -> None:
+    """From 4 KiB on, encryption comes in two pieces and decryption takes a view and
+    returns a whole-block-padded plaintext without copying; same bytes as the small path."""
+    key, iv = os.urandom(32), os.urandom(16)
+    for size in (4064, 4079, 4080, 4095, 4096, 4097, 65_535, 65_536):
+        data = os.urandom(size)
+        ciphertext = aes_cbc_encrypt(key, iv, data)
+        assert b"".join(aes_cbc_encrypt_pieces(key, iv, data)) == ciphertext
+        assert aes_cbc_decrypt(key, iv, memoryview(b"xx" + ciphertext)[2:]) == data
+        assert aes_cbc_decrypt(key, iv, ciphertext) == data
+    for last in (b"A" * 15 + b"\x00", b"A" * 14 + b"\x01\x02", b"A" * 15 + b"\x11"):
+        raw = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        bad_padding = raw.update(bytes(4096) + last) + raw.finalize()
+        with pytest.raises(InvalidMessage):
+            aes_cbc_decrypt(key, iv, bad_padding)
 
 
 def test_xeddsa_vector_and_bit_flips() -> None:

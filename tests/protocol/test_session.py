@@ -25,6 +25,7 @@ from cipherpost.protocol import (
 from cipherpost.protocol.constants import MAX_UNACKNOWLEDGED_SESSION_AGE
 from cipherpost.protocol.keys import IdentityKeyPair
 from cipherpost.protocol.messages import SignalMessage
+from cipherpost.protocol.ratchet import MessageKeys, aes_cbc_encrypt, message_key_seed
 from cipherpost.protocol.stores import InMemoryProtocolStore, SerializingSessionStore
 from tests.conftest import load_vectors
 
@@ -236,3 +237,32 @@ def test_seeded_session_known_answer(case: dict[str, object]) -> None:
     """With a deterministic KEM and seeded randomness, a session is byte-for-byte fixed."""
     from tests.support.kat import transcript
     assert transcript(int(str(case["seed"]))) == {k: v for k, v in case.items() if k != "seed"}
+
+
+@pytest.mark.parametrize("size", [0, 15, 16, 100, 4079, 4080, 4095, 4096, 4097, 16_400, 65_536,
+                                  70_001])
+@pytest.mark.parametrize("serializing", [False, True])
+def test_every_size_encodes_as_the_reference_builder(rng, size: int,  # type: ignore[no-untyped-def]
+                                                     serializing: bool) -> None:
+    """The cipher's small- and large-message paths write exactly what the general
+    ``SignalMessage.build`` writes, and decrypt it."""
+    alice, bob = _start(rng, serializing=serializing)
+    _send(alice, bob, b"one")
+    _send(bob, alice, b"two")
+    for _ in range(130):  # counters past one varint byte
+        encrypt(alice.store, bob.address, b"skipped", now=NOW)
+    record = alice.store.load_session(bob.address)
+    assert record is not None and record.current is not None
+    state = record.current
+    chain = state.sender_chain
+    assert chain is not None
+    keys = MessageKeys.from_seed(message_key_seed(chain.chain_key))
+    data = random.Random(size).randbytes(size)
+    expected = SignalMessage.build(
+        mac_key=keys.mac_key, ratchet_key=chain.ratchet.public, counter=chain.index,
+        previous_counter=state.previous_counter,
+        ciphertext=aes_cbc_encrypt(keys.cipher_key, keys.iv, data),
+        sender_identity=state.local_identity, receiver_identity=state.remote_identity)
+    message = encrypt(alice.store, bob.address, data, now=NOW)
+    assert message.message_type == 2 and message.serialized == expected.serialized
+    assert decrypt(bob.store, alice.address, 2, message.serialized, rng=rng) == data

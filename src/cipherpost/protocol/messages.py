@@ -76,7 +76,38 @@ def _public_key(data: bytes) -> PublicKey:
         raise InvalidMessage("invalid key in message") from exc
 
 
-_LARGE = 4096
+#: From this size on, message bodies are handled as pieces and views, never copied whole.
+LARGE = 4096
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
+def varint(value: int) -> bytes:
+    """:func:`.protobuf.encode_varint` with the one- and two-byte cases (counters and
+    lengths below 16384, nearly every message) taken without a loop."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
+    if 0x80 <= value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    return pb.encode_varint(value)
+
+
+def header_prefix(version: int, ratchet_key: bytes) -> bytes:
+    """The part of a SignalMessage body before the counter, fixed per sending chain:
+    version byte, field 1 (the 33-byte ratchet key) and field 2's tag."""
+    return _version_byte(version) + b"\x0a\x21" + ratchet_key + b"\x10"
+
+
+def header_rest(counter: int, previous_counter: int, length: int) -> bytes:
+    """The body after :func:`header_prefix` up to the ciphertext: counter, field 3
+    (previous counter) and field 4's tag and length."""
+    if 0 <= counter < 0x4000 and 0 <= previous_counter < 0x80 and 0 <= length < 0x4000:
+        # The usual case, in one call: a previous counter below 128, a counter and a
+        # length below 16384.
+        head = ((counter,) if counter < 0x80 else ((counter & 0x7F) | 0x80, counter >> 7))
+        tail = ((length,) if length < 0x80 else ((length & 0x7F) | 0x80, length >> 7))
+        return bytes((*head, 0x18, previous_counter, 0x22, *tail))
+    return (varint(counter) + b"\x18" + varint(previous_counter) + b"\x22"
+            + varint(length))
 
 
 def mac_prefixed(mac_key: bytes, identities: bytes, body: bytes | memoryview) -> bytes:
@@ -85,7 +116,7 @@ def mac_prefixed(mac_key: bytes, identities: bytes, body: bytes | memoryview) ->
     Small bodies take one concatenation and OpenSSL's one-shot HMAC; large ones are fed
     in pieces so the body is never copied.
     """
-    if len(body) < _LARGE:
+    if len(body) < LARGE:
         return hmac.digest(mac_key, identities + body, "sha256")[:MAC_LENGTH]
     h = hmac.new(mac_key, identities, "sha256")
     h.update(body)
@@ -103,13 +134,15 @@ class SignalMessage:
     This is the per-message hot path, so it is a plain slotted class, keeps the ratchet
     key as its 33 serialized bytes (a :class:`PublicKey` is made only when needed), and
     parses libsignal's canonical layout directly before falling back to a general decode.
+    The ciphertext of a large message (:data:`LARGE` bytes or more) is a ``memoryview``
+    into ``serialized`` rather than a copy.
     """
 
     __slots__ = ("_ratchet_key", "addresses", "ciphertext", "counter", "pq_ratchet",
                  "previous_counter", "ratchet_key_bytes", "serialized", "version")
 
     def __init__(self, version: int, ratchet_key_bytes: bytes, counter: int,
-                 previous_counter: int, ciphertext: bytes, pq_ratchet: bytes,
+                 previous_counter: int, ciphertext: bytes | memoryview, pq_ratchet: bytes,
                  addresses: bytes | None, serialized: bytes) -> None:
         self.version = version
         self.ratchet_key_bytes = ratchet_key_bytes
@@ -136,10 +169,8 @@ class SignalMessage:
     def encode_body(version: int, ratchet_key: bytes, counter: int, previous_counter: int,
                     ciphertext: bytes, pq_ratchet: bytes = b"") -> bytes:
         """Version byte and protobuf, fields in libsignal's order 1, 2, 3, 4, 5."""
-        body = (_version_byte(version) + b"\x0a\x21" + ratchet_key
-                + b"\x10" + pb.encode_varint(counter)
-                + b"\x18" + pb.encode_varint(previous_counter)
-                + b"\x22" + pb.encode_varint(len(ciphertext)) + ciphertext)
+        body = (header_prefix(version, ratchet_key)
+                + header_rest(counter, previous_counter, len(ciphertext)) + ciphertext)
         if pq_ratchet:
             body += pb.field_bytes(5, pq_ratchet)
         return body
@@ -175,8 +206,11 @@ class SignalMessage:
         """
         if len(data) < 1 + MAC_LENGTH:
             raise InvalidMessage("message too short")
-        version = _check_version(data[0])
-        data = bytes(data)
+        version = data[0] >> 4
+        if version != CURRENT_VERSION:
+            _check_version(data[0])
+        if type(data) is not bytes:
+            data = bytes(data)
         fast = _parse_canonical(data)
         if fast is not None:
             counter, previous, ciphertext = fast
@@ -200,25 +234,56 @@ class SignalMessage:
     def verify_mac_prefixed(self, mac_key: bytes, identities: bytes) -> bool:
         """As :meth:`verify_mac`, given ``sender || receiver`` serialized identities."""
         data = self.serialized
-        body = data[:-MAC_LENGTH] if len(data) < _LARGE else memoryview(data)[:-MAC_LENGTH]
+        body = data[:-MAC_LENGTH] if len(data) < LARGE else memoryview(data)[:-MAC_LENGTH]
         return hmac.compare_digest(mac_prefixed(mac_key, identities, body),
                                    data[-MAC_LENGTH:])
 
 
-def _parse_canonical(data: bytes) -> tuple[int, int, bytes] | None:
+def _parse_canonical(data: bytes) -> tuple[int, int, bytes | memoryview] | None:
     """Parse the exact layout libsignal (and we) write, or return None to decode generally.
 
     Layout: ``version | 0a 21 <33-byte key starting 05> | 10 <varint> | 18 <varint> |
-    22 <varint len> <ciphertext> | mac(8)`` with nothing else.
+    22 <varint len> <ciphertext> | mac(8)`` with nothing else. Varints of one or two bytes
+    (values below 16384) are read inline; longer ones go through the protobuf reader. A
+    ciphertext of :data:`LARGE` bytes or more is a view into ``data``, not a copy.
     """
     end = len(data) - MAC_LENGTH
     if end < 42 or data[1] != 0x0A or data[2] != 0x21 or data[3] != 0x05 or data[36] != 0x10:
         return None
-    # The common case: counter, previous counter and length below 128 (one byte each).
-    counter, tag3, previous, tag4, length = data[37:42]
-    if (counter < 0x80 and tag3 == 0x18 and previous < 0x80 and tag4 == 0x22
-            and length < 0x80):
-        return (counter, previous, data[42:end]) if 42 + length == end else None
+    # Every index read below is under 48 < len(data); a read past ``end`` (into the MAC)
+    # can only leave ``pos`` past ``end``, which the final length check refuses.
+    counter = data[37]
+    pos = 38
+    if counter >= 0x80:
+        if data[38] >= 0x80:
+            return _parse_long_varints(data, end)
+        counter = (counter & 0x7F) | data[38] << 7
+        pos = 39
+    if data[pos] != 0x18:
+        return None
+    previous = data[pos + 1]
+    pos += 2
+    if previous >= 0x80:
+        if data[pos] >= 0x80:
+            return _parse_long_varints(data, end)
+        previous = (previous & 0x7F) | data[pos] << 7
+        pos += 1
+    if data[pos] != 0x22:
+        return None
+    length = data[pos + 1]
+    pos += 2
+    if length >= 0x80:
+        if data[pos] >= 0x80:
+            return _parse_long_varints(data, end)
+        length = (length & 0x7F) | data[pos] << 7
+        pos += 1
+    if pos + length != end:
+        return None
+    return counter, previous, data[pos:end] if length < LARGE else memoryview(data)[pos:end]
+
+
+def _parse_long_varints(data: bytes, end: int) -> tuple[int, int, bytes | memoryview] | None:
+    """:func:`_parse_canonical` for varints of any length."""
     pos = 37
     values = []
     for tag in (0x18, 0x22, None):
@@ -236,7 +301,8 @@ def _parse_canonical(data: bytes) -> tuple[int, int, bytes] | None:
     length = values[2]
     if pos + length != end:
         return None
-    return values[0], values[1], data[pos:end]
+    return values[0], values[1], (data[pos:end] if length < LARGE
+                                  else memoryview(data)[pos:end])
 
 
 @dataclass(frozen=True, slots=True)

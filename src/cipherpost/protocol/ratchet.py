@@ -20,6 +20,8 @@ _SHA256 = hashes.SHA256()
 _ZERO_SALT = bytes(32)
 _MESSAGE_KEY_SEED = b"\x01"
 _CHAIN_KEY_SEED = b"\x02"
+#: From this ciphertext size on, decryption avoids copying (see messages.LARGE).
+_LARGE = 4096
 
 
 def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
@@ -79,17 +81,40 @@ def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     return encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
 
 
-def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+def aes_cbc_encrypt_pieces(key: bytes, iv: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    """:func:`aes_cbc_encrypt` as two pieces that concatenate to its output: the whole
+    blocks of ``plaintext``, then the last block with the padding. For a large plaintext
+    this saves copying all of it only to append the padding."""
+    cut = len(plaintext) - len(plaintext) % 16
+    pad = 16 - (len(plaintext) - cut)
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    head = encryptor.update(memoryview(plaintext)[:cut])
+    return head, encryptor.update(plaintext[cut:] + bytes((pad,)) * pad) + encryptor.finalize()
+
+
+def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
     """Inverse of :func:`aes_cbc_encrypt`.
+
+    A large ciphertext whose padding is a whole block (the usual case: applications pad
+    their plaintexts to a multiple of 16 bytes or more) is returned without a copy.
 
     Raises:
         InvalidMessage: bad length or padding (callers check a MAC or signature first).
     """
-    if not ciphertext or len(ciphertext) % 16:
+    length = len(ciphertext)
+    if not length or length % 16:
         raise InvalidMessage("invalid ciphertext length")
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    pad = padded[-1]
-    if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+    if length < _LARGE:
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        pad = padded[-1]
+        if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+            raise InvalidMessage("invalid padding")
+        return padded[:-pad]
+    view = memoryview(ciphertext)
+    head = decryptor.update(view[:-16])
+    last = decryptor.update(view[-16:]) + decryptor.finalize()
+    pad = last[-1]
+    if not 1 <= pad <= 16 or last[-pad:] != bytes((pad,)) * pad:
         raise InvalidMessage("invalid padding")
-    return padded[:-pad]
+    return head if pad == 16 else head + last[:16 - pad]

@@ -8,6 +8,7 @@ rejected message or bundle therefore changes nothing, in memory or in the stores
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from hmac import digest as _hmac
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from . import pqxdh
 from .address import ProtocolAddress
 from .constants import (
     CURRENT_VERSION,
+    MAC_LENGTH,
     MAX_FORWARD_JUMPS,
     MAX_UNACKNOWLEDGED_SESSION_AGE,
 )
@@ -29,16 +31,19 @@ from .errors import (
 from .kem import DEFAULT_KEMS, KemRegistry
 from .keys import KeyPair, Random
 from .messages import (
+    LARGE,
     PREKEY_TYPE,
     WHISPER_TYPE,
     PreKeySignalMessage,
     SignalMessage,
-    mac_prefixed,
+    header_prefix,
+    header_rest,
 )
 from .prekeys import PreKeyBundle
 from .ratchet import (
     aes_cbc_decrypt,
     aes_cbc_encrypt,
+    aes_cbc_encrypt_pieces,
     message_keys,
     root_step,
 )
@@ -46,6 +51,10 @@ from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, Ses
 from .stores import Direction, ProtocolStore
 
 Commit = Callable[[], None]
+
+# Enum members are looked up per access (a descriptor); the per-message path reads these.
+_SENDING = Direction.SENDING
+_RECEIVING = Direction.RECEIVING
 
 
 class CiphertextMessage(NamedTuple):
@@ -127,18 +136,32 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         UntrustedIdentity: the session's identity is no longer trusted.
     """
     record = store.load_session(address)
-    if record is None or not _usable(record, now):
+    state = record.current if record is not None else None
+    chain = state.sender_chain if state is not None else None
+    if record is None or state is None or chain is None:
         raise NoSession(f"no usable session with {address}")
-    state = record.current
-    assert state is not None and state.sender_chain is not None
-    chain = state.sender_chain
-    cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"))
-    body = SignalMessage.encode_body(state.version, chain.ratchet.public.serialize(),
-                                     chain.index, state.previous_counter,
-                                     aes_cbc_encrypt(cipher_key, iv, plaintext))
-    serialized = body + mac_prefixed(mac_key, state.mac_identities(sending=True), body)
-    result: CiphertextMessage
     pending = state.pending_pre_key
+    if pending is not None and now - pending.timestamp > MAX_UNACKNOWLEDGED_SESSION_AGE:
+        raise NoSession(f"no usable session with {address}")
+    cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"))
+    header = chain.header
+    if header is None:
+        header = chain.header = header_prefix(state.version, chain.public)
+    identities = state.mac_identities(sending=True)
+    if len(plaintext) < LARGE:
+        ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
+        body = (header + header_rest(chain.index, state.previous_counter, len(ciphertext))
+                + ciphertext)
+        serialized = body + _hmac(mac_key, identities + body, "sha256")[:MAC_LENGTH]
+    else:
+        # No copy of the body: the MAC is fed in pieces and the message joined once.
+        head, tail = aes_cbc_encrypt_pieces(cipher_key, iv, plaintext)
+        header += header_rest(chain.index, state.previous_counter, len(head) + len(tail))
+        mac = hmac.new(mac_key, identities + header, "sha256")
+        mac.update(head)
+        mac.update(tail)
+        serialized = b"".join((header, head, tail, mac.digest()[:MAC_LENGTH]))
+    result: CiphertextMessage
     if pending is not None:
         message = SignalMessage.parse(serialized)
         wrapped = PreKeySignalMessage.build(
@@ -155,12 +178,13 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         result = CiphertextMessage(PREKEY_TYPE, wrapped.serialized)
     else:
         result = CiphertextMessage(WHISPER_TYPE, serialized)
-    if not store.is_trusted_identity(address, state.remote_identity, Direction.SENDING):
+    remote = state.remote_identity
+    if not store.is_trusted_identity(address, remote, _SENDING):
         raise UntrustedIdentity(f"untrusted identity for {address}")
     chain.chain_key = _hmac(chain.chain_key, b"\x02", "sha256")  # next_chain_key
     chain.index += 1
     store.store_session(address, record)
-    store.save_identity(address, state.remote_identity)
+    store.save_identity(address, remote)
     return result
 
 
@@ -188,13 +212,14 @@ def decrypt_signal_message(store: ProtocolStore, address: ProtocolAddress, data:
     plaintext, commit, index = _decrypt_with_record(record, message, rng)
     state = record.current if index < 0 else record.previous[index]
     assert state is not None
-    if not store.is_trusted_identity(address, state.remote_identity, Direction.RECEIVING):
+    remote = state.remote_identity
+    if not store.is_trusted_identity(address, remote, _RECEIVING):
         raise UntrustedIdentity(f"untrusted identity for {address}")
     commit()
     if index >= 0:
         record.promote_previous(index)
     store.store_session(address, record)
-    store.save_identity(address, state.remote_identity)
+    store.save_identity(address, remote)
     return plaintext
 
 
@@ -253,7 +278,7 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
         next_key = chain_key
     else:
         jump = counter - chain_index
-        if jump > MAX_FORWARD_JUMPS and state.local_identity != state.remote_identity:
+        if jump > MAX_FORWARD_JUMPS and not state.is_self_session():
             raise InvalidMessage("message from too far into the future")
         ck = chain_key
         for i in range(chain_index, counter):
