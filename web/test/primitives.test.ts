@@ -11,12 +11,16 @@ import {
   DEFAULT_KEMS, KemKeyPair, KemPublicKey, KYBER1024, Kyber1024Backend, MLKEM1024, MLKem1024Backend,
 } from "../src/protocol/kem.js";
 import { clamp, IdentityKeyPair, KeyPair, PrivateKey, PublicKey } from "../src/protocol/keys.js";
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { bytesToNumberLE, numberToBytesLE } from "@noble/curves/utils.js";
 import * as pb from "../src/protocol/protobuf.js";
 import {
   aesCbcDecrypt, aesCbcEncrypt, hkdf, messageKeys, messageKeySeed, nextChainKey,
 } from "../src/protocol/ratchet.js";
 import * as xeddsa from "../src/protocol/xeddsa.js";
 import { hex, loadVectors, toHex } from "./helpers.js";
+
+const utf8m = (t: string): Uint8Array => new TextEncoder().encode(t);
 
 describe("x25519.json", () => {
   const v = loadVectors("x25519.json");
@@ -37,9 +41,15 @@ describe("x25519.json", () => {
       assert.equal(toHex(new PrivateKey(hex(c.input)).serialize()), c.clamped);
     }
   });
-  test("an all-zero agreement (small-order key) is refused", () => {
+  test("agreements with low-order points (and their non-canonical forms) are refused", () => {
+    const P = 2n ** 255n - 19n;
+    const lowOrder = [0n, 1n, P - 1n,
+      325606250916557431795983626356110631294008115727848805560023387167927233504n,
+      39382357235489614581723060781553021112529911719440698176882885853963445705823n, P, P + 1n];
     const key = PrivateKey.generate(systemRandom);
-    assert.throws(() => key.agree(new PublicKey(new Uint8Array(32))), InvalidKey);
+    for (const u of lowOrder) {
+      assert.throws(() => key.agree(new PublicKey(numberToBytesLE(u, 32))), InvalidKey, String(u));
+    }
   });
 });
 
@@ -81,6 +91,8 @@ describe("keys", () => {
     const high = Uint8Array.from(KeyPair.generate(systemRandom).publicKey.raw);
     high[31]! |= 0x80;
     assert.ok(!new PublicKey(high).isCanonical());
+    assert.ok(!new PublicKey(new Uint8Array(32).fill(0xff)).isCanonical());
+    assert.ok(!new PublicKey(numberToBytesLE(2n ** 255n - 19n + 9n, 32)).isCanonical());
   });
 });
 
@@ -121,6 +133,28 @@ describe("xeddsa.json", () => {
     assert.equal(xeddsa.verify(new PublicKey(otherKey), message, signature), false);
     assert.equal(xeddsa.verify(key, message, signature.subarray(0, 63)), false);
     assert.equal(xeddsa.verify(key, message, new Uint8Array(64)), false);
+  });
+  test("S is accepted up to 2^253 as libsignal does (S + L verifies), refused from 2^253", () => {
+    const pair = KeyPair.generate(systemRandom);
+    const msg = utf8m("m");
+    const sig = xeddsa.sign(pair.privateKey, msg, systemRandom);
+    const signBit = sig[63]! & 0x80;
+    const s = bytesToNumberLE(Uint8Array.from([...sig.subarray(32, 63), sig[63]! & 0x7f]));
+    const plusL = numberToBytesLE(s + ed25519.Point.Fn.ORDER, 32);
+    plusL[31]! |= signBit;
+    assert.ok(xeddsa.verify(pair.publicKey, msg, Uint8Array.from([...sig.subarray(0, 32), ...plusL])));
+    const high = Uint8Array.from(sig);
+    high[63]! |= 0x60;
+    assert.equal(xeddsa.verify(pair.publicKey, msg, high), false);
+  });
+  test("signatures are randomized by rng, and only by it", () => {
+    const pair = KeyPair.generate(systemRandom);
+    const msg = utf8m("msg");
+    const a = xeddsa.sign(pair.privateKey, msg, (n) => new Uint8Array(n).fill(1));
+    const b = xeddsa.sign(pair.privateKey, msg, (n) => new Uint8Array(n).fill(1));
+    const c = xeddsa.sign(pair.privateKey, msg, (n) => new Uint8Array(n).fill(2));
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a, c);
   });
   test("sign then verify, with the sign bit in s's top bit", () => {
     let signBits = 0;
