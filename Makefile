@@ -12,7 +12,7 @@ PEER_STAMP := $(PEER_DIR)/node_modules/.installed
 WEB_DIR := web
 WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 
-.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz clean system-deps web
+.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api clean system-deps web
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs); data lives in ./data.
 run: $(STAMP)
@@ -57,6 +57,12 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/properties
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n 2 tests/assurance/test_fuzz.py
 	$(PY) -m tests.assurance.fuzz_atheris --jobs 2
+	$(PY) -m tests.assurance.report
+
+# Schemathesis against the relay's OpenAPI document (in process) with many more requests
+# than `make test` sends (API_FUZZ_EXAMPLES per operation and mode, default 1000).
+fuzz-api: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n 2 tests/assurance/test_api_fuzz.py
 	$(PY) -m tests.assurance.report
 
 system-deps:
