@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -25,33 +24,13 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.relay_load import free_port, rss_mb, wait_port  # noqa: E402
-from cipherpost.server.auth import make_token, new_secret  # noqa: E402
-from cipherpost.server.storage.engine import Database  # noqa: E402
-from cipherpost.server.storage.models import KeyUpload, NewDevice  # noqa: E402
-from cipherpost.server.storage.sql import Storage  # noqa: E402
-
-
-def raise_fd_limit(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, n), hard), hard))
-
-
-async def create_accounts(url: str, n: int) -> list[str]:
-    db = Database(url)
-    db.migrate()
-    storage = Storage(db)
-    tokens = []
-    identity = b"\x05" + bytes(32)
-    for i in range(n):
-        account_id = f"{i:08d}-0000-4000-8000-000000000000"
-        secret, token_hash = new_secret()
-        await storage.create_account(account_id, None, identity,
-                                     NewDevice(1 + i % 16380, token_hash, None, KeyUpload()), 0)
-        tokens.append(make_token(account_id, 1, secret))
-    storage.close()
-    db.dispose()
-    return tokens
+from benchmarks.relay_load import (  # noqa: E402
+    create_accounts,
+    free_port,
+    raise_fd_limit,
+    rss_mb,
+    wait_port,
+)
 
 
 async def connect_all(port: int, tokens: list[str]) -> list[object]:

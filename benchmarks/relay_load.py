@@ -2,12 +2,26 @@
 
 Run: ``make bench-relay`` (or ``.venv/bin/python benchmarks/relay_load.py [--quick]``).
 
-A driver (this process) runs simulated devices against a relay in a separate process on
-127.0.0.1. Every device keeps a WebSocket open, sends ciphertext-sized messages to other
-devices and acknowledges what it receives. In the same run the same driver measures a
-**bare relay**: the same WebSocket library forwarding frames in memory, with no storage,
-no authentication and no acknowledgements. Server CPU time is read from /proc for the
-server process alone, so the figure is CPU per delivered message, not wall time.
+Simulated devices keep a WebSocket open to a relay running in a separate process on
+127.0.0.1, send ciphertext-sized messages to other devices and acknowledge what they
+receive. The devices are driven by ``--workers`` client processes (uvloop), so that the
+load generator is not the limit; every process stamps and reads ``time.perf_counter()``,
+which is the machine's monotonic clock, shared by all of them.
+
+Two runs, each against Cipherpost and against a **bare relay** measured in the same
+invocation (the same WebSocket library and event loop forwarding frames in memory, with
+no storage, no authentication and no acknowledgements):
+
+* **saturation**: ``--devices`` devices send as fast as the relay takes it;
+* **latency**: ``--latency-devices`` devices send ``--latency-rate`` messages per second
+  in total, paced and spread across the devices; delivery latency is the time from the
+  send to its receipt at the recipient.
+
+Server CPU time is read from /proc for the server process alone (CPU per delivered
+message, not wall time); ``CPU %`` is that time over the run's wall time, to show
+whether the server was the limit. ``lag p99`` is how late the client processes sent
+behind their schedule in the paced run (a large lag means the load generator, not the
+relay, was the limit).
 """
 
 from __future__ import annotations
@@ -15,28 +29,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
+import multiprocessing
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import httpx
+import orjson
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.server.helpers import KeyMaker  # noqa: E402  (test helper: builds key uploads)
+from cipherpost.server.auth import make_token, new_secret  # noqa: E402
+from cipherpost.server.storage.engine import Database  # noqa: E402
+from cipherpost.server.storage.models import KeyUpload, NewDevice  # noqa: E402
+from cipherpost.server.storage.sql import Storage  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAYLOAD = 160  # bytes: about a short text message after padding and the protocol's overhead
+#: Opt-in WebSocket subprotocol of the relay: several envelopes per pushed frame.
+BATCH_SUBPROTOCOL = "cipherpost.batch"
 
 
 def free_port() -> int:
@@ -58,6 +80,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def raise_fd_limit(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, n), hard), hard))
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,17 +97,38 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
     raise RuntimeError("server did not start")
 
 
-@dataclass
-class Stats:
-    sent: int = 0
-    delivered: int = 0
-    latencies: list[float] = field(default_factory=list)
+def account_id(i: int) -> str:
+    return f"{i:08d}-0000-4000-8000-000000000000"
 
 
-# -- the bare relay -------------------------------------------------------------------------
+def registration_id(i: int) -> int:
+    return 1 + i % 16380
+
+
+async def create_accounts(url: str, n: int) -> list[str]:
+    """``n`` accounts with one device each, written straight through the storage layer
+    (so that runs measure relaying, not registration); returns their tokens."""
+    db = Database(url)
+    db.migrate()
+    storage = Storage(db)
+    tokens = []
+    identity = b"\x05" + bytes(32)
+    for i in range(n):
+        secret, token_hash = new_secret()
+        await storage.create_account(account_id(i), None, identity,
+                                     NewDevice(registration_id(i), token_hash, None,
+                                               KeyUpload()), 0)
+        tokens.append(make_token(account_id(i), 1, secret))
+    storage.close()
+    db.dispose()
+    return tokens
+
+
+# -- servers --------------------------------------------------------------------------------
 
 BARE_SERVER = r'''
 import asyncio, json, sys
+import uvloop
 from websockets.asyncio.server import serve
 conns = {}
 async def handler(ws):
@@ -98,196 +146,356 @@ async def main():
     async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
                      max_queue=None):
         await asyncio.Future()
-asyncio.run(main())
+uvloop.run(main())
 '''
 
 
-async def run_bare(devices: int, rate: float, seconds: float) -> dict[str, float]:
+@dataclass
+class Server:
+    kind: str  # "bare" or "cipherpost"
+    port: int
+    proc: subprocess.Popen[bytes]
+    tokens: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_server(kind: str, devices: int, workdir: Path) -> Server:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
-    try:
+    limit = devices + 1000
+    if kind == "bare":
+        proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
+                                preexec_fn=lambda: raise_fd_limit(limit))
         wait_port(port, proc)
-        stats = Stats()
-        ids = [f"d{i}" for i in range(devices)]
-        sockets = [await connect(f"ws://127.0.0.1:{port}/{i}", compression=None,
-                                 max_queue=None) for i in ids]
-
-        async def receive(ws: Any) -> None:
-            async for frame in ws:
-                stats.delivered += 1
-                stats.latencies.append(time.perf_counter() - json.loads(frame)["t"])
-
-        readers = [asyncio.create_task(receive(ws)) for ws in sockets]
-        body = base64.b64encode(os.urandom(PAYLOAD)).decode()
-
-        async def send(i: int) -> None:
-            target = ids[(i + 1 + random.randrange(devices - 1)) % devices]
-            await sockets[i].send(json.dumps({"to": target, "t": time.perf_counter(),
-                                              "content": body}))
-            stats.sent += 1
-
-        result = await _drive(proc.pid, stats, devices, rate, seconds, send)
-        await _stop(readers, sockets)
-        return result
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait()
-
-
-# -- the Cipherpost relay -------------------------------------------------------------------
-
-
-async def run_cipherpost(devices: int, rate: float, seconds: float, workdir: Path,
-                         transport: str) -> dict[str, float]:
-    port = free_port()
+        return Server(kind, port, proc)
+    db = f"sqlite:///{workdir}/relay-{port}.db"
+    tokens = asyncio.run(create_accounts(db, devices))
     env = {**os.environ,
-           "CIPHERPOST_DATABASE_URL": f"sqlite:///{workdir}/relay.db",
+           "CIPHERPOST_DATABASE_URL": db,
            "CIPHERPOST_ATTACHMENT_DIR": str(workdir / "blobs"),
-           "CIPHERPOST_RATE_REGISTER_PER_IP": "100000/10000",
            "CIPHERPOST_RATE_MESSAGES_PER_PAIR": "100000/10000",
-           "CIPHERPOST_RATE_PREKEY_FETCH_PER_ACCOUNT": "100000/10000",
            "CIPHERPOST_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "cipherpost.server", "--port", str(port)],
-                            env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_port(port, proc)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-            body_keys = KeyMaker()
-            template = body_keys.device_body(one_time=1, kyber=0)
-            accounts = []
-            for _ in range(devices):
-                maker = KeyMaker()
-                reply = await http.post("/v1/accounts", json={
-                    **template, "registration_id": maker.registration_id,
-                    "identity_key": template["identity_key"]})
-                reply.raise_for_status()
-                accounts.append({**reply.json(), "registration_id": maker.registration_id})
-            stats = Stats()
-            sockets = [await connect(url.replace("http", "ws") + "/v1/websocket",
-                                     additional_headers={
-                                         "Authorization": f"Bearer {a['token']}"},
-                                     compression=None, max_queue=None) for a in accounts]
-
-            async def receive(ws: Any) -> None:
-                async for frame in ws:
-                    message = json.loads(frame)
-                    if message["type"] == "sent":
-                        window.release()
-                        if message["status"] == 200:
-                            stats.sent += 1
-                        continue
-                    if message["type"] != "message":
-                        continue
-                    envelope = message["envelope"]
-                    stats.delivered += 1
-                    stats.latencies.append(time.perf_counter()
-                                           - envelope["client_timestamp"] / 1e6)
-                    await ws.send(json.dumps({"type": "ack", "ids": [envelope["id"]]}))
-
-            readers = [asyncio.create_task(receive(ws)) for ws in sockets]
-            content = base64.b64encode(os.urandom(PAYLOAD)).decode()
-
-            window = asyncio.Semaphore(256)  # unconfirmed sends in flight
-
-            async def send_ws(i: int) -> None:
-                target = accounts[(i + 1 + random.randrange(devices - 1)) % devices]
-                await window.acquire()
-                await sockets[i].send(json.dumps({
-                    "type": "send", "id": i, "account_id": target["account_id"],
-                    "timestamp": int(time.perf_counter() * 1e6),
-                    "messages": [{"device_id": 1, "registration_id": target["registration_id"],
-                                  "type": 2, "content": content}]}))
-
-            async def send_http(i: int) -> None:
-                target = accounts[(i + 1 + random.randrange(devices - 1)) % devices]
-                r = await http.put(f"/v1/messages/{target['account_id']}", headers={
-                    "Authorization": f"Bearer {accounts[i]['token']}"}, json={
-                    "timestamp": int(time.perf_counter() * 1e6),
-                    "messages": [{"device_id": 1,
-                                  "registration_id": target["registration_id"],
-                                  "type": 2, "content": content}]})
-                if r.status_code == 200:
-                    stats.sent += 1
-
-            send = send_ws if transport == "ws" else send_http
-            result = await _drive(proc.pid, stats, devices, rate, seconds, send)
-            await _stop(readers, sockets)
-            return result
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait()
+    command = [sys.executable, "-m", "cipherpost.server", "--port", str(port)]
+    profile = os.environ.get("RELAY_PROFILE")  # e.g. "cprofile:/tmp/relay.prof"
+    if profile and profile.startswith("cprofile:"):
+        command[1:1] = ["-m", "cProfile", "-o", profile.split(":", 1)[1]]
+    proc = subprocess.Popen(command, env=env, preexec_fn=lambda: raise_fd_limit(limit))
+    wait_port(port, proc)
+    return Server(kind, port, proc, tokens)
 
 
-async def _stop(readers: list[asyncio.Task[None]], sockets: list[Any]) -> None:
-    for task in readers:
-        task.cancel()
-    for ws in sockets:
-        await ws.close()
+# -- client processes -----------------------------------------------------------------------
 
 
-async def _drive(pid: int, stats: Stats, devices: int, rate: float, seconds: float,
-                 send: Any) -> dict[str, float]:
-    """Send at ``rate`` messages/s in total (0 = as fast as possible) for ``seconds``."""
-    in_flight: set[asyncio.Task[None]] = set()
-    limit = 256
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-    i = 0
-    while time.perf_counter() - t0 < seconds:
-        if rate:
-            due = t0 + i / rate
+@dataclass
+class Plan:
+    """What one client process does."""
+
+    kind: str
+    port: int
+    devices: list[int]  # the indexes of the devices this process drives
+    total_devices: int
+    tokens: list[str]  # of ``devices``, same order
+    rate: float  # this process's share of messages per second; 0 = saturation
+    seconds: float
+    window: int  # unconfirmed sends in flight per process (saturation)
+    batch: bool  # offer the batch subprotocol
+    seed: int
+
+
+def client_main(plan: Plan, pipe: Connection) -> None:
+    import uvloop
+    raise_fd_limit(len(plan.devices) + 1000)
+    uvloop.run(_client(plan, pipe))
+
+
+async def _client(plan: Plan, pipe: Connection) -> None:
+    rng = random.Random(plan.seed)
+    loop = asyncio.get_running_loop()
+    sent = delivered = 0
+    latencies: list[float] = []
+    lags: list[float] = []
+    content = base64.b64encode(os.urandom(PAYLOAD)).decode()
+    window = asyncio.Semaphore(plan.window)
+    answered = frames_out = 0
+    all_answered = asyncio.Event()
+    bare = plan.kind == "bare"
+
+    async def open_socket(i: int, token: str) -> Any:
+        if bare:
+            return await connect(f"ws://127.0.0.1:{plan.port}/d{i}", compression=None,
+                                 max_queue=None, open_timeout=120)
+        return await connect(f"ws://127.0.0.1:{plan.port}/v1/websocket", compression=None,
+                             max_queue=None, open_timeout=120,
+                             subprotocols=[BATCH_SUBPROTOCOL] if plan.batch else None,
+                             additional_headers={"Authorization": f"Bearer {token}"})
+
+    flushing: set[asyncio.Task[None]] = set()
+    sockets: list[Any] = []
+    for start in range(0, len(plan.devices), 100):
+        sockets += await asyncio.gather(*[
+            open_socket(i, t) for i, t in zip(plan.devices[start:start + 100],
+                                              plan.tokens[start:start + 100], strict=True)])
+
+    def on_envelope(envelope: dict[str, Any], now: float) -> None:
+        nonlocal delivered
+        delivered += 1
+        latencies.append(now - envelope["client_timestamp"] / 1e6)
+
+    async def receive(ws: Any) -> None:
+        nonlocal sent, delivered, answered
+        pending_acks: list[str] = []
+
+        async def flush() -> None:
+            await asyncio.sleep(0)
+            ids = pending_acks[:]
+            pending_acks.clear()
+            await ws.send(orjson.dumps({"type": "ack", "ids": ids}).decode())
+
+        async for frame in ws:
+            now = time.perf_counter()
+            message = orjson.loads(frame)
+            if bare:
+                delivered += 1
+                latencies.append(now - message["t"])
+                continue
+            kind = message["type"]
+            if kind == "sent":
+                window.release()
+                answered += 1
+                sent += message["status"] == 200
+                if answered == frames_out:
+                    all_answered.set()
+                continue
+            if kind == "message":
+                envelopes = [message["envelope"]]
+            elif kind == "messages":
+                envelopes = message["envelopes"]
+            else:
+                continue
+            for envelope in envelopes:
+                on_envelope(envelope, now)
+            if not pending_acks:
+                flushing.add(task := loop.create_task(flush()))
+                task.add_done_callback(flushing.discard)
+            pending_acks.extend(e["id"] for e in envelopes)
+
+    def frame(i: int) -> str:
+        target = (plan.devices[i] + 1 + rng.randrange(plan.total_devices - 1)) \
+            % plan.total_devices
+        stamp = time.perf_counter()
+        if bare:
+            return orjson.dumps({"to": f"d{target}", "t": stamp, "content": content}).decode()
+        return orjson.dumps({"type": "send", "id": i, "account_id": account_id(target),
+                           "timestamp": int(stamp * 1e6),
+                           "messages": [{"device_id": 1,
+                                         "registration_id": registration_id(target),
+                                         "type": 2, "content": content}]}).decode()
+
+    readers = [loop.create_task(receive(ws)) for ws in sockets]
+    pipe.send(("ready",))
+    while not pipe.poll(0):
+        await asyncio.sleep(0.01)
+    _go, start = pipe.recv()
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+
+    async def report() -> None:
+        while True:
+            pipe.send(("progress", sent if not bare else frames_out, delivered))
+            await asyncio.sleep(0.1)
+
+    reporter = loop.create_task(report())
+    n = 0
+    count = len(sockets)
+    end = start + plan.seconds
+    if plan.rate:
+        while True:
+            due = start + n / plan.rate
+            if due >= end:
+                break
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-        while len(in_flight) >= limit:
-            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(send(i % devices))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-        i += 1
-    if in_flight:
-        await asyncio.wait(in_flight)
-    deadline = time.perf_counter() + 10
-    while stats.delivered < stats.sent and time.perf_counter() < deadline:
-        await asyncio.sleep(0.02)
-    elapsed = time.perf_counter() - t0
+            lags.append(time.perf_counter() - due)
+            i = n % count
+            await sockets[i].send(frame(i))
+            frames_out += 1
+            n += 1
+    else:
+        while time.perf_counter() < end:
+            if not bare and plan.rate == 0:
+                await window.acquire()
+            i = n % count
+            await sockets[i].send(frame(i))
+            frames_out += 1
+            n += 1
+            if n % 64 == 0:
+                await asyncio.sleep(0)
+    if not bare and answered < frames_out:  # wait for the answers to what was sent
+        all_answered.clear()
+        await asyncio.wait_for(all_answered.wait(), 60)
+    pipe.send(("sent", sent if not bare else frames_out))
+    while not pipe.poll(0):
+        await asyncio.sleep(0.01)
+    pipe.recv()  # stop
+    reporter.cancel()
+    for task in readers:
+        task.cancel()
+    pipe.send(("done", latencies, lags, delivered))
+    await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
+
+
+# -- one measured run -----------------------------------------------------------------------
+
+
+def run(kind: str, devices: int, rate: float, seconds: float, workers: int, batch: bool,
+        workdir: Path) -> dict[str, float]:
+    server = start_server(kind, devices, workdir)
+    try:
+        return _measure(server, devices, rate, seconds, workers, batch)
+    finally:
+        server.stop()
+
+
+def _measure(server: Server, devices: int, rate: float, seconds: float, workers: int,
+             batch: bool) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    procs = []
+    for w in range(workers):
+        mine = list(range(w, devices, workers))
+        plan = Plan(server.kind, server.port, mine, devices,
+                    [server.tokens[i] for i in mine] if server.tokens else [""] * len(mine),
+                    rate / workers, seconds, 256, batch, w)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=client_main, args=(plan, child), daemon=True)
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    for p in pipes:
+        assert p.recv()[0] == "ready"
+    time.sleep(1)
+    pid = server.proc.pid
+    base_rss = rss_mb(pid)
+    start = time.perf_counter() + 0.2
+    for p in pipes:
+        p.send(("go", start))
+    time.sleep(max(0.0, start - time.perf_counter()))
+    cpu0 = cpu_seconds(pid)
+    delivered = [0] * workers
+    sent: list[int | None] = [None] * workers
+    peak_rss = base_rss
+
+    def poll(until: Callable[[], bool], timeout: float) -> None:
+        nonlocal peak_rss
+        deadline = time.perf_counter() + timeout
+        while not until() and time.perf_counter() < deadline:
+            for w, p in enumerate(pipes):
+                while p.poll(0):
+                    message = p.recv()
+                    if message[0] == "progress":
+                        delivered[w] = message[2]
+                    elif message[0] == "sent":
+                        sent[w] = message[1]
+            peak_rss = max(peak_rss, rss_mb(pid))
+            time.sleep(0.02)
+
+    poll(lambda: all(s is not None for s in sent), seconds + 120)
+    total_sent = sum(s or 0 for s in sent)
+    poll(lambda: sum(delivered) >= total_sent, 20)
+    elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu0
-    lat = sorted(stats.latencies) or [0.0]
+    for p in pipes:
+        p.send(("stop",))
+    latencies: list[float] = []
+    lags: list[float] = []
+    total_delivered = 0
+    for p in pipes:
+        while True:
+            message = p.recv()
+            if message[0] == "done":
+                break
+        latencies += message[1]
+        lags += message[2]
+        total_delivered += message[3]
+    for proc in procs:
+        proc.join(30)
+    lat = sorted(latencies) or [0.0]
+    lags.sort()
     return {
-        "sent": stats.sent, "delivered": stats.delivered,
-        "per_second": stats.delivered / elapsed,
-        "cpu_us_per_message": cpu / max(stats.delivered, 1) * 1e6,
+        "sent": total_sent, "delivered": total_delivered,
+        "per_second": total_delivered / elapsed,
+        "cpu_us_per_message": cpu / max(total_delivered, 1) * 1e6,
+        "cpu_percent": cpu / elapsed * 100,
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-        "rss_mb": rss_mb(pid),
+        "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000 if lags else 0,
+        "rss_mb": peak_rss,
     }
 
 
+def print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
+    print(title)
+    print(f"  {'':12} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/msg':>11} "
+          f"{'CPU %':>6} {'RSS MB':>7} {'lag p99':>8} {'delivered/sent':>16}")
+    for name, r in rows:
+        print(f"  {name:12} {r['per_second']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+              f"{r['cpu_us_per_message']:11.1f} {r['cpu_percent']:6.0f} {r['rss_mb']:7.1f} "
+              f"{r['lag_p99_ms']:8.2f} {int(r['delivered']):>8}/{int(r['sent'])}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--devices", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs, fewer devices")
+    parser.add_argument("--devices", type=int, default=100, help="saturation run")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rate", type=float, default=0, help="messages/s in total; 0: max")
-    parser.add_argument("--send", choices=["ws", "http"], default="ws",
-                        help="send over the WebSocket (default) or HTTP PUT")
+    parser.add_argument("--latency-devices", type=int, default=1000)
+    parser.add_argument("--latency-rate", type=float, default=1000,
+                        help="messages/s in total in the latency run")
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--legacy-frames", action="store_true",
+                        help="one envelope per pushed frame (no batch subprotocol)")
+    parser.add_argument("--only", choices=["saturation", "latency"])
+    parser.add_argument("--skip-bare", action="store_true")
     args = parser.parse_args()
     seconds = 3 if args.quick else args.seconds
     devices = 20 if args.quick else args.devices
+    lat_devices = 100 if args.quick else args.latency_devices
+    raise_fd_limit(max(devices, lat_devices) + 1000)
+    batch = not args.legacy_frames
+    frames = "one envelope per frame" if args.legacy_frames else "batch subprotocol"
     with tempfile.TemporaryDirectory() as tmp:
-        bare = asyncio.run(run_bare(devices, args.rate, seconds))
-        ours = asyncio.run(run_cipherpost(devices, args.rate, seconds, Path(tmp), args.send))
-    print(f"Relay load: {devices} devices, sending over {args.send}, {seconds:g} s, "
-          f"{'saturation' if not args.rate else f'{args.rate:g} msg/s offered'}")
-    print(f"{'':14} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/msg':>11} "
-          f"{'RSS MB':>7} {'delivered/sent':>15}")
-    for name, r in (("bare relay", bare), ("cipherpost", ours)):
-        print(f"{name:14} {r['per_second']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-              f"{r['cpu_us_per_message']:11.1f} {r['rss_mb']:7.1f} "
-              f"{int(r['delivered']):>7}/{int(r['sent'])}")
-    ratio = ours["cpu_us_per_message"] / bare["cpu_us_per_message"]
-    print(f"server CPU per delivered message: {ratio:.2f}x the bare relay (target ≤ 2x)")
+        work = Path(tmp)
+        kinds = ["cipherpost"] if args.skip_bare else ["bare", "cipherpost"]
+        if args.only != "latency":
+            rows = [(k if k != "bare" else "bare relay",
+                     run(k, devices, 0, seconds, args.workers, batch, work)) for k in kinds]
+            print_table(f"Saturation: {devices} devices, {seconds:g} s, {args.workers} client "
+                        f"processes, {frames}", rows)
+            _ratio(rows)
+        if args.only != "saturation":
+            rows = [(k if k != "bare" else "bare relay",
+                     run(k, lat_devices, args.latency_rate, seconds, args.workers, batch,
+                         work)) for k in kinds]
+            print_table(f"Latency: {lat_devices} devices, {args.latency_rate:g} msg/s offered, "
+                        f"{seconds:g} s, {args.workers} client processes, {frames}", rows)
+            _ratio(rows)
+            ours = rows[-1][1]
+            print(f"  p99 delivery latency {ours['p99_ms']:.2f} ms (target < 20 ms)")
+
+
+def _ratio(rows: list[tuple[str, dict[str, float]]]) -> None:
+    if len(rows) == 2:
+        ratio = rows[1][1]["cpu_us_per_message"] / rows[0][1]["cpu_us_per_message"]
+        print(f"  server CPU per delivered message: {ratio:.2f}x the bare relay "
+              "(target ≤ 2x)")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ _STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
 
 
 def create_app(settings: Settings | None = None, *,
-               clock: Callable[[], float] = time.time) -> FastAPI:
+               clock: Callable[[], float] = time.time) -> RelayApp:
     """Build the relay app. The database is migrated when the app starts."""
     settings = settings or Settings.load()
 
@@ -44,17 +44,18 @@ def create_app(settings: Settings | None = None, *,
         storage = Storage(db)
         relay = Relay(settings=settings, storage=storage, clock=clock)
         app.state.relay = relay
-        janitor = asyncio.create_task(_janitor(relay))
+        tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay))]
         try:
             yield
         finally:
-            janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await janitor
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             storage.close()
             db.dispose()
 
-    app = FastAPI(
+    app = RelayApp(
         title="Cipherpost relay",
         version="0.1.0",
         description="Relays end-to-end encrypted messages. It stores only ciphertext and "
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, *,
                     "The WebSocket protocol is described in docs/websocket.md.",
         lifespan=lifespan,
     )
-    for module in (accounts, keys, messages, websocket, attachments, ops, provisioning):
+    for module in (accounts, keys, messages, attachments, ops, provisioning):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)
@@ -93,6 +94,28 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(_BodyLimit, default=settings.max_request_bytes,
                        attachments=settings.max_attachment_bytes)
     return app
+
+
+class RelayApp(FastAPI):
+    """FastAPI for HTTP; ``/v1/websocket`` is served as raw ASGI, so that the work per
+    frame stays out of the framework's routing, dependency and middleware layers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == websocket.PATH:
+            await websocket.serve(self.state.relay, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def _checkpoints(relay: Relay) -> None:
+    """Checkpoint the SQLite WAL every second, off the event loop (the loop's own
+    connection never does it inside a commit)."""
+    while True:
+        await asyncio.sleep(1)
+        try:
+            await relay.storage.checkpoint()
+        except Exception:
+            log.exception("checkpoint failed")
 
 
 async def _janitor(relay: Relay) -> None:

@@ -1,60 +1,55 @@
-"""Connected devices in this process: wake-ups for new messages, and forced disconnects.
+"""Connected devices in this process: delivery of new messages, and forced disconnects.
 
 One live connection per device: a newer connection replaces an older one. Later, a
-Redis-backed fan-out (several relay processes) implements the same two calls.
+Redis-backed fan-out (several relay processes) implements the same calls.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from typing import Protocol
+
+from .storage.models import Envelope
 
 
-@dataclass
-class Connection:
-    """What the hub knows of one live WebSocket."""
+class Subscriber(Protocol):
+    """A live connection as the hub sees it."""
 
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_code: int = 1000
+    def offer(self, envelope: Envelope) -> None:
+        """A message for this device was committed (called in commit order)."""
+
+    def kick(self, code: int) -> None:
+        """Close the connection with ``code``."""
 
 
 class Hub:
     """Registry of live connections keyed by (account id, device id)."""
 
     def __init__(self) -> None:
-        self._connections: dict[tuple[str, int], Connection] = {}
+        self._connections: dict[tuple[str, int], Subscriber] = {}
 
     def __len__(self) -> int:
         return len(self._connections)
 
-    def register(self, account_id: str, device_id: int) -> Connection:
+    def register(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
         """Register a new connection, displacing an older one of the same device."""
-        key = (account_id, device_id)
-        old = self._connections.get(key)
+        old = self._connections.get((account_id, device_id))
         if old is not None:
-            old.close_code = 4409  # replaced by a newer connection
-            old.closed.set()
-            old.wake.set()
-        connection = Connection()
-        self._connections[key] = connection
-        return connection
+            old.kick(4409)  # replaced by a newer connection
+        self._connections[(account_id, device_id)] = subscriber
 
-    def unregister(self, account_id: str, device_id: int, connection: Connection) -> None:
-        """Forget ``connection`` if it is still the device's current one."""
-        if self._connections.get((account_id, device_id)) is connection:
+    def unregister(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
+        """Forget ``subscriber`` if it is still the device's current connection."""
+        if self._connections.get((account_id, device_id)) is subscriber:
             del self._connections[(account_id, device_id)]
 
-    def notify(self, account_id: str, device_id: int) -> None:
-        """Wake the device's delivery loop: something new is queued."""
-        connection = self._connections.get((account_id, device_id))
-        if connection is not None:
-            connection.wake.set()
+    def deliver(self, account_id: str, device_id: int, envelope: Envelope) -> None:
+        """Hand a just-committed message to the device's connection, if it has one."""
+        subscriber = self._connections.get((account_id, device_id))
+        if subscriber is not None:
+            subscriber.offer(envelope)
 
     def disconnect(self, account_id: str, device_id: int, code: int) -> None:
         """Close the device's connection (its credentials died)."""
-        connection = self._connections.pop((account_id, device_id), None)
-        if connection is not None:
-            connection.close_code = code
-            connection.closed.set()
-            connection.wake.set()
+        subscriber = self._connections.pop((account_id, device_id), None)
+        if subscriber is not None:
+            subscriber.kick(code)

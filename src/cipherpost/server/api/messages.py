@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Query
 
 from ..auth import DeviceIdentity
@@ -13,7 +17,9 @@ from ..storage.models import (
     OutgoingMessage,
     QueueFull,
     StaleDevices,
+    UnknownAccount,
 )
+from ..storage.sql import Queued
 from .deps import DeviceDep, RelayDep, b64, unb64
 from .schemas import AckIn, AckOut, EnvelopeOut, MessagesOut, SendIn, SendOut
 
@@ -28,42 +34,68 @@ async def send(account_id: str, body: SendIn, relay: RelayDep, device: DeviceDep
     return SendOut(queued=await queue_messages(relay, device, account_id, body))
 
 
+def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp: int,
+                messages: Sequence[tuple[int, int, int, str]]) -> asyncio.Future[list[Queued]]:
+    """Check a send request and hand it to the next group commit. ``messages`` are
+    ``(device_id, registration_id, type, base64 content)``, already checked for range.
+    On commit the envelopes go straight to their devices' live connections.
+
+    Raises:
+        ApiError: rate limited or malformed (what can be refused before storage).
+    """
+    relay.limit("messages", f"{device.account_id}>{account_id}")
+    limit = relay.settings.max_message_bytes
+    outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
+                for d, r, t, c in messages]
+    if len({m.device_id for m in outgoing}) != len(outgoing):
+        raise ApiError(400, "invalid_request", "one message per destination device")
+    own = account_id == device.account_id
+    return relay.storage.enqueue(
+        account_id, outgoing, sender=(device.account_id, device.device_id),
+        exclude_device=device.device_id if own else None,
+        client_timestamp=timestamp, now=relay.now_ms(), ttl=relay.settings.message_ttl,
+        byte_budget=relay.settings.queue_byte_budget,
+        on_commit=functools.partial(_deliver, relay, account_id))
+
+
+def _deliver(relay: Relay, account_id: str, queued: list[Queued]) -> None:
+    relay.metrics.messages_queued.inc(len(queued))
+    for device_id, envelope in queued:
+        relay.hub.deliver(account_id, device_id, envelope)
+
+
+def refusal(exc: BaseException) -> ApiError | None:
+    """The answer to a send the storage refused (None: not a refusal, an error)."""
+    if isinstance(exc, UnknownAccount):
+        return not_found("account")
+    if isinstance(exc, DeviceMismatch):
+        return ApiError(409, "device_mismatch", "the device list is out of date",
+                        missing_devices=exc.missing, extra_devices=exc.extra)
+    if isinstance(exc, StaleDevices):
+        return ApiError(410, "stale_devices", "devices were re-installed",
+                        stale_devices=exc.stale)
+    if isinstance(exc, QueueFull):
+        return ApiError(507, "queue_full", "a destination device's queue is full",
+                        full_devices=exc.devices)
+    return None
+
+
 async def queue_messages(relay: Relay, device: DeviceIdentity, account_id: str,
                          body: SendIn) -> int:
-    """Queue a send request (from HTTP or the WebSocket); return how many were queued.
+    """Queue a send request; return how many were queued once that is durable.
 
     Raises:
         ApiError: rate limited, malformed, unknown account, 409, 410 or 507.
     """
-    relay.limit("messages", f"{device.account_id}>{account_id}")
-    limit = relay.settings.max_message_bytes
-    outgoing = [OutgoingMessage(m.device_id, m.registration_id, m.type,
-                                unb64(m.content, "content", max_bytes=limit))
-                for m in body.messages]
-    if len({m.device_id for m in outgoing}) != len(outgoing):
-        raise ApiError(400, "invalid_request", "one message per destination device")
-    own = account_id == device.account_id
+    future = submit_send(relay, device, account_id, body.timestamp, [
+        (m.device_id, m.registration_id, m.type, m.content) for m in body.messages])
     try:
-        queued = await relay.storage.enqueue(
-            account_id, outgoing, sender=(device.account_id, device.device_id),
-            exclude_device=device.device_id if own else None,
-            client_timestamp=body.timestamp, now=relay.now_ms(),
-            ttl=relay.settings.message_ttl, byte_budget=relay.settings.queue_byte_budget)
-    except LookupError:
-        raise not_found("account") from None
-    except DeviceMismatch as exc:
-        raise ApiError(409, "device_mismatch", "the device list is out of date",
-                       missing_devices=exc.missing, extra_devices=exc.extra) from None
-    except StaleDevices as exc:
-        raise ApiError(410, "stale_devices", "devices were re-installed",
-                       stale_devices=exc.stale) from None
-    except QueueFull as exc:
-        raise ApiError(507, "queue_full", "a destination device's queue is full",
-                       full_devices=exc.devices) from None
-    relay.metrics.messages_queued.inc(len(queued))
-    for device_id, _seq in queued:
-        relay.hub.notify(account_id, device_id)
-    return len(queued)
+        return len(await future)
+    except Exception as exc:
+        error = refusal(exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 def envelope_dict(e: Envelope) -> dict[str, object]:

@@ -1,137 +1,357 @@
-"""WebSocket delivery (protocol documented in docs/websocket.md).
+"""WebSocket delivery (protocol documented in docs/websocket.md), as a raw ASGI endpoint.
 
-The server pushes ``{"type": "message", "envelope": {...}}`` frames in queue order; the
-device answers ``{"type": "ack", "ids": [...]}``, and the server confirms with ``{"type": "acked",
-"ids": [...]}`` once the deletion is durable. Only acknowledged messages are deleted, so
-whatever was pushed but not acknowledged is pushed again on the next connection. At most
-``WINDOW`` messages are in flight unacknowledged, which bounds memory per connection.
+The server pushes envelopes in queue order; the device answers ``{"type": "ack", "ids":
+[...]}``, and the server confirms with ``{"type": "acked", "ids": [...]}`` once the deletion
+is durable. Only acknowledged messages are deleted, so whatever was pushed but not
+acknowledged is pushed again on the next connection. At most ``WINDOW`` messages are in
+flight unacknowledged, which bounds memory per connection.
+
+A message committed while its device is connected and caught up is handed to the
+connection in memory (no database read); a connection that is behind (just connected,
+or its window was full) reads its queue from the database until it has caught up.
+Nothing runs for an idle connection but the ASGI call waiting for its next frame: tasks
+that write frames or read the queue exist only while they have work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+import orjson
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from ..auth import DeviceIdentity, authenticate
 from ..errors import ApiError
-from ..hub import Connection
 from ..relay import Relay
-from .messages import ack, envelope_dict, queue_messages
+from ..storage.models import Envelope
+from ..storage.sql import Queued
+from .deps import b64
+from .messages import refusal, submit_send
 from .schemas import SendIn
 
-router = APIRouter()
-Sender = Callable[[dict[str, object]], Awaitable[None]]
+log = logging.getLogger("cipherpost.server")
 
+PATH = "/v1/websocket"
+#: Offered by a client (Sec-WebSocket-Protocol) to get several envelopes per frame.
+BATCH_SUBPROTOCOL = "cipherpost.batch"
 WINDOW = 256
 MAX_FRAME = 64 * 1024
+#: A ``messages`` frame holds at most this many envelopes, and at most this many bytes of
+#: ciphertext unless it holds a single envelope.
+BATCH_ENVELOPES = 64
+BATCH_BYTES = 192 * 1024
+#: Sends and acks of one connection waiting for their commit at once, at most.
+PIPELINE = 64
+FETCH = 100
+
+_MESSAGE_KEYS = frozenset(("device_id", "registration_id", "type", "content"))
 
 
-@router.websocket("/v1/websocket")
-async def websocket(ws: WebSocket) -> None:
-    relay: Relay = ws.app.state.relay
-    try:
-        device = await authenticate(relay.storage, ws.headers.get("authorization"))
-    except ApiError:
-        await ws.close(code=4401)
+async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI WebSocket call of ``/v1/websocket``."""
+    if (await receive())["type"] != "websocket.connect":
         return
-    await ws.accept()
-    connection = relay.hub.register(device.account_id, device.device_id)
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    try:
+        device = await authenticate(relay.storage, header.decode("latin-1") or None)
+    except ApiError:
+        await send({"type": "websocket.close", "code": 4401})
+        return
+    batch = BATCH_SUBPROTOCOL in scope.get("subprotocols", ())
+    await send({"type": "websocket.accept", "subprotocol": BATCH_SUBPROTOCOL} if batch
+               else {"type": "websocket.accept"})
+    session = Session(relay, device, send, batch)
+    relay.hub.register(device.account_id, device.device_id, session)
     relay.metrics.websockets.inc()
-    in_flight: set[str] = set()
-    lock = asyncio.Lock()
-
-    async def send(frame: dict[str, object]) -> None:
-        async with lock:
-            await ws.send_text(json.dumps(frame, separators=(",", ":")))
-
-    # One task pushes; this coroutine itself reads. An idle device costs one task.
-    pusher = asyncio.create_task(_push(ws, send, relay, device, connection, in_flight))
     try:
-        await _receive(ws, send, relay, device, connection, in_flight)
+        session.catch_up()
+        gone = await session.read(receive)
     finally:
-        pusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pusher
-        relay.hub.unregister(device.account_id, device.device_id, connection)
+        relay.hub.unregister(device.account_id, device.device_id, session)
         relay.metrics.websockets.dec()
-        with contextlib.suppress(Exception):
-            await ws.close(code=connection.close_code)
+    await session.close(send_close=not gone)
 
 
-async def _push(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIdentity,
-                connection: Connection, in_flight: set[str]) -> None:
-    """Push queued messages in order, at most ``WINDOW`` unacknowledged; close the socket
-    when the hub says so (device removed, or replaced by a newer connection)."""
-    cursor = 0
-    while not connection.closed.is_set():
-        connection.wake.clear()
-        budget = WINDOW - len(in_flight)
-        envelopes = await relay.storage.fetch(device.account_id, device.device_id, cursor,
-                                              min(budget, 100)) if budget > 0 else []
+class Session:
+    """One device's live connection: what it has been pushed, what it still needs."""
+
+    __slots__ = ("_catching_up", "_draining", "_frames", "_held", "_outstanding", "_room",
+                 "_send", "account_id", "batch", "behind", "close_code", "closed", "cursor",
+                 "device", "device_id", "envelopes", "in_flight", "relay")
+
+    def __init__(self, relay: Relay, device: DeviceIdentity, send: Send, batch: bool) -> None:
+        self.relay = relay
+        self.device = device
+        self.account_id = device.account_id
+        self.device_id = device.device_id
+        self.batch = batch
+        self._send = send
+        #: seq of the last envelope pushed; everything after it is still to push.
+        self.cursor = 0
+        #: guids pushed and not yet acknowledged.
+        self.in_flight: set[str] = set()
+        #: the queue in the database may hold envelopes not pushed nor held in memory.
+        self.behind = True
+        self.envelopes: list[Envelope] = []  # to push
+        self._frames: list[str] = []  # other frames to send
+        self._held: list[Envelope] | None = None  # offered while the queue is being read
+        self._draining: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self._outstanding = 0  # sends and acks waiting for their commit
+        self._room: asyncio.Future[None] | None = None
+        self.close_code = 1000
+        self.closed = False
+
+    # -- pushing ---------------------------------------------------------------------------
+
+    def offer(self, envelope: Envelope) -> None:
+        """A message for this device was committed (the hub calls this in commit order)."""
+        if self.closed or envelope.seq <= self.cursor:
+            return
+        if self._held is not None:  # a read of the queue is under way
+            if len(self._held) < WINDOW:  # when full, the read is repeated
+                self._held.append(envelope)
+            return
+        if self.behind or len(self.in_flight) >= WINDOW:
+            self.behind = True  # it stays in the database until the window has room
+            self.catch_up()
+            return
+        self._push((envelope,))
+
+    def kick(self, code: int) -> None:
+        """Close with ``code`` (device removed, or replaced by a newer connection)."""
+        if not self.closed:
+            self.close_code = code
+            self.closed = True
+            self.envelopes.clear()
+            self._frames.clear()
+            self._wake()
+
+    def catch_up(self) -> None:
+        """Read the queue from the database if this connection is behind and has room."""
+        if self.behind and self._catching_up is None and not self.closed \
+                and len(self.in_flight) < WINDOW:
+            self._catching_up = asyncio.get_running_loop().create_task(self._read_queue())
+
+    async def _read_queue(self) -> None:
+        try:
+            while self.behind and not self.closed:
+                room = WINDOW - len(self.in_flight)
+                if room <= 0:
+                    break
+                limit = min(room, FETCH)
+                self._held = []
+                try:
+                    rows = await self.relay.storage.fetch(self.account_id, self.device_id,
+                                                          self.cursor, limit)
+                finally:
+                    held, self._held = self._held, None
+                self._push(rows)
+                if len(rows) < limit and len(held) < WINDOW:
+                    # Caught up as of the read; what was committed since is in ``held``
+                    # (unless it overflowed: then read again).
+                    self.behind = False
+                    for envelope in held:
+                        self.offer(envelope)
+        except Exception:
+            log.exception("reading a queue failed")
+            self.kick(1011)
+        finally:
+            self._catching_up = None
+
+    def _push(self, envelopes: Iterable[Envelope]) -> None:
         for envelope in envelopes:
-            in_flight.add(envelope.guid)
-            await send({"type": "message", "envelope": envelope_dict(envelope)})
-            cursor = envelope.seq
-        if envelopes:
-            continue
-        # Woken by a new message, an acknowledgement that frees room, or the hub.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(connection.wake.wait(), timeout=30)
-    with contextlib.suppress(Exception):
-        await ws.close(code=connection.close_code)
+            if envelope.seq > self.cursor:
+                self.in_flight.add(envelope.guid)
+                self.cursor = envelope.seq
+                self.envelopes.append(envelope)
+        self._wake()
 
+    def _emit(self, frame: dict[str, Any]) -> None:
+        if not self.closed:
+            self._frames.append(orjson.dumps(frame).decode())
+            self._wake()
 
-async def _receive(ws: WebSocket, send: Sender, relay: Relay, device: DeviceIdentity,
-                   connection: Connection, in_flight: set[str]) -> None:
-    while True:
+    def _wake(self) -> None:
+        if self._draining is None and (self.envelopes or self._frames or self.closed):
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Write what is pending, in order, then end (a task only while there is work)."""
         try:
-            text = await ws.receive_text()
-        except (WebSocketDisconnect, RuntimeError, KeyError):
-            return
-        if len(text) > MAX_FRAME:
-            connection.close_code = 1009
-            return
+            while not self.closed and (self.envelopes or self._frames):
+                frames, self._frames = self._frames, []
+                if self.envelopes:
+                    frames += self._encode(self.envelopes)
+                    self.envelopes = []
+                for text in frames:
+                    await self._send({"type": "websocket.send", "text": text})
+            if self.closed:
+                await self._send({"type": "websocket.close", "code": self.close_code})
+        except Exception:  # the peer is gone; the read side sees it too
+            self.closed = True
+        finally:
+            self._draining = None
+
+    def _encode(self, envelopes: list[Envelope]) -> list[str]:
+        if not self.batch:
+            return [orjson.dumps({"type": "message", "envelope": envelope_json(e)}).decode()
+                    for e in envelopes]
+        frames = []
+        group: list[dict[str, object]] = []
+        size = 0
+        for e in envelopes:
+            if group and (len(group) >= BATCH_ENVELOPES or size + len(e.content) > BATCH_BYTES):
+                frames.append(orjson.dumps({"type": "messages", "envelopes": group}).decode())
+                group, size = [], 0
+            group.append(envelope_json(e))
+            size += len(e.content)
+        frames.append(orjson.dumps({"type": "messages", "envelopes": group}).decode())
+        return frames
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read(self, receive: Receive) -> bool:
+        """Handle the device's frames until it breaks the protocol, is closed, or
+        disconnects (then return True)."""
+        while not self.closed:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return True
+            text = message.get("text")
+            if text is None:
+                self.close_code = 1003
+                return False
+            if len(text) > MAX_FRAME:
+                self.close_code = 1009
+                return False
+            try:
+                frame = orjson.loads(text)
+                kind = frame.get("type")
+                if kind == "send":
+                    self._handle_send(frame)
+                elif kind == "ack":
+                    ids = frame["ids"]
+                    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                        raise ValueError
+                    self._handle_ack(ids)
+                else:
+                    raise ValueError
+            except (ValueError, TypeError, AttributeError, KeyError):
+                self.close_code = 1003
+                return False
+            if self._outstanding >= PIPELINE:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
+        return False
+
+    def _handle_send(self, frame: dict[str, Any]) -> None:
+        """A ``send`` frame: the same request and answers as ``PUT /v1/messages/{account}``,
+        answered by a ``sent`` frame carrying the request's ``id`` once it is durable."""
+        request_id = frame.get("id")
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+            raise ValueError("a send frame needs an id")
         try:
-            frame = json.loads(text)
-            kind = frame.get("type")
-            if kind == "send":
-                await send(await _send(relay, device, frame))
-                continue
-            ids = frame["ids"] if kind == "ack" else None
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise ValueError
-        except (ValueError, TypeError, AttributeError, KeyError):
-            connection.close_code = 1003
+            account_id = frame.get("account_id")
+            if not isinstance(account_id, str):
+                raise ApiError(400, "invalid_request", "account_id must be a string")
+            timestamp, messages = _send_fields(frame)
+            future = submit_send(self.relay, self.device, account_id, timestamp, messages)
+        except ApiError as exc:
+            self._emit({"type": "sent", "id": request_id, "status": exc.status, **exc.body()})
             return
-        # Shielded: an acknowledgement that arrived is applied even if the socket closes.
-        await asyncio.shield(ack(relay, device.account_id, device.device_id, ids))
-        in_flight.difference_update(ids)
-        connection.wake.set()
-        await send({"type": "acked", "ids": ids})
+        self._outstanding += 1
+        future.add_done_callback(lambda f: self._sent(request_id, f))
+
+    def _sent(self, request_id: str | int, future: asyncio.Future[list[Queued]]) -> None:
+        self._settle()
+        exc = future.exception()
+        if exc is None:
+            self._emit({"type": "sent", "id": request_id, "status": 200,
+                        "queued": len(future.result())})
+            return
+        error = refusal(exc)
+        if error is None:
+            log.error("a send failed", exc_info=exc)
+            error = ApiError(500, "internal_error", "internal error")
+        self._emit({"type": "sent", "id": request_id, "status": error.status, **error.body()})
+
+    def _handle_ack(self, ids: list[str]) -> None:
+        # Applied even if the socket closes before the commit.
+        future = self.relay.storage.acknowledge(self.account_id, self.device_id,
+                                                [i for i in ids if len(i) <= 36])
+        self._outstanding += 1
+        future.add_done_callback(lambda f: self._acked(ids, f))
+
+    def _acked(self, ids: list[str], future: asyncio.Future[int]) -> None:
+        self._settle()
+        exc = future.exception()
+        if exc is not None:
+            log.error("an acknowledgement failed", exc_info=exc)
+            self.kick(1011)
+            return
+        self.relay.metrics.messages_delivered.inc(future.result())
+        self.in_flight.difference_update(ids)
+        self._emit({"type": "acked", "ids": ids})
+        self.catch_up()
+
+    def _settle(self) -> None:
+        self._outstanding -= 1
+        if self._room is not None and self._outstanding < PIPELINE:
+            if not self._room.done():
+                self._room.set_result(None)
+            self._room = None
+
+    async def close(self, *, send_close: bool) -> None:
+        """End the connection: stop its tasks, send the close frame if still due."""
+        kicked = self.closed
+        self.closed = True
+        draining = self._draining
+        for task in (self._catching_up, draining):
+            if task is not None:
+                task.cancel()
+        if self._room is not None and not self._room.done():
+            self._room.cancel()
+        # A kicked connection's close frame is sent by its drain task, unless cut short.
+        if send_close and (not kicked or draining is not None):
+            with contextlib.suppress(Exception):
+                await self._send({"type": "websocket.close", "code": self.close_code})
 
 
-async def _send(relay: Relay, device: DeviceIdentity, frame: dict[str, Any]) -> dict[str, object]:
-    """A ``send`` frame: the same request and answers as ``PUT /v1/messages/{account}``,
-    answered by a ``sent`` frame carrying the request's ``id``."""
-    request_id = frame.get("id")
-    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
-        raise ValueError("a send frame needs an id")
+def _send_fields(frame: dict[str, Any]) -> tuple[int, list[tuple[int, int, int, str]]]:
+    """The timestamp and messages of a send frame, checked as :class:`SendIn` checks them
+    (exact types take a fast path; anything else goes through the model itself)."""
+    timestamp = frame.get("timestamp")
+    messages = frame.get("messages")
+    if type(timestamp) is int and 0 <= timestamp < 2**63 and type(messages) is list \
+            and 1 <= len(messages) <= 127:
+        out = []
+        for m in messages:
+            if type(m) is not dict or m.keys() != _MESSAGE_KEYS:
+                break
+            d, r, t, c = m["device_id"], m["registration_id"], m["type"], m["content"]
+            if not (type(d) is int and 1 <= d <= 127 and type(r) is int and 0 <= r <= 16380
+                    and type(t) is int and 1 <= t <= 255 and type(c) is str):
+                break
+            out.append((d, r, t, c))
+        else:
+            return timestamp, out
     try:
-        account_id = frame.get("account_id")
-        if not isinstance(account_id, str):
-            raise ApiError(400, "invalid_request", "account_id must be a string")
-        try:
-            body = SendIn.model_validate({"timestamp": frame.get("timestamp"),
-                                          "messages": frame.get("messages")})
-        except ValidationError:
-            raise ApiError(400, "invalid_request", "the send frame is malformed") from None
-        queued = await queue_messages(relay, device, account_id, body)
-    except ApiError as exc:
-        return {"type": "sent", "id": request_id, "status": exc.status, **exc.body()}
-    return {"type": "sent", "id": request_id, "status": 200, "queued": queued}
+        body = SendIn.model_validate({"timestamp": timestamp, "messages": messages})
+    except ValidationError:
+        raise ApiError(400, "invalid_request", "the send frame is malformed") from None
+    return body.timestamp, [(m.device_id, m.registration_id, m.type, m.content)
+                            for m in body.messages]
+
+
+def envelope_json(e: Envelope) -> dict[str, object]:
+    """An envelope as JSON fields (the fields of ``EnvelopeOut``, built directly)."""
+    return {"id": e.guid, "sender_account_id": e.sender_account_id,
+            "sender_device_id": e.sender_device_id, "type": e.type,
+            "content": b64(e.content), "client_timestamp": e.client_timestamp,
+            "server_timestamp": e.server_timestamp}

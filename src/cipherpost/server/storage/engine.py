@@ -28,6 +28,7 @@ class Database:
     reader_threads = 2
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self._held: list[Any] = []
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite and self.url.drivername != "sqlite":
@@ -38,7 +39,9 @@ class Database:
                 raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = self._sqlite_engine(level, immediate=True, pool_size=2)
+            # The writer thread's two connections (SQLAlchemy and raw) and the event
+            # loop's own (see ``loop_connection``).
+            self.writer = self._sqlite_engine(level, immediate=True, pool_size=3)
             self.reader = self._sqlite_engine(level, immediate=False,
                                               pool_size=2 * self.reader_threads)
         else:
@@ -65,6 +68,19 @@ class Database:
 
         return engine
 
+    def loop_connection(self) -> Any:
+        """A SQLite connection for the event loop's group commits and queue reads: it
+        never waits for a lock (busy_timeout 0: the caller hands its batch to the writer
+        thread instead) and never checkpoints the WAL inside a commit (``checkpoint``
+        does, on the writer thread)."""
+        assert self.is_sqlite
+        checked_out = self.writer.raw_connection()
+        self._held.append(checked_out)  # dropped, it would go back to the pool
+        connection: Any = checked_out.driver_connection
+        for pragma in ("busy_timeout=0", "wal_autocheckpoint=0"):
+            connection.execute(f"PRAGMA {pragma}").fetchall()
+        return connection
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
         with self.writer.begin() as conn:
@@ -72,6 +88,9 @@ class Database:
 
     def dispose(self) -> None:
         """Close every connection."""
+        for checked_out in self._held:
+            checked_out.close()
+        self._held.clear()
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()

@@ -100,8 +100,16 @@ class Envelope:
     server_timestamp: int
 
 
+class Refusal(Exception):
+    """A write refused before anything was written (so a group commit goes on)."""
+
+
+class UnknownAccount(Refusal, LookupError):
+    """The destination account does not exist (HTTP 404)."""
+
+
 @dataclass
-class DeviceMismatch(Exception):
+class DeviceMismatch(Refusal):
     """The sender's device list for the recipient is out of date (HTTP 409)."""
 
     missing: list[int] = field(default_factory=list)
@@ -109,14 +117,14 @@ class DeviceMismatch(Exception):
 
 
 @dataclass
-class StaleDevices(Exception):
+class StaleDevices(Refusal):
     """Devices were re-installed: registration ids differ (HTTP 410)."""
 
     stale: list[int] = field(default_factory=list)
 
 
 @dataclass
-class QueueFull(Exception):
+class QueueFull(Refusal):
     """A destination device's queue is over its byte budget."""
 
     devices: list[int] = field(default_factory=list)

@@ -1,0 +1,202 @@
+"""Group commit: the per-message writes of many requests in one transaction.
+
+Operations (functions of a DB-API cursor) submitted from the event loop are collected
+during a loop iteration and run together in one ``BEGIN IMMEDIATE`` ... ``COMMIT``,
+without a SAVEPOINT each: an operation may refuse (raise a :class:`~.models.Refusal`)
+only before it writes, so a refusal does not disturb the others; any other error rolls
+the batch back, and its operations are run again one SAVEPOINT each, so that only the
+failing one fails. One batch is in flight at a time: whatever arrives meanwhile goes
+into the next one, so batches grow with the load.
+
+With SQLite the batch runs on the event loop itself, on a connection of its own: a
+commit in WAL mode with ``synchronous=NORMAL`` is a write() to the WAL, cheaper than
+handing the batch to a thread (every SQLite call releases the GIL, and a busy event loop
+makes a thread wait for it again, up to the 5 ms switch interval, on each statement). The
+loop's connection never waits for the lock: when another writer (the writer thread, for
+the rare requests that are not per-message) holds it, the batch goes to the writer thread
+instead, in order. Other databases always use the writer thread.
+
+Nothing is reported before it is durable: an operation's future resolves, and its
+``on_commit`` callback runs (on the event loop, in commit order, before any later batch
+is reported), only after COMMIT returned. If BEGIN or COMMIT fails, every operation of the
+batch fails with that error and none of it was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, Generic, TypeVar
+
+from .models import Refusal
+
+R = TypeVar("R")
+log = logging.getLogger("cipherpost.server")
+
+#: Operations per transaction at most (a bound on the time one batch holds the writer).
+MAX_BATCH = 1024
+
+Results = list[tuple[bool, Any]]
+
+
+class _Item(Generic[R]):
+    __slots__ = ("future", "on_commit", "op")
+
+    def __init__(self, op: Callable[[Any], R], future: asyncio.Future[R],
+                 on_commit: Callable[[R], None] | None) -> None:
+        self.op = op
+        self.future = future
+        self.on_commit = on_commit
+
+
+class GroupCommit:
+    """Batches write operations into shared transactions."""
+
+    def __init__(self, executor: Executor,
+                 thread_transaction: Callable[[], contextlib.AbstractContextManager[Any]],
+                 loop_connection: Callable[[], Any] | None = None) -> None:
+        """``thread_transaction`` opens a write transaction on the writer thread (run
+        through ``executor``); ``loop_connection`` gives the event loop's own SQLite
+        connection (autocommit mode, no busy timeout), if batches may run on the loop."""
+        self._executor = executor
+        self._thread_transaction = thread_transaction
+        self._loop_connection = loop_connection
+        self._pending: list[_Item[Any]] = []
+        self._busy = False
+        #: batches run on the loop and on the writer thread (for tests and metrics)
+        self.batches = [0, 0]
+
+    def submit(self, op: Callable[[Any], R],
+               on_commit: Callable[[R], None] | None = None) -> asyncio.Future[R]:
+        """Run ``op(cursor)`` in the next batch; the future resolves once it is committed.
+
+        ``on_commit(result)`` runs on the event loop right after the commit, before the
+        future's awaiters resume and before any later operation is reported.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append(_Item(op, future, on_commit))
+        if not self._busy:
+            self._busy = True
+            # Let the rest of this loop iteration add to the batch before it starts.
+            loop.call_soon(self._flush, loop)
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending[:MAX_BATCH]
+        del self._pending[:MAX_BATCH]
+        if not batch:
+            self._busy = False
+            return
+        if self._loop_connection is not None:
+            results = self._run_on_loop(batch)
+            if results is not None:
+                self.batches[0] += 1
+                self._report(batch, results)
+                loop.call_soon(self._flush, loop)
+                return
+        self.batches[1] += 1
+        done = loop.run_in_executor(self._executor, self._run_on_thread, batch)
+        done.add_done_callback(lambda f: self._done(loop, batch, f))
+
+    def _run_on_loop(self, batch: list[_Item[Any]]) -> Results | None:
+        """The batch in one transaction on the loop's connection; None if another
+        connection holds the write lock (then nothing was done)."""
+        assert self._loop_connection is not None
+        connection = self._loop_connection()
+        cursor = connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            log.exception("a group commit failed")
+            return [(False, exc)] * len(batch)
+        try:
+            try:
+                results = _apply(cursor, batch)
+            except Exception:
+                connection.rollback()
+                cursor.execute("BEGIN IMMEDIATE")
+                results = _apply_one_by_one(cursor, batch)
+            connection.commit()
+        except Exception as exc:  # COMMIT failed: none of the batch is durable
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            log.exception("a group commit failed")
+            return [(False, exc)] * len(batch)
+        finally:
+            cursor.close()
+        return results
+
+    def _run_on_thread(self, batch: list[_Item[Any]]) -> Results:
+        try:
+            try:
+                with self._thread_transaction() as cursor:
+                    return _apply(cursor, batch)
+            except Exception:
+                with self._thread_transaction() as cursor:
+                    results = _apply_one_by_one(cursor, batch)
+        except Exception as exc:  # BEGIN or COMMIT failed: none of the batch is durable
+            log.exception("a group commit failed")
+            return [(False, exc)] * len(batch)
+        return results
+
+    def _done(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[Any]],
+              done: asyncio.Future[Results]) -> None:
+        try:
+            results = done.result()
+        except BaseException as exc:  # the executor is shut down
+            results = [(False, exc)] * len(batch)
+        self._report(batch, results)
+        self._flush(loop)
+
+    @staticmethod
+    def _report(batch: list[_Item[Any]], results: Results) -> None:
+        for item, (ok, value) in zip(batch, results, strict=True):
+            if ok and item.on_commit is not None:
+                try:
+                    item.on_commit(value)
+                except Exception:
+                    log.exception("an on_commit callback failed")
+            if item.future.cancelled():
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+
+
+def _apply(cursor: Any, batch: list[_Item[Any]]) -> Results:
+    """The operations of the batch in the open transaction; an error other than a
+    refusal propagates (the caller rolls back)."""
+    results: Results = []
+    for item in batch:
+        try:
+            value = item.op(cursor)
+        except Refusal as exc:
+            results.append((False, exc))
+        else:
+            results.append((True, value))
+    return results
+
+
+def _apply_one_by_one(cursor: Any, batch: list[_Item[Any]]) -> Results:
+    """Each operation of the batch inside a savepoint of the open transaction."""
+    results: Results = []
+    for item in batch:
+        cursor.execute("SAVEPOINT op")
+        try:
+            value = item.op(cursor)
+        except Exception as exc:
+            cursor.execute("ROLLBACK TO op")
+            cursor.execute("RELEASE op")
+            results.append((False, exc))
+        else:
+            cursor.execute("RELEASE op")
+            results.append((True, value))
+    return results

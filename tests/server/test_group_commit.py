@@ -1,0 +1,149 @@
+"""Group commit: many senders' writes share transactions, and none is reported before
+it is durable; a refusal or a failure touches only its own operation."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cipherpost.server.storage.engine import Database
+from cipherpost.server.storage.group import GroupCommit
+from cipherpost.server.storage.models import (
+    KeyUpload,
+    NewDevice,
+    OutgoingMessage,
+    StaleDevices,
+    UnknownAccount,
+)
+from cipherpost.server.storage.sql import Storage
+
+ACCOUNTS = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(4)]
+
+
+async def _storage(tmp_path: Path) -> tuple[Database, Storage]:
+    db = Database(f"sqlite:///{tmp_path}/relay.db")
+    db.migrate()
+    storage = Storage(db)
+    for i, account in enumerate(ACCOUNTS):
+        await storage.create_account(account, None, b"\x05" + bytes(32),
+                                     NewDevice(100 + i, b"h" * 32, None, KeyUpload()), 0)
+    return db, storage
+
+
+def _send(storage: Storage, to: int, content: bytes, registration: int | None = None,
+          sender: int = 0) -> asyncio.Future[Any]:
+    return storage.enqueue(
+        ACCOUNTS[to], [OutgoingMessage(1, 100 + to if registration is None else registration,
+                                       2, content)],
+        sender=(ACCOUNTS[sender], 1), exclude_device=None, client_timestamp=0, now=1,
+        ttl=60, byte_budget=1 << 20)
+
+
+def _committed(path: Path) -> list[tuple[str, bytes]]:
+    """What another connection sees: only committed rows."""
+    with sqlite3.connect(path) as conn:
+        return [(r[0], bytes(r[1])) for r in conn.execute(
+            "SELECT account_id, content FROM messages ORDER BY id")]
+
+
+def test_concurrent_senders_share_commits_keep_order_and_isolate_refusals(
+        tmp_path: Path) -> None:
+    async def run() -> None:
+        db, storage = await _storage(tmp_path)
+        seen: list[int] = []
+        futures = []
+        for i in range(200):
+            if i == 50:
+                futures.append(_send(storage, 1, b"stale", registration=9999))
+            elif i == 51:
+                futures.append(storage.enqueue(
+                    "nobody", [OutgoingMessage(1, 1, 2, b"x")], sender=None,
+                    exclude_device=None, client_timestamp=0, now=1, ttl=60, byte_budget=99))
+            else:
+                future = _send(storage, i % 3 + 1, b"%d" % i)
+                future.add_done_callback(lambda f: seen.extend(e.seq for _, e in f.result()))
+                futures.append(future)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[50], StaleDevices)
+        assert isinstance(results[51], UnknownAccount)
+        ok = [r for r in results if isinstance(r, list)]
+        assert len(ok) == 198
+        assert storage._group.batches[0] + storage._group.batches[1] < 20  # shared commits
+        assert seen == sorted(seen)  # reported in commit order
+        rows = _committed(tmp_path / "relay.db")
+        assert [c for _, c in rows] == [b"%d" % i for i in range(200) if i not in (50, 51)]
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())
+
+
+def test_a_failing_operation_is_rolled_back_alone(tmp_path: Path) -> None:
+    async def run() -> None:
+        db, storage = await _storage(tmp_path)
+        group: GroupCommit = storage._group
+
+        def half_written(cursor: Any) -> None:
+            cursor.execute("UPDATE devices SET name = 'half' WHERE account_id = ?",
+                           (ACCOUNTS[0],))
+            raise RuntimeError("boom")
+
+        first = _send(storage, 1, b"before")
+        failing = group.submit(half_written)
+        last = _send(storage, 2, b"after")
+        assert len(await first) == 1 and len(await last) == 1
+        with pytest.raises(RuntimeError):
+            await failing
+        assert [c for _, c in _committed(tmp_path / "relay.db")] == [b"before", b"after"]
+        with sqlite3.connect(tmp_path / "relay.db") as conn:
+            assert conn.execute("SELECT count(*) FROM devices WHERE name = 'half'"
+                                ).fetchone() == (0,)
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())
+
+
+def test_when_another_writer_holds_the_lock_the_batch_waits_on_the_writer_thread(
+        tmp_path: Path) -> None:
+    async def run() -> None:
+        db, storage = await _storage(tmp_path)
+        other = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        future = _send(storage, 1, b"waits")
+        await asyncio.sleep(0.3)
+        assert not future.done()  # not reported: not committed
+        assert storage._group.batches[1] == 1
+        other.execute("COMMIT")
+        assert len(await asyncio.wait_for(future, 10)) == 1
+        assert [c for _, c in _committed(tmp_path / "relay.db")] == [b"waits"]
+        other.close()
+        # The next batch runs on the event loop again.
+        assert len(await _send(storage, 2, b"inline")) == 1
+        assert storage._group.batches[0] >= 1
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())
+
+
+def test_acknowledge_frees_the_budget_in_one_batch(tmp_path: Path) -> None:
+    async def run() -> None:
+        db, storage = await _storage(tmp_path)
+        queued = await asyncio.gather(*[_send(storage, 1, b"x" * 10) for _ in range(5)])
+        guids = [e.guid for q in queued for _, e in q]
+        deleted = await asyncio.gather(storage.acknowledge(ACCOUNTS[1], 1, guids[:3]),
+                                       storage.acknowledge(ACCOUNTS[1], 1, guids[2:]),
+                                       storage.acknowledge(ACCOUNTS[2], 1, guids))
+        assert deleted == [3, 2, 0]  # only the device's own messages, each once
+        with sqlite3.connect(tmp_path / "relay.db") as conn:
+            assert conn.execute("SELECT queued_bytes FROM devices WHERE account_id = ?",
+                                (ACCOUNTS[1],)).fetchone() == (0,)
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())

@@ -1,0 +1,111 @@
+"""The opt-in ``cipherpost.batch`` subprotocol: several envelopes per pushed frame;
+clients that do not offer it get one envelope per frame, as before. (TestClient adds the
+subprotocol header to the dict it is given: each connection gets a copy.)"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from cipherpost.server.api import websocket
+
+from .conftest import Registered, register
+from .helpers import b64
+
+
+def _put(client: TestClient, sender: Registered, to: Registered, i: int,
+         content: bytes = b"m") -> None:
+    r = client.put(f"/v1/messages/{to.account_id}", headers=sender.headers, json={
+        "timestamp": i, "messages": [{"device_id": 1,
+                                      "registration_id": to.keys.registration_id,
+                                      "type": 2, "content": b64(content)}]})
+    assert r.status_code == 200, r.text
+
+
+def _envelopes(ws: Any, n: int) -> tuple[list[dict[str, Any]], int]:
+    """Read ``messages`` frames until ``n`` envelopes came; return them and the frames."""
+    out: list[dict[str, Any]] = []
+    frames = 0
+    while len(out) < n:
+        frame = ws.receive_json()
+        assert frame["type"] == "messages"
+        assert 1 <= len(frame["envelopes"]) <= websocket.BATCH_ENVELOPES
+        out += frame["envelopes"]
+        frames += 1
+    return out, frames
+
+
+def test_batch_frames_in_order_with_acks_and_redelivery(client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    for i in range(150):
+        _put(client, alice, bob, i)
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        assert ws.accepted_subprotocol == websocket.BATCH_SUBPROTOCOL
+        envelopes, frames = _envelopes(ws, 150)
+        assert frames < 150  # batched
+        assert [e["client_timestamp"] for e in envelopes] == list(range(150))
+        ids = [e["id"] for e in envelopes]
+        ws.send_json({"type": "ack", "ids": ids[:100]})
+        assert ws.receive_json() == {"type": "acked", "ids": ids[:100]}
+        # Sent while connected and caught up: pushed from memory, in order.
+        for i in range(150, 153):
+            _put(client, alice, bob, i)
+        live, _ = _envelopes(ws, 3)
+        assert [e["client_timestamp"] for e in live] == [150, 151, 152]
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        again, _ = _envelopes(ws, 53)
+        assert [e["id"] for e in again] == ids[100:] + [e["id"] for e in live]
+
+
+def test_window_bounds_in_flight_and_acks_release_more(client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    total = websocket.WINDOW + 40
+    for i in range(total):
+        _put(client, alice, bob, i)
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        first, _ = _envelopes(ws, websocket.WINDOW)
+        assert len(first) == websocket.WINDOW  # no more until acknowledged
+        ws.send_json({"type": "ack", "ids": [e["id"] for e in first[:50]]})
+        assert ws.receive_json()["type"] == "acked"
+        rest, _ = _envelopes(ws, 40)
+        assert [e["client_timestamp"] for e in first + rest] == list(range(total))
+
+
+def test_large_envelopes_split_frames_and_old_clients_get_single_frames(
+        client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    big = b"x" * (websocket.BATCH_BYTES // 2 + 1)
+    for i in range(3):
+        _put(client, alice, bob, i, big)
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        sizes = [len(ws.receive_json()["envelopes"]) for _ in range(3)]
+        assert sizes == [1, 1, 1]
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers)) as ws:
+        assert ws.accepted_subprotocol is None
+        frames = [ws.receive_json() for _ in range(3)]
+        assert [f["type"] for f in frames] == ["message"] * 3
+        assert [f["envelope"]["client_timestamp"] for f in frames] == [0, 1, 2]
+
+
+def test_pipelined_sends_are_answered_and_delivered_in_order(client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    reg = bob.keys.registration_id
+    with client.websocket_connect("/v1/websocket", headers=dict(alice.headers)) as ws:
+        for i in range(100):  # no waiting for answers in between
+            ws.send_json({"type": "send", "id": i, "account_id": bob.account_id,
+                          "timestamp": i, "messages": [{"device_id": 1,
+                                                        "registration_id": reg, "type": 2,
+                                                        "content": b64(b"%d" % i)}]})
+        answers = [ws.receive_json() for _ in range(100)]
+        assert sorted(a["id"] for a in answers) == list(range(100))
+        assert all(a["status"] == 200 for a in answers)
+    deadline = time.monotonic() + 5
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers)) as ws:
+        got = [ws.receive_json()["envelope"]["client_timestamp"] for _ in range(100)]
+        assert got == list(range(100)) and time.monotonic() < deadline
