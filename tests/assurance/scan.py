@@ -1,6 +1,7 @@
 """Look for secrets (canary strings, key bytes, tokens) in files and text, in every form
-they could take there: raw bytes, UTF-8, hex (both cases), and base64 / base64url at each
-of the three alignments a substring can have inside a longer encoded value."""
+they could take there: raw bytes, UTF-8, hex (both cases), Python's and protobuf's escaped
+forms of bytes, and base64 / base64url at each of the three alignments a substring can
+have inside a longer encoded value."""
 
 from __future__ import annotations
 
@@ -12,11 +13,31 @@ from pathlib import Path
 MIN_BASE64_BYTES = 12  # shorter needles would match by chance
 
 
+_NAMED = {9: b"\\t", 10: b"\\n", 13: b"\\r"}
+
+
+def _c_escaped(data: bytes) -> bytes:
+    """As protobuf's text format (a message's repr) writes bytes: octal escapes."""
+    out = bytearray()
+    for b in data:
+        if b in _NAMED:
+            out += _NAMED[b]
+        elif b in b"\\\"'":
+            out += b"\\" + bytes((b,))
+        elif 0x20 <= b < 0x7F:
+            out.append(b)
+        else:
+            out += b"\\%03o" % b
+    return bytes(out)
+
+
 def encodings(secret: bytes) -> dict[str, bytes]:
     """Needles for ``secret``: its raw bytes, hex, and base64 (standard and url-safe) of
     ``secret[k:]`` for k = 0, 1, 2 without the last, partial quartet; so a secret inside a
     longer base64 value is found whatever its offset."""
-    out = {"raw": secret, "hex": secret.hex().encode(), "HEX": secret.hex().upper().encode()}
+    out = {"raw": secret, "hex": secret.hex().encode(), "HEX": secret.hex().upper().encode(),
+           "python-repr": repr(secret)[2:-1].encode(),
+           "c-escaped": _c_escaped(secret)}
     for k in range(3):
         tail = secret[k:]
         usable = len(tail) - len(tail) % 3
