@@ -47,7 +47,8 @@ class PublicKey:
 
     @classmethod
     def from_stored(cls, serialized: bytes) -> PublicKey:
-        """Rebuild a key from 33 bytes this library stored itself (type byte checked)."""
+        """Rebuild a key from 33 serialized bytes this library stored or parsed itself
+        (length and type byte checked; no copy)."""
         if len(serialized) != 33 or serialized[0] != DJB_TYPE:
             raise InvalidKey("bad stored public key")
         key = cls.__new__(cls)

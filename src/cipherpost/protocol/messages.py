@@ -157,8 +157,8 @@ class SignalMessage:
     @property
     def ratchet_key(self) -> PublicKey:
         """The sender's ratchet public key."""
-        if self._ratchet_key is None:
-            self._ratchet_key = PublicKey(self.ratchet_key_bytes[1:])
+        if self._ratchet_key is None:  # 33 bytes starting 0x05, as parse checked
+            self._ratchet_key = PublicKey.from_stored(self.ratchet_key_bytes)
         return self._ratchet_key
 
     def __repr__(self) -> str:

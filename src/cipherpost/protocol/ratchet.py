@@ -36,7 +36,7 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
 
 def root_step(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes]:
     """``KDF_RK``: return ``(new root key, new chain key)``."""
-    okm = hkdf(dh_output, root_key, ROOT_INFO, 64)
+    okm = HKDF(_SHA256, 64, root_key, ROOT_INFO).derive(dh_output)
     return okm[:32], okm[32:]
 
 

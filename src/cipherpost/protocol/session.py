@@ -147,7 +147,7 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     header = chain.header
     if header is None:
         header = chain.header = header_prefix(state.version, chain.public)
-    identities = state.mac_identities(sending=True)
+    identities = state.mac_sending
     if len(plaintext) < LARGE:
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         body = (header + header_rest(chain.index, state.previous_counter, len(ciphertext))
@@ -209,7 +209,15 @@ def decrypt_signal_message(store: ProtocolStore, address: ProtocolAddress, data:
     record = store.load_session(address)
     if record is None:
         raise NoSession(f"no session with {address}")
-    plaintext, commit, index = _decrypt_with_record(record, message, rng)
+    index = -1  # the current state; else the archive index of the state that decrypts
+    try:
+        if record.current is None:
+            raise InvalidMessage("no current session")
+        plaintext, commit = _decrypt_with_state(record.current, message, rng)
+    except DuplicatedMessage:
+        raise
+    except InvalidMessage:
+        plaintext, commit, index = _decrypt_with_archive(record, message, rng)
     state = record.current if index < 0 else record.previous[index]
     assert state is not None
     remote = state.remote_identity
@@ -223,17 +231,9 @@ def decrypt_signal_message(store: ProtocolStore, address: ProtocolAddress, data:
     return plaintext
 
 
-def _decrypt_with_record(record: SessionRecord, message: SignalMessage,
-                         rng: Random) -> tuple[bytes, Commit, int]:
-    """Find the state that decrypts ``message``: -1 for current, else the archive index."""
-    if record.current is not None:
-        try:
-            plaintext, commit = _decrypt_with_state(record.current, message, rng)
-            return plaintext, commit, -1
-        except DuplicatedMessage:
-            raise
-        except InvalidMessage:
-            pass
+def _decrypt_with_archive(record: SessionRecord, message: SignalMessage,
+                          rng: Random) -> tuple[bytes, Commit, int]:
+    """Find the archived state that decrypts ``message`` and its index."""
     for index, state in enumerate(record.previous):
         try:
             plaintext, commit = _decrypt_with_state(state, message, rng)
@@ -288,7 +288,14 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
         next_key = _hmac(ck, b"\x02", "sha256")  # next_chain_key
 
     cipher_key, mac_key, iv = message_keys(seed)
-    if not message.verify_mac_prefixed(mac_key, state.mac_identities(sending=False)):
+    data = message.serialized
+    if len(data) < LARGE:  # SignalMessage.verify_mac_prefixed, inlined
+        mac = _hmac(mac_key, state.mac_receiving + data[:-MAC_LENGTH], "sha256")
+    else:
+        h = hmac.new(mac_key, state.mac_receiving, "sha256")
+        h.update(memoryview(data)[:-MAC_LENGTH])
+        mac = h.digest()
+    if not hmac.compare_digest(mac[:MAC_LENGTH], data[-MAC_LENGTH:]):
         raise InvalidMessage("bad MAC")
     plaintext = aes_cbc_decrypt(cipher_key, iv, message.ciphertext)
 

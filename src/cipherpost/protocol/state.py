@@ -111,17 +111,16 @@ class PendingPreKey:
 class SessionState:
     """One Double Ratchet session with a remote device.
 
-    The two identity keys are held as their 66 serialized bytes (``local || remote``, the
-    MAC's prefix when sending) and made into :class:`PublicKey` objects only when asked
-    for. A state loaded from storage decodes its receiving chains only when they are
-    first used (sending needs none of them), and writes them back verbatim if they never
-    were.
+    The two identity keys are held as their serialized bytes, in both orders (the MACs'
+    prefixes), and made into :class:`PublicKey` objects only when asked for. A state
+    loaded from storage decodes its receiving chains only when they are first used
+    (sending needs none of them), and writes them back verbatim if they never were.
     """
 
-    __slots__ = ("_identities", "_local", "_mac_receiving", "_raw_receivers",
-                 "_receiver_chains", "_remote", "alice_base_key", "local_registration_id",
-                 "pending_pre_key", "previous_counter", "remote_registration_id", "root_key",
-                 "sender_chain", "version")
+    __slots__ = ("_local", "_raw_receivers", "_receiver_chains", "_remote", "alice_base_key",
+                 "local_registration_id", "mac_receiving", "mac_sending", "pending_pre_key",
+                 "previous_counter", "remote_registration_id", "root_key", "sender_chain",
+                 "version")
 
     def __init__(self, *, version: int, local_identity: IdentityKey,
                  remote_identity: IdentityKey, root_key: bytes,
@@ -133,8 +132,11 @@ class SessionState:
         self.version = version
         self._local: IdentityKey | None = local_identity
         self._remote: IdentityKey | None = remote_identity
-        self._identities = local_identity.serialize() + remote_identity.serialize()
-        self._mac_receiving: bytes | None = None
+        local, remote = local_identity.serialize(), remote_identity.serialize()
+        #: ``local || remote`` and ``remote || local`` serialized identities: the MAC's
+        #: prefix on the messages we send and on those we receive.
+        self.mac_sending = local + remote
+        self.mac_receiving = remote + local
         self.root_key = root_key
         self.sender_chain = sender_chain
         self.alice_base_key = alice_base_key
@@ -156,8 +158,8 @@ class SessionState:
         state = cls.__new__(cls)
         state.version = version
         state._local = state._remote = None
-        state._identities = identities
-        state._mac_receiving = None
+        state.mac_sending = identities
+        state.mac_receiving = identities[33:] + identities[:33]
         state.root_key = root_key
         state.sender_chain = sender_chain
         state.alice_base_key = alice_base_key
@@ -174,7 +176,7 @@ class SessionState:
         """Our identity key."""
         key = self._local
         if key is None:
-            key = self._local = PublicKey.from_stored(self._identities[:33])
+            key = self._local = PublicKey.from_stored(self.mac_sending[:33])
         return key
 
     @property
@@ -182,12 +184,12 @@ class SessionState:
         """Their identity key."""
         key = self._remote
         if key is None:
-            key = self._remote = PublicKey.from_stored(self._identities[33:])
+            key = self._remote = PublicKey.from_stored(self.mac_sending[33:])
         return key
 
     def is_self_session(self) -> bool:
         """True when both identities are the same key (a session with our own device)."""
-        return self._identities[:33] == self._identities[33:]
+        return self.mac_sending[:33] == self.mac_sending[33:]
 
     @property
     def receiver_chains(self) -> list[ReceiverChain]:
@@ -208,13 +210,7 @@ class SessionState:
 
     def mac_identities(self, *, sending: bool) -> bytes:
         """``sender || receiver`` serialized identity keys, the MAC's prefix."""
-        if sending:
-            return self._identities
-        prefix = self._mac_receiving
-        if prefix is None:
-            identities = self._identities
-            prefix = self._mac_receiving = identities[33:] + identities[:33]
-        return prefix
+        return self.mac_sending if sending else self.mac_receiving
 
     def add_receiver_chain(self, chain: ReceiverChain) -> None:
         """Append a chain, dropping the oldest beyond ``MAX_RECEIVER_CHAINS``."""
@@ -298,6 +294,11 @@ class SessionRecord:
             _, has_current, previous = _RECORD_HEADER.unpack_from(data, 0)
             if has_current > 1:
                 raise ValueError("bad record header")
+            if has_current and not previous:  # the usual record: one state
+                (length,) = _U32.unpack_from(data, 4)
+                if 8 + length != len(data):
+                    raise ValueError("record length mismatch")
+                return cls(_decode_state(data[8:]), [])
             pos = _RECORD_HEADER.size
             states = []
             for _ in range(has_current + previous):
@@ -351,7 +352,7 @@ def _encode_state(s: SessionState) -> bytes:
             flags |= _HAS_PREKEY_ID
     base = s.alice_base_key
     parts = [
-        _STATE.pack(s.version, flags, s._identities, s.root_key, s.previous_counter,
+        _STATE.pack(s.version, flags, s.mac_sending, s.root_key, s.previous_counter,
                     s.local_registration_id, s.remote_registration_id,
                     raw[0] if raw is not None else len(s.receiver_chains)),
         _ONE_BYTE[len(base)], base,
