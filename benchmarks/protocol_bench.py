@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from cipherpost.protocol import (
     IdentityKeyPair,
@@ -251,6 +252,7 @@ def fl_w2(n: int, size: int) -> float:
 
 
 PQXDH_INFO = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024"
+P25519 = 2**255 - 19
 
 
 def _kyber_finish(shared: bytes, ct: bytes) -> bytes:
@@ -277,6 +279,9 @@ def fl_w3_once(ed25519: bool) -> float:
       their 2 verifications (XEdDSA, or Ed25519 as the alternative floor);
     * ML-KEM-1024 key generation from a 64-byte seed, encapsulation to the public key
       parsed from bytes, decapsulation, and the round-3 Kyber finish on both sides;
+    * Bob's check that Alice's base key is canonical and in the prime-order subgroup, as
+      libsignal requires (``PublicKey.is_canonical``): the Edwards y from u (a field
+      inversion) and libsodium's point validation;
     * 2 HKDF-96 (PQXDH secret, both sides), 3 HKDF-64 (root steps), one message.
     """
     ck, ids = RNG(32), RNG(66)
@@ -297,6 +302,9 @@ def fl_w3_once(ed25519: bool) -> float:
         sigs = [xeddsa.sign(signer.private, m, RNG) for m in (small, kyber_pub)]
         for m, s in zip((small, kyber_pub), sigs, strict=True):
             xeddsa.verify(signer.public, m, s)
+    u = int.from_bytes(pairs[4][1], "little")  # Alice's base key, checked by Bob
+    crypto_core_ed25519_is_valid_point(((u - 1) * pow(u + 1, -1, P25519) % P25519).to_bytes(
+        32, "little"))
     kem = MLKEM1024PrivateKey.from_seed_bytes(RNG(64))
     shared, ct = MLKEM1024PublicKey.from_public_bytes(
         kem.public_key().public_bytes_raw()).encapsulate()
