@@ -95,28 +95,64 @@ class Envelope:
                    int(data["server_timestamp"]))
 
 
-def parse_bundles(data: dict[str, Any]) -> list[PreKeyBundle]:
-    """The bundles of a ``GET /v1/keys/{account}/{device}`` answer.
+def _field(obj: object, key: str, kind: type) -> Any:
+    """``obj[key]``, which must be a JSON value of ``kind`` (booleans are not integers).
 
     Raises:
-        ProtocolError: a key in the answer is malformed.
+        ProtocolError: ``obj`` is not an object, the key is absent, or the type is wrong.
     """
-    identity = PublicKey.deserialize(unb64(data["identity_key"]))
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"malformed bundle answer: {key}")
+    return value
+
+
+def _u32(obj: object, key: str) -> int:
+    value = _field(obj, key, int)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ProtocolError(f"malformed bundle answer: {key} out of range")
+    return int(value)
+
+
+def _key_bytes(obj: object, key: str) -> bytes:
+    try:
+        return unb64(_field(obj, key, str))
+    except ValueError:
+        raise ProtocolError(f"malformed bundle answer: {key} is not base64") from None
+
+
+def parse_bundles(data: object) -> list[PreKeyBundle]:
+    """The bundles of a ``GET /v1/keys/{account}/{device}`` answer (from a relay we do not
+    trust to be well-formed).
+
+    Raises:
+        ProtocolError: anything malformed in the answer, or a malformed key.
+    """
+    identity = PublicKey.deserialize(_key_bytes(data, "identity_key"))
     bundles = []
-    for d in data["devices"]:
+    for d in _field(data, "devices", list):
+        signed = _field(d, "signed_prekey", dict)
+        kyber = _field(d, "kyber_prekey", dict)
         one_time = d.get("one_time_prekey")
-        bundles.append(PreKeyBundle(
-            registration_id=int(d["registration_id"]), device_id=int(d["device_id"]),
-            identity_key=identity,
-            signed_pre_key_id=int(d["signed_prekey"]["key_id"]),
-            signed_pre_key=PublicKey.deserialize(unb64(d["signed_prekey"]["public_key"])),
-            signed_pre_key_signature=unb64(d["signed_prekey"]["signature"]),
-            kyber_pre_key_id=int(d["kyber_prekey"]["key_id"]),
-            kyber_pre_key=KemPublicKey.deserialize(unb64(d["kyber_prekey"]["public_key"])),
-            kyber_pre_key_signature=unb64(d["kyber_prekey"]["signature"]),
-            pre_key_id=int(one_time["key_id"]) if one_time else None,
-            pre_key=PublicKey.deserialize(unb64(one_time["public_key"])) if one_time else None,
-        ))
+        if one_time is not None and not isinstance(one_time, dict):
+            raise ProtocolError("malformed bundle answer: one_time_prekey")
+        try:
+            bundles.append(PreKeyBundle(
+                registration_id=_u32(d, "registration_id"),
+                device_id=_u32(d, "device_id"),
+                identity_key=identity,
+                signed_pre_key_id=_u32(signed, "key_id"),
+                signed_pre_key=PublicKey.deserialize(_key_bytes(signed, "public_key")),
+                signed_pre_key_signature=_key_bytes(signed, "signature"),
+                kyber_pre_key_id=_u32(kyber, "key_id"),
+                kyber_pre_key=KemPublicKey.deserialize(_key_bytes(kyber, "public_key")),
+                kyber_pre_key_signature=_key_bytes(kyber, "signature"),
+                pre_key_id=_u32(one_time, "key_id") if one_time else None,
+                pre_key=PublicKey.deserialize(_key_bytes(one_time, "public_key"))
+                if one_time else None,
+            ))
+        except (TypeError, ValueError) as exc:  # out-of-range ids, mismatched halves
+            raise ProtocolError(f"malformed bundle answer: {exc}") from None
     return bundles
 
 
@@ -216,11 +252,7 @@ class RelayApi:
             ProtocolError: malformed keys in the answer.
         """
         which = "*" if device is None else str(device)
-        data = await self.request("GET", f"/v1/keys/{account_id}/{which}")
-        try:
-            return parse_bundles(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed bundle answer: {exc}") from None
+        return parse_bundles(await self.request("GET", f"/v1/keys/{account_id}/{which}"))
 
     # -- messages ---------------------------------------------------------------------
 

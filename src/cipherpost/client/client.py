@@ -337,13 +337,14 @@ class Client:
         return data
 
     async def send_text(self, recipient: str | bytes, text: str, *,
-                        attachments: Iterable[AttachmentPointer] = (),
+                        attachments: Iterable[ev.Attachment] = (),
                         quote: tuple[str, int] | None = None) -> int:
         """Send a message to a person (username or account id: every device of theirs) or
         a group (its id), with copies to our other devices; return its timestamp (its
         name, with our account id). It is in our history once this returns."""
         conversation = await self.conversation_for(recipient)
-        data = self._new_data(conversation, text=text, attachments=list(attachments))
+        data = self._new_data(conversation, text=text,
+                              attachments=[_pointer(a) for a in attachments])
         if quote is not None:
             data.quote.CopyFrom(MessageRef(author=quote[0], timestamp=quote[1]))
         sent = self._now()
@@ -494,13 +495,13 @@ class Client:
                                 content_type: str = "application/octet-stream",
                                 caption: str = "",
                                 progress: Callable[[int, int], None] | None = None,
-                                ) -> AttachmentPointer:
-        """Encrypt and upload a file; the pointer to put in a message."""
+                                ) -> ev.Attachment:
+        """Encrypt and upload a file; what to pass to ``send_text(attachments=...)`` (its
+        repr hides the key)."""
         encrypted = attachments.encrypt(data)
         attachment_id = await self.api.upload_attachment(encrypted.blob, progress)
-        return AttachmentPointer(id=attachment_id, key=encrypted.key, digest=encrypted.digest,
-                                 size=encrypted.size, content_type=content_type,
-                                 file_name=file_name, caption=caption)
+        return ev.Attachment(attachment_id, encrypted.key, encrypted.digest, encrypted.size,
+                             content_type, file_name, caption)
 
     async def download(self, attachment: ev.Attachment,
                        progress: Callable[[int, int], None] | None = None) -> bytes:
@@ -601,7 +602,7 @@ class Client:
         return new
 
     async def send_group_text(self, group_id: bytes, text: str, *,
-                              attachments: Iterable[AttachmentPointer] = ()) -> int:
+                              attachments: Iterable[ev.Attachment] = ()) -> int:
         """Send a text to a group (see :meth:`send_text`)."""
         return await self.send_text(group_id, text, attachments=attachments)
 
@@ -747,6 +748,12 @@ class HistoryItem:
     def from_stored(cls, m: StoredMessage) -> HistoryItem:
         data = DataMessage.FromString(m.body)
         return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing)
+
+
+def _pointer(attachment: ev.Attachment) -> AttachmentPointer:
+    return AttachmentPointer(id=attachment.id, key=attachment.key, digest=attachment.digest,
+                             size=attachment.size, content_type=attachment.content_type,
+                             file_name=attachment.file_name, caption=attachment.caption)
 
 
 def _is_account_id(text: str) -> bool:

@@ -213,7 +213,7 @@ class Peer:
         pre_key_id = _opt_int(req, "prekey_id", 0, U32)
         kem_name = req.get("kem", "kyber1024")
         kem_types = {"kyber1024": KYBER1024, "mlkem1024": MLKEM1024}
-        if kem_name not in kem_types:
+        if not isinstance(kem_name, str) or kem_name not in kem_types:
             raise BadRequest("kem must be 'kyber1024' or 'mlkem1024'")
         # The Kyber prekey is kept after use (last resort): a bundle may start several
         # sessions, as with libsignal's in-memory store.
@@ -279,7 +279,7 @@ class Peer:
         remote = self._remote(req)
         types = {"prekey": PREKEY_TYPE, "whisper": WHISPER_TYPE}
         kind = _field(req, "message_type")
-        if kind not in types:
+        if not isinstance(kind, str) or kind not in types:
             raise BadRequest("message_type must be 'prekey' or 'whisper'")
         ciphertext = _bytes(req, "ciphertext")
         plaintext = session.decrypt(actor.store, remote, types[kind], ciphertext, rng=self._rng)

@@ -34,17 +34,27 @@ def _load(data: bytes, what: str) -> pb.Fields:
 
 
 def _need_bytes(fields: pb.Fields, number: int, what: str) -> bytes:
-    value = pb.get_bytes(fields, number)
+    try:
+        value = pb.get_bytes(fields, number)
+    except pb.DecodeError:  # the field has another wire type
+        value = None
     if value is None:
         raise InvalidKey(f"malformed {what} record")
     return value
 
 
 def _need_int(fields: pb.Fields, number: int, what: str) -> int:
-    value = pb.get_int(fields, number)
+    value = _opt_int(fields, number, what)
     if value is None:
         raise InvalidKey(f"malformed {what} record")
     return value
+
+
+def _opt_int(fields: pb.Fields, number: int, what: str) -> int | None:
+    try:
+        return pb.get_int(fields, number)
+    except pb.DecodeError:  # the field has another wire type
+        raise InvalidKey(f"malformed {what} record") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +125,7 @@ class SignedPreKeyRecord:
         w = "signed prekey"
         f = _load(data, w)
         return cls(_need_int(f, 1, w), KeyPair.from_private(_need_bytes(f, 3, w)),
-                   _need_bytes(f, 4, w), pb.get_int(f, 5) or 0)
+                   _need_bytes(f, 4, w), _opt_int(f, 5, w) or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +169,8 @@ class KyberPreKeyRecord:
         f = _load(data, w)
         public = KemPublicKey.deserialize(_need_bytes(f, 2, w), kems)
         pair = KemKeyPair(public, _need_bytes(f, 3, w))
-        return cls(_need_int(f, 1, w), pair, _need_bytes(f, 4, w), pb.get_int(f, 5) or 0,
-                   bool(pb.get_int(f, 6)))
+        return cls(_need_int(f, 1, w), pair, _need_bytes(f, 4, w), _opt_int(f, 5, w) or 0,
+                   bool(_opt_int(f, 6, w)))
 
 
 @dataclass(frozen=True, slots=True)
