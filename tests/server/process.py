@@ -43,7 +43,7 @@ class ServerProcess:
         self.verify: bool | ssl.SSLContext = True
         self.log = workdir / "server.log"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cipherpost.server", "--port", str(self.port)],
