@@ -1,12 +1,12 @@
 """Group commit: the per-message writes of many requests in one transaction.
 
 Operations (functions of a DB-API cursor) submitted from the event loop are collected
-during a loop iteration and run together in one ``BEGIN IMMEDIATE`` ... ``COMMIT``,
-without a SAVEPOINT each: an operation may refuse (raise a :class:`~.models.Refusal`)
-only before it writes, so a refusal does not disturb the others; any other error rolls
-the batch back, and its operations are run again one SAVEPOINT each, so that only the
-failing one fails. One batch is in flight at a time: whatever arrives meanwhile goes
-into the next one, so batches grow with the load.
+for a millisecond (or while the previous batch commits) and run together in one
+``BEGIN IMMEDIATE`` ... ``COMMIT``, without a SAVEPOINT each: an operation may refuse
+(raise a :class:`~.models.Refusal`) only before it writes, so a refusal does not disturb
+the others; any other error rolls the batch back, and its operations are run again one
+SAVEPOINT each, so that only the failing one fails. One batch is in flight at a time:
+whatever arrives meanwhile goes into the next one, so batches grow with the load.
 
 With SQLite the batch runs on the event loop itself, on a connection of its own: a
 commit in WAL mode with ``synchronous=NORMAL`` is a write() to the WAL, cheaper than
@@ -39,6 +39,9 @@ log = logging.getLogger("cipherpost.server")
 
 #: Operations per transaction at most (a bound on the time one batch holds the writer).
 MAX_BATCH = 1024
+
+#: Seconds an operation waits for others to share its commit (when none is under way).
+COMMIT_WINDOW = 0.001
 
 Results = list[tuple[bool, Any]]
 
@@ -82,8 +85,9 @@ class GroupCommit:
         self._pending.append(_Item(op, future, on_commit))
         if not self._busy:
             self._busy = True
-            # Let the rest of this loop iteration add to the batch before it starts.
-            loop.call_soon(self._flush, loop)
+            # Gather what arrives in the next millisecond into the same commit: at low
+            # rates a commit per operation would write the same pages again and again.
+            loop.call_later(COMMIT_WINDOW, self._flush, loop)
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
