@@ -13,10 +13,12 @@ from typing import Any
 
 from . import results
 
+ENGINES = ("hypothesis-quick", "hypothesis-long", "atheris")
+
 
 def summary() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for engine in ("hypothesis", "atheris"):
+    for engine in ENGINES:
         rows = [r for r in results.read_all(engine) if "target" in r]
         if rows:
             out[engine] = {
@@ -29,7 +31,14 @@ def summary() -> dict[str, Any]:
                 "known_bug_hits": sum(sum(r.get("known_bug_hits", {}).values())
                                       for r in rows),
             }
-    for kind in ("api", "canaries", "logscan"):
+    for kind in ("api-quick", "api-long"):
+        rows = results.read_all(kind)
+        if rows:
+            out[kind] = {"operations": len(rows),
+                         "requests": sum(r["requests"] for r in rows),
+                         "server_errors": sum(r["server_errors"] for r in rows),
+                         "reproducers": [x for r in rows for x in r.get("reproducers", [])]}
+    for kind in ("canaries", "logscan"):
         rows = results.read_all(kind)
         if rows:
             out[kind] = {r.get("name", str(i)): r for i, r in enumerate(rows)}
@@ -41,7 +50,7 @@ def main() -> None:
     path = results.results_dir() / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
-    for engine in ("hypothesis", "atheris"):
+    for engine in ENGINES:
         if engine not in data:
             continue
         part = data[engine]
@@ -52,7 +61,12 @@ def main() -> None:
             known = {k: v for k, v in (row.get("known_bug_hits") or {}).items() if v}
             print(f"  {name:34s} {row['inputs']:>11,} inputs {crashes} crashes"
                   f"{'  known: ' + str(known) if known else ''}")
-    for kind in ("api", "canaries", "logscan"):
+    for kind in ("api-quick", "api-long"):
+        if kind in data:
+            part = data[kind]
+            print(f"\n{kind}: {part['requests']:,} requests over {part['operations']} "
+                  f"operation runs, {part['server_errors']} server errors (5xx)")
+    for kind in ("canaries", "logscan"):
         for name, row in sorted(data.get(kind, {}).items()):
             shown = {k: v for k, v in row.items() if k not in ("name", "written_at")}
             print(f"\n{kind} {name}: {json.dumps(shown, sort_keys=True)}")

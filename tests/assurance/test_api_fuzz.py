@@ -5,7 +5,7 @@ break it (negative). The relay must never answer with a server error (5xx).
 Quick in ``make test`` (``API_FUZZ_EXAMPLES`` requests per operation and mode,
 derandomized); ``HYPOTHESIS_PROFILE=long`` (``make fuzz-api``) sends many more. Each
 operation's figures (requests sent, answers by status, 5xx) go to
-``build/assurance/api/``.
+``build/assurance/api-quick/`` or ``api-long/``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from . import results
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES") or (1_000 if LONG else 20))
 BASE = f"http://{asgi.HOST}"
+API_KIND = "api-long" if LONG else "api-quick"
 
 
 def _operations() -> list[tuple[str, GenerationMode]]:
@@ -139,7 +140,7 @@ def test_no_server_errors(relay: Relay, label: str, mode: GenerationMode) -> Non
     try:
         run()
     finally:
-        results.write("api", f"{mode}-{_slug(label)}", {
+        results.write(API_KIND, f"{mode}-{_slug(label)}", {
             "name": f"{mode} {label}", "requests": sum(statuses.values()),
             "server_errors": sum(n for s, n in statuses.items() if s >= 500),
             "statuses": {str(s): n for s, n in sorted(statuses.items())},
@@ -193,7 +194,7 @@ def test_mutated_valid_bodies(relay: Relay, name: str) -> None:
     try:
         run()
     finally:
-        results.write("api", f"mutated-{_slug(name)}", {
+        results.write(API_KIND, f"mutated-{_slug(name)}", {
             "name": f"mutated {method} {path}", "requests": sum(statuses.values()),
             "server_errors": sum(n for s, n in statuses.items() if s >= 500),
             "statuses": {str(s): n for s, n in sorted(statuses.items())},

@@ -5,7 +5,7 @@ inputs, valid documents with one value replaced or removed.
 Quick in ``make test`` (``FUZZ_EXAMPLES`` inputs per target, derandomized so a failure
 reproduces); ``HYPOTHESIS_PROFILE=long`` (``make fuzz``) runs many more, freshly random.
 Each run writes its figures (inputs executed, failures, known-bug hits) to
-``build/assurance/hypothesis/<target>.json``.
+``build/assurance/hypothesis-quick/`` or ``hypothesis-long/<target>.json``.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def test_fuzz_target(name: str) -> None:
         run()
         failed = False
     finally:
-        results.write("hypothesis", name, {
+        results.write("hypothesis-long" if LONG else "hypothesis-quick", name, {
             "target": name, "engine": "hypothesis", "long": LONG, "inputs": executed,
             "failures": int(failed), "seconds": round(time.monotonic() - start, 2),
             "known_bug_hits": {i: KNOWN_BUGS[i].hits - n for i, n in hits_before.items()},
