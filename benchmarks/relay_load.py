@@ -388,6 +388,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         p.send(("go", start))
     time.sleep(max(0.0, start - time.perf_counter()))
     cpu0 = cpu_seconds(pid)
+    clients0 = [cpu_seconds(proc.pid or 0) for proc in procs]
     delivered = [0] * workers
     sent: list[int | None] = [None] * workers
     peak_rss = base_rss
@@ -411,6 +412,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     poll(lambda: sum(delivered) >= total_sent, 20)
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu0
+    clients = [cpu_seconds(proc.pid or 0) - c0 for proc, c0 in zip(procs, clients0, strict=True)]
     for p in pipes:
         p.send(("stop",))
     latencies: list[float] = []
@@ -433,6 +435,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         "per_second": total_delivered / elapsed,
         "cpu_us_per_message": cpu / max(total_delivered, 1) * 1e6,
         "cpu_percent": cpu / elapsed * 100,
+        "client_cpu_percent": max(clients) / elapsed * 100,
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000 if lags else 0,
@@ -443,11 +446,12 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
 def print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
     print(title)
     print(f"  {'':12} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/msg':>11} "
-          f"{'CPU %':>6} {'RSS MB':>7} {'lag p99':>8} {'delivered/sent':>16}")
+          f"{'CPU %':>6} {'RSS MB':>7} {'lag p99':>8} {'client %':>8} {'delivered/sent':>16}")
     for name, r in rows:
         print(f"  {name:12} {r['per_second']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['cpu_us_per_message']:11.1f} {r['cpu_percent']:6.0f} {r['rss_mb']:7.1f} "
-              f"{r['lag_p99_ms']:8.2f} {int(r['delivered']):>8}/{int(r['sent'])}")
+              f"{r['lag_p99_ms']:8.2f} {r['client_cpu_percent']:8.0f} "
+              f"{int(r['delivered']):>8}/{int(r['sent'])}")
 
 
 def main() -> None:

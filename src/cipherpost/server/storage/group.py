@@ -11,10 +11,11 @@ whatever arrives meanwhile goes into the next one, so batches grow with the load
 With SQLite the batch runs on the event loop itself, on a connection of its own: a
 commit in WAL mode with ``synchronous=NORMAL`` is a write() to the WAL, cheaper than
 handing the batch to a thread (every SQLite call releases the GIL, and a busy event loop
-makes a thread wait for it again, up to the 5 ms switch interval, on each statement). The
-loop's connection never waits for the lock: when another writer (the writer thread, for
-the rare requests that are not per-message) holds it, the batch goes to the writer thread
-instead, in order. Other databases always use the writer thread.
+makes a thread wait for it again, up to the 5 ms switch interval, on each statement: a
+batch of a hundred sends took seconds that way). The loop's connection never waits for
+the lock: when another writer (the writer thread, for the rare requests that are not
+per-message, or a checkpoint restarting the WAL) holds it, the batch is tried again 2 ms
+later, while the loop goes on. Other databases use the writer thread.
 
 Nothing is reported before it is durable: an operation's future resolves, and its
 ``on_commit`` callback runs (on the event loop, in commit order, before any later batch
@@ -42,6 +43,8 @@ MAX_BATCH = 1024
 
 #: Seconds an operation waits for others to share its commit (when none is under way).
 COMMIT_WINDOW = 0.001
+#: Seconds between attempts while another connection holds the write lock.
+LOCK_RETRY = 0.002
 
 Results = list[tuple[bool, Any]]
 
@@ -72,6 +75,8 @@ class GroupCommit:
         self._busy = False
         #: batches run on the loop and on the writer thread (for tests and metrics)
         self.batches = [0, 0]
+        #: times a batch on the loop found the write lock taken and waited
+        self.waits = 0
 
     def submit(self, op: Callable[[Any], R],
                on_commit: Callable[[R], None] | None = None) -> asyncio.Future[R]:
@@ -97,15 +102,22 @@ class GroupCommit:
             self._busy = False
             return
         if self._loop_connection is not None:
-            results = self._run_on_loop(batch)
-            if results is not None:
-                self.batches[0] += 1
-                self._report(batch, results)
-                loop.call_soon(self._flush, loop)
-                return
+            self._commit_on_loop(loop, batch)
+            return
         self.batches[1] += 1
         done = loop.run_in_executor(self._executor, self._run_on_thread, batch)
         done.add_done_callback(lambda f: self._done(loop, batch, f))
+
+    def _commit_on_loop(self, loop: asyncio.AbstractEventLoop,
+                        batch: list[_Item[Any]]) -> None:
+        results = self._run_on_loop(batch)
+        if results is None:  # the lock is taken: try again shortly, the loop stays free
+            self.waits += 1
+            loop.call_later(LOCK_RETRY, self._commit_on_loop, loop, batch)
+            return
+        self.batches[0] += 1
+        self._report(batch, results)
+        loop.call_soon(self._flush, loop)
 
     def _run_on_loop(self, batch: list[_Item[Any]]) -> Results | None:
         """The batch in one transaction on the loop's connection; None if another
