@@ -37,6 +37,8 @@ def summary() -> dict[str, Any]:
             out[kind] = {"operations": len(rows),
                          "requests": sum(r["requests"] for r in rows),
                          "server_errors": sum(r["server_errors"] for r in rows),
+                         "known_server_errors": sum(r.get("known_server_errors", 0)
+                                                    for r in rows),
                          "reproducers": [x for r in rows for x in r.get("reproducers", [])]}
     for kind in ("canaries", "logscan"):
         rows = results.read_all(kind)
@@ -65,7 +67,8 @@ def main() -> None:
         if kind in data:
             part = data[kind]
             print(f"\n{kind}: {part['requests']:,} requests over {part['operations']} "
-                  f"operation runs, {part['server_errors']} server errors (5xx)")
+                  f"operation runs, {part['server_errors']} server errors (5xx) and "
+                  f"{part['known_server_errors']} of a known, open bug")
     for kind in ("canaries", "logscan"):
         for name, row in sorted(data.get(kind, {}).items()):
             shown = {k: v for k, v in row.items() if k not in ("name", "written_at")}

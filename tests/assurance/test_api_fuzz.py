@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import schemathesis
@@ -101,6 +102,30 @@ class Relay:
                 "device_id": self.other_device, "username": self.username}
 
 
+def _unicode_digits(value: object) -> bool:
+    """A path value (as schemathesis keeps it: percent-encoded) of non-ASCII digits."""
+    if not isinstance(value, str):
+        return False
+    value = unquote(value)
+    return value.isdigit() and not value.isascii()
+
+
+#: Server errors this fuzzing found that are not fixed yet: (operation, which requests,
+#: reason). The fuzz tests count them apart (so long runs look for others) and
+#: test_known_server_errors replays each as a strict expected failure.
+KNOWN_SERVER_ERRORS: list[tuple[str, Callable[[schemathesis.Case], bool], str]] = [
+    ("GET /v1/keys/{account_id}/{device}",
+     lambda case: _unicode_digits((case.path_parameters or {}).get("device")),
+     "GET /v1/keys/{account_id}/{device} answers 500 when {device} is made of non-ASCII "
+     "digits such as '¹' (U+00B9): keys.py checks device.isdigit(), which is True for "
+     "them, then int(device) raises ValueError"),
+]
+
+
+def _known(label: str, case: schemathesis.Case) -> bool:
+    return any(op == label and matches(case) for op, matches, _ in KNOWN_SERVER_ERRORS)
+
+
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     yield Relay(tmp_path_factory.mktemp("api-fuzz"))
@@ -124,17 +149,25 @@ def test_no_server_errors(relay: Relay, label: str, mode: GenerationMode) -> Non
                                                 path_parameters=known))
     statuses: Counter[int] = Counter()
     server_errors: list[str] = []
+    known = 0
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG,
               database=None if not LONG else settings.default.database,
               suppress_health_check=list(HealthCheck))
     @given(st.one_of(*strategies))
     def run(case: schemathesis.Case) -> None:
-        response = case.call(headers=relay.auth)
-        statuses[response.status_code] += 1
-        if response.status_code >= 500:
-            server_errors.append(f"{response.status_code}: {case.as_curl_command()}")
-        if response.status_code == 401 and not relay.token_works():
+        nonlocal known
+        try:
+            status = case.call(headers=relay.auth).status_code
+            error = ""
+        except Exception as exc:  # the app answered 500, and the in-process client
+            status, error = 500, f" ({type(exc).__name__}: {exc})"  # re-raises its error
+        statuses[status] += 1
+        if status >= 500 and _known(label, case):
+            known += 1
+        elif status >= 500:
+            server_errors.append(f"{status}{error}: {case.as_curl_command()}")
+        if status == 401 and not relay.token_works():
             relay.register()  # the fuzzer removed our device or reset our account
 
     try:
@@ -142,7 +175,8 @@ def test_no_server_errors(relay: Relay, label: str, mode: GenerationMode) -> Non
     finally:
         results.write(API_KIND, f"{mode}-{_slug(label)}", {
             "name": f"{mode} {label}", "requests": sum(statuses.values()),
-            "server_errors": sum(n for s, n in statuses.items() if s >= 500),
+            "server_errors": sum(n for s, n in statuses.items() if s >= 500) - known,
+            "known_server_errors": known,
             "statuses": {str(s): n for s, n in sorted(statuses.items())},
             "long": LONG, "reproducers": server_errors[:5]})
     assert not server_errors, "\n".join(server_errors[:5])
@@ -185,11 +219,14 @@ def test_mutated_valid_bodies(relay: Relay, name: str) -> None:
     @given(json_mutations([body]))
     def run(data: bytes) -> None:
         with asgi.get_client(relay.app) as client:
-            response = client.request(method, f"{BASE}{path}", data=data, headers={
-                **relay.auth, "Content-Type": "application/json"})
-        statuses[response.status_code] += 1
-        if response.status_code >= 500:
-            server_errors.append(f"{response.status_code}: {method} {path} {data[:300]!r}")
+            try:
+                status = client.request(method, f"{BASE}{path}", data=data, headers={
+                    **relay.auth, "Content-Type": "application/json"}).status_code
+            except Exception:  # a 500, re-raised by the in-process client
+                status = 500
+        statuses[status] += 1
+        if status >= 500:
+            server_errors.append(f"{status}: {method} {path} {data[:300]!r}")
 
     try:
         run()
@@ -200,3 +237,17 @@ def test_mutated_valid_bodies(relay: Relay, name: str) -> None:
             "statuses": {str(s): n for s, n in sorted(statuses.items())},
             "long": LONG, "reproducers": server_errors[:5]})
     assert not server_errors, "\n".join(server_errors[:5])
+
+
+@pytest.mark.parametrize("reproducer", [
+    pytest.param("/v1/keys/0/%C2%B9", marks=pytest.mark.xfail(
+        strict=True, reason=KNOWN_SERVER_ERRORS[0][2]), id="device-unicode-digits"),
+])
+def test_known_server_errors(relay: Relay, reproducer: str) -> None:
+    """Each server error fuzzing found and nobody fixed yet, as its smallest request."""
+    with asgi.get_client(relay.app) as client:
+        try:
+            status = client.get(f"{BASE}{reproducer}", headers=relay.auth).status_code
+        except Exception:  # the app answered 500 and the in-process client re-raises
+            status = 500
+    assert status < 500
