@@ -24,7 +24,8 @@ def blob_path(directory: str, attachment_id: str) -> Path:
 async def upload(request: Request, relay: RelayDep, _device: DeviceDep) -> AttachmentOut:
     limit = relay.settings.max_attachment_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and (not (declared.isascii() and declared.isdigit())
+                                 or int(declared) > limit):
         raise ApiError(413, "too_large", f"attachments are limited to {limit} bytes")
     attachment_id = secrets.token_urlsafe(32)
     path = blob_path(relay.settings.attachment_dir, attachment_id)

@@ -113,7 +113,7 @@ async def fetch_bundles(account_id: str, device: str, relay: RelayDep,
     relay.limit("prekeys", caller.account_id)
     if device == "*":
         device_ids = None
-    elif device.isdigit() and 1 <= int(device) <= 127:
+    elif device.isascii() and device.isdigit() and 1 <= int(device) <= 127:
         device_ids = [int(device)]
     else:
         raise bad_request("device must be 1..127 or *")
