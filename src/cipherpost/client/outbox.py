@@ -8,7 +8,6 @@ is never used twice even when a request fails and is retried.
 
 from __future__ import annotations
 
-import base64
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from . import content as codec
 from .api import (
     RelayApi,
     RelayError,
+    b64,
 )
 from .errors import ClientError, IdentityNotTrusted
 from .groups import (
@@ -205,7 +205,7 @@ class Outbox:
         return {"device_id": address.device_id,
                 "registration_id": self.registration_id(address),
                 "type": message.message_type,
-                "content": _b64(message.serialized)}
+                "content": b64(message.serialized)}
 
     async def send_group_data(self, group: Group, data: DataMessage) -> None:
         """A data message to the group (see :meth:`send_group_content`)."""
@@ -251,7 +251,7 @@ class Outbox:
         for account in sorted(set(group.members) - {self.account_id}):
             messages = [{"device_id": d,
                          "registration_id": self.registration_id(ProtocolAddress(account, d)),
-                         "type": SENDERKEY_TYPE, "content": _b64(ciphertext)}
+                         "type": SENDERKEY_TYPE, "content": b64(ciphertext)}
                         for d in self.store.session_devices(account)]
             try:
                 await self.send_request(account, timestamp, messages)
@@ -276,7 +276,3 @@ class _StaleSession(Exception):
     def __init__(self, address: ProtocolAddress) -> None:
         super().__init__(str(address))
         self.address = address
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
