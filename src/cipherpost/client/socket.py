@@ -12,9 +12,16 @@ from typing import Any
 
 import websockets
 
+from cipherpost import logfilter
+
 from .api import Envelope, RelayError
 
 SEND_TIMEOUT = 30.0
+
+#: The websockets library logs the handshake's headers at DEBUG through this logger (the
+#: SDK connects without a logger of its own), our device token with them: redact them
+#: before any handler an app configured sees the record.
+logfilter.install("websockets.client")
 
 
 class SocketLost(Exception):

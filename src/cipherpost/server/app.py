@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import logfilter
 from .api import accounts, attachments, keys, messages, ops, provisioning, websocket
 from .errors import ApiError
 from .relay import Relay
@@ -35,6 +36,9 @@ def create_app(settings: Settings | None = None, *,
                clock: Callable[[], float] = time.time) -> RelayApp:
     """Build the relay app. The database is migrated when the app starts."""
     settings = settings or Settings.load()
+    # uvicorn hands the websockets library its "uvicorn.error" logger, which then logs the
+    # handshake's headers (the device token with them) at DEBUG.
+    logfilter.install("uvicorn.error", "uvicorn.access", "websockets.server")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
