@@ -1,0 +1,148 @@
+"""The SPQR bytes of a SignalMessage (field 5), spqr-digest §6.
+
+Not protobuf::
+
+    0x01 | varint epoch (>= 1) | varint index (u32) | type (0..6)
+         [| varint chunk index (<= 65535) | 32 chunk bytes]   for types 1, 2, 3, 5, 6
+
+Varints are LEB128 of at most 10 bytes; bits beyond 64 are dropped, as libsignal does.
+Anything after the payload is ignored (room for later versions). An empty field means
+V0 (no SPQR); a first byte 0x00 also means V0; any other first byte is a version this
+implementation does not know.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import MalformedSpqrMessage
+
+V0 = 0
+V1 = 1
+
+CHUNK_SIZE = 32
+MAX_CHUNK_INDEX = 0xFFFF
+_MAX_VARINT_LEN = 10
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+
+class PayloadType(enum.IntEnum):
+    """What one SPQR message carries (spqr-digest §4.2)."""
+
+    NONE = 0
+    HDR = 1
+    EK = 2
+    EK_CT1_ACK = 3
+    CT1_ACK = 4
+    CT1 = 5
+    CT2 = 6
+
+
+_WITH_CHUNK = frozenset({PayloadType.HDR, PayloadType.EK, PayloadType.EK_CT1_ACK,
+                         PayloadType.CT1, PayloadType.CT2})
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One 32-byte piece of an erasure-coded value, with its index."""
+
+    index: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index <= MAX_CHUNK_INDEX or len(self.data) != CHUNK_SIZE:
+            raise ValueError("a chunk is 32 bytes with an index in 0..65535")
+
+
+@dataclass(frozen=True, slots=True)
+class SpqrMessage:
+    """A decoded V1 message: the SCKA epoch, the chain key index, and the payload."""
+
+    epoch: int
+    index: int
+    payload: PayloadType
+    chunk: Chunk | None = None
+
+    def __post_init__(self) -> None:
+        if (self.chunk is not None) != (self.payload in _WITH_CHUNK):
+            raise ValueError(f"payload {self.payload.name} and chunk do not agree")
+        if not 1 <= self.epoch <= _U64 or not 0 <= self.index <= _U32:
+            raise ValueError("epoch must be in 1..2^64-1 and index in 0..2^32-1")
+
+    def encode(self) -> bytes:
+        """The wire bytes (always canonical varints)."""
+        out = bytearray((V1,))
+        out += encode_varint(self.epoch)
+        out += encode_varint(self.index)
+        out.append(self.payload)
+        if self.chunk is not None:
+            out += encode_varint(self.chunk.index)
+            out += self.chunk.data
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SpqrMessage:
+        """Parse V1 bytes; trailing bytes are ignored.
+
+        Raises:
+            MalformedSpqrMessage: not V1, truncated, epoch 0, index beyond u32, unknown
+                payload type, or chunk index beyond 65535.
+        """
+        if not data or data[0] != V1:
+            raise MalformedSpqrMessage("not an SPQR V1 message")
+        epoch, at = decode_varint(data, 1)
+        if epoch == 0:
+            raise MalformedSpqrMessage("SPQR epoch 0")
+        index, at = decode_varint(data, at)
+        if index > _U32:
+            raise MalformedSpqrMessage("SPQR key index beyond 32 bits")
+        if at >= len(data):
+            raise MalformedSpqrMessage("truncated SPQR message")
+        try:
+            payload = PayloadType(data[at])
+        except ValueError:
+            raise MalformedSpqrMessage("unknown SPQR payload type") from None
+        at += 1
+        chunk = None
+        if payload in _WITH_CHUNK:
+            chunk_index, at = decode_varint(data, at)
+            if chunk_index > MAX_CHUNK_INDEX or at + CHUNK_SIZE > len(data):
+                raise MalformedSpqrMessage("bad SPQR chunk")
+            chunk = Chunk(chunk_index, bytes(data[at:at + CHUNK_SIZE]))
+        return cls(epoch, index, payload, chunk)
+
+
+def message_version(data: bytes) -> int | None:
+    """The SPQR version of field-5 bytes: V0 for empty or 0x00, V1, or None if unknown."""
+    if not data:
+        return V0
+    return data[0] if data[0] in (V0, V1) else None
+
+
+def encode_varint(value: int) -> bytes:
+    """LEB128 of an unsigned 64-bit value."""
+    if not 0 <= value <= _U64:
+        raise ValueError("varint out of range")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_varint(data: bytes, at: int) -> tuple[int, int]:
+    """``(value, position after it)``; at most 10 bytes, bits past 64 dropped.
+
+    Raises:
+        MalformedSpqrMessage: no bytes left, or no terminating byte within 10 bytes.
+    """
+    value = 0
+    for i in range(min(_MAX_VARINT_LEN, len(data) - at)):
+        byte = data[at + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value & _U64, at + i + 1
+    raise MalformedSpqrMessage("truncated or overlong varint")
