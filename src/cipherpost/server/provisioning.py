@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 MAX_MAILBOXES = 10_000
 MAX_MESSAGE = 256 * 1024
+#: Bytes of provisioning messages held at once, over all mailboxes: without it the count
+#: cap alone let 10,000 full mailboxes hold 2.5 GiB of memory.
+MAX_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -27,13 +30,24 @@ class _Mailbox:
 
 
 class MailboxesFull(Exception):
-    """Too many open mailboxes (a flood); try again later."""
+    """Too many open mailboxes, or too many bytes held in them (a flood); try again later."""
 
 
 class Mailboxes:
-    def __init__(self, limit: int = MAX_MAILBOXES) -> None:
+    """Open mailboxes, bounded in number and in the bytes they hold."""
+
+    def __init__(self, limit: int = MAX_MAILBOXES, max_bytes: int = MAX_BYTES) -> None:
         self._boxes: dict[str, _Mailbox] = {}
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
 
     def open(self, now_ms: int, ttl_ms: int) -> str:
         """A new mailbox address.
@@ -49,16 +63,25 @@ class Mailboxes:
         return address
 
     def put(self, address: str, message: bytes, now_ms: int) -> bool:
-        """Leave the one message of a mailbox; False if it is unknown, expired or full."""
+        """Leave the one message of a mailbox; False if it is unknown, expired or full.
+
+        Raises:
+            MailboxesFull: the mailboxes already hold their maximum of bytes.
+        """
+        self.expire(now_ms)
         box = self._live(address, now_ms)
         if box is None or box.message is not None:
             return False
+        if self._bytes + len(message) > self._max_bytes:
+            raise MailboxesFull()
         box.message = message
+        self._bytes += len(message)
         box.ready.set()
         return True
 
     async def take(self, address: str, now_ms: int, wait: float) -> bytes | None:
-        """The message (the mailbox closes), waiting up to ``wait`` seconds for it.
+        """The message (the mailbox closes), waiting up to ``wait`` seconds for it. Of
+        several concurrent takers exactly one gets it; the others find the mailbox gone.
 
         Raises:
             KeyError: no such mailbox (unknown, expired or already emptied).
@@ -69,14 +92,26 @@ class Mailboxes:
         if box.message is None and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(box.ready.wait(), wait)
-        if box.message is None:
+        # Every waiter wakes when the message arrives: only the one that still finds the
+        # mailbox open takes it (nothing below awaits, so the claim cannot interleave).
+        if self._boxes.get(address) is not box:
+            raise KeyError(address)
+        message = box.message
+        if message is None:
             return None
-        self._boxes.pop(address, None)
-        return box.message
+        self._remove(address)
+        return message
 
     def expire(self, now_ms: int) -> None:
         for address in [a for a, b in self._boxes.items() if b.expires_at <= now_ms]:
-            del self._boxes[address]
+            self._remove(address)
+
+    def _remove(self, address: str) -> None:
+        box = self._boxes.pop(address)
+        if box.message is not None:
+            self._bytes -= len(box.message)
+            box.message = None
+        box.ready.set()  # waiters on a closed mailbox stop waiting (and find it gone)
 
     def _live(self, address: str, now_ms: int) -> _Mailbox | None:
         box = self._boxes.get(address)

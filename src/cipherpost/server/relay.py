@@ -54,7 +54,10 @@ class Relay:
             "register": TokenBuckets(s.rate_register_per_ip),
             "prekeys": TokenBuckets(s.rate_prekey_fetch_per_account),
             "messages": TokenBuckets(s.rate_messages_per_pair),
+            "provisioning": TokenBuckets(s.rate_provisioning_per_ip),
+            "provisioning_put": TokenBuckets(s.rate_provisioning_put_per_account),
         }
+        self.mailboxes = Mailboxes(s.max_provisioning_mailboxes, s.provisioning_byte_budget)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

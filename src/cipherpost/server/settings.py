@@ -41,6 +41,13 @@ class Settings:
     rate_register_per_ip: str = "5/0.01"
     rate_prekey_fetch_per_account: str = "100/1"
     rate_messages_per_pair: str = "300/10"
+    #: Opening provisioning mailboxes (device linking), per client address (an IPv6
+    #: address counts by its /64), and leaving messages in them, per account.
+    rate_provisioning_per_ip: str = "5/0.01"
+    rate_provisioning_put_per_account: str = "10/0.01"
+    #: Provisioning mailboxes held in memory at once, and the bytes of their messages.
+    max_provisioning_mailboxes: int = 10_000
+    provisioning_byte_budget: int = 32 * 1024 * 1024
     #: Client addresses of proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "INFO"

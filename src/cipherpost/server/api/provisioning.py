@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
@@ -24,9 +26,21 @@ def _check(address: str) -> None:
         raise not_found("mailbox")
 
 
+def _address_key(ip: str) -> str:
+    """The rate-limit key of a client address: an IPv6 address by its /64 (one host usually
+    holds a whole /64, so counting single addresses would limit nothing)."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 @router.post("", status_code=201, summary="Open a mailbox for a device that wants to join")
 async def open_mailbox(request: Request, relay: RelayDep) -> MailboxOut:
-    relay.limit("register", client_ip(request, relay))
+    relay.limit("provisioning", _address_key(client_ip(request, relay)))
     now = relay.now_ms()
     try:
         address = relay.mailboxes.open(now, TTL_MS)
@@ -38,15 +52,20 @@ async def open_mailbox(request: Request, relay: RelayDep) -> MailboxOut:
 @router.put("/{address}", status_code=204,
             summary="Leave the encrypted provisioning message (a device of the account)")
 async def put_message(address: str, request: Request, relay: RelayDep,
-                      _device: DeviceDep) -> None:
+                      device: DeviceDep) -> None:
     _check(address)
+    relay.limit("provisioning_put", device.account_id)
     body = await request.body()
     if not body:
         raise ApiError(400, "invalid_request", "the provisioning message is empty")
     if len(body) > MAX_MESSAGE:
         raise ApiError(413, "too_large", f"provisioning messages are limited to {MAX_MESSAGE} "
                        "bytes")
-    if not relay.mailboxes.put(address, body, relay.now_ms()):
+    try:
+        stored = relay.mailboxes.put(address, body, relay.now_ms())
+    except MailboxesFull:
+        raise ApiError(503, "busy", "too many devices are joining; try again soon") from None
+    if not stored:
         raise not_found("mailbox")
 
 
