@@ -21,7 +21,8 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
-test: $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
+# The server tests start a private PostgreSQL on 127.0.0.1 (tests/support/postgres.py).
+test: system-deps $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -71,6 +72,8 @@ system-deps:
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
+		|| missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

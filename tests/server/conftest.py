@@ -1,7 +1,14 @@
-"""An in-process relay per test (TestClient runs the lifespan and speaks WebSocket)."""
+"""An in-process relay per test (TestClient runs the lifespan and speaks WebSocket).
+
+PostgreSQL is a private server that the test session starts itself (``tests/support/
+postgres.py``). If it cannot be started, its tests fail,
+saying why. ``CIPHERPOST_TEST_POSTGRES=skip`` skips them on a developer's machine (not
+where ``CI`` is set); ``-m "not postgresql"`` deselects them.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +17,33 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
+from tests.support.postgres import PostgresServer, PostgresUnavailable
 
 from .helpers import KeyMaker, auth
+
+OPT_OUT = "CIPHERPOST_TEST_POSTGRES"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this test session (one per xdist worker)."""
+    if os.environ.get(OPT_OUT, "").strip().lower() == "skip":
+        if _in_ci():
+            pytest.fail(f"{OPT_OUT}=skip is for developers' machines: CI runs the "
+                        "PostgreSQL tests", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped by {OPT_OUT}=skip")
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not be started for the tests: {exc}\n"
+                    f"(`make test` installs it; {OPT_OUT}=skip skips these tests on a "
+                    "developer's machine)", pytrace=False)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
