@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cipherpost.client import IdentityNotTrusted
+from cipherpost.client import ClientError, IdentityNotTrusted
 from cipherpost.client import events as ev
+from cipherpost.client.api import RelayError, RelayUnavailable, b64
 
 from .conftest import Devices, ThreadedRelay
 
@@ -64,6 +66,79 @@ def test_identity_reset(tmp_path: Path, relay: ThreadedRelay) -> None:
             assert texts(got) == ["new key here"]
             assert carol.safety_number(alice.account_id).displayable == \
                 alice.safety_number(carol.account_id).displayable
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_reset_reaches_a_device_we_never_wrote_to(tmp_path: Path,
+                                                  relay: ThreadedRelay) -> None:
+    """No session with the other device yet: one is made from its bundle (still signed
+    with the old key) before the relay drops it, so the reset reaches it too."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            laptop = await devices.link(alice, "laptop")
+            assert alice.store.session_devices(alice.account_id) == []
+            assert await alice.reset_identity() == []
+            new_key = alice.store.get_identity_key_pair().public
+            got = await laptop.receive()
+            assert any(isinstance(e, ev.IdentityChanged) for e in got)
+            assert laptop.store.get_identity_key_pair().public == new_key
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hello both")
+            assert texts(await alice.receive()) == ["hello both"]
+            assert texts(await laptop.receive()) == ["hello both"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_reset_whose_answer_is_lost_asks_the_relay(
+        tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay took the new key but its answer never arrived: the device asks which key
+    the relay holds and finishes the reset instead of going back to the old key. When the
+    relay refused, the old key stays."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            laptop = await devices.link(alice, "laptop")
+            old_key = alice.store.get_identity_key_pair().public
+            real_request = alice.api.request
+
+            async def lost_answer(method: str, path: str, **kw: Any) -> Any:
+                result = await real_request(method, path, **kw)
+                if path == "/v1/accounts/me/identity":
+                    raise RelayUnavailable("connection reset")
+                return result
+
+            monkeypatch.setattr(alice.api, "request", lost_answer)
+            assert await alice.reset_identity() == []
+            new_key = alice.store.get_identity_key_pair().public
+            assert new_key != old_key
+            me = await alice.api.whoami()
+            assert me["identity_key"] == b64(new_key.serialize())
+            await laptop.receive()
+            assert laptop.store.get_identity_key_pair().public == new_key
+
+            async def refused(method: str, path: str, **kw: Any) -> Any:
+                if path == "/v1/accounts/me/identity":
+                    raise RelayError(429, "rate_limited", "slow down", {})
+                return await real_request(method, path, **kw)
+
+            monkeypatch.setattr(alice.api, "request", refused)
+            with pytest.raises(ClientError, match="refused"):
+                await alice.reset_identity()
+            assert alice.store.get_identity_key_pair().public == new_key
+            monkeypatch.setattr(alice.api, "request", real_request)
+            bob = await devices.register("bob")     # nothing was left half-done
+            await bob.send_text("alice", "same key still")
+            assert texts(await alice.receive()) == ["same key still"]
+            assert texts(await laptop.receive()) == ["same key still"]
         finally:
             await devices.close()
 

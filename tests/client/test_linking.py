@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cipherpost.client import ClientError, RelayError
+from cipherpost.client import ClientError, IdentityNotTrusted, RelayError
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
 from cipherpost.client.linking import LinkError, LinkRequest, new_request, open_envelope, seal
@@ -79,6 +79,41 @@ def test_link_a_device_with_history_of_contacts_and_groups(
             with pytest.raises(RelayError) as again:
                 await alice.provision(pending.uri)
             assert again.value.status == 404
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_blocked_contact_stays_blocked_on_the_linked_device(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """Carol's key changed and Alice has not accepted it: a device linked now must not
+    send to Carol either (the block travels with the contact)."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, carol = await devices.register("alice"), await devices.register("carol")
+            await alice.send_text("carol", "hi")
+            await carol.receive()
+            await carol.reset_identity()
+            with pytest.raises(IdentityNotTrusted):
+                await alice.send_text("carol", "still you?")
+            pending = await request_link(relay.url)
+            joining = asyncio.create_task(pending.complete(
+                tmp_path / "alice-new.db", passphrase="pw", argon2=TEST_PARAMS,
+                options=dataclasses.replace(devices.options)))
+            await asyncio.sleep(0.2)
+            await alice.provision(pending.uri)
+            laptop = await asyncio.wait_for(joining, 30)
+            devices.clients.append(laptop)
+            record = laptop.store.identity_record(carol.account_id)
+            assert record is not None and record.send_blocked
+            with pytest.raises(IdentityNotTrusted):
+                await laptop.send_text("carol", "from the laptop")
+            laptop.trust_identity(carol.account_id)
+            await laptop.send_text("carol", "accepted")
+            assert [e.text for e in await carol.receive() if isinstance(e, ev.Message)] == \
+                ["accepted"]
         finally:
             await devices.close()
 

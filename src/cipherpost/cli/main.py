@@ -497,8 +497,15 @@ async def reset_identity(ctx: Context, client: Client, yes: bool) -> None:
     if not yes and not click.confirm("Reset your identity key? Every contact will see a "
                                      "new safety number"):
         raise click.Abort()
-    await client.reset_identity()
-    ctx.emit({"identity_reset": True}, "Your identity key was replaced on all your devices.")
+    unreached = await client.reset_identity()
+    if unreached:
+        ctx.emit({"identity_reset": True, "devices_not_reached": unreached},
+                 "Your identity key was replaced, but these devices could not be given the "
+                 f"new key: {', '.join(map(str, unreached))}. Remove them "
+                 "(`cipherpost devices remove N`) and link them again.")
+    else:
+        ctx.emit({"identity_reset": True, "devices_not_reached": []},
+                 "Your identity key was replaced on all your devices.")
 
 
 def _name(client: Client, account: str) -> str:

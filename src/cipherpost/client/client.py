@@ -27,7 +27,7 @@ from cipherpost.protocol import (
     ProtocolError,
 )
 
-from . import attachments
+from . import attachments, identity_reset
 from . import events as ev
 from .api import (
     Credentials,
@@ -262,43 +262,16 @@ class Client:
         return Fingerprint.create(self.account_id.encode(), mine, account.encode(),
                                   record.identity_key)
 
-    async def reset_identity(self) -> None:
+    async def reset_identity(self) -> list[int]:
         """Replace the account's identity key after a compromise: a new key pair and new
         registration ids for every device, new prekeys here, then the new key pair sent to
         our other devices over their sessions. Contacts see the safety number change (their
-        sessions with us are replaced, and sending to us waits for their consent)."""
-        devices = [int(d["device_id"]) for d in await self.api.devices()]
-        identity = IdentityKeyPair.generate(os.urandom)
-        registration_ids = {d: new_registration_id() for d in devices}
-        old_identity = self.store.get_identity_key_pair()
-        old_registration = self.store.get_local_registration_id()
-        now = self._now()
-        with self.store.transaction():
-            body = new_device_body(self.store, identity, registration_ids[self.device_id],
-                                   now, self.options.keys, None)
-        body.pop("registration_id", None)
-        body["registration_ids"] = [{"device_id": d, "registration_id": r}
-                                    for d, r in sorted(registration_ids.items())]
-        try:
-            await self.api.request("PUT", "/v1/accounts/me/identity", json=body)
-        except BaseException:
-            with self.store.transaction():  # the relay kept the old key: so do we
-                self.store.set_identity(old_identity, old_registration)
-            raise
-        try:
-            # Over the sessions we still have (they name the old key): then forget them.
-            for device in devices:
-                if device != self.device_id:
-                    reset = SyncMessage.IdentityReset(identity_key_pair=identity.serialize(),
-                                                      registration_id=registration_ids[device])
-                    await self.outbox.deliver(self.account_id,
-                                              Content(sync=SyncMessage(identity_reset=reset)),
-                                              self._timestamp(), only_device=device,
-                                              registration_ids=registration_ids)
-        finally:
-            with self.store.transaction():
-                self.store.trust_identity(self.account_id, identity.public, verified=True)
-                self.store.forget_sessions()
+        sessions with us are replaced, and sending to us waits for their consent).
+
+        Returns the devices of ours that could not be given the new key (remove and link
+        them again). Raises ClientError when the relay refused or its answer was lost
+        (see :mod:`cipherpost.client.identity_reset`)."""
+        return await identity_reset.reset_identity(self)
 
     def trust_identity(self, account: str, *, verified: bool = False) -> None:
         """Accept the contact's current identity key (and mark it verified after the user

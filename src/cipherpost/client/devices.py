@@ -131,7 +131,8 @@ async def provision(client: Client, uri: str) -> None:
             message.contacts.add(account_id=record.account,
                                  username=usernames.get(record.account) or "",
                                  identity_key=record.identity_key.serialize(),
-                                 verified=record.verified)
+                                 verified=record.verified,
+                                 send_blocked=record.send_blocked)
     await client.api.request("PUT", f"/v1/provisioning/{request.address}",
                              content=linking.seal(request, message))
 
@@ -140,11 +141,14 @@ def _adopt(client: Client, message: ProvisionMessage) -> None:
     """Take over contacts (keys and trust) and groups from the provisioning device."""
     with client.store.transaction():
         for contact in message.contacts:
+            if contact.account_id == client.account_id:
+                continue  # our own key came as the identity key pair
             try:
                 key = PublicKey.deserialize(contact.identity_key)
             except ProtocolError:
                 continue
-            client.store.trust_identity(contact.account_id, key, verified=contact.verified)
+            client.store.restore_identity(contact.account_id, key, verified=contact.verified,
+                                          send_blocked=contact.send_blocked)
             if contact.username:
                 client.store.set_contact(contact.account_id, contact.username)
         for state in message.group_states:

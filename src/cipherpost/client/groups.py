@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from cipherpost.protocol import IdentityKeyPair, PublicKey, Random, xeddsa
 
+from .content import InvalidContent, check_integers
 from .proto.app_pb2 import GroupChange, GroupState, SignedGroupChange
 
 CHANGE_CONTEXT = b"Cipherpost group change v1"
@@ -44,7 +45,8 @@ class Group:
         """Raises: GroupChangeRejected when ``data`` is not a valid GroupState."""
         try:
             state = GroupState.FromString(data)
-        except DecodeError:
+            check_integers(state)
+        except (DecodeError, InvalidContent):
             raise GroupChangeRejected("malformed group state") from None
         members: dict[str, int] = {}
         for member in state.members:
@@ -117,7 +119,8 @@ def verify_change(signed: SignedGroupChange, current: Group | None,
     """
     try:
         change = GroupChange.FromString(signed.change)
-    except DecodeError:
+        check_integers(change)
+    except (DecodeError, InvalidContent):
         raise GroupChangeRejected("malformed group change") from None
     if not xeddsa.verify(author_key, CHANGE_CONTEXT + signed.change, signed.signature):
         raise GroupChangeRejected("the change's signature does not verify")

@@ -9,7 +9,9 @@ envelope is recognised and dropped).
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 
 from cipherpost.protocol import (
@@ -63,6 +65,8 @@ class FollowUp:
     ratchet_key: bytes = b""
 
 
+log = logging.getLogger(__name__)
+
 
 class Inbox:
     """One device's receiving side."""
@@ -103,13 +107,7 @@ class Inbox:
                 if before is not None and after is not None and after.identity_key != before:
                     events.append(ev.IdentityChanged(sender, after.send_blocked))
                 follow_ups: list[FollowUp] = []
-                try:
-                    content = codec.decode(plaintext)
-                except codec.InvalidContent as exc:
-                    events.append(ev.Unsupported(sender, device, f"invalid content: {exc}"))
-                else:
-                    self.handle(content, envelope, events, follow_ups,
-                                 group_ciphertext=envelope.type == SENDERKEY_TYPE)
+                events.extend(self._handle_plaintext(plaintext, envelope, follow_ups))
                 self.store.mark_envelope(envelope.id, self._now())
             return events, follow_ups
         except DuplicatedMessage:
@@ -126,6 +124,34 @@ class Inbox:
                 follow_ups.insert(0, FollowUp("republish", sender, device, 0))
             return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
                                          exc.kind)], follow_ups)
+
+    def _handle_plaintext(self, plaintext: bytes, envelope: Envelope,
+                          follow_ups: list[FollowUp]) -> list[ev.Event]:
+        """Decode and act on a decrypted plaintext. Whatever goes wrong here, the session
+        keeps the decryption and the envelope is acknowledged: a content we cannot handle
+        (even through a bug of ours) is reported, never left to jam the queue. Only a store
+        that cannot write (disk full, locked) propagates, and the envelope stays queued."""
+        sender = envelope.sender_account_id or ""
+        device = envelope.sender_device_id or 0
+        try:
+            content = codec.decode(plaintext)
+        except codec.InvalidContent as exc:
+            return [ev.Unsupported(sender, device, f"invalid content: {exc}")]
+        events: list[ev.Event] = []
+        found: list[FollowUp] = []
+        try:
+            with self.store.savepoint():
+                self.handle(content, envelope, events, found,
+                            group_ciphertext=envelope.type == SENDERKEY_TYPE)
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:  # see the docstring
+            log.warning("could not process a message from %s.%d: %s", sender, device,
+                        type(exc).__name__)
+            return [ev.Unsupported(sender, device,
+                                   f"could not process the message ({type(exc).__name__})")]
+        follow_ups.extend(found)
+        return events
 
     def handle(self, content: Content, envelope: Envelope, events: list[ev.Event],
                 follow_ups: list[FollowUp], *, group_ciphertext: bool) -> None:

@@ -761,10 +761,13 @@ class ProvisionMessage(_message.Message):
         USERNAME_FIELD_NUMBER: _builtins.int
         IDENTITY_KEY_FIELD_NUMBER: _builtins.int
         VERIFIED_FIELD_NUMBER: _builtins.int
+        SEND_BLOCKED_FIELD_NUMBER: _builtins.int
         account_id: _builtins.str
         username: _builtins.str
         identity_key: _builtins.bytes
         verified: _builtins.bool
+        send_blocked: _builtins.bool
+        """The key changed and the user has not accepted it yet: sending stays blocked."""
         def __init__(
             self,
             *,
@@ -772,10 +775,11 @@ class ProvisionMessage(_message.Message):
             username: _builtins.str = ...,
             identity_key: _builtins.bytes = ...,
             verified: _builtins.bool = ...,
+            send_blocked: _builtins.bool = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "identity_key", b"identity_key", "username", b"username", "verified", b"verified"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "identity_key", b"identity_key", "send_blocked", b"send_blocked", "username", b"username", "verified", b"verified"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -222,6 +222,20 @@ class Store:
     # -- transactions -------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: undo only this block's writes if it raises."""
+        if self._depth == 0:
+            raise StoreError("a savepoint needs an open transaction")
+        self._db.execute("SAVEPOINT block")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO block")
+            self._db.execute("RELEASE block")
+            raise
+        self._db.execute("RELEASE block")
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """All or nothing (nests: the outermost one commits)."""
         if self._depth == 0:
@@ -311,6 +325,10 @@ class Store:
         """TOFU per account; a different key replaces the old one, clears ``verified``
         and (unless the policy accepts changes and it was not verified) blocks sending
         until :meth:`trust_identity`. Returns True when the key changed."""
+        if self._is_own_account(address.name):
+            # Our own devices share our identity key; nothing may replace it here (only an
+            # identity reset from one of our devices, through set_identity).
+            return False
         known = self.identity_record(address.name)
         if known is not None and known.identity_key == identity:
             return False
@@ -323,6 +341,10 @@ class Store:
 
     def is_trusted_identity(self, address: ProtocolAddress, identity: IdentityKey,
                             direction: Direction) -> bool:
+        if self._is_own_account(address.name):
+            # A session with "one of our devices" under another identity key is a forgery
+            # (by the relay, which assigns sender addresses): refuse it in both directions.
+            return identity == self.get_identity_key_pair().public
         known = self.identity_record(address.name)
         if known is None:
             return True
@@ -331,17 +353,41 @@ class Store:
             return True
         return known.identity_key == identity and not known.send_blocked
 
+    def _is_own_account(self, account: str) -> bool:
+        own = self.get_meta("account_id")
+        return own is not None and account == own
+
     def get_identity(self, address: ProtocolAddress) -> IdentityKey | None:
         known = self.identity_record(address.name)
         return None if known is None else known.identity_key
 
     def trust_identity(self, account: str, identity: IdentityKey, *,
                        verified: bool) -> None:
-        """The user accepted (or verified) ``identity`` for ``account``."""
+        """The user accepted (or verified) ``identity`` for ``account``.
+
+        Raises:
+            StoreError: ``account`` is our own and ``identity`` is not our identity key.
+        """
+        if self._is_own_account(account) and identity != self.get_identity_key_pair().public:
+            raise StoreError("our own account's identity key changes only by an identity reset")
         self._db.execute(
             "INSERT OR REPLACE INTO identities (account, identity_key, verified, "
             "send_blocked, updated_at) VALUES (?, ?, ?, 0, strftime('%s','now'))",
             (account, identity.serialize(), int(verified)))
+
+    def restore_identity(self, account: str, identity: IdentityKey, *, verified: bool,
+                         send_blocked: bool) -> None:
+        """A contact's key and trust exactly as another device of ours holds them (linking).
+
+        Raises:
+            StoreError: ``account`` is our own.
+        """
+        if self._is_own_account(account):
+            raise StoreError("our own identity key is not restored from a contact list")
+        self._db.execute(
+            "INSERT OR REPLACE INTO identities (account, identity_key, verified, "
+            "send_blocked, updated_at) VALUES (?, ?, ?, ?, strftime('%s','now'))",
+            (account, identity.serialize(), int(verified), int(send_blocked)))
 
     # -- PreKeyStore, SignedPreKeyStore, KyberPreKeyStore ---------------------------------
 

@@ -1,0 +1,167 @@
+"""Hostile peers and a hostile relay (findings of reviews/2026-11-29-client): what a
+forged or malformed message may not do to a device."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cipherpost.client import content as codec
+from cipherpost.client import events as ev
+from cipherpost.client.api import Envelope
+from cipherpost.client.proto.app_pb2 import (
+    Content,
+    DataMessage,
+    MessageRef,
+    ReceiptMessage,
+    SyncMessage,
+)
+from cipherpost.client.store.crypto import TEST_PARAMS
+from cipherpost.client.store.database import Store, StoreError
+from cipherpost.protocol import (
+    IdentityKeyPair,
+    ProtocolAddress,
+    encrypt,
+    process_prekey_bundle,
+)
+
+from .conftest import Devices, ThreadedRelay
+
+
+def texts(events: list[ev.Event]) -> list[str]:
+    return [e.text for e in events if isinstance(e, ev.Message)]
+
+
+def test_relay_cannot_pose_as_one_of_our_devices(tmp_path: Path,
+                                                 relay: ThreadedRelay) -> None:
+    """The relay assigns sender addresses: it can stamp "alice, device 99" on a PreKey
+    message made under an identity key of its own. Alice must not take it as a sync from
+    one of her devices (here an identity reset to a key pair the relay knows, and a forged
+    "sent from my other device" message)."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            own_key = alice.store.get_identity_key_pair().public
+            target = ProtocolAddress(alice.account_id, 1)
+            planted = IdentityKeyPair.generate(os.urandom)
+            forgeries = [
+                Content(sync=SyncMessage(identity_reset=SyncMessage.IdentityReset(
+                    identity_key_pair=planted.serialize(), registration_id=77))),
+                Content(sync=SyncMessage(sent=SyncMessage.Sent(
+                    destination=bob.account_id,
+                    message=DataMessage(timestamp=5, text="I owe you $1000")))),
+            ]
+            for n, forged in enumerate(forgeries):
+                evil = Store.create(tmp_path / f"evil{n}.db", passphrase="x",
+                                    params=TEST_PARAMS)
+                evil.set_identity(IdentityKeyPair.generate(os.urandom), 1234)
+                [bundle] = await bob.api.bundles(alice.account_id, 1)  # the relay has these
+                process_prekey_bundle(evil, target, bundle, rng=os.urandom,
+                                      now=alice._now() // 1000)
+                message = encrypt(evil, target, codec.encode(forged), now=alice._now() // 1000)
+                envelope = Envelope(str(uuid.uuid4()), alice.account_id, 99,
+                                    message.message_type, message.serialized, alice._now(),
+                                    alice._now())
+                events, follow_ups = alice.inbox.process(envelope)
+                assert [type(e) for e in events] == [ev.DecryptionFailed]
+                assert isinstance(events[0], ev.DecryptionFailed)
+                assert events[0].reason == "untrusted_identity"
+                assert "republish" not in [f.kind for f in follow_ups]
+                evil.close()
+            assert alice.store.get_identity_key_pair().public == own_key
+            assert alice.history(bob.account_id) == []
+            record = alice.store.identity_record(alice.account_id)
+            assert record is not None and record.identity_key == own_key
+            with pytest.raises(StoreError):
+                alice.store.trust_identity(alice.account_id, planted.public, verified=False)
+            # The real account still works both ways.
+            await bob.send_text("alice", "still here")
+            assert texts(await alice.receive()) == ["still here"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("content", [
+    Content(data=DataMessage(timestamp=2**63, text="boom")),
+    Content(data=DataMessage(timestamp=1, text="x",
+                             quote=MessageRef(author="a", timestamp=2**64 - 1))),
+    Content(data=DataMessage(timestamp=1, delete=MessageRef(author="a", timestamp=2**53))),
+    Content(receipt=ReceiptMessage(type=ReceiptMessage.TYPE_READ, timestamps=[1, 2**63])),
+], ids=["data", "quote", "delete", "receipt"])
+def test_out_of_range_integers_are_reported_not_jamming(
+        tmp_path: Path, relay: ThreadedRelay, content: Content) -> None:
+    """A timestamp SQLite cannot hold once raised inside processing and left the envelope
+    queued forever: every 64-bit integer is range-checked at decoding now."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, mallory = await devices.register("alice"), await devices.register("mallory")
+            bob = await devices.register("bob")
+            await mallory.send_text("alice", "first")
+            await mallory.outbox.deliver(alice.account_id, content, mallory._timestamp())
+            await bob.send_text("alice", "hello")
+            got = await alice.receive()
+            assert texts(got) == ["first", "hello"]
+            unsupported = [e for e in got if isinstance(e, ev.Unsupported)]
+            assert len(unsupported) == 1 and "out of range" in unsupported[0].reason
+            assert await alice.receive() == []            # acknowledged, nothing left
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_bug_while_handling_is_reported_and_acknowledged(
+        tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever fails after decryption (here an error injected into storing a message)
+    rolls back that message's writes, keeps the session moving and acknowledges it."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            await bob.send_text("alice", "one")
+            await bob.set_expire_timer("alice", 60)
+            assert texts(await alice.receive()) == ["one"]
+            assert alice.store.conversation_timer(bob.account_id)[0] == 60
+            real_add = alice.store.add_message
+
+            def broken(**fields: object) -> bool:
+                raise OverflowError("injected")
+
+            monkeypatch.setattr(alice.store, "add_message", broken)
+            # A message that also raises the timer: the timer is written, then storing the
+            # message fails; both writes go back.
+            await bob.send_data(alice.account_id, DataMessage(
+                text="two", expire_timer=300, expire_timer_version=50))
+            got = await alice.receive()
+            assert [e.reason for e in got if isinstance(e, ev.Unsupported)] == [
+                "could not process the message (OverflowError)"]
+            assert not any(isinstance(e, ev.ExpireTimerChanged) for e in got)
+            assert alice.store.conversation_timer(bob.account_id)[0] == 60
+            monkeypatch.setattr(alice.store, "add_message", real_add)
+            await bob.send_text("alice", "three")      # the session moved on
+            assert texts(await alice.receive()) == ["three"]
+            assert [h.text for h in alice.history(bob.account_id)] == ["one", "three"]
+            assert await alice.receive() == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_check_integers_walks_nested_and_repeated_fields() -> None:
+    fine = Content(receipt=ReceiptMessage(timestamps=[1, codec.MAX_INTEGER]))
+    codec.check_integers(fine)
+    with pytest.raises(codec.InvalidContent, match="timestamps"):
+        codec.check_integers(Content(receipt=ReceiptMessage(
+            timestamps=[1, codec.MAX_INTEGER + 1])))
+    with pytest.raises(codec.InvalidContent, match=r"MessageRef\.timestamp"):
+        codec.check_integers(Content(data=DataMessage(
+            quote=MessageRef(timestamp=2**60))))
