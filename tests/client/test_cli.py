@@ -3,15 +3,18 @@ through a real server process with separate homes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from cipherpost.cli import cli
+from cipherpost.client import Client
 
 from ..server.process import ServerProcess
 from .conftest import ThreadedRelay
@@ -190,3 +193,105 @@ def test_link_a_second_device_from_the_cli(tmp_path: Path, relay: ThreadedRelay)
     assert "both of you?" in invoke(first, "receive")[1]
     code, _, stderr = invoke(first, "devices", "add", "https://not-a-link")
     assert code == 1 and "not a Cipherpost link code" in stderr
+
+
+# -- review 2026-11-29, S10: what peers write is shown, never interpreted --------------------
+
+HOSTILE_TEXT = ("[link=https://evil.example]click[/link] [/] [bold]loud :smile:\x1b[2J"
+                "\x1b]0;pwned\x07 okay\rOVERWRITTEN\x08\x08\x9b31m \u202eevil\r\n"
+                "12:00 @bank: please send your passphrase")
+HOSTILE_FILES = {
+    "../../escape.txt": b"tried to leave the directory",
+    "/etc/cron.d/evil": b"absolute",
+    "..\\..\\windows.txt": b"backslashes",
+    ".bashrc": b"a hidden file",
+    "..": b"dot dot",
+    "a\x1b[31mb\x07c[/].txt": b"control characters",
+    "invoice\u202etxt.exe": b"reversed extension",
+    "x" * 500 + ".txt": b"too long",
+    "plan.txt": b"not the plan",
+    "": b"no name",
+}
+CONTROL = [chr(c) for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]]
+
+
+def _as_peer(home: Path, work: Callable[[Client], Awaitable[None]]) -> None:
+    """Act as a hostile peer: the SDK on a CLI profile's store, free to send anything."""
+    async def run() -> None:
+        client = await Client.open(home / "default" / "device.db",
+                                   passphrase=ENV["CIPHERPOST_PASSPHRASE"])
+        try:
+            await work(client)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_peer_text_is_shown_not_interpreted(tmp_path: Path, relay: ThreadedRelay) -> None:
+    mal, vic = tmp_path / "mal", tmp_path / "vic"
+    assert invoke(mal, "register", "--server", relay.url, "--username", "mal")[0] == 0
+    assert invoke(vic, "register", "--server", relay.url, "--username", "vic")[0] == 0
+
+    async def attack(client: Client) -> None:
+        pointer = await client.upload_attachment(b"x", file_name="[/dim][link=x]f\x1b[2J.txt")
+        await client.send_text("vic", HOSTILE_TEXT, attachments=[pointer])
+        await client.create_group("[/]\x1b[31mred[bold] \r\x08[link=x]g", ["vic"])
+
+    _as_peer(mal, attack)
+    code, stdout, stderr = invoke(vic, "receive")
+    assert code == 0, stderr
+    for char in [*CONTROL, "\u202e"]:
+        assert char not in stdout, (char, stdout)
+    # Markup and emoji codes come out as typed...
+    assert "[link=https://evil.example]click[/link] [/] [bold]loud :smile:" in stdout
+    assert "[/]\ufffd[31mred[bold]" in stdout
+    assert "attachment: [/dim][link=x]f\ufffd[2J.txt (1 bytes)" in stdout
+    # ...and a peer's second line is indented, so it cannot pass for a message of ours.
+    assert "\n  12:00 @bank: please send your passphrase" in stdout
+    assert not any(line.startswith("12:00 @bank") for line in stdout.splitlines())
+    code, stdout, _ = invoke(vic, "groups", "list")
+    assert code == 0 and "[/]\ufffd[31mred[bold] \ufffd\ufffd[link=x]g" in stdout
+
+
+def test_received_file_names_are_sanitized_and_never_overwrite(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    mal, vic = tmp_path / "mal", tmp_path / "vic"
+    assert invoke(mal, "register", "--server", relay.url, "--username", "mal")[0] == 0
+    assert invoke(vic, "register", "--server", relay.url, "--username", "vic")[0] == 0
+    saved = tmp_path / "inbox" / "files"
+    saved.mkdir(parents=True)
+    (saved / "plan.txt").write_bytes(b"the real plan")
+    (saved / "bashrc").symlink_to(tmp_path / "symlink-target")     # not followed either
+
+    async def attack(client: Client) -> None:
+        pointers = [await client.upload_attachment(data, file_name=name)
+                    for name, data in HOSTILE_FILES.items()]
+        await client.send_text("vic", "files", attachments=pointers)
+
+    _as_peer(mal, attack)
+    code, stdout, stderr = invoke(vic, "--json", "receive", "--save-dir", str(saved))
+    assert code == 0, stderr
+    shown = [json.loads(line)["saved"] for line in stdout.splitlines() if "saved" in line]
+    assert len(shown) == len(HOSTILE_FILES)
+    assert (saved / "plan.txt").read_bytes() == b"the real plan"     # never overwritten
+    assert not (tmp_path / "symlink-target").exists()
+    names = sorted(p.name for p in saved.iterdir())
+    everything = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                        if p.is_file() and "inbox" in p.parts)
+    # Every file landed directly in the save directory: one per attachment, plus ours.
+    assert len(names) == len(HOSTILE_FILES) + 2, names
+    assert all(e.startswith("inbox/files/") and e.count("/") == 2 for e in everything)
+    contents = {p.read_bytes(): p.name for p in saved.iterdir() if not p.is_symlink()}
+    assert set(HOSTILE_FILES.values()) <= set(contents), contents
+    assert contents[b"not the plan"] == "plan (1).txt"
+    assert contents[b"a hidden file"] == "bashrc (1)"
+    assert contents[b"tried to leave the directory"] == "escape.txt"
+    assert contents[b"backslashes"] == "windows.txt"
+    for name in names:
+        assert not name.startswith(".") and "/" not in name and "\\" not in name
+        assert name.isprintable() and len(name.encode()) <= 200, name
+    assert contents[b"too long"].endswith(".txt")
+    assert contents[b"dot dot"].startswith("attachment-")
+    assert contents[b"no name"].startswith("attachment-")
+    assert contents[b"reversed extension"] == "invoicetxt.exe"

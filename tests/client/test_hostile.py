@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from cipherpost.client import ClientError
 from cipherpost.client import content as codec
 from cipherpost.client import events as ev
 from cipherpost.client.api import Envelope
+from cipherpost.client.groups import ADMIN, MEMBER, encode_state, sign_change
 from cipherpost.client.proto.app_pb2 import (
     Content,
     DataMessage,
+    GroupContext,
     MessageRef,
+    Reaction,
     ReceiptMessage,
     SyncMessage,
 )
@@ -165,3 +169,100 @@ def test_check_integers_walks_nested_and_repeated_fields() -> None:
     with pytest.raises(codec.InvalidContent, match=r"MessageRef\.timestamp"):
         codec.check_integers(Content(data=DataMessage(
             quote=MessageRef(timestamp=2**60))))
+
+
+def test_a_reaction_must_target_a_message_of_its_conversation(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob, carol = [await devices.register(n) for n in ("alice", "bob", "carol")]
+            sent = await bob.send_text("alice", "private to alice")
+            await alice.receive()
+            # Carol reacts to a message of the Alice-Bob conversation she never saw.
+            await carol.send_data(alice.account_id, DataMessage(reaction=Reaction(
+                emoji="X", target=MessageRef(author=bob.account_id, timestamp=sent))))
+            got = await alice.receive()
+            assert not [e for e in got if isinstance(e, ev.Reaction)]
+            assert [e.reason for e in got if isinstance(e, ev.Unsupported)] == [
+                "a reaction to a message not in its conversation"]
+            assert alice.store.reactions(bob.account_id, sent) == {}
+            await bob.react("alice", (bob.account_id, sent), "Y")   # Bob may
+            got = await alice.receive()
+            assert [e.emoji for e in got if isinstance(e, ev.Reaction)] == ["Y"]
+            assert alice.store.reactions(bob.account_id, sent) == {bob.account_id: "Y"}
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_group_timer_is_part_of_the_signed_state(tmp_path: Path,
+                                                   relay: ThreadedRelay) -> None:
+    """In a group whose attributes only admins may change, a member can neither change
+    the timer through the API nor by sending a timer update as a data message."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            await alice.send_text("bob", "hi")
+            await bob.receive()
+            state = encode_state(os.urandom(32), 0, "admins only",
+                                 {alice.account_id: ADMIN, bob.account_id: MEMBER},
+                                 attributes_by_admins_only=True)
+            group = await alice._change_group(None, state)
+            await bob.receive()
+            with pytest.raises(ClientError, match="not allowed"):
+                await bob.set_expire_timer(group.id, 5)
+            await bob.send_data(alice.account_id, DataMessage(     # around the API
+                expire_timer=5, expire_timer_version=99, expire_timer_update=True,
+                group=GroupContext(id=group.id, revision=group.revision)))
+            got = await alice.receive()
+            assert not [e for e in got if isinstance(e, ev.ExpireTimerChanged)]
+            assert alice.store.conversation_timer(group.conversation)[0] == 0
+            # The admin changes it: a signed change every member applies.
+            await alice.set_expire_timer(group.id, 60)
+            got = await bob.receive()
+            assert [(e.conversation, e.seconds) for e in got
+                    if isinstance(e, ev.ExpireTimerChanged)] == [(group.conversation, 60)]
+            current = bob.group(group.id)
+            assert current is not None and current.expire_timer == 60
+            await bob.send_text(group.id, "now disappearing")
+            [message] = [e for e in await alice.receive() if isinstance(e, ev.Message)]
+            assert message.expire_timer == 60
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_forged_creation_not_listing_us_does_not_block_the_real_group(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob, mallory = [await devices.register(n)
+                                   for n in ("alice", "bob", "mallory")]
+            group = await bob.create_group("real", ["mallory"])
+            await mallory.receive()
+            # Mallory knows the id and sends Alice a "creation" of it listing only herself.
+            state = encode_state(group.id, 0, "fake", {mallory.account_id: ADMIN})
+            timestamp = mallory._timestamp()
+            signed = sign_change(mallory.store.get_identity_key_pair(), mallory.account_id,
+                                 None, state, timestamp, os.urandom)
+            await mallory.outbox.deliver(alice.account_id, Content(data=DataMessage(
+                timestamp=timestamp, group_change=signed,
+                group=GroupContext(id=group.id, revision=0))), timestamp)
+            got = await alice.receive()
+            assert [e.reason for e in got if isinstance(e, ev.GroupChangeRejected)] == [
+                "a group we are not a member of"]
+            assert alice.group(group.id) is None
+            await bob.add_members(group.id, ["alice"])
+            got = await alice.receive()
+            assert [e.title for e in got if isinstance(e, ev.GroupUpdated)] == ["real"]
+            await bob.send_text(group.id, "welcome")
+            assert texts(await alice.receive()) == ["welcome"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

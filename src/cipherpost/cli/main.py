@@ -18,7 +18,9 @@ import functools
 import json
 import mimetypes
 import os
+import re
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 import click
 import segno
 from rich.console import Console
+from rich.text import Text
 
 from cipherpost.client import (
     Client,
@@ -45,8 +48,80 @@ from cipherpost.client.store.crypto import CorruptValue
 EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
 T = TypeVar("T")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes (":smile:") and no highlighting: what a peer wrote is shown as written.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+# -- text from others: peers, the relay ------------------------------------------------------
+#
+# Everything a peer or the relay controls (message bodies, usernames, device names, group
+# titles, file names, error messages) reaches the terminal only through ``clean``/
+# ``clean_line`` and never as rich markup: a "[link=...]" or "[/]" is shown as typed, and an
+# escape sequence, carriage return or backspace cannot move the cursor, recolour the
+# terminal or overwrite what was printed before.
+
+#: C0 and C1 control characters, DEL, and the bidirectional overrides and isolates that
+#: reorder what is displayed ("Trojan source").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                      "\u2066-\u2069]")
+_REPLACEMENT = "\ufffd"
+
+
+def clean(text: str) -> str:
+    """Text from others, safe to print: control characters replaced (tabs and newlines
+    kept), lines after the first indented so that they cannot pass for lines of ours."""
+    text = text.replace("\r\n", "\n")
+    text = _CONTROL.sub(lambda m: m.group() if m.group() in "\n\t" else _REPLACEMENT, text)
+    return text.replace("\n", "\n  ")
+
+
+def clean_line(text: str, limit: int = 200) -> str:
+    """A name, title or file name from others, safe to print on one line."""
+    text = _CONTROL.sub(_REPLACEMENT, text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+#: Names Windows reserves whatever the extension.
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+             *(f"LPT{i}" for i in range(10))}
+MAX_FILE_NAME_BYTES = 200
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A received attachment's name as a plain file name of the save directory: the last
+    path component only, no control or format characters, no leading dots (no hidden or
+    special files), no characters that other systems reserve, at most 200 bytes.
+    ``fallback`` when nothing is left."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
+    name = name.strip().lstrip(".").rstrip(". ")
+    if not name:
+        name = fallback
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > 16:
+        stem, dot, ext = name, "", ""
+    if stem.split(".")[0].upper() in _RESERVED:
+        stem = "_" + stem
+    budget = MAX_FILE_NAME_BYTES - len((dot + ext).encode())
+    while len(stem.encode()) > budget:
+        stem = stem[:-1]
+    return stem + dot + ext
+
+
+def save_new_file(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to a new file of ``directory`` named ``name``, or ``name (1)``...
+    when that exists: an existing file (or symlink) is never overwritten or followed."""
+    stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+    for n in range(1000):
+        candidate = directory / (name if n == 0 else f"{stem} ({n}){dot}{ext}")
+        try:
+            with candidate.open("xb") as file:  # O_CREAT | O_EXCL
+                file.write(data)
+        except FileExistsError:
+            continue
+        return candidate
+    raise ClientError(f"too many files named like {name} in {directory}")
 
 
 class Context:
@@ -78,7 +153,7 @@ class Context:
         if self.as_json:
             click.echo(json.dumps(data, separators=(",", ":")))
         else:
-            out.print(text)
+            out.print(clean(text), markup=False)
 
 
 def _store_uses_passphrase(path: Path) -> bool:
@@ -125,7 +200,7 @@ def run(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"cipherpost: {message}", markup=False)
+    err.print(f"cipherpost: {clean(message)}", markup=False)  # may quote the relay
     sys.exit(code)
 
 
@@ -220,10 +295,11 @@ async def link(ctx: Context, server: str, device_name: str | None, timeout: int)
 async def whoami(ctx: Context, client: Client) -> None:
     """This device's account, username and devices."""
     me = await client.api.whoami()
-    ctx.emit(me, f"Account {me['account_id']}"
-             + (f" (@{me['username']})" if me.get("username") else "")
+    ctx.emit(me, f"Account {clean_line(str(me['account_id']))}"
+             + (f" (@{clean_line(str(me['username']))})" if me.get("username") else "")
              + f", this is device {client.device_id}; devices: "
-             + ", ".join(str(d["device_id"]) + (f" {d['name']}" if d.get("name") else "")
+             + ", ".join(clean_line(str(d["device_id"]))
+                         + (f" {clean_line(str(d['name']))}" if d.get("name") else "")
                          for d in me["devices"]))
 
 
@@ -243,7 +319,8 @@ async def devices_list(ctx: Context, client: Client) -> None:
         return
     for d in listed:
         mark = " (this device)" if d["device_id"] == client.device_id else ""
-        out.print(f"{d['device_id']:>3}  {d.get('name') or '-'}{mark}", markup=False)
+        out.print(f"{clean_line(str(d['device_id'])):>3}  "
+                  f"{clean_line(str(d.get('name') or '-'))}{mark}", markup=False)
 
 
 @devices.command("add")
@@ -342,7 +419,8 @@ async def groups_list(ctx: Context, client: Client) -> None:
         role = "admin" if group.is_admin(me) else "member" if group.is_member(me) else "left"
         ctx.emit({"group_id": group.id.hex(), "title": group.title, "revision": group.revision,
                   "members": sorted(group.members), "role": role},
-                 f"group:{group.id.hex()}  {group.title}  ({len(group.members)} members, "
+                 f"group:{group.id.hex()}  {clean_line(group.title)}  "
+                 f"({len(group.members)} members, "
                  f"you: {role})")
 
 
@@ -387,10 +465,12 @@ async def receive(ctx: Context, client: Client, save_dir: Path | None) -> None:
         _show(ctx, client, event)
         if save_dir is not None and isinstance(event, ev.Message):
             for attachment in event.attachments:
+                data = await client.download(attachment)
                 save_dir.mkdir(parents=True, exist_ok=True)
-                name = Path(attachment.file_name).name or attachment.id[:16]
-                target = save_dir / name
-                target.write_bytes(await client.download(attachment))
+                fallback = "attachment-" + "".join(
+                    c for c in attachment.id[:16] if c.isascii() and c.isalnum())
+                target = save_new_file(save_dir, safe_file_name(attachment.file_name,
+                                                                fallback), data)
                 ctx.emit({"saved": str(target)}, f"  saved {target}")
 
 
@@ -439,7 +519,7 @@ async def contacts(ctx: Context, client: Client) -> None:
             "verified" if record.verified else
             "changed, not trusted" if record.send_blocked else "unverified")
         ctx.emit({"account_id": account, "username": username, "trust": state},
-                 f"{'@' + username if username else account}  {state}")
+                 f"{'@' + clean_line(username) if username else account}  {state}")
 
 
 @cli.command("safety-number")
@@ -509,19 +589,27 @@ async def reset_identity(ctx: Context, client: Client, yes: bool) -> None:
 
 
 def _name(client: Client, account: str) -> str:
+    """How to show an account (cleaned: usernames come from the relay)."""
     if account == client.account_id:
         return "you"
     for known, username in client.store.contacts():
         if known == account and username:
-            return f"@{username}"
-    return account[:8]
+            return f"@{clean_line(username, 40)}"
+    return clean_line(account[:8])
+
+
+def _notice(*parts: str | tuple[str, str]) -> None:
+    """One line of plain and styled parts; never parsed as markup."""
+    out.print(Text.assemble(*parts))
 
 
 def _show_line(ctx: Context, client: Client, author: str, timestamp: int, text: str,
                outgoing: bool) -> None:
-    when = datetime.fromtimestamp(timestamp / 1000, UTC).astimezone().strftime("%H:%M")
-    out.print(f"[dim]{when}[/dim] [bold]{_name(client, author)}[/bold]: ", end="")
-    out.print(text, markup=False)
+    try:
+        when = datetime.fromtimestamp(timestamp / 1000, UTC).astimezone().strftime("%H:%M")
+    except (OverflowError, OSError, ValueError):
+        when = "--:--"  # a timestamp no clock shows
+    _notice((when, "dim"), " ", (_name(client, author), "bold"), ": ", clean(text))
 
 
 def _show(ctx: Context, client: Client, event: ev.Event) -> None:
@@ -531,28 +619,29 @@ def _show(ctx: Context, client: Client, event: ev.Event) -> None:
         return
     if isinstance(event, ev.Message):
         if event.outgoing:
-            out.print(f"[dim](from your other device, to {_name(client, event.conversation)})"
-                      "[/dim] ", end="")
+            out.print(Text(f"(from your other device, to {_name(client, event.conversation)}) ",
+                           style="dim"), end="")
         _show_line(ctx, client, event.author, event.timestamp, event.text, event.outgoing)
         for attachment in event.attachments:
-            out.print(f"  [dim]attachment:[/dim] {attachment.file_name or '(unnamed)'} "
-                      f"({attachment.size} bytes)", markup=True)
+            _notice("  ", ("attachment:", "dim"), " ",
+                    clean_line(attachment.file_name) or "(unnamed)",
+                    f" ({attachment.size} bytes)")
     elif isinstance(event, ev.GroupUpdated):
-        out.print(f"[yellow]Group {event.title!r} is now at revision {event.revision} with "
-                  f"{len(event.members)} members[/yellow]"
-                  + (" [yellow](you were removed)[/yellow]" if event.removed else ""))
+        _notice((f"Group \"{clean_line(event.title)}\" is now at revision {event.revision} "
+                 f"with {len(event.members)} members", "yellow"),
+                (" (you were removed)" if event.removed else "", "yellow"))
     elif isinstance(event, ev.IdentityChanged):
-        out.print(f"[yellow]The safety number with {_name(client, event.account)} changed."
-                  "[/yellow] Compare it again (`cipherpost safety-number`).")
+        _notice((f"The safety number with {_name(client, event.account)} changed.", "yellow"),
+                " Compare it again (`cipherpost safety-number`).")
     elif isinstance(event, ev.DeviceAdded):
-        out.print(f"[yellow]A new device joined your account: {event.device_id} "
-                  f"{event.name}[/yellow]")
+        _notice((f"A new device joined your account: {event.device_id} "
+                 f"{clean_line(event.name)}", "yellow"))
     elif isinstance(event, ev.DecryptionFailed):
-        out.print(f"[yellow]A message from {_name(client, event.sender)} could not be "
-                  "decrypted; it was asked to resend.[/yellow]")
+        _notice((f"A message from {_name(client, event.sender)} could not be decrypted; it "
+                 "was asked to resend.", "yellow"))
     elif isinstance(event, ev.ResendUnavailable):
-        out.print(f"[yellow]{_name(client, event.account)} could not read one of your "
-                  "messages and it is too old to resend.[/yellow]")
+        _notice((f"{_name(client, event.account)} could not read one of your messages and "
+                 "it is too old to resend.", "yellow"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -398,6 +398,11 @@ class Client:
         if not 0 <= seconds <= 0xFFFFFFFF:
             raise ClientError("the timer is 0 (off) or a number of seconds")
         conv = await self.conversation_for(conversation)
+        if conv.startswith("group:"):
+            # Part of the group's signed state: a group change, checked like any other.
+            group = self._member_group(bytes.fromhex(conv[6:]))
+            await self._edit_group(group, expire_timer=seconds)
+            return
         version = self.store.conversation_timer(conv)[1] + 1
         with self.store.transaction():
             self.store.set_conversation_timer(conv, seconds, version)
@@ -545,11 +550,12 @@ class Client:
                                                     account: ADMIN if admin else MEMBER})
 
     async def _edit_group(self, group: Group, *, roles: dict[str, int] | None = None,
-                          title: str | None = None) -> Group:
+                          title: str | None = None, expire_timer: int | None = None) -> Group:
         state = encode_state(group.id, group.revision + 1,
                              group.title if title is None else title,
                              dict(group.members) if roles is None else roles,
-                             expire_timer=group.expire_timer,
+                             expire_timer=group.expire_timer if expire_timer is None
+                             else expire_timer,
                              attributes_by_admins_only=group.attributes_by_admins_only)
         return await self._change_group(group, state)
 

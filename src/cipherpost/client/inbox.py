@@ -248,13 +248,20 @@ class Inbox:
             return
         if data.HasField("reaction"):
             r = data.reaction
+            if self.store.message_conversation(r.target.author, r.target.timestamp) \
+                    != conversation:
+                events.append(ev.Unsupported(author, author_device,
+                                             "a reaction to a message not in its conversation"))
+                return
             self.store.set_reaction(r.target.author, r.target.timestamp, author,
                                     None if r.remove else r.emoji)
             events.append(ev.Reaction(conversation, author, r.target.author,
                                       r.target.timestamp, r.emoji, r.remove))
             return
         timer, version = self.store.conversation_timer(conversation)
-        if data.expire_timer_version > version:
+        if data.HasField("group"):
+            pass  # a group's timer is part of its signed state (docs/spec/groups.md)
+        elif data.expire_timer_version > version:
             self.store.set_conversation_timer(conversation, data.expire_timer,
                                               data.expire_timer_version)
             if data.expire_timer != timer or data.expire_timer_update:
@@ -292,13 +299,18 @@ class Inbox:
             group_id = GroupChange.FromString(signed.change).group_id
             current = self.group(group_id)
             new = verify_change(signed, current, key)
+            if current is None and not new.is_member(self.account_id):
+                # Storing it would make the real group's changes fail to chain.
+                raise GroupChangeRejected("a group we are not a member of")
         except GroupChangeRejected as exc:
             events.append(ev.GroupChangeRejected(sender, str(exc)))
             return
-        self.save_group(current, new)
+        timer_changed = self.save_group(current, new)
         events.append(ev.GroupUpdated(new.id, new.revision, new.title,
                                       tuple(sorted(new.members)), author,
                                       removed=not new.is_member(self.account_id)))
+        if timer_changed:
+            events.append(ev.ExpireTimerChanged(new.conversation, author, new.expire_timer))
 
     def _apply_identity_reset(self, reset: SyncMessage.IdentityReset, events: list[ev.Event],
                               follow_ups: list[FollowUp]) -> None:
@@ -319,12 +331,16 @@ class Inbox:
         follow_ups.append(FollowUp("republish", self.account_id, None, 0))
         events.append(ev.IdentityChanged(self.account_id, send_blocked=False))
 
-    def save_group(self, current: Group | None, new: Group) -> None:
+    def save_group(self, current: Group | None, new: Group) -> bool:
+        """Store an accepted state; True when it changed the conversation's timer."""
         self.store.save_group(new.id, new.state_bytes)
         if current is not None and set(current.members) != set(new.members):
             # A removed member must not read on; any change of membership starts a new
             # chain (docs/spec/groups.md).
             self.store.rotate_group_key(new.id)
+        timer, _version = self.store.conversation_timer(new.conversation)
+        self.store.set_conversation_timer(new.conversation, new.expire_timer, new.revision)
+        return timer != new.expire_timer
 
     def group(self, group_id: bytes) -> Group | None:
         """The group state this device holds, if any."""
