@@ -1,0 +1,327 @@
+"""The ML-KEM braid: SPQR V1's eleven SCKA states (spqr-digest §4).
+
+Theory of operation. Epochs start at 1 and alternate roles: in odd epochs Alice is the
+*EK sender* (she samples an ML-KEM-768 key pair and trickles out its header, then its
+ek), Bob the *CT sender* (he encapsulates as soon as the header is complete, trickles
+out ct1, and ct2 once he has ek and knows ct1 arrived). Every message carries at most
+one 32-byte chunk. The CT sender learns the epoch secret S_e when it sends its first
+ct1 chunk; the EK sender when ct2 is complete and its MAC, keyed by S_e, verifies. The
+CT sender of epoch e becomes the EK sender of e+1 on the first message of e+1.
+
+Receive rules common to all states: a message of a later epoch is an error (except
+exactly e+1 in ``Ct2Sampled``), one of an earlier epoch leaves the state as it is, and
+payloads a state does not expect are ignored.
+
+States are immutable values; :func:`send` and :func:`recv` return the next state.
+Randomness comes in as ``rng``; ``keygen`` exists so that tests can replay recorded
+key pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..keys import Random
+from . import incremental
+from .authenticator import MAC_SIZE, Authenticator
+from .erasure import Decoder, Encoder
+from .errors import SpqrEpochOutOfRange, SpqrErroneousData
+from .incremental import CT1_SIZE, CT2_SIZE, EK_SIZE, HEADER_SIZE, EncapsState, KeyPair
+from .kdf import scka_key
+from .wire import Chunk, PayloadType, SpqrMessage
+
+KeyGen = Callable[[Random], KeyPair]
+
+
+# -- EK-sender states ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class KeysUnsampled:
+    """1: no key pair yet; the next send samples one."""
+
+    epoch: int
+    auth: Authenticator
+
+
+@dataclass(frozen=True, slots=True)
+class KeysSampled:
+    """2: sending header chunks, waiting for the first ct1 chunk."""
+
+    epoch: int
+    auth: Authenticator
+    keys: KeyPair
+    sending_hdr: Encoder
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSent:
+    """3: sending ek chunks, collecting ct1."""
+
+    epoch: int
+    auth: Authenticator
+    dk: bytes = field(repr=False)
+    sending_ek: Encoder = field(repr=False)
+    receiving_ct1: Decoder = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ct1Received:
+    """4: has ct1; sending ek chunks that also acknowledge ct1."""
+
+    epoch: int
+    auth: Authenticator
+    dk: bytes = field(repr=False)
+    ct1: bytes = field(repr=False)
+    sending_ek: Encoder = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EkSentCt1Received:
+    """5: ct2 started arriving (so ek arrived); acknowledging ct1, collecting ct2."""
+
+    epoch: int
+    auth: Authenticator
+    dk: bytes = field(repr=False)
+    ct1: bytes = field(repr=False)
+    receiving_ct2: Decoder = field(repr=False)
+
+
+# -- CT-sender states ------------------------------------------------------------------------
+
+def _header_decoder() -> Decoder:
+    return Decoder(HEADER_SIZE + MAC_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class NoHeaderReceived:
+    """6: collecting the header."""
+
+    epoch: int
+    auth: Authenticator
+    receiving_hdr: Decoder = field(default_factory=_header_decoder, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderReceived:
+    """7: has an authenticated header; the next send encapsulates."""
+
+    epoch: int
+    auth: Authenticator
+    header: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ct1Sampled:
+    """8: sending ct1 chunks, collecting ek."""
+
+    epoch: int
+    auth: Authenticator
+    encaps: EncapsState
+    ct1: bytes = field(repr=False)
+    sending_ct1: Encoder = field(repr=False)
+    receiving_ek: Decoder = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EkReceivedCt1Sampled:
+    """9: has ek, still sending ct1 until the peer acknowledges it."""
+
+    epoch: int
+    auth: Authenticator
+    encaps: EncapsState
+    ek: bytes = field(repr=False)
+    ct1: bytes = field(repr=False)
+    sending_ct1: Encoder = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ct1Acknowledged:
+    """10: the peer has ct1; collecting the rest of ek."""
+
+    epoch: int
+    auth: Authenticator
+    encaps: EncapsState
+    ct1: bytes = field(repr=False)
+    receiving_ek: Decoder = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ct2Sampled:
+    """11: sending ct2 chunks until the peer's first message of the next epoch."""
+
+    epoch: int
+    auth: Authenticator
+    sending_ct2: Encoder = field(repr=False)
+
+
+BraidState = (KeysUnsampled | KeysSampled | HeaderSent | Ct1Received | EkSentCt1Received
+              | NoHeaderReceived | HeaderReceived | Ct1Sampled | EkReceivedCt1Sampled
+              | Ct1Acknowledged | Ct2Sampled)
+
+
+def initial_a(auth_key: bytes) -> KeysUnsampled:
+    """Alice's (A2B) first state."""
+    return KeysUnsampled(1, Authenticator.initial(auth_key))
+
+
+def initial_b(auth_key: bytes) -> NoHeaderReceived:
+    """Bob's (B2A) first state."""
+    return NoHeaderReceived(1, Authenticator.initial(auth_key))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What :func:`send` produced: the next state, the payload, maybe an epoch secret."""
+
+    state: BraidState
+    epoch: int
+    payload: PayloadType
+    chunk: Chunk | None = None
+    secret: bytes | None = field(default=None, repr=False)
+
+
+# -- transitions ---------------------------------------------------------------------------
+
+def sample_keys(state: KeysUnsampled, keys: KeyPair) -> tuple[KeysSampled, Chunk]:
+    """KeysUnsampled -> KeysSampled with ``keys``: authenticate the header, emit chunk 0."""
+    mac = state.auth.mac_header(state.epoch, keys.header)
+    encoder, chunk = Encoder(keys.header + mac).next()
+    return KeysSampled(state.epoch, state.auth, keys, encoder), chunk
+
+
+def send(state: BraidState, rng: Random, *, keygen: KeyGen = incremental.generate) -> Sent:
+    """One message's worth of braid: the payload to send and the state after.
+
+    ``rng`` is drawn from only in ``KeysUnsampled`` (through ``keygen``, 64 bytes) and in
+    ``HeaderReceived`` (the 32-byte encapsulation message).
+    """
+    e = state.epoch
+    match state:
+        case KeysUnsampled():
+            sampled, chunk = sample_keys(state, keygen(rng))
+            return Sent(sampled, e, PayloadType.HDR, chunk)
+        case KeysSampled(sending_hdr=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(KeysSampled(e, state.auth, state.keys, encoder), e, PayloadType.HDR,
+                        chunk)
+        case HeaderSent(sending_ek=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(HeaderSent(e, state.auth, state.dk, encoder, state.receiving_ct1), e,
+                        PayloadType.EK, chunk)
+        case Ct1Received(sending_ek=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(Ct1Received(e, state.auth, state.dk, state.ct1, encoder), e,
+                        PayloadType.EK_CT1_ACK, chunk)
+        case EkSentCt1Received():
+            return Sent(state, e, PayloadType.CT1_ACK)
+        case NoHeaderReceived() | Ct1Acknowledged():
+            return Sent(state, e, PayloadType.NONE)
+        case HeaderReceived():
+            ct1, encaps, shared = incremental.encaps1(state.header, rng)
+            secret = scka_key(shared, e)
+            auth = state.auth.update(e, secret)
+            encoder, chunk = Encoder(ct1).next()
+            return Sent(Ct1Sampled(e, auth, encaps, ct1, encoder, Decoder(EK_SIZE)), e,
+                        PayloadType.CT1, chunk, secret)
+        case Ct1Sampled(sending_ct1=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(Ct1Sampled(e, state.auth, state.encaps, state.ct1, encoder,
+                                   state.receiving_ek), e, PayloadType.CT1, chunk)
+        case EkReceivedCt1Sampled(sending_ct1=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(EkReceivedCt1Sampled(e, state.auth, state.encaps, state.ek, state.ct1,
+                                             encoder), e, PayloadType.CT1, chunk)
+        case Ct2Sampled(sending_ct2=encoder):
+            encoder, chunk = encoder.next()
+            return Sent(Ct2Sampled(e, state.auth, encoder), e, PayloadType.CT2, chunk)
+    raise TypeError(f"not a braid state: {type(state).__name__}")
+
+
+def _send_ct2(epoch: int, auth: Authenticator, encaps: EncapsState, ek: bytes,
+              ct1: bytes) -> Ct2Sampled:
+    ct2 = incremental.encaps2(ek, encaps)
+    mac = auth.mac_ciphertext(epoch, ct1 + ct2)
+    return Ct2Sampled(epoch, auth, Encoder(ct2 + mac))
+
+
+def _check_ek(encaps: EncapsState, ek: bytes) -> None:
+    if not incremental.ek_matches_header(ek, encaps.header):
+        raise SpqrErroneousData("SPQR encapsulation key does not match its header")
+
+
+def recv(state: BraidState, msg: SpqrMessage) -> tuple[BraidState, bytes | None]:
+    """The state after receiving ``msg``, and the epoch secret if one completed here.
+
+    Raises:
+        SpqrEpochOutOfRange: ``msg.epoch`` is ahead of this state.
+        SpqrAuthenticationFailed: a completed header or ciphertext fails its MAC.
+        SpqrErroneousData: a completed ek does not match the authenticated header.
+    """
+    e = state.epoch
+    if msg.epoch != e:
+        if isinstance(state, Ct2Sampled) and msg.epoch == e + 1:
+            return KeysUnsampled(e + 1, state.auth), None
+        if msg.epoch > e:
+            raise SpqrEpochOutOfRange(f"SPQR message epoch {msg.epoch} ahead of {e}")
+        return state, None
+    payload, chunk = msg.payload, msg.chunk
+    match state:
+        case KeysSampled() if payload is PayloadType.CT1 and chunk is not None:
+            return HeaderSent(e, state.auth, state.keys.dk, Encoder(state.keys.ek),
+                              Decoder(CT1_SIZE).add(chunk)), None
+        case HeaderSent() if payload is PayloadType.CT1 and chunk is not None:
+            decoder = state.receiving_ct1.add(chunk)
+            ct1 = decoder.decoded()
+            if ct1 is None:
+                return HeaderSent(e, state.auth, state.dk, state.sending_ek, decoder), None
+            return Ct1Received(e, state.auth, state.dk, ct1, state.sending_ek), None
+        case Ct1Received() if payload is PayloadType.CT2 and chunk is not None:
+            decoder = Decoder(CT2_SIZE + MAC_SIZE).add(chunk)
+            return EkSentCt1Received(e, state.auth, state.dk, state.ct1, decoder), None
+        case EkSentCt1Received() if payload is PayloadType.CT2 and chunk is not None:
+            decoder = state.receiving_ct2.add(chunk)
+            value = decoder.decoded()
+            if value is None:
+                return EkSentCt1Received(e, state.auth, state.dk, state.ct1, decoder), None
+            ct2, mac = value[:CT2_SIZE], value[CT2_SIZE:]
+            secret = scka_key(incremental.decapsulate(state.dk, state.ct1, ct2), e)
+            auth = state.auth.update(e, secret)
+            auth.verify_ciphertext(e, state.ct1 + ct2, mac)
+            return NoHeaderReceived(e + 1, auth), secret
+        case NoHeaderReceived() if payload is PayloadType.HDR and chunk is not None:
+            decoder = state.receiving_hdr.add(chunk)
+            value = decoder.decoded()
+            if value is None:
+                return NoHeaderReceived(e, state.auth, decoder), None
+            header, mac = value[:HEADER_SIZE], value[HEADER_SIZE:]
+            state.auth.verify_header(e, header, mac)
+            return HeaderReceived(e, state.auth, header), None
+        case Ct1Sampled() if payload in (PayloadType.EK, PayloadType.EK_CT1_ACK) \
+                and chunk is not None:
+            acked = payload is PayloadType.EK_CT1_ACK
+            decoder = state.receiving_ek.add(chunk)
+            ek = decoder.decoded()
+            if ek is None:
+                if acked:
+                    return Ct1Acknowledged(e, state.auth, state.encaps, state.ct1,
+                                           decoder), None
+                return Ct1Sampled(e, state.auth, state.encaps, state.ct1, state.sending_ct1,
+                                  decoder), None
+            _check_ek(state.encaps, ek)
+            if acked:
+                return _send_ct2(e, state.auth, state.encaps, ek, state.ct1), None
+            return EkReceivedCt1Sampled(e, state.auth, state.encaps, ek, state.ct1,
+                                        state.sending_ct1), None
+        case EkReceivedCt1Sampled() if payload in (PayloadType.CT1_ACK,
+                                                   PayloadType.EK_CT1_ACK):
+            return _send_ct2(e, state.auth, state.encaps, state.ek, state.ct1), None
+        case Ct1Acknowledged() if payload in (PayloadType.EK, PayloadType.EK_CT1_ACK) \
+                and chunk is not None:
+            decoder = state.receiving_ek.add(chunk)
+            ek = decoder.decoded()
+            if ek is None:
+                return Ct1Acknowledged(e, state.auth, state.encaps, state.ct1, decoder), None
+            _check_ek(state.encaps, ek)
+            return _send_ct2(e, state.auth, state.encaps, ek, state.ct1), None
+    return state, None

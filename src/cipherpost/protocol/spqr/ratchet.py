@@ -1,0 +1,153 @@
+"""SPQR's per-message interface: version negotiation, ``send`` and ``recv`` (spqr-digest §5, §8).
+
+A session's SPQR state is one :class:`PqRatchetState`: the braid (``None`` once the
+session fell back to V0, i.e. no SPQR), the chain (made lazily from the auth key), and,
+until the first V1 message arrives, what negotiation needs (auth key, direction, minimum
+version, chain limits).
+
+Negotiation is in-band and only on receive (§8.2): a V1 message ends it; an empty field 5
+(V0) downgrades the session for good if the minimum version allows, else it is an error;
+after negotiation, V0 is an error; an unknown version byte is ignored (no key). Sending
+never changes negotiation, and sends a key from the first message on only if the
+minimum version is V1 (otherwise the chain starts on the first receive).
+
+Both functions are pure: ``recv`` returns a new state that the caller keeps only once the
+whole message verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..keys import Random
+from . import braid, incremental
+from .braid import BraidState, KeyGen
+from .chain import DEFAULT_PARAMS, Chain, ChainParams, Direction
+from .errors import InvalidSpqrState, SpqrMinimumVersion, SpqrVersionMismatch
+from .wire import V0, V1, SpqrMessage, message_version
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """What a session keeps until its first V1 message: enough to start either version."""
+
+    auth_key: bytes = field(repr=False)
+    direction: Direction
+    min_version: int
+    params: ChainParams = DEFAULT_PARAMS
+
+    def chain(self) -> Chain:
+        return Chain.start(self.auth_key, self.direction, self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class PqRatchetState:
+    """A session's SPQR state; ``PqRatchetState()`` is V0 (no SPQR)."""
+
+    braid: BraidState | None = None
+    chain: Chain | None = None
+    negotiation: Negotiation | None = None
+
+    @property
+    def version(self) -> int:
+        """V1 while the braid runs, V0 once (or if) the session has no SPQR."""
+        return V0 if self.braid is None else V1
+
+    @property
+    def negotiating(self) -> bool:
+        """Whether no V1 message has been received yet."""
+        return self.negotiation is not None
+
+
+def initial_state(auth_key: bytes, direction: Direction, *, version: int = V1,
+                  min_version: int = V1,
+                  params: ChainParams = DEFAULT_PARAMS) -> PqRatchetState:
+    """A new session's SPQR state from the 32-byte auth key that PQXDH derived (§8.1).
+
+    libsignal 0.92+ uses ``version = min_version = V1``; 0.90/0.91 used ``min_version =
+    V0``; ``version = V0`` gives a session without SPQR.
+    """
+    if len(auth_key) != 32:
+        raise ValueError("the SPQR auth key is 32 bytes")
+    if version not in (V0, V1) or min_version not in (V0, V1) or min_version > version:
+        raise ValueError("versions must be V0 or V1 with min_version <= version")
+    if version == V0:
+        return PqRatchetState()
+    start = braid.initial_a if direction is Direction.A2B else braid.initial_b
+    return PqRatchetState(start(auth_key), None,
+                          Negotiation(auth_key, direction, min_version, params))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The state after sending, field 5's bytes, and the message key (``None`` = no salt)."""
+
+    state: PqRatchetState
+    message: bytes
+    key: bytes | None = field(repr=False)
+
+
+def send(state: PqRatchetState, rng: Random, *,
+         keygen: KeyGen = incremental.generate) -> Sent:
+    """SPQR's part of encrypting one message.
+
+    Raises:
+        InvalidSpqrState: the state cannot send (it has neither chain nor negotiation data).
+    """
+    if state.braid is None:
+        return Sent(state, b"", None)
+    out = braid.send(state.braid, rng, keygen=keygen)
+    chain = state.chain
+    if chain is None:
+        if state.negotiation is None:
+            raise InvalidSpqrState("SPQR chain not available")
+        if state.negotiation.min_version > V0:
+            chain = state.negotiation.chain()
+    index, key = 0, None
+    if chain is not None:
+        if out.secret is not None:
+            chain = chain.add_epoch(out.epoch, out.secret)
+        chain, index, key = chain.send_key(out.epoch - 1)
+    elif out.secret is not None:
+        raise InvalidSpqrState("SPQR epoch secret without a chain")
+    message = SpqrMessage(out.epoch, index, out.payload, out.chunk).encode()
+    return Sent(PqRatchetState(out.state, chain, state.negotiation), message, key)
+
+
+def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | None]:
+    """SPQR's part of decrypting a message with field-5 bytes ``data``.
+
+    Returns the new state and the message key (``None``: no salt). The caller must keep
+    the new state only if the whole message then verifies.
+
+    Raises:
+        SpqrMinimumVersion: ``data`` is V0 while negotiating with minimum version V1.
+        SpqrVersionMismatch: ``data`` is V0 after the session negotiated V1.
+        MalformedSpqrMessage: the V1 bytes do not parse.
+        SpqrError: any braid or chain error (see :func:`braid.recv`, :class:`Chain`).
+    """
+    version = message_version(data)
+    if version is None:
+        return state, None
+    if version < state.version:
+        negotiation = state.negotiation
+        if negotiation is None:
+            raise SpqrVersionMismatch("SPQR message version below the negotiated one")
+        if version < negotiation.min_version:
+            raise SpqrMinimumVersion("SPQR message version below the minimum version")
+        return PqRatchetState(), None  # downgrade to V0 for good
+    if state.braid is None:
+        return PqRatchetState(), None
+    msg = SpqrMessage.decode(data)
+    new_braid, secret = braid.recv(state.braid, msg)
+    chain = state.chain
+    if chain is None:
+        if state.negotiation is None:
+            raise InvalidSpqrState("SPQR chain not available")
+        chain = state.negotiation.chain()
+    if secret is not None:
+        chain = chain.add_epoch(msg.epoch, secret)
+    key = None
+    if not (msg.epoch == 1 and msg.index == 0):
+        chain, key = chain.recv_key(msg.epoch - 1, msg.index)
+    return PqRatchetState(new_braid, chain, None), key
