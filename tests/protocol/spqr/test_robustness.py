@@ -1,0 +1,59 @@
+"""Hostile SPQR bytes at many points of a conversation: every failure is a ProtocolError."""
+
+from __future__ import annotations
+
+import random
+
+from cipherpost.protocol.errors import ProtocolError
+from cipherpost.protocol.spqr.ratchet import PqRatchetState, recv
+from cipherpost.protocol.spqr.wire import Chunk, PayloadType, SpqrMessage
+
+from .test_ratchet import Conversation
+
+
+def _snapshots() -> tuple[list[PqRatchetState], list[bytes]]:
+    """States of both parties at many points of a conversation, and the messages seen."""
+    c = Conversation(21, loss=0)
+    states, messages = [], []
+    for _ in range(120):
+        name = c.rnd.choice("AB")
+        c.send(name)
+        other = "B" if name == "A" else "A"
+        messages.append(c.flight[other][-1][0])
+        c.deliver(other)
+        states.append(c.state[other])
+    return states[::7], messages
+
+
+_NO_CHUNK = (PayloadType.NONE, PayloadType.CT1_ACK)
+
+
+def _forged(rnd: random.Random, epoch: int, index: int) -> bytes:
+    payload = rnd.choice(list(PayloadType))
+    chunk = None if payload in _NO_CHUNK else Chunk(rnd.randrange(65536), rnd.randbytes(32))
+    return SpqrMessage(epoch, index, payload, chunk).encode()
+
+
+def _mutations(rnd: random.Random, data: bytes) -> list[bytes]:
+    flipped = bytearray(data)
+    flipped[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
+    msg = SpqrMessage.decode(data)
+    return [bytes(flipped), data[:rnd.randrange(len(data))], data + b"\x00",
+            b"\x01" + rnd.randbytes(rnd.randrange(40)),
+            _forged(rnd, msg.epoch, msg.index),  # same key, another payload
+            _forged(rnd, rnd.choice([1, 2, 3, 2**63]), rnd.randrange(2**32))]
+
+
+def test_mutated_messages_raise_only_protocol_errors() -> None:
+    rnd = random.Random(5)
+    states, messages = _snapshots()
+    outcomes = {"ok": 0, "refused": 0}
+    for state in states:
+        for data in rnd.sample(messages, 12):
+            for bad in _mutations(rnd, data):
+                try:
+                    recv(state, bad)
+                    outcomes["ok"] += 1
+                except ProtocolError:
+                    outcomes["refused"] += 1
+    assert outcomes["ok"] > 50 and outcomes["refused"] > 50
