@@ -57,3 +57,14 @@ def test_mutated_messages_raise_only_protocol_errors() -> None:
                 except ProtocolError:
                     outcomes["refused"] += 1
     assert outcomes["ok"] > 50 and outcomes["refused"] > 50
+
+
+def test_every_spqr_error_is_an_invalid_message() -> None:
+    from cipherpost.protocol.errors import InvalidMessage
+    from cipherpost.protocol.spqr import errors
+
+    leaves = [v for v in vars(errors).values()
+              if isinstance(v, type) and issubclass(v, errors.SpqrError)]
+    assert len(leaves) == 12
+    for leaf in leaves:
+        assert issubclass(leaf, InvalidMessage) and leaf.kind == "invalid_message"

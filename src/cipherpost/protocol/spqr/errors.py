@@ -8,7 +8,7 @@ which of the header or ciphertext MACs failed.
 
 from __future__ import annotations
 
-from ..errors import InvalidMessage, ProtocolError
+from ..errors import InvalidMessage
 
 
 class SpqrError(InvalidMessage):
@@ -51,7 +51,9 @@ class SpqrVersionMismatch(SpqrError):
     """A message without SPQR arrived after the session negotiated SPQR (§8.2)."""
 
 
-class InvalidSpqrState(ProtocolError):
-    """A stored SPQR state is malformed or cannot do what was asked of it."""
+class InvalidSpqrState(SpqrError):
+    """A stored SPQR state is malformed or cannot do what was asked of it.
 
-    kind = "invalid_state"
+    libsignal calls this InvalidState; the peer protocol has no such kind, so it keeps
+    the ``invalid_message`` kind of its parent.
+    """
