@@ -4,10 +4,21 @@ signed and last-resort keys on schedule and keeps replaced ones for the grace pe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import os
 from pathlib import Path
+from typing import Any, cast
 
-from cipherpost.client.keys import DAY_MS, maintain
+import pytest
+
+from cipherpost.client import RelayUnavailable
+from cipherpost.client import events as ev
+from cipherpost.client.keys import DAY_MS, MINUTE_MS, KeyPolicy, maintain, republish
 from cipherpost.client.options import now_ms
+from cipherpost.client.store.crypto import TEST_PARAMS
+from cipherpost.client.store.database import Store
+from cipherpost.protocol import IdentityKeyPair
 
 from .conftest import Devices, ThreadedRelay
 
@@ -46,6 +57,150 @@ def test_replenish_and_rotate(tmp_path: Path, relay: ThreadedRelay) -> None:
             await bob.send_text("alice", "after rotation")
             got = [getattr(e, "text", None) for e in await alice.receive()]
             assert "after rotation" in got
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+# -- review 2026-11-29, S11: what others trigger cannot make us upload keys over and over ----
+
+
+class CountingApi:
+    """The two calls key upkeep makes, with counts the test (as the relay) chooses."""
+
+    def __init__(self, counts: tuple[int, int] = (0, 0)) -> None:
+        self.counts = counts
+        self.uploads: list[dict[str, Any]] = []
+
+    async def key_counts(self) -> tuple[int, int]:
+        return self.counts
+
+    async def upload_keys(self, body: dict[str, Any]) -> None:
+        self.uploads.append(body)
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store.create(tmp_path / "keys.db", passphrase="x", params=TEST_PARAMS)
+    store.set_identity(IdentityKeyPair.generate(os.urandom), 1234)
+    return store
+
+
+def test_a_relay_reporting_low_counts_gets_backed_off_uploads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A relay that always says "no one-time keys left" (or a client reconnecting in a
+    loop) got a full batch uploaded, and kept locally, at every call."""
+    api, store = CountingApi((0, 0)), _store(tmp_path)
+    policy = KeyPolicy(one_time_batch=5, kyber_batch=2, low_water=3,
+                       rotate_after_ms=10**15)   # no scheduled rotation in the way
+    relay = cast(Any, api)
+    now = 1_790_000_000_000
+
+    async def upkeep(at: int) -> int:
+        before = len(api.uploads)
+        for _ in range(10):
+            await maintain(relay, store, at, policy)
+        return len(api.uploads) - before
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, "cipherpost.client.keys"):
+            assert await upkeep(now) == 1                  # ten calls, one upload
+        assert "replenishing again in" in caplog.text      # skipping is never silent
+        assert await upkeep(now + MINUTE_MS) == 1          # after the first back-off...
+        assert await upkeep(now + 2 * MINUTE_MS) == 0      # ...which doubled
+        assert await upkeep(now + 3 * MINUTE_MS) == 1
+        at = now + 3 * MINUTE_MS
+        for _ in range(20):                                # capped at a day
+            at += DAY_MS
+            assert await upkeep(at) == 1
+        assert await upkeep(at + DAY_MS - 1) == 0
+        api.counts = (policy.low_water, policy.low_water)  # healthy: the back-off resets
+        assert await upkeep(at + DAY_MS - 1) == 0
+        api.counts = (0, 0)
+        assert await upkeep(at + DAY_MS - 1) == 1          # a real drain is served at once
+        assert all(set(body) <= {"one_time_prekeys", "kyber_prekeys"}
+                   for body in api.uploads)
+
+    asyncio.run(scenario())
+    assert len(api.uploads) == 3 + 20 + 1
+
+
+def test_republish_at_most_hourly_except_for_a_new_identity(tmp_path: Path) -> None:
+    api, store = CountingApi(), _store(tmp_path)
+    policy, relay, now = KeyPolicy(one_time_batch=5, kyber_batch=2), cast(Any, api), 10**12
+
+    async def scenario() -> None:
+        assert await republish(relay, store, now, policy)
+        assert not await republish(relay, store, now + 1, policy)
+        assert not await republish(relay, store, now + policy.republish_interval_ms - 1,
+                                    policy)
+        # After an identity reset the keys must be signed anew, whoever republished last.
+        store.set_identity(IdentityKeyPair.generate(os.urandom), 4321)
+        assert await republish(relay, store, now + 2, policy)
+        assert not await republish(relay, store, now + 3, policy)
+        assert await republish(relay, store, now + 2 + policy.republish_interval_ms, policy)
+
+    asyncio.run(scenario())
+    assert len(api.uploads) == 3 and all(b["replace_one_time"] for b in api.uploads)
+
+
+def test_a_failed_republish_is_not_counted(tmp_path: Path) -> None:
+    store, policy = _store(tmp_path), KeyPolicy(one_time_batch=5, kyber_batch=2)
+
+    class Down(CountingApi):
+        async def upload_keys(self, body: dict[str, Any]) -> None:
+            raise RelayUnavailable("the relay is down")
+
+    async def scenario() -> None:
+        with pytest.raises(RelayUnavailable):
+            await republish(cast(Any, Down()), store, 10**12, policy)
+        api = CountingApi()
+        assert await republish(cast(Any, api), store, 10**12 + 1, policy)  # retried at once
+
+    asyncio.run(scenario())
+
+
+def test_forged_prekey_messages_trigger_one_republish(tmp_path: Path,
+                                                      relay: ThreadedRelay) -> None:
+    """Any sender can name a one-time prekey id we never had: each such PreKey message
+    made the client generate and upload a complete new key set (Kyber keys, signatures,
+    ~140 keys kept in the store). Now one per hour."""
+    now = [now_ms()]
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.options.clock = lambda: now[0]
+        try:
+            bob, mallory = await devices.register("bob"), await devices.register("mallory")
+            uploads: list[dict[str, Any]] = []
+            upload = bob.api.upload_keys
+
+            async def counted(body: dict[str, Any]) -> None:
+                uploads.append(body)
+                await upload(body)
+
+            bob.api.upload_keys = counted  # type: ignore[method-assign]
+
+            async def forge(count: int) -> None:
+                bundle = (await mallory.api.bundles(bob.account_id, 1))[0]
+                assert bundle.pre_key_id is not None
+                forged = dataclasses.replace(bundle, pre_key_id=999_000 + len(uploads))
+                await mallory.outbox.start_sessions([forged], bob.account_id)
+                for i in range(count):
+                    await mallory.send_text("bob", f"forged {i}")
+
+            await forge(5)
+            failed = [e for e in await bob.receive() if isinstance(e, ev.DecryptionFailed)]
+            assert [f.reason for f in failed] == ["invalid_prekey_id"] * 5
+            assert len(uploads) == 1 and uploads[0]["replace_one_time"]
+            now[0] += bob.options.keys.republish_interval_ms
+            await forge(3)
+            await bob.receive()
+            assert len(uploads) == 2
+            # The directory stayed usable: a genuine first message still arrives.
+            carol = await devices.register("carol")
+            await carol.send_text("bob", "hello")
+            assert "hello" in [getattr(e, "text", None) for e in await bob.receive()]
         finally:
             await devices.close()
 

@@ -1,10 +1,26 @@
 """This device's prekeys: generate them into the store, publish them, keep the directory
 healthy (replenish one-time keys, rotate the signed and last-resort keys on a schedule).
+
+Uploads are bounded against amplification (review 2026-11-29, S11). What triggers one is
+outside our control: the relay reports the counts that trigger a replenish, and anyone who
+can send us a PreKey message can name a prekey id we do not hold, which triggers a full
+republish. Every upload costs key generation (Kyber1024 key pairs and signatures), the
+upload, and store space (the private halves stay until used), so:
+
+* a replenish after another one backs off (1 min, doubling to 1 day) until the relay
+  reports a healthy count again; skipping one is logged, never silent;
+* a full republish runs at most once an hour, except when the identity key changed since
+  the last one (after an identity reset it is required, whoever triggered the last one).
+
+Neither starves the directory: a bundle without a one-time EC prekey still has the signed
+prekey and the last-resort Kyber prekey, so sessions can always start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -21,6 +37,9 @@ from .api import RelayApi, b64
 from .store.database import Store
 
 DAY_MS = 24 * 3600 * 1000
+MINUTE_MS = 60 * 1000
+
+log = logging.getLogger("cipherpost.client.keys")
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,12 @@ class KeyPolicy:
     rotate_after_ms: int = 7 * DAY_MS
     #: ...and keep replaced ones this long for messages still in flight.
     keep_old_ms: int = 30 * DAY_MS
+    #: A replenish within this long of the previous one waits; the wait doubles with each
+    #: replenish until a healthy count resets it, up to ``replenish_max_backoff_ms``.
+    replenish_min_backoff_ms: int = MINUTE_MS
+    replenish_max_backoff_ms: int = DAY_MS
+    #: At most one full republish this often (an identity change always republishes).
+    republish_interval_ms: int = 60 * MINUTE_MS
 
 
 def new_registration_id() -> int:
@@ -113,10 +138,16 @@ async def maintain(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) 
     rotated_at = int(store.get_meta("keys_rotated_at") or 0)
     body: dict[str, Any] = {}
     with store.transaction():
-        if ec < policy.low_water:
-            body["one_time_prekeys"] = make_one_time(store, policy.one_time_batch)
-        if kyber < policy.low_water:
-            body["kyber_prekeys"] = make_one_time_kyber(store, policy.kyber_batch, now_ms)
+        if (ec < policy.low_water or kyber < policy.low_water) \
+                and _replenish_allowed(store, now_ms, policy, ec, kyber):
+            if ec < policy.low_water:
+                body["one_time_prekeys"] = make_one_time(store, policy.one_time_batch)
+            if kyber < policy.low_water:
+                body["kyber_prekeys"] = make_one_time_kyber(store, policy.kyber_batch,
+                                                            now_ms)
+        elif ec >= policy.low_water and kyber >= policy.low_water \
+                and store.get_meta("keys_replenish_backoff_ms") not in (None, "0"):
+            store.set_meta("keys_replenish_backoff_ms", "0")  # healthy again: no back-off
         if now_ms - rotated_at >= policy.rotate_after_ms:
             body["signed_prekey"] = make_signed(store, now_ms)
             body["last_resort_kyber_prekey"] = make_last_resort(store, now_ms)
@@ -127,10 +158,49 @@ async def maintain(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) 
     return bool(body)
 
 
-async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) -> None:
+def _replenish_allowed(store: Store, now_ms: int, policy: KeyPolicy, ec: int,
+                       kyber: int) -> bool:
+    """Whether a replenish may run now; if so, record it and lengthen the back-off."""
+    last = int(store.get_meta("keys_replenished_at") or 0)
+    backoff = int(store.get_meta("keys_replenish_backoff_ms") or 0)
+    if 0 <= now_ms - last < backoff:
+        log.warning("the relay reports %d one-time and %d Kyber prekeys left, below %d; "
+                    "replenishing again in %d s", ec, kyber, policy.low_water,
+                    (backoff - (now_ms - last)) // 1000)
+        return False
+    backoff = min(max(2 * backoff, policy.replenish_min_backoff_ms),
+                  policy.replenish_max_backoff_ms)
+    store.set_meta("keys_replenished_at", str(now_ms))
+    store.set_meta("keys_replenish_backoff_ms", str(backoff))
+    return True
+
+
+def _identity_tag(store: Store) -> str:
+    """Which identity key the keys were last republished under (a digest of the public
+    key, so that the unsealed meta table holds nothing new)."""
+    public = store.get_identity_key_pair().public.serialize()
+    return hashlib.sha256(b"cipherpost republish " + public).hexdigest()[:32]
+
+
+async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy) -> bool:
     """Repair a directory that disagrees with the local keys (after a server restore, or
-    keys lost on either side): publish a fresh complete set, replacing every one-time key
-    the relay still holds."""
+    keys lost on either side, or a new identity key): publish a fresh complete set,
+    replacing every one-time key the relay still holds. True if it was published.
+
+    Anyone who can send us a PreKey message can trigger this (by naming a prekey id we do
+    not hold), so it runs at most once per ``policy.republish_interval_ms``; a repeat
+    sooner is skipped (and logged) unless the identity key changed since the last one. A
+    republish repairs the whole directory, so a second one within the hour would only
+    matter if the directory lost keys again; senders whose message failed are asked to
+    resend meanwhile, on a fresh bundle.
+    """
+    tag = _identity_tag(store)
+    last = int(store.get_meta("keys_republished_at") or 0)
+    if store.get_meta("keys_republished_identity") == tag \
+            and 0 <= now_ms - last < policy.republish_interval_ms:
+        log.warning("prekey republish skipped: the last one was %d s ago",
+                    (now_ms - last) // 1000)
+        return False
     with store.transaction():
         body = {
             "signed_prekey": make_signed(store, now_ms),
@@ -141,6 +211,10 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
         }
         store.set_meta("keys_rotated_at", str(now_ms))
     await api.upload_keys(body)
+    with store.transaction():  # only once published: a failed upload is retried next time
+        store.set_meta("keys_republished_at", str(now_ms))
+        store.set_meta("keys_republished_identity", tag)
+    return True
 
 
 def _drop_old(store: Store, now_ms: int, policy: KeyPolicy) -> None:
