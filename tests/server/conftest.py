@@ -1,7 +1,9 @@
-"""An in-process relay per test (TestClient runs the lifespan and speaks WebSocket).
+"""An in-process relay per test (TestClient runs the lifespan and speaks WebSocket), on
+SQLite and on PostgreSQL alike: every test that takes ``settings``, ``client`` or
+``database_url`` runs once per database.
 
 PostgreSQL is a private server that the test session starts itself (``tests/support/
-postgres.py``). If it cannot be started, its tests fail,
+postgres.py``), with a new database per test. If it cannot be started, its tests fail,
 saying why. ``CIPHERPOST_TEST_POSTGRES=skip`` skips them on a developer's machine (not
 where ``CI`` is set); ``-m "not postgresql"`` deselects them.
 """
@@ -22,6 +24,7 @@ from tests.support.postgres import PostgresServer, PostgresUnavailable
 from .helpers import KeyMaker, auth
 
 OPT_OUT = "CIPHERPOST_TEST_POSTGRES"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
 def _in_ci() -> bool:
@@ -46,9 +49,21 @@ def postgres() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database of each kind (the relay migrates it when it starts)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/relay.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path}/relay.db",
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url,
                     attachment_dir=str(tmp_path / "blobs"),
                     rate_register_per_ip="1000/100", rate_prekey_fetch_per_account="1000/100",
                     rate_messages_per_pair="10000/1000")

@@ -57,10 +57,10 @@ def test_websocket_delivery_over_real_server(server: ServerProcess) -> None:
     assert plain == {"messages": [], "more": False}
 
 
-def test_sigkill_loses_nothing_accepted(tmp_path: Path) -> None:
+def test_sigkill_loses_nothing_accepted(tmp_path: Path, database_url: str) -> None:
     """Kill -9 the relay twice under load: every accepted message is delivered, and
     nothing whose acknowledgement was confirmed is delivered again."""
-    server = ServerProcess(tmp_path)
+    server = ServerProcess(tmp_path, database_url=database_url)
     server.start()
     alice, bob = _register(server.url), _register(server.url)
     total = 300

@@ -1,5 +1,6 @@
 """Group commit: many senders' writes share transactions, and none is reported before
-it is durable; a refusal or a failure touches only its own operation."""
+it is durable; a refusal or a failure touches only its own operation. On SQLite (batches
+on the event loop) and PostgreSQL (batches on the writer thread) alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.group import GroupCommit
@@ -24,8 +27,8 @@ from cipherpost.server.storage.sql import Storage
 ACCOUNTS = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(4)]
 
 
-async def _storage(tmp_path: Path) -> tuple[Database, Storage]:
-    db = Database(f"sqlite:///{tmp_path}/relay.db")
+async def _storage(database_url: str) -> tuple[Database, Storage]:
+    db = Database(database_url)
     db.migrate()
     storage = Storage(db)
     for i, account in enumerate(ACCOUNTS):
@@ -43,17 +46,26 @@ def _send(storage: Storage, to: int, content: bytes, registration: int | None = 
         ttl=60, byte_budget=1 << 20)
 
 
-def _committed(path: Path) -> list[tuple[str, bytes]]:
-    """What another connection sees: only committed rows."""
-    with sqlite3.connect(path) as conn:
-        return [(r[0], bytes(r[1])) for r in conn.execute(
-            "SELECT account_id, content FROM messages ORDER BY id")]
+def _query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows as another connection sees them: only what is committed."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(url.database)) as conn:
+            return conn.execute(sql, params).fetchall()
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as pg:
+        return pg.execute(sql.replace("?", "%s"), params).fetchall()
+
+
+def _committed(database_url: str) -> list[tuple[str, bytes]]:
+    return [(r[0], bytes(r[1])) for r in _query(
+        database_url, "SELECT account_id, content FROM messages ORDER BY id")]
 
 
 def test_concurrent_senders_share_commits_keep_order_and_isolate_refusals(
-        tmp_path: Path) -> None:
+        database_url: str) -> None:
     async def run() -> None:
-        db, storage = await _storage(tmp_path)
+        db, storage = await _storage(database_url)
         seen: list[int] = []
         futures = []
         for i in range(200):
@@ -74,7 +86,7 @@ def test_concurrent_senders_share_commits_keep_order_and_isolate_refusals(
         assert len(ok) == 198
         assert storage._group.batches[0] + storage._group.batches[1] < 20  # shared commits
         assert seen == sorted(seen)  # reported in commit order
-        rows = _committed(tmp_path / "relay.db")
+        rows = _committed(database_url)
         assert [c for _, c in rows] == [b"%d" % i for i in range(200) if i not in (50, 51)]
         storage.close()
         db.dispose()
@@ -82,9 +94,9 @@ def test_concurrent_senders_share_commits_keep_order_and_isolate_refusals(
     asyncio.run(run())
 
 
-def test_a_failing_operation_is_rolled_back_alone(tmp_path: Path) -> None:
+def test_a_failing_operation_is_rolled_back_alone(database_url: str) -> None:
     async def run() -> None:
-        db, storage = await _storage(tmp_path)
+        db, storage = await _storage(database_url)
         group: GroupCommit = storage._group
 
         def half_written(cursor: Any) -> None:
@@ -98,10 +110,9 @@ def test_a_failing_operation_is_rolled_back_alone(tmp_path: Path) -> None:
         assert len(await first) == 1 and len(await last) == 1
         with pytest.raises(RuntimeError):
             await failing
-        assert [c for _, c in _committed(tmp_path / "relay.db")] == [b"before", b"after"]
-        with sqlite3.connect(tmp_path / "relay.db") as conn:
-            assert conn.execute("SELECT count(*) FROM devices WHERE name = 'half'"
-                                ).fetchone() == (0,)
+        assert [c for _, c in _committed(database_url)] == [b"before", b"after"]
+        assert _query(database_url, "SELECT count(*) FROM devices WHERE name = 'half'"
+                      ) == [(0,)]
         storage.close()
         db.dispose()
 
@@ -111,7 +122,7 @@ def test_a_failing_operation_is_rolled_back_alone(tmp_path: Path) -> None:
 def test_when_another_writer_holds_the_lock_the_batch_waits_and_the_loop_goes_on(
         tmp_path: Path) -> None:
     async def run() -> None:
-        db, storage = await _storage(tmp_path)
+        db, storage = await _storage(f"sqlite:///{tmp_path}/relay.db")
         other = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # holds the write lock
         future = _send(storage, 1, b"waits")
@@ -122,7 +133,8 @@ def test_when_another_writer_holds_the_lock_the_batch_waits_and_the_loop_goes_on
         other.execute("COMMIT")
         assert len(await asyncio.wait_for(future, 10)) == 1
         assert len(await asyncio.wait_for(later, 10)) == 1
-        assert [c for _, c in _committed(tmp_path / "relay.db")] == [b"waits", b"later"]
+        assert [c for _, c in _committed(f"sqlite:///{tmp_path}/relay.db")] == [
+            b"waits", b"later"]
         other.close()
         assert storage._group.batches[1] == 0  # all on the event loop
         storage.close()
@@ -131,18 +143,17 @@ def test_when_another_writer_holds_the_lock_the_batch_waits_and_the_loop_goes_on
     asyncio.run(run())
 
 
-def test_acknowledge_frees_the_budget_in_one_batch(tmp_path: Path) -> None:
+def test_acknowledge_frees_the_budget_in_one_batch(database_url: str) -> None:
     async def run() -> None:
-        db, storage = await _storage(tmp_path)
+        db, storage = await _storage(database_url)
         queued = await asyncio.gather(*[_send(storage, 1, b"x" * 10) for _ in range(5)])
         guids = [e.guid for q in queued for _, e in q]
         deleted = await asyncio.gather(storage.acknowledge(ACCOUNTS[1], 1, guids[:3]),
                                        storage.acknowledge(ACCOUNTS[1], 1, guids[2:]),
                                        storage.acknowledge(ACCOUNTS[2], 1, guids))
         assert deleted == [3, 2, 0]  # only the device's own messages, each once
-        with sqlite3.connect(tmp_path / "relay.db") as conn:
-            assert conn.execute("SELECT queued_bytes FROM devices WHERE account_id = ?",
-                                (ACCOUNTS[1],)).fetchone() == (0,)
+        assert _query(database_url, "SELECT queued_bytes FROM devices WHERE account_id = ?",
+                      (ACCOUNTS[1],)) == [(0,)]
         storage.close()
         db.dispose()
 

@@ -73,8 +73,9 @@ def test_settings_from_toml_and_env(tmp_path: Path) -> None:
         Settings.load(config, environ={})
 
 
-def test_concurrent_fetches_hand_out_each_one_time_key_once(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path)
+def test_concurrent_fetches_hand_out_each_one_time_key_once(tmp_path: Path,
+                                                            database_url: str) -> None:
+    server = ServerProcess(tmp_path, database_url=database_url)
     server.start()
     try:
         keys = KeyMaker()

@@ -3,7 +3,8 @@
 SQLite (the default) gets two engines: one writer connection whose transactions start
 with ``BEGIN IMMEDIATE`` (so every write transaction holds the lock from its first
 statement: no lock-upgrade failures, and writes queue in order), and a small pool of
-readers, which WAL lets run beside the writer. Other databases use one engine for both.
+readers, which WAL lets run beside the writer. PostgreSQL uses one engine for both, on
+psycopg 3 (``postgresql://`` URLs are taken to mean ``postgresql+psycopg://``).
 The engines are synchronous; :mod:`.sql` runs them on threads of their own.
 """
 
@@ -30,9 +31,22 @@ class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         self._held: list[Any] = []
         self.url = make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        backend = self.url.get_backend_name()
+        self.is_sqlite = backend == "sqlite"
+        self.is_postgresql = backend in ("postgresql", "postgres")
         if self.is_sqlite and self.url.drivername != "sqlite":
             self.url = self.url.set(drivername="sqlite")  # e.g. sqlite: same file
+        if self.is_postgresql:
+            # The per-message SQL of :mod:`.sql` goes to the DB-API driver directly, so the
+            # driver is not a free choice: psycopg 3 (see ``sql._PostgresCursor``).
+            if self.url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+                raise ValueError(f"PostgreSQL is supported through psycopg 3 only "
+                                 f"(postgresql:// or postgresql+psycopg://), "
+                                 f"not {self.url.drivername}")
+            self.url = self.url.set(drivername="postgresql+psycopg")
+        elif not self.is_sqlite:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:// or "
+                             "postgresql://")
         if self.is_sqlite:
             level = sqlite_synchronous.upper()
             if level not in _SYNC_LEVELS:
@@ -45,7 +59,11 @@ class Database:
             self.reader = self._sqlite_engine(level, immediate=False,
                                               pool_size=2 * self.reader_threads)
         else:
-            self.writer = self.reader = create_engine(url, pool_pre_ping=True)
+            try:
+                self.writer = self.reader = create_engine(self.url, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:  # psycopg is an optional dependency
+                raise RuntimeError("PostgreSQL needs psycopg: pip install "
+                                   "'cipherpost[postgresql]'") from exc
 
     def _sqlite_engine(self, level: str, *, immediate: bool, pool_size: int) -> Engine:
         engine = create_engine(self.url, poolclass=QueuePool, pool_size=pool_size,

@@ -15,7 +15,8 @@ makes a thread wait for it again, up to the 5 ms switch interval, on each statem
 batch of a hundred sends took seconds that way). The loop's connection never waits for
 the lock: when another writer (the writer thread, for the rare requests that are not
 per-message, or a checkpoint restarting the WAL) holds it, the batch is tried again 2 ms
-later, while the loop goes on. Other databases use the writer thread.
+later, while the loop goes on. PostgreSQL batches run on the writer thread (each
+statement is a round trip to the server, which the loop must not wait for).
 
 Nothing is reported before it is durable: an operation's future resolves, and its
 ``on_commit`` callback runs (on the event loop, in commit order, before any later batch
@@ -154,10 +155,12 @@ class GroupCommit:
             try:
                 with self._thread_transaction() as cursor:
                     return _apply(cursor, batch)
-            except Exception:
+            except _OperationFailed:  # rolled back: run them again, each on its own
                 with self._thread_transaction() as cursor:
                     results = _apply_one_by_one(cursor, batch)
-        except Exception as exc:  # BEGIN or COMMIT failed: none of the batch is durable
+        except Exception as exc:
+            # BEGIN or COMMIT failed. Not tried again: a COMMIT whose answer was lost (the
+            # connection to a database server broke) may have been durable after all.
             log.exception("a group commit failed")
             return [(False, exc)] * len(batch)
         return results
@@ -187,15 +190,21 @@ class GroupCommit:
                 item.future.set_exception(value)
 
 
+class _OperationFailed(Exception):
+    """An operation of the batch raised something other than a refusal."""
+
+
 def _apply(cursor: Any, batch: list[_Item[Any]]) -> Results:
     """The operations of the batch in the open transaction; an error other than a
-    refusal propagates (the caller rolls back)."""
+    refusal propagates as :class:`_OperationFailed` (the caller rolls back)."""
     results: Results = []
     for item in batch:
         try:
             value = item.op(cursor)
         except Refusal as exc:
             results.append((False, exc))
+        except Exception as exc:
+            raise _OperationFailed() from exc
         else:
             results.append((True, value))
     return results

@@ -17,6 +17,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: Row ids that only grow: BIGSERIAL on PostgreSQL, the 64-bit rowid on SQLite.
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 accounts = Table(
     "accounts", metadata,
     Column("id", String(36), primary_key=True),
@@ -67,7 +70,7 @@ one_time_prekeys = Table(
 
 messages = Table(
     "messages", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("guid", String(36), nullable=False, unique=True),
     Column("account_id", String(36), nullable=False),
     Column("device_id", Integer, nullable=False),
@@ -102,7 +105,7 @@ attachments = Table(
 
 audit_log = Table(
     "audit_log", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("at", BigInteger, nullable=False),
     Column("account_id", String(36), nullable=False),
     Column("device_id", Integer, nullable=True),

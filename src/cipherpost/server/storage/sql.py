@@ -1,10 +1,18 @@
-"""The relay's storage on SQLAlchemy Core, for SQLite and (later) PostgreSQL.
+"""The relay's storage on SQLAlchemy Core, for SQLite and PostgreSQL.
 
 Every public method is one transaction, written as plain synchronous SQLAlchemy and
 exposed as a coroutine by ``@writes``/``@reads``: writes run one at a time on a single
 writer thread (SQLite has one writer anyway, and order is kept), reads on a small pool.
 One thread hop per operation costs far less than an async driver's hop per statement.
 Nothing here knows HTTP.
+
+Both databases run the same code. What differs is kept to a few places: SQLite's
+``BEGIN IMMEDIATE`` and the event loop's own connection (:mod:`.engine`, :mod:`.group`);
+the per-message SQL, written in qmark style for SQLite's driver, is rewritten once per
+statement for psycopg (``_PostgresCursor``); and row locks (``FOR UPDATE``, which SQLite's
+compiler leaves out: its writers hold the whole database) keep PostgreSQL's concurrent
+writers (several relay processes) from handing out a one-time prekey twice or giving two
+devices the same id.
 """
 
 from __future__ import annotations
@@ -70,22 +78,36 @@ R = TypeVar("R")
 
 def writes(fn: Callable[Concatenate[Storage, P], R]
            ) -> Callable[Concatenate[Storage, P], Coroutine[Any, Any, R]]:
-    """Run the method on the writer thread."""
+    """Run the method on the writer thread (see ``_once_more_if_lost``)."""
     @functools.wraps(fn)
     async def run(self: Storage, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.get_running_loop().run_in_executor(
-            self._writer, functools.partial(fn, self, *args, **kwargs))
+            self._writer, functools.partial(_once_more_if_lost, fn, self, *args, **kwargs))
     return run
 
 
 def reads(fn: Callable[Concatenate[Storage, P], R]
           ) -> Callable[Concatenate[Storage, P], Coroutine[Any, Any, R]]:
-    """Run the method on a reader thread."""
+    """Run the method on a reader thread (see ``_once_more_if_lost``)."""
     @functools.wraps(fn)
     async def run(self: Storage, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.get_running_loop().run_in_executor(
-            self._readers, functools.partial(fn, self, *args, **kwargs))
+            self._readers, functools.partial(_once_more_if_lost, fn, self, *args, **kwargs))
     return run
+
+
+def _once_more_if_lost(fn: Callable[Concatenate[Storage, P], R], self: Storage, /,
+                       *args: P.args, **kwargs: P.kwargs) -> R:
+    """``fn``, run a second time on a new connection if its first one was lost before
+    COMMIT (the database server restarted: nothing of it was written). A connection lost
+    during COMMIT is not tried again: that COMMIT may have been durable after all."""
+    self._local.lost_before_commit = False
+    try:
+        return fn(self, *args, **kwargs)
+    except Exception:
+        if not self._local.lost_before_commit:
+            raise
+    return fn(self, *args, **kwargs)
 
 
 class Storage:
@@ -133,19 +155,42 @@ class Storage:
     def _raw(self, engine: Engine, *, write: bool) -> Iterator[Any]:
         """A transaction on this thread's own DB-API connection, for the per-message
         queries (SQLAlchemy's execution machinery costs ten times the query here).
-        SQL in these is written in qmark style, which SQLite's driver takes."""
+        SQL in these is written in qmark style, which SQLite's driver takes; psycopg
+        gets it rewritten (``_PostgresCursor``) and opens the transaction by itself."""
         dbapi = self._thread_raw(engine)
-        cursor = dbapi.cursor()
+        committing = False
         try:
-            cursor.execute("BEGIN IMMEDIATE" if write and self.db.is_sqlite else "BEGIN")
+            cursor = dbapi.cursor()
             try:
-                yield cursor
-            except BaseException:
-                dbapi.rollback()
-                raise
-            dbapi.commit()
-        finally:
-            cursor.close()
+                if self.db.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                else:
+                    cursor = _PostgresCursor(cursor)
+                try:
+                    yield cursor
+                except BaseException:
+                    if not _lost(dbapi):
+                        dbapi.rollback()
+                    raise
+                committing = True
+                dbapi.commit()
+            finally:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+        except BaseException:
+            # A connection lost (the database server restarted) is dropped: this
+            # operation fails with its own error, the next one connects again.
+            if _lost(dbapi):
+                self._local.lost_before_commit = not committing
+                self._forget_raw(engine, dbapi)
+            raise
+
+    def _forget_raw(self, engine: Engine, dbapi: Any) -> None:
+        self._local.__dict__.get("r", {}).pop(id(engine), None)
+        with contextlib.suppress(ValueError):
+            self._raw_connections.remove(dbapi)
+        with contextlib.suppress(Exception):
+            dbapi.invalidate()
 
     @contextlib.contextmanager
     def _tx(self, engine: Engine) -> Iterator[Connection]:
@@ -157,7 +202,12 @@ class Storage:
             conn = connections[id(engine)] = engine.connect()
             self._connections.append(conn)
         with conn.begin():
-            yield conn
+            try:
+                yield conn
+            except BaseException:
+                if conn.invalidated:  # SQLAlchemy saw the connection lost, before COMMIT
+                    self._local.lost_before_commit = True
+                raise
 
     # -- accounts and devices --------------------------------------------------------------
 
@@ -197,8 +247,9 @@ class Storage:
             LookupError: the account does not exist.
         """
         with self._tx(self.db.writer) as conn:
+            # The account's row lock serializes device changes of several relay processes.
             row = (conn.execute(select(accounts.c.next_device_id).where(
-                accounts.c.id == account_id))).first()
+                accounts.c.id == account_id).with_for_update())).first()
             if row is None:
                 raise LookupError(account_id)
             count = (conn.execute(select(func.count()).select_from(devices).where(
@@ -391,6 +442,10 @@ class Storage:
 
     def _take_bundle(self, conn: Connection, account_id: str, device_id: int,
                            registration_id: int) -> Bundle | None:
+        # Each one-time key is deleted as it is handed out. On PostgreSQL, concurrent
+        # takers (other relay processes) lock the key they pick and skip keys others have
+        # locked, so none waits for another, and none gets nothing while keys are left
+        # (without the lock, a taker that raced another to a key would delete nothing).
         signed = (conn.execute(select(signed_prekeys).where(
             *_device(signed_prekeys, account_id, device_id)))).first()
         if signed is None:
@@ -402,7 +457,8 @@ class Storage:
                 kyber_prekeys.c.key_id == select(kyber_prekeys.c.key_id).where(
                     *_device(kyber_prekeys, account_id, device_id),
                     kyber_prekeys.c.last_resort.is_(False)).order_by(
-                        kyber_prekeys.c.key_id).limit(1).scalar_subquery(),
+                        kyber_prekeys.c.key_id).limit(1).with_for_update(
+                            skip_locked=True).scalar_subquery(),
             ).returning(kyber_prekeys.c.key_id, kyber_prekeys.c.public_key,
                         kyber_prekeys.c.signature))).first()
         if kyber_row is None:
@@ -416,7 +472,8 @@ class Storage:
                 *_device(one_time_prekeys, account_id, device_id),
                 one_time_prekeys.c.key_id == select(one_time_prekeys.c.key_id).where(
                     *_device(one_time_prekeys, account_id, device_id)).order_by(
-                        one_time_prekeys.c.key_id).limit(1).scalar_subquery(),
+                        one_time_prekeys.c.key_id).limit(1).with_for_update(
+                            skip_locked=True).scalar_subquery(),
             ).returning(one_time_prekeys.c.key_id, one_time_prekeys.c.public_key))).first()
         return Bundle(
             device_id=device_id,
@@ -527,6 +584,12 @@ class Storage:
         return [r[0] for r in rows]
 
 
+def _lost(dbapi: Any) -> bool:
+    """True if the pooled DB-API connection ``dbapi`` was closed under us (psycopg closes
+    a connection whose server went away; SQLite's never are)."""
+    return bool(getattr(dbapi.driver_connection, "closed", False))
+
+
 def _device(table: Table, account_id: str,
             device_id: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (table.c.account_id == account_id, table.c.device_id == device_id)
@@ -578,13 +641,13 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     sender_account, sender_device = sender if sender else (None, None)
     expires_at = now + ttl * 1000
     for m, guid in zip(outgoing, new_guids(len(outgoing)), strict=True):
-        cur.execute(
+        seq = cur.execute(
             "INSERT INTO messages (guid, account_id, device_id, sender_account_id, "
             "sender_device_id, type, content, client_timestamp, server_timestamp, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (guid, account_id, m.device_id, sender_account, sender_device, m.type, m.content,
-             client_timestamp, now, expires_at))
-        queued.append((m.device_id, Envelope(int(cur.lastrowid), guid, sender_account,
+             client_timestamp, now, expires_at)).fetchone()[0]
+        queued.append((m.device_id, Envelope(int(seq), guid, sender_account,
                                              sender_device, m.type, m.content,
                                              client_timestamp, now)))
         cur.execute("UPDATE devices SET queued_bytes = queued_bytes + ? "
@@ -606,6 +669,28 @@ def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) ->
         cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
                     "WHERE account_id = ? AND device_id = ?", (freed, account_id, device_id))
     return len(rows)
+
+
+class _PostgresCursor:
+    """A psycopg cursor that takes the qmark-style SQL written for SQLite's driver."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cursor.execute(_format_style(sql), params)
+        return self._cursor
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _format_style(sql: str) -> str:
+    """qmark placeholders as psycopg's ``%s`` (no string literal in our SQL holds a ``?``)."""
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 class _RandomPool:

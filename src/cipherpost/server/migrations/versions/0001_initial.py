@@ -14,6 +14,10 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+#: Row ids that only grow: BIGSERIAL on PostgreSQL (a busy relay passes 2**31 messages),
+#: INTEGER on SQLite, where only an INTEGER PRIMARY KEY is the 64-bit rowid.
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -61,7 +65,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "messages",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
         sa.Column("guid", sa.String(36), nullable=False, unique=True),
         sa.Column("account_id", sa.String(36), nullable=False),
         sa.Column("device_id", sa.Integer, nullable=False),
@@ -92,7 +96,7 @@ def upgrade() -> None:
     op.create_index("attachments_by_expiry", "attachments", ["expires_at"])
     op.create_table(
         "audit_log",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
         sa.Column("at", sa.BigInteger, nullable=False),
         sa.Column("account_id", sa.String(36), nullable=False),
         sa.Column("device_id", sa.Integer, nullable=True),
