@@ -175,7 +175,7 @@ def _replenish_allowed(store: Store, now_ms: int, policy: KeyPolicy, ec: int,
     return True
 
 
-def _identity_tag(store: Store) -> str:
+def _identity_label(store: Store) -> str:
     """Which identity key the keys were last republished under (a digest of the public
     key, so that the unsealed meta table holds nothing new)."""
     public = store.get_identity_key_pair().public.serialize()
@@ -194,9 +194,9 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
     matter if the directory lost keys again; senders whose message failed are asked to
     resend meanwhile, on a fresh bundle.
     """
-    tag = _identity_tag(store)
+    label = _identity_label(store)
     last = int(store.get_meta("keys_republished_at") or 0)
-    if store.get_meta("keys_republished_identity") == tag \
+    if store.get_meta("keys_republished_identity") == label \
             and 0 <= now_ms - last < policy.republish_interval_ms:
         log.warning("prekey republish skipped: the last one was %d s ago",
                     (now_ms - last) // 1000)
@@ -213,7 +213,7 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
     await api.upload_keys(body)
     with store.transaction():  # only once published: a failed upload is retried next time
         store.set_meta("keys_republished_at", str(now_ms))
-        store.set_meta("keys_republished_identity", tag)
+        store.set_meta("keys_republished_identity", label)
     return True
 
 
