@@ -18,6 +18,7 @@ from cipherpost.client.groups import ADMIN, MEMBER, encode_state, sign_change
 from cipherpost.client.proto.app_pb2 import (
     Content,
     DataMessage,
+    DecryptionErrorMessage,
     GroupContext,
     MessageRef,
     Reaction,
@@ -32,6 +33,7 @@ from cipherpost.protocol import (
     encrypt,
     process_prekey_bundle,
 )
+from cipherpost.protocol.sender_keys import group_encrypt
 
 from .conftest import Devices, ThreadedRelay
 
@@ -262,6 +264,72 @@ def test_a_forged_creation_not_listing_us_does_not_block_the_real_group(
             assert [e.title for e in got if isinstance(e, ev.GroupUpdated)] == ["real"]
             await bob.send_text(group.id, "welcome")
             assert texts(await alice.receive()) == ["welcome"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_member_added_later_cannot_get_earlier_messages_by_asking(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """A resend request names a message by timestamp: group messages are resent only to
+    members they were sent to."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob, carol = [await devices.register(n) for n in ("alice", "bob", "carol")]
+            group = await alice.create_group("g", ["bob"])
+            await bob.receive()
+            sent = await alice.send_text(group.id, "before carol joined")
+            await alice.add_members(group.id, ["carol"])
+            await carol.receive()
+            assert texts(await bob.receive()) == ["before carol joined"]
+            for asker in (carol, bob):
+                ask = Content(decryption_error=DecryptionErrorMessage(timestamp=sent,
+                                                                      device_id=1))
+                await asker.outbox.deliver(alice.account_id, ask, asker._timestamp())
+            got = await alice.receive()
+            assert [e.account for e in got if isinstance(e, ev.ResendUnavailable)] == [
+                carol.account_id]
+            assert texts(await carol.receive()) == []
+            # Bob was a member then: he gets it again (and drops it as a duplicate, having
+            # stored it already), over the 1:1 session.
+            envelopes, _ = await bob.api.fetch()
+            assert len(envelopes) == 1 and envelopes[0].type != 7
+            assert texts(await bob.receive()) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_sender_key_is_tied_to_its_group(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """Bob shares two groups with Alice; a ciphertext of his chain for group A that
+    claims group B inside is refused."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            first = await alice.create_group("a", ["bob"])
+            second = await alice.create_group("b", ["bob"])
+            await bob.receive()
+            await bob.send_text(first.id, "in a")
+            assert texts(await alice.receive()) == ["in a"]
+            # Bob's client encrypts a message naming group B under group A's chain.
+            distribution, _ = bob.store.group_distribution(first.id)
+            assert distribution is not None
+            data = DataMessage(timestamp=bob._timestamp(), text="smuggled",
+                               group=GroupContext(id=second.id, revision=0))
+            with bob.store.transaction():
+                ciphertext = group_encrypt(bob.store, bob.outbox.address, distribution,
+                                           codec.encode(Content(data=data)), rng=os.urandom)
+            assert await bob.outbox.send_to_members(first, ciphertext, data.timestamp)
+            got = await alice.receive()
+            assert texts(got) == []
+            assert [e.reason for e in got if isinstance(e, ev.Unsupported)] == [
+                "a group ciphertext under another group's key"]
+            await bob.send_text(second.id, "in b")           # its own chain works
+            assert texts(await alice.receive()) == ["in b"]
         finally:
             await devices.close()
 

@@ -13,6 +13,7 @@ from keyring.backend import KeyringBackend
 
 from cipherpost.client import Client, ClientOptions
 from cipherpost.client import events as ev
+from cipherpost.client.api import RelayUnavailable
 from cipherpost.client.keys import DAY_MS
 
 from .conftest import Devices, ThreadedRelay
@@ -181,6 +182,83 @@ def test_housekeeping_forgets_on_schedule(tmp_path: Path, relay: ThreadedRelay) 
             now[0] += 2 * DAY_MS
             bob.housekeeping()
             assert bob.store._db.execute("SELECT count(*) FROM envelopes").fetchone()[0] == 0
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_work_decided_before_a_failed_acknowledgement_is_still_done(
+        tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delivery receipt is decided while the envelope is processed; the ack fails,
+    the redelivered envelope is dropped as already seen, and the receipt still goes."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            sent = await bob.send_text("alice", "hello")
+            real_ack = alice.api.ack
+
+            async def lost(ids: list[str]) -> None:
+                raise RelayUnavailable("connection reset")
+
+            monkeypatch.setattr(alice.api, "ack", lost)
+            with pytest.raises(RelayUnavailable):
+                await alice.receive()
+            monkeypatch.setattr(alice.api, "ack", real_ack)
+            assert await alice.receive() == []       # redelivered, known, dropped
+            receipts = [e for e in await bob.receive() if isinstance(e, ev.Receipt)]
+            assert [(r.kind, r.timestamps) for r in receipts] == [("delivery", (sent,))]
+            assert alice.store.follow_ups() == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_device_found_by_a_1to1_send_rotates_shared_groups(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            bob2 = await devices.link(bob, "bob laptop")
+            await bob.receive()
+            group = await alice.create_group("g", ["bob"])
+            await alice.send_text(group.id, "first")
+            first, rotate = alice.store.group_distribution(group.id)
+            assert first is not None and not rotate
+            await bob.api.remove_device(bob2.device_id)
+            await alice.send_text("bob", "1:1")      # the relay's 409 names the gone device
+            assert alice.store.group_distribution(group.id)[1]
+            await alice.send_text(group.id, "second")
+            assert alice.store.group_distribution(group.id)[0] not in (None, first)
+            assert [e.text for e in await bob.receive() if isinstance(e, ev.Message)] == [
+                "first", "1:1", "second"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_send_is_shown_as_failed(tmp_path: Path, relay: ThreadedRelay,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            await alice.send_text("bob", "works")
+            real = alice.outbox.send_request
+
+            async def down(*args: object, **kw: object) -> None:
+                raise RelayUnavailable("no route")
+
+            monkeypatch.setattr(alice.outbox, "send_request", down)
+            with pytest.raises(RelayUnavailable):
+                await alice.send_text("bob", "does not")
+            monkeypatch.setattr(alice.outbox, "send_request", real)
+            assert [(h.text, h.status) for h in alice.history(bob.account_id)] == [
+                ("works", "sent"), ("does not", "failed")]
         finally:
             await devices.close()
 

@@ -65,7 +65,7 @@ from .proto.app_pb2 import (
 )
 from .socket import RelaySocket, SocketLost
 from .store.crypto import Argon2Params
-from .store.database import Store, StoredMessage
+from .store.database import FAILED, SENDING, SENT, Store, StoredMessage
 
 log = logging.getLogger("cipherpost.client")
 
@@ -321,22 +321,26 @@ class Client:
         if quote is not None:
             data.quote.CopyFrom(MessageRef(author=quote[0], timestamp=quote[1]))
         sent = self._now()
+        group = self._member_group(bytes.fromhex(conversation[6:])) \
+            if conversation.startswith("group:") else None
 
         def record() -> None:
             self.store.add_message(
                 conversation=conversation, author=self.account_id,
                 author_device=self.device_id, timestamp=data.timestamp, received_at=sent,
                 outgoing=True, body=data.SerializeToString(), expire_timer=data.expire_timer,
-                expires_at=sent + data.expire_timer * 1000 if data.expire_timer else None)
+                expires_at=sent + data.expire_timer * 1000 if data.expire_timer else None,
+                status=SENDING)
             self.store.log_sent(conversation, data.timestamp,
-                                Content(data=data).SerializeToString(), sent)
+                                Content(data=data).SerializeToString(), sent,
+                                recipients=group.members if group is not None else ())
 
-        if conversation.startswith("group:"):
+        if group is not None:
             with self.store.transaction():
                 record()
-            return await self._send_data(conversation, data)
+            return await self._send_data(conversation, data, track=True)
         # One commit for the history entry and the advanced sessions (fewer fsyncs).
-        return await self._send_data(conversation, data, record=record)
+        return await self._send_data(conversation, data, record=record, track=True)
 
     async def send_data(self, account: str, data: DataMessage) -> int:
         """Send a prepared data message to ``account`` (not stored in our history)."""
@@ -345,17 +349,28 @@ class Client:
         return await self._send_data(await self.conversation_for(account), data)
 
     async def _send_data(self, conversation: str, data: DataMessage,
-                         record: Callable[[], None] | None = None) -> int:
+                         record: Callable[[], None] | None = None, *,
+                         track: bool = False) -> int:
         """Send to the conversation's members and a sync copy to our other devices;
-        ``record`` runs in the first encryption's transaction."""
-        if conversation.startswith("group:"):
-            await self.outbox.send_group_data(self._member_group(bytes.fromhex(conversation[6:])),
-                                        data)
-            destination = ""
-        else:
-            await self.outbox.deliver(conversation, Content(data=data), data.timestamp,
-                                record=record)
-            destination = conversation
+        ``record`` runs in the first encryption's transaction. With ``track`` the message
+        in our history is marked sent, or failed if the send to the members fails."""
+        try:
+            if conversation.startswith("group:"):
+                await self.outbox.send_group_data(
+                    self._member_group(bytes.fromhex(conversation[6:])), data)
+                destination = ""
+            else:
+                await self.outbox.deliver(conversation, Content(data=data), data.timestamp,
+                                          record=record)
+                destination = conversation
+        except BaseException:
+            if track:
+                with self.store.transaction():
+                    self.store.set_status(self.account_id, data.timestamp, FAILED)
+            raise
+        if track:
+            with self.store.transaction():
+                self.store.set_status(self.account_id, data.timestamp, SENT)
         sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=destination,
                                                               message=data)))
         await self.outbox.deliver(self.account_id, sync, data.timestamp)
@@ -594,14 +609,12 @@ class Client:
         out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
-            follow_ups: list[FollowUp] = []
             for envelope in envelopes:  # each one committed before the batch is acknowledged
-                events, later = self.inbox.process(envelope)
+                events, _later = self.inbox.process(envelope)
                 out.extend(events)
-                follow_ups.extend(later)
             if envelopes:
                 await self.api.ack([e.id for e in envelopes])
-            out.extend(await self._follow_up(follow_ups))
+            out.extend(await self._follow_up())
             if not more or not envelopes:
                 return out
 
@@ -624,13 +637,15 @@ class Client:
                     try:
                         self.housekeeping()
                         await self._maintain_quietly()
+                        for event in await self._follow_up():  # left from last time
+                            yield event
                         while True:
                             envelope = await socket.next_envelope()
-                            events, follow_ups = self.inbox.process(envelope)
+                            events, _later = self.inbox.process(envelope)
                             await socket.ack([envelope.id])
                             # Follow-ups (receipts, resend requests) before the events: an
                             # app that stops listening after an event must not lose them.
-                            events += await self._follow_up(follow_ups)
+                            events += await self._follow_up()
                             events += self.expire_messages()
                             for event in events:
                                 yield event
@@ -660,13 +675,30 @@ class Client:
         except (RelayError, RelayUnavailable, ClientError, OSError) as exc:
             log.info("key maintenance failed: %s", type(exc).__name__)
 
-    async def _follow_up(self, follow_ups: list[FollowUp]) -> list[ev.Event]:
+    async def _follow_up(self) -> list[ev.Event]:
+        """Do the network work that processing decided (kept in the store with the
+        envelope, so none is lost when an acknowledgement fails or the app stops). Work
+        that fails because the relay is unreachable stays for the next time."""
         events: list[ev.Event] = []
-        for item in follow_ups:
-            try:
-                events.extend(await self._run_follow_up(item))
-            except (ClientError, RelayError, RelayUnavailable, ProtocolError) as exc:
-                log.info("follow-up %s failed: %s", item.kind, type(exc).__name__)
+        done: list[str] = []
+        try:
+            for key, value in self.store.follow_ups():
+                item = FollowUp.decode(value)
+                try:
+                    events.extend(await self._run_follow_up(item))
+                except (RelayUnavailable, OSError) as exc:
+                    log.info("follow-up %s postponed: %s", item.kind, type(exc).__name__)
+                    break
+                except (ClientError, RelayError, ProtocolError) as exc:
+                    log.info("follow-up %s failed: %s", item.kind, type(exc).__name__)
+                done.append(key)
+        finally:
+            # One commit for the lot; after a crash in between, some are done twice
+            # (a repeated receipt or resend is dropped by name).
+            if done:
+                with self.store.transaction():
+                    for key in done:
+                        self.store.remove_follow_up(key)
         return events
 
     async def _run_follow_up(self, item: FollowUp) -> list[ev.Event]:
@@ -693,14 +725,12 @@ class Client:
     async def _resend(self, account: str, device: int, timestamp: int) -> list[ev.Event]:
         if account == self.account_id:
             return []  # copies to our own devices are not resent (their history syncs later)
-        logged = self.store.find_sent(account, timestamp)
+        # A 1:1 message to them, or a group message that went to them (never one sent
+        # before they joined); a group message goes again over the 1:1 session.
+        logged = self.store.find_sent(account, timestamp) \
+            or self.store.find_group_sent(account, timestamp)
         if logged is None:
-            found = self.store.find_sent_any(timestamp)
-            group = self.group(bytes.fromhex(found[0].removeprefix("group:"))) \
-                if found is not None and found[0].startswith("group:") else None
-            if found is None or group is None or not group.is_member(account):
-                return [ev.ResendUnavailable(account, device, timestamp)]
-            logged = found[1]  # a group message goes again over the 1:1 session
+            return [ev.ResendUnavailable(account, device, timestamp)]
         await self.outbox.deliver(account, Content.FromString(logged), timestamp,
                                   only_device=device)
         return []
@@ -722,11 +752,13 @@ class HistoryItem:
     timestamp: int
     text: str
     outgoing: bool
+    #: Our messages: "sending" (or the app stopped while sending), "sent" or "failed".
+    status: str = SENT
 
     @classmethod
     def from_stored(cls, m: StoredMessage) -> HistoryItem:
         data = DataMessage.FromString(m.body)
-        return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing)
+        return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing, m.status)
 
 
 def _pointer(attachment: ev.Attachment) -> AttachmentPointer:

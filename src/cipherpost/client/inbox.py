@@ -9,6 +9,7 @@ envelope is recognised and dropped).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from cipherpost.protocol import (
     ProtocolError,
     decrypt,
 )
+from cipherpost.protocol.messages import SenderKeyDistributionMessage, SenderKeyMessage
 from cipherpost.protocol.sender_keys import (
     group_decrypt,
     process_distribution_message,
@@ -35,6 +37,7 @@ from .api import (
     Envelope,
 )
 from .groups import (
+    GROUP_ID_BYTES,
     Group,
     GroupChangeRejected,
     change_author,
@@ -63,6 +66,17 @@ class FollowUp:
     device: int | None
     timestamp: int
     ratchet_key: bytes = b""
+
+    def encode(self) -> bytes:
+        return json.dumps({"kind": self.kind, "account": self.account, "device": self.device,
+                           "timestamp": self.timestamp,
+                           "ratchet_key": self.ratchet_key.hex()}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FollowUp:
+        value = json.loads(data)
+        return cls(str(value["kind"]), str(value["account"]), value["device"],
+                   int(value["timestamp"]), bytes.fromhex(value["ratchet_key"]))
 
 
 log = logging.getLogger(__name__)
@@ -108,22 +122,31 @@ class Inbox:
                     events.append(ev.IdentityChanged(sender, after.send_blocked))
                 follow_ups: list[FollowUp] = []
                 events.extend(self._handle_plaintext(plaintext, envelope, follow_ups))
-                self.store.mark_envelope(envelope.id, self._now())
+                self._finish(envelope, follow_ups)
             return events, follow_ups
         except DuplicatedMessage:
             with self.store.transaction():
                 self.store.mark_envelope(envelope.id, self._now())
             return [], []
         except ProtocolError as exc:
-            with self.store.transaction():
-                self.store.mark_envelope(envelope.id, self._now())
             follow_ups = [FollowUp("decryption_error", sender, device,
                                    envelope.client_timestamp)]
             if exc.kind in ("invalid_prekey_id", "invalid_kyber_prekey_id"):
                 # The relay served a key we do not hold: the directory disagrees with us.
                 follow_ups.insert(0, FollowUp("republish", sender, device, 0))
+            with self.store.transaction():
+                self._finish(envelope, follow_ups)
             return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
                                          exc.kind)], follow_ups)
+
+    def _finish(self, envelope: Envelope, follow_ups: list[FollowUp]) -> None:
+        """In the envelope's transaction: remember it, and keep the network work it
+        calls for, so that work survives a failed acknowledgement or a crash (the
+        redelivered envelope is dropped as seen)."""
+        now = self._now()
+        self.store.mark_envelope(envelope.id, now)
+        for item in follow_ups:
+            self.store.add_follow_up(item.encode(), now)
 
     def _handle_plaintext(self, plaintext: bytes, envelope: Envelope,
                           follow_ups: list[FollowUp]) -> list[ev.Event]:
@@ -160,18 +183,23 @@ class Inbox:
         own = sender == self.account_id
         body = content.WhichOneof("body")
         if content.sender_key_distribution and not group_ciphertext:
-            try:
-                process_distribution_message(self.store, ProtocolAddress(sender, device),
-                                             content.sender_key_distribution)
-            except ProtocolError as exc:
-                events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
+            self._take_sender_key(content, sender, device, events)
             if body is None:
                 return
-        if group_ciphertext and not (
-                (body == "data" and content.data.HasField("group"))
-                or (body == "typing" and content.typing.group_id)):
-            events.append(ev.Unsupported(sender, device, "a group ciphertext without a group"))
-            return
+        if group_ciphertext:
+            named = content.data.group.id if body == "data" and content.data.HasField(
+                "group") else content.typing.group_id if body == "typing" else b""
+            if not named:
+                events.append(ev.Unsupported(sender, device,
+                                             "a group ciphertext without a group"))
+                return
+            bound = self.store.sender_key_group(
+                ProtocolAddress(sender, device),
+                SenderKeyMessage.parse(envelope.content).distribution_id)
+            if bound != named:
+                events.append(ev.Unsupported(sender, device,
+                                             "a group ciphertext under another group's key"))
+                return
         if body == "data":
             self.store_data(content.data, sender, device, sender, False, envelope, events)
             if self.options.delivery_receipts and not own:
@@ -215,6 +243,27 @@ class Inbox:
             pass
         else:
             events.append(ev.Unsupported(sender, device, f"unknown content body {body!r}"))
+
+    def _take_sender_key(self, content: Content, sender: str, device: int,
+                         events: list[ev.Event]) -> None:
+        """A member's sender key, tied to the group it names (docs/spec/groups.md) for
+        good. The group may not be known yet (its change can arrive after another member's
+        key); membership is checked for each message."""
+        if len(content.sender_key_group) != GROUP_ID_BYTES:
+            events.append(ev.Unsupported(sender, device, "a sender key without its group"))
+            return
+        address = ProtocolAddress(sender, device)
+        try:
+            distribution = SenderKeyDistributionMessage.parse(content.sender_key_distribution)
+            if not self.store.bind_sender_key(address, distribution.distribution_id,
+                                              content.sender_key_group):
+                events.append(ev.Unsupported(sender, device,
+                                             "a sender key already used for another group"))
+                return
+            process_distribution_message(self.store, address,
+                                         content.sender_key_distribution)
+        except ProtocolError as exc:
+            events.append(ev.Unsupported(sender, device, f"bad sender key: {exc.kind}"))
 
     def store_data(self, data: DataMessage, author: str, author_device: int,
                     conversation: str, outgoing: bool, envelope: Envelope,

@@ -129,8 +129,11 @@ class Outbox:
         """Act on a 409 (missing/extra devices) or 410 (stale devices); False for any
         other error. Returns True when the device list shrank or changed keys too."""
         if exc.status == 409:
-            for device in exc.body.get("extra_devices", []):
+            extra = exc.body.get("extra_devices", [])
+            for device in extra:
                 self.store.delete_session(ProtocolAddress(account, int(device)))
+            if extra:
+                self.rotate_groups_with(account)
             for device in exc.body.get("missing_devices", []):
                 if not (account == self.account_id and device == self.device_id):
                     await self.start_session(account, int(device))
@@ -139,8 +142,21 @@ class Outbox:
             for device in exc.body.get("stale_devices", []):
                 self.store.delete_session(ProtocolAddress(account, int(device)))
                 await self.start_session(account, int(device))
+            self.rotate_groups_with(account)
             return True
         return False
+
+    def rotate_groups_with(self, account: str) -> None:
+        """A device of ``account`` went away or was replaced, whichever send found out:
+        every group it shares with us starts a new chain before our next group message,
+        so the old device cannot read on (docs/spec/groups.md)."""
+        if account == self.account_id:
+            return  # our own devices never hold our sending chains
+        with self.store.transaction():
+            for group_id in self.store.group_ids():
+                state = self.store.get_group(group_id)
+                if state is not None and Group.from_bytes(state).is_member(account):
+                    self.store.rotate_group_key(group_id)
 
     async def devices_for(self, account: str) -> list[int]:
         """The devices to encrypt for, starting sessions where none exists."""

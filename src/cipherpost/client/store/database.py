@@ -18,7 +18,7 @@ import hashlib
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -97,7 +97,22 @@ CREATE TABLE reactions (target_author TEXT NOT NULL, target_timestamp INTEGER NO
                         reactor TEXT NOT NULL, emoji BLOB NOT NULL,
                         PRIMARY KEY (target_author, target_timestamp, reactor));
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+#: Schema version 4: who a group message was sent to (resends go to them only), which
+#: group a member's sender key belongs to, the sending status of our messages, and the
+#: network work decided while processing an envelope (done after acknowledging it).
+_SCHEMA_V4 = """
+ALTER TABLE resend_log ADD COLUMN recipients BLOB;
+ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'sent';
+CREATE TABLE sender_key_groups (account TEXT NOT NULL, device INTEGER NOT NULL,
+                                distribution_id BLOB NOT NULL, group_id BLOB NOT NULL,
+                                PRIMARY KEY (account, device, distribution_id));
+CREATE TABLE follow_ups (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL,
+                         value BLOB NOT NULL);
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+
+#: The sending status of an outgoing message.
+SENDING, SENT, FAILED = "sending", "sent", "failed"
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -133,6 +148,7 @@ class StoredMessage:
     received_at: int
     outgoing: bool
     body: bytes
+    status: str = "sent"
 
 
 @dataclass(frozen=True)
@@ -515,6 +531,43 @@ class Store:
             (sender.name, sender.device_id, distribution_id.bytes,
              self._seal("sender_keys", f"{sender}|{distribution_id}", record.serialize())))
 
+    def bind_sender_key(self, sender: ProtocolAddress, distribution_id: uuid.UUID,
+                        group_id: bytes) -> bool:
+        """Tie a member's sender key to the group it was distributed for; False when it is
+        already tied to another group."""
+        row = self._db.execute(
+            "SELECT group_id FROM sender_key_groups WHERE account = ? AND device = ? "
+            "AND distribution_id = ?",
+            (sender.name, sender.device_id, distribution_id.bytes)).fetchone()
+        if row is not None:
+            return bytes(row[0]) == group_id
+        self._db.execute("INSERT INTO sender_key_groups VALUES (?, ?, ?, ?)",
+                         (sender.name, sender.device_id, distribution_id.bytes, group_id))
+        return True
+
+    def sender_key_group(self, sender: ProtocolAddress,
+                         distribution_id: uuid.UUID) -> bytes | None:
+        row = self._db.execute(
+            "SELECT group_id FROM sender_key_groups WHERE account = ? AND device = ? "
+            "AND distribution_id = ?",
+            (sender.name, sender.device_id, distribution_id.bytes)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # -- network work left to do after an envelope was acknowledged ----------------------
+
+    def add_follow_up(self, value: bytes, now_ms: int) -> None:
+        key = str(uuid.uuid4())
+        self._db.execute("INSERT INTO follow_ups VALUES (?, ?, ?)",
+                         (key, now_ms, self._seal("follow_ups", key, value)))
+
+    def follow_ups(self) -> list[tuple[str, bytes]]:
+        """(id, value) in the order they were added."""
+        rows = self._db.execute("SELECT id, value FROM follow_ups ORDER BY created_at, rowid")
+        return [(str(k), self._open("follow_ups", str(k), v)) for k, v in rows]
+
+    def remove_follow_up(self, key: str) -> None:
+        self._db.execute("DELETE FROM follow_ups WHERE id = ?", (key,))
+
     # -- contacts -----------------------------------------------------------------------
 
     def set_contact(self, account: str, username: str | None) -> None:
@@ -588,16 +641,22 @@ class Store:
 
     def add_message(self, *, conversation: str, author: str, author_device: int,
                     timestamp: int, received_at: int, outgoing: bool, body: bytes,
-                    expire_timer: int = 0, expires_at: int | None = None) -> bool:
+                    expire_timer: int = 0, expires_at: int | None = None,
+                    status: str = SENT) -> bool:
         """Store a message; False if one with the same (author, timestamp) exists."""
         key = f"{author}|{timestamp}"
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO messages (conversation, author, author_device, timestamp, "
-            "received_at, outgoing, body, expire_timer, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "received_at, outgoing, body, expire_timer, expires_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (conversation, author, author_device, timestamp, received_at, int(outgoing),
-             self._seal("messages", key, body), expire_timer, expires_at))
+             self._seal("messages", key, body), expire_timer, expires_at, status))
         return cursor.rowcount == 1
+
+    def set_status(self, author: str, timestamp: int, status: str) -> None:
+        """The sending status of one of our messages (SENDING, SENT or FAILED)."""
+        self._db.execute("UPDATE messages SET status = ? WHERE author = ? AND timestamp = ?",
+                         (status, author, timestamp))
 
     def message_conversation(self, author: str, timestamp: int) -> str | None:
         row = self._db.execute("SELECT conversation FROM messages WHERE author = ? AND "
@@ -664,10 +723,10 @@ class Store:
         timestamp, ties by arrival)."""
         rows = self._db.execute(
             "SELECT id, conversation, author, author_device, timestamp, received_at, "
-            "outgoing, body FROM messages WHERE conversation = ? "
+            "outgoing, body, status FROM messages WHERE conversation = ? "
             "ORDER BY timestamp DESC, id DESC LIMIT ?", (conversation, limit)).fetchall()
         return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]),
-                              self._open("messages", f"{r[2]}|{r[4]}", r[7]))
+                              self._open("messages", f"{r[2]}|{r[4]}", r[7]), str(r[8]))
                 for r in reversed(rows)]
 
     def delete_message(self, author: str, timestamp: int) -> bool:
@@ -677,10 +736,31 @@ class Store:
                          "target_timestamp = ?", (author, timestamp))
         return cursor.rowcount == 1
 
-    def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int) -> None:
+    def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int,
+                 recipients: Iterable[str] = ()) -> None:
+        """Keep a sent message for resends; for a group, ``recipients`` are the accounts
+        it went to (a member added later must not get it by asking)."""
         key = f"{destination}|{timestamp}"
-        self._db.execute("INSERT OR REPLACE INTO resend_log VALUES (?, ?, ?, ?)",
-                         (destination, timestamp, now_ms, self._seal("resend_log", key, content)))
+        listed = "\n".join(sorted(recipients)).encode()
+        self._db.execute(
+            "INSERT OR REPLACE INTO resend_log (destination, timestamp, created_at, value, "
+            "recipients) VALUES (?, ?, ?, ?, ?)",
+            (destination, timestamp, now_ms, self._seal("resend_log", key, content),
+             self._seal("resend_log", key + "|recipients", listed)))
+
+    def find_group_sent(self, account: str, timestamp: int) -> bytes | None:
+        """A group message sent at ``timestamp`` to (among others) ``account``."""
+        rows = self._db.execute(
+            "SELECT destination, value, recipients FROM resend_log WHERE timestamp = ? "
+            "AND destination LIKE 'group:%'", (timestamp,)).fetchall()
+        for destination, value, recipients in rows:
+            key = f"{destination}|{timestamp}"
+            if recipients is None:
+                continue  # logged before recipients were kept: not resent to anyone
+            listed = self._open("resend_log", key + "|recipients", recipients).decode()
+            if account in listed.split("\n"):
+                return self._open("resend_log", key, value)
+        return None
 
     def find_sent(self, destination: str, timestamp: int) -> bytes | None:
         row = self._db.execute(
@@ -689,14 +769,6 @@ class Store:
         if row is None:
             return None
         return self._open("resend_log", f"{destination}|{timestamp}", row[0])
-
-    def find_sent_any(self, timestamp: int) -> tuple[str, bytes] | None:
-        """A logged message with this timestamp whatever its destination (a group's)."""
-        row = self._db.execute("SELECT destination, value FROM resend_log WHERE timestamp = ?",
-                               (timestamp,)).fetchone()
-        if row is None:
-            return None
-        return str(row[0]), self._open("resend_log", f"{row[0]}|{timestamp}", row[1])
 
     def prune_resend_log(self, before_ms: int) -> None:
         self._db.execute("DELETE FROM resend_log WHERE created_at < ?", (before_ms,))
