@@ -143,3 +143,31 @@ def test_reset_whose_answer_is_lost_asks_the_relay(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_the_account_stays_reachable_while_its_devices_catch_up(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """After a reset the other devices hold no keys until they process it: a contact
+    can write to the account meanwhile (the relay does not ask for key-less devices), and
+    reaches every device again once they have published new keys."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            laptop = await devices.link(alice, "laptop")
+            bob = await devices.register("bob")
+            bob.store.accept_changed_identities = True
+            await bob.send_text("alice", "before")
+            await alice.receive()
+            await laptop.receive()
+            await alice.reset_identity()
+            await bob.send_text("alice", "while the laptop is away")   # no endless 409s
+            assert texts(await alice.receive()) == ["while the laptop is away"]
+            await laptop.receive()              # takes the new key, publishes new keys
+            await bob.send_text("alice", "to both again")
+            assert texts(await alice.receive()) == ["to both again"]
+            assert texts(await laptop.receive()) == ["to both again"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

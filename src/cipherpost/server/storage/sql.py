@@ -629,8 +629,14 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     current = {r[0]: r for r in rows if r[0] != exclude_device}
     given = {m.device_id: m for m in outgoing}
     if len(given) != len(current) or given.keys() != current.keys():
-        raise DeviceMismatch(sorted(set(current) - set(given)),
-                             sorted(set(given) - set(current)))
+        extra = sorted(set(given) - set(current))
+        # A device without keys (after an identity reset, until it uploads new ones)
+        # cannot be encrypted to, so a sender may leave it out.
+        missing = [d for d in sorted(set(current) - set(given))
+                   if cur.execute("SELECT 1 FROM signed_prekeys WHERE account_id = ? "
+                                  "AND device_id = ?", (account_id, d)).fetchone()]
+        if missing or extra:
+            raise DeviceMismatch(missing, extra)
     stale = sorted(d for d, m in given.items() if current[d][1] != m.registration_id)
     if stale:
         raise StaleDevices(stale)
