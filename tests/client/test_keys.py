@@ -205,3 +205,27 @@ def test_forged_prekey_messages_trigger_one_republish(tmp_path: Path,
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_replaced_one_time_keys_are_erased_after_the_grace_period(tmp_path: Path) -> None:
+    """A republish replaces every one-time key on the relay; their private halves stay
+    for messages in flight, then go (spent keys are erased, not kept forever)."""
+    api, store = CountingApi(counts=(100, 100)), _store(tmp_path)
+    policy, relay, now = KeyPolicy(one_time_batch=5, kyber_batch=2), cast(Any, api), 10**12
+
+    async def scenario() -> None:
+        assert await republish(relay, store, now, policy)
+        first_ec, first_kyber = store.one_time_key_ids()
+        assert len(first_ec) == 5 and len(first_kyber) == 2
+        assert await republish(relay, store, now + policy.republish_interval_ms, policy)
+        second_ec, second_kyber = store.one_time_key_ids()
+        assert second_ec[:5] == first_ec and len(second_ec) == 10
+        await maintain(relay, store, now + policy.republish_interval_ms + policy.keep_old_ms,
+                       policy)
+        assert store.one_time_key_ids() == (second_ec, second_kyber)   # not yet
+        await maintain(relay, store,
+                       now + policy.republish_interval_ms + policy.keep_old_ms + 1, policy)
+        assert store.one_time_key_ids() == (second_ec[5:], second_kyber[2:])
+        assert store.last_resort_kyber_pre_keys()       # the last-resort keys stay
+
+    asyncio.run(scenario())

@@ -21,7 +21,7 @@ from cipherpost.protocol import IdentityKeyPair, ProtocolAddress, has_session
 from . import content as codec
 from .api import RelayError, RelayUnavailable, b64
 from .errors import ClientError
-from .keys import new_device_body, new_registration_id
+from .keys import mark_replaced, new_device_body, new_registration_id
 from .proto.app_pb2 import Content, SyncMessage
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ async def reset_identity(client: Client) -> list[int]:
                 codec.encode(Content(sync=SyncMessage(identity_reset=reset))))
             message["registration_id"] = registration_ids[device]
             messages.append(message)
+        mark_replaced(store, client._now())  # the old identity's one-time keys go later
         body = new_device_body(store, identity, registration_ids[client.device_id],
                                client._now(), client.options.keys, None)
     body.pop("registration_id", None)

@@ -202,6 +202,7 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
                     (now_ms - last) // 1000)
         return False
     with store.transaction():
+        mark_replaced(store, now_ms)
         body = {
             "signed_prekey": make_signed(store, now_ms),
             "last_resort_kyber_prekey": make_last_resort(store, now_ms),
@@ -217,9 +218,26 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
     return True
 
 
+def mark_replaced(store: Store, now_ms: int) -> None:
+    """Every one-time key made so far is being replaced on the relay (a republish or an
+    identity reset): their private halves go once the grace period has passed (a bundle
+    handed out just before may still be used by a message in flight)."""
+    store.set_meta("one_time_replaced_below",
+                   f"{store.get_meta('next_prekey_id') or 1}:"
+                   f"{store.get_meta('next_kyber_prekey_id') or 1}")
+    store.set_meta("one_time_replaced_at", str(now_ms))
+
+
 def _drop_old(store: Store, now_ms: int, policy: KeyPolicy) -> None:
     """Delete replaced signed and last-resort keys once their replacement is older than
-    the grace period; the newest of each kind always stays."""
+    the grace period (the newest of each kind always stays), and one-time keys replaced
+    by a republish or identity reset once that is older than the grace period."""
+    replaced_at = int(store.get_meta("one_time_replaced_at") or 0)
+    if replaced_at and now_ms - replaced_at > policy.keep_old_ms:
+        ec_below, kyber_below = (int(n) for n in
+                                 (store.get_meta("one_time_replaced_below") or "1:1").split(":"))
+        store.remove_one_time_keys_below(ec_below, kyber_below)
+        store.set_meta("one_time_replaced_at", "0")
     for keys, remove in ((store.signed_pre_keys(), store.remove_signed_pre_key),
                          (store.last_resort_kyber_pre_keys(), store.remove_kyber_pre_key)):
         for (key_id, _created), (_next_id, replaced_at) in itertools.pairwise(keys):

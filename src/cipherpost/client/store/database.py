@@ -476,6 +476,19 @@ class Store:
             "SELECT id, created_at FROM kyber_prekeys WHERE last_resort = 1 "
             "ORDER BY created_at, id")]
 
+    def remove_one_time_keys_below(self, ec_below: int, kyber_below: int) -> None:
+        """Erase one-time EC prekeys with a smaller id than ``ec_below`` and one-time
+        (not last-resort) Kyber prekeys below ``kyber_below``."""
+        self._db.execute("DELETE FROM prekeys WHERE id < ?", (ec_below,))
+        self._db.execute("DELETE FROM kyber_prekeys WHERE id < ? AND last_resort = 0",
+                         (kyber_below,))
+
+    def one_time_key_ids(self) -> tuple[list[int], list[int]]:
+        """The ids of the one-time EC and one-time Kyber prekeys held."""
+        return ([int(r[0]) for r in self._db.execute("SELECT id FROM prekeys ORDER BY id")],
+                [int(r[0]) for r in self._db.execute(
+                    "SELECT id FROM kyber_prekeys WHERE last_resort = 0 ORDER BY id")])
+
     def remove_signed_pre_key(self, key_id: int) -> None:
         self._db.execute("DELETE FROM signed_prekeys WHERE id = ?", (key_id,))
 
