@@ -17,6 +17,12 @@ no storage, no authentication and no acknowledgements):
   in total, paced and spread across the devices; delivery latency is the time from the
   send to its receipt at the recipient.
 
+With ``--postgresql``, a third relay runs on a private PostgreSQL server started for the
+benchmark (``tests/support/postgres.py``, with PostgreSQL's durable defaults: fsync and
+synchronous commit on), and the relay's CPU per message is reported as a ratio of its CPU
+per message on SQLite in the same invocation, beside PostgreSQL's own CPU per message
+(all of its processes).
+
 Server CPU time is read from /proc for the server process alone (CPU per delivered
 message, not wall time); ``CPU %`` is that time over the run's wall time, to show
 whether the server was the limit. ``lag p99`` is how late the client processes sent
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import multiprocessing
 import os
 import random
@@ -50,6 +57,8 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.support.postgres import PostgresServer  # noqa: E402
+
 from cipherpost.server.auth import make_token, new_secret  # noqa: E402
 from cipherpost.server.storage.engine import Database  # noqa: E402
 from cipherpost.server.storage.models import KeyUpload, NewDevice  # noqa: E402
@@ -71,6 +80,23 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def family_cpu_seconds(parent: int) -> float:
+    """CPU of ``parent``, of its live children and of those it reaped (a PostgreSQL
+    server: the postmaster forks every backend and background process itself)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if stat.parent.name == str(parent):
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13])
+                      + int(fields[14])) / TICK
+        elif int(fields[1]) == parent:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -152,10 +178,12 @@ uvloop.run(main())
 
 @dataclass
 class Server:
-    kind: str  # "bare" or "cipherpost"
+    kind: str  # "bare", "cipherpost" (on SQLite) or "postgresql" (cipherpost on it)
     port: int
     proc: subprocess.Popen[bytes]
     tokens: list[str] = field(default_factory=list)
+    #: the postmaster's pid, when the relay runs on PostgreSQL
+    database_pid: int | None = None
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -166,6 +194,10 @@ class Server:
             self.proc.wait()
 
 
+#: The PostgreSQL server of ``--postgresql`` runs.
+POSTGRES: PostgresServer | None = None
+
+
 def start_server(kind: str, devices: int, workdir: Path) -> Server:
     port = free_port()
     limit = devices + 1000
@@ -174,7 +206,13 @@ def start_server(kind: str, devices: int, workdir: Path) -> Server:
                                 preexec_fn=lambda: raise_fd_limit(limit))
         wait_port(port, proc)
         return Server(kind, port, proc)
-    db = f"sqlite:///{workdir}/relay-{port}.db"
+    database_pid = None
+    if kind == "postgresql":
+        assert POSTGRES is not None
+        db = POSTGRES.url(POSTGRES.create_database(f"relay_{port}"))
+        database_pid = POSTGRES.process.pid
+    else:
+        db = f"sqlite:///{workdir}/relay-{port}.db"
     tokens = asyncio.run(create_accounts(db, devices))
     env = {**os.environ,
            "CIPHERPOST_DATABASE_URL": db,
@@ -187,7 +225,7 @@ def start_server(kind: str, devices: int, workdir: Path) -> Server:
         command[1:1] = ["-m", "cProfile", "-o", profile.split(":", 1)[1]]
     proc = subprocess.Popen(command, env=env, preexec_fn=lambda: raise_fd_limit(limit))
     wait_port(port, proc)
-    return Server(kind, port, proc, tokens)
+    return Server(kind, port, proc, tokens, database_pid)
 
 
 # -- client processes -----------------------------------------------------------------------
@@ -388,6 +426,8 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         p.send(("go", start))
     time.sleep(max(0.0, start - time.perf_counter()))
     cpu0 = cpu_seconds(pid)
+    db_pid = server.database_pid
+    db_cpu0 = family_cpu_seconds(db_pid) if db_pid else 0.0
     clients0 = [cpu_seconds(proc.pid or 0) for proc in procs]
     delivered = [0] * workers
     sent: list[int | None] = [None] * workers
@@ -412,6 +452,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     poll(lambda: sum(delivered) >= total_sent, 20)
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu0
+    db_cpu = family_cpu_seconds(db_pid) - db_cpu0 if db_pid else 0.0
     clients = [cpu_seconds(proc.pid or 0) - c0 for proc, c0 in zip(procs, clients0, strict=True)]
     for p in pipes:
         p.send(("stop",))
@@ -434,6 +475,8 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         "sent": total_sent, "delivered": total_delivered,
         "per_second": total_delivered / elapsed,
         "cpu_us_per_message": cpu / max(total_delivered, 1) * 1e6,
+        "db_cpu_us_per_message": db_cpu / max(total_delivered, 1) * 1e6,
+        "db_cpu_percent": db_cpu / elapsed * 100,
         "cpu_percent": cpu / elapsed * 100,
         "client_cpu_percent": max(clients) / elapsed * 100,
         "p50_ms": lat[len(lat) // 2] * 1000,
@@ -468,6 +511,9 @@ def main() -> None:
                         help="one envelope per pushed frame (no batch subprotocol)")
     parser.add_argument("--only", choices=["saturation", "latency"])
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="also run the relay on PostgreSQL (a private server started "
+                             "here; needs Debian's postgresql package)")
     args = parser.parse_args()
     seconds = 3 if args.quick else args.seconds
     devices = 20 if args.quick else args.devices
@@ -475,9 +521,14 @@ def main() -> None:
     raise_fd_limit(max(devices, lat_devices) + 1000)
     batch = not args.legacy_frames
     frames = "one envelope per frame" if args.legacy_frames else "batch subprotocol"
-    with tempfile.TemporaryDirectory() as tmp:
+    global POSTGRES
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         kinds = ["cipherpost"] if args.skip_bare else ["bare", "cipherpost"]
+        if args.postgresql:
+            POSTGRES = PostgresServer.start(durable=True)
+            stack.callback(POSTGRES.stop)
+            kinds.append("postgresql")
         if args.only != "latency":
             rows = [(k if k != "bare" else "bare relay",
                      run(k, devices, 0, seconds, args.workers, batch, work)) for k in kinds]
@@ -491,15 +542,28 @@ def main() -> None:
             print_table(f"Latency: {lat_devices} devices, {args.latency_rate:g} msg/s offered, "
                         f"{seconds:g} s, {args.workers} client processes, {frames}", rows)
             _ratio(rows)
-            ours = rows[-1][1]
-            print(f"  p99 delivery latency {ours['p99_ms']:.2f} ms (target < 20 ms)")
+            for name, r in rows:
+                if name != "bare relay":
+                    print(f"  {name}: p99 delivery latency {r['p99_ms']:.2f} ms "
+                          "(target < 20 ms)")
 
 
 def _ratio(rows: list[tuple[str, dict[str, float]]]) -> None:
-    if len(rows) == 2:
-        ratio = rows[1][1]["cpu_us_per_message"] / rows[0][1]["cpu_us_per_message"]
+    by_name = dict(rows)
+    ours = by_name["cipherpost"]
+    if "bare relay" in by_name:
+        ratio = ours["cpu_us_per_message"] / by_name["bare relay"]["cpu_us_per_message"]
         print(f"  server CPU per delivered message: {ratio:.2f}x the bare relay "
               "(target ≤ 2x)")
+    if "postgresql" in by_name:
+        pg = by_name["postgresql"]
+        relay = pg["cpu_us_per_message"] / ours["cpu_us_per_message"]
+        both = (pg["cpu_us_per_message"] + pg["db_cpu_us_per_message"]) \
+            / ours["cpu_us_per_message"]
+        print(f"  on PostgreSQL: relay CPU per delivered message {relay:.2f}x its CPU on "
+              f"SQLite; PostgreSQL's own {pg['db_cpu_us_per_message']:.1f} µs/msg "
+              f"({pg['db_cpu_percent']:.0f}% CPU); relay + PostgreSQL {both:.2f}x the "
+              "relay on SQLite")
 
 
 if __name__ == "__main__":
