@@ -369,7 +369,7 @@ class Client:
                     self.store.set_status(self.account_id, data.timestamp, FAILED)
             raise
         if track:
-            with self.store.transaction():
+            with self.store.relaxed_transaction():
                 self.store.set_status(self.account_id, data.timestamp, SENT)
         sync = Content(sync=SyncMessage(sent=SyncMessage.Sent(destination=destination,
                                                               message=data)))
@@ -696,7 +696,7 @@ class Client:
             # One commit for the lot; after a crash in between, some are done twice
             # (a repeated receipt or resend is dropped by name).
             if done:
-                with self.store.transaction():
+                with self.store.relaxed_transaction():
                     for key in done:
                         self.store.remove_follow_up(key)
         return events
