@@ -14,7 +14,9 @@ from .helpers import b64
 # capability, and what is inside is encrypted to a key the relay never sees).
 PUBLIC = {("POST", "/v1/accounts"), ("POST", "/v1/devices"), ("GET", "/healthz"),
           ("GET", "/metrics"), ("POST", "/v1/provisioning"),
-          ("GET", "/v1/provisioning/{address}")}
+          ("GET", "/v1/provisioning/{address}"),
+          # Recovery (docs/spec/history.md): the secret in the body is the credential.
+          ("POST", "/v1/recovery/open"), ("POST", "/v1/recovery/devices")}
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:
@@ -25,7 +27,8 @@ def _routes(client: TestClient) -> list[tuple[str, str]]:
 def _fill(path: str, account_id: str) -> str:
     return (path.replace("{account_id}", account_id).replace("{device}", "1")
             .replace("{device_id}", "1").replace("{username}", "someone")
-            .replace("{attachment_id}", "A" * 43).replace("{address}", "A" * 43))
+            .replace("{attachment_id}", "A" * 43).replace("{address}", "A" * 43)
+            .replace("{event_id}", "0" * 32))
 
 
 def test_every_route_refuses_bad_callers(client: TestClient) -> None:

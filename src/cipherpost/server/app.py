@@ -18,10 +18,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logfilter
-from .api import accounts, attachments, keys, messages, ops, provisioning, websocket
+from .api import (
+    accounts,
+    attachments,
+    history,
+    keys,
+    messages,
+    ops,
+    provisioning,
+    websocket,
+)
 from .errors import ApiError
 from .relay import Relay
 from .settings import Settings
+from .storage import history as history_store
 from .storage.engine import Database
 from .storage.sql import Storage
 
@@ -67,7 +77,7 @@ def create_app(settings: Settings | None = None, *,
                     "The WebSocket protocol is described in docs/websocket.md.",
         lifespan=lifespan,
     )
-    for module in (accounts, keys, messages, attachments, ops, provisioning):
+    for module in (accounts, keys, messages, attachments, ops, provisioning, history):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)
@@ -131,6 +141,7 @@ async def _janitor(relay: Relay) -> None:
             relay.metrics.messages_expired.inc(await relay.storage.expire(now))
             for attachment_id in await relay.storage.expire_attachments(now):
                 blob_path(relay.settings.attachment_dir, attachment_id).unlink(missing_ok=True)
+            await history_store.expire_history(relay.storage, now)
         except Exception:
             log.exception("expiry failed")
         await asyncio.sleep(60)

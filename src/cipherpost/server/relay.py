@@ -56,6 +56,8 @@ class Relay:
             "messages": TokenBuckets(s.rate_messages_per_pair),
             "provisioning": TokenBuckets(s.rate_provisioning_per_ip),
             "provisioning_put": TokenBuckets(s.rate_provisioning_put_per_account),
+            "history_put": TokenBuckets(s.rate_history_put_per_account),
+            "recovery": TokenBuckets(s.rate_recovery_per_ip),
         }
         self.mailboxes = Mailboxes(s.max_provisioning_mailboxes, s.provisioning_byte_budget)
 

@@ -48,6 +48,12 @@ class Settings:
     #: Provisioning mailboxes held in memory at once, and the bytes of their messages.
     max_provisioning_mailboxes: int = 10_000
     provisioning_byte_budget: int = 32 * 1024 * 1024
+    #: Server-stored history (docs/spec/history.md): the largest entry, and what one
+    #: account may store in all; uploads per account, recovery attempts per address.
+    max_history_entry_bytes: int = 64 * 1024
+    max_history_bytes_per_account: int = 1024 * 1024 * 1024
+    rate_history_put_per_account: str = "2000/100"
+    rate_recovery_per_ip: str = "10/0.01"
     #: Client addresses of proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..auth import hash_secret, make_token, new_secret
 from ..errors import ApiError, bad_request, not_found
+from ..relay import Relay
 from ..storage.models import DeviceMismatch, NewDevice, TooManyDevices, UsernameTaken
 from .deps import DeviceDep, RelayDep, b64, client_ip
 from .keys import parse_identity, parse_keys
@@ -110,11 +111,18 @@ async def create_link_code(relay: RelayDep, device: DeviceDep) -> LinkCodeOut:
 @router.post("/v1/devices", status_code=201, summary="Join an account with a link code")
 async def link_device(body: LinkDeviceIn, request: Request, relay: RelayDep) -> CredentialsOut:
     relay.limit("register", client_ip(request, relay))
-    device, secret = _new_device(body)
-    now = relay.now_ms()
-    account_id = await relay.storage.consume_link_code(hash_secret(body.link_code), now)
+    account_id = await relay.storage.consume_link_code(hash_secret(body.link_code),
+                                                       relay.now_ms())
     if account_id is None:
         raise ApiError(403, "invalid_link_code", "the link code is unknown or expired")
+    return await join_account(relay, account_id, body)
+
+
+async def join_account(relay: Relay, account_id: str, body: DeviceKeysIn) -> CredentialsOut:
+    """Add a device to ``account_id`` (the caller checked it may: a link code or a
+    recovery secret); it must hold the account's identity key."""
+    device, secret = _new_device(body)
+    now = relay.now_ms()
     account = await relay.storage.get_account(account_id)
     if account is None:
         raise not_found("account")

@@ -111,3 +111,37 @@ audit_log = Table(
     Column("device_id", Integer, nullable=True),
     Column("event", String(64), nullable=False),
 )
+
+# Server-stored history (docs/spec/history.md): opaque, padded blobs named by an event id
+# the client derives; ``blob`` NULL is a tombstone (a deleted event is not stored again).
+history = Table(
+    "history", metadata,
+    Column("seq", ROW_ID, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), nullable=False),
+    Column("event_id", LargeBinary, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("blob", LargeBinary, nullable=True),
+    Index("history_by_event", "account_id", "event_id", unique=True),
+    Index("history_by_account", "account_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
+history_settings = Table(
+    "history_settings", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("retention_days", Integer, nullable=True),
+    Column("stored_bytes", BigInteger, nullable=False, server_default="0"),
+)
+
+# Recovery blobs (docs/spec/history.md): sealed on the client under a key the relay never
+# sees, released to whoever presents the secret whose hash is kept here.
+recovery = Table(
+    "recovery", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("lookup_id", LargeBinary, nullable=False, unique=True),
+    Column("auth_hash", LargeBinary, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False, server_default="0"),
+)

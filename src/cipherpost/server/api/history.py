@@ -1,0 +1,192 @@
+"""Server-stored encrypted history and recovery blobs (docs/spec/history.md).
+
+The relay cannot read either: history entries are sealed under epoch keys only the
+account's devices hold, the recovery blob under a key derived from a recovery key that
+never leaves the user. What it sees: entry sizes (padded), their day, their count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from ..errors import ApiError, bad_request, rate_limited
+from ..storage import history as store
+from .accounts import join_account
+from .deps import DeviceDep, RelayDep, b64, client_ip, unb64
+from .schemas import CredentialsOut, DeviceKeysIn, Strict
+
+router = APIRouter(tags=["history"])
+
+_EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_RECOVERY_BLOB = 64 * 1024
+
+
+def _event_id(text: str) -> bytes:
+    if not _EVENT_ID.match(text):
+        raise bad_request("an event id is 32 lowercase hex digits")
+    return bytes.fromhex(text)
+
+
+class HistoryEntryOut(BaseModel):
+    seq: int
+    event_id: str
+    day: int = Field(description="days since 1970-01-01 (UTC) when the relay stored it")
+    blob: str | None = Field(description="base64; null when the event was deleted")
+
+
+class HistoryPageOut(BaseModel):
+    entries: list[HistoryEntryOut]
+    more: bool
+
+
+class StoredOut(BaseModel):
+    stored: bool = Field(description="false when the event was stored (or deleted) before")
+
+
+class HistorySettingsIn(Strict):
+    retention_days: int | None = Field(ge=1, le=36500,
+                                       description="delete entries older than this")
+
+
+class HistorySettingsOut(BaseModel):
+    retention_days: int | None
+    stored_bytes: int
+
+
+@router.get("/v1/history/settings", summary="Retention and stored size")
+async def get_settings(relay: RelayDep, device: DeviceDep) -> HistorySettingsOut:
+    days, stored = await store.history_retention(relay.storage, device.account_id)
+    return HistorySettingsOut(retention_days=days, stored_bytes=stored)
+
+
+@router.put("/v1/history/settings", status_code=204,
+            summary="Set how long entries are kept (null: until deleted)")
+async def put_settings(body: HistorySettingsIn, relay: RelayDep, device: DeviceDep) -> None:
+    await store.set_history_retention(relay.storage, device.account_id, body.retention_days)
+
+
+@router.put("/v1/history/{event_id}", summary="Upload a sealed history entry (idempotent)")
+async def put_entry(event_id: str, request: Request, relay: RelayDep,
+                    device: DeviceDep) -> StoredOut:
+    name = _event_id(event_id)
+    relay.limit("history_put", device.account_id)
+    limit = relay.settings.max_history_entry_bytes
+    body = await request.body()
+    if not body:
+        raise bad_request("the entry is empty")
+    if len(body) > limit:
+        raise ApiError(413, "too_large", f"history entries are limited to {limit} bytes")
+    try:
+        seq = await store.put_history(relay.storage, device.account_id, name, body,
+                                      relay.now_ms(),
+                                      relay.settings.max_history_bytes_per_account)
+    except store.HistoryFull:
+        raise ApiError(507, "history_full", "the account's history holds its maximum "
+                       "size; set a shorter retention or delete some") from None
+    return StoredOut(stored=seq is not None)
+
+
+@router.get("/v1/history", summary="Page through the account's history log")
+async def list_entries(relay: RelayDep, device: DeviceDep,
+                       after: int = Query(0, ge=0, le=2**62),
+                       limit: int = Query(200, ge=1, le=1000)) -> HistoryPageOut:
+    rows = await store.list_history(relay.storage, device.account_id, after, limit + 1)
+    return HistoryPageOut(
+        entries=[HistoryEntryOut(seq=r.seq, event_id=r.event_id.hex(), day=r.day,
+                                 blob=None if r.blob is None else b64(r.blob))
+                 for r in rows[:limit]],
+        more=len(rows) > limit)
+
+
+@router.delete("/v1/history/{event_id}", status_code=204,
+               summary="Delete an entry (a tombstone stays so it is not uploaded again)")
+async def delete_entry(event_id: str, relay: RelayDep, device: DeviceDep) -> None:
+    await store.delete_history_entry(relay.storage, device.account_id, _event_id(event_id),
+                                     relay.now_ms())
+
+
+@router.delete("/v1/history", status_code=204,
+               summary="Turn server history off: delete everything stored")
+async def clear(relay: RelayDep, device: DeviceDep) -> None:
+    await store.clear_history(relay.storage, device.account_id)
+
+
+# -- recovery ---------------------------------------------------------------------------
+
+
+class RecoveryIn(Strict):
+    lookup_id: str = Field(max_length=32, description="base64, 16 bytes")
+    auth: str = Field(max_length=64, description="base64, 32 bytes: the release secret")
+    blob: str = Field(max_length=MAX_RECOVERY_BLOB * 4 // 3 + 4, description="base64")
+
+
+class RecoveryOpenIn(Strict):
+    lookup_id: str = Field(max_length=32)
+    auth: str = Field(max_length=64)
+
+
+class RecoveryOut(BaseModel):
+    account_id: str
+    blob: str
+
+
+class RecoveryDeviceIn(DeviceKeysIn):
+    """A new device of an account restored from its recovery blob."""
+
+    lookup_id: str = Field(max_length=32)
+    auth: str = Field(max_length=64)
+
+
+def _secrets(lookup_id: str, auth: str) -> tuple[bytes, bytes]:
+    lookup = unb64(lookup_id, "lookup_id")
+    secret = unb64(auth, "auth")
+    if len(lookup) != 16 or len(secret) != 32:
+        raise bad_request("lookup_id is 16 bytes and auth 32")
+    return lookup, hashlib.sha256(b"cipherpost recovery auth\x00" + secret).digest()
+
+
+async def _open(relay: RelayDep, request: Request, lookup_id: str,
+                auth: str) -> tuple[str, bytes]:
+    relay.limit("recovery", client_ip(request, relay))
+    lookup, auth_hash = _secrets(lookup_id, auth)
+    try:
+        found = await store.open_recovery(relay.storage, lookup, auth_hash, relay.now_ms())
+    except store.RecoveryWait as wait:
+        raise rate_limited(wait.retry_after_ms / 1000) from None
+    if found is None:
+        raise ApiError(403, "invalid_recovery", "no recovery blob for that key")
+    return found
+
+
+@router.put("/v1/recovery", status_code=204,
+            summary="Store (replace) the account's sealed recovery blob")
+async def put_recovery(body: RecoveryIn, relay: RelayDep, device: DeviceDep) -> None:
+    lookup, auth_hash = _secrets(body.lookup_id, body.auth)
+    blob = unb64(body.blob, "blob", max_bytes=MAX_RECOVERY_BLOB)
+    if not await store.put_recovery(relay.storage, device.account_id, lookup, auth_hash,
+                                    blob, relay.now_ms()):
+        raise ApiError(409, "lookup_id_taken", "make a new recovery key")
+
+
+@router.delete("/v1/recovery", status_code=204, summary="Delete the account's recovery blob")
+async def delete_recovery(relay: RelayDep, device: DeviceDep) -> None:
+    await store.delete_recovery(relay.storage, device.account_id)
+
+
+@router.post("/v1/recovery/open", summary="The sealed recovery blob, for its release secret")
+async def open_recovery(body: RecoveryOpenIn, request: Request,
+                        relay: RelayDep) -> RecoveryOut:
+    account_id, blob = await _open(relay, request, body.lookup_id, body.auth)
+    return RecoveryOut(account_id=account_id, blob=b64(blob))
+
+
+@router.post("/v1/recovery/devices", status_code=201,
+             summary="Join the account of a recovery blob as a new device")
+async def recovery_device(body: RecoveryDeviceIn, request: Request,
+                          relay: RelayDep) -> CredentialsOut:
+    account_id, _blob = await _open(relay, request, body.lookup_id, body.auth)
+    return await join_account(relay, account_id, body)
