@@ -2,6 +2,9 @@
 
 Run once per new session-record format; it refuses to overwrite an existing file. Every
 later version of Cipherpost must keep loading these and continue the sessions they hold.
+From format 3 on the session runs SPQR (required by both sides) and is frozen after
+two completed SPQR epochs, with a message held back in both ratchets (a skipped Double
+Ratchet seed and a skipped SPQR key).
 
     .venv/bin/python tests/golden/make_golden.py
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 from cipherpost.protocol import encrypt, process_prekey_bundle
 from cipherpost.protocol import sender_keys as sk
 from cipherpost.protocol.address import ProtocolAddress
+from cipherpost.protocol.spqr.ratchet import SpqrSettings
 from cipherpost.protocol.state import RECORD_FORMAT
 from cipherpost.protocol.stores import InMemorySenderKeyStore
 from tests.protocol.parties import NOW, make_party
@@ -31,16 +35,24 @@ def main() -> None:
     alice = make_party("alice", rng, 11)
     bob = make_party("bob", rng, 22)
     bundle = bob.bundle(last_resort=True)
-    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW)
-    first = encrypt(alice.store, bob.address, b"first", now=NOW)
+    spqr = SpqrSettings.REQUIRED
+    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW, spqr=spqr)
     from cipherpost.protocol import decrypt
-    decrypt(bob.store, alice.address, first.message_type, first.serialized, rng=rng)
-    reply = encrypt(bob.store, alice.address, b"reply", now=NOW)
-    decrypt(alice.store, bob.address, reply.message_type, reply.serialized, rng=rng)
-    held = encrypt(alice.store, bob.address, b"held back", now=NOW)
-    pending = encrypt(alice.store, bob.address, b"delivered after restore", now=NOW)
+
+    def send(sender_store, receiver_store, to, frm, text):  # type: ignore[no-untyped-def]
+        message = encrypt(sender_store, to, text, now=NOW, rng=rng)
+        decrypt(receiver_store, frm, message.message_type, message.serialized, rng=rng,
+                spqr=spqr)
+
+    send(alice.store, bob.store, bob.address, alice.address, b"first")
+    send(bob.store, alice.store, alice.address, bob.address, b"reply")
+    for i in range(150):  # through SPQR epochs 1 and 2
+        send(alice.store, bob.store, bob.address, alice.address, b"a%d" % i)
+        send(bob.store, alice.store, alice.address, bob.address, b"b%d" % i)
+    held = encrypt(alice.store, bob.address, b"held back", now=NOW, rng=rng)
+    pending = encrypt(alice.store, bob.address, b"delivered after restore", now=NOW, rng=rng)
     decrypt(bob.store, alice.address, pending.message_type, pending.serialized, rng=rng)
-    after = encrypt(alice.store, bob.address, b"new after restore", now=NOW)
+    after = encrypt(alice.store, bob.address, b"new after restore", now=NOW, rng=rng)
     bob_record = bob.store.load_session(alice.address)
     assert bob_record is not None
 
@@ -55,8 +67,11 @@ def main() -> None:
     member_record = member_store.load_sender_key(sender, distribution)
     assert member_record is not None
 
+    pq = bob_record.current.pq_ratchet if bob_record.current else None
+    assert pq is not None and pq.chain is not None and pq.chain.current_epoch >= 2
     out = {
         "format": RECORD_FORMAT,
+        "spqr_epoch": pq.chain.current_epoch,
         "bob_identity_key_pair": _b64(bob.store.get_identity_key_pair().serialize()),
         "alice_identity_key": _b64(alice.store.get_identity_key_pair().public.serialize()),
         "bob_session_record": _b64(bob_record.serialize()),

@@ -35,6 +35,14 @@ def test_golden_records_load_and_continue(path: Path) -> None:
     store.save_identity(ALICE, PublicKey.deserialize(_b(g["alice_identity_key"])))
     record = SessionRecord.deserialize(_b(g["bob_session_record"]))
     assert _b(g["bob_session_record"])[0] == g["format"]
+    assert record.current is not None
+    pq = record.current.pq_ratchet
+    if g["format"] < 3:  # written before SPQR: a session without it
+        assert pq.version == 0 and pq.braid is None
+    else:  # the current format: loads and stores back byte for byte, mid SPQR epoch
+        assert record.serialize() == _b(g["bob_session_record"])
+        assert pq.version == 1 and pq.chain is not None
+        assert pq.chain.current_epoch == g["spqr_epoch"] >= 2
     store.store_session(ALICE, record)
     rng = random.Random(1).randbytes
     for m in g["whisper_messages"]:

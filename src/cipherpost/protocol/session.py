@@ -4,6 +4,13 @@ Theory of operation: every entry point loads the record it needs, computes the o
 without touching any stored object, and only when the message has fully verified (MAC,
 padding, trust) runs a small ``commit`` that mutates state and writes the stores. A
 rejected message or bundle therefore changes nothing, in memory or in the stores.
+
+SPQR (the post-quantum ratchet, :mod:`.spqr`) runs beside the Double Ratchet in every
+state whose settings offered it (spqr-digest §7): ``encrypt`` asks it for field 5 and a
+key before deriving the message keys, and uses that key as their HKDF salt; decryption
+runs its ``recv`` on the state being tried, which returns a new immutable value, and
+``commit`` stores it together with the Double Ratchet's changes, so both move only when
+the MAC verified, whichever (current or archived) state decrypts.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .messages import (
     SignalMessage,
     header_prefix,
     header_rest,
+    varint,
 )
 from .prekeys import PreKeyBundle
 from .ratchet import (
@@ -47,6 +55,10 @@ from .ratchet import (
     message_keys,
     root_step,
 )
+from .spqr.chain import Direction as PqDirection
+from .spqr.ratchet import SpqrSettings
+from .spqr.ratchet import recv as pq_recv
+from .spqr.ratchet import send as pq_send
 from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
 from .stores import Direction, ProtocolStore
 
@@ -69,11 +81,12 @@ class CiphertextMessage(NamedTuple):
 
 def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
                           bundle: PreKeyBundle, *, rng: Random, now: int,
-                          kems: KemRegistry = DEFAULT_KEMS) -> None:
+                          kems: KemRegistry = DEFAULT_KEMS,
+                          spqr: SpqrSettings = SpqrSettings.OFF) -> None:
     """Start a session with ``address`` from its bundle (we are Alice).
 
     ``now`` is the time in seconds. The new state becomes current; an older one is
-    archived.
+    archived. ``spqr`` says whether the session offers or requires SPQR (default: off).
 
     Raises:
         InvalidSignature: a prekey signature does not verify.
@@ -103,6 +116,8 @@ def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
             bundle.pre_key_id, bundle.signed_pre_key_id, result.base_key.public,
             bundle.kyber_pre_key_id, result.kyber_ciphertext, now,
         ),
+        pq_ratchet=spqr.initial_state(result.keys.pq_ratchet_seed, PqDirection.A2B,
+                                      self_session=identity.public == bundle.identity_key),
     )
     record = store.load_session(address) or SessionRecord()
     record.promote_state(state)
@@ -128,12 +143,17 @@ def _usable(record: SessionRecord, now: int) -> bool:
 
 
 def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
-            now: int) -> CiphertextMessage:
+            now: int, rng: Random | None = None) -> CiphertextMessage:
     """Encrypt ``plaintext`` for ``address`` on the current session.
+
+    ``rng`` is needed on a session running SPQR (now and then it samples a key pair or
+    encapsulates); a session without SPQR never uses it.
 
     Raises:
         NoSession: no current session, or its PreKey data is older than 30 days.
         UntrustedIdentity: the session's identity is no longer trusted.
+        InvalidSpqrState: the stored SPQR state cannot send.
+        TypeError: ``rng`` is missing on a session running SPQR.
     """
     record = store.load_session(address)
     state = record.current if record is not None else None
@@ -143,7 +163,17 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     pending = state.pending_pre_key
     if pending is not None and now - pending.timestamp > MAX_UNACKNOWLEDGED_SESSION_AGE:
         raise NoSession(f"no usable session with {address}")
-    cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"))
+    pq = state.pq_ratchet
+    pq_field = b""
+    salt = None
+    if pq.braid is not None:
+        if rng is None:
+            raise TypeError("encrypt on a session running SPQR needs rng")
+        sent = pq_send(pq, rng)
+        salt = sent.key
+        if sent.message:
+            pq_field = b"\x2a" + varint(len(sent.message)) + sent.message  # field 5
+    cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"), salt)
     header = chain.header
     if header is None:
         header = chain.header = header_prefix(state.version, chain.public)
@@ -151,7 +181,7 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     if len(plaintext) < LARGE:
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         body = (header + header_rest(chain.index, state.previous_counter, len(ciphertext))
-                + ciphertext)
+                + ciphertext + pq_field)
         serialized = body + _hmac(mac_key, identities + body, "sha256")[:MAC_LENGTH]
     else:
         # No copy of the body: the MAC is fed in pieces and the message joined once.
@@ -160,7 +190,8 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         mac = hmac.new(mac_key, identities + header, "sha256")
         mac.update(head)
         mac.update(tail)
-        serialized = b"".join((header, head, tail, mac.digest()[:MAC_LENGTH]))
+        mac.update(pq_field)
+        serialized = b"".join((header, head, tail, pq_field, mac.digest()[:MAC_LENGTH]))
     result: CiphertextMessage
     if pending is not None:
         message = SignalMessage.parse(serialized)
@@ -183,6 +214,8 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         raise UntrustedIdentity(f"untrusted identity for {address}")
     chain.chain_key = _hmac(chain.chain_key, b"\x02", "sha256")  # next_chain_key
     chain.index += 1
+    if pq.braid is not None:
+        state.pq_ratchet = sent.state
     store.store_session(address, record)
     store.save_identity(address, remote)
     return result
@@ -287,7 +320,12 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
         seed = _hmac(ck, b"\x01", "sha256")  # message_key_seed, inlined on the hot path
         next_key = _hmac(ck, b"\x02", "sha256")  # next_chain_key
 
-    cipher_key, mac_key, iv = message_keys(seed)
+    pq = state.pq_ratchet
+    new_pq = pq
+    salt = None
+    if pq.braid is not None or message.pq_ratchet:
+        new_pq, salt = pq_recv(pq, message.pq_ratchet)  # tentative: kept by commit only
+    cipher_key, mac_key, iv = message_keys(seed, salt)
     data = message.serialized
     if len(data) < LARGE:  # SignalMessage.verify_mac_prefixed, inlined
         mac = _hmac(mac_key, state.mac_receiving + data[:-MAC_LENGTH], "sha256")
@@ -317,16 +355,19 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
             target.chain_key = next_key
             target.index = counter + 1
         state.pending_pre_key = None
+        state.pq_ratchet = new_pq
 
     return plaintext, commit
 
 
 def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data: bytes, *,
-                           rng: Random, kems: KemRegistry = DEFAULT_KEMS) -> bytes:
+                           rng: Random, kems: KemRegistry = DEFAULT_KEMS,
+                           spqr: SpqrSettings = SpqrSettings.OFF) -> bytes:
     """Decrypt a PreKey message from ``address`` (we are Bob, or Alice in a crossing).
 
     A message whose base key matches a state we hold reuses that state; otherwise a new
-    state is built from our prekeys and becomes current (the old one is archived).
+    state is built from our prekeys, with SPQR as ``spqr`` says, and becomes current (the
+    old one is archived).
 
     Raises:
         UntrustedIdentity: the sender's identity key is not trusted.
@@ -352,7 +393,7 @@ def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data:
                 break
 
     if state is None:
-        state = _bob_state(store, message, kems)
+        state = _bob_state(store, message, kems, spqr)
     try:
         plaintext, commit = _decrypt_with_state(state, message.message, rng)
     except DuplicatedMessage:
@@ -378,7 +419,7 @@ def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data:
 
 
 def _bob_state(store: ProtocolStore, message: PreKeySignalMessage,
-               kems: KemRegistry) -> SessionState:
+               kems: KemRegistry, spqr: SpqrSettings) -> SessionState:
     if not message.base_key.is_canonical():
         raise InvalidMessage("incoming base key is invalid")
     signed = store.get_signed_pre_key(message.signed_pre_key_id)
@@ -403,12 +444,17 @@ def _bob_state(store: ProtocolStore, message: PreKeySignalMessage,
         alice_base_key=message.base_key.serialize(),
         local_registration_id=store.get_local_registration_id(),
         remote_registration_id=message.registration_id,
+        pq_ratchet=spqr.initial_state(keys.pq_ratchet_seed, PqDirection.B2A,
+                                      self_session=identity.public == message.identity_key),
     )
 
 
 def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, data: bytes, *,
-            rng: Random, kems: KemRegistry = DEFAULT_KEMS) -> bytes:
+            rng: Random, kems: KemRegistry = DEFAULT_KEMS,
+            spqr: SpqrSettings = SpqrSettings.OFF) -> bytes:
     """Decrypt a whisper (2) or PreKey (3) message.
+
+    ``spqr`` applies to a session that a PreKey message creates.
 
     Raises:
         ValueError: ``message_type`` is neither.
@@ -417,5 +463,5 @@ def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, d
     if message_type == WHISPER_TYPE:
         return decrypt_signal_message(store, address, data, rng=rng)
     if message_type == PREKEY_TYPE:
-        return decrypt_prekey_message(store, address, data, rng=rng, kems=kems)
+        return decrypt_prekey_message(store, address, data, rng=rng, kems=kems, spqr=spqr)
     raise ValueError(f"not a 1:1 message type: {message_type}")

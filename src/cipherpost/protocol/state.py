@@ -4,10 +4,11 @@ A :class:`SessionRecord` holds the current :class:`SessionState` and up to 40 ar
 ones, newest first. States are plain mutable objects; the session cipher never mutates
 one until a message has fully verified, so a rejected message changes nothing.
 
-Records serialize as a format byte and a compact struct layout (format 2, below), fast
-enough to write on every message as a database-backed client does. Format 1 (libsignal's
-protobuf field numbers) still loads through :mod:`.state_v1`; ``tests/golden/`` pins a
-sample of every format.
+Records serialize as a format byte and a compact struct layout (format 3, below), fast
+enough to write on every message as a database-backed client does. Format 3 is format 2
+plus each state's SPQR state (:mod:`.spqr.storage`); a format-2 state has none, which is
+V0 (no SPQR). Format 1 (libsignal's protobuf field numbers) still loads through
+:mod:`.state_v1`; ``tests/golden/`` pins a sample of every format.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from .constants import (
 )
 from .errors import InvalidMessage, ProtocolError
 from .keys import IdentityKey, KeyPair, PrivateKey, PublicKey
+from .spqr import storage as pq_storage
+from .spqr.ratchet import PqRatchetState
 
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
+_NO_PQ = PqRatchetState()
 
 
 @dataclass(slots=True, repr=False)
@@ -117,7 +121,8 @@ class SessionState:
     (sending needs none of them), and writes them back verbatim if they never were.
     """
 
-    __slots__ = ("_local", "_raw_receivers", "_receiver_chains", "_remote", "alice_base_key",
+    __slots__ = ("_local", "_pq", "_pq_raw", "_raw_receivers", "_receiver_chains", "_remote",
+                 "alice_base_key",
                  "local_registration_id", "mac_receiving", "mac_sending", "pending_pre_key",
                  "previous_counter", "remote_registration_id", "root_key", "sender_chain",
                  "version")
@@ -128,8 +133,11 @@ class SessionState:
                  receiver_chains: list[ReceiverChain] | None, alice_base_key: bytes,
                  local_registration_id: int = 0, remote_registration_id: int = 0,
                  previous_counter: int = 0, pending_pre_key: PendingPreKey | None = None,
-                 raw_receivers: tuple[int, bytes] | None = None) -> None:
+                 raw_receivers: tuple[int, bytes] | None = None,
+                 pq_ratchet: PqRatchetState = _NO_PQ) -> None:
         self.version = version
+        self._pq = pq_ratchet
+        self._pq_raw: bytes | None = None
         self._local: IdentityKey | None = local_identity
         self._remote: IdentityKey | None = remote_identity
         local, remote = local_identity.serialize(), remote_identity.serialize()
@@ -153,10 +161,12 @@ class SessionState:
                 sender_chain: SenderChain | None, alice_base_key: bytes,
                 local_registration_id: int, remote_registration_id: int,
                 previous_counter: int, pending_pre_key: PendingPreKey | None,
-                raw_receivers: tuple[int, bytes]) -> SessionState:
+                raw_receivers: tuple[int, bytes], pq_raw: bytes) -> SessionState:
         """A state from checked stored fields (see :func:`_decode_state`)."""
         state = cls.__new__(cls)
         state.version = version
+        state._pq = pq_storage.deserialize(pq_raw) if pq_raw else _NO_PQ
+        state._pq_raw = pq_raw
         state._local = state._remote = None
         state.mac_sending = identities
         state.mac_receiving = identities[33:] + identities[:33]
@@ -170,6 +180,24 @@ class SessionState:
         state._receiver_chains = None
         state._raw_receivers = raw_receivers
         return state
+
+    @property
+    def pq_ratchet(self) -> PqRatchetState:
+        """The SPQR state (an immutable value; ``PqRatchetState()`` is V0, no SPQR)."""
+        return self._pq
+
+    @pq_ratchet.setter
+    def pq_ratchet(self, value: PqRatchetState) -> None:
+        if value is not self._pq:
+            self._pq = value
+            self._pq_raw = None
+
+    def pq_ratchet_bytes(self) -> bytes:
+        """The stored form of :attr:`pq_ratchet` (empty for V0), reusing loaded bytes."""
+        raw = self._pq_raw
+        if raw is None:
+            raw = self._pq_raw = pq_storage.serialize(self._pq)
+        return raw
 
     @property
     def local_identity(self) -> IdentityKey:
@@ -221,7 +249,7 @@ class SessionState:
 
     def __repr__(self) -> str:
         return (f"SessionState(version={self.version}, remote={self.remote_identity!r}, "
-                f"<keys redacted>)")
+                f"spqr=V{self._pq.version}, <keys redacted>)")
 
 
 class SessionRecord:
@@ -263,7 +291,7 @@ class SessionRecord:
     # -- storage ---------------------------------------------------------------------------
 
     def serialize(self) -> bytes:
-        """The current storage format (2): a compact struct layout, see :mod:`.state`."""
+        """The current storage format (3): a compact struct layout, see :mod:`.state`."""
         current = self.current
         parts = [_RECORD_HEADER.pack(RECORD_FORMAT, current is not None, len(self.previous))]
         if current is not None:
@@ -278,7 +306,7 @@ class SessionRecord:
 
     @classmethod
     def deserialize(cls, data: bytes) -> SessionRecord:
-        """Load a stored record of any format this version knows (1 or 2).
+        """Load a stored record of any format this version knows (1, 2 or 3).
 
         Raises:
             InvalidMessage: the bytes are not a record of a known format.
@@ -288,7 +316,8 @@ class SessionRecord:
         if data[0] == 1:
             from .state_v1 import deserialize_v1
             return deserialize_v1(data)
-        if data[0] != RECORD_FORMAT:
+        fmt = data[0]
+        if fmt not in (2, RECORD_FORMAT):
             raise InvalidMessage("unknown session record format")
         try:
             _, has_current, previous = _RECORD_HEADER.unpack_from(data, 0)
@@ -298,7 +327,7 @@ class SessionRecord:
                 (length,) = _U32.unpack_from(data, 4)
                 if 8 + length != len(data):
                     raise ValueError("record length mismatch")
-                return cls(_decode_state(data[8:]), [])
+                return cls(_decode_state(data[8:], fmt), [])
             pos = _RECORD_HEADER.size
             states = []
             for _ in range(has_current + previous):
@@ -306,7 +335,7 @@ class SessionRecord:
                 pos += 4
                 if pos + length > len(data):
                     raise ValueError("truncated state")
-                states.append(_decode_state(data[pos:pos + length]))
+                states.append(_decode_state(data[pos:pos + length], fmt))
                 pos += length
             if pos != len(data):
                 raise ValueError("trailing bytes")
@@ -317,7 +346,7 @@ class SessionRecord:
         return cls(None, states)
 
 
-# Format 2, little-endian throughout:
+# Format 3 (format 2 where noted), little-endian throughout:
 #   record  = u8 format(2) | u8 has_current | u16 archived | (u32 length | state)*
 #   state   = u8 version | u8 flags | 33s local identity | 33s remote identity | 32s root key
 #             | u32 previous counter | u32 local reg id | u32 remote reg id | u8 receivers
@@ -325,6 +354,7 @@ class SessionRecord:
 #             | [sender: 33s public | 32s private | 32s chain key | u32 index]
 #             | [pending: u32 prekey id | u32 signed id | 33s base key | u32 kyber id
 #                | u64 timestamp | u16 len + kyber ciphertext]
+#             | [pq (format 3 only): u32 len + SPQR state, see .spqr.storage]
 #             | receivers * (33s ratchet key | 32s chain key | u32 index | u16 n
 #                            | n * (u32 counter | 32s seed))
 # The two identities are packed as one 66-byte field: the state keeps them that way.
@@ -335,7 +365,7 @@ _SENDER = struct.Struct("<33s32s32sI")
 _PENDING = struct.Struct("<II33sIQH")
 _RECEIVER = struct.Struct("<33s32sIH")
 _SKIPPED = struct.Struct("<I32s")
-_HAS_SENDER, _HAS_PENDING, _HAS_PREKEY_ID = 1, 2, 4
+_HAS_SENDER, _HAS_PENDING, _HAS_PREKEY_ID, _HAS_PQ = 1, 2, 4, 8
 _DJB = 0x05
 
 
@@ -350,6 +380,9 @@ def _encode_state(s: SessionState) -> bytes:
         flags |= _HAS_PENDING
         if pending.pre_key_id is not None:
             flags |= _HAS_PREKEY_ID
+    pq = s.pq_ratchet_bytes()
+    if pq:
+        flags |= _HAS_PQ
     base = s.alice_base_key
     parts = [
         _STATE.pack(s.version, flags, s.mac_sending, s.root_key, s.previous_counter,
@@ -365,6 +398,9 @@ def _encode_state(s: SessionState) -> bytes:
                                    pending.base_key.serialize(), pending.kyber_pre_key_id,
                                    pending.timestamp, len(pending.kyber_ciphertext)))
         parts.append(pending.kyber_ciphertext)
+    if pq:
+        parts.append(_U32.pack(len(pq)))
+        parts.append(pq)
     if raw is not None:
         parts.append(raw[1])
         return b"".join(parts)
@@ -380,7 +416,7 @@ _ONE_BYTE = tuple(bytes((i,)) for i in range(256))
 _key = PublicKey.from_stored
 
 
-def _decode_state(data: bytes) -> SessionState:
+def _decode_state(data: bytes, fmt: int = RECORD_FORMAT) -> SessionState:
     """Decode one state; every read past its end fails (struct.error or ValueError).
 
     Everything is checked here, so that a malformed record fails at load and not on later
@@ -392,7 +428,8 @@ def _decode_state(data: bytes) -> SessionState:
      receivers) = _STATE.unpack_from(data, 0)
     if version != CURRENT_VERSION:
         raise ValueError(f"unsupported session version {version}")
-    if flags & ~(_HAS_SENDER | _HAS_PENDING | _HAS_PREKEY_ID):
+    known = _HAS_SENDER | _HAS_PENDING | _HAS_PREKEY_ID | (_HAS_PQ if fmt >= 3 else 0)
+    if flags & ~known:
         raise ValueError("unknown state flags")
     if identities[0] != _DJB or identities[33] != _DJB:
         raise ValueError("bad key type in record")
@@ -418,6 +455,14 @@ def _decode_state(data: bytes) -> SessionState:
         pos += ct_length
         pending = PendingPreKey(pre_key_id if flags & _HAS_PREKEY_ID else None, signed_id,
                                 _key(base), kyber_id, ciphertext, timestamp)
+    pq_raw = b""
+    if flags & _HAS_PQ:
+        (pq_length,) = _U32.unpack_from(data, pos)
+        pos += 4
+        pq_raw = data[pos:pos + pq_length]
+        pos += pq_length
+        if len(pq_raw) != pq_length or not pq_raw:
+            raise ValueError("truncated SPQR state")
     start = pos
     for _ in range(receivers):
         key, _chain_key, _index, skipped_count = _RECEIVER.unpack_from(data, pos)
@@ -428,7 +473,7 @@ def _decode_state(data: bytes) -> SessionState:
         raise ValueError("state length mismatch")
     return SessionState._stored(version, identities, root, sender, alice_base_key, local_reg,
                                 remote_reg, previous, pending,
-                                (receivers, data[start:] if receivers else b""))
+                                (receivers, data[start:] if receivers else b""), pq_raw)
 
 
 def _decode_receivers(count: int, data: bytes) -> list[ReceiverChain]:

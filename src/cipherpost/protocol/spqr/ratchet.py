@@ -18,6 +18,7 @@ whole message verified.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..keys import Random
 from . import braid, incremental
@@ -76,6 +77,43 @@ def initial_state(auth_key: bytes, direction: Direction, *, version: int = V1,
     start = braid.initial_a if direction is Direction.A2B else braid.initial_b
     return PqRatchetState(start(auth_key), None,
                           Negotiation(auth_key, direction, min_version, params))
+
+
+_U32_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class SpqrSettings:
+    """What a new session offers and requires: SPQR ``version`` and ``min_version``.
+
+    ``OFF`` (V0) is a session without SPQR, as Cipherpost before SPQR and libsignal
+    before 0.90; ``OFFERED`` runs SPQR but downgrades for a peer without it (libsignal
+    0.90/0.91); ``REQUIRED`` refuses such a peer (libsignal 0.92 and later).
+    """
+
+    version: int = V0
+    min_version: int = V0
+
+    OFF: ClassVar[SpqrSettings]
+    OFFERED: ClassVar[SpqrSettings]
+    REQUIRED: ClassVar[SpqrSettings]
+
+    def __post_init__(self) -> None:
+        if self.version not in (V0, V1) or self.min_version not in (V0, V1) \
+                or self.min_version > self.version:
+            raise ValueError("versions must be V0 or V1 with min_version <= version")
+
+    def initial_state(self, auth_key: bytes, direction: Direction, *,
+                      self_session: bool = False) -> PqRatchetState:
+        """A new session's state (spqr-digest §8.1); with oneself, jumps are unbounded."""
+        params = ChainParams(max_jump=_U32_MAX) if self_session else DEFAULT_PARAMS
+        return initial_state(auth_key, direction, version=self.version,
+                             min_version=self.min_version, params=params)
+
+
+SpqrSettings.OFF = SpqrSettings(V0, V0)
+SpqrSettings.OFFERED = SpqrSettings(V1, V0)
+SpqrSettings.REQUIRED = SpqrSettings(V1, V1)
 
 
 @dataclass(frozen=True, slots=True)
