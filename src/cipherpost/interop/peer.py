@@ -6,7 +6,11 @@ It holds any number of actors, each with its own in-memory stores. The request h
 it directly. It never crashes: malformed requests get ``bad_request``, protocol failures
 their error kind, and a failed request changes no state.
 
-Operations of our own (beyond PEER.md): none yet.
+Operations of our own (beyond PEER.md): none yet. Sessions this peer creates run SPQR
+as the environment variable ``CIPHERPOST_PEER_SPQR`` says: ``off`` (the default, no
+SPQR), ``offered`` (SPQR, downgrading for a peer without it, as libsignal 0.90/0.91) or
+``required`` (as libsignal 0.92+). The actor's own address goes with every encrypt and
+decrypt, so PreKey messages between service-id names carry and check field 6.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from cipherpost.protocol.kem import KYBER1024, MLKEM1024, KemPublicKey
 from cipherpost.protocol.keys import IdentityKeyPair, PublicKey
 from cipherpost.protocol.messages import PREKEY_TYPE, WHISPER_TYPE
 from cipherpost.protocol.prekeys import PreKeyBundle
+from cipherpost.protocol.spqr.ratchet import SpqrSettings
 from cipherpost.protocol.stores import InMemoryProtocolStore, InMemorySenderKeyStore
 
 Json = dict[str, Any]
@@ -108,6 +113,20 @@ def _enc(data: bytes) -> str:
 
 
 U32 = 0xFFFFFFFF
+SPQR_SETTINGS = {"off": SpqrSettings.OFF, "offered": SpqrSettings.OFFERED,
+                 "required": SpqrSettings.REQUIRED}
+
+
+def spqr_from_environment() -> SpqrSettings:
+    """The SPQR settings ``CIPHERPOST_PEER_SPQR`` names (default ``off``).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    name = os.environ.get("CIPHERPOST_PEER_SPQR", "off")
+    if name not in SPQR_SETTINGS:
+        raise ValueError(f"CIPHERPOST_PEER_SPQR must be one of {sorted(SPQR_SETTINGS)}")
+    return SPQR_SETTINGS[name]
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -116,8 +135,10 @@ class Peer:
     """Request handling for one peer process."""
 
     def __init__(self, rng: Callable[[int], bytes] = os.urandom,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 spqr: SpqrSettings = SpqrSettings.OFF) -> None:
         self._rng = rng
+        self._spqr = spqr
         self._clock = clock
         self._actors: dict[ProtocolAddress, Actor] = {}
         self._ops: dict[str, Callable[[Json], Json]] = {
@@ -263,14 +284,15 @@ class Peer:
         remote = self._remote(req)
         bundle = self._parse_bundle(_field(req, "bundle"))
         session.process_prekey_bundle(actor.store, remote, bundle, rng=self._rng,
-                                      now=self._now())
+                                      now=self._now(), spqr=self._spqr)
         return {}
 
     def _encrypt(self, req: Json) -> Json:
         actor = self._actor(req)
         remote = self._remote(req)
         plaintext = self._plaintext(req)
-        message = session.encrypt(actor.store, remote, plaintext, now=self._now())
+        message = session.encrypt(actor.store, remote, plaintext, now=self._now(),
+                                  rng=self._rng, local_address=actor.address)
         kind = "prekey" if message.message_type == PREKEY_TYPE else "whisper"
         return {"message_type": kind, "ciphertext": _enc(message.serialized)}
 
@@ -282,7 +304,8 @@ class Peer:
         if not isinstance(kind, str) or kind not in types:
             raise BadRequest("message_type must be 'prekey' or 'whisper'")
         ciphertext = _bytes(req, "ciphertext")
-        plaintext = session.decrypt(actor.store, remote, types[kind], ciphertext, rng=self._rng)
+        plaintext = session.decrypt(actor.store, remote, types[kind], ciphertext, rng=self._rng,
+                                    spqr=self._spqr, local_address=actor.address)
         return {"plaintext": _enc(plaintext)}
 
     def _has_session(self, req: Json) -> Json:
@@ -404,7 +427,7 @@ def _is_quit(line: str) -> bool:
 
 def main() -> None:
     """Console entry point: ``cipherpost-interop-peer``."""
-    sys.exit(serve(sys.stdin, sys.stdout))
+    sys.exit(serve(sys.stdin, sys.stdout, Peer(spqr=spqr_from_environment())))
 
 
 if __name__ == "__main__":

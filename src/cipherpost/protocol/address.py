@@ -43,3 +43,38 @@ class ProtocolAddress:
 
     def __str__(self) -> str:
         return f"{self.name}.{self.device_id}"
+
+
+_PNI_PREFIX = "PNI:"
+_HEX = frozenset("0123456789abcdefABCDEF")
+#: Kind bytes of the fixed-width service-id form (libsignal's ``ServiceIdKind``).
+_ACI, _PNI = 0, 1
+
+
+def service_id_fixed_width(name: str) -> bytes | None:
+    """The 17-byte fixed-width binary of a service-id name, or ``None`` if it is not one.
+
+    A service id is an ACI, written as a hyphenated UUID (any case), or a PNI, written
+    ``PNI:`` and a hyphenated UUID; the binary is a kind byte (0 ACI, 1 PNI) and the
+    UUID's 16 bytes.
+    """
+    kind = _ACI
+    if name.startswith(_PNI_PREFIX):
+        kind, name = _PNI, name[len(_PNI_PREFIX):]
+    if (len(name) != 36 or name[8] != "-" or name[13] != "-" or name[18] != "-"
+            or name[23] != "-"):
+        return None
+    digits = name[:8] + name[9:13] + name[14:18] + name[19:23] + name[24:]
+    if not _HEX.issuperset(digits):
+        return None
+    return bytes((kind,)) + bytes.fromhex(digits)
+
+
+def addresses_field(sender: ProtocolAddress, recipient: ProtocolAddress) -> bytes | None:
+    """SignalMessage field 6 (libsignal 0.91+): ``sender id || sender device || recipient
+    id || recipient device`` (36 bytes), or ``None`` unless both names are service ids."""
+    sender_id = service_id_fixed_width(sender.name)
+    recipient_id = service_id_fixed_width(recipient.name)
+    if sender_id is None or recipient_id is None:
+        return None
+    return sender_id + bytes((sender.device_id,)) + recipient_id + bytes((recipient.device_id,))

@@ -21,7 +21,7 @@ from hmac import digest as _hmac
 from typing import NamedTuple
 
 from . import pqxdh
-from .address import ProtocolAddress
+from .address import ProtocolAddress, addresses_field
 from .constants import (
     CURRENT_VERSION,
     MAC_LENGTH,
@@ -143,11 +143,14 @@ def _usable(record: SessionRecord, now: int) -> bool:
 
 
 def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
-            now: int, rng: Random | None = None) -> CiphertextMessage:
+            now: int, rng: Random | None = None,
+            local_address: ProtocolAddress | None = None) -> CiphertextMessage:
     """Encrypt ``plaintext`` for ``address`` on the current session.
 
     ``rng`` is needed on a session running SPQR (now and then it samples a key pair or
-    encapsulates); a session without SPQR never uses it.
+    encapsulates); a session without SPQR never uses it. With ``local_address``, a PreKey
+    message carries both addresses under the MAC (field 6, as libsignal 0.91+) when both
+    names are service ids.
 
     Raises:
         NoSession: no current session, or its PreKey data is older than 30 days.
@@ -164,7 +167,7 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     if pending is not None and now - pending.timestamp > MAX_UNACKNOWLEDGED_SESSION_AGE:
         raise NoSession(f"no usable session with {address}")
     pq = state.pq_ratchet
-    pq_field = b""
+    trailer = b""  # fields 5 (SPQR) and 6 (addresses), after the ciphertext
     salt = None
     if pq.braid is not None:
         if rng is None:
@@ -172,7 +175,11 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         sent = pq_send(pq, rng)
         salt = sent.key
         if sent.message:
-            pq_field = b"\x2a" + varint(len(sent.message)) + sent.message  # field 5
+            trailer = b"\x2a" + varint(len(sent.message)) + sent.message  # field 5
+    if pending is not None and local_address is not None:
+        addresses = addresses_field(local_address, address)
+        if addresses is not None:
+            trailer += b"\x32\x24" + addresses  # field 6, 36 bytes
     cipher_key, mac_key, iv = message_keys(_hmac(chain.chain_key, b"\x01", "sha256"), salt)
     header = chain.header
     if header is None:
@@ -181,7 +188,7 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     if len(plaintext) < LARGE:
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         body = (header + header_rest(chain.index, state.previous_counter, len(ciphertext))
-                + ciphertext + pq_field)
+                + ciphertext + trailer)
         serialized = body + _hmac(mac_key, identities + body, "sha256")[:MAC_LENGTH]
     else:
         # No copy of the body: the MAC is fed in pieces and the message joined once.
@@ -190,8 +197,8 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         mac = hmac.new(mac_key, identities + header, "sha256")
         mac.update(head)
         mac.update(tail)
-        mac.update(pq_field)
-        serialized = b"".join((header, head, tail, pq_field, mac.digest()[:MAC_LENGTH]))
+        mac.update(trailer)
+        serialized = b"".join((header, head, tail, trailer, mac.digest()[:MAC_LENGTH]))
     result: CiphertextMessage
     if pending is not None:
         message = SignalMessage.parse(serialized)
@@ -362,12 +369,15 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
 
 def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data: bytes, *,
                            rng: Random, kems: KemRegistry = DEFAULT_KEMS,
-                           spqr: SpqrSettings = SpqrSettings.OFF) -> bytes:
+                           spqr: SpqrSettings = SpqrSettings.OFF,
+                           local_address: ProtocolAddress | None = None) -> bytes:
     """Decrypt a PreKey message from ``address`` (we are Bob, or Alice in a crossing).
 
     A message whose base key matches a state we hold reuses that state; otherwise a new
     state is built from our prekeys, with SPQR as ``spqr`` says, and becomes current (the
-    old one is archived).
+    old one is archived). With ``local_address``, addresses the message carries (field 6)
+    must be ``address`` and ``local_address``, as libsignal 0.91+ checks; a message
+    without them is accepted.
 
     Raises:
         UntrustedIdentity: the sender's identity key is not trusted.
@@ -400,6 +410,11 @@ def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data:
         raise
     except InvalidMessage as exc:
         raise InvalidMessage("decryption failed") from exc
+    addresses = message.message.addresses
+    if addresses is not None and local_address is not None:
+        expected = addresses_field(address, local_address)
+        if expected is None or not hmac.compare_digest(expected, addresses):
+            raise InvalidMessage("decryption failed")
 
     if existing is None:
         store.mark_kyber_pre_key_used(message.kyber_pre_key_id or 0, message.signed_pre_key_id,
@@ -451,10 +466,12 @@ def _bob_state(store: ProtocolStore, message: PreKeySignalMessage,
 
 def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, data: bytes, *,
             rng: Random, kems: KemRegistry = DEFAULT_KEMS,
-            spqr: SpqrSettings = SpqrSettings.OFF) -> bytes:
+            spqr: SpqrSettings = SpqrSettings.OFF,
+            local_address: ProtocolAddress | None = None) -> bytes:
     """Decrypt a whisper (2) or PreKey (3) message.
 
-    ``spqr`` applies to a session that a PreKey message creates.
+    ``spqr`` applies to a session that a PreKey message creates; ``local_address`` checks
+    a PreKey message's addresses (see :func:`decrypt_prekey_message`).
 
     Raises:
         ValueError: ``message_type`` is neither.
@@ -463,5 +480,6 @@ def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, d
     if message_type == WHISPER_TYPE:
         return decrypt_signal_message(store, address, data, rng=rng)
     if message_type == PREKEY_TYPE:
-        return decrypt_prekey_message(store, address, data, rng=rng, kems=kems, spqr=spqr)
+        return decrypt_prekey_message(store, address, data, rng=rng, kems=kems, spqr=spqr,
+                                      local_address=local_address)
     raise ValueError(f"not a 1:1 message type: {message_type}")
