@@ -76,9 +76,11 @@ async def end_to_end(url: str, workdir: Path, count: int, receipts: bool,
     options = ClientOptions(delivery_receipts=receipts)
     tag = ("r" if receipts else "n") + ("o" if sender_online else "")
     alice = await Client.register(workdir / f"alice-{tag}.db", url, username=f"alice{tag}",
-                                  passphrase="bench", argon2=TEST_PARAMS, options=options)
+                                  history=False, passphrase="bench", argon2=TEST_PARAMS,
+                                  options=options)
     bob = await Client.register(workdir / f"bob-{tag}.db", url, username=f"bob{tag}",
-                                passphrase="bench", argon2=TEST_PARAMS, options=options)
+                                history=False, passphrase="bench", argon2=TEST_PARAMS,
+                                options=options)
     try:
         await alice.send_text(f"bob{tag}", "warm-up")
         await bob.receive()

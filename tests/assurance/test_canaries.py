@@ -90,7 +90,7 @@ async def _sdk_flows(devices: Devices, c: dict[str, str]) -> list[str]:
 def _cli_flows(root: Path, server: str, c: dict[str, str]) -> list[str]:
     homes = {name: root / name for name in ("ann", "ben")}
     for name, home in homes.items():
-        _cli(home, "register", "--server", server, "--username", name)
+        _cli(home, "register", "--no-history", "--server", server, "--username", name)
     _cli(homes["ann"], "send", "ben", c["cli-text"])
     note = root / f"{c['cli-file-name']}.txt"
     note.write_text(c["cli-file-contents"])

@@ -72,6 +72,8 @@ class Devices:
         #: Small key batches keep set-up quick; the behaviour is the same.
         self.options = ClientOptions(keys=KeyPolicy(one_time_batch=10, kyber_batch=4,
                                                     low_water=3))
+        #: Whether accounts registered here keep server-stored history.
+        self.history = False
 
     def path(self, name: str) -> Path:
         self._n += 1
@@ -79,6 +81,7 @@ class Devices:
 
     async def register(self, username: str) -> Client:
         client = await Client.register(self.path(username), self.relay.url, username=username,
+                                       history=self.history,
                                        passphrase="correct horse", argon2=TEST_PARAMS,
                                        options=dataclasses.replace(self.options))
         self.clients.append(client)

@@ -22,6 +22,10 @@ from .conftest import ThreadedRelay
 ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
 
 
+#: Registering without server-stored history (the CLI asks when neither flag is given).
+REGISTER = ("register", "--no-history", "--server")
+
+
 def invoke(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     runner = CliRunner()
     result = runner.invoke(cli, ["--home", str(home), *args], env=env or ENV,
@@ -31,11 +35,11 @@ def invoke(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[i
 
 def test_register_send_receive_verify(tmp_path: Path, relay: ThreadedRelay) -> None:
     alice, bob = tmp_path / "alice", tmp_path / "bob"
-    code, stdout, _ = invoke(alice, "--json", "register", "--server", relay.url,
+    code, stdout, _ = invoke(alice, "--json", *REGISTER, relay.url,
                              "--username", "alice")
     assert code == 0, stdout
     alice_id = json.loads(stdout)["account_id"]
-    assert invoke(bob, "register", "--server", relay.url, "--username", "bob")[0] == 0
+    assert invoke(bob, *REGISTER, relay.url, "--username", "bob")[0] == 0
 
     code, stdout, _ = invoke(alice, "--json", "send", "bob", "hi from the CLI")
     assert code == 0 and json.loads(stdout)["timestamp"] > 0
@@ -65,17 +69,17 @@ def test_errors_are_sentences_with_exit_codes(tmp_path: Path, relay: ThreadedRel
     home = tmp_path / "carol"
     code, _, stderr = invoke(home, "whoami")
     assert code == 3 and "register" in stderr and "Traceback" not in stderr
-    assert invoke(home, "register", "--server", relay.url)[0] == 0
+    assert invoke(home, *REGISTER, relay.url)[0] == 0
     code, _, stderr = invoke(home, "whoami", env={"CIPHERPOST_PASSPHRASE": "wrong"})
     assert code == 3 and "wrong passphrase" in stderr
     code, _, stderr = invoke(home, "send", "nobody_here", "hi")
     assert code == 1 and "no account has the username" in stderr
-    code, _, stderr = invoke(tmp_path / "dave", "register", "--server", "http://example.com")
+    code, _, stderr = invoke(tmp_path / "dave", *REGISTER, "http://example.com")
     assert code == 1 and "plain http" in stderr
-    code, _, stderr = invoke(tmp_path / "erin", "register", "--server",
+    code, _, stderr = invoke(tmp_path / "erin", *REGISTER,
                              "http://127.0.0.1:9")  # nothing listens on port 9
     assert code == 4 and "cannot reach" in stderr
-    code, _, stderr = invoke(tmp_path / "frank", "register", "--server", relay.url,
+    code, _, stderr = invoke(tmp_path / "frank", *REGISTER, relay.url,
                              "--username", "x")
     assert code == 5 and "refused" in stderr
 
@@ -95,8 +99,8 @@ def test_two_cli_users_chat_through_a_server_process(tmp_path: Path) -> None:
 
     try:
         alice, bob = tmp_path / "alice", tmp_path / "bob"
-        cp(alice, "register", "--server", server.url, "--username", "alice")
-        cp(bob, "register", "--server", server.url, "--username", "bob")
+        cp(alice, *REGISTER, server.url, "--username", "alice")
+        cp(bob, *REGISTER, server.url, "--username", "bob")
         listener = subprocess.Popen([sys.executable, "-m", "cipherpost.cli", "--home",
                                      str(bob), "--json", "listen"], stdout=subprocess.PIPE,
                                     text=True, env=env)
@@ -122,7 +126,7 @@ def test_two_cli_users_chat_through_a_server_process(tmp_path: Path) -> None:
 def test_groups_and_files(tmp_path: Path, relay: ThreadedRelay) -> None:
     homes = {name: tmp_path / name for name in ("ann", "ben", "cat")}
     for name, home in homes.items():
-        assert invoke(home, "register", "--server", relay.url, "--username", name)[0] == 0
+        assert invoke(home, *REGISTER, relay.url, "--username", name)[0] == 0
     code, stdout, _ = invoke(homes["ann"], "--json", "groups", "create", "trip", "ben", "cat")
     assert code == 0, stdout
     group_id = json.loads(stdout)["group_id"]
@@ -152,8 +156,8 @@ def test_groups_and_files(tmp_path: Path, relay: ThreadedRelay) -> None:
 
 def test_reset_identity_command(tmp_path: Path, relay: ThreadedRelay) -> None:
     home, friend = tmp_path / "gil", tmp_path / "hal"
-    assert invoke(home, "register", "--server", relay.url, "--username", "gil")[0] == 0
-    assert invoke(friend, "register", "--server", relay.url, "--username", "hal")[0] == 0
+    assert invoke(home, *REGISTER, relay.url, "--username", "gil")[0] == 0
+    assert invoke(friend, *REGISTER, relay.url, "--username", "hal")[0] == 0
     assert invoke(home, "send", "hal", "hello")[0] == 0
     assert invoke(friend, "receive")[0] == 0
     before = json.loads(invoke(friend, "--json", "safety-number", "gil")[1])["safety_number"]
@@ -170,8 +174,8 @@ def test_reset_identity_command(tmp_path: Path, relay: ThreadedRelay) -> None:
 
 def test_link_a_second_device_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
     first, second, friend = tmp_path / "ivy", tmp_path / "ivy-laptop", tmp_path / "jon"
-    assert invoke(first, "register", "--server", relay.url, "--username", "ivy")[0] == 0
-    assert invoke(friend, "register", "--server", relay.url, "--username", "jon")[0] == 0
+    assert invoke(first, *REGISTER, relay.url, "--username", "ivy")[0] == 0
+    assert invoke(friend, *REGISTER, relay.url, "--username", "jon")[0] == 0
     env = {**os.environ, **ENV}
     joining = subprocess.Popen([sys.executable, "-m", "cipherpost.cli", "--home", str(second),
                                 "--json", "link", "--server", relay.url, "--device-name",
@@ -230,8 +234,8 @@ def _as_peer(home: Path, work: Callable[[Client], Awaitable[None]]) -> None:
 
 def test_peer_text_is_shown_not_interpreted(tmp_path: Path, relay: ThreadedRelay) -> None:
     mal, vic = tmp_path / "mal", tmp_path / "vic"
-    assert invoke(mal, "register", "--server", relay.url, "--username", "mal")[0] == 0
-    assert invoke(vic, "register", "--server", relay.url, "--username", "vic")[0] == 0
+    assert invoke(mal, *REGISTER, relay.url, "--username", "mal")[0] == 0
+    assert invoke(vic, *REGISTER, relay.url, "--username", "vic")[0] == 0
 
     async def attack(client: Client) -> None:
         pointer = await client.upload_attachment(b"x", file_name="[/dim][link=x]f\x1b[2J.txt")
@@ -257,8 +261,8 @@ def test_peer_text_is_shown_not_interpreted(tmp_path: Path, relay: ThreadedRelay
 def test_received_file_names_are_sanitized_and_never_overwrite(
         tmp_path: Path, relay: ThreadedRelay) -> None:
     mal, vic = tmp_path / "mal", tmp_path / "vic"
-    assert invoke(mal, "register", "--server", relay.url, "--username", "mal")[0] == 0
-    assert invoke(vic, "register", "--server", relay.url, "--username", "vic")[0] == 0
+    assert invoke(mal, *REGISTER, relay.url, "--username", "mal")[0] == 0
+    assert invoke(vic, *REGISTER, relay.url, "--username", "vic")[0] == 0
     saved = tmp_path / "inbox" / "files"
     saved.mkdir(parents=True)
     (saved / "plan.txt").write_bytes(b"the real plan")
@@ -295,3 +299,40 @@ def test_received_file_names_are_sanitized_and_never_overwrite(
     assert contents[b"dot dot"].startswith("attachment-")
     assert contents[b"no name"].startswith("attachment-")
     assert contents[b"reversed extension"] == "invoicetxt.exe"
+
+
+def test_history_and_restore_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """Registering with server history shows a recovery key once; on a fresh machine
+    `restore` gets the account back with its conversation."""
+    home, friend, fresh = tmp_path / "kim", tmp_path / "lee", tmp_path / "kim-new"
+    code, stdout, _ = invoke(home, "--json", "register", "--history", "--server", relay.url,
+                             "--username", "kim")
+    assert code == 0, stdout
+    registered = json.loads(stdout)
+    assert registered["history"] is True and len(registered["recovery_key"]) == 69
+    assert invoke(friend, *REGISTER, relay.url, "--username", "lee")[0] == 0
+    assert invoke(home, "send", "lee", "remember this")[0] == 0
+    code, stdout, _ = invoke(home, "--json", "history", "status")
+    assert code == 0 and json.loads(stdout)["history"] is True
+    assert json.loads(stdout)["stored_bytes"] > 0
+    # Without a flag and without a terminal to ask on, register refuses to guess.
+    code, _, stderr = invoke(tmp_path / "nobody", "register", "--server", relay.url)
+    assert code == 2 and "--history or --no-history" in stderr
+    code, _, stderr = invoke(fresh, "restore", "--server", relay.url,
+                             "--recovery-key", "0" * 56)
+    assert code == 1 and "typo" in stderr
+    code, stdout, _ = invoke(fresh, "--json", "restore", "--server", relay.url,
+                             "--recovery-key", registered["recovery_key"])
+    assert code == 0, stdout
+    assert json.loads(stdout)["account_id"] == registered["account_id"]
+
+    shown: list[str] = []
+
+    async def read(client: Client) -> None:
+        shown.extend(h.text for h in client.history(await client.resolve("lee")))
+
+    _as_peer(fresh, read)
+    assert shown == ["remember this"]
+    assert invoke(fresh, "--json", "history", "off", "--yes")[0] == 0
+    code, stdout, _ = invoke(home, "--json", "receive")
+    assert code == 0 and '"ServerHistoryChanged"' in stdout

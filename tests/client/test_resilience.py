@@ -137,7 +137,7 @@ def test_store_key_in_the_os_keyring(tmp_path: Path, relay: ThreadedRelay) -> No
 
     async def scenario() -> None:
         path = tmp_path / "k.db"
-        client = await Client.register(path, relay.url, username="kara",
+        client = await Client.register(path, relay.url, username="kara", history=False,
                                        options=ClientOptions())
         account = client.account_id
         await client.close()

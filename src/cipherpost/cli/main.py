@@ -43,6 +43,7 @@ from cipherpost.client import (
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
 from cipherpost.client.linking import LinkError
+from cipherpost.client.recovery import restore as restore_account
 from cipherpost.client.store.crypto import CorruptValue
 
 EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
@@ -237,26 +238,139 @@ def cli(click_ctx: click.Context, home: Path | None, profile: str, as_json: bool
     click_ctx.obj = Context(home or default_home(), profile, as_json)
 
 
+HISTORY_QUESTION = ("Keep an encrypted copy of your conversations on the server, so that "
+                    "new and restored devices show them? (Whoever later obtains a history "
+                    "key could read that part of it.)")
+
+
+def _choose_history(choice: bool | None) -> bool:
+    if choice is not None:
+        return choice
+    if not sys.stdin.isatty():
+        _fail("choose whether the server keeps your history: --history or --no-history", 2)
+    return click.confirm(HISTORY_QUESTION, default=False)
+
+
+_RECOVERY_NOTE = ("Your recovery key (shown once; write it down and keep it safe: it gets "
+                  "your account back on a new machine, and anyone holding it can too):\n  ")
+
+
+def _emit_recovery_key(ctx: Context, key: str) -> None:
+    ctx.emit({"recovery_key": key}, _RECOVERY_NOTE + key)
+
+
 @cli.command()
 @click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
               help="The relay's URL (https, or http to a loopback address).")
 @click.option("--username", default=None, help="How others find you (3-32 of a-z 0-9 _ .).")
 @click.option("--device-name", default=None)
+@click.option("--history/--no-history", "keep_history", default=None,
+              help="Whether the server keeps an encrypted copy of your conversations "
+                   "(asked when not given).")
 @click.pass_obj
 @run
 async def register(ctx: Context, server: str, username: str | None,
-                   device_name: str | None) -> None:
-    """Create an account with this device as its first."""
+                   device_name: str | None, keep_history: bool | None) -> None:
+    """Create an account with this device as its first, and show its recovery key."""
+    keep = _choose_history(keep_history)
     client = await Client.register(ctx.store_path, server, username=username,
                                    passphrase=ctx.passphrase(new=True),
-                                   device_name=device_name)
+                                   device_name=device_name, history=keep)
     try:
+        key = await client.create_recovery_key()
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id,
-                  "username": username},
+                  "username": username, "history": keep, "recovery_key": key},
                  f"Registered account {client.account_id}"
-                 + (f" as @{username}" if username else "") + f", device {client.device_id}.")
+                 + (f" as @{username}" if username else "") + f", device {client.device_id}"
+                 + (", history kept on the server." if keep else ".") + "\n"
+                 + _RECOVERY_NOTE + key)
     finally:
         await client.close()
+
+
+@cli.command()
+@click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
+              help="The relay's URL (the one your account is on).")
+@click.option("--device-name", default=None)
+@click.option("--recovery-key", default=None, envvar="CIPHERPOST_RECOVERY_KEY",
+              help="The recovery key (asked for when not given).")
+@click.pass_obj
+@run
+async def restore(ctx: Context, server: str, device_name: str | None,
+                  recovery_key: str | None) -> None:
+    """Get your account back on this machine with its recovery key: same identity, your
+    contacts and groups, and your history if the server keeps it."""
+    if ctx.store_path.exists():
+        raise StoreError(f"a device already exists in {ctx.store_path.parent}")
+    key = recovery_key or click.prompt("Recovery key", hide_input=True)
+    passphrase = ctx.passphrase(new=True)
+    client = await restore_account(ctx.store_path, server, key, passphrase=passphrase,
+                                   device_name=device_name,
+                                   progress=None if ctx.as_json else _progress)
+    try:
+        ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
+                 f"Restored: this is device {client.device_id} of account "
+                 f"{client.account_id}.")
+    finally:
+        await client.close()
+
+
+def _progress(entries: int) -> None:
+    err.print(f"history: {entries} entries read", markup=False)
+
+
+@cli.command("recovery-key")
+@_with_client
+async def recovery_key(ctx: Context, client: Client) -> None:
+    """Make a new recovery key (the old one stops working) and show it once."""
+    _emit_recovery_key(ctx, await client.create_recovery_key())
+
+
+@cli.group("history")
+def history_group() -> None:
+    """Whether the server keeps your (encrypted) history, and reading it."""
+
+
+@history_group.command("status")
+@_with_client
+async def history_status(ctx: Context, client: Client) -> None:
+    """Whether the server keeps your history, and how much."""
+    if not client.server_history:
+        ctx.emit({"history": False}, "The server keeps no history of this account.")
+        return
+    stored = await client.api.request("GET", "/v1/history/settings")
+    ctx.emit({"history": True, **stored},
+             f"The server keeps this account's history: {stored['stored_bytes']} bytes"
+             + (f", entries deleted after {stored['retention_days']} days."
+                if stored.get("retention_days") else "."))
+
+
+@history_group.command("on")
+@_with_client
+async def history_on(ctx: Context, client: Client) -> None:
+    """Keep an encrypted copy of your conversations on the server (uploads this device's)."""
+    await client.set_server_history(True)
+    ctx.emit({"history": True}, "The server now keeps your encrypted history.")
+
+
+@history_group.command("off")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_with_client
+async def history_off(ctx: Context, client: Client, yes: bool) -> None:
+    """Stop keeping history on the server and delete what it stores."""
+    if not yes and not click.confirm("Delete your history from the server?"):
+        raise click.Abort()
+    await client.set_server_history(False)
+    ctx.emit({"history": False}, "The server's copy of your history was deleted.")
+
+
+@history_group.command("sync")
+@_with_client
+async def history_sync(ctx: Context, client: Client) -> None:
+    """Read what your other devices stored on the server since this one last did."""
+    done = await client.sync_history(progress=None if ctx.as_json else _progress)
+    ctx.emit(done.__dict__, f"{done.messages} messages, {done.changes} changes, "
+             f"{done.groups} group states, {done.deleted} deletions read.")
 
 
 @cli.command()
@@ -338,7 +452,7 @@ async def devices_add(ctx: Context, client: Client, link_code: str) -> None:
 @_with_client
 async def devices_remove(ctx: Context, client: Client, device_id: int) -> None:
     """Remove a device: its credentials stop working and its queue is deleted."""
-    await client.api.remove_device(device_id)
+    await client.remove_device(device_id)
     ctx.emit({"removed": device_id}, f"Removed device {device_id}.")
 
 

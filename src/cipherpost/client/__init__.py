@@ -2,7 +2,7 @@
 the application protocol of docs/spec/ on top of the protocol core.
 
     client = await Client.register(Path("alice.db"), "http://127.0.0.1:8080",
-                                   username="alice", passphrase="...")
+                                   username="alice", passphrase="...", history=True)
     await client.send_text("bob", "hello")
     async for event in client.listen():
         ...

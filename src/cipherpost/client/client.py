@@ -29,6 +29,7 @@ from cipherpost.protocol import (
 
 from . import attachments, identity_reset
 from . import events as ev
+from . import history as history_keys
 from .api import (
     Credentials,
     RelayApi,
@@ -57,6 +58,7 @@ from .proto.app_pb2 import (
     DataMessage,
     DecryptionErrorMessage,
     GroupContext,
+    HistoryKeys,
     MessageRef,
     Reaction,
     ReceiptMessage,
@@ -97,11 +99,18 @@ class Client:
     # -- set-up ---------------------------------------------------------------------------
 
     @classmethod
-    async def register(cls, path: Path, server: str, *, username: str | None = None,
+    async def register(cls, path: Path, server: str, *, history: bool,
+                       username: str | None = None,
                        passphrase: str | None = None, device_name: str | None = None,
                        argon2: Argon2Params | None = None, proxy: str | None = None,
                        options: ClientOptions | None = None) -> Client:
         """Create an account with this device as its first, and a local store at ``path``.
+
+        ``history`` is the account's choice (no default on purpose): keep an encrypted
+        copy of the conversations on the relay, so that new and restored devices show them
+        (whoever later obtains a history key can read that part of it: forward secrecy then
+        holds against the relay only; docs/threat-model.md), or keep them on devices only.
+        Change it later with :meth:`set_server_history`.
 
         Raises:
             ValueError: a bad server URL.
@@ -109,9 +118,12 @@ class Client:
             RelayError: the relay refused (username taken, rate limited...).
         """
         extra = {"username": username} if username else {}
-        return await cls._set_up(path, server, IdentityKeyPair.generate(os.urandom), extra,
-                                 RelayApi.register, passphrase, device_name, argon2, proxy,
-                                 options)
+        client = await cls._set_up(path, server, IdentityKeyPair.generate(os.urandom), extra,
+                                   RelayApi.register, passphrase, device_name, argon2, proxy,
+                                   options)
+        history_keys.set_keys(client.store, history_keys.Keys.new(client._now())
+                              if history else None, on=history)
+        return client
 
     @classmethod
     async def link(cls, path: Path, server: str, link_code: str, identity: IdentityKeyPair,
@@ -225,6 +237,82 @@ class Client:
     async def create_link_code(self) -> str:
         return await self.api.create_link_code()
 
+    async def remove_device(self, device_id: int) -> None:
+        """Remove a device of the account (its token dies, its queue goes). With server
+        history, a new history epoch starts that the removed device never receives."""
+        await self.api.remove_device(device_id)
+        if history_keys.keys(self.store) is not None:
+            await self.rotate_history_epoch()
+
+    # -- server-stored history and recovery (docs/spec/history.md) -----------------------
+
+    @property
+    def server_history(self) -> bool:
+        """Whether this account keeps an encrypted copy of its history on the relay."""
+        return history_keys.enabled(self.store)
+
+    async def set_server_history(self, on: bool) -> None:
+        """Turn server-stored history on (this device's stored messages are uploaded) or
+        off (what the relay stores is deleted); every device of the account follows."""
+        found = history_keys.keys(self.store)
+        if on:
+            found = found or history_keys.Keys.new(self._now())
+            history_keys.set_keys(self.store, found, on=True)
+            history_keys.backfill(self.store, self.inbox.history)
+            await self._sync_history_keys(found.to_proto())
+            await self._flush_history()
+        else:
+            history_keys.set_keys(self.store, None, on=False)
+            await self.api.request("DELETE", "/v1/history")
+            await self._sync_history_keys(HistoryKeys(history_off=True))
+        await self._update_recovery()
+
+    async def rotate_history_epoch(self) -> None:
+        """Start a new history epoch and give its key to our other devices over their
+        sessions (a device removed before cannot read what is written after)."""
+        found = history_keys.keys(self.store)
+        if found is None:
+            return
+        rotated = found.rotated(self._now())
+        history_keys.set_keys(self.store, rotated, on=history_keys.enabled(self.store))
+        await self._sync_history_keys(rotated.to_proto())
+        await self._update_recovery()
+
+    async def sync_history(self, *, progress: Callable[[int], None] | None = None
+                           ) -> history_keys.Replayed:
+        """Read what other devices wrote to the server-stored history since this device
+        last did (a new device does this when it is linked or restored)."""
+        return await history_keys.download(self.api, self.store, progress=progress)
+
+    async def create_recovery_key(self) -> str:
+        """A new recovery key for the account (shown to the user once; it replaces an
+        earlier one): with it, :func:`cipherpost.client.recovery.restore` gets the account
+        back on a fresh machine, same identity, and its server-stored history."""
+        from .recovery import create_key
+        return await create_key(self)
+
+    async def _update_recovery(self) -> None:
+        from .recovery import update_blob
+        try:
+            await update_blob(self)
+        except (RelayError, RelayUnavailable) as exc:
+            log.warning("the recovery blob could not be updated: %s", type(exc).__name__)
+
+    async def _sync_history_keys(self, keys: HistoryKeys) -> None:
+        await self.outbox.deliver(self.account_id,
+                                  Content(sync=SyncMessage(history_keys=keys)),
+                                  self._timestamp())
+
+    async def _history_upkeep(self) -> None:
+        """A new epoch when the current one is 30 days old."""
+        found = history_keys.keys(self.store)
+        if found is not None and history_keys.enabled(self.store) \
+                and self._now() - found.current_started_at >= history_keys.EPOCH_MS:
+            try:
+                await self.rotate_history_epoch()
+            except (RelayError, RelayUnavailable, ClientError) as exc:
+                log.info("history epoch rotation postponed: %s", type(exc).__name__)
+
     async def set_username(self, username: str | None) -> None:
         await self.api.set_username(username)
 
@@ -334,13 +422,18 @@ class Client:
             self.store.log_sent(conversation, data.timestamp,
                                 Content(data=data).SerializeToString(), sent,
                                 recipients=group.members if group is not None else ())
+            self.inbox.history.message(conversation, self.account_id, self.device_id, sent,
+                                       True, data)
 
         if group is not None:
             with self.store.transaction():
                 record()
-            return await self._send_data(conversation, data, track=True)
-        # One commit for the history entry and the advanced sessions (fewer fsyncs).
-        return await self._send_data(conversation, data, record=record, track=True)
+            timestamp = await self._send_data(conversation, data, track=True)
+        else:
+            # One commit for the history entry and the advanced sessions (fewer fsyncs).
+            timestamp = await self._send_data(conversation, data, record=record, track=True)
+        await self._flush_history()
+        return timestamp
 
     async def send_data(self, account: str, data: DataMessage) -> int:
         """Send a prepared data message to ``account`` (not stored in our history)."""
@@ -386,7 +479,9 @@ class Client:
         with self.store.transaction():
             self.store.set_reaction(target[0], target[1], self.account_id,
                                     None if remove else emoji)
+            self.inbox.history.change(conv, self.account_id, self.device_id, data)
         await self._send_data(conv, data)
+        await self._flush_history()
 
     async def edit(self, conversation: str | bytes, timestamp: int, text: str) -> None:
         """Replace the text of one of our messages on every device of both sides."""
@@ -396,17 +491,21 @@ class Client:
         with self.store.transaction():
             if not self.store.replace_body(self.account_id, timestamp, data.SerializeToString()):
                 raise ClientError("no message of ours with that timestamp")
+            self.inbox.history.change(conv, self.account_id, self.device_id, data)
         await self._send_data(conv, data)
+        await self._flush_history()
 
     async def delete_for_everyone(self, conversation: str | bytes, timestamp: int) -> None:
         """Delete one of our messages on every device of both sides."""
         conv = await self.conversation_for(conversation)
         with self.store.transaction():
             self.store.delete_message(self.account_id, timestamp)
+            self.inbox.history.deleted(conv, self.account_id, timestamp)
         data = self._new_data(conv, delete=MessageRef(author=self.account_id,
                                                       timestamp=timestamp))
         await self._send_data(conv, data)
         self.store.checkpoint()
+        await self._flush_history()
 
     async def set_expire_timer(self, conversation: str | bytes, seconds: int) -> None:
         """Turn disappearing messages on (seconds after reading) or off (0)."""
@@ -478,6 +577,8 @@ class Client:
         """Delete the messages whose disappearing timer ran out (and erase them)."""
         with self.store.transaction():
             gone = self.store.expire(self._now())
+            for conversation, author, timestamp in gone:
+                self.inbox.history.deleted(conversation, author, timestamp)
         if gone:
             self.store.checkpoint()
         return [ev.MessageDeleted(c, a, t) for c, a, t in gone]
@@ -615,7 +716,10 @@ class Client:
             if envelopes:
                 await self.api.ack([e.id for e in envelopes])
             out.extend(await self._follow_up())
+            await self._flush_history()
             if not more or not envelopes:
+                # After the queue: an epoch another device started is taken, not doubled.
+                await self._history_upkeep()
                 return out
 
     async def listen(self, *, reconnect: bool = True) -> AsyncIterator[ev.Event]:
@@ -637,6 +741,7 @@ class Client:
                     try:
                         self.housekeeping()
                         await self._maintain_quietly()
+                        await self._history_upkeep()
                         for event in await self._follow_up():  # left from last time
                             yield event
                         while True:
@@ -646,6 +751,7 @@ class Client:
                             # Follow-ups (receipts, resend requests) before the events: an
                             # app that stops listening after an event must not lose them.
                             events += await self._follow_up()
+                            await self._flush_history()
                             events += self.expire_messages()
                             for event in events:
                                 yield event
@@ -674,6 +780,16 @@ class Client:
             await self.maintain_keys()
         except (RelayError, RelayUnavailable, ClientError, OSError) as exc:
             log.info("key maintenance failed: %s", type(exc).__name__)
+
+    async def _flush_history(self) -> None:
+        """Upload the queued history entries (docs/spec/history.md); what fails stays
+        queued for the next time."""
+        if not history_keys.enabled(self.store):
+            return
+        try:
+            await history_keys.flush(self.api, self.store)
+        except (RelayError, RelayUnavailable, OSError) as exc:
+            log.info("history upload postponed: %s", type(exc).__name__)
 
     async def _follow_up(self) -> list[ev.Event]:
         """Do the network work that processing decided (kept in the store with the

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cipherpost.protocol import IdentityKeyPair, ProtocolError, PublicKey
 
-from . import linking
+from . import history, linking
 from .api import RelayApi, RelayError, check_server_url
 from .client import Client
 from .errors import ClientError
@@ -75,9 +76,12 @@ class PendingLink:
 
     async def complete(self, path: Path, *, passphrase: str | None = None,
                        device_name: str | None = None, argon2: Argon2Params | None = None,
-                       options: ClientOptions | None = None, timeout: float = 600.0) -> Client:
+                       options: ClientOptions | None = None, timeout: float = 600.0,
+                       progress: Callable[[int], None] | None = None) -> Client:
         """Wait for the provisioning message, register this device with the account, take
-        over its contacts and groups, and tell the account's other devices."""
+        over its contacts and groups, tell the account's other devices, and replay the
+        server-stored history if the account keeps one (``progress`` gets the number of
+        entries read so far)."""
         try:
             message = await self.wait(timeout)
         finally:
@@ -89,9 +93,18 @@ class PendingLink:
         client = await Client.link(path, self.request.server, message.link_code, identity,
                                    passphrase=passphrase, device_name=device_name,
                                    argon2=argon2, proxy=self.api.proxy, options=options)
-        if client.account_id != message.account_id:
-            raise ClientError("the link code joined another account than announced")
-        _adopt(client, message)
+        try:
+            if client.account_id != message.account_id:
+                raise ClientError("the link code joined another account than announced")
+            adopt(client, message.contacts, message.group_states)
+            if message.HasField("history_keys"):
+                history.set_keys(client.store, history.Keys.from_proto(message.history_keys),
+                                 on=message.history_enabled)
+            if history.enabled(client.store):
+                await history.download(client.api, client.store, progress=progress)
+        except BaseException:
+            await client.close()
+            raise
         return client
 
 
@@ -126,6 +139,10 @@ async def provision(client: Client, uri: str) -> None:
         link_code=code, username=me.get("username") or "",
         group_states=[s for s in (client.store.get_group(g) for g in client.store.group_ids())
                       if s is not None])
+    found = history.keys(client.store)
+    if found is not None:
+        message.history_keys.CopyFrom(found.to_proto())
+        message.history_enabled = history.enabled(client.store)
     for record in client.store.identity_records():
         if record.account != client.account_id:
             message.contacts.add(account_id=record.account,
@@ -137,10 +154,11 @@ async def provision(client: Client, uri: str) -> None:
                              content=linking.seal(request, message))
 
 
-def _adopt(client: Client, message: ProvisionMessage) -> None:
-    """Take over contacts (keys and trust) and groups from the provisioning device."""
+def adopt(client: Client, contacts: Iterable[ProvisionMessage.Contact],
+          group_states: Iterable[bytes]) -> None:
+    """Take over contacts (keys and trust) and groups another device of ours held."""
     with client.store.transaction():
-        for contact in message.contacts:
+        for contact in contacts:
             if contact.account_id == client.account_id:
                 continue  # our own key came as the identity key pair
             try:
@@ -151,7 +169,7 @@ def _adopt(client: Client, message: ProvisionMessage) -> None:
                                           send_blocked=contact.send_blocked)
             if contact.username:
                 client.store.set_contact(contact.account_id, contact.username)
-        for state in message.group_states:
+        for state in group_states:
             try:
                 group = Group.from_bytes(state)
             except GroupChangeRejected:

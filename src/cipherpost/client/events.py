@@ -165,7 +165,14 @@ class GroupChangeRejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class ServerHistoryChanged:
+    """Another device of the account turned server-stored history on or off."""
+
+    enabled: bool
+
+
 Event = (Message | MessageDeleted | MessageEdited | Reaction | ExpireTimerChanged
          | MessagesRead | Receipt | Typing | IdentityChanged | DeviceAdded
          | DecryptionFailed | ResendUnavailable | Unsupported | GroupUpdated
-         | GroupChangeRejected)
+         | GroupChangeRejected | ServerHistoryChanged)

@@ -33,6 +33,7 @@ from cipherpost.protocol.sender_keys import (
 
 from . import content as codec
 from . import events as ev
+from . import history
 from .api import (
     Envelope,
 )
@@ -43,12 +44,14 @@ from .groups import (
     change_author,
     verify_change,
 )
+from .history import Recorder
 from .options import ClientOptions
 from .proto.app_pb2 import (
     AttachmentPointer,
     Content,
     DataMessage,
     GroupChange,
+    HistoryKeys,
     ReceiptMessage,
     SignedGroupChange,
     SyncMessage,
@@ -91,6 +94,7 @@ class Inbox:
         self.account_id = account_id
         self.device_id = device_id
         self.options = options
+        self.history = Recorder(store, options.clock)
 
     def _now(self) -> int:
         return self.options.clock()
@@ -220,6 +224,8 @@ class Inbox:
                                              sync.device_added.name))
             elif kind == "identity_reset":
                 self._apply_identity_reset(sync.identity_reset, events, follow_ups)
+            elif kind == "history_keys":
+                self._apply_history_keys(sync.history_keys, events)
         elif body == "receipt":
             read = content.receipt.type == ReceiptMessage.TYPE_READ
             if not read or self.options.read_receipts:
@@ -284,6 +290,7 @@ class Inbox:
             if target.author == author and \
                     self.store.message_conversation(author, target.timestamp) == conversation \
                     and self.store.delete_message(author, target.timestamp):
+                self.history.deleted(conversation, author, target.timestamp)
                 events.append(ev.MessageDeleted(conversation, author, target.timestamp))
             return
         if data.HasField("edit"):
@@ -292,6 +299,7 @@ class Inbox:
                     self.store.message_conversation(author, target.timestamp) == conversation \
                     and self.store.replace_body(author, target.timestamp,
                                                 data.SerializeToString()):
+                self.history.change(conversation, author, author_device, data)
                 events.append(ev.MessageEdited(conversation, author, target.timestamp,
                                                data.text))
             return
@@ -304,6 +312,7 @@ class Inbox:
                 return
             self.store.set_reaction(r.target.author, r.target.timestamp, author,
                                     None if r.remove else r.emoji)
+            self.history.change(conversation, author, author_device, data)
             events.append(ev.Reaction(conversation, author, r.target.author,
                                       r.target.timestamp, r.emoji, r.remove))
             return
@@ -325,6 +334,8 @@ class Inbox:
                                         body=data.SerializeToString(),
                                         expire_timer=data.expire_timer, expires_at=expires_at)
         if stored:  # a resend or a second copy of a known message is dropped (spec §4)
+            self.history.message(conversation, author, author_device, self._now(), outgoing,
+                                 data)
             events.append(ev.Message(
                 conversation, author, author_device, data.timestamp, data.text, outgoing,
                 envelope.id, tuple(_attachment(p) for p in data.attachments),
@@ -380,9 +391,27 @@ class Inbox:
         follow_ups.append(FollowUp("republish", self.account_id, None, 0))
         events.append(ev.IdentityChanged(self.account_id, send_blocked=False))
 
+    def _apply_history_keys(self, message: HistoryKeys, events: list[ev.Event]) -> None:
+        """Another of our devices started a history epoch, or turned server history on
+        or off (docs/spec/history.md)."""
+        if message.history_off:
+            history.set_keys(self.store, None, on=False)
+            events.append(ev.ServerHistoryChanged(enabled=False))
+            return
+        try:
+            keys = history.Keys.from_proto(message)
+            was_on = history.enabled(self.store)
+            history.set_keys(self.store, keys, on=True)
+        except history.HistoryError as exc:
+            events.append(ev.Unsupported(self.account_id, 0, f"history keys: {exc}"))
+            return
+        if not was_on:
+            events.append(ev.ServerHistoryChanged(enabled=True))
+
     def save_group(self, current: Group | None, new: Group) -> bool:
         """Store an accepted state; True when it changed the conversation's timer."""
         self.store.save_group(new.id, new.state_bytes)
+        self.history.group(new)
         if current is not None and set(current.members) != set(new.members):
             # A removed member must not read on; any change of membership starts a new
             # chain (docs/spec/groups.md).

@@ -559,6 +559,7 @@ class SyncMessage(_message.Message):
     DEVICE_ADDED_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
     IDENTITY_RESET_FIELD_NUMBER: _builtins.int
+    HISTORY_KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sent(self) -> Global___SyncMessage.Sent: ...
     @_builtins.property
@@ -569,6 +570,10 @@ class SyncMessage(_message.Message):
     def verified(self) -> Global___SyncMessage.Verified: ...
     @_builtins.property
     def identity_reset(self) -> Global___SyncMessage.IdentityReset: ...
+    @_builtins.property
+    def history_keys(self) -> Global___HistoryKeys:
+        """The account's history keys changed (a new epoch): docs/spec/history.md."""
+
     def __init__(
         self,
         *,
@@ -577,12 +582,13 @@ class SyncMessage(_message.Message):
         device_added: Global___SyncMessage.DeviceAdded | None = ...,
         verified: Global___SyncMessage.Verified | None = ...,
         identity_reset: Global___SyncMessage.IdentityReset | None = ...,
+        history_keys: Global___HistoryKeys | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "history_keys", b"history_keys", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "device_added", b"device_added", "history_keys", b"history_keys", "identity_reset", b"identity_reset", "read", b"read", "sent", b"sent", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["sent", "read", "device_added", "verified", "identity_reset"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["sent", "read", "device_added", "verified", "identity_reset", "history_keys"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -789,18 +795,26 @@ class ProvisionMessage(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     GROUP_STATES_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
+    HISTORY_ENABLED_FIELD_NUMBER: _builtins.int
+    HISTORY_KEYS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     identity_key_pair: _builtins.bytes
     """The account's identity key pair (libsignal's IdentityKeyPairStructure form)."""
     link_code: _builtins.str
     """A one-time link code with which the new device registers itself."""
     username: _builtins.str
+    history_enabled: _builtins.bool
+    """Server-stored history (docs/spec/history.md): whether the account keeps it, and its
+    keys, so the new device can read (and write) it.
+    """
     @_builtins.property
     def group_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The exact bytes of every group state the account's devices accepted."""
 
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvisionMessage.Contact]: ...
+    @_builtins.property
+    def history_keys(self) -> Global___HistoryKeys: ...
     def __init__(
         self,
         *,
@@ -810,11 +824,180 @@ class ProvisionMessage(_message.Message):
         username: _builtins.str = ...,
         group_states: _abc.Iterable[_builtins.bytes] | None = ...,
         contacts: _abc.Iterable[Global___ProvisionMessage.Contact] | None = ...,
+        history_enabled: _builtins.bool = ...,
+        history_keys: Global___HistoryKeys | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["history_keys", b"history_keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contacts", b"contacts", "group_states", b"group_states", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisionMessage: _TypeAlias = ProvisionMessage  # noqa: Y015
+
+@_typing.final
+class HistoryKeys(_message.Message):
+    """The keys of an account's server-stored history (docs/spec/history.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Epoch(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        NUMBER_FIELD_NUMBER: _builtins.int
+        KEY_FIELD_NUMBER: _builtins.int
+        STARTED_AT_FIELD_NUMBER: _builtins.int
+        number: _builtins.int
+        key: _builtins.bytes
+        started_at: _builtins.int
+        """When the epoch started (ms since the epoch, UTC)."""
+        def __init__(
+            self,
+            *,
+            number: _builtins.int = ...,
+            key: _builtins.bytes = ...,
+            started_at: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "number", b"number", "started_at", b"started_at"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_KEY_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    HISTORY_OFF_FIELD_NUMBER: _builtins.int
+    id_key: _builtins.bytes
+    """Names events: event_id = HMAC-SHA256(id_key, canonical name)[:16]."""
+    history_off: _builtins.bool
+    """In a SyncMessage: the account turned server history off (the relay's copy is deleted)."""
+    @_builtins.property
+    def epochs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryKeys.Epoch]: ...
+    def __init__(
+        self,
+        *,
+        id_key: _builtins.bytes = ...,
+        epochs: _abc.Iterable[Global___HistoryKeys.Epoch] | None = ...,
+        history_off: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epochs", b"epochs", "history_off", b"history_off", "id_key", b"id_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryKeys: _TypeAlias = HistoryKeys  # noqa: Y015
+
+@_typing.final
+class HistoryEvent(_message.Message):
+    """One change of a conversation, as stored (sealed) in the server-side history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    GROUP_STATE_FIELD_NUMBER: _builtins.int
+    group_state: _builtins.bytes
+    """The exact bytes of a group state the account's devices accepted."""
+    @_builtins.property
+    def message(self) -> Global___HistoryMessage:
+        """A message as stored by a device: sent or received, after its edits."""
+
+    @_builtins.property
+    def change(self) -> Global___HistoryMessage:
+        """An edit, a reaction: the DataMessage that carried it, with its author."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___HistoryMessage | None = ...,
+        change: Global___HistoryMessage | None = ...,
+        group_state: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "change", b"change", "group_state", b"group_state", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "change", b"change", "group_state", b"group_state", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["message", "change", "group_state"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___HistoryEvent: _TypeAlias = HistoryEvent  # noqa: Y015
+
+@_typing.final
+class HistoryMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    AUTHOR_DEVICE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    OUTGOING_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    conversation: _builtins.str
+    author: _builtins.str
+    author_device: _builtins.int
+    received_at: _builtins.int
+    outgoing: _builtins.bool
+    @_builtins.property
+    def data(self) -> Global___DataMessage: ...
+    def __init__(
+        self,
+        *,
+        conversation: _builtins.str = ...,
+        author: _builtins.str = ...,
+        author_device: _builtins.int = ...,
+        received_at: _builtins.int = ...,
+        outgoing: _builtins.bool = ...,
+        data: Global___DataMessage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "author_device", b"author_device", "conversation", b"conversation", "data", b"data", "outgoing", b"outgoing", "received_at", b"received_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryMessage: _TypeAlias = HistoryMessage  # noqa: Y015
+
+@_typing.final
+class RecoveryBlob(_message.Message):
+    """What the recovery key (or passphrase) unlocks: sealed on the client, kept by the relay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    IDENTITY_KEY_PAIR_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    HISTORY_ENABLED_FIELD_NUMBER: _builtins.int
+    HISTORY_KEYS_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    GROUP_STATES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    identity_key_pair: _builtins.bytes
+    username: _builtins.str
+    history_enabled: _builtins.bool
+    @_builtins.property
+    def history_keys(self) -> Global___HistoryKeys: ...
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvisionMessage.Contact]: ...
+    @_builtins.property
+    def group_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        identity_key_pair: _builtins.bytes = ...,
+        username: _builtins.str = ...,
+        history_enabled: _builtins.bool = ...,
+        history_keys: Global___HistoryKeys | None = ...,
+        contacts: _abc.Iterable[Global___ProvisionMessage.Contact] | None = ...,
+        group_states: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["history_keys", b"history_keys"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryBlob: _TypeAlias = RecoveryBlob  # noqa: Y015

@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -109,7 +109,15 @@ CREATE TABLE sender_key_groups (account TEXT NOT NULL, device INTEGER NOT NULL,
 CREATE TABLE follow_ups (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL,
                          value BLOB NOT NULL);
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+#: Schema version 5: server-stored history (docs/spec/history.md): sealed entries waiting
+#: to be uploaded (NULL: a deletion), and which event names which message.
+_SCHEMA_V5 = """
+CREATE TABLE history_outbox (event_id BLOB PRIMARY KEY, created_at INTEGER NOT NULL,
+                             blob BLOB);
+CREATE TABLE history_names (event_id BLOB PRIMARY KEY, author TEXT NOT NULL,
+                            timestamp INTEGER NOT NULL);
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 
 #: The sending status of an outgoing message.
 SENDING, SENT, FAILED = "sending", "sent", "failed"
@@ -582,6 +590,44 @@ class Store:
             "AND distribution_id = ?",
             (sender.name, sender.device_id, distribution_id.bytes)).fetchone()
         return None if row is None else bytes(row[0])
+
+    # -- server-stored history (docs/spec/history.md) --------------------------------------
+
+    def history_enqueue(self, event_id: bytes, blob: bytes | None, now_ms: int) -> None:
+        """An entry to upload (``blob``, already sealed for the relay) or, with None, to
+        delete there; a later call for the same event replaces an earlier one."""
+        self._db.execute("INSERT OR REPLACE INTO history_outbox VALUES (?, ?, ?)",
+                         (event_id, now_ms, blob))
+
+    def history_pending(self, limit: int) -> list[tuple[bytes, bytes | None]]:
+        rows = self._db.execute("SELECT event_id, blob FROM history_outbox "
+                                "ORDER BY created_at, rowid LIMIT ?", (limit,))
+        return [(bytes(e), None if b is None else bytes(b)) for e, b in rows]
+
+    def history_clear_pending(self) -> None:
+        self._db.execute("DELETE FROM history_outbox")
+
+    def all_messages(self) -> Iterator[StoredMessage]:
+        """Every stored message, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, conversation, author, author_device, timestamp, received_at, "
+            "outgoing, body, status FROM messages ORDER BY timestamp, id").fetchall()
+        for r in rows:
+            yield StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]),
+                                self._open("messages", f"{r[2]}|{r[4]}", r[7]), str(r[8]))
+
+    def history_done(self, event_ids: Iterable[bytes]) -> None:
+        self._db.executemany("DELETE FROM history_outbox WHERE event_id = ?",
+                             [(e,) for e in event_ids])
+
+    def name_history_event(self, event_id: bytes, author: str, timestamp: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO history_names VALUES (?, ?, ?)",
+                         (event_id, author, timestamp))
+
+    def history_named(self, event_id: bytes) -> tuple[str, int] | None:
+        row = self._db.execute("SELECT author, timestamp FROM history_names "
+                               "WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     # -- network work left to do after an envelope was acknowledged ----------------------
 

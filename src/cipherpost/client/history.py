@@ -1,0 +1,364 @@
+"""Server-stored encrypted history (docs/spec/history.md).
+
+Every change of a conversation a device stores (a message sent or received, an edit, a
+reaction, a group state) is also sealed under the account's current history epoch key and
+queued for upload in the same store transaction; deletions (for everyone, or a
+disappearing timer running out) queue the removal of the entry. The queue is flushed to
+the relay after each batch of work, so a crash delays uploads but loses none. A new device
+(linked, or restored from the recovery key) downloads the log and replays it into its
+store. The relay sees padded opaque blobs, their day and their count.
+
+Sans-I/O except :func:`flush` and :func:`download`, which talk to the relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from google.protobuf.message import DecodeError
+
+from . import content as codec
+from .api import RelayApi, RelayError
+from .groups import Group, GroupChangeRejected
+from .padding import PaddingError, pad, unpad
+from .proto.app_pb2 import DataMessage, HistoryEvent, HistoryKeys, HistoryMessage
+from .store.database import Store
+
+log = logging.getLogger("cipherpost.client.history")
+
+BLOB_VERSION = 1
+#: A new epoch at least this often (and whenever a device is removed).
+EPOCH_MS = 30 * 24 * 3600 * 1000
+KIND_MESSAGE, KIND_CHANGE, KIND_GROUP = "message", "change", "group"
+_SECRET = "history_keys"  # noqa: S105 - the name of a store secret, not a secret
+_ENABLED = "history_enabled"
+
+
+class HistoryError(Exception):
+    """A history entry that does not open (another account's, damaged, or a key we lack)."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The account's history keys: the naming key and every epoch's key."""
+
+    id_key: bytes
+    epochs: dict[int, tuple[bytes, int]]  # number -> (key, started_at ms)
+
+    def __repr__(self) -> str:
+        return f"history.Keys(epochs={sorted(self.epochs)})"
+
+    @classmethod
+    def new(cls, now_ms: int) -> Keys:
+        return cls(os.urandom(32), {_epoch_number(set()): (os.urandom(32), now_ms)})
+
+    @property
+    def current(self) -> int:
+        """The newest epoch (epoch numbers are random, so that two devices starting one
+        at the same time do not collide)."""
+        return max(self.epochs, key=lambda n: (self.epochs[n][1], n))
+
+    @property
+    def current_started_at(self) -> int:
+        return self.epochs[self.current][1]
+
+    def rotated(self, now_ms: int) -> Keys:
+        """With a new epoch (after a device was removed, or every 30 days)."""
+        return Keys(self.id_key, {**self.epochs,
+                                  _epoch_number(set(self.epochs)): (os.urandom(32), now_ms)})
+
+    def to_proto(self) -> HistoryKeys:
+        return HistoryKeys(id_key=self.id_key, epochs=[
+            HistoryKeys.Epoch(number=n, key=k, started_at=t)
+            for n, (k, t) in sorted(self.epochs.items())])
+
+    @classmethod
+    def from_proto(cls, message: HistoryKeys) -> Keys:
+        """Raises: HistoryError when the keys are malformed."""
+        epochs = {e.number: (bytes(e.key), int(e.started_at)) for e in message.epochs}
+        if len(message.id_key) != 32 or not epochs or len(epochs) != len(message.epochs) \
+                or any(len(k) != 32 or n < 1 for n, (k, _t) in epochs.items()):
+            raise HistoryError("malformed history keys")
+        return cls(bytes(message.id_key), epochs)
+
+    def merged(self, other: Keys) -> Keys:
+        """Ours plus the epochs ``other`` knows (one naming key per account)."""
+        if not hmac.compare_digest(self.id_key, other.id_key):
+            raise HistoryError("history keys of another account")
+        return Keys(self.id_key, {**self.epochs, **other.epochs})
+
+
+def _epoch_number(taken: set[int]) -> int:
+    while True:
+        number = 1 + secrets.randbelow(2**32 - 1)
+        if number not in taken:
+            return number
+
+
+def event_id(keys: Keys, kind: str, conversation: str, author: str, timestamp: int) -> bytes:
+    name = b"\x00".join([kind.encode(), conversation.encode(), author.encode(),
+                         str(timestamp).encode()])
+    return hmac.new(keys.id_key, name, hashlib.sha256).digest()[:16]
+
+
+def _enc_key(epoch_key: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=b"", info=b"Cipherpost history v1 enc").derive(
+        epoch_key)
+
+
+def seal(keys: Keys, name: bytes, event: HistoryEvent) -> bytes:
+    epoch = struct.pack(">I", keys.current)
+    nonce = os.urandom(12)
+    body = AESGCM(_enc_key(keys.epochs[keys.current][0])).encrypt(
+        nonce, pad(event.SerializeToString()), name + epoch)
+    return bytes([BLOB_VERSION]) + epoch + nonce + body
+
+
+def open_blob(keys: Keys, name: bytes, blob: bytes) -> HistoryEvent:
+    """Raises: HistoryError."""
+    if len(blob) < 1 + 4 + 12 + 16 or blob[0] != BLOB_VERSION:
+        raise HistoryError("not a history entry of this version")
+    (number,) = struct.unpack(">I", blob[1:5])
+    if number not in keys.epochs:
+        raise HistoryError(f"no key for history epoch {number}")
+    try:
+        plaintext = AESGCM(_enc_key(keys.epochs[number][0])).decrypt(
+            blob[5:17], blob[17:], name + blob[1:5])
+        event = HistoryEvent.FromString(unpad(plaintext))
+        codec.check_integers(event)
+    except (InvalidTag, PaddingError, DecodeError, codec.InvalidContent):
+        raise HistoryError("the entry does not open") from None
+    return event
+
+
+# -- the account's settings and keys, in the store -------------------------------------
+
+
+def enabled(store: Store) -> bool:
+    return store.get_meta(_ENABLED) == "1"
+
+
+def keys(store: Store) -> Keys | None:
+    data = store.get_secret(_SECRET)
+    return None if data is None else Keys.from_proto(HistoryKeys.FromString(data))
+
+
+def set_keys(store: Store, value: Keys | None, *, on: bool) -> None:
+    """Whether this account keeps its history on the relay, and its keys (merged with
+    those held already). Turning it off drops the entries waiting for upload."""
+    with store.transaction():
+        store.set_meta(_ENABLED, "1" if on else "0")
+        if value is not None:
+            held = keys(store)
+            merged = value if held is None else held.merged(value)
+            store.set_secret(_SECRET, merged.to_proto().SerializeToString())
+        if not on:
+            store.history_clear_pending()
+
+
+def backfill(store: Store, recorder: Recorder) -> int:
+    """Queue every stored message (after history was turned on); the number queued."""
+    count = 0
+    with store.transaction():
+        for m in store.all_messages():
+            data = DataMessage.FromString(m.body)
+            recorder.message(m.conversation, m.author, m.author_device, m.received_at,
+                             m.outgoing, data)
+            count += 1
+        for group_id in store.group_ids():
+            state = store.get_group(group_id)
+            if state is not None:
+                recorder.group(Group.from_bytes(state))
+    return count
+
+
+# -- recording (inside the caller's store transaction) ----------------------------------
+
+
+class Recorder:
+    """Queues sealed history entries for what a device stores, when history is on."""
+
+    def __init__(self, store: Store, clock: Callable[[], int]) -> None:
+        self.store = store
+        self.clock = clock
+
+    def _keys(self) -> Keys | None:
+        return keys(self.store) if enabled(self.store) else None
+
+    def message(self, conversation: str, author: str, author_device: int, received_at: int,
+                outgoing: bool, data: DataMessage) -> None:
+        found = self._keys()
+        if found is None:
+            return
+        name = event_id(found, KIND_MESSAGE, conversation, author, data.timestamp)
+        event = HistoryEvent(message=HistoryMessage(
+            conversation=conversation, author=author, author_device=author_device,
+            received_at=received_at, outgoing=outgoing, data=data))
+        self.store.history_enqueue(name, seal(found, name, event), self.clock())
+        self.store.name_history_event(name, author, data.timestamp)
+
+    def change(self, conversation: str, author: str, author_device: int,
+               data: DataMessage) -> None:
+        """An edit or a reaction (by ``author``, named by its own timestamp)."""
+        found = self._keys()
+        if found is None:
+            return
+        name = event_id(found, KIND_CHANGE, conversation, author, data.timestamp)
+        event = HistoryEvent(change=HistoryMessage(
+            conversation=conversation, author=author, author_device=author_device,
+            received_at=self.clock(), data=data))
+        self.store.history_enqueue(name, seal(found, name, event), self.clock())
+
+    def group(self, group: Group) -> None:
+        found = self._keys()
+        if found is None:
+            return
+        name = event_id(found, KIND_GROUP, group.conversation, "", group.revision)
+        self.store.history_enqueue(name, seal(found, name, HistoryEvent(
+            group_state=group.state_bytes)), self.clock())
+
+    def deleted(self, conversation: str, author: str, timestamp: int) -> None:
+        """A message deleted for everyone or expired: its entry goes too."""
+        found = self._keys()
+        if found is None:
+            return
+        self.store.history_enqueue(
+            event_id(found, KIND_MESSAGE, conversation, author, timestamp), None, self.clock())
+
+
+# -- talking to the relay -----------------------------------------------------------------
+
+
+async def flush(api: RelayApi, store: Store, batch: int = 100) -> int:
+    """Upload (or delete) the queued entries; the number done. Entries the relay refuses
+    for good (too large, its budget full) are dropped with a warning; a network error
+    leaves the rest queued for the next time."""
+    done = 0
+    while True:
+        pending = store.history_pending(batch)
+        if not pending:
+            return done
+        finished: list[bytes] = []
+        try:
+            for name, blob in pending:
+                try:
+                    if blob is None:
+                        await api.request("DELETE", f"/v1/history/{name.hex()}")
+                    else:
+                        await api.request("PUT", f"/v1/history/{name.hex()}", content=blob)
+                except RelayError as exc:
+                    if exc.status in (429, 500, 502, 503, 504):
+                        raise
+                    log.warning("the relay refused a history entry: %s", exc.code)
+                finished.append(name)
+        finally:
+            if finished:
+                with store.relaxed_transaction():
+                    store.history_done(finished)
+                done += len(finished)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What a download did: messages newly stored, ones this device held already, edits
+    and reactions, group states, deletions, and entries that did not open."""
+
+    messages: int
+    known: int
+    changes: int
+    groups: int
+    deleted: int
+    unreadable: int
+
+
+async def download(api: RelayApi, store: Store, *,
+                   progress: Callable[[int], None] | None = None) -> Replayed:
+    """Page through the relay's history log from where this device stopped and replay it
+    into the store (messages deduplicated by name, edits and reactions applied to messages
+    we hold, newer group states taken, deleted entries removed). Resumable: the position
+    is committed with each page."""
+    found = keys(store)
+    if found is None:
+        raise HistoryError("this device holds no history keys")
+    counts = {"messages": 0, "known": 0, "changes": 0, "groups": 0, "deleted": 0,
+              "unreadable": 0}
+    after = int(store.get_meta("history_cursor") or 0)
+    seen = 0
+    while True:
+        page = await api.request("GET", f"/v1/history?after={after}&limit=200")
+        entries = page["entries"]
+        with store.transaction():
+            for entry in entries:
+                name = bytes.fromhex(entry["event_id"])
+                if entry["blob"] is None:
+                    counts["deleted"] += _forget(store, name)
+                else:
+                    try:
+                        event = open_blob(found, name, base64.b64decode(entry["blob"]))
+                    except HistoryError:
+                        counts["unreadable"] += 1
+                        continue
+                    counts[_apply(store, name, event)] += 1
+                after = int(entry["seq"])
+            store.set_meta("history_cursor", str(after))
+        seen += len(entries)
+        if progress is not None:
+            progress(seen)
+        if not page["more"]:
+            return Replayed(**counts)
+
+
+def _forget(store: Store, name: bytes) -> int:
+    named = store.history_named(name)
+    if named is None:
+        return 0
+    return int(store.delete_message(*named))
+
+
+def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
+    kind = event.WhichOneof("body")
+    if kind == "message":
+        m = event.message
+        timer = m.data.expire_timer
+        expires = m.data.timestamp + timer * 1000 if m.outgoing and timer else None
+        stored = store.add_message(conversation=m.conversation, author=m.author,
+                                   author_device=m.author_device, timestamp=m.data.timestamp,
+                                   received_at=m.received_at, outgoing=m.outgoing,
+                                   body=m.data.SerializeToString(), expire_timer=timer,
+                                   expires_at=expires)
+        store.name_history_event(name, m.author, m.data.timestamp)
+        return "messages" if stored else "known"
+    if kind == "change":
+        c = event.change
+        data = c.data
+        if data.HasField("edit") and data.edit.author == c.author and \
+                store.message_conversation(c.author, data.edit.timestamp) == c.conversation:
+            store.replace_body(c.author, data.edit.timestamp, data.SerializeToString())
+        elif data.HasField("reaction") and store.message_conversation(
+                data.reaction.target.author, data.reaction.target.timestamp) == c.conversation:
+            r = data.reaction
+            store.set_reaction(r.target.author, r.target.timestamp, c.author,
+                               None if r.remove else r.emoji)
+        return "changes"
+    if kind == "group_state":
+        try:
+            group = Group.from_bytes(event.group_state)
+        except GroupChangeRejected:
+            return "unreadable"
+        current = store.get_group(group.id)
+        if current is None or Group.from_bytes(current).revision < group.revision:
+            store.save_group(group.id, group.state_bytes)
+        return "groups"
+    return "unreadable"

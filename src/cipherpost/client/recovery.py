@@ -1,0 +1,250 @@
+"""The recovery key: getting an account back on a fresh machine (docs/spec/history.md).
+
+A recovery key is 32 random bytes shown once to the user as Crockford base32 in groups of
+four (52 characters and a 4-character check). Three keys are derived from it, and the key
+itself never leaves the user's hands:
+
+* ``lookup_id`` = HKDF(key, info "Cipherpost recovery id v1")[:16] names the blob;
+* ``auth`` = HKDF(key, info "Cipherpost recovery auth v1") is what the relay releases the
+  blob (and lets a new device join the account) for; it keeps only a hash of it;
+* ``K_rec`` = HKDF(key, info "Cipherpost recovery v1") seals the :class:`RecoveryBlob`
+  (account id, identity key pair, username, history keys, contacts with their trust,
+  group states) with AES-256-GCM.
+
+A device keeps the three derived values (sealed in its store) so it can seal the blob again
+when what it holds changes (a new history epoch); it never keeps the recovery key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from google.protobuf.message import DecodeError
+
+from cipherpost.protocol import IdentityKeyPair, ProtocolError
+
+from . import history
+from .api import RelayApi, RelayError, b64, check_server_url, unb64
+from .client import Client
+from .devices import adopt
+from .errors import ClientError
+from .options import ClientOptions
+from .proto.app_pb2 import RecoveryBlob
+from .store.crypto import Argon2Params
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+_DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"O": 0, "I": 1, "L": 1}
+KEY_BYTES = 32
+_BLOB_AAD = b"Cipherpost recovery blob v1"
+_SECRET = "recovery_secrets"  # noqa: S105 - the name of a store secret, not a secret
+
+
+class RecoveryKeyError(ClientError):
+    """Not a recovery key (a typo, or something else pasted)."""
+
+
+def _encode(data: bytes) -> str:
+    bits = int.from_bytes(data, "big")
+    count = (len(data) * 8 + 4) // 5
+    bits <<= count * 5 - len(data) * 8
+    return "".join(_ALPHABET[(bits >> (5 * (count - 1 - i))) & 31] for i in range(count))
+
+
+def _check(key: bytes) -> str:
+    return _encode(hashlib.sha256(b"Cipherpost recovery check\x00" + key).digest()[:3])[:4]
+
+
+def format_key(key: bytes) -> str:
+    """The recovery key as the user writes it down: groups of four characters."""
+    text = _encode(key) + _check(key)
+    return " ".join(text[i:i + 4] for i in range(0, len(text), 4))
+
+
+def parse_key(text: str) -> bytes:
+    """The 32 bytes of a written-down recovery key (spaces, dashes and case ignored;
+    O/I/L read as 0/1/1).
+
+    Raises:
+        RecoveryKeyError: wrong length, a character outside the alphabet, or a failed check.
+    """
+    cleaned = "".join(c for c in text.upper() if c not in " -\t\n")
+    length = (KEY_BYTES * 8 + 4) // 5
+    if len(cleaned) != length + 4 or any(c not in _DECODE for c in cleaned):
+        raise RecoveryKeyError("that is not a recovery key (it has 56 letters and digits)")
+    value = 0
+    for c in cleaned[:length]:
+        value = value << 5 | _DECODE[c]
+    value >>= length * 5 - KEY_BYTES * 8
+    key = value.to_bytes(KEY_BYTES, "big")
+    written = "".join(_ALPHABET[_DECODE[c]] for c in cleaned[length:])
+    if not hmac.compare_digest(_check(key).encode(), written.encode()):
+        raise RecoveryKeyError("the recovery key has a typo (its check does not match)")
+    return key
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=b"", info=info).derive(key)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What a recovery key derives: the blob's name, its release secret, its sealing key."""
+
+    lookup_id: bytes
+    auth: bytes
+    seal_key: bytes
+
+    def __repr__(self) -> str:
+        return "recovery.Secrets(<secret>)"
+
+    @classmethod
+    def derive(cls, key: bytes) -> Secrets:
+        return cls(_hkdf(key, b"Cipherpost recovery id v1")[:16],
+                   _hkdf(key, b"Cipherpost recovery auth v1"),
+                   _hkdf(key, b"Cipherpost recovery v1"))
+
+    def to_bytes(self) -> bytes:
+        return self.lookup_id + self.auth + self.seal_key
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Secrets:
+        return cls(data[:16], data[16:48], data[48:80])
+
+    def release(self) -> dict[str, str]:
+        """The fields that ask the relay for the blob."""
+        return {"lookup_id": b64(self.lookup_id), "auth": b64(self.auth)}
+
+    def seal(self, blob: RecoveryBlob) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self.seal_key).encrypt(nonce, blob.SerializeToString(),
+                                                     _BLOB_AAD + self.lookup_id)
+
+    def open(self, sealed: bytes) -> RecoveryBlob:
+        """Raises: ClientError when the blob does not open (not this key's)."""
+        try:
+            plaintext = AESGCM(self.seal_key).decrypt(sealed[:12], sealed[12:],
+                                                      _BLOB_AAD + self.lookup_id)
+            return RecoveryBlob.FromString(plaintext)
+        except (InvalidTag, DecodeError, ValueError):
+            raise ClientError("the recovery blob does not open with this key") from None
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+
+# -- with a client --------------------------------------------------------------------
+
+
+def _blob(client: Client, username: str) -> RecoveryBlob:
+    """What a restored device needs, from this device's store."""
+    store = client.store
+    blob = RecoveryBlob(account_id=client.account_id,
+                        identity_key_pair=store.get_identity_key_pair().serialize(),
+                        username=username, history_enabled=history.enabled(store))
+    found = history.keys(store)
+    if found is not None:
+        blob.history_keys.CopyFrom(found.to_proto())
+    usernames = dict(store.contacts())
+    for record in store.identity_records():
+        if record.account != client.account_id:
+            blob.contacts.add(account_id=record.account,
+                              username=usernames.get(record.account) or "",
+                              identity_key=record.identity_key.serialize(),
+                              verified=record.verified, send_blocked=record.send_blocked)
+    for group_id in store.group_ids():
+        state = store.get_group(group_id)
+        if state is not None:
+            blob.group_states.append(state)
+    return blob
+
+
+async def create_key(client: Client) -> str:
+    """Make a new recovery key for the account, store its sealed blob on the relay
+    (replacing an earlier key's), and return the key to show the user once."""
+    key = new_key()
+    secrets = Secrets.derive(key)
+    me = await client.api.whoami()
+    sealed = secrets.seal(_blob(client, me.get("username") or ""))
+    await client.api.request("PUT", "/v1/recovery",
+                             json={**secrets.release(), "blob": b64(sealed)})
+    with client.store.transaction():
+        client.store.set_secret(_SECRET, secrets.to_bytes())
+    return format_key(key)
+
+
+async def update_blob(client: Client) -> bool:
+    """Seal the blob again from what this device holds now (after a new history epoch,
+    for example); False when this device holds no recovery secrets."""
+    data = client.store.get_secret(_SECRET)
+    if data is None:
+        return False
+    secrets = Secrets.from_bytes(data)
+    me = await client.api.whoami()
+    await client.api.request("PUT", "/v1/recovery", json={
+        **secrets.release(), "blob": b64(secrets.seal(_blob(client, me.get("username") or "")))})
+    return True
+
+
+async def restore(path: Path, server: str, recovery_key: str, *,
+                  passphrase: str | None = None, device_name: str | None = None,
+                  argon2: Argon2Params | None = None, proxy: str | None = None,
+                  options: ClientOptions | None = None,
+                  progress: Callable[[int], None] | None = None) -> Client:
+    """Get the account back on a fresh machine: open its recovery blob, join the account
+    as a new device under the same identity key (contacts see no safety number change),
+    take over contacts, trust and groups, and replay the server-stored history if the
+    account keeps one.
+
+    Raises:
+        RecoveryKeyError: not a recovery key. ClientError: no blob for it on this relay.
+        RelayError: 429 after too many wrong keys (wait and retry).
+    """
+    secrets = Secrets.derive(parse_key(recovery_key))
+    api = RelayApi(check_server_url(server), proxy=proxy)
+    try:
+        try:
+            found = await api.request("POST", "/v1/recovery/open", json=secrets.release(),
+                                      auth=False)
+        except RelayError as exc:
+            if exc.status == 403:
+                raise ClientError("this relay holds no account for that recovery key") \
+                    from None
+            raise
+    finally:
+        await api.close()
+    blob = secrets.open(unb64(str(found["blob"])))
+    if blob.account_id != found["account_id"]:
+        raise ClientError("the recovery blob names another account")
+    try:
+        identity = IdentityKeyPair.deserialize(blob.identity_key_pair)
+    except ProtocolError:
+        raise ClientError("the recovery blob is malformed") from None
+    client = await Client._set_up(path, server, identity, secrets.release(),
+                                  RelayApi.recovery_device, passphrase, device_name, argon2,
+                                  proxy, options)
+    try:
+        adopt(client, blob.contacts, blob.group_states)
+        if blob.HasField("history_keys"):
+            history.set_keys(client.store, history.Keys.from_proto(blob.history_keys),
+                             on=blob.history_enabled)
+        with client.store.transaction():
+            client.store.set_secret(_SECRET, secrets.to_bytes())
+        await client.announce_device(device_name or "")
+        if history.enabled(client.store):
+            await history.download(client.api, client.store, progress=progress)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+

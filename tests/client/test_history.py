@@ -1,0 +1,282 @@
+"""History that follows the user (docs/spec/history.md): a linked or restored device
+shows the conversations, a removed device cannot read what is written after, the relay
+stores only sealed entries, and turning history off deletes them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cipherpost.client import Client, ClientError, RelayUnavailable, history
+from cipherpost.client import events as ev
+from cipherpost.client.devices import request_link
+from cipherpost.client.recovery import RecoveryKeyError, format_key, parse_key, restore
+from cipherpost.client.store.crypto import TEST_PARAMS
+
+from .conftest import Devices, ThreadedRelay
+
+CANARIES = ["canary-7d1f history plaintext", "canary-edit-91c2", "canary-group-55ae"]
+
+
+def view(client: Client, conversation: str) -> list[tuple[str, str]]:
+    return [(h.author, h.text) for h in client.history(conversation, limit=1000)]
+
+
+async def link(devices: Devices, owner: Client, name: str, tmp_path: Path,
+               **complete: Any) -> Client:
+    pending = await request_link(devices.relay.url)
+    joining = asyncio.create_task(pending.complete(
+        tmp_path / f"{name}.db", passphrase="pw", argon2=TEST_PARAMS, device_name=name,
+        options=dataclasses.replace(devices.options), **complete))
+    await asyncio.sleep(0.2)
+    await owner.provision(pending.uri)
+    client = await asyncio.wait_for(joining, 30)
+    devices.clients.append(client)
+    return client
+
+
+async def conversation(alice: Client, bob: Client) -> bytes:
+    """1:1 and group messages, an edit, a reaction, a delete for everyone."""
+    await alice.send_text("bob", CANARIES[0])
+    await bob.send_text("alice", "hi alice")
+    gone = await bob.send_text("alice", "this one is deleted")
+    first = await alice.send_text("bob", "tpyo")
+    await alice.receive()
+    await alice.edit("bob", first, CANARIES[1])
+    await alice.react("bob", (bob.account_id, gone - 1), "+1")
+    await bob.delete_for_everyone("alice", gone)
+    group = await alice.create_group("trip", ["bob"])
+    await bob.receive()
+    await bob.send_text(group.id, CANARIES[2])
+    await alice.receive()
+    return group.id
+
+
+def test_a_linked_device_shows_the_whole_history(tmp_path: Path,
+                                                 relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            group_id = await conversation(alice, bob)
+            assert alice.store.history_pending(10) == []          # all uploaded
+            seen: list[int] = []
+            laptop = await link(devices, alice, "laptop", tmp_path, progress=seen.append)
+            assert seen and seen[-1] > 0
+            assert view(laptop, bob.account_id) == view(alice, bob.account_id)
+            texts = [t for _, t in view(laptop, bob.account_id)]
+            assert CANARIES[1] in texts and "tpyo" not in texts
+            assert "this one is deleted" not in texts
+            group = laptop.group(group_id)
+            assert group is not None and group.title == "trip"
+            assert view(laptop, group.conversation) == view(alice, group.conversation)
+            # New messages reach both, and what the laptop stores is uploaded once.
+            await bob.send_text("alice", "after the link")
+            await alice.receive()
+            await laptop.receive()
+            fresh = await laptop.sync_history()
+            assert fresh.messages == 0 and fresh.known >= 1    # known already
+            # The relay holds sealed entries only.
+            stored = (tmp_path / "relay" / "relay.db").read_bytes()
+            wal = tmp_path / "relay" / "relay.db-wal"
+            if wal.exists():
+                stored += wal.read_bytes()
+            for canary in [*CANARIES, "hi alice"]:
+                assert canary.encode() not in stored
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_restore_from_the_recovery_key(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            await conversation(alice, bob)
+            number = bob.safety_number(alice.account_id).displayable
+            key = await alice.create_recovery_key()
+            assert parse_key(key) and len(key.replace(" ", "")) == 56
+            typo = key[:-1] + ("0" if key[-1] != "0" else "1")
+            with pytest.raises(RecoveryKeyError):
+                await restore(tmp_path / "x.db", relay.url, typo, passphrase="pw",
+                              argon2=TEST_PARAMS)
+            with pytest.raises(ClientError, match="no account"):
+                await restore(tmp_path / "y.db", relay.url, format_key(bytes(32)),
+                              passphrase="pw", argon2=TEST_PARAMS)
+            assert not (tmp_path / "y.db").exists()
+            # The old machine is lost; a fresh one gets the account back.
+            restored = await restore(tmp_path / "new.db", relay.url, key.lower(),
+                                     passphrase="pw", argon2=TEST_PARAMS,
+                                     options=dataclasses.replace(devices.options))
+            devices.clients.append(restored)
+            assert restored.account_id == alice.account_id and restored.device_id != 1
+            assert restored.store.get_identity_key_pair().public == \
+                alice.store.get_identity_key_pair().public
+            assert view(restored, bob.account_id) == view(alice, bob.account_id)
+            assert bob.safety_number(alice.account_id).displayable == number  # no change
+            record = restored.store.identity_record(bob.account_id)
+            assert record is not None
+            await bob.send_text("alice", "welcome back")
+            got = await restored.receive()
+            assert [e.text for e in got if isinstance(e, ev.Message)] == ["welcome back"]
+            assert not any(isinstance(e, ev.IdentityChanged) for e in await bob.receive())
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_device_cannot_read_what_is_written_after(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            await devices.register("bob")
+            laptop = await link(devices, alice, "laptop", tmp_path)
+            await alice.send_text("bob", "before the removal")
+            stolen = history.keys(laptop.store)          # what the removed laptop holds
+            assert stolen is not None
+            await alice.remove_device(laptop.device_id)
+            await alice.send_text("bob", "after the removal")
+            page = await alice.api.request("GET", "/v1/history")
+            opened: list[str] = []
+            for entry in page["entries"]:
+                blob = base64.b64decode(entry["blob"])
+                name = bytes.fromhex(entry["event_id"])
+                assert history.open_blob(history.keys(alice.store), name, blob)  # type: ignore[arg-type]
+                try:
+                    event = history.open_blob(stolen, name, blob)
+                except history.HistoryError:
+                    continue
+                opened.append(event.message.data.text)
+            assert opened == ["before the removal"]
+            current = history.keys(alice.store)
+            assert current is not None and current.current != stolen.current
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_history_off_deletes_the_server_copy_and_every_device_follows(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            laptop = await link(devices, alice, "laptop", tmp_path)
+            await alice.send_text("bob", "kept for a while")
+            assert (await alice.api.request("GET", "/v1/history"))["entries"]
+            await alice.set_server_history(False)
+            assert (await alice.api.request("GET", "/v1/history"))["entries"] == []
+            got = await laptop.receive()
+            assert ev.ServerHistoryChanged(enabled=False) in got
+            assert not laptop.server_history
+            await bob.send_text("alice", "not kept")
+            await laptop.receive()
+            await alice.receive()
+            assert (await alice.api.request("GET", "/v1/history"))["entries"] == []
+            # On again: this device's messages go up (backfill), the laptop follows.
+            await alice.set_server_history(True)
+            texts = {history.open_blob(history.keys(alice.store),  # type: ignore[arg-type]
+                                       bytes.fromhex(e["event_id"]),
+                                       base64.b64decode(e["blob"])).message.data.text
+                     for e in (await alice.api.request("GET", "/v1/history"))["entries"]}
+            assert {"kept for a while", "not kept"} <= texts
+            assert ev.ServerHistoryChanged(enabled=True) in await laptop.receive()
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_uploads_interrupted_resume_without_loss_or_duplicates(
+        tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            real = alice.api.request
+            calls = [0]
+
+            async def flaky(method: str, path: str, **kw: Any) -> Any:
+                if path.startswith("/v1/history/"):
+                    calls[0] += 1
+                    if calls[0] % 2 == 0:
+                        raise RelayUnavailable("connection reset")
+                return await real(method, path, **kw)
+
+            monkeypatch.setattr(alice.api, "request", flaky)
+            for n in range(6):
+                await alice.send_text("bob", f"m{n}")
+            assert alice.store.history_pending(100)          # some waiting
+            monkeypatch.setattr(alice.api, "request", real)
+            await alice.receive()                            # flushes what is left
+            assert alice.store.history_pending(100) == []
+            page = await alice.api.request("GET", "/v1/history")
+            assert len(page["entries"]) == 6
+            assert bob.account_id
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_epoch_every_thirty_days(tmp_path: Path, relay: ThreadedRelay) -> None:
+    now = [1_800_000_000_000]
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.options.clock = lambda: now[0]
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            laptop = await link(devices, alice, "laptop", tmp_path)
+            first = history.keys(alice.store)
+            assert first is not None
+            now[0] += history.EPOCH_MS
+            await alice.receive()
+            second = history.keys(alice.store)
+            assert second is not None and second.current != first.current
+            assert set(first.epochs) < set(second.epochs)     # old keys kept for old entries
+            await laptop.receive()
+            held = history.keys(laptop.store)
+            assert held is not None and held.current == second.current
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_recovery_key_format() -> None:
+    key = bytes(range(32))
+    text = format_key(key)
+    assert len(text.split()) == 14 and all(len(g) == 4 for g in text.split())
+    assert parse_key(text) == key
+    assert parse_key(text.lower().replace(" ", "-")) == key
+    assert parse_key(text.replace("0", "O").replace("1", "I")) == key
+    for bad in ("", text[:-5], text + "A", text.replace(text[5], "U", 1)):
+        with pytest.raises(RecoveryKeyError):
+            parse_key(bad)
