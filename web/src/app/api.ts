@@ -1,0 +1,241 @@
+/**
+ * The relay's HTTP API (docs/server.md, /docs) over fetch, with every answer parsed
+ * strictly (./wire.ts). Mirrors cipherpost.client.api. Plain http is refused except to
+ * loopback addresses.
+ */
+
+import { KemPublicKey } from "../protocol/kem.js";
+import { PublicKey } from "../protocol/keys.js";
+import { PreKeyBundle } from "../protocol/prekeys.js";
+import {
+  bytes, int, isObject, list, MalformedAnswer, optional, str, uuid, type Json,
+} from "./wire.js";
+
+const TIMEOUT_MS = 30_000;
+
+/** The relay answered with an error: `status`, a stable `code` and the body. */
+export class RelayError extends Error {
+  override readonly name = "RelayError";
+  constructor(readonly status: number, readonly code: string, message: string,
+    readonly body: Record<string, unknown>) {
+    super(`${message} (${status} ${code})`);
+  }
+}
+
+/** The relay could not be reached (network error or timeout). */
+export class RelayUnavailable extends Error {
+  override readonly name = "RelayUnavailable";
+}
+
+export interface Credentials {
+  accountId: string;
+  deviceId: number;
+  token: string;
+}
+
+/** A queued ciphertext as the relay delivers it (HTTP and WebSocket alike). */
+export interface Envelope {
+  id: string;
+  senderAccountId: string | undefined;
+  senderDeviceId: number | undefined;
+  type: number;
+  content: Uint8Array;
+  clientTimestamp: number;
+  serverTimestamp: number;
+}
+
+/** One ciphertext of a send request. */
+export interface Outgoing {
+  device_id: number;
+  registration_id: number;
+  type: number;
+  content: string;
+}
+
+const MAX_CIPHERTEXT = 256 * 1024;
+
+/** @throws MalformedAnswer */
+export function parseEnvelope(data: unknown): Envelope {
+  const what = "envelope";
+  return {
+    id: uuid(data, "id", what),
+    senderAccountId: optional(data, "sender_account_id", what, (o, k) => uuid(o, k, what)),
+    senderDeviceId: optional(data, "sender_device_id", what, (o, k) => int(o, k, what, 1, 127)),
+    type: int(data, "type", what, 1, 255),
+    content: bytes(data, "content", what, MAX_CIPHERTEXT),
+    clientTimestamp: int(data, "client_timestamp", what, 0, Number.MAX_SAFE_INTEGER),
+    serverTimestamp: int(data, "server_timestamp", what, 0, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+function parseCredentials(data: unknown): Credentials {
+  const what = "credentials";
+  const token = str(data, "token", what, 200);
+  if (!/^[0-9a-f-]{36}\.[0-9]{1,3}\.[A-Za-z0-9_-]{20,100}$/.test(token)) throw new MalformedAnswer("credentials: token");
+  return { accountId: uuid(data, "account_id", what), deviceId: int(data, "device_id", what, 1, 127), token };
+}
+
+/**
+ * The bundles of a `GET /v1/keys/{account}/{device}` answer, from a relay we do not
+ * trust to be well-formed.
+ * @throws MalformedAnswer anything malformed; ProtocolError (InvalidKey) a malformed key.
+ */
+export function parseBundles(data: unknown): PreKeyBundle[] {
+  const what = "bundle answer";
+  const identityKey = PublicKey.deserialize(bytes(data, "identity_key", what, 64));
+  return list(data, "devices", what, 127).map((d) => {
+    const signed = isObject(d) ? d.signed_prekey : undefined;
+    const kyber = isObject(d) ? d.kyber_prekey : undefined;
+    const oneTime = isObject(d) ? d.one_time_prekey : undefined;
+    if (oneTime !== undefined && oneTime !== null && !isObject(oneTime)) throw new MalformedAnswer(`${what}: one_time_prekey`);
+    const u32 = (o: unknown, k: string) => int(o, k, what, 0, 0xffffffff);
+    return new PreKeyBundle({
+      registrationId: u32(d, "registration_id"),
+      deviceId: int(d, "device_id", what, 1, 127),
+      identityKey,
+      signedPreKeyId: u32(signed, "key_id"),
+      signedPreKey: PublicKey.deserialize(bytes(signed, "public_key", what, 64)),
+      signedPreKeySignature: bytes(signed, "signature", what, 128),
+      kyberPreKeyId: u32(kyber, "key_id"),
+      kyberPreKey: KemPublicKey.deserialize(bytes(kyber, "public_key", what, 4096)),
+      kyberPreKeySignature: bytes(kyber, "signature", what, 128),
+      preKeyId: oneTime ? u32(oneTime, "key_id") : undefined,
+      preKey: oneTime ? PublicKey.deserialize(bytes(oneTime, "public_key", what, 64)) : undefined,
+    });
+  });
+}
+
+/** `url` without a trailing slash; plain http only to loopback. @throws RangeError */
+export function checkServerUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new RangeError("not a server URL");
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") throw new RangeError("not a server URL");
+  const host = parsed.hostname;
+  const loopback = host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  if (parsed.protocol === "http:" && !loopback) {
+    throw new RangeError("plain http is allowed only to loopback addresses; use https");
+  }
+  return parsed.origin;
+}
+
+/** One device's view of the relay's HTTP API. */
+export class RelayApi {
+  readonly server: string;
+  #token: string | undefined;
+
+  constructor(server: string, token?: string) {
+    this.server = checkServerUrl(server);
+    this.#token = token;
+  }
+
+  setToken(token: string): void {
+    this.#token = token;
+  }
+
+  /** The token, for the WebSocket handshake only. */
+  get token(): string | undefined {
+    return this.#token;
+  }
+
+  toString(): string {
+    return `RelayApi(${this.server})`;
+  }
+
+  /**
+   * Make a request; the decoded JSON answer (undefined for 204).
+   * @throws RelayError an error answer. @throws RelayUnavailable no answer.
+   */
+  async request(method: string, path: string, body?: Json, auth = true): Promise<unknown> {
+    const headers: Record<string, string> = {};
+    if (auth && this.#token) headers.Authorization = `Bearer ${this.#token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response: Response;
+    try {
+      response = await fetch(this.server + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(TIMEOUT_MS), credentials: "omit", cache: "no-store", redirect: "error",
+      });
+    } catch (error) {
+      throw new RelayUnavailable(`cannot reach ${this.server}: ${(error as Error).name}`);
+    }
+    const text = await response.text().catch(() => "");
+    if (response.status >= 400) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      const error = isObject(parsed) && isObject(parsed.error) ? parsed.error : {};
+      const code = typeof error.code === "string" ? error.code.slice(0, 64) : "unknown";
+      const message = typeof error.message === "string" ? error.message.slice(0, 200) : "the relay refused";
+      throw new RelayError(response.status, code, message, isObject(parsed) ? parsed : {});
+    }
+    if (response.status === 204 || text === "") return undefined;
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new MalformedAnswer(`${method} ${path.split("/").slice(0, 3).join("/")}: not JSON`);
+    }
+  }
+
+  // -- accounts and devices ------------------------------------------------------------
+
+  async register(body: Json): Promise<Credentials> {
+    return parseCredentials(await this.request("POST", "/v1/accounts", body, false));
+  }
+
+  /** The account's devices (ids only are used). */
+  async devices(): Promise<number[]> {
+    const data = await this.request("GET", "/v1/devices");
+    if (!Array.isArray(data) || data.length > 127) throw new MalformedAnswer("devices answer");
+    return data.map((d) => int(d, "device_id", "devices answer", 1, 127));
+  }
+
+  /** @throws RelayError 404 when nobody has that username. */
+  async lookupUsername(username: string): Promise<string> {
+    const data = await this.request("GET", `/v1/usernames/${encodeURIComponent(username)}`);
+    return uuid(data, "account_id", "username answer");
+  }
+
+  // -- keys ----------------------------------------------------------------------------
+
+  async uploadKeys(body: Json): Promise<void> {
+    await this.request("PUT", "/v1/keys", body);
+  }
+
+  async keyCounts(): Promise<{ oneTime: number; kyber: number }> {
+    const data = await this.request("GET", "/v1/keys/count");
+    const what = "key counts";
+    return { oneTime: int(data, "one_time_prekeys", what, 0, 1e9), kyber: int(data, "kyber_prekeys", what, 0, 1e9) };
+  }
+
+  /** Bundles of one device or all devices of an account. */
+  async bundles(accountId: string, device?: number): Promise<PreKeyBundle[]> {
+    const which = device === undefined ? "*" : String(device);
+    return parseBundles(await this.request("GET", `/v1/keys/${encodeURIComponent(accountId)}/${which}`));
+  }
+
+  // -- messages ------------------------------------------------------------------------
+
+  async send(accountId: string, timestamp: number, messages: Outgoing[]): Promise<number> {
+    const data = await this.request("PUT", `/v1/messages/${encodeURIComponent(accountId)}`,
+      { timestamp, messages: messages as unknown as Json });
+    return int(data, "queued", "send answer", 0, 127);
+  }
+
+  async fetch(limit = 100): Promise<{ envelopes: Envelope[]; more: boolean }> {
+    const data = await this.request("GET", `/v1/messages?limit=${limit}`);
+    const envelopes = list(data, "messages", "messages answer", 1000).map(parseEnvelope);
+    const more = isObject(data) && data.more === true;
+    return { envelopes, more };
+  }
+
+  async ack(ids: string[]): Promise<void> {
+    await this.request("POST", "/v1/messages/ack", { ids });
+  }
+}

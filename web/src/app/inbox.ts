@@ -1,0 +1,185 @@
+/**
+ * Receiving (docs/client.md "Receiving: nothing lost, nothing twice"; spec §4, §6): for
+ * each envelope, in one store unit with no network I/O inside: skip it if its id was
+ * processed; decrypt (the session advances); parse the padded Content; store what it
+ * carries; remember the id; decide the follow-up work (a delivery receipt, a decryption
+ * error answer) and store it too. Only after the commit is the envelope acknowledged,
+ * and only after that is the follow-up work done. Mirrors cipherpost.client.inbox for
+ * 1:1 messages.
+ *
+ * Whatever fails while acting on a decrypted Content undoes that Content's writes, keeps
+ * the session's advance, reports `unsupported` and acknowledges: nothing can jam the queue.
+ */
+
+import { ProtocolAddress } from "../protocol/address.js";
+import { DuplicatedMessage, ProtocolError } from "../protocol/errors.js";
+import { PREKEY_TYPE, WHISPER_TYPE } from "../protocol/messages.js";
+import { decrypt } from "../protocol/session.js";
+import type { Envelope } from "./api.js";
+import { decodeContent, InvalidContent, num } from "./content.js";
+import {
+  advance, messageKey, type ClientEvent, type Contact, type FollowUp, type Status, type StoredMessage,
+} from "./model.js";
+import { ReceiptMessage_Type, type Content, type DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import { CorruptValue } from "./store/crypto.js";
+import type { DeviceStore } from "./store/device.js";
+
+/** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
+export const MAX_TEXT = 64 * 1024;
+
+export interface Processed {
+  events: ClientEvent[];
+}
+
+export class Inbox {
+  constructor(private readonly store: DeviceStore, readonly accountId: string, readonly deviceId: number,
+    private readonly clock: () => number) {}
+
+  /** Process one envelope (see the module comment); the caller acknowledges after. */
+  async process(envelope: Envelope): Promise<Processed> {
+    const events: ClientEvent[] = [];
+    const seen = `env:${envelope.id}`;
+    const sender = envelope.senderAccountId;
+    const device = envelope.senderDeviceId;
+    if (sender === undefined || device === undefined || (envelope.type !== WHISPER_TYPE && envelope.type !== PREKEY_TYPE)) {
+      await this.store.transaction(async () => {
+        if ((await this.store.get(seen)) !== undefined) return;
+        await this.store.putJson(seen, this.clock());
+        events.push({ kind: "unsupported", sender: sender ?? "", reason: `envelope type ${envelope.type}` });
+      });
+      return { events };
+    }
+    const address = new ProtocolAddress(sender, device);
+    let failed: unknown;
+    await this.store.transaction(async () => {
+      if ((await this.store.get(seen)) !== undefined) return;
+      await this.store.putJson(seen, this.clock());
+      let plaintext: Uint8Array;
+      const before = this.store.savepoint();
+      try {
+        plaintext = await decrypt(this.store, address, envelope.type, envelope.content);
+      } catch (error) {
+        this.store.rollback(before);
+        await this.store.putJson(seen, this.clock());
+        if (error instanceof DuplicatedMessage) return;
+        // A damaged store leaves the envelope queued; anything else about these bytes is
+        // a decryption failure (acknowledged, answered, reported), never a jammed queue.
+        if (error instanceof CorruptValue) throw error;
+        failed = error;
+        events.push({ kind: "decryption_failed", sender, timestamp: envelope.clientTimestamp });
+        await this.#followUp({ kind: "decryption_error", account: sender, device, timestamp: envelope.clientTimestamp });
+        return;
+      }
+      let content: Content;
+      try {
+        content = decodeContent(plaintext);
+      } catch (error) {
+        if (!(error instanceof InvalidContent)) throw error;
+        events.push({ kind: "invalid_content", sender });
+        return;
+      }
+      const decrypted = this.store.savepoint();
+      const mark = events.length;
+      try {
+        await this.#act(content, sender, device, events);
+      } catch (error) {
+        this.store.rollback(decrypted);
+        events.length = mark;
+        events.push({ kind: "unsupported", sender, reason: `not handled: ${(error as Error).name}` });
+      }
+    });
+    if (failed !== undefined) {
+      const kind = failed instanceof ProtocolError ? failed.kind : "malformed";
+      console.warn("cipherpost: a message could not be decrypted:", kind);
+    }
+    return { events };
+  }
+
+  async #followUp(work: FollowUp): Promise<void> {
+    await this.store.putJson(`followup:${String(await this.store.nextId("followup")).padStart(12, "0")}`, work);
+  }
+
+  async #act(content: Content, sender: string, device: number, events: ClientEvent[]): Promise<void> {
+    const own = sender === this.accountId;
+    const body = content.body;
+    switch (body.case) {
+      case "data": {
+        if (own) throw new InvalidContent("a data message from our own account");
+        if (body.value.group !== undefined) {
+          events.push({ kind: "unsupported", sender, reason: "group messages are not supported here yet" });
+          return;
+        }
+        const message = await this.#storeData(sender, sender, device, body.value, false, "received", events);
+        if (message !== undefined) {
+          await this.#followUp({ kind: "receipt", account: sender, type: "delivery", timestamps: [message.timestamp] });
+        }
+        return;
+      }
+      case "sync": {
+        if (!own) throw new InvalidContent("a sync message from another account");
+        const sync = body.value.body;
+        if (sync.case === "sent" && sync.value.message !== undefined && sync.value.destination !== "") {
+          await this.#storeData(sync.value.destination, this.accountId, device, sync.value.message, true, "sent", events);
+          return;
+        }
+        events.push({ kind: "unsupported", sender, reason: `sync ${sync.case ?? "unknown"}` });
+        return;
+      }
+      case "receipt": {
+        const status: Status = body.value.type === ReceiptMessage_Type.READ ? "read" : "delivered";
+        for (const ts of body.value.timestamps.slice(0, 1000)) {
+          await this.#setStatus(sender, num(ts), status, events);
+        }
+        return;
+      }
+      case "nullMessage":
+      case "typing":
+        return;
+      case "decryptionError": {
+        const error = body.value;
+        if (error.deviceId !== device) throw new InvalidContent("a decryption error about another device");
+        await this.#followUp({ kind: "resend", account: sender, device, timestamp: num(error.timestamp) });
+        return;
+      }
+      default:
+        events.push({ kind: "unsupported", sender, reason: body.case ?? "unknown body" });
+    }
+  }
+
+  /** Store a data message unless one of that name exists (spec §4); undefined if dropped. */
+  async #storeData(conversation: string, author: string, authorDevice: number, data: DataMessage, outgoing: boolean,
+    status: Status, events: ClientEvent[]): Promise<StoredMessage | undefined> {
+    if (data.attachments.length > 0 || data.reaction !== undefined || data.edit !== undefined || data.delete !== undefined) {
+      events.push({ kind: "unsupported", sender: author, reason: "attachments, reactions, edits and deletes come later" });
+      if (data.text === "") return undefined;
+    }
+    const timestamp = num(data.timestamp);
+    const key = messageKey(conversation, timestamp, author);
+    if ((await this.store.get(key)) !== undefined) return undefined;
+    const message: StoredMessage = {
+      conversation, author, authorDevice, timestamp, text: data.text.slice(0, MAX_TEXT), outgoing, status,
+      receivedAt: this.clock(),
+    };
+    await this.store.putJson(key, message);
+    const contactKey = `contact:${conversation}`;
+    const contact = (await this.store.getJson<Contact>(contactKey))
+      ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
+    contact.lastAt = Math.max(contact.lastAt, message.receivedAt);
+    contact.lastText = message.text.slice(0, 200);
+    if (!outgoing) contact.unread += 1;
+    await this.store.putJson(contactKey, contact);
+    events.push({ kind: "message", message });
+    return message;
+  }
+
+  async #setStatus(conversation: string, timestamp: number, status: Status, events: ClientEvent[]): Promise<void> {
+    const key = messageKey(conversation, timestamp, this.accountId);
+    const message = await this.store.getJson<StoredMessage>(key);
+    if (message === undefined || !message.outgoing) return;
+    const next = advance(message.status, status);
+    if (next === message.status) return;
+    message.status = next;
+    await this.store.putJson(key, message);
+    events.push({ kind: "status", conversation, timestamp, status: next });
+  }
+}

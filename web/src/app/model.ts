@@ -1,0 +1,52 @@
+/** What the app shows: stored messages, contacts, and the events the client emits. */
+
+export type Status = "sending" | "sent" | "delivered" | "read" | "failed" | "received";
+
+const RANK: Record<Status, number> = { failed: 0, sending: 1, sent: 2, delivered: 3, read: 4, received: 0 };
+
+/** A status only moves forward (a late "delivered" never undoes "read"). */
+export function advance(current: Status, next: Status): Status {
+  if (current === "failed" && next === "sent") return next;
+  return RANK[next] > RANK[current] ? next : current;
+}
+
+export interface StoredMessage {
+  conversation: string;
+  author: string;
+  authorDevice: number;
+  /** The author's timestamp (ms): with the author, the message's name (spec §4). */
+  timestamp: number;
+  text: string;
+  outgoing: boolean;
+  status: Status;
+  receivedAt: number;
+}
+
+export interface Contact {
+  accountId: string;
+  username?: string;
+  lastAt: number;
+  lastText: string;
+  unread: number;
+}
+
+export type ClientEvent =
+  | { kind: "message"; message: StoredMessage }
+  | { kind: "status"; conversation: string; timestamp: number; status: Status }
+  | { kind: "identity_changed"; account: string }
+  | { kind: "decryption_failed"; sender: string; timestamp: number }
+  | { kind: "resend_unavailable"; sender: string; timestamp: number }
+  | { kind: "unsupported"; sender: string; reason: string }
+  | { kind: "invalid_content"; sender: string }
+  | { kind: "connection"; online: boolean };
+
+/** Network work an envelope called for, stored with it and done after its ack. */
+export type FollowUp =
+  | { kind: "receipt"; account: string; type: "delivery" | "read"; timestamps: number[] }
+  | { kind: "decryption_error"; account: string; device: number; timestamp: number }
+  | { kind: "resend"; account: string; device: number; timestamp: number };
+
+/** Message record keys sort by conversation, then timestamp, then author. */
+export function messageKey(conversation: string, timestamp: number, author: string): string {
+  return `msg:${conversation}:${String(timestamp).padStart(16, "0")}:${author}`;
+}

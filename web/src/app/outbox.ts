@@ -1,0 +1,183 @@
+/**
+ * Sending (docs/spec/README.md §5): encrypt for every device of an account, send over the
+ * WebSocket (or HTTP when it is down), and act on the relay's 409/410 answers by fetching
+ * bundles for missing and re-installed devices and dropping sessions of extra ones, then
+ * retrying. Mirrors cipherpost.client.outbox (1:1 only: groups come later).
+ *
+ * Every encryption commits the advanced sessions before the request leaves, so a message
+ * key is never used twice even when a request fails and is retried.
+ */
+
+import { ProtocolAddress } from "../protocol/address.js";
+import { UntrustedIdentity } from "../protocol/errors.js";
+import type { PreKeyBundle } from "../protocol/prekeys.js";
+import { encrypt, hasSession, processPreKeyBundle } from "../protocol/session.js";
+import { RelayError, type RelayApi, type Outgoing } from "./api.js";
+import { SocketLost, type RelaySocket } from "./socket.js";
+import type { DeviceStore } from "./store/device.js";
+import { MalformedAnswer, toBase64 } from "./wire.js";
+
+export const MAX_SEND_ATTEMPTS = 5;
+
+/** The contact's identity key changed and the user has not accepted it (spec §7). */
+export class IdentityNotTrusted extends Error {
+  override readonly name = "IdentityNotTrusted";
+  constructor(readonly account: string) {
+    super("this contact's safety number changed: accept the new one before sending");
+  }
+}
+
+/** The device list kept changing under us. */
+export class SendFailed extends Error {
+  override readonly name = "SendFailed";
+}
+
+/** A device list of a 409/410 answer; anything but small integers is refused. */
+function deviceList(body: Record<string, unknown>, key: string): number[] {
+  const value = body[key];
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length > 127
+    || !value.every((d) => typeof d === "number" && Number.isInteger(d) && d >= 1 && d <= 127)) {
+    throw new MalformedAnswer(`send answer: ${key}`);
+  }
+  return value as number[];
+}
+
+export class Outbox {
+  socket: RelaySocket | undefined;
+
+  constructor(private readonly store: DeviceStore, private readonly api: RelayApi,
+    readonly accountId: string, readonly deviceId: number, private readonly clock: () => number) {}
+
+  /**
+   * Encrypt `plaintext` for every device of `account` (our own account: every other
+   * device) and send; repair the device list on 409/410 and retry. With `onlyDevice` the
+   * other devices get `filler` (the relay takes only whole device lists). `record` runs
+   * in the unit that encrypts (the message and its sessions are stored together).
+   * Returns the devices it was delivered to.
+   */
+  async deliver(account: string, plaintext: Uint8Array, timestamp: number,
+    options: { onlyDevice?: number; filler?: Uint8Array; record?: () => Promise<void> } = {}): Promise<number[]> {
+    let record = options.record;
+    for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
+      const devices = await this.devicesFor(account);
+      if (devices.length === 0 || (options.onlyDevice !== undefined && !devices.includes(options.onlyDevice))) {
+        if (record !== undefined) await this.store.transaction(record);
+        return [];
+      }
+      const messages = await this.store.transaction(async () => {
+        if (record !== undefined) await record();
+        const out: Outgoing[] = [];
+        for (const device of devices) {
+          const address = new ProtocolAddress(account, device);
+          const body = options.onlyDevice === undefined || options.onlyDevice === device ? plaintext : options.filler!;
+          const message = await encrypt(this.store, address, body, { now: Math.floor(this.clock() / 1000) });
+          const session = await this.store.loadSession(address);
+          out.push({ device_id: device, registration_id: session!.current!.remoteRegistrationId,
+            type: message.messageType, content: toBase64(message.serialized) });
+        }
+        return out;
+      });
+      record = undefined;
+      try {
+        await this.sendRequest(account, timestamp, messages);
+        return devices;
+      } catch (error) {
+        if (!(error instanceof RelayError) || !(await this.repair(account, error))) throw error;
+      }
+    }
+    throw new SendFailed("the device list kept changing; try again");
+  }
+
+  /** Over the open WebSocket when there is one (cheaper for the relay), else HTTP. */
+  async sendRequest(account: string, timestamp: number, messages: Outgoing[]): Promise<void> {
+    const socket = this.socket;
+    if (socket !== undefined && socket.open) {
+      try {
+        await socket.send(account, timestamp, messages);
+        return;
+      } catch (error) {
+        if (!(error instanceof SocketLost)) throw error;
+        // the same ciphertexts again over HTTP: a repeat is dropped as a duplicate
+      }
+    }
+    await this.api.send(account, timestamp, messages);
+  }
+
+  /** Act on 409 (missing/extra devices) or 410 (stale devices); false for other errors. */
+  async repair(account: string, error: RelayError): Promise<boolean> {
+    if (error.status === 409) {
+      for (const device of deviceList(error.body, "extra_devices")) {
+        await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(account, device)));
+      }
+      for (const device of deviceList(error.body, "missing_devices")) {
+        if (!(account === this.accountId && device === this.deviceId)) await this.startSession(account, device);
+      }
+      return true;
+    }
+    if (error.status === 410) {
+      for (const device of deviceList(error.body, "stale_devices")) {
+        await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(account, device)));
+        await this.startSession(account, device);
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /** The devices to encrypt for, starting sessions where none is usable. */
+  async devicesFor(account: string): Promise<number[]> {
+    let devices = await this.store.sessionDevices(account);
+    if (account === this.accountId) {
+      if (devices.length === 0 && (await this.store.getJson("own_devices_checked")) === undefined) {
+        devices = (await this.api.devices()).filter((d) => d !== this.deviceId);
+        await this.store.transaction(() => this.store.putJson("own_devices_checked", true));
+      }
+      devices = devices.filter((d) => d !== this.deviceId);
+    } else if (devices.length === 0) {
+      await this.startSessions(await this.api.bundles(account), account);
+      devices = await this.store.sessionDevices(account);
+    }
+    const now = Math.floor(this.clock() / 1000);
+    for (const device of devices) {
+      if (!(await hasSession(this.store, new ProtocolAddress(account, device), now))) await this.startSession(account, device);
+    }
+    return (await this.store.sessionDevices(account)).filter((d) => account !== this.accountId || d !== this.deviceId);
+  }
+
+  async startSession(account: string, device: number): Promise<void> {
+    let bundles: PreKeyBundle[];
+    try {
+      bundles = await this.api.bundles(account, device);
+    } catch (error) {
+      if (error instanceof RelayError && error.status === 404) {
+        await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(account, device)));
+        return;
+      }
+      throw error;
+    }
+    await this.startSessions(bundles, account);
+  }
+
+  /**
+   * Sessions from fetched bundles. A bundle under another identity key than the one we
+   * know records the change (the safety number shows it) and stops here.
+   * @throws IdentityNotTrusted the contact's key changed and the user has not accepted it.
+   */
+  async startSessions(bundles: PreKeyBundle[], account: string): Promise<void> {
+    for (const bundle of bundles) {
+      if (account === this.accountId && bundle.deviceId === this.deviceId) continue;
+      const address = new ProtocolAddress(account, bundle.deviceId);
+      try {
+        await this.store.transaction(() => processPreKeyBundle(this.store, address, bundle,
+          { now: Math.floor(this.clock() / 1000) }));
+      } catch (error) {
+        if (!(error instanceof UntrustedIdentity)) throw error;
+        if (account !== this.accountId) {
+          await this.store.transaction(() => this.store.saveIdentity(address, bundle.identityKey));
+        }
+        throw new IdentityNotTrusted(account);
+      }
+    }
+  }
+}
