@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PEER_DIR := interop/libsignal-peer
 PEER_STAMP := $(PEER_DIR)/node_modules/.installed
+PEER_0103_DIR := interop/libsignal-peer-0.103
+PEER_0103_STAMP := $(PEER_0103_DIR)/node_modules/.installed
 WEB_DIR := web
 WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
 # The server tests start a private PostgreSQL on 127.0.0.1 (tests/support/postgres.py).
-test: system-deps $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
+test: system-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -42,7 +44,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not interop"
 
-interop: $(STAMP) $(PEER_STAMP) $(WEB_STAMP)
+interop: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(PY) -m pytest -q tests/interop
 
 bench: $(STAMP) $(PEER_STAMP)
@@ -91,10 +93,15 @@ $(PEER_STAMP): $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
 	cd $(PEER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(PEER_STAMP)
 
+$(PEER_0103_STAMP): $(PEER_0103_DIR)/package.json $(PEER_0103_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory system-deps
+	cd $(PEER_0103_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(PEER_0103_STAMP)
+
 $(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
 	@$(MAKE) --no-print-directory system-deps
 	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(WEB_STAMP)
 
 clean:
-	rm -rf $(VENV) $(PEER_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEER_DIR)/node_modules $(PEER_0103_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

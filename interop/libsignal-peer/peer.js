@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // SPDX-License-Identifier: Apache-2.0
 //
-// Cipherpost interop reference peer built on @signalapp/libsignal-client 0.90.0.
+// Cipherpost interop reference peer built on @signalapp/libsignal-client: 0.90.0 from this
+// directory's node_modules, or another pinned version from the directory of a small wrapper
+// that calls start(its own directory) (see ../libsignal-peer-0.103/peer.js).
 //
 // Speaks the JSON-lines peer protocol described in shared/interop/PEER.md: one request object
 // per stdin line, exactly one response object per stdout line, in order. Logs go to stderr.
@@ -15,7 +17,10 @@
 
 'use strict';
 
+const fs = require('node:fs');
+const path = require('node:path');
 const readline = require('node:readline');
+const { pathToFileURL } = require('node:url');
 
 /** The libsignal-client module (ESM, so loaded with a dynamic import in main()). */
 let SC;
@@ -24,6 +29,9 @@ let SC;
  * SenderKeyBridge below for why.
  */
 let Native;
+
+/** From 0.91 on, session functions take the local address (SignalMessage field 6). */
+let LOCAL_ADDRESS_API = false;
 
 const DEBUG = Boolean(process.env.CIPHERPOST_PEER_DEBUG);
 
@@ -625,15 +633,22 @@ const OPS = {
       SC.PublicKey.deserialize(identityKey),
       kyberPreKeyId, SC.KEMPublicKey.deserialize(kyberPreKey), kyberSig,
     );
-    await SC.processPreKeyBundle(bundle, remote, actor.sessions, actor.identities, new Date());
+    if (LOCAL_ADDRESS_API) {
+      await SC.processPreKeyBundle(
+        bundle, remote, actor.address, actor.sessions, actor.identities, new Date());
+    } else {
+      await SC.processPreKeyBundle(bundle, remote, actor.sessions, actor.identities, new Date());
+    }
     return {};
   },
 
   async encrypt(actor, req) {
     const remote = protocolAddress(field(req, 'remote'), 'remote');
     const plaintext = bytes(field(req, 'plaintext'), 'plaintext');
-    const message = await SC.signalEncrypt(
-      plaintext, remote, actor.sessions, actor.identities, new Date());
+    const message = LOCAL_ADDRESS_API
+      ? await SC.signalEncrypt(
+        plaintext, remote, actor.address, actor.sessions, actor.identities, new Date())
+      : await SC.signalEncrypt(plaintext, remote, actor.sessions, actor.identities, new Date());
     let messageType;
     switch (message.type()) {
       case SC.CiphertextMessageType.PreKey:
@@ -655,12 +670,15 @@ const OPS = {
     let plaintext;
     if (messageType === 'prekey') {
       const message = SC.PreKeySignalMessage.deserialize(ciphertext);
+      const local = LOCAL_ADDRESS_API ? [actor.address] : [];
       plaintext = await SC.signalDecryptPreKey(
-        message, remote, actor.sessions, actor.identities,
+        message, remote, ...local, actor.sessions, actor.identities,
         actor.preKeys, actor.signedPreKeys, actor.kyberPreKeys);
     } else if (messageType === 'whisper') {
       const message = SC.SignalMessage.deserialize(ciphertext);
-      plaintext = await SC.signalDecrypt(message, remote, actor.sessions, actor.identities);
+      const local = LOCAL_ADDRESS_API ? [actor.address] : [];
+      plaintext = await SC.signalDecrypt(
+        message, remote, ...local, actor.sessions, actor.identities);
     } else {
       throw badRequest('"message_type" must be "prekey" or "whisper"');
     }
@@ -809,9 +827,22 @@ function writeLine(obj) {
   });
 }
 
-async function main() {
-  SC = await import('@signalapp/libsignal-client');
-  Native = await import('@signalapp/libsignal-client/dist/Native.js');
+/** Loads libsignal-client from `fromDir`/node_modules; returns its version. */
+async function loadLibsignal(fromDir) {
+  const pkgDir = path.join(fromDir, 'node_modules', '@signalapp', 'libsignal-client');
+  const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+  SC = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
+  Native = await import(pathToFileURL(path.join(pkgDir, 'dist', 'Native.js')).href);
+  const [major, minor] = pkg.version.split('.').map(Number);
+  LOCAL_ADDRESS_API = major > 0 || minor >= 91;
+  return pkg.version;
+}
+
+async function main(fromDir) {
+  const version = await loadLibsignal(fromDir);
+  if (DEBUG) {
+    log(`libsignal-client ${version}`);
+  }
   const peer = new Peer();
 
   const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
@@ -857,7 +888,16 @@ process.on('unhandledRejection', (err) => {
   log('unhandled rejection:', err && err.stack ? err.stack : String(err));
 });
 
-main().catch((err) => {
-  log('failed to start:', err && err.stack ? err.stack : String(err));
-  process.exit(1);
-});
+/** Runs the peer on the libsignal-client installed under `fromDir`. */
+function start(fromDir) {
+  main(fromDir).catch((err) => {
+    log('failed to start:', err && err.stack ? err.stack : String(err));
+    process.exit(1);
+  });
+}
+
+module.exports = { start };
+
+if (require.main === module) {
+  start(__dirname);
+}

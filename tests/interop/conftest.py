@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .peers import (
+    NODE_PEER,
+    NODE_PEER_0103,
     PeerClient,
     node_available,
     node_peer,
+    node_peer_0103,
     python_peer,
     typescript_available,
     typescript_peer,
@@ -23,6 +27,15 @@ DIRECTIONS = [(a, b) for a in IMPLEMENTATIONS for b in IMPLEMENTATIONS] + [
     ("typescript", "python"), ("python", "typescript"),
     ("typescript", "libsignal"), ("libsignal", "typescript"),
 ]
+# SPQR: Python requiring it (python-spqr) with libsignal 0.103 (which requires it too),
+# with itself, and with libsignal 0.90 (which offers it); 0.103 with itself checks the
+# scenarios' own expectations.
+SPQR_DIRECTIONS = [
+    ("python-spqr", "libsignal-0.103"), ("libsignal-0.103", "python-spqr"),
+    ("libsignal-0.103", "libsignal-0.103"), ("python-spqr", "python-spqr"),
+    ("python-spqr", "libsignal"), ("libsignal", "python-spqr"),
+]
+DIRECTIONS += SPQR_DIRECTIONS
 
 
 def _require_typescript() -> None:
@@ -33,12 +46,12 @@ def _require_typescript() -> None:
                     "(or `cd web && npm ci`)")
 
 
-def _require_node() -> None:
-    if not node_available():
+def _require_node(peer: Path = NODE_PEER) -> None:
+    if not node_available(peer):
         if os.environ.get("CIPHERPOST_SKIP_LIBSIGNAL") == "1":
             pytest.skip("libsignal reference peer not installed (CIPHERPOST_SKIP_LIBSIGNAL=1)")
         pytest.fail("libsignal reference peer is not installed: run `make test` "
-                    "(or `cd interop/libsignal-peer && npm ci`)")
+                    f"(or `cd {peer.parent.relative_to(peer.parents[2])} && npm ci`)")
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +62,14 @@ def peers() -> Iterator[dict[str, PeerClient]]:
         def __missing__(self, key: str) -> PeerClient:
             if key == "python":
                 client = python_peer()
+            elif key == "python-spqr":
+                client = python_peer("required")
             elif key == "libsignal":
                 _require_node()
                 client = node_peer()
+            elif key == "libsignal-0.103":
+                _require_node(NODE_PEER_0103)
+                client = node_peer_0103()
             elif key == "typescript":
                 _require_typescript()
                 client = typescript_peer()

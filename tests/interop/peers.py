@@ -12,6 +12,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PEER = ROOT / "interop" / "libsignal-peer" / "peer.js"
+#: The same peer on libsignal-client 0.103.0 (SPQR required, field 6).
+NODE_PEER_0103 = ROOT / "interop" / "libsignal-peer-0.103" / "peer.js"
 TS_PEER = ROOT / "web" / "bin" / "cipherpost-ts-peer.mjs"
 
 Json = dict[str, Any]
@@ -40,12 +43,12 @@ class PeerFailure(AssertionError):
 class PeerClient:
     """One running peer process."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
         self._ids = itertools.count(1)
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
-            text=True, bufsize=1, cwd=ROOT,
+            text=True, bufsize=1, cwd=ROOT, env={**os.environ, **(env or {})},
         )
 
     def __repr__(self) -> str:
@@ -121,17 +124,24 @@ class PeerClient:
         return self._proc.wait()
 
 
-def python_peer() -> PeerClient:
-    return PeerClient("python", [sys.executable, "-m", "cipherpost.interop.peer"])
+def python_peer(spqr: str = "off") -> PeerClient:
+    """The Python peer; ``spqr`` is its CIPHERPOST_PEER_SPQR (named ``python-spqr`` unless off)."""
+    name = "python" if spqr == "off" else "python-spqr"
+    return PeerClient(name, [sys.executable, "-m", "cipherpost.interop.peer"],
+                      {"CIPHERPOST_PEER_SPQR": spqr})
 
 
-def node_available() -> bool:
+def node_available(peer: Path = NODE_PEER) -> bool:
     return shutil.which("node") is not None and (
-        NODE_PEER.parent / "node_modules" / "@signalapp" / "libsignal-client").exists()
+        peer.parent / "node_modules" / "@signalapp" / "libsignal-client").exists()
 
 
 def node_peer() -> PeerClient:
     return PeerClient("libsignal", ["node", str(NODE_PEER)])
+
+
+def node_peer_0103() -> PeerClient:
+    return PeerClient("libsignal-0.103", ["node", str(NODE_PEER_0103)])
 
 
 def typescript_available() -> bool:

@@ -1,9 +1,11 @@
 """Conformance scenarios (digest §10, PEER.md) between every pair of implementations.
 
-Each test runs in eight directions: python->python, python->libsignal, libsignal->python
+Each test runs in fourteen directions: python->python, python->libsignal, libsignal->python
 and libsignal->libsignal (the last checks the scenario's own expectations against
 libsignal), then typescript->python, python->typescript, typescript->libsignal and
-libsignal->typescript (the browser client's protocol core, web/). The left side
+libsignal->typescript (the browser client's protocol core, web/), then with SPQR:
+python-spqr (the Python peer requiring it) with libsignal-0.103, with itself and with
+libsignal (0.90), both ways, and libsignal-0.103 with itself. The left side
 initiates: it processes the right side's bundle. A failure's test id names the scenario
 and the direction, e.g. ``test_basic_session[typescript->libsignal-one-time]``.
 """
@@ -17,6 +19,7 @@ import uuid
 import pytest
 
 from cipherpost.protocol import protobuf as pb
+from cipherpost.protocol.spqr.wire import SpqrMessage
 
 from .peers import Actor, PeerClient, b64, unb64
 
@@ -67,8 +70,8 @@ def test_basic_session(pair: tuple[PeerClient, PeerClient], one_time: bool) -> N
         state = actor.has_session(remote)
         assert state["has_session"] is True
         assert state["session_version"] == 4
-    # With a Python or TypeScript side (no SPQR yet) libsignal downgrades: no field 5
-    # after the reply.
+    # With a side without SPQR (Python with SPQR off, TypeScript) libsignal 0.90
+    # downgrades: no field 5 after the reply.
     downgraded = bool({"python", "typescript"} & {pair[0].name, pair[1].name})
     for i in range(3):
         message = alice.encrypt(bob, f"m{i}".encode())
@@ -337,6 +340,60 @@ def test_bad_bundle_signatures(pair: tuple[PeerClient, PeerClient]) -> None:
     assert bob.decrypt(alice, alice.encrypt(bob, b"good")) == b"good"
 
 
+# -- SPQR over several epochs ------------------------------------------------------------
+
+
+def _spqr_epoch(message: tuple[str, str]) -> int | None:
+    """The SCKA epoch in a whisper message's field 5, if it has one."""
+    if message[0] != "whisper":
+        return None
+    field = pb.get_bytes(whisper_fields(message[1]), 5)
+    return SpqrMessage.decode(field).epoch if field else None
+
+
+def test_spqr_epochs_under_loss_and_reordering(pair: tuple[PeerClient, PeerClient]) -> None:
+    """A long conversation in bursts, with 5% loss and neighbours swapped, until SPQR has
+    completed three key exchanges (message epoch 4 both ways). A side without SPQR makes
+    it a plain Double Ratchet conversation, which must work all the same."""
+    rnd = random.Random(20261130)
+    alice, bob = establish(pair)
+    spqr = not {"python", "typescript"} & {pair[0].name, pair[1].name}
+    actors = {"A": alice, "B": bob}
+    queues: dict[str, list[tuple[tuple[str, str], bytes]]] = {"A": [], "B": []}
+    epochs = {"A": 0, "B": 0}  # highest epoch seen in messages *from* each side
+    sent = lost = delivered = 0
+    while sent < 1600 and (min(epochs.values()) < 4 if spqr else sent < 300):
+        name = rnd.choice("AB")
+        other = "B" if name == "A" else "A"
+        texts = [rnd.randbytes(rnd.randrange(1, 64)) for _ in range(rnd.randint(1, 5))]
+        for message, text in zip(actors[name].encrypt_many(actors[other], texts), texts,
+                                 strict=True):
+            sent += 1
+            epochs[name] = max(epochs[name], _spqr_epoch(message) or 0)
+            if rnd.random() < 0.05:
+                lost += 1
+            else:
+                queues[other].append((message, text))
+        queue = queues[other]
+        take = rnd.randint(0, len(queue))
+        batch, queues[other] = queue[:take], queue[take:]
+        for i in range(len(batch) - 1):  # reordering: swap some neighbours
+            if rnd.random() < 0.3:
+                batch[i], batch[i + 1] = batch[i + 1], batch[i]
+        responses = actors[other].peer.call_many([
+            {"op": "decrypt", "actor": actors[other].address, "remote": actors[name].address,
+             "message_type": m[0], "ciphertext": m[1]} for m, _ in batch])
+        for (_, text), response in zip(batch, responses, strict=True):
+            assert response.get("ok"), (sent, response.get("error"))
+            assert unb64(response["plaintext"]) == text
+            delivered += 1
+    assert lost > 5 and delivered > 200
+    if spqr:
+        assert min(epochs.values()) >= 4, (epochs, sent)
+    else:
+        assert epochs == {"A": 0, "B": 0}
+
+
 # -- archived sessions, has_session -----------------------------------------------------
 
 
@@ -514,13 +571,13 @@ def test_mlkem_bundles(pair: tuple[PeerClient, PeerClient]) -> None:
     bob = Actor(responder, _name("bob"))
     response = responder.call("generate_bundle", actor=bob.address, signed_prekey_id=1,
                               kyber_prekey_id=2, prekey_id=3, kem="mlkem1024")
-    if responder.name == "libsignal":
+    if responder.name.startswith("libsignal"):
         assert response["error"]["kind"] == "bad_request"
         return
     bundle = response["bundle"]
     assert unb64(bundle["kyber_prekey"])[0] == 0x0A
     alice = Actor(initiator, _name("alice"))
-    if initiator.name == "libsignal":
+    if initiator.name.startswith("libsignal"):
         assert alice.peer.error("process_bundle", actor=alice.address, remote=bob.address,
                                 bundle=bundle) == "invalid_key"
         return
@@ -535,7 +592,8 @@ def test_mlkem_bundles(pair: tuple[PeerClient, PeerClient]) -> None:
 # -- the peer itself ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", ["python", "libsignal", "typescript"])
+@pytest.mark.parametrize("impl", ["python", "libsignal", "typescript", "python-spqr",
+                                  "libsignal-0.103"])
 def test_malformed_requests(peers: dict[str, PeerClient], impl: str) -> None:
     peer = peers[impl]
     actor = Actor(peer, _name("solo"))
