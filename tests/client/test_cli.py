@@ -336,3 +336,22 @@ def test_history_and_restore_from_the_cli(tmp_path: Path, relay: ThreadedRelay) 
     assert invoke(fresh, "--json", "history", "off", "--yes")[0] == 0
     code, stdout, _ = invoke(home, "--json", "receive")
     assert code == 0 and '"ServerHistoryChanged"' in stdout
+
+
+def test_recovery_passphrase_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
+    home, fresh = tmp_path / "mo", tmp_path / "mo-new"
+    assert invoke(home, *REGISTER, relay.url, "--username", "moe")[0] == 0
+    weak = {**ENV, "CIPHERPOST_RECOVERY_PASSPHRASE": "mo123456"}
+    code, _, stderr = invoke(home, "recovery-passphrase", env=weak)
+    assert code == 1 and "too easy to guess" in stderr
+    strong = {**ENV, "CIPHERPOST_RECOVERY_PASSPHRASE": "quiet lanterns drift over seven hills"}
+    assert invoke(home, "recovery-passphrase", env=strong)[0] == 0
+    code, _, stderr = invoke(fresh, "restore", "--server", relay.url, "--username", "moe",
+                             env={**ENV, "CIPHERPOST_RECOVERY_PASSPHRASE": "wrong guess here"})
+    assert code == 1 and "wrong username or recovery passphrase" in stderr
+    code, stdout, _ = invoke(fresh, "--json", "restore", "--server", relay.url,
+                             "--username", "moe", env=strong)
+    assert code == 0, stdout
+    code, stdout, _ = invoke(home, "--json", "whoami")
+    assert json.loads(stdout)["account_id"] == json.loads(
+        invoke(fresh, "--json", "whoami")[1])["account_id"]

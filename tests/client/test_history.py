@@ -15,7 +15,15 @@ import pytest
 from cipherpost.client import Client, ClientError, RelayUnavailable, history
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
-from cipherpost.client.recovery import RecoveryKeyError, format_key, parse_key, restore
+from cipherpost.client.recovery import (
+    RecoveryKeyError,
+    WeakPassphrase,
+    format_key,
+    parse_key,
+    restore,
+    restore_with_passphrase,
+    set_passphrase,
+)
 from cipherpost.client.store.crypto import TEST_PARAMS
 
 from .conftest import Devices, ThreadedRelay
@@ -280,3 +288,51 @@ def test_recovery_key_format() -> None:
     for bad in ("", text[:-5], text + "A", text.replace(text[5], "U", 1)):
         with pytest.raises(RecoveryKeyError):
             parse_key(bad)
+
+
+def test_restore_with_the_recovery_passphrase(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            await alice.send_text("bob", "kept through the passphrase")
+            with pytest.raises(WeakPassphrase):
+                await set_passphrase(alice, "alice123", params=TEST_PARAMS)
+            strong = "correct horse battery staple under a violet moon"
+            await set_passphrase(alice, strong, params=TEST_PARAMS)
+            # A relay that asks for hashing weaker than the floor is refused outright.
+            with pytest.raises(ClientError, match="weaker"):
+                await restore_with_passphrase(tmp_path / "weak.db", relay.url, "alice",
+                                              strong, passphrase="pw", argon2=TEST_PARAMS)
+            with pytest.raises(ClientError, match="wrong username or recovery passphrase"):
+                await restore_with_passphrase(tmp_path / "bad.db", relay.url, "alice",
+                                              strong + "!", passphrase="pw",
+                                              argon2=TEST_PARAMS, min_params=TEST_PARAMS)
+            with pytest.raises(ClientError, match="no recovery passphrase"):
+                await restore_with_passphrase(tmp_path / "none.db", relay.url, "bob", strong,
+                                              passphrase="pw", argon2=TEST_PARAMS,
+                                              min_params=TEST_PARAMS)
+            restored = await restore_with_passphrase(
+                tmp_path / "new.db", relay.url, "alice", strong, passphrase="pw",
+                argon2=TEST_PARAMS, min_params=TEST_PARAMS,
+                options=dataclasses.replace(devices.options))
+            devices.clients.append(restored)
+            assert restored.account_id == alice.account_id
+            assert view(restored, bob.account_id) == view(alice, bob.account_id)
+            # A new epoch reseals the passphrase blob too: a later restore reads new entries.
+            await alice.rotate_history_epoch()
+            await alice.send_text("bob", "after a new epoch")
+            again = await restore_with_passphrase(
+                tmp_path / "again.db", relay.url, "alice", strong, passphrase="pw",
+                argon2=TEST_PARAMS, min_params=TEST_PARAMS,
+                options=dataclasses.replace(devices.options))
+            devices.clients.append(again)
+            assert [t for _, t in view(again, bob.account_id)] == [
+                "kept through the passphrase", "after a new epoch"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -16,7 +16,10 @@ PUBLIC = {("POST", "/v1/accounts"), ("POST", "/v1/devices"), ("GET", "/healthz")
           ("GET", "/metrics"), ("POST", "/v1/provisioning"),
           ("GET", "/v1/provisioning/{address}"),
           # Recovery (docs/spec/history.md): the secret in the body is the credential.
-          ("POST", "/v1/recovery/open"), ("POST", "/v1/recovery/devices")}
+          ("POST", "/v1/recovery/open"), ("POST", "/v1/recovery/devices"),
+          ("GET", "/v1/recovery/passphrase/{username}"),
+          ("POST", "/v1/recovery/passphrase/open"),
+          ("POST", "/v1/recovery/passphrase/devices")}
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:

@@ -214,3 +214,37 @@ def test_recovery_attempts_are_rate_limited_per_address(settings: Settings, path
                  for _ in range(3)]
     assert codes[:2] == [403, 403]
     assert codes[2] == 429
+
+
+def _passphrase(salt: bytes, verifier: bytes, blob: bytes) -> dict[str, str]:
+    return {"salt": b64(salt), "params": "argon2id:65536:3:2", "verifier": b64(verifier),
+            "blob": b64(blob)}
+
+
+def test_passphrase_recovery_by_username(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, rate_recovery_per_ip="1000/100")
+    with TestClient(create_app(settings)) as client:
+        alice = register(client, "alice_pp")
+        salt, verifier = os.urandom(16), os.urandom(32)
+        assert client.get("/v1/recovery/passphrase/alice_pp").status_code == 404
+        assert client.put("/v1/recovery/passphrase", json=_passphrase(salt, verifier, b"sealed"),
+                          headers=alice.headers).status_code == 204
+        assert client.get("/v1/recovery/passphrase/alice_pp").json() == {
+            "salt": b64(salt), "params": "argon2id:65536:3:2"}
+        opened = client.post("/v1/recovery/passphrase/open",
+                             json={"username": "alice_pp", "verifier": b64(verifier)})
+        assert opened.status_code == 200
+        assert opened.json() == {"account_id": alice.account_id, "blob": b64(b"sealed")}
+        for _ in range(store.FREE_FAILURES + 1):
+            wrong = client.post("/v1/recovery/passphrase/open",
+                                json={"username": "alice_pp", "verifier": b64(os.urandom(32))})
+            assert wrong.status_code == 403
+        slowed = client.post("/v1/recovery/passphrase/open",
+                             json={"username": "alice_pp", "verifier": b64(verifier)})
+        assert slowed.status_code == 429
+        joined = client.post("/v1/recovery/passphrase/devices", json={
+            **alice.keys.linked().device_body(), "username": "nobody_here",
+            "verifier": b64(verifier)})
+        assert joined.status_code == 403
+        assert client.delete("/v1/recovery/passphrase", headers=alice.headers).status_code == 204
+        assert client.get("/v1/recovery/passphrase/alice_pp").status_code == 404

@@ -44,6 +44,7 @@ from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
 from cipherpost.client.linking import LinkError
 from cipherpost.client.recovery import restore as restore_account
+from cipherpost.client.recovery import restore_with_passphrase, set_passphrase
 from cipherpost.client.store.crypto import CorruptValue
 
 EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
@@ -294,19 +295,30 @@ async def register(ctx: Context, server: str, username: str | None,
 @click.option("--device-name", default=None)
 @click.option("--recovery-key", default=None, envvar="CIPHERPOST_RECOVERY_KEY",
               help="The recovery key (asked for when not given).")
+@click.option("--username", default=None,
+              help="Restore with your username and recovery passphrase instead.")
 @click.pass_obj
 @run
 async def restore(ctx: Context, server: str, device_name: str | None,
-                  recovery_key: str | None) -> None:
-    """Get your account back on this machine with its recovery key: same identity, your
-    contacts and groups, and your history if the server keeps it."""
+                  recovery_key: str | None, username: str | None) -> None:
+    """Get your account back on this machine with its recovery key (or, with --username,
+    its recovery passphrase): same identity, your contacts and groups, and your history
+    if the server keeps it."""
     if ctx.store_path.exists():
         raise StoreError(f"a device already exists in {ctx.store_path.parent}")
-    key = recovery_key or click.prompt("Recovery key", hide_input=True)
-    passphrase = ctx.passphrase(new=True)
-    client = await restore_account(ctx.store_path, server, key, passphrase=passphrase,
-                                   device_name=device_name,
-                                   progress=None if ctx.as_json else _progress)
+    progress = None if ctx.as_json else _progress
+    if username:
+        secret = os.environ.get("CIPHERPOST_RECOVERY_PASSPHRASE") or click.prompt(
+            "Recovery passphrase", hide_input=True)
+        passphrase = ctx.passphrase(new=True)
+        client = await restore_with_passphrase(ctx.store_path, server, username, secret,
+                                               passphrase=passphrase,
+                                               device_name=device_name, progress=progress)
+    else:
+        key = recovery_key or click.prompt("Recovery key", hide_input=True)
+        passphrase = ctx.passphrase(new=True)
+        client = await restore_account(ctx.store_path, server, key, passphrase=passphrase,
+                                       device_name=device_name, progress=progress)
     try:
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
                  f"Restored: this is device {client.device_id} of account "
@@ -324,6 +336,19 @@ def _progress(entries: int) -> None:
 async def recovery_key(ctx: Context, client: Client) -> None:
     """Make a new recovery key (the old one stops working) and show it once."""
     _emit_recovery_key(ctx, await client.create_recovery_key())
+
+
+@cli.command("recovery-passphrase")
+@_with_client
+async def recovery_passphrase(ctx: Context, client: Client) -> None:
+    """Let a passphrase recover the account too (with your username). It must be strong:
+    whoever runs the server could try to guess it offline."""
+    secret = os.environ.get("CIPHERPOST_RECOVERY_PASSPHRASE") or click.prompt(
+        "New recovery passphrase", hide_input=True, confirmation_prompt=True)
+    await set_passphrase(client, secret)
+    ctx.emit({"recovery_passphrase": True},
+             "Set: `cipherpost restore --username` with this passphrase gets the account "
+             "back.")
 
 
 @cli.group("history")

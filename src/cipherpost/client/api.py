@@ -219,6 +219,12 @@ class RelayApi:
         data = await self.request("POST", "/v1/recovery/devices", json=body, auth=False)
         return Credentials(data["account_id"], int(data["device_id"]), data["token"])
 
+    async def passphrase_device(self, body: dict[str, Any]) -> Credentials:
+        """Join an account as a new device with its recovery passphrase's verifier."""
+        data = await self.request("POST", "/v1/recovery/passphrase/devices", json=body,
+                                  auth=False)
+        return Credentials(data["account_id"], int(data["device_id"]), data["token"])
+
     async def create_link_code(self) -> str:
         return str((await self.request("POST", "/v1/devices/link-codes"))["link_code"])
 

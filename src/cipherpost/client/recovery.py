@@ -20,20 +20,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.protobuf.message import DecodeError
+from zxcvbn import zxcvbn
 
 from cipherpost.protocol import IdentityKeyPair, ProtocolError
 
 from . import history
-from .api import RelayApi, RelayError, b64, check_server_url, unb64
+from .api import Credentials, RelayApi, RelayError, b64, check_server_url, unb64
 from .client import Client
 from .devices import adopt
 from .errors import ClientError
@@ -184,15 +187,17 @@ async def create_key(client: Client) -> str:
 
 
 async def update_blob(client: Client) -> bool:
-    """Seal the blob again from what this device holds now (after a new history epoch,
-    for example); False when this device holds no recovery secrets."""
+    """Seal the blobs again (recovery key and passphrase) from what this device holds now
+    (after a new history epoch, for example); False when it holds no recovery secrets."""
     data = client.store.get_secret(_SECRET)
-    if data is None:
-        return False
-    secrets = Secrets.from_bytes(data)
     me = await client.api.whoami()
+    username = me.get("username") or ""
+    updated = await _update_passphrase_blob(client, username)
+    if data is None:
+        return updated
+    secrets = Secrets.from_bytes(data)
     await client.api.request("PUT", "/v1/recovery", json={
-        **secrets.release(), "blob": b64(secrets.seal(_blob(client, me.get("username") or "")))})
+        **secrets.release(), "blob": b64(secrets.seal(_blob(client, username)))})
     return True
 
 
@@ -204,42 +209,60 @@ async def restore(path: Path, server: str, recovery_key: str, *,
     """Get the account back on a fresh machine: open its recovery blob, join the account
     as a new device under the same identity key (contacts see no safety number change),
     take over contacts, trust and groups, and replay the server-stored history if the
-    account keeps one.
+    account keeps one. ``passphrase``/``argon2`` are the new local store's.
 
     Raises:
         RecoveryKeyError: not a recovery key. ClientError: no blob for it on this relay.
         RelayError: 429 after too many wrong keys (wait and retry).
     """
     secrets = Secrets.derive(parse_key(recovery_key))
+    found = await _ask(server, proxy, "/v1/recovery/open", secrets.release(),
+                       "this relay holds no account for that recovery key")
+    blob = secrets.open(unb64(str(found["blob"])))
+    client = await _join(path, server, found, blob, secrets.release(), RelayApi.recovery_device,
+                         passphrase, device_name, argon2, proxy, options)
+    with client.store.transaction():
+        client.store.set_secret(_SECRET, secrets.to_bytes())
+    return await _finish(client, blob, device_name, progress)
+
+
+async def _ask(server: str, proxy: str | None, path: str, body: dict[str, str],
+               refused: str) -> dict[str, Any]:
     api = RelayApi(check_server_url(server), proxy=proxy)
     try:
-        try:
-            found = await api.request("POST", "/v1/recovery/open", json=secrets.release(),
-                                      auth=False)
-        except RelayError as exc:
-            if exc.status == 403:
-                raise ClientError("this relay holds no account for that recovery key") \
-                    from None
-            raise
+        found: dict[str, Any] = await api.request("POST", path, json=body, auth=False)
+        return found
+    except RelayError as exc:
+        if exc.status == 403:
+            raise ClientError(refused) from None
+        raise
     finally:
         await api.close()
-    blob = secrets.open(unb64(str(found["blob"])))
+
+
+async def _join(path: Path, server: str, found: dict[str, Any], blob: RecoveryBlob,
+                release: dict[str, str],
+                request: Callable[[RelayApi, dict[str, Any]], Awaitable[Credentials]],
+                passphrase: str | None, device_name: str | None, argon2: Argon2Params | None,
+                proxy: str | None, options: ClientOptions | None) -> Client:
     if blob.account_id != found["account_id"]:
         raise ClientError("the recovery blob names another account")
     try:
         identity = IdentityKeyPair.deserialize(blob.identity_key_pair)
     except ProtocolError:
         raise ClientError("the recovery blob is malformed") from None
-    client = await Client._set_up(path, server, identity, secrets.release(),
-                                  RelayApi.recovery_device, passphrase, device_name, argon2,
-                                  proxy, options)
+    return await Client._set_up(path, server, identity, release, request, passphrase,
+                                device_name, argon2, proxy, options)
+
+
+async def _finish(client: Client, blob: RecoveryBlob, device_name: str | None,
+                  progress: Callable[[int], None] | None) -> Client:
+    """Take over what the blob carries, announce the device, replay the history."""
     try:
         adopt(client, blob.contacts, blob.group_states)
         if blob.HasField("history_keys"):
             history.set_keys(client.store, history.Keys.from_proto(blob.history_keys),
                              on=blob.history_enabled)
-        with client.store.transaction():
-            client.store.set_secret(_SECRET, secrets.to_bytes())
         await client.announce_device(device_name or "")
         if history.enabled(client.store):
             await history.download(client.api, client.store, progress=progress)
@@ -248,3 +271,125 @@ async def restore(path: Path, server: str, recovery_key: str, *,
         raise
     return client
 
+
+# -- the recovery passphrase ------------------------------------------------------------
+
+#: zxcvbn's score (0-4) a recovery passphrase must reach: 3 is "safely unguessable:
+#: moderate protection from an offline slow-hash scenario" (about 10^10 guesses).
+MIN_SCORE = 3
+_PASSPHRASE_SECRET = "recovery_passphrase"  # noqa: S105 - a store secret's name
+_PASSPHRASE_AAD = b"Cipherpost recovery passphrase blob v1"
+
+
+class WeakPassphrase(ClientError):
+    """A recovery passphrase too easy to guess offline (with zxcvbn's advice)."""
+
+
+def check_passphrase(passphrase: str, *, user_inputs: Iterable[str] = ()) -> None:
+    """Raises: WeakPassphrase."""
+    result = zxcvbn(passphrase[:100], user_inputs=list(user_inputs))
+    if int(result["score"]) < MIN_SCORE:
+        advice = " ".join([result["feedback"].get("warning") or "",
+                           *result["feedback"].get("suggestions", [])]).strip()
+        raise WeakPassphrase("that recovery passphrase is too easy to guess"
+                             + (f": {advice}" if advice else ""))
+
+
+def _passphrase_keys(passphrase: str, salt: bytes, params: Argon2Params) -> tuple[bytes, bytes]:
+    """Argon2id of the passphrase: (the blob's sealing key, the verifier for the relay)."""
+    raw = hash_secret_raw(passphrase.encode(), salt, time_cost=params.time_cost,
+                          memory_cost=params.memory_kib, parallelism=params.parallelism,
+                          hash_len=64, type=Type.ID)
+    return raw[:32], raw[32:]
+
+
+def _seal_with(key: bytes, salt: bytes, blob: RecoveryBlob) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, blob.SerializeToString(), _PASSPHRASE_AAD + salt)
+
+
+async def set_passphrase(client: Client, passphrase: str, *,
+                         params: Argon2Params | None = None) -> None:
+    """Let ``passphrase`` (checked for strength) recover the account too: the recovery
+    blob sealed under a key derived from it with Argon2id, and a verifier (derived
+    separately) whose hash the relay keeps and asks for before releasing the blob.
+
+    Raises:
+        WeakPassphrase: too easy to guess.
+    """
+    me = await client.api.whoami()
+    username = me.get("username") or ""
+    if not username:
+        raise ClientError("set a username first: a recovery passphrase is found by it")
+    check_passphrase(passphrase, user_inputs=[username])
+    params = params or Argon2Params()
+    salt = os.urandom(16)
+    key, verifier = _passphrase_keys(passphrase, salt, params)
+    await client.api.request("PUT", "/v1/recovery/passphrase", json={
+        "salt": b64(salt), "params": params.encode(), "verifier": b64(verifier),
+        "blob": b64(_seal_with(key, salt, _blob(client, username)))})
+    with client.store.transaction():
+        client.store.set_secret(_PASSPHRASE_SECRET,
+                                key + verifier + salt + params.encode().encode())
+
+
+async def _update_passphrase_blob(client: Client, username: str) -> bool:
+    data = client.store.get_secret(_PASSPHRASE_SECRET)
+    if data is None:
+        return False
+    key, verifier, salt, params = data[:32], data[32:64], data[64:80], data[80:].decode()
+    await client.api.request("PUT", "/v1/recovery/passphrase", json={
+        "salt": b64(salt), "params": params, "verifier": b64(verifier),
+        "blob": b64(_seal_with(key, salt, _blob(client, username)))})
+    return True
+
+
+async def restore_with_passphrase(path: Path, server: str, username: str, recovery: str, *,
+                                  passphrase: str | None = None, device_name: str | None = None,
+                                  argon2: Argon2Params | None = None,
+                                  min_params: Argon2Params | None = None,
+                                  proxy: str | None = None,
+                                  options: ClientOptions | None = None,
+                                  progress: Callable[[int], None] | None = None) -> Client:
+    """Like :func:`restore`, with the username and the recovery passphrase. The relay
+    says which Argon2id parameters the passphrase was hashed with; parameters weaker than
+    ``min_params`` (the local store's defaults) are refused, so a relay cannot make the
+    verifier it receives cheap to attack.
+
+    Raises:
+        ClientError: wrong username or passphrase (the relay slows repeated failures).
+    """
+    api = RelayApi(check_server_url(server), proxy=proxy)
+    try:
+        salted = await api.request("GET", f"/v1/recovery/passphrase/{username}", auth=False)
+    except RelayError as exc:
+        if exc.status == 404:
+            raise ClientError("no recovery passphrase is set for that username") from None
+        raise
+    finally:
+        await api.close()
+    floor = min_params or Argon2Params()
+    try:
+        params = Argon2Params.decode(str(salted["params"]))
+        salt = unb64(str(salted["salt"]))
+    except (ValueError, KeyError):
+        raise ClientError("the relay sent malformed passphrase parameters") from None
+    if params.time_cost < floor.time_cost or params.memory_kib < floor.memory_kib \
+            or not 16 <= len(salt) <= 32 or params.parallelism < 1:
+        raise ClientError("the relay asks for weaker passphrase hashing than allowed")
+    key, verifier = _passphrase_keys(recovery, salt, params)
+    release = {"username": username, "verifier": b64(verifier)}
+    found = await _ask(server, proxy, "/v1/recovery/passphrase/open", release,
+                       "wrong username or recovery passphrase")
+    sealed = unb64(str(found["blob"]))
+    try:
+        blob = RecoveryBlob.FromString(AESGCM(key).decrypt(sealed[:12], sealed[12:],
+                                                           _PASSPHRASE_AAD + salt))
+    except (InvalidTag, DecodeError, ValueError):
+        raise ClientError("the recovery blob does not open with this passphrase") from None
+    client = await _join(path, server, found, blob, release, RelayApi.passphrase_device,
+                         passphrase, device_name, argon2, proxy, options)
+    with client.store.transaction():
+        client.store.set_secret(_PASSPHRASE_SECRET,
+                                key + verifier + salt + params.encode().encode())
+    return await _finish(client, blob, device_name, progress)

@@ -190,3 +190,96 @@ async def recovery_device(body: RecoveryDeviceIn, request: Request,
                           relay: RelayDep) -> CredentialsOut:
     account_id, _blob = await _open(relay, request, body.lookup_id, body.auth)
     return await join_account(relay, account_id, body)
+
+
+# -- recovery by passphrase -------------------------------------------------------------
+
+
+class PassphraseRecoveryIn(Strict):
+    salt: str = Field(max_length=64, description="base64, 16 to 32 bytes")
+    params: str = Field(max_length=64, description="the Argon2id parameters, as the client "
+                                                   "encodes them")
+    verifier: str = Field(max_length=64, description="base64, 32 bytes")
+    blob: str = Field(max_length=MAX_RECOVERY_BLOB * 4 // 3 + 4, description="base64")
+
+
+class PassphraseSaltOut(BaseModel):
+    salt: str
+    params: str
+
+
+class PassphraseOpenIn(Strict):
+    username: str = Field(min_length=3, max_length=32)
+    verifier: str = Field(max_length=64)
+
+
+class PassphraseDeviceIn(DeviceKeysIn):
+    username: str = Field(min_length=3, max_length=32)
+    verifier: str = Field(max_length=64)
+
+
+def _verifier_hash(verifier: str) -> bytes:
+    raw = unb64(verifier, "verifier")
+    if len(raw) != 32:
+        raise bad_request("the verifier is 32 bytes")
+    return hashlib.sha256(b"cipherpost recovery verifier\x00" + raw).digest()
+
+
+async def _open_by_passphrase(relay: RelayDep, request: Request, username: str,
+                              verifier: str) -> tuple[str, bytes]:
+    relay.limit("recovery", client_ip(request, relay))
+    verifier_hash = _verifier_hash(verifier)
+    try:
+        found = await store.open_passphrase_recovery(relay.storage, username, verifier_hash,
+                                                     relay.now_ms())
+    except store.RecoveryWait as wait:
+        raise rate_limited(wait.retry_after_ms / 1000) from None
+    if found is None:
+        raise ApiError(403, "invalid_recovery", "wrong username or recovery passphrase")
+    return found
+
+
+@router.put("/v1/recovery/passphrase", status_code=204,
+            summary="Store (replace) the recovery blob sealed under a passphrase")
+async def put_passphrase(body: PassphraseRecoveryIn, relay: RelayDep,
+                         device: DeviceDep) -> None:
+    salt = unb64(body.salt, "salt")
+    if not 16 <= len(salt) <= 32:
+        raise bad_request("the salt is 16 to 32 bytes")
+    blob = unb64(body.blob, "blob", max_bytes=MAX_RECOVERY_BLOB)
+    await store.put_passphrase_recovery(relay.storage, device.account_id, salt, body.params,
+                                        _verifier_hash(body.verifier), blob, relay.now_ms())
+
+
+@router.delete("/v1/recovery/passphrase", status_code=204,
+               summary="Delete the passphrase-sealed recovery blob")
+async def delete_passphrase(relay: RelayDep, device: DeviceDep) -> None:
+    await store.delete_passphrase_recovery(relay.storage, device.account_id)
+
+
+@router.get("/v1/recovery/passphrase/{username}",
+            summary="The salt and Argon2id parameters to derive the passphrase keys with")
+async def passphrase_salt(username: str, request: Request, relay: RelayDep) -> PassphraseSaltOut:
+    relay.limit("recovery", client_ip(request, relay))
+    found = await store.passphrase_salt(relay.storage, username)
+    if found is None:
+        raise ApiError(404, "not_found", "no recovery passphrase for that username")
+    return PassphraseSaltOut(salt=b64(found[0]), params=found[1])
+
+
+@router.post("/v1/recovery/passphrase/open",
+             summary="The passphrase-sealed recovery blob, for the passphrase's verifier")
+async def open_passphrase(body: PassphraseOpenIn, request: Request,
+                          relay: RelayDep) -> RecoveryOut:
+    account_id, blob = await _open_by_passphrase(relay, request, body.username,
+                                                 body.verifier)
+    return RecoveryOut(account_id=account_id, blob=b64(blob))
+
+
+@router.post("/v1/recovery/passphrase/devices", status_code=201,
+             summary="Join the account as a new device with the passphrase's verifier")
+async def passphrase_device(body: PassphraseDeviceIn, request: Request,
+                            relay: RelayDep) -> CredentialsOut:
+    account_id, _blob = await _open_by_passphrase(relay, request, body.username,
+                                                  body.verifier)
+    return await join_account(relay, account_id, body)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 
-from .schema import history, history_settings, recovery
+from .schema import accounts, history, history_settings, recovery, recovery_passphrase
 from .sql import Storage, reads, writes
 
 DAY_MS = 24 * 3600 * 1000
@@ -195,6 +195,11 @@ FREE_FAILURES = 5
 MAX_WAIT_MS = 3600 * 1000
 
 
+def _wait_after(failures: int) -> int:
+    return 0 if failures <= FREE_FAILURES else min(
+        1000 * 2 ** (failures - FREE_FAILURES - 1), MAX_WAIT_MS)
+
+
 @writes
 def open_recovery(storage: Storage, lookup_id: bytes, auth_hash: bytes,
                   now: int) -> tuple[str, bytes] | None:
@@ -213,12 +218,78 @@ def open_recovery(storage: Storage, lookup_id: bytes, auth_hash: bytes,
             raise RecoveryWait(int(row.next_attempt_at) - now)
         if not hmac.compare_digest(bytes(row.auth_hash), auth_hash):
             failures = int(row.failures) + 1
-            wait = 0 if failures <= FREE_FAILURES else min(
-                1000 * 2 ** (failures - FREE_FAILURES - 1), MAX_WAIT_MS)
             conn.execute(update(recovery).where(recovery.c.account_id == row.account_id)
-                         .values(failures=failures, next_attempt_at=now + wait))
+                         .values(failures=failures,
+                                 next_attempt_at=now + _wait_after(failures)))
             return None
         if row.failures:
             conn.execute(update(recovery).where(recovery.c.account_id == row.account_id)
                          .values(failures=0, next_attempt_at=0))
         return str(row.account_id), bytes(row.blob)
+
+
+# -- recovery by passphrase ---------------------------------------------------------------
+
+
+@writes
+def put_passphrase_recovery(storage: Storage, account_id: str, salt: bytes, params: str,
+                            verifier_hash: bytes, blob: bytes, now: int) -> None:
+    """Store (or replace) the account's passphrase-sealed recovery blob."""
+    with storage._tx(storage.db.writer) as conn:
+        conn.execute(delete(recovery_passphrase).where(
+            recovery_passphrase.c.account_id == account_id))
+        conn.execute(insert(recovery_passphrase).values(
+            account_id=account_id, salt=salt, params=params, verifier_hash=verifier_hash,
+            blob=blob, updated_at=now))
+
+
+@writes
+def delete_passphrase_recovery(storage: Storage, account_id: str) -> None:
+    with storage._tx(storage.db.writer) as conn:
+        conn.execute(delete(recovery_passphrase).where(
+            recovery_passphrase.c.account_id == account_id))
+
+
+@reads
+def passphrase_salt(storage: Storage, username: str) -> tuple[bytes, str] | None:
+    """(salt, Argon2id parameters) of the account with ``username``, if it set a
+    recovery passphrase."""
+    with storage._tx(storage.db.reader) as conn:
+        row = conn.execute(select(recovery_passphrase.c.salt, recovery_passphrase.c.params)
+                           .select_from(recovery_passphrase.join(
+                               accounts, accounts.c.id == recovery_passphrase.c.account_id))
+                           .where(accounts.c.username == username)).first()
+    return None if row is None else (bytes(row.salt), str(row.params))
+
+
+@writes
+def open_passphrase_recovery(storage: Storage, username: str, verifier_hash: bytes,
+                             now: int) -> tuple[str, bytes] | None:
+    """(account id, blob) when the verifier matches; None otherwise (a wrong one is
+    counted).
+
+    Raises:
+        RecoveryWait: too many wrong verifiers for this account lately.
+    """
+    with storage._tx(storage.db.writer) as conn:
+        account_id = conn.execute(select(accounts.c.id).where(
+            accounts.c.username == username)).scalar_one_or_none()
+        if account_id is None:
+            return None
+        row = conn.execute(select(recovery_passphrase).where(
+            recovery_passphrase.c.account_id == account_id).with_for_update()).first()
+        if row is None:
+            return None
+        if now < row.next_attempt_at:
+            raise RecoveryWait(int(row.next_attempt_at) - now)
+        if not hmac.compare_digest(bytes(row.verifier_hash), verifier_hash):
+            failures = int(row.failures) + 1
+            conn.execute(update(recovery_passphrase).where(
+                recovery_passphrase.c.account_id == account_id).values(
+                    failures=failures, next_attempt_at=now + _wait_after(failures)))
+            return None
+        if row.failures:
+            conn.execute(update(recovery_passphrase).where(
+                recovery_passphrase.c.account_id == account_id).values(
+                    failures=0, next_attempt_at=0))
+        return str(account_id), bytes(row.blob)

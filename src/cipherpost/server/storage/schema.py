@@ -145,3 +145,17 @@ recovery = Table(
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", BigInteger, nullable=False, server_default="0"),
 )
+
+# The recovery blob sealed under a passphrase-derived key (docs/spec/history.md): found by
+# username, with the Argon2id salt and parameters the client derives its keys with.
+recovery_passphrase = Table(
+    "recovery_passphrase", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("salt", LargeBinary, nullable=False),
+    Column("params", String(64), nullable=False),
+    Column("verifier_hash", LargeBinary, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False, server_default="0"),
+)
