@@ -13,18 +13,21 @@ PEER_0103_DIR := interop/libsignal-peer-0.103
 PEER_0103_STAMP := $(PEER_0103_DIR)/node_modules/.installed
 WEB_DIR := web
 WEB_STAMP := $(WEB_DIR)/node_modules/.installed
+# The browser client's static bundle, served by the relay at / (rebuilt when a source changes).
+WEB_BUILD := $(WEB_DIR)/dist/index.html
+WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
 
-.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api clean system-deps web
+.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api clean system-deps browser-deps web
 
-# The relay on SQLite at 127.0.0.1:8080 (API docs at /docs); data lives in ./data.
-run: $(STAMP)
+# The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
+run: $(STAMP) $(WEB_BUILD)
 	$(VENV)/bin/cipherpost-server
 
 demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
 # The server tests start a private PostgreSQL on 127.0.0.1 (tests/support/postgres.py).
-test: system-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
+test: system-deps browser-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -81,6 +84,11 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# The browser tests (tests/web) drive Debian's chromium (Playwright's own download is not used).
+browser-deps:
+	@test -x /usr/bin/chromium || { echo "installing Debian packages: chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +110,9 @@ $(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
 	@$(MAKE) --no-print-directory system-deps
 	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(WEB_STAMP)
+
+$(WEB_BUILD): $(WEB_STAMP) $(WEB_SOURCES) $(WEB_DIR)/package-lock.json
+	cd $(WEB_DIR) && npm run --silent build
 
 clean:
 	rm -rf $(VENV) $(PEER_DIR)/node_modules $(PEER_0103_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -19,7 +19,9 @@ from typing import Any
 REDACTED = "[redacted]"
 
 #: Headers whose values are credentials (compared in lower case).
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
+                            # the browser client's WebSocket token travels here
+                            "sec-websocket-protocol"})
 
 #: "Bearer <token>" and friends anywhere in a text (a header line logged as one string, an
 #: exception's message).

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -104,6 +105,10 @@ def create_app(settings: Settings | None = None, *,
         return JSONResponse({"error": {"code": "internal_error",
                                        "message": "internal error"}}, status_code=500)
 
+    web = _web_dir(settings)
+    if web is not None:
+        app.mount("/", _Hardened(StaticFiles(directory=web, html=True)), name="web")
+
     app.add_middleware(_AccessLog)
     app.add_middleware(_BodyLimit, default=settings.max_request_bytes,
                        attachments=settings.max_attachment_bytes)
@@ -116,9 +121,66 @@ class RelayApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == websocket.PATH:
-            await websocket.serve(self.state.relay, scope, receive, send)
+            await websocket.serve(self.state.relay, _token_from_subprotocol(scope), receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+#: Browsers cannot set headers on a WebSocket: the browser client offers its token as the
+#: subprotocol ``cipherpost.token.<token>`` (never in the URL) beside ``cipherpost.batch``,
+#: the one the relay echoes. Taken out of the list, it becomes the Authorization header.
+TOKEN_SUBPROTOCOL = "cipherpost.token."  # noqa: S105 - a prefix, not a secret
+
+
+def _token_from_subprotocol(scope: Scope) -> Scope:
+    offered = list(scope.get("subprotocols", ()))
+    tokens = [p for p in offered if p.startswith(TOKEN_SUBPROTOCOL)]
+    if not tokens:
+        return scope
+    dropped = (b"authorization", b"sec-websocket-protocol")
+    headers = [(k, v) for k, v in scope["headers"] if k not in dropped]
+    if len(tokens) == 1 and not any(k == b"authorization" for k, _ in scope["headers"]):
+        token = tokens[0][len(TOKEN_SUBPROTOCOL):]
+        headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
+    return {**scope, "headers": headers,
+            "subprotocols": [p for p in offered if not p.startswith(TOKEN_SUBPROTOCOL)]}
+
+
+#: The browser client's policy: its own script and styles only, no inline script, no
+#: eval (WebAssembly compilation only, for the Argon2id KDF), connections only back here.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'")
+_WEB_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+def _web_dir(settings: Settings) -> Path | None:
+    """Where the built browser client is, or None when there is none to serve."""
+    web = Path(settings.web_dir) if settings.web_dir else \
+        Path(__file__).resolve().parents[3] / "web" / "dist"
+    return web if (web / "index.html").is_file() else None
+
+
+class _Hardened:
+    """Static files with the browser client's security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_WEB_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _checkpoints(relay: Relay) -> None:

@@ -45,6 +45,9 @@ class Settings:
     #: address counts by its /64), and leaving messages in them, per account.
     rate_provisioning_per_ip: str = "5/0.01"
     rate_provisioning_put_per_account: str = "10/0.01"
+    #: Claiming a typed link code, per account and (separately) per client address: a
+    #: wrong code costs as much as a right one (docs/spec/linking.md, "Typed code").
+    rate_provisioning_claim: str = "5/0.01"
     #: Provisioning mailboxes held in memory at once, and the bytes of their messages.
     max_provisioning_mailboxes: int = 10_000
     provisioning_byte_budget: int = 32 * 1024 * 1024
@@ -57,6 +60,9 @@ class Settings:
     #: Client addresses of proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "INFO"
+    #: The built browser client served at ``/`` (``make run`` builds ``web/dist``); empty
+    #: means that directory of a source checkout, and nothing is served where it is absent.
+    web_dir: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
