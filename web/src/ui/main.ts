@@ -1,0 +1,306 @@
+/**
+ * The Cipherpost web app: sign up, unlock, conversations, a 1:1 chat with delivery
+ * state, safety numbers. Plain DOM (./dom.ts); every private key stays in this browser's
+ * IndexedDB, sealed under a key derived from the password.
+ */
+
+import { Client } from "../app/client.js";
+import { RelayError, RelayUnavailable } from "../app/api.js";
+import type { ClientEvent, Contact, StoredMessage } from "../app/model.js";
+import { IdentityNotTrusted } from "../app/outbox.js";
+import { WrongKey } from "../app/store/crypto.js";
+import { DeviceStore } from "../app/store/device.js";
+import { IdbKv } from "../app/store/kv.js";
+import { h, replace } from "./dom.js";
+
+const DB_NAME = "cipherpost";
+const root = document.getElementById("app")!;
+
+interface View {
+  client: Client;
+  selected: string | undefined;
+  page: "chat" | "safety";
+  online: boolean;
+}
+
+let view: View | undefined;
+
+function describe(error: unknown): string {
+  if (error instanceof WrongKey) return "Wrong password.";
+  if (error instanceof RelayError) {
+    if (error.status === 409 && error.code === "username_taken") return "That username is taken.";
+    if (error.status === 404) return "Nobody has that username.";
+    if (error.status === 429) return "Too many attempts; wait a moment.";
+    return `The server refused: ${error.message}`;
+  }
+  if (error instanceof RelayUnavailable) return "The server cannot be reached.";
+  if (error instanceof IdentityNotTrusted) return error.message;
+  if (error instanceof RangeError) return error.message.charAt(0).toUpperCase() + error.message.slice(1) + ".";
+  return "Something went wrong.";
+}
+
+function shortId(accountId: string): string {
+  return `${accountId.slice(0, 8)}…`;
+}
+
+function nameOf(contact: Contact | undefined, accountId: string): string {
+  return contact?.username ?? shortId(accountId);
+}
+
+// -- sign up and unlock ---------------------------------------------------------------
+
+function signUp(): void {
+  const username = h("input", { id: "username", name: "username", autocomplete: "username", required: true,
+    minlength: "3", maxlength: "32", pattern: "[a-z0-9_][a-z0-9_.]*", "data-testid": "signup-username" });
+  const password = h("input", { id: "password", type: "password", autocomplete: "new-password", required: true,
+    minlength: "8", "data-testid": "signup-password" });
+  const confirm = h("input", { id: "confirm", type: "password", autocomplete: "new-password", required: true,
+    "data-testid": "signup-confirm" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
+  const submit = h("button", { type: "submit", "data-testid": "signup-submit" }, "Create account");
+  const form = h("form", {
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      if (password.value !== confirm.value) {
+        error.textContent = "The passwords differ.";
+        return;
+      }
+      submit.disabled = true;
+      submit.textContent = "Creating keys…";
+      try {
+        const kv = await IdbKv.open(DB_NAME);
+        const client = await Client.register(kv, location.origin, username.value.trim().toLowerCase(), password.value);
+        password.value = confirm.value = "";
+        await enter(client);
+      } catch (e) {
+        await IdbKv.destroy(DB_NAME).catch(() => undefined); // start over cleanly next time
+        error.textContent = describe(e);
+        submit.disabled = false;
+        submit.textContent = "Create account";
+      }
+    },
+  },
+  h("label", { for: "username" }, "Username"), username,
+  h("label", { for: "password" }, "Password"), password,
+  h("label", { for: "confirm" }, "Password again"), confirm,
+  submit, error);
+  replace(root, h("div", { class: "card", "data-testid": "signup" },
+    h("h1", {}, "Create your Cipherpost account"),
+    h("p", { class: "hint" }, "Your keys are made in this browser and never leave it. The password unlocks them "
+      + "here; it is never sent anywhere and cannot be recovered."),
+    form));
+  username.focus();
+}
+
+function unlock(): void {
+  const password = h("input", { id: "password", type: "password", autocomplete: "current-password", required: true,
+    "data-testid": "unlock-password" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
+  const submit = h("button", { type: "submit", "data-testid": "unlock-submit" }, "Unlock");
+  const form = h("form", {
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      submit.disabled = true;
+      submit.textContent = "Unlocking…";
+      try {
+        const client = await Client.open(await IdbKv.open(DB_NAME), password.value);
+        password.value = "";
+        await enter(client);
+      } catch (e) {
+        error.textContent = describe(e);
+        submit.disabled = false;
+        submit.textContent = "Unlock";
+        password.select();
+      }
+    },
+  }, h("label", { for: "password" }, "Password"), password, submit, error);
+  replace(root, h("div", { class: "card", "data-testid": "unlock" }, h("h1", {}, "Unlock Cipherpost"),
+    h("p", { class: "hint" }, "Enter the password you chose for this browser."), form));
+  password.focus();
+}
+
+// -- the main screen ------------------------------------------------------------------
+
+async function enter(client: Client): Promise<void> {
+  view = { client, selected: undefined, page: "chat", online: false };
+  client.on((event) => void onEvent(event));
+  client.start();
+  await render();
+}
+
+async function onEvent(event: ClientEvent): Promise<void> {
+  if (view === undefined) return;
+  if (event.kind === "connection") view.online = event.online;
+  if (event.kind === "message" && event.message.conversation === view.selected && !event.message.outgoing) {
+    await view.client.markSeen(view.selected);
+  }
+  if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
+    || event.kind === "identity_changed") {
+    await render();
+  }
+}
+
+let rendering: Promise<void> = Promise.resolve();
+
+function render(): Promise<void> {
+  rendering = rendering.then(draw, draw);
+  return rendering;
+}
+
+async function draw(): Promise<void> {
+  if (view === undefined) return;
+  const { client } = view;
+  const contacts = await client.conversations();
+  const composerFocused = document.activeElement?.getAttribute("data-testid") === "composer-input";
+  const draft = (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.value ?? "";
+  const aside = h("aside", {},
+    h("header", {},
+      h("span", { class: view.online ? "dot online" : "dot", title: view.online ? "connected" : "offline",
+        "data-testid": "connection", "data-online": String(view.online) }),
+      h("strong", { "data-testid": "me" }, client.username)),
+    newChatForm(),
+    h("ul", { class: "conversations", "data-testid": "conversations" }, ...contacts.map((c) => h("li", {},
+      h("button", {
+        class: c.accountId === view!.selected ? "active" : undefined, "data-testid": "conversation",
+        "data-account": c.accountId, onclick: () => void open(c.accountId),
+      },
+      h("span", { class: "name" }, nameOf(c, c.accountId),
+        c.unread > 0 && c.accountId !== view!.selected ? h("span", { class: "badge" }, String(c.unread)) : false),
+      h("span", { class: "preview" }, c.lastText || " "))))));
+  const main = view.selected === undefined
+    ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
+    : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
+  replace(root, h("div", { class: "layout", "data-testid": "inbox" }, aside, main));
+  const input = document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null;
+  if (input !== null) {
+    input.value = draft;
+    if (composerFocused) input.focus();
+  }
+  const list = document.querySelector("ol.messages");
+  if (list !== null) list.scrollTop = list.scrollHeight;
+}
+
+function newChatForm(): HTMLFormElement {
+  const input = h("input", { placeholder: "username", "aria-label": "Username to write to",
+    "data-testid": "new-chat-username", autocomplete: "off" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "new-chat-error" });
+  const form = h("form", {
+    class: "new-chat",
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      try {
+        const accountId = await view!.client.lookup(input.value);
+        await open(accountId);
+      } catch (e) {
+        error.textContent = describe(e);
+        form.after(error);
+      }
+    },
+  }, input, h("button", { type: "submit", "data-testid": "new-chat-submit" }, "Chat"));
+  return form;
+}
+
+async function open(accountId: string): Promise<void> {
+  view!.selected = accountId;
+  view!.page = "chat";
+  await view!.client.markSeen(accountId);
+  await render();
+  (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.focus();
+}
+
+const STATUS_TEXT: Record<string, string> = {
+  sending: "sending…", sent: "sent ✓", delivered: "delivered ✓✓", read: "read ✓✓", failed: "not sent", received: "",
+};
+
+function time(ms: number): string {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+async function chat(accountId: string): Promise<HTMLElement> {
+  const { client } = view!;
+  const contact = await client.contact(accountId);
+  const messages = await client.messages(accountId);
+  const safety = await client.safetyNumber(accountId);
+  const error = h("p", { class: "error", role: "alert", "data-testid": "send-error" });
+  const input = h("input", { placeholder: "Message", "aria-label": "Message", "data-testid": "composer-input",
+    autocomplete: "off", maxlength: "16384" });
+  const composer = h("form", {
+    class: "composer",
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      const text = input.value;
+      if (text.trim() === "") return;
+      input.value = "";
+      try {
+        await client.sendText(accountId, text);
+      } catch (e) {
+        input.value = text;
+        error.textContent = describe(e);
+      }
+      await render();
+    },
+  }, input, h("button", { type: "submit", "data-testid": "composer-send" }, "Send"));
+  return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
+    h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
+      h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
+        onclick: () => { view!.page = "safety"; void render(); } }, "Safety number")),
+    safety?.changed ? h("div", { class: "banner", "data-testid": "key-changed" },
+      h("span", {}, `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),
+      h("button", { onclick: () => { view!.page = "safety"; void render(); } }, "Review")) : false,
+    h("ol", { class: "messages", "data-testid": "messages" }, ...messages.map(bubble)),
+    error, composer);
+}
+
+function bubble(message: StoredMessage): HTMLElement {
+  const status = message.outgoing ? STATUS_TEXT[message.status] ?? "" : "";
+  return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
+    "data-status": message.status, "data-outgoing": String(message.outgoing) },
+  h("span", { class: "text" }, message.text),
+  h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
+    .filter(Boolean).join(" · ")));
+}
+
+async function safetyPage(accountId: string): Promise<HTMLElement> {
+  const { client } = view!;
+  const contact = await client.contact(accountId);
+  const safety = await client.safetyNumber(accountId);
+  const back = h("button", { class: "secondary", "data-testid": "close-safety",
+    onclick: () => { view!.page = "chat"; void render(); } }, "Back to chat");
+  if (safety === undefined) {
+    return h("section", { class: "chat safety" }, h("p", {}, "No safety number yet: exchange a message first."), back);
+  }
+  const groups = safety.digits.match(/.{5}/g) ?? [];
+  const name = nameOf(contact, accountId);
+  return h("section", { class: "chat safety", "data-testid": "safety" },
+    h("h2", {}, `Safety number with ${name}`),
+    h("p", {}, `Compare these 60 digits with the ones ${name} sees (in person or on a call you trust). `
+      + "If they match, nobody is in the middle."),
+    h("div", { class: "digits", "data-testid": "safety-digits", "data-digits": safety.digits },
+      ...groups.map((g) => h("span", {}, g))),
+    h("p", { class: safety.verified ? "state verified" : "state", "data-testid": "safety-state" },
+      safety.changed ? "Changed: not accepted yet." : safety.verified ? "Verified." : "Not verified."),
+    safety.verified ? false : h("button", { "data-testid": "mark-verified",
+      onclick: async () => { await client.trust(accountId, true); await render(); } }, "Mark as verified"),
+    safety.changed ? h("button", { class: "secondary", "data-testid": "accept-change",
+      onclick: async () => { await client.trust(accountId, false); await render(); } }, "Accept without verifying") : false,
+    back);
+}
+
+// -- start ----------------------------------------------------------------------------
+
+async function boot(): Promise<void> {
+  try {
+    const kv = await IdbKv.open(DB_NAME);
+    const exists = await DeviceStore.exists(kv);
+    kv.close();
+    if (exists) unlock();
+    else signUp();
+  } catch {
+    replace(root, h("div", { class: "card" }, h("h1", {}, "Cipherpost cannot start"),
+      h("p", {}, "This browser does not let the page store data (private mode?).")));
+  }
+}
+
+void boot();

@@ -1,0 +1,150 @@
+/**
+ * Drives the web app in Debian's chromium (playwright-core, headless) for
+ * tests/web/test_browser.py: one JSON command per stdin line, one JSON answer per stdout
+ * line ({"ok": true, ...} or {"error": "..."}). The Python test runs the scenario and the
+ * SDK user; this process only knows the page. Not part of the app or of `npm test`.
+ *
+ * Commands: open {url}, signup {username, password}, unlock {password, expect_error?},
+ * reload, chat {username}, open_conversation {account}, send {text},
+ * wait_message {text, outgoing?, status?},
+ * safety, click {testid}, wait_text {testid, text}, text {testid}, messages, problems,
+ * screenshot {path}, close.
+ */
+
+import { createInterface } from "node:readline";
+
+import { chromium, type ConsoleMessage, type Page } from "playwright-core";
+
+const TIMEOUT = 30_000;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+const page: Page = await context.newPage();
+page.setDefaultTimeout(TIMEOUT);
+const problems: string[] = [];
+page.on("console", (message: ConsoleMessage) => {
+  const text = message.text();
+  if (message.type() === "error" || /Content Security Policy|Trusted Type/i.test(text)) problems.push(text);
+});
+page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+
+type Command = Record<string, unknown> & { cmd: string };
+
+async function run(c: Command): Promise<Record<string, unknown>> {
+  switch (c.cmd) {
+    case "open": {
+      const response = await page.goto(String(c.url));
+      const headers = response?.headers() ?? {};
+      await page.locator("[data-testid=signup], [data-testid=unlock]").first().waitFor();
+      return { csp: headers["content-security-policy"] ?? null, status: response?.status() };
+    }
+    case "signup": {
+      await page.getByTestId("signup-username").fill(String(c.username));
+      await page.getByTestId("signup-password").fill(String(c.password));
+      await page.getByTestId("signup-confirm").fill(String(c.password));
+      if (c.screenshot) await page.screenshot({ path: String(c.screenshot) });
+      const started = performance.now();
+      await page.getByTestId("signup-submit").click();
+      await page.getByTestId("inbox").waitFor();
+      await page.locator("[data-testid=connection][data-online=true]").waitFor();
+      return { ms: Math.round(performance.now() - started) };
+    }
+    case "reload": {
+      const started = performance.now();
+      await page.reload();
+      await page.getByTestId("unlock").waitFor();
+      return { ms: Math.round(performance.now() - started) };
+    }
+    case "unlock": {
+      const started = performance.now();
+      await page.getByTestId("unlock-password").fill(String(c.password));
+      await page.getByTestId("unlock-submit").click();
+      if (c.expect_error) {
+        await page.locator("[data-testid=unlock] [data-testid=error]:not(:empty)").waitFor();
+        return { error_text: await page.locator("[data-testid=unlock] [data-testid=error]").textContent() };
+      }
+      await page.getByTestId("inbox").waitFor();
+      const unlocked = performance.now() - started;
+      await page.locator("[data-testid=connection][data-online=true]").waitFor();
+      return { ms: Math.round(unlocked), online_ms: Math.round(performance.now() - started) };
+    }
+    case "chat": {
+      await page.getByTestId("new-chat-username").fill(String(c.username));
+      await page.getByTestId("new-chat-submit").click();
+      await page.locator(`[data-testid=chat-title]:text-is("${String(c.username)}")`).waitFor();
+      return {};
+    }
+    case "open_conversation": {
+      await page.locator(`[data-testid=conversation][data-account="${String(c.account)}"]`).click();
+      await page.getByTestId("chat").waitFor();
+      return {};
+    }
+    case "send": {
+      await page.getByTestId("composer-input").fill(String(c.text));
+      await page.getByTestId("composer-send").click();
+      return {};
+    }
+    case "wait_message": {
+      let selector = "[data-testid=message]";
+      if (c.outgoing !== undefined) selector += `[data-outgoing=${String(c.outgoing)}]`;
+      if (c.status !== undefined) selector += `[data-status=${String(c.status)}]`;
+      await page.locator(selector).filter({ hasText: String(c.text) }).first().waitFor();
+      return {};
+    }
+    case "messages": {
+      const items = await page.getByTestId("message").evaluateAll((nodes) => nodes.map((n) => ({
+        text: n.querySelector(".text")?.textContent, outgoing: n.getAttribute("data-outgoing"),
+        status: n.getAttribute("data-status") })));
+      return { messages: items };
+    }
+    case "safety": {
+      await page.getByTestId("open-safety").click();
+      const digits = await page.getByTestId("safety-digits").getAttribute("data-digits");
+      return { digits };
+    }
+    case "click": {
+      await page.getByTestId(String(c.testid)).click();
+      return {};
+    }
+    case "wait_text": {
+      await page.locator(`[data-testid=${String(c.testid)}]:text-is("${String(c.text)}")`).first().waitFor();
+      return {};
+    }
+    case "text": {
+      return { text: await page.getByTestId(String(c.testid)).first().textContent() };
+    }
+    case "screenshot": {
+      await page.screenshot({ path: String(c.path) });
+      return {};
+    }
+    case "problems":
+      return { problems };
+    case "close":
+      await browser.close();
+      return {};
+    default:
+      throw new Error(`unknown command ${c.cmd}`);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+process.stdout.write(`${JSON.stringify({ ok: true, ready: true })}\n`);
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  let answer: Record<string, unknown>;
+  try {
+    const command = JSON.parse(line) as Command;
+    answer = { ok: true, ...(await run(command)) };
+    if (command.cmd === "close") {
+      process.stdout.write(`${JSON.stringify(answer)}\n`);
+      break;
+    }
+  } catch (error) {
+    answer = { error: (error as Error).message.split("\n").slice(0, 6).join("\n") };
+  }
+  process.stdout.write(`${JSON.stringify(answer)}\n`);
+}
+process.exit(0);
