@@ -355,3 +355,27 @@ def test_recovery_passphrase_from_the_cli(tmp_path: Path, relay: ThreadedRelay) 
     code, stdout, _ = invoke(home, "--json", "whoami")
     assert json.loads(stdout)["account_id"] == json.loads(
         invoke(fresh, "--json", "whoami")[1])["account_id"]
+
+
+def test_export_and_import_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
+    home, friend, moved = tmp_path / "ned", tmp_path / "ola", tmp_path / "ned-moved"
+    assert invoke(home, *REGISTER, relay.url, "--username", "ned")[0] == 0
+    assert invoke(friend, *REGISTER, relay.url, "--username", "ola")[0] == 0
+    assert invoke(home, "send", "ola", "take this along")[0] == 0
+    secret = {**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "export file passphrase"}
+    target = tmp_path / "ned.cpexport"
+    code, stdout, _ = invoke(home, "--json", "export", str(target), env=secret)
+    assert code == 0 and json.loads(stdout)["records"] >= 3
+    code, _, stderr = invoke(moved, "import", str(target), "--server", relay.url,
+                             env={**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "wrong"})
+    assert code == 1 and "wrong passphrase" in stderr
+    code, stdout, _ = invoke(moved, "--json", "import", str(target), "--server", relay.url,
+                             env=secret)
+    assert code == 0, stdout
+    shown: list[str] = []
+
+    async def read(client: Client) -> None:
+        shown.extend(h.text for h in client.history(await client.resolve("ola")))
+
+    _as_peer(moved, read)
+    assert shown == ["take this along"]

@@ -15,6 +15,7 @@ import pytest
 from cipherpost.client import Client, ClientError, RelayUnavailable, history
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
+from cipherpost.client.export import ExportError, export_account, import_account, read_export
 from cipherpost.client.recovery import (
     RecoveryKeyError,
     WeakPassphrase,
@@ -332,6 +333,57 @@ def test_restore_with_the_recovery_passphrase(tmp_path: Path, relay: ThreadedRel
             devices.clients.append(again)
             assert [t for _, t in view(again, bob.account_id)] == [
                 "kept through the passphrase", "after a new epoch"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_local_encrypted_export_and_import(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """With history kept on devices only, an export file carries the account and its
+    conversations to a new machine; the file is refused when damaged, truncated or
+    opened with the wrong passphrase."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            group_id = await conversation(alice, bob)
+            target = tmp_path / "alice.cpexport"
+            with pytest.raises(ClientError, match="recovery key first"):
+                export_account(alice, target, "export pass", with_history=True,
+                               params=TEST_PARAMS)
+            await alice.create_recovery_key()
+            steps: list[tuple[int, int]] = []
+            count = export_account(alice, target, "export pass", with_history=True,
+                                   params=TEST_PARAMS, progress=lambda d, t: steps.append((d, t)))
+            assert count > 5 and steps[-1] == (count, count)
+            raw = target.read_bytes()
+            for canary in CANARIES:
+                assert canary.encode() not in raw
+            with pytest.raises(ExportError, match="wrong passphrase"):
+                read_export(target, "not it")
+            for name, damaged in (("cut", raw[:-10]), ("flipped", raw[:60] + bytes(
+                    [raw[60] ^ 1]) + raw[61:]), ("extended", raw + b"x"),
+                    ("foreign", b"PK\x03\x04" + raw[4:])):
+                bad = tmp_path / name
+                bad.write_bytes(damaged)
+                with pytest.raises(ExportError):
+                    read_export(bad, "export pass")
+            imported = await import_account(target, tmp_path / "moved.db", relay.url,
+                                            "export pass", passphrase="pw",
+                                            argon2=TEST_PARAMS,
+                                            options=dataclasses.replace(devices.options))
+            devices.clients.append(imported)
+            assert imported.account_id == alice.account_id
+            assert view(imported, bob.account_id) == view(alice, bob.account_id)
+            group = imported.group(group_id)
+            assert group is not None
+            assert view(imported, group.conversation) == view(alice, group.conversation)
+            # Keys only: the account, no conversations.
+            keys_only = tmp_path / "keys.cpexport"
+            export_account(alice, keys_only, "export pass", with_history=False,
+                           params=TEST_PARAMS)
+            assert len(read_export(keys_only, "export pass")) == 2
         finally:
             await devices.close()
 

@@ -42,6 +42,7 @@ from cipherpost.client import (
 )
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
+from cipherpost.client.export import export_account, import_account
 from cipherpost.client.linking import LinkError
 from cipherpost.client.recovery import restore as restore_account
 from cipherpost.client.recovery import restore_with_passphrase, set_passphrase
@@ -349,6 +350,56 @@ async def recovery_passphrase(ctx: Context, client: Client) -> None:
     ctx.emit({"recovery_passphrase": True},
              "Set: `cipherpost restore --username` with this passphrase gets the account "
              "back.")
+
+
+def _export_passphrase(new: bool) -> str:
+    value = os.environ.get("CIPHERPOST_EXPORT_PASSPHRASE") or click.prompt(
+        "Passphrase for the export file", hide_input=True, confirmation_prompt=new)
+    return str(value)
+
+
+@cli.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--with-history/--keys-only", default=True, show_default=True,
+              help="Include the stored conversations, or only what the account needs.")
+@_with_client
+async def export_command(ctx: Context, client: Client, file: Path, with_history: bool) -> None:
+    """Write this account to FILE, encrypted under a passphrase (an offline backup, or to
+    move to another machine with `cipherpost import`)."""
+    count = export_account(client, file, _export_passphrase(new=True),
+                           with_history=with_history,
+                           progress=None if ctx.as_json else _export_progress)
+    ctx.emit({"exported": str(file), "records": count},
+             f"Exported {count} records to {file}. Keep the file and its passphrase apart.")
+
+
+def _export_progress(done: int, total: int) -> None:
+    if done == total or done % 500 == 0:
+        err.print(f"{done}/{total}", markup=False)
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
+              help="The relay's URL (the one the account is on).")
+@click.option("--device-name", default=None)
+@click.pass_obj
+@run
+async def import_command(ctx: Context, file: Path, server: str,
+                         device_name: str | None) -> None:
+    """Make this machine a device of the account exported to FILE, with what it holds."""
+    if ctx.store_path.exists():
+        raise StoreError(f"a device already exists in {ctx.store_path.parent}")
+    secret = _export_passphrase(new=False)
+    client = await import_account(file, ctx.store_path, server, secret,
+                                  passphrase=ctx.passphrase(new=True), device_name=device_name,
+                                  progress=None if ctx.as_json else _export_progress)
+    try:
+        ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
+                 f"Imported: this is device {client.device_id} of account "
+                 f"{client.account_id}.")
+    finally:
+        await client.close()
 
 
 @cli.group("history")

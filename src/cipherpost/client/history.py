@@ -320,6 +320,17 @@ async def download(api: RelayApi, store: Store, *,
             return Replayed(**counts)
 
 
+def replay_event(store: Store, event: HistoryEvent) -> str:
+    """Apply one event from elsewhere than the log (an export file): what it was."""
+    found = keys(store)
+    name = b""
+    kind = event.WhichOneof("body")
+    if found is not None and kind == "message":
+        m = event.message
+        name = event_id(found, KIND_MESSAGE, m.conversation, m.author, m.data.timestamp)
+    return _apply(store, name, event)
+
+
 def _forget(store: Store, name: bytes) -> int:
     named = store.history_named(name)
     if named is None:
@@ -338,7 +349,8 @@ def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
                                    received_at=m.received_at, outgoing=m.outgoing,
                                    body=m.data.SerializeToString(), expire_timer=timer,
                                    expires_at=expires)
-        store.name_history_event(name, m.author, m.data.timestamp)
+        if name:
+            store.name_history_event(name, m.author, m.data.timestamp)
         return "messages" if stored else "known"
     if kind == "change":
         c = event.change

@@ -49,6 +49,8 @@ _DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"O": 0, "I": 1, "L": 1}
 KEY_BYTES = 32
 _BLOB_AAD = b"Cipherpost recovery blob v1"
 _SECRET = "recovery_secrets"  # noqa: S105 - the name of a store secret, not a secret
+#: The store secret holding the recovery key's derived values.
+RECOVERY_SECRET = _SECRET
 
 
 class RecoveryKeyError(ClientError):

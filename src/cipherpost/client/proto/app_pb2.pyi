@@ -1001,3 +1001,41 @@ class RecoveryBlob(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecoveryBlob: _TypeAlias = RecoveryBlob  # noqa: Y015
+
+@_typing.final
+class ExportRecord(_message.Message):
+    """One record of a local encrypted export file (docs/spec/history.md, "Export")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    RECOVERY_SECRETS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    recovery_secrets: _builtins.bytes
+    """The recovery key's derived values (lookup id, release secret, sealing key): how
+    the importing device joins the account.
+    """
+    @_builtins.property
+    def account(self) -> Global___RecoveryBlob:
+        """The account: identity, contacts, groups, history keys (first record)."""
+
+    @_builtins.property
+    def event(self) -> Global___HistoryEvent:
+        """A stored message, edit, reaction or group state (only with the history)."""
+
+    def __init__(
+        self,
+        *,
+        account: Global___RecoveryBlob | None = ...,
+        recovery_secrets: _builtins.bytes = ...,
+        event: Global___HistoryEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "body", b"body", "event", b"event", "recovery_secrets", b"recovery_secrets"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "body", b"body", "event", b"event", "recovery_secrets", b"recovery_secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["account", "recovery_secrets", "event"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___ExportRecord: _TypeAlias = ExportRecord  # noqa: Y015
