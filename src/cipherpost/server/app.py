@@ -204,6 +204,11 @@ async def _janitor(relay: Relay) -> None:
             for attachment_id in await relay.storage.expire_attachments(now):
                 blob_path(relay.settings.attachment_dir, attachment_id).unlink(missing_ok=True)
             await history_store.expire_history(relay.storage, now)
+            if relay.settings.device_idle_days > 0:
+                cutoff = now - relay.settings.device_idle_days * 86_400_000
+                for account_id, device_id in await relay.storage.remove_idle_devices(cutoff,
+                                                                                     now):
+                    relay.hub.disconnect(account_id, device_id, 4401)
         except Exception:
             log.exception("expiry failed")
         await asyncio.sleep(60)

@@ -47,6 +47,7 @@ class Relay:
     clock: Callable[[], float] = time.time
     limits: dict[str, TokenBuckets] = field(default_factory=dict)
     mailboxes: Mailboxes = field(default_factory=Mailboxes)
+    _seen_day: dict[tuple[str, int], int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -63,6 +64,19 @@ class Relay:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    async def seen(self, account_id: str, device_id: int) -> None:
+        """Note that a device authenticated: its ``last_seen`` is written at most once a
+        day (idle devices are removed after ``settings.device_idle_days``)."""
+        now = self.now_ms()
+        day = now // 86_400_000
+        key = (account_id, device_id)
+        if self._seen_day.get(key) == day:
+            return
+        self._seen_day[key] = day
+        if len(self._seen_day) > 1_000_000:
+            self._seen_day.clear()
+        await self.storage.touch_device(account_id, device_id, now)
 
     def limit(self, name: str, key: str) -> None:
         """Spend one token of limit ``name`` for ``key`` (429 when empty)."""

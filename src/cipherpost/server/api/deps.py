@@ -23,7 +23,9 @@ RelayDep = Annotated[Relay, Depends(get_relay)]
 
 
 async def get_device(request: Request, relay: RelayDep) -> DeviceIdentity:
-    return await authenticate(relay.storage, request.headers.get("authorization"))
+    device = await authenticate(relay.storage, request.headers.get("authorization"))
+    await relay.seen(device.account_id, device.device_id)
+    return device
 
 
 DeviceDep = Annotated[DeviceIdentity, Depends(get_device)]

@@ -62,6 +62,7 @@ async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> Non
     except ApiError:
         await send({"type": "websocket.close", "code": 4401})
         return
+    await relay.seen(device.account_id, device.device_id)
     batch = BATCH_SUBPROTOCOL in scope.get("subprotocols", ())
     await send({"type": "websocket.accept", "subprotocol": BATCH_SUBPROTOCOL} if batch
                else {"type": "websocket.accept"})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -282,6 +283,40 @@ class Storage:
                     table.c.account_id == account_id, table.c.device_id == device_id))
             _audit(conn, now, account_id, device_id, "device_removed")
         return True
+
+    @writes
+    def touch_device(self, account_id: str, device_id: int, now: int) -> None:
+        """Record that the device was used (see ``Relay.seen``)."""
+        with self._tx(self.db.writer) as conn:
+            conn.execute(update(devices).where(
+                devices.c.account_id == account_id, devices.c.device_id == device_id
+            ).values(last_seen=now))
+
+    @writes
+    def remove_idle_devices(self, cutoff: int, now: int) -> list[tuple[str, int]]:
+        """Remove every device not seen since ``cutoff``, with its keys and queue, except
+        an account's last device (as by hand: the most recently seen one stays); the
+        (account, device) pairs removed."""
+        with self._tx(self.db.writer) as conn:
+            rows = conn.execute(
+                select(devices.c.account_id, devices.c.device_id, devices.c.last_seen).where(
+                    devices.c.account_id.in_(select(devices.c.account_id).where(
+                        devices.c.last_seen < cutoff))).order_by(
+                    devices.c.account_id, devices.c.last_seen.desc())).all()
+            idle: list[tuple[str, int]] = []
+            for account_id, group in itertools.groupby(rows, key=lambda r: r.account_id):
+                members = list(group)
+                # When all are idle the newest stays (the account keeps one device).
+                candidates = members[1:] if members[0].last_seen < cutoff else members
+                idle += [(account_id, r.device_id) for r in candidates
+                         if r.last_seen < cutoff]
+            for account_id, device_id in idle:
+                for table in (devices, signed_prekeys, kyber_prekeys, one_time_prekeys,
+                              messages):
+                    conn.execute(delete(table).where(
+                        table.c.account_id == account_id, table.c.device_id == device_id))
+                _audit(conn, now, account_id, device_id, "device_idle_removed")
+        return idle
 
     @writes
     def reset_identity(self, account_id: str, device_id: int, identity_key: bytes,
