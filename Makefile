@@ -50,7 +50,7 @@ unit: $(STAMP)
 interop: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(PY) -m pytest -q tests/interop
 
-bench: $(STAMP) $(PEER_STAMP)
+bench: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP)
 	$(PY) benchmarks/protocol_bench.py
 
 bench-relay: $(STAMP)

@@ -1,4 +1,4 @@
-"""Protocol speed: Cipherpost next to a floor of raw primitive calls and libsignal 0.90.
+"""Protocol speed: Cipherpost next to a floor of raw primitive calls and libsignal.
 
 Run: ``make bench`` (or ``.venv/bin/python benchmarks/protocol_bench.py [--quick]``).
 
@@ -7,6 +7,10 @@ Every figure is measured in this run, on this machine: the floor is the sum of t
 logic around them, so ``cipherpost / floor`` is the cost of everything Cipherpost adds
 (parsing, state, stores). Each workload is repeated and the best repetition kept: the
 machines are shared and noisy, and the best run is the one least disturbed.
+
+Two tables: sessions without SPQR next to the floor and libsignal 0.90 (which has no SPQR
+on new sessions either), then W1-W3 with SPQR on (``SpqrSettings.REQUIRED``, as libsignal
+0.92+ creates sessions) next to the same workloads with SPQR off and libsignal 0.103.
 """
 
 from __future__ import annotations
@@ -45,10 +49,14 @@ from cipherpost.protocol import (
 )
 from cipherpost.protocol.bundles import generate_prekey_bundle
 from cipherpost.protocol.keys import KeyPair
+from cipherpost.protocol.spqr.ratchet import SpqrSettings
 from cipherpost.protocol.stores import SerializingSessionStore
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE_BENCH = ROOT / "interop" / "libsignal-peer" / "bench.js"
+#: The Node side per libsignal version: 0.90 (no SPQR on new sessions) and 0.103 (SPQR).
+NODE_BENCH = {"0.90": ROOT / "interop" / "libsignal-peer" / "bench.js",
+              "0.103": ROOT / "interop" / "libsignal-peer-0.103" / "bench.js"}
+OFF, ON = SpqrSettings.OFF, SpqrSettings.REQUIRED
 RNG = os.urandom
 NOW = int(time.time())
 SHA256 = hashes.SHA256()
@@ -90,8 +98,10 @@ def paired_ratio(floors: list[float], values: list[float]) -> float:
 
 
 class Party:
-    def __init__(self, name: str, registration_id: int, serializing: bool = False) -> None:
+    def __init__(self, name: str, registration_id: int, serializing: bool = False,
+                 spqr: SpqrSettings = OFF) -> None:
         self.address = ProtocolAddress(name, 1)
+        self.spqr = spqr
         self.store = InMemoryProtocolStore(IdentityKeyPair.generate(RNG), registration_id,
                                            SerializingSessionStore() if serializing else None)
 
@@ -101,23 +111,25 @@ class Party:
                                       now_ms=NOW * 1000)
 
     def send(self, to: Party, data: bytes) -> tuple[int, bytes]:
-        m = encrypt(self.store, to.address, data, now=NOW)
+        m = encrypt(self.store, to.address, data, now=NOW, rng=RNG)
         return m.message_type, m.serialized
 
     def receive(self, frm: Party, message: tuple[int, bytes]) -> bytes:
-        return decrypt(self.store, frm.address, message[0], message[1], rng=RNG)
+        return decrypt(self.store, frm.address, message[0], message[1], rng=RNG,
+                       spqr=self.spqr)
 
 
-def pair(serializing: bool = False) -> tuple[Party, Party]:
-    alice, bob = Party("alice", 1111, serializing), Party("bob", 2222, serializing)
-    process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=RNG, now=NOW)
+def pair(serializing: bool = False, spqr: SpqrSettings = OFF) -> tuple[Party, Party]:
+    alice = Party("alice", 1111, serializing, spqr)
+    bob = Party("bob", 2222, serializing, spqr)
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=RNG, now=NOW, spqr=spqr)
     bob.receive(alice, alice.send(bob, b"hi"))
     alice.receive(bob, bob.send(alice, b"hi"))
     return alice, bob
 
 
-def cp_w1(n: int, size: int, serializing: bool) -> float:
-    alice, bob = pair(serializing)
+def cp_w1(n: int, size: int, serializing: bool, spqr: SpqrSettings = OFF) -> float:
+    alice, bob = pair(serializing, spqr)
     data = b"x" * size
     t = time.perf_counter()
     messages = [alice.send(bob, data) for _ in range(n)]
@@ -126,8 +138,8 @@ def cp_w1(n: int, size: int, serializing: bool) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def cp_w2(n: int, size: int, serializing: bool) -> float:
-    alice, bob = pair(serializing)
+def cp_w2(n: int, size: int, serializing: bool, spqr: SpqrSettings = OFF) -> float:
+    alice, bob = pair(serializing, spqr)
     data = b"x" * size
     t = time.perf_counter()
     for i in range(n):
@@ -136,12 +148,13 @@ def cp_w2(n: int, size: int, serializing: bool) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def cp_w3(n: int) -> float:
+def cp_w3(n: int, spqr: SpqrSettings = OFF) -> float:
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        alice, bob = Party("alice", 1111), Party("bob", 2222)
-        process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=RNG, now=NOW)
+        alice, bob = Party("alice", 1111, spqr=spqr), Party("bob", 2222, spqr=spqr)
+        process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=RNG, now=NOW,
+                              spqr=spqr)
         bob.receive(alice, alice.send(bob, b"first message"))
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
@@ -330,22 +343,24 @@ def fl_w4(n: int) -> float:
 # -- libsignal through Node -----------------------------------------------------------------
 
 
-def node_available() -> bool:
+def node_available(version: str) -> bool:
     return shutil.which("node") is not None and (
-        NODE_BENCH.parent / "node_modules" / "@signalapp" / "libsignal-client").exists()
+        NODE_BENCH[version].parent / "node_modules" / "@signalapp" / "libsignal-client"
+    ).exists()
 
 
-def libsignal(counts: dict[str, int], reps: int, only: list[str]) -> dict[str, float] | None:
-    """Run ``bench.js`` on the workloads ``only``; None if Node or the package is missing
-    or the run fails."""
-    if not node_available():
+def libsignal(version: str, counts: dict[str, int], reps: int, only: list[str]
+              ) -> dict[str, float] | None:
+    """Run libsignal ``version``'s ``bench.js`` on the workloads ``only``; None if Node or
+    the package is missing or the run fails."""
+    if not node_available(version):
         return None
     params = json.dumps({**counts, "reps": reps, "only": only})
     try:
-        out = subprocess.run(["node", str(NODE_BENCH), params], capture_output=True,
+        out = subprocess.run(["node", str(NODE_BENCH[version]), params], capture_output=True,
                              text=True, timeout=900, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"libsignal run failed: {exc}", file=sys.stderr)
+        print(f"libsignal {version} run failed: {exc}", file=sys.stderr)
         return None
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)
@@ -354,9 +369,9 @@ def libsignal(counts: dict[str, int], reps: int, only: list[str]) -> dict[str, f
     return result
 
 
-def ls_w3(n: int) -> float:
+def ls_w3(version: str, n: int) -> float:
     """libsignal's W3 for one run (a Node process per call; start-up is not timed)."""
-    result = libsignal({"w3": n}, 1, ["w3"])
+    result = libsignal(version, {"w3": n}, 1, ["w3"])
     return result["w3_ms"] if result else float("nan")
 
 
@@ -374,44 +389,68 @@ def main() -> None:
     size, reps = 100, args.reps
 
     rows: list[tuple[str, str, float, float, str]] = []
+    spqr_rows: list[tuple[str, str, float, float, str]] = []
     figures: dict[str, float] = {}
-    node = libsignal({"w1": n1, "w2": n2, "w4": n4, "size": size}, reps, ["w1", "w2", "w4"])
+    node = libsignal("0.90", {"w1": n1, "w2": n2, "w4": n4, "size": size}, reps,
+                     ["w1", "w2", "w4"])
+    node103 = libsignal("0.103", {"w1": n1, "w2": n2, "size": size}, reps, ["w1", "w2"])
 
     ratios: dict[tuple[str, str], list[float]] = {}
-    # The floor does not depend on the store: one floor series per workload, interleaved
-    # with both stores' series, so all three sample the same stretches of machine noise.
+    spqr_ratios: dict[tuple[str, str], list[float]] = {}  # SPQR on / off, run by run
+    # The floor does not depend on the store or SPQR: one floor series per workload,
+    # interleaved with both stores' series with SPQR off and on, so all five sample the
+    # same stretches of machine noise.
     for key, name, floor_run, cp_run, n in (
             ("W1", "W1 one way, µs/msg", fl_w1, cp_w1, n1),
             ("W2", "W2 alternating, µs/msg", fl_w2, cp_w2, n2)):
-        fl, cp_objects, cp_serializing = interleaved_runs(
+        fl, off_objects, off_serializing, on_objects, on_serializing = interleaved_runs(
             reps, lambda f=floor_run, n=n: f(n, size),  # type: ignore[misc]
             lambda c=cp_run, n=n: c(n, size, False),  # type: ignore[misc]
-            lambda c=cp_run, n=n: c(n, size, True))  # type: ignore[misc]
+            lambda c=cp_run, n=n: c(n, size, True),  # type: ignore[misc]
+            lambda c=cp_run, n=n: c(n, size, False, ON),  # type: ignore[misc]
+            lambda c=cp_run, n=n: c(n, size, True, ON))  # type: ignore[misc]
         figures[f"floor_{key.lower()}_us"] = min(fl)
-        for label, cp in (("objects", cp_objects), ("serializing", cp_serializing)):
-            ratios[(key, label)] = paired_ratios(fl, cp)
-            figures[f"{key.lower()}_{label}_us"] = min(cp)
-            rows.append((name, label, min(cp), min(fl), "µs"))
+        for label, off, on in (("objects", off_objects, on_objects),
+                               ("serializing", off_serializing, on_serializing)):
+            ratios[(key, label)] = paired_ratios(fl, off)
+            spqr_ratios[(key, label)] = paired_ratios(off, on)
+            figures[f"{key.lower()}_{label}_us"] = min(off)
+            figures[f"{key.lower()}_{label}_spqr_us"] = min(on)
+            rows.append((name, label, min(off), min(fl), "µs"))
+            spqr_rows.append((name, label, min(on), min(off), "µs"))
     # W3 is the closest race with libsignal, so libsignal's W3 runs take turns with ours.
-    w3_runs = [lambda: fl_w3(n3), lambda: cp_w3(n3), lambda: fl_w3(n3, ed25519=True)]
+    w3_runs: dict[str, Callable[[], float]] = {
+        "floor": lambda: fl_w3(n3), "off": lambda: cp_w3(n3),
+        "floor_ed25519": lambda: fl_w3(n3, ed25519=True), "on": lambda: cp_w3(n3, ON)}
     if node is not None:
-        w3_runs.append(lambda: ls_w3(n3))
-    fl3, cp3, fl3_ed, *ls3 = interleaved_runs(max(reps, 3), *w3_runs)
+        w3_runs["0.90"] = lambda: ls_w3("0.90", n3)
+    if node103 is not None:
+        w3_runs["0.103"] = lambda: ls_w3("0.103", n3)
+    w3 = dict(zip(w3_runs, interleaved_runs(max(reps, 3), *w3_runs.values()), strict=True))
+    fl3, cp3, fl3_ed, cp3_on = w3["floor"], w3["off"], w3["floor_ed25519"], w3["on"]
     ratios[("W3", "objects")] = paired_ratios(fl3, cp3)
-    faster_w3 = None
-    if node is not None and ls3 and not any(math.isnan(v) for v in ls3[0]):
-        node["w3_ms"] = min(ls3[0])
-        faster_w3 = statistics.median(ls / cp for ls, cp in zip(ls3[0], cp3, strict=True))
+    spqr_ratios[("W3", "objects")] = paired_ratios(cp3, cp3_on)
+    faster_w3: dict[str, float] = {}  # run by run, libsignal / ours
+    for version, results, ours in (("0.90", node, cp3), ("0.103", node103, cp3_on)):
+        runs = w3.get(version)
+        if results is not None and runs and not any(math.isnan(v) for v in runs):
+            results["w3_ms"] = min(runs)
+            faster_w3[version] = statistics.median(
+                ls / cp for ls, cp in zip(runs, ours, strict=True))
     ratio_w3_ed = paired_ratio(fl3_ed, cp3)
     figures.update(floor_w3_ed25519_ms=min(fl3_ed), ratio_w3_ed25519=ratio_w3_ed)
     fl4, cp4 = interleaved_runs(reps, lambda: fl_w4(n4), lambda: cp_w4(n4))
     ratios[("W4", "objects")] = paired_ratios(fl4, cp4)
-    w3, fw3, w4, fw4 = min(cp3), min(fl3), max(cp4), max(fl4)
-    figures.update(w3_ms=w3, w4_mbps=w4, floor_w3_ms=fw3, floor_w4_mbps=fw4)
+    w3_off, fw3, w4, fw4 = min(cp3), min(fl3), max(cp4), max(fl4)
+    figures.update(w3_ms=w3_off, w3_spqr_ms=min(cp3_on), w4_mbps=w4, floor_w3_ms=fw3,
+                   floor_w4_mbps=fw4)
     figures.update({f"ratio_{k.lower()}_{store}": statistics.median(v)
                     for (k, store), v in ratios.items()})
-    rows.append(("W3 session set-up, median ms", "objects", w3, fw3, "ms"))
+    figures.update({f"ratio_spqr_{k.lower()}_{store}": statistics.median(v)
+                    for (k, store), v in spqr_ratios.items()})
+    rows.append(("W3 session set-up, median ms", "objects", w3_off, fw3, "ms"))
     rows.append(("W4 64 KiB one way, MB/s", "objects", w4, fw4, "MB/s"))
+    spqr_rows.append(("W3 session set-up, median ms", "objects", min(cp3_on), w3_off, "ms"))
 
     targets = {
         ("W1", "objects"): 1.5, ("W1", "serializing"): 2.5, ("W2", "objects"): 1.3,
@@ -422,6 +461,7 @@ def main() -> None:
     print(f"Cipherpost protocol benchmark: best of {reps} interleaved runs (W3: median of "
           f"{n3} set-ups per run);\n      ratio = median of run-by-run cipherpost/floor, "
           "(runs) = their range")
+    print("\n== SPQR off, next to the floor and libsignal 0.90 (no SPQR on new sessions)")
     print(f"{'workload':32} {'store':12} {'cipherpost':>11} {'floor':>9} {'ratio':>7} "
           f"{'(runs)':>11} {'target':>8}  {'libsignal':>10} {'faster':>7} {'target':>7}")
     for name, store, value, floor, unit in rows:
@@ -439,8 +479,8 @@ def main() -> None:
         ls = node.get(node_key[key]) if node else None
         if ls is not None:
             faster = value / ls if key == "W4" else ls / value
-            if key == "W3" and faster_w3 is not None:
-                faster = faster_w3  # run-by-run, as the floor ratios
+            if key == "W3" and "0.90" in faster_w3:
+                faster = faster_w3["0.90"]  # run by run, as the floor ratios
             need = node_target.get(key) if store == "objects" else None
             ls_text = f"{ls:10{fmt}} {faster:6.2f}x {('≥' + str(need) + 'x') if need else '-':>7}"
             ok_ls = need is None or faster >= need
@@ -454,10 +494,44 @@ def main() -> None:
               f"{ls_text}  {mark}")
     print(f"W3 floor with Ed25519 in place of XEdDSA: {min(fl3_ed):.2f} ms "
           f"(cipherpost/floor {ratio_w3_ed:.2f}x)")
-    print("W3: the median of each run's set-ups, then the best run, on both sides; "
+
+    # SPQR on: the cost SPQR adds (on/off, run by run) and libsignal 0.103, whose new
+    # sessions always run SPQR. Targets (issue #11): W1 on/off ≤ 1.25; W1 and W2 at least
+    # 1.5x faster than 0.103; both with the object store.
+    spqr_target = {"W1": 1.25}
+    node103_target = {"W1": 1.5, "W2": 1.5}
+    print("\n== SPQR on (REQUIRED, as libsignal 0.92+), next to SPQR off and libsignal 0.103")
+    print(f"{'workload':32} {'store':12} {'spqr on':>11} {'spqr off':>9} {'on/off':>7} "
+          f"{'(runs)':>11} {'target':>8}  {'ls 0.103':>10} {'faster':>7} {'target':>7}")
+    for name, store, value, off_value, unit in spqr_rows:
+        fmt = ".2f" if unit == "ms" else ".1f"
+        key = name.split()[0]
+        runs = spqr_ratios[(key, store)]
+        ratio = statistics.median(runs)
+        limit = spqr_target.get(key) if store == "objects" else None
+        ok = limit is None or ratio <= limit
+        target = f"≤{limit}" if limit else "-"
+        ls = node103.get(node_key[key]) if node103 else None
+        if ls is not None:
+            faster = faster_w3.get("0.103", ls / value) if key == "W3" else ls / value
+            need = node103_target.get(key) if store == "objects" else None
+            ls_text = f"{ls:10{fmt}} {faster:6.2f}x {('≥' + str(need) + 'x') if need else '-':>7}"
+            ok_ls = need is None or faster >= need
+            figures[f"libsignal_0103_{key.lower()}"] = ls
+            if store == "objects":
+                figures[f"faster_0103_{key.lower()}"] = faster
+        else:
+            ls_text, ok_ls = f"{'n/a':>10}", True
+        mark = "PASS" if ok and ok_ls else "MISS"
+        spread = f"{min(runs):.2f}-{max(runs):.2f}"
+        print(f"{name:32} {store:12} {value:11{fmt}} {off_value:9{fmt}} {ratio:6.2f}x "
+              f"{spread:>11} {target:>8}  {ls_text}  {mark}")
+    print("\nW3: the median of each run's set-ups, then the best run, on both sides; "
           "libsignal's W3 runs take turns with ours and its 'faster' is run by run.")
-    if node is None:
-        print("libsignal: not available (run `make test` once to install the reference peer)")
+    for version, results in (("0.90", node), ("0.103", node103)):
+        if results is None:
+            print(f"libsignal {version}: not available (run `make test` once to install "
+                  "the reference peers)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
 

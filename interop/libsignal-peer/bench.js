@@ -2,16 +2,26 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The libsignal side of benchmarks/protocol_bench.py: the same workloads through
-// @signalapp/libsignal-client 0.90.0, with stores that hold records as objects (the
-// cheapest store possible, so the comparison favours libsignal). Prints one JSON object.
+// @signalapp/libsignal-client, with stores that hold records as objects (the cheapest
+// store possible, so the comparison favours libsignal). Prints one JSON object.
 //
 // Usage: node bench.js '{"w1": 10000, "w2": 2000, "w3": 30, "w4": 500, "size": 100,
 //                        "reps": 7, "only": ["w1", "w2", "w3", "w4"]}'
 // Every figure is the best of `reps` runs; W3 is the median of a run's set-ups.
+//
+// This file runs on the 0.90.0 installed beside it; ../libsignal-peer-0.103/bench.js runs
+// it on 0.103.0 (SPQR on every new session, as 0.92+ does), as peer.js does for the peer.
 
 'use strict';
 
+const fs = require('fs');
+const path = require('path');
+const { pathToFileURL } = require('url');
+
 let SC;
+// libsignal-client 0.91+ takes the local address in processPreKeyBundle, signalEncrypt,
+// signalDecrypt and signalDecryptPreKey (for SignalMessage field 6).
+let LOCAL_ADDRESS_API = false;
 
 function addrKey(a) {
   return `${a.name()}.${a.deviceId()}`;
@@ -83,24 +93,38 @@ class Party {
   }
 
   async encrypt(to, data) {
-    return SC.signalEncrypt(data, to.address, this.sessions, this.identities, new Date());
+    return LOCAL_ADDRESS_API
+      ? SC.signalEncrypt(data, to.address, this.address, this.sessions, this.identities,
+        new Date())
+      : SC.signalEncrypt(data, to.address, this.sessions, this.identities, new Date());
   }
 
   async decrypt(from, message) {
+    const local = LOCAL_ADDRESS_API ? [this.address] : [];
     if (message.type() === SC.CiphertextMessageType.PreKey) {
       return SC.signalDecryptPreKey(SC.PreKeySignalMessage.deserialize(message.serialize()),
-        from.address, this.sessions, this.identities, this.preKeys, this.signed, this.kyber);
+        from.address, ...local, this.sessions, this.identities, this.preKeys, this.signed,
+        this.kyber);
     }
     return SC.signalDecrypt(SC.SignalMessage.deserialize(message.serialize()), from.address,
-      this.sessions, this.identities);
+      ...local, this.sessions, this.identities);
+  }
+}
+
+async function processBundle(alice, bob, bundle) {
+  if (LOCAL_ADDRESS_API) {
+    await SC.processPreKeyBundle(bundle, bob.address, alice.address, alice.sessions,
+      alice.identities, new Date());
+  } else {
+    await SC.processPreKeyBundle(bundle, bob.address, alice.sessions, alice.identities,
+      new Date());
   }
 }
 
 async function pair() {
   const alice = new Party('alice', 1111);
   const bob = new Party('bob', 2222);
-  await SC.processPreKeyBundle(await bob.bundle(), bob.address, alice.sessions, alice.identities,
-    new Date());
+  await processBundle(alice, bob, await bob.bundle());
   await bob.decrypt(alice, await alice.encrypt(bob, Buffer.from('hi')));
   await alice.decrypt(bob, await bob.encrypt(alice, Buffer.from('hi')));
   return [alice, bob];
@@ -136,8 +160,7 @@ async function w3(n) {
     const alice = new Party('alice', 1111);
     const bob = new Party('bob', 2222);
     const bundle = await bob.bundle();
-    await SC.processPreKeyBundle(bundle, bob.address, alice.sessions, alice.identities,
-      new Date());
+    await processBundle(alice, bob, bundle);
     await bob.decrypt(alice, await alice.encrypt(bob, Buffer.from('first message')));
     if (i >= 0) times.push((now() - t0) / 1000);
   }
@@ -156,8 +179,18 @@ async function w4(n) {
   return (n * data.length) / seconds / 1e6; // MB/s
 }
 
-async function main() {
-  SC = await import('@signalapp/libsignal-client');
+/** Loads libsignal-client from `fromDir`/node_modules; returns its version. */
+async function loadLibsignal(fromDir) {
+  const pkgDir = path.join(fromDir, 'node_modules', '@signalapp', 'libsignal-client');
+  const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+  SC = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
+  const [major, minor] = pkg.version.split('.').map(Number);
+  LOCAL_ADDRESS_API = major > 0 || minor >= 91;
+  return pkg.version;
+}
+
+async function main(fromDir) {
+  const version = await loadLibsignal(fromDir);
   S = storeClasses();
   const p = JSON.parse(process.argv[2] || '{}');
   const reps = p.reps || 3;
@@ -169,7 +202,7 @@ async function main() {
   // `only`: a subset of the workloads (the Python side reruns W3 alone between its own
   // runs, so that both sides sample the same stretches of machine noise).
   const only = new Set(p.only || ['w1', 'w2', 'w3', 'w4']);
-  const result = { version: '0.90.0' };
+  const result = { version };
   if (only.has('w1')) result.w1_us = await best(() => w1(p.w1 || 10000, p.size || 100));
   if (only.has('w2')) result.w2_us = await best(() => w2(p.w2 || 2000, p.size || 100));
   // W3: the median of each run's set-ups, best run kept (as the Python side does).
@@ -178,7 +211,16 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-main().catch((err) => {
-  process.stderr.write(`${err.stack}\n`);
-  process.exit(1);
-});
+/** Runs the benchmark on the libsignal-client installed under `fromDir`. */
+function start(fromDir) {
+  main(fromDir).catch((err) => {
+    process.stderr.write(`${err.stack}\n`);
+    process.exit(1);
+  });
+}
+
+module.exports = { start };
+
+if (require.main === module) {
+  start(__dirname);
+}
