@@ -1,0 +1,128 @@
+/** The inbox on hostile and repeated input: nothing is stored twice, a bad envelope is
+ * acknowledged without touching the session, bad content keeps the session's advance,
+ * and only our own account may send sync messages. No network: envelopes are built here. */
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, test } from "node:test";
+
+import { create, toBinary } from "@bufbuild/protobuf";
+
+import { ProtocolAddress } from "../src/protocol/address.js";
+import { generatePreKeyBundle } from "../src/protocol/bundles.js";
+import { systemRandom } from "../src/protocol/bytes.js";
+import { IdentityKeyPair } from "../src/protocol/keys.js";
+import { encrypt, processPreKeyBundle } from "../src/protocol/session.js";
+import { InMemoryProtocolStore } from "../src/protocol/stores.js";
+import type { Envelope } from "../src/app/api.js";
+import { encodeContent } from "../src/app/content.js";
+import { Inbox } from "../src/app/inbox.js";
+import { messageKey, type ClientEvent, type StoredMessage } from "../src/app/model.js";
+import { pad } from "../src/app/padding.js";
+import { ContentSchema, ReceiptMessage_Type } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { TEST_PARAMS } from "../src/app/store/crypto.js";
+import { DeviceStore } from "../src/app/store/device.js";
+import { MemoryKv } from "../src/app/store/kv.js";
+import { NOW } from "./helpers.js";
+
+const ALICE = "aaaaaaaa-0000-4000-8000-000000000001";
+const BOB = "bbbbbbbb-0000-4000-8000-000000000002";
+
+async function setUp() {
+  const store = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
+  await store.transaction(() => store.setIdentity(IdentityKeyPair.generate(systemRandom), 42));
+  store.ownAccountId = BOB;
+  const bundle = await store.transaction(() => generatePreKeyBundle(store, {
+    deviceId: 1, signedPreKeyId: 1, kyberPreKeyId: 1, preKeyId: 1, rng: systemRandom, nowMs: NOW * 1000 }));
+  const alice = new InMemoryProtocolStore(IdentityKeyPair.generate(systemRandom), 7);
+  await processPreKeyBundle(alice, new ProtocolAddress(BOB, 1), bundle, { now: NOW });
+  const inbox = new Inbox(store, BOB, 1, () => NOW * 1000);
+  let clientTimestamp = NOW * 1000;
+  async function envelope(plaintext: Uint8Array, sender = ALICE): Promise<Envelope> {
+    const message = await encrypt(alice, new ProtocolAddress(BOB, 1), plaintext, { now: NOW });
+    clientTimestamp += 1;
+    return { id: randomUUID(), senderAccountId: sender, senderDeviceId: 1, type: message.messageType,
+      content: message.serialized, clientTimestamp, serverTimestamp: clientTimestamp };
+  }
+  return { store, inbox, envelope };
+}
+
+function text(timestamp: number, body: string): Uint8Array {
+  return encodeContent(create(ContentSchema, { body: { case: "data", value: { timestamp: BigInt(timestamp), text: body } } }));
+}
+
+const kinds = (events: ClientEvent[]) => events.map((e) => e.kind);
+
+describe("inbox", () => {
+  test("a message is stored once, with a delivery receipt to send; repeats are dropped", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const first = await envelope(text(1000, "hello"));
+    assert.deepEqual(kinds((await inbox.process(first)).events), ["message"]);
+    const stored = await store.getJson<StoredMessage>(messageKey(ALICE, 1000, ALICE));
+    assert.equal(stored?.text, "hello");
+    assert.deepEqual((await store.scanJson("followup:")).map(([, w]) => w),
+      [{ kind: "receipt", account: ALICE, type: "delivery", timestamps: [1000] }]);
+    assert.deepEqual((await inbox.process(first)).events, []); // same envelope id
+    assert.deepEqual((await inbox.process(await envelope(text(1000, "hello again")))).events, []); // same name
+    assert.equal((await store.getJson<StoredMessage>(messageKey(ALICE, 1000, ALICE)))?.text, "hello");
+  });
+
+  test("an undecryptable envelope is reported and answered; the session is untouched", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const good = await envelope(text(1, "one"));
+    const bad = { ...good, id: randomUUID(), content: good.content.slice() };
+    bad.content[Math.floor(bad.content.length / 2)]! ^= 0x10; // inside the Kyber ciphertext
+    assert.deepEqual(kinds((await inbox.process(bad)).events), ["decryption_failed"]);
+    assert.equal(await store.loadSession(new ProtocolAddress(ALICE, 1)), undefined);
+    assert.deepEqual((await store.scanJson("followup:")).map(([, w]) => w),
+      [{ kind: "decryption_error", account: ALICE, device: 1, timestamp: good.clientTimestamp }]);
+    for (const garbage of [new Uint8Array(0), Uint8Array.of(0x33, 1, 2), new Uint8Array(300).fill(0x41)]) {
+      const junk = { ...(await envelope(text(9, "x"))), content: garbage };
+      assert.deepEqual(kinds((await inbox.process(junk)).events), ["decryption_failed"]);
+    }
+    assert.equal(await store.loadSession(new ProtocolAddress(ALICE, 1)), undefined);
+    assert.deepEqual(kinds((await inbox.process(good)).events), ["message"]);
+    assert.deepEqual(kinds((await inbox.process(await envelope(text(3, "three")))).events), ["message"]);
+  });
+
+  test("bad content after a good decrypt keeps the session's advance and stores nothing", async () => {
+    const { store, inbox, envelope } = await setUp();
+    assert.deepEqual(kinds((await inbox.process(await envelope(new TextEncoder().encode("no padding")))).events),
+      ["invalid_content"]);
+    const huge = pad(toBinary(ContentSchema, create(ContentSchema, {
+      body: { case: "data", value: { timestamp: 2n ** 60n, text: "far future" } } })));
+    assert.deepEqual(kinds((await inbox.process(await envelope(huge))).events), ["invalid_content"]);
+    assert.deepEqual(await store.scan("msg:"), []);
+    assert.deepEqual(kinds((await inbox.process(await envelope(text(5, "fine")))).events), ["message"]);
+  });
+
+  test("sync messages from another account and data from our own are refused, writes undone", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const sync = encodeContent(create(ContentSchema, { body: { case: "sync", value: { body: { case: "sent",
+      value: { destination: ALICE, message: { timestamp: 7n, text: "forged copy" } } } } } }));
+    assert.deepEqual(kinds((await inbox.process(await envelope(sync))).events), ["unsupported"]);
+    assert.deepEqual(await store.scan("msg:"), []);
+    assert.deepEqual(await store.scan("contact:"), []);
+  });
+
+  test("receipts move our messages' status forward only", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const key = messageKey(ALICE, 100, BOB);
+    await store.transaction(() => store.putJson(key, { conversation: ALICE, author: BOB, authorDevice: 1,
+      timestamp: 100, text: "mine", outgoing: true, status: "sent", receivedAt: 100 } satisfies StoredMessage));
+    const receipt = (type: ReceiptMessage_Type) => encodeContent(create(ContentSchema, {
+      body: { case: "receipt", value: { type, timestamps: [100n, 555n] } } }));
+    assert.deepEqual((await inbox.process(await envelope(receipt(ReceiptMessage_Type.READ)))).events,
+      [{ kind: "status", conversation: ALICE, timestamp: 100, status: "read" }]);
+    assert.deepEqual((await inbox.process(await envelope(receipt(ReceiptMessage_Type.DELIVERY)))).events, []);
+    assert.equal((await store.getJson<StoredMessage>(key))?.status, "read");
+  });
+
+  test("an envelope without a sender or of an unknown type is acknowledged as unsupported", async () => {
+    const { inbox, envelope } = await setUp();
+    const sealedSender = { ...(await envelope(text(1, "x"))), senderAccountId: undefined };
+    assert.deepEqual(kinds((await inbox.process(sealedSender)).events), ["unsupported"]);
+    const senderKey = { ...(await envelope(text(2, "y"))), type: 7 };
+    assert.deepEqual(kinds((await inbox.process(senderKey)).events), ["unsupported"]);
+  });
+});
