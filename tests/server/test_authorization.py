@@ -15,6 +15,10 @@ from .helpers import b64
 PUBLIC = {("POST", "/v1/accounts"), ("POST", "/v1/devices"), ("GET", "/healthz"),
           ("GET", "/metrics"), ("POST", "/v1/provisioning"),
           ("GET", "/v1/provisioning/{address}"),
+          # Typed-code linking: the new device's side of a code mailbox, and closing it.
+          ("POST", "/v1/provisioning/codes"), ("PUT", "/v1/provisioning/{address}/new/{index}"),
+          ("GET", "/v1/provisioning/{address}/existing/{index}"),
+          ("DELETE", "/v1/provisioning/{address}"),
           # Recovery (docs/spec/history.md): the secret in the body is the credential.
           ("POST", "/v1/recovery/open"), ("POST", "/v1/recovery/devices"),
           ("GET", "/v1/recovery/passphrase/{username}"),
@@ -31,7 +35,7 @@ def _fill(path: str, account_id: str) -> str:
     return (path.replace("{account_id}", account_id).replace("{device}", "1")
             .replace("{device_id}", "1").replace("{username}", "someone")
             .replace("{attachment_id}", "A" * 43).replace("{address}", "A" * 43)
-            .replace("{event_id}", "0" * 32))
+            .replace("{event_id}", "0" * 32).replace("{index}", "0"))
 
 
 def test_every_route_refuses_bad_callers(client: TestClient) -> None:

@@ -179,3 +179,105 @@ def test_leaving_messages_is_rate_limited_per_account(settings: Settings) -> Non
         assert codes == [204, 204, 429]
         assert client.put(f"/v1/provisioning/{addresses[3]}", content=b"m",
                           headers=other.headers).status_code == 204
+
+
+# -- typed-code linking: code mailboxes (docs/spec/linking.md, "Typed code") ----------------
+
+
+def test_code_mailbox_exchange(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, rate_provisioning_claim="100/1")
+    with TestClient(create_app(settings)) as client:
+        _code_mailbox_exchange(client)
+
+
+def _code_mailbox_exchange(client: TestClient) -> None:
+    existing, other = register(client), register(client)
+    opened = client.post("/v1/provisioning/codes")
+    assert opened.status_code == 201
+    address, code = opened.json()["address"], opened.json()["code"]
+    assert len(code) == 8 and all(c in "0123456789ABCDEFGHJKMNPQRSTVWXYZ" for c in code)
+    new, ex = f"/v1/provisioning/{address}/new", f"/v1/provisioning/{address}/existing"
+    assert client.put(f"{new}/0", content=b"commitment").status_code == 204
+    # A wrong code, or one not of the alphabet, names nothing; claiming needs a device.
+    wrong = "0" * 8 if code != "0" * 8 else "1" * 8
+    for bad in (wrong, "il0u-xyz", ""):
+        refused = client.post("/v1/provisioning/codes/claim", json={"code": bad},
+                              headers=existing.headers)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "unknown_code"
+    assert client.post("/v1/provisioning/codes/claim", json={"code": code}).status_code == 401
+    claimed = client.post("/v1/provisioning/codes/claim", json={"code": code},
+                          headers=existing.headers)
+    assert claimed.status_code == 200 and claimed.json()["address"] == address
+    # Claimed once: a replayed code names nothing, for anyone.
+    for device in (existing, other):
+        again = client.post("/v1/provisioning/codes/claim", json={"code": code},
+                            headers=device.headers)
+        assert again.status_code == 404 and again.json()["error"]["code"] == "unknown_code"
+    # Only the claimer reads the new device's side and writes the existing one's.
+    assert client.get(f"{new}/0").status_code == 401
+    assert client.get(f"{new}/0", headers=other.headers).status_code == 404
+    assert client.put(f"{ex}/0", content=b"k", headers=other.headers).status_code == 404
+    read = client.get(f"{new}/0?wait=1", headers=existing.headers)
+    assert read.status_code == 200 and read.content == b"commitment"
+    assert client.get(f"{new}/0", headers=existing.headers).content == b"commitment"  # again
+    assert client.get(f"{new}/1", headers=existing.headers).status_code == 204
+    assert client.get(f"{ex}/0").status_code == 204
+    assert client.put(f"{ex}/0", content=b"key B", headers=existing.headers).status_code == 204
+    assert client.get(f"{ex}/0?wait=1").content == b"key B"
+    # Retrying the same bytes is harmless; other bytes, gaps and extra messages are not.
+    assert client.put(f"{ex}/0", content=b"key B", headers=existing.headers).status_code == 204
+    assert client.put(f"{ex}/0", content=b"key M", headers=existing.headers).status_code == 409
+    assert client.put(f"{new}/2", content=b"gap").status_code == 409
+    assert client.put(f"{new}/1", content=b"x" * 1025).status_code == 413
+    assert client.put(f"{new}/1", content=b"").status_code == 400
+    assert client.put(f"{new}/1", content=b"reveal").status_code == 204
+    assert client.put(f"{new}/2", content=b"confirm").status_code == 204
+    assert client.put(f"{new}/3", content=b"one too many").status_code == 409
+    assert client.put(f"{ex}/1", content=b"sealed", headers=existing.headers).status_code == 204
+    assert client.put(f"{ex}/2", content=b"extra", headers=existing.headers).status_code == 409
+    # Not a QR mailbox: its one-message routes do not apply.
+    assert client.get(f"/v1/provisioning/{address}").status_code == 404
+    assert client.put(f"/v1/provisioning/{address}", content=b"m",
+                      headers=existing.headers).status_code == 404
+    assert client.delete(f"/v1/provisioning/{address}").status_code == 204
+    assert client.get(f"{ex}/1").status_code == 404
+    assert client.delete(f"/v1/provisioning/{address}").status_code == 404
+
+
+def test_code_mailbox_expires_with_its_code_and_bytes() -> None:
+    async def scenario() -> None:
+        boxes = Mailboxes()
+        address, code = boxes.open_with_code(NOW, 1_000)
+        boxes.send(address, "new", 0, b"x" * 100, NOW)
+        assert boxes.bytes_held == 100
+        waiter = asyncio.create_task(boxes.read(address, "existing", 0, NOW, 30))
+        await asyncio.sleep(0.01)
+        boxes.expire(NOW + 1_000)
+        with pytest.raises(KeyError):
+            await asyncio.wait_for(waiter, 1)                 # released at once
+        assert len(boxes) == 0 and boxes.bytes_held == 0
+        with pytest.raises(KeyError):
+            boxes.claim(code, ("acct", 1), NOW + 1_000)       # the code went with it
+        # An unexpired one: a waiter wakes when the message comes.
+        address, code = boxes.open_with_code(NOW, 60_000)
+        assert boxes.claim(code, ("acct", 1), NOW) == (address, NOW + 60_000)
+        waiter = asyncio.create_task(boxes.read(address, "existing", 0, NOW, 30))
+        await asyncio.sleep(0.01)
+        boxes.send(address, "existing", 0, b"key", NOW, ("acct", 1))
+        assert await asyncio.wait_for(waiter, 1) == b"key"
+        with pytest.raises(KeyError):                          # only the claimer
+            boxes.send(address, "existing", 1, b"m", NOW, ("acct", 2))
+
+    asyncio.run(scenario())
+
+
+def test_claiming_codes_is_rate_limited(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, rate_provisioning_claim="3/0.0001")
+    with TestClient(create_app(settings)) as client:
+        guesser, other = register(client), register(client)
+        answers = [client.post("/v1/provisioning/codes/claim", json={"code": "00000000"},
+                               headers=guesser.headers).status_code for _ in range(4)]
+        assert answers == [404, 404, 404, 429]
+        # Per account and per address: the same client address is spent too.
+        assert client.post("/v1/provisioning/codes/claim", json={"code": "00000000"},
+                           headers=other.headers).status_code == 429

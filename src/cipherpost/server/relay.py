@@ -57,6 +57,8 @@ class Relay:
             "messages": TokenBuckets(s.rate_messages_per_pair),
             "provisioning": TokenBuckets(s.rate_provisioning_per_ip),
             "provisioning_put": TokenBuckets(s.rate_provisioning_put_per_account),
+            "provisioning_claim": TokenBuckets(s.rate_provisioning_claim),
+            "provisioning_claim_ip": TokenBuckets(s.rate_provisioning_claim),
             "history_put": TokenBuckets(s.rate_history_put_per_account),
             "recovery": TokenBuckets(s.rate_recovery_per_ip),
         }

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from ..errors import ApiError, not_found
-from ..provisioning import MAX_MESSAGE, MailboxesFull
+from ..provisioning import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    MAX_MESSAGE,
+    MAX_NEW_MESSAGE,
+    MailboxesFull,
+    OutOfOrder,
+    Side,
+)
 from .deps import DeviceDep, RelayDep, client_ip
 
 router = APIRouter(prefix="/v1/provisioning", tags=["devices"])
@@ -19,6 +28,22 @@ TTL_MS = 10 * 60 * 1000
 class MailboxOut(BaseModel):
     address: str
     expires_at: int
+
+
+class CodeMailboxOut(MailboxOut):
+    #: 8 Crockford base32 characters naming the mailbox until claimed.
+    code: str
+
+
+class ClaimIn(BaseModel):
+    code: str = Field(max_length=64)
+
+
+Index = Annotated[int, Path(ge=0, le=15)]
+
+
+def _busy() -> ApiError:
+    return ApiError(503, "busy", "too many devices are joining; try again soon")
 
 
 def _check(address: str) -> None:
@@ -45,7 +70,7 @@ async def open_mailbox(request: Request, relay: RelayDep) -> MailboxOut:
     try:
         address = relay.mailboxes.open(now, TTL_MS)
     except MailboxesFull:
-        raise ApiError(503, "busy", "too many devices are joining; try again soon") from None
+        raise _busy() from None
     return MailboxOut(address=address, expires_at=now + TTL_MS)
 
 
@@ -64,7 +89,7 @@ async def put_message(address: str, request: Request, relay: RelayDep,
     try:
         stored = relay.mailboxes.put(address, body, relay.now_ms())
     except MailboxesFull:
-        raise ApiError(503, "busy", "too many devices are joining; try again soon") from None
+        raise _busy() from None
     if not stored:
         raise not_found("mailbox")
 
@@ -82,3 +107,110 @@ async def take_message(address: str, relay: RelayDep,
     if message is None:
         return Response(status_code=204)
     return Response(content=message, media_type="application/octet-stream")
+
+
+# -- typed-code linking: code mailboxes (docs/spec/linking.md, "Typed code") ----------------
+
+
+@router.post("/codes", status_code=201,
+             summary="Open a mailbox found by a short code (typed-code linking)")
+async def open_code_mailbox(request: Request, relay: RelayDep) -> CodeMailboxOut:
+    relay.limit("provisioning", _address_key(client_ip(request, relay)))
+    now = relay.now_ms()
+    try:
+        address, code = relay.mailboxes.open_with_code(now, TTL_MS)
+    except MailboxesFull:
+        raise _busy() from None
+    return CodeMailboxOut(address=address, expires_at=now + TTL_MS, code=code)
+
+
+@router.post("/codes/claim", summary="Claim a short code (a device of the account)")
+async def claim_code(body: ClaimIn, request: Request, relay: RelayDep,
+                     device: DeviceDep) -> MailboxOut:
+    # Every attempt costs, a wrong code as much as a right one: guessing stays hopeless.
+    relay.limit("provisioning_claim", device.account_id)
+    relay.limit("provisioning_claim_ip", _address_key(client_ip(request, relay)))
+    code = body.code
+    if len(code) != CODE_LENGTH or not all(c in CODE_ALPHABET for c in code):
+        code = ""
+    try:
+        address, expires_at = relay.mailboxes.claim(
+            code, (device.account_id, device.device_id), relay.now_ms())
+    except KeyError:
+        raise ApiError(404, "unknown_code", "no device is waiting with that code (wrong, "
+                       "already used or expired)") from None
+    return MailboxOut(address=address, expires_at=expires_at)
+
+
+async def _send(relay: RelayDep, address: str, side: Side, index: int, request: Request,
+                claimer: tuple[str, int] | None, limit: int) -> None:
+    _check(address)
+    body = await request.body()
+    if not body:
+        raise ApiError(400, "invalid_request", "the message is empty")
+    if len(body) > limit:
+        raise ApiError(413, "too_large", f"these messages are limited to {limit} bytes")
+    try:
+        relay.mailboxes.send(address, side, index, body, relay.now_ms(), claimer)
+    except KeyError:
+        raise not_found("mailbox") from None
+    except OutOfOrder:
+        raise ApiError(409, "conflict", "another message was sent under that number, or "
+                       "this one is out of order") from None
+    except MailboxesFull:
+        raise _busy() from None
+
+
+async def _read(relay: RelayDep, address: str, side: Side, index: int, wait: float,
+                claimer: tuple[str, int] | None) -> Response:
+    _check(address)
+    try:
+        message = await relay.mailboxes.read(address, side, index, relay.now_ms(), wait,
+                                             claimer)
+    except KeyError:
+        raise not_found("mailbox") from None
+    if message is None:
+        return Response(status_code=204)
+    return Response(content=message, media_type="application/octet-stream")
+
+
+_MESSAGE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-stream": {}}},
+            204: {"description": "nothing yet"}}
+
+
+@router.put("/{address}/new/{index}", status_code=204,
+            summary="The new device's message `index` in a code mailbox")
+async def send_from_new(address: str, index: Index, request: Request,
+                        relay: RelayDep) -> None:
+    await _send(relay, address, "new", index, request, None, MAX_NEW_MESSAGE)
+
+
+@router.get("/{address}/new/{index}", responses=_MESSAGE,
+            summary="Read the new device's message `index` (the claiming device)")
+async def read_from_new(address: str, index: Index, relay: RelayDep, device: DeviceDep,
+                        wait: float = Query(0, ge=0, le=30)) -> Response:
+    return await _read(relay, address, "new", index, wait,
+                       (device.account_id, device.device_id))
+
+
+@router.put("/{address}/existing/{index}", status_code=204,
+            summary="The claiming device's message `index` in a code mailbox")
+async def send_from_existing(address: str, index: Index, request: Request, relay: RelayDep,
+                             device: DeviceDep) -> None:
+    await _send(relay, address, "existing", index, request,
+                (device.account_id, device.device_id), MAX_MESSAGE)
+
+
+@router.get("/{address}/existing/{index}", responses=_MESSAGE,
+            summary="Read the claiming device's message `index` (the new device)")
+async def read_from_existing(address: str, index: Index, relay: RelayDep,
+                             wait: float = Query(0, ge=0, le=30)) -> Response:
+    return await _read(relay, address, "existing", index, wait, None)
+
+
+@router.delete("/{address}", status_code=204,
+               summary="Close a mailbox now (the new device cancelled or finished)")
+async def close_mailbox(address: str, relay: RelayDep) -> None:
+    _check(address)
+    if not relay.mailboxes.close(address):
+        raise not_found("mailbox")
