@@ -26,7 +26,8 @@ PURPOSES = ["dm", "reply", "edit", "linked-device-dm", "group-title", "group-tex
             "group-retitle", "file-contents", "file-name", "caption", "message-with-file",
             "cli-text", "cli-file-contents", "cli-file-name", "cli-group-title",
             "cli-group-text"]
-CLI_ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
+CLI_ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase",
+           "CIPHERPOST_EXPORT_PASSPHRASE": "an export passphrase"}
 
 
 def _canaries() -> dict[str, str]:
@@ -53,7 +54,9 @@ async def _sdk_flows(devices: Devices, c: dict[str, str]) -> list[str]:
             if isinstance(e, ev.GroupUpdated):
                 seen.append(e.title)
 
+    devices.history = True            # Alice's account keeps its history on the relay
     alice = await devices.register("alice")
+    devices.history = False
     alice2 = await devices.link(alice, "alice laptop")
     bob, carol = await devices.register("bob"), await devices.register("carol")
     keep(await alice.receive())
@@ -89,8 +92,8 @@ async def _sdk_flows(devices: Devices, c: dict[str, str]) -> list[str]:
 
 def _cli_flows(root: Path, server: str, c: dict[str, str]) -> list[str]:
     homes = {name: root / name for name in ("ann", "ben")}
-    for name, home in homes.items():
-        _cli(home, "register", "--no-history", "--server", server, "--username", name)
+    _cli(homes["ann"], "register", "--history", "--server", server, "--username", "ann")
+    _cli(homes["ben"], "register", "--no-history", "--server", server, "--username", "ben")
     _cli(homes["ann"], "send", "ben", c["cli-text"])
     note = root / f"{c['cli-file-name']}.txt"
     note.write_text(c["cli-file-contents"])
@@ -102,6 +105,7 @@ def _cli_flows(root: Path, server: str, c: dict[str, str]) -> list[str]:
     out = _cli(homes["ben"], "--json", "receive", "--save-dir", str(saved))
     seen = out.splitlines()  # JSON lines: messages, group updates (with the title)
     seen += [p.read_text() for p in saved.iterdir()] + [p.name for p in saved.iterdir()]
+    _cli(homes["ann"], "export", str(root / "ann.cpexport"))   # scanned with the stores
     note.unlink()  # the plaintext source is not part of any store
     for p in saved.iterdir():
         p.unlink()

@@ -315,6 +315,10 @@ def test_history_and_restore_from_the_cli(tmp_path: Path, relay: ThreadedRelay) 
     code, stdout, _ = invoke(home, "--json", "history", "status")
     assert code == 0 and json.loads(stdout)["history"] is True
     assert json.loads(stdout)["stored_bytes"] > 0
+    assert invoke(home, "history", "retention", "30")[0] == 0
+    assert invoke(home, "history", "retention", "soon")[0] == 2
+    code, stdout, _ = invoke(home, "--json", "history", "status")
+    assert json.loads(stdout)["retention_days"] == 30
     # Without a flag and without a terminal to ask on, register refuses to guess.
     code, _, stderr = invoke(tmp_path / "nobody", "register", "--server", relay.url)
     assert code == 2 and "--history or --no-history" in stderr

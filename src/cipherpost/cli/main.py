@@ -440,6 +440,20 @@ async def history_off(ctx: Context, client: Client, yes: bool) -> None:
     ctx.emit({"history": False}, "The server's copy of your history was deleted.")
 
 
+@history_group.command("retention")
+@click.argument("days")
+@_with_client
+async def history_retention(ctx: Context, client: Client, days: str) -> None:
+    """Have the server delete history entries older than DAYS days ("off": keep them)."""
+    value = None if days == "off" else int(days) if days.isdigit() else -1
+    if value == -1:
+        raise click.BadParameter("a number of days, or off", param_hint="DAYS")
+    await client.set_history_retention(value)
+    ctx.emit({"retention_days": value},
+             "History entries are kept until deleted." if value is None
+             else f"History entries older than {value} days are deleted.")
+
+
 @history_group.command("sync")
 @_with_client
 async def history_sync(ctx: Context, client: Client) -> None:

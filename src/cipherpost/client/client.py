@@ -267,6 +267,13 @@ class Client:
             await self._sync_history_keys(HistoryKeys(history_off=True))
         await self._update_recovery()
 
+    async def set_history_retention(self, days: int | None) -> None:
+        """Have the relay delete history entries older than ``days`` (None: keep them
+        until deleted)."""
+        if days is not None and not 1 <= days <= 36500:
+            raise ClientError("the retention is 1 to 36500 days, or none")
+        await self.api.request("PUT", "/v1/history/settings", json={"retention_days": days})
+
     async def rotate_history_epoch(self) -> None:
         """Start a new history epoch and give its key to our other devices over their
         sessions (a device removed before cannot read what is written after)."""
