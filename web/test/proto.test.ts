@@ -26,9 +26,9 @@ test("generated protobuf code is up to date with proto/", () => {
     const files = readdirSync(join(WEB, GENERATED)).sort();
     assert.deepEqual(readdirSync(join(out, "cipherpost/app/v1")).sort(), files);
     for (const name of files) {
-      assert.equal(readFileSync(join(out, "cipherpost/app/v1", name), "utf8"),
-        readFileSync(join(WEB, GENERATED, name), "utf8"),
-        `${GENERATED}/${name} is stale: run \`npm run gen:proto\` in web/`);
+      const fresh = readFileSync(join(out, "cipherpost/app/v1", name), "utf8");
+      assert.ok(fresh === readFileSync(join(WEB, GENERATED, name), "utf8"),
+        `${GENERATED}/${name} is stale: run \`npm run gen:proto\` in web/ after changing proto/`);
     }
   } finally {
     rmSync(out, { recursive: true, force: true });
