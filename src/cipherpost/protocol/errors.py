@@ -80,6 +80,39 @@ class NoSenderKey(ProtocolError):
     kind = "no_sender_key"
 
 
+class InvalidCertificate(ProtocolError):
+    """A sealed-sender certificate chain is not acceptable (digest §8.4).
+
+    libsignal reports every validation failure alike ("trust root validation failed"),
+    so peers share one kind; the leaves below say which check failed, for local logs.
+    """
+
+    kind = "invalid_certificate"
+
+
+class UntrustedCertificate(InvalidCertificate):
+    """The server certificate is signed by no trusted root, or the sender certificate is
+    not signed by the server certificate's key."""
+
+
+class ExpiredCertificate(InvalidCertificate):
+    """The sender certificate expired before the validation time."""
+
+
+class RevokedCertificate(InvalidCertificate):
+    """The server certificate's key id is on the revoked list."""
+
+
+class UnknownServerCertificate(InvalidCertificate):
+    """A sender certificate refers by id to a server certificate that is not built in."""
+
+
+class SealedSenderSelfSend(ProtocolError):
+    """A sealed-sender message claims to come from this very device."""
+
+    kind = "sealed_sender_self_send"
+
+
 ALL_ERRORS: tuple[type[ProtocolError], ...] = (
     UntrustedIdentity,
     InvalidMessage,
@@ -91,4 +124,10 @@ ALL_ERRORS: tuple[type[ProtocolError], ...] = (
     InvalidKyberPreKeyId,
     UnknownVersion,
     NoSenderKey,
+    InvalidCertificate,
+    UntrustedCertificate,
+    ExpiredCertificate,
+    RevokedCertificate,
+    UnknownServerCertificate,
+    SealedSenderSelfSend,
 )

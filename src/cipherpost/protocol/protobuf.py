@@ -120,6 +120,50 @@ def decode(data: bytes) -> Fields:
     return fields
 
 
+def decode_ordered(data: bytes) -> list[tuple[int, int, Value]]:
+    """Decode a message into ``(field number, wire type, value)`` in wire order.
+
+    For messages whose meaning depends on the order of different fields (a ``oneof``:
+    the last member on the wire wins) or on the wire type (a field sent with the wrong
+    one is an error for prost). :func:`decode` stays the fast path for everything else.
+
+    Raises:
+        DecodeError: the bytes are not a well-formed message.
+    """
+    out: list[tuple[int, int, Value]] = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        key, pos = read_varint(data, pos, end)
+        number = key >> 3
+        wire = key & 7
+        if number == 0:
+            raise DecodeError("field number 0")
+        value: Value
+        if wire == VARINT:
+            value, pos = read_varint(data, pos, end)
+        elif wire == LENGTH:
+            length, pos = read_varint(data, pos, end)
+            if length > end - pos:
+                raise DecodeError("truncated field")
+            value = data[pos : pos + length]
+            pos += length
+        elif wire == FIXED64:
+            if pos + 8 > end:
+                raise DecodeError("truncated fixed64")
+            value = int.from_bytes(data[pos : pos + 8], "little")
+            pos += 8
+        elif wire == FIXED32:
+            if pos + 4 > end:
+                raise DecodeError("truncated fixed32")
+            value = int.from_bytes(data[pos : pos + 4], "little")
+            pos += 4
+        else:
+            raise DecodeError(f"unsupported wire type {wire}")
+        out.append((number, wire, value))
+    return out
+
+
 def get_bytes(fields: Fields, number: int) -> bytes | None:
     """The last value of a bytes field, or None (proto semantics: last one wins)."""
     values = fields.get(number)
