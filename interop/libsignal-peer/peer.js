@@ -73,6 +73,10 @@ const MESSAGE_PATTERNS = [
   // Our own store markers, in case libsignal wraps the exception they travelled in.
   [new RegExp(MISSING_KYBER_PREKEY), 'invalid_kyber_prekey_id'],
   [new RegExp(`${MISSING_SIGNED_PREKEY}|${MISSING_PREKEY}`), 'invalid_prekey_id'],
+  // Sealed sender (before the generic "invalid ... message" pattern): libsignal reports every
+  // certificate check alike, as "trust root validation failed".
+  [/trust root validation failed|unknown server certificate id/i, 'invalid_certificate'],
+  [/unknown sealed sender message version/i, 'unknown_version'],
   [/untrusted identity/i, 'untrusted_identity'],
   [/message with old counter|duplicate/i, 'duplicated_message'],
   [/invalid kyber pre ?key id/i, 'invalid_kyber_prekey_id'],
@@ -109,6 +113,8 @@ function classify(err) {
         return 'no_sender_key';
       case SC.ErrorCode.VerificationFailed:
         return 'invalid_signature';
+      case SC.ErrorCode.SealedSenderSelfSend:
+        return 'sealed_sender_self_send';
       case SC.ErrorCode.InvalidProtocolAddress:
       case SC.ErrorCode.InvalidRegistrationId:
         return 'bad_request';
@@ -517,6 +523,9 @@ class Peer {
     if (op === 'create_actor') {
       return this.createActor(req);
     }
+    if (Object.prototype.hasOwnProperty.call(ACTORLESS_OPS, op)) {
+      return ACTORLESS_OPS[op](req);
+    }
     // Own properties only, so "constructor", "__proto__" etc. are unknown ops too.
     const handler = Object.prototype.hasOwnProperty.call(OPS, op) ? OPS[op] : undefined;
     if (typeof handler !== 'function') {
@@ -757,12 +766,79 @@ const OPS = {
     return { ciphertext: b64(SC.CiphertextMessage._fromNativeHandle(handle).serialize()) };
   },
 
+  async sealed_encrypt(actor, req) {
+    const remote = protocolAddress(field(req, 'remote'), 'remote');
+    const cert = SC.SenderCertificate.deserialize(
+      bytes(field(req, 'sender_certificate'), 'sender_certificate'));
+    const plaintext = bytes(field(req, 'plaintext'), 'plaintext');
+    const sealed = await SC.sealedSenderEncryptMessage(
+      plaintext, remote, cert, actor.sessions, actor.identities);
+    return { ciphertext: b64(sealed) };
+  },
+
+  async sealed_decrypt(actor, req) {
+    const ciphertext = bytes(field(req, 'ciphertext'), 'ciphertext');
+    const trustRoot = SC.PublicKey.deserialize(bytes(field(req, 'trust_root'), 'trust_root'));
+    const now = intIn(field(req, 'now'), 'now', 0, Number.MAX_SAFE_INTEGER);
+    const localE164 = req.local_e164 === undefined || req.local_e164 === null
+      ? null : nonEmptyString(req.local_e164, 'local_e164');
+    const result = await SC.sealedSenderDecryptMessage(
+      ciphertext, trustRoot, now, localE164, actor.name, actor.deviceId,
+      actor.sessions, actor.identities, actor.preKeys, actor.signedPreKeys, actor.kyberPreKeys);
+    return {
+      plaintext: b64(result.message()),
+      sender: { name: result.senderUuid(), device_id: result.deviceId() },
+      sender_e164: result.senderE164(),
+    };
+  },
+
   async group_decrypt(actor, req) {
     const sender = protocolAddress(field(req, 'sender'), 'sender');
     const ciphertext = bytes(field(req, 'ciphertext'), 'ciphertext');
     const plaintext = await Native.GroupCipher_DecryptMessage(
       sender, ciphertext, senderKeyBridge(actor.senderKeys));
     return { plaintext: b64(plaintext) };
+  },
+};
+
+/** A Curve25519 private key given as 32 bytes of base64. */
+function privateKey(req, name) {
+  const raw = bytes(field(req, name), name);
+  if (raw.length !== 32) {
+    throw badRequest(`"${name}" must be 32 bytes`);
+  }
+  return SC.PrivateKey.deserialize(raw);
+}
+
+/**
+ * Sealed-sender operations that need no actor: issuing certificates, as a server's key
+ * chain would (see ../README.md for the request and result fields).
+ */
+const ACTORLESS_OPS = {
+  server_certificate(req) {
+    const trustRoot = privateKey(req, 'trust_root_private');
+    const serverKey = privateKey(req, 'server_private');
+    const keyId = u32(field(req, 'key_id'), 'key_id');
+    const cert = SC.ServerCertificate.new(keyId, serverKey.getPublicKey(), trustRoot);
+    return {
+      certificate: b64(cert.serialize()),
+      trust_root: b64(trustRoot.getPublicKey().serialize()),
+      server_key: b64(serverKey.getPublicKey().serialize()),
+    };
+  },
+
+  sender_certificate(req) {
+    const serverCert = SC.ServerCertificate.deserialize(
+      bytes(field(req, 'server_certificate'), 'server_certificate'));
+    const serverKey = privateKey(req, 'server_private');
+    const [uuid, deviceId] = addressParts(field(req, 'sender'), 'sender');
+    const e164 = req.sender_e164 === undefined || req.sender_e164 === null
+      ? null : nonEmptyString(req.sender_e164, 'sender_e164');
+    const identityKey = SC.PublicKey.deserialize(bytes(field(req, 'identity_key'), 'identity_key'));
+    const expires = intIn(field(req, 'expires'), 'expires', 0, Number.MAX_SAFE_INTEGER);
+    const cert = SC.SenderCertificate.new(
+      uuid, e164, deviceId, identityKey, expires, serverCert, serverKey);
+    return { certificate: b64(cert.serialize()) };
   },
 };
 

@@ -6,7 +6,9 @@ It holds any number of actors, each with its own in-memory stores. The request h
 it directly. It never crashes: malformed requests get ``bad_request``, protocol failures
 their error kind, and a failed request changes no state.
 
-Operations of our own (beyond PEER.md): none yet. Sessions this peer creates run SPQR
+Operations of our own (beyond PEER.md): the sealed-sender ones documented in
+``interop/README.md`` (``server_certificate``, ``sender_certificate``,
+``sealed_encrypt``, ``sealed_decrypt``). Sessions this peer creates run SPQR
 as the environment variable ``CIPHERPOST_PEER_SPQR`` says: ``off`` (the default, no
 SPQR), ``offered`` (SPQR, downgrading for a peer without it, as libsignal 0.90/0.91) or
 ``required`` (as libsignal 0.92+). The actor's own address goes with every encrypt and
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from cipherpost.protocol import sender_keys, session
+from cipherpost.protocol import sealed_sender, sender_keys, session
 from cipherpost.protocol.address import ProtocolAddress
 from cipherpost.protocol.bundles import generate_prekey_bundle
 from cipherpost.protocol.errors import ProtocolError
@@ -39,7 +41,7 @@ from cipherpost.protocol.fingerprint import (
     FingerprintVersionMismatch,
 )
 from cipherpost.protocol.kem import KYBER1024, MLKEM1024, KemPublicKey
-from cipherpost.protocol.keys import IdentityKeyPair, PublicKey
+from cipherpost.protocol.keys import IdentityKeyPair, PrivateKey, PublicKey
 from cipherpost.protocol.messages import PREKEY_TYPE, WHISPER_TYPE
 from cipherpost.protocol.prekeys import PreKeyBundle
 from cipherpost.protocol.spqr.ratchet import SpqrSettings
@@ -157,6 +159,10 @@ class Peer:
             "process_sender_key_distribution": self._process_skdm,
             "group_encrypt": self._group_encrypt,
             "group_decrypt": self._group_decrypt,
+            "server_certificate": self._server_certificate,
+            "sender_certificate": self._sender_certificate,
+            "sealed_encrypt": self._sealed_encrypt,
+            "sealed_decrypt": self._sealed_decrypt,
         }
 
     def handle_line(self, line: str) -> Json | None:
@@ -397,6 +403,79 @@ class Peer:
         plaintext = sender_keys.group_decrypt(actor.sender_keys, sender,
                                               _bytes(req, "ciphertext"))
         return {"plaintext": _enc(plaintext)}
+
+    # -- sealed sender (interop/README.md) ------------------------------------------------
+
+    def _private_key(self, req: Json, name: str) -> PrivateKey:
+        raw = _bytes(req, name)
+        if len(raw) != 32:
+            raise BadRequest(f"{name!r} must be 32 bytes")
+        return PrivateKey(raw)
+
+    def _public_key(self, req: Json, name: str) -> PublicKey:
+        try:
+            return PublicKey.deserialize(_bytes(req, name))
+        except ProtocolError as exc:
+            raise BadRequest(f"{name!r}: {exc}") from None
+
+    def _opt_str(self, req: Json, name: str) -> str | None:
+        value = req.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise BadRequest(f"{name!r} must be a non-empty string or null")
+        return value
+
+    def _server_certificate(self, req: Json) -> Json:
+        trust_root = self._private_key(req, "trust_root_private")
+        server = self._private_key(req, "server_private")
+        key_id = _int(req, "key_id", 0, U32)
+        cert = sealed_sender.ServerCertificate.create(key_id, server.public_key(), trust_root,
+                                                      rng=self._rng)
+        return {"certificate": _enc(cert.serialized),
+                "trust_root": _enc(trust_root.public_key().serialize()),
+                "server_key": _enc(server.public_key().serialize())}
+
+    def _sender_certificate(self, req: Json) -> Json:
+        try:
+            server_cert = sealed_sender.ServerCertificate.deserialize(
+                _bytes(req, "server_certificate"))
+        except ProtocolError as exc:
+            raise BadRequest(f"server_certificate: {exc}") from None
+        sender = _address(_field(req, "sender"), "sender")
+        cert = sealed_sender.SenderCertificate.create(
+            sender_uuid=sender.name, sender_e164=self._opt_str(req, "sender_e164"),
+            sender_device_id=sender.device_id,
+            identity_key=self._public_key(req, "identity_key"),
+            expires=_int(req, "expires", 0, 2**53 - 1), signer=server_cert,
+            signer_key=self._private_key(req, "server_private"), rng=self._rng)
+        return {"certificate": _enc(cert.serialized)}
+
+    def _sealed_encrypt(self, req: Json) -> Json:
+        actor = self._actor(req)
+        remote = self._remote(req)
+        try:
+            cert = sealed_sender.SenderCertificate.deserialize(_bytes(req, "sender_certificate"))
+        except ProtocolError as exc:
+            raise BadRequest(f"sender_certificate: {exc}") from None
+        sealed = sealed_sender.encrypt_message(actor.store, remote, cert, self._plaintext(req),
+                                               now=self._now(), rng=self._rng,
+                                               local_address=actor.address)
+        return {"ciphertext": _enc(sealed)}
+
+    def _sealed_decrypt(self, req: Json) -> Json:
+        actor = self._actor(req)
+        ciphertext = _bytes(req, "ciphertext")
+        trust_root = self._public_key(req, "trust_root")
+        now_ms = _int(req, "now", 0, 2**53 - 1)
+        result = sealed_sender.decrypt(
+            actor.store, ciphertext, trust_roots=[trust_root], now_ms=now_ms,
+            local_uuid=actor.address.name, local_device_id=actor.address.device_id,
+            local_e164=self._opt_str(req, "local_e164"), rng=self._rng, spqr=self._spqr,
+            local_address=actor.address)
+        return {"plaintext": _enc(result.plaintext),
+                "sender": {"name": result.sender_uuid, "device_id": result.device_id},
+                "sender_e164": result.sender_e164}
 
 
 def _error(rid: Any, kind: str, message: str) -> Json:
