@@ -17,7 +17,7 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 WEB_BUILD := $(WEB_DIR)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
 
-.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api clean system-deps browser-deps web
+.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
 run: $(STAMP) $(WEB_BUILD)
@@ -69,6 +69,13 @@ fuzz: $(STAMP)
 # than `make test` sends (API_FUZZ_EXAMPLES per operation and mode, default 1000).
 fuzz-api: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n 2 tests/assurance/test_api_fuzz.py
+	$(PY) -m tests.assurance.report
+
+# Fault injection, long: the relay SIGKILLed CHAOS_KILLS times (default 50) at random moments
+# under a load of real clients; `make test` runs quick versions (also a full disk and a
+# read-only database). Figures: build/assurance/chaos/.
+chaos: $(STAMP)
+	$(PY) -m tests.assurance.chaos --kills $${CHAOS_KILLS:-50}
 	$(PY) -m tests.assurance.report
 
 system-deps:

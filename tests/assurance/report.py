@@ -40,7 +40,7 @@ def summary() -> dict[str, Any]:
                          "known_server_errors": sum(r.get("known_server_errors", 0)
                                                     for r in rows),
                          "reproducers": [x for r in rows for x in r.get("reproducers", [])]}
-    for kind in ("canaries", "logscan"):
+    for kind in ("canaries", "logscan", "chaos"):
         rows = results.read_all(kind)
         if rows:
             out[kind] = {r.get("name", str(i)): r for i, r in enumerate(rows)}
@@ -69,7 +69,7 @@ def main() -> None:
             print(f"\n{kind}: {part['requests']:,} requests over {part['operations']} "
                   f"operation runs, {part['server_errors']} server errors (5xx) and "
                   f"{part['known_server_errors']} of a known, open bug")
-    for kind in ("canaries", "logscan"):
+    for kind in ("canaries", "logscan", "chaos"):
         for name, row in sorted(data.get(kind, {}).items()):
             shown = {k: v for k, v in row.items() if k not in ("name", "written_at")}
             print(f"\n{kind} {name}: {json.dumps(shown, sort_keys=True)}")

@@ -21,7 +21,8 @@ def write(kind: str, name: str, data: dict[str, Any]) -> Path:
     path = results_dir() / kind / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**data, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+    tmp.write_text(json.dumps({"name": name, **data,
+                               "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
                               indent=1, sort_keys=True))
     tmp.replace(path)
     return path

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -101,6 +103,14 @@ def create_app(settings: Settings | None = None, *,
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if _storage_unavailable(exc):
+            # The disk is full, the database is read-only or unreachable: nothing was
+            # stored; the client retries later (nothing it sent is half-done).
+            log.error("storage unavailable: %s", type(exc).__name__)
+            return JSONResponse({"error": {"code": "storage_unavailable",
+                                           "message": "the server cannot store anything "
+                                                      "right now; try again later"}},
+                                status_code=503, headers={"Retry-After": "5"})
         log.exception("unexpected error")
         return JSONResponse({"error": {"code": "internal_error",
                                        "message": "internal error"}}, status_code=500)
@@ -113,6 +123,22 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(_BodyLimit, default=settings.max_request_bytes,
                        attachments=settings.max_attachment_bytes)
     return app
+
+
+def _storage_unavailable(exc: BaseException) -> bool:
+    """A database that cannot write now (full disk, I/O error, read-only, lost), as
+    opposed to a bug: SQLite's and PostgreSQL's operational errors, raw or wrapped."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sqlite3.OperationalError, sqlalchemy.exc.OperationalError)):
+            return True
+        name = type(seen).__module__ + "." + type(seen).__name__
+        if name.startswith("psycopg") and type(seen).__name__ in (
+                "OperationalError", "ReadOnlySqlTransaction", "DiskFull",
+                "AdminShutdown", "ConnectionFailure"):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 class RelayApp(FastAPI):
