@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import resource
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,40 +31,13 @@ def test_random_sigkills_under_load_lose_nothing(tmp_path: Path) -> None:
     assert figures["accepted"] + figures["unknown"] == 120 and figures["unknown"] <= 12
 
 
-class _FileSizeLimited(ServerProcess):
-    """The relay with RLIMIT_FSIZE: once its files reach ``limit`` bytes every write fails
-    (EFBIG, SIGXFSZ ignored) as on a full disk."""
-
-    def __init__(self, workdir: Path, limit: int) -> None:
-        super().__init__(workdir)
-        self.limit = limit
-
-    def start(self, timeout: float = 90.0) -> None:
-        limit = self.limit
-
-        def constrain() -> None:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cipherpost.server", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=constrain)
-        self._wait_healthy(timeout)
-
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """Once the relay's files reach ``limit`` bytes every write fails (EFBIG, SIGXFSZ
+    ignored), as on a full disk."""
+    def constrain() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return constrain
 
 
 def _files_size(folder: Path) -> int:
@@ -78,7 +50,8 @@ def test_a_full_disk_refuses_sends_and_loses_nothing(tmp_path: Path) -> None:
     plain = ServerProcess(tmp_path)
     plain.start()                      # creates and migrates the database
     plain.stop()
-    full = _FileSizeLimited(tmp_path, _files_size(tmp_path) + 160 * 1024)
+    full = ServerProcess(tmp_path, preexec_fn=_file_size_limit(_files_size(tmp_path)
+                                                               + 160 * 1024))
     full.start()
     load = Load(full, senders=2, receivers=2, messages_per_sender=200)
     load.retry_503 = False

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,8 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m cipherpost.server`` with its own database directory."""
 
-    def __init__(self, workdir: Path, port: int | None = None, **settings: str) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 preexec_fn: Callable[[], None] | None = None, **settings: str) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,6 +41,8 @@ class ServerProcess:
             **{f"CIPHERPOST_{k.upper()}": v for k, v in settings.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Run in the child before the relay starts (resource limits, signal dispositions).
+        self.preexec_fn = preexec_fn
         #: what httpx should verify the server with (True: the default CA store).
         self.verify: bool | ssl.SSLContext = True
         self.log = workdir / "server.log"
@@ -47,7 +51,8 @@ class ServerProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cipherpost.server", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
