@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -149,17 +150,26 @@ def _secrets(lookup_id: str, auth: str) -> tuple[bytes, bytes]:
     return lookup, hashlib.sha256(b"cipherpost recovery auth\x00" + secret).digest()
 
 
-async def _open(relay: RelayDep, request: Request, lookup_id: str,
-                auth: str) -> tuple[str, bytes]:
+async def _released(relay: RelayDep, request: Request,
+                    opening: Callable[[], Awaitable[tuple[str, bytes] | None]],
+                    refused: str) -> tuple[str, bytes]:
+    """(account id, blob) from ``opening``, rate-limited per address; 429 while the
+    blob's wrong-secret wait runs, 403 for a wrong or unknown secret."""
     relay.limit("recovery", client_ip(request, relay))
-    lookup, auth_hash = _secrets(lookup_id, auth)
     try:
-        found = await store.open_recovery(relay.storage, lookup, auth_hash, relay.now_ms())
+        found = await opening()
     except store.RecoveryWait as wait:
         raise rate_limited(wait.retry_after_ms / 1000) from None
     if found is None:
-        raise ApiError(403, "invalid_recovery", "no recovery blob for that key")
+        raise ApiError(403, "invalid_recovery", refused)
     return found
+
+
+async def _open(relay: RelayDep, request: Request, lookup_id: str,
+                auth: str) -> tuple[str, bytes]:
+    lookup, auth_hash = _secrets(lookup_id, auth)
+    return await _released(relay, request, lambda: store.open_recovery(
+        relay.storage, lookup, auth_hash, relay.now_ms()), "no recovery blob for that key")
 
 
 @router.put("/v1/recovery", status_code=204,
@@ -227,16 +237,10 @@ def _verifier_hash(verifier: str) -> bytes:
 
 async def _open_by_passphrase(relay: RelayDep, request: Request, username: str,
                               verifier: str) -> tuple[str, bytes]:
-    relay.limit("recovery", client_ip(request, relay))
     verifier_hash = _verifier_hash(verifier)
-    try:
-        found = await store.open_passphrase_recovery(relay.storage, username, verifier_hash,
-                                                     relay.now_ms())
-    except store.RecoveryWait as wait:
-        raise rate_limited(wait.retry_after_ms / 1000) from None
-    if found is None:
-        raise ApiError(403, "invalid_recovery", "wrong username or recovery passphrase")
-    return found
+    return await _released(relay, request, lambda: store.open_passphrase_recovery(
+        relay.storage, username, verifier_hash, relay.now_ms()),
+        "wrong username or recovery passphrase")
 
 
 @router.put("/v1/recovery/passphrase", status_code=204,
