@@ -383,3 +383,53 @@ def test_export_and_import_from_the_cli(tmp_path: Path, relay: ThreadedRelay) ->
 
     _as_peer(moved, read)
     assert shown == ["take this along"]
+
+
+def test_link_by_typed_code_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """`link --code` shows a code, `devices add --code` takes it, both show the same number
+    and ask; answering yes on both links the device. A declined comparison links nothing."""
+    first, second = tmp_path / "kim", tmp_path / "kim-laptop"
+    assert invoke(first, *REGISTER, relay.url, "--username", "kim")[0] == 0
+    env = {**os.environ, **ENV}
+
+    def start(home: Path, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "cipherpost.cli", "--home", str(home),
+                                 "--json", *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+
+    def line(process: subprocess.Popen[str]) -> dict[str, object]:
+        assert process.stdout is not None
+        data: dict[str, object] = json.loads(process.stdout.readline())
+        return data
+
+    for answers in (("y", "n"), ("y", "y")):       # (new device, existing device)
+        joining = start(second, "link", "--code", "--server", relay.url)
+        adding: subprocess.Popen[str] | None = None
+        try:
+            code = str(line(joining)["code"])
+            adding = start(first, "devices", "add", "--code", code)
+            shown = line(joining)["sas"], line(adding)["sas"]
+            assert shown[0] == shown[1]
+            for process, answer in zip((joining, adding), answers, strict=True):
+                assert process.stdin is not None
+                process.stdin.write(answer + "\n")
+                process.stdin.flush()
+            out_old, err_old = adding.communicate(timeout=60)
+            out_new, err_new = joining.communicate(timeout=60)
+        finally:
+            for process in (joining, adding):
+                if process is not None and process.poll() is None:
+                    process.kill()
+        if answers[1] == "n":
+            assert adding.returncode == 1 and "numbers differ" in err_old
+            assert joining.returncode == 1 and "cancelled" in err_new
+            assert not (second / "default" / "device.db").exists()
+        else:
+            assert adding.returncode == 0, err_old
+            assert joining.returncode == 0, err_new
+            assert json.loads(out_new.splitlines()[-1])["device_id"] == 2
+    code, _, stderr = invoke(first, "devices", "add", "--code", "ABCD-EFGH")
+    assert code == 1 and "no new device is waiting" in stderr
+    code, _, stderr = invoke(first, "devices", "add")
+    assert code == 2 and "--code" in stderr

@@ -41,7 +41,7 @@ from cipherpost.client import (
     WrongKey,
 )
 from cipherpost.client import events as ev
-from cipherpost.client.devices import request_link
+from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.export import export_account, import_account
 from cipherpost.client.linking import LinkError
 from cipherpost.client.recovery import restore as restore_account
@@ -467,31 +467,69 @@ async def history_sync(ctx: Context, client: Client) -> None:
 @click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
               help="The relay's URL (the one your account is on).")
 @click.option("--device-name", default=None)
+@click.option("--code", "by_code", is_flag=True,
+              help="No camera: show a short code to type on the other device, then compare "
+                   "a number shown on both.")
 @click.option("--timeout", default=600, show_default=True, help="Seconds to wait.")
 @click.pass_obj
 @run
-async def link(ctx: Context, server: str, device_name: str | None, timeout: int) -> None:
+async def link(ctx: Context, server: str, device_name: str | None, by_code: bool,
+               timeout: int) -> None:
     """Make this machine a new device of an existing account: scan the code shown here with
-    `cipherpost devices add` on a device already linked."""
+    `cipherpost devices add` on a device already linked (or, with --code, type it there:
+    `cipherpost devices add --code CODE`)."""
     if ctx.store_path.exists():
         raise StoreError(f"a device already exists in {ctx.store_path.parent}")
     passphrase = ctx.passphrase(new=True)
-    pending = await request_link(server)
-    if ctx.as_json:
-        ctx.emit({"link_uri": pending.uri}, "")
+    if by_code:
+        client = await _link_by_code(ctx, server, passphrase, device_name, timeout)
     else:
-        out.print("On a device of your account, run `cipherpost devices add` with this code "
-                  "(or scan it):", markup=False)
-        out.print(pending.uri, markup=False, soft_wrap=True)
-        segno.make(pending.uri, error="m").terminal(compact=True)
-    sys.stdout.flush()
-    client = await pending.complete(ctx.store_path, passphrase=passphrase,
-                                    device_name=device_name, timeout=timeout)
+        pending = await request_link(server)
+        if ctx.as_json:
+            ctx.emit({"link_uri": pending.uri}, "")
+        else:
+            out.print("On a device of your account, run `cipherpost devices add` with this "
+                      "code (or scan it):", markup=False)
+            out.print(pending.uri, markup=False, soft_wrap=True)
+            segno.make(pending.uri, error="m").terminal(compact=True)
+        sys.stdout.flush()
+        client = await pending.complete(ctx.store_path, passphrase=passphrase,
+                                        device_name=device_name, timeout=timeout)
     try:
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
                  f"Linked: this is device {client.device_id} of account {client.account_id}.")
     finally:
         await client.close()
+
+
+async def _same_number(ctx: Context, sas: str) -> bool:
+    """Show the number and ask whether the other screen shows the same (always asked:
+    the comparison is what keeps the relay out of the middle, so nothing skips it)."""
+    ctx.emit({"sas": sas}, f"Both devices now show a number. This one shows:  {sas}")
+    sys.stdout.flush()
+    same: bool = await asyncio.to_thread(
+        click.confirm, "Does the other device show exactly the same number?", default=False,
+        err=True)
+    return same
+
+
+async def _link_by_code(ctx: Context, server: str, passphrase: str | None,
+                        device_name: str | None, timeout: int) -> Client:
+    pending = await request_link_by_code(server)
+    try:
+        ctx.emit({"code": pending.code}, "On a device of your account, run:\n"
+                 f"  cipherpost devices add --code {pending.code}")
+        sys.stdout.flush()
+        sas = await pending.sas(timeout=timeout)
+        if not await _same_number(ctx, sas):
+            raise ClientError("the numbers differ: nothing was linked (someone may be in the "
+                              "middle; start again)")
+        await pending.confirm()
+    except BaseException:
+        await pending.cancel()
+        raise
+    return await pending.complete(ctx.store_path, passphrase=passphrase,
+                                  device_name=device_name, timeout=timeout)
 
 
 @cli.command()
@@ -528,12 +566,21 @@ async def devices_list(ctx: Context, client: Client) -> None:
 
 
 @devices.command("add")
-@click.argument("link_code")
+@click.argument("link_code", required=False)
+@click.option("--code", "typed_code", default=None, metavar="CODE",
+              help="The short code shown by `cipherpost link --code` (no camera).")
 @_with_client
-async def devices_add(ctx: Context, client: Client, link_code: str) -> None:
-    """Link the new device that shows LINK_CODE (from `cipherpost link`) to this account.
+async def devices_add(ctx: Context, client: Client, link_code: str | None,
+                      typed_code: str | None) -> None:
+    """Link the new device that shows LINK_CODE (from `cipherpost link`) to this account,
+    or the one that shows a short --code (then compare the number both devices show).
     It receives your identity key, contacts and groups, encrypted to it."""
-    await client.provision(link_code)
+    if (link_code is None) == (typed_code is None):
+        raise click.UsageError("give the link code from `cipherpost link`, or --code CODE")
+    if typed_code is not None:
+        await client.provision_by_code(typed_code, confirm=lambda sas: _same_number(ctx, sas))
+    elif link_code is not None:
+        await client.provision(link_code)
     ctx.emit({"provisioned": True}, "Sent. The new device finishes linking on its own.")
 
 

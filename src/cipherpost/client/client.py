@@ -234,6 +234,19 @@ class Client:
         from .devices import provision
         await provision(self, uri)
 
+    async def provision_by_code(self, code: str, *,
+                                confirm: Callable[[str], bool | Awaitable[bool]],
+                                timeout: float = 600.0) -> None:
+        """Link the new device that shows the typed ``code`` to our account, once
+        ``confirm`` (shown the 6-digit number) answers that the new device shows the same
+        (docs/spec/linking.md, "Typed code").
+
+        Raises:
+            LinkError, LinkDeclined, ClientError: see :func:`devices.provision_by_code`.
+        """
+        from .devices import provision_by_code
+        await provision_by_code(self, code, confirm=confirm, timeout=timeout)
+
     async def create_link_code(self) -> str:
         return await self.api.create_link_code()
 

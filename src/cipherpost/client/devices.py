@@ -9,13 +9,27 @@ New device::
 Existing device::
 
     await provision(client, scanned_uri)       # scanning is the approval
+
+Without a camera (typed code, docs/spec/linking.md "Typed code"), new device::
+
+    pending = await request_link_by_code("https://relay.example")
+    show(pending.code)                         # typed on a linked device
+    show(await pending.sas())                  # the user compares it with the other screen
+    await pending.confirm()                    # or: await pending.cancel()
+    client = await pending.complete(Path("device.db"), passphrase="...")
+
+and existing device::
+
+    await provision_by_code(client, typed_code, confirm=ask_user_whether_sas_matches)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -23,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cipherpost.protocol import IdentityKeyPair, ProtocolError, PublicKey
 
 from . import history, linking
-from .api import RelayApi, RelayError, check_server_url
+from .api import RelayApi, RelayError, RelayUnavailable, check_server_url
 from .client import Client
 from .errors import ClientError
 from .groups import Group, GroupChangeRejected
@@ -86,26 +100,37 @@ class PendingLink:
             message = await self.wait(timeout)
         finally:
             await self.api.close()
-        try:
-            identity = IdentityKeyPair.deserialize(message.identity_key_pair)
-        except ProtocolError:
-            raise linking.LinkError("the provisioning message is malformed") from None
-        client = await Client.link(path, self.request.server, message.link_code, identity,
-                                   passphrase=passphrase, device_name=device_name,
-                                   argon2=argon2, proxy=self.api.proxy, options=options)
-        try:
-            if client.account_id != message.account_id:
-                raise ClientError("the link code joined another account than announced")
-            adopt(client, message.contacts, message.group_states)
-            if message.HasField("history_keys"):
-                history.set_keys(client.store, history.Keys.from_proto(message.history_keys),
-                                 on=message.history_enabled)
-            if history.enabled(client.store):
-                await history.download(client.api, client.store, progress=progress)
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await _join(message, path, self.request.server, proxy=self.api.proxy,
+                           passphrase=passphrase, device_name=device_name, argon2=argon2,
+                           options=options, progress=progress)
+
+
+async def _join(message: ProvisionMessage, path: Path, server: str, *, proxy: str | None,
+                passphrase: str | None, device_name: str | None, argon2: Argon2Params | None,
+                options: ClientOptions | None,
+                progress: Callable[[int], None] | None) -> Client:
+    """Register this device with the account a provisioning message names and take over
+    what it carries."""
+    try:
+        identity = IdentityKeyPair.deserialize(message.identity_key_pair)
+    except ProtocolError:
+        raise linking.LinkError("the provisioning message is malformed") from None
+    client = await Client.link(path, server, message.link_code, identity,
+                               passphrase=passphrase, device_name=device_name,
+                               argon2=argon2, proxy=proxy, options=options)
+    try:
+        if client.account_id != message.account_id:
+            raise ClientError("the link code joined another account than announced")
+        adopt(client, message.contacts, message.group_states)
+        if message.HasField("history_keys"):
+            history.set_keys(client.store, history.Keys.from_proto(message.history_keys),
+                             on=message.history_enabled)
+        if history.enabled(client.store):
+            await history.download(client.api, client.store, progress=progress)
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 async def request_link(server: str, *, proxy: str | None = None) -> PendingLink:
@@ -130,6 +155,14 @@ async def provision(client: Client, uri: str) -> None:
     request = linking.LinkRequest.parse(uri)
     if check_server_url(request.server) != client.api.server:
         raise ClientError("that link code is for another server")
+    message = await _provision_message(client)
+    await client.api.request("PUT", f"/v1/provisioning/{request.address}",
+                             content=linking.seal(request, message))
+
+
+async def _provision_message(client: Client) -> ProvisionMessage:
+    """What a new device of our account needs: the identity key pair, a one-time link
+    code, contacts with their keys and trust, group states, history keys."""
     code = await client.create_link_code()
     me = await client.api.whoami()
     usernames = dict(client.store.contacts())
@@ -150,8 +183,7 @@ async def provision(client: Client, uri: str) -> None:
                                  identity_key=record.identity_key.serialize(),
                                  verified=record.verified,
                                  send_blocked=record.send_blocked)
-    await client.api.request("PUT", f"/v1/provisioning/{request.address}",
-                             content=linking.seal(request, message))
+    return message
 
 
 def adopt(client: Client, contacts: Iterable[ProvisionMessage.Contact],
@@ -175,3 +207,202 @@ def adopt(client: Client, contacts: Iterable[ProvisionMessage.Contact],
             except GroupChangeRejected:
                 continue
             client.store.save_group(group.id, group.state_bytes)
+
+
+# -- typed-code linking (docs/spec/linking.md, "Typed code") ----------------------------
+
+Confirm = Callable[[str], bool | Awaitable[bool]]
+_GONE = "the link was cancelled on the other device, or its code expired: start linking again"
+
+
+class LinkDeclined(ClientError):
+    """The user said the two screens do not show the same number: nothing was linked."""
+
+
+async def _fetch(api: RelayApi, path: str, deadline: float, *, auth: bool) -> bytes:
+    """A message of a code mailbox, waiting for it until ``deadline`` (monotonic).
+
+    Raises:
+        ClientError: the mailbox is gone (cancelled, done or expired) or nothing came.
+    """
+    while time.monotonic() < deadline:
+        wait = min(WAIT_SECONDS, max(1.0, deadline - time.monotonic()))
+        try:
+            data = await api.request("GET", f"{path}?wait={wait:.0f}", auth=auth)
+        except RelayError as exc:
+            if exc.status == 404:
+                raise ClientError(_GONE) from None
+            raise
+        if data:
+            return bytes(data)
+        await asyncio.sleep(0)
+    raise ClientError("the other device did not answer in time: start linking again")
+
+
+class PendingCodeLink:
+    """A new device linking by a typed code: show :attr:`code`, then the :meth:`sas` that
+    the user compares with the other screen; :meth:`confirm` (or :meth:`cancel`), then
+    :meth:`complete`."""
+
+    def __init__(self, api: RelayApi, address: str, code: str, expires_at: int,
+                 private: X25519PrivateKey) -> None:
+        self.api = api
+        self.expires_at = expires_at
+        self._address = address
+        self._code = code
+        self._private = private
+        self._public = private.public_key().public_bytes_raw()
+        self._keys: linking.CodeLinkKeys | None = None
+        self._confirmed = False
+
+    @property
+    def code(self) -> str:
+        """Show this on the new device; the user types it on a device already linked."""
+        return linking.format_code(self._code)
+
+    def __repr__(self) -> str:
+        return f"PendingCodeLink({self.api.server!r})"
+
+    def _path(self, side: str, index: int) -> str:
+        return f"/v1/provisioning/{self._address}/{side}/{index}"
+
+    async def _send(self, index: int, field: str, value: bytes) -> None:
+        try:
+            await self.api.request("PUT", self._path("new", index), auth=False,
+                                   content=linking.encode_step(field, value))
+        except RelayError as exc:
+            if exc.status == 404:
+                raise ClientError(_GONE) from None
+            raise
+
+    async def sas(self, timeout: float = 600.0) -> str:
+        """Wait for the existing device's key, reveal ours, and return the 6-digit number
+        to compare with the existing device's screen.
+
+        Raises:
+            ClientError: cancelled, expired, or no answer in time.
+            LinkError: what came is malformed.
+        """
+        if self._keys is None:
+            deadline = time.monotonic() + timeout
+            peer = linking.decode_step(
+                await _fetch(self.api, self._path("existing", 0), deadline, auth=False),
+                "public_key")
+            keys = linking.CodeLinkKeys(self._private, peer, new_public=self._public,
+                                        existing_public=peer, address=self._address)
+            await self._send(1, "public_key", self._public)
+            self._keys = keys
+        return self._keys.sas
+
+    async def confirm(self) -> None:
+        """The user saw the same number on both screens: tell the existing device."""
+        if self._keys is None:
+            raise ClientError("compare the numbers first (sas())")
+        await self._send(2, "confirm", self._keys.confirm_tag())
+        self._confirmed = True
+
+    async def cancel(self) -> None:
+        """The numbers differ, or the user gave up: close the mailbox; nothing is linked."""
+        try:
+            with contextlib.suppress(RelayError):
+                await self.api.request("DELETE", f"/v1/provisioning/{self._address}",
+                                       auth=False)
+        finally:
+            await self.api.close()
+
+    async def complete(self, path: Path, *, passphrase: str | None = None,
+                       device_name: str | None = None, argon2: Argon2Params | None = None,
+                       options: ClientOptions | None = None, timeout: float = 600.0,
+                       progress: Callable[[int], None] | None = None) -> Client:
+        """After :meth:`confirm`: wait for the sealed provisioning message, then join as
+        :meth:`PendingLink.complete` does.
+
+        Raises:
+            ClientError: not confirmed yet, cancelled, expired, or no answer in time.
+            LinkError: the message does not open in this exchange (replayed or altered).
+        """
+        if self._keys is None or not self._confirmed:
+            raise ClientError("confirm the numbers on both devices first")
+        try:
+            sealed = linking.decode_step(
+                await _fetch(self.api, self._path("existing", 1),
+                             time.monotonic() + timeout, auth=False), "sealed")
+            message = self._keys.open(sealed)
+        finally:
+            await self.cancel()  # the mailbox is done with, whatever came
+        return await _join(message, path, self.api.server, proxy=self.api.proxy,
+                           passphrase=passphrase, device_name=device_name, argon2=argon2,
+                           options=options, progress=progress)
+
+
+async def request_link_by_code(server: str, *, proxy: str | None = None) -> PendingCodeLink:
+    """Open a code mailbox on the relay for a new device and commit to its key."""
+    api = RelayApi(check_server_url(server), proxy=proxy)
+    try:
+        data = await api.request("POST", "/v1/provisioning/codes", auth=False)
+        private = X25519PrivateKey.generate()
+        pending = PendingCodeLink(api, str(data["address"]), str(data["code"]),
+                                  int(data["expires_at"]), private)
+        await pending._send(0, "commitment", linking.commitment(pending._public))
+    except BaseException:
+        await api.close()
+        raise
+    return pending
+
+
+async def provision_by_code(client: Client, code: str, *, confirm: Confirm,
+                            timeout: float = 600.0) -> None:
+    """Link the new device that shows ``code`` to our account, once the user confirmed
+    (``confirm`` gets the 6-digit number and answers whether the new device shows the
+    same). Nothing leaves this device before both the user here and the one on the new
+    device confirmed.
+
+    Raises:
+        LinkError: a malformed code or message; a key that does not match its commitment,
+            or a confirmation that does not verify (someone in the middle).
+        LinkDeclined: the user said the numbers differ.
+        ClientError: a wrong, used or expired code; the new device cancelled; no answer.
+    """
+    normalized = linking.normalize_code(code)
+    try:
+        data = await client.api.request("POST", "/v1/provisioning/codes/claim",
+                                        json={"code": normalized})
+    except RelayError as exc:
+        if exc.code == "unknown_code":
+            raise ClientError("no new device is waiting with that code: check it, or start "
+                              "again on the new device (a code works once, for 10 minutes)"
+                              ) from None
+        raise
+    address = str(data["address"])
+    try:
+        await _provision_by_code(client, address, confirm, time.monotonic() + timeout)
+    except BaseException:
+        # Declined, or something went wrong: the new device stops waiting at once.
+        with contextlib.suppress(RelayError, RelayUnavailable):
+            await client.api.request("DELETE", f"/v1/provisioning/{address}")
+        raise
+
+
+async def _provision_by_code(client: Client, address: str, confirm: Confirm,
+                             deadline: float) -> None:
+    base = f"/v1/provisioning/{address}"
+    committed = linking.decode_step(await _fetch(client.api, f"{base}/new/0", deadline,
+                                                 auth=True), "commitment")
+    private = X25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    await client.api.request("PUT", f"{base}/existing/0",
+                             content=linking.encode_step("public_key", public))
+    peer = linking.decode_step(await _fetch(client.api, f"{base}/new/1", deadline, auth=True),
+                               "public_key")
+    linking.check_commitment(committed, peer)
+    keys = linking.CodeLinkKeys(private, peer, new_public=peer, existing_public=public,
+                                address=address)
+    answer = confirm(keys.sas)
+    if not (await answer if inspect.isawaitable(answer) else answer):
+        raise LinkDeclined("the numbers differ: nothing was sent; start again on the new "
+                           "device")
+    keys.check_confirm(linking.decode_step(
+        await _fetch(client.api, f"{base}/new/2", deadline, auth=True), "confirm"))
+    message = await _provision_message(client)
+    await client.api.request("PUT", f"{base}/existing/1", content=linking.encode_step(
+        "sealed", keys.seal(message)))

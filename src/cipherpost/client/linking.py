@@ -10,6 +10,8 @@ it with its own.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.protobuf.message import DecodeError
 
-from .proto.app_pb2 import ProvisionEnvelope, ProvisionMessage
+from .proto.app_pb2 import CodeLinkMessage, ProvisionEnvelope, ProvisionMessage
 
 SCHEME = "cipherpost"
 VERSION = 1
@@ -119,3 +121,132 @@ def open_envelope(request: LinkRequest, private: X25519PrivateKey,
     except (DecodeError, InvalidTag, ValueError) as exc:
         raise LinkError("the provisioning message does not open with this link code") \
             from exc
+
+
+# -- typed-code linking (docs/spec/linking.md, "Typed code") ----------------------------
+#
+# Theory of operation: the relay hands out a short code for the new device's mailbox and
+# carries an X25519 agreement between the two devices. A short code cannot carry a key,
+# so the user compares a 6-digit SAS derived from that agreement on both screens; the new
+# device commits to its key before the existing device sends its own, so a relay in the
+# middle cannot search for keys that make the two screens agree. Sans-I/O: devices.py
+# moves the messages.
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_LENGTH = 8
+_CODE_LABEL = b"Cipherpost code link v1 "
+_COMMIT_LABEL = b"Cipherpost code link v1 commit"
+_CONFIRM_TEXT = b"new device confirmed"
+_SAS_MODULUS = 10**6
+#: The fields of a CodeLinkMessage, each with its length (None: any, up to the relay's cap).
+CODE_FIELDS: dict[str, int | None] = {"commitment": 32, "public_key": 32, "confirm": 32,
+                                      "sealed": None}
+
+
+def normalize_code(text: str) -> str:
+    """A typed link code as the relay knows it: Crockford base32 read leniently (any
+    case, spaces and dashes ignored, O read as 0, I and L as 1).
+
+    Raises:
+        LinkError: not 8 characters of that alphabet.
+    """
+    code = "".join(text.split()).replace("-", "").upper()
+    code = code.translate(str.maketrans("OIL", "011"))
+    if len(code) != CODE_LENGTH or not all(c in CODE_ALPHABET for c in code):
+        raise LinkError("a link code is 8 characters: digits and letters other than "
+                        "I, L, O and U")
+    return code
+
+
+def format_code(code: str) -> str:
+    """``XXXX-XXXX``, for reading off one screen and typing on another."""
+    return f"{code[:4]}-{code[4:]}"
+
+
+def commitment(public_key: bytes) -> bytes:
+    """What the new device sends first: it fixes its key without showing it."""
+    return hashlib.sha256(_COMMIT_LABEL + public_key).digest()
+
+
+def check_commitment(expected: bytes, public_key: bytes) -> None:
+    """Raises: LinkError if ``public_key`` is not the key the commitment fixed."""
+    if not hmac.compare_digest(expected, commitment(public_key)):
+        raise LinkError("the new device's key does not match what it committed to: "
+                        "someone may be in the middle; nothing was sent")
+
+
+class CodeLinkKeys:
+    """What both devices derive from their X25519 agreement: the SAS they show and the
+    keys of the confirmation and of the sealed provisioning message."""
+
+    def __init__(self, private: X25519PrivateKey, peer_public: bytes, *, new_public: bytes,
+                 existing_public: bytes, address: str) -> None:
+        """Raises: LinkError if ``peer_public`` is not a usable X25519 key."""
+        try:
+            shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError:
+            raise LinkError("the other device's key is not a valid X25519 key") from None
+
+        def derive(label: str, length: int) -> bytes:
+            info = (_CODE_LABEL + label.encode() + b"\x00" + new_public + existing_public
+                    + address.encode())
+            return HKDF(hashes.SHA256(), length, b"", info).derive(shared)
+
+        number = int.from_bytes(derive("sas", 5), "big") % _SAS_MODULUS
+        self.sas = f"{number // 1000:03d} {number % 1000:03d}"
+        self._confirm_key = derive("confirm", 32)
+        provision = derive("provision", 44)
+        self._key, self._nonce = provision[:32], provision[32:]
+        self._aad = address.encode()
+
+    def __repr__(self) -> str:
+        return "CodeLinkKeys(<hidden>)"
+
+    def confirm_tag(self) -> bytes:
+        return hmac.new(self._confirm_key, _CONFIRM_TEXT, hashlib.sha256).digest()
+
+    def check_confirm(self, tag: bytes) -> None:
+        """Raises: LinkError if ``tag`` is not the new device's confirmation."""
+        if not hmac.compare_digest(tag, self.confirm_tag()):
+            raise LinkError("the new device's confirmation does not verify: someone may be "
+                            "in the middle; nothing was sent")
+
+    def seal(self, message: ProvisionMessage) -> bytes:
+        return AESGCM(self._key).encrypt(self._nonce, message.SerializeToString(), self._aad)
+
+    def open(self, sealed: bytes) -> ProvisionMessage:
+        """Raises: LinkError if it was not sealed in this exchange, or is damaged."""
+        try:
+            return ProvisionMessage.FromString(
+                AESGCM(self._key).decrypt(self._nonce, sealed, self._aad))
+        except (InvalidTag, DecodeError):
+            raise LinkError("the provisioning message does not open in this link (replayed "
+                            "or altered)") from None
+
+
+def encode_step(field: str, value: bytes) -> bytes:
+    """One message of the exchange."""
+    message = CodeLinkMessage(version=VERSION)
+    setattr(message, field, value)
+    return message.SerializeToString()
+
+
+def decode_step(data: bytes, field: str) -> bytes:
+    """The value of ``field`` from one message of the exchange.
+
+    Raises:
+        LinkError: malformed, another version, another field, or the wrong length.
+    """
+    try:
+        message = CodeLinkMessage.FromString(data)
+    except DecodeError:
+        raise LinkError("a malformed link message") from None
+    if message.version != VERSION:
+        raise LinkError("a link message from another Cipherpost version")
+    if message.WhichOneof("body") != field:
+        raise LinkError(f"a link message out of place (expected {field.replace('_', ' ')})")
+    value: bytes = getattr(message, field)
+    length = CODE_FIELDS[field]
+    if (length is not None and len(value) != length) or not value:
+        raise LinkError(f"a link message with a malformed {field.replace('_', ' ')}")
+    return value

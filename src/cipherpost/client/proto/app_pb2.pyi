@@ -836,6 +836,49 @@ class ProvisionMessage(_message.Message):
 Global___ProvisionMessage: _TypeAlias = ProvisionMessage  # noqa: Y015
 
 @_typing.final
+class CodeLinkMessage(_message.Message):
+    """Typed-code linking (docs/spec/linking.md, "Typed code"): one message of the exchange
+    through a code mailbox, exactly one field of the body set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    commitment: _builtins.bytes
+    """New device, first: SHA-256("Cipherpost code link v1 commit" || its public key)."""
+    public_key: _builtins.bytes
+    """An X25519 public key (32 bytes): the existing device's, then the new one's reveal."""
+    confirm: _builtins.bytes
+    """New device, after its user confirmed the SAS: HMAC-SHA256(K_conf, "new device
+    confirmed").
+    """
+    sealed: _builtins.bytes
+    """Existing device, after its user confirmed: AES-256-GCM of a ProvisionMessage."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        commitment: _builtins.bytes = ...,
+        public_key: _builtins.bytes = ...,
+        confirm: _builtins.bytes = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "commitment", b"commitment", "confirm", b"confirm", "public_key", b"public_key", "sealed", b"sealed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "commitment", b"commitment", "confirm", b"confirm", "public_key", b"public_key", "sealed", b"sealed", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["commitment", "public_key", "confirm", "sealed"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___CodeLinkMessage: _TypeAlias = CodeLinkMessage  # noqa: Y015
+
+@_typing.final
 class HistoryKeys(_message.Message):
     """The keys of an account's server-stored history (docs/spec/history.md)."""
 
