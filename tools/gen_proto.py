@@ -1,6 +1,7 @@
 """Generate the Python code for the application protocol schema (proto/).
 
-    .venv/bin/python tools/gen_proto.py          # write src/cipherpost/client/proto/
+    .venv/bin/python tools/gen_proto.py          # write src/cipherpost/client/proto/ and
+                                                 # web/src/app/proto/ (npm run gen:proto)
     .venv/bin/python tools/gen_proto.py --check  # exit 1 if the committed code is stale
 
 Uses grpcio-tools' bundled protoc and mypy-protobuf's stub generator (both dev
@@ -38,6 +39,18 @@ def generate(into: Path) -> None:
     (into / "__init__.py").write_text(HEADER)
 
 
+def generate_typescript() -> None:
+    """The browser client's code from the same schema (web/, `npm run gen:proto`; its own
+    staleness test runs in `npm test`). Skipped, with a note, before `npm ci` ran there."""
+    web = ROOT / "web"
+    if not (web / "node_modules" / ".bin" / "buf").exists():
+        print("web/node_modules is not installed: run `make web`, then "
+              "`cd web && npm run gen:proto` to regenerate the TypeScript code")
+        return
+    subprocess.run(["npm", "run", "--silent", "gen:proto"], cwd=web,  # noqa: S607
+                   check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
@@ -45,6 +58,7 @@ def main() -> int:
     if not args.check:
         OUT.mkdir(parents=True, exist_ok=True)
         generate(OUT)
+        generate_typescript()
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
