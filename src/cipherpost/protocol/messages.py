@@ -213,8 +213,8 @@ class SignalMessage:
             data = bytes(data)
         fast = _parse_canonical(data)
         if fast is not None:
-            counter, previous, ciphertext = fast
-            return cls(version, data[3:36], counter, previous, ciphertext, b"", None, data)
+            counter, previous, ciphertext, pq, addresses = fast
+            return cls(version, data[3:36], counter, previous, ciphertext, pq, addresses, data)
         fields = _decode(data[1:-MAC_LENGTH], "SignalMessage")
         ratchet_key = _public_key(_required_bytes(fields, 1, "SignalMessage")).serialize()
         counter = _required_uint32(fields, 2, "SignalMessage")
@@ -239,13 +239,18 @@ class SignalMessage:
                                    data[-MAC_LENGTH:])
 
 
-def _parse_canonical(data: bytes) -> tuple[int, int, bytes | memoryview] | None:
+Canonical = tuple[int, int, bytes | memoryview, bytes, bytes | None]
+
+
+def _parse_canonical(data: bytes) -> Canonical | None:
     """Parse the exact layout libsignal (and we) write, or return None to decode generally.
 
     Layout: ``version | 0a 21 <33-byte key starting 05> | 10 <varint> | 18 <varint> |
-    22 <varint len> <ciphertext> | mac(8)`` with nothing else. Varints of one or two bytes
-    (values below 16384) are read inline; longer ones go through the protobuf reader. A
-    ciphertext of :data:`LARGE` bytes or more is a view into ``data``, not a copy.
+    22 <varint len> <ciphertext> | [2a <len> <SPQR bytes>] | [32 <len> <addresses>] |
+    mac(8)`` with nothing else. Varints of one or two bytes (values below 16384) are read
+    inline; longer ones go through the protobuf reader. A ciphertext of :data:`LARGE` bytes
+    or more is a view into ``data``, not a copy. Returns ``(counter, previous counter,
+    ciphertext, field 5 (empty if absent), field 6 or None)``.
     """
     end = len(data) - MAC_LENGTH
     if end < 42 or data[1] != 0x0A or data[2] != 0x21 or data[3] != 0x05 or data[36] != 0x10:
@@ -277,12 +282,43 @@ def _parse_canonical(data: bytes) -> tuple[int, int, bytes | memoryview] | None:
             return _parse_long_varints(data, end)
         length = (length & 0x7F) | data[pos] << 7
         pos += 1
-    if pos + length != end:
+    stop = pos + length
+    if stop != end:
+        return _parse_trailer(data, pos, stop, end, counter, previous)
+    return (counter, previous, data[pos:end] if length < LARGE else memoryview(data)[pos:end],
+            b"", None)
+
+
+def _parse_trailer(data: bytes, pos: int, stop: int, end: int, counter: int,
+                   previous: int) -> Canonical | None:
+    """The fields after a ciphertext at ``data[pos:stop]``: SPQR bytes (field 5, every
+    message of an SPQR session) and addresses (field 6), each at most once and in this
+    order, lengths below 16384; anything else goes to the general decode."""
+    at = stop
+    fields: list[bytes | None] = [b"", None]
+    for slot, tag in ((0, 0x2A), (1, 0x32)):
+        if at + 2 > end or data[at] != tag:
+            continue
+        length = data[at + 1]
+        at += 2
+        if length >= 0x80:
+            if at >= end or data[at] >= 0x80:
+                return None
+            length = (length & 0x7F) | data[at] << 7
+            at += 1
+        if at + length > end:
+            return None
+        fields[slot] = data[at:at + length]
+        at += length
+    if at != end:
         return None
-    return counter, previous, data[pos:end] if length < LARGE else memoryview(data)[pos:end]
+    pq, addresses = fields
+    assert pq is not None
+    ciphertext = data[pos:stop] if stop - pos < LARGE else memoryview(data)[pos:stop]
+    return counter, previous, ciphertext, pq, addresses
 
 
-def _parse_long_varints(data: bytes, end: int) -> tuple[int, int, bytes | memoryview] | None:
+def _parse_long_varints(data: bytes, end: int) -> Canonical | None:
     """:func:`_parse_canonical` for varints of any length."""
     pos = 37
     values = []
@@ -299,10 +335,11 @@ def _parse_long_varints(data: bytes, end: int) -> tuple[int, int, bytes | memory
                 return None
             pos += 1
     length = values[2]
-    if pos + length != end:
-        return None
+    stop = pos + length
+    if stop != end:
+        return _parse_trailer(data, pos, stop, end, values[0], values[1])
     return values[0], values[1], (data[pos:end] if length < LARGE
-                                  else memoryview(data)[pos:end])
+                                  else memoryview(data)[pos:end]), b"", None
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,3 +72,21 @@ def test_authenticator_repr_hides_keys() -> None:
     auth = Authenticator.initial(b"\x29" * 32)
     text = repr(auth)
     assert auth.root_key.hex()[:8] not in text and auth.mac_key.hex()[:8] not in text
+
+
+def test_the_chain_step_kdf_is_hkdf_with_a_zero_salt() -> None:
+    """The per-message form (HMAC written out on hashlib) against the generic one and
+    against ``cryptography``'s HKDF, for the chain-step info and other lengths."""
+    import random
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from cipherpost.protocol.spqr.kdf import CHAIN_NEXT, ZERO_SALT, hkdf64_zero_salt
+
+    rnd = random.Random(5)
+    for i in range(300):
+        ikm = rnd.randbytes(32 if i % 3 else rnd.randrange(0, 100))
+        info = i.to_bytes(4, "big") + CHAIN_NEXT if i % 2 else rnd.randbytes(i % 90)
+        want = HKDF(hashes.SHA256(), 64, ZERO_SALT, info).derive(ikm)
+        assert hkdf64_zero_salt(ikm, info) == hkdf(ZERO_SALT, ikm, info, 64) == want

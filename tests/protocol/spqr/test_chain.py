@@ -167,3 +167,4 @@ def test_repr_hides_keys() -> None:
     text = repr(alice)
     assert alice.next_root.hex()[:8] not in text
     assert alice.links[0].send.next_key.hex()[:8] not in text
+    assert "skipped" in repr(alice.links[0].recv) and "redacted" in text

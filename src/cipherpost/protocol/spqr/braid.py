@@ -196,45 +196,61 @@ def send(state: BraidState, rng: Random, *, keygen: KeyGen = incremental.generat
     ``rng`` is drawn from only in ``KeysUnsampled`` (through ``keygen``, 64 bytes) and in
     ``HeaderReceived`` (the 32-byte encapsulation message).
     """
+    after, epoch, payload, chunk_index, chunk_data, secret = step_send(state, rng, keygen)
+    chunk = None if chunk_data is None else Chunk(chunk_index, chunk_data)
+    return Sent(after, epoch, PayloadType(payload), chunk, secret)
+
+
+# Payload types as plain ints for the per-message path (PayloadType members compare equal).
+_NONE, _HDR, _EK, _EK_CT1_ACK, _CT1_ACK, _CT1, _CT2 = range(7)
+
+#: What :func:`step_send` returns: the state after, the epoch, the payload type, the
+#: chunk's index and data (``0, None`` without a chunk), and the epoch secret if one was
+#: made here.
+Step = tuple[BraidState, int, int, int, bytes | None, bytes | None]
+
+
+def step_send(state: BraidState, rng: Random, keygen: KeyGen = incremental.generate) -> Step:
+    """:func:`send` as a plain tuple, without the :class:`Sent` and :class:`Chunk` objects
+    (the per-message path)."""
     e = state.epoch
-    match state:
-        case KeysUnsampled():
-            sampled, chunk = sample_keys(state, keygen(rng))
-            return Sent(sampled, e, PayloadType.HDR, chunk)
-        case KeysSampled(sending_hdr=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(KeysSampled(e, state.auth, state.keys, encoder), e, PayloadType.HDR,
-                        chunk)
-        case HeaderSent(sending_ek=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(HeaderSent(e, state.auth, state.dk, encoder, state.receiving_ct1), e,
-                        PayloadType.EK, chunk)
-        case Ct1Received(sending_ek=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(Ct1Received(e, state.auth, state.dk, state.ct1, encoder), e,
-                        PayloadType.EK_CT1_ACK, chunk)
-        case EkSentCt1Received():
-            return Sent(state, e, PayloadType.CT1_ACK)
-        case NoHeaderReceived() | Ct1Acknowledged():
-            return Sent(state, e, PayloadType.NONE)
-        case HeaderReceived():
-            ct1, encaps, shared = incremental.encaps1(state.header, rng)
-            secret = scka_key(shared, e)
-            auth = state.auth.update(e, secret)
-            encoder, chunk = Encoder(ct1).next()
-            return Sent(Ct1Sampled(e, auth, encaps, ct1, encoder, Decoder(EK_SIZE)), e,
-                        PayloadType.CT1, chunk, secret)
-        case Ct1Sampled(sending_ct1=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(Ct1Sampled(e, state.auth, state.encaps, state.ct1, encoder,
-                                   state.receiving_ek), e, PayloadType.CT1, chunk)
-        case EkReceivedCt1Sampled(sending_ct1=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(EkReceivedCt1Sampled(e, state.auth, state.encaps, state.ek, state.ct1,
-                                             encoder), e, PayloadType.CT1, chunk)
-        case Ct2Sampled(sending_ct2=encoder):
-            encoder, chunk = encoder.next()
-            return Sent(Ct2Sampled(e, state.auth, encoder), e, PayloadType.CT2, chunk)
+    # Most messages of an epoch only emit the next chunk of an encoder: these first.
+    if isinstance(state, KeysSampled):
+        encoder, index, data = state.sending_hdr.advance()
+        return KeysSampled(e, state.auth, state.keys, encoder), e, _HDR, index, data, None
+    if isinstance(state, HeaderSent):
+        encoder, index, data = state.sending_ek.advance()
+        return (HeaderSent(e, state.auth, state.dk, encoder, state.receiving_ct1), e, _EK,
+                index, data, None)
+    if isinstance(state, Ct1Received):
+        encoder, index, data = state.sending_ek.advance()
+        return (Ct1Received(e, state.auth, state.dk, state.ct1, encoder), e, _EK_CT1_ACK,
+                index, data, None)
+    if isinstance(state, Ct1Sampled):
+        encoder, index, data = state.sending_ct1.advance()
+        return (Ct1Sampled(e, state.auth, state.encaps, state.ct1, encoder,
+                           state.receiving_ek), e, _CT1, index, data, None)
+    if isinstance(state, EkReceivedCt1Sampled):
+        encoder, index, data = state.sending_ct1.advance()
+        return (EkReceivedCt1Sampled(e, state.auth, state.encaps, state.ek, state.ct1,
+                                     encoder), e, _CT1, index, data, None)
+    if isinstance(state, Ct2Sampled):
+        encoder, index, data = state.sending_ct2.advance()
+        return Ct2Sampled(e, state.auth, encoder), e, _CT2, index, data, None
+    if isinstance(state, EkSentCt1Received):
+        return state, e, _CT1_ACK, 0, None, None
+    if isinstance(state, NoHeaderReceived | Ct1Acknowledged):
+        return state, e, _NONE, 0, None, None
+    if isinstance(state, KeysUnsampled):
+        sampled, chunk = sample_keys(state, keygen(rng))
+        return sampled, e, _HDR, chunk.index, chunk.data, None
+    if isinstance(state, HeaderReceived):
+        ct1, encaps, shared = incremental.encaps1(state.header, rng)
+        secret = scka_key(shared, e)
+        auth = state.auth.update(e, secret)
+        encoder, index, data = Encoder(ct1).advance()
+        return (Ct1Sampled(e, auth, encaps, ct1, encoder, Decoder(EK_SIZE)), e, _CT1, index,
+                data, secret)
     raise TypeError(f"not a braid state: {type(state).__name__}")
 
 
@@ -258,29 +274,37 @@ def recv(state: BraidState, msg: SpqrMessage) -> tuple[BraidState, bytes | None]
         SpqrAuthenticationFailed: a completed header or ciphertext fails its MAC.
         SpqrErroneousData: a completed ek does not match the authenticated header.
     """
+    chunk = msg.chunk
+    if chunk is None:
+        return step_recv(state, msg.epoch, msg.payload, 0, None)
+    return step_recv(state, msg.epoch, msg.payload, chunk.index, chunk.data)
+
+
+def step_recv(state: BraidState, epoch: int, payload: int, chunk_index: int,
+              chunk: bytes | None) -> tuple[BraidState, bytes | None]:
+    """:func:`recv` on a message's decoded fields (see :func:`.wire.decode_fields`)."""
     e = state.epoch
-    if msg.epoch != e:
-        if isinstance(state, Ct2Sampled) and msg.epoch == e + 1:
+    if epoch != e:
+        if isinstance(state, Ct2Sampled) and epoch == e + 1:
             return KeysUnsampled(e + 1, state.auth), None
-        if msg.epoch > e:
-            raise SpqrEpochOutOfRange(f"SPQR message epoch {msg.epoch} ahead of {e}")
+        if epoch > e:
+            raise SpqrEpochOutOfRange(f"SPQR message epoch {epoch} ahead of {e}")
         return state, None
-    payload, chunk = msg.payload, msg.chunk
     match state:
-        case KeysSampled() if payload is PayloadType.CT1 and chunk is not None:
+        case KeysSampled() if payload == _CT1 and chunk is not None:
             return HeaderSent(e, state.auth, state.keys.dk, Encoder(state.keys.ek),
-                              Decoder(CT1_SIZE).add(chunk)), None
-        case HeaderSent() if payload is PayloadType.CT1 and chunk is not None:
-            decoder = state.receiving_ct1.add(chunk)
+                              Decoder(CT1_SIZE).add_data(chunk_index, chunk)), None
+        case HeaderSent() if payload == _CT1 and chunk is not None:
+            decoder = state.receiving_ct1.add_data(chunk_index, chunk)
             ct1 = decoder.decoded()
             if ct1 is None:
                 return HeaderSent(e, state.auth, state.dk, state.sending_ek, decoder), None
             return Ct1Received(e, state.auth, state.dk, ct1, state.sending_ek), None
-        case Ct1Received() if payload is PayloadType.CT2 and chunk is not None:
-            decoder = Decoder(CT2_SIZE + MAC_SIZE).add(chunk)
+        case Ct1Received() if payload == _CT2 and chunk is not None:
+            decoder = Decoder(CT2_SIZE + MAC_SIZE).add_data(chunk_index, chunk)
             return EkSentCt1Received(e, state.auth, state.dk, state.ct1, decoder), None
-        case EkSentCt1Received() if payload is PayloadType.CT2 and chunk is not None:
-            decoder = state.receiving_ct2.add(chunk)
+        case EkSentCt1Received() if payload == _CT2 and chunk is not None:
+            decoder = state.receiving_ct2.add_data(chunk_index, chunk)
             value = decoder.decoded()
             if value is None:
                 return EkSentCt1Received(e, state.auth, state.dk, state.ct1, decoder), None
@@ -289,18 +313,17 @@ def recv(state: BraidState, msg: SpqrMessage) -> tuple[BraidState, bytes | None]
             auth = state.auth.update(e, secret)
             auth.verify_ciphertext(e, state.ct1 + ct2, mac)
             return NoHeaderReceived(e + 1, auth), secret
-        case NoHeaderReceived() if payload is PayloadType.HDR and chunk is not None:
-            decoder = state.receiving_hdr.add(chunk)
+        case NoHeaderReceived() if payload == _HDR and chunk is not None:
+            decoder = state.receiving_hdr.add_data(chunk_index, chunk)
             value = decoder.decoded()
             if value is None:
                 return NoHeaderReceived(e, state.auth, decoder), None
             header, mac = value[:HEADER_SIZE], value[HEADER_SIZE:]
             state.auth.verify_header(e, header, mac)
             return HeaderReceived(e, state.auth, header), None
-        case Ct1Sampled() if payload in (PayloadType.EK, PayloadType.EK_CT1_ACK) \
-                and chunk is not None:
-            acked = payload is PayloadType.EK_CT1_ACK
-            decoder = state.receiving_ek.add(chunk)
+        case Ct1Sampled() if payload in (_EK, _EK_CT1_ACK) and chunk is not None:
+            acked = payload == _EK_CT1_ACK
+            decoder = state.receiving_ek.add_data(chunk_index, chunk)
             ek = decoder.decoded()
             if ek is None:
                 if acked:
@@ -313,12 +336,10 @@ def recv(state: BraidState, msg: SpqrMessage) -> tuple[BraidState, bytes | None]
                 return _send_ct2(e, state.auth, state.encaps, ek, state.ct1), None
             return EkReceivedCt1Sampled(e, state.auth, state.encaps, ek, state.ct1,
                                         state.sending_ct1), None
-        case EkReceivedCt1Sampled() if payload in (PayloadType.CT1_ACK,
-                                                   PayloadType.EK_CT1_ACK):
+        case EkReceivedCt1Sampled() if payload in (_CT1_ACK, _EK_CT1_ACK):
             return _send_ct2(e, state.auth, state.encaps, state.ek, state.ct1), None
-        case Ct1Acknowledged() if payload in (PayloadType.EK, PayloadType.EK_CT1_ACK) \
-                and chunk is not None:
-            decoder = state.receiving_ek.add(chunk)
+        case Ct1Acknowledged() if payload in (_EK, _EK_CT1_ACK) and chunk is not None:
+            decoder = state.receiving_ek.add_data(chunk_index, chunk)
             ek = decoder.decoded()
             if ek is None:
                 return Ct1Acknowledged(e, state.auth, state.encaps, state.ct1, decoder), None

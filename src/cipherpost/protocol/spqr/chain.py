@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from .errors import (
     InvalidSpqrState,
@@ -27,7 +28,7 @@ from .errors import (
     SpqrKeyJump,
     SpqrKeyTrimmed,
 )
-from .kdf import CHAIN_ADD_EPOCH, CHAIN_NEXT, CHAIN_START, ZERO_SALT, hkdf
+from .kdf import CHAIN_ADD_EPOCH, CHAIN_NEXT, CHAIN_START, ZERO_SALT, hkdf, hkdf64_zero_salt
 
 DEFAULT_MAX_JUMP = 25_000
 DEFAULT_MAX_OOO_KEYS = 2_000
@@ -71,17 +72,24 @@ _NO_KEYS: Mapping[int, bytes] = MappingProxyType({})
 
 def _step(next_key: bytes, ctr: int) -> tuple[bytes, bytes]:
     """One chain step to counter ``ctr``: ``(new next, key(ctr))``."""
-    out = hkdf(ZERO_SALT, next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT, 64)
+    out = hkdf64_zero_salt(next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
     return out[:32], out[32:]
 
 
-@dataclass(frozen=True, slots=True)
-class ChainHalf:
-    """One direction of one epoch: the counter, the next chain key, skipped keys."""
+class ChainHalf(NamedTuple):
+    """One direction of one epoch: the counter, the next chain key, skipped keys.
+
+    Named tuples (here, :class:`Link` and :class:`Chain`): immutable like the frozen
+    dataclasses elsewhere, and about half the cost to make, which counts since each
+    message makes one of each; their reprs leave the keys out.
+    """
 
     ctr: int
-    next_key: bytes = field(repr=False)  # empty once wiped
-    skipped: Mapping[int, bytes] = field(default_factory=lambda: _NO_KEYS, repr=False)
+    next_key: bytes  # empty once wiped
+    skipped: Mapping[int, bytes] = _NO_KEYS
+
+    def __repr__(self) -> str:
+        return f"ChainHalf(ctr={self.ctr}, {len(self.skipped)} skipped, <keys redacted>)"
 
     def send(self) -> tuple[ChainHalf, int, bytes]:
         """``(half after, index, key)`` of the next key."""
@@ -137,8 +145,7 @@ class ChainHalf:
         return ChainHalf(self.ctr, b"", self.skipped)
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """One chain epoch: the send half and the receive half."""
 
     send: ChainHalf
@@ -150,16 +157,19 @@ def _link(okm: bytes, direction: Direction) -> Link:
     return Link(ChainHalf(0, seeds[direction]), ChainHalf(0, seeds[direction.other()]))
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(NamedTuple):
     """All kept chain epochs; ``links[-1]`` is ``current_epoch``."""
 
     direction: Direction
     current_epoch: int
     send_epoch: int
     links: tuple[Link, ...]
-    next_root: bytes = field(repr=False)
+    next_root: bytes
     params: ChainParams = DEFAULT_PARAMS
+
+    def __repr__(self) -> str:
+        return (f"Chain({self.direction.name}, current_epoch={self.current_epoch}, "
+                f"send_epoch={self.send_epoch}, links={self.links!r}, <root redacted>)")
 
     @classmethod
     def start(cls, auth_key: bytes, direction: Direction,
@@ -173,8 +183,8 @@ class Chain:
         if epoch != self.current_epoch + 1:
             raise InvalidSpqrState("SPQR epoch secret out of order")
         okm = hkdf(self.next_root, secret, CHAIN_ADD_EPOCH, 96)
-        return replace(self, current_epoch=epoch, next_root=okm[:32],
-                       links=(*self.links, _link(okm, self.direction)))
+        return Chain(self.direction, epoch, self.send_epoch,
+                     (*self.links, _link(okm, self.direction)), okm[:32], self.params)
 
     def _position(self, epoch: int) -> int:
         back = self.current_epoch - epoch
@@ -188,22 +198,31 @@ class Chain:
         Raises:
             InvalidSpqrState: ``epoch`` is before the send epoch or not available.
         """
+        if epoch == self.send_epoch and epoch == self.current_epoch:
+            # The usual case: the newest epoch, already the send epoch. No cleanup.
+            links = self.links
+            last = links[-1]
+            half, index, key = last.send.send()
+            return (Chain(self.direction, self.current_epoch, epoch,
+                          (*links[:-1], Link(half, last.recv)), self.next_root, self.params),
+                    index, key)
         if epoch < self.send_epoch:
             raise InvalidSpqrState("SPQR send epoch decreased")
         try:
             position = self._position(epoch)
         except SpqrEpochOutOfRange as exc:
             raise InvalidSpqrState(str(exc)) from None
-        links = list(self.links)
+        kept = list(self.links)
         if epoch != self.send_epoch:
             drop = max(0, position - EPOCHS_KEPT_BEFORE_SEND_EPOCH)
-            links = links[drop:]
+            kept = kept[drop:]
             position -= drop
             for i in range(position):
-                links[i] = Link(links[i].send.wiped(), links[i].recv)
-        half, index, key = links[position].send.send()
-        links[position] = Link(half, links[position].recv)
-        return replace(self, send_epoch=epoch, links=tuple(links)), index, key
+                kept[i] = Link(kept[i].send.wiped(), kept[i].recv)
+        half, index, key = kept[position].send.send()
+        kept[position] = Link(half, kept[position].recv)
+        return (Chain(self.direction, self.current_epoch, epoch, tuple(kept), self.next_root,
+                      self.params), index, key)
 
     def recv_key(self, epoch: int, index: int) -> tuple[Chain, bytes]:
         """``(chain after, key)`` for a received message of chain epoch ``epoch``.
@@ -213,7 +232,9 @@ class Chain:
             SpqrKeyJump, SpqrKeyTrimmed, SpqrKeyAlreadyRequested: see :meth:`ChainHalf.recv`.
         """
         position = self._position(epoch)
-        half, key = self.links[position].recv.recv(index, self.params)
+        link = self.links[position]
+        half, key = link.recv.recv(index, self.params)
         links = list(self.links)
-        links[position] = Link(links[position].send, half)
-        return replace(self, links=tuple(links)), key
+        links[position] = Link(link.send, half)
+        return (Chain(self.direction, self.current_epoch, self.send_epoch, tuple(links),
+                      self.next_root, self.params), key)

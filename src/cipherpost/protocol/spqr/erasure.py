@@ -14,52 +14,77 @@ so a tentative receive can be thrown away.
 
 from __future__ import annotations
 
+import struct
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import xor
 from types import MappingProxyType
 
-from .gf16 import EXP, LOG, ORDER, div, mul
+from .gf16 import EXP, LOG, ORDER
 from .wire import CHUNK_SIZE, MAX_CHUNK_INDEX, Chunk
 
 _SYMBOLS = CHUNK_SIZE // 2  # 16 polynomials
+_CHUNK = struct.Struct(f">{_SYMBOLS}H")
+
+# The combination sum_j w_j * row_j is computed in the log domain, a whole row at a time:
+# w_j * s = EXP[log w_j + log s]. The log of 0 is taken as 2 * ORDER, past every sum of two
+# real logs, where the extended table holds 0, so zero symbols need no test.
+_LOG_ZERO = 2 * ORDER
+_EXP0 = EXP + array("H", bytes(2 * ORDER))
+_LOG0 = array("I", [_LOG_ZERO, *LOG[1:]])
 
 
-def _symbols(data: bytes) -> list[int]:
-    return [(data[i] << 8) | data[i + 1] for i in range(0, len(data), 2)]
+def _log_row(row: bytes) -> tuple[int, ...]:
+    """The logs of a 32-byte chunk's 16 symbols (zero as :data:`_LOG_ZERO`)."""
+    return tuple([_LOG0[s] for s in _CHUNK.unpack(row)])
 
 
-def _weights(xs: Sequence[int], x: int) -> list[int]:
-    """Lagrange weights w_j with P(x) = sum_j w_j * P(xs[j]); ``x`` not in ``xs``."""
-    out = []
-    for j, xj in enumerate(xs):
-        num = 1
-        den = 1
-        for m, xm in enumerate(xs):
-            if m != j:
-                num = mul(num, x ^ xm)
-                den = mul(den, xj ^ xm)
-        out.append(div(num, den))
-    return out
+def _log_weights(xs: Sequence[int], x: int) -> list[int]:
+    """logs of the Lagrange weights w_j with P(x) = sum_j w_j * P(xs[j]).
+
+    ``xs`` are distinct and ``x`` is not among them, so no factor is zero. In characteristic
+    2, w_j = prod_{m != j} (x ^ x_m) / (x_j ^ x_m).
+    """
+    total = sum([LOG[x ^ m] for m in xs])
+    return [(total - LOG[x ^ xj] - sum([LOG[xj ^ m] for m in xs if m != xj])) % ORDER
+            for xj in xs]
 
 
-@lru_cache(maxsize=512)
-def _parity_weights(n: int, x: int) -> tuple[int, ...]:
-    return tuple(_weights(range(n), x))
+@lru_cache(maxsize=8)
+def _data_denominators(n: int) -> tuple[int, ...]:
+    """For nodes 0..n-1: log prod_{m != j} (j ^ m), per j."""
+    return tuple(sum(LOG[j ^ m] for m in range(n) if m != j) % ORDER for j in range(n))
 
 
-def _combine(weights: Sequence[int], rows: Sequence[bytes]) -> bytes:
-    """sum_j weights[j] * rows[j], symbol by symbol, as a 32-byte chunk."""
-    acc = [0] * _SYMBOLS
-    for w, row in zip(weights, rows, strict=True):
-        if w == 0:
-            continue
-        lw = LOG[w]
-        for p in range(_SYMBOLS):
-            s = (row[2 * p] << 8) | row[2 * p + 1]
-            if s:
-                acc[p] ^= EXP[lw + LOG[s]]
-    return b"".join(v.to_bytes(2, "big") for v in acc)
+def _parity_log_weights(n: int, x: int) -> list[int]:
+    """:func:`_log_weights` for the data nodes 0..n-1 (x >= n), denominators cached."""
+    logs = [LOG[x ^ m] for m in range(n)]
+    total = sum(logs)
+    return [(total - lx - d) % ORDER for lx, d in zip(logs, _data_denominators(n), strict=True)]
+
+
+def _combine(log_weights: Sequence[int], log_rows: Sequence[Sequence[int]]) -> bytes:
+    """sum_j w_j * row_j, symbol by symbol, as a 32-byte chunk."""
+    if len(log_rows) == 3:  # a header's parity chunks, the most common: one pass
+        a, b, c = log_weights
+        return _CHUNK.pack(*[_EXP0[a + x] ^ _EXP0[b + y] ^ _EXP0[c + z]
+                             for x, y, z in zip(*log_rows, strict=True)])
+    acc: list[int] | None = None
+    for lw, row in zip(log_weights, log_rows, strict=True):
+        values = [_EXP0[lw + v] for v in row]
+        acc = values if acc is None else list(map(xor, acc, values))
+    assert acc is not None
+    return _CHUNK.pack(*acc)
+
+
+@lru_cache(maxsize=16)
+def _log_rows(message: bytes) -> tuple[tuple[int, ...], ...]:
+    """The log rows of a value's data chunks, computed once per value (an epoch's header,
+    ek, ct1 or ct2, all public), so each parity chunk is one pass over them."""
+    return tuple(_log_row(message[j:j + CHUNK_SIZE])
+                 for j in range(0, len(message), CHUNK_SIZE))
 
 
 def chunk_at(message: bytes, index: int) -> bytes:
@@ -69,8 +94,15 @@ def chunk_at(message: bytes, index: int) -> bytes:
     n = len(message) // CHUNK_SIZE
     if index < n:
         return message[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
-    rows = [message[j * CHUNK_SIZE:(j + 1) * CHUNK_SIZE] for j in range(n)]
-    return _combine(_parity_weights(n, index), rows)
+    if index > MAX_CHUNK_INDEX:
+        raise ValueError("chunk index beyond 65535")
+    if n == 3:  # a header's parity chunks, the most common, inline
+        a, b, c = LOG[index], LOG[index ^ 1], LOG[index ^ 2]
+        d0, d1, d2 = _data_denominators(3)
+        total = a + b + c
+        return _combine(((total - a - d0) % ORDER, (total - b - d1) % ORDER,
+                         (total - c - d2) % ORDER), _log_rows(message))
+    return _combine(_parity_log_weights(n, index), _log_rows(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +121,14 @@ class Encoder:
 
     def next(self) -> tuple[Encoder, Chunk]:
         """``(encoder after this chunk, the chunk)``."""
+        encoder, index, data = self.advance()
+        return encoder, Chunk(index, data)
+
+    def advance(self) -> tuple[Encoder, int, bytes]:
+        """:meth:`next` without the :class:`Chunk`: ``(encoder after, index, data)``."""
         index = self.next_index & MAX_CHUNK_INDEX
-        chunk = Chunk(index, chunk_at(self.message, index))
-        return Encoder(self.message, (self.next_index + 1) & 0xFFFFFFFF), chunk
+        return (Encoder(self.message, (self.next_index + 1) & 0xFFFFFFFF), index,
+                chunk_at(self.message, index))
 
 
 _EMPTY: Mapping[int, bytes] = MappingProxyType({})
@@ -120,10 +157,14 @@ class Decoder:
 
     def add(self, chunk: Chunk) -> Decoder:
         """This decoder with ``chunk`` taken in (or unchanged if it is not kept)."""
-        if chunk.index >= self.needed and len(self.chunks) >= self.needed:
+        return self.add_data(chunk.index, chunk.data)
+
+    def add_data(self, index: int, data: bytes) -> Decoder:
+        """:meth:`add` for a chunk given as its index (0..65535) and 32 bytes."""
+        if index >= self.needed and len(self.chunks) >= self.needed:
             return self
         chunks = dict(self.chunks)
-        chunks[chunk.index] = chunk.data
+        chunks[index] = data
         return Decoder(self.length, MappingProxyType(chunks))
 
     def decoded(self) -> bytes | None:
@@ -132,12 +173,14 @@ class Decoder:
         if len(self.chunks) < n:
             return None
         xs = sorted(self.chunks)[:n]
-        rows = [self.chunks[x] for x in xs]
+        if xs[-1] == n - 1:  # all data chunks: the value as it is
+            return b"".join([self.chunks[x] for x in xs])
+        rows = [_log_row(self.chunks[x]) for x in xs]
         out = []
         for x in range(n):
             held = self.chunks.get(x)
-            out.append(held if held is not None else _combine(_weights(xs, x), rows))
+            out.append(held if held is not None else _combine(_log_weights(xs, x), rows))
         return b"".join(out)
 
 
-__all__ = ["ORDER", "Decoder", "Encoder", "chunk_at"]
+__all__ = ["Decoder", "Encoder", "chunk_at"]

@@ -1,16 +1,21 @@
 """Arithmetic in GF(2^16) with the reduction polynomial x^16 + x^12 + x^3 + x + 1.
 
 (spqr-digest §6.1.) Addition is XOR; multiplication goes through log/antilog tables
-over the generator x (= 2, primitive for this polynomial), built once on import.
+over the generator x (= 2, primitive for this polynomial), built once on import. The
+tables are compact arrays of machine integers (384 KiB together) rather than lists of
+Python ints: the erasure code reads them at scattered places, and a list's pointers and
+int objects spread over 7 MiB made every lookup a cache miss.
 """
 
 from __future__ import annotations
 
+from array import array
+
 POLY = 0x1100B
 ORDER = 0xFFFF  # size of the multiplicative group
 
-_EXP = [0] * (2 * ORDER)
-_LOG = [0] * (ORDER + 1)
+_EXP = array("H", bytes(2 * 2 * ORDER))
+_LOG = array("H", bytes(2 * (ORDER + 1)))
 
 
 def _build_tables() -> None:

@@ -67,6 +67,12 @@ def _prf(eta: int, seed: bytes, nonce: int) -> bytes:
 
 def byte_encode(poly: Poly, d: int) -> bytes:
     """ByteEncode_d: 256 d-bit integers, little-endian bit order."""
+    if d == 10:  # four values in five bytes
+        return b"".join((a | b << 10 | c << 20 | e << 30).to_bytes(5, "little")
+                        for a, b, c, e in zip(poly[0::4], poly[1::4], poly[2::4],
+                                              poly[3::4], strict=True))
+    if d == 4:
+        return bytes(x | y << 4 for x, y in zip(poly[0::2], poly[1::2], strict=True))
     acc = 0
     for i in range(N - 1, -1, -1):
         acc = (acc << d) | poly[i]
@@ -75,6 +81,9 @@ def byte_encode(poly: Poly, d: int) -> bytes:
 
 def byte_decode(data: bytes, d: int) -> Poly:
     """ByteDecode_d (for d = 12 the values are not reduced: callers check them)."""
+    if d == 12 and len(data) == POLY_BYTES:
+        return [v for b0, b1, b2 in zip(data[0::3], data[1::3], data[2::3], strict=True)
+                for v in (b0 | (b1 & 0x0F) << 8, b1 >> 4 | b2 << 4)]
     acc = int.from_bytes(data, "little")
     mask = (1 << d) - 1
     out = []
@@ -120,8 +129,19 @@ def sample_ntt(seed: bytes) -> Poly:
         length += 168  # one more SHAKE128 block; the prefix is the same stream
 
 
+def _cbd2_table() -> list[tuple[int, int]]:
+    def one(bits: int) -> int:
+        return ((bits & 3).bit_count() - (bits >> 2).bit_count()) % Q
+    return [(one(byte & 0x0F), one(byte >> 4)) for byte in range(256)]
+
+
+_CBD2 = _cbd2_table()  # byte -> its two coefficients for eta = 2
+
+
 def sample_cbd(data: bytes, eta: int) -> Poly:
     """SamplePolyCBD_eta."""
+    if eta == 2 and len(data) == 128:
+        return [c for byte in data for c in _CBD2[byte]]
     bits = int.from_bytes(data, "little")
     mask = (1 << eta) - 1
     out = []
@@ -142,7 +162,8 @@ def matrix(rho: bytes) -> list[list[Poly]]:
 # -- NTT (§4.3) ------------------------------------------------------------------------------
 
 def ntt(poly: Poly) -> Poly:
-    """NTT (Algorithm 9)."""
+    """NTT (Algorithm 9). Sums are left unreduced inside (they stay below 8q in magnitude)
+    and reduced once at the end; only products are reduced as they are made."""
     f = list(poly)
     k = 1
     length = 128
@@ -152,14 +173,15 @@ def ntt(poly: Poly) -> Poly:
             k += 1
             for j in range(start, start + length):
                 t = zeta * f[j + length] % Q
-                f[j + length] = (f[j] - t) % Q
-                f[j] = (f[j] + t) % Q
+                f[j + length] = f[j] - t
+                f[j] += t
         length >>= 1
-    return f
+    return [x % Q for x in f]
 
 
 def ntt_inv(poly: Poly) -> Poly:
-    """NTT^-1 (Algorithm 10)."""
+    """NTT^-1 (Algorithm 10). Sums are left unreduced inside (below 2^7 q) and reduced at
+    the end with the scaling."""
     f = list(poly)
     k = 127
     length = 2
@@ -169,26 +191,27 @@ def ntt_inv(poly: Poly) -> Poly:
             k -= 1
             for j in range(start, start + length):
                 t = f[j]
-                f[j] = (t + f[j + length]) % Q
-                f[j + length] = zeta * (f[j + length] - t) % Q
+                u = f[j + length]
+                f[j] = t + u
+                f[j + length] = zeta * (u - t) % Q
         length <<= 1
     return [x * _N_INV % Q for x in f]
 
 
-def _mul_acc(acc: list[int], a: Poly, b: Poly) -> None:
-    """acc += a * b in the NTT domain (MultiplyNTTs, Algorithm 11), unreduced."""
-    for i in range(128):
-        a0, a1 = a[2 * i], a[2 * i + 1]
-        b0, b1 = b[2 * i], b[2 * i + 1]
-        acc[2 * i] += a0 * b0 + a1 * b1 % Q * _GAMMAS[i]
-        acc[2 * i + 1] += a0 * b1 + a1 * b0
-
-
 def _dot(row: list[Poly], vec: list[Poly]) -> Poly:
-    acc = [0] * N
+    """sum_i row[i] * vec[i] in the NTT domain (MultiplyNTTs, Algorithm 11), reduced."""
+    even = [0] * (N // 2)
+    odd = [0] * (N // 2)
     for a, b in zip(row, vec, strict=True):
-        _mul_acc(acc, a, b)
-    return [x % Q for x in acc]
+        a0, a1, b0, b1 = a[0::2], a[1::2], b[0::2], b[1::2]
+        even = [e + x0 * y0 + x1 * y1 % Q * g
+                for e, x0, x1, y0, y1, g in zip(even, a0, a1, b0, b1, _GAMMAS, strict=True)]
+        odd = [o + x0 * y1 + x1 * y0
+               for o, x0, x1, y0, y1 in zip(odd, a0, a1, b0, b1, strict=True)]
+    out = [0] * N
+    out[0::2] = [x % Q for x in even]
+    out[1::2] = [x % Q for x in odd]
+    return out
 
 
 def _add(*polys: Poly) -> Poly:
@@ -209,18 +232,16 @@ def keygen(d: bytes, z: bytes) -> tuple[bytes, bytes]:
     return ek, dk_pke + ek + h(ek) + z
 
 
-def _noise(r: bytes) -> tuple[list[Poly], list[Poly], Poly]:
-    """(y-hat, e1, e2) of K-PKE.Encrypt from its randomness r."""
-    y_hat = [ntt(sample_cbd(_prf(ETA1, r, i), ETA1)) for i in range(K)]
-    e1 = [sample_cbd(_prf(ETA2, r, K + i), ETA2) for i in range(K)]
-    e2 = sample_cbd(_prf(ETA2, r, 2 * K), ETA2)
-    return y_hat, e1, e2
+def _y_hat(r: bytes) -> list[Poly]:
+    """y-hat of K-PKE.Encrypt from its randomness r."""
+    return [ntt(sample_cbd(_prf(ETA1, r, i), ETA1)) for i in range(K)]
 
 
 def encrypt_u(rho: bytes, r: bytes) -> bytes:
     """The first half of K-PKE.Encrypt: c1 = Encode(Compress(NTT^-1(A-hat^T y-hat) + e1))."""
     a_hat = matrix(rho)
-    y_hat, e1, _ = _noise(r)
+    y_hat = _y_hat(r)
+    e1 = [sample_cbd(_prf(ETA2, r, K + i), ETA2) for i in range(K)]
     columns = [[a_hat[j][i] for j in range(K)] for i in range(K)]
     u = [_add(ntt_inv(_dot(columns[i], y_hat)), e1[i]) for i in range(K)]
     return b"".join(byte_encode(compress(x, DU), DU) for x in u)
@@ -230,7 +251,8 @@ def encrypt_v(t_hat_bytes: bytes, m: bytes, r: bytes) -> bytes:
     """The second half: c2 = Encode(Compress(NTT^-1(t-hat^T y-hat) + e2 + Decompress1(m)))."""
     t_hat = [byte_decode(t_hat_bytes[i * POLY_BYTES:(i + 1) * POLY_BYTES], 12)
              for i in range(K)]
-    y_hat, _, e2 = _noise(r)
+    y_hat = _y_hat(r)
+    e2 = sample_cbd(_prf(ETA2, r, 2 * K), ETA2)
     mu = decompress(byte_decode(m, 1), 1)
     v = _add(ntt_inv(_dot(t_hat, y_hat)), e2, mu)
     return byte_encode(compress(v, DV), DV)
@@ -276,9 +298,5 @@ def ek_modulus_ok(t_hat_bytes: bytes) -> bool:
     """FIPS 203 §7.2 modulus check on the t-hat part of an encapsulation key."""
     if len(t_hat_bytes) % POLY_BYTES:
         return False
-    value = int.from_bytes(t_hat_bytes, "little")
-    for _ in range(len(t_hat_bytes) * 8 // 12):
-        if value & 0xFFF >= Q:
-            return False
-        value >>= 12
-    return True
+    return all(max(byte_decode(t_hat_bytes[i:i + POLY_BYTES], 12)) < Q
+               for i in range(0, len(t_hat_bytes), POLY_BYTES))

@@ -18,14 +18,14 @@ whole message verified.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..keys import Random
 from . import braid, incremental
 from .braid import BraidState, KeyGen
 from .chain import DEFAULT_PARAMS, Chain, ChainParams, Direction
 from .errors import InvalidSpqrState, SpqrMinimumVersion, SpqrVersionMismatch
-from .wire import V0, V1, SpqrMessage, message_version
+from .wire import V0, V1, decode_fields, encode_fields, message_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +116,19 @@ SpqrSettings.OFFERED = SpqrSettings(V1, V0)
 SpqrSettings.REQUIRED = SpqrSettings(V1, V1)
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """The state after sending, field 5's bytes, and the message key (``None`` = no salt)."""
+class Sent(NamedTuple):
+    """The state after sending, field 5's bytes, and the message key (``None`` = no salt).
+
+    A named tuple (cheaper to make than a frozen dataclass: one per message) whose repr
+    leaves the key out.
+    """
 
     state: PqRatchetState
     message: bytes
-    key: bytes | None = field(repr=False)
+    key: bytes | None
+
+    def __repr__(self) -> str:
+        return f"Sent({self.state!r}, {len(self.message)} bytes, key=<redacted>)"
 
 
 def send(state: PqRatchetState, rng: Random, *,
@@ -134,7 +140,8 @@ def send(state: PqRatchetState, rng: Random, *,
     """
     if state.braid is None:
         return Sent(state, b"", None)
-    out = braid.send(state.braid, rng, keygen=keygen)
+    after, epoch, payload, chunk_index, chunk_data, secret = braid.step_send(
+        state.braid, rng, keygen)
     chain = state.chain
     if chain is None:
         if state.negotiation is None:
@@ -143,13 +150,13 @@ def send(state: PqRatchetState, rng: Random, *,
             chain = state.negotiation.chain()
     index, key = 0, None
     if chain is not None:
-        if out.secret is not None:
-            chain = chain.add_epoch(out.epoch, out.secret)
-        chain, index, key = chain.send_key(out.epoch - 1)
-    elif out.secret is not None:
+        if secret is not None:
+            chain = chain.add_epoch(epoch, secret)
+        chain, index, key = chain.send_key(epoch - 1)
+    elif secret is not None:
         raise InvalidSpqrState("SPQR epoch secret without a chain")
-    message = SpqrMessage(out.epoch, index, out.payload, out.chunk).encode()
-    return Sent(PqRatchetState(out.state, chain, state.negotiation), message, key)
+    message = encode_fields(epoch, index, payload, chunk_index, chunk_data)
+    return Sent(PqRatchetState(after, chain, state.negotiation), message, key)
 
 
 def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | None]:
@@ -176,16 +183,16 @@ def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | No
         return PqRatchetState(), None  # downgrade to V0 for good
     if state.braid is None:
         return PqRatchetState(), None
-    msg = SpqrMessage.decode(data)
-    new_braid, secret = braid.recv(state.braid, msg)
+    epoch, index, payload, chunk_index, chunk_data = decode_fields(data)
+    new_braid, secret = braid.step_recv(state.braid, epoch, payload, chunk_index, chunk_data)
     chain = state.chain
     if chain is None:
         if state.negotiation is None:
             raise InvalidSpqrState("SPQR chain not available")
         chain = state.negotiation.chain()
     if secret is not None:
-        chain = chain.add_epoch(msg.epoch, secret)
+        chain = chain.add_epoch(epoch, secret)
     key = None
-    if not (msg.epoch == 1 and msg.index == 0):
-        chain, key = chain.recv_key(msg.epoch - 1, msg.index)
+    if not (epoch == 1 and index == 0):
+        chain, key = chain.recv_key(epoch - 1, index)
     return PqRatchetState(new_braid, chain, None), key

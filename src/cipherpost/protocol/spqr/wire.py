@@ -90,28 +90,71 @@ class SpqrMessage:
             MalformedSpqrMessage: not V1, truncated, epoch 0, index beyond u32, unknown
                 payload type, or chunk index beyond 65535.
         """
-        if not data or data[0] != V1:
-            raise MalformedSpqrMessage("not an SPQR V1 message")
+        epoch, index, payload, chunk_index, chunk_data = decode_fields(data)
+        return cls(epoch, index, PayloadType(payload),
+                   None if chunk_data is None else Chunk(chunk_index, chunk_data))
+
+
+#: Per payload type 0..6: whether it carries a chunk.
+_HAS_CHUNK = tuple(t in _WITH_CHUNK for t in range(len(PayloadType)))
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+Fields = tuple[int, int, int, int, bytes | None]
+
+
+def encode_fields(epoch: int, index: int, payload: int, chunk_index: int,
+                  chunk_data: bytes | None) -> bytes:
+    """:meth:`SpqrMessage.encode` without the object, for the per-message path: the values
+    come from our own state (epoch >= 1, a u32 index, a chunk exactly when the payload
+    type has one, its index <= 65535)."""
+    out = (b"\x01" + (_ONE_BYTE[epoch] if epoch < 0x80 else encode_varint(epoch))
+           + (_ONE_BYTE[index] if index < 0x80 else encode_varint(index)) + _ONE_BYTE[payload])
+    if chunk_data is None:
+        return out
+    return (out + (_ONE_BYTE[chunk_index] if chunk_index < 0x80 else encode_varint(chunk_index))
+            + chunk_data)
+
+
+def decode_fields(data: bytes) -> Fields:
+    """:meth:`SpqrMessage.decode` without the objects: ``(epoch, index, payload type,
+    chunk index, chunk data)``, the last two ``0, None`` for a payload without a chunk.
+    One-byte varints (the usual epoch and chunk index) are read inline.
+
+    Raises:
+        MalformedSpqrMessage: as :meth:`SpqrMessage.decode`.
+    """
+    n = len(data)
+    if not n or data[0] != V1:
+        raise MalformedSpqrMessage("not an SPQR V1 message")
+    if n > 1 and data[1] < 0x80:
+        epoch, at = data[1], 2
+    else:
         epoch, at = decode_varint(data, 1)
-        if epoch == 0:
-            raise MalformedSpqrMessage("SPQR epoch 0")
+    if epoch == 0:
+        raise MalformedSpqrMessage("SPQR epoch 0")
+    if at < n and data[at] < 0x80:
+        index = data[at]
+        at += 1
+    else:
         index, at = decode_varint(data, at)
         if index > _U32:
             raise MalformedSpqrMessage("SPQR key index beyond 32 bits")
-        if at >= len(data):
-            raise MalformedSpqrMessage("truncated SPQR message")
-        try:
-            payload = PayloadType(data[at])
-        except ValueError:
-            raise MalformedSpqrMessage("unknown SPQR payload type") from None
+    if at >= n:
+        raise MalformedSpqrMessage("truncated SPQR message")
+    payload = data[at]
+    if payload >= len(_HAS_CHUNK):
+        raise MalformedSpqrMessage("unknown SPQR payload type")
+    at += 1
+    if not _HAS_CHUNK[payload]:
+        return epoch, index, payload, 0, None
+    if at < n and data[at] < 0x80:
+        chunk_index = data[at]
         at += 1
-        chunk = None
-        if payload in _WITH_CHUNK:
-            chunk_index, at = decode_varint(data, at)
-            if chunk_index > MAX_CHUNK_INDEX or at + CHUNK_SIZE > len(data):
-                raise MalformedSpqrMessage("bad SPQR chunk")
-            chunk = Chunk(chunk_index, bytes(data[at:at + CHUNK_SIZE]))
-        return cls(epoch, index, payload, chunk)
+    else:
+        chunk_index, at = decode_varint(data, at)
+    if chunk_index > MAX_CHUNK_INDEX or at + CHUNK_SIZE > n:
+        raise MalformedSpqrMessage("bad SPQR chunk")
+    return epoch, index, payload, chunk_index, bytes(data[at:at + CHUNK_SIZE])
 
 
 def message_version(data: bytes) -> int | None:
