@@ -415,7 +415,7 @@ def test_link_by_typed_code_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -
                 assert process.stdin is not None
                 process.stdin.write(answer + "\n")
                 process.stdin.flush()
-            out_old, err_old = adding.communicate(timeout=60)
+            _out_old, err_old = adding.communicate(timeout=60)
             out_new, err_new = joining.communicate(timeout=60)
         finally:
             for process in (joining, adding):

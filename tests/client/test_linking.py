@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from cipherpost.client import Client, ClientError, IdentityNotTrusted, RelayError
+from cipherpost.client import (
+    Client,
+    ClientError,
+    IdentityNotTrusted,
+    RelayError,
+    RelayUnavailable,
+    archive,
+)
 from cipherpost.client import events as ev
 from cipherpost.client.devices import (
     LinkDeclined,
@@ -34,8 +41,14 @@ from cipherpost.client.linking import (
     open_envelope,
     seal,
 )
-from cipherpost.client.proto.app_pb2 import CodeLinkMessage, DataMessage, ProvisionMessage
+from cipherpost.client.proto.app_pb2 import (
+    CodeLinkMessage,
+    DataMessage,
+    HistoryArchivePart,
+    ProvisionMessage,
+)
 from cipherpost.client.store.crypto import TEST_PARAMS
+from cipherpost.server.archives import Archives
 from cipherpost.server.provisioning import Mailboxes, Side
 
 from .conftest import Devices, ThreadedRelay
@@ -443,6 +456,71 @@ def test_an_expired_typed_code(tmp_path: Path, relay: ThreadedRelay) -> None:
                 await pending.sas(timeout=5)
             await pending.cancel()
             assert [d["device_id"] for d in await alice.api.devices()] == [1]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+# -- the one-time archive when the account keeps no server history ----------------------
+
+
+def test_without_server_history_the_linked_device_gets_a_one_time_archive(
+        tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """History off: linking carries the conversations in a sealed archive of several parts;
+    cut off after the first part, the new device resumes where it stopped, ends with every
+    message once, and the relay holds nothing of the archive afterwards."""
+    monkeypatch.setattr(archive, "PART_BYTES", 200)      # a few parts even for a short chat
+    original = archive.open_part
+    opened: list[int] = []
+
+    def flaky_open(key: bytes, index: int, count: int, blob: bytes) -> HistoryArchivePart:
+        opened.append(index)
+        if opened.count(1) == 1 and index == 1:
+            raise RelayUnavailable("the connection dropped")
+        return original(key, index, count, blob)
+
+    monkeypatch.setattr(archive, "open_part", flaky_open)
+    archives = Archives(tmp_path / "relay" / "blobs" / "archives")
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        assert not devices.history
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            for n in range(6):
+                await alice.send_text("bob", f"from alice {n}")
+                await bob.receive()
+                await bob.send_text("alice", f"from bob {n}")
+                await alice.receive()
+            first = alice.store.messages(bob.account_id)[0]
+            await alice.react("bob", (first.author, first.timestamp), "👍")
+            expected = [DataMessage.FromString(m.body).text
+                        for m in alice.store.messages(bob.account_id)]
+
+            pending = await request_link(relay.url)
+            path = tmp_path / "alice-archive.db"
+            seen: list[tuple[int, int]] = []
+            joining = asyncio.create_task(pending.complete(
+                path, passphrase="pw", argon2=TEST_PARAMS,
+                options=dataclasses.replace(devices.options)))
+            await asyncio.sleep(0.2)
+            await alice.provision(pending.uri)
+            with pytest.raises(RelayUnavailable):
+                await asyncio.wait_for(joining, 30)
+            assert archives.count() > 0                  # the rest waits on the relay
+            laptop = await Client.open(path, passphrase="pw")
+            devices.clients.append(laptop)
+            await laptop.receive_link_archive(progress=lambda d, t: seen.append((d, t)))
+            texts = [DataMessage.FromString(m.body).text
+                     for m in laptop.store.messages(bob.account_id)]
+            assert texts == expected and len(texts) == 12            # each once
+            assert laptop.store.reactions(first.author, first.timestamp) == \
+                {alice.account_id: "👍"}
+            assert max(opened) >= 2 and opened.count(0) == 1           # not taken twice
+            assert seen and seen[-1][1] == 13
+            assert archives.count() == 0                               # gone from the relay
+            assert await laptop.receive_link_archive() == 0            # nothing left
         finally:
             await devices.close()
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
+from cipherpost.server.archives import Archives
 from cipherpost.server.provisioning import Mailboxes, MailboxesFull
 
-from .conftest import register
+from .conftest import link, register
 from .helpers import KeyMaker, auth
 
 NOW = 1_790_000_000_000
@@ -281,3 +284,46 @@ def test_claiming_codes_is_rate_limited(settings: Settings) -> None:
         # Per account and per address: the same client address is spent too.
         assert client.post("/v1/provisioning/codes/claim", json={"code": "00000000"},
                            headers=other.headers).status_code == 429
+
+
+# -- one-time history archives (docs/spec/history.md, "Archive") ----------------------------
+
+
+def test_archive_parts_are_kept_only_until_taken(client: TestClient, settings: Settings) -> None:
+    alice, mallory = register(client), register(client)
+    linked = link(client, alice)
+    up = client.post("/v1/provisioning/archives", content=b"sealed part",
+                     headers=alice.headers)
+    assert up.status_code == 201
+    part = up.json()["id"]
+    path = f"/v1/provisioning/archives/{part}"
+    # Another account learns nothing of it, not even whether it exists.
+    assert client.get(path, headers=mallory.headers).status_code == 404
+    assert client.delete(path, headers=mallory.headers).status_code == 404
+    got = client.get(path, headers=linked.headers)
+    assert got.status_code == 200 and got.content == b"sealed part"
+    assert client.delete(path, headers=linked.headers).status_code == 204
+    assert client.get(path, headers=linked.headers).status_code == 404
+    assert client.delete(path, headers=linked.headers).status_code == 404
+    assert Archives(Path(settings.attachment_dir) / "archives").count() == 0
+    assert client.post("/v1/provisioning/archives", content=b"",
+                       headers=alice.headers).status_code == 400
+    too_big = b"x" * (2 * 1024 * 1024 + 1)
+    assert client.post("/v1/provisioning/archives", content=too_big,
+                       headers=alice.headers).status_code == 413
+    for bad in ("../../relay.db", "short"):
+        assert client.get(f"/v1/provisioning/archives/{bad}",
+                          headers=alice.headers).status_code == 404
+
+
+def test_archive_parts_expire_after_a_day(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"sealed"
+
+    archives = Archives(tmp_path / "archives")
+    part, expires_at = asyncio.run(archives.put("acct", chunks(), NOW))
+    assert expires_at == NOW + 24 * 3600 * 1000
+    assert archives.get("acct", part, NOW) is not None and archives.get("other", part, NOW) \
+        is None
+    assert archives.get("acct", part, expires_at) is None          # swept
+    assert archives.count() == 0 and list((tmp_path / "archives").iterdir()) == []

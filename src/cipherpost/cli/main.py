@@ -494,7 +494,8 @@ async def link(ctx: Context, server: str, device_name: str | None, by_code: bool
             segno.make(pending.uri, error="m").terminal(compact=True)
         sys.stdout.flush()
         client = await pending.complete(ctx.store_path, passphrase=passphrase,
-                                        device_name=device_name, timeout=timeout)
+                                        device_name=device_name, timeout=timeout,
+                                        progress=None if ctx.as_json else _progress)
     try:
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
                  f"Linked: this is device {client.device_id} of account {client.account_id}.")
@@ -529,7 +530,8 @@ async def _link_by_code(ctx: Context, server: str, passphrase: str | None,
         await pending.cancel()
         raise
     return await pending.complete(ctx.store_path, passphrase=passphrase,
-                                  device_name=device_name, timeout=timeout)
+                                  device_name=device_name, timeout=timeout,
+                                  progress=None if ctx.as_json else _progress)
 
 
 @cli.command()

@@ -247,6 +247,18 @@ class Client:
         from .devices import provision_by_code
         await provision_by_code(self, code, confirm=confirm, timeout=timeout)
 
+    async def receive_link_archive(self, *,
+                                   progress: Callable[[int, int], None] | None = None) -> int:
+        """Finish taking the one-time history archive this device was linked with, after
+        an interruption (linking takes it at once); the number of messages newly stored,
+        0 when nothing is left (docs/spec/history.md, "Archive").
+
+        Raises:
+            ArchiveError: a part does not open or is gone from the relay.
+        """
+        from . import archive
+        return await archive.receive(self.api, self.store, progress=progress)
+
     async def create_link_code(self) -> str:
         return await self.api.create_link_code()
 

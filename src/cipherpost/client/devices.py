@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cipherpost.protocol import IdentityKeyPair, ProtocolError, PublicKey
 
-from . import history, linking
+from . import archive, history, linking
 from .api import RelayApi, RelayError, RelayUnavailable, check_server_url
 from .client import Client
 from .errors import ClientError
@@ -127,6 +127,10 @@ async def _join(message: ProvisionMessage, path: Path, server: str, *, proxy: st
                              on=message.history_enabled)
         if history.enabled(client.store):
             await history.download(client.api, client.store, progress=progress)
+        if message.HasField("archive"):
+            archive.keep(client.store, message.archive)
+            await archive.receive(client.api, client.store, progress=None if progress is None
+                                  else lambda done, _total: progress(done))
     except BaseException:
         await client.close()
         raise
@@ -176,6 +180,11 @@ async def _provision_message(client: Client) -> ProvisionMessage:
     if found is not None:
         message.history_keys.CopyFrom(found.to_proto())
         message.history_enabled = history.enabled(client.store)
+    if not history.enabled(client.store):
+        # No history on the relay to replay: the conversations travel once, sealed.
+        sealed = await archive.upload(client.api, client.store)
+        if sealed is not None:
+            message.archive.CopyFrom(sealed)
     for record in client.store.identity_records():
         if record.account != client.account_id:
             message.contacts.add(account_id=record.account,

@@ -797,6 +797,7 @@ class ProvisionMessage(_message.Message):
     CONTACTS_FIELD_NUMBER: _builtins.int
     HISTORY_ENABLED_FIELD_NUMBER: _builtins.int
     HISTORY_KEYS_FIELD_NUMBER: _builtins.int
+    ARCHIVE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     identity_key_pair: _builtins.bytes
     """The account's identity key pair (libsignal's IdentityKeyPairStructure form)."""
@@ -815,6 +816,12 @@ class ProvisionMessage(_message.Message):
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvisionMessage.Contact]: ...
     @_builtins.property
     def history_keys(self) -> Global___HistoryKeys: ...
+    @_builtins.property
+    def archive(self) -> Global___HistoryArchive:
+        """Without server-stored history: a one-time archive of the account's conversations,
+        kept by the relay until the new device took it (docs/spec/history.md, "Archive").
+        """
+
     def __init__(
         self,
         *,
@@ -826,14 +833,69 @@ class ProvisionMessage(_message.Message):
         contacts: _abc.Iterable[Global___ProvisionMessage.Contact] | None = ...,
         history_enabled: _builtins.bool = ...,
         history_keys: Global___HistoryKeys | None = ...,
+        archive: Global___HistoryArchive | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["history_keys", b"history_keys"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archive", b"archive", "history_keys", b"history_keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "archive", b"archive", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProvisionMessage: _TypeAlias = ProvisionMessage  # noqa: Y015
+
+@_typing.final
+class HistoryArchive(_message.Message):
+    """Where a one-time history archive is and how to open it (inside a ProvisionMessage)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    key: _builtins.bytes
+    """32 random bytes, made for this archive only."""
+    events: _builtins.int
+    """How many events the parts hold in all (for progress)."""
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The relay's ids of its parts, in order."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.bytes = ...,
+        parts: _abc.Iterable[_builtins.str] | None = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "key", b"key", "parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryArchive: _TypeAlias = HistoryArchive  # noqa: Y015
+
+@_typing.final
+class HistoryArchivePart(_message.Message):
+    """One part of a history archive, before sealing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___HistoryEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryArchivePart: _TypeAlias = HistoryArchivePart  # noqa: Y015
 
 @_typing.final
 class CodeLinkMessage(_message.Message):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from ..archives import MAX_PART, ArchiveFull, Archives, EmptyPart
 from ..errors import ApiError, not_found
 from ..provisioning import (
     CODE_ALPHABET,
@@ -214,3 +217,55 @@ async def close_mailbox(address: str, relay: RelayDep) -> None:
     _check(address)
     if not relay.mailboxes.close(address):
         raise not_found("mailbox")
+
+
+# -- one-time history archives (docs/spec/history.md, "Archive") ----------------------------
+
+
+class ArchivePartOut(BaseModel):
+    id: str
+    expires_at: int
+
+
+def _archives(relay: RelayDep) -> Archives:
+    return Archives(FilePath(relay.settings.attachment_dir) / "archives")
+
+
+@router.post("/archives", status_code=201,
+             summary="Upload one sealed part of a history archive for a device being linked")
+async def upload_archive_part(request: Request, relay: RelayDep,
+                              device: DeviceDep) -> ArchivePartOut:
+    # Many parts for one link, like history uploads: the same bucket, and a byte cap.
+    relay.limit("history_put", device.account_id)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_PART:
+        raise ApiError(413, "too_large", f"archive parts are limited to {MAX_PART} bytes")
+    try:
+        part_id, expires_at = await _archives(relay).put(device.account_id, request.stream(),
+                                                         relay.now_ms())
+    except ArchiveFull:
+        raise ApiError(507, "archive_full", "this account already holds its maximum of "
+                       "archives; link the waiting device first") from None
+    except EmptyPart:
+        raise ApiError(400, "invalid_request", "the archive part is empty") from None
+    except ValueError:
+        raise ApiError(413, "too_large", f"archive parts are limited to {MAX_PART} bytes") \
+            from None
+    return ArchivePartOut(id=part_id, expires_at=expires_at)
+
+
+@router.get("/archives/{part_id}", response_class=FileResponse,
+            summary="Download a part of a history archive (a device of the same account)")
+async def download_archive_part(part_id: str, relay: RelayDep,
+                                device: DeviceDep) -> FileResponse:
+    path = _archives(relay).get(device.account_id, part_id, relay.now_ms())
+    if path is None:
+        raise not_found("archive part")
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.delete("/archives/{part_id}", status_code=204,
+               summary="Delete a part of a history archive once it was taken")
+async def delete_archive_part(part_id: str, relay: RelayDep, device: DeviceDep) -> None:
+    if not _archives(relay).take_down(device.account_id, part_id, relay.now_ms()):
+        raise not_found("archive part")
