@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cipherpost/app/v1/app.proto.
  */
 export const file_cipherpost_app_v1_app: GenFile = /*@__PURE__*/
-  fileDesc("ChtjaXBoZXJwb3N0L2FwcC92MS9hcHAucHJvdG8SEWNpcGhlcnBvc3QuYXBwLnYxIqYDCgdDb250ZW50Eg8KB3ZlcnNpb24YASABKA0SLgoEZGF0YRgCIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLkRhdGFNZXNzYWdlSAASLgoEc3luYxgDIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLlN5bmNNZXNzYWdlSAASNAoHcmVjZWlwdBgEIAEoCzIhLmNpcGhlcnBvc3QuYXBwLnYxLlJlY2VpcHRNZXNzYWdlSAASMgoGdHlwaW5nGAUgASgLMiAuY2lwaGVycG9zdC5hcHAudjEuVHlwaW5nTWVzc2FnZUgAEkUKEGRlY3J5cHRpb25fZXJyb3IYBiABKAsyKS5jaXBoZXJwb3N0LmFwcC52MS5EZWNyeXB0aW9uRXJyb3JNZXNzYWdlSAASNgoMbnVsbF9tZXNzYWdlGAcgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuTnVsbE1lc3NhZ2VIABIfChdzZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbhgPIAEoDBIYChBzZW5kZXJfa2V5X2dyb3VwGBAgASgMQgYKBGJvZHkiLwoKTWVzc2FnZVJlZhIOCgZhdXRob3IYASABKAkSEQoJdGltZXN0YW1wGAIgASgEIt8DCgtEYXRhTWVzc2FnZRIRCgl0aW1lc3RhbXAYASABKAQSDAoEdGV4dBgCIAEoCRI5CgthdHRhY2htZW50cxgDIAMoCzIkLmNpcGhlcnBvc3QuYXBwLnYxLkF0dGFjaG1lbnRQb2ludGVyEi4KBWdyb3VwGAQgASgLMh8uY2lwaGVycG9zdC5hcHAudjEuR3JvdXBDb250ZXh0EiwKBXF1b3RlGAUgASgLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhItCghyZWFjdGlvbhgGIAEoCzIbLmNpcGhlcnBvc3QuYXBwLnYxLlJlYWN0aW9uEisKBGVkaXQYByABKAsyHS5jaXBoZXJwb3N0LmFwcC52MS5NZXNzYWdlUmVmEi0KBmRlbGV0ZRgIIAEoCzIdLmNpcGhlcnBvc3QuYXBwLnYxLk1lc3NhZ2VSZWYSFAoMZXhwaXJlX3RpbWVyGAkgASgNEhwKFGV4cGlyZV90aW1lcl92ZXJzaW9uGAogASgNEhsKE2V4cGlyZV90aW1lcl91cGRhdGUYCyABKAgSOgoMZ3JvdXBfY2hhbmdlGAwgASgLMiQuY2lwaGVycG9zdC5hcHAudjEuU2lnbmVkR3JvdXBDaGFuZ2UiWAoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSLQoGdGFyZ2V0GAIgASgLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhIOCgZyZW1vdmUYAyABKAgiowEKEUF0dGFjaG1lbnRQb2ludGVyEgoKAmlkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRIPCgdjYXB0aW9uGAkgASgJIiwKDEdyb3VwQ29udGV4dBIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBCKiAgoKR3JvdXBTdGF0ZRIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBBINCgV0aXRsZRgDIAEoCRI1CgdtZW1iZXJzGAQgAygLMiQuY2lwaGVycG9zdC5hcHAudjEuR3JvdXBTdGF0ZS5NZW1iZXISFAoMZXhwaXJlX3RpbWVyGAUgASgNEiEKGWF0dHJpYnV0ZXNfYnlfYWRtaW5zX29ubHkYBiABKAgaTgoGTWVtYmVyEhIKCmFjY291bnRfaWQYASABKAkSMAoEcm9sZRgCIAEoDjIiLmNpcGhlcnBvc3QuYXBwLnYxLkdyb3VwU3RhdGUuUm9sZSInCgRSb2xlEg8KC1JPTEVfTUVNQkVSEAASDgoKUk9MRV9BRE1JThABIoIBCgtHcm91cENoYW5nZRIQCghncm91cF9pZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBBIdChVwcmV2aW91c19zdGF0ZV9kaWdlc3QYAyABKAwSDgoGYXV0aG9yGAQgASgJEg0KBXN0YXRlGAUgASgMEhEKCXRpbWVzdGFtcBgGIAEoBCI2ChFTaWduZWRHcm91cENoYW5nZRIOCgZjaGFuZ2UYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMIrcGCgtTeW5jTWVzc2FnZRIzCgRzZW50GAEgASgLMiMuY2lwaGVycG9zdC5hcHAudjEuU3luY01lc3NhZ2UuU2VudEgAEjMKBHJlYWQYAiABKAsyIy5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5SZWFkSAASQgoMZGV2aWNlX2FkZGVkGAMgASgLMiouY2lwaGVycG9zdC5hcHAudjEuU3luY01lc3NhZ2UuRGV2aWNlQWRkZWRIABI7Cgh2ZXJpZmllZBgEIAEoCzInLmNpcGhlcnBvc3QuYXBwLnYxLlN5bmNNZXNzYWdlLlZlcmlmaWVkSAASRgoOaWRlbnRpdHlfcmVzZXQYBSABKAsyLC5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5JZGVudGl0eVJlc2V0SAASNgoMaGlzdG9yeV9rZXlzGAYgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeUtleXNIABpMCgRTZW50EhMKC2Rlc3RpbmF0aW9uGAEgASgJEi8KB21lc3NhZ2UYAiABKAsyHi5jaXBoZXJwb3N0LmFwcC52MS5EYXRhTWVzc2FnZRo3CgRSZWFkEi8KCG1lc3NhZ2VzGAEgAygLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhouCgtEZXZpY2VBZGRlZBIRCglkZXZpY2VfaWQYASABKA0SDAoEbmFtZRgCIAEoCRpDCg1JZGVudGl0eVJlc2V0EhkKEWlkZW50aXR5X2tleV9wYWlyGAEgASgMEhcKD3JlZ2lzdHJhdGlvbl9pZBgCIAEoDRq4AQoIVmVyaWZpZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIUCgxpZGVudGl0eV9rZXkYAiABKAwSPAoFc3RhdGUYAyABKA4yLS5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5WZXJpZmllZC5TdGF0ZSJECgVTdGF0ZRIRCg1TVEFURV9ERUZBVUxUEAASEgoOU1RBVEVfVkVSSUZJRUQQARIUChBTVEFURV9VTlZFUklGSUVEEAJCBgoEYm9keSKEAQoOUmVjZWlwdE1lc3NhZ2USNAoEdHlwZRgBIAEoDjImLmNpcGhlcnBvc3QuYXBwLnYxLlJlY2VpcHRNZXNzYWdlLlR5cGUSEgoKdGltZXN0YW1wcxgCIAMoBCIoCgRUeXBlEhEKDVRZUEVfREVMSVZFUlkQABINCglUWVBFX1JFQUQQASKfAQoNVHlwaW5nTWVzc2FnZRIRCgl0aW1lc3RhbXAYASABKAQSNwoGYWN0aW9uGAIgASgOMicuY2lwaGVycG9zdC5hcHAudjEuVHlwaW5nTWVzc2FnZS5BY3Rpb24SEAoIZ3JvdXBfaWQYAyABKAwiMAoGQWN0aW9uEhIKDkFDVElPTl9TVEFSVEVEEAASEgoOQUNUSU9OX1NUT1BQRUQQASJTChZEZWNyeXB0aW9uRXJyb3JNZXNzYWdlEhEKCXRpbWVzdGFtcBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKA0SEwoLcmF0Y2hldF9rZXkYAyABKAwiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCJMChFQcm92aXNpb25FbnZlbG9wZRIPCgd2ZXJzaW9uGAEgASgNEhIKCnB1YmxpY19rZXkYAiABKAwSEgoKY2lwaGVydGV4dBgDIAEoDCL5AgoQUHJvdmlzaW9uTWVzc2FnZRISCgphY2NvdW50X2lkGAEgASgJEhkKEWlkZW50aXR5X2tleV9wYWlyGAIgASgMEhEKCWxpbmtfY29kZRgDIAEoCRIQCgh1c2VybmFtZRgEIAEoCRIUCgxncm91cF9zdGF0ZXMYBSADKAwSPQoIY29udGFjdHMYBiADKAsyKy5jaXBoZXJwb3N0LmFwcC52MS5Qcm92aXNpb25NZXNzYWdlLkNvbnRhY3QSFwoPaGlzdG9yeV9lbmFibGVkGAcgASgIEjQKDGhpc3Rvcnlfa2V5cxgIIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlLZXlzGm0KB0NvbnRhY3QSEgoKYWNjb3VudF9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxpZGVudGl0eV9rZXkYAyABKAwSEAoIdmVyaWZpZWQYBCABKAgSFAoMc2VuZF9ibG9ja2VkGAUgASgIIqIBCgtIaXN0b3J5S2V5cxIOCgZpZF9rZXkYASABKAwSNAoGZXBvY2hzGAIgAygLMiQuY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeUtleXMuRXBvY2gSEwoLaGlzdG9yeV9vZmYYAyABKAgaOAoFRXBvY2gSDgoGbnVtYmVyGAEgASgNEgsKA2tleRgCIAEoDBISCgpzdGFydGVkX2F0GAMgASgEIpgBCgxIaXN0b3J5RXZlbnQSNAoHbWVzc2FnZRgBIAEoCzIhLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlNZXNzYWdlSAASMwoGY2hhbmdlGAIgASgLMiEuY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeU1lc3NhZ2VIABIVCgtncm91cF9zdGF0ZRgDIAEoDEgAQgYKBGJvZHkiogEKDkhpc3RvcnlNZXNzYWdlEhQKDGNvbnZlcnNhdGlvbhgBIAEoCRIOCgZhdXRob3IYAiABKAkSFQoNYXV0aG9yX2RldmljZRgDIAEoDRITCgtyZWNlaXZlZF9hdBgEIAEoBBIQCghvdXRnb2luZxgFIAEoCBIsCgRkYXRhGAYgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuRGF0YU1lc3NhZ2Ui8wEKDFJlY292ZXJ5QmxvYhISCgphY2NvdW50X2lkGAEgASgJEhkKEWlkZW50aXR5X2tleV9wYWlyGAIgASgMEhAKCHVzZXJuYW1lGAMgASgJEhcKD2hpc3RvcnlfZW5hYmxlZBgEIAEoCBI0CgxoaXN0b3J5X2tleXMYBSABKAsyHi5jaXBoZXJwb3N0LmFwcC52MS5IaXN0b3J5S2V5cxI9Cghjb250YWN0cxgGIAMoCzIrLmNpcGhlcnBvc3QuYXBwLnYxLlByb3Zpc2lvbk1lc3NhZ2UuQ29udGFjdBIUCgxncm91cF9zdGF0ZXMYByADKAwimAEKDEV4cG9ydFJlY29yZBIyCgdhY2NvdW50GAEgASgLMh8uY2lwaGVycG9zdC5hcHAudjEuUmVjb3ZlcnlCbG9iSAASGgoQcmVjb3Zlcnlfc2VjcmV0cxgCIAEoDEgAEjAKBWV2ZW50GAMgASgLMh8uY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeUV2ZW50SABCBgoEYm9keWIGcHJvdG8z");
+  fileDesc("ChtjaXBoZXJwb3N0L2FwcC92MS9hcHAucHJvdG8SEWNpcGhlcnBvc3QuYXBwLnYxIqYDCgdDb250ZW50Eg8KB3ZlcnNpb24YASABKA0SLgoEZGF0YRgCIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLkRhdGFNZXNzYWdlSAASLgoEc3luYxgDIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLlN5bmNNZXNzYWdlSAASNAoHcmVjZWlwdBgEIAEoCzIhLmNpcGhlcnBvc3QuYXBwLnYxLlJlY2VpcHRNZXNzYWdlSAASMgoGdHlwaW5nGAUgASgLMiAuY2lwaGVycG9zdC5hcHAudjEuVHlwaW5nTWVzc2FnZUgAEkUKEGRlY3J5cHRpb25fZXJyb3IYBiABKAsyKS5jaXBoZXJwb3N0LmFwcC52MS5EZWNyeXB0aW9uRXJyb3JNZXNzYWdlSAASNgoMbnVsbF9tZXNzYWdlGAcgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuTnVsbE1lc3NhZ2VIABIfChdzZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbhgPIAEoDBIYChBzZW5kZXJfa2V5X2dyb3VwGBAgASgMQgYKBGJvZHkiLwoKTWVzc2FnZVJlZhIOCgZhdXRob3IYASABKAkSEQoJdGltZXN0YW1wGAIgASgEIt8DCgtEYXRhTWVzc2FnZRIRCgl0aW1lc3RhbXAYASABKAQSDAoEdGV4dBgCIAEoCRI5CgthdHRhY2htZW50cxgDIAMoCzIkLmNpcGhlcnBvc3QuYXBwLnYxLkF0dGFjaG1lbnRQb2ludGVyEi4KBWdyb3VwGAQgASgLMh8uY2lwaGVycG9zdC5hcHAudjEuR3JvdXBDb250ZXh0EiwKBXF1b3RlGAUgASgLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhItCghyZWFjdGlvbhgGIAEoCzIbLmNpcGhlcnBvc3QuYXBwLnYxLlJlYWN0aW9uEisKBGVkaXQYByABKAsyHS5jaXBoZXJwb3N0LmFwcC52MS5NZXNzYWdlUmVmEi0KBmRlbGV0ZRgIIAEoCzIdLmNpcGhlcnBvc3QuYXBwLnYxLk1lc3NhZ2VSZWYSFAoMZXhwaXJlX3RpbWVyGAkgASgNEhwKFGV4cGlyZV90aW1lcl92ZXJzaW9uGAogASgNEhsKE2V4cGlyZV90aW1lcl91cGRhdGUYCyABKAgSOgoMZ3JvdXBfY2hhbmdlGAwgASgLMiQuY2lwaGVycG9zdC5hcHAudjEuU2lnbmVkR3JvdXBDaGFuZ2UiWAoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSLQoGdGFyZ2V0GAIgASgLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhIOCgZyZW1vdmUYAyABKAgiowEKEUF0dGFjaG1lbnRQb2ludGVyEgoKAmlkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRIPCgdjYXB0aW9uGAkgASgJIiwKDEdyb3VwQ29udGV4dBIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBCKiAgoKR3JvdXBTdGF0ZRIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBBINCgV0aXRsZRgDIAEoCRI1CgdtZW1iZXJzGAQgAygLMiQuY2lwaGVycG9zdC5hcHAudjEuR3JvdXBTdGF0ZS5NZW1iZXISFAoMZXhwaXJlX3RpbWVyGAUgASgNEiEKGWF0dHJpYnV0ZXNfYnlfYWRtaW5zX29ubHkYBiABKAgaTgoGTWVtYmVyEhIKCmFjY291bnRfaWQYASABKAkSMAoEcm9sZRgCIAEoDjIiLmNpcGhlcnBvc3QuYXBwLnYxLkdyb3VwU3RhdGUuUm9sZSInCgRSb2xlEg8KC1JPTEVfTUVNQkVSEAASDgoKUk9MRV9BRE1JThABIoIBCgtHcm91cENoYW5nZRIQCghncm91cF9pZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoBBIdChVwcmV2aW91c19zdGF0ZV9kaWdlc3QYAyABKAwSDgoGYXV0aG9yGAQgASgJEg0KBXN0YXRlGAUgASgMEhEKCXRpbWVzdGFtcBgGIAEoBCI2ChFTaWduZWRHcm91cENoYW5nZRIOCgZjaGFuZ2UYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMIrcGCgtTeW5jTWVzc2FnZRIzCgRzZW50GAEgASgLMiMuY2lwaGVycG9zdC5hcHAudjEuU3luY01lc3NhZ2UuU2VudEgAEjMKBHJlYWQYAiABKAsyIy5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5SZWFkSAASQgoMZGV2aWNlX2FkZGVkGAMgASgLMiouY2lwaGVycG9zdC5hcHAudjEuU3luY01lc3NhZ2UuRGV2aWNlQWRkZWRIABI7Cgh2ZXJpZmllZBgEIAEoCzInLmNpcGhlcnBvc3QuYXBwLnYxLlN5bmNNZXNzYWdlLlZlcmlmaWVkSAASRgoOaWRlbnRpdHlfcmVzZXQYBSABKAsyLC5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5JZGVudGl0eVJlc2V0SAASNgoMaGlzdG9yeV9rZXlzGAYgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeUtleXNIABpMCgRTZW50EhMKC2Rlc3RpbmF0aW9uGAEgASgJEi8KB21lc3NhZ2UYAiABKAsyHi5jaXBoZXJwb3N0LmFwcC52MS5EYXRhTWVzc2FnZRo3CgRSZWFkEi8KCG1lc3NhZ2VzGAEgAygLMh0uY2lwaGVycG9zdC5hcHAudjEuTWVzc2FnZVJlZhouCgtEZXZpY2VBZGRlZBIRCglkZXZpY2VfaWQYASABKA0SDAoEbmFtZRgCIAEoCRpDCg1JZGVudGl0eVJlc2V0EhkKEWlkZW50aXR5X2tleV9wYWlyGAEgASgMEhcKD3JlZ2lzdHJhdGlvbl9pZBgCIAEoDRq4AQoIVmVyaWZpZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIUCgxpZGVudGl0eV9rZXkYAiABKAwSPAoFc3RhdGUYAyABKA4yLS5jaXBoZXJwb3N0LmFwcC52MS5TeW5jTWVzc2FnZS5WZXJpZmllZC5TdGF0ZSJECgVTdGF0ZRIRCg1TVEFURV9ERUZBVUxUEAASEgoOU1RBVEVfVkVSSUZJRUQQARIUChBTVEFURV9VTlZFUklGSUVEEAJCBgoEYm9keSKEAQoOUmVjZWlwdE1lc3NhZ2USNAoEdHlwZRgBIAEoDjImLmNpcGhlcnBvc3QuYXBwLnYxLlJlY2VpcHRNZXNzYWdlLlR5cGUSEgoKdGltZXN0YW1wcxgCIAMoBCIoCgRUeXBlEhEKDVRZUEVfREVMSVZFUlkQABINCglUWVBFX1JFQUQQASKfAQoNVHlwaW5nTWVzc2FnZRIRCgl0aW1lc3RhbXAYASABKAQSNwoGYWN0aW9uGAIgASgOMicuY2lwaGVycG9zdC5hcHAudjEuVHlwaW5nTWVzc2FnZS5BY3Rpb24SEAoIZ3JvdXBfaWQYAyABKAwiMAoGQWN0aW9uEhIKDkFDVElPTl9TVEFSVEVEEAASEgoOQUNUSU9OX1NUT1BQRUQQASJTChZEZWNyeXB0aW9uRXJyb3JNZXNzYWdlEhEKCXRpbWVzdGFtcBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKA0SEwoLcmF0Y2hldF9rZXkYAyABKAwiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCJMChFQcm92aXNpb25FbnZlbG9wZRIPCgd2ZXJzaW9uGAEgASgNEhIKCnB1YmxpY19rZXkYAiABKAwSEgoKY2lwaGVydGV4dBgDIAEoDCKtAwoQUHJvdmlzaW9uTWVzc2FnZRISCgphY2NvdW50X2lkGAEgASgJEhkKEWlkZW50aXR5X2tleV9wYWlyGAIgASgMEhEKCWxpbmtfY29kZRgDIAEoCRIQCgh1c2VybmFtZRgEIAEoCRIUCgxncm91cF9zdGF0ZXMYBSADKAwSPQoIY29udGFjdHMYBiADKAsyKy5jaXBoZXJwb3N0LmFwcC52MS5Qcm92aXNpb25NZXNzYWdlLkNvbnRhY3QSFwoPaGlzdG9yeV9lbmFibGVkGAcgASgIEjQKDGhpc3Rvcnlfa2V5cxgIIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlLZXlzEjIKB2FyY2hpdmUYCSABKAsyIS5jaXBoZXJwb3N0LmFwcC52MS5IaXN0b3J5QXJjaGl2ZRptCgdDb250YWN0EhIKCmFjY291bnRfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMaWRlbnRpdHlfa2V5GAMgASgMEhAKCHZlcmlmaWVkGAQgASgIEhQKDHNlbmRfYmxvY2tlZBgFIAEoCCI8Cg5IaXN0b3J5QXJjaGl2ZRILCgNrZXkYASABKAwSDQoFcGFydHMYAiADKAkSDgoGZXZlbnRzGAMgASgNIkUKEkhpc3RvcnlBcmNoaXZlUGFydBIvCgZldmVudHMYASADKAsyHy5jaXBoZXJwb3N0LmFwcC52MS5IaXN0b3J5RXZlbnQiewoPQ29kZUxpbmtNZXNzYWdlEg8KB3ZlcnNpb24YASABKA0SFAoKY29tbWl0bWVudBgCIAEoDEgAEhQKCnB1YmxpY19rZXkYAyABKAxIABIRCgdjb25maXJtGAQgASgMSAASEAoGc2VhbGVkGAUgASgMSABCBgoEYm9keSKiAQoLSGlzdG9yeUtleXMSDgoGaWRfa2V5GAEgASgMEjQKBmVwb2NocxgCIAMoCzIkLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlLZXlzLkVwb2NoEhMKC2hpc3Rvcnlfb2ZmGAMgASgIGjgKBUVwb2NoEg4KBm51bWJlchgBIAEoDRILCgNrZXkYAiABKAwSEgoKc3RhcnRlZF9hdBgDIAEoBCKYAQoMSGlzdG9yeUV2ZW50EjQKB21lc3NhZ2UYASABKAsyIS5jaXBoZXJwb3N0LmFwcC52MS5IaXN0b3J5TWVzc2FnZUgAEjMKBmNoYW5nZRgCIAEoCzIhLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlNZXNzYWdlSAASFQoLZ3JvdXBfc3RhdGUYAyABKAxIAEIGCgRib2R5IqIBCg5IaXN0b3J5TWVzc2FnZRIUCgxjb252ZXJzYXRpb24YASABKAkSDgoGYXV0aG9yGAIgASgJEhUKDWF1dGhvcl9kZXZpY2UYAyABKA0SEwoLcmVjZWl2ZWRfYXQYBCABKAQSEAoIb3V0Z29pbmcYBSABKAgSLAoEZGF0YRgGIAEoCzIeLmNpcGhlcnBvc3QuYXBwLnYxLkRhdGFNZXNzYWdlIvMBCgxSZWNvdmVyeUJsb2ISEgoKYWNjb3VudF9pZBgBIAEoCRIZChFpZGVudGl0eV9rZXlfcGFpchgCIAEoDBIQCgh1c2VybmFtZRgDIAEoCRIXCg9oaXN0b3J5X2VuYWJsZWQYBCABKAgSNAoMaGlzdG9yeV9rZXlzGAUgASgLMh4uY2lwaGVycG9zdC5hcHAudjEuSGlzdG9yeUtleXMSPQoIY29udGFjdHMYBiADKAsyKy5jaXBoZXJwb3N0LmFwcC52MS5Qcm92aXNpb25NZXNzYWdlLkNvbnRhY3QSFAoMZ3JvdXBfc3RhdGVzGAcgAygMIpgBCgxFeHBvcnRSZWNvcmQSMgoHYWNjb3VudBgBIAEoCzIfLmNpcGhlcnBvc3QuYXBwLnYxLlJlY292ZXJ5QmxvYkgAEhoKEHJlY292ZXJ5X3NlY3JldHMYAiABKAxIABIwCgVldmVudBgDIAEoCzIfLmNpcGhlcnBvc3QuYXBwLnYxLkhpc3RvcnlFdmVudEgAQgYKBGJvZHliBnByb3RvMw");
 
 /**
  * The plaintext of every 1:1 and sender-key ciphertext is pad(Content.serialize()).
@@ -937,6 +937,14 @@ export type ProvisionMessage = Message<"cipherpost.app.v1.ProvisionMessage"> & {
    * @generated from field: cipherpost.app.v1.HistoryKeys history_keys = 8;
    */
   historyKeys?: HistoryKeys | undefined;
+
+  /**
+   * Without server-stored history: a one-time archive of the account's conversations,
+   * kept by the relay until the new device took it (docs/spec/history.md, "Archive").
+   *
+   * @generated from field: cipherpost.app.v1.HistoryArchive archive = 9;
+   */
+  archive?: HistoryArchive | undefined;
 };
 
 /**
@@ -986,6 +994,118 @@ export const ProvisionMessage_ContactSchema: GenMessage<ProvisionMessage_Contact
   messageDesc(file_cipherpost_app_v1_app, 15, 0);
 
 /**
+ * Where a one-time history archive is and how to open it (inside a ProvisionMessage).
+ *
+ * @generated from message cipherpost.app.v1.HistoryArchive
+ */
+export type HistoryArchive = Message<"cipherpost.app.v1.HistoryArchive"> & {
+  /**
+   * 32 random bytes, made for this archive only.
+   *
+   * @generated from field: bytes key = 1;
+   */
+  key: Uint8Array;
+
+  /**
+   * The relay's ids of its parts, in order.
+   *
+   * @generated from field: repeated string parts = 2;
+   */
+  parts: string[];
+
+  /**
+   * How many events the parts hold in all (for progress).
+   *
+   * @generated from field: uint32 events = 3;
+   */
+  events: number;
+};
+
+/**
+ * Describes the message cipherpost.app.v1.HistoryArchive.
+ * Use `create(HistoryArchiveSchema)` to create a new message.
+ */
+export const HistoryArchiveSchema: GenMessage<HistoryArchive> = /*@__PURE__*/
+  messageDesc(file_cipherpost_app_v1_app, 16);
+
+/**
+ * One part of a history archive, before sealing.
+ *
+ * @generated from message cipherpost.app.v1.HistoryArchivePart
+ */
+export type HistoryArchivePart = Message<"cipherpost.app.v1.HistoryArchivePart"> & {
+  /**
+   * @generated from field: repeated cipherpost.app.v1.HistoryEvent events = 1;
+   */
+  events: HistoryEvent[];
+};
+
+/**
+ * Describes the message cipherpost.app.v1.HistoryArchivePart.
+ * Use `create(HistoryArchivePartSchema)` to create a new message.
+ */
+export const HistoryArchivePartSchema: GenMessage<HistoryArchivePart> = /*@__PURE__*/
+  messageDesc(file_cipherpost_app_v1_app, 17);
+
+/**
+ * Typed-code linking (docs/spec/linking.md, "Typed code"): one message of the exchange
+ * through a code mailbox, exactly one field of the body set.
+ *
+ * @generated from message cipherpost.app.v1.CodeLinkMessage
+ */
+export type CodeLinkMessage = Message<"cipherpost.app.v1.CodeLinkMessage"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * @generated from oneof cipherpost.app.v1.CodeLinkMessage.body
+   */
+  body: {
+    /**
+     * New device, first: SHA-256("Cipherpost code link v1 commit" || its public key).
+     *
+     * @generated from field: bytes commitment = 2;
+     */
+    value: Uint8Array;
+    case: "commitment";
+  } | {
+    /**
+     * An X25519 public key (32 bytes): the existing device's, then the new one's reveal.
+     *
+     * @generated from field: bytes public_key = 3;
+     */
+    value: Uint8Array;
+    case: "publicKey";
+  } | {
+    /**
+     * New device, after its user confirmed the SAS: HMAC-SHA256(K_conf, "new device
+     * confirmed").
+     *
+     * @generated from field: bytes confirm = 4;
+     */
+    value: Uint8Array;
+    case: "confirm";
+  } | {
+    /**
+     * Existing device, after its user confirmed: AES-256-GCM of a ProvisionMessage.
+     *
+     * @generated from field: bytes sealed = 5;
+     */
+    value: Uint8Array;
+    case: "sealed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message cipherpost.app.v1.CodeLinkMessage.
+ * Use `create(CodeLinkMessageSchema)` to create a new message.
+ */
+export const CodeLinkMessageSchema: GenMessage<CodeLinkMessage> = /*@__PURE__*/
+  messageDesc(file_cipherpost_app_v1_app, 18);
+
+/**
  * The keys of an account's server-stored history (docs/spec/history.md).
  *
  * @generated from message cipherpost.app.v1.HistoryKeys
@@ -1016,7 +1136,7 @@ export type HistoryKeys = Message<"cipherpost.app.v1.HistoryKeys"> & {
  * Use `create(HistoryKeysSchema)` to create a new message.
  */
 export const HistoryKeysSchema: GenMessage<HistoryKeys> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 16);
+  messageDesc(file_cipherpost_app_v1_app, 19);
 
 /**
  * @generated from message cipherpost.app.v1.HistoryKeys.Epoch
@@ -1045,7 +1165,7 @@ export type HistoryKeys_Epoch = Message<"cipherpost.app.v1.HistoryKeys.Epoch"> &
  * Use `create(HistoryKeys_EpochSchema)` to create a new message.
  */
 export const HistoryKeys_EpochSchema: GenMessage<HistoryKeys_Epoch> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 16, 0);
+  messageDesc(file_cipherpost_app_v1_app, 19, 0);
 
 /**
  * One change of a conversation, as stored (sealed) in the server-side history.
@@ -1088,7 +1208,7 @@ export type HistoryEvent = Message<"cipherpost.app.v1.HistoryEvent"> & {
  * Use `create(HistoryEventSchema)` to create a new message.
  */
 export const HistoryEventSchema: GenMessage<HistoryEvent> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 17);
+  messageDesc(file_cipherpost_app_v1_app, 20);
 
 /**
  * @generated from message cipherpost.app.v1.HistoryMessage
@@ -1130,7 +1250,7 @@ export type HistoryMessage = Message<"cipherpost.app.v1.HistoryMessage"> & {
  * Use `create(HistoryMessageSchema)` to create a new message.
  */
 export const HistoryMessageSchema: GenMessage<HistoryMessage> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 18);
+  messageDesc(file_cipherpost_app_v1_app, 21);
 
 /**
  * What the recovery key (or passphrase) unlocks: sealed on the client, kept by the relay.
@@ -1179,7 +1299,7 @@ export type RecoveryBlob = Message<"cipherpost.app.v1.RecoveryBlob"> & {
  * Use `create(RecoveryBlobSchema)` to create a new message.
  */
 export const RecoveryBlobSchema: GenMessage<RecoveryBlob> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 19);
+  messageDesc(file_cipherpost_app_v1_app, 22);
 
 /**
  * One record of a local encrypted export file (docs/spec/history.md, "Export").
@@ -1223,5 +1343,5 @@ export type ExportRecord = Message<"cipherpost.app.v1.ExportRecord"> & {
  * Use `create(ExportRecordSchema)` to create a new message.
  */
 export const ExportRecordSchema: GenMessage<ExportRecord> = /*@__PURE__*/
-  messageDesc(file_cipherpost_app_v1_app, 20);
+  messageDesc(file_cipherpost_app_v1_app, 23);
 
