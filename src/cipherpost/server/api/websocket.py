@@ -111,18 +111,28 @@ class Session:
     # -- pushing ---------------------------------------------------------------------------
 
     def offer(self, envelope: Envelope) -> None:
-        """A message for this device was committed (the hub calls this in commit order)."""
+        """A message for this device was committed.
+
+        A device's messages are numbered 1, 2, 3, ... in the order they commit, but may
+        be offered in another order (by several relay processes, through the fan-out).
+        One that is not the next after the cursor means that those before it are
+        committed and not yet offered: they are read from the database, not skipped."""
         if self.closed or envelope.seq <= self.cursor:
             return
         if self._held is not None:  # a read of the queue is under way
             if len(self._held) < WINDOW:  # when full, the read is repeated
                 self._held.append(envelope)
             return
-        if self.behind or len(self.in_flight) >= WINDOW:
+        if self.behind or len(self.in_flight) >= WINDOW or envelope.seq != self.cursor + 1:
             self.behind = True  # it stays in the database until the window has room
             self.catch_up()
             return
         self._push((envelope,))
+
+    def resync(self) -> None:
+        """Offers may have been lost (the fan-out lost its connection): read the queue."""
+        self.behind = True
+        self.catch_up()
 
     def kick(self, code: int) -> None:
         """Close with ``code`` (device removed, or replaced by a newer connection)."""
@@ -155,9 +165,10 @@ class Session:
                 self._push(rows)
                 if len(rows) < limit and len(held) < WINDOW:
                     # Caught up as of the read; what was committed since is in ``held``
-                    # (unless it overflowed: then read again).
+                    # (unless it overflowed: then read again). One that leaves a gap
+                    # sets ``behind`` again, and the loop reads once more.
                     self.behind = False
-                    for envelope in held:
+                    for envelope in sorted(held, key=_seq):
                         self.offer(envelope)
         except Exception:
             log.exception("reading a queue failed")
@@ -322,6 +333,10 @@ class Session:
         if send_close and (not kicked or draining is not None):
             with contextlib.suppress(Exception):
                 await self._send({"type": "websocket.close", "code": self.close_code})
+
+
+def _seq(envelope: Envelope) -> int:
+    return envelope.seq
 
 
 def _send_fields(frame: dict[str, Any]) -> tuple[int, list[tuple[int, int, int, str]]]:

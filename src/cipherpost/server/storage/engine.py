@@ -21,6 +21,8 @@ from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+#: The PostgreSQL advisory lock key held while migrating (any constant of our own).
+MIGRATION_LOCK = 0x63697068_65727074
 
 
 class Database:
@@ -100,8 +102,12 @@ class Database:
         return connection
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+        """Bring the schema to the newest revision (idempotent). On PostgreSQL, relay
+        processes starting at once take turns: each holds an advisory lock for its
+        migration's transaction, and whoever comes second finds the schema current."""
         with self.writer.begin() as conn:
+            if self.is_postgresql:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             _upgrade(conn)
 
     def dispose(self) -> None:

@@ -51,13 +51,14 @@ Results = list[tuple[bool, Any]]
 
 
 class _Item(Generic[R]):
-    __slots__ = ("future", "on_commit", "op")
+    __slots__ = ("future", "lock_order", "on_commit", "op")
 
     def __init__(self, op: Callable[[Any], R], future: asyncio.Future[R],
-                 on_commit: Callable[[R], None] | None) -> None:
+                 on_commit: Callable[[R], None] | None, lock_order: tuple[str, int]) -> None:
         self.op = op
         self.future = future
         self.on_commit = on_commit
+        self.lock_order = lock_order
 
 
 class GroupCommit:
@@ -80,15 +81,18 @@ class GroupCommit:
         self.waits = 0
 
     def submit(self, op: Callable[[Any], R],
-               on_commit: Callable[[R], None] | None = None) -> asyncio.Future[R]:
+               on_commit: Callable[[R], None] | None = None, *,
+               lock_order: tuple[str, int] = ("", 0)) -> asyncio.Future[R]:
         """Run ``op(cursor)`` in the next batch; the future resolves once it is committed.
 
         ``on_commit(result)`` runs on the event loop right after the commit, before the
         future's awaiters resume and before any later operation is reported.
+        ``lock_order`` is where the first row lock ``op`` takes falls in the order of
+        all writers' locks (see ``sql._delete_device``).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append(_Item(op, future, on_commit))
+        self._pending.append(_Item(op, future, on_commit, lock_order))
         if not self._busy:
             self._busy = True
             # Gather what arrives in the next millisecond into the same commit: at low
@@ -106,6 +110,10 @@ class GroupCommit:
             self._commit_on_loop(loop, batch)
             return
         self.batches[1] += 1
+        # On a database server, other relay processes' batches lock the same device rows:
+        # in one global order, none waits for another that waits for it (a deadlock). The
+        # sort is stable, so a device's sends keep their order.
+        batch.sort(key=_lock_order)
         done = loop.run_in_executor(self._executor, self._run_on_thread, batch)
         done.add_done_callback(lambda f: self._done(loop, batch, f))
 
@@ -188,6 +196,10 @@ class GroupCommit:
                 item.future.set_result(value)
             else:
                 item.future.set_exception(value)
+
+
+def _lock_order(item: _Item[Any]) -> tuple[str, int]:
+    return item.lock_order
 
 
 class _OperationFailed(Exception):

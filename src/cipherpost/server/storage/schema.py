@@ -39,6 +39,8 @@ devices = Table(
     Column("queued_bytes", BigInteger, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
+    #: The ``seq`` of the device's latest queued message (taken under the row lock).
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
 )
 
 signed_prekeys = Table(
@@ -81,7 +83,9 @@ messages = Table(
     Column("client_timestamp", BigInteger, nullable=False),
     Column("server_timestamp", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
-    Index("messages_by_device", "account_id", "device_id", "id"),
+    #: Per device: 1, 2, 3, ... in commit order, never reused (see ``devices.last_seq``).
+    Column("seq", BigInteger, nullable=False, server_default="0"),
+    Index("messages_by_device", "account_id", "device_id", "seq", unique=True),
     Index("messages_by_expiry", "expires_at"),
     # Sequence numbers must never be reused after a delete: delivery cursors rely on it.
     sqlite_autoincrement=True,

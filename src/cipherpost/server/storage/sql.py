@@ -274,13 +274,8 @@ class Storage:
     def remove_device(self, account_id: str, device_id: int, now: int) -> bool:
         """Delete a device with its keys and queue. Device 1 cannot be removed."""
         with self._tx(self.db.writer) as conn:
-            result = conn.execute(delete(devices).where(
-                devices.c.account_id == account_id, devices.c.device_id == device_id))
-            if not result.rowcount:
+            if not _delete_device(conn, account_id, device_id):
                 return False
-            for table in (signed_prekeys, kyber_prekeys, one_time_prekeys, messages):
-                conn.execute(delete(table).where(
-                    table.c.account_id == account_id, table.c.device_id == device_id))
             _audit(conn, now, account_id, device_id, "device_removed")
         return True
 
@@ -310,11 +305,9 @@ class Storage:
                 candidates = members[1:] if members[0].last_seen < cutoff else members
                 idle += [(account_id, r.device_id) for r in candidates
                          if r.last_seen < cutoff]
+            idle.sort()  # device rows are locked in (account, device) order, as by sends
             for account_id, device_id in idle:
-                for table in (devices, signed_prekeys, kyber_prekeys, one_time_prekeys,
-                              messages):
-                    conn.execute(delete(table).where(
-                        table.c.account_id == account_id, table.c.device_id == device_id))
+                _delete_device(conn, account_id, device_id)
                 _audit(conn, now, account_id, device_id, "device_idle_removed")
         return idle
 
@@ -335,7 +328,7 @@ class Storage:
                                      sorted(set(registration_ids) - current))
             conn.execute(update(accounts).where(accounts.c.id == account_id).values(
                 identity_key=identity_key))
-            for device, registration_id in registration_ids.items():
+            for device, registration_id in sorted(registration_ids.items()):
                 conn.execute(update(devices).where(
                     devices.c.account_id == account_id, devices.c.device_id == device
                 ).values(registration_id=registration_id))
@@ -539,7 +532,7 @@ class Storage:
         """
         return self._group.submit(functools.partial(
             _enqueue, account_id, outgoing, sender, exclude_device, client_timestamp, now,
-            ttl, byte_budget), on_commit)
+            ttl, byte_budget), on_commit, lock_order=(account_id, 0))
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
                     limit: int) -> list[Envelope]:
@@ -573,7 +566,8 @@ class Storage:
         """Delete acknowledged messages in the next group commit; the future gives how
         many existed."""
         return self._group.submit(functools.partial(_acknowledge, account_id, device_id,
-                                                    list(guids)))
+                                                    list(guids)),
+                                  lock_order=(account_id, device_id))
 
     @writes
     def expire(self, now: int) -> int:
@@ -586,7 +580,7 @@ class Storage:
             freed: dict[tuple[str, int], int] = {}
             for r in rows:
                 freed[(r[0], r[1])] = freed.get((r[0], r[1]), 0) + int(r[2])
-            for (account_id, device_id), size in freed.items():
+            for (account_id, device_id), size in sorted(freed.items()):
                 conn.execute(update(devices).where(
                     devices.c.account_id == account_id, devices.c.device_id == device_id
                 ).values(queued_bytes=devices.c.queued_bytes - size))
@@ -630,6 +624,22 @@ def _device(table: Table, account_id: str,
     return (table.c.account_id == account_id, table.c.device_id == device_id)
 
 
+def _delete_device(conn: Connection, account_id: str, device_id: int) -> bool:
+    """Delete a device with its keys and queue; False if there was none.
+
+    The locking order of every writer: a device's messages before the device's row (as
+    an acknowledgement and ``expire`` do), and device rows in (account, device) order (as
+    a send locks them). The queue is deleted once more after the row: a send of another
+    relay process that held the row lock has committed its messages by then."""
+    where = (account_id, device_id)
+    for table in (signed_prekeys, kyber_prekeys, one_time_prekeys, messages):
+        conn.execute(delete(table).where(*_device(table, *where)))
+    if not conn.execute(delete(devices).where(*_device(devices, *where))).rowcount:
+        return False
+    conn.execute(delete(messages).where(*_device(messages, *where)))
+    return True
+
+
 def _free_device_id(start: int, used: set[int]) -> int:
     for offset in range(127):
         candidate = (start - 1 + offset) % 127 + 1
@@ -657,8 +667,13 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
              sender: tuple[str, int] | None, exclude_device: int | None,
              client_timestamp: int, now: int, ttl: int, byte_budget: int,
              cur: Any) -> list[Queued]:
-    rows = cur.execute("SELECT device_id, registration_id, queued_bytes FROM devices "
-                       "WHERE account_id = ?", (account_id,)).fetchall()
+    # The account's device rows are locked (PostgreSQL; SQLite's writer holds the whole
+    # database) before they are checked, in device order, until COMMIT: another relay
+    # process's send to them waits, so the queue budget counts its bytes, a device
+    # removed meanwhile is seen as gone (nothing is queued for it), and each device's
+    # sequence numbers commit in order.
+    locking = isinstance(cur, _PostgresCursor)
+    rows = cur.execute(_DEVICES_LOCKED if locking else _DEVICES, (account_id,)).fetchall()
     if not rows:
         raise UnknownAccount(account_id)
     current = {r[0]: r for r in rows if r[0] != exclude_device}
@@ -683,21 +698,29 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     expires_at = now + ttl * 1000
     for m, guid in zip(outgoing, new_guids(len(outgoing)), strict=True):
         seq = cur.execute(
-            "INSERT INTO messages (guid, account_id, device_id, sender_account_id, "
+            "UPDATE devices SET queued_bytes = queued_bytes + ?, last_seq = last_seq + 1 "
+            "WHERE account_id = ? AND device_id = ? RETURNING last_seq",
+            (len(m.content), account_id, m.device_id)).fetchone()[0]
+        cur.execute(
+            "INSERT INTO messages (guid, account_id, device_id, seq, sender_account_id, "
             "sender_device_id, type, content, client_timestamp, server_timestamp, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (guid, account_id, m.device_id, sender_account, sender_device, m.type, m.content,
-             client_timestamp, now, expires_at)).fetchone()[0]
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (guid, account_id, m.device_id, seq, sender_account, sender_device, m.type,
+             m.content, client_timestamp, now, expires_at))
         queued.append((m.device_id, Envelope(int(seq), guid, sender_account,
                                              sender_device, m.type, m.content,
                                              client_timestamp, now)))
-        cur.execute("UPDATE devices SET queued_bytes = queued_bytes + ? "
-                    "WHERE account_id = ? AND device_id = ?",
-                    (len(m.content), account_id, m.device_id))
     return queued
 
 
+_DEVICES = ("SELECT device_id, registration_id, queued_bytes FROM devices "
+            "WHERE account_id = ? ORDER BY device_id")
+#: PostgreSQL's form; SQLite has no FOR UPDATE (its writer holds the whole database).
+_DEVICES_LOCKED = _DEVICES + " FOR UPDATE"
+
+
 def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) -> int:
+    # Messages before their device's row, like ``expire`` and ``remove_device``.
     if not guids:
         return 0
     marks = ",".join("?" * len(guids))
@@ -770,8 +793,8 @@ def new_guids(n: int) -> list[str]:
 def _fetch(db: Any, account_id: str, device_id: int, after_seq: int,
            limit: int) -> list[Envelope]:
     rows = db.execute(
-        "SELECT id, guid, sender_account_id, sender_device_id, type, content, "
+        "SELECT seq, guid, sender_account_id, sender_device_id, type, content, "
         "client_timestamp, server_timestamp FROM messages WHERE account_id = ? "
-        "AND device_id = ? AND id > ? ORDER BY id LIMIT ?",
+        "AND device_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         (account_id, device_id, after_seq, limit)).fetchall()
     return [Envelope(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
