@@ -7,6 +7,7 @@ rest. Figures (bytes scanned, hits) go to ``build/assurance/canaries/``."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from pathlib import Path
@@ -16,6 +17,9 @@ from click.testing import CliRunner
 
 from cipherpost.cli import cli
 from cipherpost.client import events as ev
+from cipherpost.client.devices import request_link
+from cipherpost.client.recovery import restore
+from cipherpost.client.store.crypto import TEST_PARAMS
 from tests.client.conftest import Devices
 from tests.server.process import ServerProcess
 
@@ -87,6 +91,23 @@ async def _sdk_flows(devices: Devices, c: dict[str, str]) -> list[str]:
             attachment = event.attachments[0]
             seen += [attachment.file_name, attachment.caption]
             seen.append((await bob.download(attachment)).decode())
+    # Bob keeps no server history: a device he links gets a one-time archive through the
+    # relay; Alice gets her account back on a fresh machine from her recovery key.
+    pending = await request_link(devices.relay.url)
+    joining = asyncio.create_task(pending.complete(
+        devices.path("bob-tablet"), passphrase="correct horse", argon2=TEST_PARAMS,
+        options=dataclasses.replace(devices.options)))
+    await asyncio.sleep(0.2)
+    await bob.provision(pending.uri)
+    tablet = await asyncio.wait_for(joining, 60)
+    devices.clients.append(tablet)
+    seen += [h.text for h in tablet.history(alice.account_id, limit=1000)]
+    key = await alice.create_recovery_key()
+    restored = await restore(devices.path("alice-restored"), devices.relay.url, key,
+                             passphrase="correct horse", argon2=TEST_PARAMS,
+                             options=dataclasses.replace(devices.options))
+    devices.clients.append(restored)
+    seen += [h.text for h in restored.history(bob.account_id, limit=1000)]
     return seen
 
 
