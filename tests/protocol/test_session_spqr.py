@@ -15,6 +15,7 @@ from cipherpost.protocol import (
     ProtocolError,
     decrypt,
     encrypt,
+    has_session,
     process_prekey_bundle,
 )
 from cipherpost.protocol.messages import PREKEY_TYPE, PreKeySignalMessage, SignalMessage
@@ -177,6 +178,25 @@ def test_settings_that_can_talk_negotiate_the_version(alice: SpqrSettings, bob: 
         assert not state.pq_ratchet.negotiating
     if version == 0:  # the wire is the pre-SPQR wire once negotiated down
         assert _pq_field(c.send("A")) == b"" and _pq_field(c.send("B")) == b""
+
+
+@pytest.mark.parametrize(("alice", "bob"), [
+    (REQUIRED, REQUIRED), (OFFERED, REQUIRED), (OFFERED, OFF), (OFF, OFFERED), (OFF, OFF)])
+def test_has_session_requires_spqr_where_the_setting_does(alice: SpqrSettings,
+                                                         bob: SpqrSettings) -> None:
+    """As libsignal 0.100+: with SPQR required, a session without it (made without, or
+    negotiated down) is not usable for sending; otherwise any current session is."""
+    c = _exchange(alice, bob)
+    for name in "AB":
+        party, remote = c.parties[name], c.parties[c.other(name)]
+        runs_spqr = _record(party, remote).current.pq_ratchet.version == 1  # type: ignore[union-attr]
+        assert has_session(party.store, remote.address, NOW)
+        assert has_session(party.store, remote.address, NOW, spqr=OFFERED)
+        assert has_session(party.store, remote.address, NOW, spqr=REQUIRED) == runs_spqr
+    # A session still negotiating (nothing received yet) runs SPQR, so it is usable.
+    fresh = Conversation(5, loss=0, alice=OFFERED)
+    alice, bob = fresh.parties["A"], fresh.parties["B"]
+    assert has_session(alice.store, bob.address, NOW, spqr=REQUIRED)
 
 
 def test_off_is_todays_wire() -> None:

@@ -42,10 +42,11 @@ async def reset_identity(client: Client) -> list[int]:
     others = [d for d in devices if d != client.device_id]
     now_s = client._now() // 1000
     unreachable: list[int] = []
+    spqr = client.options.spqr
     for device in others:
-        if not has_session(store, ProtocolAddress(own, device), now_s):
+        if not has_session(store, ProtocolAddress(own, device), now_s, spqr=spqr):
             await outbox.start_session(own, device)
-        if not has_session(store, ProtocolAddress(own, device), now_s):
+        if not has_session(store, ProtocolAddress(own, device), now_s, spqr=spqr):
             unreachable.append(device)
 
     identity = IdentityKeyPair.generate(os.urandom)

@@ -119,7 +119,7 @@ class Inbox:
                     plaintext = group_decrypt(self.store, address, envelope.content)
                 else:
                     plaintext = decrypt(self.store, address, envelope.type, envelope.content,
-                                        rng=os.urandom)
+                                        rng=os.urandom, spqr=self.options.spqr)
                 events: list[ev.Event] = []
                 after = self.store.identity_record(sender)
                 if before is not None and after is not None and after.identity_key != before:

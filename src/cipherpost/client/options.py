@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cipherpost.protocol import SpqrSettings
+
 from .keys import KeyPolicy
 
 
@@ -24,6 +26,12 @@ class ClientOptions:
     #: contact the user had verified is always blocked until re-verified.
     accept_changed_identities: bool = False
     keys: KeyPolicy = field(default_factory=KeyPolicy)
+    #: SPQR (the post-quantum ratchet) on the 1:1 sessions this device starts or accepts.
+    #: REQUIRED, as libsignal 0.92+: every new session runs it, a peer without it is
+    #: refused, and a session without it (an older one) is replaced before the next send.
+    #: OFFERED talks to peers without SPQR too (the session falls back for good when
+    #: their first message has none); OFF never runs it (docs/protocol.md, "SPQR").
+    spqr: SpqrSettings = SpqrSettings.REQUIRED
     #: Milliseconds since the epoch (tests move it to simulate days passing).
     clock: Callable[[], int] = field(default=now_ms)
 

@@ -170,7 +170,8 @@ class Outbox:
             await self.start_sessions(await self.api.bundles(account), account)
             devices = self.store.session_devices(account)
         for device in devices:
-            if not has_session(self.store, ProtocolAddress(account, device), self._now() // 1000):
+            if not has_session(self.store, ProtocolAddress(account, device), self._now() // 1000,
+                               spqr=self.options.spqr):
                 await self.start_session(account, device)
         return [d for d in self.store.session_devices(account)
                 if account != self.account_id or d != self.device_id]
@@ -199,20 +200,22 @@ class Outbox:
             with self.store.transaction():
                 try:
                     process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                          now=self._now() // 1000)
+                                          now=self._now() // 1000, spqr=self.options.spqr)
                 except UntrustedIdentity:
                     self.store.save_identity(address, bundle.identity_key)
                     record = self.store.identity_record(account)
                     blocked = record is None or record.send_blocked
                     if not blocked:
                         process_prekey_bundle(self.store, address, bundle, rng=os.urandom,
-                                              now=self._now() // 1000)
+                                              now=self._now() // 1000,
+                                              spqr=self.options.spqr)
             if blocked:
                 raise IdentityNotTrusted(account)
 
     def encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
         try:
-            message = encrypt(self.store, address, plaintext, now=self._now() // 1000)
+            message = encrypt(self.store, address, plaintext, now=self._now() // 1000,
+                              rng=os.urandom)
         except UntrustedIdentity:
             record = self.store.identity_record(address.name)
             if record is not None and not record.send_blocked:

@@ -318,7 +318,7 @@ class Peer:
         actor = self._actor(req)
         remote = self._remote(req)
         record = actor.store.load_session(remote)
-        usable = session.has_session(actor.store, remote, self._now())
+        usable = session.has_session(actor.store, remote, self._now(), spqr=self._spqr)
         version = record.current.version if usable and record and record.current else None
         return {"has_session": usable, "session_version": version}
 

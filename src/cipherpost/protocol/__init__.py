@@ -31,6 +31,7 @@ from .session import (
     has_session,
     process_prekey_bundle,
 )
+from .spqr.ratchet import SpqrSettings
 from .state import SessionRecord
 from .stores import Direction, InMemoryProtocolStore, InMemorySenderKeyStore, ProtocolStore
 
@@ -69,6 +70,7 @@ __all__ = [
     "Random",
     "SessionRecord",
     "SignedPreKeyRecord",
+    "SpqrSettings",
     "UnknownVersion",
     "UntrustedIdentity",
     "decrypt",

@@ -59,6 +59,7 @@ from .spqr.chain import Direction as PqDirection
 from .spqr.ratchet import SpqrSettings
 from .spqr.ratchet import recv as pq_recv
 from .spqr.ratchet import send as pq_send
+from .spqr.wire import V0
 from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
 from .stores import Direction, ProtocolStore
 
@@ -125,15 +126,24 @@ def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
     store.save_identity(address, bundle.identity_key)
 
 
-def has_session(store: ProtocolStore, address: ProtocolAddress, now: int) -> bool:
-    """True while a current session usable for sending exists (not stale)."""
+def has_session(store: ProtocolStore, address: ProtocolAddress, now: int, *,
+                spqr: SpqrSettings = SpqrSettings.OFF) -> bool:
+    """True while a current session usable for sending exists (not stale).
+
+    Where ``spqr`` requires SPQR (``min_version`` V1, as ``SpqrSettings.REQUIRED``), a
+    session without it (made before SPQR, with ``OFF``, or negotiated down to V0) counts
+    as unusable too, as libsignal 0.100+ (``SessionRecord.hasCurrentState``) does: the
+    caller then fetches a bundle and starts a new session, which runs SPQR.
+    """
     record = store.load_session(address)
-    return record is not None and _usable(record, now)
+    return record is not None and _usable(record, now, spqr.min_version > V0)
 
 
-def _usable(record: SessionRecord, now: int) -> bool:
+def _usable(record: SessionRecord, now: int, require_spqr: bool = False) -> bool:
     state = record.current
     if state is None or state.sender_chain is None:
+        return False
+    if require_spqr and state.pq_ratchet.braid is None:
         return False
     pending = state.pending_pre_key
     return pending is None or now - pending.timestamp <= MAX_UNACKNOWLEDGED_SESSION_AGE
