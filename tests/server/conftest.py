@@ -5,7 +5,8 @@ SQLite and on PostgreSQL alike: every test that takes ``settings``, ``client`` o
 PostgreSQL is a private server that the test session starts itself (``tests/support/
 postgres.py``), with a new database per test. If it cannot be started, its tests fail,
 saying why. ``CIPHERPOST_TEST_POSTGRES=skip`` skips them on a developer's machine (not
-where ``CI`` is set); ``-m "not postgresql"`` deselects them.
+where ``CI`` is set); ``-m "not postgresql"`` deselects them. Redis (the fan-out between
+relay processes) is started likewise, by the tests that take ``redis_server``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
 from tests.support.postgres import PostgresServer, PostgresUnavailable
+from tests.support.redis import RedisServer, RedisUnavailable
 
 from .helpers import KeyMaker, auth
 
 OPT_OUT = "CIPHERPOST_TEST_POSTGRES"
+REDIS_OPT_OUT = "CIPHERPOST_TEST_REDIS"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
@@ -44,6 +47,26 @@ def postgres() -> Iterator[PostgresServer]:
     except PostgresUnavailable as exc:
         pytest.fail(f"PostgreSQL could not be started for the tests: {exc}\n"
                     f"(`make test` installs it; {OPT_OUT}=skip skips these tests on a "
+                    "developer's machine)", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server for this test session (one per xdist worker). If it cannot be
+    started, its tests fail; ``CIPHERPOST_TEST_REDIS=skip`` skips them on a developer's
+    machine (not where ``CI`` is set)."""
+    if os.environ.get(REDIS_OPT_OUT, "").strip().lower() == "skip":
+        if _in_ci():
+            pytest.fail(f"{REDIS_OPT_OUT}=skip is for developers' machines: CI runs the "
+                        "Redis tests", pytrace=False)
+        pytest.skip(f"Redis tests skipped by {REDIS_OPT_OUT}=skip")
+    try:
+        server = RedisServer.start()
+    except RedisUnavailable as exc:
+        pytest.fail(f"Redis could not be started for the tests: {exc}\n"
+                    f"(`make test` installs it; {REDIS_OPT_OUT}=skip skips these tests on a "
                     "developer's machine)", pytrace=False)
     yield server
     server.stop()

@@ -32,6 +32,7 @@ from .api import (
     websocket,
 )
 from .errors import ApiError
+from .fanout import create_fanout
 from .relay import Relay
 from .settings import Settings
 from .storage import history as history_store
@@ -59,7 +60,9 @@ def create_app(settings: Settings | None = None, *,
         await asyncio.to_thread(db.migrate)
         Path(settings.attachment_dir).mkdir(parents=True, exist_ok=True)
         storage = Storage(db)
-        relay = Relay(settings=settings, storage=storage, clock=clock)
+        fanout = create_fanout(settings)
+        await fanout.start()
+        relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout)
         app.state.relay = relay
         tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay))]
         try:
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, *,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await fanout.close()
             storage.close()
             db.dispose()
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .hub import Hub
+from .fanout import Fanout
+from .fanout.local import LocalFanout
 from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
 from .settings import Settings
@@ -42,7 +43,8 @@ class Relay:
 
     settings: Settings
     storage: Storage
-    hub: Hub = field(default_factory=Hub)
+    #: live connections of every relay process (see :mod:`.fanout`)
+    hub: Fanout = field(default_factory=LocalFanout)
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     limits: dict[str, TokenBuckets] = field(default_factory=dict)

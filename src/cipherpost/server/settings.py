@@ -17,6 +17,9 @@ class Settings:
 
     #: SQLAlchemy URL of the database.
     database_url: str = "sqlite:///data/cipherpost.db"
+    #: Redis (``redis://HOST:PORT/DB``) shared by several relay processes for fan-out and
+    #: rate limits; empty: one process, everything in memory.
+    redis_url: str = ""
     #: SQLite ``synchronous`` level: NORMAL survives a process crash (SIGKILL) in WAL mode;
     #: FULL also survives power loss, at a cost per commit.
     sqlite_synchronous: str = "NORMAL"

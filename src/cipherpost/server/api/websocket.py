@@ -67,11 +67,17 @@ async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> Non
     await send({"type": "websocket.accept", "subprotocol": BATCH_SUBPROTOCOL} if batch
                else {"type": "websocket.accept"})
     session = Session(relay, device, send, batch)
-    relay.hub.register(device.account_id, device.device_id, session)
     relay.metrics.websockets.inc()
     try:
-        session.catch_up()
-        gone = await session.read(receive)
+        # Registered first, then the queue is read: nothing committed in between is missed.
+        try:
+            await relay.hub.register(device.account_id, device.device_id, session)
+        except Exception:  # the fan-out's Redis is unreachable
+            log.warning("a connection could not be registered", exc_info=True)
+            session.close_code, gone = 1011, False
+        else:
+            session.catch_up()
+            gone = await session.read(receive)
     finally:
         relay.hub.unregister(device.account_id, device.device_id, session)
         relay.metrics.websockets.dec()

@@ -1,28 +1,16 @@
-"""Connected devices in this process: delivery of new messages, and forced disconnects.
-
-One live connection per device: a newer connection replaces an older one. Later, a
-Redis-backed fan-out (several relay processes) implements the same calls.
-"""
+"""The fan-out of one relay process: its own connections, in a dictionary."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from .storage.models import Envelope
-
-
-class Subscriber(Protocol):
-    """A live connection as the hub sees it."""
-
-    def offer(self, envelope: Envelope) -> None:
-        """A message for this device was committed (called in commit order)."""
-
-    def kick(self, code: int) -> None:
-        """Close the connection with ``code``."""
+from ..storage.models import Envelope
+from . import Subscriber
 
 
-class Hub:
-    """Registry of live connections keyed by (account id, device id)."""
+class LocalFanout:
+    """Registry of this process's live connections keyed by (account id, device id).
+
+    One live connection per device: a newer connection replaces an older one.
+    """
 
     def __init__(self) -> None:
         self._connections: dict[tuple[str, int], Subscriber] = {}
@@ -30,12 +18,26 @@ class Hub:
     def __len__(self) -> int:
         return len(self._connections)
 
-    def register(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to disconnect from."""
+
+    async def register(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
         """Register a new connection, displacing an older one of the same device."""
+        self.add(account_id, device_id, subscriber)
+
+    def add(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
+        """:meth:`register`, as a plain call."""
         old = self._connections.get((account_id, device_id))
-        if old is not None:
+        if old is not None and old is not subscriber:
             old.kick(4409)  # replaced by a newer connection
         self._connections[(account_id, device_id)] = subscriber
+
+    def get(self, account_id: str, device_id: int) -> Subscriber | None:
+        """The device's connection in this process, if any."""
+        return self._connections.get((account_id, device_id))
 
     def unregister(self, account_id: str, device_id: int, subscriber: Subscriber) -> None:
         """Forget ``subscriber`` if it is still the device's current connection."""
@@ -53,3 +55,8 @@ class Hub:
         subscriber = self._connections.pop((account_id, device_id), None)
         if subscriber is not None:
             subscriber.kick(code)
+
+    def resync_all(self) -> None:
+        """Every connection reads its queue (offers may have been lost)."""
+        for subscriber in list(self._connections.values()):
+            subscriber.resync()
