@@ -6,8 +6,9 @@
 // store possible, so the comparison favours libsignal). Prints one JSON object.
 //
 // Usage: node bench.js '{"w1": 10000, "w2": 2000, "w3": 30, "w4": 500, "size": 100,
-//                        "reps": 7, "only": ["w1", "w2", "w3", "w4"]}'
-// Every figure is the best of `reps` runs; W3 is the median of a run's set-ups.
+//                        "reps": 7, "only": ["w1", "w2", "w3", "w4"], "warmup": 1}'
+// Every figure is the best of `reps` runs; W3 is the median of a run's set-ups. With
+// `warmup`, W1 and W2 first run once, shortened and untimed.
 //
 // This file runs on the 0.90.0 installed beside it; ../libsignal-peer-0.103/bench.js runs
 // it on 0.103.0 (SPQR on every new session, as 0.92+ does), as peer.js does for the peer.
@@ -203,6 +204,9 @@ async function main(fromDir) {
   // runs, so that both sides sample the same stretches of machine noise).
   const only = new Set(p.only || ['w1', 'w2', 'w3', 'w4']);
   const result = { version };
+  // `warmup`: one short untimed run first (JIT), for callers that start a process per run.
+  if (p.warmup && only.has('w1')) await w1(Math.min(p.w1 || 10000, 500), p.size || 100);
+  if (p.warmup && only.has('w2')) await w2(Math.min(p.w2 || 2000, 200), p.size || 100);
   if (only.has('w1')) result.w1_us = await best(() => w1(p.w1 || 10000, p.size || 100));
   if (only.has('w2')) result.w2_us = await best(() => w2(p.w2 || 2000, p.size || 100));
   // W3: the median of each run's set-ups, best run kept (as the Python side does).
