@@ -296,8 +296,8 @@ def _parse_trailer(data: bytes, pos: int, stop: int, end: int, counter: int,
     order, lengths below 16384; anything else goes to the general decode."""
     at = stop
     fields: list[bytes | None] = [b"", None]
-    for slot, tag in ((0, 0x2A), (1, 0x32)):
-        if at + 2 > end or data[at] != tag:
+    for slot, key in ((0, 0x2A), (1, 0x32)):   # protobuf field keys of fields 5 and 6
+        if at + 2 > end or data[at] != key:
             continue
         length = data[at + 1]
         at += 2
