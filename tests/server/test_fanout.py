@@ -3,7 +3,9 @@ PostgreSQL database and one Redis server."""
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from cipherpost.server.fanout.redis_pubsub import decode_envelope, encode_envelope
 from cipherpost.server.storage.models import Envelope
@@ -84,3 +86,108 @@ def test_a_message_reaches_a_device_on_another_process_at_once(
             frame = _next(on_one)
             assert frame["envelope"]["content"] == b64(b"via two")
 
+
+
+@pytest.mark.postgresql
+def test_sigkill_of_either_process_loses_nothing(
+        two_relays: tuple[ServerProcess, ServerProcess]) -> None:
+    """Sends go through one relay process and the recipient's WebSocket is on the other;
+    each in turn is killed with SIGKILL under load (sender and recipient move to the
+    survivor, the killed one comes back, and they end on different processes again).
+    Every accepted message is delivered, and none whose acknowledgement was confirmed is
+    delivered again."""
+    relays = list(two_relays)
+    alice, bob = _register(relays[0].url), _register(relays[1].url)
+    total = 300
+    accepted: set[int] = set()
+    unknown: set[int] = set()
+    received: dict[str, int] = {}
+    deliveries: list[str] = []
+    confirmed: set[str] = set()
+    violations: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def sender() -> None:
+        with httpx.Client(timeout=5) as http:
+            for i in range(total):
+                at = 0  # relay one whenever it is up: the recipient ends on relay two
+                while True:
+                    url = relays[at].url
+                    try:
+                        r = http.put(f"{url}/v1/messages/{bob['account_id']}",
+                                     headers=auth(alice["token"]), json={
+                                         "timestamp": i, "messages": [{
+                                             "device_id": 1,
+                                             "registration_id": bob["registration_id"],
+                                             "type": 2, "content": b64(b"%d" % i)}]})
+                    except httpx.ConnectError:  # never reached it: the other one
+                        at = 1 - at
+                        time.sleep(0.02)
+                        continue
+                    except httpx.HTTPError:
+                        with lock:
+                            unknown.add(i)
+                        break
+                    with lock:
+                        (accepted if r.status_code == 200 else unknown).add(i)
+                    break
+
+    def receiver() -> None:
+        at = 1
+        while not stop.is_set():
+            try:
+                with _ws(relays[at].url, bob["token"]) as ws:
+                    while not stop.is_set():
+                        try:
+                            frame = json.loads(ws.recv(timeout=0.5))
+                        except TimeoutError:
+                            continue
+                        with lock:
+                            if frame["type"] == "acked":
+                                confirmed.update(frame["ids"])
+                                continue
+                            frame = frame["envelope"]
+                            if frame["id"] in confirmed:
+                                violations.append(frame["id"])
+                            received[frame["id"]] = int(base64.b64decode(frame["content"]))
+                            deliveries.append(frame["id"])
+                        ws.send(json.dumps({"type": "ack", "ids": [frame["id"]]}))
+            except (OSError, WebSocketException, TimeoutError):
+                at = 1 - at
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=sender), threading.Thread(target=receiver)]
+    for t in threads:
+        t.start()
+    try:
+        for victim in (1, 0):  # the recipient's relay, then the sender's
+            deadline = time.monotonic() + 30
+            start_count = len(accepted)
+            while len(accepted) < start_count + 80 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            relays[victim].kill()
+            time.sleep(0.3)
+            relays[victim].start()
+        threads[0].join(timeout=120)
+        # Both back: the last messages go through relay one to the device on relay two.
+        for i in range(total, total + 20):
+            _send(relays[0].url, alice, bob, b"%d" % i)
+            with lock:
+                accepted.add(i)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with lock:
+                if accepted <= set(received.values()):
+                    break
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        threads[1].join(timeout=10)
+    missing = accepted - set(received.values())
+    assert not missing, f"accepted but never delivered: {sorted(missing)[:20]}"
+    assert not violations, f"delivered again after a confirmed ack: {violations[:5]}"
+    assert len(accepted) + len(unknown) == total + 20 and len(unknown) <= 10, (
+        len(accepted), len(unknown))
+    print(f"accepted={len(accepted)} unknown={len(unknown)} deliveries={len(deliveries)} "
+          f"distinct={len(received)} redelivered={len(deliveries) - len(received)}")
