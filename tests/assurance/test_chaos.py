@@ -53,17 +53,19 @@ def test_a_full_disk_refuses_sends_and_loses_nothing(tmp_path: Path) -> None:
     full = ServerProcess(tmp_path, preexec_fn=_file_size_limit(_files_size(tmp_path)
                                                                + 160 * 1024))
     full.start()
-    load = Load(full, senders=2, receivers=2, messages_per_sender=200)
-    load.retry_503 = False
-    load.start()
-    deadline = time.monotonic() + 120
-    while not load.senders_done() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert full.proc is not None and full.proc.poll() is None, "the relay died"
-    assert httpx.get(f"{full.url}/healthz", timeout=5).status_code == 200
-    accepted_while_filling = len(load.ledger.accepted)
-    load.close()
-    full.stop()
+    try:
+        load = Load(full, senders=2, receivers=2, messages_per_sender=200)
+        load.retry_503 = False
+        load.start()
+        deadline = time.monotonic() + 120
+        while not load.senders_done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert full.proc is not None and full.proc.poll() is None, "the relay died"
+        assert httpx.get(f"{full.url}/healthz", timeout=5).status_code == 200
+        accepted_while_filling = len(load.ledger.accepted)
+        load.close()
+    finally:
+        full.stop()
     roomy = ServerProcess(tmp_path, port=full.port)   # room again
     roomy.start()
     drain = Load(roomy, senders=0, receivers=2, messages_per_sender=0,
