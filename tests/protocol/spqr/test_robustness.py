@@ -68,3 +68,30 @@ def test_every_spqr_error_is_an_invalid_message() -> None:
     assert len(leaves) == 11  # SpqrError and its ten leaves
     for leaf in leaves:
         assert issubclass(leaf, InvalidMessage) and leaf.kind == "invalid_message"
+
+
+def test_the_payload_shortcut_covers_exactly_what_each_state_takes_in() -> None:
+    """step_recv returns early for payloads a state does not consume (_CONSUMES); that
+    table must name every state, and every payload it leaves out must indeed leave the
+    state unchanged on the full path."""
+    import typing
+
+    from cipherpost.protocol.spqr import braid
+
+    states = set(typing.get_args(braid.BraidState))
+    assert set(braid._CONSUMES) == states
+    c = Conversation(11, loss=0)
+    seen: set[type] = set()
+    for step in range(300):
+        name = "AB"[step % 2]
+        c.send(name)
+        c.deliver("B" if name == "A" else "A")
+        for state in (c.state["A"].braid, c.state["B"].braid):
+            assert state is not None
+            seen.add(type(state))
+            for payload in PayloadType:
+                if payload in braid._CONSUMES[type(state)]:
+                    continue
+                chunk = bytes(32) if payload in (1, 2, 3, 5, 6) else None
+                assert braid._consume(state, payload, 0, chunk) == (state, None)
+    assert len(seen) >= 9

@@ -280,6 +280,17 @@ def recv(state: BraidState, msg: SpqrMessage) -> tuple[BraidState, bytes | None]
     return step_recv(state, msg.epoch, msg.payload, chunk.index, chunk.data)
 
 
+#: The payload types each state takes in (see :func:`step_recv`); others leave it as is.
+_CONSUMES: dict[type, frozenset[int]] = {
+    KeysUnsampled: frozenset(), KeysSampled: frozenset({_CT1}), HeaderSent: frozenset({_CT1}),
+    Ct1Received: frozenset({_CT2}), EkSentCt1Received: frozenset({_CT2}),
+    NoHeaderReceived: frozenset({_HDR}), HeaderReceived: frozenset(),
+    Ct1Sampled: frozenset({_EK, _EK_CT1_ACK}),
+    EkReceivedCt1Sampled: frozenset({_CT1_ACK, _EK_CT1_ACK}),
+    Ct1Acknowledged: frozenset({_EK, _EK_CT1_ACK}), Ct2Sampled: frozenset(),
+}
+
+
 def step_recv(state: BraidState, epoch: int, payload: int, chunk_index: int,
               chunk: bytes | None) -> tuple[BraidState, bytes | None]:
     """:func:`recv` on a message's decoded fields (see :func:`.wire.decode_fields`)."""
@@ -290,6 +301,15 @@ def step_recv(state: BraidState, epoch: int, payload: int, chunk_index: int,
         if epoch > e:
             raise SpqrEpochOutOfRange(f"SPQR message epoch {epoch} ahead of {e}")
         return state, None
+    if payload not in _CONSUMES[type(state)]:
+        return state, None  # most messages: nothing this state takes in
+    return _consume(state, payload, chunk_index, chunk)
+
+
+def _consume(state: BraidState, payload: int, chunk_index: int,
+             chunk: bytes | None) -> tuple[BraidState, bytes | None]:
+    """The transitions on a payload of the state's own epoch."""
+    e = state.epoch
     match state:
         case KeysSampled() if payload == _CT1 and chunk is not None:
             return HeaderSent(e, state.auth, state.keys.dk, Encoder(state.keys.ek),
