@@ -33,7 +33,7 @@ async def _register(devices: Devices, name: str, spqr: SpqrSettings) -> Client:
 def test_new_sessions_run_spqr_by_default(tmp_path: Path, relay: ThreadedRelay) -> None:
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
-        assert devices.options.spqr == SpqrSettings.REQUIRED
+        assert devices.options.spqr == SpqrSettings.OFFERED   # SDK devices agree on SPQR
         try:
             alice = await devices.register("alice")
             bob = await devices.register("bob")

@@ -27,11 +27,12 @@ class ClientOptions:
     accept_changed_identities: bool = False
     keys: KeyPolicy = field(default_factory=KeyPolicy)
     #: SPQR (the post-quantum ratchet) on the 1:1 sessions this device starts or accepts.
-    #: REQUIRED, as libsignal 0.92+: every new session runs it, a peer without it is
-    #: refused, and a session without it (an older one) is replaced before the next send.
-    #: OFFERED talks to peers without SPQR too (the session falls back for good when
-    #: their first message has none); OFF never runs it (docs/protocol.md, "SPQR").
-    spqr: SpqrSettings = SpqrSettings.REQUIRED
+    #: OFFERED (the default while Cipherpost's browser client has no SPQR): every new
+    #: session offers it and keeps it with peers that answer with it (other SDK devices,
+    #: libsignal 0.90+); a peer without it (the browser client today) gets a classical
+    #: session. REQUIRED, as libsignal 0.92+: a peer without it is refused, and a session
+    #: without it is replaced before the next send. OFF never runs it (docs/protocol.md).
+    spqr: SpqrSettings = SpqrSettings.OFFERED
     #: Milliseconds since the epoch (tests move it to simulate days passing).
     clock: Callable[[], int] = field(default=now_ms)
 
