@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from tests.support.net import free_port
 
 SUPERUSER = "cipherpost"
 
@@ -60,13 +61,6 @@ def _as_user(user: str | None) -> dict[str, Any]:
         return {}
     entry = pwd.getpwnam(user)
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -124,7 +118,7 @@ class PostgresServer:
                 f"initdb failed ({initdb.returncode}): "
                 f"{initdb.stderr.decode(errors='replace')[-2000:]}")
         for _attempt in range(3):  # the free port may be taken before we bind it
-            port = _free_port()
+            port = free_port()
             server = cls._launch(bindir, workdir, port, user, durable)
             try:
                 server._wait_ready(timeout)

@@ -16,16 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.net import free_port
+
 
 class RedisUnavailable(RuntimeError):
     """Redis is not installed, or the server did not start."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -52,7 +47,7 @@ class RedisServer:
         workdir = Path(tempfile.mkdtemp(prefix="cipherpost-redis-"))
         try:
             for _attempt in range(3):  # the free port may be taken before it binds
-                server = cls._launch(binary, workdir, _free_port())
+                server = cls._launch(binary, workdir, free_port())
                 try:
                     server._wait_ready(timeout)
                 except RedisUnavailable:
