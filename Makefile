@@ -17,7 +17,7 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 WEB_BUILD := $(WEB_DIR)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
 
-.PHONY: run demo bench-relay test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web
+.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
 run: $(STAMP) $(WEB_BUILD)
@@ -55,6 +55,10 @@ bench: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP)
 
 bench-relay: $(STAMP)
 	$(PY) benchmarks/relay_load.py
+
+# The TypeScript protocol core under Node next to the Python one (W1-W4, same run).
+bench-web: $(STAMP) $(WEB_STAMP)
+	$(PY) benchmarks/web_bench.py
 
 # Long runs, outside `make test`: the property tests, every fuzz target of tests/assurance
 # under Hypothesis and then coverage-guided under atheris (FUZZ_SECONDS per target, default
