@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -23,14 +24,15 @@ from ..server.process import free_port
 class ThreadedRelay:
     """The relay served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, **overrides: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=f"sqlite:///{workdir}/relay.db",
-                            attachment_dir=str(workdir / "blobs"),
-                            rate_register_per_ip="1000/100",
-                            rate_prekey_fetch_per_account="1000/100",
-                            rate_messages_per_pair="10000/1000")
+        settings = Settings(**{"database_url": f"sqlite:///{workdir}/relay.db",
+                               "attachment_dir": str(workdir / "blobs"),
+                               "rate_register_per_ip": "1000/100",
+                               "rate_prekey_fetch_per_account": "1000/100",
+                               "rate_messages_per_pair": "10000/1000", **overrides})
+        self.settings = settings
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
                                 log_level="warning", ws="websockets-sansio",
                                 ws_per_message_deflate=False, lifespan="on")

@@ -269,15 +269,18 @@ def _emit_recovery_key(ctx: Context, key: str) -> None:
 @click.option("--history/--no-history", "keep_history", default=None,
               help="Whether the server keeps an encrypted copy of your conversations "
                    "(asked when not given).")
+@click.option("--invite", default=None, envvar="CIPHERPOST_INVITE",
+              help="An invite code, for a server that registers by invitation.")
 @click.pass_obj
 @run
 async def register(ctx: Context, server: str, username: str | None,
-                   device_name: str | None, keep_history: bool | None) -> None:
+                   device_name: str | None, keep_history: bool | None,
+                   invite: str | None) -> None:
     """Create an account with this device as its first, and show its recovery key."""
     keep = _choose_history(keep_history)
     client = await Client.register(ctx.store_path, server, username=username,
                                    passphrase=ctx.passphrase(new=True),
-                                   device_name=device_name, history=keep)
+                                   device_name=device_name, history=keep, invite=invite)
     try:
         key = await client.create_recovery_key()
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id,

@@ -103,8 +103,11 @@ class Client:
                        username: str | None = None,
                        passphrase: str | None = None, device_name: str | None = None,
                        argon2: Argon2Params | None = None, proxy: str | None = None,
-                       options: ClientOptions | None = None) -> Client:
+                       options: ClientOptions | None = None,
+                       invite: str | None = None) -> Client:
         """Create an account with this device as its first, and a local store at ``path``.
+        ``invite`` is an invite code from the relay's operators, for a relay that
+        registers by invitation only.
 
         ``history`` is the account's choice (no default on purpose): keep an encrypted
         copy of the conversations on the relay, so that new and restored devices show them
@@ -118,6 +121,8 @@ class Client:
             RelayError: the relay refused (username taken, rate limited...).
         """
         extra = {"username": username} if username else {}
+        if invite:
+            extra["invite"] = invite
         client = await cls._set_up(path, server, IdentityKeyPair.generate(os.urandom), extra,
                                    RelayApi.register, passphrase, device_name, argon2, proxy,
                                    options)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logfilter
+from . import retention
 from .api import (
     accounts,
     attachments,
@@ -35,7 +36,6 @@ from .errors import ApiError
 from .fanout import create_fanout
 from .relay import Relay
 from .settings import Settings
-from .storage import history as history_store
 from .storage.engine import Database
 from .storage.sql import Storage
 
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None, *,
                clock: Callable[[], float] = time.time) -> RelayApp:
     """Build the relay app. The database is migrated when the app starts."""
     settings = settings or Settings.load()
+    if settings.registration not in ("open", "invite"):
+        raise ValueError("registration must be 'open' or 'invite'")
     # uvicorn hands the websockets library its "uvicorn.error" logger, which then logs the
     # handshake's headers (the device token with them) at DEBUG.
     logfilter.install("uvicorn.error", "uvicorn.access", "websockets.server")
@@ -64,7 +66,9 @@ def create_app(settings: Settings | None = None, *,
         await fanout.start()
         relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout)
         app.state.relay = relay
-        tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay))]
+        await storage.refresh_suspended()
+        tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay)),
+                 asyncio.create_task(_suspensions(relay))]
         try:
             yield
         finally:
@@ -224,21 +228,32 @@ async def _checkpoints(relay: Relay) -> None:
             log.exception("checkpoint failed")
 
 
+#: Seconds between reads of which accounts are suspended (``cipherpost-admin`` writes
+#: the database directly; every relay process notices within this).
+SUSPENSION_POLL = 2.0
+
+
+async def _suspensions(relay: Relay) -> None:
+    """Close the connections of accounts an operator suspended, and refuse sends to them
+    (their own requests are refused at once: credentials are checked per request)."""
+    while True:
+        await asyncio.sleep(SUSPENSION_POLL)
+        try:
+            for account_id, device_ids in (await relay.storage.refresh_suspended()).items():
+                for device_id in device_ids:
+                    relay.hub.disconnect(account_id, device_id, websocket.SUSPENDED)
+        except Exception:
+            log.exception("reading suspensions failed")
+
+
 async def _janitor(relay: Relay) -> None:
-    """Expire old messages and blobs once a minute."""
-    from .api.attachments import blob_path
+    """Expire old messages and blobs once a minute (see :mod:`.retention`)."""
     while True:
         try:
-            now = relay.now_ms()
-            relay.metrics.messages_expired.inc(await relay.storage.expire(now))
-            for attachment_id in await relay.storage.expire_attachments(now):
-                blob_path(relay.settings.attachment_dir, attachment_id).unlink(missing_ok=True)
-            await history_store.expire_history(relay.storage, now)
-            if relay.settings.device_idle_days > 0:
-                cutoff = now - relay.settings.device_idle_days * 86_400_000
-                for account_id, device_id in await relay.storage.remove_idle_devices(cutoff,
-                                                                                     now):
-                    relay.hub.disconnect(account_id, device_id, 4401)
+            applied = await retention.apply(relay.storage, relay.settings, relay.now_ms())
+            relay.metrics.messages_expired.inc(applied.messages_expired)
+            for account_id, device_id in applied.idle_devices:
+                relay.hub.disconnect(account_id, device_id, 4401)
         except Exception:
             log.exception("expiry failed")
         await asyncio.sleep(60)

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from .errors import unauthorized
+from .errors import account_suspended, unauthorized
 from .storage.sql import Storage
 
 
@@ -43,7 +43,8 @@ async def authenticate(storage: Storage, header: str | None) -> DeviceIdentity:
     """Check an ``Authorization`` header.
 
     Raises:
-        ApiError: 401 for anything but a valid token of an existing device.
+        ApiError: 401 for anything but a valid token of an existing device; 403
+            ``account_suspended`` for a valid token of a suspended account.
     """
     if not header or not header.startswith("Bearer "):
         raise unauthorized()
@@ -52,7 +53,9 @@ async def authenticate(storage: Storage, header: str | None) -> DeviceIdentity:
         raise unauthorized()
     account_id, device_text, secret = parts
     device_id = int(device_text)
-    stored = await storage.device_token_hash(account_id, device_id)
-    if stored is None or not hmac.compare_digest(stored, hash_secret(secret)):
+    stored = await storage.device_credentials(account_id, device_id)
+    if stored is None or not hmac.compare_digest(stored[0], hash_secret(secret)):
         raise unauthorized()
+    if stored[1]:
+        raise account_suspended()
     return DeviceIdentity(account_id, device_id)

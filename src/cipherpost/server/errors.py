@@ -29,6 +29,11 @@ def unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", "missing or invalid credentials")
 
 
+def account_suspended() -> ApiError:
+    return ApiError(403, "account_suspended",
+                    "this account is suspended by the server's operators")
+
+
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 

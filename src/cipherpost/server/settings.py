@@ -60,6 +60,9 @@ class Settings:
     max_history_bytes_per_account: int = 1024 * 1024 * 1024
     rate_history_put_per_account: str = "2000/100"
     rate_recovery_per_ip: str = "10/0.01"
+    #: ``open``: anyone may register; ``invite``: registering takes an invite code from
+    #: an operator (``cipherpost-admin invites create``).
+    registration: str = "open"
     #: Linked devices unused this many days are removed (0: never).
     device_idle_days: int = 180
     #: Client addresses of proxies whose X-Forwarded-For is believed.

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Request
 from ..auth import hash_secret, make_token, new_secret
 from ..errors import ApiError, bad_request, not_found
 from ..relay import Relay
-from ..storage.models import DeviceMismatch, NewDevice, TooManyDevices, UsernameTaken
+from ..storage.models import (
+    DeviceMismatch,
+    InvalidInvite,
+    NewDevice,
+    TooManyDevices,
+    UsernameTaken,
+)
 from .deps import DeviceDep, RelayDep, b64, client_ip
 from .keys import parse_identity, parse_keys
 from .schemas import (
@@ -39,14 +45,23 @@ def _new_device(body: DeviceKeysIn) -> tuple[NewDevice, str]:
 @router.post("/v1/accounts", status_code=201, summary="Register an account and its first device")
 async def register(body: RegisterIn, request: Request, relay: RelayDep) -> CredentialsOut:
     relay.limit("register", client_ip(request, relay))
+    invite_hash = None
+    if relay.settings.registration == "invite":
+        if body.invite is None:
+            raise ApiError(403, "invite_required",
+                           "this server registers new accounts by invitation only")
+        invite_hash = hash_secret(body.invite)
     device, secret = _new_device(body)
     account_id = str(uuid.uuid4())
     identity = parse_identity(body.identity_key).serialize()
     try:
         await relay.storage.create_account(account_id, body.username, identity, device,
-                                           relay.now_ms())
+                                           relay.now_ms(), invite_hash=invite_hash)
     except UsernameTaken:
         raise ApiError(409, "username_taken", "that username is taken") from None
+    except InvalidInvite:
+        raise ApiError(403, "invalid_invite",
+                       "the invite code is unknown, used or expired") from None
     return CredentialsOut(account_id=account_id, device_id=1,
                           token=make_token(account_id, 1, secret))
 

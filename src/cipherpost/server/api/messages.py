@@ -16,6 +16,7 @@ from ..storage.models import (
     Envelope,
     OutgoingMessage,
     QueueFull,
+    RecipientSuspended,
     StaleDevices,
     UnknownAccount,
 )
@@ -74,6 +75,9 @@ def refusal(exc: BaseException) -> ApiError | None:
     if isinstance(exc, StaleDevices):
         return ApiError(410, "stale_devices", "devices were re-installed",
                         stale_devices=exc.stale)
+    if isinstance(exc, RecipientSuspended):
+        return ApiError(403, "recipient_suspended",
+                        "the recipient's account is suspended by the server's operators")
     if isinstance(exc, QueueFull):
         return ApiError(507, "queue_full", "a destination device's queue is full",
                         full_devices=exc.devices)

@@ -65,6 +65,9 @@ class IdentityResetIn(KeysIn):
 class RegisterIn(DeviceKeysIn):
     username: str | None = Field(default=None, min_length=3, max_length=32,
                                  pattern=r"^[a-z0-9_][a-z0-9_.]*$")
+    invite: str | None = Field(default=None, min_length=8, max_length=128,
+                               description="an invite code, when the relay's registration "
+                                           "is by invitation")
 
 
 class LinkDeviceIn(DeviceKeysIn):

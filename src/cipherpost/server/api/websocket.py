@@ -37,6 +37,9 @@ from .schemas import SendIn
 log = logging.getLogger("cipherpost.server")
 
 PATH = "/v1/websocket"
+#: Close code for a suspended account's connections (at the handshake, and when an
+#: operator suspends it while connected).
+SUSPENDED = 4403
 #: Offered by a client (Sec-WebSocket-Protocol) to get several envelopes per frame.
 BATCH_SUBPROTOCOL = "cipherpost.batch"
 WINDOW = 256
@@ -59,8 +62,9 @@ async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> Non
     header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
     try:
         device = await authenticate(relay.storage, header.decode("latin-1") or None)
-    except ApiError:
-        await send({"type": "websocket.close", "code": 4401})
+    except ApiError as exc:
+        await send({"type": "websocket.close",
+                    "code": SUSPENDED if exc.code == "account_suspended" else 4401})
         return
     await relay.seen(device.account_id, device.device_id)
     batch = BATCH_SUBPROTOCOL in scope.get("subprotocols", ())

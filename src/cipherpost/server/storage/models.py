@@ -130,6 +130,14 @@ class QueueFull(Refusal):
     devices: list[int] = field(default_factory=list)
 
 
+class RecipientSuspended(Refusal):
+    """The destination account is suspended by the operators (HTTP 403)."""
+
+
+class InvalidInvite(Exception):
+    """The invite code is unknown, used or expired."""
+
+
 class UsernameTaken(Exception):
     """The username belongs to another account."""
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -27,6 +28,9 @@ accounts = Table(
     Column("identity_key", LargeBinary, nullable=False),
     Column("next_device_id", Integer, nullable=False, server_default="2"),
     Column("created_at", BigInteger, nullable=False),
+    #: Set while an operator has the account suspended (docs/operations.md).
+    Column("suspended_at", BigInteger, nullable=True),
+    Index("accounts_suspended", "suspended_at"),
 )
 
 devices = Table(
@@ -114,6 +118,65 @@ audit_log = Table(
     Column("account_id", String(36), nullable=False),
     Column("device_id", Integer, nullable=True),
     Column("event", String(64), nullable=False),
+    # The hash chain (storage/audit.py): position, who acted (an operator's name; NULL for
+    # the account itself or the server), what (JSON, never content), SHA-256 of the
+    # canonical entry and the chain hash over it. ``redacted`` entries (their account was
+    # deleted) lose the account and device ids but keep a digest of them
+    # (``subject_digest``), so the rest of the entry is still checked.
+    Column("seq", BigInteger, nullable=True),
+    Column("actor", String(64), nullable=True),
+    Column("details", Text, nullable=True),
+    Column("redacted", Boolean, nullable=False, server_default=false()),
+    Column("subject_digest", LargeBinary, nullable=True),
+    Column("digest", LargeBinary, nullable=True),
+    Column("chain_hash", LargeBinary, nullable=True),
+    Index("audit_by_seq", "seq", unique=True),
+    Index("audit_by_account", "account_id"),
+)
+
+#: The newest audit entry's position and chain hash (one row, id 1): appends lock it, so
+#: concurrent writers (several relay processes) extend the chain one at a time, and
+#: ``verify`` sees a log cut short at its end.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+)
+
+#: People who run the admin command (server/admin): a role and a token stored hashed.
+operators = Table(
+    "operators", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+#: Invite codes for ``registration = "invite"``: single use, expiring, stored hashed.
+invites = Table(
+    "invites", metadata,
+    Column("code_hash", LargeBinary, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_by", String(64), nullable=True),
+    Column("used_at", BigInteger, nullable=True),
+)
+
+#: Token hashes of removed devices: a restore from an older backup deletes the devices
+#: they name, so a removed device's token stays dead (server/backup.py).
+device_removals = Table(
+    "device_removals", metadata,
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column("removed_at", BigInteger, nullable=False),
+)
+
+#: Small facts about the server itself, e.g. its epoch (bumped by each restore).
+server_state = Table(
+    "server_state", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 # Server-stored history (docs/spec/history.md): opaque, padded blobs named by an event id

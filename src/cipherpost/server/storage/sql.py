@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from . import admin, audit
 from .engine import Database
 from .group import GroupCommit
 from .models import (
@@ -48,11 +49,13 @@ from .models import (
     Device,
     DeviceMismatch,
     Envelope,
+    InvalidInvite,
     KeyUpload,
     NewDevice,
     OneTimeKey,
     OutgoingMessage,
     QueueFull,
+    RecipientSuspended,
     SignedKey,
     StaleDevices,
     TooManyDevices,
@@ -62,7 +65,7 @@ from .models import (
 from .schema import (
     accounts,
     attachments,
-    audit_log,
+    device_removals,
     devices,
     kyber_prekeys,
     link_codes,
@@ -127,6 +130,9 @@ class Storage:
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._raw_connections: list[Any] = []
+        #: Accounts an operator suspended, as last read (``refresh_suspended``): sends to
+        #: them are refused without a query per send.
+        self.suspended: frozenset[str] = frozenset()
 
     def _loop_connection(self) -> Any:
         """The event loop's own SQLite connection (see ``Database.loop_connection``)."""
@@ -214,14 +220,21 @@ class Storage:
 
     @writes
     def create_account(self, account_id: str, username: str | None, identity_key: bytes,
-                             device: NewDevice, now: int) -> None:
-        """Create an account with its first device (id 1).
+                             device: NewDevice, now: int, *,
+                             invite_hash: bytes | None = None) -> None:
+        """Create an account with its first device (id 1), spending the invite code of
+        ``invite_hash`` if given (in the same transaction: a refused registration leaves
+        the code unused).
 
         Raises:
             UsernameTaken: the username is in use.
+            InvalidInvite: the invite is unknown, used or expired.
         """
         try:
             with self._tx(self.db.writer) as conn:
+                if invite_hash is not None and not admin.consume_invite(conn, invite_hash,
+                                                                        now):
+                    raise InvalidInvite()
                 conn.execute(insert(accounts).values(
                     id=account_id, username=username, identity_key=identity_key,
                     next_device_id=2, created_at=now))
@@ -274,7 +287,7 @@ class Storage:
     def remove_device(self, account_id: str, device_id: int, now: int) -> bool:
         """Delete a device with its keys and queue. Device 1 cannot be removed."""
         with self._tx(self.db.writer) as conn:
-            if not _delete_device(conn, account_id, device_id):
+            if not _delete_device(conn, account_id, device_id, now):
                 return False
             _audit(conn, now, account_id, device_id, "device_removed")
         return True
@@ -307,7 +320,8 @@ class Storage:
                          if r.last_seen < cutoff]
             idle.sort()  # device rows are locked in (account, device) order, as by sends
             for account_id, device_id in idle:
-                _delete_device(conn, account_id, device_id)
+                _delete_device(conn, account_id, device_id, now)
+            for account_id, device_id in idle:  # the audit head is locked last
                 _audit(conn, now, account_id, device_id, "device_idle_removed")
         return idle
 
@@ -374,6 +388,30 @@ class Storage:
             row = cur.execute("SELECT token_hash FROM devices WHERE account_id = ? "
                               "AND device_id = ?", (account_id, device_id)).fetchone()
         return bytes(row[0]) if row else None
+
+    @reads
+    def device_credentials(self, account_id: str,
+                           device_id: int) -> tuple[bytes, bool] | None:
+        """The stored token hash of a device and whether its account is suspended, or
+        None if the device does not exist."""
+        with self._raw(self.db.reader, write=False) as cur:
+            row = cur.execute("SELECT d.token_hash, a.suspended_at FROM devices d "
+                              "JOIN accounts a ON a.id = d.account_id "
+                              "WHERE d.account_id = ? AND d.device_id = ?",
+                              (account_id, device_id)).fetchone()
+        return (bytes(row[0]), row[1] is not None) if row else None
+
+    @reads
+    def refresh_suspended(self) -> dict[str, list[int]]:
+        """Read which accounts are suspended; those newly suspended since the last call,
+        with their device ids (whose connections are to be closed)."""
+        with self._tx(self.db.reader) as conn:
+            now_suspended = admin.suspended_accounts(conn)
+            new = sorted(now_suspended - self.suspended)
+            devices_of = {a: [int(r[0]) for r in conn.execute(select(devices.c.device_id).where(
+                devices.c.account_id == a))] for a in new}
+        self.suspended = frozenset(now_suspended)
+        return devices_of
 
     @reads
     def list_devices(self, account_id: str) -> list[Device]:
@@ -529,7 +567,12 @@ class Storage:
             DeviceMismatch: the set of devices differs from the account's.
             StaleDevices: a registration id differs (the device was re-installed).
             QueueFull: a destination queue is over its byte budget.
+            RecipientSuspended: the account is suspended (as of ``refresh_suspended``).
         """
+        if account_id in self.suspended:
+            refused: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
+            refused.set_exception(RecipientSuspended(account_id))
+            return refused
         return self._group.submit(functools.partial(
             _enqueue, account_id, outgoing, sender, exclude_device, client_timestamp, now,
             ttl, byte_budget), on_commit, lock_order=(account_id, 0))
@@ -624,8 +667,10 @@ def _device(table: Table, account_id: str,
     return (table.c.account_id == account_id, table.c.device_id == device_id)
 
 
-def _delete_device(conn: Connection, account_id: str, device_id: int) -> bool:
-    """Delete a device with its keys and queue; False if there was none.
+def _delete_device(conn: Connection, account_id: str, device_id: int, now: int) -> bool:
+    """Delete a device with its keys and queue; False if there was none. Its token's hash
+    is kept in ``device_removals``, so that a restore of an older backup cannot bring
+    the device back (server/backup.py).
 
     The locking order of every writer: a device's messages before the device's row (as
     an acknowledgement and ``expire`` do), and device rows in (account, device) order (as
@@ -634,10 +679,21 @@ def _delete_device(conn: Connection, account_id: str, device_id: int) -> bool:
     where = (account_id, device_id)
     for table in (signed_prekeys, kyber_prekeys, one_time_prekeys, messages):
         conn.execute(delete(table).where(*_device(table, *where)))
-    if not conn.execute(delete(devices).where(*_device(devices, *where))).rowcount:
+    removed = conn.execute(delete(devices).where(*_device(devices, *where)).returning(
+        devices.c.token_hash)).first()
+    if removed is None:
         return False
     conn.execute(delete(messages).where(*_device(messages, *where)))
+    tombstone(conn, [bytes(removed.token_hash)], now)
     return True
+
+
+def tombstone(conn: Connection, token_hashes: Sequence[bytes], now: int) -> None:
+    """Remember removed devices' token hashes (once each; the day is enough)."""
+    day = now - now % 86_400_000
+    for token_hash in token_hashes:
+        conn.execute(delete(device_removals).where(device_removals.c.token_hash == token_hash))
+        conn.execute(insert(device_removals).values(token_hash=token_hash, removed_at=day))
 
 
 def _free_device_id(start: int, used: set[int]) -> int:
@@ -659,8 +715,7 @@ def _upsert_many(conn: Connection, table: Table, account_id: str, device_id: int
 
 def _audit(conn: Connection, now: int, account_id: str, device_id: int | None,
                  event: str) -> None:
-    conn.execute(insert(audit_log).values(at=now, account_id=account_id,
-                                                device_id=device_id, event=event))
+    audit.append(conn, now, account_id, device_id, event)
 
 
 def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],

@@ -1,0 +1,346 @@
+"""Backup and restore of the relay's database (docs/operations.md, "Backups").
+
+A backup is one SQLite file with the relay's schema, whatever the database: SQLite's
+``VACUUM INTO`` makes a consistent copy while the relay runs; from PostgreSQL every table
+is copied inside one ``REPEATABLE READ`` read-only transaction (a consistent snapshot as
+well). Attachment blobs are files, copied separately (they are immutable and expire).
+
+A restore replaces every row of the live database with the backup's, in one
+transaction, and starts a new **epoch**. What happened since the backup must not be
+undone where that would be unsafe, so the restore carries forward from the live database
+(while it is still readable) and then:
+
+- deletes every restored device whose token hash is in ``device_removals`` (live and
+  restored lists, merged): a device removed since the backup stays removed and its token
+  dead; an account left without devices is deleted with its data;
+- deletes every one-time prekey (EC and Kyber; the last-resort keys stay): keys handed
+  out after the backup may still be in the restored directory, and a one-time key must
+  never be handed out twice. Devices upload fresh ones when they next connect (the SDK
+  replenishes below 20);
+- keeps the live operators and invite codes (a revoked operator stays revoked, a spent
+  invite stays spent) and the live accounts' suspension state;
+- keeps the audit log: the live entries after the backup's head are carried over when the
+  live chain extends the backup's, then a ``server_restored`` entry is appended;
+- drops queued messages already expired. Envelope ids are random UUIDs, never reused;
+  messages acknowledged after the backup come back with their old ids, and clients drop
+  ids they processed in the last 31 days (longer than ``message_ttl``'s 30).
+
+The relay must be stopped during a restore (its connections hold state from before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from .storage import audit
+from .storage.engine import Database
+from .storage.schema import (
+    accounts,
+    audit_head,
+    audit_log,
+    device_removals,
+    devices,
+    invites,
+    kyber_prekeys,
+    messages,
+    metadata,
+    one_time_prekeys,
+    operators,
+    server_state,
+)
+from .storage.sql import _delete_device
+
+BATCH = 1000
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot be done (the message says why)."""
+
+
+def epoch(conn: Connection) -> int:
+    """The server's epoch: 0 until the first restore, then one more per restore."""
+    value = conn.execute(select(server_state.c.value).where(
+        server_state.c.key == "epoch")).scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+def _set_state(conn: Connection, key: str, value: str) -> None:
+    conn.execute(delete(server_state).where(server_state.c.key == key))
+    conn.execute(insert(server_state).values(key=key, value=value))
+
+
+# -- backup -----------------------------------------------------------------------------
+
+
+def backup(db: Database, path: Path, now: int, actor: str) -> int:
+    """Write a backup of ``db`` to the new file ``path``; the audit position it holds.
+
+    Raises:
+        BackupError: ``path`` exists.
+    """
+    if path.exists():
+        raise BackupError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with db.writer.begin() as conn:
+        seq = audit.append(conn, now, audit.SERVER, None, "backup_taken", actor=actor,
+                           details={"epoch": epoch(conn)})
+    if db.is_sqlite:
+        raw = db.reader.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("VACUUM INTO ?", (str(path),))
+            cursor.close()
+        finally:
+            raw.close()
+    else:
+        _copy_postgres(db.reader, path)
+    with contextlib.closing(sqlite3.connect(path)) as out, out:
+        out.execute("INSERT OR REPLACE INTO server_state VALUES ('backup_taken_at', ?)",
+                    (str(now),))
+    return seq
+
+
+def _copy_postgres(engine: Engine, path: Path) -> None:
+    target = create_engine(f"sqlite:///{path}")
+    try:
+        metadata.create_all(target)
+        with engine.connect() as source:
+            source = source.execution_options(isolation_level="REPEATABLE READ")
+            with source.begin():
+                source.exec_driver_sql("SET TRANSACTION READ ONLY")
+                revision = source.execute(text(
+                    "SELECT version_num FROM alembic_version")).scalar_one()
+                with target.begin() as out:
+                    out.execute(text("CREATE TABLE alembic_version (version_num "
+                                     "VARCHAR(32) NOT NULL PRIMARY KEY)"))
+                    out.execute(text("INSERT INTO alembic_version VALUES (:v)"),
+                                {"v": revision})
+                    for table in metadata.sorted_tables:
+                        for rows in _batches(source, table):
+                            out.execute(insert(table), rows)
+    finally:
+        target.dispose()
+
+
+def _batches(conn: Connection, table: Table) -> Iterator[list[dict[str, Any]]]:
+    result = conn.execution_options(yield_per=BATCH).execute(select(table))
+    for partition in result.partitions():
+        yield [dict(row._mapping) for row in partition]
+
+
+# -- restore ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did."""
+
+    epoch: int
+    devices_removed: int
+    accounts_removed: int
+    one_time_prekeys_dropped: int
+    audit_entries_carried: int
+    messages_expired: int
+
+
+@dataclass
+class _Carried:
+    """What the live database holds that the restore keeps."""
+
+    removals: list[dict[str, Any]]
+    operators: list[dict[str, Any]]
+    invites: list[dict[str, Any]]
+    suspended: dict[str, int | None]
+    audit_after: dict[int, bytes]  # seq -> chain hash of live entries (for the check)
+    audit_rows: list[dict[str, Any]]
+    epoch: int
+
+
+def restore(db: Database, path: Path, now: int, actor: str) -> Restored:
+    """Replace the live database's rows by the backup's at ``path`` and start a new epoch
+    (see the module's description). One transaction: on any error nothing changes.
+
+    Raises:
+        BackupError: the file is not a backup of this relay, or of a newer schema.
+    """
+    if not path.is_file():
+        raise BackupError(f"{path} is not a file")
+    with tempfile.TemporaryDirectory(prefix="cipherpost-restore-") as scratch:
+        copy = Path(scratch) / "backup.db"
+        shutil.copyfile(path, copy)
+        _check_backup(copy)
+        source_db = Database(f"sqlite:///{copy}")
+        try:
+            source_db.migrate()  # an older backup is brought to this schema first
+            with source_db.reader.connect() as source, db.writer.begin() as live:
+                return _restore(source, live, db, now, actor)
+        finally:
+            source_db.dispose()
+
+
+def _check_backup(path: Path) -> None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            names = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{path.name} is not a SQLite file: {exc}") from None
+    if not {"alembic_version", "accounts", "devices", "audit_log"} <= names:
+        raise BackupError(f"{path.name} is not a backup of a Cipherpost relay")
+
+
+def _carry(live: Connection) -> _Carried:
+    rows = [dict(r._mapping) for r in live.execute(
+        select(audit_log).where(audit_log.c.seq.is_not(None)).order_by(audit_log.c.seq))]
+    return _Carried(
+        removals=[dict(r._mapping) for r in live.execute(select(device_removals))],
+        operators=[dict(r._mapping) for r in live.execute(select(operators))],
+        invites=[dict(r._mapping) for r in live.execute(select(invites))],
+        suspended={r.id: r.suspended_at for r in live.execute(
+            select(accounts.c.id, accounts.c.suspended_at))},
+        audit_after={int(r["seq"]): bytes(r["chain_hash"]) for r in rows},
+        audit_rows=rows,
+        epoch=epoch(live),
+    )
+
+
+def _restore(source: Connection, live: Connection, db: Database, now: int,
+             actor: str) -> Restored:
+    carried = _carry(live)
+    for table in reversed(metadata.sorted_tables):
+        live.execute(delete(table))
+    for table in metadata.sorted_tables:
+        for rows in _batches(source, table):
+            live.execute(insert(table), rows)
+    if db.is_postgresql:
+        _reset_sequences(live)
+
+    # The audit log goes on from the live one's entries after the backup, if the live
+    # chain is the backup's continued (not after a restore of another branch).
+    backup_head_seq, backup_head = audit.head(source)
+    forked = backup_head_seq > 0 and carried.audit_after.get(backup_head_seq) != backup_head
+    later = [] if forked else [r for r in carried.audit_rows if r["seq"] > backup_head_seq]
+    for row in later:
+        row.pop("id", None)
+    if later:
+        live.execute(insert(audit_log), later)
+        live.execute(update(audit_head).where(audit_head.c.id == 1).values(
+            seq=later[-1]["seq"], chain_hash=later[-1]["chain_hash"]))
+
+    # Operators and invites as they are now.
+    for table, rows in ((operators, carried.operators), (invites, carried.invites)):
+        live.execute(delete(table))
+        if rows:
+            live.execute(insert(table), rows)
+    for account_id, suspended_at in carried.suspended.items():
+        live.execute(update(accounts).where(accounts.c.id == account_id).values(
+            suspended_at=suspended_at))
+
+    # Removed devices stay removed.
+    known = {bytes(r.token_hash) for r in live.execute(select(device_removals.c.token_hash))}
+    fresh = [r for r in carried.removals if bytes(r["token_hash"]) not in known]
+    if fresh:
+        live.execute(insert(device_removals), fresh)
+    dead = live.execute(select(devices.c.account_id, devices.c.device_id).where(
+        devices.c.token_hash.in_(select(device_removals.c.token_hash))).order_by(
+            devices.c.account_id, devices.c.device_id)).all()
+    for account_id, device_id in dead:
+        _delete_device(live, account_id, device_id, now)
+    orphans = [r[0] for r in live.execute(select(accounts.c.id).where(
+        ~accounts.c.id.in_(select(devices.c.account_id))))]
+    for account_id in orphans:
+        _delete_account_rows(live, account_id)
+
+    # No one-time prekey is handed out twice.
+    dropped = live.execute(delete(one_time_prekeys)).rowcount
+    dropped += live.execute(delete(kyber_prekeys).where(
+        kyber_prekeys.c.last_resort.is_(False))).rowcount
+    expired = _expire_messages(live, now)
+
+    new_epoch = max(carried.epoch, epoch(live)) + 1
+    _set_state(live, "epoch", str(new_epoch))
+    _set_state(live, "restored_at", str(now))
+    audit.append(live, now, audit.SERVER, None, "server_restored", actor=actor, details={
+        "epoch": new_epoch, "backup_head": backup_head.hex(), "backup_entries":
+        backup_head_seq, "carried_entries": len(later), "log_forked": forked,
+        "devices_removed": len(dead), "accounts_removed": len(orphans)})
+    return Restored(new_epoch, len(dead), len(orphans), int(dropped), len(later), expired)
+
+
+def _delete_account_rows(conn: Connection, account_id: str) -> None:
+    """Every row of an account (in any table keyed by ``account_id``); its audit entries
+    are redacted, not deleted (the chain stays whole)."""
+    for table in metadata.sorted_tables:
+        if table is audit_log:
+            continue
+        column = table.c.get("account_id")
+        if column is not None:
+            conn.execute(delete(table).where(column == account_id))
+    conn.execute(delete(accounts).where(accounts.c.id == account_id))
+    audit.redact_account(conn, account_id)
+
+
+def _expire_messages(conn: Connection, now: int) -> int:
+    gone = conn.execute(delete(messages).where(messages.c.expires_at < now).returning(
+        messages.c.account_id, messages.c.device_id,
+        func.length(messages.c.content))).all()
+    freed: dict[tuple[str, int], int] = {}
+    for account_id, device_id, size in gone:
+        freed[(account_id, device_id)] = freed.get((account_id, device_id), 0) + int(size)
+    for (account_id, device_id), size in sorted(freed.items()):
+        conn.execute(update(devices).where(
+            devices.c.account_id == account_id, devices.c.device_id == device_id).values(
+                queued_bytes=devices.c.queued_bytes - size))
+    return len(gone)
+
+
+def _reset_sequences(conn: Connection) -> None:
+    """PostgreSQL's serial sequences past the restored rows' ids (an id is never reused:
+    the sequence only moves forward)."""
+    for table in metadata.sorted_tables:
+        for column in table.primary_key.columns:
+            if column.autoincrement is not True:
+                continue
+            sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                    {"t": table.name, "c": column.name}).scalar_one_or_none()
+            if sequence is None:
+                continue
+            top = conn.execute(select(func.max(column))).scalar_one_or_none() or 0
+            current = conn.execute(text(f"SELECT last_value FROM {sequence}")  # noqa: S608
+                                   ).scalar_one()
+            conn.execute(text("SELECT setval(:s, :v)"),
+                         {"s": sequence, "v": max(int(top), int(current), 1)})
+
+
+def manifest(path: Path) -> dict[str, Any]:
+    """What a backup file says about itself (for ``cipherpost-admin backup``)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        state = dict(conn.execute("SELECT key, value FROM server_state").fetchall())
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        head = conn.execute("SELECT seq, chain_hash FROM audit_head").fetchone()
+    return {"schema": revision[0] if revision else None,
+            "taken_at": int(state.get("backup_taken_at", 0)),
+            "epoch": int(state.get("epoch", 0)),
+            "audit_entries": head[0] if head else 0,
+            "audit_head": bytes(head[1]).hex() if head else audit.GENESIS.hex()}
+
