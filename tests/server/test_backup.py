@@ -1,0 +1,186 @@
+"""Backup and restore (server/backup.py): a restore starts a new epoch in which no
+one-time prekey handed out before is handed out again, no removed device comes back,
+operators and spent invites stay as they are, and the audit log goes on verifying."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from cipherpost.server import Settings, create_app
+from cipherpost.server.backup import BackupError, backup, epoch, manifest, restore
+from cipherpost.server.storage import admin, audit
+from cipherpost.server.storage.engine import Database
+from cipherpost.server.storage.schema import (
+    accounts,
+    audit_log,
+    kyber_prekeys,
+    messages,
+    one_time_prekeys,
+)
+
+from .conftest import Registered, link, register
+from .helpers import b64
+
+NOW = 1_800_000_000_000
+
+
+def _bundle_keys(client: TestClient, asker: Registered, owner: Registered,
+                 device: int) -> tuple[int | None, int]:
+    found = client.get(f"/v1/keys/{owner.account_id}/{device}", headers=asker.headers)
+    assert found.status_code == 200, found.text
+    bundle = found.json()["devices"][0]
+    ec = bundle["one_time_prekey"]["key_id"] if bundle["one_time_prekey"] else None
+    return ec, bundle["kyber_prekey"]["key_id"]
+
+
+def _db(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    db.migrate()
+    return db
+
+
+def test_restore_hands_out_no_used_prekey_and_lets_no_removed_device_in(
+        settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "backup.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice", one_time=5, kyber=5)
+            laptop = link(client, alice)
+            phone = link(client, alice)
+            carol = register(client, "carol")  # will lose her only device
+            bob = register(client, "bob")
+            handed_before = {_bundle_keys(client, bob, alice, 1)}
+            with db.writer.begin() as conn:
+                admin.add_operator(conn, "root", "admin", b"\x01" * 32, NOW, None)
+                admin.create_invites(conn, [b"\x02" * 32], NOW * 2, NOW, "root")
+            assert backup(db, path, NOW, "root") > 0
+            # After the backup: keys handed out, devices removed, an operator revoked,
+            # an invite spent, a suspension, more audit entries.
+            handed_after = {_bundle_keys(client, bob, alice, 1) for _ in range(3)}
+            assert client.delete(f"/v1/devices/{laptop.device_id}",
+                                 headers=alice.headers).status_code == 204
+            with db.writer.begin() as conn:
+                admin.add_operator(conn, "second", "admin", b"\x03" * 32, NOW, "root")
+                admin.revoke_operator(conn, "root", NOW + 1, "second")
+                assert admin.consume_invite(conn, b"\x02" * 32, NOW + 2)
+                admin.set_suspended(conn, bob.account_id, True, NOW + 3, "second")
+                from cipherpost.server.storage.sql import _delete_device
+                assert _delete_device(conn, carol.account_id, 1, NOW + 4)
+                conn.execute(accounts.delete().where(accounts.c.id == carol.account_id))
+            with db.reader.connect() as conn:
+                live_head = audit.head(conn)
+
+        done = restore(db, path, NOW + 10, "second")
+        assert (done.epoch, done.devices_removed, done.accounts_removed) == (1, 2, 1)
+        assert done.audit_entries_carried >= 4
+        with db.reader.connect() as conn:
+            assert epoch(conn) == 1
+            # No one-time prekey of the backup survives: any of them may have been
+            # handed out after it. Last-resort Kyber keys stay.
+            assert conn.execute(select(func.count()).select_from(one_time_prekeys)
+                                ).scalar_one() == 0
+            assert conn.execute(select(func.count()).select_from(kyber_prekeys).where(
+                kyber_prekeys.c.last_resort.is_(False))).scalar_one() == 0
+            assert conn.execute(select(func.count()).select_from(kyber_prekeys).where(
+                kyber_prekeys.c.last_resort.is_(True))).scalar_one() == 3
+            assert {o.name: o.revoked_at is not None for o in admin.list_operators(conn)} \
+                == {"root": True, "second": False}
+            assert not admin.consume_invite(conn, b"\x02" * 32, NOW + 20)
+            assert admin.suspended_accounts(conn) == {bob.account_id}
+            verdict = audit.verify(conn)
+            assert verdict.ok, verdict
+            # The live log's entries after the backup were kept, then the restore's.
+            assert audit.position_of(conn, live_head[1]) == live_head[0]
+            last = audit.entries(conn, after_seq=live_head[0])
+            assert [e.event for e in last] == ["server_restored"]
+            assert not conn.execute(select(audit_log).where(
+                audit_log.c.account_id == carol.account_id)).all()
+
+        with TestClient(create_app(settings)) as client:
+            # The removed laptop's token stays dead; carol's account is gone.
+            assert client.get("/v1/devices", headers=laptop.headers).status_code == 401
+            assert client.get("/v1/devices", headers=carol.headers).status_code == 401
+            assert [d["device_id"] for d in client.get(
+                "/v1/devices", headers=alice.headers).json()] == [1, phone.device_id]
+            dave = register(client, "dave")
+            for device in (1, phone.device_id):
+                ec, kyber = _bundle_keys(client, dave, alice, device)
+                assert ec is None  # none left until the device uploads fresh ones
+                assert (ec, kyber) not in handed_before | handed_after
+            fresh = alice.keys.one_time(3)
+            assert client.put("/v1/keys", headers=alice.headers, json={
+                "one_time_prekeys": fresh}).status_code == 204
+            ec, _ = _bundle_keys(client, dave, alice, 1)
+            assert ec in {k["key_id"] for k in fresh}
+    finally:
+        db.dispose()
+
+
+def test_restore_drops_expired_messages_and_keeps_ids_unique(settings: Settings,
+                                                             tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    short = dataclasses.replace(settings, message_ttl=60)
+    db = _db(settings)
+    try:
+        with TestClient(create_app(short, clock=lambda: now[0])) as client:
+            alice = register(client)
+            bob = register(client)
+
+            def send() -> Any:
+                return client.put(f"/v1/messages/{alice.account_id}", headers=bob.headers,
+                                  json={"timestamp": 1, "messages": [{
+                                      "device_id": 1,
+                                      "registration_id": alice.keys.registration_id,
+                                      "type": 2, "content": b64(b"x")}]})
+            assert send().status_code == 200
+            now[0] += 120
+            assert send().status_code == 200
+            backup(db, tmp_path / "b.db", int(now[0] * 1000), "root")
+            with db.reader.connect() as conn:
+                before = {r.guid for r in conn.execute(select(messages.c.guid))}
+        restore(db, tmp_path / "b.db", int(now[0] * 1000), "root")
+        with db.reader.connect() as conn:
+            kept = {r.guid for r in conn.execute(select(messages.c.guid))}
+        assert len(kept) == 1 and kept < before
+        with TestClient(create_app(short, clock=lambda: now[0])) as client:
+            assert send().status_code == 200
+            fetched = client.get("/v1/messages", headers=alice.headers).json()["messages"]
+            assert len(fetched) == 2 and len({m["id"] for m in fetched}) == 2
+    finally:
+        db.dispose()
+
+
+def test_backup_file_and_refusals(settings: Settings, tmp_path: Path) -> None:
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            register(client, "alice")
+        path = tmp_path / "out" / "backup.db"
+        backup(db, path, NOW, "root")
+        info = manifest(path)
+        assert info["schema"] is not None and info["taken_at"] == NOW
+        assert info["audit_entries"] == 2  # account_created, backup_taken
+        with sqlite3.connect(path) as conn:  # a plain SQLite file with the rows
+            assert conn.execute("SELECT username FROM accounts").fetchall() == [("alice",)]
+        with pytest.raises(BackupError, match="exists"):
+            backup(db, path, NOW, "root")
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(b"not a database at all" * 100)
+        with pytest.raises(BackupError):
+            restore(db, junk, NOW, "root")
+        other = tmp_path / "other.db"
+        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        with pytest.raises(BackupError, match="not a backup"):
+            restore(db, other, NOW, "root")
+        with db.reader.connect() as conn:  # nothing changed
+            assert conn.execute(select(accounts.c.username)).scalars().all() == ["alice"]
+    finally:
+        db.dispose()
