@@ -34,6 +34,7 @@ from .api import (
 )
 from .errors import ApiError
 from .fanout import create_fanout
+from .ratelimit import create_shared_limits
 from .relay import Relay
 from .settings import Settings
 from .storage.engine import Database
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None, *,
         storage = Storage(db)
         fanout = create_fanout(settings)
         await fanout.start()
-        relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout)
+        relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout,
+                      shared_limits=create_shared_limits(settings))
         app.state.relay = relay
         await storage.refresh_suspended()
         tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay)),
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None, *,
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await fanout.close()
+            if relay.shared_limits is not None:
+                await relay.shared_limits.close()
             storage.close()
             db.dispose()
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .errors import ApiError
 from .fanout import Fanout
 from .fanout.local import LocalFanout
 from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
 from .settings import Settings
 from .storage.sql import Storage
+
+if TYPE_CHECKING:  # Redis is needed only when configured
+    from .ratelimit_redis import RedisLimits
 
 
 class Metrics:
@@ -45,6 +51,8 @@ class Relay:
     storage: Storage
     #: live connections of every relay process (see :mod:`.fanout`)
     hub: Fanout = field(default_factory=LocalFanout)
+    #: the buckets of ``limits`` shared by every relay process (None: this process's own)
+    shared_limits: RedisLimits | None = None
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     limits: dict[str, TokenBuckets] = field(default_factory=dict)
@@ -82,10 +90,35 @@ class Relay:
             self._seen_day.clear()
         await self.storage.touch_device(account_id, device_id, now)
 
-    def limit(self, name: str, key: str) -> None:
-        """Spend one token of limit ``name`` for ``key`` (429 when empty)."""
-        try:
-            self.limits[name].take(key)
-        except Exception:
-            self.metrics.rate_limited.labels(name).inc()
-            raise
+    async def limit(self, name: str, key: str) -> None:
+        """Spend one token of limit ``name`` for ``key``.
+
+        Raises:
+            ApiError: 429 with Retry-After when its bucket is empty.
+        """
+        pending = self.limit_nowait(name, key)
+        if pending is not None:
+            await pending
+
+    def limit_nowait(self, name: str, key: str) -> asyncio.Future[None] | None:
+        """:meth:`limit` for a caller that must not wait: None when allowed at once, or
+        (limits shared through Redis) a future of the decision. Decisions are made in
+        call order: a later call's future never resolves before an earlier one's.
+
+        Raises:
+            ApiError: 429 with Retry-After, refused at once (the future raises it when
+                refused later).
+        """
+        buckets = self.limits[name]
+        if self.shared_limits is None:
+            try:
+                buckets.take(key)
+            except ApiError:
+                self.metrics.rate_limited.labels(name).inc()
+                raise
+            return None
+        pending = self.shared_limits.take(name, key, buckets)
+        counter = self.metrics.rate_limited.labels(name)
+        pending.add_done_callback(
+            lambda f: None if f.cancelled() or f.exception() is None else counter.inc())
+        return pending

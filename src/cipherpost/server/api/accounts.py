@@ -44,7 +44,7 @@ def _new_device(body: DeviceKeysIn) -> tuple[NewDevice, str]:
 
 @router.post("/v1/accounts", status_code=201, summary="Register an account and its first device")
 async def register(body: RegisterIn, request: Request, relay: RelayDep) -> CredentialsOut:
-    relay.limit("register", client_ip(request, relay))
+    await relay.limit("register", client_ip(request, relay))
     invite_hash = None
     if relay.settings.registration == "invite":
         if body.invite is None:
@@ -89,7 +89,7 @@ async def set_username(body: UsernameIn, relay: RelayDep, device: DeviceDep) -> 
             summary="Reset the account's identity key (after a compromise)",
             responses={409: {"description": "registration_ids must name every device"}})
 async def reset_identity(body: IdentityResetIn, relay: RelayDep, device: DeviceDep) -> None:
-    relay.limit("prekeys", device.account_id)
+    await relay.limit("prekeys", device.account_id)
     identity = parse_identity(body.identity_key)
     keys = parse_keys(identity, body)
     registration_ids = {r.device_id: r.registration_id for r in body.registration_ids}
@@ -106,7 +106,7 @@ async def reset_identity(body: IdentityResetIn, relay: RelayDep, device: DeviceD
 
 @router.get("/v1/usernames/{username}", summary="Find an account by username")
 async def lookup_username(username: str, relay: RelayDep, device: DeviceDep) -> AccountIdOut:
-    relay.limit("prekeys", device.account_id)
+    await relay.limit("prekeys", device.account_id)
     account_id = await relay.storage.find_username(username) if len(username) <= 32 else None
     if account_id is None:
         raise not_found("username")
@@ -125,7 +125,7 @@ async def create_link_code(relay: RelayDep, device: DeviceDep) -> LinkCodeOut:
 
 @router.post("/v1/devices", status_code=201, summary="Join an account with a link code")
 async def link_device(body: LinkDeviceIn, request: Request, relay: RelayDep) -> CredentialsOut:
-    relay.limit("register", client_ip(request, relay))
+    await relay.limit("register", client_ip(request, relay))
     account_id = await relay.storage.consume_link_code(hash_secret(body.link_code),
                                                        relay.now_ms())
     if account_id is None:

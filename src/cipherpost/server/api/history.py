@@ -74,7 +74,7 @@ async def put_settings(body: HistorySettingsIn, relay: RelayDep, device: DeviceD
 async def put_entry(event_id: str, request: Request, relay: RelayDep,
                     device: DeviceDep) -> StoredOut:
     name = _event_id(event_id)
-    relay.limit("history_put", device.account_id)
+    await relay.limit("history_put", device.account_id)
     limit = relay.settings.max_history_entry_bytes
     body = await request.body()
     if not body:
@@ -155,7 +155,7 @@ async def _released(relay: RelayDep, request: Request,
                     refused: str) -> tuple[str, bytes]:
     """(account id, blob) from ``opening``, rate-limited per address; 429 while the
     blob's wrong-secret wait runs, 403 for a wrong or unknown secret."""
-    relay.limit("recovery", client_ip(request, relay))
+    await relay.limit("recovery", client_ip(request, relay))
     try:
         found = await opening()
     except store.RecoveryWait as wait:
@@ -264,7 +264,7 @@ async def delete_passphrase(relay: RelayDep, device: DeviceDep) -> None:
 @router.get("/v1/recovery/passphrase/{username}",
             summary="The salt and Argon2id parameters to derive the passphrase keys with")
 async def passphrase_salt(username: str, request: Request, relay: RelayDep) -> PassphraseSaltOut:
-    relay.limit("recovery", client_ip(request, relay))
+    await relay.limit("recovery", client_ip(request, relay))
     found = await store.passphrase_salt(relay.storage, username)
     if found is None:
         raise ApiError(404, "not_found", "no recovery passphrase for that username")

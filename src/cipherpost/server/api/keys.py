@@ -110,7 +110,7 @@ async def key_counts(relay: RelayDep, device: DeviceDep) -> KeyCountsOut:
 @router.get("/{account_id}/{device}", summary="Fetch bundles: one device, or `*` for all")
 async def fetch_bundles(account_id: str, device: str, relay: RelayDep,
                         caller: DeviceDep) -> BundlesOut:
-    relay.limit("prekeys", caller.account_id)
+    await relay.limit("prekeys", caller.account_id)
     if device == "*":
         device_ids = None
     elif device.isascii() and device.isdigit() and 1 <= int(device) <= 127:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, Query
 
@@ -42,21 +42,61 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
     On commit the envelopes go straight to their devices' live connections.
 
     Raises:
-        ApiError: rate limited or malformed (what can be refused before storage).
+        ApiError: malformed, or rate limited (the future raises that too when the
+            limit is shared through Redis: one device's sends still queue in order).
     """
-    relay.limit("messages", f"{device.account_id}>{account_id}")
     limit = relay.settings.max_message_bytes
     outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
                 for d, r, t, c in messages]
     if len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
     own = account_id == device.account_id
-    return relay.storage.enqueue(
-        account_id, outgoing, sender=(device.account_id, device.device_id),
+    enqueue = functools.partial(
+        relay.storage.enqueue, account_id, outgoing,
+        sender=(device.account_id, device.device_id),
         exclude_device=device.device_id if own else None,
         client_timestamp=timestamp, now=relay.now_ms(), ttl=relay.settings.message_ttl,
         byte_budget=relay.settings.queue_byte_budget,
         on_commit=functools.partial(_deliver, relay, account_id))
+    allowed = relay.limit_nowait("messages", f"{device.account_id}>{account_id}")
+    if allowed is None:
+        return enqueue()
+    return _after(allowed, enqueue)
+
+
+def _after(allowed: asyncio.Future[None],
+           enqueue: Callable[[], asyncio.Future[list[Queued]]]) -> asyncio.Future[list[Queued]]:
+    """``enqueue()`` once ``allowed`` resolves (in the order of the decisions), as one
+    future; nothing is queued if ``allowed`` raises or the caller gave up meanwhile."""
+    result: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
+
+    def copy(queued: asyncio.Future[list[Queued]]) -> None:
+        if queued.cancelled():
+            result.cancel()
+            return
+        exc = queued.exception()
+        if not result.done():
+            if exc is None:
+                result.set_result(queued.result())
+            else:
+                result.set_exception(exc)
+
+    def decided(check: asyncio.Future[None]) -> None:
+        exc = check.exception() if not check.cancelled() else asyncio.CancelledError()
+        if result.done():
+            return
+        if exc is not None:
+            result.set_exception(exc)
+            return
+        try:
+            queued = enqueue()
+        except Exception as error:
+            result.set_exception(error)
+            return
+        queued.add_done_callback(copy)
+
+    allowed.add_done_callback(decided)
+    return result
 
 
 def _deliver(relay: Relay, account_id: str, queued: list[Queued]) -> None:
@@ -66,7 +106,10 @@ def _deliver(relay: Relay, account_id: str, queued: list[Queued]) -> None:
 
 
 def refusal(exc: BaseException) -> ApiError | None:
-    """The answer to a send the storage refused (None: not a refusal, an error)."""
+    """The answer to a send refused by its rate limit or the storage (None: not a
+    refusal, an error)."""
+    if isinstance(exc, ApiError):
+        return exc
     if isinstance(exc, UnknownAccount):
         return not_found("account")
     if isinstance(exc, DeviceMismatch):

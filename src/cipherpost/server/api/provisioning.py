@@ -68,7 +68,7 @@ def _address_key(ip: str) -> str:
 
 @router.post("", status_code=201, summary="Open a mailbox for a device that wants to join")
 async def open_mailbox(request: Request, relay: RelayDep) -> MailboxOut:
-    relay.limit("provisioning", _address_key(client_ip(request, relay)))
+    await relay.limit("provisioning", _address_key(client_ip(request, relay)))
     now = relay.now_ms()
     try:
         address = relay.mailboxes.open(now, TTL_MS)
@@ -82,7 +82,7 @@ async def open_mailbox(request: Request, relay: RelayDep) -> MailboxOut:
 async def put_message(address: str, request: Request, relay: RelayDep,
                       device: DeviceDep) -> None:
     _check(address)
-    relay.limit("provisioning_put", device.account_id)
+    await relay.limit("provisioning_put", device.account_id)
     body = await request.body()
     if not body:
         raise ApiError(400, "invalid_request", "the provisioning message is empty")
@@ -118,7 +118,7 @@ async def take_message(address: str, relay: RelayDep,
 @router.post("/codes", status_code=201,
              summary="Open a mailbox found by a short code (typed-code linking)")
 async def open_code_mailbox(request: Request, relay: RelayDep) -> CodeMailboxOut:
-    relay.limit("provisioning", _address_key(client_ip(request, relay)))
+    await relay.limit("provisioning", _address_key(client_ip(request, relay)))
     now = relay.now_ms()
     try:
         address, code = relay.mailboxes.open_with_code(now, TTL_MS)
@@ -131,8 +131,8 @@ async def open_code_mailbox(request: Request, relay: RelayDep) -> CodeMailboxOut
 async def claim_code(body: ClaimIn, request: Request, relay: RelayDep,
                      device: DeviceDep) -> MailboxOut:
     # Every attempt costs, a wrong code as much as a right one: guessing stays hopeless.
-    relay.limit("provisioning_claim", device.account_id)
-    relay.limit("provisioning_claim_ip", _address_key(client_ip(request, relay)))
+    await relay.limit("provisioning_claim", device.account_id)
+    await relay.limit("provisioning_claim_ip", _address_key(client_ip(request, relay)))
     code = body.code
     if len(code) != CODE_LENGTH or not all(c in CODE_ALPHABET for c in code):
         code = ""
@@ -236,7 +236,7 @@ def _archives(relay: RelayDep) -> Archives:
 async def upload_archive_part(request: Request, relay: RelayDep,
                               device: DeviceDep) -> ArchivePartOut:
     # Many parts for one link, like history uploads: the same bucket, and a byte cap.
-    relay.limit("history_put", device.account_id)
+    await relay.limit("history_put", device.account_id)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_PART:
         raise ApiError(413, "too_large", f"archive parts are limited to {MAX_PART} bytes")
