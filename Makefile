@@ -17,7 +17,7 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 WEB_BUILD := $(WEB_DIR)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
 
-.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web
+.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web web-hash
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
 run: $(STAMP) $(WEB_BUILD)
@@ -33,6 +33,13 @@ test: system-deps browser-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_S
 	$(VENV)/bin/lint-imports
 	cd $(WEB_DIR) && npm run --silent typecheck && npm test --silent
 	$(PY) -m pytest -n 2 -q
+
+# The SHA-256 of the browser client's bundle these sources build, written into
+# web/README.md (the About page shows the same value; tests/web checks the README).
+web-hash: $(WEB_STAMP)
+	cd $(WEB_DIR) && hash=$$(npm run --silent hash) && \
+	  sed -i -E "s/^(Bundle SHA-256 \(app\.js\): )\`[0-9a-f]{64}\`/\1\`$$hash\`/" README.md && \
+	  grep -q "$$hash" README.md && echo "web/README.md: app.js sha256 $$hash"
 
 # The TypeScript protocol core alone: type check and unit tests.
 web: $(WEB_STAMP)

@@ -8,7 +8,9 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const dist = `${here}dist`;
+// --out=DIR builds elsewhere than dist/ (the reproducibility test builds twice)
+const out = process.argv.find((a) => a.startsWith("--out="));
+const dist = out === undefined ? `${here}dist` : out.slice("--out=".length);
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
 
@@ -29,4 +31,7 @@ writeFileSync(`${dist}/index.html`, html);
 const digests = Object.fromEntries(Object.entries({ ...files, "index.html": Buffer.from(html) })
   .map(([name, data]) => [name, createHash("sha256").update(data).digest("hex")]));
 writeFileSync(`${dist}/build.json`, `${JSON.stringify({ sha256: digests }, null, 2)}\n`);
-console.log(`built web/dist: app.js ${files["app.js"].length} bytes, sha256 ${digests["app.js"]}`);
+// `node build.mjs --hash` (npm run --silent hash) prints only app.js's SHA-256: the value
+// web/README.md lists and the app's About page computes from what the browser received.
+if (process.argv.includes("--hash")) console.log(digests["app.js"]);
+else console.log(`built web/dist: app.js ${files["app.js"].length} bytes, sha256 ${digests["app.js"]}`);

@@ -13,12 +13,15 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cipherpost.client import Client, events
+from cipherpost.client import Client, RelayError, events
+from cipherpost.client.devices import request_link
+from cipherpost.client.store.crypto import TEST_PARAMS
 
 from ..client.conftest import Devices, ThreadedRelay
 
@@ -80,6 +83,45 @@ class Browser:
             self.proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def browser(built: None) -> Iterator[Browser]:
+    """One chromium for the module; each test uses its own users (browser contexts)."""
+    driver = Browser()
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
+    (tmp_path / "relay").mkdir()
+    server = ThreadedRelay(tmp_path / "relay")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def real_problems(problems: list[str]) -> list[str]:
+    """Console errors but the ones chromium logs by itself for requests made offline."""
+    return [p for p in problems if "ERR_INTERNET_DISCONNECTED" not in p
+            and "WebSocket connection to" not in p]
+
+
+async def wait_for_event(client: Client, match: Callable[[object], bool],
+                         timeout: float = 30) -> object:
+    """Receive over HTTP until an event matches."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in await client.receive():
+            if match(event):
+                return event
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no matching event within {timeout} s")
+
+
 async def wait_for_text(client: Client, text: str, timeout: float = 30) -> events.Message:
     """Receive over HTTP until a message with ``text`` arrives."""
     deadline = time.monotonic() + timeout
@@ -92,11 +134,7 @@ async def wait_for_text(client: Client, text: str, timeout: float = 30) -> event
 
 
 def test_browser_user_chats_with_an_sdk_user_and_a_reload_keeps_everything(
-        tmp_path: Path, built: None) -> None:
-    (tmp_path / "relay").mkdir()
-    relay = ThreadedRelay(tmp_path / "relay")
-    relay.start()
-    browser = Browser()
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     timings: dict[str, int] = {}
 
     async def step(cmd: str, **args: Any) -> dict[str, Any]:
@@ -165,6 +203,222 @@ def test_browser_user_chats_with_an_sdk_user_and_a_reload_keeps_everything(
     try:
         asyncio.run(scenario())
     finally:
-        browser.close()
-        relay.stop()
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def test_two_browser_users_unread_counts_read_receipts_and_sending_after_offline(
+        relay: ThreadedRelay, browser: Browser) -> None:
+    """Two people in two browser contexts: the list counts unread messages, opening a
+    chat sends read receipts, and what one types offline is kept and sent by itself once
+    the network is back (the WebSocket reconnects without a reload)."""
+    carol, dave = "carol", "dave"
+    for name in (carol, dave):
+        browser.do("open", user=name, url=relay.url + "/")
+        browser.do("signup", user=name, username=name, password=PASSWORD)
+
+    browser.do("chat", user=carol, username=dave)
+    browser.do("send", user=carol, text="hi dave")
+    browser.do("wait_message", user=carol, text="hi dave", status="delivered")
+    browser.do("send", user=carol, text="are you there?")
+    listed = browser.do("conversations", user=dave)["conversations"]
+    assert len(listed) == 1
+    carol_id = listed[0]["account"]
+    browser.do("wait_unread", user=dave, account=carol_id, count=2)
+    browser.do("screenshot", user=dave, path=str(ARTIFACTS / "7-unread.png"))
+
+    # dave reads: carol's two messages turn "read"; dave's count goes to 0
+    browser.do("open_conversation", user=dave, account=carol_id)
+    browser.do("wait_message", user=dave, text="are you there?", outgoing=False, read=True)
+    browser.do("wait_unread", user=dave, account=carol_id, count=0)
+    for text in ("hi dave", "are you there?"):
+        browser.do("wait_message", user=carol, text=text, status="read")
+
+    # carol has the chat open: dave's reply is read at once
+    browser.do("send", user=dave, text="yes, here")
+    browser.do("wait_message", user=carol, text="yes, here", outgoing=False, read=True)
+    browser.do("wait_message", user=dave, text="yes, here", status="read")
+
+    # offline: typed messages wait (kept in IndexedDB), then go out in order by themselves
+    browser.do("offline", user=carol, offline=True)
+    browser.do("send", user=carol, text="typed offline 1")
+    browser.do("send", user=carol, text="typed offline 2")
+    waiting = [m for m in browser.do("messages", user=carol)["messages"]
+               if m["text"].startswith("typed offline")]
+    assert [m["status"] for m in waiting] == ["sending", "sending"]
+    browser.do("screenshot", user=carol, path=str(ARTIFACTS / "8-offline-queue.png"))
+    time.sleep(1)  # nothing leaks out while offline
+    at_dave = browser.do("messages", user=dave)["messages"]
+    assert "typed offline 1" not in [m["text"] for m in at_dave]
+    browser.do("offline", user=carol, offline=False)
+    for text in ("typed offline 1", "typed offline 2"):
+        browser.do("wait_message", user=dave, text=text, outgoing=False)
+        browser.do("wait_message", user=carol, text=text, status="read")
+    shown = [m["text"] for m in browser.do("messages", user=dave)["messages"]]
+    assert shown == ["hi dave", "are you there?", "yes, here", "typed offline 1", "typed offline 2"]
+    browser.do("screenshot", user=dave, path=str(ARTIFACTS / "9-two-browsers.png"))
+    for name in (carol, dave):
+        assert real_problems(browser.do("problems", user=name)["problems"]) == []
+
+
+def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """Read receipts both ways with a Python user; when the Python user resets its
+    identity key, the browser shows the banner and sends only after the user accepts."""
+    user = "erin"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        frank = await devices.register("frank")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username="erin", password=PASSWORD)
+            await step("chat", username="frank")
+            await step("send", text="read me")
+            received = await wait_for_text(frank, "read me")
+            erin_id = received.author
+            await step("wait_message", text="read me", status="delivered")
+            await frank.mark_read(erin_id, [(erin_id, received.timestamp)])
+            await step("wait_message", text="read me", status="read")
+
+            # the browser has the chat open: frank's message is read there at once
+            await frank.send_text(erin_id, "and you read mine")
+            receipt = await wait_for_event(
+                frank, lambda e: isinstance(e, events.Receipt) and e.kind == "read")
+            assert isinstance(receipt, events.Receipt) and receipt.sender == erin_id
+            await step("wait_message", text="and you read mine", outgoing=False, read=True)
+
+            # a new identity key: the banner, sending blocked until accepted
+            await frank.reset_identity()
+            await frank.send_text(erin_id, "my key changed")
+            await step("wait_message", text="my key changed", outgoing=False)
+            await step("wait_text", testid="key-changed-text",
+                       text="frank's safety number changed. Compare it before you send.")
+            await step("screenshot", path=str(ARTIFACTS / "10-key-changed.png"))
+            await step("send", text="blocked until accepted")
+            await step("wait_message", text="blocked until accepted", status="failed")
+            error = (await step("text", testid="send-error"))["text"]
+            assert "safety number changed" in error
+            await step("click", testid="review-key-change")
+            digits = (await step("text", testid="safety-state"))["text"]
+            assert digits == "Changed: not accepted yet."
+            shown = (await step("safety_digits"))["digits"]
+            assert shown == frank.safety_number(erin_id).displayable
+            await step("click", testid="accept-change")
+            await step("click", testid="close-safety")
+            await step("wait_gone", testid="key-changed")
+            await step("send", text="accepted the new key")
+            await wait_for_text(frank, "accepted the new key")
+            await step("wait_message", text="accepted the new key", status="delivered")
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_devices_page_links_an_sdk_device_and_removes_it(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """The browser provisions a Python device by its link code (the new device joins
+    the account with the identity key and the contacts); both get what is sent; the
+    devices page lists it and removes it, and its token stops working."""
+    user = "gina"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        hank = await devices.register("hank")
+        linked: Client | None = None
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username="gina", password=PASSWORD)
+            await step("chat", username="hank")
+            await step("send", text="before linking")
+            gina_id = (await wait_for_text(hank, "before linking")).author
+
+            await step("click", testid="open-devices")
+            shown = (await step("devices", count=1))["devices"]
+            assert shown == [{"device": 1, "self": True, "name": "browser"}]
+            pending = await request_link(relay.url)
+            await step("fill", testid="link-code", text=pending.uri)
+            await step("click", testid="link-submit")
+            linked = await pending.complete(tmp_path / "gina-laptop.db", passphrase="correct horse",
+                                            device_name="laptop", argon2=TEST_PARAMS,
+                                            options=devices.options, timeout=30)
+            assert linked.account_id == gina_id and linked.device_id == 2
+            # the contact and its key came along
+            assert linked.safety_number(hank.account_id).displayable \
+                == hank.safety_number(gina_id).displayable
+            await step("wait_text", testid="link-state",
+                       text="Sent. The new device finishes joining by itself.")
+            await step("click", testid="open-devices")
+            shown = (await step("devices", count=2))["devices"]
+            assert {d["device"]: d["name"] for d in shown} == {1: "browser", 2: "laptop"}
+            await step("screenshot", path=str(ARTIFACTS / "11-devices.png"))
+
+            # both devices of gina's account take part
+            await step("open_conversation", account=hank.account_id)
+            await step("send", text="from the browser, copied to the laptop")
+            copy = await wait_for_text(linked, "from the browser, copied to the laptop")
+            assert copy.outgoing and copy.conversation == hank.account_id
+            await hank.send_text(gina_id, "to both of gina's devices")
+            await wait_for_text(linked, "to both of gina's devices")
+            await step("wait_message", text="to both of gina's devices", outgoing=False)
+
+            # removed from the browser: the laptop's token is dead
+            await step("click", testid="open-devices")
+            await step("devices", count=2)
+            await step("click", testid="remove-device")
+            await step("click", testid="remove-device")  # "Really remove?"
+            shown = (await step("devices", count=1))["devices"]
+            assert [d["device"] for d in shown] == [1]
+            with pytest.raises(RelayError) as refused:
+                await linked.receive()
+            assert refused.value.status == 401
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+            if linked is not None:
+                await linked.close()
+
+    asyncio.run(scenario())
+
+
+def build_hash(out: Path) -> str:
+    done = subprocess.run(["node", "build.mjs", "--hash", f"--out={out}"], cwd=WEB, check=True,
+                          timeout=180, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_the_build_is_reproducible_and_the_about_page_shows_its_hash(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """Two builds give the same bytes; the About page hashes the app.js the browser
+    received (SRI-checked) and shows the same SHA-256, and the server it talks to."""
+    first, second = build_hash(tmp_path / "one"), build_hash(tmp_path / "two")
+    assert first == second and len(first) == 64
+    for name in ("app.js", "app.css", "index.html", "build.json"):
+        one, two = (tmp_path / "one" / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
+        assert one == two, name
+    assert (WEB / "dist" / "app.js").read_bytes() == (tmp_path / "one" / "app.js").read_bytes()
+
+    user = "ivan"
+    browser.do("open", user=user, url=relay.url + "/")
+    browser.do("signup", user=user, username=user, password=PASSWORD)
+    browser.do("click", user=user, testid="open-about")
+    browser.do("wait_text", user=user, testid="bundle-sha256", text=first)
+    assert browser.do("text", user=user, testid="about-server")["text"] == relay.url
+    browser.do("screenshot", user=user, path=str(ARTIFACTS / "12-about.png"))
+    assert browser.do("problems", user=user)["problems"] == []
+
+
+def test_readme_lists_the_bundle_hash(tmp_path: Path) -> None:
+    """web/README.md names the SHA-256 of the bundle these sources build (after a change
+    to web/src or the lock file: `make web-hash` rewrites it)."""
+    listed = (WEB / "README.md").read_text()
+    built = build_hash(tmp_path / "out")
+    assert f"`{built}`" in listed, (
+        f"web/README.md does not list the current bundle hash {built}: run `make web-hash`")

@@ -13,7 +13,7 @@ import { generatePreKeyBundle } from "../src/protocol/bundles.js";
 import { systemRandom } from "../src/protocol/bytes.js";
 import { IdentityKeyPair } from "../src/protocol/keys.js";
 import { encrypt, processPreKeyBundle } from "../src/protocol/session.js";
-import { InMemoryProtocolStore } from "../src/protocol/stores.js";
+import { Direction, InMemoryProtocolStore } from "../src/protocol/stores.js";
 import type { Envelope } from "../src/app/api.js";
 import { encodeContent } from "../src/app/content.js";
 import { Inbox } from "../src/app/inbox.js";
@@ -38,13 +38,23 @@ async function setUp() {
   await processPreKeyBundle(alice, new ProtocolAddress(BOB, 1), bundle, { now: NOW });
   const inbox = new Inbox(store, BOB, 1, () => NOW * 1000);
   let clientTimestamp = NOW * 1000;
-  async function envelope(plaintext: Uint8Array, sender = ALICE): Promise<Envelope> {
-    const message = await encrypt(alice, new ProtocolAddress(BOB, 1), plaintext, { now: NOW });
+  async function envelope(plaintext: Uint8Array, sender = ALICE, from = alice, senderDevice = 1): Promise<Envelope> {
+    const message = await encrypt(from, new ProtocolAddress(BOB, 1), plaintext, { now: NOW });
     clientTimestamp += 1;
-    return { id: randomUUID(), senderAccountId: sender, senderDeviceId: 1, type: message.messageType,
+    return { id: randomUUID(), senderAccountId: sender, senderDeviceId: senderDevice, type: message.messageType,
       content: message.serialized, clientTimestamp, serverTimestamp: clientTimestamp };
   }
-  return { store, inbox, envelope };
+  /** Another sender session from a fresh bundle of ours, under `identity`. */
+  let nextKeyId = 2;
+  async function peer(identity: IdentityKeyPair): Promise<InMemoryProtocolStore> {
+    const id = nextKeyId++;
+    const fresh = await store.transaction(() => generatePreKeyBundle(store, {
+      deviceId: 1, signedPreKeyId: id, kyberPreKeyId: id, preKeyId: id, rng: systemRandom, nowMs: NOW * 1000 }));
+    const other = new InMemoryProtocolStore(identity, 8);
+    await processPreKeyBundle(other, new ProtocolAddress(BOB, 1), fresh, { now: NOW });
+    return other;
+  }
+  return { store, inbox, envelope, peer };
 }
 
 function text(timestamp: number, body: string): Uint8Array {
@@ -124,5 +134,41 @@ describe("inbox", () => {
     assert.deepEqual(kinds((await inbox.process(sealedSender)).events), ["unsupported"]);
     const senderKey = { ...(await envelope(text(2, "y"))), type: 7 };
     assert.deepEqual(kinds((await inbox.process(senderKey)).events), ["unsupported"]);
+  });
+
+  test("a contact's new identity key is reported; receiving goes on, sending is blocked", async () => {
+    const { store, inbox, envelope, peer } = await setUp();
+    assert.deepEqual(kinds((await inbox.process(await envelope(text(1, "old key")))).events), ["message"]);
+    assert.equal((await store.getTrust(ALICE))?.changed, false);
+    const newKey = IdentityKeyPair.generate(systemRandom);
+    const reinstalled = await peer(newKey);
+    const events = (await inbox.process(await envelope(text(2, "new key"), ALICE, reinstalled))).events;
+    assert.deepEqual(events.map((e) => e.kind), ["identity_changed", "message"]);
+    assert.equal((await store.getTrust(ALICE))?.changed, true);
+    const alice1 = new ProtocolAddress(ALICE, 1);
+    assert.equal(await store.isTrustedIdentity(alice1, newKey.publicKey, Direction.SENDING), false);
+    assert.equal(await store.isTrustedIdentity(alice1, newKey.publicKey, Direction.RECEIVING), true);
+    // the same key again is no news
+    assert.deepEqual(kinds((await inbox.process(await envelope(text(3, "again"), ALICE, reinstalled))).events),
+      ["message"]);
+  });
+
+  test("our other device read messages: they are read here and the unread count drops", async () => {
+    const { store, inbox, envelope, peer } = await setUp();
+    for (const ts of [10, 11, 12]) await inbox.process(await envelope(text(ts, `m${ts}`)));
+    assert.equal((await store.getJson<{ unread: number }>(`contact:${ALICE}`))?.unread, 3);
+    const laptop = await peer(store.getIdentityKeyPair());
+    const read = encodeContent(create(ContentSchema, { body: { case: "sync", value: { body: { case: "read",
+      value: { messages: [{ author: ALICE, timestamp: 10n }, { author: ALICE, timestamp: 11n },
+        { author: ALICE, timestamp: 999n }] } } } } }));
+    const events = (await inbox.process(await envelope(read, BOB, laptop, 2))).events;
+    assert.deepEqual(events, [{ kind: "seen", conversation: ALICE }]);
+    assert.equal((await store.getJson<{ unread: number }>(`contact:${ALICE}`))?.unread, 1);
+    assert.equal((await store.getJson<StoredMessage>(messageKey(ALICE, 11, ALICE)))?.read, true);
+    assert.equal((await store.getJson<StoredMessage>(messageKey(ALICE, 12, ALICE)))?.read, undefined);
+    // the same read again changes nothing
+    assert.deepEqual((await inbox.process(await envelope(read, BOB, laptop, 2))).events, []);
+    // another account cannot claim to be our device
+    assert.deepEqual(kinds((await inbox.process(await envelope(read))).events), ["unsupported"]);
   });
 });

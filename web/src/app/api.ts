@@ -33,6 +33,14 @@ export interface Credentials {
   token: string;
 }
 
+/** One device of the account, as the devices page shows it. */
+export interface DeviceInfo {
+  deviceId: number;
+  name: string;
+  createdAt: number;
+  lastSeen: number;
+}
+
 /** A queued ciphertext as the relay delivers it (HTTP and WebSocket alike). */
 export interface Envelope {
   id: string;
@@ -149,14 +157,15 @@ export class RelayApi {
    * Make a request; the decoded JSON answer (undefined for 204).
    * @throws RelayError an error answer. @throws RelayUnavailable no answer.
    */
-  async request(method: string, path: string, body?: Json, auth = true): Promise<unknown> {
+  async request(method: string, path: string, body?: Json | Uint8Array, auth = true): Promise<unknown> {
     const headers: Record<string, string> = {};
     if (auth && this.#token) headers.Authorization = `Bearer ${this.#token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const raw = body instanceof Uint8Array;
+    if (body !== undefined) headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
     let response: Response;
     try {
       response = await fetch(this.server + path, {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        method, headers, body: body === undefined ? undefined : raw ? body as Uint8Array<ArrayBuffer> : JSON.stringify(body),
         signal: AbortSignal.timeout(TIMEOUT_MS), credentials: "omit", cache: "no-store", redirect: "error",
       });
     } catch (error) {
@@ -189,11 +198,38 @@ export class RelayApi {
     return parseCredentials(await this.request("POST", "/v1/accounts", body, false));
   }
 
-  /** The account's devices (ids only are used). */
+  /** The account's device ids. */
   async devices(): Promise<number[]> {
+    return (await this.deviceList()).map((d) => d.deviceId);
+  }
+
+  /** The account's devices with their names and times (ms). */
+  async deviceList(): Promise<DeviceInfo[]> {
     const data = await this.request("GET", "/v1/devices");
-    if (!Array.isArray(data) || data.length > 127) throw new MalformedAnswer("devices answer");
-    return data.map((d) => int(d, "device_id", "devices answer", 1, 127));
+    const what = "devices answer";
+    if (!Array.isArray(data) || data.length > 127) throw new MalformedAnswer(what);
+    return data.map((d) => ({
+      deviceId: int(d, "device_id", what, 1, 127),
+      name: optional(d, "name", what, (o, k) => str(o, k, what, 200)) ?? "",
+      createdAt: int(d, "created_at", what, 0, Number.MAX_SAFE_INTEGER),
+      lastSeen: int(d, "last_seen", what, 0, Number.MAX_SAFE_INTEGER),
+    }));
+  }
+
+  /** A one-time code with which a new device joins this account. */
+  async createLinkCode(): Promise<string> {
+    return str(await this.request("POST", "/v1/devices/link-codes"), "link_code", "link code answer", 200);
+  }
+
+  /** Leave an encrypted provisioning message in a new device's mailbox. */
+  async putProvisioning(address: string, sealed: Uint8Array): Promise<void> {
+    await this.request("PUT", `/v1/provisioning/${encodeURIComponent(address)}`, sealed);
+  }
+
+  /** Remove a device of the account: its token dies, its queue and keys go. */
+  async removeDevice(deviceId: number): Promise<void> {
+    if (!Number.isInteger(deviceId) || deviceId < 1 || deviceId > 127) throw new RangeError("not a device id");
+    await this.request("DELETE", `/v1/devices/${deviceId}`);
   }
 
   /** @throws RelayError 404 when nobody has that username. */

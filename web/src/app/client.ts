@@ -11,16 +11,19 @@ import { IdentityKeyPair } from "../protocol/keys.js";
 import { Fingerprint } from "../protocol/fingerprint.js";
 import { ProtocolAddress } from "../protocol/address.js";
 import { systemRandom } from "../protocol/bytes.js";
-import { RelayApi, RelayError, type Envelope } from "./api.js";
-import { encodeContent, u64 } from "./content.js";
+import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo, type Envelope } from "./api.js";
+import { decodeContent, encodeContent, u64 } from "./content.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
-import { messageKey, type ClientEvent, type Contact, type FollowUp, type StoredMessage } from "./model.js";
+import {
+  advance, messageKey, queueKey, type ClientEvent, type Contact, type FollowUp, type QueuedSend, type Status,
+  type StoredMessage,
+} from "./model.js";
 import { Outbox } from "./outbox.js";
 import {
   ContentSchema, DataMessageSchema, ReceiptMessage_Type,
 } from "./proto/cipherpost/app/v1/app_pb.js";
-import { RelaySocket } from "./socket.js";
+import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
 import { DeviceStore } from "./store/device.js";
 import type { Kv } from "./store/kv.js";
@@ -56,6 +59,12 @@ function hex(data: Uint8Array): string {
 
 function unhex(text: string): Uint8Array {
   return Uint8Array.from(text.match(/../g) ?? [], (h) => parseInt(h, 16));
+}
+
+/** Worth trying again later: no connection, or the relay is busy or failing. */
+export function isTransient(error: unknown): boolean {
+  if (error instanceof RelayUnavailable || error instanceof SocketLost) return true;
+  return error instanceof RelayError && (error.status >= 500 || error.status === 429);
 }
 
 export class Client {
@@ -167,7 +176,8 @@ export class Client {
           delay = 500;
           this.outbox.socket = socket;
           this.#emit([{ kind: "connection", online: true }]);
-          this.#runFollowUps();
+          void this.#runFollowUps();
+          void this.flushQueue();
         }, () => undefined);
       });
       await closed;
@@ -224,11 +234,11 @@ export class Client {
         try {
           await this.#followUp(work);
         } catch (error) {
-          if (!(error instanceof RelayError) || error.status >= 500 || error.status === 429) {
+          if (isTransient(error)) {
             console.warn("cipherpost: follow-up postponed:", (error as Error).name);
             return; // try again on the next connection
           }
-          console.warn("cipherpost: follow-up dropped:", error.code);
+          console.warn("cipherpost: follow-up dropped:", (error as Error).name);
         }
         await this.store.transaction(() => this.store.put(key, null));
       }
@@ -254,6 +264,12 @@ export class Client {
           timestamp: u64(work.timestamp), deviceId: this.account.deviceId } } });
         await this.outbox.deliver(work.account, encodeContent(content), this.#timestamp(),
           { onlyDevice: work.device, filler: nullContent });
+        return;
+      }
+      case "sync_read": {
+        const content = create(ContentSchema, { body: { case: "sync", value: { body: { case: "read", value: {
+          messages: work.messages.map((m) => ({ author: m.author, timestamp: u64(m.timestamp) })) } } } } });
+        await this.outbox.deliver(this.accountId, encodeContent(content), this.#timestamp());
         return;
       }
       case "resend": {
@@ -298,8 +314,12 @@ export class Client {
 
   /**
    * Send `text` to every device of `conversation` (an account id) and a copy to our
-   * other devices; returns the stored message with its final status ("sent" or "failed").
-   * @throws IdentityNotTrusted the contact's key changed and was not accepted.
+   * other devices. The message is stored first, with a queue entry, so what is typed
+   * offline is kept and sent once the relay can be reached again (`flushQueue`, run on
+   * every reconnection). Returns the stored message with its status: "sent", "failed",
+   * or "sending" while it waits for the connection.
+   * @throws IdentityNotTrusted the contact's key changed and was not accepted (the
+   * message stays, marked "not sent").
    */
   async sendText(conversation: string, text: string): Promise<StoredMessage> {
     if (conversation === this.accountId) throw new RangeError("notes to self come later");
@@ -313,37 +333,90 @@ export class Client {
       outgoing: true, status: "sending", receivedAt: timestamp,
     };
     const key = messageKey(conversation, timestamp, this.accountId);
-    const record = async () => {
+    await this.store.transaction(async () => {
       await this.store.putJson(key, message);
       await this.store.putJson("last_timestamp", timestamp);
       await this.store.putJson(`resend:${timestamp}`, { account: conversation, data: hex(plaintext), at: timestamp });
+      await this.store.putJson(queueKey(timestamp),
+        { conversation, timestamp, data: hex(plaintext), stage: "members" } satisfies QueuedSend);
       const contact = (await this.store.getJson<Contact>(`contact:${conversation}`))
         ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
       contact.lastAt = timestamp;
       contact.lastText = text.slice(0, 200);
       await this.store.putJson(`contact:${conversation}`, contact);
-    };
-    let status: "sent" | "failed" = "sent";
-    let failure: unknown;
-    try {
-      await this.outbox.deliver(conversation, plaintext, timestamp, { record });
-      const sync = create(ContentSchema, { body: { case: "sync", value: {
-        body: { case: "sent", value: { destination: conversation, message: data } } } } });
-      await this.outbox.deliver(this.accountId, encodeContent(sync), timestamp);
-    } catch (error) {
-      status = "failed";
-      failure = error;
-    }
-    await this.store.transaction(async () => {
-      const stored = await this.store.getJson<StoredMessage>(key);
-      if (stored === undefined) return;
-      stored.status = stored.status === "sending" ? status : stored.status;
-      await this.store.putJson(key, stored);
-      message.status = stored.status;
     });
-    this.#emit([{ kind: "status", conversation, timestamp, status: message.status }]);
-    if (failure !== undefined && (await this.store.get(key)) === undefined) throw failure;
-    return message;
+    const failures = await this.flushQueue();
+    const stored = await this.store.getJson<StoredMessage>(key);
+    const failure = failures.get(timestamp);
+    if (failure !== undefined) throw failure;
+    return stored ?? message;
+  }
+
+  #flushing: Promise<Map<number, unknown>> = Promise.resolve(new Map());
+
+  /**
+   * Send what waits in the queue, oldest first. It stops at the first message the relay
+   * cannot be reached for (the rest keep their order until the next try); a message the
+   * relay or the contact's changed key refuses is marked "failed" and leaves the queue.
+   * Resolves with the refusals of this run by timestamp.
+   */
+  flushQueue(): Promise<Map<number, unknown>> {
+    this.#flushing = this.#flushing.then(() => this.#flush(), () => this.#flush());
+    return this.#flushing;
+  }
+
+  async #flush(): Promise<Map<number, unknown>> {
+    const failures = new Map<number, unknown>();
+    for (const [qkey, entry] of await this.store.scanJson<QueuedSend>("outq:")) {
+      const { conversation, timestamp } = entry;
+      const key = messageKey(conversation, timestamp, this.accountId);
+      let stage = entry.stage;
+      try {
+        if (stage === "members") {
+          await this.outbox.deliver(conversation, unhex(entry.data), timestamp);
+          await this.store.transaction(async () => {
+            await this.store.putJson(qkey, { ...entry, stage: "sync" } satisfies QueuedSend);
+            await this.#setOwnStatus(key, "sent");
+          });
+          stage = "sync";
+          this.#emit([{ kind: "status", conversation, timestamp, status: "sent" }]);
+        }
+        const data = decodeContent(unhex(entry.data)).body;
+        if (data.case === "data") {
+          const sync = create(ContentSchema, { body: { case: "sync", value: {
+            body: { case: "sent", value: { destination: conversation, message: data.value } } } } });
+          await this.outbox.deliver(this.accountId, encodeContent(sync), timestamp);
+        }
+        await this.store.transaction(() => this.store.put(qkey, null));
+      } catch (error) {
+        if (isTransient(error)) break; // offline or the relay is struggling: keep the order, try again later
+        // Refused: a message leaves the queue marked "not sent"; a copy for our other
+        // devices that cannot go is dropped (the recipient has the message).
+        await this.store.transaction(async () => {
+          await this.store.put(qkey, null);
+          if (stage === "members") await this.#setOwnStatus(key, "failed");
+        });
+        if (stage === "members") {
+          failures.set(timestamp, error);
+          this.#emit([{ kind: "status", conversation, timestamp, status: "failed" }]);
+        } else {
+          console.warn("cipherpost: the copy for our other devices was refused:", (error as Error).name);
+        }
+      }
+    }
+    return failures;
+  }
+
+  async #setOwnStatus(key: string, status: Status): Promise<void> {
+    const stored = await this.store.getJson<StoredMessage>(key);
+    if (stored === undefined) return;
+    stored.status = stored.status === "sending" ? status : advance(stored.status, status);
+    await this.store.putJson(key, stored);
+  }
+
+  /** Messages still waiting for the connection. */
+  async queued(): Promise<number> {
+    return (await this.store.scanJson<QueuedSend>("outq:")).length;
   }
 
   async #lastTimestampLoaded(): Promise<void> {
@@ -368,13 +441,77 @@ export class Client {
     return messages.sort((a, b) => a.timestamp - b.timestamp || a.receivedAt - b.receivedAt);
   }
 
-  async markSeen(conversation: string): Promise<void> {
-    await this.store.transaction(async () => {
+  /**
+   * The user has seen `conversation`: its unread messages are marked read here, our
+   * other devices are told (SyncMessage.Read) and their authors get read receipts. The
+   * sending is follow-up work, stored first, so it survives going offline.
+   */
+  async markRead(conversation: string): Promise<void> {
+    const refs = await this.store.transaction(async () => {
       const contact = await this.store.getJson<Contact>(`contact:${conversation}`);
-      if (contact === undefined || contact.unread === 0) return;
-      contact.unread = 0;
-      await this.store.putJson(`contact:${conversation}`, contact);
+      if (contact !== undefined && contact.unread !== 0) {
+        contact.unread = 0;
+        await this.store.putJson(`contact:${conversation}`, contact);
+      }
+      const read: { author: string; timestamp: number }[] = [];
+      for (const [key, message] of await this.store.scanJson<StoredMessage>(`msg:${conversation}:`)) {
+        if (message.outgoing || message.read === true) continue;
+        message.read = true;
+        await this.store.putJson(key, message);
+        read.push({ author: message.author, timestamp: message.timestamp });
+      }
+      if (read.length === 0) return read;
+      await this.#storeFollowUp({ kind: "sync_read", messages: read });
+      const byAuthor = new Map<string, number[]>();
+      for (const { author, timestamp } of read) byAuthor.set(author, [...(byAuthor.get(author) ?? []), timestamp]);
+      for (const [author, timestamps] of [...byAuthor].sort()) {
+        await this.#storeFollowUp({ kind: "receipt", account: author, type: "read", timestamps });
+      }
+      return read;
     });
+    if (refs.length > 0) void this.#runFollowUps();
+  }
+
+  async #storeFollowUp(work: FollowUp): Promise<void> {
+    await this.store.putJson(`followup:${String(await this.store.nextId("followup")).padStart(12, "0")}`, work);
+  }
+
+  /**
+   * What the platform says about the network: offline closes the socket at once (a
+   * dead connection can take long to notice), online reconnects without waiting out
+   * the back-off.
+   */
+  networkChanged(online: boolean): void {
+    if (this.#stopped) return;
+    if (online) this.#wake?.();
+    else this.#socket?.close();
+  }
+
+  // -- devices ------------------------------------------------------------------------
+
+  /** This account's devices, as the relay lists them (this one included). */
+  async devices(): Promise<DeviceInfo[]> {
+    return this.api.deviceList();
+  }
+
+  get deviceId(): number {
+    return this.account.deviceId;
+  }
+
+  /**
+   * Remove another device of this account: the relay kills its token and queue; our
+   * session with it goes too.
+   * @throws RangeError this device (remove it from another one). @throws RelayError
+   */
+  async removeDevice(deviceId: number): Promise<void> {
+    if (deviceId === this.account.deviceId) throw new RangeError("this browser cannot remove itself");
+    await this.api.removeDevice(deviceId);
+    await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(this.accountId, deviceId)));
+  }
+
+  /** The relay this account lives on. */
+  get server(): string {
+    return this.account.server;
   }
 
   /**

@@ -55,6 +55,7 @@ export class Inbox {
       if ((await this.store.get(seen)) !== undefined) return;
       await this.store.putJson(seen, this.clock());
       let plaintext: Uint8Array;
+      const knownKey = sender === this.accountId ? undefined : (await this.store.getTrust(sender))?.key;
       const before = this.store.savepoint();
       try {
         plaintext = await decrypt(this.store, address, envelope.type, envelope.content);
@@ -69,6 +70,11 @@ export class Inbox {
         events.push({ kind: "decryption_failed", sender, timestamp: envelope.clientTimestamp });
         await this.#followUp({ kind: "decryption_error", account: sender, device, timestamp: envelope.clientTimestamp });
         return;
+      }
+      if (knownKey !== undefined && (await this.store.getTrust(sender))?.key !== knownKey) {
+        // A PreKey message under a new identity key: accepted for receiving, sending waits
+        // until the user accepts it (spec §7); the app shows a banner.
+        events.push({ kind: "identity_changed", account: sender });
       }
       let content: Content;
       try {
@@ -122,6 +128,10 @@ export class Inbox {
           await this.#storeData(sync.value.destination, this.accountId, device, sync.value.message, true, "sent", events);
           return;
         }
+        if (sync.case === "read") {
+          await this.#readElsewhere(sync.value.messages.slice(0, 1000).map((m) => [m.author, num(m.timestamp)]), events);
+          return;
+        }
         events.push({ kind: "unsupported", sender, reason: `sync ${sync.case ?? "unknown"}` });
         return;
       }
@@ -170,6 +180,26 @@ export class Inbox {
     await this.store.putJson(contactKey, contact);
     events.push({ kind: "message", message });
     return message;
+  }
+
+  /** Another of our devices showed these 1:1 messages: they are read here too. */
+  async #readElsewhere(refs: [string, number][], events: ClientEvent[]): Promise<void> {
+    const touched = new Map<string, number>();
+    for (const [author, timestamp] of refs) {
+      const key = messageKey(author, timestamp, author);
+      const message = await this.store.getJson<StoredMessage>(key);
+      if (message === undefined || message.outgoing || message.read === true) continue;
+      message.read = true;
+      await this.store.putJson(key, message);
+      touched.set(author, (touched.get(author) ?? 0) + 1);
+    }
+    for (const [conversation, count] of touched) {
+      const contact = await this.store.getJson<Contact>(`contact:${conversation}`);
+      if (contact === undefined) continue;
+      contact.unread = Math.max(0, contact.unread - count);
+      await this.store.putJson(`contact:${conversation}`, contact);
+      events.push({ kind: "seen", conversation });
+    }
   }
 
   async #setStatus(conversation: string, timestamp: number, status: Status, events: ClientEvent[]): Promise<void> {

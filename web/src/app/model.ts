@@ -20,6 +20,8 @@ export interface StoredMessage {
   outgoing: boolean;
   status: Status;
   receivedAt: number;
+  /** An incoming message the user has seen here or on another of our devices. */
+  read?: boolean;
 }
 
 export interface Contact {
@@ -34,6 +36,7 @@ export type ClientEvent =
   | { kind: "message"; message: StoredMessage }
   | { kind: "status"; conversation: string; timestamp: number; status: Status }
   | { kind: "identity_changed"; account: string }
+  | { kind: "seen"; conversation: string }
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }
   | { kind: "unsupported"; sender: string; reason: string }
@@ -43,8 +46,23 @@ export type ClientEvent =
 /** Network work an envelope called for, stored with it and done after its ack. */
 export type FollowUp =
   | { kind: "receipt"; account: string; type: "delivery" | "read"; timestamps: number[] }
+  | { kind: "sync_read"; messages: { author: string; timestamp: number }[] }
   | { kind: "decryption_error"; account: string; device: number; timestamp: number }
   | { kind: "resend"; account: string; device: number; timestamp: number };
+
+/** A message waiting to be sent (typed offline, or the send was interrupted). */
+export interface QueuedSend {
+  conversation: string;
+  timestamp: number;
+  data: string; // hex of the padded Content
+  /** "members": not yet delivered to the recipient; "sync": only our other devices' copy left. */
+  stage: "members" | "sync";
+}
+
+/** Queue keys sort by timestamp: the queue is sent in the order it was typed. */
+export function queueKey(timestamp: number): string {
+  return `outq:${String(timestamp).padStart(16, "0")}`;
+}
 
 /** Message record keys sort by conversation, then timestamp, then author. */
 export function messageKey(conversation: string, timestamp: number, author: string): string {

@@ -71,7 +71,13 @@ export class Outbox {
         for (const device of devices) {
           const address = new ProtocolAddress(account, device);
           const body = options.onlyDevice === undefined || options.onlyDevice === device ? plaintext : options.filler!;
-          const message = await encrypt(this.store, address, body, { now: Math.floor(this.clock() / 1000) });
+          let message;
+          try {
+            message = await encrypt(this.store, address, body, { now: Math.floor(this.clock() / 1000) });
+          } catch (error) {
+            if (error instanceof UntrustedIdentity && account !== this.accountId) throw new IdentityNotTrusted(account);
+            throw error;
+          }
           const session = await this.store.loadSession(address);
           out.push({ device_id: device, registration_id: session!.current!.remoteRegistrationId,
             type: message.messageType, content: toBase64(message.serialized) });

@@ -5,12 +5,13 @@
  */
 
 import { Client } from "../app/client.js";
-import { RelayError, RelayUnavailable } from "../app/api.js";
+import { RelayError, RelayUnavailable, type DeviceInfo } from "../app/api.js";
 import type { ClientEvent, Contact, StoredMessage } from "../app/model.js";
 import { IdentityNotTrusted } from "../app/outbox.js";
 import { WrongKey } from "../app/store/crypto.js";
 import { DeviceStore } from "../app/store/device.js";
 import { IdbKv } from "../app/store/kv.js";
+import { LinkError, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 
 const DB_NAME = "cipherpost";
@@ -20,7 +21,10 @@ interface View {
   client: Client;
   selected: string | undefined;
   page: "chat" | "safety";
+  screen: "chats" | "devices" | "about";
   online: boolean;
+  /** Why the last message in the open chat was not sent (shown until the next send). */
+  sendError: string;
 }
 
 let view: View | undefined;
@@ -35,6 +39,7 @@ function describe(error: unknown): string {
   }
   if (error instanceof RelayUnavailable) return "The server cannot be reached.";
   if (error instanceof IdentityNotTrusted) return error.message;
+  if (error instanceof LinkError) return error.message.charAt(0).toUpperCase() + error.message.slice(1) + ".";
   if (error instanceof RangeError) return error.message.charAt(0).toUpperCase() + error.message.slice(1) + ".";
   return "Something went wrong.";
 }
@@ -49,6 +54,14 @@ function nameOf(contact: Contact | undefined, accountId: string): string {
 
 // -- sign up and unlock ---------------------------------------------------------------
 
+/**
+ * The server a new account goes to: `?server=` of the page's address when given (a
+ * separately hosted copy of this client), else the origin that served the page.
+ */
+function defaultServer(): string {
+  return new URLSearchParams(location.search).get("server") ?? location.origin;
+}
+
 function signUp(): void {
   const username = h("input", { id: "username", name: "username", autocomplete: "username", required: true,
     minlength: "3", maxlength: "32", pattern: "[a-z0-9_][a-z0-9_.]*", "data-testid": "signup-username" });
@@ -56,6 +69,8 @@ function signUp(): void {
     minlength: "8", "data-testid": "signup-password" });
   const confirm = h("input", { id: "confirm", type: "password", autocomplete: "new-password", required: true,
     "data-testid": "signup-confirm" });
+  const server = h("input", { id: "server", type: "url", required: true, value: defaultServer(),
+    "data-testid": "signup-server", autocomplete: "off" });
   const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
   const submit = h("button", { type: "submit", "data-testid": "signup-submit" }, "Create account");
   const form = h("form", {
@@ -70,7 +85,7 @@ function signUp(): void {
       submit.textContent = "Creating keys…";
       try {
         const kv = await IdbKv.open(DB_NAME);
-        const client = await Client.register(kv, location.origin, username.value.trim().toLowerCase(), password.value);
+        const client = await Client.register(kv, server.value.trim(), username.value.trim().toLowerCase(), password.value);
         password.value = confirm.value = "";
         await enter(client);
       } catch (e) {
@@ -84,6 +99,10 @@ function signUp(): void {
   h("label", { for: "username" }, "Username"), username,
   h("label", { for: "password" }, "Password"), password,
   h("label", { for: "confirm" }, "Password again"), confirm,
+  h("details", { class: "advanced" }, h("summary", { "data-testid": "signup-advanced" }, "Server"),
+    h("label", { for: "server" }, "Cipherpost server"), server,
+    h("p", { class: "hint" }, "The server that relays your messages. Change it when this page is hosted apart "
+      + "from the server (it must allow this page's origin).")),
   submit, error);
   replace(root, h("div", { class: "card", "data-testid": "signup" },
     h("h1", {}, "Create your Cipherpost account"),
@@ -124,8 +143,15 @@ function unlock(): void {
 // -- the main screen ------------------------------------------------------------------
 
 async function enter(client: Client): Promise<void> {
-  view = { client, selected: undefined, page: "chat", online: false };
+  view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
   client.on((event) => void onEvent(event));
+  window.addEventListener("offline", () => client.networkChanged(false));
+  window.addEventListener("online", () => client.networkChanged(true));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && view?.selected !== undefined && view.page === "chat") {
+      void client.markRead(view.selected).then(render);
+    }
+  });
   client.start();
   await render();
 }
@@ -133,11 +159,12 @@ async function enter(client: Client): Promise<void> {
 async function onEvent(event: ClientEvent): Promise<void> {
   if (view === undefined) return;
   if (event.kind === "connection") view.online = event.online;
-  if (event.kind === "message" && event.message.conversation === view.selected && !event.message.outgoing) {
-    await view.client.markSeen(view.selected);
+  if (event.kind === "message" && event.message.conversation === view.selected && !event.message.outgoing
+    && view.page === "chat" && document.visibilityState === "visible") {
+    await view.client.markRead(view.selected);
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
-    || event.kind === "identity_changed") {
+    || event.kind === "identity_changed" || event.kind === "seen") {
     await render();
   }
 }
@@ -159,17 +186,24 @@ async function draw(): Promise<void> {
     h("header", {},
       h("span", { class: view.online ? "dot online" : "dot", title: view.online ? "connected" : "offline",
         "data-testid": "connection", "data-online": String(view.online) }),
-      h("strong", { "data-testid": "me" }, client.username)),
+      h("strong", { "data-testid": "me" }, client.username),
+      h("button", { class: "secondary small", "data-testid": "open-devices",
+        onclick: () => { view!.screen = "devices"; void render(); } }, "Devices"),
+      h("button", { class: "secondary small", "data-testid": "open-about",
+        onclick: () => { view!.screen = "about"; void render(); } }, "About")),
     newChatForm(),
     h("ul", { class: "conversations", "data-testid": "conversations" }, ...contacts.map((c) => h("li", {},
       h("button", {
         class: c.accountId === view!.selected ? "active" : undefined, "data-testid": "conversation",
-        "data-account": c.accountId, onclick: () => void open(c.accountId),
+        "data-account": c.accountId, "data-unread": String(c.accountId === view!.selected ? 0 : c.unread),
+        onclick: () => void open(c.accountId),
       },
       h("span", { class: "name" }, nameOf(c, c.accountId),
         c.unread > 0 && c.accountId !== view!.selected ? h("span", { class: "badge" }, String(c.unread)) : false),
       h("span", { class: "preview" }, c.lastText || " "))))));
-  const main = view.selected === undefined
+  const main = view.screen === "devices" ? await devicesPage()
+    : view.screen === "about" ? await aboutPage()
+    : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
   replace(root, h("div", { class: "layout", "data-testid": "inbox" }, aside, main));
@@ -205,7 +239,9 @@ function newChatForm(): HTMLFormElement {
 async function open(accountId: string): Promise<void> {
   view!.selected = accountId;
   view!.page = "chat";
-  await view!.client.markSeen(accountId);
+  view!.screen = "chats";
+  view!.sendError = "";
+  await view!.client.markRead(accountId);
   await render();
   (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.focus();
 }
@@ -223,7 +259,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
   const contact = await client.contact(accountId);
   const messages = await client.messages(accountId);
   const safety = await client.safetyNumber(accountId);
-  const error = h("p", { class: "error", role: "alert", "data-testid": "send-error" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "send-error" }, view!.sendError);
   const input = h("input", { placeholder: "Message", "aria-label": "Message", "data-testid": "composer-input",
     autocomplete: "off", maxlength: "16384" });
   const composer = h("form", {
@@ -233,11 +269,11 @@ async function chat(accountId: string): Promise<HTMLElement> {
       const text = input.value;
       if (text.trim() === "") return;
       input.value = "";
+      view!.sendError = "";
       try {
         await client.sendText(accountId, text);
       } catch (e) {
-        input.value = text;
-        error.textContent = describe(e);
+        view!.sendError = describe(e); // the message stays in the chat, marked "not sent"
       }
       await render();
     },
@@ -247,16 +283,20 @@ async function chat(accountId: string): Promise<HTMLElement> {
       h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
         onclick: () => { view!.page = "safety"; void render(); } }, "Safety number")),
     safety?.changed ? h("div", { class: "banner", "data-testid": "key-changed" },
-      h("span", {}, `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),
-      h("button", { onclick: () => { view!.page = "safety"; void render(); } }, "Review")) : false,
+      h("span", { "data-testid": "key-changed-text" },
+        `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),
+      h("button", { "data-testid": "review-key-change", onclick: () => { view!.page = "safety"; void render(); } },
+        "Review")) : false,
     h("ol", { class: "messages", "data-testid": "messages" }, ...messages.map(bubble)),
     error, composer);
 }
 
 function bubble(message: StoredMessage): HTMLElement {
-  const status = message.outgoing ? STATUS_TEXT[message.status] ?? "" : "";
+  const waiting = message.status === "sending" && !view!.online;
+  const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
-    "data-status": message.status, "data-outgoing": String(message.outgoing) },
+    "data-status": message.status, "data-outgoing": String(message.outgoing),
+    "data-read": message.outgoing ? undefined : String(message.read === true) },
   h("span", { class: "text" }, message.text),
   h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
     .filter(Boolean).join(" · ")));
@@ -286,6 +326,107 @@ async function safetyPage(accountId: string): Promise<HTMLElement> {
     safety.changed ? h("button", { class: "secondary", "data-testid": "accept-change",
       onclick: async () => { await client.trust(accountId, false); await render(); } }, "Accept without verifying") : false,
     back);
+}
+
+// -- devices and about ----------------------------------------------------------------
+
+function backToChats(): HTMLButtonElement {
+  return h("button", { class: "secondary", "data-testid": "close-page",
+    onclick: () => { view!.screen = "chats"; void render(); } }, "Back to chats");
+}
+
+function day(ms: number): string {
+  return ms === 0 ? "never" : new Date(ms).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
+async function devicesPage(): Promise<HTMLElement> {
+  const { client } = view!;
+  const error = h("p", { class: "error", role: "alert", "data-testid": "devices-error" });
+  let devices: DeviceInfo[] = [];
+  try {
+    devices = await client.devices();
+  } catch (e) {
+    error.textContent = describe(e);
+  }
+  const code = h("input", { placeholder: "cipherpost://link?…", "aria-label": "Link code of the new device",
+    "data-testid": "link-code", autocomplete: "off" });
+  const link = h("form", {
+    class: "link",
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      try {
+        await provision(client, code.value);
+        code.value = "";
+        linkState.textContent = "Sent. The new device finishes joining by itself.";
+      } catch (e) {
+        error.textContent = describe(e);
+      }
+    },
+  }, code, h("button", { type: "submit", "data-testid": "link-submit" }, "Link"));
+  const linkState = h("p", { class: "hint", "data-testid": "link-state" });
+  return h("section", { class: "chat page", "data-testid": "devices" },
+    h("h2", {}, "Your devices"),
+    h("p", { class: "hint" }, "Every device of your account gets a copy of what you send and receive. "
+      + "Remove one you no longer use or do not recognise: it can no longer read new messages."),
+    h("ul", { class: "devices" }, ...devices.map((d) => {
+      const self = d.deviceId === client.deviceId;
+      const remove = h("button", { class: "secondary", "data-testid": "remove-device",
+        onclick: async () => {
+          if (remove.dataset.confirm !== "yes") {
+            remove.dataset.confirm = "yes";
+            remove.textContent = "Really remove?";
+            return;
+          }
+          try {
+            await client.removeDevice(d.deviceId);
+          } catch (e) {
+            error.textContent = describe(e);
+            return;
+          }
+          await render();
+        } }, "Remove");
+      return h("li", { "data-testid": "device", "data-device": String(d.deviceId), "data-self": String(self) },
+        h("strong", {}, d.name || `Device ${d.deviceId}`), self ? h("span", { class: "badge" }, "this browser") : false,
+        h("span", { class: "meta" }, `added ${day(d.createdAt)} · last seen ${day(d.lastSeen)}`),
+        self ? false : remove);
+    })),
+    h("h3", {}, "Link a new device"),
+    h("p", { class: "hint" }, "On the new device, choose to link to an existing account and paste its link code here. "
+      + "Only link a device you hold: it gets your identity key."),
+    link, linkState, error, backToChats());
+}
+
+/** SHA-256 of the app's code as this browser received it (SRI-checked against index.html). */
+async function bundleDigest(): Promise<string> {
+  const script = document.querySelector<HTMLScriptElement>("script[type=module][integrity]");
+  const url = script?.src ?? new URL("app.js", location.href).href;
+  const response = await fetch(url, { integrity: script?.integrity ?? "", cache: "force-cache", credentials: "omit" });
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await response.arrayBuffer()));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function aboutPage(): Promise<HTMLElement> {
+  const { client } = view!;
+  let digest: string;
+  try {
+    digest = await bundleDigest();
+  } catch {
+    digest = "could not be computed";
+  }
+  return h("section", { class: "chat page", "data-testid": "about" },
+    h("h2", {}, "About Cipherpost"),
+    h("p", {}, "Your keys are made and kept in this browser, sealed under your password. The server relays "
+      + "encrypted messages and never sees a password, a private key or a message."),
+    h("h3", {}, "Check the code you are running"),
+    h("p", {}, "SHA-256 of app.js as this browser received it:"),
+    h("code", { class: "digest", "data-testid": "bundle-sha256" }, digest),
+    h("p", { class: "hint" }, "The build is reproducible: `cd web && npm ci && npm run --silent hash` builds the "
+      + "published sources and prints the same hash, which web/README.md lists. A different hash means this "
+      + "server delivers other code."),
+    h("h3", {}, "Server"),
+    h("p", {}, "This account lives on ", h("code", { "data-testid": "about-server" }, client.server), "."),
+    backToChats());
 }
 
 // -- start ----------------------------------------------------------------------------

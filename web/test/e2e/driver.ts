@@ -4,16 +4,19 @@
  * line ({"ok": true, ...} or {"error": "..."}). The Python test runs the scenario and the
  * SDK user; this process only knows the page. Not part of the app or of `npm test`.
  *
+ * Every command takes an optional `user` (default "a"): each user is a page in its own
+ * browser context (its own IndexedDB), all in one chromium.
+ *
  * Commands: open {url}, signup {username, password}, unlock {password, expect_error?},
  * reload, chat {username}, open_conversation {account}, send {text},
- * wait_message {text, outgoing?, status?},
- * safety, click {testid}, wait_text {testid, text}, text {testid}, messages, problems,
- * screenshot {path}, close.
+ * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
+ * offline {offline}, fill {testid, text}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * text {testid}, messages, problems, screenshot {path}, close.
  */
 
 import { createInterface } from "node:readline";
 
-import { chromium, type ConsoleMessage, type Page } from "playwright-core";
+import { chromium, type BrowserContext, type ConsoleMessage, type Page } from "playwright-core";
 
 const TIMEOUT = 30_000;
 const browser = await chromium.launch({
@@ -21,19 +24,40 @@ const browser = await chromium.launch({
   headless: true,
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
-const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-const page: Page = await context.newPage();
-page.setDefaultTimeout(TIMEOUT);
-const problems: string[] = [];
-page.on("console", (message: ConsoleMessage) => {
-  const text = message.text();
-  if (message.type() === "error" || /Content Security Policy|Trusted Type/i.test(text)) problems.push(text);
-});
-page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+interface User {
+  context: BrowserContext;
+  page: Page;
+  problems: string[];
+}
+
+const users = new Map<string, User>();
+
+async function user(name: string): Promise<User> {
+  let found = users.get(name);
+  if (found === undefined) {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    const problems: string[] = [];
+    page.on("console", (message: ConsoleMessage) => {
+      const text = message.text();
+      if (message.type() === "error" || /Content Security Policy|Trusted Type/i.test(text)) problems.push(text);
+    });
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    found = { context, page, problems };
+    users.set(name, found);
+  }
+  return found;
+}
 
 type Command = Record<string, unknown> & { cmd: string };
 
 async function run(c: Command): Promise<Record<string, unknown>> {
+  if (c.cmd === "close") {
+    await browser.close();
+    return {};
+  }
+  const { context, page, problems } = await user(typeof c.user === "string" ? c.user : "a");
   switch (c.cmd) {
     case "open": {
       const response = await page.goto(String(c.url));
@@ -91,6 +115,7 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       let selector = "[data-testid=message]";
       if (c.outgoing !== undefined) selector += `[data-outgoing=${String(c.outgoing)}]`;
       if (c.status !== undefined) selector += `[data-status=${String(c.status)}]`;
+      if (c.read !== undefined) selector += `[data-read=${String(c.read)}]`;
       await page.locator(selector).filter({ hasText: String(c.text) }).first().waitFor();
       return {};
     }
@@ -104,6 +129,23 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.getByTestId("open-safety").click();
       const digits = await page.getByTestId("safety-digits").getAttribute("data-digits");
       return { digits };
+    }
+    case "fill": {
+      await page.getByTestId(String(c.testid)).fill(String(c.text));
+      return {};
+    }
+    case "devices": {
+      if (c.count !== undefined) {
+        await page.locator("[data-testid=device]").nth(Number(c.count) - 1).waitFor();
+        await page.locator("[data-testid=device]").nth(Number(c.count)).waitFor({ state: "detached" });
+      }
+      const items = await page.getByTestId("device").evaluateAll((nodes) => nodes.map((n) => ({
+        device: Number(n.getAttribute("data-device")), self: n.getAttribute("data-self") === "true",
+        name: n.querySelector("strong")?.textContent })));
+      return { devices: items };
+    }
+    case "safety_digits": {
+      return { digits: await page.getByTestId("safety-digits").getAttribute("data-digits") };
     }
     case "click": {
       await page.getByTestId(String(c.testid)).click();
@@ -120,11 +162,28 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.screenshot({ path: String(c.path) });
       return {};
     }
+    case "conversations": {
+      const items = await page.getByTestId("conversation").evaluateAll((nodes) => nodes.map((n) => ({
+        account: n.getAttribute("data-account"), name: n.querySelector(".name")?.firstChild?.textContent,
+        unread: Number(n.getAttribute("data-unread")) })));
+      return { conversations: items };
+    }
+    case "wait_unread": {
+      await page.locator(`[data-testid=conversation][data-account="${String(c.account)}"][data-unread="${String(c.count)}"]`)
+        .waitFor();
+      return {};
+    }
+    case "offline": {
+      await context.setOffline(Boolean(c.offline));
+      await page.locator(`[data-testid=connection][data-online=${String(!c.offline)}]`).waitFor();
+      return {};
+    }
+    case "wait_gone": {
+      await page.getByTestId(String(c.testid)).first().waitFor({ state: "detached" });
+      return {};
+    }
     case "problems":
       return { problems };
-    case "close":
-      await browser.close();
-      return {};
     default:
       throw new Error(`unknown command ${c.cmd}`);
   }

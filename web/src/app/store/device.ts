@@ -104,7 +104,8 @@ export class DeviceStore implements ProtocolStore {
         return result;
       } finally {
         this.#batch = undefined;
-        this.#identity = undefined;
+        // The committed identity replaces the cached one in one step: a reader outside
+        // the unit (the UI drawing a safety number) never sees none.
         await this.#loadIdentity();
       }
     });
@@ -188,9 +189,8 @@ export class DeviceStore implements ProtocolStore {
 
   async #loadIdentity(): Promise<void> {
     const record = await this.getJson<{ pair: string; registrationId: number }>("identity");
-    if (record !== undefined) {
-      this.#identity = { pair: IdentityKeyPair.deserialize(fromHex(record.pair)), registrationId: record.registrationId };
-    }
+    this.#identity = record === undefined ? undefined
+      : { pair: IdentityKeyPair.deserialize(fromHex(record.pair)), registrationId: record.registrationId };
   }
 
   getIdentityKeyPair(): IdentityKeyPair {
