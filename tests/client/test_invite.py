@@ -50,3 +50,8 @@ def test_register_with_an_invite(tmp_path: Path, invite_relay: ThreadedRelay) ->
                              codes[0], env={**ENV})
     assert code == 5 and "invite code" in stderr
     assert _admin(invite_relay, "invites", "list", token=token)["used"] == 1
+    # The relay's own counters next to the database's (read from its /metrics).
+    shown = _admin(invite_relay, "metrics", "--url", f"{invite_relay.url}/metrics",
+                   token=token)
+    assert shown["database"]["accounts"] == 1  # type: ignore[index]
+    assert shown["relay"]["cipherpost_http_requests_total"] >= 3  # type: ignore[index]

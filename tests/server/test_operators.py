@@ -274,9 +274,11 @@ def test_admin_command_roles(settings: Settings, client: TestClient, db: Databas
     verified = run("audit", "verify", token=root)
     assert verified["ok"] and verified["entries"] >= 7
     run("audit", "verify", "--head", verified["head"], token=root)
-    actions = [e["event"] for e in run("audit", "show", token=root) if e["actor"]]
-    assert actions == ["operator_added", "account_suspended", "account_unsuspended",
-                       "invites_created", "operator_revoked"]
+    actions = [(e["event"], e["actor"]) for e in run("audit", "show", token=root)
+               if e["actor"]]
+    assert actions == [("operator_added", "root"), ("operator_added", "root"),
+                       ("account_suspended", "root"), ("account_unsuspended", "root"),
+                       ("invites_created", "root"), ("operator_revoked", "root")]
     with db.writer.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 1).values(
             event="forged"))

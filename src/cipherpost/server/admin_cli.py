@@ -184,7 +184,7 @@ def operators_bootstrap(ctx: Context, name: str) -> None:
     with ctx.db.writer.begin() as conn:
         if admin.active_operators(conn):
             _fail("operators exist: an admin adds more with `operators add`", EXIT_DENIED)
-        admin.add_operator(conn, name, "admin", token_hash, now_ms(), actor=None)
+        admin.add_operator(conn, name, "admin", token_hash, now_ms(), actor=name)
     ctx.emit({"operator": name, "role": "admin", "token": token},
              f"Admin {name!r} created. Its token (shown once; keep it secret):\n  {token}")
 
@@ -558,10 +558,11 @@ def restore_command(ctx: Context, path: str, yes: bool) -> None:
         _fail("nothing restored", EXIT_ERROR)
     done = backups.restore(ctx.db, Path(path), now_ms(), actor)
     ctx.emit(asdict(done),
-             f"Restored; epoch {done.epoch}. Removed {done.devices_removed} devices "
+             f"Restored; epoch {done.epoch}. Deleted {done.devices_removed} devices "
              f"removed since the backup and {done.accounts_removed} accounts left without "
              f"devices; dropped {done.one_time_prekeys_dropped} one-time prekeys (devices "
-             f"upload fresh ones); carried {done.audit_entries_carried} audit entries.")
+             f"upload fresh ones) and {done.messages_expired} expired messages; carried "
+             f"{done.audit_entries_carried} audit entries over from the live log.")
 
 
 def main() -> None:
