@@ -30,13 +30,15 @@ from .api import (
     messages,
     ops,
     provisioning,
+    sealed,
     websocket,
 )
 from .errors import ApiError
 from .fanout import create_fanout
+from .key_chain import load_or_create
 from .ratelimit import create_shared_limits
 from .relay import Relay
-from .settings import Settings
+from .settings import Settings, sealed_sender_key_file
 from .storage.engine import Database
 from .storage.sql import Storage
 
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None, *,
         await fanout.start()
         relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout,
                       shared_limits=create_shared_limits(settings))
+        relay.key_chain = await asyncio.to_thread(load_or_create,
+                                                  sealed_sender_key_file(settings))
         app.state.relay = relay
         await storage.refresh_suspended()
         tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay)),
@@ -92,7 +96,7 @@ def create_app(settings: Settings | None = None, *,
                     "The WebSocket protocol is described in docs/websocket.md.",
         lifespan=lifespan,
     )
-    for module in (accounts, keys, messages, attachments, ops, provisioning, history):
+    for module in (accounts, keys, messages, sealed, attachments, ops, provisioning, history):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)

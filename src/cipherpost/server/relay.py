@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from .errors import ApiError
 from .fanout import Fanout
 from .fanout.local import LocalFanout
+from .key_chain import KeyChain
 from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
 from .settings import Settings
@@ -57,6 +58,8 @@ class Relay:
     clock: Callable[[], float] = time.time
     limits: dict[str, TokenBuckets] = field(default_factory=dict)
     mailboxes: Mailboxes = field(default_factory=Mailboxes)
+    #: The sealed-sender key chain (loaded when the app starts; see :mod:`.key_chain`).
+    key_chain: KeyChain | None = None
     _seen_day: dict[tuple[str, int], int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class Relay:
             "provisioning_claim_ip": TokenBuckets(s.rate_provisioning_claim),
             "history_put": TokenBuckets(s.rate_history_put_per_account),
             "recovery": TokenBuckets(s.rate_recovery_per_ip),
+            "sealed_recipient": TokenBuckets(s.rate_sealed_per_recipient),
+            "sealed_ip": TokenBuckets(s.rate_sealed_per_ip),
         }
         self.mailboxes = Mailboxes(s.max_provisioning_mailboxes, s.provisioning_byte_budget)
 

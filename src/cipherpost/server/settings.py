@@ -63,6 +63,15 @@ class Settings:
     #: ``open``: anyone may register; ``invite``: registering takes an invite code from
     #: an operator (``cipherpost-admin invites create``).
     registration: str = "open"
+    #: Sealed sender (docs/server.md): the key chain's file (created at the first start;
+    #: clients pin its trust root; empty: ``sealed-sender-keys.json`` in the directory
+    #: that holds ``attachment_dir``), how long a sender certificate lasts (seconds), and
+    #: sealed sends per recipient account and per client address (an IPv6 address counts
+    #: by its /64): they carry no sender, so no per-sender limit can apply.
+    sealed_sender_keys: str = ""
+    sender_certificate_ttl: int = DAY
+    rate_sealed_per_recipient: str = "600/10"
+    rate_sealed_per_ip: str = "1200/20"
     #: Linked devices unused this many days are removed (0: never).
     device_idle_days: int = 180
     #: Client addresses of proxies whose X-Forwarded-For is believed.
@@ -96,6 +105,13 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         return replace(cls(), **{k: _coerce(known[k].type, k, v) for k, v in values.items()})
+
+
+def sealed_sender_key_file(settings: Settings) -> Path:
+    """Where the sealed-sender key chain is kept (see ``Settings.sealed_sender_keys``)."""
+    if settings.sealed_sender_keys:
+        return Path(settings.sealed_sender_keys)
+    return Path(settings.attachment_dir).resolve().parent / "sealed-sender-keys.json"
 
 
 def _coerce(kind: Any, name: str, value: Any) -> Any:

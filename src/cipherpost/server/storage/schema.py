@@ -45,6 +45,8 @@ devices = Table(
     Column("last_seen", BigInteger, nullable=False),
     #: The ``seq`` of the device's latest queued message (taken under the row lock).
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    #: The device opens sealed-sender envelopes (it said so with its account's UAK).
+    Column("sealed_sender", Boolean, nullable=False, server_default=false()),
 )
 
 signed_prekeys = Table(
@@ -225,4 +227,13 @@ recovery_passphrase = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", BigInteger, nullable=False, server_default="0"),
+)
+
+# Sealed sender (docs/server.md): a SHA-256 of the account's unidentified-access key, which
+# authorises sealed sends to it (the key itself, derived from the profile key, never).
+unidentified_access = Table(
+    "unidentified_access", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("key_hash", LargeBinary, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -1,0 +1,178 @@
+"""The relay's sealed-sender key chain (docs/server.md, "Sealed sender").
+
+Clients pin a *trust root* public key. The root signs a *server certificate* (a key id
+and the server's public key), and the server key signs short-lived *sender
+certificates* (account id, device id, identity key, expiry) that a device puts inside
+its sealed messages so that the recipient, and only the recipient, learns who sent them.
+
+Everything lives in one JSON file (``settings.sealed_sender_keys``), created at the first
+start with mode 0600. Several relay processes share it: it is created by a hard link of
+a finished temporary file, so a process that loses the race reads the winner's. The
+root's private key may be taken out of the file (kept offline): the relay then still
+issues sender certificates, and only :func:`rotate_server_key` needs the root back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cipherpost.protocol.certificates import SenderCertificate, ServerCertificate
+from cipherpost.protocol.errors import ProtocolError
+from cipherpost.protocol.keys import PrivateKey, PublicKey
+
+FORMAT_VERSION = 1
+
+
+class KeyChainError(Exception):
+    """The key file is unreadable, inconsistent, or lacks what an operation needs."""
+
+
+@dataclass(frozen=True)
+class KeyChain:
+    """The trust root's public key, the server certificate and the server's private key."""
+
+    trust_root: PublicKey
+    server_certificate: ServerCertificate
+    server_key: PrivateKey = field(repr=False)
+
+    def issue(self, account_id: str, device_id: int, identity_key: PublicKey,
+              expires_ms: int) -> SenderCertificate:
+        """A sender certificate for one device, valid until ``expires_ms`` (inclusive).
+
+        Raises:
+            ValueError: a device id outside 1..127 or an expiry outside u64.
+        """
+        return SenderCertificate.create(
+            sender_uuid=account_id, sender_e164=None, sender_device_id=device_id,
+            identity_key=identity_key, expires=expires_ms, signer=self.server_certificate,
+            signer_key=self.server_key, rng=secrets.token_bytes)
+
+
+def load_or_create(path: str | os.PathLike[str]) -> KeyChain:
+    """The key chain in ``path``; a new one (root, server key id 1) if there is none.
+
+    Raises:
+        KeyChainError: the file exists but is malformed or inconsistent.
+        OSError: it cannot be read or written.
+    """
+    target = Path(path)
+    if not target.exists():
+        root = PrivateKey.generate(secrets.token_bytes)
+        server = PrivateKey.generate(secrets.token_bytes)
+        certificate = ServerCertificate.create(1, server.public_key(), root,
+                                               rng=secrets.token_bytes)
+        _write_new(target, _document(root.public_key(), root, certificate, server))
+    return _load(target)
+
+
+def rotate_server_key(path: str | os.PathLike[str]) -> KeyChain:
+    """Replace the server key and certificate (next key id) under the same root. Clients
+    keep their pinned root; certificates issued before stay valid until they expire.
+    Every relay process must be restarted to pick the new key up.
+
+    Raises:
+        KeyChainError: no key file, or its root private key was taken out.
+    """
+    target = Path(path)
+    if not target.exists():
+        raise KeyChainError(f"{target} does not exist")
+    data = _read(target)
+    root_text = data.get("trust_root_private")
+    if not isinstance(root_text, str):
+        raise KeyChainError("the trust root's private key is not in the key file: put it "
+                            "back (trust_root_private) to rotate the server key")
+    chain = _load(target)
+    root = PrivateKey.from_stored(_unb64(root_text, "trust_root_private"))
+    if root.public_key() != chain.trust_root:
+        raise KeyChainError("trust_root_private does not match trust_root_public")
+    server = PrivateKey.generate(secrets.token_bytes)
+    key_id = (chain.server_certificate.key_id + 1) & 0xFFFFFFFF or 1
+    certificate = ServerCertificate.create(key_id, server.public_key(), root,
+                                           rng=secrets.token_bytes)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
+    _write_private(temporary, _document(chain.trust_root, root, certificate, server))
+    os.replace(temporary, target)
+    return _load(target)
+
+
+def _document(root_public: PublicKey, root: PrivateKey | None,
+              certificate: ServerCertificate, server: PrivateKey) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "version": FORMAT_VERSION,
+        "trust_root_public": _b64(root_public.serialize()),
+        "server_key_id": certificate.key_id,
+        "server_certificate": _b64(certificate.serialized),
+        "server_key": _b64(server.serialize()),
+    }
+    if root is not None:
+        document["trust_root_private"] = _b64(root.serialize())
+    return document
+
+
+def _write_new(target: Path, document: dict[str, Any]) -> None:
+    """Create ``target`` with ``document`` unless another process did first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
+    _write_private(temporary, document)
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        pass  # another relay process created it first: theirs is the one
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, document: dict[str, Any]) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KeyChainError(f"{path} is not a sealed-sender key file: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise KeyChainError(f"{path}: unknown key file version")
+    return data
+
+
+def _load(path: Path) -> KeyChain:
+    data = _read(path)
+    try:
+        root = PublicKey.deserialize(_unb64(data.get("trust_root_public"),
+                                            "trust_root_public"))
+        certificate = ServerCertificate.deserialize(_unb64(data.get("server_certificate"),
+                                                           "server_certificate"))
+        server = PrivateKey.from_stored(_unb64(data.get("server_key"), "server_key"))
+    except ProtocolError as exc:
+        raise KeyChainError(f"{path}: {exc}") from None
+    if not certificate.is_signed_by(root):
+        raise KeyChainError(f"{path}: the server certificate is not signed by the trust root")
+    if certificate.key != server.public_key():
+        raise KeyChainError(f"{path}: the server key does not match its certificate")
+    return KeyChain(root, certificate, server)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: object, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise KeyChainError(f"the key file lacks {name}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyChainError(f"{name} in the key file is not base64") from None
