@@ -26,7 +26,7 @@ run: $(STAMP) $(WEB_BUILD)
 demo: $(STAMP)
 	$(PY) -m cipherpost.demo
 
-# The server tests start a private PostgreSQL and Redis on 127.0.0.1 (tests/support/).
+# The server tests start a private PostgreSQL, Redis and nginx on 127.0.0.1 (tests/support/).
 test: system-deps browser-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
@@ -98,6 +98,7 @@ system-deps:
 	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
 		|| missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -1,4 +1,5 @@
-"""``cipherpost-server``: run the relay with uvicorn."""
+"""``cipherpost-server``: run the relay with uvicorn; ``cipherpost-server admin ...`` is
+``cipherpost-admin ...`` (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from .settings import Settings
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, load settings, serve."""
+    args_given = sys.argv[1:] if argv is None else argv
+    if args_given[:1] == ["admin"]:
+        from .admin_cli import cli
+        cli.main(args=args_given[1:], prog_name="cipherpost-server admin")
+        return
     parser = argparse.ArgumentParser(prog="cipherpost-server",
                                      description="Run the Cipherpost relay.")
     parser.add_argument("--config", help="TOML settings file (else CIPHERPOST_CONFIG)")
@@ -33,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
                 ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
                 ws="websockets-sansio", ws_max_size=1024 * 1024, ws_per_message_deflate=False,
+                # X-Forwarded-For is believed from settings.trusted_proxies only (the
+                # relay's client_ip), not from whatever uvicorn trusts by default.
+                proxy_headers=False,
                 log_level=settings.log_level.lower())
 
 
