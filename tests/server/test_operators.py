@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -325,3 +327,11 @@ def test_admin_retention_metrics_and_report(settings: Settings, db: Database) ->
         assert conn.execute(select(audit_head.c.seq)).scalar_one() == seq
     assert report["audit_log"] == {"entries": seq, "head": head.hex(), "verified": True}
     assert alice.account_id not in json.dumps(report)
+
+
+def test_server_command_runs_the_admin_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "cipherpost.server", "admin", "--help"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: cipherpost-server admin" in result.stdout
+    assert "transparency-report" in result.stdout
