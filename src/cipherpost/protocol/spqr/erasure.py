@@ -8,38 +8,96 @@ chunks 0..n-1 are the value itself and chunks from n on are parity: any n chunks
 distinct indices give the value back. Because every chunk carries one point of every
 polynomial at the same x, the decoder simply keeps chunks by index.
 
+Arithmetic works on whole chunks: a chunk read as one 256-bit integer holds the 16
+symbols in 16-bit lanes, so XOR adds all 16 at once, and multiplying all 16 by the same
+field element is four lookups in tables made once per chunk (:func:`_scale_tables`). A
+parity chunk is then a combination of the data chunks with Lagrange weights. The value
+that is most often sent past its data chunks, the 3-chunk header (an EK sender sends one
+header chunk per message until the peer answers, so a one-way burst is all parity),
+gets a faster form: a polynomial of degree < 3 is P(x) = c0 + c1 x + c2 x^2, and since
+x -> x^2 is additive in characteristic 2, P(x) - c0 is linear in the bits of x, so a
+chunk is c0 and two lookups in 256-entry tables made once per header.
+
 Everything here is a pure value: ``Encoder.next`` and ``Decoder.add`` return new objects,
-so a tentative receive can be thrown away.
+so a tentative receive can be thrown away. The caches hold only values that go on the
+wire (headers, ek, ct1, ct2 and their MACs), never secrets.
 """
 
 from __future__ import annotations
 
-import struct
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import xor
 from types import MappingProxyType
 
-from .gf16 import EXP, LOG, ORDER
+from .gf16 import EXP, LOG, ORDER, POLY, div, mul
 from .wire import CHUNK_SIZE, MAX_CHUNK_INDEX, Chunk
 
-_SYMBOLS = CHUNK_SIZE // 2  # 16 polynomials
-_CHUNK = struct.Struct(f">{_SYMBOLS}H")
+_SYMBOLS = CHUNK_SIZE // 2  # 16 polynomials, 16 lanes
 
-# The combination sum_j w_j * row_j is computed in the log domain, a whole row at a time:
-# w_j * s = EXP[log w_j + log s]. The log of 0 is taken as 2 * ORDER, past every sum of two
-# real logs, where the extended table holds 0, so zero symbols need no test.
-_LOG_ZERO = 2 * ORDER
-_EXP0 = EXP + array("H", bytes(2 * ORDER))
-_LOG0 = array("I", [_LOG_ZERO, *LOG[1:]])
+# -- whole chunks as 256-bit integers ----------------------------------------------------------
+
+#: Bit 0 and bit 15 of every 16-bit lane.
+_LANE_LOW = int.from_bytes(b"\x00\x01" * _SYMBOLS, "big")
+_LANE_TOP = _LANE_LOW << 15
+_REDUCTION = POLY & 0xFFFF  # x^16 reduced: what a lane's carry out of bit 15 adds
+
+#: Four tables t with ``s * lanes = t[0][s & 15] ^ t[1][s >> 4 & 15] ^ t[2][s >> 8 & 15]
+#: ^ t[3][s >> 12]`` for every field element s (see :func:`_scale_tables`).
+ScaleTables = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
-def _log_row(row: bytes) -> tuple[int, ...]:
-    """The logs of a 32-byte chunk's 16 symbols (zero as :data:`_LOG_ZERO`)."""
-    return tuple([_LOG0[s] for s in _CHUNK.unpack(row)])
+def _lanes(chunk: bytes) -> int:
+    return int.from_bytes(chunk, "big")
 
+
+def _times_x(lanes: int) -> int:
+    """Every lane multiplied by x: shifted left, with the carry out of bit 15 reduced."""
+    top = lanes & _LANE_TOP
+    return ((lanes ^ top) << 1) ^ ((top >> 15) * _REDUCTION)
+
+
+def _times_x_powers(lanes: int, count: int) -> list[int]:
+    """``[lanes, x * lanes, ..., x^(count-1) * lanes]``."""
+    out = [lanes]
+    for _ in range(count - 1):
+        lanes = _times_x(lanes)
+        out.append(lanes)
+    return out
+
+
+def _subset_xors(basis: Sequence[int]) -> tuple[int, ...]:
+    """``table[d]`` = the XOR of ``basis[i]`` over the bits i set in d."""
+    table = [0] * (1 << len(basis))
+    for d in range(1, len(table)):
+        low = d & -d
+        table[d] = table[d ^ low] ^ basis[low.bit_length() - 1]
+    return tuple(table)
+
+
+def _scale_tables(lanes: int) -> ScaleTables:
+    """The tables that multiply ``lanes`` by any field element, a nibble at a time:
+    multiplying by s is linear in the bits of s, and bit i contributes x^i * lanes."""
+    p = _times_x_powers(lanes, 16)
+    return (_subset_xors(p[0:4]), _subset_xors(p[4:8]), _subset_xors(p[8:12]),
+            _subset_xors(p[12:16]))
+
+
+def _scale(s: int, t: ScaleTables) -> int:
+    """``s * lanes`` for the ``lanes`` that ``t`` was made from."""
+    return t[0][s & 15] ^ t[1][s >> 4 & 15] ^ t[2][s >> 8 & 15] ^ t[3][s >> 12]
+
+
+def _combination(log_weights: Sequence[int], tables: Sequence[ScaleTables]) -> bytes:
+    """sum_j w_j * row_j as a chunk, given log w_j and the rows' tables."""
+    acc = 0
+    for lw, t in zip(log_weights, tables, strict=True):
+        s = EXP[lw]
+        acc ^= t[0][s & 15] ^ t[1][s >> 4 & 15] ^ t[2][s >> 8 & 15] ^ t[3][s >> 12]
+    return acc.to_bytes(CHUNK_SIZE, "big")
+
+
+# -- Lagrange weights --------------------------------------------------------------------------
 
 def _log_weights(xs: Sequence[int], x: int) -> list[int]:
     """logs of the Lagrange weights w_j with P(x) = sum_j w_j * P(xs[j]).
@@ -65,26 +123,45 @@ def _parity_log_weights(n: int, x: int) -> list[int]:
     return [(total - lx - d) % ORDER for lx, d in zip(logs, _data_denominators(n), strict=True)]
 
 
-def _combine(log_weights: Sequence[int], log_rows: Sequence[Sequence[int]]) -> bytes:
-    """sum_j w_j * row_j, symbol by symbol, as a 32-byte chunk."""
-    if len(log_rows) == 3:  # a header's parity chunks, the most common: one pass
-        a, b, c = log_weights
-        return _CHUNK.pack(*[_EXP0[a + x] ^ _EXP0[b + y] ^ _EXP0[c + z]
-                             for x, y, z in zip(*log_rows, strict=True)])
-    acc: list[int] | None = None
-    for lw, row in zip(log_weights, log_rows, strict=True):
-        values = [_EXP0[lw + v] for v in row]
-        acc = values if acc is None else list(map(xor, acc, values))
-    assert acc is not None
-    return _CHUNK.pack(*acc)
+@lru_cache(maxsize=16)
+def _data_tables(message: bytes) -> tuple[ScaleTables, ...]:
+    """The scale tables of a value's data chunks, made once per value (an epoch's ek, ct1
+    or ct2, all public), so that each parity chunk is n table combinations."""
+    return tuple(_scale_tables(_lanes(message[j:j + CHUNK_SIZE]))
+                 for j in range(0, len(message), CHUNK_SIZE))
+
+
+# -- values of at most 3 chunks (the header): a linear form -----------------------------------
+
+def _monomial_coefficients(n: int) -> list[list[int]]:
+    """``c[j][k]``: the coefficient of x^k in the Lagrange polynomial of node j of 0..n-1."""
+    out = []
+    for j in range(n):
+        poly, denominator = [1], 1
+        for m in range(n):
+            if m != j:  # poly *= (x + m)
+                poly = [a ^ mul(b, m) for a, b in zip([0, *poly], [*poly, 0], strict=True)]
+                denominator = mul(denominator, j ^ m)
+        out.append([div(c, denominator) for c in poly])
+    return out
 
 
 @lru_cache(maxsize=16)
-def _log_rows(message: bytes) -> tuple[tuple[int, ...], ...]:
-    """The log rows of a value's data chunks, computed once per value (an epoch's header,
-    ek, ct1 or ct2, all public), so each parity chunk is one pass over them."""
-    return tuple(_log_row(message[j:j + CHUNK_SIZE])
-                 for j in range(0, len(message), CHUNK_SIZE))
+def _linear_form(message: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """``(c0, low, high)`` with chunk x = c0 ^ low[x & 255] ^ high[x >> 8] for a value of
+    n <= 3 chunks: P(x) = c0 + c1 x + c2 x^2, and x -> c1 x + c2 x^2 is additive."""
+    n = len(message) // CHUNK_SIZE
+    rows = [_scale_tables(_lanes(message[i:i + CHUNK_SIZE]))
+            for i in range(0, len(message), CHUNK_SIZE)]
+    coefficients = _monomial_coefficients(n)
+    c = [0, 0, 0]
+    for k in range(n):
+        for j in range(n):
+            c[k] ^= _scale(coefficients[j][k], rows[j])
+    linear = _times_x_powers(c[1], 16)
+    square = _times_x_powers(c[2], 31)
+    basis = [linear[i] ^ square[2 * i] for i in range(16)]  # P(2^i) - c0
+    return c[0], _subset_xors(basis[:8]), _subset_xors(basis[8:])
 
 
 def chunk_at(message: bytes, index: int) -> bytes:
@@ -96,13 +173,10 @@ def chunk_at(message: bytes, index: int) -> bytes:
         return message[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
     if index > MAX_CHUNK_INDEX:
         raise ValueError("chunk index beyond 65535")
-    if n == 3:  # a header's parity chunks, the most common, inline
-        a, b, c = LOG[index], LOG[index ^ 1], LOG[index ^ 2]
-        d0, d1, d2 = _data_denominators(3)
-        total = a + b + c
-        return _combine(((total - a - d0) % ORDER, (total - b - d1) % ORDER,
-                         (total - c - d2) % ORDER), _log_rows(message))
-    return _combine(_parity_log_weights(n, index), _log_rows(message))
+    if n <= 3:
+        c0, low, high = _linear_form(message)
+        return (c0 ^ low[index & 0xFF] ^ high[index >> 8]).to_bytes(CHUNK_SIZE, "big")
+    return _combination(_parity_log_weights(n, index), _data_tables(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +249,11 @@ class Decoder:
         xs = sorted(self.chunks)[:n]
         if xs[-1] == n - 1:  # all data chunks: the value as it is
             return b"".join([self.chunks[x] for x in xs])
-        rows = [_log_row(self.chunks[x]) for x in xs]
+        rows = [_scale_tables(_lanes(self.chunks[x])) for x in xs]
         out = []
         for x in range(n):
             held = self.chunks.get(x)
-            out.append(held if held is not None else _combine(_log_weights(xs, x), rows))
+            out.append(held if held is not None else _combination(_log_weights(xs, x), rows))
         return b"".join(out)
 
 
