@@ -47,11 +47,13 @@ from .certificates import (
 )
 from .certificates import (
     U32,
-    SenderCertificate,
     get_bytes,
     get_int,
     int32_varint,
     read_fields,
+)
+from .certificates import (
+    SenderCertificate as SenderCertificate,
 )
 from .certificates import (
     ServerCertificate as ServerCertificate,
