@@ -164,17 +164,26 @@ class RelayApi:
         self.server = check_server_url(server)
         self.proxy = proxy
         self._token = token
+        #: Sent with every request, e.g. ``X-Second-Factor`` for a protected action.
+        self.extra_headers: dict[str, str] = {}
         if transport is None and proxy is not None:
             from httpx_socks import AsyncProxyTransport
             transport = AsyncProxyTransport.from_url(proxy)
         self._http = httpx.AsyncClient(base_url=self.server, timeout=TIMEOUT,
                                        transport=transport)
+        #: A transport the caller injected (tests run the relay in process through one).
+        self._injected = transport if proxy is None else None
+        #: Sealed sends go over connections of their own, never one that carried this
+        #: device's token (the relay could link them by connection); made when first used.
+        self._sealed_http: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"RelayApi({self.server!r})"
 
     async def close(self) -> None:
         await self._http.aclose()
+        if self._sealed_http is not None:
+            await self._sealed_http.aclose()
 
     def set_token(self, token: str) -> None:
         self._token = token
@@ -191,7 +200,7 @@ class RelayApi:
             RelayError: an error answer.
             RelayUnavailable: no answer.
         """
-        headers = self.auth_header if auth else {}
+        headers = {**(self.auth_header if auth else {}), **self.extra_headers}
         try:
             response = await self._http.request(method, path, json=json, content=content,
                                                 headers=headers)
@@ -272,6 +281,51 @@ class RelayApi:
         data = await self.request("PUT", f"/v1/messages/{account_id}",
                                   json={"timestamp": timestamp, "messages": messages})
         return int(data["queued"])
+
+    async def send_sealed(self, account_id: str, access_key: bytes,
+                          messages: list[dict[str, Any]]) -> int:
+        """A sealed send (docs/spec/sealed-sender.md): no token, on a connection that never
+        carried one, authorised by the recipient's unidentified-access key.
+
+        Raises:
+            RelayError: 401 (the key is refused), 403 (a device cannot open sealed
+                envelopes), 409/410 as for :meth:`send`, 429, 507.
+            RelayUnavailable: no answer.
+        """
+        if self._sealed_http is None:
+            transport = self._injected
+            if self.proxy is not None:
+                from httpx_socks import AsyncProxyTransport
+                transport = AsyncProxyTransport.from_url(self.proxy)  # a pool of its own
+            self._sealed_http = httpx.AsyncClient(base_url=self.server, timeout=TIMEOUT,
+                                                  transport=transport)
+        try:
+            response = await self._sealed_http.put(
+                f"/v1/sealed/{account_id}", json={"messages": messages},
+                headers={"Unidentified-Access-Key": b64(access_key)})
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"cannot reach {self.server}: {exc}") from None
+        _raise_for(response)
+        return int(response.json()["queued"])
+
+    async def trust_root(self) -> PublicKey:
+        """The relay's sealed-sender trust root (to pin once, at registration or link).
+
+        Raises:
+            ProtocolError: a malformed key in the answer.
+        """
+        data = await self.request("GET", "/v1/certificates/trust-root", auth=False)
+        return PublicKey.deserialize(_key_bytes(data, "trust_root"))
+
+    async def sender_certificate(self) -> bytes:
+        """A fresh sender certificate for this device (serialized)."""
+        return _key_bytes(await self.request("GET", "/v1/certificates/sender"), "certificate")
+
+    async def set_access_key(self, key: bytes) -> None:
+        """Register the account's unidentified-access key; this device opens sealed
+        envelopes."""
+        await self.request("PUT", "/v1/accounts/me/unidentified-access",
+                           json={"key": b64(key)})
 
     async def fetch(self, limit: int = 100) -> tuple[list[Envelope], bool]:
         data = await self.request("GET", f"/v1/messages?limit={limit}")

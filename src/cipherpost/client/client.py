@@ -27,7 +27,7 @@ from cipherpost.protocol import (
     ProtocolError,
 )
 
-from . import attachments, identity_reset
+from . import attachments, identity_reset, sealed
 from . import events as ev
 from . import history as history_keys
 from .api import (
@@ -128,6 +128,8 @@ class Client:
                                    options)
         history_keys.set_keys(client.store, history_keys.Keys.new(client._now())
                               if history else None, on=history)
+        sealed.own_profile_key(client.store)  # the account's, shared with its contacts
+        await client.sealed_sender_upkeep()
         return client
 
     @classmethod
@@ -145,6 +147,8 @@ class Client:
                                    RelayApi.link_device, passphrase, device_name, argon2,
                                    proxy, options)
         await client.announce_device(device_name or "")
+        # No profile key yet: the account's comes with the provisioning message (or a
+        # sync copy of a message from another of our devices); see ``sealed_sender_upkeep``.
         return client
 
     @classmethod
@@ -226,6 +230,33 @@ class Client:
     @property
     def address(self) -> ProtocolAddress:
         return ProtocolAddress(self.account_id, self.device_id)
+
+    # -- sealed sender --------------------------------------------------------------------
+
+    async def sealed_sender_upkeep(self) -> None:
+        """Pin the relay's trust root if none is (a store from before sealed sender: trust
+        on first use), and register the account's unidentified-access key, which also
+        tells the relay that this device opens sealed envelopes. A device with no profile
+        key makes one only when it is the account's first device or registered it;
+        other devices wait for it (linking, or a copy of a message of a lower device).
+        Failures are retried at the next connection."""
+        try:
+            if sealed.trust_root(self.store) is None:
+                root = await self.api.trust_root()
+                with self.store.transaction():
+                    sealed.pin_trust_root(self.store, root)
+            if sealed.access_key_registered(self.store):
+                return
+            key = sealed.known_own_profile_key(self.store)
+            if key is None and self.device_id == 1:
+                key = sealed.own_profile_key(self.store)
+            if key is None:
+                return
+            await self.api.set_access_key(sealed.access_key(key))
+            with self.store.relaxed_transaction():
+                sealed.mark_access_key_registered(self.store)
+        except (RelayError, RelayUnavailable, ProtocolError, OSError) as exc:
+            log.info("sealed sender set-up postponed: %s", type(exc).__name__)
 
     # -- directory ------------------------------------------------------------------------
 
@@ -429,6 +460,9 @@ class Client:
         timer, version = self.store.conversation_timer(conversation)
         data = DataMessage(timestamp=self._timestamp(), expire_timer=timer,
                            expire_timer_version=version, **fields)
+        profile_key = sealed.known_own_profile_key(self.store)
+        if profile_key is not None:  # our contacts may then send to us sealed
+            data.profile_key = profile_key
         if conversation.startswith("group:"):
             group = self._member_group(bytes.fromhex(conversation[6:]))
             data.group.CopyFrom(GroupContext(id=group.id, revision=group.revision))
@@ -744,6 +778,7 @@ class Client:
         """Fetch and process everything queued for this device over HTTP (the fallback
         for apps without a WebSocket); return the events, in order."""
         self.housekeeping()
+        await self.sealed_sender_upkeep()
         out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
@@ -778,6 +813,7 @@ class Client:
                     try:
                         self.housekeeping()
                         await self._maintain_quietly()
+                        await self.sealed_sender_upkeep()
                         await self._history_upkeep()
                         for event in await self._follow_up():  # left from last time
                             yield event

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cipherpost.protocol import IdentityKeyPair, ProtocolError, PublicKey
 
-from . import archive, history, linking
+from . import archive, history, linking, sealed
 from .api import RelayApi, RelayError, RelayUnavailable, check_server_url
 from .client import Client
 from .errors import ClientError
@@ -122,6 +122,7 @@ async def _join(message: ProvisionMessage, path: Path, server: str, *, proxy: st
         if client.account_id != message.account_id:
             raise ClientError("the link code joined another account than announced")
         adopt(client, message.contacts, message.group_states)
+        await _adopt_sealed_sender(client, message)
         if message.HasField("history_keys"):
             history.set_keys(client.store, history.Keys.from_proto(message.history_keys),
                              on=message.history_enabled)
@@ -182,17 +183,42 @@ async def _provision_message(client: Client) -> ProvisionMessage:
         message.history_enabled = history.enabled(client.store)
     if not history.enabled(client.store):
         # No history on the relay to replay: the conversations travel once, sealed.
-        sealed = await archive.upload(client.api, client.store)
-        if sealed is not None:
-            message.archive.CopyFrom(sealed)
+        carried = await archive.upload(client.api, client.store)
+        if carried is not None:
+            message.archive.CopyFrom(carried)
     for record in client.store.identity_records():
         if record.account != client.account_id:
             message.contacts.add(account_id=record.account,
                                  username=usernames.get(record.account) or "",
                                  identity_key=record.identity_key.serialize(),
                                  verified=record.verified,
-                                 send_blocked=record.send_blocked)
+                                 send_blocked=record.send_blocked,
+                                 profile_key=sealed.contact_profile_key(
+                                     client.store, record.account) or b"")
+    profile_key = sealed.known_own_profile_key(client.store)
+    if profile_key is not None:
+        message.profile_key = profile_key
+    root = sealed.trust_root(client.store)
+    if root is not None:
+        message.trust_root = root.serialize()
     return message
+
+
+async def _adopt_sealed_sender(client: Client, message: ProvisionMessage) -> None:
+    """Take the account's profile key, the contacts' and the pinned trust root from the
+    provisioning message (a root the existing device pinned beats one this device was
+    just told by the relay), then register as a device that opens sealed envelopes."""
+    with client.store.transaction():
+        if message.trust_root:
+            with contextlib.suppress(ProtocolError):  # a malformed one: ours stays
+                sealed.pin_trust_root(client.store, PublicKey.deserialize(message.trust_root))
+        if message.profile_key:
+            sealed.adopt_own_profile_key(client.store, message.profile_key)
+        for contact in message.contacts:
+            if contact.profile_key and contact.account_id != client.account_id:
+                sealed.set_contact_profile_key(client.store, contact.account_id,
+                                               contact.profile_key)
+    await client.sealed_sender_upkeep()
 
 
 def adopt(client: Client, contacts: Iterable[ProvisionMessage.Contact],

@@ -143,6 +143,16 @@ class Unsupported:
     reason: str
 
 
+@dataclass(frozen=True)
+class SealedRejected:
+    """A sealed-sender envelope that did not open, or whose sender certificate failed
+    (another trust root than the pinned one, expired, forged, or naming this device). It
+    was acknowledged and dropped, and no session changed. No sender is given: an
+    unchecked certificate names no one. ``kind`` is the protocol error kind
+    (``invalid_certificate``, ``invalid_message``, ``sealed_sender_self_send``...)."""
+
+    kind: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,24 @@ class ServerHistoryChanged:
     enabled: bool
 
 
+@dataclass(frozen=True)
+class AccountNotice:
+    """The relay tells of something done to our own account (docs/server.md, "Login
+    notices"): ``device_added``, ``recovery`` (its recovery blob was opened),
+    ``identity_reset``, ``recovery_changed``, ``two_factor_enabled``/``_disabled``. ``at``
+    is the minute it happened (ms); ``device_id`` and ``name`` the device concerned if
+    any; ``via`` how (``link_code``, ``recovery_key``, ``recovery_passphrase``...). The
+    relay writes these: one that lies can also stay silent."""
+
+    kind: str
+    at: int
+    device_id: int | None = None
+    name: str = ""
+    via: str = ""
+
+
 Event = (Message | MessageDeleted | MessageEdited | Reaction | ExpireTimerChanged
          | MessagesRead | Receipt | Typing | IdentityChanged | DeviceAdded
-         | DecryptionFailed | ResendUnavailable | Unsupported | GroupUpdated
-         | GroupChangeRejected | ServerHistoryChanged)
+         | DecryptionFailed | ResendUnavailable | Unsupported | SealedRejected | GroupUpdated
+         | GroupChangeRejected | ServerHistoryChanged
+         | AccountNotice)

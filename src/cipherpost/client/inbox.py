@@ -9,6 +9,7 @@ envelope is recognised and dropped).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from cipherpost.protocol.sender_keys import (
 
 from . import content as codec
 from . import events as ev
-from . import history
+from . import history, notices, sealed
 from .api import (
     Envelope,
 )
@@ -104,6 +105,17 @@ class Inbox:
         Returns the events and the network work to do after it is acknowledged."""
         if self.store.envelope_seen(envelope.id):
             return [], []
+        if envelope.type == notices.NOTICE_TYPE and envelope.sender_account_id is None:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            return [notices.parse(envelope.content)], []
+        if envelope.type == sealed.SEALED_TYPE:
+            opened = self._open_sealed(envelope)
+            if isinstance(opened, ev.SealedRejected):
+                with self.store.transaction():
+                    self.store.mark_envelope(envelope.id, self._now())
+                return [opened], []
+            envelope = opened
         sender, device = envelope.sender_account_id, envelope.sender_device_id
         if sender is None or device is None or envelope.type not in (
                 WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
@@ -142,6 +154,28 @@ class Inbox:
                 self._finish(envelope, follow_ups)
             return ([ev.DecryptionFailed(sender, device, envelope.client_timestamp,
                                          exc.kind)], follow_ups)
+
+    def _open_sealed(self, envelope: Envelope) -> Envelope | ev.SealedRejected:
+        """A sealed envelope as the identified one it wraps (sender from its validated
+        certificate), or why it was refused. Nothing is stored here: the unwrapped
+        envelope goes through the same all-or-nothing path as any other."""
+        try:
+            opened = sealed.open_envelope(self.store, envelope.content, now_ms=self._now(),
+                                          local_account=self.account_id,
+                                          local_device=self.device_id)
+            ProtocolAddress(opened.sender, opened.device)  # a usable address
+        except sealed.SealedError as exc:
+            log.info("a sealed envelope was refused: %s", exc.kind)
+            return ev.SealedRejected(exc.kind, str(exc))
+        except ValueError:
+            return ev.SealedRejected("invalid_certificate",
+                                     "the certificate names no usable sender")
+        if opened.message_type not in (WHISPER_TYPE, PREKEY_TYPE, SENDERKEY_TYPE):
+            return ev.SealedRejected("invalid_message",
+                                     f"sealed content of type {opened.message_type}")
+        return dataclasses.replace(envelope, sender_account_id=opened.sender,
+                                   sender_device_id=opened.device, type=opened.message_type,
+                                   content=opened.contents)
 
     def _finish(self, envelope: Envelope, follow_ups: list[FollowUp]) -> None:
         """In the envelope's transaction: remember it, and keep the network work it
@@ -205,12 +239,18 @@ class Inbox:
                                              "a group ciphertext under another group's key"))
                 return
         if body == "data":
+            if content.data.profile_key and not own:
+                sealed.set_contact_profile_key(self.store, sender, content.data.profile_key)
             self.store_data(content.data, sender, device, sender, False, envelope, events)
             if self.options.delivery_receipts and not own:
                 follow_ups.append(FollowUp("receipt", sender, None, content.data.timestamp))
         elif body == "sync" and own:
             sync = content.sync
             kind = sync.WhichOneof("body")
+            if kind == "sent" and sync.sent.message.profile_key and device < self.device_id:
+                # The account's profile key as a lower device holds it: all converge on
+                # the first device's (docs/spec/sealed-sender.md).
+                sealed.adopt_own_profile_key(self.store, sync.sent.message.profile_key)
             if kind == "sent" and (sync.sent.destination or sync.sent.message.HasField("group")):
                 self.store_data(sync.sent.message, self.account_id, device,
                                  sync.sent.destination, True, envelope, events)

@@ -33,6 +33,10 @@ class ClientOptions:
     #: session. REQUIRED, as libsignal 0.92+: a peer without it is refused, and a session
     #: without it is replaced before the next send. OFF never runs it (docs/protocol.md).
     spqr: SpqrSettings = SpqrSettings.OFFERED
+    #: Sealed sender (docs/spec/sealed-sender.md): messages to a contact whose profile key
+    #: this device holds go without sender credentials, so the relay does not learn who
+    #: sent them; off, every send is identified.
+    sealed_sender: bool = True
     #: Milliseconds since the epoch (tests move it to simulate days passing).
     clock: Callable[[], int] = field(default=now_ms)
 

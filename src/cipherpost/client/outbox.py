@@ -1,6 +1,9 @@
 """Sending: encrypt for every device of an account, send over the socket or HTTP, and act
 on the relay's 409/410 answers (docs/spec/README.md §5); group messages on sender keys
-(docs/spec/groups.md).
+(docs/spec/groups.md). To a contact whose profile key we hold, the ciphertexts go sealed
+(docs/spec/sealed-sender.md), falling back to an identified send of the same ciphertexts
+when the relay refuses the sealed one (401: a stale access key, 403: a device that cannot
+open sealed envelopes) or no sender certificate can be had.
 
 Every encryption commits the advanced sessions before the request leaves, so a message key
 is never used twice even when a request fails and is retried.
@@ -8,7 +11,10 @@ is never used twice even when a request fails and is retried.
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,15 +28,18 @@ from cipherpost.protocol import (
     has_session,
     process_prekey_bundle,
 )
+from cipherpost.protocol.certificates import SenderCertificate
 from cipherpost.protocol.sender_keys import (
     create_distribution_message,
     group_encrypt,
 )
 
 from . import content as codec
+from . import sealed
 from .api import (
     RelayApi,
     RelayError,
+    RelayUnavailable,
     b64,
 )
 from .errors import ClientError, IdentityNotTrusted
@@ -46,6 +55,12 @@ from .proto.app_pb2 import (
 from .socket import RelaySocket, SocketLost
 from .store.database import Store
 
+log = logging.getLogger(__name__)
+
+#: After a 403 (a device that cannot open sealed envelopes), sends to that account stay
+#: identified this long (seconds) before sealed is tried again.
+IDENTIFIED_AFTER_REFUSAL = 3600.0
+
 
 class Outbox:
     """One device's sending side."""
@@ -60,6 +75,8 @@ class Outbox:
         self._timestamp = timestamp
         #: The open WebSocket, while ``Client.listen`` runs.
         self.socket: RelaySocket | None = None
+        #: Accounts whose sends stay identified until the given monotonic time.
+        self._identified_until: dict[str, float] = {}
 
     def _now(self) -> int:
         return self.options.clock()
@@ -106,12 +123,79 @@ class Outbox:
                 if registration_ids and message["device_id"] in registration_ids:
                     message["registration_id"] = registration_ids[message["device_id"]]
             try:
-                await self.send_request(account, timestamp, messages)
+                await self.send_to_account(account, timestamp, messages)
                 return devices
             except RelayError as exc:
                 if not await self.repair_device_list(account, exc):
                     raise
         raise ClientError(f"the device list of {account} kept changing; try again")
+
+    async def send_to_account(self, account: str, timestamp: int,
+                              messages: list[dict[str, Any]],
+                              group_id: bytes | None = None) -> None:
+        """Send ciphertexts for the devices of ``account``: sealed when we may (see the
+        module comment), else, or when the relay refuses the sealed send, identified.
+
+        Raises:
+            RelayError: 409/410 (for the caller to repair), or any other refusal.
+            RelayUnavailable: no answer.
+        """
+        access = await self._sealed_access(account)
+        if access is not None:
+            key, certificate = access
+            try:
+                sealed_messages = self._seal(account, certificate, messages, group_id)
+                await self.api.send_sealed(account, key, sealed_messages)
+                return
+            except RelayError as exc:
+                if exc.status == 401:
+                    # The contact changed its profile key (or turned sealed sends off):
+                    # identified until its next message shares the new one.
+                    with self.store.relaxed_transaction():
+                        sealed.forget_contact_profile_key(self.store, account)
+                elif exc.status == 403:
+                    self._identified_until[account] = \
+                        time.monotonic() + IDENTIFIED_AFTER_REFUSAL
+                else:
+                    raise
+                log.info("sealed send refused (%d): sending identified", exc.status)
+        await self.send_request(account, timestamp, messages)
+
+    async def _sealed_access(self, account: str) -> tuple[bytes, SenderCertificate] | None:
+        """The contact's access key and our sender certificate, when this send may go
+        sealed; None for an identified send."""
+        if not self.options.sealed_sender or account == self.account_id:
+            return None
+        if self._identified_until.get(account, 0.0) > time.monotonic():
+            return None
+        profile_key = sealed.contact_profile_key(self.store, account)
+        if profile_key is None:
+            return None
+        try:
+            certificate = await sealed.sender_certificate(self.store, self._now(),
+                                                          self.api.sender_certificate)
+        except (sealed.SealedError, RelayError, RelayUnavailable) as exc:
+            log.info("no sender certificate (%s): sending identified", type(exc).__name__)
+            return None
+        return sealed.access_key(profile_key), certificate
+
+    def _seal(self, account: str, certificate: SenderCertificate,
+              messages: list[dict[str, Any]],
+              group_id: bytes | None) -> list[dict[str, Any]]:
+        """The identified ciphertexts, each sealed to the account's identity key."""
+        identity = self.store.get_identity_key_pair()
+        out = []
+        for message in messages:
+            recipient = self.store.get_identity(ProtocolAddress(account,
+                                                                message["device_id"]))
+            if recipient is None:
+                raise ClientError(f"no identity key known for {account}")
+            out.append({"device_id": message["device_id"],
+                        "registration_id": message["registration_id"],
+                        "content": b64(sealed.seal_message(
+                            identity, recipient, certificate, message["type"],
+                            base64.b64decode(message["content"]), group_id))})
+        return out
 
     async def send_request(self, account: str, timestamp: int,
                             messages: list[dict[str, Any]]) -> None:
@@ -273,7 +357,7 @@ class Outbox:
                          "type": SENDERKEY_TYPE, "content": b64(ciphertext)}
                         for d in self.store.session_devices(account)]
             try:
-                await self.send_request(account, timestamp, messages)
+                await self.send_to_account(account, timestamp, messages, group.id)
             except RelayError as exc:
                 if not await self.repair_device_list(account, exc):
                     raise

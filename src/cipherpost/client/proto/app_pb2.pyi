@@ -125,6 +125,7 @@ class DataMessage(_message.Message):
     EXPIRE_TIMER_VERSION_FIELD_NUMBER: _builtins.int
     EXPIRE_TIMER_UPDATE_FIELD_NUMBER: _builtins.int
     GROUP_CHANGE_FIELD_NUMBER: _builtins.int
+    PROFILE_KEY_FIELD_NUMBER: _builtins.int
     timestamp: _builtins.int
     """Sender's clock in milliseconds; with the author's account id it names the message."""
     text: _builtins.str
@@ -134,6 +135,10 @@ class DataMessage(_message.Message):
     """
     expire_timer_version: _builtins.int
     expire_timer_update: _builtins.bool
+    profile_key: _builtins.bytes
+    """The author's profile key (32 bytes): its receivers derive the unidentified-access key
+    that lets them send sealed-sender messages to the author (docs/spec/sealed-sender.md).
+    """
     @_builtins.property
     def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentPointer]: ...
     @_builtins.property
@@ -173,10 +178,11 @@ class DataMessage(_message.Message):
         expire_timer_version: _builtins.int = ...,
         expire_timer_update: _builtins.bool = ...,
         group_change: Global___SignedGroupChange | None = ...,
+        profile_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "edit", b"edit", "group", b"group", "group_change", b"group_change", "quote", b"quote", "reaction", b"reaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "delete", b"delete", "edit", b"edit", "expire_timer", b"expire_timer", "expire_timer_update", b"expire_timer_update", "expire_timer_version", b"expire_timer_version", "group", b"group", "group_change", b"group_change", "quote", b"quote", "reaction", b"reaction", "text", b"text", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "delete", b"delete", "edit", b"edit", "expire_timer", b"expire_timer", "expire_timer_update", b"expire_timer_update", "expire_timer_version", b"expire_timer_version", "group", b"group", "group_change", b"group_change", "profile_key", b"profile_key", "quote", b"quote", "reaction", b"reaction", "text", b"text", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -768,12 +774,15 @@ class ProvisionMessage(_message.Message):
         IDENTITY_KEY_FIELD_NUMBER: _builtins.int
         VERIFIED_FIELD_NUMBER: _builtins.int
         SEND_BLOCKED_FIELD_NUMBER: _builtins.int
+        PROFILE_KEY_FIELD_NUMBER: _builtins.int
         account_id: _builtins.str
         username: _builtins.str
         identity_key: _builtins.bytes
         verified: _builtins.bool
         send_blocked: _builtins.bool
         """The key changed and the user has not accepted it yet: sending stays blocked."""
+        profile_key: _builtins.bytes
+        """The contact's profile key, when known (docs/spec/sealed-sender.md)."""
         def __init__(
             self,
             *,
@@ -782,10 +791,11 @@ class ProvisionMessage(_message.Message):
             identity_key: _builtins.bytes = ...,
             verified: _builtins.bool = ...,
             send_blocked: _builtins.bool = ...,
+            profile_key: _builtins.bytes = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "identity_key", b"identity_key", "send_blocked", b"send_blocked", "username", b"username", "verified", b"verified"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "identity_key", b"identity_key", "profile_key", b"profile_key", "send_blocked", b"send_blocked", "username", b"username", "verified", b"verified"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -798,6 +808,8 @@ class ProvisionMessage(_message.Message):
     HISTORY_ENABLED_FIELD_NUMBER: _builtins.int
     HISTORY_KEYS_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
+    PROFILE_KEY_FIELD_NUMBER: _builtins.int
+    TRUST_ROOT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     identity_key_pair: _builtins.bytes
     """The account's identity key pair (libsignal's IdentityKeyPairStructure form)."""
@@ -808,6 +820,11 @@ class ProvisionMessage(_message.Message):
     """Server-stored history (docs/spec/history.md): whether the account keeps it, and its
     keys, so the new device can read (and write) it.
     """
+    profile_key: _builtins.bytes
+    """Sealed sender (docs/spec/sealed-sender.md): the account's profile key, and the relay's
+    trust root the existing device pinned (33 bytes).
+    """
+    trust_root: _builtins.bytes
     @_builtins.property
     def group_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The exact bytes of every group state the account's devices accepted."""
@@ -834,10 +851,12 @@ class ProvisionMessage(_message.Message):
         history_enabled: _builtins.bool = ...,
         history_keys: Global___HistoryKeys | None = ...,
         archive: Global___HistoryArchive | None = ...,
+        profile_key: _builtins.bytes = ...,
+        trust_root: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["archive", b"archive", "history_keys", b"history_keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "archive", b"archive", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "archive", b"archive", "contacts", b"contacts", "group_states", b"group_states", "history_enabled", b"history_enabled", "history_keys", b"history_keys", "identity_key_pair", b"identity_key_pair", "link_code", b"link_code", "profile_key", b"profile_key", "trust_root", b"trust_root", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

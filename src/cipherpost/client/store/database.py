@@ -321,6 +321,9 @@ class Store:
         self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?)",
                          (name, self._seal("secrets", name, value)))
 
+    def delete_secret(self, name: str) -> None:
+        self._db.execute("DELETE FROM secrets WHERE name = ?", (name,))
+
     def next_id(self, counter: str, start: int = 1) -> int:
         """The next value of a persistent counter (key ids, for example)."""
         value = int(self.get_meta(counter) or start)
@@ -770,6 +773,12 @@ class Store:
         row = self._db.execute("SELECT expire_timer, expire_timer_version FROM conversations "
                                "WHERE id = ?", (conversation,)).fetchone()
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def expire_timers(self) -> dict[str, int]:
+        """Every conversation with disappearing messages on: its timer in seconds."""
+        rows = self._db.execute("SELECT id, expire_timer FROM conversations "
+                                "WHERE expire_timer > 0 ORDER BY id").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def set_conversation_timer(self, conversation: str, seconds: int, version: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO conversations VALUES (?, ?, ?)",

@@ -1,0 +1,170 @@
+"""Sealed sender end to end: the SDK against a real relay. Contacts who shared a profile
+key get sealed messages (no sender in the relay's rows); refusals fall back to identified
+sends; envelopes whose certificate fails are reported and acknowledged, and leave the
+session working."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+from cipherpost.client import Client, sealed
+from cipherpost.client import events as ev
+from cipherpost.protocol import PrivateKey
+
+from .conftest import Devices, ThreadedRelay
+
+SEALED = sealed.SEALED_TYPE
+DAY_MS = 24 * 3600 * 1000
+
+
+def _queued(tmp_path: Path, client: Client) -> list[tuple[str | None, int | None, int, int]]:
+    """(sender account, sender device, type, client timestamp) of each envelope the
+    relay holds for ``client``'s account, as stored."""
+    with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
+        return db.execute("SELECT sender_account_id, sender_device_id, type, "
+                          "client_timestamp FROM messages WHERE account_id = ? ORDER BY id",
+                          (client.account_id,)).fetchall()
+
+
+def _texts(events: list[ev.Event]) -> list[tuple[str, str]]:
+    return [(e.author, e.text) for e in events if isinstance(e, ev.Message)]
+
+
+def test_contacts_get_sealed_messages(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            assert sealed.trust_root(alice.store) is not None
+            # Alice holds no profile key of Bob's yet: identified.
+            await alice.send_text("bob", "hello bob")
+            assert [row[:3] for row in _queued(tmp_path, bob)] == \
+                [(alice.account_id, 1, 3)]
+            assert _texts(await bob.receive()) == [(alice.account_id, "hello bob")]
+            # Bob learned Alice's profile key from her message: his answers go sealed,
+            # the delivery receipt included.
+            await bob.send_text("alice", "hi alice")
+            rows = _queued(tmp_path, alice)
+            assert len(rows) == 2
+            assert all(row == (None, None, SEALED, 0) for row in rows)
+            got = await alice.receive()
+            assert _texts(got) == [(bob.account_id, "hi alice")]
+            assert any(isinstance(e, ev.Receipt) and e.sender == bob.account_id for e in got)
+            # And Alice, who now holds Bob's key, sends sealed too.
+            await alice.send_text("bob", "sealed now")
+            assert [row for row in _queued(tmp_path, bob) if row[2] != SEALED] == []
+            assert _texts(await bob.receive()) == [(alice.account_id, "sealed now")]
+            assert [h.text for h in bob.history(alice.account_id)] == \
+                ["hello bob", "hi alice", "sealed now"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_refused_sealed_sends_go_identified(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hi")
+            await alice.receive()
+            await bob.receive()  # alice's receipt
+            assert sealed.contact_profile_key(alice.store, bob.account_id) is not None
+            # Bob's account registers another key: Alice's is refused (401), the message
+            # goes identified, and she forgets the stale key.
+            await bob.api.set_access_key(os.urandom(16))
+            await alice.send_text("bob", "after a new key")
+            assert [row[:3] for row in _queued(tmp_path, bob)] == [(alice.account_id, 1, 2)]
+            assert sealed.contact_profile_key(alice.store, bob.account_id) is None
+            assert _texts(await bob.receive()) == [(alice.account_id, "after a new key")]
+            await bob.api.set_access_key(sealed.access_key(
+                sealed.own_profile_key(bob.store)))
+            await bob.send_text("alice", "my key again")
+            await alice.receive()
+            await bob.receive()
+            # A device of Bob's that has not said it opens sealed envelopes: 403, and the
+            # send goes identified to both devices.
+            laptop = await devices.link(bob, "laptop")
+            assert sealed.known_own_profile_key(laptop.store) is None
+            await alice.send_text("bob", "to both")
+            rows = _queued(tmp_path, bob)
+            assert {row[2] for row in rows} != {SEALED}
+            assert (alice.account_id, 1) in {row[:2] for row in rows}
+            assert (alice.account_id, "to both") in _texts(await bob.receive())
+            assert (alice.account_id, "to both") in _texts(await laptop.receive())
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_bad_certificates_are_reported_and_sessions_survive(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hi")
+            await alice.receive()
+            await bob.receive()  # alice's receipt
+            # Bob pins another trust root: Alice's sealed message is refused, not decrypted.
+            real_root = sealed.trust_root(bob.store)
+            assert real_root is not None
+            with bob.store.transaction():
+                sealed.pin_trust_root(bob.store, PrivateKey.generate(os.urandom).public_key())
+            await alice.send_text("bob", "under a root bob does not trust")
+            got = await bob.receive()
+            assert [type(e) for e in got] == [ev.SealedRejected]
+            assert got[0].kind == "invalid_certificate"  # type: ignore[union-attr]
+            assert _queued(tmp_path, bob) == []  # acknowledged
+            # Expired: Bob's clock is past the certificate's expiry.
+            with bob.store.transaction():
+                sealed.pin_trust_root(bob.store, real_root)
+            real_clock = bob.options.clock
+            bob.options.clock = lambda: real_clock() + DAY_MS + 60_000
+            await alice.send_text("bob", "with a certificate bob finds expired")
+            got = await bob.receive()
+            bob.options.clock = real_clock
+            assert [(type(e), getattr(e, "kind", "")) for e in got] == \
+                [(ev.SealedRejected, "invalid_certificate")]
+            # Neither advanced nor broke the session: an identified message decrypts...
+            alice.options.sealed_sender = False
+            await alice.send_text("bob", "identified")
+            assert _texts(await bob.receive()) == [(alice.account_id, "identified")]
+            # ...and so does a sealed one under the right root and time.
+            alice.options.sealed_sender = True
+            await alice.send_text("bob", "sealed and fine")
+            assert {row[2] for row in _queued(tmp_path, bob)} == {SEALED}
+            assert _texts(await bob.receive()) == [(alice.account_id, "sealed and fine")]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_group_messages_go_sealed(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hi")
+            await alice.receive()
+            await bob.receive()
+            group = await alice.create_group("trip", [bob.account_id])
+            await bob.receive()
+            await alice.send_group_text(group.id, "to the group")
+            rows = _queued(tmp_path, bob)
+            assert rows and {row[:2] for row in rows} == {(None, None)}
+            assert (alice.account_id, "to the group") in _texts(await bob.receive())
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
