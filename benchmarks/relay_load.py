@@ -23,6 +23,13 @@ synchronous commit on), and the relay's CPU per message is reported as a ratio o
 per message on SQLite in the same invocation, beside PostgreSQL's own CPU per message
 (all of its processes).
 
+With ``--scale-out`` (implies ``--postgresql``), a fourth set-up runs too: **two** relay
+processes on that PostgreSQL and a private Redis (``tests/support/redis.py``: fan-out and
+rate limits), each device connected to one of them in turn, so that half the messages
+cross from one process to the other through Redis. For every set-up the CPU time per
+delivered message of each component is reported: the relay processes (together),
+PostgreSQL (all of its processes), Redis, and the load generator.
+
 Server CPU time is read from /proc for the server process alone (CPU per delivered
 message, not wall time); ``CPU %`` is that time over the run's wall time, to show
 whether the server was the limit. ``lag p99`` is how late the client processes sent
@@ -58,6 +65,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.support.postgres import PostgresServer  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
 
 from cipherpost.server.auth import make_token, new_secret  # noqa: E402
 from cipherpost.server.storage.engine import Database  # noqa: E402
@@ -178,24 +186,31 @@ uvloop.run(main())
 
 @dataclass
 class Server:
-    kind: str  # "bare", "cipherpost" (on SQLite) or "postgresql" (cipherpost on it)
-    port: int
-    proc: subprocess.Popen[bytes]
+    #: "bare", "cipherpost" (on SQLite), "postgresql" (cipherpost on it) or "scale-out"
+    #: (two cipherpost processes on PostgreSQL and Redis)
+    kind: str
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]]
     tokens: list[str] = field(default_factory=list)
     #: the postmaster's pid, when the relay runs on PostgreSQL
     database_pid: int | None = None
+    #: the Redis server's pid, when the relays share one
+    redis_pid: int | None = None
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-#: The PostgreSQL server of ``--postgresql`` runs.
+#: The PostgreSQL server of ``--postgresql`` runs, the Redis server of ``--scale-out``.
 POSTGRES: PostgresServer | None = None
+REDIS: RedisServer | None = None
 
 
 def start_server(kind: str, devices: int, workdir: Path) -> Server:
@@ -205,27 +220,37 @@ def start_server(kind: str, devices: int, workdir: Path) -> Server:
         proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
                                 preexec_fn=lambda: raise_fd_limit(limit))
         wait_port(port, proc)
-        return Server(kind, port, proc)
-    database_pid = None
-    if kind == "postgresql":
+        return Server(kind, [port], [proc])
+    database_pid = redis_pid = None
+    env = {**os.environ,
+           "CIPHERPOST_ATTACHMENT_DIR": str(workdir / "blobs"),
+           "CIPHERPOST_RATE_MESSAGES_PER_PAIR": "100000/10000",
+           "CIPHERPOST_LOG_LEVEL": "WARNING"}
+    if kind in ("postgresql", "scale-out"):
         assert POSTGRES is not None
         db = POSTGRES.url(POSTGRES.create_database(f"relay_{port}"))
         database_pid = POSTGRES.process.pid
     else:
         db = f"sqlite:///{workdir}/relay-{port}.db"
+    ports = [port]
+    if kind == "scale-out":
+        assert REDIS is not None
+        env["CIPHERPOST_REDIS_URL"] = REDIS.url()
+        redis_pid = REDIS.process.pid
+        ports.append(free_port())
+    env["CIPHERPOST_DATABASE_URL"] = db
     tokens = asyncio.run(create_accounts(db, devices))
-    env = {**os.environ,
-           "CIPHERPOST_DATABASE_URL": db,
-           "CIPHERPOST_ATTACHMENT_DIR": str(workdir / "blobs"),
-           "CIPHERPOST_RATE_MESSAGES_PER_PAIR": "100000/10000",
-           "CIPHERPOST_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "cipherpost.server", "--port", str(port)]
-    profile = os.environ.get("RELAY_PROFILE")  # e.g. "cprofile:/tmp/relay.prof"
-    if profile and profile.startswith("cprofile:"):
-        command[1:1] = ["-m", "cProfile", "-o", profile.split(":", 1)[1]]
-    proc = subprocess.Popen(command, env=env, preexec_fn=lambda: raise_fd_limit(limit))
-    wait_port(port, proc)
-    return Server(kind, port, proc, tokens, database_pid)
+    procs = []
+    for at in ports:
+        command = [sys.executable, "-m", "cipherpost.server", "--port", str(at)]
+        profile = os.environ.get("RELAY_PROFILE")  # e.g. "cprofile:/tmp/relay.prof"
+        if profile and profile.startswith("cprofile:") and at == port:
+            command[1:1] = ["-m", "cProfile", "-o", profile.split(":", 1)[1]]
+        procs.append(subprocess.Popen(command, env=env,
+                                      preexec_fn=lambda: raise_fd_limit(limit)))
+    for at, proc in zip(ports, procs, strict=True):
+        wait_port(at, proc)
+    return Server(kind, ports, procs, tokens, database_pid, redis_pid)
 
 
 # -- client processes -----------------------------------------------------------------------
@@ -236,7 +261,7 @@ class Plan:
     """What one client process does."""
 
     kind: str
-    port: int
+    ports: list[int]  # device i connects to ports[i % len(ports)]
     devices: list[int]  # the indexes of the devices this process drives
     total_devices: int
     tokens: list[str]  # of ``devices``, same order
@@ -266,10 +291,11 @@ async def _client(plan: Plan, pipe: Connection) -> None:
     bare = plan.kind == "bare"
 
     async def open_socket(i: int, token: str) -> Any:
+        port = plan.ports[i % len(plan.ports)]
         if bare:
-            return await connect(f"ws://127.0.0.1:{plan.port}/d{i}", compression=None,
+            return await connect(f"ws://127.0.0.1:{port}/d{i}", compression=None,
                                  max_queue=None, open_timeout=120)
-        return await connect(f"ws://127.0.0.1:{plan.port}/v1/websocket", compression=None,
+        return await connect(f"ws://127.0.0.1:{port}/v1/websocket", compression=None,
                              max_queue=None, open_timeout=120,
                              subprotocols=[BATCH_SUBPROTOCOL] if plan.batch else None,
                              additional_headers={"Authorization": f"Bearer {token}"})
@@ -408,7 +434,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     procs = []
     for w in range(workers):
         mine = list(range(w, devices, workers))
-        plan = Plan(server.kind, server.port, mine, devices,
+        plan = Plan(server.kind, server.ports, mine, devices,
                     [server.tokens[i] for i in mine] if server.tokens else [""] * len(mine),
                     rate / workers, seconds, 256, batch, w)
         parent, child = ctx.Pipe()
@@ -419,15 +445,17 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     for p in pipes:
         assert p.recv()[0] == "ready"
     time.sleep(1)
-    pid = server.proc.pid
-    base_rss = rss_mb(pid)
+    pids = [proc.pid for proc in server.procs]
+    base_rss = sum(rss_mb(pid) for pid in pids)
     start = time.perf_counter() + 0.2
     for p in pipes:
         p.send(("go", start))
     time.sleep(max(0.0, start - time.perf_counter()))
-    cpu0 = cpu_seconds(pid)
+    cpu0 = sum(cpu_seconds(pid) for pid in pids)
     db_pid = server.database_pid
     db_cpu0 = family_cpu_seconds(db_pid) if db_pid else 0.0
+    redis_pid = server.redis_pid
+    redis_cpu0 = cpu_seconds(redis_pid) if redis_pid else 0.0
     clients0 = [cpu_seconds(proc.pid or 0) for proc in procs]
     delivered = [0] * workers
     sent: list[int | None] = [None] * workers
@@ -444,15 +472,16 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
                         delivered[w] = message[2]
                     elif message[0] == "sent":
                         sent[w] = message[1]
-            peak_rss = max(peak_rss, rss_mb(pid))
+            peak_rss = max(peak_rss, sum(rss_mb(pid) for pid in pids))
             time.sleep(0.02)
 
     poll(lambda: all(s is not None for s in sent), seconds + 120)
     total_sent = sum(s or 0 for s in sent)
     poll(lambda: sum(delivered) >= total_sent, 20)
     elapsed = time.perf_counter() - start
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
     db_cpu = family_cpu_seconds(db_pid) - db_cpu0 if db_pid else 0.0
+    redis_cpu = cpu_seconds(redis_pid) - redis_cpu0 if redis_pid else 0.0
     clients = [cpu_seconds(proc.pid or 0) - c0 for proc, c0 in zip(procs, clients0, strict=True)]
     for p in pipes:
         p.send(("stop",))
@@ -477,6 +506,8 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         "cpu_us_per_message": cpu / max(total_delivered, 1) * 1e6,
         "db_cpu_us_per_message": db_cpu / max(total_delivered, 1) * 1e6,
         "db_cpu_percent": db_cpu / elapsed * 100,
+        "redis_cpu_us_per_message": redis_cpu / max(total_delivered, 1) * 1e6,
+        "client_cpu_us_per_message": sum(clients) / max(total_delivered, 1) * 1e6,
         "cpu_percent": cpu / elapsed * 100,
         "client_cpu_percent": max(clients) / elapsed * 100,
         "p50_ms": lat[len(lat) // 2] * 1000,
@@ -514,6 +545,9 @@ def main() -> None:
     parser.add_argument("--postgresql", action="store_true",
                         help="also run the relay on PostgreSQL (a private server started "
                              "here; needs Debian's postgresql package)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="also run two relay processes on PostgreSQL and Redis (implies "
+                             "--postgresql; needs Debian's redis-server package)")
     args = parser.parse_args()
     seconds = 3 if args.quick else args.seconds
     devices = 20 if args.quick else args.devices
@@ -521,20 +555,25 @@ def main() -> None:
     raise_fd_limit(max(devices, lat_devices) + 1000)
     batch = not args.legacy_frames
     frames = "one envelope per frame" if args.legacy_frames else "batch subprotocol"
-    global POSTGRES
+    global POSTGRES, REDIS
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         kinds = ["cipherpost"] if args.skip_bare else ["bare", "cipherpost"]
-        if args.postgresql:
+        if args.postgresql or args.scale_out:
             POSTGRES = PostgresServer.start(durable=True)
             stack.callback(POSTGRES.stop)
             kinds.append("postgresql")
+        if args.scale_out:
+            REDIS = RedisServer.start()
+            stack.callback(REDIS.stop)
+            kinds.append("scale-out")
         if args.only != "latency":
             rows = [(k if k != "bare" else "bare relay",
                      run(k, devices, 0, seconds, args.workers, batch, work)) for k in kinds]
             print_table(f"Saturation: {devices} devices, {seconds:g} s, {args.workers} client "
                         f"processes, {frames}", rows)
             _ratio(rows)
+            _components(rows)
         if args.only != "saturation":
             rows = [(k if k != "bare" else "bare relay",
                      run(k, lat_devices, args.latency_rate, seconds, args.workers, batch,
@@ -542,6 +581,7 @@ def main() -> None:
             print_table(f"Latency: {lat_devices} devices, {args.latency_rate:g} msg/s offered, "
                         f"{seconds:g} s, {args.workers} client processes, {frames}", rows)
             _ratio(rows)
+            _components(rows)
             for name, r in rows:
                 if name != "bare relay":
                     print(f"  {name}: p99 delivery latency {r['p99_ms']:.2f} ms "
@@ -564,6 +604,29 @@ def _ratio(rows: list[tuple[str, dict[str, float]]]) -> None:
               f"SQLite; PostgreSQL's own {pg['db_cpu_us_per_message']:.1f} µs/msg "
               f"({pg['db_cpu_percent']:.0f}% CPU); relay + PostgreSQL {both:.2f}x the "
               "relay on SQLite")
+
+
+#: How the tables name each set-up.
+LABELS = {"bare relay": "bare relay", "cipherpost": "1 relay, SQLite",
+          "postgresql": "1 relay, PostgreSQL", "scale-out": "2 relays, PG + Redis"}
+
+
+def _components(rows: list[tuple[str, dict[str, float]]]) -> None:
+    """CPU per delivered message of each component, and the scale-out target."""
+    print(f"  CPU µs per delivered message: {'set-up':22} {'relays':>8} {'PostgreSQL':>11} "
+          f"{'Redis':>7} {'load gen':>9}")
+    for name, r in rows:
+        if name == "bare relay":
+            continue
+        print(f"  {'':30} {LABELS[name]:22} {r['cpu_us_per_message']:8.1f} "
+              f"{r['db_cpu_us_per_message']:11.1f} {r['redis_cpu_us_per_message']:7.1f} "
+              f"{r['client_cpu_us_per_message']:9.1f}")
+    by_name = dict(rows)
+    if "scale-out" in by_name and "cipherpost" in by_name:
+        ratio = by_name["scale-out"]["cpu_us_per_message"] \
+            / by_name["cipherpost"]["cpu_us_per_message"]
+        print(f"  2 relays on PostgreSQL + Redis: relay CPU per delivered message {ratio:.2f}x "
+              "one relay on SQLite (target ≤ 1.5x)")
 
 
 if __name__ == "__main__":
