@@ -1,8 +1,10 @@
-"""Registering on a relay that registers by invitation: `cipherpost-admin invites create`
-makes the code, `cipherpost register --invite CODE` (the SDK's ``invite=``) spends it."""
+"""The SDK and CLI against operators' actions: registering on a relay that registers by
+invitation (`cipherpost-admin invites create` makes the code, `cipherpost register
+--invite CODE`, the SDK's ``invite=``, spends it), and an account being suspended."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cipherpost.client import AccountSuspended, RelayError
 from cipherpost.server.admin_cli import cli as admin_cli
+from cipherpost.server.storage import admin
+from cipherpost.server.storage.engine import Database
 
-from .conftest import ThreadedRelay
+from .conftest import Devices, ThreadedRelay
 from .test_cli import ENV, REGISTER, invoke
 
 
@@ -55,3 +60,30 @@ def test_register_with_an_invite(tmp_path: Path, invite_relay: ThreadedRelay) ->
                    token=token)
     assert shown["database"]["accounts"] == 1  # type: ignore[index]
     assert shown["relay"]["cipherpost_http_requests_total"] >= 3  # type: ignore[index]
+
+
+def test_a_suspended_account_stops_listening(tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        db = Database(relay.settings.database_url)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            listening = asyncio.ensure_future(_drain(alice))
+            await asyncio.sleep(0.5)
+            with db.writer.begin() as conn:
+                admin.set_suspended(conn, alice.account_id, True, 1, "root")
+            with pytest.raises(AccountSuspended):
+                await asyncio.wait_for(listening, 15)
+            with pytest.raises(RelayError) as refused:
+                await bob.send_text("alice", "hello?")
+            assert refused.value.code == "recipient_suspended"
+        finally:
+            db.dispose()
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+async def _drain(client: object) -> None:
+    async for _event in client.listen():  # type: ignore[attr-defined]
+        pass

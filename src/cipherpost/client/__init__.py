@@ -9,11 +9,19 @@ the application protocol of docs/spec/ on top of the protocol core.
 """
 
 from .api import RelayError, RelayUnavailable
-from .client import Client, ClientError, ClientOptions, DeviceRemoved, IdentityNotTrusted
+from .client import (
+    AccountSuspended,
+    Client,
+    ClientError,
+    ClientOptions,
+    DeviceRemoved,
+    IdentityNotTrusted,
+)
 from .store.crypto import WrongKey
 from .store.database import StoreError
 
 __all__ = [
+    "AccountSuspended",
     "Client",
     "ClientError",
     "ClientOptions",

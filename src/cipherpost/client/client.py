@@ -37,7 +37,7 @@ from .api import (
     RelayUnavailable,
     check_server_url,
 )
-from .errors import ClientError, DeviceRemoved, IdentityNotTrusted
+from .errors import AccountSuspended, ClientError, DeviceRemoved, IdentityNotTrusted
 from .groups import (
     ADMIN,
     MEMBER,
@@ -799,6 +799,7 @@ class Client:
 
         Raises:
             DeviceRemoved: the account removed this device.
+            AccountSuspended: the relay's operators suspended the account.
         """
         delay = 0.5
         while True:
@@ -837,6 +838,9 @@ class Client:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 if code == 4401:
                     raise DeviceRemoved("this device was removed from its account") from None
+                if code == 4403:
+                    raise AccountSuspended("the server's operators suspended this account") \
+                        from None
                 if code == 4409:
                     raise ClientError("another connection of this device replaced this one") \
                         from None
@@ -969,4 +973,5 @@ def _websocket_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path + "/v1/websocket", "", ""))
 
 
-__all__ = ["Client", "ClientError", "ClientOptions", "DeviceRemoved", "IdentityNotTrusted"]
+__all__ = ["AccountSuspended", "Client", "ClientError", "ClientOptions", "DeviceRemoved",
+           "IdentityNotTrusted"]

@@ -18,3 +18,8 @@ class IdentityNotTrusted(ClientError):
 
 class DeviceRemoved(ClientError):
     """This device was removed from its account; its credentials no longer work."""
+
+
+class AccountSuspended(ClientError):
+    """The relay's operators suspended this account: the relay refuses its devices
+    (HTTP 403 ``account_suspended``, WebSocket close code 4403) until they lift it."""
