@@ -82,7 +82,7 @@ def test_the_chain_step_kdf_is_hkdf_with_a_zero_salt() -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from cipherpost.protocol.spqr.kdf import CHAIN_NEXT, ZERO_SALT, hkdf64_zero_salt
+    from cipherpost.protocol.spqr.kdf import CHAIN_NEXT, ZERO_SALT, hkdf64_halves, hkdf64_zero_salt
 
     rnd = random.Random(5)
     for i in range(300):
@@ -90,3 +90,4 @@ def test_the_chain_step_kdf_is_hkdf_with_a_zero_salt() -> None:
         info = i.to_bytes(4, "big") + CHAIN_NEXT if i % 2 else rnd.randbytes(i % 90)
         want = HKDF(hashes.SHA256(), 64, ZERO_SALT, info).derive(ikm)
         assert hkdf64_zero_salt(ikm, info) == hkdf(ZERO_SALT, ikm, info, 64) == want
+        assert hkdf64_halves(ikm, info) == (want[:32], want[32:])

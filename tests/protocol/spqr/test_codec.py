@@ -308,3 +308,30 @@ def test_parity_chunks_match_textbook_lagrange(length: int) -> None:
                    *rnd.sample(range(n, 65536), 6)]
         for index in indices:
             assert chunk_at(value, index) == _reference_chunk(value, index), index
+
+
+def test_per_message_fields_agree_with_the_message_codec() -> None:
+    """encode_fields/decode_fields (the per-message forms, with one- and two-byte varints
+    inline) against SpqrMessage and the general varint code, around every length step."""
+    from cipherpost.protocol.spqr.wire import decode_fields, encode_fields
+
+    steps = [0, 1, 127, 128, 129, 255, 300, 16383, 16384, 16385, 65535]
+    rnd = random.Random(7)
+    for index in [*steps, 2**21 - 1, 2**21, 2**32 - 1]:
+        for chunk_index in steps:
+            epoch = rnd.choice([1, 2, 127, 128, 2**40])
+            chunk = Chunk(chunk_index, rnd.randbytes(32))
+            raw = encode_fields(epoch, index, PayloadType.EK, chunk_index, chunk.data)
+            assert raw == SpqrMessage(epoch, index, PayloadType.EK, chunk).encode()
+            assert decode_fields(raw) == (epoch, index, PayloadType.EK, chunk_index, chunk.data)
+        raw = encode_fields(3, index, PayloadType.CT1_ACK, 0, None)
+        assert decode_fields(raw) == (3, index, PayloadType.CT1_ACK, 0, None)
+    # Two-byte varints that are not canonical read as the general decoder reads them.
+    for first, second in ((0x80, 0x00), (0xFF, 0x7F), (0x81, 0x01)):
+        raw = bytes((1, 1, first, second, 2, first, second)) + bytes(32)
+        value = decode_varint(bytes((first, second)), 0)[0]
+        assert decode_fields(raw) == (1, value, 2, value, bytes(32))
+    # Truncated right after a two-byte index or chunk index.
+    for raw in (b"\x01\x01\x80\x01", b"\x01\x01\x01\x02\x80\x01" + bytes(31)):
+        with pytest.raises(MalformedSpqrMessage):
+            decode_fields(raw)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -28,7 +28,7 @@ from .errors import (
     SpqrKeyJump,
     SpqrKeyTrimmed,
 )
-from .kdf import CHAIN_ADD_EPOCH, CHAIN_NEXT, CHAIN_START, ZERO_SALT, hkdf, hkdf64_zero_salt
+from .kdf import CHAIN_ADD_EPOCH, CHAIN_NEXT, CHAIN_START, ZERO_SALT, hkdf, hkdf64_halves
 
 DEFAULT_MAX_JUMP = 25_000
 DEFAULT_MAX_OOO_KEYS = 2_000
@@ -53,15 +53,14 @@ class ChainParams:
 
     max_jump: int = DEFAULT_MAX_JUMP
     max_ooo_keys: int = DEFAULT_MAX_OOO_KEYS
+    #: Stored skipped keys from which on old ones are dropped (made from max_ooo_keys,
+    #: kept since every received message checks it).
+    trim_size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (0 < self.max_jump <= _U32 and 0 < self.max_ooo_keys <= _U32):
             raise ValueError("chain limits must be in 1..2^32-1")
-
-    @property
-    def trim_size(self) -> int:
-        """Stored skipped keys from which on old ones are dropped."""
-        return self.max_ooo_keys * 11 // 10 + 1
+        object.__setattr__(self, "trim_size", self.max_ooo_keys * 11 // 10 + 1)
 
 
 #: libsignal's limits for a session with someone else.
@@ -72,8 +71,7 @@ _NO_KEYS: Mapping[int, bytes] = MappingProxyType({})
 
 def _step(next_key: bytes, ctr: int) -> tuple[bytes, bytes]:
     """One chain step to counter ``ctr``: ``(new next, key(ctr))``."""
-    out = hkdf64_zero_salt(next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
-    return out[:32], out[32:]
+    return hkdf64_halves(next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
 
 
 class ChainHalf(NamedTuple):
@@ -199,13 +197,19 @@ class Chain(NamedTuple):
             InvalidSpqrState: ``epoch`` is before the send epoch or not available.
         """
         if epoch == self.send_epoch and epoch == self.current_epoch:
-            # The usual case: the newest epoch, already the send epoch. No cleanup.
+            # The usual case: the newest epoch, already the send epoch. No cleanup, and
+            # ChainHalf.send inlined (once per message sent; _make skips the field-by-field
+            # constructor).
             links = self.links
             last = links[-1]
-            half, index, key = last.send.send()
-            return (Chain(self.direction, self.current_epoch, epoch,
-                          (*links[:-1], Link(half, last.recv)), self.next_root, self.params),
-                    index, key)
+            half = last.send
+            ctr = half.ctr + 1
+            if len(half.next_key) != 32 or ctr > _U32:
+                raise InvalidSpqrState("SPQR send chain exhausted or wiped")
+            next_key, key = _step(half.next_key, ctr)
+            link = Link._make((ChainHalf._make((ctr, next_key, half.skipped)), last.recv))
+            return (Chain._make((self.direction, self.current_epoch, epoch, (*links[:-1], link),
+                                 self.next_root, self.params)), ctr, key)
         if epoch < self.send_epoch:
             raise InvalidSpqrState("SPQR send epoch decreased")
         try:
@@ -231,10 +235,22 @@ class Chain(NamedTuple):
             SpqrEpochOutOfRange: the epoch is ahead of the chain or already dropped.
             SpqrKeyJump, SpqrKeyTrimmed, SpqrKeyAlreadyRequested: see :meth:`ChainHalf.recv`.
         """
-        position = self._position(epoch)
-        link = self.links[position]
-        half, key = link.recv.recv(index, self.params)
-        links = list(self.links)
-        links[position] = Link(link.send, half)
-        return (Chain(self.direction, self.current_epoch, self.send_epoch, tuple(links),
-                      self.next_root, self.params), key)
+        links = self.links
+        back = self.current_epoch - epoch
+        if back < 0 or back >= len(links):
+            raise SpqrEpochOutOfRange(f"SPQR chain epoch {epoch} not available")
+        position = len(links) - 1 - back
+        link = links[position]
+        half = link.recv
+        params = self.params
+        if index == half.ctr + 1 and len(half.skipped) < params.trim_size \
+                and len(half.next_key) == 32:
+            # The next key in order, the usual case: ChainHalf.recv's last step inlined.
+            next_key, key = _step(half.next_key, index)
+            half = ChainHalf._make((index, next_key, half.skipped))
+        else:
+            half, key = half.recv(index, params)
+        link = Link._make((link.send, half))
+        return (Chain._make((self.direction, self.current_epoch, self.send_epoch,
+                             (*links[:position], link, *links[position + 1:]), self.next_root,
+                             params)), key)

@@ -50,6 +50,13 @@ _sha256 = hashlib.sha256
 
 def hkdf64_zero_salt(ikm: bytes, info: bytes) -> bytes:
     """``hkdf(ZERO_SALT, ikm, info, 64)``, for the per-message chain step."""
+    first, second = hkdf64_halves(ikm, info)
+    return first + second
+
+
+def hkdf64_halves(ikm: bytes, info: bytes) -> tuple[bytes, bytes]:
+    """The two 32-byte halves of ``hkdf(ZERO_SALT, ikm, info, 64)``: the chain step's new
+    next key and message key, without joining and slicing them."""
     h = _ZERO_INNER.copy()
     h.update(ikm)
     o = _ZERO_OUTER.copy()
@@ -64,7 +71,7 @@ def hkdf64_zero_salt(ikm: bytes, info: bytes) -> bytes:
     first = o.digest()
     inner.update(first + info + b"\x02")
     outer.update(inner.digest())
-    return first + outer.digest()
+    return first, outer.digest()
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:

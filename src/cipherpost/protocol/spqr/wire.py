@@ -108,17 +108,26 @@ def encode_fields(epoch: int, index: int, payload: int, chunk_index: int,
     come from our own state (epoch >= 1, a u32 index, a chunk exactly when the payload
     type has one, its index <= 65535)."""
     out = (b"\x01" + (_ONE_BYTE[epoch] if epoch < 0x80 else encode_varint(epoch))
-           + (_ONE_BYTE[index] if index < 0x80 else encode_varint(index)) + _ONE_BYTE[payload])
+           + (_ONE_BYTE[index] if index < 0x80 else _short_varint(index)) + _ONE_BYTE[payload])
     if chunk_data is None:
         return out
-    return (out + (_ONE_BYTE[chunk_index] if chunk_index < 0x80 else encode_varint(chunk_index))
+    return (out + (_ONE_BYTE[chunk_index] if chunk_index < 0x80 else _short_varint(chunk_index))
             + chunk_data)
+
+
+def _short_varint(value: int) -> bytes:
+    """:func:`encode_varint` with the two-byte case (128..16383) done inline: key and chunk
+    indices pass 127 after that many messages of a burst or an epoch."""
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    return encode_varint(value)
 
 
 def decode_fields(data: bytes) -> Fields:
     """:meth:`SpqrMessage.decode` without the objects: ``(epoch, index, payload type,
     chunk index, chunk data)``, the last two ``0, None`` for a payload without a chunk.
-    One-byte varints (the usual epoch and chunk index) are read inline.
+    Varints of one byte (the usual epoch) and two bytes (indices up to 16383) are read
+    inline.
 
     Raises:
         MalformedSpqrMessage: as :meth:`SpqrMessage.decode`.
@@ -135,6 +144,9 @@ def decode_fields(data: bytes) -> Fields:
     if at < n and data[at] < 0x80:
         index = data[at]
         at += 1
+    elif at + 1 < n and data[at + 1] < 0x80:  # two bytes: index 128..16383
+        index = data[at] & 0x7F | data[at + 1] << 7
+        at += 2
     else:
         index, at = decode_varint(data, at)
         if index > _U32:
@@ -150,6 +162,9 @@ def decode_fields(data: bytes) -> Fields:
     if at < n and data[at] < 0x80:
         chunk_index = data[at]
         at += 1
+    elif at + 1 < n and data[at + 1] < 0x80:  # two bytes: chunk 128..16383
+        chunk_index = data[at] & 0x7F | data[at + 1] << 7
+        at += 2
     else:
         chunk_index, at = decode_varint(data, at)
     if chunk_index > MAX_CHUNK_INDEX or at + CHUNK_SIZE > n:
