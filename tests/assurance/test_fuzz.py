@@ -225,3 +225,65 @@ def test_atheris_driver_runs_and_counts(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads((tmp_path / "atheris" / "sender_key_message.json").read_text())
     assert record["inputs"] == 3000 and record["crashes"] == 0, record
+
+
+def test_seeds_of_the_newer_targets_are_accepted() -> None:
+    """The newer targets' seeds get past authentication and parsing (each ``as received``
+    seed opens; each "sealed by a key holder" seed is valid plaintext), so mutations of
+    them reach the code behind."""
+    import io
+
+    from cipherpost.client import archive, export, history, linking
+    from cipherpost.protocol.spqr.wire import SpqrMessage
+
+    from . import targets_accounts as a
+    from . import targets_protocol as p
+
+    assert all(SpqrMessage.decode(m) for m in p.SPQR_MESSAGES)
+    assert history.open_blob(a.KEYS, a.NAME, a._seal_history(a.EVENT_BYTES[0]))
+    entries, more = history.parse_page(json.loads(a.HISTORY_PAGES[1]))
+    assert len(entries) == 2 and more
+    assert len(export._read(io.BytesIO(a.export_file(a.EXPORT_RECORDS)),
+                            a.EXPORT_PASSPHRASE, a.TEST_PARAMS)) == len(a.EXPORT_RECORDS)
+    assert a.RECOVERY.open(a._recovery_seal(a.ACCOUNT.SerializeToString())) == a.ACCOUNT
+    assert len(archive.open_part(a.ARCHIVE_KEY, 0, 2, a._archive_seal(a.ARCHIVE_PART))
+               .events) == len(a.EVENTS)
+    assert linking.open_envelope(a.LINK_REQUEST, a._LINK_PRIVATE,
+                                 a._provision_seal(a.PROVISION.SerializeToString())) \
+        == a.PROVISION
+    assert a.CODE_KEYS.open(a.CODE_KEYS.seal(a.PROVISION)) == a.PROVISION
+    for seed in TARGETS["passphrase_params"].seeds:
+        from cipherpost.client.recovery import relay_params
+        from cipherpost.client.store.crypto import Argon2Params
+        assert relay_params(json.loads(seed), Argon2Params())
+
+
+def _fixed_bug_inputs() -> list[tuple[str, bytes]]:
+    import struct
+
+    from cipherpost.client import export
+    from cipherpost.client.proto.app_pb2 import HistoryKeys, RecoveryBlob
+
+    from . import targets_accounts as a
+
+    bad_keys = RecoveryBlob()
+    bad_keys.CopyFrom(a.ACCOUNT)
+    bad_keys.history_keys.CopyFrom(HistoryKeys(id_key=b"abc"))
+    header = export._HEADER.pack(export.MAGIC, 1, 1, 8, 2, bytes(16), bytes(8))
+    return [
+        ("history_page", b"{}"),                                   # KeyError before
+        ("history_page", b'{"entries": [{"seq": 1e999}], "more": false}'),
+        ("history_page", b'{"entries": "ab", "more": true}'),    # TypeError before
+        ("export_file", b"\x00" + header + struct.pack(">I", 40) + bytes(40)),  # HashingError
+        ("recovery_blob", b"\x01" + bad_keys.SerializeToString()),  # HistoryError escaped
+        ("link_text", b"cipherpost://li]nk?v=1"),                  # ValueError from urllib
+        ("passphrase_params", b'{"params": "3,65536,100000", "salt": "'
+         + b"A" * 24 + b'"}'),                                      # HashingError later
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_bugs_the_new_targets_found_stay_fixed(case: int) -> None:
+    """Each input once broke its target's contract (docs/assurance.md lists them)."""
+    name, data = _fixed_bug_inputs()[case]
+    TARGETS[name].run(data)

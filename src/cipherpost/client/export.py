@@ -138,7 +138,10 @@ def _read(data: BinaryIO, passphrase: str, floor: Argon2Params) -> list[ExportRe
         raise ExportError("not a Cipherpost export file")
     if version != VERSION:
         raise ExportError(f"an export of version {version}; this Cipherpost reads {VERSION}")
-    if t < floor.time_cost or m < floor.memory_kib or p < 1 or m > 4 * 1024 * 1024 or t > 64:
+    # Argon2 itself needs 8 KiB per lane (m >= 8p): anything else is refused here, not
+    # left to fail inside argon2 as a HashingError.
+    if t < floor.time_cost or m < floor.memory_kib or p < 1 or m < 8 * p \
+            or m > 4 * 1024 * 1024 or t > 64:
         raise ExportError("the export file's key parameters are out of range")
     aead = AESGCM(_key(passphrase, salt, Argon2Params(t, m, p)))
     records: list[ExportRecord] = []

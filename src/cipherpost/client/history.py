@@ -22,6 +22,7 @@ import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -31,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from . import content as codec
 from .api import RelayApi, RelayError
+from .errors import ClientError
 from .groups import Group, GroupChangeRejected
 from .padding import PaddingError, pad, unpad
 from .proto.app_pb2 import DataMessage, HistoryEvent, HistoryKeys, HistoryMessage
@@ -46,8 +48,9 @@ _SECRET = "history_keys"  # noqa: S105 - the name of a store secret, not a secre
 _ENABLED = "history_enabled"
 
 
-class HistoryError(Exception):
-    """A history entry that does not open (another account's, damaged, or a key we lack)."""
+class HistoryError(ClientError):
+    """A history entry that does not open (another account's, damaged, or a key we lack),
+    history keys that are malformed, or a relay's history page that is not one."""
 
 
 @dataclass(frozen=True)
@@ -297,27 +300,50 @@ async def download(api: RelayApi, store: Store, *,
     after = int(store.get_meta("history_cursor") or 0)
     seen = 0
     while True:
-        page = await api.request("GET", f"/v1/history?after={after}&limit=200")
-        entries = page["entries"]
+        entries, more = parse_page(
+            await api.request("GET", f"/v1/history?after={after}&limit=200"))
         with store.transaction():
-            for entry in entries:
-                name = bytes.fromhex(entry["event_id"])
-                if entry["blob"] is None:
+            for seq, name, blob in entries:
+                if blob is None:
                     counts["deleted"] += _forget(store, name)
                 else:
                     try:
-                        event = open_blob(found, name, base64.b64decode(entry["blob"]))
+                        event = open_blob(found, name, blob)
                     except HistoryError:
                         counts["unreadable"] += 1
                         continue
                     counts[_apply(store, name, event)] += 1
-                after = int(entry["seq"])
+                after = seq
             store.set_meta("history_cursor", str(after))
         seen += len(entries)
         if progress is not None:
             progress(seen)
-        if not page["more"]:
+        if not more:
             return Replayed(**counts)
+
+
+def parse_page(page: Any) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:
+    """A page of the relay's history log (``GET /v1/history``): its entries as (seq,
+    event id, sealed blob or None for a deleted entry), and whether more follow.
+
+    Raises:
+        HistoryError: the answer is not such a page (a broken or hostile relay).
+    """
+    try:
+        raw, more = page["entries"], page["more"]
+        entries = []
+        for entry in raw:
+            seq, name, blob = entry["seq"], entry["event_id"], entry["blob"]
+            if type(seq) is not int or seq < 0 or not isinstance(name, str) \
+                    or len(name) != 32 or not (blob is None or isinstance(blob, str)):
+                raise ValueError("a malformed entry")
+            entries.append((seq, bytes.fromhex(name),
+                            None if blob is None else base64.b64decode(blob, validate=True)))
+    except (KeyError, TypeError, ValueError):
+        raise HistoryError("the relay sent a malformed history page") from None
+    if not isinstance(raw, list) or not isinstance(more, bool):
+        raise HistoryError("the relay sent a malformed history page")
+    return entries, more
 
 
 def replay_event(store: Store, event: HistoryEvent) -> str:

@@ -60,7 +60,10 @@ class LinkRequest:
     @classmethod
     def parse(cls, uri: str) -> LinkRequest:
         """Raises: LinkError for anything but a well-formed version-1 link URI."""
-        parts = urlsplit(uri.strip())
+        try:
+            parts = urlsplit(uri.strip())
+        except ValueError:  # urllib's own refusals ("Invalid IPv6 URL", for one)
+            raise LinkError("not a Cipherpost link code") from None
         if parts.scheme != SCHEME or parts.netloc != "link":
             raise LinkError("not a Cipherpost link code")
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}

@@ -346,6 +346,35 @@ async def _update_passphrase_blob(client: Client, username: str) -> bool:
     return True
 
 
+#: The most costly passphrase hashing a relay may ask for (16 times the memory of the
+#: defaults): past it a hostile relay could exhaust the restoring machine's memory or time.
+MAX_PARAMS = Argon2Params(time_cost=16, memory_kib=1024 * 1024, parallelism=16)
+
+
+def relay_params(salted: Any, floor: Argon2Params) -> tuple[Argon2Params, bytes]:
+    """The Argon2id parameters and salt of the relay's answer for a recovery passphrase
+    (``GET /v1/recovery/passphrase/{username}``), within bounds.
+
+    Raises:
+        ClientError: malformed; weaker than ``floor`` (a relay must not make the verifier
+            it receives cheap to attack); costlier than :data:`MAX_PARAMS`, or
+            parameters Argon2 refuses (less than 8 KiB per lane).
+    """
+    try:
+        params = Argon2Params.decode(str(salted["params"]))
+        salt = unb64(str(salted["salt"]))
+    except (ValueError, KeyError, TypeError):
+        raise ClientError("the relay sent malformed passphrase parameters") from None
+    if params.time_cost < floor.time_cost or params.memory_kib < floor.memory_kib \
+            or not 16 <= len(salt) <= 32 or params.parallelism < 1:
+        raise ClientError("the relay asks for weaker passphrase hashing than allowed")
+    if params.time_cost > MAX_PARAMS.time_cost or params.memory_kib > MAX_PARAMS.memory_kib \
+            or params.parallelism > MAX_PARAMS.parallelism \
+            or params.memory_kib < 8 * params.parallelism:
+        raise ClientError("the relay asks for passphrase hashing this device will not do")
+    return params, salt
+
+
 async def restore_with_passphrase(path: Path, server: str, username: str, recovery: str, *,
                                   passphrase: str | None = None, device_name: str | None = None,
                                   argon2: Argon2Params | None = None,
@@ -370,15 +399,7 @@ async def restore_with_passphrase(path: Path, server: str, username: str, recove
         raise
     finally:
         await api.close()
-    floor = min_params or Argon2Params()
-    try:
-        params = Argon2Params.decode(str(salted["params"]))
-        salt = unb64(str(salted["salt"]))
-    except (ValueError, KeyError):
-        raise ClientError("the relay sent malformed passphrase parameters") from None
-    if params.time_cost < floor.time_cost or params.memory_kib < floor.memory_kib \
-            or not 16 <= len(salt) <= 32 or params.parallelism < 1:
-        raise ClientError("the relay asks for weaker passphrase hashing than allowed")
+    params, salt = relay_params(salted, min_params or Argon2Params())
     key, verifier = _passphrase_keys(recovery, salt, params)
     release = {"username": username, "verifier": b64(verifier)}
     found = await _ask(server, proxy, "/v1/recovery/passphrase/open", release,
