@@ -184,3 +184,21 @@ def test_backup_file_and_refusals(settings: Settings, tmp_path: Path) -> None:
             assert conn.execute(select(accounts.c.username)).scalars().all() == ["alice"]
     finally:
         db.dispose()
+
+
+def test_restore_refuses_while_a_relay_runs(settings: Settings, tmp_path: Path) -> None:
+    db = _db(settings)
+    path = tmp_path / "b.db"
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice")
+            backup(db, path, NOW, "root")
+            with pytest.raises(BackupError, match="relay processes use this database"):
+                restore(db, path, NOW, "root")
+            assert client.get("/v1/devices", headers=alice.headers).status_code == 200
+        # Stopped, it forgot itself.
+        assert restore(db, path, NOW, "root").epoch == 1
+        with TestClient(create_app(settings)):
+            assert restore(db, path, NOW, "root", force=True).epoch == 2
+    finally:
+        db.dispose()

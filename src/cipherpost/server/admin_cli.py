@@ -546,9 +546,11 @@ def backup_command(ctx: Context, path: str) -> None:
 @cli.command("restore")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--yes", is_flag=True, help="Do not ask (the relay must be stopped).")
+@click.option("--force", is_flag=True,
+              help="Restore even though a relay process seems to use the database.")
 @click.pass_obj
 @handled
-def restore_command(ctx: Context, path: str, yes: bool) -> None:
+def restore_command(ctx: Context, path: str, yes: bool, force: bool) -> None:
     """Replace the database's contents by the backup at PATH and start a new epoch
     (removed devices stay removed, no one-time prekey is handed out twice). Stop the
     relay first."""
@@ -556,7 +558,7 @@ def restore_command(ctx: Context, path: str, yes: bool) -> None:
     if not yes and not click.confirm("Every row of the relay's database is replaced by "
                                      "the backup's. Is the relay stopped?"):
         _fail("nothing restored", EXIT_ERROR)
-    done = backups.restore(ctx.db, Path(path), now_ms(), actor)
+    done = backups.restore(ctx.db, Path(path), now_ms(), actor, force=force)
     ctx.emit(asdict(done),
              f"Restored; epoch {done.epoch}. Deleted {done.devices_removed} devices "
              f"removed since the backup and {done.accounts_removed} accounts left without "

@@ -39,6 +39,7 @@ from .key_chain import load_or_create
 from .ratelimit import create_shared_limits
 from .relay import Relay
 from .settings import Settings, sealed_sender_key_file
+from .storage import presence
 from .storage.engine import Database
 from .storage.sql import Storage
 
@@ -73,7 +74,10 @@ def create_app(settings: Settings | None = None, *,
                                                   sealed_sender_key_file(settings))
         app.state.relay = relay
         await storage.refresh_suspended()
-        tasks = [asyncio.create_task(_janitor(relay)), asyncio.create_task(_checkpoints(relay)),
+        alive = presence.process_key()
+        await presence.note_alive(storage, alive, int(time.time() * 1000))
+        tasks = [asyncio.create_task(_janitor(relay, alive)),
+                 asyncio.create_task(_checkpoints(relay)),
                  asyncio.create_task(_suspensions(relay))]
         try:
             yield
@@ -85,6 +89,8 @@ def create_app(settings: Settings | None = None, *,
             await fanout.close()
             if relay.shared_limits is not None:
                 await relay.shared_limits.close()
+            with contextlib.suppress(Exception):  # the database may be what failed
+                await presence.forget(storage, alive)
             storage.close()
             db.dispose()
 
@@ -254,10 +260,12 @@ async def _suspensions(relay: Relay) -> None:
             log.exception("reading suspensions failed")
 
 
-async def _janitor(relay: Relay) -> None:
-    """Expire old messages and blobs once a minute (see :mod:`.retention`)."""
+async def _janitor(relay: Relay, alive: str) -> None:
+    """Expire old messages and blobs once a minute (see :mod:`.retention`), and note
+    that this process still uses the database (:mod:`.storage.presence`)."""
     while True:
         try:
+            await presence.note_alive(relay.storage, alive, int(time.time() * 1000))
             applied = await retention.apply(relay.storage, relay.settings, relay.now_ms())
             relay.metrics.messages_expired.inc(applied.messages_expired)
             for account_id, device_id in applied.idle_devices:

@@ -25,7 +25,9 @@ undone where that would be unsafe, so the restore carries forward from the live 
   messages acknowledged after the backup come back with their old ids, and clients drop
   ids they processed in the last 31 days (longer than ``message_ttl``'s 30).
 
-The relay must be stopped during a restore (its connections hold state from before).
+The relay must be stopped during a restore (its connections hold state from before):
+a restore refuses while a relay process has noted itself in the database in the last
+150 seconds (:mod:`.storage.presence`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import contextlib
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +55,7 @@ from sqlalchemy import (
     update,
 )
 
-from .storage import audit
+from .storage import audit, presence
 from .storage.engine import Database
 from .storage.schema import (
     accounts,
@@ -176,12 +179,14 @@ class _Carried:
     epoch: int
 
 
-def restore(db: Database, path: Path, now: int, actor: str) -> Restored:
+def restore(db: Database, path: Path, now: int, actor: str, *,
+            force: bool = False) -> Restored:
     """Replace the live database's rows by the backup's at ``path`` and start a new epoch
     (see the module's description). One transaction: on any error nothing changes.
 
     Raises:
-        BackupError: the file is not a backup of this relay, or of a newer schema.
+        BackupError: the file is not a backup of this relay, or of a newer schema; or a
+            relay process used the database in the last minutes (unless ``force``).
     """
     if not path.is_file():
         raise BackupError(f"{path} is not a file")
@@ -193,6 +198,12 @@ def restore(db: Database, path: Path, now: int, actor: str) -> Restored:
         try:
             source_db.migrate()  # an older backup is brought to this schema first
             with source_db.reader.connect() as source, db.writer.begin() as live:
+                running = presence.live_relays(live, int(time.time() * 1000))
+                if running and not force:
+                    names = ", ".join(f"{key} ({ago // 1000} s ago)" for key, ago in running)
+                    raise BackupError(f"relay processes use this database: {names}; stop "
+                                      "them first (a process killed without stopping is "
+                                      "forgotten after 150 s; --force skips this check)")
                 return _restore(source, live, db, now, actor)
         finally:
             source_db.dispose()
