@@ -6,13 +6,19 @@ session working."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import sqlite3
 from pathlib import Path
 
+import httpx
+from click.testing import CliRunner
+
+from cipherpost.cli import cli
 from cipherpost.client import Client, sealed
 from cipherpost.client import events as ev
-from cipherpost.protocol import PrivateKey
+from cipherpost.protocol import PrivateKey, ProtocolAddress
 
 from .conftest import Devices, ThreadedRelay
 
@@ -164,6 +170,60 @@ def test_group_messages_go_sealed(tmp_path: Path, relay: ThreadedRelay) -> None:
             rows = _queued(tmp_path, bob)
             assert rows and {row[:2] for row in rows} == {(None, None)}
             assert (alice.account_id, "to the group") in _texts(await bob.receive())
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_cli_shows_and_repins_the_trust_root(tmp_path: Path, relay: ThreadedRelay) -> None:
+    env = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
+    home = tmp_path / "home"
+
+    def invoke(*args: str, answer: str | None = None) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--home", str(home), *args], env=env, input=answer,
+                                    catch_exceptions=False)
+        return result.exit_code, result.stdout
+
+    assert invoke("register", "--no-history", "--server", relay.url)[0] == 0
+    served = httpx.get(f"{relay.url}/v1/certificates/trust-root").json()["trust_root"]
+    code, stdout = invoke("--json", "trust-root")
+    assert code == 0 and json.loads(stdout) == {"trust_root": served}
+    other = base64.b64encode(PrivateKey.generate(os.urandom).public_key().serialize()).decode()
+    code, stdout = invoke("--json", "trust-root", "--set", other)
+    assert code == 0 and json.loads(stdout) == {"trust_root": other}
+    assert invoke("trust-root", "--set", "not a key")[0] == 2
+    code, _ = invoke("trust-root", "--repin", answer="n\n")  # not confirmed: unchanged
+    assert code == 1
+    assert json.loads(invoke("--json", "trust-root")[1]) == {"trust_root": other}
+    code, stdout = invoke("trust-root", "--repin", answer="y\n")
+    assert code == 0 and served in stdout
+    assert json.loads(invoke("--json", "trust-root")[1]) == {"trust_root": served}
+
+
+def test_a_sealed_message_that_fails_to_decrypt_is_resent(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hi")
+            await alice.receive()
+            await bob.receive()
+            sent = await alice.send_text("bob", "lost, then found")
+            assert {row[2] for row in _queued(tmp_path, bob)} == {SEALED}
+            with bob.store.transaction():  # Bob's side of the session is gone
+                bob.store.delete_session(ProtocolAddress(alice.account_id, 1))
+            got = await bob.receive()
+            failed = [e for e in got if isinstance(e, ev.DecryptionFailed)]
+            assert [(e.sender, e.timestamp) for e in failed] == [(alice.account_id, 0)]
+            # The request names no message: Alice resends what she sent Bob lately.
+            got = await alice.receive()
+            assert not [e for e in got if isinstance(e, ev.ResendUnavailable)]
+            got = await bob.receive()
+            assert [(e.text, e.timestamp) for e in got if isinstance(e, ev.Message)] == \
+                [("lost, then found", sent)]
         finally:
             await devices.close()
 

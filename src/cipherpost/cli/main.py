@@ -895,6 +895,9 @@ def _show(ctx: Context, client: Client, event: ev.Event) -> None:
     elif isinstance(event, ev.DecryptionFailed):
         _notice((f"A message from {_name(client, event.sender)} could not be decrypted; it "
                  "was asked to resend.", "yellow"))
+    elif isinstance(event, ev.SealedRejected):
+        _notice(("A sealed message was dropped: its sender could not be checked "
+                 f"({clean_line(event.kind)}).", "yellow"))
     elif isinstance(event, ev.ResendUnavailable):
         _notice((f"{_name(client, event.account)} could not read one of your messages and "
                  "it is too old to resend.", "yellow"))
@@ -916,6 +919,9 @@ def _jsonable(value: Any) -> Any:
 def main() -> None:
     cli(prog_name="cipherpost")
 
+
+# The sealed-sender trust root command.
+from . import sealed_sender as _sealed_sender  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -73,6 +73,9 @@ log = logging.getLogger("cipherpost.client")
 
 RESEND_LOG_MS = 24 * 3600 * 1000
 ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
+#: Messages resent when a contact could not decrypt a sealed envelope of ours, which
+#: names no message (docs/spec/sealed-sender.md).
+RECENT_RESENDS = 20
 
 
 class Client:
@@ -918,6 +921,14 @@ class Client:
     async def _resend(self, account: str, device: int, timestamp: int) -> list[ev.Event]:
         if account == self.account_id:
             return []  # copies to our own devices are not resent (their history syncs later)
+        if timestamp == 0:
+            # A sealed envelope failed (it carries no client timestamp): resend what we
+            # sent them lately; they drop the copies they hold already (spec §4).
+            recent = self.store.recent_sent(account, RECENT_RESENDS)
+            for sent_at, logged_content in recent:
+                await self.outbox.deliver(account, Content.FromString(logged_content),
+                                          sent_at, only_device=device)
+            return [] if recent else [ev.ResendUnavailable(account, device, timestamp)]
         # A 1:1 message to them, or a group message that went to them (never one sent
         # before they joined); a group message goes again over the 1:1 session.
         logged = self.store.find_sent(account, timestamp) \
