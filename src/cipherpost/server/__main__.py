@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -36,13 +37,29 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
         sys.exit("cipherpost-server: set both tls_certfile and tls_keyfile, or neither")
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
+    app = create_app(settings)
+    _tune_gc()
+    uvicorn.run(app, host=host, port=port, access_log=False,
                 ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
                 ws="websockets-sansio", ws_max_size=1024 * 1024, ws_per_message_deflate=False,
                 # X-Forwarded-For is believed from settings.trusted_proxies only (the
                 # relay's client_ip), not from whatever uvicorn trusts by default.
                 proxy_headers=False,
                 log_level=settings.log_level.lower())
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the delivery path.
+
+    Everything built so far (modules, the app, its routes and models) lives as long as
+    the process: frozen, a full collection no longer walks it. A collection of the
+    youngest generation ran every 700 container allocations, a few times per relayed
+    message, each walking whatever was in flight at the time (pending commits, frames,
+    futures): a backlog made every collection slower, and the slowdown grew the backlog.
+    Almost everything per message is freed by reference counting, so collecting a
+    hundred times less often leaves memory as it is."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 if __name__ == "__main__":
