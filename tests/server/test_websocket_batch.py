@@ -48,7 +48,7 @@ def test_batch_frames_in_order_with_acks_and_redelivery(client: TestClient) -> N
         assert frames < 150  # batched
         assert [e["client_timestamp"] for e in envelopes] == list(range(150))
         ids = [e["id"] for e in envelopes]
-        ws.send_json({"type": "ack", "ids": ids[:100]})
+        ws.send_json({"type": "ack", "ids": ids[:100], "confirm": True})
         assert ws.receive_json() == {"type": "acked", "ids": ids[:100]}
         # Sent while connected and caught up: pushed from memory, in order.
         for i in range(150, 153):
@@ -71,8 +71,7 @@ def test_window_bounds_in_flight_and_acks_release_more(client: TestClient) -> No
         first, _ = _envelopes(ws, websocket.WINDOW)
         assert len(first) == websocket.WINDOW  # no more until acknowledged
         ws.send_json({"type": "ack", "ids": [e["id"] for e in first[:50]]})
-        assert ws.receive_json()["type"] == "acked"
-        rest, _ = _envelopes(ws, 40)
+        rest, _ = _envelopes(ws, 40)  # unconfirmed: no ``acked`` frame comes first
         assert [e["client_timestamp"] for e in first + rest] == list(range(total))
 
 
@@ -109,3 +108,27 @@ def test_pipelined_sends_are_answered_and_delivered_in_order(client: TestClient)
     with client.websocket_connect("/v1/websocket", headers=dict(bob.headers)) as ws:
         got = [ws.receive_json()["envelope"]["client_timestamp"] for _ in range(100)]
         assert got == list(range(100)) and time.monotonic() < deadline
+
+
+def test_batch_acks_are_confirmed_only_on_request_and_delete_either_way(
+        client: TestClient) -> None:
+    alice, bob = register(client), register(client)
+    for i in range(4):
+        _put(client, alice, bob, i)
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        envelopes, _ = _envelopes(ws, 4)
+        ids = [e["id"] for e in envelopes]
+        ws.send_json({"type": "ack", "ids": ids[:2]})  # no answer asked for
+        ws.send_json({"type": "ack", "ids": ids[2:3], "confirm": True})
+        # Frames of one connection are handled in order: had the first ack been
+        # answered, its ``acked`` would come before this one.
+        assert ws.receive_json() == {"type": "acked", "ids": ids[2:3]}
+    left = client.get("/v1/messages", headers=bob.headers).json()["messages"]
+    assert [m["id"] for m in left] == ids[3:]
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        assert [e["id"] for e in _envelopes(ws, 1)[0]] == ids[3:]
+        ws.send_json({"type": "ack", "ids": ids[3:], "confirm": "yes"})
+        closed = ws.receive()  # confirm must be a boolean
+        assert closed["type"] == "websocket.close" and closed["code"] == 1003

@@ -69,7 +69,7 @@ def test_the_token_as_a_subprotocol_authenticates_a_websocket(web: TestClient) -
     offered = [websocket.BATCH_SUBPROTOCOL, TOKEN_SUBPROTOCOL + bob.token]
     with web.websocket_connect("/v1/websocket", subprotocols=offered) as ws:
         assert ws.accepted_subprotocol == websocket.BATCH_SUBPROTOCOL  # never the token
-        ws.send_json({"type": "ack", "ids": []})
+        ws.send_json({"type": "ack", "ids": [], "confirm": True})
         assert ws.receive_json() == {"type": "acked", "ids": []}
 
 

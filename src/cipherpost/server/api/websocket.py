@@ -2,8 +2,10 @@
 
 The server pushes envelopes in queue order; the device answers ``{"type": "ack", "ids":
 [...]}``, and the server confirms with ``{"type": "acked", "ids": [...]}`` once the deletion
-is durable. Only acknowledged messages are deleted, so whatever was pushed but not
-acknowledged is pushed again on the next connection. At most ``WINDOW`` messages are in
+is durable (under the batch subprotocol only when the ack asks, ``"confirm": true``: a
+frame per acknowledgement that no client reads was a fifth of the frames per message).
+Only acknowledged messages are deleted, so whatever was pushed but not acknowledged is
+pushed again on the next connection. At most ``WINDOW`` messages are in
 flight unacknowledged, which bounds memory per connection.
 
 A message committed while its device is connected and caught up is handed to the
@@ -261,7 +263,10 @@ class Session:
                     ids = frame["ids"]
                     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                         raise ValueError
-                    self._handle_ack(ids)
+                    confirm = frame.get("confirm", False)
+                    if not isinstance(confirm, bool):
+                        raise ValueError
+                    self._handle_ack(ids, confirm or not self.batch)
                 else:
                     raise ValueError
             except (ValueError, TypeError, AttributeError, KeyError):
@@ -303,14 +308,15 @@ class Session:
             error = ApiError(500, "internal_error", "internal error")
         self._emit({"type": "sent", "id": request_id, "status": error.status, **error.body()})
 
-    def _handle_ack(self, ids: list[str]) -> None:
+    def _handle_ack(self, ids: list[str], confirm: bool) -> None:
+        """Delete what ``ids`` name in the next commit; answer ``acked`` if ``confirm``."""
         # Applied even if the socket closes before the commit.
         future = self.relay.storage.acknowledge(self.account_id, self.device_id,
                                                 [i for i in ids if len(i) <= 36])
         self._outstanding += 1
-        future.add_done_callback(lambda f: self._acked(ids, f))
+        future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 
-    def _acked(self, ids: list[str], future: asyncio.Future[int]) -> None:
+    def _acked(self, ids: list[str], confirm: bool, future: asyncio.Future[int]) -> None:
         self._settle()
         exc = future.exception()
         if exc is not None:
@@ -319,7 +325,8 @@ class Session:
             return
         self.relay.metrics.messages_delivered.inc(future.result())
         self.in_flight.difference_update(ids)
-        self._emit({"type": "acked", "ids": ids})
+        if confirm:
+            self._emit({"type": "acked", "ids": ids})
         self.catch_up()
 
     def _settle(self) -> None:
