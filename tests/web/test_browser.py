@@ -422,3 +422,62 @@ def test_readme_lists_the_bundle_hash(tmp_path: Path) -> None:
     built = build_hash(tmp_path / "out")
     assert f"`{built}`" in listed, (
         f"web/README.md does not list the current bundle hash {built}: run `make web-hash`")
+
+
+def test_groups_between_a_browser_user_and_sdk_users(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """Groups in the Python SDK's wire format both ways: a group made in the browser
+    (signed change, sender keys over 1:1 sessions, sender-key ciphertexts) reaches two
+    Python members, and a group a Python user made reaches the browser, which answers."""
+    user = "kim"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    def group_text(text: str, conversation: str) -> Callable[[object], bool]:
+        return lambda e: isinstance(e, events.Message) and e.text == text \
+            and e.conversation == conversation
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        leo, mia = await devices.register("leo"), await devices.register("mia")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+
+            # made in the browser
+            made = (await step("create_group", title="trio", members="leo, mia"))["conversation"]
+            assert made.startswith("group:")
+            for member in (leo, mia):
+                updated = await wait_for_event(
+                    member, lambda e: isinstance(e, events.GroupUpdated) and e.title == "trio")
+                assert isinstance(updated, events.GroupUpdated)
+                assert "group:" + updated.group_id.hex() == made and len(updated.members) == 3
+            await step("send", text="hello group from the browser")
+            for member in (leo, mia):
+                await wait_for_event(member, group_text("hello group from the browser", made))
+            await step("wait_message", text="hello group from the browser", status="delivered")
+            await leo.send_group_text(bytes.fromhex(made[6:]), "hi from leo")
+            await step("wait_message", text="hi from leo", outgoing=False)
+            shown = (await step("messages"))["messages"]
+            assert [(m["text"], m["author"]) for m in shown] == [
+                ("hello group from the browser", None), ("hi from leo", "leo")]
+            await wait_for_event(mia, group_text("hi from leo", made))
+            await step("screenshot", path=str(ARTIFACTS / "13-group.png"))
+
+            # made in Python: the browser is added, reads and answers
+            theirs = await mia.create_group("from python", ["leo", "kim"])
+            conversation = "group:" + theirs.id.hex()
+            await mia.send_group_text(theirs.id, "welcome to mia's group")
+            await step("wait_unread", account=conversation, count=1)
+            await step("open_conversation", account=conversation)
+            await step("wait_message", text="welcome to mia's group", outgoing=False)
+            assert (await step("text", testid="chat-title"))["text"] == "from python"
+            await step("send", text="thanks, mia")
+            await wait_for_event(mia, group_text("thanks, mia", conversation))
+            await wait_for_event(leo, group_text("thanks, mia", conversation))
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -132,8 +132,15 @@ describe("inbox", () => {
     const { inbox, envelope } = await setUp();
     const sealedSender = { ...(await envelope(text(1, "x"))), senderAccountId: undefined };
     assert.deepEqual(kinds((await inbox.process(sealedSender)).events), ["unsupported"]);
-    const senderKey = { ...(await envelope(text(2, "y"))), type: 7 };
-    assert.deepEqual(kinds((await inbox.process(senderKey)).events), ["unsupported"]);
+    const unknown = { ...(await envelope(text(2, "y"))), type: 9 };
+    assert.deepEqual(kinds((await inbox.process(unknown)).events), ["unsupported"]);
+  });
+
+  test("a sender-key envelope that does not open is reported, not answered over 1:1", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const notGroup = { ...(await envelope(text(2, "y"))), type: 7 };
+    assert.deepEqual(kinds((await inbox.process(notGroup)).events), ["decryption_failed"]);
+    assert.deepEqual(await store.scanJson("followup:"), []);
   });
 
   test("a contact's new identity key is reported; receiving goes on, sending is blocked", async () => {

@@ -10,9 +10,10 @@ import { create } from "@bufbuild/protobuf";
 import { IdentityKeyPair } from "../protocol/keys.js";
 import { Fingerprint } from "../protocol/fingerprint.js";
 import { ProtocolAddress } from "../protocol/address.js";
-import { systemRandom } from "../protocol/bytes.js";
+import { fromHex, systemRandom } from "../protocol/bytes.js";
 import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo, type Envelope } from "./api.js";
 import { decodeContent, encodeContent, u64 } from "./content.js";
+import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyChange } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import {
@@ -21,7 +22,7 @@ import {
 } from "./model.js";
 import { Outbox } from "./outbox.js";
 import {
-  ContentSchema, DataMessageSchema, ReceiptMessage_Type,
+  ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
@@ -324,9 +325,15 @@ export class Client {
   async sendText(conversation: string, text: string): Promise<StoredMessage> {
     if (conversation === this.accountId) throw new RangeError("notes to self come later");
     if (text.length === 0 || text.length > 16 * 1024) throw new RangeError("a message is 1 to 16384 characters");
+    let group: Group | undefined;
+    if (conversation.startsWith("group:")) {
+      group = await this.inbox.group(fromHex(conversation.slice(6)));
+      if (group === undefined || !group.isMember(this.accountId)) throw new RangeError("you are not in this group");
+    }
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
-    const data = create(DataMessageSchema, { timestamp: u64(timestamp), text });
+    const data = create(DataMessageSchema, { timestamp: u64(timestamp), text,
+      group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) } });
     const plaintext = encodeContent(create(ContentSchema, { body: { case: "data", value: data } }));
     const message: StoredMessage = {
       conversation, author: this.accountId, authorDevice: this.account.deviceId, timestamp, text,
@@ -335,6 +342,7 @@ export class Client {
     const key = messageKey(conversation, timestamp, this.accountId);
     await this.store.transaction(async () => {
       await this.store.putJson(key, message);
+      await this.store.putJson(`mine:${timestamp}`, key);
       await this.store.putJson("last_timestamp", timestamp);
       await this.store.putJson(`resend:${timestamp}`, { account: conversation, data: hex(plaintext), at: timestamp });
       await this.store.putJson(queueKey(timestamp),
@@ -372,8 +380,11 @@ export class Client {
       const key = messageKey(conversation, timestamp, this.accountId);
       let stage = entry.stage;
       try {
+        const group = conversation.startsWith("group:") ? await this.inbox.group(fromHex(conversation.slice(6))) : undefined;
         if (stage === "members") {
-          await this.outbox.deliver(conversation, unhex(entry.data), timestamp);
+          if (group !== undefined) await this.outbox.sendGroup(group, unhex(entry.data), timestamp);
+          else if (conversation.startsWith("group:")) throw new RangeError("you are not in this group");
+          else await this.outbox.deliver(conversation, unhex(entry.data), timestamp);
           await this.store.transaction(async () => {
             await this.store.putJson(qkey, { ...entry, stage: "sync" } satisfies QueuedSend);
             await this.#setOwnStatus(key, "sent");
@@ -384,7 +395,7 @@ export class Client {
         const data = decodeContent(unhex(entry.data)).body;
         if (data.case === "data") {
           const sync = create(ContentSchema, { body: { case: "sync", value: {
-            body: { case: "sent", value: { destination: conversation, message: data.value } } } } });
+            body: { case: "sent", value: { destination: group === undefined ? conversation : "", message: data.value } } } } });
           await this.outbox.deliver(this.accountId, encodeContent(sync), timestamp);
         }
         await this.store.transaction(() => this.store.put(qkey, null));
@@ -485,6 +496,56 @@ export class Client {
     if (this.#stopped) return;
     if (online) this.#wake?.();
     else this.#socket?.close();
+  }
+
+  // -- groups -------------------------------------------------------------------------
+
+  /**
+   * A new group with us as its admin and `usernames` as members; its signed creation goes
+   * to each member (1:1) and to our other devices. Returns its conversation key.
+   * @throws RelayError 404 a username nobody has. @throws RangeError a bad title.
+   */
+  async createGroup(title: string, usernames: string[]): Promise<string> {
+    const name = title.trim();
+    if (name.length === 0 || name.length > 100) throw new RangeError("a group title is 1 to 100 characters");
+    const roles = new Map<string, GroupState_Role>();
+    for (const username of usernames) roles.set(await this.lookup(username), MEMBER);
+    if (roles.size === 0) throw new RangeError("name at least one member");
+    roles.set(this.accountId, ADMIN);
+    const next = await this.#changeGroup(undefined, encodeState(systemRandom(GROUP_ID_BYTES), 0, name, roles));
+    return next.conversation;
+  }
+
+  /** The group behind a conversation key, if we hold it. */
+  async group(conversation: string): Promise<Group | undefined> {
+    return conversation.startsWith("group:") ? this.inbox.group(fromHex(conversation.slice(6))) : undefined;
+  }
+
+  /**
+   * Sign a change, check it as every member will, apply it, and send it to the old and
+   * new members and to our other devices (mirrors Client._change_group).
+   */
+  async #changeGroup(current: Group | undefined, state: Uint8Array): Promise<Group> {
+    await this.#lastTimestampLoaded();
+    const timestamp = this.#timestamp();
+    const identity = this.store.getIdentityKeyPair();
+    const signed = signChange(identity, this.accountId, current, state, timestamp, systemRandom);
+    const next = verifyChange(signed, current, identity.publicKey);
+    await this.store.transaction(async () => {
+      await this.store.putJson("last_timestamp", timestamp);
+      await this.inbox.saveGroup(current, next);
+    });
+    const data = create(DataMessageSchema, { timestamp: u64(timestamp), groupChange: signed,
+      group: { id: next.id, revision: u64(next.revision) } });
+    const everyone = new Set([...next.members.keys(), ...(current?.members.keys() ?? [])]);
+    everyone.delete(this.accountId);
+    for (const account of [...everyone].sort()) {
+      await this.outbox.deliver(account, encodeContent(create(ContentSchema, { body: { case: "data", value: data } })), timestamp);
+    }
+    const sync = create(ContentSchema, { body: { case: "sync", value: {
+      body: { case: "sent", value: { destination: "", message: data } } } } });
+    await this.outbox.deliver(this.accountId, encodeContent(sync), timestamp);
+    return next;
   }
 
   // -- devices ------------------------------------------------------------------------

@@ -12,15 +12,24 @@
  */
 
 import { ProtocolAddress } from "../protocol/address.js";
-import { DuplicatedMessage, ProtocolError } from "../protocol/errors.js";
-import { PREKEY_TYPE, WHISPER_TYPE } from "../protocol/messages.js";
+import { fromHex, toHex } from "../protocol/bytes.js";
+import { DuplicatedMessage, NoSenderKey, ProtocolError } from "../protocol/errors.js";
+import {
+  PREKEY_TYPE, SENDERKEY_TYPE, SenderKeyDistributionMessage, SenderKeyMessage, WHISPER_TYPE,
+} from "../protocol/messages.js";
+import { groupDecrypt, processDistributionMessage } from "../protocol/sender_keys.js";
 import { decrypt } from "../protocol/session.js";
+import {
+  changeAuthor, changeGroupId, Group, GROUP_ID_BYTES, GroupChangeRejected, verifyChange,
+} from "./groups.js";
 import type { Envelope } from "./api.js";
 import { decodeContent, InvalidContent, num } from "./content.js";
 import {
   advance, messageKey, type ClientEvent, type Contact, type FollowUp, type Status, type StoredMessage,
 } from "./model.js";
-import { ReceiptMessage_Type, type Content, type DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import {
+  ReceiptMessage_Type, type Content, type DataMessage, type SignedGroupChange,
+} from "./proto/cipherpost/app/v1/app_pb.js";
 import { CorruptValue } from "./store/crypto.js";
 import type { DeviceStore } from "./store/device.js";
 
@@ -41,7 +50,9 @@ export class Inbox {
     const seen = `env:${envelope.id}`;
     const sender = envelope.senderAccountId;
     const device = envelope.senderDeviceId;
-    if (sender === undefined || device === undefined || (envelope.type !== WHISPER_TYPE && envelope.type !== PREKEY_TYPE)) {
+    const groupCiphertext = envelope.type === SENDERKEY_TYPE;
+    if (sender === undefined || device === undefined
+      || (envelope.type !== WHISPER_TYPE && envelope.type !== PREKEY_TYPE && !groupCiphertext)) {
       await this.store.transaction(async () => {
         if ((await this.store.get(seen)) !== undefined) return;
         await this.store.putJson(seen, this.clock());
@@ -58,17 +69,27 @@ export class Inbox {
       const knownKey = sender === this.accountId ? undefined : (await this.store.getTrust(sender))?.key;
       const before = this.store.savepoint();
       try {
-        plaintext = await decrypt(this.store, address, envelope.type, envelope.content);
+        plaintext = groupCiphertext
+          ? await groupDecrypt(this.store, address, envelope.content)
+          : await decrypt(this.store, address, envelope.type, envelope.content);
       } catch (error) {
         this.store.rollback(before);
         await this.store.putJson(seen, this.clock());
         if (error instanceof DuplicatedMessage) return;
+        if (groupCiphertext && error instanceof NoSenderKey) {
+          // Its sender key never reached us (or came for another group): nothing to answer.
+          events.push({ kind: "unsupported", sender, reason: "a group message without its sender key" });
+          return;
+        }
         // A damaged store leaves the envelope queued; anything else about these bytes is
         // a decryption failure (acknowledged, answered, reported), never a jammed queue.
         if (error instanceof CorruptValue) throw error;
         failed = error;
         events.push({ kind: "decryption_failed", sender, timestamp: envelope.clientTimestamp });
-        await this.#followUp({ kind: "decryption_error", account: sender, device, timestamp: envelope.clientTimestamp });
+        // A group message cannot be asked for again over a fresh 1:1 session.
+        if (!groupCiphertext) {
+          await this.#followUp({ kind: "decryption_error", account: sender, device, timestamp: envelope.clientTimestamp });
+        }
         return;
       }
       if (knownKey !== undefined && (await this.store.getTrust(sender))?.key !== knownKey) {
@@ -87,6 +108,7 @@ export class Inbox {
       const decrypted = this.store.savepoint();
       const mark = events.length;
       try {
+        if (groupCiphertext && !(await this.#groupBound(content, address, envelope.content, events))) return;
         await this.#act(content, sender, device, events);
       } catch (error) {
         this.store.rollback(decrypted);
@@ -108,14 +130,28 @@ export class Inbox {
   async #act(content: Content, sender: string, device: number, events: ClientEvent[]): Promise<void> {
     const own = sender === this.accountId;
     const body = content.body;
+    if (content.senderKeyDistribution.length > 0) {
+      await this.#takeSenderKey(content, new ProtocolAddress(sender, device), events);
+      if (body.case === undefined) return;
+    }
     switch (body.case) {
       case "data": {
         if (own) throw new InvalidContent("a data message from our own account");
-        if (body.value.group !== undefined) {
-          events.push({ kind: "unsupported", sender, reason: "group messages are not supported here yet" });
-          return;
+        let conversation = sender;
+        const group = body.value.group;
+        if (group !== undefined) {
+          if (body.value.groupChange !== undefined) {
+            await this.applyGroupChange(body.value.groupChange, sender, events);
+            return;
+          }
+          const known = await this.group(group.id);
+          if (known === undefined || !known.isMember(sender) || !known.isMember(this.accountId)) {
+            events.push({ kind: "unsupported", sender, reason: "a message for a group we do not share" });
+            return;
+          }
+          conversation = known.conversation;
         }
-        const message = await this.#storeData(sender, sender, device, body.value, false, "received", events);
+        const message = await this.#storeData(conversation, sender, device, body.value, false, "received", events);
         if (message !== undefined) {
           await this.#followUp({ kind: "receipt", account: sender, type: "delivery", timestamps: [message.timestamp] });
         }
@@ -126,6 +162,21 @@ export class Inbox {
         const sync = body.value.body;
         if (sync.case === "sent" && sync.value.message !== undefined && sync.value.destination !== "") {
           await this.#storeData(sync.value.destination, this.accountId, device, sync.value.message, true, "sent", events);
+          return;
+        }
+        if (sync.case === "sent" && sync.value.message?.group !== undefined) {
+          // A group message or change we made on another device.
+          const message = sync.value.message;
+          if (message.groupChange !== undefined) {
+            await this.applyGroupChange(message.groupChange, this.accountId, events);
+            return;
+          }
+          const known = await this.group(message.group!.id);
+          if (known === undefined || !known.isMember(this.accountId)) {
+            events.push({ kind: "unsupported", sender, reason: "a copy for a group we are not in" });
+            return;
+          }
+          await this.#storeData(known.conversation, this.accountId, device, message, true, "sent", events);
           return;
         }
         if (sync.case === "read") {
@@ -171,6 +222,7 @@ export class Inbox {
       receivedAt: this.clock(),
     };
     await this.store.putJson(key, message);
+    if (outgoing) await this.store.putJson(`mine:${timestamp}`, key);
     const contactKey = `contact:${conversation}`;
     const contact = (await this.store.getJson<Contact>(contactKey))
       ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
@@ -180,6 +232,91 @@ export class Inbox {
     await this.store.putJson(contactKey, contact);
     events.push({ kind: "message", message });
     return message;
+  }
+
+  /** The group state this device holds, if any. */
+  async group(groupId: Uint8Array): Promise<Group | undefined> {
+    const state = await this.store.getJson<string>(`group:${toHex(groupId)}`);
+    return state === undefined ? undefined : Group.fromBytes(fromHex(state));
+  }
+
+  /**
+   * Store an accepted group state (and its entry in the conversation list). A change of
+   * membership retires our sender key for it: a removed member must not read on.
+   */
+  async saveGroup(current: Group | undefined, next: Group): Promise<void> {
+    const hex = toHex(next.id);
+    await this.store.putJson(`group:${hex}`, toHex(next.stateBytes));
+    const members = (g: Group) => [...g.members.keys()].sort().join(",");
+    if (current !== undefined && members(current) !== members(next)) await this.store.put(`gdist:${hex}`, null);
+    const key = `contact:${next.conversation}`;
+    const contact = (await this.store.getJson<Contact>(key))
+      ?? { accountId: next.conversation, lastAt: this.clock(), lastText: "", unread: 0 };
+    contact.username = next.title || "Group";
+    await this.store.putJson(key, contact);
+  }
+
+  /** Verify and apply a group change sent by `sender` (docs/spec/groups.md). */
+  async applyGroupChange(signed: SignedGroupChange, sender: string, events: ClientEvent[]): Promise<void> {
+    try {
+      const author = changeAuthor(signed);
+      if (author !== sender) throw new GroupChangeRejected("a change must come from its author");
+      const key = author === this.accountId ? this.store.getIdentityKeyPair().publicKey
+        : await this.store.getIdentity(new ProtocolAddress(author, 1));
+      if (key === undefined) throw new GroupChangeRejected("the author's identity key is unknown");
+      const current = await this.group(changeGroupId(signed));
+      const next = verifyChange(signed, current, key);
+      if (current === undefined && !next.isMember(this.accountId)) {
+        // Storing it would make the real group's changes fail to chain.
+        throw new GroupChangeRejected("a group we are not a member of");
+      }
+      await this.saveGroup(current, next);
+      events.push({ kind: "group", conversation: next.conversation, title: next.title });
+    } catch (error) {
+      if (!(error instanceof GroupChangeRejected)) throw error;
+      events.push({ kind: "unsupported", sender, reason: `group change rejected: ${error.message}` });
+    }
+  }
+
+  /**
+   * A member's sender key, tied to the group it names for good. The group may not be
+   * known yet (its change can arrive after another member's key); membership is checked
+   * for each message.
+   */
+  async #takeSenderKey(content: Content, address: ProtocolAddress, events: ClientEvent[]): Promise<void> {
+    if (content.senderKeyGroup.length !== GROUP_ID_BYTES) {
+      events.push({ kind: "unsupported", sender: address.name, reason: "a sender key without its group" });
+      return;
+    }
+    try {
+      const distribution = SenderKeyDistributionMessage.parse(content.senderKeyDistribution);
+      if (!(await this.store.bindSenderKey(address, distribution.distributionId, toHex(content.senderKeyGroup)))) {
+        events.push({ kind: "unsupported", sender: address.name, reason: "a sender key already used for another group" });
+        return;
+      }
+      await processDistributionMessage(this.store, address, content.senderKeyDistribution);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      events.push({ kind: "unsupported", sender: address.name, reason: `bad sender key: ${error.kind}` });
+    }
+  }
+
+  /** A group ciphertext must name the group its sender key was given for. */
+  async #groupBound(content: Content, address: ProtocolAddress, ciphertext: Uint8Array,
+    events: ClientEvent[]): Promise<boolean> {
+    const body = content.body;
+    const named = body.case === "data" && body.value.group !== undefined ? body.value.group.id
+      : body.case === "typing" ? body.value.groupId : new Uint8Array(0);
+    if (named.length === 0) {
+      events.push({ kind: "unsupported", sender: address.name, reason: "a group ciphertext without a group" });
+      return false;
+    }
+    const bound = await this.store.senderKeyGroup(address, SenderKeyMessage.parse(ciphertext).distributionId);
+    if (bound !== toHex(named) || content.senderKeyDistribution.length > 0) {
+      events.push({ kind: "unsupported", sender: address.name, reason: "a group ciphertext under another group's key" });
+      return false;
+    }
+    return true;
   }
 
   /** Another of our devices showed these 1:1 messages: they are read here too. */
@@ -202,10 +339,13 @@ export class Inbox {
     }
   }
 
-  async #setStatus(conversation: string, timestamp: number, status: Status, events: ClientEvent[]): Promise<void> {
-    const key = messageKey(conversation, timestamp, this.accountId);
+  async #setStatus(sender: string, timestamp: number, status: Status, events: ClientEvent[]): Promise<void> {
+    // Our messages are named by their timestamp (spec §4): `mine:` finds group ones too.
+    const key = (await this.store.getJson<string>(`mine:${timestamp}`)) ?? messageKey(sender, timestamp, this.accountId);
     const message = await this.store.getJson<StoredMessage>(key);
     if (message === undefined || !message.outgoing) return;
+    if (message.conversation !== sender && !message.conversation.startsWith("group:")) return;
+    const conversation = message.conversation;
     const next = advance(message.status, status);
     if (next === message.status) return;
     message.status = next;

@@ -37,6 +37,7 @@ export type ClientEvent =
   | { kind: "status"; conversation: string; timestamp: number; status: Status }
   | { kind: "identity_changed"; account: string }
   | { kind: "seen"; conversation: string }
+  | { kind: "group"; conversation: string; title: string }
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }
   | { kind: "unsupported"; sender: string; reason: string }

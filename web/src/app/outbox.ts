@@ -11,7 +11,15 @@
 import { ProtocolAddress } from "../protocol/address.js";
 import { UntrustedIdentity } from "../protocol/errors.js";
 import type { PreKeyBundle } from "../protocol/prekeys.js";
+import { systemRandom, toHex } from "../protocol/bytes.js";
+import { SENDERKEY_TYPE } from "../protocol/messages.js";
+import { createDistributionMessage, groupEncrypt } from "../protocol/sender_keys.js";
 import { encrypt, hasSession, processPreKeyBundle } from "../protocol/session.js";
+import { formatUuid } from "../protocol/uuid.js";
+import { create } from "@bufbuild/protobuf";
+import { encodeContent } from "./content.js";
+import type { Group } from "./groups.js";
+import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { RelayError, type RelayApi, type Outgoing } from "./api.js";
 import { SocketLost, type RelaySocket } from "./socket.js";
 import type { DeviceStore } from "./store/device.js";
@@ -93,6 +101,66 @@ export class Outbox {
       }
     }
     throw new SendFailed("the device list kept changing; try again");
+  }
+
+  /**
+   * One sender-key ciphertext of `plaintext` for every device of every other member of
+   * `group`; our sender key goes first (over 1:1 sessions) to member devices that lack
+   * it. A member's changed device list retires the key and the message is encrypted
+   * again under a new one (docs/spec/groups.md). Mirrors Outbox.send_group_content.
+   */
+  async sendGroup(group: Group, plaintext: Uint8Array, timestamp: number): Promise<void> {
+    const me = new ProtocolAddress(this.accountId, this.deviceId);
+    const others = [...group.members.keys()].filter((a) => a !== this.accountId).sort();
+    for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
+      const distribution = await this.distributeSenderKey(group, others);
+      const ciphertext = await this.store.transaction(() => groupEncrypt(this.store, me, distribution, plaintext));
+      let changed = false;
+      for (const account of others) {
+        const messages: Outgoing[] = [];
+        for (const device of await this.store.sessionDevices(account)) {
+          const session = await this.store.loadSession(new ProtocolAddress(account, device));
+          messages.push({ device_id: device, registration_id: session?.current?.remoteRegistrationId ?? 0,
+            type: SENDERKEY_TYPE, content: toBase64(ciphertext) });
+        }
+        try {
+          await this.sendRequest(account, timestamp, messages);
+        } catch (error) {
+          if (!(error instanceof RelayError) || !(await this.repair(account, error))) throw error;
+          await this.store.transaction(() => this.store.put(`gdist:${toHex(group.id)}`, null));
+          changed = true;
+          break;
+        }
+      }
+      if (!changed) return;
+    }
+    throw new SendFailed("the group's device lists kept changing; try again");
+  }
+
+  /** Our current sending chain for the group, its key sent to every member device that lacks it. */
+  async distributeSenderKey(group: Group, others: string[]): Promise<string> {
+    const key = `gdist:${toHex(group.id)}`;
+    let state = await this.store.getJson<{ id: string; sent: Record<string, number[]> }>(key);
+    if (state === undefined) {
+      state = { id: formatUuid(systemRandom(16).map((b, i) => (i === 6 ? (b & 0x0f) | 0x40 : i === 8 ? (b & 0x3f) | 0x80 : b))),
+        sent: {} };
+      const fresh = state;
+      await this.store.transaction(() => this.store.putJson(key, fresh));
+    }
+    const me = new ProtocolAddress(this.accountId, this.deviceId);
+    const id = state.id;
+    const skdm = await this.store.transaction(() => createDistributionMessage(this.store, me, id));
+    const content = encodeContent(create(ContentSchema, { senderKeyDistribution: skdm.serialized, senderKeyGroup: group.id }));
+    for (const account of others) {
+      const devices = await this.devicesFor(account);
+      const sent = new Set(state.sent[account] ?? []);
+      if (devices.every((d) => sent.has(d))) continue;
+      const reached = await this.deliver(account, content, this.clock());
+      state.sent[account] = [...new Set([...sent, ...reached])];
+      const snapshot = state;
+      await this.store.transaction(() => this.store.putJson(key, snapshot));
+    }
+    return id;
   }
 
   /** Over the open WebSocket when there is one (cheaper for the relay), else HTTP. */

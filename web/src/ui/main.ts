@@ -164,7 +164,7 @@ async function onEvent(event: ClientEvent): Promise<void> {
     await view.client.markRead(view.selected);
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
-    || event.kind === "identity_changed" || event.kind === "seen") {
+    || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group") {
     await render();
   }
 }
@@ -192,6 +192,7 @@ async function draw(): Promise<void> {
       h("button", { class: "secondary small", "data-testid": "open-about",
         onclick: () => { view!.screen = "about"; void render(); } }, "About")),
     newChatForm(),
+    newGroupForm(),
     h("ul", { class: "conversations", "data-testid": "conversations" }, ...contacts.map((c) => h("li", {},
       h("button", {
         class: c.accountId === view!.selected ? "active" : undefined, "data-testid": "conversation",
@@ -236,6 +237,32 @@ function newChatForm(): HTMLFormElement {
   return form;
 }
 
+function newGroupForm(): HTMLElement {
+  const title = h("input", { placeholder: "group name", "aria-label": "Group name", "data-testid": "new-group-title",
+    autocomplete: "off", maxlength: "100" });
+  const members = h("input", { placeholder: "usernames, comma-separated", "aria-label": "Members",
+    "data-testid": "new-group-members", autocomplete: "off" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "new-group-error" });
+  const submit = h("button", { type: "submit", "data-testid": "new-group-submit" }, "Create group");
+  const form = h("form", {
+    class: "new-group",
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      submit.disabled = true;
+      try {
+        const names = members.value.split(/[\s,]+/).filter(Boolean);
+        const conversation = await view!.client.createGroup(title.value, names);
+        await open(conversation);
+      } catch (e) {
+        error.textContent = describe(e);
+        submit.disabled = false;
+      }
+    },
+  }, title, members, submit, error);
+  return h("details", { class: "new-group" }, h("summary", { "data-testid": "new-group" }, "New group"), form);
+}
+
 async function open(accountId: string): Promise<void> {
   view!.selected = accountId;
   view!.page = "chat";
@@ -278,25 +305,30 @@ async function chat(accountId: string): Promise<HTMLElement> {
       await render();
     },
   }, input, h("button", { type: "submit", "data-testid": "composer-send" }, "Send"));
+  const group = await client.group(accountId);
   return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
     h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
-      h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
-        onclick: () => { view!.page = "safety"; void render(); } }, "Safety number")),
+      group !== undefined
+        ? h("span", { class: "meta", "data-testid": "group-members" }, `${group.members.size} members`)
+        : h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
+          onclick: () => { view!.page = "safety"; void render(); } }, "Safety number")),
     safety?.changed ? h("div", { class: "banner", "data-testid": "key-changed" },
       h("span", { "data-testid": "key-changed-text" },
         `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),
       h("button", { "data-testid": "review-key-change", onclick: () => { view!.page = "safety"; void render(); } },
         "Review")) : false,
-    h("ol", { class: "messages", "data-testid": "messages" }, ...messages.map(bubble)),
+    h("ol", { class: "messages", "data-testid": "messages" }, ...await Promise.all(messages.map(async (m) =>
+      bubble(m, group !== undefined && !m.outgoing ? nameOf(await client.contact(m.author), m.author) : undefined)))),
     error, composer);
 }
 
-function bubble(message: StoredMessage): HTMLElement {
+function bubble(message: StoredMessage, author?: string): HTMLElement {
   const waiting = message.status === "sending" && !view!.online;
   const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
     "data-status": message.status, "data-outgoing": String(message.outgoing),
     "data-read": message.outgoing ? undefined : String(message.read === true) },
+  author === undefined ? false : h("span", { class: "author", "data-testid": "author" }, author),
   h("span", { class: "text" }, message.text),
   h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
     .filter(Boolean).join(" · ")));

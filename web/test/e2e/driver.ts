@@ -8,7 +8,7 @@
  * browser context (its own IndexedDB), all in one chromium.
  *
  * Commands: open {url}, signup {username, password}, unlock {password, expect_error?},
- * reload, chat {username}, open_conversation {account}, send {text},
+ * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, messages, problems, screenshot {path}, close.
@@ -101,6 +101,14 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.locator(`[data-testid=chat-title]:text-is("${String(c.username)}")`).waitFor();
       return {};
     }
+    case "create_group": {
+      await page.getByTestId("new-group").click();
+      await page.getByTestId("new-group-title").fill(String(c.title));
+      await page.getByTestId("new-group-members").fill(String(c.members));
+      await page.getByTestId("new-group-submit").click();
+      await page.locator(`[data-testid=chat-title]:text-is("${String(c.title)}")`).waitFor();
+      return { conversation: await page.getByTestId("chat").getAttribute("data-account") };
+    }
     case "open_conversation": {
       await page.locator(`[data-testid=conversation][data-account="${String(c.account)}"]`).click();
       await page.getByTestId("chat").waitFor();
@@ -122,6 +130,7 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     case "messages": {
       const items = await page.getByTestId("message").evaluateAll((nodes) => nodes.map((n) => ({
         text: n.querySelector(".text")?.textContent, outgoing: n.getAttribute("data-outgoing"),
+        author: n.querySelector(".author")?.textContent ?? null,
         status: n.getAttribute("data-status") })));
       return { messages: items };
     }

@@ -20,6 +20,7 @@ import { InvalidKyberPreKeyId, InvalidMessage, InvalidPreKeyId } from "../../pro
 import { IdentityKeyPair, PublicKey, type IdentityKey } from "../../protocol/keys.js";
 import { KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord } from "../../protocol/prekeys.js";
 import { ProtocolAddress } from "../../protocol/address.js";
+import { SenderKeyRecord } from "../../protocol/sender_keys.js";
 import { SessionRecord } from "../../protocol/state.js";
 import { Direction, type ProtocolStore } from "../../protocol/stores.js";
 import { bytesEqual, fromHex, toHex } from "../../protocol/bytes.js";
@@ -242,6 +243,33 @@ export class DeviceStore implements ProtocolStore {
     const known = await this.getTrust(account);
     if (known === undefined) throw new RangeError("no identity known for that contact");
     await this.putJson(`trust:${account}`, { ...known, changed: false, verified } satisfies TrustRecord);
+  }
+
+  // -- sender keys (groups) ------------------------------------------------------------
+
+  async loadSenderKey(sender: ProtocolAddress, distributionId: string): Promise<SenderKeyRecord | undefined> {
+    const data = await this.get(`senderkey:${sender.name}:${sender.deviceId}:${distributionId.toLowerCase()}`);
+    return data === undefined ? undefined : SenderKeyRecord.deserialize(data);
+  }
+
+  async storeSenderKey(sender: ProtocolAddress, distributionId: string, record: SenderKeyRecord): Promise<void> {
+    await this.put(`senderkey:${sender.name}:${sender.deviceId}:${distributionId.toLowerCase()}`, record.serialize());
+  }
+
+  /**
+   * Tie a member device's sender key (distribution id) to the group it came for, for
+   * good; false when it is tied to another group already (docs/spec/groups.md).
+   */
+  async bindSenderKey(sender: ProtocolAddress, distributionId: string, groupHex: string): Promise<boolean> {
+    const key = `skbind:${sender.name}:${sender.deviceId}:${distributionId.toLowerCase()}`;
+    const bound = await this.getJson<string>(key);
+    if (bound !== undefined) return bound === groupHex;
+    await this.putJson(key, groupHex);
+    return true;
+  }
+
+  async senderKeyGroup(sender: ProtocolAddress, distributionId: string): Promise<string | undefined> {
+    return this.getJson<string>(`skbind:${sender.name}:${sender.deviceId}:${distributionId.toLowerCase()}`);
   }
 
   // -- prekeys ------------------------------------------------------------------------
