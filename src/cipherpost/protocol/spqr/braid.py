@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..keys import Random
 from . import incremental
@@ -34,18 +35,29 @@ from .wire import Chunk, PayloadType, SpqrMessage
 KeyGen = Callable[[Random], KeyPair]
 
 
+# States are named tuples: immutable like frozen dataclasses and about half the cost to
+# make, which counts since every message sent (and every chunk received) makes one. Their
+# reprs show the class and epoch only: most fields are keys or key material. As tuples,
+# two states compare equal only with the same fields in the same order, and no two
+# classes share their field types.
+
+def _state_repr(state: tuple[object, ...]) -> str:
+    return f"{type(state).__name__}(epoch={state[0]}, <keys redacted>)"
+
+
 # -- EK-sender states ------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class KeysUnsampled:
+class KeysUnsampled(NamedTuple):
     """1: no key pair yet; the next send samples one."""
 
     epoch: int
     auth: Authenticator
 
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
-@dataclass(frozen=True, slots=True)
-class KeysSampled:
+
+class KeysSampled(NamedTuple):
     """2: sending header chunks, waiting for the first ct1 chunk."""
 
     epoch: int
@@ -53,106 +65,126 @@ class KeysSampled:
     keys: KeyPair
     sending_hdr: Encoder
 
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
-@dataclass(frozen=True, slots=True)
-class HeaderSent:
+
+class HeaderSent(NamedTuple):
     """3: sending ek chunks, collecting ct1."""
 
     epoch: int
     auth: Authenticator
-    dk: bytes = field(repr=False)
-    sending_ek: Encoder = field(repr=False)
-    receiving_ct1: Decoder = field(repr=False)
+    dk: bytes
+    sending_ek: Encoder
+    receiving_ct1: Decoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Ct1Received:
+class Ct1Received(NamedTuple):
     """4: has ct1; sending ek chunks that also acknowledge ct1."""
 
     epoch: int
     auth: Authenticator
-    dk: bytes = field(repr=False)
-    ct1: bytes = field(repr=False)
-    sending_ek: Encoder = field(repr=False)
+    dk: bytes
+    ct1: bytes
+    sending_ek: Encoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class EkSentCt1Received:
+class EkSentCt1Received(NamedTuple):
     """5: ct2 started arriving (so ek arrived); acknowledging ct1, collecting ct2."""
 
     epoch: int
     auth: Authenticator
-    dk: bytes = field(repr=False)
-    ct1: bytes = field(repr=False)
-    receiving_ct2: Decoder = field(repr=False)
+    dk: bytes
+    ct1: bytes
+    receiving_ct2: Decoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
 # -- CT-sender states ------------------------------------------------------------------------
 
-def _header_decoder() -> Decoder:
-    return Decoder(HEADER_SIZE + MAC_SIZE)
+_HEADER_DECODER = Decoder(HEADER_SIZE + MAC_SIZE)
 
 
-@dataclass(frozen=True, slots=True)
-class NoHeaderReceived:
+class NoHeaderReceived(NamedTuple):
     """6: collecting the header."""
 
     epoch: int
     auth: Authenticator
-    receiving_hdr: Decoder = field(default_factory=_header_decoder, repr=False)
+    receiving_hdr: Decoder = _HEADER_DECODER
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderReceived:
+class HeaderReceived(NamedTuple):
     """7: has an authenticated header; the next send encapsulates."""
 
     epoch: int
     auth: Authenticator
-    header: bytes = field(repr=False)
+    header: bytes
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Ct1Sampled:
+class Ct1Sampled(NamedTuple):
     """8: sending ct1 chunks, collecting ek."""
 
     epoch: int
     auth: Authenticator
     encaps: EncapsState
-    ct1: bytes = field(repr=False)
-    sending_ct1: Encoder = field(repr=False)
-    receiving_ek: Decoder = field(repr=False)
+    ct1: bytes
+    sending_ct1: Encoder
+    receiving_ek: Decoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class EkReceivedCt1Sampled:
+class EkReceivedCt1Sampled(NamedTuple):
     """9: has ek, still sending ct1 until the peer acknowledges it."""
 
     epoch: int
     auth: Authenticator
     encaps: EncapsState
-    ek: bytes = field(repr=False)
-    ct1: bytes = field(repr=False)
-    sending_ct1: Encoder = field(repr=False)
+    ek: bytes
+    ct1: bytes
+    sending_ct1: Encoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Ct1Acknowledged:
+class Ct1Acknowledged(NamedTuple):
     """10: the peer has ct1; collecting the rest of ek."""
 
     epoch: int
     auth: Authenticator
     encaps: EncapsState
-    ct1: bytes = field(repr=False)
-    receiving_ek: Decoder = field(repr=False)
+    ct1: bytes
+    receiving_ek: Decoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Ct2Sampled:
+class Ct2Sampled(NamedTuple):
     """11: sending ct2 chunks until the peer's first message of the next epoch."""
 
     epoch: int
     auth: Authenticator
-    sending_ct2: Encoder = field(repr=False)
+    sending_ct2: Encoder
+
+    def __repr__(self) -> str:
+        return _state_repr(self)
 
 
 BraidState = (KeysUnsampled | KeysSampled | HeaderSent | Ct1Received | EkSentCt1Received
@@ -214,29 +246,31 @@ def step_send(state: BraidState, rng: Random, keygen: KeyGen = incremental.gener
     """:func:`send` as a plain tuple, without the :class:`Sent` and :class:`Chunk` objects
     (the per-message path)."""
     e = state.epoch
-    # Most messages of an epoch only emit the next chunk of an encoder: these first.
+    # Most messages of an epoch only emit the next chunk of an encoder: these first, the
+    # state after made with _make (no field-by-field constructor).
     if isinstance(state, KeysSampled):
         encoder, index, data = state.sending_hdr.advance()
-        return KeysSampled(e, state.auth, state.keys, encoder), e, _HDR, index, data, None
+        return (KeysSampled._make((e, state.auth, state.keys, encoder)), e, _HDR, index, data,
+                None)
     if isinstance(state, HeaderSent):
         encoder, index, data = state.sending_ek.advance()
-        return (HeaderSent(e, state.auth, state.dk, encoder, state.receiving_ct1), e, _EK,
-                index, data, None)
+        return (HeaderSent._make((e, state.auth, state.dk, encoder, state.receiving_ct1)), e,
+                _EK, index, data, None)
     if isinstance(state, Ct1Received):
         encoder, index, data = state.sending_ek.advance()
-        return (Ct1Received(e, state.auth, state.dk, state.ct1, encoder), e, _EK_CT1_ACK,
-                index, data, None)
+        return (Ct1Received._make((e, state.auth, state.dk, state.ct1, encoder)), e,
+                _EK_CT1_ACK, index, data, None)
     if isinstance(state, Ct1Sampled):
         encoder, index, data = state.sending_ct1.advance()
-        return (Ct1Sampled(e, state.auth, state.encaps, state.ct1, encoder,
-                           state.receiving_ek), e, _CT1, index, data, None)
+        return (Ct1Sampled._make((e, state.auth, state.encaps, state.ct1, encoder,
+                                  state.receiving_ek)), e, _CT1, index, data, None)
     if isinstance(state, EkReceivedCt1Sampled):
         encoder, index, data = state.sending_ct1.advance()
-        return (EkReceivedCt1Sampled(e, state.auth, state.encaps, state.ek, state.ct1,
-                                     encoder), e, _CT1, index, data, None)
+        return (EkReceivedCt1Sampled._make((e, state.auth, state.encaps, state.ek, state.ct1,
+                                            encoder)), e, _CT1, index, data, None)
     if isinstance(state, Ct2Sampled):
         encoder, index, data = state.sending_ct2.advance()
-        return Ct2Sampled(e, state.auth, encoder), e, _CT2, index, data, None
+        return Ct2Sampled._make((e, state.auth, encoder)), e, _CT2, index, data, None
     if isinstance(state, EkSentCt1Received):
         return state, e, _CT1_ACK, 0, None, None
     if isinstance(state, NoHeaderReceived | Ct1Acknowledged):

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
+from typing import NamedTuple
 
 from .gf16 import EXP, LOG, ORDER, POLY, div, mul
 from .wire import CHUNK_SIZE, MAX_CHUNK_INDEX, Chunk
@@ -179,19 +180,27 @@ def chunk_at(message: bytes, index: int) -> bytes:
     return _combination(_parity_log_weights(n, index), _data_tables(message))
 
 
-@dataclass(frozen=True, slots=True)
-class Encoder:
+class _EncoderFields(NamedTuple):
+    message: bytes
+    next_index: int
+
+
+class Encoder(_EncoderFields):
     """Emits chunk 0, 1, 2, ... of a value, one per call, never repeating.
 
-    The counter is 32 bits and goes onto the wire truncated to 16, as libsignal does.
+    The counter is 32 bits and goes onto the wire truncated to 16, as libsignal does. A
+    named tuple: immutable, and cheap to make once per message sent.
     """
 
-    message: bytes = field(repr=False)
-    next_index: int = 0
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if not self.message or len(self.message) % CHUNK_SIZE:
+    def __new__(cls, message: bytes, next_index: int = 0) -> Encoder:
+        if not message or len(message) % CHUNK_SIZE:
             raise ValueError("the message must be a positive multiple of 32 bytes")
+        return super().__new__(cls, message, next_index)
+
+    def __repr__(self) -> str:
+        return f"Encoder({len(self.message)} bytes, next_index={self.next_index})"
 
     def next(self) -> tuple[Encoder, Chunk]:
         """``(encoder after this chunk, the chunk)``."""
@@ -200,9 +209,11 @@ class Encoder:
 
     def advance(self) -> tuple[Encoder, int, bytes]:
         """:meth:`next` without the :class:`Chunk`: ``(encoder after, index, data)``."""
-        index = self.next_index & MAX_CHUNK_INDEX
-        return (Encoder(self.message, (self.next_index + 1) & 0xFFFFFFFF), index,
-                chunk_at(self.message, index))
+        message, next_index = self
+        index = next_index & MAX_CHUNK_INDEX
+        # _make: the message was checked when this encoder was made.
+        return (Encoder._make((message, (next_index + 1) & 0xFFFFFFFF)), index,
+                chunk_at(message, index))
 
 
 _EMPTY: Mapping[int, bytes] = MappingProxyType({})

@@ -41,9 +41,12 @@ class Negotiation:
         return Chain.start(self.auth_key, self.direction, self.params)
 
 
-@dataclass(frozen=True, slots=True)
-class PqRatchetState:
-    """A session's SPQR state; ``PqRatchetState()`` is V0 (no SPQR)."""
+class PqRatchetState(NamedTuple):
+    """A session's SPQR state; ``PqRatchetState()`` is V0 (no SPQR).
+
+    A named tuple (immutable, and cheap to make: each message sent or received makes one);
+    its parts' reprs leave their keys out.
+    """
 
     braid: BraidState | None = None
     chain: Chain | None = None
@@ -138,16 +141,16 @@ def send(state: PqRatchetState, rng: Random, *,
     Raises:
         InvalidSpqrState: the state cannot send (it has neither chain nor negotiation data).
     """
-    if state.braid is None:
+    current, chain, negotiation = state
+    if current is None:
         return Sent(state, b"", None)
     after, epoch, payload, chunk_index, chunk_data, secret = braid.step_send(
-        state.braid, rng, keygen)
-    chain = state.chain
+        current, rng, keygen)
     if chain is None:
-        if state.negotiation is None:
+        if negotiation is None:
             raise InvalidSpqrState("SPQR chain not available")
-        if state.negotiation.min_version > V0:
-            chain = state.negotiation.chain()
+        if negotiation.min_version > V0:
+            chain = negotiation.chain()
     index, key = 0, None
     if chain is not None:
         if secret is not None:
@@ -156,7 +159,8 @@ def send(state: PqRatchetState, rng: Random, *,
     elif secret is not None:
         raise InvalidSpqrState("SPQR epoch secret without a chain")
     message = encode_fields(epoch, index, payload, chunk_index, chunk_data)
-    return Sent(PqRatchetState(after, chain, state.negotiation), message, key)
+    # _make: the field-by-field constructors cost more than the rest of this line.
+    return Sent._make((PqRatchetState._make((after, chain, negotiation)), message, key))
 
 
 def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | None]:
@@ -171,6 +175,26 @@ def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | No
         MalformedSpqrMessage: the V1 bytes do not parse.
         SpqrError: any braid or chain error (see :func:`braid.recv`, :class:`Chain`).
     """
+    current, chain, negotiation = state
+    if current is None or not data or data[0] != V1:
+        return _recv_not_v1(state, data)
+    epoch, index, payload, chunk_index, chunk_data = decode_fields(data)
+    new_braid, secret = braid.step_recv(current, epoch, payload, chunk_index, chunk_data)
+    if chain is None:
+        if negotiation is None:
+            raise InvalidSpqrState("SPQR chain not available")
+        chain = negotiation.chain()
+    if secret is not None:
+        chain = chain.add_epoch(epoch, secret)
+    key = None
+    if not (epoch == 1 and index == 0):
+        chain, key = chain.recv_key(epoch - 1, index)
+    return PqRatchetState._make((new_braid, chain, None)), key
+
+
+def _recv_not_v1(state: PqRatchetState,
+                 data: bytes) -> tuple[PqRatchetState, bytes | None]:
+    """:func:`recv` for a V0 state or bytes that are not V1 (§8.2)."""
     version = message_version(data)
     if version is None:
         return state, None
@@ -181,18 +205,4 @@ def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | No
         if version < negotiation.min_version:
             raise SpqrMinimumVersion("SPQR message version below the minimum version")
         return PqRatchetState(), None  # downgrade to V0 for good
-    if state.braid is None:
-        return PqRatchetState(), None
-    epoch, index, payload, chunk_index, chunk_data = decode_fields(data)
-    new_braid, secret = braid.step_recv(state.braid, epoch, payload, chunk_index, chunk_data)
-    chain = state.chain
-    if chain is None:
-        if state.negotiation is None:
-            raise InvalidSpqrState("SPQR chain not available")
-        chain = state.negotiation.chain()
-    if secret is not None:
-        chain = chain.add_epoch(epoch, secret)
-    key = None
-    if not (epoch == 1 and index == 0):
-        chain, key = chain.recv_key(epoch - 1, index)
-    return PqRatchetState(new_braid, chain, None), key
+    return PqRatchetState(), None  # a V0 state stays V0, whatever comes
