@@ -202,3 +202,74 @@ def test_restore_refuses_while_a_relay_runs(settings: Settings, tmp_path: Path) 
             assert restore(db, path, NOW, "root", force=True).epoch == 2
     finally:
         db.dispose()
+
+
+def test_restore_into_a_new_database(settings: Settings, tmp_path: Path) -> None:
+    """The live database is lost: the backup alone, with its own removal list."""
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice")
+            laptop = link(client, alice)
+            assert client.delete(f"/v1/devices/{laptop.device_id}",
+                                 headers=alice.headers).status_code == 204
+            backup(db, path, NOW, "root")
+    finally:
+        db.dispose()
+    fresh = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path}/new.db")
+    new_db = _db(fresh)
+    try:
+        done = restore(new_db, path, NOW, "root")
+        assert (done.epoch, done.audit_entries_carried) == (1, 0)
+        with new_db.reader.connect() as conn:
+            assert audit.verify(conn).ok
+        with TestClient(create_app(fresh)) as client:
+            assert client.get("/v1/devices", headers=alice.headers).status_code == 200
+            assert client.get("/v1/devices", headers=laptop.headers).status_code == 401
+    finally:
+        new_db.dispose()
+
+
+def test_a_backup_of_an_older_schema_is_migrated_first(settings: Settings,
+                                                      tmp_path: Path) -> None:
+    """A backup made before the audit chain existed (schema 0004): its entries are chained
+    when it is restored, and they verify."""
+    from alembic import command
+    from alembic.config import Config
+
+    from cipherpost.server.storage.engine import MIGRATIONS
+
+    old = tmp_path / "old.db"
+    old_db = Database(f"sqlite:///{old}")
+    try:
+        with old_db.writer.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0004")
+            conn.exec_driver_sql(
+                "INSERT INTO accounts (id, username, identity_key, next_device_id, "
+                "created_at) VALUES ('00000000-0000-4000-8000-000000000001', 'old', "
+                "x'05', 2, 1)")
+            for at, event in ((1, "account_created"), (2, "username_changed")):
+                conn.exec_driver_sql(
+                    "INSERT INTO audit_log (at, account_id, device_id, event) VALUES "
+                    f"({at}, '00000000-0000-4000-8000-000000000001', 1, '{event}')")
+            conn.exec_driver_sql(
+                "INSERT INTO devices (account_id, device_id, registration_id, token_hash, "
+                "created_at, last_seen) VALUES ('00000000-0000-4000-8000-000000000001', "
+                "1, 7, x'00', 1, 1)")
+    finally:
+        old_db.dispose()
+    db = _db(settings)
+    try:
+        restore(db, old, NOW, "root")
+        with db.reader.connect() as conn:
+            assert audit.verify(conn).ok
+            assert [e.event for e in audit.entries(conn)] == [
+                "account_created", "username_changed", "server_restored"]
+            assert conn.execute(select(accounts.c.username)).scalars().all() == ["old"]
+        assert manifest(old)["schema"] == "0004"  # the file itself is left as it was
+    finally:
+        db.dispose()

@@ -346,9 +346,13 @@ def _reset_sequences(conn: Connection) -> None:
 def manifest(path: Path) -> dict[str, Any]:
     """What a backup file says about itself (for ``cipherpost-admin backup``)."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        state = dict(conn.execute("SELECT key, value FROM server_state").fetchall())
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        state = dict(conn.execute("SELECT key, value FROM server_state").fetchall()) \
+            if "server_state" in tables else {}
         revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        head = conn.execute("SELECT seq, chain_hash FROM audit_head").fetchone()
+        head = conn.execute("SELECT seq, chain_hash FROM audit_head").fetchone() \
+            if "audit_head" in tables else None  # before 0005
     return {"schema": revision[0] if revision else None,
             "taken_at": int(state.get("backup_taken_at", 0)),
             "epoch": int(state.get("epoch", 0)),
