@@ -335,3 +335,34 @@ def test_server_command_runs_the_admin_command() -> None:
     assert result.returncode == 0, result.stderr
     assert "Usage: cipherpost-server admin" in result.stdout
     assert "transparency-report" in result.stdout
+
+
+def test_concurrent_writers_extend_one_chain(database_url: str) -> None:
+    """Four storages on one database (four relay processes, to PostgreSQL) create
+    accounts at once: the head row's lock makes them append in turn, so the log is one
+    chain with no fork and no gap."""
+    import asyncio
+
+    from cipherpost.server.storage.models import KeyUpload, NewDevice
+    from cipherpost.server.storage.sql import Storage
+
+    db = Database(database_url)
+    db.migrate()
+    storages = [Storage(Database(database_url)) for _ in range(4)]
+
+    async def run() -> None:
+        device = NewDevice(1, b"\x00" * 32, None, KeyUpload())
+        await asyncio.gather(*(
+            storages[i % 4].create_account(f"00000000-0000-4000-8000-{i:012d}", None,
+                                           b"\x05" + bytes(32), device, 1000 + i)
+            for i in range(40)))
+
+    try:
+        asyncio.run(run())
+        verdict = _verify(db)
+        assert verdict.ok and verdict.entries == 40, verdict
+    finally:
+        for storage in storages:
+            storage.close()
+            storage.db.dispose()
+        db.dispose()
