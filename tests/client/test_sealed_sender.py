@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,6 +19,9 @@ from click.testing import CliRunner
 from cipherpost.cli import cli
 from cipherpost.client import Client, sealed
 from cipherpost.client import events as ev
+from cipherpost.client.devices import request_link
+from cipherpost.client.recovery import restore
+from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol import PrivateKey, ProtocolAddress
 
 from .conftest import Devices, ThreadedRelay
@@ -224,6 +228,63 @@ def test_a_sealed_message_that_fails_to_decrypt_is_resent(
             got = await bob.receive()
             assert [(e.text, e.timestamp) for e in got if isinstance(e, ev.Message)] == \
                 [("lost, then found", sent)]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_linked_and_restored_devices(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """A device linked by QR code takes the account's profile key, its contacts' and the
+    pinned root; a device restored from the recovery key makes a new profile key, and
+    contacts holding the old one fall back, then learn the new one."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            await bob.send_text("alice", "hi")
+            await alice.receive()
+            await alice.send_text("bob", "hi bob")
+            await bob.receive()
+            await alice.receive()
+            pending = await request_link(relay.url)
+            joining = asyncio.create_task(pending.complete(
+                tmp_path / "laptop.db", passphrase="pw", argon2=TEST_PARAMS,
+                device_name="laptop", options=dataclasses.replace(devices.options)))
+            await asyncio.sleep(0.2)
+            await alice.provision(pending.uri)
+            laptop = await asyncio.wait_for(joining, 30)
+            devices.clients.append(laptop)
+            assert sealed.known_own_profile_key(laptop.store) == \
+                sealed.known_own_profile_key(alice.store)
+            assert sealed.contact_profile_key(laptop.store, bob.account_id) == \
+                sealed.contact_profile_key(alice.store, bob.account_id)
+            assert sealed.trust_root(laptop.store) == sealed.trust_root(alice.store)
+            await alice.receive()
+            # Both of Alice's devices open sealed envelopes: Bob's send is sealed to both.
+            await bob.send_text("alice", "to both of you")
+            rows = _queued(tmp_path, alice)
+            assert len(rows) == 2 and {row[:3] for row in rows} == {(None, None, SEALED)}
+            assert (bob.account_id, "to both of you") in _texts(await laptop.receive())
+            assert (bob.account_id, "to both of you") in _texts(await alice.receive())
+            await bob.receive()
+            # Restored from the recovery key on a fresh machine: a new profile key.
+            key = await alice.create_recovery_key()
+            restored = await restore(tmp_path / "restored.db", relay.url, key,
+                                     passphrase="pw", argon2=TEST_PARAMS,
+                                     options=dataclasses.replace(devices.options))
+            devices.clients.append(restored)
+            await restored.receive()
+            new_key = sealed.known_own_profile_key(restored.store)
+            assert new_key is not None and new_key != sealed.known_own_profile_key(alice.store)
+            await bob.send_text("alice", "the old key is refused")  # 401: identified
+            assert sealed.contact_profile_key(bob.store, alice.account_id) is None
+            assert (bob.account_id, "the old key is refused") in \
+                _texts(await restored.receive())
+            await restored.send_text("bob", "my new key")
+            await bob.receive()
+            assert sealed.contact_profile_key(bob.store, alice.account_id) == new_key
         finally:
             await devices.close()
 

@@ -149,9 +149,11 @@ class Client:
         client = await cls._set_up(path, server, identity, {"link_code": link_code},
                                    RelayApi.link_device, passphrase, device_name, argon2,
                                    proxy, options)
+        # No profile key of its own: the account's comes with the provisioning message
+        # (or a sync copy of a message from another of our devices).
+        with client.store.transaction():
+            sealed.await_profile_key(client.store)
         await client.announce_device(device_name or "")
-        # No profile key yet: the account's comes with the provisioning message (or a
-        # sync copy of a message from another of our devices); see ``sealed_sender_upkeep``.
         return client
 
     @classmethod
@@ -240,9 +242,9 @@ class Client:
         """Pin the relay's trust root if none is (a store from before sealed sender: trust
         on first use), and register the account's unidentified-access key, which also
         tells the relay that this device opens sealed envelopes. A device with no profile
-        key makes one only when it is the account's first device or registered it;
-        other devices wait for it (linking, or a copy of a message of a lower device).
-        Failures are retried at the next connection."""
+        key makes one (a first device, or one restored from the recovery key), except a
+        linked one, which waits for the account's (provisioning message, or a copy of a
+        message of a lower device). Failures are retried at the next connection."""
         try:
             if sealed.trust_root(self.store) is None:
                 root = await self.api.trust_root()
@@ -251,7 +253,7 @@ class Client:
             if sealed.access_key_registered(self.store):
                 return
             key = sealed.known_own_profile_key(self.store)
-            if key is None and self.device_id == 1:
+            if key is None and sealed.may_make_profile_key(self.store):
                 key = sealed.own_profile_key(self.store)
             if key is None:
                 return

@@ -43,6 +43,7 @@ _CONTACT_KEY = "profile_key:"
 _CERTIFICATE = "sender_certificate"
 _TRUST_ROOT = "trust_root"
 _ACCESS_KEY_SENT = "access_key_registered"
+_AWAITING = "profile_key_from_sibling"
 
 
 class SealedError(Exception):
@@ -87,6 +88,19 @@ def own_profile_key(store: Store) -> bytes:
             store.set_secret(_PROFILE_KEY, key)
             store.set_meta(_ACCESS_KEY_SENT, "")
     return key
+
+
+def await_profile_key(store: Store) -> None:
+    """This device was linked: it takes the account's profile key from another device of
+    ours (the provisioning message, or a sync copy) and makes none of its own."""
+    store.set_meta(_AWAITING, "1")
+
+
+def may_make_profile_key(store: Store) -> bool:
+    """False for a linked device (see :func:`await_profile_key`): a key of its own would
+    replace the account's, and contacts' sealed sends would be refused until they learn
+    it. A first or restored device makes one."""
+    return store.get_meta(_AWAITING) != "1"
 
 
 def adopt_own_profile_key(store: Store, key: bytes) -> None:
