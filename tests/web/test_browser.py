@@ -8,6 +8,8 @@ timings go to build/web/.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -476,6 +478,49 @@ def test_groups_between_a_browser_user_and_sdk_users(
             await step("send", text="thanks, mia")
             await wait_for_event(mia, group_text("thanks, mia", conversation))
             await wait_for_event(leo, group_text("thanks, mia", conversation))
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_attachments_between_a_browser_user_and_an_sdk_user(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """Files both ways in the SDK's attachment format (Padme, AES-CBC, HMAC, digest): the
+    browser encrypts and uploads, Python downloads and checks; Python sends, the
+    browser downloads, checks and decrypts the same bytes."""
+    user = "nora"
+    from_browser = os.urandom(300_000)  # more than one of the SDK's 256 KiB chunks
+    from_python = os.urandom(70_001)
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        omar = await devices.register("omar")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            await step("chat", username="omar")
+            await step("attach", name="photo.bin", mime="application/octet-stream",
+                       data=base64.b64encode(from_browser).decode())
+            got = await wait_for_event(omar, lambda e: isinstance(e, events.Message)
+                                       and len(e.attachments) == 1)
+            assert isinstance(got, events.Message)
+            pointer = got.attachments[0]
+            assert (pointer.file_name, pointer.size) == ("photo.bin", len(from_browser))
+            assert await omar.download(pointer) == from_browser
+
+            sent = await omar.upload_attachment(from_python, file_name="notes.txt",
+                                                content_type="text/plain")
+            await omar.send_text(got.author, "the notes", attachments=[sent])
+            await step("wait_message", text="the notes", outgoing=False)
+            fetched = await step("download", name="notes.txt")
+            assert fetched["sha256"] == hashlib.sha256(from_python).hexdigest()
+            assert fetched["filename"] == "notes.txt"
+            await step("screenshot", path=str(ARTIFACTS / "14-attachments.png"))
             assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()

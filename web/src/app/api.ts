@@ -256,6 +256,56 @@ export class RelayApi {
     return parseBundles(await this.request("GET", `/v1/keys/${encodeURIComponent(accountId)}/${which}`));
   }
 
+  // -- attachments ---------------------------------------------------------------------
+
+  /** Upload an encrypted blob; its id. */
+  async uploadAttachment(blob: Uint8Array): Promise<string> {
+    const data = await this.request("POST", "/v1/attachments", blob);
+    const id = str(data, "id", "attachment answer", 64);
+    if (!/^[A-Za-z0-9_-]{40,64}$/.test(id)) throw new MalformedAnswer("attachment answer: id");
+    return id;
+  }
+
+  /**
+   * Download a blob of at most `maxBytes`.
+   * @throws RelayError 404 (gone) or 413 (larger than its pointer says). @throws RelayUnavailable
+   */
+  async downloadAttachment(id: string, maxBytes: number): Promise<Uint8Array> {
+    if (!/^[A-Za-z0-9_-]{40,64}$/.test(id)) throw new RelayError(404, "not_found", "no such attachment", {});
+    let response: Response;
+    try {
+      response = await fetch(`${this.server}/v1/attachments/${id}`, {
+        headers: this.#token ? { Authorization: `Bearer ${this.#token}` } : {}, credentials: "omit",
+        cache: "no-store", redirect: "error", signal: AbortSignal.timeout(5 * TIMEOUT_MS),
+      });
+    } catch (error) {
+      throw new RelayUnavailable(`cannot reach ${this.server}: ${(error as Error).name}`);
+    }
+    if (response.status >= 400) throw new RelayError(response.status, "error", "the download was refused", {});
+    const declared = Number(response.headers.get("content-length") ?? "0");
+    if (declared > maxBytes) throw new RelayError(413, "too_large", "the attachment is larger than its pointer says", {});
+    const reader = response.body?.getReader();
+    const parts: Uint8Array[] = [];
+    let received = 0;
+    for (;;) {
+      const chunk = reader === undefined ? { done: true as const, value: undefined } : await reader.read();
+      if (chunk.done) break;
+      received += chunk.value.length;
+      if (received > maxBytes) {
+        await reader?.cancel();
+        throw new RelayError(413, "too_large", "the attachment is larger than its pointer says", {});
+      }
+      parts.push(chunk.value);
+    }
+    const blob = new Uint8Array(received);
+    let at = 0;
+    for (const part of parts) {
+      blob.set(part, at);
+      at += part.length;
+    }
+    return blob;
+  }
+
   // -- messages ------------------------------------------------------------------------
 
   async send(accountId: string, timestamp: number, messages: Outgoing[]): Promise<number> {

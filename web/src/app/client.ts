@@ -13,11 +13,12 @@ import { ProtocolAddress } from "../protocol/address.js";
 import { fromHex, systemRandom } from "../protocol/bytes.js";
 import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo, type Envelope } from "./api.js";
 import { decodeContent, encodeContent, u64 } from "./content.js";
+import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
 import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyChange } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import {
-  advance, messageKey, queueKey, type ClientEvent, type Contact, type FollowUp, type QueuedSend, type Status,
+  advance, messageKey, queueKey, type AttachmentInfo, type ClientEvent, type Contact, type FollowUp, type QueuedSend, type Status,
   type StoredMessage,
 } from "./model.js";
 import { Outbox } from "./outbox.js";
@@ -52,6 +53,8 @@ export interface ClientOptions {
   clock?: () => number;
   argon2?: Argon2Params;
   keys?: KeyPolicy;
+  /** An invite code from the relay's operators, for a relay that registers by invitation. */
+  invite?: string;
 }
 
 function hex(data: Uint8Array): string {
@@ -111,7 +114,8 @@ export class Client {
     const store = await DeviceStore.create(kv, password, options.argon2 ?? DEFAULT_PARAMS);
     const body = await store.transaction(() => newDeviceBody(store, IdentityKeyPair.generate(systemRandom),
       newRegistrationId(), clock(), options.keys ?? DEFAULT_POLICY));
-    const credentials = await api.register({ ...body, username, name: "browser" });
+    const invite = options.invite?.trim();
+    const credentials = await api.register({ ...body, username, name: "browser", ...(invite ? { invite } : {}) });
     const account: AccountRecord = { ...credentials, server: api.server, username };
     await store.transaction(() => store.putJson("account", account));
     return new Client(store, account, clock);
@@ -322,9 +326,11 @@ export class Client {
    * @throws IdentityNotTrusted the contact's key changed and was not accepted (the
    * message stays, marked "not sent").
    */
-  async sendText(conversation: string, text: string): Promise<StoredMessage> {
+  async sendText(conversation: string, text: string, attachments: AttachmentInfo[] = []): Promise<StoredMessage> {
     if (conversation === this.accountId) throw new RangeError("notes to self come later");
-    if (text.length === 0 || text.length > 16 * 1024) throw new RangeError("a message is 1 to 16384 characters");
+    if ((text.length === 0 && attachments.length === 0) || text.length > 16 * 1024) {
+      throw new RangeError("a message is 1 to 16384 characters");
+    }
     let group: Group | undefined;
     if (conversation.startsWith("group:")) {
       group = await this.inbox.group(fromHex(conversation.slice(6)));
@@ -333,11 +339,13 @@ export class Client {
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
     const data = create(DataMessageSchema, { timestamp: u64(timestamp), text,
-      group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) } });
+      group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) },
+      attachments: attachments.map((a) => ({ id: a.id, key: fromHex(a.key), digest: fromHex(a.digest), size: u64(a.size),
+        contentType: a.contentType, fileName: a.fileName, caption: a.caption })) });
     const plaintext = encodeContent(create(ContentSchema, { body: { case: "data", value: data } }));
     const message: StoredMessage = {
       conversation, author: this.accountId, authorDevice: this.account.deviceId, timestamp, text,
-      outgoing: true, status: "sending", receivedAt: timestamp,
+      outgoing: true, status: "sending", receivedAt: timestamp, ...(attachments.length > 0 ? { attachments } : {}),
     };
     const key = messageKey(conversation, timestamp, this.accountId);
     await this.store.transaction(async () => {
@@ -350,7 +358,7 @@ export class Client {
       const contact = (await this.store.getJson<Contact>(`contact:${conversation}`))
         ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
       contact.lastAt = timestamp;
-      contact.lastText = text.slice(0, 200);
+      contact.lastText = text.slice(0, 200) || `📎 ${attachments[0]?.fileName || "file"}`;
       await this.store.putJson(`contact:${conversation}`, contact);
     });
     const failures = await this.flushQueue();
@@ -496,6 +504,28 @@ export class Client {
     if (this.#stopped) return;
     if (online) this.#wake?.();
     else this.#socket?.close();
+  }
+
+  // -- attachments --------------------------------------------------------------------
+
+  /**
+   * Encrypt and upload a file here, then send it to `conversation` (the upload needs the
+   * connection; the message itself is queued like any other).
+   * @throws RangeError too large. @throws RelayError, RelayUnavailable the upload failed.
+   */
+  async sendFile(conversation: string, data: Uint8Array, fileName: string, contentType: string,
+    caption = ""): Promise<StoredMessage> {
+    const encrypted = await encryptAttachment(data);
+    const id = await this.api.uploadAttachment(encrypted.blob);
+    const info: AttachmentInfo = { id, key: hex(encrypted.key), digest: hex(encrypted.digest), size: encrypted.size,
+      contentType: contentType.slice(0, 100) || "application/octet-stream", fileName: fileName.slice(0, 255), caption: "" };
+    return this.sendText(conversation, caption, [info]);
+  }
+
+  /** Download, check (digest, MAC) and decrypt an attachment. @throws AttachmentError, RelayError */
+  async download(attachment: AttachmentInfo): Promise<Uint8Array> {
+    const blob = await this.api.downloadAttachment(attachment.id, blobBound(attachment.size));
+    return decryptAttachment(blob, unhex(attachment.key), unhex(attachment.digest), attachment.size);
   }
 
   // -- groups -------------------------------------------------------------------------

@@ -23,9 +23,10 @@ import {
   changeAuthor, changeGroupId, Group, GROUP_ID_BYTES, GroupChangeRejected, verifyChange,
 } from "./groups.js";
 import type { Envelope } from "./api.js";
+import { KEY_BYTES, MAX_ATTACHMENT } from "./attachments.js";
 import { decodeContent, InvalidContent, num } from "./content.js";
 import {
-  advance, messageKey, type ClientEvent, type Contact, type FollowUp, type Status, type StoredMessage,
+  advance, messageKey, type AttachmentInfo, type ClientEvent, type Contact, type FollowUp, type Status, type StoredMessage,
 } from "./model.js";
 import {
   ReceiptMessage_Type, type Content, type DataMessage, type SignedGroupChange,
@@ -35,6 +36,20 @@ import type { DeviceStore } from "./store/device.js";
 
 /** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
 export const MAX_TEXT = 64 * 1024;
+
+/** At most this many attachments are kept from one message. */
+export const MAX_ATTACHMENTS = 32;
+
+/** The well-formed attachment pointers of a data message (the others are dropped). */
+export function attachmentInfos(data: DataMessage): AttachmentInfo[] {
+  return data.attachments.slice(0, MAX_ATTACHMENTS).flatMap((p) => {
+    const size = Number(p.size);
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(p.id) || p.key.length !== KEY_BYTES || p.digest.length !== 32
+      || !Number.isSafeInteger(size) || size < 0 || size > MAX_ATTACHMENT) return [];
+    return [{ id: p.id, key: toHex(p.key), digest: toHex(p.digest), size, contentType: p.contentType.slice(0, 100),
+      fileName: p.fileName.slice(0, 255), caption: p.caption.slice(0, 1000) }];
+  });
+}
 
 export interface Processed {
   events: ClientEvent[];
@@ -210,16 +225,17 @@ export class Inbox {
   /** Store a data message unless one of that name exists (spec §4); undefined if dropped. */
   async #storeData(conversation: string, author: string, authorDevice: number, data: DataMessage, outgoing: boolean,
     status: Status, events: ClientEvent[]): Promise<StoredMessage | undefined> {
-    if (data.attachments.length > 0 || data.reaction !== undefined || data.edit !== undefined || data.delete !== undefined) {
-      events.push({ kind: "unsupported", sender: author, reason: "attachments, reactions, edits and deletes come later" });
+    if (data.reaction !== undefined || data.edit !== undefined || data.delete !== undefined) {
+      events.push({ kind: "unsupported", sender: author, reason: "reactions, edits and deletes come later" });
       if (data.text === "") return undefined;
     }
+    const attachments = attachmentInfos(data);
     const timestamp = num(data.timestamp);
     const key = messageKey(conversation, timestamp, author);
     if ((await this.store.get(key)) !== undefined) return undefined;
     const message: StoredMessage = {
       conversation, author, authorDevice, timestamp, text: data.text.slice(0, MAX_TEXT), outgoing, status,
-      receivedAt: this.clock(),
+      receivedAt: this.clock(), ...(attachments.length > 0 ? { attachments } : {}),
     };
     await this.store.putJson(key, message);
     if (outgoing) await this.store.putJson(`mine:${timestamp}`, key);
@@ -227,7 +243,7 @@ export class Inbox {
     const contact = (await this.store.getJson<Contact>(contactKey))
       ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
     contact.lastAt = Math.max(contact.lastAt, message.receivedAt);
-    contact.lastText = message.text.slice(0, 200);
+    contact.lastText = message.text.slice(0, 200) || (attachments[0] ? `📎 ${attachments[0].fileName || "file"}` : "");
     if (!outgoing) contact.unread += 1;
     await this.store.putJson(contactKey, contact);
     events.push({ kind: "message", message });

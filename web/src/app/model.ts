@@ -22,6 +22,18 @@ export interface StoredMessage {
   receivedAt: number;
   /** An incoming message the user has seen here or on another of our devices. */
   read?: boolean;
+  attachments?: AttachmentInfo[];
+}
+
+/** An attachment pointer as stored (the record is sealed; the key is hex). */
+export interface AttachmentInfo {
+  id: string;
+  key: string;
+  digest: string;
+  size: number;
+  contentType: string;
+  fileName: string;
+  caption: string;
 }
 
 export interface Contact {

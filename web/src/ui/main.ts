@@ -6,7 +6,8 @@
 
 import { Client } from "../app/client.js";
 import { RelayError, RelayUnavailable, type DeviceInfo } from "../app/api.js";
-import type { ClientEvent, Contact, StoredMessage } from "../app/model.js";
+import { AttachmentError } from "../app/attachments.js";
+import type { AttachmentInfo, ClientEvent, Contact, StoredMessage } from "../app/model.js";
 import { IdentityNotTrusted } from "../app/outbox.js";
 import { WrongKey } from "../app/store/crypto.js";
 import { DeviceStore } from "../app/store/device.js";
@@ -71,6 +72,7 @@ function signUp(): void {
     "data-testid": "signup-confirm" });
   const server = h("input", { id: "server", type: "url", required: true, value: defaultServer(),
     "data-testid": "signup-server", autocomplete: "off" });
+  const invite = h("input", { id: "invite", autocomplete: "off", maxlength: "128", "data-testid": "signup-invite" });
   const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
   const submit = h("button", { type: "submit", "data-testid": "signup-submit" }, "Create account");
   const form = h("form", {
@@ -83,12 +85,17 @@ function signUp(): void {
       }
       submit.disabled = true;
       submit.textContent = "Creating keys…";
+      let kv: IdbKv | undefined;
       try {
-        const kv = await IdbKv.open(DB_NAME);
-        const client = await Client.register(kv, server.value.trim(), username.value.trim().toLowerCase(), password.value);
+        kv = await IdbKv.open(DB_NAME);
+        const client = await Client.register(kv, server.value.trim(), username.value.trim().toLowerCase(), password.value,
+          { invite: invite.value });
         password.value = confirm.value = "";
         await enter(client);
       } catch (e) {
+        // Closed first: deleting a database waits for its open connections (it hung here
+        // on every refused registration).
+        kv?.close();
         await IdbKv.destroy(DB_NAME).catch(() => undefined); // start over cleanly next time
         error.textContent = describe(e);
         submit.disabled = false;
@@ -99,6 +106,7 @@ function signUp(): void {
   h("label", { for: "username" }, "Username"), username,
   h("label", { for: "password" }, "Password"), password,
   h("label", { for: "confirm" }, "Password again"), confirm,
+  h("label", { for: "invite" }, "Invite code (if the server asks for one)"), invite,
   h("details", { class: "advanced" }, h("summary", { "data-testid": "signup-advanced" }, "Server"),
     h("label", { for: "server" }, "Cipherpost server"), server,
     h("p", { class: "hint" }, "The server that relays your messages. Change it when this page is hosted apart "
@@ -304,7 +312,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
       }
       await render();
     },
-  }, input, h("button", { type: "submit", "data-testid": "composer-send" }, "Send"));
+  }, attachButton(accountId), input, h("button", { type: "submit", "data-testid": "composer-send" }, "Send"));
   const group = await client.group(accountId);
   return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
     h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
@@ -322,6 +330,53 @@ async function chat(accountId: string): Promise<HTMLElement> {
     error, composer);
 }
 
+function attachButton(conversation: string): HTMLElement {
+  const file = h("input", { type: "file", class: "hidden-file", id: "attach", "data-testid": "attach-input",
+    onchange: async () => {
+      const chosen = file.files?.[0];
+      file.value = "";
+      if (chosen === undefined) return;
+      view!.sendError = "";
+      try {
+        await view!.client.sendFile(conversation, new Uint8Array(await chosen.arrayBuffer()), chosen.name,
+          chosen.type);
+      } catch (e) {
+        view!.sendError = describe(e);
+      }
+      await render();
+    } });
+  return h("span", { class: "attach" }, file,
+    h("label", { for: "attach", class: "button secondary", title: "Attach a file", "data-testid": "attach" }, "📎"));
+}
+
+function size(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KB`
+    : `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function attachmentView(attachment: AttachmentInfo): HTMLElement {
+  const error = h("span", { class: "error", "data-testid": "attachment-error" });
+  const name = attachment.fileName || "file";
+  const button = h("button", { class: "secondary small", "data-testid": "download",
+    onclick: async () => {
+      error.textContent = "";
+      button.disabled = true;
+      try {
+        const data = await view!.client.download(attachment);
+        const url = URL.createObjectURL(new Blob([data as Uint8Array<ArrayBuffer>],
+          { type: "application/octet-stream" }));
+        const link = h("a", { href: url, download: name });
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      } catch (e) {
+        error.textContent = e instanceof AttachmentError ? "This file is damaged or was changed." : describe(e);
+      }
+      button.disabled = false;
+    } }, "Download");
+  return h("span", { class: "attachment", "data-testid": "attachment", "data-name": name },
+    `📎 ${name} (${size(attachment.size)}) `, button, error);
+}
+
 function bubble(message: StoredMessage, author?: string): HTMLElement {
   const waiting = message.status === "sending" && !view!.online;
   const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
@@ -329,6 +384,7 @@ function bubble(message: StoredMessage, author?: string): HTMLElement {
     "data-status": message.status, "data-outgoing": String(message.outgoing),
     "data-read": message.outgoing ? undefined : String(message.read === true) },
   author === undefined ? false : h("span", { class: "author", "data-testid": "author" }, author),
+  ...(message.attachments ?? []).map(attachmentView),
   h("span", { class: "text" }, message.text),
   h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
     .filter(Boolean).join(" · ")));

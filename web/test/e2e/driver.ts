@@ -7,13 +7,15 @@
  * Every command takes an optional `user` (default "a"): each user is a page in its own
  * browser context (its own IndexedDB), all in one chromium.
  *
- * Commands: open {url}, signup {username, password}, unlock {password, expect_error?},
+ * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, messages, problems, screenshot {path}, close.
  */
 
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
 import { chromium, type BrowserContext, type ConsoleMessage, type Page } from "playwright-core";
@@ -69,9 +71,15 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.getByTestId("signup-username").fill(String(c.username));
       await page.getByTestId("signup-password").fill(String(c.password));
       await page.getByTestId("signup-confirm").fill(String(c.password));
+      if (c.invite !== undefined) await page.getByTestId("signup-invite").fill(String(c.invite));
       if (c.screenshot) await page.screenshot({ path: String(c.screenshot) });
       const started = performance.now();
       await page.getByTestId("signup-submit").click();
+      if (c.expect_error) {
+        const error = page.locator("[data-testid=signup] [data-testid=error]:not(:empty)");
+        await error.waitFor();
+        return { error_text: await error.textContent() };
+      }
       await page.getByTestId("inbox").waitFor();
       await page.locator("[data-testid=connection][data-online=true]").waitFor();
       return { ms: Math.round(performance.now() - started) };
@@ -152,6 +160,22 @@ async function run(c: Command): Promise<Record<string, unknown>> {
         device: Number(n.getAttribute("data-device")), self: n.getAttribute("data-self") === "true",
         name: n.querySelector("strong")?.textContent })));
       return { devices: items };
+    }
+    case "attach": {
+      await page.getByTestId("attach-input").setInputFiles({ name: String(c.name), mimeType: String(c.mime),
+        buffer: Buffer.from(String(c.data), "base64") });
+      await page.locator(`[data-testid=message][data-outgoing=true] [data-testid=attachment][data-name="${String(c.name)}"]`)
+        .waitFor();
+      return {};
+    }
+    case "download": {
+      const attachment = page.locator(`[data-testid=attachment][data-name="${String(c.name)}"]`).first();
+      await attachment.waitFor();
+      const [download] = await Promise.all([page.waitForEvent("download"), attachment.getByTestId("download").click()]);
+      const path = await download.path();
+      const data = readFileSync(path);
+      return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length,
+        filename: download.suggestedFilename() };
     }
     case "safety_digits": {
       return { digits: await page.getByTestId("safety-digits").getAttribute("data-digits") };
