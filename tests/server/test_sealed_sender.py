@@ -174,6 +174,9 @@ def test_sealed_sends_limited_per_recipient_and_address(settings: Settings) -> N
         _enable(c, bob)
         _enable(c, carol)
         to_bob, to_carol = _devices(c, alice, bob), _devices(c, alice, carol)
+        # Sends without the key spend nothing of Bob's: a stranger cannot block him.
+        assert [_sealed(c, bob, {1: b"x"}, to_bob, key=bytes(16)).status_code
+                for _ in range(4)] == [401] * 4
         assert [_sealed(c, bob, {1: b"x"}, to_bob).status_code for _ in range(4)] \
             == [200, 200, 200, 429]
         assert _sealed(c, carol, {1: b"x"}, to_carol).status_code == 200  # another bucket

@@ -131,14 +131,17 @@ async def send_sealed(account_id: str, body: SealedSendIn, request: Request,
     if "authorization" in request.headers:
         raise ApiError(400, "invalid_request", "a sealed send carries no credentials: "
                                                "leave out the Authorization header")
+    # The address limit comes first: it bounds guessing at keys. The recipient's comes
+    # after the key check, so that only holders of the key (contacts) can spend it:
+    # anyone else could otherwise stop sealed delivery to an account by naming it.
     await relay.limit("sealed_ip", _address_key(client_ip(request, relay)))
     presented = _access_key(request.headers.get(ACCESS_KEY_HEADER))
-    await relay.limit("sealed_recipient", account_id[:36])
     recipient = await sealed_store.recipient(relay.storage, account_id)
     stored = recipient.key_hash or _NO_KEY
     if not hmac.compare_digest(hashlib.sha256(presented).digest(), stored) \
             or recipient.key_hash is None:
         raise unauthorized()
+    await relay.limit("sealed_recipient", account_id)
     unsupported = sorted(m.device_id for m in body.messages
                          if m.device_id in recipient.devices
                          and m.device_id not in recipient.capable_devices)
