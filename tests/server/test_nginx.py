@@ -139,6 +139,18 @@ def test_two_relays_behind_the_documented_nginx(
         too_large = http.put(f"/v1/messages/{bob_id}", headers=auth(alice_token),
                              content=b"x" * (Settings().max_request_bytes + 1))
         assert too_large.status_code == 413
+        # Linking mailboxes live in one process's memory: opened, filled and emptied
+        # through nginx, which sends all of them to the same process.
+        for _ in range(4):
+            opened = http.post("/v1/provisioning")
+            assert opened.status_code == 201, opened.text
+            address = opened.json()["address"]
+            left = http.put(f"/v1/provisioning/{address}", headers=auth(alice_token),
+                            content=b"sealed provisioning message")
+            assert left.status_code == 204, left.text
+            taken = http.get(f"/v1/provisioning/{address}")
+            assert taken.status_code == 200 and taken.content == b"sealed provisioning message"
+        assert http.get("/metrics").status_code == 404  # on 127.0.0.1 only
     # Another client address has a bucket of its own: the relays see the address nginx
     # saw, not nginx's.
     with client(OTHER_HOST) as http:

@@ -56,8 +56,8 @@ def render_site(text: str, *, relays: tuple[int, int], http_port: int, https_por
     """The documented site for loopback: its relay ports, listen addresses (127.0.0.1
     only, IPv6 dropped), name and certificate replaced, nothing else changed. Raises
     AssertionError if the file no longer has the shape this expects."""
-    text = _replace(text, "server 127.0.0.1:8081 ", f"server 127.0.0.1:{relays[0]} ", 1)
-    text = _replace(text, "server 127.0.0.1:8082 ", f"server 127.0.0.1:{relays[1]} ", 1)
+    text = _replace(text, "server 127.0.0.1:8081 ", f"server 127.0.0.1:{relays[0]} ", 2)
+    text = _replace(text, "server 127.0.0.1:8082 ", f"server 127.0.0.1:{relays[1]} ", 2)
     text = _replace(text, "    listen 80;\n", f"    listen 127.0.0.1:{http_port};\n", 1)
     text = _replace(text, "    listen [::]:80;\n", "", 1)
     text = _replace(text, "    listen 443 ssl http2;\n",
