@@ -37,6 +37,12 @@ import type { DeviceStore } from "./store/device.js";
 /** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
 export const MAX_TEXT = 64 * 1024;
 
+/** A sealed-sender envelope (docs/spec/sealed-sender.md). This client cannot open one yet;
+ * the relay queues none for it (it never registers as able to), so one that arrives
+ * anyway is acknowledged and reported with this reason. */
+export const SEALED_TYPE = 6;
+export const SEALED_UNSUPPORTED = "a sealed-sender message, which this client cannot open yet";
+
 /** At most this many attachments are kept from one message. */
 export const MAX_ATTACHMENTS = 32;
 
@@ -71,7 +77,8 @@ export class Inbox {
       await this.store.transaction(async () => {
         if ((await this.store.get(seen)) !== undefined) return;
         await this.store.putJson(seen, this.clock());
-        events.push({ kind: "unsupported", sender: sender ?? "", reason: `envelope type ${envelope.type}` });
+        const reason = envelope.type === SEALED_TYPE ? SEALED_UNSUPPORTED : `envelope type ${envelope.type}`;
+        events.push({ kind: "unsupported", sender: sender ?? "", reason });
       });
       return { events };
     }
