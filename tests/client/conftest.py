@@ -24,8 +24,8 @@ from ..server.process import free_port
 class ThreadedRelay:
     """The relay served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, workdir: Path, **overrides: Any) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, *, port: int | None = None, **overrides: Any) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         settings = Settings(**{"database_url": f"sqlite:///{workdir}/relay.db",
                                "attachment_dir": str(workdir / "blobs"),
