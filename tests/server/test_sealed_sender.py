@@ -22,6 +22,7 @@ from cipherpost.protocol.keys import PrivateKey, PublicKey
 from cipherpost.server import Settings, create_app
 from cipherpost.server.api.sealed import COARSE_MS, SEALED_TYPE
 from cipherpost.server.key_chain import KeyChainError, load_or_create, rotate_server_key
+from cipherpost.server.key_chain import main as key_chain_main
 from cipherpost.server.settings import sealed_sender_key_file
 
 from .conftest import Registered, link, register
@@ -203,17 +204,21 @@ def test_sealed_envelope_pushed_over_websocket(client: TestClient) -> None:
         assert envelope["sender_account_id"] is None and envelope["type"] == SEALED_TYPE
 
 
-def test_key_chain_file(tmp_path: Path) -> None:
+def test_key_chain_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "keys" / "sealed.json"
     first = load_or_create(path)
+    key_chain_main(["show", str(path)])
+    root = base64.b64encode(first.trust_root.serialize()).decode()
+    assert capsys.readouterr().out == f"trust root: {root}\nserver key id: 1\n"
     assert first.server_certificate.key_id == 1
     assert first.server_certificate.is_signed_by(first.trust_root)
     assert "server_key" not in repr(first)
-    rotated = rotate_server_key(path)
+    key_chain_main(["rotate", str(path)])
+    assert capsys.readouterr().out == f"trust root: {root}\nserver key id: 2\n"
+    rotated = load_or_create(path)
     assert rotated.trust_root == first.trust_root
     assert rotated.server_certificate.key_id == 2
     assert rotated.server_key.public_key() != first.server_key.public_key()
-    assert load_or_create(path).server_certificate.key_id == 2
     # The root's private key taken offline: issuing works, rotating says what is missing.
     document = json.loads(path.read_text())
     del document["trust_root_private"]

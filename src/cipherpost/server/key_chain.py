@@ -14,11 +14,13 @@ issues sender certificates, and only :func:`rotate_server_key` needs the root ba
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,27 @@ def _unb64(value: object, name: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise KeyChainError(f"{name} in the key file is not base64") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cipherpost.server.key_chain show|rotate [FILE]``: print the trust root
+    clients pin (to publish it), or rotate the server key (then restart every relay)."""
+    from .settings import Settings, sealed_sender_key_file
+
+    parser = argparse.ArgumentParser(prog="python -m cipherpost.server.key_chain",
+                                     description="The relay's sealed-sender key chain.")
+    parser.add_argument("command", choices=("show", "rotate"))
+    parser.add_argument("file", nargs="?", help="the key file (else from the settings: "
+                                                "sealed_sender_keys)")
+    args = parser.parse_args(argv)
+    try:
+        path = Path(args.file) if args.file else sealed_sender_key_file(Settings.load())
+        chain = rotate_server_key(path) if args.command == "rotate" else _load(path)
+    except (OSError, ValueError, KeyChainError) as exc:
+        sys.exit(f"key_chain: {exc}")
+    print(f"trust root: {_b64(chain.trust_root.serialize())}")
+    print(f"server key id: {chain.server_certificate.key_id}")
+
+
+if __name__ == "__main__":
+    main()
