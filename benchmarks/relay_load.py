@@ -32,9 +32,11 @@ PostgreSQL (all of its processes), Redis, and the load generator.
 
 Server CPU time is read from /proc for the server process alone (CPU per delivered
 message, not wall time); ``CPU %`` is that time over the run's wall time, to show
-whether the server was the limit. ``lag p99`` is how late the client processes sent
-behind their schedule in the paced run (a large lag means the load generator, not the
-relay, was the limit).
+whether the server was the limit. ``runq %`` is the time the server's event-loop
+thread was ready to run but waited for a CPU (/proc/<pid>/schedstat), over wall time: on
+a shared machine, a large value means other processes, not the relay, set the pace.
+``lag p99`` is how late the client processes sent behind their schedule in the paced run
+(a large lag means the load generator, not the relay, was the limit).
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time the process's main thread (the relay's event loop) spent runnable but waiting
+    for a CPU, from /proc/<pid>/schedstat (0 where the kernel does not keep it)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def family_cpu_seconds(parent: int) -> float:
@@ -452,6 +463,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         p.send(("go", start))
     time.sleep(max(0.0, start - time.perf_counter()))
     cpu0 = sum(cpu_seconds(pid) for pid in pids)
+    waits0 = [runqueue_seconds(pid) for pid in pids]
     db_pid = server.database_pid
     db_cpu0 = family_cpu_seconds(db_pid) if db_pid else 0.0
     redis_pid = server.redis_pid
@@ -480,6 +492,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     poll(lambda: sum(delivered) >= total_sent, 20)
     elapsed = time.perf_counter() - start
     cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
+    waited = max(runqueue_seconds(pid) - w0 for pid, w0 in zip(pids, waits0, strict=True))
     db_cpu = family_cpu_seconds(db_pid) - db_cpu0 if db_pid else 0.0
     redis_cpu = cpu_seconds(redis_pid) - redis_cpu0 if redis_pid else 0.0
     clients = [cpu_seconds(proc.pid or 0) - c0 for proc, c0 in zip(procs, clients0, strict=True)]
@@ -509,6 +522,7 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
         "redis_cpu_us_per_message": redis_cpu / max(total_delivered, 1) * 1e6,
         "client_cpu_us_per_message": sum(clients) / max(total_delivered, 1) * 1e6,
         "cpu_percent": cpu / elapsed * 100,
+        "runqueue_percent": waited / elapsed * 100,
         "client_cpu_percent": max(clients) / elapsed * 100,
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
@@ -520,10 +534,12 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
 def print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
     print(title)
     print(f"  {'':12} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/msg':>11} "
-          f"{'CPU %':>6} {'RSS MB':>7} {'lag p99':>8} {'client %':>8} {'delivered/sent':>16}")
+          f"{'CPU %':>6} {'runq %':>6} {'RSS MB':>7} {'lag p99':>8} {'client %':>8} "
+          f"{'delivered/sent':>16}")
     for name, r in rows:
         print(f"  {name:12} {r['per_second']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-              f"{r['cpu_us_per_message']:11.1f} {r['cpu_percent']:6.0f} {r['rss_mb']:7.1f} "
+              f"{r['cpu_us_per_message']:11.1f} {r['cpu_percent']:6.0f} "
+              f"{r['runqueue_percent']:6.0f} {r['rss_mb']:7.1f} "
               f"{r['lag_p99_ms']:8.2f} {r['client_cpu_percent']:8.0f} "
               f"{int(r['delivered']):>8}/{int(r['sent'])}")
 
