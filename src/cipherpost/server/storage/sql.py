@@ -752,10 +752,14 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     sender_account, sender_device = sender if sender else (None, None)
     expires_at = now + ttl * 1000
     for m, guid in zip(outgoing, new_guids(len(outgoing)), strict=True):
-        seq = cur.execute(
-            "UPDATE devices SET queued_bytes = queued_bytes + ?, last_seq = last_seq + 1 "
-            "WHERE account_id = ? AND device_id = ? RETURNING last_seq",
-            (len(m.content), account_id, m.device_id)).fetchone()[0]
+        # The row read above is the current one (this transaction holds it, see above):
+        # its next number is known without UPDATE ... RETURNING, which costs SQLite
+        # twice a plain UPDATE.
+        seq = current[m.device_id][3] + 1
+        cur.execute(
+            "UPDATE devices SET queued_bytes = queued_bytes + ?, last_seq = ? "
+            "WHERE account_id = ? AND device_id = ?",
+            (len(m.content), seq, account_id, m.device_id))
         cur.execute(
             "INSERT INTO messages (guid, account_id, device_id, seq, sender_account_id, "
             "sender_device_id, type, content, client_timestamp, server_timestamp, "
@@ -768,7 +772,7 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     return queued
 
 
-_DEVICES = ("SELECT device_id, registration_id, queued_bytes FROM devices "
+_DEVICES = ("SELECT device_id, registration_id, queued_bytes, last_seq FROM devices "
             "WHERE account_id = ? ORDER BY device_id")
 #: PostgreSQL's form; SQLite has no FOR UPDATE (its writer holds the whole database).
 _DEVICES_LOCKED = _DEVICES + " FOR UPDATE"
