@@ -366,3 +366,16 @@ def test_concurrent_writers_extend_one_chain(database_url: str) -> None:
             storage.close()
             storage.db.dispose()
         db.dispose()
+
+
+def test_admin_tables_show_user_text_as_written(settings: Settings,
+                                                client: TestClient) -> None:
+    run = Admin(settings)
+    register(client, "mallory", name="\x1b[2J[bold red]phone[/]\u202e")
+    root = run("operators", "bootstrap", "root")["token"]
+    result = CliRunner().invoke(cli, ["accounts", "show", "mallory"],
+                                env={**run.env, "CIPHERPOST_ADMIN_TOKEN": root,
+                                     "COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "[bold red]phone[/]" in result.stdout

@@ -23,6 +23,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import secrets
 import sys
 import time
@@ -36,6 +37,7 @@ import click
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import backup as backups
 from . import retention, transparency
@@ -95,6 +97,18 @@ class Context:
             out.print(text, markup=False)
         else:
             out.print(text)
+
+
+#: C0 and C1 controls, DEL, bidirectional overrides and isolates: what users chose (device
+#: names) must not move the operator's cursor or reorder what the terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def cell(value: object, limit: int = 80) -> Text:
+    """A table cell from any text, shown as written (never as rich markup), controls
+    replaced, cut at ``limit`` characters."""
+    text = _CONTROL.sub("\ufffd", "" if value is None else str(value))
+    return Text(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -228,7 +242,7 @@ def operators_list(ctx: Context) -> None:
         found = admin.list_operators(conn)
     table = Table("name", "role", "created", "revoked")
     for o in found:
-        table.add_row(o.name, o.role, _day(o.created_at), _day(o.revoked_at))
+        table.add_row(*map(cell, (o.name, o.role, _day(o.created_at), _day(o.revoked_at))))
     ctx.emit([asdict(o) for o in found], table)
 
 
@@ -255,9 +269,9 @@ def accounts_list(ctx: Context, limit: int, offset: int, suspended: bool) -> Non
     table = Table("account", "username", "created", "devices", "queued", "suspended",
                   "identity fingerprint")
     for a in found:
-        table.add_row(a.account_id, a.username or "", _day(a.created_at), str(a.devices),
-                      f"{a.queued_messages} ({a.queued_bytes} B)", _day(a.suspended_at),
-                      a.identity_fingerprint)
+        table.add_row(*map(cell, (a.account_id, a.username or "", _day(a.created_at),
+                                  a.devices, f"{a.queued_messages} ({a.queued_bytes} B)",
+                                  _day(a.suspended_at), a.identity_fingerprint)))
     ctx.emit([asdict(a) for a in found], table)
 
 
@@ -274,9 +288,9 @@ def accounts_show(ctx: Context, account: str) -> None:
         found = admin.list_devices(conn, account_id)
     table = Table("device", "name", "created", "last seen", "queued", "one-time keys")
     for d in found:
-        table.add_row(str(d.device_id), d.name or "", _day(d.created_at), _day(d.last_seen),
-                      f"{d.queued_messages} ({d.queued_bytes} B)",
-                      f"{d.one_time_prekeys} EC, {d.kyber_prekeys} Kyber")
+        table.add_row(*map(cell, (d.device_id, d.name or "", _day(d.created_at),
+                                  _day(d.last_seen), f"{d.queued_messages} ({d.queued_bytes} B)",
+                                  f"{d.one_time_prekeys} EC, {d.kyber_prekeys} Kyber")))
     if not ctx.as_json:
         out.print(f"Account {summary.account_id}"
                   + (f" (@{summary.username})" if summary.username else "")
@@ -418,7 +432,7 @@ def metrics(ctx: Context, url: str | None, no_live: bool) -> None:
                       markup=False)
     table = Table("metric", "value")
     for name, value in {**held, **live}.items():
-        table.add_row(name, f"{value:g}" if isinstance(value, float) else str(value))
+        table.add_row(cell(name), cell(f"{value:g}" if isinstance(value, float) else value))
     ctx.emit({"database": held, "relay": live}, table)
 
 
@@ -497,9 +511,10 @@ def audit_show(ctx: Context, since: str | None, account: str | None, limit: int)
                               limit=limit)
     table = Table("#", "time", "event", "account", "device", "by", "details")
     for e in found:
-        table.add_row(str(e.seq), datetime.fromtimestamp(e.at / 1000, UTC).strftime(
-            "%Y-%m-%d %H:%M"), e.event, "(redacted)" if e.redacted else e.account_id,
-            "" if e.device_id is None else str(e.device_id), e.actor or "", e.details or "")
+        table.add_row(*map(cell, (
+            e.seq, datetime.fromtimestamp(e.at / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            e.event, "(redacted)" if e.redacted else e.account_id,
+            "" if e.device_id is None else e.device_id, e.actor or "", e.details or "")))
     ctx.emit([asdict(e) for e in found], table)
 
 
