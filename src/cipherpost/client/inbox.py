@@ -34,7 +34,7 @@ from cipherpost.protocol.sender_keys import (
 
 from . import content as codec
 from . import events as ev
-from . import history, sealed
+from . import history, notices, sealed
 from .api import (
     Envelope,
 )
@@ -105,6 +105,10 @@ class Inbox:
         Returns the events and the network work to do after it is acknowledged."""
         if self.store.envelope_seen(envelope.id):
             return [], []
+        if envelope.type == notices.NOTICE_TYPE and envelope.sender_account_id is None:
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            return [notices.parse(envelope.content)], []
         if envelope.type == sealed.SEALED_TYPE:
             opened = self._open_sealed(envelope)
             if isinstance(opened, ev.SealedRejected):

@@ -29,8 +29,11 @@ from .api import (
     keys,
     messages,
     ops,
+    privacy,
     provisioning,
+    registration_lock,
     sealed,
+    two_factor,
     websocket,
 )
 from .errors import ApiError
@@ -102,7 +105,8 @@ def create_app(settings: Settings | None = None, *,
                     "The WebSocket protocol is described in docs/websocket.md.",
         lifespan=lifespan,
     )
-    for module in (accounts, keys, messages, sealed, attachments, ops, provisioning, history):
+    for module in (accounts, keys, messages, sealed, attachments, ops, provisioning, history,
+                   two_factor, privacy, registration_lock):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)

@@ -124,6 +124,18 @@ class Archives:
         data.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
 
+    def held(self, account: str) -> tuple[int, int]:
+        """(parts, bytes) that ``account`` holds now (the privacy dashboard)."""
+        sizes = [m.size for m in self._metas().values() if m.account == account]
+        return len(sizes), sum(sizes)
+
+    def delete_account(self, account: str) -> int:
+        """Delete every part of ``account`` (the account is being deleted); how many."""
+        parts = [p for p, m in self._metas().items() if m.account == account]
+        for part_id in parts:
+            self.delete(part_id)
+        return len(parts)
+
     def count(self) -> int:
         """How many parts the relay holds (for tests and metrics)."""
         return len(self._metas())

@@ -49,6 +49,13 @@ class TokenBuckets:
             self._buckets.popitem(last=False)
         return None
 
+    def remaining(self, key: str, now: float | None = None) -> float:
+        """Tokens ``key`` has now in this process (the capacity when it was never used
+        or is forgotten); changes nothing."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.refill)
+
 
 def create_shared_limits(settings: Settings) -> RedisLimits | None:
     """Buckets shared through Redis when ``settings.redis_url`` is set."""
@@ -56,10 +63,3 @@ def create_shared_limits(settings: Settings) -> RedisLimits | None:
         return None
     from .ratelimit_redis import RedisLimits
     return RedisLimits(settings.redis_url)
-
-    def remaining(self, key: str, now: float | None = None) -> float:
-        """Tokens ``key`` has now in this process (the capacity when it was never used
-        or is forgotten); changes nothing."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        return min(self.capacity, tokens + (now - last) * self.refill)

@@ -7,6 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
+from .. import notices
 from ..auth import hash_secret, make_token, new_secret
 from ..errors import ApiError, bad_request, not_found
 from ..relay import Relay
@@ -31,6 +32,7 @@ from .schemas import (
     RegisterIn,
     UsernameIn,
 )
+from .two_factor import require_second_factor
 
 router = APIRouter(tags=["accounts"])
 
@@ -88,10 +90,12 @@ async def set_username(body: UsernameIn, relay: RelayDep, device: DeviceDep) -> 
 @router.put("/v1/accounts/me/identity", status_code=204,
             summary="Reset the account's identity key (after a compromise)",
             responses={409: {"description": "registration_ids must name every device"}})
-async def reset_identity(body: IdentityResetIn, relay: RelayDep, device: DeviceDep) -> None:
+async def reset_identity(body: IdentityResetIn, request: Request, relay: RelayDep,
+                         device: DeviceDep) -> None:
     await relay.limit("prekeys", device.account_id)
     identity = parse_identity(body.identity_key)
     keys = parse_keys(identity, body)
+    await require_second_factor(relay, request, device.account_id)
     registration_ids = {r.device_id: r.registration_id for r in body.registration_ids}
     if len(registration_ids) != len(body.registration_ids):
         raise bad_request("one registration id per device")
@@ -102,6 +106,8 @@ async def reset_identity(body: IdentityResetIn, relay: RelayDep, device: DeviceD
     except DeviceMismatch as exc:
         raise ApiError(409, "device_mismatch", "registration_ids must name every device",
                        missing_devices=exc.missing, extra_devices=exc.extra) from None
+    await notices.notify(relay, device.account_id, notices.IDENTITY_RESET,
+                         exclude_device=device.device_id, device_id=device.device_id)
 
 
 @router.get("/v1/usernames/{username}", summary="Find an account by username")
@@ -115,11 +121,18 @@ async def lookup_username(username: str, relay: RelayDep, device: DeviceDep) -> 
 
 @router.post("/v1/devices/link-codes", status_code=201,
              summary="A one-time code with which a new device joins this account")
-async def create_link_code(relay: RelayDep, device: DeviceDep) -> LinkCodeOut:
+async def create_link_code(request: Request, relay: RelayDep,
+                           device: DeviceDep) -> LinkCodeOut:
+    await require_second_factor(relay, request, device.account_id)
+    return await new_link_code(relay, device.account_id)
+
+
+async def new_link_code(relay: Relay, account_id: str) -> LinkCodeOut:
+    """A one-time link code for ``account_id`` (the caller checked it may have one)."""
     code = secrets.token_urlsafe(24)
     now = relay.now_ms()
     expires_at = now + relay.settings.link_code_ttl * 1000
-    await relay.storage.create_link_code(hash_secret(code), device.account_id, expires_at, now)
+    await relay.storage.create_link_code(hash_secret(code), account_id, expires_at, now)
     return LinkCodeOut(link_code=code, expires_at=expires_at)
 
 
@@ -133,9 +146,11 @@ async def link_device(body: LinkDeviceIn, request: Request, relay: RelayDep) -> 
     return await join_account(relay, account_id, body)
 
 
-async def join_account(relay: Relay, account_id: str, body: DeviceKeysIn) -> CredentialsOut:
+async def join_account(relay: Relay, account_id: str, body: DeviceKeysIn, *,
+                       via: str = "link_code") -> CredentialsOut:
     """Add a device to ``account_id`` (the caller checked it may: a link code or a
-    recovery secret); it must hold the account's identity key."""
+    recovery secret); it must hold the account's identity key. The account's other
+    devices are told (a notice saying ``via`` what it joined)."""
     device, secret = _new_device(body)
     now = relay.now_ms()
     account = await relay.storage.get_account(account_id)
@@ -150,6 +165,8 @@ async def join_account(relay: Relay, account_id: str, body: DeviceKeysIn) -> Cre
     except TooManyDevices:
         raise ApiError(409, "too_many_devices", "the account has its maximum of devices") \
             from None
+    await notices.notify(relay, account_id, notices.DEVICE_ADDED, exclude_device=device_id,
+                         device_id=device_id, name=body.name, via=via)
     return CredentialsOut(account_id=account_id, device_id=device_id,
                           token=make_token(account_id, device_id, secret))
 

@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from .. import notices
 from ..errors import ApiError, bad_request, rate_limited
+from ..storage import account_data, two_factor
 from ..storage import history as store
-from .accounts import join_account
+from .accounts import join_account, new_link_code
 from .deps import DeviceDep, RelayDep, b64, client_ip, unb64
 from .schemas import CredentialsOut, DeviceKeysIn, Strict
+from .two_factor import require_second_factor
 
 router = APIRouter(tags=["history"])
 
@@ -133,6 +136,10 @@ class RecoveryOpenIn(Strict):
 class RecoveryOut(BaseModel):
     account_id: str
     blob: str
+    link_code: str | None = Field(
+        default=None, description="when the account has a second factor: a one-time link "
+        "code for joining it (POST /v1/devices), so that one code from the authenticator "
+        "does for both steps")
 
 
 class RecoveryDeviceIn(DeviceKeysIn):
@@ -174,24 +181,50 @@ async def _open(relay: RelayDep, request: Request, lookup_id: str,
 
 @router.put("/v1/recovery", status_code=204,
             summary="Store (replace) the account's sealed recovery blob")
-async def put_recovery(body: RecoveryIn, relay: RelayDep, device: DeviceDep) -> None:
+async def put_recovery(body: RecoveryIn, request: Request, relay: RelayDep,
+                       device: DeviceDep) -> None:
     lookup, auth_hash = _secrets(body.lookup_id, body.auth)
     blob = unb64(body.blob, "blob", max_bytes=MAX_RECOVERY_BLOB)
+    # Sealing the blob again under the same key (new history keys) changes no secret.
+    changed = not await account_data.recovery_unchanged(relay.storage, device.account_id,
+                                                        lookup, auth_hash)
+    if changed:
+        await require_second_factor(relay, request, device.account_id)
     if not await store.put_recovery(relay.storage, device.account_id, lookup, auth_hash,
                                     blob, relay.now_ms()):
         raise ApiError(409, "lookup_id_taken", "make a new recovery key")
+    if changed:
+        await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
+                             exclude_device=device.device_id, what="recovery_key")
 
 
 @router.delete("/v1/recovery", status_code=204, summary="Delete the account's recovery blob")
-async def delete_recovery(relay: RelayDep, device: DeviceDep) -> None:
+async def delete_recovery(request: Request, relay: RelayDep, device: DeviceDep) -> None:
+    await require_second_factor(relay, request, device.account_id)
     await store.delete_recovery(relay.storage, device.account_id)
+    await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
+                         exclude_device=device.device_id, what="recovery_key_deleted")
 
 
-@router.post("/v1/recovery/open", summary="The sealed recovery blob, for its release secret")
+@router.post("/v1/recovery/open", summary="The sealed recovery blob, for its release secret",
+             response_model_exclude_none=True)
 async def open_recovery(body: RecoveryOpenIn, request: Request,
                         relay: RelayDep) -> RecoveryOut:
     account_id, blob = await _open(relay, request, body.lookup_id, body.auth)
-    return RecoveryOut(account_id=account_id, blob=b64(blob))
+    return await _release(relay, request, account_id, blob, "recovery_key")
+
+
+async def _release(relay: RelayDep, request: Request, account_id: str, blob: bytes,
+                   via: str) -> RecoveryOut:
+    """The blob for a right secret, once the second factor (if any) is checked too; the
+    account's devices are told."""
+    await require_second_factor(relay, request, account_id)
+    state = await two_factor.get_state(relay.storage, account_id)
+    link_code = None
+    if state is not None and state.enabled:
+        link_code = (await new_link_code(relay, account_id)).link_code
+    await notices.notify(relay, account_id, notices.RECOVERY, via=via)
+    return RecoveryOut(account_id=account_id, blob=b64(blob), link_code=link_code)
 
 
 @router.post("/v1/recovery/devices", status_code=201,
@@ -199,7 +232,8 @@ async def open_recovery(body: RecoveryOpenIn, request: Request,
 async def recovery_device(body: RecoveryDeviceIn, request: Request,
                           relay: RelayDep) -> CredentialsOut:
     account_id, _blob = await _open(relay, request, body.lookup_id, body.auth)
-    return await join_account(relay, account_id, body)
+    await require_second_factor(relay, request, account_id)
+    return await join_account(relay, account_id, body, via="recovery_key")
 
 
 # -- recovery by passphrase -------------------------------------------------------------
@@ -245,20 +279,31 @@ async def _open_by_passphrase(relay: RelayDep, request: Request, username: str,
 
 @router.put("/v1/recovery/passphrase", status_code=204,
             summary="Store (replace) the recovery blob sealed under a passphrase")
-async def put_passphrase(body: PassphraseRecoveryIn, relay: RelayDep,
+async def put_passphrase(body: PassphraseRecoveryIn, request: Request, relay: RelayDep,
                          device: DeviceDep) -> None:
     salt = unb64(body.salt, "salt")
     if not 16 <= len(salt) <= 32:
         raise bad_request("the salt is 16 to 32 bytes")
     blob = unb64(body.blob, "blob", max_bytes=MAX_RECOVERY_BLOB)
+    verifier_hash = _verifier_hash(body.verifier)
+    changed = not await account_data.passphrase_unchanged(
+        relay.storage, device.account_id, salt, body.params, verifier_hash)
+    if changed:
+        await require_second_factor(relay, request, device.account_id)
     await store.put_passphrase_recovery(relay.storage, device.account_id, salt, body.params,
-                                        _verifier_hash(body.verifier), blob, relay.now_ms())
+                                        verifier_hash, blob, relay.now_ms())
+    if changed:
+        await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
+                             exclude_device=device.device_id, what="recovery_passphrase")
 
 
 @router.delete("/v1/recovery/passphrase", status_code=204,
                summary="Delete the passphrase-sealed recovery blob")
-async def delete_passphrase(relay: RelayDep, device: DeviceDep) -> None:
+async def delete_passphrase(request: Request, relay: RelayDep, device: DeviceDep) -> None:
+    await require_second_factor(relay, request, device.account_id)
     await store.delete_passphrase_recovery(relay.storage, device.account_id)
+    await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
+                         exclude_device=device.device_id, what="recovery_passphrase_deleted")
 
 
 @router.get("/v1/recovery/passphrase/{username}",
@@ -272,12 +317,13 @@ async def passphrase_salt(username: str, request: Request, relay: RelayDep) -> P
 
 
 @router.post("/v1/recovery/passphrase/open",
-             summary="The passphrase-sealed recovery blob, for the passphrase's verifier")
+             summary="The passphrase-sealed recovery blob, for the passphrase's verifier",
+             response_model_exclude_none=True)
 async def open_passphrase(body: PassphraseOpenIn, request: Request,
                           relay: RelayDep) -> RecoveryOut:
     account_id, blob = await _open_by_passphrase(relay, request, body.username,
                                                  body.verifier)
-    return RecoveryOut(account_id=account_id, blob=b64(blob))
+    return await _release(relay, request, account_id, blob, "recovery_passphrase")
 
 
 @router.post("/v1/recovery/passphrase/devices", status_code=201,
@@ -286,4 +332,5 @@ async def passphrase_device(body: PassphraseDeviceIn, request: Request,
                             relay: RelayDep) -> CredentialsOut:
     account_id, _blob = await _open_by_passphrase(relay, request, body.username,
                                                   body.verifier)
-    return await join_account(relay, account_id, body)
+    await require_second_factor(relay, request, account_id)
+    return await join_account(relay, account_id, body, via="recovery_passphrase")

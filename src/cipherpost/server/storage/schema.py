@@ -237,3 +237,28 @@ unidentified_access = Table(
     Column("key_hash", LargeBinary, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# -- account security (docs/server.md, "Account security") ----------------------------------
+
+#: An account's TOTP second factor (RFC 6238). ``secret`` must be kept in the clear to
+#: check codes (docs/threat-model.md); ``enabled`` is false until the user confirmed a
+#: first code. ``last_step`` is the newest time step used (replays and older steps are
+#: refused); ``failures``/``next_attempt_at`` slow guessing like the recovery blobs.
+two_factor = Table(
+    "two_factor", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("secret", LargeBinary, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("last_step", BigInteger, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+#: Single-use recovery codes for a lost authenticator, stored hashed (SHA-256 over a
+#: label, the account id and the 80-bit code).
+two_factor_codes = Table(
+    "two_factor_codes", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("code_hash", LargeBinary, primary_key=True),
+)
