@@ -526,3 +526,51 @@ def test_attachments_between_a_browser_user_and_an_sdk_user(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_disappearing_messages_between_a_browser_user_and_an_sdk_user(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """The timer set in the browser reaches Python (expire_timer_update, versioned) and
+    rides on every message; messages go 10 s after reading (incoming) or sending
+    (outgoing), and a timer turned off in Python is off in the browser."""
+    user = "pia"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        quinn = await devices.register("quinn")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            await step("chat", username="quinn")
+            await step("send", text="before the timer")
+            pia_id = (await wait_for_text(quinn, "before the timer")).author
+
+            await step("select", testid="expire-timer", value="10")
+            await step("wait_text", testid="timer-notice",
+                       text="Disappearing messages: 10 seconds after reading.")
+            changed = await wait_for_event(
+                quinn, lambda e: isinstance(e, events.ExpireTimerChanged))
+            assert changed == events.ExpireTimerChanged(pia_id, pia_id, 10)
+            await step("send", text="vanishing from the browser")
+            mine = await wait_for_text(quinn, "vanishing from the browser")
+            assert mine.expire_timer == 10
+            await quinn.send_text(pia_id, "vanishing from python")
+            await step("wait_message", text="vanishing from python", outgoing=False, read=True)
+            await step("screenshot", path=str(ARTIFACTS / "15-disappearing.png"))
+            for text in ("vanishing from the browser", "vanishing from python"):
+                await step("wait_message_gone", text=text, timeout=25_000)
+            shown = [m["text"] for m in (await step("messages"))["messages"]]
+            assert shown == ["before the timer"]
+
+            await quinn.set_expire_timer(pia_id, 0)
+            await step("wait_gone", testid="timer-notice")
+            await quinn.send_text(pia_id, "this one stays")
+            await step("wait_message", text="this one stays", outgoing=False)
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -178,4 +178,20 @@ describe("inbox", () => {
     // another account cannot claim to be our device
     assert.deepEqual(kinds((await inbox.process(await envelope(read))).events), ["unsupported"]);
   });
+
+  test("disappearing timers: newer versions win, an update is not a message, messages carry the timer", async () => {
+    const { store, inbox, envelope } = await setUp();
+    const data = (timestamp: number, fields: Record<string, unknown>) => encodeContent(create(ContentSchema, {
+      body: { case: "data", value: { timestamp: BigInt(timestamp), ...fields } } }));
+    const on = await inbox.process(await envelope(data(1, { expireTimer: 30, expireTimerVersion: 2, expireTimerUpdate: true })));
+    assert.deepEqual(on.events, [{ kind: "timer", conversation: ALICE, author: ALICE, seconds: 30 }]);
+    assert.deepEqual(await store.scan("msg:"), []);
+    const stale = await inbox.process(await envelope(data(2, { text: "old", expireTimer: 0, expireTimerVersion: 1 })));
+    assert.deepEqual(kinds(stale.events), ["message"]); // stored, the timer unchanged
+    assert.deepEqual(await store.getJson(`timer:${ALICE}`), { seconds: 30, version: 2 });
+    await inbox.process(await envelope(data(3, { text: "timed", expireTimer: 30, expireTimerVersion: 2 })));
+    const timed = await store.getJson<StoredMessage>(messageKey(ALICE, 3, ALICE));
+    assert.equal(timed?.expireTimer, 30);
+    assert.equal(timed?.expiresAt, undefined); // starts when read
+  });
 });

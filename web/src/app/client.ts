@@ -18,7 +18,8 @@ import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyCh
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import {
-  advance, messageKey, queueKey, type AttachmentInfo, type ClientEvent, type Contact, type FollowUp, type QueuedSend, type Status,
+  advance, conversationTimer, messageKey, queueKey, startExpiry, type AttachmentInfo, type ClientEvent,
+  type ConversationTimer, type Contact, type FollowUp, type QueuedSend, type Status,
   type StoredMessage,
 } from "./model.js";
 import { Outbox } from "./outbox.js";
@@ -139,6 +140,7 @@ export class Client {
 
   #emit(events: ClientEvent[]): void {
     for (const event of events) {
+      if (event.kind === "message" || event.kind === "seen") this.#expiryDirty = true;
       for (const listener of this.#listeners) {
         try {
           listener(event);
@@ -338,7 +340,9 @@ export class Client {
     }
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
+    const timer = await conversationTimer(this.store, conversation);
     const data = create(DataMessageSchema, { timestamp: u64(timestamp), text,
+      expireTimer: timer.seconds, expireTimerVersion: timer.version,
       group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) },
       attachments: attachments.map((a) => ({ id: a.id, key: fromHex(a.key), digest: fromHex(a.digest), size: u64(a.size),
         contentType: a.contentType, fileName: a.fileName, caption: a.caption })) });
@@ -346,7 +350,9 @@ export class Client {
     const message: StoredMessage = {
       conversation, author: this.accountId, authorDevice: this.account.deviceId, timestamp, text,
       outgoing: true, status: "sending", receivedAt: timestamp, ...(attachments.length > 0 ? { attachments } : {}),
+      ...(timer.seconds > 0 ? { expireTimer: timer.seconds, expiresAt: timestamp + timer.seconds * 1000 } : {}),
     };
+    this.#expiryDirty = true;
     const key = messageKey(conversation, timestamp, this.accountId);
     await this.store.transaction(async () => {
       await this.store.putJson(key, message);
@@ -473,9 +479,11 @@ export class Client {
         await this.store.putJson(`contact:${conversation}`, contact);
       }
       const read: { author: string; timestamp: number }[] = [];
+      const now = this.clock();
       for (const [key, message] of await this.store.scanJson<StoredMessage>(`msg:${conversation}:`)) {
         if (message.outgoing || message.read === true) continue;
         message.read = true;
+        if (startExpiry(message, now)) this.#expiryDirty = true;
         await this.store.putJson(key, message);
         read.push({ author: message.author, timestamp: message.timestamp });
       }
@@ -504,6 +512,73 @@ export class Client {
     if (this.#stopped) return;
     if (online) this.#wake?.();
     else this.#socket?.close();
+  }
+
+  // -- disappearing messages ----------------------------------------------------------
+
+  /** The conversation's disappearing-messages timer in seconds (0: off). */
+  async expireTimer(conversation: string): Promise<number> {
+    return (await conversationTimer(this.store, conversation)).seconds;
+  }
+
+  /**
+   * Turn disappearing messages on (seconds after reading) or off (0) for a 1:1
+   * conversation: a new timer version, announced with an expire_timer_update message
+   * (queued like any other; mirrors Client.set_expire_timer).
+   */
+  async setExpireTimer(conversation: string, seconds: number): Promise<void> {
+    if (!Number.isInteger(seconds) || seconds < 0 || seconds > 0xffffffff) {
+      throw new RangeError("the timer is 0 (off) or a number of seconds");
+    }
+    if (conversation.startsWith("group:")) throw new RangeError("a group's timer is changed by its admins (not here yet)");
+    if (conversation === this.accountId) throw new RangeError("notes to self come later");
+    await this.#lastTimestampLoaded();
+    const timestamp = this.#timestamp();
+    const version = (await conversationTimer(this.store, conversation)).version + 1;
+    const data = create(DataMessageSchema, { timestamp: u64(timestamp), expireTimer: seconds,
+      expireTimerVersion: version, expireTimerUpdate: true });
+    const plaintext = encodeContent(create(ContentSchema, { body: { case: "data", value: data } }));
+    await this.store.transaction(async () => {
+      await this.store.putJson(`timer:${conversation}`, { seconds, version } satisfies ConversationTimer);
+      await this.store.putJson("last_timestamp", timestamp);
+      await this.store.putJson(queueKey(timestamp),
+        { conversation, timestamp, data: hex(plaintext), stage: "members" } satisfies QueuedSend);
+    });
+    this.#emit([{ kind: "timer", conversation, author: this.accountId, seconds }]);
+    await this.flushQueue();
+  }
+
+  /** No message expires before this (ms), unless one was stored or read since the last look. */
+  #nextExpiry = 0;
+  #expiryDirty = true;
+
+  /** Delete the messages whose disappearing timer ran out (call it every second or so). */
+  async expireMessages(): Promise<ClientEvent[]> {
+    const now = this.clock();
+    if (!this.#expiryDirty && now < this.#nextExpiry) return [];
+    this.#expiryDirty = false;
+    const gone: ClientEvent[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    await this.store.transaction(async () => {
+      for (const [key, message] of await this.store.scanJson<StoredMessage>("msg:")) {
+        if (message.expiresAt === undefined) continue;
+        if (message.expiresAt > now) {
+          next = Math.min(next, message.expiresAt);
+          continue;
+        }
+        await this.store.put(key, null);
+        if (message.outgoing) await this.store.put(`mine:${message.timestamp}`, null);
+        const contact = await this.store.getJson<Contact>(`contact:${message.conversation}`);
+        if (contact !== undefined && contact.lastText !== "" && contact.lastText === message.text.slice(0, 200)) {
+          contact.lastText = ""; // the preview must not outlive the message
+          await this.store.putJson(`contact:${message.conversation}`, contact);
+        }
+        gone.push({ kind: "expired", conversation: message.conversation, timestamp: message.timestamp });
+      }
+    });
+    this.#nextExpiry = next; // a message stored or read meanwhile set #expiryDirty again
+    this.#emit(gone);
+    return gone;
   }
 
   // -- attachments --------------------------------------------------------------------

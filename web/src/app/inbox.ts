@@ -26,7 +26,8 @@ import type { Envelope } from "./api.js";
 import { KEY_BYTES, MAX_ATTACHMENT } from "./attachments.js";
 import { decodeContent, InvalidContent, num } from "./content.js";
 import {
-  advance, messageKey, type AttachmentInfo, type ClientEvent, type Contact, type FollowUp, type Status, type StoredMessage,
+  advance, conversationTimer, messageKey, startExpiry, type AttachmentInfo, type ClientEvent, type Contact,
+  type ConversationTimer, type FollowUp, type Status, type StoredMessage,
 } from "./model.js";
 import {
   ReceiptMessage_Type, type Content, type DataMessage, type SignedGroupChange,
@@ -236,6 +237,16 @@ export class Inbox {
       events.push({ kind: "unsupported", sender: author, reason: "reactions, edits and deletes come later" });
       if (data.text === "") return undefined;
     }
+    const timer = await conversationTimer(this.store, conversation);
+    if (data.group === undefined && data.expireTimerVersion > timer.version) {
+      // (a group's timer is part of its signed state)
+      await this.store.putJson(`timer:${conversation}`,
+        { seconds: data.expireTimer, version: data.expireTimerVersion } satisfies ConversationTimer);
+      if (data.expireTimer !== timer.seconds || data.expireTimerUpdate) {
+        events.push({ kind: "timer", conversation, author, seconds: data.expireTimer });
+      }
+    }
+    if (data.expireTimerUpdate) return undefined;
     const attachments = attachmentInfos(data);
     const timestamp = num(data.timestamp);
     const key = messageKey(conversation, timestamp, author);
@@ -243,6 +254,8 @@ export class Inbox {
     const message: StoredMessage = {
       conversation, author, authorDevice, timestamp, text: data.text.slice(0, MAX_TEXT), outgoing, status,
       receivedAt: this.clock(), ...(attachments.length > 0 ? { attachments } : {}),
+      ...(data.expireTimer > 0 ? { expireTimer: data.expireTimer } : {}),
+      ...(outgoing && data.expireTimer > 0 ? { expiresAt: timestamp + data.expireTimer * 1000 } : {}),
     };
     await this.store.putJson(key, message);
     if (outgoing) await this.store.putJson(`mine:${timestamp}`, key);
@@ -272,6 +285,8 @@ export class Inbox {
     await this.store.putJson(`group:${hex}`, toHex(next.stateBytes));
     const members = (g: Group) => [...g.members.keys()].sort().join(",");
     if (current !== undefined && members(current) !== members(next)) await this.store.put(`gdist:${hex}`, null);
+    await this.store.putJson(`timer:${next.conversation}`,
+      { seconds: next.expireTimer, version: next.revision } satisfies ConversationTimer);
     const key = `contact:${next.conversation}`;
     const contact = (await this.store.getJson<Contact>(key))
       ?? { accountId: next.conversation, lastAt: this.clock(), lastText: "", unread: 0 };
@@ -350,6 +365,7 @@ export class Inbox {
       const message = await this.store.getJson<StoredMessage>(key);
       if (message === undefined || message.outgoing || message.read === true) continue;
       message.read = true;
+      startExpiry(message, this.clock());
       await this.store.putJson(key, message);
       touched.set(author, (touched.get(author) ?? 0) + 1);
     }

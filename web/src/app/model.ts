@@ -23,6 +23,28 @@ export interface StoredMessage {
   /** An incoming message the user has seen here or on another of our devices. */
   read?: boolean;
   attachments?: AttachmentInfo[];
+  /** Disappearing messages: seconds after reading (0 or absent: never). */
+  expireTimer?: number;
+  /** When it is deleted (ms); set when read (incoming) or sent (outgoing). */
+  expiresAt?: number;
+}
+
+/** A conversation's disappearing-messages timer: seconds (0: off) and its version. */
+export interface ConversationTimer {
+  seconds: number;
+  version: number;
+}
+
+export async function conversationTimer(store: { getJson<T>(key: string): Promise<T | undefined> },
+  conversation: string): Promise<ConversationTimer> {
+  return (await store.getJson<ConversationTimer>(`timer:${conversation}`)) ?? { seconds: 0, version: 0 };
+}
+
+/** The message was read (or sent): its timer starts at `now`, unless it already did. */
+export function startExpiry(message: StoredMessage, now: number): boolean {
+  if (!message.expireTimer || message.expiresAt !== undefined) return false;
+  message.expiresAt = now + message.expireTimer * 1000;
+  return true;
 }
 
 /** An attachment pointer as stored (the record is sealed; the key is hex). */
@@ -50,6 +72,8 @@ export type ClientEvent =
   | { kind: "identity_changed"; account: string }
   | { kind: "seen"; conversation: string }
   | { kind: "group"; conversation: string; title: string }
+  | { kind: "timer"; conversation: string; author: string; seconds: number }
+  | { kind: "expired"; conversation: string; timestamp: number }
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }
   | { kind: "unsupported"; sender: string; reason: string }

@@ -161,6 +161,7 @@ async function enter(client: Client): Promise<void> {
     }
   });
   client.start();
+  setInterval(() => void client.expireMessages().catch(() => undefined), 1000);
   await render();
 }
 
@@ -172,7 +173,8 @@ async function onEvent(event: ClientEvent): Promise<void> {
     await view.client.markRead(view.selected);
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
-    || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group") {
+    || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group"
+    || event.kind === "timer" || event.kind === "expired") {
     await render();
   }
 }
@@ -314,8 +316,10 @@ async function chat(accountId: string): Promise<HTMLElement> {
     },
   }, attachButton(accountId), input, h("button", { type: "submit", "data-testid": "composer-send" }, "Send"));
   const group = await client.group(accountId);
+  const timer = await client.expireTimer(accountId);
   return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
     h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
+      group !== undefined ? false : timerSelect(accountId, timer),
       group !== undefined
         ? h("span", { class: "meta", "data-testid": "group-members" }, `${group.members.size} members`)
         : h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
@@ -325,9 +329,35 @@ async function chat(accountId: string): Promise<HTMLElement> {
         `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),
       h("button", { "data-testid": "review-key-change", onclick: () => { view!.page = "safety"; void render(); } },
         "Review")) : false,
+    timer > 0 ? h("p", { class: "notice", "data-testid": "timer-notice", "data-seconds": String(timer) },
+      `Disappearing messages: ${timerName(timer)} after reading.`) : false,
     h("ol", { class: "messages", "data-testid": "messages" }, ...await Promise.all(messages.map(async (m) =>
       bubble(m, group !== undefined && !m.outgoing ? nameOf(await client.contact(m.author), m.author) : undefined)))),
     error, composer);
+}
+
+const TIMERS: [number, string][] = [[0, "off"], [10, "10 seconds"], [60, "1 minute"], [3600, "1 hour"],
+  [86_400, "1 day"], [604_800, "1 week"]];
+
+function timerName(seconds: number): string {
+  return TIMERS.find(([s]) => s === seconds)?.[1] ?? `${seconds} seconds`;
+}
+
+function timerSelect(conversation: string, current: number): HTMLElement {
+  const choices = TIMERS.some(([s]) => s === current) ? TIMERS : [...TIMERS, [current, timerName(current)] as [number, string]];
+  const select = h("select", { "aria-label": "Disappearing messages", "data-testid": "expire-timer",
+    title: "Disappearing messages",
+    onchange: async () => {
+      view!.sendError = "";
+      try {
+        await view!.client.setExpireTimer(conversation, Number(select.value));
+      } catch (e) {
+        view!.sendError = describe(e);
+      }
+      await render();
+    } }, ...choices.map(([seconds, name]) => h("option", { value: String(seconds), selected: seconds === current },
+    seconds === 0 ? "⏱ off" : `⏱ ${name}`)));
+  return select;
 }
 
 function attachButton(conversation: string): HTMLElement {
@@ -382,7 +412,8 @@ function bubble(message: StoredMessage, author?: string): HTMLElement {
   const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
     "data-status": message.status, "data-outgoing": String(message.outgoing),
-    "data-read": message.outgoing ? undefined : String(message.read === true) },
+    "data-read": message.outgoing ? undefined : String(message.read === true),
+    "data-expires": message.expireTimer ? String(message.expireTimer) : undefined },
   author === undefined ? false : h("span", { class: "author", "data-testid": "author" }, author),
   ...(message.attachments ?? []).map(attachmentView),
   h("span", { class: "text" }, message.text),

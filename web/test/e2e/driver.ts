@@ -10,7 +10,7 @@
  * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, messages, problems, screenshot {path}, close.
  */
 
@@ -176,6 +176,15 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       const data = readFileSync(path);
       return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length,
         filename: download.suggestedFilename() };
+    }
+    case "select": {
+      await page.getByTestId(String(c.testid)).selectOption(String(c.value));
+      return {};
+    }
+    case "wait_message_gone": {
+      await page.locator("[data-testid=message]").filter({ hasText: String(c.text) }).first()
+        .waitFor({ state: "detached", timeout: Number(c.timeout ?? TIMEOUT) });
+      return {};
     }
     case "safety_digits": {
       return { digits: await page.getByTestId("safety-digits").getAttribute("data-digits") };
