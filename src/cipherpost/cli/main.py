@@ -41,9 +41,11 @@ from cipherpost.client import (
     WrongKey,
 )
 from cipherpost.client import events as ev
+from cipherpost.client.account_security import SECOND_FACTOR_HEADER
 from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.export import export_account, import_account
 from cipherpost.client.linking import LinkError
+from cipherpost.client.notices import describe as describe_notice
 from cipherpost.client.recovery import restore as restore_account
 from cipherpost.client.recovery import restore_with_passphrase, set_passphrase
 from cipherpost.client.store.crypto import CorruptValue
@@ -134,6 +136,8 @@ class Context:
         self.home = home
         self.profile = profile
         self.as_json = as_json
+        #: A code from the authenticator (or a recovery code) for protected actions.
+        self.second_factor: str | None = None
 
     @property
     def store_path(self) -> Path:
@@ -208,7 +212,10 @@ def _fail(message: str, code: int) -> None:
 
 
 async def _open(ctx: Context) -> Client:
-    return await Client.open(ctx.store_path, passphrase=ctx.passphrase())
+    client = await Client.open(ctx.store_path, passphrase=ctx.passphrase())
+    if ctx.second_factor:
+        client.api.extra_headers[SECOND_FACTOR_HEADER] = ctx.second_factor
+    return client
 
 
 def _with_client(func: Callable[..., Awaitable[None]]) -> Callable[..., None]:
@@ -233,11 +240,17 @@ def _with_client(func: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 @click.option("--profile", default="default", show_default=True,
               help="Which device (one store each) to use.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON lines.")
+@click.option("--2fa", "second_factor", default=None, envvar="CIPHERPOST_2FA",
+              metavar="CODE", help="A code from your authenticator (or a recovery code) "
+              "for an action that needs it (linking a device, recovery secrets, identity "
+              "reset, deleting the account).")
 @click.version_option(package_name="cipherpost")
 @click.pass_context
-def cli(click_ctx: click.Context, home: Path | None, profile: str, as_json: bool) -> None:
+def cli(click_ctx: click.Context, home: Path | None, profile: str, as_json: bool,
+        second_factor: str | None) -> None:
     """Cipherpost: end-to-end encrypted messages through a server you control."""
     click_ctx.obj = Context(home or default_home(), profile, as_json)
+    click_ctx.obj.second_factor = second_factor
 
 
 HISTORY_QUESTION = ("Keep an encrypted copy of your conversations on the server, so that "
@@ -317,12 +330,14 @@ async def restore(ctx: Context, server: str, device_name: str | None,
         passphrase = ctx.passphrase(new=True)
         client = await restore_with_passphrase(ctx.store_path, server, username, secret,
                                                passphrase=passphrase,
-                                               device_name=device_name, progress=progress)
+                                               device_name=device_name, progress=progress,
+                                               second_factor=ctx.second_factor)
     else:
         key = recovery_key or click.prompt("Recovery key", hide_input=True)
         passphrase = ctx.passphrase(new=True)
         client = await restore_account(ctx.store_path, server, key, passphrase=passphrase,
-                                       device_name=device_name, progress=progress)
+                                       device_name=device_name, progress=progress,
+                                       second_factor=ctx.second_factor)
     try:
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
                  f"Restored: this is device {client.device_id} of account "
@@ -889,6 +904,8 @@ def _show(ctx: Context, client: Client, event: ev.Event) -> None:
     elif isinstance(event, ev.IdentityChanged):
         _notice((f"The safety number with {_name(client, event.account)} changed.", "yellow"),
                 " Compare it again (`cipherpost safety-number`).")
+    elif isinstance(event, ev.AccountNotice):
+        _notice((f"Your account: {clean_line(describe_notice(event))}", "yellow"))
     elif isinstance(event, ev.DeviceAdded):
         _notice((f"A new device joined your account: {event.device_id} "
                  f"{clean_line(event.name)}", "yellow"))
@@ -921,6 +938,8 @@ def main() -> None:
 
 
 # The sealed-sender trust root command.
+# The account-security and privacy commands, too.
+from . import account as _account  # noqa: E402, F401
 from . import sealed_sender as _sealed_sender  # noqa: E402, F401
 
 if __name__ == "__main__":

@@ -207,21 +207,26 @@ async def restore(path: Path, server: str, recovery_key: str, *,
                   passphrase: str | None = None, device_name: str | None = None,
                   argon2: Argon2Params | None = None, proxy: str | None = None,
                   options: ClientOptions | None = None,
-                  progress: Callable[[int], None] | None = None) -> Client:
+                  progress: Callable[[int], None] | None = None,
+                  second_factor: str | None = None) -> Client:
     """Get the account back on a fresh machine: open its recovery blob, join the account
     as a new device under the same identity key (contacts see no safety number change),
     take over contacts, trust and groups, and replay the server-stored history if the
-    account keeps one. ``passphrase``/``argon2`` are the new local store's.
+    account keeps one. ``passphrase``/``argon2`` are the new local store's;
+    ``second_factor`` a code from the authenticator (or a recovery code) when the account
+    has one.
 
     Raises:
         RecoveryKeyError: not a recovery key. ClientError: no blob for it on this relay.
-        RelayError: 429 after too many wrong keys (wait and retry).
+        RelayError: 429 after too many wrong keys (wait and retry); 403
+        ``second_factor_required``/``_invalid``.
     """
     secrets = Secrets.derive(parse_key(recovery_key))
     found = await _ask(server, proxy, "/v1/recovery/open", secrets.release(),
-                       "this relay holds no account for that recovery key")
+                       "this relay holds no account for that recovery key", second_factor)
     blob = secrets.open(unb64(str(found["blob"])))
-    client = await _join(path, server, found, blob, secrets.release(), RelayApi.recovery_device,
+    release, joining = _joining(found, secrets.release(), RelayApi.recovery_device)
+    client = await _join(path, server, found, blob, release, joining,
                          passphrase, device_name, argon2, proxy, options)
     with client.store.transaction():
         client.store.set_secret(_SECRET, secrets.to_bytes())
@@ -229,17 +234,36 @@ async def restore(path: Path, server: str, recovery_key: str, *,
 
 
 async def _ask(server: str, proxy: str | None, path: str, body: dict[str, str],
-               refused: str) -> dict[str, Any]:
+               refused: str, second_factor: str | None = None) -> dict[str, Any]:
     api = RelayApi(check_server_url(server), proxy=proxy)
+    if second_factor:
+        api.extra_headers[SECOND_FACTOR_HEADER] = second_factor
     try:
         found: dict[str, Any] = await api.request("POST", path, json=body, auth=False)
         return found
     except RelayError as exc:
-        if exc.status == 403:
+        if exc.status == 403 and not exc.code.startswith("second_factor"):
             raise ClientError(refused) from None
         raise
     finally:
         await api.close()
+
+
+#: The header of a second-factor code (docs/server.md, "Account security").
+SECOND_FACTOR_HEADER = "X-Second-Factor"
+
+
+def _joining(found: dict[str, Any], release: dict[str, str],
+             request: Callable[[RelayApi, dict[str, Any]], Awaitable[Credentials]],
+             ) -> tuple[dict[str, str],
+                        Callable[[RelayApi, dict[str, Any]], Awaitable[Credentials]]]:
+    """How the new device joins: with the one-time link code the relay handed out with
+    the blob (an account with a second factor: its code was spent opening the blob), else
+    with the recovery secret again."""
+    link_code = found.get("link_code")
+    if isinstance(link_code, str) and link_code:
+        return {"link_code": link_code}, RelayApi.link_device
+    return release, request
 
 
 async def _join(path: Path, server: str, found: dict[str, Any], blob: RecoveryBlob,
@@ -381,7 +405,8 @@ async def restore_with_passphrase(path: Path, server: str, username: str, recove
                                   min_params: Argon2Params | None = None,
                                   proxy: str | None = None,
                                   options: ClientOptions | None = None,
-                                  progress: Callable[[int], None] | None = None) -> Client:
+                                  progress: Callable[[int], None] | None = None,
+                                  second_factor: str | None = None) -> Client:
     """Like :func:`restore`, with the username and the recovery passphrase. The relay
     says which Argon2id parameters the passphrase was hashed with; parameters weaker than
     ``min_params`` (the local store's defaults) are refused, so a relay cannot make the
@@ -403,14 +428,15 @@ async def restore_with_passphrase(path: Path, server: str, username: str, recove
     key, verifier = _passphrase_keys(recovery, salt, params)
     release = {"username": username, "verifier": b64(verifier)}
     found = await _ask(server, proxy, "/v1/recovery/passphrase/open", release,
-                       "wrong username or recovery passphrase")
+                       "wrong username or recovery passphrase", second_factor)
     sealed = unb64(str(found["blob"]))
     try:
         blob = RecoveryBlob.FromString(AESGCM(key).decrypt(sealed[:12], sealed[12:],
                                                            _PASSPHRASE_AAD + salt))
     except (InvalidTag, DecodeError, ValueError):
         raise ClientError("the recovery blob does not open with this passphrase") from None
-    client = await _join(path, server, found, blob, release, RelayApi.passphrase_device,
+    joining_body, joining = _joining(found, release, RelayApi.passphrase_device)
+    client = await _join(path, server, found, blob, joining_body, joining,
                          passphrase, device_name, argon2, proxy, options)
     with client.store.transaction():
         client.store.set_secret(_PASSPHRASE_SECRET,
