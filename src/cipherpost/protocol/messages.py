@@ -294,6 +294,12 @@ def _parse_trailer(data: bytes, pos: int, stop: int, end: int, counter: int,
     """The fields after a ciphertext at ``data[pos:stop]``: SPQR bytes (field 5, every
     message of an SPQR session) and addresses (field 6), each at most once and in this
     order, lengths below 16384; anything else goes to the general decode."""
+    if stop + 2 <= end and data[stop] == 0x2A and data[stop + 1] < 0x80 \
+            and stop + 2 + data[stop + 1] == end:
+        # Field 5 alone, under 128 bytes: every message of an SPQR session but a PreKey one.
+        return (counter, previous,
+                data[pos:stop] if stop - pos < LARGE else memoryview(data)[pos:stop],
+                data[stop + 2:end], None)
     at = stop
     fields: list[bytes | None] = [b"", None]
     for slot, key in ((0, 0x2A), (1, 0x32)):   # protobuf field keys of fields 5 and 6

@@ -176,16 +176,17 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
     pending = state.pending_pre_key
     if pending is not None and now - pending.timestamp > MAX_UNACKNOWLEDGED_SESSION_AGE:
         raise NoSession(f"no usable session with {address}")
-    pq = state.pq_ratchet
+    pq = new_pq = state.pq_ratchet
     trailer = b""  # fields 5 (SPQR) and 6 (addresses), after the ciphertext
     salt = None
     if pq.braid is not None:
         if rng is None:
             raise TypeError("encrypt on a session running SPQR needs rng")
-        sent = pq_send(pq, rng)
-        salt = sent.key
-        if sent.message:
-            trailer = b"\x2a" + varint(len(sent.message)) + sent.message  # field 5
+        new_pq, pq_message, salt = pq_send(pq, rng)
+        size = len(pq_message)  # a few dozen bytes
+        if size:
+            trailer = (bytes((0x2A, size)) if size < 0x80 else b"\x2a" + varint(size)) \
+                + pq_message  # field 5
     if pending is not None and local_address is not None:
         addresses = addresses_field(local_address, address)
         if addresses is not None:
@@ -231,8 +232,8 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         raise UntrustedIdentity(f"untrusted identity for {address}")
     chain.chain_key = _hmac(chain.chain_key, b"\x02", "sha256")  # next_chain_key
     chain.index += 1
-    if pq.braid is not None:
-        state.pq_ratchet = sent.state
+    if new_pq is not pq:
+        state.pq_ratchet = new_pq
     store.store_session(address, record)
     store.save_identity(address, remote)
     return result
