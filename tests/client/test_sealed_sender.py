@@ -289,3 +289,24 @@ def test_linked_and_restored_devices(tmp_path: Path, relay: ThreadedRelay) -> No
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_register_with_the_published_trust_root(tmp_path: Path, relay: ThreadedRelay) -> None:
+    env = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
+    served = httpx.get(f"{relay.url}/v1/certificates/trust-root").json()["trust_root"]
+    other = base64.b64encode(PrivateKey.generate(os.urandom).public_key().serialize()).decode()
+
+    def invoke(home: Path, *args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, ["--home", str(home), *args], env=env)
+        return result.exit_code, result.stdout, result.stderr
+
+    # Another root than the relay shows: nothing is registered, no store is left.
+    code, _, stderr = invoke(tmp_path / "a", "register", "--no-history", "--server",
+                             relay.url, "--trust-root", other)
+    assert code != 0 and "trust root" in stderr
+    assert not list((tmp_path / "a").rglob("*.db"))
+    code, _, _ = invoke(tmp_path / "b", "register", "--no-history", "--server", relay.url,
+                        "--trust-root", served)
+    assert code == 0
+    assert json.loads(invoke(tmp_path / "b", "--json", "trust-root")[1]) == \
+        {"trust_root": served}

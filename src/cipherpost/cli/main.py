@@ -284,16 +284,22 @@ def _emit_recovery_key(ctx: Context, key: str) -> None:
                    "(asked when not given).")
 @click.option("--invite", default=None, envvar="CIPHERPOST_INVITE",
               help="An invite code, for a server that registers by invitation.")
+@click.option("--trust-root", "trust_root", default=None, metavar="KEY",
+              envvar="CIPHERPOST_TRUST_ROOT",
+              help="The server's sealed-sender trust root as its operators publish it "
+                   "(base64): registering stops if the server shows another.")
 @click.pass_obj
 @run
 async def register(ctx: Context, server: str, username: str | None,
                    device_name: str | None, keep_history: bool | None,
-                   invite: str | None) -> None:
+                   invite: str | None, trust_root: str | None) -> None:
     """Create an account with this device as its first, and show its recovery key."""
     keep = _choose_history(keep_history)
+    root = _sealed_sender.parse_key(trust_root, "--trust-root") if trust_root else None
     client = await Client.register(ctx.store_path, server, username=username,
                                    passphrase=ctx.passphrase(new=True),
-                                   device_name=device_name, history=keep, invite=invite)
+                                   device_name=device_name, history=keep, invite=invite,
+                                   trust_root=root)
     try:
         key = await client.create_recovery_key()
         ctx.emit({"account_id": client.account_id, "device_id": client.device_id,
@@ -937,10 +943,10 @@ def main() -> None:
     cli(prog_name="cipherpost")
 
 
-# The sealed-sender trust root command.
+# The sealed-sender trust root command (and its key parsing, used by register).
 # The account-security and privacy commands, too.
 from . import account as _account  # noqa: E402, F401
-from . import sealed_sender as _sealed_sender  # noqa: E402, F401
+from . import sealed_sender as _sealed_sender  # noqa: E402
 
 if __name__ == "__main__":
     main()

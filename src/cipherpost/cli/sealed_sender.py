@@ -28,10 +28,7 @@ async def trust_root(ctx: Context, client: Client, given: str | None, repin: boo
         raise click.UsageError("give --set KEY or --repin, not both")
     new: PublicKey | None = None
     if given is not None:
-        try:
-            new = PublicKey.deserialize(base64.b64decode(given, validate=True))
-        except (binascii.Error, ValueError, ProtocolError):
-            raise click.BadParameter("not a base64 public key", param_hint="--set") from None
+        new = parse_key(given, "--set")
     elif repin:
         new = await client.api.trust_root()
         current = sealed.trust_root(client.store)
@@ -47,6 +44,18 @@ async def trust_root(ctx: Context, client: Client, given: str | None, repin: boo
     text = _text(pinned) if pinned is not None else "none (pinned at the next connection)"
     ctx.emit({"trust_root": _text(pinned) if pinned is not None else None},
              f"Sealed-sender trust root: {text}")
+
+
+def parse_key(text: str, option: str) -> PublicKey:
+    """A base64 public key given on the command line.
+
+    Raises:
+        click.BadParameter: not one.
+    """
+    try:
+        return PublicKey.deserialize(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, ProtocolError):
+        raise click.BadParameter("not a base64 public key", param_hint=option) from None
 
 
 def _text(key: PublicKey) -> str:

@@ -25,6 +25,7 @@ from cipherpost.protocol import (
     IdentityKeyPair,
     ProtocolAddress,
     ProtocolError,
+    PublicKey,
 )
 
 from . import attachments, identity_reset, sealed
@@ -107,10 +108,13 @@ class Client:
                        passphrase: str | None = None, device_name: str | None = None,
                        argon2: Argon2Params | None = None, proxy: str | None = None,
                        options: ClientOptions | None = None,
-                       invite: str | None = None) -> Client:
+                       invite: str | None = None,
+                       trust_root: PublicKey | None = None) -> Client:
         """Create an account with this device as its first, and a local store at ``path``.
         ``invite`` is an invite code from the relay's operators, for a relay that
-        registers by invitation only.
+        registers by invitation only. ``trust_root`` is the relay's sealed-sender trust
+        root as its operators publish it: the relay must show the same one (else nothing
+        is registered), and it is pinned; without it, the one the relay shows is pinned.
 
         ``history`` is the account's choice (no default on purpose): keep an encrypted
         copy of the conversations on the relay, so that new and restored devices show them
@@ -122,7 +126,10 @@ class Client:
             ValueError: a bad server URL.
             StoreError: a store already exists at ``path``, or no key source.
             RelayError: the relay refused (username taken, rate limited...).
+            ClientError: the relay shows another trust root than ``trust_root``.
         """
+        if trust_root is not None:
+            await _check_trust_root(server, trust_root, proxy)
         extra = {"username": username} if username else {}
         if invite:
             extra["invite"] = invite
@@ -132,6 +139,9 @@ class Client:
         history_keys.set_keys(client.store, history_keys.Keys.new(client._now())
                               if history else None, on=history)
         sealed.own_profile_key(client.store)  # the account's, shared with its contacts
+        if trust_root is not None:
+            with client.store.transaction():
+                sealed.pin_trust_root(client.store, trust_root)
         await client.sealed_sender_upkeep()
         return client
 
@@ -971,6 +981,18 @@ def _pointer(attachment: ev.Attachment) -> AttachmentPointer:
     return AttachmentPointer(id=attachment.id, key=attachment.key, digest=attachment.digest,
                              size=attachment.size, content_type=attachment.content_type,
                              file_name=attachment.file_name, caption=attachment.caption)
+
+
+async def _check_trust_root(server: str, expected: PublicKey, proxy: str | None) -> None:
+    """Raises: ClientError when the relay shows another trust root than ``expected``."""
+    api = RelayApi(check_server_url(server), proxy=proxy)
+    try:
+        shown = await api.trust_root()
+    finally:
+        await api.close()
+    if shown != expected:
+        raise ClientError("the relay's sealed-sender trust root is not the one given: "
+                          "check it with the relay's operators")
 
 
 def _is_account_id(text: str) -> bool:
