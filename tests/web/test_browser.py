@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -574,3 +579,76 @@ def test_disappearing_messages_between_a_browser_user_and_an_sdk_user(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+class StaticHost:
+    """A copy of web/dist on a plain static server of its own origin (no CSP)."""
+
+    def __init__(self, directory: Path) -> None:
+        shutil.copytree(WEB / "dist", directory)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                    directory=str(directory))
+        handler.log_message = lambda *args: None  # type: ignore[method-assign]
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_separately_hosted_client_points_at_a_relay_that_allows_its_origin(
+        tmp_path: Path, browser: Browser) -> None:
+    """The static files served from another origin, opened with ?server=: sign-up,
+    chat and the WebSocket go to that relay (its web_origins allows the origin)."""
+    host = StaticHost(tmp_path / "static")
+    (tmp_path / "relay").mkdir()
+    relay = ThreadedRelay(tmp_path / "relay", web_origins=(host.origin,))
+    relay.start()
+    user = "rosa"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        sam = await devices.register("sam")
+        try:
+            opened = await step("open", url=f"{host.origin}/?server={relay.url}")
+            assert opened["csp"] is None  # not the relay's page
+            await step("signup", username=user, password=PASSWORD)
+            await step("chat", username="sam")
+            await step("send", text="from a copy hosted elsewhere")
+            rosa_id = (await wait_for_text(sam, "from a copy hosted elsewhere")).author
+            await sam.send_text(rosa_id, "over the relay's WebSocket")
+            await step("wait_message", text="over the relay's WebSocket", outgoing=False)
+            await step("click", testid="open-about")
+            assert (await step("text", testid="about-server"))["text"] == relay.url
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        relay.stop()
+        host.stop()
+
+
+def test_a_relay_without_the_origin_refuses_the_separate_copy(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """CORS is opt-in: the default relay sends no Access-Control-Allow-Origin, so a page
+    on another origin cannot read its answers; a malformed origin is refused at start."""
+    request = urllib.request.Request(relay.url + "/v1/usernames/nobody", method="OPTIONS",
+                                     headers={"Origin": "http://127.0.0.1:1",
+                                              "Access-Control-Request-Method": "GET"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            headers = answer.headers
+    except urllib.error.HTTPError as refused:
+        headers = refused.headers
+    assert headers.get("access-control-allow-origin") is None
+    with pytest.raises(ValueError, match="not an origin"):
+        ThreadedRelay(tmp_path / "other", web_origins=("https://*.example",))

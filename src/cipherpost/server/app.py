@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logfilter
@@ -59,6 +61,10 @@ def create_app(settings: Settings | None = None, *,
     settings = settings or Settings.load()
     if settings.registration not in ("open", "invite"):
         raise ValueError("registration must be 'open' or 'invite'")
+    for origin in settings.web_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(f"web_origins: {origin!r} is not an origin "
+                             "(like https://chat.example)")
     # uvicorn hands the websockets library its "uvicorn.error" logger, which then logs the
     # handshake's headers (the device token with them) at DEBUG.
     logfilter.install("uvicorn.error", "uvicorn.access", "websockets.server")
@@ -145,6 +151,13 @@ def create_app(settings: Settings | None = None, *,
     if web is not None:
         app.mount("/", _Hardened(StaticFiles(directory=web, html=True)), name="web")
 
+    if settings.web_origins:
+        # A separately hosted copy of the browser client (web/README.md) calls the API
+        # from its own origin. Tokens travel in headers, never cookies: no credentials.
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.web_origins),
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           allow_credentials=False, max_age=600)
     app.add_middleware(_AccessLog)
     app.add_middleware(_BodyLimit, default=settings.max_request_bytes,
                        attachments=settings.max_attachment_bytes)
@@ -197,6 +210,9 @@ def _token_from_subprotocol(scope: Scope) -> Scope:
     return {**scope, "headers": headers,
             "subprotocols": [p for p in offered if not p.startswith(TOKEN_SUBPROTOCOL)]}
 
+
+#: An origin: scheme, host, optional port; no path, no wildcard.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://\[::1\](:[0-9]{1,5})?")
 
 #: The browser client's policy: its own script and styles only, no inline script, no
 #: eval (WebAssembly compilation only, for the Argon2id KDF), connections only back here.

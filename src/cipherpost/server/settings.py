@@ -80,6 +80,10 @@ class Settings:
     #: The built browser client served at ``/`` (``make run`` builds ``web/dist``); empty
     #: means that directory of a source checkout, and nothing is served where it is absent.
     web_dir: str = ""
+    #: Origins of separately hosted copies of the browser client (``https://chat.example``)
+    #: that may call this relay's API from the browser (CORS); empty: only the copy served
+    #: here at ``/``.
+    web_origins: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
