@@ -131,6 +131,13 @@ def test_cli_2fa_privacy_export_delete(tmp_path: Path, relay: ThreadedRelay) -> 
     target = tmp_path / "server-data.json"
     code, stdout, _ = invoke(home, "account", "export-server-data", str(target))
     assert code == 0 and json.loads(target.read_text())["username"] == "alice"
+    # Linking a device needs the code too: --2fa (or CIPHERPOST_2FA) carries it.
+    code, _, stderr = invoke(home, "devices", "link-code")
+    assert code == 5 and "second_factor_required" in stderr
+    code, stdout, _ = invoke(home, "--json", "--2fa", recovery_codes[1], "devices", "link-code")
+    assert code == 0 and json.loads(stdout)["link_code"]
+    code, stdout, _ = invoke(home, "2fa", "status")
+    assert "on, 9 recovery codes left" in stdout
     # Without the code the account stays; with a recovery code it goes.
     code, _, stderr = invoke(home, "account", "delete", "--yes")
     assert code == 5 and "second_factor_required" in stderr
