@@ -46,6 +46,8 @@ class Ledger:
     confirmed: set[str] = field(default_factory=set)
     after_ack: list[str] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)   # refused sends by status
+    #: (monotonic time received, seconds from send to delivery) of each first delivery.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def figures(self) -> dict[str, Any]:
@@ -77,6 +79,12 @@ class Load:
         self.senders = self.accounts[:senders]
         self.receivers = self.accounts[senders:]
         self.per_sender = messages_per_sender
+        #: Seconds between one sender's messages (0: as fast as the relay answers).
+        self.pace = 0.0
+        #: Receivers drop their WebSocket after a random time in this range, then reconnect.
+        self.reconnect: tuple[float, float] | None = None
+        #: Senders stop here (receivers go on until ``stop``).
+        self.stop_sending = threading.Event()
         #: Whether a 503 (storage unavailable) is retried, or counted as refused.
         self.retry_503 = True
         self.threads = [threading.Thread(target=self._send, args=(s, n), daemon=True)
@@ -92,16 +100,21 @@ class Load:
         rng = random.Random(number)
         with httpx.Client(timeout=5) as http:
             for i in range(self.per_sender):
+                if self.stop_sending.is_set():
+                    return
+                if self.pace:
+                    time.sleep(self.pace)
                 target = rng.choice(self.receivers)
                 name = f"{number}:{i}"
                 while not self.stop.is_set():
+                    content = f"{name} {time.monotonic():.6f}".encode()
                     try:
                         r = http.put(f"{self.server.url}/v1/messages/{target['account_id']}",
                                      headers=auth(sender["token"]), json={
                                          "timestamp": i, "messages": [{
                                              "device_id": 1,
                                              "registration_id": target["registration_id"],
-                                             "type": 2, "content": b64(name.encode())}]})
+                                             "type": 2, "content": b64(content)}]})
                     except httpx.ConnectError:      # never reached the relay: retry
                         time.sleep(0.05)
                         continue
@@ -126,11 +139,14 @@ class Load:
     def _receive(self, account: dict[str, Any]) -> None:
         ledger = self.ledger
         url = self.server.url.replace("http", "ws") + "/v1/websocket"
+        rng = random.Random(account["account_id"])
         while not self.stop.is_set():
+            until = time.monotonic() + (rng.uniform(*self.reconnect) if self.reconnect
+                                        else float("inf"))
             try:
                 with connect(url, additional_headers=auth(account["token"]),
                              open_timeout=5) as ws:
-                    while not self.stop.is_set():
+                    while not self.stop.is_set() and time.monotonic() < until:
                         try:
                             frame = json.loads(ws.recv(timeout=0.5))
                         except TimeoutError:
@@ -144,8 +160,11 @@ class Load:
                             envelope = frame["envelope"]
                             if envelope["id"] in ledger.confirmed:
                                 ledger.after_ack.append(envelope["id"])
-                            ledger.delivered[envelope["id"]] = base64.b64decode(
-                                envelope["content"]).decode()
+                            name, sent = base64.b64decode(envelope["content"]).decode().split()
+                            now = time.monotonic()
+                            if envelope["id"] not in ledger.delivered:
+                                ledger.latencies.append((now, now - float(sent)))
+                            ledger.delivered[envelope["id"]] = name
                             ledger.deliveries += 1
                         ws.send(json.dumps({"type": "ack", "ids": [envelope["id"]]}))
             except (OSError, WebSocketException, TimeoutError):
