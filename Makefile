@@ -7,6 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every Python package `make test` and `make run` install, pinned with its SHA-256 hashes
+# (pip --require-hashes); `make lock` recompiles it from pyproject.toml.
+LOCK := requirements/dev.lock
+# The supply-chain tools (uv, cyclonedx-bom, pip-audit), locked too, in a virtualenv of
+# their own so that they appear in neither the project's environment nor its SBOM.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+TOOLS_LOCK := requirements/tools.lock
+SBOM_NPM_DIR := requirements/npm-sbom
+SBOM_NPM_STAMP := $(SBOM_NPM_DIR)/node_modules/.installed
 PEER_DIR := interop/libsignal-peer
 PEER_STAMP := $(PEER_DIR)/node_modules/.installed
 PEER_0103_DIR := interop/libsignal-peer-0.103
@@ -17,7 +27,7 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 WEB_BUILD := $(WEB_DIR)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
 
-.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos clean system-deps browser-deps web web-hash
+.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos soak lock sbom audit clean system-deps browser-deps web web-hash
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
 run: $(STAMP) $(WEB_BUILD)
@@ -89,6 +99,51 @@ chaos: $(STAMP)
 	$(PY) -m tests.assurance.chaos --kills $${CHAOS_KILLS:-50}
 	$(PY) -m tests.assurance.report
 
+# Soak, outside `make test` (which runs 20 s of it): a relay process under paced senders,
+# reconnecting receivers and device churn for SOAK_SECONDS (default 3600); relay RSS and
+# delivery latency of the first and last stretch (drift) in build/assurance/soak/.
+soak: $(STAMP)
+	$(PY) -m tests.assurance.soak --seconds $${SOAK_SECONDS:-3600}
+	$(PY) -m tests.assurance.report
+
+# Recompile the lock files from pyproject.toml and requirements/*.in (hashes included).
+lock: $(TOOLS_STAMP)
+	$(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+		--custom-compile-command "make lock" \
+		--extra dev pyproject.toml requirements/build.in -o $(LOCK)
+	$(TOOLS)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+		--custom-compile-command "make lock" \
+		requirements/tools.in -o $(TOOLS_LOCK)
+
+# CycloneDX SBOMs: the project's Python environment (as installed from the lock) and the
+# three npm projects (from their package-lock.json files), in build/sbom/.
+sbom: $(STAMP) $(TOOLS_STAMP) $(SBOM_NPM_STAMP)
+	mkdir -p build/sbom
+	$(TOOLS)/bin/cyclonedx-py environment --output-reproducible --of JSON \
+		-o build/sbom/python.cdx.json $(PY)
+	for d in $(WEB_DIR) $(PEER_DIR) $(PEER_0103_DIR); do \
+		(cd $$d && $(CURDIR)/$(SBOM_NPM_DIR)/node_modules/.bin/cyclonedx-npm --package-lock-only \
+			--output-reproducible --flatten-components --output-format JSON \
+			--output-file $(CURDIR)/build/sbom/npm-$$(basename $$d).cdx.json) || exit 1; \
+	done
+	$(PY) -m tests.assurance.sbom build/sbom
+
+# Known vulnerabilities in the locked dependencies: pip-audit and npm audit. Not part of
+# `make test`: their databases are on the network; an unreachable one is reported as
+# "NOT AUDITED" (exit 2), a vulnerability as exit 1.
+audit: $(STAMP) $(TOOLS_STAMP)
+	$(PY) -m tests.assurance.audit
+
+$(TOOLS_STAMP): $(TOOLS_LOCK)
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --require-hashes -r $(TOOLS_LOCK)
+	touch $(TOOLS_STAMP)
+
+$(SBOM_NPM_STAMP): $(SBOM_NPM_DIR)/package.json $(SBOM_NPM_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory system-deps
+	cd $(SBOM_NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SBOM_NPM_STAMP)
+
 system-deps:
 	@missing=""; \
 	command -v $(PYTHON) >/dev/null || missing="$$missing python3"; \
@@ -109,11 +164,13 @@ browser-deps:
 	@test -x /usr/bin/chromium || { echo "installing Debian packages: chromium"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-$(STAMP): pyproject.toml
+# The locked set first (hashes required), then Cipherpost itself without dependencies or
+# build isolation (its build backend is in the lock).
+$(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 $(PEER_STAMP): $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
@@ -135,4 +192,4 @@ $(WEB_BUILD): $(WEB_STAMP) $(WEB_SOURCES) $(WEB_DIR)/package-lock.json
 	cd $(WEB_DIR) && npm run --silent build
 
 clean:
-	rm -rf $(VENV) $(PEER_DIR)/node_modules $(PEER_0103_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(SBOM_NPM_DIR)/node_modules $(PEER_DIR)/node_modules $(PEER_0103_DIR)/node_modules $(WEB_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
