@@ -165,12 +165,14 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # The locked set first (hashes required), then Cipherpost itself without dependencies or
-# build isolation (its build backend is in the lock).
+# build isolation (its build backend is in the lock); pip check fails when pyproject.toml
+# names a dependency the lock lacks (run `make lock` after changing dependencies).
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; echo "a dependency of pyproject.toml is missing from $(LOCK): run make lock"; exit 1; }
 	touch $(STAMP)
 
 $(PEER_STAMP): $(PEER_DIR)/package.json $(PEER_DIR)/package-lock.json
