@@ -206,7 +206,7 @@ class Chain(NamedTuple):
             ctr = half.ctr + 1
             if len(half.next_key) != 32 or ctr > _U32:
                 raise InvalidSpqrState("SPQR send chain exhausted or wiped")
-            next_key, key = _step(half.next_key, ctr)
+            next_key, key = hkdf64_halves(half.next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
             link = Link._make((ChainHalf._make((ctr, next_key, half.skipped)), last.recv))
             return (Chain._make((self.direction, self.current_epoch, epoch, (*links[:-1], link),
                                  self.next_root, self.params)), ctr, key)
@@ -246,7 +246,7 @@ class Chain(NamedTuple):
         if index == half.ctr + 1 and len(half.skipped) < params.trim_size \
                 and len(half.next_key) == 32:
             # The next key in order, the usual case: ChainHalf.recv's last step inlined.
-            next_key, key = _step(half.next_key, index)
+            next_key, key = hkdf64_halves(half.next_key, index.to_bytes(4, "big") + CHAIN_NEXT)
             half = ChainHalf._make((index, next_key, half.skipped))
         else:
             half, key = half.recv(index, params)
