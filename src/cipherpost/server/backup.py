@@ -174,8 +174,10 @@ class _Carried:
     operators: list[dict[str, Any]]
     invites: list[dict[str, Any]]
     suspended: dict[str, int | None]
-    audit_after: dict[int, bytes]  # seq -> chain hash of live entries (for the check)
-    audit_rows: list[dict[str, Any]]
+    #: The live chain's hash at the backup's head position (None: the live log is
+    #: shorter), and the live entries after it.
+    hash_at_backup_head: bytes | None
+    audit_later: list[dict[str, Any]]
     epoch: int
 
 
@@ -220,24 +222,28 @@ def _check_backup(path: Path) -> None:
         raise BackupError(f"{path.name} is not a backup of a Cipherpost relay")
 
 
-def _carry(live: Connection) -> _Carried:
+def _carry(live: Connection, backup_head_seq: int) -> _Carried:
+    at_head = live.execute(select(audit_log.c.chain_hash).where(
+        audit_log.c.seq == backup_head_seq)).scalar_one_or_none()
     rows = [dict(r._mapping) for r in live.execute(
-        select(audit_log).where(audit_log.c.seq.is_not(None)).order_by(audit_log.c.seq))]
+        select(audit_log).where(audit_log.c.seq > backup_head_seq).order_by(
+            audit_log.c.seq))]
     return _Carried(
         removals=[dict(r._mapping) for r in live.execute(select(device_removals))],
         operators=[dict(r._mapping) for r in live.execute(select(operators))],
         invites=[dict(r._mapping) for r in live.execute(select(invites))],
         suspended={r.id: r.suspended_at for r in live.execute(
             select(accounts.c.id, accounts.c.suspended_at))},
-        audit_after={int(r["seq"]): bytes(r["chain_hash"]) for r in rows},
-        audit_rows=rows,
+        hash_at_backup_head=None if at_head is None else bytes(at_head),
+        audit_later=rows,
         epoch=epoch(live),
     )
 
 
 def _restore(source: Connection, live: Connection, db: Database, now: int,
              actor: str) -> Restored:
-    carried = _carry(live)
+    backup_head_seq, backup_head = audit.head(source)
+    carried = _carry(live, backup_head_seq)
     for table in reversed(metadata.sorted_tables):
         live.execute(delete(table))
     for table in metadata.sorted_tables:
@@ -248,9 +254,8 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
 
     # The audit log goes on from the live one's entries after the backup, if the live
     # chain is the backup's continued (not after a restore of another branch).
-    backup_head_seq, backup_head = audit.head(source)
-    forked = backup_head_seq > 0 and carried.audit_after.get(backup_head_seq) != backup_head
-    later = [] if forked else [r for r in carried.audit_rows if r["seq"] > backup_head_seq]
+    forked = backup_head_seq > 0 and carried.hash_at_backup_head != backup_head
+    later = [] if forked else carried.audit_later
     for row in later:
         row.pop("id", None)
     if later:
