@@ -174,3 +174,24 @@ def test_restore_with_the_second_factor(tmp_path: Path, relay: ThreadedRelay) ->
             await devices.close()
 
     run(scenario())
+
+
+def test_cli_reregister(tmp_path: Path, relay: ThreadedRelay) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    code, stdout, _ = invoke(old, "--json", "register", "--no-history", "--server", relay.url,
+                             "--username", "alice")
+    assert code == 0, stdout
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    account_id = lines[0]["account_id"]
+    key = next(line["recovery_key"] for line in lines if "recovery_key" in line)
+    code, _, stderr = invoke(new, "account", "reregister", "--server", relay.url,
+                             "--username", "alice", "--no-history", "--recovery-key",
+                             _other_key(key))
+    assert code == 5 and "invalid_recovery" in stderr
+    code, stdout, _ = invoke(new, "--json", "account", "reregister", "--server", relay.url,
+                             "--username", "alice", "--no-history", "--recovery-key", key)
+    assert code == 0, stdout
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert lines[0]["account_id"] == account_id and lines[0]["device_id"] == 1
+    assert lines[1]["recovery_key"] != key
+    assert invoke(old, "whoami")[0] == 5  # the old device was removed

@@ -19,7 +19,17 @@ from rich.table import Table
 from cipherpost.client import Client
 from cipherpost.client import account_security as security
 
-from .main import Context, _open, _with_client, clean_line, cli, out, run
+from .main import (
+    Context,
+    _choose_history,
+    _emit_recovery_key,
+    _open,
+    _with_client,
+    clean_line,
+    cli,
+    out,
+    run,
+)
 
 
 def _code(ctx: Context, prompt: str = "Code from your authenticator (or a recovery code)"
@@ -225,3 +235,37 @@ async def account_delete(ctx: Context, yes: bool, keep_local: bool) -> None:
     ctx.emit({"deleted": True, "local_store_removed": not keep_local},
              "The account is deleted." + ("" if keep_local else
                                           " This device's local store is removed."))
+
+
+@account.command("reregister")
+@click.option("--server", required=True, envvar="CIPHERPOST_SERVER",
+              help="The server's URL (https, or http to localhost).")
+@click.option("--username", required=True, help="The username to register again.")
+@click.option("--recovery-key", default=None, envvar="CIPHERPOST_RECOVERY_KEY",
+              help="The account's recovery key (asked for when not given).")
+@click.option("--device-name", default=None)
+@click.option("--history/--no-history", "keep_history", default=None,
+              help="Keep an encrypted copy of the conversations on the server.")
+@click.pass_obj
+@run
+async def account_reregister(ctx: Context, server: str, username: str,
+                             recovery_key: str | None, device_name: str | None,
+                             keep_history: bool | None) -> None:
+    """Register USERNAME again with a new identity, proving its recovery key (the
+    registration lock): for when every device and the identity are lost. Every old device
+    is removed and contacts see a new safety number; with the second factor on, add
+    --2fa CODE. Shows the new recovery key once."""
+    key = recovery_key or click.prompt("Recovery key", hide_input=True)
+    keep = _choose_history(keep_history)
+    client = await security.reregister(ctx.store_path, server, username, recovery_key=key,
+                                       history=keep, code=ctx.second_factor,
+                                       passphrase=ctx.passphrase(new=True),
+                                       device_name=device_name)
+    try:
+        new_key = await client.create_recovery_key()
+        ctx.emit({"account_id": client.account_id, "device_id": client.device_id},
+                 f"Registered {username} again: this is device {client.device_id} of "
+                 f"account {client.account_id}, with a new identity.")
+        _emit_recovery_key(ctx, new_key)
+    finally:
+        await client.close()
