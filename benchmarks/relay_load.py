@@ -414,7 +414,10 @@ async def _client(plan: Plan, pipe: Connection) -> None:
                 await asyncio.sleep(0)
     if not bare and answered < frames_out:  # wait for the answers to what was sent
         all_answered.clear()
-        await asyncio.wait_for(all_answered.wait(), 60)
+        # An overloaded relay may not answer everything in time: the run still reports
+        # what was answered and delivered (delivered/sent shows the shortfall).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_answered.wait(), 60)
     pipe.send(("sent", sent if not bare else frames_out))
     while not pipe.poll(0):
         await asyncio.sleep(0.01)
