@@ -54,7 +54,7 @@ def pip_audit() -> dict[str, Any]:
         report = None
     if report is None:
         record["status"] = "unreachable" if _UNREACHABLE.search(proc.stderr) else "error"
-        record["detail"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr else []
+        record["detail"] = (proc.stderr.strip().splitlines() or [""])[-1]
         return record
     found = [(d["name"], d["version"], v["id"]) for d in report.get("dependencies", [])
              for v in d.get("vulns", [])]

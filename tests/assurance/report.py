@@ -2,8 +2,9 @@
 
     python -m tests.assurance.report
 
-Reads what the fuzz targets, the API fuzzing, the canary scan and the log scan wrote
-under ``build/assurance/`` (see ``results.py``); prints nothing for a figure never run.
+Reads what the fuzz targets, the API fuzzing, the canary and log scans, the chaos and soak
+runs, the SBOM check and the audit wrote under ``build/assurance/`` (see ``results.py``);
+prints nothing for a figure never run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def summary() -> dict[str, Any]:
                          "known_server_errors": sum(r.get("known_server_errors", 0)
                                                     for r in rows),
                          "reproducers": [x for r in rows for x in r.get("reproducers", [])]}
-    for kind in ("canaries", "logscan", "chaos"):
+    for kind in ("canaries", "logscan", "chaos", "soak", "sbom", "audit"):
         rows = results.read_all(kind)
         if rows:
             out[kind] = {r.get("name", str(i)): r for i, r in enumerate(rows)}
@@ -69,7 +70,7 @@ def main() -> None:
             print(f"\n{kind}: {part['requests']:,} requests over {part['operations']} "
                   f"operation runs, {part['server_errors']} server errors (5xx) and "
                   f"{part['known_server_errors']} of a known, open bug")
-    for kind in ("canaries", "logscan", "chaos"):
+    for kind in ("canaries", "logscan", "chaos", "soak", "sbom", "audit"):
         for name, row in sorted(data.get(kind, {}).items()):
             shown = {k: v for k, v in row.items() if k not in ("name", "written_at")}
             print(f"\n{kind} {name}: {json.dumps(shown, sort_keys=True)}")
