@@ -273,3 +273,46 @@ def test_a_backup_of_an_older_schema_is_migrated_first(settings: Settings,
         assert manifest(old)["schema"] == "0004"  # the file itself is left as it was
     finally:
         db.dispose()
+
+
+def test_an_account_deleted_after_the_backup_stays_deleted(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    """Account deletion (the privacy dashboard's) leaves its devices' token hashes behind:
+    a restore of an older backup deletes the account again, rows and all, and redacts
+    its audit entries."""
+    import asyncio
+
+    from cipherpost.server.storage.account_data import delete_account
+    from cipherpost.server.storage.schema import metadata
+    from cipherpost.server.storage.sql import Storage
+
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice")
+            link(client, alice)
+            bob = register(client, "bob")
+            backup(db, path, NOW, "root")
+        storage = Storage(Database(settings.database_url))
+        try:
+            assert asyncio.run(delete_account(storage, alice.account_id, NOW + 1)) == [1, 2]
+        finally:
+            storage.close()
+            storage.db.dispose()
+        done = restore(db, path, NOW + 2, "root")
+        assert (done.devices_removed, done.accounts_removed) == (2, 1)
+        with db.reader.connect() as conn:
+            for table in metadata.sorted_tables:
+                column = table.c.get("account_id")
+                if column is not None:
+                    assert not conn.execute(select(func.count()).select_from(table).where(
+                        column == alice.account_id)).scalar_one(), table.name
+            assert not conn.execute(select(accounts).where(
+                accounts.c.id == alice.account_id)).all()
+            assert audit.verify(conn).ok
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/v1/devices", headers=alice.headers).status_code == 401
+            assert client.get("/v1/usernames/alice", headers=bob.headers).status_code == 404
+    finally:
+        db.dispose()
