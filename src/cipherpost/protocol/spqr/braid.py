@@ -34,6 +34,10 @@ from .wire import Chunk, PayloadType, SpqrMessage
 
 KeyGen = Callable[[Random], KeyPair]
 
+#: ``tuple.__new__``: makes a named tuple from a tuple of its fields without the generated
+#: constructor (or ``_make``, slower still), for the per-message paths.
+_new = tuple.__new__
+
 
 # States are named tuples: immutable like frozen dataclasses and about half the cost to
 # make, which counts since every message sent (and every chunk received) makes one. Their
@@ -247,30 +251,30 @@ def step_send(state: BraidState, rng: Random, keygen: KeyGen = incremental.gener
     (the per-message path)."""
     e = state.epoch
     # Most messages of an epoch only emit the next chunk of an encoder: these first, the
-    # state after made with _make (no field-by-field constructor).
+    # state after made with _new (no field-by-field constructor).
     if isinstance(state, KeysSampled):
         encoder, index, data = state.sending_hdr.advance()
-        return (KeysSampled._make((e, state.auth, state.keys, encoder)), e, _HDR, index, data,
+        return (_new(KeysSampled, (e, state.auth, state.keys, encoder)), e, _HDR, index, data,
                 None)
     if isinstance(state, HeaderSent):
         encoder, index, data = state.sending_ek.advance()
-        return (HeaderSent._make((e, state.auth, state.dk, encoder, state.receiving_ct1)), e,
+        return (_new(HeaderSent, (e, state.auth, state.dk, encoder, state.receiving_ct1)), e,
                 _EK, index, data, None)
     if isinstance(state, Ct1Received):
         encoder, index, data = state.sending_ek.advance()
-        return (Ct1Received._make((e, state.auth, state.dk, state.ct1, encoder)), e,
+        return (_new(Ct1Received, (e, state.auth, state.dk, state.ct1, encoder)), e,
                 _EK_CT1_ACK, index, data, None)
     if isinstance(state, Ct1Sampled):
         encoder, index, data = state.sending_ct1.advance()
-        return (Ct1Sampled._make((e, state.auth, state.encaps, state.ct1, encoder,
+        return (_new(Ct1Sampled, (e, state.auth, state.encaps, state.ct1, encoder,
                                   state.receiving_ek)), e, _CT1, index, data, None)
     if isinstance(state, EkReceivedCt1Sampled):
         encoder, index, data = state.sending_ct1.advance()
-        return (EkReceivedCt1Sampled._make((e, state.auth, state.encaps, state.ek, state.ct1,
+        return (_new(EkReceivedCt1Sampled, (e, state.auth, state.encaps, state.ek, state.ct1,
                                             encoder)), e, _CT1, index, data, None)
     if isinstance(state, Ct2Sampled):
         encoder, index, data = state.sending_ct2.advance()
-        return Ct2Sampled._make((e, state.auth, encoder)), e, _CT2, index, data, None
+        return _new(Ct2Sampled, (e, state.auth, encoder)), e, _CT2, index, data, None
     if isinstance(state, EkSentCt1Received):
         return state, e, _CT1_ACK, 0, None, None
     if isinstance(state, NoHeaderReceived | Ct1Acknowledged):

@@ -36,6 +36,10 @@ DEFAULT_MAX_OOO_KEYS = 2_000
 EPOCHS_KEPT_BEFORE_SEND_EPOCH = 1
 _U32 = 0xFFFFFFFF
 
+#: ``tuple.__new__``: makes a named tuple from a tuple of its fields without the generated
+#: constructor (or ``_make``, slower still), for the per-message paths.
+_new = tuple.__new__
+
 
 class Direction(enum.IntEnum):
     """Which way this party sends: Alice (the initiator) A2B, Bob B2A."""
@@ -198,8 +202,7 @@ class Chain(NamedTuple):
         """
         if epoch == self.send_epoch and epoch == self.current_epoch:
             # The usual case: the newest epoch, already the send epoch. No cleanup, and
-            # ChainHalf.send inlined (once per message sent; _make skips the field-by-field
-            # constructor).
+            # ChainHalf.send inlined (once per message sent).
             links = self.links
             last = links[-1]
             half = last.send
@@ -207,8 +210,8 @@ class Chain(NamedTuple):
             if len(half.next_key) != 32 or ctr > _U32:
                 raise InvalidSpqrState("SPQR send chain exhausted or wiped")
             next_key, key = hkdf64_halves(half.next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
-            link = Link._make((ChainHalf._make((ctr, next_key, half.skipped)), last.recv))
-            return (Chain._make((self.direction, self.current_epoch, epoch, (*links[:-1], link),
+            link = _new(Link, (_new(ChainHalf, (ctr, next_key, half.skipped)), last.recv))
+            return (_new(Chain, (self.direction, self.current_epoch, epoch, (*links[:-1], link),
                                  self.next_root, self.params)), ctr, key)
         if epoch < self.send_epoch:
             raise InvalidSpqrState("SPQR send epoch decreased")
@@ -247,10 +250,10 @@ class Chain(NamedTuple):
                 and len(half.next_key) == 32:
             # The next key in order, the usual case: ChainHalf.recv's last step inlined.
             next_key, key = hkdf64_halves(half.next_key, index.to_bytes(4, "big") + CHAIN_NEXT)
-            half = ChainHalf._make((index, next_key, half.skipped))
+            half = _new(ChainHalf, (index, next_key, half.skipped))
         else:
             half, key = half.recv(index, params)
-        link = Link._make((link.send, half))
-        return (Chain._make((self.direction, self.current_epoch, self.send_epoch,
+        link = _new(Link, (link.send, half))
+        return (_new(Chain, (self.direction, self.current_epoch, self.send_epoch,
                              (*links[:position], link, *links[position + 1:]), self.next_root,
                              params)), key)

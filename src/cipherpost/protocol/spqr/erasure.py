@@ -36,6 +36,10 @@ from .wire import CHUNK_SIZE, MAX_CHUNK_INDEX, Chunk
 
 _SYMBOLS = CHUNK_SIZE // 2  # 16 polynomials, 16 lanes
 
+#: ``tuple.__new__``: makes a named tuple from a tuple of its fields without the generated
+#: constructor (or ``_make``, slower still), for the per-message paths.
+_new = tuple.__new__
+
 # -- whole chunks as 256-bit integers ----------------------------------------------------------
 
 #: Bit 0 and bit 15 of every 16-bit lane.
@@ -211,8 +215,8 @@ class Encoder(_EncoderFields):
         """:meth:`next` without the :class:`Chunk`: ``(encoder after, index, data)``."""
         message, next_index = self
         index = next_index & MAX_CHUNK_INDEX
-        # _make: the message was checked when this encoder was made.
-        return (Encoder._make((message, (next_index + 1) & 0xFFFFFFFF)), index,
+        # _new: the message was checked when this encoder was made.
+        return (_new(Encoder, (message, (next_index + 1) & 0xFFFFFFFF)), index,
                 chunk_at(message, index))
 
 

@@ -27,6 +27,10 @@ from .chain import DEFAULT_PARAMS, Chain, ChainParams, Direction
 from .errors import InvalidSpqrState, SpqrMinimumVersion, SpqrVersionMismatch
 from .wire import V0, V1, decode_fields, encode_fields, message_version
 
+#: ``tuple.__new__``: makes a named tuple from a tuple of its fields without the generated
+#: constructor (or ``_make``, slower still), for the per-message paths.
+_new = tuple.__new__
+
 
 @dataclass(frozen=True, slots=True)
 class Negotiation:
@@ -159,8 +163,7 @@ def send(state: PqRatchetState, rng: Random, *,
     elif secret is not None:
         raise InvalidSpqrState("SPQR epoch secret without a chain")
     message = encode_fields(epoch, index, payload, chunk_index, chunk_data)
-    # _make: the field-by-field constructors cost more than the rest of this line.
-    return Sent._make((PqRatchetState._make((after, chain, negotiation)), message, key))
+    return _new(Sent, (_new(PqRatchetState, (after, chain, negotiation)), message, key))
 
 
 def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | None]:
@@ -189,7 +192,7 @@ def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | No
     key = None
     if not (epoch == 1 and index == 0):
         chain, key = chain.recv_key(epoch - 1, index)
-    return PqRatchetState._make((new_braid, chain, None)), key
+    return _new(PqRatchetState, (new_braid, chain, None)), key
 
 
 def _recv_not_v1(state: PqRatchetState,
