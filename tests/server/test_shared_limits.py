@@ -18,7 +18,8 @@ from cipherpost.server.ratelimit import TokenBuckets
 from cipherpost.server.ratelimit_redis import RETRY, RedisLimits, bucket_key
 from tests.support.redis import RedisServer
 
-from .helpers import KeyMaker
+from .conftest import register
+from .helpers import KeyMaker, b64
 
 
 def _decisions(futures: list[asyncio.Future[None]]) -> list[float | None]:
@@ -162,3 +163,30 @@ def test_a_relay_whose_redis_stops_still_limits(tmp_path: Path) -> None:
     finally:
         server.stop()
 
+
+
+def test_websocket_sends_wait_for_redis_in_order_and_refusals_are_429(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Sends over the WebSocket wait for the shared bucket's decision without blocking
+    the connection: they queue in the order sent, and those refused are answered 429
+    in their ``sent`` frame (not 500), with nothing queued for them."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/relay.db",
+                        attachment_dir=str(tmp_path / "blobs"), redis_url=redis_server.url(),
+                        rate_messages_per_pair="20/0.001")
+    with TestClient(create_app(settings)) as client:
+        alice, bob = register(client), register(client)
+        with client.websocket_connect("/v1/websocket", headers=dict(alice.headers)) as ws:
+            for i in range(25):
+                ws.send_json({"type": "send", "id": i, "account_id": bob.account_id,
+                              "timestamp": i, "messages": [{
+                                  "device_id": 1, "registration_id": bob.keys.registration_id,
+                                  "type": 2, "content": b64(b"%d" % i)}]})
+            answers = {}
+            while len(answers) < 25:
+                frame = ws.receive_json()
+                assert frame["type"] == "sent", frame
+                answers[frame["id"]] = frame
+        assert [answers[i]["status"] for i in range(25)] == [200] * 20 + [429] * 5
+        assert all(answers[i]["error"]["code"] == "rate_limited" for i in range(20, 25))
+        queued = client.get("/v1/messages", headers=bob.headers).json()["messages"]
+        assert [m["client_timestamp"] for m in queued] == list(range(20))
