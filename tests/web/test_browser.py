@@ -652,3 +652,58 @@ def test_a_relay_without_the_origin_refuses_the_separate_copy(
     assert headers.get("access-control-allow-origin") is None
     with pytest.raises(ValueError, match="not an origin"):
         ThreadedRelay(tmp_path / "other", web_origins=("https://*.example",))
+
+
+def test_a_browser_linked_to_an_sdk_account_gets_its_conversations(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """This browser as a new device of a Python account: it shows a link code, the
+    Python device provisions it (identity key, contacts, the one-time archive of the
+    conversations), the browser replays the archive and takes part from then on."""
+    user = "uma-browser"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        uma, vic = await devices.register("uma"), await devices.register("vic")
+        try:
+            await uma.send_text("vic", "one from uma")
+            await wait_for_text(vic, "one from uma")
+            await vic.send_text(uma.account_id, "reply from vic")
+            await wait_for_text(uma, "reply from vic")
+
+            await step("open", url=relay.url + "/")
+            await step("click", testid="start-link")
+            await step("fill", testid="link-password", text=PASSWORD)
+            await step("fill", testid="link-confirm", text=PASSWORD)
+            await step("click", testid="link-start")
+            uri = (await step("text", testid="link-uri"))["text"]
+            assert uri.startswith("cipherpost://link?")
+            await step("screenshot", path=str(ARTIFACTS / "16-link-code.png"))
+            await step("watch_progress")
+            await uma.provision(uri)
+            await step("wait_inbox")
+            # the progress indicator counted the archive's two messages
+            assert (await step("progress_seen"))["seen"][-1] == "2 / 2"
+            assert (await step("text", testid="me"))["text"] == "uma"
+            await step("open_conversation", account=vic.account_id)
+            shown = (await step("messages"))["messages"]
+            assert [(m["text"], m["outgoing"]) for m in shown] == [
+                ("one from uma", "true"), ("reply from vic", "false")]
+            assert (await step("text", testid="chat-title"))["text"] == "vic"
+            await step("screenshot", path=str(ARTIFACTS / "17-linked-history.png"))
+
+            # from now on the browser is one of uma's devices
+            await vic.send_text(uma.account_id, "to all of uma's devices")
+            await step("wait_message", text="to all of uma's devices", outgoing=False)
+            await wait_for_text(uma, "to all of uma's devices")
+            await step("send", text="from uma's new browser")
+            await wait_for_text(vic, "from uma's new browser")
+            copy = await wait_for_text(uma, "from uma's new browser")
+            assert copy.outgoing
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

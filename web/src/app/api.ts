@@ -216,6 +216,50 @@ export class RelayApi {
     }));
   }
 
+  /**
+   * A request whose answer is raw bytes (undefined for 204).
+   * @throws RelayError an error answer. @throws RelayUnavailable no answer.
+   */
+  async requestBytes(method: string, path: string, auth = true, maxBytes = 8 * 1024 * 1024,
+    timeoutMs = TIMEOUT_MS): Promise<Uint8Array | undefined> {
+    let response: Response;
+    try {
+      response = await fetch(this.server + path, {
+        method, headers: auth && this.#token ? { Authorization: `Bearer ${this.#token}` } : {},
+        signal: AbortSignal.timeout(timeoutMs), credentials: "omit", cache: "no-store", redirect: "error",
+      });
+    } catch (error) {
+      throw new RelayUnavailable(`cannot reach ${this.server}: ${(error as Error).name}`);
+    }
+    if (response.status >= 400) {
+      const text = await response.text().catch(() => "");
+      let code = "unknown";
+      try {
+        const parsed: unknown = JSON.parse(text);
+        if (isObject(parsed) && isObject(parsed.error) && typeof parsed.error.code === "string") code = parsed.error.code.slice(0, 64);
+      } catch {
+        // not JSON
+      }
+      throw new RelayError(response.status, code, "the relay refused", {});
+    }
+    if (response.status === 204) return undefined;
+    const data = new Uint8Array(await response.arrayBuffer());
+    if (data.length > maxBytes) throw new MalformedAnswer(`${method} ${path.split("/").slice(0, 3).join("/")}: too large`);
+    return data;
+  }
+
+  /** Open a provisioning mailbox for this new device (no account yet). */
+  async openMailbox(): Promise<string> {
+    const address = str(await this.request("POST", "/v1/provisioning", undefined, false), "address", "mailbox answer", 200);
+    if (!/^[A-Za-z0-9_-]{8,200}$/.test(address)) throw new MalformedAnswer("mailbox answer: address");
+    return address;
+  }
+
+  /** Join an account with a link code as a new device. */
+  async linkDevice(body: Json): Promise<Credentials> {
+    return parseCredentials(await this.request("POST", "/v1/devices", body, false));
+  }
+
   /** A one-time code with which a new device joins this account. */
   async createLinkCode(): Promise<string> {
     return str(await this.request("POST", "/v1/devices/link-codes"), "link_code", "link code answer", 200);

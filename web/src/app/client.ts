@@ -13,7 +13,9 @@ import { ProtocolAddress } from "../protocol/address.js";
 import { fromHex, systemRandom } from "../protocol/bytes.js";
 import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo, type Envelope } from "./api.js";
 import { decodeContent, encodeContent, u64 } from "./content.js";
+import * as archive from "./archive.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
+import { LinkError } from "./linking.js";
 import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyChange } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
@@ -24,7 +26,7 @@ import {
 } from "./model.js";
 import { Outbox } from "./outbox.js";
 import {
-  ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role,
+  ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
@@ -120,6 +122,73 @@ export class Client {
     const account: AccountRecord = { ...credentials, server: api.server, username };
     await store.transaction(() => store.putJson("account", account));
     return new Client(store, account, clock);
+  }
+
+  /**
+   * Join the account a provisioning message names as a new device of it (this browser):
+   * a store under `password` with the account's identity key pair and new device keys,
+   * the link code spent at the relay, the contacts (keys, trust) and groups taken over,
+   * then the one-time archive of the conversations replayed with `progress` (mirrors
+   * cipherpost.client.devices._join). The archive resumes on the next unlock if the
+   * page is closed meanwhile.
+   * @throws LinkError a malformed message. @throws RelayError the link code was refused.
+   */
+  static async link(kv: Kv, server: string, password: string, message: ProvisionMessage,
+    options: ClientOptions & { progress?: (done: number, total: number) => void } = {}): Promise<Client> {
+    if (password.length < 8) throw new RangeError("choose a password of at least 8 characters");
+    let identity: IdentityKeyPair;
+    try {
+      identity = IdentityKeyPair.deserialize(message.identityKeyPair);
+    } catch {
+      throw new LinkError("the provisioning message is malformed");
+    }
+    const clock = options.clock ?? Date.now;
+    const api = new RelayApi(server);
+    const store = await DeviceStore.create(kv, password, options.argon2 ?? DEFAULT_PARAMS);
+    const body = await store.transaction(() => newDeviceBody(store, identity, newRegistrationId(), clock(),
+      options.keys ?? DEFAULT_POLICY));
+    const credentials = await api.linkDevice({ ...body, link_code: message.linkCode, name: "browser" });
+    if (credentials.accountId !== message.accountId) throw new LinkError("the link code joined another account than announced");
+    const account: AccountRecord = { ...credentials, server: api.server, username: message.username };
+    await store.transaction(async () => {
+      await store.putJson("account", account);
+      for (const contact of message.contacts) {
+        if (contact.accountId === account.accountId || contact.identityKey.length !== 33) continue;
+        await store.putJson(`trust:${contact.accountId}`,
+          { key: hex(contact.identityKey), verified: contact.verified, changed: contact.sendBlocked });
+        if (contact.username !== "") {
+          const existing = await store.getJson<Contact>(`contact:${contact.accountId}`);
+          await store.putJson(`contact:${contact.accountId}`,
+            { ...(existing ?? { accountId: contact.accountId, lastAt: 0, lastText: "", unread: 0 }), username: contact.username });
+        }
+      }
+      for (const state of message.groupStates) {
+        try {
+          const group = Group.fromBytes(state);
+          await store.putJson(`group:${hex(group.id)}`, hex(group.stateBytes));
+          await store.putJson(`contact:${group.conversation}`,
+            { accountId: group.conversation, username: group.title || "Group", lastAt: 0, lastText: "", unread: 0 });
+        } catch {
+          // a malformed state is skipped, as in the SDK
+        }
+      }
+    });
+    const client = new Client(store, account, clock);
+    if (message.archive !== undefined) {
+      await archive.keep(store, message.archive);
+      try {
+        await client.takeArchive(options.progress);
+      } catch (error) {
+        // kept: the next unlock resumes where this stopped
+        console.warn("cipherpost: the history archive is not complete yet:", (error as Error).name);
+      }
+    }
+    return client;
+  }
+
+  /** Replay what is left of the archive this device was linked with (progress: events). */
+  async takeArchive(progress?: (done: number, total: number) => void): Promise<number> {
+    return archive.receive(this.api, this.store, this.clock(), progress);
   }
 
   /**

@@ -8,7 +8,7 @@
  * sees the mailbox and ciphertext.
  */
 
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 
@@ -16,7 +16,7 @@ import { fromHex, systemRandom, utf8 } from "../protocol/bytes.js";
 import { KeyPair, PublicKey } from "../protocol/keys.js";
 import { checkServerUrl } from "./api.js";
 import {
-  ProvisionEnvelopeSchema, ProvisionMessage_ContactSchema, ProvisionMessageSchema,
+  ProvisionEnvelopeSchema, ProvisionMessage_ContactSchema, ProvisionMessageSchema, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { Client } from "./client.js";
 import type { Contact } from "./model.js";
@@ -62,6 +62,49 @@ export function parseLinkUri(uri: string): LinkRequest {
     throw new LinkError("the link code is incomplete or damaged");
   }
   return request;
+}
+
+function b64url(data: Uint8Array): string {
+  return btoa(String.fromCharCode(...data)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** The URI a new device shows (as text or a QR code) for an existing device to read. */
+export function linkUri(request: LinkRequest): string {
+  const query = new URLSearchParams({ v: String(LINK_VERSION), s: request.server, a: request.address,
+    k: b64url(request.publicKey), x: b64url(request.secret) });
+  return `cipherpost://link?${query.toString()}`;
+}
+
+/** A link request for `address` on `server`, with the private key that opens what arrives. */
+export function newLinkRequest(server: string, address: string): { request: LinkRequest; privateKey: KeyPair } {
+  const pair = KeyPair.generate(systemRandom);
+  return { request: { server, address, publicKey: pair.publicKey.serialize().slice(1), secret: systemRandom(SECRET_BYTES) },
+    privateKey: pair };
+}
+
+/**
+ * Decrypt what arrived in our mailbox.
+ * @throws LinkError malformed, another version, or not encrypted to this request.
+ */
+export async function openEnvelope(request: LinkRequest, pair: KeyPair, data: Uint8Array): Promise<ProvisionMessage> {
+  try {
+    const envelope = fromBinary(ProvisionEnvelopeSchema, data);
+    if (envelope.version !== LINK_VERSION || envelope.publicKey.length !== 32) {
+      throw new LinkError("an unsupported provisioning message");
+    }
+    const shared = pair.privateKey.agree(PublicKey.deserialize(Uint8Array.of(0x05, ...envelope.publicKey)));
+    const okm = hkdf(sha256, shared, request.secret, utf8(INFO + request.address), 44);
+    const key = await crypto.subtle.importKey("raw", okm.slice(0, 32), "AES-GCM", false, ["decrypt"]);
+    const plaintext = new Uint8Array(await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: okm.slice(32), additionalData: utf8(request.address) as Uint8Array<ArrayBuffer> }, key,
+      envelope.ciphertext as Uint8Array<ArrayBuffer>));
+    okm.fill(0);
+    shared.fill(0);
+    return fromBinary(ProvisionMessageSchema, plaintext);
+  } catch (error) {
+    if (error instanceof LinkError) throw error;
+    throw new LinkError("the provisioning message does not open with this link code");
+  }
 }
 
 /** Encrypt a serialized ProvisionMessage to the device that showed `request`. */

@@ -5,14 +5,14 @@
  */
 
 import { Client } from "../app/client.js";
-import { RelayError, RelayUnavailable, type DeviceInfo } from "../app/api.js";
+import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo } from "../app/api.js";
 import { AttachmentError } from "../app/attachments.js";
 import type { AttachmentInfo, ClientEvent, Contact, StoredMessage } from "../app/model.js";
 import { IdentityNotTrusted } from "../app/outbox.js";
 import { WrongKey } from "../app/store/crypto.js";
 import { DeviceStore } from "../app/store/device.js";
 import { IdbKv } from "../app/store/kv.js";
-import { LinkError, provision } from "../app/linking.js";
+import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 
 const DB_NAME = "cipherpost";
@@ -114,10 +114,93 @@ function signUp(): void {
   submit, error);
   replace(root, h("div", { class: "card", "data-testid": "signup" },
     h("h1", {}, "Create your Cipherpost account"),
+    h("p", { class: "hint" }, "Already use Cipherpost on another device? ",
+      h("a", { href: "#link", "data-testid": "start-link", onclick: (event: Event) => {
+        event.preventDefault();
+        linkThisBrowser();
+      } }, "Link this browser to your account"), "."),
     h("p", { class: "hint" }, "Your keys are made in this browser and never leave it. The password unlocks them "
       + "here; it is never sent anywhere and cannot be recovered."),
     form));
   username.focus();
+}
+
+/**
+ * This browser as a new device of an existing account: show a link code for the other
+ * device to read (paste it there on the Devices page, or `cipherpost link`), wait for
+ * its provisioning message, then join and replay the conversations it sent.
+ */
+function linkThisBrowser(): void {
+  const password = h("input", { id: "password", type: "password", autocomplete: "new-password", required: true,
+    minlength: "8", "data-testid": "link-password" });
+  const confirm = h("input", { id: "confirm", type: "password", autocomplete: "new-password", required: true,
+    "data-testid": "link-confirm" });
+  const server = h("input", { id: "server", type: "url", required: true, value: defaultServer(),
+    "data-testid": "link-server", autocomplete: "off" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
+  const status = h("div", { "data-testid": "link-status" });
+  const submit = h("button", { type: "submit", "data-testid": "link-start" }, "Show link code");
+  const form = h("form", {
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      if (password.value !== confirm.value) {
+        error.textContent = "The passwords differ.";
+        return;
+      }
+      if (password.value.length < 8) {
+        error.textContent = "Choose a password of at least 8 characters.";
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const api = new RelayApi(server.value.trim());
+        const address = await api.openMailbox();
+        const { request, privateKey } = newLinkRequest(api.server, address);
+        const uri = linkUri(request);
+        replace(status, h("p", {}, "On your other device, open Devices → Link a new device and paste this code:"),
+          h("code", { class: "digest", "data-testid": "link-uri" }, uri),
+          h("p", { class: "hint", "data-testid": "link-waiting" }, "Waiting for your other device…"));
+        let sealed: Uint8Array | undefined;
+        const deadline = Date.now() + 10 * 60_000;
+        while (sealed === undefined && Date.now() < deadline) {
+          sealed = await api.requestBytes("GET", `/v1/provisioning/${address}?wait=25`, false, 1024 * 1024, 35_000);
+        }
+        if (sealed === undefined) throw new LinkError("no device sent the link in time: start again");
+        const message = await openEnvelope(request, privateKey, sealed);
+        const progress = h("progress", { max: "1", value: "0", "data-testid": "link-progress" });
+        const count = h("span", { "data-testid": "link-count" }, "");
+        replace(status, h("p", {}, "Linked. Loading your conversations…"), progress, count);
+        const kv = await IdbKv.open(DB_NAME);
+        const client = await Client.link(kv, api.server, password.value, message, {
+          progress: (done, total) => {
+            progress.max = Math.max(total, 1);
+            progress.value = done;
+            count.textContent = ` ${done} / ${total}`;
+            progress.dataset.done = String(done >= total);
+          },
+        });
+        password.value = confirm.value = "";
+        await enter(client);
+      } catch (e) {
+        await IdbKv.destroy(DB_NAME).catch(() => undefined);
+        error.textContent = describe(e);
+        submit.disabled = false;
+      }
+    },
+  },
+  h("label", { for: "password" }, "Password for this browser"), password,
+  h("label", { for: "confirm" }, "Password again"), confirm,
+  h("details", { class: "advanced" }, h("summary", {}, "Server"), h("label", { for: "server" }, "Cipherpost server"), server),
+  submit, error);
+  replace(root, h("div", { class: "card", "data-testid": "link" },
+    h("h1", {}, "Link this browser"),
+    h("p", { class: "hint" }, "This browser becomes another device of your account: your other device sends it "
+      + "your identity key, contacts and conversations, encrypted to this page only."),
+    form, status,
+    h("p", { class: "hint" }, h("a", { href: "#", onclick: (event: Event) => { event.preventDefault(); signUp(); } },
+      "Create a new account instead"))));
+  password.focus();
 }
 
 function unlock(): void {
@@ -161,6 +244,7 @@ async function enter(client: Client): Promise<void> {
     }
   });
   client.start();
+  void client.takeArchive().then((n) => (n > 0 ? render() : undefined)).catch(() => undefined);
   setInterval(() => void client.expireMessages().catch(() => undefined), 1000);
   await render();
 }

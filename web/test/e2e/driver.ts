@@ -10,7 +10,7 @@
  * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, messages, problems, screenshot {path}, close.
  */
 
@@ -185,6 +185,27 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.locator("[data-testid=message]").filter({ hasText: String(c.text) }).first()
         .waitFor({ state: "detached", timeout: Number(c.timeout ?? TIMEOUT) });
       return {};
+    }
+    case "watch_progress": {
+      // records every text the link progress counter shows (it is gone once the inbox opens)
+      await page.evaluate(() => {
+        const seen: string[] = [];
+        (window as unknown as { linkProgress: string[] }).linkProgress = seen;
+        new MutationObserver(() => {
+          const text = document.querySelector("[data-testid=link-count]")?.textContent;
+          if (text && seen[seen.length - 1] !== text) seen.push(text.trim());
+        }).observe(document.body, { subtree: true, childList: true, characterData: true });
+      });
+      return {};
+    }
+    case "progress_seen": {
+      return { seen: await page.evaluate(() => (window as unknown as { linkProgress?: string[] }).linkProgress ?? []) };
+    }
+    case "wait_inbox": {
+      const started = performance.now();
+      await page.getByTestId("inbox").waitFor({ timeout: Number(c.timeout ?? TIMEOUT) });
+      await page.locator("[data-testid=connection][data-online=true]").waitFor();
+      return { ms: Math.round(performance.now() - started) };
     }
     case "safety_digits": {
       return { digits: await page.getByTestId("safety-digits").getAttribute("data-digits") };
