@@ -379,3 +379,17 @@ def test_admin_tables_show_user_text_as_written(settings: Settings,
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
     assert "[bold red]phone[/]" in result.stdout
+
+
+def test_the_report_counts_users_data_requests(settings: Settings, client: TestClient) -> None:
+    run = Admin(settings)
+    alice = register(client, "alice")
+    bob = register(client, "bob")
+    assert client.get("/v1/accounts/me/export", headers=alice.headers).status_code == 200
+    assert client.delete("/v1/history", headers=bob.headers).status_code == 204
+    root = run("operators", "bootstrap", "root")["token"]
+    result = CliRunner().invoke(cli, ["transparency-report", "--format", "json"],
+                                env={**run.env, "CIPHERPOST_ADMIN_TOKEN": root})
+    report = json.loads(result.stdout)
+    assert report["data_requests"] == {"account_exported": 1, "history_cleared": 1}
+    assert report["audit_log"]["verified"] is True

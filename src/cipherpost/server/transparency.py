@@ -19,7 +19,7 @@ OPERATOR_EVENTS = ("account_suspended", "account_unsuspended", "invites_created"
                    "operator_added", "operator_revoked", "retention_applied",
                    "backup_taken", "server_restored")
 #: Events of users exercising their rights over their data (if the relay records them).
-DATA_EVENTS = ("account_deleted", "account_exported", "history_deleted", "data_exported")
+DATA_EVENTS = ("account_exported", "history_cleared", "account_deleted")
 
 
 def build(conn: Connection, *, since: int, now: int) -> dict[str, Any]:

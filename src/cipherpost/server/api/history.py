@@ -117,6 +117,8 @@ async def delete_entry(event_id: str, relay: RelayDep, device: DeviceDep) -> Non
                summary="Turn server history off: delete everything stored")
 async def clear(relay: RelayDep, device: DeviceDep) -> None:
     await store.clear_history(relay.storage, device.account_id)
+    await relay.storage.record_event(device.account_id, device.device_id, "history_cleared",
+                                     relay.now_ms())
 
 
 # -- recovery ---------------------------------------------------------------------------

@@ -128,6 +128,9 @@ async def export(relay: RelayDep, device: DeviceDep) -> Response:
     out = await _dashboard(relay, device.account_id, 100_000)
     body = {"format": "cipherpost-server-data", "version": 1, "exported_at": relay.now_ms(),
             **out.model_dump()}
+    # Counted in the operators' transparency report (docs/operations.md).
+    await relay.storage.record_event(device.account_id, device.device_id, "account_exported",
+                                     relay.now_ms())
     return Response(json.dumps(body, indent=2, sort_keys=True).encode(),
                     media_type="application/json",
                     headers={"Content-Disposition":

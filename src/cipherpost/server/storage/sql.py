@@ -293,6 +293,14 @@ class Storage:
         return True
 
     @writes
+    def record_event(self, account_id: str, device_id: int | None, event: str,
+                     now: int) -> None:
+        """Add an entry to the audit log (a request that changes nothing stored, such as
+        a data export, which the transparency report counts)."""
+        with self._tx(self.db.writer) as conn:
+            _audit(conn, now, account_id, device_id, event)
+
+    @writes
     def touch_device(self, account_id: str, device_id: int, now: int) -> None:
         """Record that the device was used (see ``Relay.seen``)."""
         with self._tx(self.db.writer) as conn:
