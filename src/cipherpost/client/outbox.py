@@ -172,8 +172,9 @@ class Outbox:
         if profile_key is None:
             return None
         try:
-            certificate = await sealed.sender_certificate(self.store, self._now(),
-                                                          self.api.sender_certificate)
+            certificate = await sealed.sender_certificate(
+                self.store, self._now(), self.api.sender_certificate,
+                account=self.account_id, device=self.device_id)
         except (sealed.SealedError, RelayError, RelayUnavailable) as exc:
             log.info("no sender certificate (%s): sending identified", type(exc).__name__)
             return None

@@ -146,23 +146,29 @@ def mark_access_key_registered(store: Store) -> None:
 
 
 async def sender_certificate(store: Store, now_ms: int,
-                             fetch: Callable[[], Awaitable[bytes]]) -> SenderCertificate:
+                             fetch: Callable[[], Awaitable[bytes]], *, account: str,
+                             device: int) -> SenderCertificate:
     """Our sender certificate: the cached one while more than ``REFRESH_BEFORE_MS`` of it
     is left, else a new one from the relay (``fetch``), checked against the pinned root.
 
     Raises:
-        SealedError: the relay's certificate does not validate against the pinned root or
-            names another device than ours.
+        SealedError: the relay's certificate does not validate against the pinned root,
+            or names another account, device or identity key than ours (``account``,
+            ``device``).
         RelayError, RelayUnavailable: from ``fetch``.
     """
     cached = store.get_secret(_CERTIFICATE)
     identity = store.get_identity_key_pair().public
+
+    def ours(certificate: SenderCertificate) -> bool:
+        return (certificate.identity_key == identity and certificate.sender_uuid == account
+                and certificate.sender_device_id == device)
+
     if cached is not None:
         try:
             certificate = SenderCertificate.deserialize(cached)
             # After an identity reset the cached one names the old key: fetch anew.
-            if certificate.expires - now_ms > REFRESH_BEFORE_MS \
-                    and certificate.identity_key == identity:
+            if certificate.expires - now_ms > REFRESH_BEFORE_MS and ours(certificate):
                 return certificate
         except ProtocolError:
             pass
@@ -174,9 +180,11 @@ async def sender_certificate(store: Store, now_ms: int,
         certificate.validate([root], now_ms)
     except ProtocolError as exc:
         raise SealedError(exc.kind, f"the relay's sender certificate: {exc}") from None
-    if certificate.identity_key != identity:
-        raise SealedError("invalid_certificate",
-                          "the relay's sender certificate names another identity key")
+    if not ours(certificate):
+        # Sealed under it, our messages would be opened as another device's (or another
+        # account's): the recipient would decrypt them under the wrong session.
+        raise SealedError("invalid_certificate", "the relay's sender certificate names "
+                                                 "another account, device or identity key")
     with store.relaxed_transaction():
         store.set_secret(_CERTIFICATE, certificate.serialized)
     return certificate
