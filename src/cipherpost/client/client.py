@@ -77,6 +77,9 @@ ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
 #: Messages resent when a contact could not decrypt a sealed envelope of ours, which
 #: names no message (docs/spec/sealed-sender.md).
 RECENT_RESENDS = 20
+#: Meta key prefix (+ "account.device"): the newest message resent to that device for such
+#: a request; older ones are not resent to it that way again.
+RECENT_RESENT_MARK = "recent_resent:"
 
 
 class Client:
@@ -936,11 +939,20 @@ class Client:
         if timestamp == 0:
             # A sealed envelope failed (it carries no client timestamp): resend what we
             # sent them lately; they drop the copies they hold already (spec §4).
-            recent = self.store.recent_sent(account, RECENT_RESENDS)
+            # Each message goes at most once to a device this way: a contact repeating
+            # the request gets nothing more (it cannot make us encrypt and send 20 messages
+            # per request of its own).
+            mark = f"{RECENT_RESENT_MARK}{account}.{device}"
+            since = int(self.store.get_meta(mark) or 0)
+            recent = self.store.recent_sent(account, RECENT_RESENDS, after=since)
             for sent_at, logged_content in recent:
                 await self.outbox.deliver(account, Content.FromString(logged_content),
                                           sent_at, only_device=device)
-            return [] if recent else [ev.ResendUnavailable(account, device, timestamp)]
+            if not recent:
+                return [ev.ResendUnavailable(account, device, timestamp)]
+            with self.store.relaxed_transaction():
+                self.store.set_meta(mark, str(recent[-1][0]))
+            return []
         # A 1:1 message to them, or a group message that went to them (never one sent
         # before they joined); a group message goes again over the 1:1 session.
         logged = self.store.find_sent(account, timestamp) \

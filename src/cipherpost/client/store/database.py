@@ -855,12 +855,13 @@ class Store:
             return None
         return self._open("resend_log", f"{destination}|{timestamp}", row[0])
 
-    def recent_sent(self, destination: str, limit: int) -> list[tuple[int, bytes]]:
-        """The newest ``limit`` messages logged for a 1:1 ``destination``, oldest first,
-        as (timestamp, content)."""
+    def recent_sent(self, destination: str, limit: int,
+                    after: int = 0) -> list[tuple[int, bytes]]:
+        """The newest ``limit`` messages logged for a 1:1 ``destination`` with a timestamp
+        above ``after``, oldest first, as (timestamp, content)."""
         rows = self._db.execute(
-            "SELECT timestamp, value FROM resend_log WHERE destination = ? "
-            "ORDER BY timestamp DESC LIMIT ?", (destination, limit)).fetchall()
+            "SELECT timestamp, value FROM resend_log WHERE destination = ? AND timestamp > ? "
+            "ORDER BY timestamp DESC LIMIT ?", (destination, after, limit)).fetchall()
         return [(int(t), self._open("resend_log", f"{destination}|{t}", v))
                 for t, v in reversed(rows)]
 
