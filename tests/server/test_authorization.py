@@ -25,7 +25,11 @@ PUBLIC = {("POST", "/v1/accounts"), ("POST", "/v1/devices"), ("GET", "/healthz")
           ("POST", "/v1/recovery/passphrase/open"),
           ("POST", "/v1/recovery/passphrase/devices"),
           # Registration lock: proof of the recovery secret in the body is the credential.
-          ("POST", "/v1/accounts/reregister")}
+          ("POST", "/v1/accounts/reregister"),
+          # Sealed sender: the public trust root, pinned before an account exists, and
+          # sealed sends, authorised by the recipient's unidentified-access key instead of
+          # a device token (test_sealed_sender.py checks that key).
+          ("GET", "/v1/certificates/trust-root"), ("PUT", "/v1/sealed/{account_id}")}
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:
