@@ -5,10 +5,13 @@ made for another device, or a sealed envelope posing as one of our devices may d
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sqlite3
 import uuid
 from pathlib import Path
+
+import httpx
 
 from cipherpost.client import Client, sealed
 from cipherpost.client import content as codec
@@ -175,3 +178,41 @@ def test_a_relay_cannot_pose_as_one_of_our_devices_in_a_sealed_envelope(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_a_contact_spending_the_sealed_budget_does_not_stop_mail(tmp_path: Path) -> None:
+    """R3: the recipient's sealed budget can be spent by anyone holding its access key
+    (every contact and group co-member learns the profile key). Once it is spent, sealed
+    sends get 429; the SDK then sends identified (budgets per sender pair) instead of
+    failing, so a co-member cannot stop an account's incoming mail."""
+    (tmp_path / "relay").mkdir()
+    server = ThreadedRelay(tmp_path / "relay", rate_sealed_per_recipient="3/0.001")
+    server.start()
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, server)
+        try:
+            alice, bob = await _contacts(devices)
+            profile_key = sealed.known_own_profile_key(bob.store)
+            assert profile_key is not None
+            header = {"Unidentified-Access-Key": base64.b64encode(
+                sealed.access_key(profile_key)).decode()}
+            junk = {"messages": [{"device_id": 1, "registration_id": 0, "content": "AA=="}]}
+            statuses = []
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                for _ in range(5):
+                    answer = await http.put(f"/v1/sealed/{bob.account_id}", json=junk,
+                                            headers=header)
+                    statuses.append(answer.status_code)
+            assert statuses[-1] == 429
+            await alice.send_text("bob", "through anyway")
+            assert _queued_for(tmp_path, bob)[0][:2] == (alice.account_id, 1)
+            assert [e.text for e in await bob.receive() if isinstance(e, ev.Message)] == \
+                ["through anyway"]
+        finally:
+            await devices.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()

@@ -3,7 +3,8 @@ on the relay's 409/410 answers (docs/spec/README.md §5); group messages on send
 (docs/spec/groups.md). To a contact whose profile key we hold, the ciphertexts go sealed
 (docs/spec/sealed-sender.md), falling back to an identified send of the same ciphertexts
 when the relay refuses the sealed one (401: a stale access key, 403: a device that cannot
-open sealed envelopes) or no sender certificate can be had.
+open sealed envelopes, 429: the recipient's sealed budget is spent) or no sender
+certificate can be had.
 
 Every encryption commits the advanced sessions before the request leaves, so a message key
 is never used twice even when a request fails and is retried.
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 #: After a 403 (a device that cannot open sealed envelopes), sends to that account stay
 #: identified this long (seconds) before sealed is tried again.
 IDENTIFIED_AFTER_REFUSAL = 3600.0
+#: After a 429 on a sealed send, sends to that account stay identified this long (s).
+IDENTIFIED_AFTER_LIMIT = 60.0
 
 
 class Outbox:
@@ -156,6 +159,13 @@ class Outbox:
                 elif exc.status == 403:
                     self._identified_until[account] = \
                         time.monotonic() + IDENTIFIED_AFTER_REFUSAL
+                elif exc.status == 429:
+                    # The recipient's sealed budget is spent, maybe by someone who holds
+                    # its access key (any group co-member) to stop its mail: identified
+                    # sends have budgets per sender, which no one else can spend. The
+                    # relay learns the sender, as it could have by refusing with 401.
+                    self._identified_until[account] = \
+                        time.monotonic() + IDENTIFIED_AFTER_LIMIT
                 else:
                     raise
                 log.info("sealed send refused (%d): sending identified", exc.status)
