@@ -393,3 +393,27 @@ def test_the_report_counts_users_data_requests(settings: Settings, client: TestC
     report = json.loads(result.stdout)
     assert report["data_requests"] == {"account_exported": 1, "history_cleared": 1}
     assert report["audit_log"]["verified"] is True
+
+
+
+def test_auditors_commands_write_nothing(settings: Settings, client: TestClient,
+                                         tmp_path: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor's commands do not migrate (they may run on a read-only database); on a
+    database that is no relay's they say so."""
+    run = Admin(settings)
+    register(client, "alice")
+    root = run("operators", "bootstrap", "root")["token"]
+    auditor = run("operators", "add", "eve", "--role", "auditor", token=root)["token"]
+
+    def no_migration(_self: Database) -> None:
+        raise AssertionError("an auditor's command migrated the database")
+
+    monkeypatch.setattr(Database, "migrate", no_migration)
+    assert [a["username"] for a in run("accounts", "list", token=auditor)] == ["alice"]
+    assert run("audit", "verify", token=auditor)["ok"]
+    assert run("metrics", "--no-live", token=auditor)["database"]["accounts"] == 1
+    empty = Admin(dataclasses.replace(settings,
+                                      database_url=f"sqlite:///{tmp_path}/none.db"))
+    failed = empty("accounts", "list", token=auditor, code=1)
+    assert "set it up" in failed.stderr

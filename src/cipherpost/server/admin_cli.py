@@ -35,6 +35,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import httpx
+import sqlalchemy.exc
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -65,11 +66,15 @@ class Context:
 
     @property
     def db(self) -> Database:
+        """The relay's database. Only admins' commands migrate it (``operators
+        bootstrap`` and ``operator("admin")``): an auditor's may run on a read-only copy."""
         if self._db is None:
             self._db = Database(self.settings.database_url,
                                 sqlite_synchronous=self.settings.sqlite_synchronous)
-            self._db.migrate()
         return self._db
+
+    def migrate(self) -> None:
+        self.db.migrate()
 
     def close(self) -> None:
         if self._db is not None:
@@ -80,6 +85,8 @@ class Context:
         if not self.token:
             _fail("an operator token is needed: set CIPHERPOST_ADMIN_TOKEN (or --token)",
                   EXIT_DENIED)
+        if role == "admin":
+            self.migrate()
         with self.db.reader.connect() as conn:
             found = admin.operator_for_token(conn, hash_token(self.token))
         if found is None:
@@ -156,6 +163,9 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(ctx, *args, **kwargs)
         except (admin.AdminError, backups.BackupError, ValueError, OSError) as exc:
             _fail(str(exc))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
+            _fail(f"the database cannot be read as a relay's ({type(exc.orig).__name__}): "
+                  "is database_url right, and has the relay (or an admin command) set it up?")
         finally:
             ctx.close()
     return run
@@ -195,6 +205,7 @@ def operators_bootstrap(ctx: Context, name: str) -> None:
     """Create the first admin (only while there is no active operator; needs the
     database itself, i.e. the relay's host). Prints its token once."""
     token, token_hash = new_token()
+    ctx.migrate()
     with ctx.db.writer.begin() as conn:
         if admin.active_operators(conn):
             _fail("operators exist: an admin adds more with `operators add`", EXIT_DENIED)
