@@ -10,6 +10,11 @@ start with mode 0600. Several relay processes share it: it is created by a hard 
 a finished temporary file, so a process that loses the race reads the winner's. The
 root's private key may be taken out of the file (kept offline): the relay then still
 issues sender certificates, and only :func:`rotate_server_key` needs the root back.
+
+A rotation does not make the old server certificate invalid: clients accept whatever
+server certificate the root signed. After a leak of the server key, rotate with
+``revoke_old``: the old key id joins ``revoked_server_key_ids``, which the relay serves
+with the trust root and clients refuse from then on (review 2026-11-29-sealed-ops, R4).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class KeyChain:
     trust_root: PublicKey
     server_certificate: ServerCertificate
     server_key: PrivateKey = field(repr=False)
+    #: Server key ids whose certificates clients must refuse (leaked keys).
+    revoked_key_ids: frozenset[int] = frozenset()
 
     def issue(self, account_id: str, device_id: int, identity_key: PublicKey,
               expires_ms: int) -> SenderCertificate:
@@ -74,10 +81,12 @@ def load_or_create(path: str | os.PathLike[str]) -> KeyChain:
     return _load(target)
 
 
-def rotate_server_key(path: str | os.PathLike[str]) -> KeyChain:
+def rotate_server_key(path: str | os.PathLike[str], *, revoke_old: bool = False) -> KeyChain:
     """Replace the server key and certificate (next key id) under the same root. Clients
-    keep their pinned root; certificates issued before stay valid until they expire.
-    Every relay process must be restarted to pick the new key up.
+    keep their pinned root; certificates issued before stay valid until they expire,
+    unless ``revoke_old`` (the old key leaked): then its id is revoked, and clients that
+    learned it refuse every certificate under it. Every relay process must be restarted
+    to pick the new key up.
 
     Raises:
         KeyChainError: no key file, or its root private key was taken out.
@@ -99,19 +108,24 @@ def rotate_server_key(path: str | os.PathLike[str]) -> KeyChain:
     certificate = ServerCertificate.create(key_id, server.public_key(), root,
                                            rng=secrets.token_bytes)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
-    _write_private(temporary, _document(chain.trust_root, root, certificate, server))
+    revoked = chain.revoked_key_ids | (
+        {chain.server_certificate.key_id} if revoke_old else set())
+    _write_private(temporary, _document(chain.trust_root, root, certificate, server,
+                                        revoked))
     os.replace(temporary, target)
     return _load(target)
 
 
 def _document(root_public: PublicKey, root: PrivateKey | None,
-              certificate: ServerCertificate, server: PrivateKey) -> dict[str, Any]:
+              certificate: ServerCertificate, server: PrivateKey,
+              revoked: frozenset[int] = frozenset()) -> dict[str, Any]:
     document: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "trust_root_public": _b64(root_public.serialize()),
         "server_key_id": certificate.key_id,
         "server_certificate": _b64(certificate.serialized),
         "server_key": _b64(server.serialize()),
+        "revoked_server_key_ids": sorted(revoked),
     }
     if root is not None:
         document["trust_root_private"] = _b64(root.serialize())
@@ -164,7 +178,14 @@ def _load(path: Path) -> KeyChain:
         raise KeyChainError(f"{path}: the server certificate is not signed by the trust root")
     if certificate.key != server.public_key():
         raise KeyChainError(f"{path}: the server key does not match its certificate")
-    return KeyChain(root, certificate, server)
+    revoked = data.get("revoked_server_key_ids", [])  # absent in files before R4
+    if not isinstance(revoked, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 0xFFFFFFFF
+            for i in revoked):
+        raise KeyChainError(f"{path}: revoked_server_key_ids must list key ids (u32)")
+    if certificate.key_id in revoked:
+        raise KeyChainError(f"{path}: the current server key id is revoked: rotate")
+    return KeyChain(root, certificate, server, frozenset(revoked))
 
 
 def _b64(data: bytes) -> str:
@@ -188,16 +209,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cipherpost.server.key_chain",
                                      description="The relay's sealed-sender key chain.")
     parser.add_argument("command", choices=("show", "rotate"))
+    parser.add_argument("--revoke-old", action="store_true",
+                        help="rotate: the old server key leaked; clients refuse it from "
+                             "now on")
     parser.add_argument("file", nargs="?", help="the key file (else from the settings: "
                                                 "sealed_sender_keys)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         path = Path(args.file) if args.file else sealed_sender_key_file(Settings.load())
-        chain = rotate_server_key(path) if args.command == "rotate" else _load(path)
+        chain = rotate_server_key(path, revoke_old=args.revoke_old) \
+            if args.command == "rotate" else _load(path)
     except (OSError, ValueError, KeyChainError) as exc:
         sys.exit(f"key_chain: {exc}")
     print(f"trust root: {_b64(chain.trust_root.serialize())}")
     print(f"server key id: {chain.server_certificate.key_id}")
+    if chain.revoked_key_ids:
+        print("revoked server key ids: "
+              + ", ".join(str(i) for i in sorted(chain.revoked_key_ids)))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class TrustRootOut(BaseModel):
     trust_root: str = Field(description="base64 serialized Curve25519 public key (33 "
                                         "bytes) that signs the server certificates")
     server_key_id: int
+    revoked_server_key_ids: list[int] = Field(
+        description="server key ids whose certificates clients must refuse (leaked keys)")
 
 
 class SenderCertificateOut(BaseModel):
@@ -82,7 +84,8 @@ def _chain(relay: Relay) -> KeyChain:
 async def trust_root(relay: RelayDep) -> TrustRootOut:
     chain = _chain(relay)
     return TrustRootOut(trust_root=b64(chain.trust_root.serialize()),
-                        server_key_id=chain.server_certificate.key_id)
+                        server_key_id=chain.server_certificate.key_id,
+                        revoked_server_key_ids=sorted(chain.revoked_key_ids))
 
 
 @router.get("/v1/certificates/sender",
