@@ -27,6 +27,7 @@ from cipherpost.client.store.database import Store
 from cipherpost.protocol import (
     IdentityKeyPair,
     ProtocolAddress,
+    PublicKey,
     encrypt,
     process_prekey_bundle,
 )
@@ -216,3 +217,60 @@ def test_a_contact_spending_the_sealed_budget_does_not_stop_mail(tmp_path: Path)
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_certificates_under_a_revoked_server_key_are_refused(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """R4: after a leak of the server key the operator rotates with ``--revoke-old``, and
+    the relay lists the old key id with its trust root. A device that fetched the list
+    refuses sealed envelopes whose certificate that key signed (whatever their expiry),
+    sends identified while its own certificate is under it, and never forgets the
+    revocation when a later list leaves it out."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await _contacts(devices)
+            leaked = key_chain.load_or_create(sealed_sender_key_file(relay.settings))
+            root = leaked.trust_root
+            served: list[int] = [leaked.server_certificate.key_id]
+
+            async def revocations() -> tuple[PublicKey, list[int]]:
+                return root, served
+
+            # The relay's real answer lists nothing yet.
+            assert (await bob.api.certificate_revocations()) == (root, [])
+            for client in (alice, bob):
+                client.api.certificate_revocations = revocations  # type: ignore[method-assign]
+            async def check_now(client: Client) -> None:  # not waiting for the hour
+                with client.store.transaction():
+                    client.store.set_meta("revoked_server_key_ids_checked", "0")
+                await client.sealed_sender_upkeep()
+
+            await check_now(bob)
+            assert sealed.revoked_key_ids(bob.store) == {1}
+            # A forged certificate under the leaked key, valid for a year: refused.
+            forged = leaked.issue(alice.account_id, 1, alice.store.get_identity_key_pair().public,
+                                  alice._now() + 365 * DAY_MS)
+            with alice.store.transaction():
+                alice.store.set_secret("sender_certificate", forged.serialized)
+            await alice.send_text("bob", "under the leaked key")
+            got = await bob.receive()
+            assert [(type(e), getattr(e, "kind", "")) for e in got] == \
+                [(ev.SealedRejected, "invalid_certificate")]
+            # Alice learns it: her certificate (the relay still issues under key 1 until
+            # it restarts) is refused, and she sends identified.
+            with alice.store.transaction():
+                sealed.forget_sender_certificate(alice.store)
+            await check_now(alice)
+            await alice.send_text("bob", "identified now")
+            assert _queued_for(tmp_path, bob)[0][:2] == (alice.account_id, 1)
+            assert [e.text for e in await bob.receive() if isinstance(e, ev.Message)] == \
+                ["identified now"]
+            # A later list without the id does not take the revocation back.
+            served.clear()
+            await check_now(bob)
+            assert sealed.revoked_key_ids(bob.store) == {1}
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -317,6 +317,19 @@ class RelayApi:
         data = await self.request("GET", "/v1/certificates/trust-root", auth=False)
         return PublicKey.deserialize(_key_bytes(data, "trust_root"))
 
+    async def certificate_revocations(self) -> tuple[PublicKey, list[int]]:
+        """The relay's trust root and the server key ids it revoked (leaked keys: their
+        certificates are refused). Ids that are not u32 integers are left out.
+
+        Raises:
+            ProtocolError: a malformed key in the answer.
+        """
+        data = await self.request("GET", "/v1/certificates/trust-root", auth=False)
+        ids = data.get("revoked_server_key_ids") if isinstance(data, dict) else None
+        revoked = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)
+                   and 0 <= i <= 0xFFFFFFFF] if isinstance(ids, list) else []
+        return PublicKey.deserialize(_key_bytes(data, "trust_root")), revoked
+
     async def sender_certificate(self) -> bytes:
         """A fresh sender certificate for this device (serialized)."""
         return _key_bytes(await self.request("GET", "/v1/certificates/sender"), "certificate")

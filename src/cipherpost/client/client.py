@@ -253,7 +253,8 @@ class Client:
 
     async def sealed_sender_upkeep(self) -> None:
         """Pin the relay's trust root if none is (a store from before sealed sender: trust
-        on first use), and register the account's unidentified-access key, which also
+        on first use), fetch the server key ids the relay revoked (hourly), and register
+        the account's unidentified-access key, which also
         tells the relay that this device opens sealed envelopes. A device with no profile
         key makes one (a first device, or one restored from the recovery key), except a
         linked one, which waits for the account's (provisioning message, or a copy of a
@@ -263,6 +264,13 @@ class Client:
                 root = await self.api.trust_root()
                 with self.store.transaction():
                     sealed.pin_trust_root(self.store, root)
+            if sealed.revocations_due(self.store, self._now()):
+                served, revoked = await self.api.certificate_revocations()
+                with self.store.relaxed_transaction():
+                    # A list for another root than ours says nothing about our certificates.
+                    sealed.add_revoked_key_ids(
+                        self.store, revoked if served == sealed.trust_root(self.store) else [],
+                        self._now())
             if sealed.access_key_registered(self.store):
                 return
             key = sealed.known_own_profile_key(self.store)

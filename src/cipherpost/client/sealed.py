@@ -44,6 +44,10 @@ _CERTIFICATE = "sender_certificate"
 _TRUST_ROOT = "trust_root"
 _ACCESS_KEY_SENT = "access_key_registered"
 _AWAITING = "profile_key_from_sibling"
+_REVOKED = "revoked_server_key_ids"
+_REVOKED_CHECKED = "revoked_server_key_ids_checked"
+#: How often the relay's list of revoked server key ids is fetched (ms).
+REVOCATION_CHECK_MS = 3600 * 1000
 
 
 class SealedError(Exception):
@@ -137,6 +141,33 @@ def pin_trust_root(store: Store, key: PublicKey) -> None:
     store.set_meta(_TRUST_ROOT, base64.b64encode(key.serialize()).decode("ascii"))
 
 
+def revoked_key_ids(store: Store) -> frozenset[int]:
+    """Server key ids whose certificates we refuse (the relay said they leaked)."""
+    text = store.get_meta(_REVOKED) or ""
+    return frozenset(int(i) for i in text.split(",") if i.isdigit())
+
+
+def revocations_due(store: Store, now_ms: int) -> bool:
+    """True when the relay's revoked key ids were not fetched in the last hour."""
+    checked = store.get_meta(_REVOKED_CHECKED) or ""
+    return not checked.isdigit() or now_ms - int(checked) >= REVOCATION_CHECK_MS
+
+
+def add_revoked_key_ids(store: Store, ids: list[int], now_ms: int) -> None:
+    """Remember revoked server key ids, for good (a relay cannot take a revocation back),
+    and when they were fetched."""
+    known = revoked_key_ids(store) | set(ids)
+    store.set_meta(_REVOKED, ",".join(str(i) for i in sorted(known)))
+    store.set_meta(_REVOKED_CHECKED, str(now_ms))
+
+
+def _check_not_revoked(store: Store, certificate: SenderCertificate) -> None:
+    key_id = certificate.server_certificate().key_id
+    if key_id in revoked_key_ids(store):
+        raise SealedError("invalid_certificate",
+                          f"the server key {key_id} that signed the certificate is revoked")
+
+
 def access_key_registered(store: Store) -> bool:
     return store.get_meta(_ACCESS_KEY_SENT) == "1"
 
@@ -169,8 +200,9 @@ async def sender_certificate(store: Store, now_ms: int,
             certificate = SenderCertificate.deserialize(cached)
             # After an identity reset the cached one names the old key: fetch anew.
             if certificate.expires - now_ms > REFRESH_BEFORE_MS and ours(certificate):
+                _check_not_revoked(store, certificate)
                 return certificate
-        except ProtocolError:
+        except (ProtocolError, SealedError):
             pass
     root = trust_root(store)
     if root is None:
@@ -180,6 +212,7 @@ async def sender_certificate(store: Store, now_ms: int,
         certificate.validate([root], now_ms)
     except ProtocolError as exc:
         raise SealedError(exc.kind, f"the relay's sender certificate: {exc}") from None
+    _check_not_revoked(store, certificate)
     if not ours(certificate):
         # Sealed under it, our messages would be opened as another device's (or another
         # account's): the recipient would decrypt them under the wrong session.
@@ -231,7 +264,8 @@ def open_envelope(store: Store, data: bytes, *, now_ms: int, local_account: str,
     Raises:
         SealedError: malformed or not for us (``invalid_message`` and the like), a
             certificate that fails against the pinned root or has expired
-            (``invalid_certificate``), no pinned root, or sent by this very device
+            (``invalid_certificate``, also under a revoked server key id), no pinned
+            root, or sent by this very device
             (``sealed_sender_self_send``).
     """
     root = trust_root(store)
@@ -242,6 +276,7 @@ def open_envelope(store: Store, data: bytes, *, now_ms: int, local_account: str,
         content.sender.validate([root], now_ms)
     except ProtocolError as exc:
         raise SealedError(exc.kind, str(exc)) from None
+    _check_not_revoked(store, content.sender)
     sender = content.sender
     if sender.sender_uuid == local_account and sender.sender_device_id == local_device:
         raise SealedError("sealed_sender_self_send", "a sealed message from this device")
