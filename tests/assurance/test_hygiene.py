@@ -404,6 +404,21 @@ NOT_SECRET = {
     "link_codes.c.code_hash == code_hash":
         "an SQL lookup by the SHA-256 of a link code (what is compared is the hash of a "
         "random 128-bit code, not the code)",
+    "operators.c.token_hash == token_hash":
+        "an SQL lookup by the SHA-256 of a random operator token (an index lookup in the "
+        "database, not a byte-by-byte compare in Python)",
+    "invites.c.code_hash == code_hash": "an SQL lookup by the SHA-256 of a random invite code",
+    "device_removals.c.token_hash == token_hash":
+        "an SQL lookup by the SHA-256 of a removed device's random token",
+    "two_factor_codes.c.code_hash == totp.hash_recovery_code(account_id, normalized)":
+        "an SQL lookup by the hash (salted with the account id) of a recovery code; "
+        "wrong codes are rate limited",
+    "audit_log.c.chain_hash == chain_hash": "audit-chain hashes are public integrity values",
+    "digest != bytes(row.digest)": "audit-chain verification: public integrity values",
+    "previous != bytes(row.chain_hash)": "audit-chain verification: public integrity values",
+    "head_hash != previous": "audit-chain verification: public integrity values",
+    "carried.hash_at_backup_head != backup_head":
+        "a restore matching audit-chain heads: public integrity values",
 }
 
 

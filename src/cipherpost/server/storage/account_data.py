@@ -9,6 +9,7 @@ account queued for others (they belong to their recipients' queues).
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -185,7 +186,7 @@ def recovery_unchanged(storage: Storage, account_id: str, lookup_id: bytes,
         row = conn.execute(select(recovery.c.lookup_id, recovery.c.auth_hash).where(
             recovery.c.account_id == account_id)).first()
     return row is not None and bytes(row.lookup_id) == lookup_id \
-        and bytes(row.auth_hash) == auth_hash
+        and hmac.compare_digest(bytes(row.auth_hash), auth_hash)
 
 
 @reads
@@ -197,7 +198,7 @@ def passphrase_unchanged(storage: Storage, account_id: str, salt: bytes, params:
                                   recovery_passphrase.c.verifier_hash).where(
             recovery_passphrase.c.account_id == account_id)).first()
     return row is not None and bytes(row.salt) == salt and row.params == params \
-        and bytes(row.verifier_hash) == verifier_hash
+        and hmac.compare_digest(bytes(row.verifier_hash), verifier_hash)
 
 
 @writes
