@@ -5,7 +5,9 @@ operators and spent invites stay as they are, and the audit log goes on verifyin
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +185,29 @@ def test_backup_file_and_refusals(settings: Settings, tmp_path: Path) -> None:
         with db.reader.connect() as conn:  # nothing changed
             assert conn.execute(select(accounts.c.username)).scalars().all() == ["alice"]
     finally:
+        db.dispose()
+
+
+def test_backup_file_is_private_whatever_the_umask(settings: Settings,
+                                                   tmp_path: Path) -> None:
+    """Review O1: the backup holds TOTP secrets and verifiers; it must never be readable
+    by other local users, and an existing file is never overwritten."""
+    db = _db(settings)
+    old_umask = os.umask(0o022)  # the usual umask, which made backups 0644
+    try:
+        with TestClient(create_app(settings)) as client:
+            register(client, "alice")
+        path = tmp_path / "backup.db"
+        backup(db, path, NOW, "root")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert manifest(path)["taken_at"] == NOW
+        other = tmp_path / "precious.txt"
+        other.write_bytes(b"keep me")
+        with pytest.raises(BackupError, match="exists"):
+            backup(db, other, NOW, "root")
+        assert other.read_bytes() == b"keep me"
+    finally:
+        os.umask(old_umask)
         db.dispose()
 
 

@@ -33,6 +33,7 @@ a restore refuses while a relay process has noted itself in the database in the 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -98,29 +99,49 @@ def _set_state(conn: Connection, key: str, value: str) -> None:
 def backup(db: Database, path: Path, now: int, actor: str) -> int:
     """Write a backup of ``db`` to the new file ``path``; the audit position it holds.
 
+    The file is a secret (TOTP secrets, recovery and passphrase verifiers, token
+    hashes): it is created empty, readable by its owner only (0600), before any row is
+    copied into it, and never over an existing file.
+
     Raises:
         BackupError: ``path`` exists.
     """
-    if path.exists():
-        raise BackupError(f"{path} exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with db.writer.begin() as conn:
-        seq = audit.append(conn, now, audit.SERVER, None, "backup_taken", actor=actor,
-                           details={"epoch": epoch(conn)})
-    if db.is_sqlite:
-        raw = db.reader.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute("VACUUM INTO ?", (str(path),))
-            cursor.close()
-        finally:
-            raw.close()
-    else:
-        _copy_postgres(db.reader, path)
-    with contextlib.closing(sqlite3.connect(path)) as out, out:
-        out.execute("INSERT OR REPLACE INTO server_state VALUES ('backup_taken_at', ?)",
-                    (str(now),))
+    _create_private(path)
+    try:
+        with db.writer.begin() as conn:
+            seq = audit.append(conn, now, audit.SERVER, None, "backup_taken",
+                               actor=actor, details={"epoch": epoch(conn)})
+        if db.is_sqlite:
+            raw = db.reader.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("VACUUM INTO ?", (str(path),))  # accepts an empty file
+                cursor.close()
+            finally:
+                raw.close()
+        else:
+            _copy_postgres(db.reader, path)
+        with contextlib.closing(sqlite3.connect(path)) as out, out:
+            out.execute("INSERT OR REPLACE INTO server_state VALUES "
+                        "('backup_taken_at', ?)", (str(now),))
+    except BaseException:
+        path.unlink(missing_ok=True)  # no partial copy left behind
+        raise
     return seq
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600, atomically refusing an existing file (no
+    window where another local user could open it, whatever the umask)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise BackupError(f"{path} exists") from None
+    try:
+        os.fchmod(fd, 0o600)  # the umask can only remove bits; make it exact
+    finally:
+        os.close(fd)
 
 
 def _copy_postgres(engine: Engine, path: Path) -> None:
