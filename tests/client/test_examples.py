@@ -48,8 +48,11 @@ def test_webhook_bot(tmp_path: Path, relay: ThreadedRelay) -> None:
         try:
             bot, alice = await devices.register("hookbot"), await devices.register("alice")
             await alice.send_text("hookbot", "to the webhook")
+            # webhook_bot.httpx is the httpx module: the SDK's own clients (which bring
+            # their transport) go on as they are; only the bot's webhook client is mocked.
             webhook_bot.httpx.AsyncClient = (  # type: ignore[misc]
-                lambda **kw: real_client(transport=httpx.MockTransport(hook), **kw))
+                lambda **kw: real_client(**kw) if "transport" in kw
+                else real_client(transport=httpx.MockTransport(hook), **kw))
             forwarded = await asyncio.wait_for(
                 webhook_bot.forward(bot, "http://127.0.0.1:9/hook", limit=1), timeout=60)
             assert forwarded == 1
