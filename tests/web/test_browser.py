@@ -247,8 +247,9 @@ def test_two_browser_users_unread_counts_read_receipts_and_sending_after_offline
 
     # offline: typed messages wait (kept in IndexedDB), then go out in order by themselves
     browser.do("offline", user=carol, offline=True)
-    browser.do("send", user=carol, text="typed offline 1")
-    browser.do("send", user=carol, text="typed offline 2")
+    for text in ("typed offline 1", "typed offline 2"):  # the list renders after the click
+        browser.do("send", user=carol, text=text)
+        browser.do("wait_message", user=carol, text=text, status="sending")
     waiting = [m for m in browser.do("messages", user=carol)["messages"]
                if m["text"].startswith("typed offline")]
     assert [m["status"] for m in waiting] == ["sending", "sending"]
