@@ -417,3 +417,53 @@ def test_auditors_commands_write_nothing(settings: Settings, client: TestClient,
                                       database_url=f"sqlite:///{tmp_path}/none.db"))
     failed = empty("accounts", "list", token=auditor, code=1)
     assert "set it up" in failed.stderr
+
+
+def test_the_token_is_never_taken_from_the_command_line(settings: Settings,
+                                                       client: TestClient,
+                                                       tmp_path: Any) -> None:
+    """Review O6: ``--token`` showed the operator token in the process list; it is
+    refused with the way out, and ``--token-file`` (or the environment) works."""
+    run = Admin(settings)
+    register(client, "alice")
+    root = run("operators", "bootstrap", "root")["token"]
+    refused = run("--token", root, "accounts", "list", code=2)
+    assert "--token-file" in refused.stderr and root not in refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text(root + "\n")
+    token_file.chmod(0o600)
+    listed = run("--token-file", str(token_file), "accounts", "list")
+    assert [a["username"] for a in listed] == ["alice"]
+    token_file.chmod(0o644)
+    loose = run("--token-file", str(token_file), "accounts", "list", code=0)
+    assert [a["username"] for a in loose] == ["alice"]
+    warned = run.runner.invoke(cli, ["--token-file", str(token_file), "accounts", "list"],
+                               env={**run.env, "CIPHERPOST_ADMIN_TOKEN": ""})
+    assert "readable by other users" in warned.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text("cpa_wrong")
+    wrong.chmod(0o600)
+    run("--token-file", str(wrong), "accounts", "list", code=4)
+    run("--token-file", str(tmp_path / "missing"), "accounts", "list", code=2)
+
+
+def test_the_token_is_checked_before_the_database_is_migrated(
+        settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review O7: an admin command migrated the database before checking the token, so
+    a wrong token or an auditor's could change the schema under running relays."""
+    run = Admin(settings)
+    register(client, "alice")
+    root = run("operators", "bootstrap", "root")["token"]
+    auditor = run("operators", "add", "eve", "--role", "auditor", token=root)["token"]
+    migrated: list[str] = []
+
+    def counting(_self: Database) -> None:
+        migrated.append("migrate")
+
+    monkeypatch.setattr(Database, "migrate", counting)
+    run("accounts", "suspend", "alice", token="cpa_wrong", code=4)
+    run("accounts", "suspend", "alice", token=auditor, code=4)
+    run("invites", "create", token="", code=4)
+    assert migrated == []
+    run("accounts", "suspend", "alice", token=root)
+    assert migrated == ["migrate"]

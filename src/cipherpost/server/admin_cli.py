@@ -3,9 +3,10 @@
 It works on the relay's database directly, with the relay's settings (``--config`` or
 ``CIPHERPOST_CONFIG``, then ``CIPHERPOST_*``), so it runs where the relay runs. Every
 command but ``operators bootstrap`` needs an operator token (``CIPHERPOST_ADMIN_TOKEN``,
-or ``--token``): an **auditor** may read (accounts, devices, metrics, the audit log, the
-transparency report), an **admin** may also change (suspend, invite, operators,
-retention, backup, restore). Every change is written to the tamper-evident audit log with
+``--token-file``, or typed at a prompt; never on the command line, where other local
+users see it in the process list): an **auditor** may read (accounts, devices, metrics,
+the audit log, the transparency report), an **admin** may also change (suspend, invite,
+operators, retention, backup, restore). Every change is written to the tamper-evident audit log with
 the operator's name.
 
 The roles are enforced by this command. Whoever holds the database's own credentials (the
@@ -23,6 +24,7 @@ import base64
 import functools
 import hashlib
 import json
+import os
 import re
 import secrets
 import sys
@@ -81,12 +83,16 @@ class Context:
             self._db.dispose()
 
     def operator(self, role: str) -> str:
-        """The calling operator's name; exits 4 unless the token is valid for ``role``."""
+        """The calling operator's name; exits 4 unless the token is valid for ``role``.
+
+        The token is checked before anything is written: only then, and only for an
+        admin, is the database migrated (a wrong token or an auditor changes nothing)."""
+        if not self.token and sys.stdin.isatty():
+            self.token = click.prompt("Operator token", hide_input=True, default="",
+                                      show_default=False, err=True)
         if not self.token:
-            _fail("an operator token is needed: set CIPHERPOST_ADMIN_TOKEN (or --token)",
-                  EXIT_DENIED)
-        if role == "admin":
-            self.migrate()
+            _fail("an operator token is needed: set CIPHERPOST_ADMIN_TOKEN, use "
+                  "--token-file, or run at a terminal to be asked", EXIT_DENIED)
         with self.db.reader.connect() as conn:
             found = admin.operator_for_token(conn, hash_token(self.token))
         if found is None:
@@ -94,6 +100,8 @@ class Context:
         if role == "admin" and found.role != "admin":
             _fail(f"operator {found.name!r} is an {found.role}; this needs an admin",
                   EXIT_DENIED)
+        if role == "admin":
+            self.migrate()
         return found.name
 
     def emit(self, data: Any, text: str | Table) -> None:
@@ -174,19 +182,42 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 @click.group()
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="The relay's TOML settings (else CIPHERPOST_CONFIG).")
-@click.option("--token", envvar="CIPHERPOST_ADMIN_TOKEN", default=None,
-              help="Operator token (better: CIPHERPOST_ADMIN_TOKEN).")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the operator token from this file (else CIPHERPOST_ADMIN_TOKEN, "
+                   "else asked at a terminal).")
+@click.option("--token", "token_argument", default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def cli(click_ctx: click.Context, config: str | None, token: str | None,
-        as_json: bool) -> None:
+def cli(click_ctx: click.Context, config: str | None, token_file: str | None,
+        token_argument: str | None, as_json: bool) -> None:
     """Run a Cipherpost relay: operators, accounts, invites, audit log, reports,
     backups. Works on the relay's database with the relay's settings."""
+    if token_argument is not None:
+        # Refused, not honoured: a command line is visible to every local user (ps,
+        # /proc) and lands in shell history. Saying why beats "no such option".
+        _fail("--token is not accepted (the process list shows it to other users): set "
+              "CIPHERPOST_ADMIN_TOKEN, use --token-file, or run at a terminal to be "
+              "asked; then replace this token (operators add, operators revoke)", 2)
     try:
         settings = Settings.load(config)
+        token = _read_token_file(Path(token_file)) if token_file else None
     except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
+    if token is None:
+        token = os.environ.get("CIPHERPOST_ADMIN_TOKEN") or None
     click_ctx.obj = Context(settings, token, as_json)
+
+
+def _read_token_file(path: Path) -> str:
+    """The operator token in ``path`` (its first line); a warning if others may read it."""
+    if path.stat().st_mode & 0o077:
+        err.print(f"cipherpost-admin: warning: {path} is readable by other users "
+                  "(chmod 600 it)", markup=False)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ValueError(f"{path} holds no operator token")
+    return token
 
 
 # -- operators --------------------------------------------------------------------------
