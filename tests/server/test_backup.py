@@ -341,3 +341,83 @@ def test_an_account_deleted_after_the_backup_stays_deleted(settings: Settings,
             assert client.get("/v1/usernames/alice", headers=bob.headers).status_code == 404
     finally:
         db.dispose()
+
+
+def test_a_restore_keeps_account_security_changed_since_the_backup(
+        settings: Settings, tmp_path: Path) -> None:
+    """Review O2: a restore must not bring back a reset (compromised) identity key with
+    its old-identity keys, a rotated recovery secret (the registration lock), spent 2FA
+    recovery codes or a TOTP since turned off or replaced."""
+    from sqlalchemy import delete, insert, update
+
+    from cipherpost.server.storage.schema import (
+        devices,
+        recovery,
+        recovery_passphrase,
+        signed_prekeys,
+        two_factor,
+        two_factor_codes,
+    )
+
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice")
+            laptop = link(client, alice)
+            bob = register(client, "bob")
+        a, b_id = alice.account_id, bob.account_id
+        with db.writer.begin() as conn:
+            conn.execute(insert(recovery).values(account_id=a, lookup_id=b"l" * 16,
+                                                 auth_hash=b"OLD-LEAKED", blob=b"x",
+                                                 updated_at=1))
+            conn.execute(insert(recovery_passphrase).values(
+                account_id=a, salt=b"s", params="p", verifier_hash=b"OLD-VERIFIER",
+                blob=b"x", updated_at=1))
+            for who, secret in ((a, b"ALICE-TOTP"), (b_id, b"BOB-TOTP")):
+                conn.execute(insert(two_factor).values(account_id=who, secret=secret,
+                                                       enabled=True, created_at=1))
+            conn.execute(insert(two_factor_codes), [
+                {"account_id": a, "code_hash": b"SPENT"},
+                {"account_id": a, "code_hash": b"UNSPENT"}])
+        backup(db, path, NOW, "root")
+        with db.writer.begin() as conn:  # what the owners changed since
+            conn.execute(update(accounts).where(accounts.c.id == a).values(
+                identity_key=b"\x05NEW-IDENTITY"))
+            conn.execute(update(devices).where(devices.c.account_id == a,
+                                               devices.c.device_id == 1).values(
+                registration_id=4242))
+            conn.execute(delete(devices).where(devices.c.account_id == a,
+                                               devices.c.device_id == laptop.device_id))
+            conn.execute(update(signed_prekeys).where(
+                signed_prekeys.c.account_id == a).values(public_key=b"\x05NEW-SIGNED"))
+            conn.execute(update(recovery).values(auth_hash=b"NEW-SECRET"))
+            conn.execute(delete(recovery_passphrase))
+            conn.execute(delete(two_factor_codes).where(
+                two_factor_codes.c.code_hash == b"SPENT"))
+            conn.execute(update(two_factor).where(two_factor.c.account_id == a).values(
+                secret=b"ALICE-NEW-TOTP"))
+            conn.execute(delete(two_factor).where(two_factor.c.account_id == b_id))
+        done = restore(db, path, NOW + 1, "root")
+        assert done.devices_removed == 1  # the laptop (not under the new identity)
+        with db.reader.connect() as conn:
+            assert bytes(conn.execute(select(accounts.c.identity_key).where(
+                accounts.c.id == a)).scalar_one()) == b"\x05NEW-IDENTITY"
+            assert conn.execute(select(devices.c.device_id, devices.c.registration_id).where(
+                devices.c.account_id == a)).all() == [(1, 4242)]
+            assert {bytes(k) for k in conn.execute(select(signed_prekeys.c.public_key).where(
+                signed_prekeys.c.account_id == a)).scalars()} == {b"\x05NEW-SIGNED"}
+            assert bytes(conn.execute(select(recovery.c.auth_hash)).scalar_one()) \
+                == b"NEW-SECRET"
+            assert conn.execute(select(recovery_passphrase)).all() == []
+            assert [bytes(c) for c in conn.execute(select(
+                two_factor_codes.c.code_hash)).scalars()] == [b"UNSPENT"]
+            assert {r.account_id: bytes(r.secret) for r in conn.execute(select(
+                two_factor))} == {a: b"ALICE-NEW-TOTP"}
+            assert audit.verify(conn).ok
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/v1/devices", headers=alice.headers).status_code == 200
+            assert client.get("/v1/devices", headers=laptop.headers).status_code == 401
+            assert client.get("/v1/devices", headers=bob.headers).status_code == 200
+    finally:
+        db.dispose()

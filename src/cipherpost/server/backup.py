@@ -19,6 +19,10 @@ undone where that would be unsafe, so the restore carries forward from the live 
   replenishes below 20);
 - keeps the live operators and invite codes (a revoked operator stays revoked, a spent
   invite stays spent) and the live accounts' suspension state;
+- keeps, for accounts in both, the live account-security state (``SECURITY``: second
+  factor and its spent codes, recovery secrets, unidentified-access key) and, after an
+  identity reset, the live identity key with its devices' keys (devices not under the
+  new identity are removed);
 - keeps the audit log: the live entries after the backup's head are carried over when the
   live chain extends the backup's, then a ``server_restored`` entry is appended;
 - drops queued messages already expired. Envelope ids are random UUIDs, never reused;
@@ -70,7 +74,13 @@ from .storage.schema import (
     metadata,
     one_time_prekeys,
     operators,
+    recovery,
+    recovery_passphrase,
     server_state,
+    signed_prekeys,
+    two_factor,
+    two_factor_codes,
+    unidentified_access,
 )
 from .storage.sql import _delete_device
 
@@ -200,6 +210,16 @@ class _Carried:
     hash_at_backup_head: bytes | None
     audit_later: list[dict[str, Any]]
     epoch: int
+    #: The accounts both databases hold, and the live rows of their account-security
+    #: tables (``SECURITY``).
+    both: list[str]
+    security: dict[str, list[dict[str, Any]]]
+    #: Accounts whose identity key changed since the backup: their live identity key,
+    #: and their live devices' registration ids and signed/last-resort keys.
+    identities: dict[str, bytes]
+    #: (account, device) -> (token hash, registration id) of the live devices.
+    registration_ids: dict[tuple[str, int], tuple[bytes, int]]
+    identity_keys: dict[str, list[dict[str, Any]]]
 
 
 def restore(db: Database, path: Path, now: int, actor: str, *,
@@ -243,13 +263,42 @@ def _check_backup(path: Path) -> None:
         raise BackupError(f"{path.name} is not a backup of a Cipherpost relay")
 
 
-def _carry(live: Connection, backup_head_seq: int) -> _Carried:
+#: Account-security state a restore must not roll back (review 2026-11-29-sealed-ops,
+#: O2): a spent 2FA recovery code would be spendable again, a TOTP secret replaced or
+#: turned off would come back, a leaked recovery secret or passphrase (which is also the
+#: registration lock) would open again, an unidentified-access key would be the old one.
+SECURITY: tuple[Table, ...] = (two_factor, two_factor_codes, recovery,
+                               recovery_passphrase, unidentified_access)
+#: Keys signed by an account's identity key: they follow the live identity.
+IDENTITY_SIGNED: tuple[Table, ...] = (signed_prekeys, kyber_prekeys)
+
+
+def _carry(live: Connection, backup_head_seq: int, source: Connection) -> _Carried:
     at_head = live.execute(select(audit_log.c.chain_hash).where(
         audit_log.c.seq == backup_head_seq)).scalar_one_or_none()
     rows = [dict(r._mapping) for r in live.execute(
         select(audit_log).where(audit_log.c.seq > backup_head_seq).order_by(
             audit_log.c.seq))]
+    both = sorted(set(live.execute(select(accounts.c.id)).scalars()) & set(
+        source.execute(select(accounts.c.id)).scalars()))
+    backup_identity = {r.id: bytes(r.identity_key) for r in source.execute(
+        select(accounts.c.id, accounts.c.identity_key))}
+    identities = {r.id: bytes(r.identity_key) for r in live.execute(
+        select(accounts.c.id, accounts.c.identity_key))
+        if r.id in backup_identity and backup_identity[r.id] != bytes(r.identity_key)}
+    changed = sorted(identities)
     return _Carried(
+        both=both,
+        security={table.name: _rows_of(live, table, both) for table in SECURITY},
+        identities=identities,
+        registration_ids={(r.account_id, r.device_id): (bytes(r.token_hash),
+                                                         r.registration_id)
+                          for r in live.execute(select(
+                              devices.c.account_id, devices.c.device_id,
+                              devices.c.token_hash, devices.c.registration_id).where(
+                                  devices.c.account_id.in_(changed)))},
+        identity_keys={table.name: _rows_of(live, table, changed)
+                       for table in IDENTITY_SIGNED},
         removals=[dict(r._mapping) for r in live.execute(select(device_removals))],
         operators=[dict(r._mapping) for r in live.execute(select(operators))],
         invites=[dict(r._mapping) for r in live.execute(select(invites))],
@@ -261,10 +310,64 @@ def _carry(live: Connection, backup_head_seq: int) -> _Carried:
     )
 
 
+def _rows_of(conn: Connection, table: Table, account_ids: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(account_ids), BATCH):
+        rows += [dict(r._mapping) for r in conn.execute(select(table).where(
+            table.c.account_id.in_(account_ids[start:start + BATCH])))]
+    return rows
+
+
+def _carry_security(live: Connection, carried: _Carried, now: int) -> int:
+    """The live account-security state, over the backup's (see ``SECURITY``); for an
+    account whose identity key was reset since the backup, the live identity with its
+    devices' registration ids and keys: the backup's were made under the old (perhaps
+    compromised) identity and must not be served again. The number of devices removed.
+
+    Every account in both loses the backup's rows, not only those with live ones: a TOTP
+    turned off or a recovery secret removed since stays so."""
+    both = carried.both
+    for table in SECURITY:
+        for start in range(0, len(both), BATCH):
+            live.execute(delete(table).where(
+                table.c.account_id.in_(both[start:start + BATCH])))
+    removed = 0
+    for table in SECURITY:
+        rows = carried.security[table.name]
+        if rows:
+            live.execute(insert(table), rows)
+    for account_id, identity_key in sorted(carried.identities.items()):
+        live.execute(update(accounts).where(accounts.c.id == account_id).values(
+            identity_key=identity_key))
+        for table in (*IDENTITY_SIGNED, one_time_prekeys):
+            live.execute(delete(table).where(table.c.account_id == account_id))
+        kept: set[int] = set()
+        for device_id, token_hash in live.execute(select(
+                devices.c.device_id, devices.c.token_hash).where(
+                    devices.c.account_id == account_id).order_by(devices.c.device_id)
+                ).all():
+            now_live = carried.registration_ids.get((account_id, device_id))
+            if now_live is None or now_live[0] != bytes(token_hash):
+                # Not a device under the new identity (removed since, which the removal
+                # tombstones also catch): it must not come back with the old identity.
+                removed += _delete_device(live, account_id, device_id, now)
+                continue
+            kept.add(device_id)
+            live.execute(update(devices).where(
+                devices.c.account_id == account_id, devices.c.device_id == device_id
+            ).values(registration_id=now_live[1]))
+        for table in IDENTITY_SIGNED:
+            rows = [r for r in carried.identity_keys[table.name]
+                    if r["account_id"] == account_id and r["device_id"] in kept]
+            if rows:
+                live.execute(insert(table), rows)
+    return removed
+
+
 def _restore(source: Connection, live: Connection, db: Database, now: int,
              actor: str) -> Restored:
     backup_head_seq, backup_head = audit.head(source)
-    carried = _carry(live, backup_head_seq)
+    carried = _carry(live, backup_head_seq, source)
     for table in reversed(metadata.sorted_tables):
         live.execute(delete(table))
     for table in metadata.sorted_tables:
@@ -292,6 +395,7 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
     for account_id, suspended_at in carried.suspended.items():
         live.execute(update(accounts).where(accounts.c.id == account_id).values(
             suspended_at=suspended_at))
+    reset_removed = _carry_security(live, carried, now)
 
     # Removed devices stay removed.
     known = {bytes(r.token_hash) for r in live.execute(select(device_removals.c.token_hash))}
@@ -320,8 +424,10 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
     audit.append(live, now, audit.SERVER, None, "server_restored", actor=actor, details={
         "epoch": new_epoch, "backup_head": backup_head.hex(), "backup_entries":
         backup_head_seq, "carried_entries": len(later), "log_forked": forked,
-        "devices_removed": len(dead), "accounts_removed": len(orphans)})
-    return Restored(new_epoch, len(dead), len(orphans), int(dropped), len(later), expired)
+        "devices_removed": len(dead) + reset_removed, "accounts_removed": len(orphans),
+        "identities_kept": len(carried.identities)})
+    return Restored(new_epoch, len(dead) + reset_removed, len(orphans), int(dropped),
+                    len(later), expired)
 
 
 def _delete_account_rows(conn: Connection, account_id: str) -> None:
