@@ -18,6 +18,7 @@ from cipherpost.client.devices import request_link
 from cipherpost.client.export import ExportError, export_account, import_account, read_export
 from cipherpost.client.recovery import (
     RecoveryKeyError,
+    Secrets,
     WeakPassphrase,
     format_key,
     parse_key,
@@ -289,6 +290,14 @@ def test_recovery_key_format() -> None:
     for bad in ("", text[:-5], text + "A", text.replace(text[5], "U", 1)):
         with pytest.raises(RecoveryKeyError):
             parse_key(bad)
+
+
+def test_recovery_secrets_must_be_80_bytes() -> None:
+    secrets = Secrets.derive(bytes(32))
+    assert Secrets.from_bytes(secrets.to_bytes()).to_bytes() == secrets.to_bytes()
+    for bad in (b"", secrets.to_bytes()[:79], secrets.to_bytes() + b"x"):
+        with pytest.raises(ClientError):
+            Secrets.from_bytes(bad)
 
 
 def test_restore_with_the_recovery_passphrase(tmp_path: Path, relay: ThreadedRelay) -> None:

@@ -122,6 +122,13 @@ class Secrets:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Secrets:
+        """Parse :meth:`to_bytes` (from this device's store or an export file).
+
+        Raises:
+            ClientError: not the 80 bytes it must be.
+        """
+        if len(data) != 80:
+            raise ClientError("malformed recovery secrets")
         return cls(data[:16], data[16:48], data[48:80])
 
     def release(self) -> dict[str, str]:
