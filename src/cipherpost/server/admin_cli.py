@@ -53,8 +53,22 @@ EXIT_ERROR, EXIT_UNVERIFIED, EXIT_DENIED = 1, 3, 4
 TOKEN_PREFIX = "cpa_"  # noqa: S105 - marks an operator token, not a secret
 T = TypeVar("T")
 
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+class _Console:
+    """A rich Console made anew for each use, so that it writes to the sys.stdout/stderr
+    and honours the COLUMNS of that moment (a Console reads COLUMNS once, when made: one
+    made at import time cut tables at 80 columns whatever the caller set)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(Console(**self._options), name)
+
+
+out = _Console(highlight=False, soft_wrap=True, emoji=False)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class Context:

@@ -37,6 +37,7 @@ a restore refuses while a relay process has noted itself in the database in the 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import shutil
 import sqlite3
@@ -347,7 +348,7 @@ def _carry_security(live: Connection, carried: _Carried, now: int) -> int:
                     devices.c.account_id == account_id).order_by(devices.c.device_id)
                 ).all():
             now_live = carried.registration_ids.get((account_id, device_id))
-            if now_live is None or now_live[0] != bytes(token_hash):
+            if now_live is None or not hmac.compare_digest(now_live[0], bytes(token_hash)):
                 # Not a device under the new identity (removed since, which the removal
                 # tombstones also catch): it must not come back with the old identity.
                 removed += _delete_device(live, account_id, device_id, now)
