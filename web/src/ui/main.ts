@@ -274,8 +274,6 @@ async function draw(): Promise<void> {
   if (view === undefined) return;
   const { client } = view;
   const contacts = await client.conversations();
-  const composerFocused = document.activeElement?.getAttribute("data-testid") === "composer-input";
-  const draft = (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.value ?? "";
   const aside = h("aside", {},
     h("header", {},
       h("span", { class: view.online ? "dot online" : "dot", title: view.online ? "connected" : "offline",
@@ -301,6 +299,10 @@ async function draw(): Promise<void> {
     : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
+  // The draft is read right before the swap, after every await above: text typed while
+  // this draw was building the page stays in the composer.
+  const composerFocused = document.activeElement?.getAttribute("data-testid") === "composer-input";
+  const draft = (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.value ?? "";
   replace(root, h("div", { class: "layout", "data-testid": "inbox" }, aside, main));
   const input = document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null;
   if (input !== null) {
