@@ -43,6 +43,17 @@ def _texts(events: list[ev.Event]) -> list[tuple[str, str]]:
     return [(e.author, e.text) for e in events if isinstance(e, ev.Message)]
 
 
+async def _acquainted(devices: Devices) -> tuple[Client, Client]:
+    """Alice and Bob, each holding the other's profile key: Bob says hi, Alice's receipt
+    answers."""
+    alice = await devices.register("alice")
+    bob = await devices.register("bob")
+    await bob.send_text("alice", "hi")
+    await alice.receive()
+    await bob.receive()  # alice's receipt
+    return alice, bob
+
+
 def test_contacts_get_sealed_messages(tmp_path: Path, relay: ThreadedRelay) -> None:
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
@@ -80,11 +91,7 @@ def test_refused_sealed_sends_go_identified(tmp_path: Path, relay: ThreadedRelay
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            alice = await devices.register("alice")
-            bob = await devices.register("bob")
-            await bob.send_text("alice", "hi")
-            await alice.receive()
-            await bob.receive()  # alice's receipt
+            alice, bob = await _acquainted(devices)
             assert sealed.contact_profile_key(alice.store, bob.account_id) is not None
             # Bob's account registers another key: Alice's is refused (401), the message
             # goes identified, and she forgets the stale key.
@@ -119,11 +126,7 @@ def test_bad_certificates_are_reported_and_sessions_survive(
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            alice = await devices.register("alice")
-            bob = await devices.register("bob")
-            await bob.send_text("alice", "hi")
-            await alice.receive()
-            await bob.receive()  # alice's receipt
+            alice, bob = await _acquainted(devices)
             # Bob pins another trust root: Alice's sealed message is refused, not decrypted.
             real_root = sealed.trust_root(bob.store)
             assert real_root is not None
@@ -163,11 +166,7 @@ def test_group_messages_go_sealed(tmp_path: Path, relay: ThreadedRelay) -> None:
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            alice = await devices.register("alice")
-            bob = await devices.register("bob")
-            await bob.send_text("alice", "hi")
-            await alice.receive()
-            await bob.receive()
+            alice, bob = await _acquainted(devices)
             group = await alice.create_group("trip", [bob.account_id])
             await bob.receive()
             await alice.send_group_text(group.id, "to the group")
@@ -210,11 +209,7 @@ def test_a_sealed_message_that_fails_to_decrypt_is_resent(
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            alice = await devices.register("alice")
-            bob = await devices.register("bob")
-            await bob.send_text("alice", "hi")
-            await alice.receive()
-            await bob.receive()
+            alice, bob = await _acquainted(devices)
             sent = await alice.send_text("bob", "lost, then found")
             assert {row[2] for row in _queued(tmp_path, bob)} == {SEALED}
             with bob.store.transaction():  # Bob's side of the session is gone
