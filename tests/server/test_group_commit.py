@@ -59,7 +59,8 @@ def _query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tu
 
 def _committed(database_url: str) -> list[tuple[str, bytes]]:
     return [(r[0], bytes(r[1])) for r in _query(
-        database_url, "SELECT account_id, content FROM messages ORDER BY id")]
+        database_url,
+        "SELECT account_id, content FROM messages ORDER BY account_id, device_id, seq")]
 
 
 def test_concurrent_senders_share_commits_keep_order_and_isolate_refusals(

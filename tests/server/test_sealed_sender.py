@@ -104,7 +104,7 @@ def test_sealed_send_stores_no_sender(client: TestClient, settings: Settings) ->
         with engine.connect() as conn:
             rows = conn.execute(sa.text(
                 "SELECT sender_account_id, sender_device_id, client_timestamp, "
-                "server_timestamp, expires_at, type FROM messages ORDER BY id")).all()
+                "server_timestamp, expires_at, type FROM messages ORDER BY seq")).all()
     finally:
         engine.dispose()
     sealed_row, identified_row = rows

@@ -25,9 +25,11 @@ undone where that would be unsafe, so the restore carries forward from the live 
   new identity are removed);
 - keeps the audit log: the live entries after the backup's head are carried over when the
   live chain extends the backup's, then a ``server_restored`` entry is appended;
-- drops queued messages already expired. Envelope ids are random UUIDs, never reused;
-  messages acknowledged after the backup come back with their old ids, and clients drop
-  ids they processed in the last 31 days (longer than ``message_ttl``'s 30).
+- drops queued messages already expired. Envelope ids are never reused (a device's
+  sequence numbers are handed out again, but each id has 74 random bits too:
+  ``storage/envelope_ids.py``); messages acknowledged after the backup come back with
+  their old ids, and clients drop ids they processed in the last 31 days (longer than
+  ``message_ttl``'s 30).
 
 The relay must be stopped during a restore (its connections hold state from before):
 a restore refuses while a relay process has noted itself in the database in the last

@@ -9,10 +9,9 @@ that is offline is told when it comes back.
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import insert, select, update
 
+from .envelope_ids import envelope_id
 from .models import Envelope
 from .schema import devices, messages
 from .sql import Queued, Storage, writes
@@ -39,7 +38,7 @@ def queue_notice(storage: Storage, account_id: str, content: bytes, now: int, tt
             ).values(last_seq=devices.c.last_seq + 1,
                      queued_bytes=devices.c.queued_bytes + len(content)).returning(
                 devices.c.last_seq)).scalar_one())
-            guid = str(uuid.uuid4())
+            guid = envelope_id(seq)
             conn.execute(insert(messages).values(
                 guid=guid, account_id=account_id, device_id=device_id, seq=seq,
                 sender_account_id=None, sender_device_id=None, type=NOTICE_TYPE,

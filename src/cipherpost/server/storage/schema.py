@@ -76,12 +76,18 @@ one_time_prekeys = Table(
     Column("public_key", LargeBinary, nullable=False),
 )
 
+#: Queued ciphertexts, stored under their place in the device's queue (migration 0008):
+#: a send inserts and an acknowledgement deletes one row of one b-tree (SQLite: WITHOUT
+#: ROWID), nothing else. ``guid`` is the envelope id; ids made since 0008 carry ``seq``
+#: (:mod:`.envelope_ids`), so an acknowledgement needs no index on it. Expiry reads each
+#: device's oldest message (``sql.Storage.expire``), so ``expires_at`` needs none either.
 messages = Table(
     "messages", metadata,
-    Column("id", ROW_ID, primary_key=True, autoincrement=True),
-    Column("guid", String(36), nullable=False, unique=True),
-    Column("account_id", String(36), nullable=False),
-    Column("device_id", Integer, nullable=False),
+    Column("account_id", String(36), primary_key=True),
+    Column("device_id", Integer, primary_key=True),
+    #: Per device: 1, 2, 3, ... in commit order, never reused (see ``devices.last_seq``).
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("guid", String(36), nullable=False),
     Column("sender_account_id", String(36), nullable=True),
     Column("sender_device_id", Integer, nullable=True),
     Column("type", Integer, nullable=False),
@@ -89,12 +95,7 @@ messages = Table(
     Column("client_timestamp", BigInteger, nullable=False),
     Column("server_timestamp", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
-    #: Per device: 1, 2, 3, ... in commit order, never reused (see ``devices.last_seq``).
-    Column("seq", BigInteger, nullable=False, server_default="0"),
-    Index("messages_by_device", "account_id", "device_id", "seq", unique=True),
-    Index("messages_by_expiry", "expires_at"),
-    # Sequence numbers must never be reused after a delete: delivery cursors rely on it.
-    sqlite_autoincrement=True,
+    sqlite_with_rowid=False,
 )
 
 link_codes = Table(

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import admin, audit
 from .engine import Database
+from .envelope_ids import envelope_id, seq_of
 from .group import GroupCommit
 from .models import (
     Account,
@@ -620,22 +620,48 @@ class Storage:
                                                     list(guids)),
                                   lock_order=(account_id, device_id))
 
+    async def expire(self, now: int) -> int:
+        """Delete expired messages; return how many.
+
+        ``expires_at`` has no index (each would cost every send and acknowledgement a
+        b-tree more): a device's messages expire in queue order, each getting ``now +
+        message_ttl`` when queued, so the devices whose oldest message has expired are
+        found with one primary-key read each, on a reader (the writer is not held
+        meanwhile), and only their queues are searched, on the writer. After
+        ``message_ttl`` is lowered, a message queued with the shorter time goes when the
+        older ones before it have gone (expired or acknowledged)."""
+        due = await self._devices_with_expired(now)
+        if not due:
+            return 0
+        return await self._expire_devices(due, now)
+
+    @reads
+    def _devices_with_expired(self, now: int) -> list[tuple[str, int]]:
+        with self._raw(self.db.reader, write=False) as cur:
+            rows = cur.execute(
+                "SELECT account_id, device_id FROM devices d WHERE (SELECT m.expires_at "
+                "FROM messages m WHERE m.account_id = d.account_id "
+                "AND m.device_id = d.device_id ORDER BY m.seq LIMIT 1) < ? "
+                "ORDER BY account_id, device_id", (now,)).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
     @writes
-    def expire(self, now: int) -> int:
-        """Delete expired messages and attachment rows; return the messages removed."""
+    def _expire_devices(self, due: list[tuple[str, int]], now: int) -> int:
+        removed = 0
         with self._tx(self.db.writer) as conn:
-            rows = (conn.execute(delete(messages).where(
-                messages.c.expires_at < now).returning(
-                    messages.c.account_id, messages.c.device_id,
-                    func.length(messages.c.content)))).all()
-            freed: dict[tuple[str, int], int] = {}
-            for r in rows:
-                freed[(r[0], r[1])] = freed.get((r[0], r[1]), 0) + int(r[2])
-            for (account_id, device_id), size in sorted(freed.items()):
-                conn.execute(update(devices).where(
-                    devices.c.account_id == account_id, devices.c.device_id == device_id
-                ).values(queued_bytes=devices.c.queued_bytes - size))
-        return len(rows)
+            # Device by device in (account, device) order, each device's messages before
+            # its row: the locking order of every writer (see ``_delete_device``).
+            for account_id, device_id in due:
+                sizes = conn.execute(delete(messages).where(
+                    *_device(messages, account_id, device_id),
+                    messages.c.expires_at < now).returning(
+                        func.length(messages.c.content))).scalars().all()
+                if sizes:
+                    removed += len(sizes)
+                    conn.execute(update(devices).where(
+                        *_device(devices, account_id, device_id)).values(
+                            queued_bytes=devices.c.queued_bytes - sum(sizes)))
+        return removed
 
     # -- attachments -----------------------------------------------------------------------
 
@@ -759,11 +785,12 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     queued = []
     sender_account, sender_device = sender if sender else (None, None)
     expires_at = now + ttl * 1000
-    for m, guid in zip(outgoing, new_guids(len(outgoing)), strict=True):
+    for m in outgoing:
         # The row read above is the current one (this transaction holds it, see above):
         # its next number is known without UPDATE ... RETURNING, which costs SQLite
         # twice a plain UPDATE.
         seq = current[m.device_id][3] + 1
+        guid = envelope_id(seq)
         cur.execute(
             "UPDATE devices SET queued_bytes = queued_bytes + ?, last_seq = ? "
             "WHERE account_id = ? AND device_id = ?",
@@ -790,10 +817,39 @@ def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) ->
     # Messages before their device's row, like ``expire`` and ``remove_device``.
     if not guids:
         return 0
-    marks = ",".join("?" * len(guids))
-    where = (f"FROM messages WHERE account_id = ? AND device_id = ? "
-             f"AND guid IN ({marks})")
-    params = (account_id, device_id, *guids)
+    seqs: list[int] = []
+    ours: list[str] = []
+    older: list[str] = []
+    for guid in guids:
+        seq = seq_of(guid)
+        if seq is None:
+            older.append(guid)
+        else:
+            seqs.append(seq)
+            ours.append(guid)
+    freed = found = 0
+    if ours:
+        # Found by primary key; deleted only if the whole id matches (an id carries its
+        # seq, so no row has another message's id: see :mod:`.envelope_ids`).
+        marks = ",".join("?" * len(ours))
+        size, n = _delete_queued(
+            cur, f"seq IN ({marks}) AND guid IN ({marks})",
+            (account_id, device_id, *seqs, *ours))
+        freed, found = freed + size, found + n
+    if older:
+        # Ids of rows queued before migration 0008: a scan of the device's queue.
+        marks = ",".join("?" * len(older))
+        size, n = _delete_queued(cur, f"guid IN ({marks})", (account_id, device_id, *older))
+        freed, found = freed + size, found + n
+    if freed:
+        cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
+                    "WHERE account_id = ? AND device_id = ?", (freed, account_id, device_id))
+    return found
+
+
+def _delete_queued(cur: Any, condition: str, params: tuple[Any, ...]) -> tuple[int, int]:
+    """Delete a device's queued messages matching ``condition``; their bytes and count."""
+    where = f"FROM messages WHERE account_id = ? AND device_id = ? AND {condition}"
     if isinstance(cur, _PostgresCursor):
         rows = cur.execute(f"DELETE {where} RETURNING length(content)", params).fetchall()
     else:
@@ -803,11 +859,7 @@ def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) ->
         rows = cur.execute(f"SELECT length(content) {where}", params).fetchall()
         if rows:
             cur.execute(f"DELETE {where}", params)
-    freed = sum(int(r[0]) for r in rows)
-    if freed:
-        cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
-                    "WHERE account_id = ? AND device_id = ?", (freed, account_id, device_id))
-    return len(rows)
+    return sum(int(r[0]) for r in rows), len(rows)
 
 
 class _PostgresCursor:
@@ -830,39 +882,6 @@ class _PostgresCursor:
 def _format_style(sql: str) -> str:
     """qmark placeholders as psycopg's ``%s`` (no string literal in our SQL holds a ``?``)."""
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-class _RandomPool:
-    """Random bytes read from the OS 4 KiB at a time (a read per envelope id costs more
-    than formatting it)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._offset = 0
-
-    def take(self, n: int) -> bytes:
-        if self._offset + n > len(self._buffer):
-            self._buffer = os.urandom(max(4096, n))
-            self._offset = 0
-        chunk = self._buffer[self._offset:self._offset + n]
-        self._offset += n
-        return chunk
-
-
-_random = _RandomPool()
-
-
-def new_guids(n: int) -> list[str]:
-    """``n`` random UUIDv4 strings (called on the event loop or the writer thread, never
-    both at once: group commits run one at a time)."""
-    raw = bytearray(_random.take(16 * n))
-    out = []
-    for i in range(0, 16 * n, 16):
-        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
-        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
-        h = raw[i:i + 16].hex()
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
 
 
 def _fetch(db: Any, account_id: str, device_id: int, after_seq: int,
