@@ -13,7 +13,9 @@ reaction and group state. It is protected by a passphrase:
 
 The key is Argon2id(passphrase, salt); every chunk is bound to the header, its position,
 and whether it is the last one, so a reordered, truncated or extended file is refused.
-A file is written under a temporary name and renamed when complete.
+A file is written under a temporary name and renamed when complete. The header's Argon2id
+parameters are refused past ``store.crypto.MAX_PARAMS`` (four times the defaults) before
+any key derivation, so a hostile file cannot make the importer spend gigabytes or minutes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .errors import ClientError
 from .options import ClientOptions
 from .proto.app_pb2 import DataMessage, ExportRecord, HistoryEvent, HistoryMessage
 from .recovery import RECOVERY_SECRET, Secrets, _blob, _finish, _join
-from .store.crypto import Argon2Params
+from .store.crypto import Argon2Params, UnusableParams, check_params
 
 MAGIC = b"CPEXPORT"
 VERSION = 1
@@ -52,6 +54,7 @@ class ExportError(ClientError):
 def _key(passphrase: str, salt: bytes, params: Argon2Params) -> bytes:
     if not passphrase:
         raise ExportError("the export passphrase must not be empty")
+    check_params(params)
     return hash_secret_raw(passphrase.encode(), salt, time_cost=params.time_cost,
                            memory_cost=params.memory_kib, parallelism=params.parallelism,
                            hash_len=32, type=Type.ID)
@@ -86,10 +89,11 @@ def export_account(client: Client, path: Path, passphrase: str, *, with_history:
 
     Raises:
         ClientError: no recovery key was made on this account yet, or ``path`` exists.
+        UnusableParams: ``params`` past ``store.crypto.MAX_PARAMS`` (no importer reads it).
     """
     if path.exists():
         raise ClientError(f"{path} exists already")
-    params = params or Argon2Params()
+    params = check_params(params or Argon2Params())
     records = _records(client, with_history)
     header = _HEADER.pack(MAGIC, VERSION, params.time_cost, params.memory_kib,
                           params.parallelism, os.urandom(16), os.urandom(8))
@@ -138,12 +142,17 @@ def _read(data: BinaryIO, passphrase: str, floor: Argon2Params) -> list[ExportRe
         raise ExportError("not a Cipherpost export file")
     if version != VERSION:
         raise ExportError(f"an export of version {version}; this Cipherpost reads {VERSION}")
-    # Argon2 itself needs 8 KiB per lane (m >= 8p): anything else is refused here, not
-    # left to fail inside argon2 as a HashingError.
-    if t < floor.time_cost or m < floor.memory_kib or p < 1 or m < 8 * p \
-            or m > 4 * 1024 * 1024 or t > 64:
-        raise ExportError("the export file's key parameters are out of range")
-    aead = AESGCM(_key(passphrase, salt, Argon2Params(t, m, p)))
+    # Before any key derivation: parameters Argon2 refuses (less than 8 KiB per lane)
+    # would fail inside it, and ones past MAX_PARAMS would let the file's maker choose
+    # how much memory and time this machine spends.
+    params = Argon2Params(t, m, p)
+    try:
+        check_params(params)
+    except UnusableParams as exc:
+        raise ExportError(f"the export file's key parameters are refused: {exc}") from None
+    if t < floor.time_cost or m < floor.memory_kib:
+        raise ExportError("the export file's key parameters are weaker than allowed")
+    aead = AESGCM(_key(passphrase, salt, params))
     records: list[ExportRecord] = []
     counter = 0
     while True:

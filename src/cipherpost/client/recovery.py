@@ -42,7 +42,8 @@ from .devices import adopt
 from .errors import ClientError
 from .options import ClientOptions
 from .proto.app_pb2 import RecoveryBlob
-from .store.crypto import Argon2Params
+from .store.crypto import MAX_PARAMS as MAX_PARAMS  # re-exported: the relay's bound too
+from .store.crypto import Argon2Params, UnusableParams, check_params
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"O": 0, "I": 1, "L": 1}
@@ -329,7 +330,12 @@ def check_passphrase(passphrase: str, *, user_inputs: Iterable[str] = ()) -> Non
 
 
 def _passphrase_keys(passphrase: str, salt: bytes, params: Argon2Params) -> tuple[bytes, bytes]:
-    """Argon2id of the passphrase: (the blob's sealing key, the verifier for the relay)."""
+    """Argon2id of the passphrase: (the blob's sealing key, the verifier for the relay).
+
+    Raises:
+        UnusableParams: see :func:`check_params`.
+    """
+    check_params(params)
     raw = hash_secret_raw(passphrase.encode(), salt, time_cost=params.time_cost,
                           memory_cost=params.memory_kib, parallelism=params.parallelism,
                           hash_len=64, type=Type.ID)
@@ -355,7 +361,7 @@ async def set_passphrase(client: Client, passphrase: str, *,
     if not username:
         raise ClientError("set a username first: a recovery passphrase is found by it")
     check_passphrase(passphrase, user_inputs=[username])
-    params = params or Argon2Params()
+    params = check_params(params or Argon2Params())
     salt = os.urandom(16)
     key, verifier = _passphrase_keys(passphrase, salt, params)
     await client.api.request("PUT", "/v1/recovery/passphrase", json={
@@ -377,9 +383,9 @@ async def _update_passphrase_blob(client: Client, username: str) -> bool:
     return True
 
 
-#: The most costly passphrase hashing a relay may ask for (16 times the memory of the
-#: defaults): past it a hostile relay could exhaust the restoring machine's memory or time.
-MAX_PARAMS = Argon2Params(time_cost=16, memory_kib=1024 * 1024, parallelism=16)
+# The most costly passphrase hashing a relay may ask for is MAX_PARAMS (four times each
+# default, store.crypto): past it a hostile relay could exhaust the restoring machine's
+# memory or time. set_passphrase writes nothing above it.
 
 
 def relay_params(salted: Any, floor: Argon2Params) -> tuple[Argon2Params, bytes]:
@@ -399,10 +405,11 @@ def relay_params(salted: Any, floor: Argon2Params) -> tuple[Argon2Params, bytes]
     if params.time_cost < floor.time_cost or params.memory_kib < floor.memory_kib \
             or not 16 <= len(salt) <= 32 or params.parallelism < 1:
         raise ClientError("the relay asks for weaker passphrase hashing than allowed")
-    if params.time_cost > MAX_PARAMS.time_cost or params.memory_kib > MAX_PARAMS.memory_kib \
-            or params.parallelism > MAX_PARAMS.parallelism \
-            or params.memory_kib < 8 * params.parallelism:
-        raise ClientError("the relay asks for passphrase hashing this device will not do")
+    try:
+        check_params(params)
+    except UnusableParams as exc:
+        raise ClientError(f"the relay asks for passphrase hashing this device will not do: "
+                          f"{exc}") from None
     return params, salt
 
 

@@ -49,11 +49,46 @@ class Argon2Params:
 #: Cheap parameters for tests only (a store made with them is easy to brute-force).
 TEST_PARAMS = Argon2Params(time_cost=1, memory_kib=8, parallelism=1)
 
+#: The costliest Argon2id this client derives a key with: four times each default
+#: (12 passes, 256 MiB, 8 lanes). Parameters are read from outside (an export file's
+#: header, a relay's answer for a recovery passphrase, a store's meta table); past this
+#: cap a hostile one would make the reader spend gigabytes and minutes before the
+#: passphrase is even tried. Nothing is written above it either, so all we write reads back.
+MAX_PARAMS = Argon2Params(time_cost=12, memory_kib=256 * 1024, parallelism=8)
+
+
+class UnusableParams(ValueError):
+    """Argon2id parameters past :data:`MAX_PARAMS`, or ones Argon2 itself refuses."""
+
+
+def check_params(params: Argon2Params) -> Argon2Params:
+    """``params`` when Argon2 takes them (a pass, a lane, 8 KiB per lane) and they cost
+    no more than :data:`MAX_PARAMS`; checked before any key derivation.
+
+    Raises:
+        UnusableParams: naming which bound was crossed.
+    """
+    t, m, p = params.time_cost, params.memory_kib, params.parallelism
+    if t < 1 or p < 1 or m < 8 * p:
+        raise UnusableParams(f"Argon2id parameters {t} passes, {m} KiB, {p} lanes are "
+                             "invalid (at least 1 pass, 1 lane and 8 KiB per lane)")
+    if t > MAX_PARAMS.time_cost or m > MAX_PARAMS.memory_kib or p > MAX_PARAMS.parallelism:
+        raise UnusableParams(
+            f"Argon2id parameters {t} passes, {m} KiB, {p} lanes cost more than this "
+            f"client derives keys with (at most {MAX_PARAMS.time_cost} passes, "
+            f"{MAX_PARAMS.memory_kib} KiB, {MAX_PARAMS.parallelism} lanes)")
+    return params
+
 
 def derive_key(passphrase: str, salt: bytes, params: Argon2Params) -> bytes:
-    """Argon2id of the passphrase: the 32-byte local key."""
+    """Argon2id of the passphrase: the 32-byte local key.
+
+    Raises:
+        UnusableParams: see :func:`check_params`.
+    """
     if not passphrase:
         raise ValueError("the passphrase must not be empty")
+    check_params(params)
     return hash_secret_raw(passphrase.encode(), salt, time_cost=params.time_cost,
                            memory_cost=params.memory_kib, parallelism=params.parallelism,
                            hash_len=KEY_BYTES, type=Type.ID)

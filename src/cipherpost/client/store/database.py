@@ -37,7 +37,7 @@ from cipherpost.protocol.errors import InvalidKyberPreKeyId, InvalidPreKeyId
 from cipherpost.protocol.sender_keys import SenderKeyRecord
 from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
-from .crypto import Argon2Params, LocalKey, derive_key, keyring_key
+from .crypto import Argon2Params, LocalKey, UnusableParams, check_params, derive_key, keyring_key
 
 SCHEMA_VERSION = 5
 KEYRING_SERVICE = "cipherpost"
@@ -188,12 +188,13 @@ class Store:
 
         Raises:
             StoreError: the file exists, or no passphrase and no usable keyring.
+            UnusableParams: ``params`` past :data:`crypto.MAX_PARAMS` (or invalid).
         """
         if path.exists():
             raise StoreError(f"a store already exists at {path}")
+        params = check_params(params or Argon2Params())
         path.parent.mkdir(parents=True, exist_ok=True)
         salt = os.urandom(16)
-        params = params or Argon2Params()
         if passphrase is not None:
             key, source = derive_key(passphrase, salt, params), "passphrase"
         else:
@@ -217,7 +218,8 @@ class Store:
         """Open an existing store.
 
         Raises:
-            StoreError: missing file, newer schema, or no key available.
+            StoreError: missing file, newer schema, no key available, or key parameters
+                that are malformed or cost more than :data:`crypto.MAX_PARAMS`.
             WrongKey: the passphrase (or keyring key) does not open it.
         """
         if not path.exists():
@@ -228,8 +230,16 @@ class Store:
         if meta["key_source"] == "passphrase":
             if passphrase is None:
                 raise StoreError("this store is locked with a passphrase")
-            key = derive_key(passphrase, bytes.fromhex(meta["salt"]),
-                             Argon2Params.decode(meta["argon2"]))
+            try:
+                params = check_params(Argon2Params.decode(meta["argon2"]))
+                salt = bytes.fromhex(meta["salt"])
+            except UnusableParams as exc:
+                db.close()
+                raise StoreError(f"this store's key parameters are refused: {exc}") from None
+            except (ValueError, KeyError):
+                db.close()
+                raise StoreError("this store's key parameters are malformed") from None
+            key = derive_key(passphrase, salt, params)
         else:
             found = keyring_key(KEYRING_SERVICE, str(path.resolve()), create=False)
             if found is None:
