@@ -3,8 +3,7 @@
 The directions are those of the other scenarios (``conftest.DIRECTIONS``). The left side
 seals to the right side with a certificate its own peer issued, so each implementation's
 certificates are validated by the other; the right side answers sealed, too. The
-TypeScript peer has no sealed sender yet: its directions are reported as skipped (not
-applicable), not silently dropped.
+TypeScript peer (web/) takes part in its directions with Python and with libsignal.
 """
 
 from __future__ import annotations
@@ -23,13 +22,7 @@ from .peers import Actor, PeerClient, b64, unb64
 
 pytestmark = pytest.mark.interop
 
-NOT_APPLICABLE = "not applicable: the TypeScript peer has no sealed sender yet (issue #9)"
-SEALED_DIRECTIONS = [
-    pytest.param((a, b), id=f"{a}->{b}",
-                 marks=[pytest.mark.skip(reason=NOT_APPLICABLE)]
-                 if "typescript" in (a, b) else [])
-    for a, b in DIRECTIONS
-]
+SEALED_DIRECTIONS = [pytest.param((a, b), id=f"{a}->{b}") for a, b in DIRECTIONS]
 EXPIRES = 1_900_000_000_000  # ms; every certificate here expires then unless told
 REVOKED_ID = 0xDEADC357
 _key_ids = itertools.count(100)

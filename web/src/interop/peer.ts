@@ -8,18 +8,22 @@
  * directly. It never crashes: malformed requests get `bad_request`, protocol failures
  * their error kind, and a failed request changes no state.
  *
- * Operations of our own (beyond PEER.md): none yet.
+ * Operations of our own (beyond PEER.md): the four sealed-sender operations documented in
+ * ../../interop/README.md (`server_certificate`, `sender_certificate`, `sealed_encrypt`,
+ * `sealed_decrypt`), as the Python peer has them.
  */
 
 import { ProtocolAddress } from "../protocol/address.js";
 import { generatePreKeyBundle } from "../protocol/bundles.js";
 import { type Random, systemRandom } from "../protocol/bytes.js";
+import { SenderCertificate, ServerCertificate } from "../protocol/certificates.js";
 import { ProtocolError } from "../protocol/errors.js";
 import { DEFAULT_ITERATIONS, Fingerprint, FingerprintParsingError, FingerprintVersionMismatch } from "../protocol/fingerprint.js";
 import { KemPublicKey, KYBER1024, MLKEM1024 } from "../protocol/kem.js";
-import { IdentityKeyPair, PublicKey } from "../protocol/keys.js";
+import { IdentityKeyPair, PrivateKey, PublicKey } from "../protocol/keys.js";
 import { PREKEY_TYPE, WHISPER_TYPE } from "../protocol/messages.js";
 import { PreKeyBundle } from "../protocol/prekeys.js";
+import * as sealedSender from "../protocol/sealed_sender.js";
 import * as senderKeys from "../protocol/sender_keys.js";
 import * as session from "../protocol/session.js";
 import { InMemoryProtocolStore, InMemorySenderKeyStore } from "../protocol/stores.js";
@@ -123,6 +127,10 @@ export class Peer {
       process_sender_key_distribution: (r) => this.processSkdm(r),
       group_encrypt: (r) => this.groupEncrypt(r),
       group_decrypt: (r) => this.groupDecrypt(r),
+      server_certificate: (r) => this.serverCertificate(r),
+      sender_certificate: (r) => this.senderCertificate(r),
+      sealed_encrypt: (r) => this.sealedEncrypt(r),
+      sealed_decrypt: (r) => this.sealedDecrypt(r),
     };
   }
 
@@ -381,6 +389,90 @@ export class Peer {
     const sender = this.remote(req, "sender");
     const plaintext = await senderKeys.groupDecrypt(actor.senderKeys, sender, bytesField(req, "ciphertext"));
     return { plaintext: b64encode(plaintext) };
+  }
+
+  // -- sealed sender (interop/README.md) ----------------------------------------------
+
+  private privateKey(req: Json, name: string): PrivateKey {
+    const raw = bytesField(req, name);
+    if (raw.length !== 32) throw new BadRequest(`'${name}' must be 32 bytes`);
+    return new PrivateKey(raw);
+  }
+
+  private publicKey(req: Json, name: string): PublicKey {
+    try {
+      return PublicKey.deserialize(bytesField(req, name));
+    } catch (error) {
+      if (error instanceof ProtocolError) throw new BadRequest(`'${name}': ${error.message}`);
+      throw error;
+    }
+  }
+
+  private optString(req: Json, name: string): string | undefined {
+    const value = req[name];
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== "string" || value === "") throw new BadRequest(`'${name}' must be a non-empty string or null`);
+    return value;
+  }
+
+  private async serverCertificate(req: Json): Promise<Json> {
+    const trustRoot = this.privateKey(req, "trust_root_private");
+    const server = this.privateKey(req, "server_private");
+    const keyId = int(req, "key_id", 0, U32);
+    const certificate = ServerCertificate.create(keyId, server.publicKey(), trustRoot, this.rng);
+    return {
+      certificate: b64encode(certificate.serialized),
+      trust_root: b64encode(trustRoot.publicKey().serialize()),
+      server_key: b64encode(server.publicKey().serialize()),
+    };
+  }
+
+  private async senderCertificate(req: Json): Promise<Json> {
+    let server: ServerCertificate;
+    try {
+      server = ServerCertificate.deserialize(bytesField(req, "server_certificate"));
+    } catch (error) {
+      if (error instanceof ProtocolError) throw new BadRequest(`server_certificate: ${error.message}`);
+      throw error;
+    }
+    const sender = address(field(req, "sender"), "sender");
+    const certificate = SenderCertificate.create({
+      senderUuid: sender.name, senderE164: this.optString(req, "sender_e164"), senderDeviceId: sender.deviceId,
+      identityKey: this.publicKey(req, "identity_key"), expires: int(req, "expires", 0, Number.MAX_SAFE_INTEGER),
+    }, server, this.privateKey(req, "server_private"), this.rng);
+    return { certificate: b64encode(certificate.serialized) };
+  }
+
+  private async sealedEncrypt(req: Json): Promise<Json> {
+    const actor = this.actor(req);
+    const remote = this.remote(req);
+    let certificate: SenderCertificate;
+    try {
+      certificate = SenderCertificate.deserialize(bytesField(req, "sender_certificate"));
+    } catch (error) {
+      if (error instanceof ProtocolError) throw new BadRequest(`sender_certificate: ${error.message}`);
+      throw error;
+    }
+    const plaintext = bytesField(req, "plaintext");
+    const sealed = await sealedSender.encryptMessage(actor.store, remote, certificate, plaintext,
+      { now: this.now(), rng: this.rng });
+    return { ciphertext: b64encode(sealed) };
+  }
+
+  private async sealedDecrypt(req: Json): Promise<Json> {
+    const actor = this.actor(req);
+    const ciphertext = bytesField(req, "ciphertext");
+    const trustRoot = this.publicKey(req, "trust_root");
+    const nowMs = int(req, "now", 0, Number.MAX_SAFE_INTEGER);
+    const result = await sealedSender.decrypt(actor.store, ciphertext, {
+      trustRoots: [trustRoot], nowMs, rng: this.rng,
+      local: { uuid: actor.address.name, deviceId: actor.address.deviceId, e164: this.optString(req, "local_e164") },
+    });
+    return {
+      plaintext: b64encode(result.plaintext),
+      sender: { name: result.senderUuid, device_id: result.deviceId },
+      sender_e164: result.senderE164 ?? null,
+    };
   }
 }
 

@@ -19,7 +19,9 @@ export type ErrorKind =
   | "invalid_prekey_id"
   | "invalid_kyber_prekey_id"
   | "unknown_version"
-  | "no_sender_key";
+  | "no_sender_key"
+  | "invalid_certificate"
+  | "sealed_sender_self_send";
 
 /** Base class: something from outside (a peer, a message, a store) was not acceptable. */
 export abstract class ProtocolError extends Error {
@@ -81,6 +83,32 @@ export class NoSenderKey extends ProtocolError {
   readonly kind: ErrorKind = "no_sender_key";
 }
 
+/**
+ * A sealed-sender certificate chain is not acceptable (digest §8.4). libsignal reports
+ * every validation failure alike, so peers share one kind; the subclasses say which
+ * check failed, for local logs.
+ */
+export class InvalidCertificate extends ProtocolError {
+  readonly kind: ErrorKind = "invalid_certificate";
+}
+
+/** The server certificate is signed by no trusted root, or the sender certificate not by the server key. */
+export class UntrustedCertificate extends InvalidCertificate {}
+
+/** The sender certificate expired before the validation time. */
+export class ExpiredCertificate extends InvalidCertificate {}
+
+/** The server certificate's key id is on the revoked list. */
+export class RevokedCertificate extends InvalidCertificate {}
+
+/** A sender certificate refers by id to a server certificate that is not built in. */
+export class UnknownServerCertificate extends InvalidCertificate {}
+
+/** A sealed-sender message claims to come from this very device. */
+export class SealedSenderSelfSend extends ProtocolError {
+  readonly kind: ErrorKind = "sealed_sender_self_send";
+}
+
 export const ALL_ERRORS = [
   UntrustedIdentity,
   InvalidMessage,
@@ -92,4 +120,6 @@ export const ALL_ERRORS = [
   InvalidKyberPreKeyId,
   UnknownVersion,
   NoSenderKey,
+  InvalidCertificate,
+  SealedSenderSelfSend,
 ] as const;

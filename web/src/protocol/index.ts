@@ -9,8 +9,11 @@
 export { ProtocolAddress } from "./address.js";
 export { generatePreKeyBundle } from "./bundles.js";
 export { systemRandom, type Random } from "./bytes.js";
+export { SenderCertificate, ServerCertificate } from "./certificates.js";
 export {
   DuplicatedMessage,
+  ExpiredCertificate,
+  InvalidCertificate,
   InvalidKey,
   InvalidKyberPreKeyId,
   InvalidMessage,
@@ -19,7 +22,11 @@ export {
   NoSenderKey,
   NoSession,
   ProtocolError,
+  RevokedCertificate,
+  SealedSenderSelfSend,
+  UnknownServerCertificate,
   UnknownVersion,
+  UntrustedCertificate,
   UntrustedIdentity,
   type ErrorKind,
 } from "./errors.js";
@@ -28,6 +35,7 @@ export { KYBER1024, MLKEM1024, KemKeyPair, KemPublicKey } from "./kem.js";
 export { IdentityKeyPair, KeyPair, PrivateKey, PublicKey, type IdentityKey } from "./keys.js";
 export { PREKEY_TYPE, SENDERKEY_TYPE, WHISPER_TYPE } from "./messages.js";
 export { KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord } from "./prekeys.js";
+export * as sealedSender from "./sealed_sender.js";
 export {
   archiveSession,
   decrypt,

@@ -82,12 +82,21 @@ export function readVarint(data: Uint8Array, pos: number, end: number): [number,
   return [result, pos];
 }
 
+/** One field as it came on the wire. */
+export interface WireField {
+  readonly number: number;
+  readonly wire: number;
+  readonly value: Value;
+}
+
 /**
- * Decode a message into `{field number: [values in order]}`. Varint, fixed32 and fixed64
- * values are numbers; length-delimited values are byte views into `data`.
+ * Decode a message into its fields in wire order, with their wire types: for messages
+ * whose meaning depends on the order of different fields (a `oneof`: the last member on
+ * the wire wins) or on the wire type (libsignal's prost refuses a known field sent with
+ * the wrong one). {@link decode} is the usual path.
  */
-export function decode(data: Uint8Array): Fields {
-  const fields: Fields = new Map();
+export function decodeOrdered(data: Uint8Array): WireField[] {
+  const out: WireField[] = [];
   let pos = 0;
   const end = data.length;
   while (pos < end) {
@@ -117,6 +126,18 @@ export function decode(data: Uint8Array): Fields {
     } else {
       throw new DecodeError(`unsupported wire type ${wire}`);
     }
+    out.push({ number, wire, value });
+  }
+  return out;
+}
+
+/**
+ * Decode a message into `{field number: [values in order]}`. Varint, fixed32 and fixed64
+ * values are numbers; length-delimited values are byte views into `data`.
+ */
+export function decode(data: Uint8Array): Fields {
+  const fields: Fields = new Map();
+  for (const { number, value } of decodeOrdered(data)) {
     const list = fields.get(number);
     if (list) list.push(value);
     else fields.set(number, [value]);
