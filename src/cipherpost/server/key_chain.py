@@ -9,7 +9,10 @@ Everything lives in one JSON file (``settings.sealed_sender_keys``), created at 
 start with mode 0600. Several relay processes share it: it is created by a hard link of
 a finished temporary file, so a process that loses the race reads the winner's. The
 root's private key may be taken out of the file (kept offline): the relay then still
-issues sender certificates, and only :func:`rotate_server_key` needs the root back.
+issues sender certificates, and only :func:`rotate_server_key` needs the root back
+(``take-root-offline`` moves it to a file of its own, ``rotate --root-file`` reads it
+from there). A key file that users other than its owner may read or write is refused
+(review 2026-11-29-sealed-ops, R7): it holds the server's signing key.
 
 A rotation does not make the old server certificate invalid: clients accept whatever
 server certificate the root signed. After a leak of the server key, rotate with
@@ -25,6 +28,7 @@ import binascii
 import json
 import os
 import secrets
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,28 +85,38 @@ def load_or_create(path: str | os.PathLike[str]) -> KeyChain:
     return _load(target)
 
 
-def rotate_server_key(path: str | os.PathLike[str], *, revoke_old: bool = False) -> KeyChain:
+def rotate_server_key(path: str | os.PathLike[str], *, revoke_old: bool = False,
+                      root_file: str | os.PathLike[str] | None = None) -> KeyChain:
     """Replace the server key and certificate (next key id) under the same root. Clients
     keep their pinned root; certificates issued before stay valid until they expire,
     unless ``revoke_old`` (the old key leaked): then its id is revoked, and clients that
     learned it refuse every certificate under it. Every relay process must be restarted
-    to pick the new key up.
+    to pick the new key up. The root's private key comes from ``root_file`` (written by
+    :func:`take_root_offline`) if given, else from the key file.
 
     Raises:
-        KeyChainError: no key file, or its root private key was taken out.
+        KeyChainError: no key file, or the root's private key is in neither file, or
+            it is not the key file's root.
     """
     target = Path(path)
     if not target.exists():
         raise KeyChainError(f"{target} does not exist")
-    data = _read(target)
+    in_file = _read(target)
+    data = _read(Path(root_file)) if root_file is not None else in_file
     root_text = data.get("trust_root_private")
     if not isinstance(root_text, str):
-        raise KeyChainError("the trust root's private key is not in the key file: put it "
-                            "back (trust_root_private) to rotate the server key")
+        where = root_file if root_file is not None else target
+        raise KeyChainError(f"the trust root's private key (trust_root_private) is not in "
+                            f"{where}: give the file it was taken offline to "
+                            "(rotate --root-file FILE)")
     chain = _load(target)
-    root = PrivateKey.from_stored(_unb64(root_text, "trust_root_private"))
+    try:
+        root = PrivateKey.from_stored(_unb64(root_text, "trust_root_private"))
+    except ProtocolError as exc:
+        raise KeyChainError(f"trust_root_private: {exc}") from None
     if root.public_key() != chain.trust_root:
-        raise KeyChainError("trust_root_private does not match trust_root_public")
+        raise KeyChainError("trust_root_private does not match the key file's "
+                            "trust_root_public")
     server = PrivateKey.generate(secrets.token_bytes)
     key_id = (chain.server_certificate.key_id + 1) & 0xFFFFFFFF or 1
     certificate = ServerCertificate.create(key_id, server.public_key(), root,
@@ -110,8 +124,48 @@ def rotate_server_key(path: str | os.PathLike[str], *, revoke_old: bool = False)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
     revoked = chain.revoked_key_ids | (
         {chain.server_certificate.key_id} if revoke_old else set())
-    _write_private(temporary, _document(chain.trust_root, root, certificate, server,
+    # An offline root stays offline: the new file holds it only if the old one did.
+    keep_root = root if isinstance(in_file.get("trust_root_private"), str) else None
+    _write_private(temporary, _document(chain.trust_root, keep_root, certificate, server,
                                         revoked))
+    os.replace(temporary, target)
+    return _load(target)
+
+
+def take_root_offline(path: str | os.PathLike[str],
+                      root_file: str | os.PathLike[str]) -> KeyChain:
+    """Move the trust root's private key from the key file at ``path`` to ``root_file``
+    (created with mode 0600, never over an existing file), a deployment step: copy
+    ``root_file`` to offline storage and delete it from the relay host. The relay keeps
+    issuing sender certificates with the server key; only a rotation needs the root
+    (``rotate --root-file``). Every relay process reads the key file only at start, so
+    none needs a restart.
+
+    Raises:
+        KeyChainError: no key file, or its root private key is not in it (already
+            offline), or ``root_file`` exists.
+    """
+    target, offline = Path(path), Path(root_file)
+    data = _read(target)
+    chain = _load(target)
+    root_text = data.get("trust_root_private")
+    if not isinstance(root_text, str):
+        raise KeyChainError(f"{target} holds no trust_root_private: already offline")
+    try:
+        root = PrivateKey.from_stored(_unb64(root_text, "trust_root_private"))
+    except ProtocolError as exc:
+        raise KeyChainError(f"trust_root_private: {exc}") from None
+    if root.public_key() != chain.trust_root:
+        raise KeyChainError("trust_root_private does not match trust_root_public")
+    try:
+        _write_private(offline, {"version": FORMAT_VERSION,
+                                 "trust_root_public": _b64(chain.trust_root.serialize()),
+                                 "trust_root_private": root_text})
+    except FileExistsError:
+        raise KeyChainError(f"{offline} exists: choose a new file for the root") from None
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
+    _write_private(temporary, _document(chain.trust_root, None, chain.server_certificate,
+                                        chain.server_key, chain.revoked_key_ids))
     os.replace(temporary, target)
     return _load(target)
 
@@ -155,8 +209,20 @@ def _write_private(path: Path, document: dict[str, Any]) -> None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The JSON document in ``path``, refused if others than its owner may use it."""
+    with path.open("rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise KeyChainError(f"{path} is not a regular file")
+        if mode & 0o077:
+            raise KeyChainError(
+                f"{path} may be read or written by other users (mode "
+                f"{stat.S_IMODE(mode):o}), and it holds the relay's signing keys: "
+                f"`chmod 600 {path}` (owned by the relay's user), and if others could "
+                "read it, treat the keys as leaked (docs/operations.md)")
+        raw = handle.read()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise KeyChainError(f"{path} is not a sealed-sender key file: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
@@ -202,23 +268,33 @@ def _unb64(value: object, name: str) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m cipherpost.server.key_chain show|rotate [FILE]``: print the trust root
-    clients pin (to publish it), or rotate the server key (then restart every relay)."""
+    """``python -m cipherpost.server.key_chain show|rotate|take-root-offline [FILE]``:
+    print the trust root clients pin (to publish it), rotate the server key (then
+    restart every relay), or move the root's private key to ``--root-file``."""
     from .settings import Settings, sealed_sender_key_file
 
     parser = argparse.ArgumentParser(prog="python -m cipherpost.server.key_chain",
                                      description="The relay's sealed-sender key chain.")
-    parser.add_argument("command", choices=("show", "rotate"))
+    parser.add_argument("command", choices=("show", "rotate", "take-root-offline"))
     parser.add_argument("--revoke-old", action="store_true",
                         help="rotate: the old server key leaked; clients refuse it from "
                              "now on")
+    parser.add_argument("--root-file", help="rotate: the root's private key, taken offline; "
+                                            "take-root-offline: the new file to move it to")
     parser.add_argument("file", nargs="?", help="the key file (else from the settings: "
                                                 "sealed_sender_keys)")
     args = parser.parse_intermixed_args(argv)
     try:
         path = Path(args.file) if args.file else sealed_sender_key_file(Settings.load())
-        chain = rotate_server_key(path, revoke_old=args.revoke_old) \
-            if args.command == "rotate" else _load(path)
+        if args.command == "rotate":
+            chain = rotate_server_key(path, revoke_old=args.revoke_old,
+                                      root_file=args.root_file)
+        elif args.command == "take-root-offline":
+            if not args.root_file:
+                sys.exit("key_chain: take-root-offline needs --root-file FILE")
+            chain = take_root_offline(path, args.root_file)
+        else:
+            chain = _load(path)
     except (OSError, ValueError, KeyChainError) as exc:
         sys.exit(f"key_chain: {exc}")
     print(f"trust root: {_b64(chain.trust_root.serialize())}")
