@@ -26,15 +26,17 @@ class RedisUnavailable(RuntimeError):
 class RedisServer:
     """One running ``redis-server`` process."""
 
-    def __init__(self, workdir: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, workdir: Path, port: int, process: subprocess.Popen[bytes],
+                 extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.port = port
         self.process = process
+        self.extra = extra
         self._databases = 0
 
     @classmethod
-    def start(cls, *, timeout: float = 30.0) -> RedisServer:
-        """Start a server.
+    def start(cls, *, timeout: float = 30.0, extra: tuple[str, ...] = ()) -> RedisServer:
+        """Start a server (``extra``: more ``redis-server`` arguments).
 
         Raises:
             RedisUnavailable: not installed, or not answering within ``timeout`` seconds.
@@ -47,7 +49,7 @@ class RedisServer:
         workdir = Path(tempfile.mkdtemp(prefix="cipherpost-redis-"))
         try:
             for _attempt in range(3):  # the free port may be taken before it binds
-                server = cls._launch(binary, workdir, free_port())
+                server = cls._launch(binary, workdir, free_port(), extra)
                 try:
                     server._wait_ready(timeout)
                 except RedisUnavailable:
@@ -65,13 +67,22 @@ class RedisServer:
             raise
 
     @classmethod
-    def _launch(cls, binary: str, workdir: Path, port: int) -> RedisServer:
+    def _launch(cls, binary: str, workdir: Path, port: int,
+                extra: tuple[str, ...]) -> RedisServer:
         args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                 "--appendonly", "no", "--dir", str(workdir), "--databases", "1000",
-                "--logfile", str(workdir / "redis.log"), "--daemonize", "no"]
+                "--logfile", str(workdir / "redis.log"), "--daemonize", "no", *extra]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        return cls(workdir, port, process)
+        return cls(workdir, port, process, extra)
+
+    def restart(self, *, timeout: float = 30.0) -> None:
+        """Stop the server and start it again on the same port (with nothing in it: a
+        lost server, as its clients see it)."""
+        binary = self.process.args[0]  # type: ignore[index]
+        self.stop(remove=False)
+        self.process = self._launch(str(binary), self.workdir, self.port, self.extra).process
+        self._wait_ready(timeout)
 
     def log(self) -> str:
         try:
@@ -88,7 +99,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with a password)
                         return
             except OSError:
                 pass
