@@ -1,7 +1,11 @@
 /** Test helpers for SPQR: the recorded vectors (tests/protocol/spqr/vectors, as the Python tests read them). */
 
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
+import { Direction } from "../src/protocol/spqr/chain.js";
+import { initialState, recv, send, type PqRatchetState } from "../src/protocol/spqr/ratchet.js";
 
 const VECTORS = fileURLToPath(new URL("../../tests/protocol/spqr/vectors/", import.meta.url));
 const cache = new Map<string, unknown>();
@@ -50,3 +54,54 @@ export function seeded(seed: number): { next(): number; int(lo: number, hi: numb
     bytes: (n) => Uint8Array.from({ length: n }, () => Math.floor(next() * 256)),
   };
 }
+
+export const AUTH = new Uint8Array(32).fill(0x29);
+
+/** Two parties with a seeded schedule of bursts, reordering and loss. */
+export class Conversation {
+  readonly rnd: ReturnType<typeof seeded>;
+  readonly state: Record<string, PqRatchetState>;
+  readonly flight: Record<string, [Uint8Array, Uint8Array | null][]> = { A: [], B: [] };
+  delivered = 0;
+
+  constructor(seed: number, readonly loss = 0.05) {
+    this.rnd = seeded(seed);
+    this.state = { A: initialState(AUTH, Direction.A2B), B: initialState(AUTH, Direction.B2A) };
+  }
+
+  send(name: string): void {
+    const sent = send(this.state[name]!, this.rnd.bytes);
+    this.state[name] = sent.state;
+    assert.ok(sent.key !== null);
+    if (this.rnd.next() >= this.loss) this.flight[name === "A" ? "B" : "A"]!.push([sent.message, sent.key]);
+  }
+
+  deliver(name: string): void {
+    const queue = this.flight[name]!;
+    const [data, key] = queue.splice(this.rnd.int(0, Math.min(3, queue.length) - 1), 1)[0]!;
+    const [state, got] = recv(this.state[name]!, data);
+    assert.deepEqual(got, key);
+    this.state[name] = state;
+    this.delivered++;
+  }
+
+  run(steps: number, onStep?: () => void): void {
+    for (let i = 0; i < steps; i++) {
+      const name = this.rnd.next() < 0.5 ? "A" : "B";
+      const other = name === "A" ? "B" : "A";
+      for (let k = this.rnd.int(1, 6); k > 0; k--) {
+        this.send(name);
+        onStep?.();
+      }
+      while (this.flight[other]!.length && this.rnd.next() < 0.8) {
+        this.deliver(other);
+        onStep?.();
+      }
+    }
+  }
+
+  epochs(): number {
+    return Math.min(...Object.values(this.state).map((s) => s.chain!.currentEpoch));
+  }
+}
+
