@@ -35,7 +35,7 @@ def _queued(tmp_path: Path, client: Client) -> list[tuple[str | None, int | None
     relay holds for ``client``'s account, as stored."""
     with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
         return db.execute("SELECT sender_account_id, sender_device_id, type, "
-                          "client_timestamp FROM messages WHERE account_id = ? ORDER BY id",
+                          "client_timestamp FROM messages WHERE account_id = ? ORDER BY seq, device_id",
                           (client.account_id,)).fetchall()
 
 
