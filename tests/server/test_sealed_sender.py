@@ -236,3 +236,42 @@ def test_key_chain_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     path.write_text("{")
     with pytest.raises(KeyChainError):
         load_or_create(path)
+
+
+def test_sealed_bytes_limited_per_recipient(settings: Settings) -> None:
+    """Review R6: whoever holds an access key is not named, so the bytes sealed sends
+    queue for one recipient are bounded too (the largest ciphertext of each send), by
+    default a quarter of ``queue_byte_budget`` refilled over an hour; the refusal is
+    the usual 429 with Retry-After, and another recipient's budget is its own."""
+    small = dataclasses.replace(settings, queue_byte_budget=4000)  # 1000 B, 1000 B/h
+    with TestClient(create_app(small)) as c:
+        alice, bob, carol = register(c), register(c), register(c)
+        laptop = link(c, bob)
+        _enable(c, bob)
+        _enable(c, laptop)
+        _enable(c, carol)
+        to_bob, to_carol = _devices(c, alice, bob), _devices(c, alice, carol)
+        # Two devices of 600 and 100 bytes cost 600, not 700: each queue gets one.
+        assert _sealed(c, bob, {1: b"x" * 600, laptop.device_id: b"y" * 100},
+                       to_bob).status_code == 200
+        refused = _sealed(c, bob, {1: b"x" * 600, laptop.device_id: b"y"}, to_bob)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "rate_limited"
+        # 200 bytes missing at 1000/3600 bytes a second: 720 s.
+        assert 715 <= int(refused.headers["retry-after"]) <= 721
+        assert _sealed(c, bob, {1: b"y", laptop.device_id: b"x" * 400},
+                       to_bob).status_code == 200
+        assert _sealed(c, bob, {1: b"x", laptop.device_id: b"y"}, to_bob).status_code == 429
+        assert _sealed(c, carol, {1: b"x" * 1000}, to_carol).status_code == 200
+        # A send larger than the whole budget needs a full bucket, not forever.
+        assert _sealed(c, carol, {1: b"x" * 1500}, to_carol).status_code == 429
+        assert 'cipherpost_rate_limited_total{limit="sealed_recipient_bytes"} 3.0' \
+            in c.get("/metrics").text
+    explicit = dataclasses.replace(settings, rate_sealed_bytes_per_recipient="50/0.001",
+                                   sealed_sender_keys="")
+    with TestClient(create_app(explicit)) as c:
+        alice, bob = register(c), register(c)
+        _enable(c, bob)
+        to_bob = _devices(c, alice, bob)
+        assert [_sealed(c, bob, {1: b"x" * 20}, to_bob).status_code for _ in range(3)] \
+            == [200, 200, 429]

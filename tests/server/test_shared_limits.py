@@ -190,3 +190,24 @@ def test_websocket_sends_wait_for_redis_in_order_and_refusals_are_429(
         assert all(answers[i]["error"]["code"] == "rate_limited" for i in range(20, 25))
         queued = client.get("/v1/messages", headers=bob.headers).json()["messages"]
         assert [m["client_timestamp"] for m in queued] == list(range(20))
+
+
+def test_a_redis_take_spends_its_cost(redis_server: RedisServer) -> None:
+    """Byte budgets (the sealed per-recipient one, review R6) take many tokens at once:
+    Redis spends the cost, and a refusal spends nothing and says when it would fit."""
+
+    async def run() -> None:
+        limits = RedisLimits(redis_server.url())
+        try:
+            bytes_ = TokenBuckets("1000/100")
+            futures = [limits.take("b", "k", bytes_, 600), limits.take("b", "k", bytes_, 600),
+                       limits.take("b", "k", bytes_, 400)]
+            await asyncio.gather(*futures, return_exceptions=True)
+            decisions = _decisions(futures)
+            assert decisions[0] is None and decisions[2] is None
+            assert decisions[1] == 2  # 200 missing at 100/s, rounded up: 2 s
+            assert limits.local_decisions == 0
+        finally:
+            await limits.close()
+
+    asyncio.run(run())

@@ -89,7 +89,7 @@ end
 return out
 """.replace("NO_REFILL_WAIT", repr(NO_REFILL_WAIT)).replace("KEEP_EMPTY_MS", str(KEEP_EMPTY_MS))
 
-_Take = tuple[str, str, TokenBuckets, "asyncio.Future[None]"]
+_Take = tuple[str, str, TokenBuckets, float, "asyncio.Future[None]"]
 
 
 def bucket_key(name: str, key: str) -> str:
@@ -119,13 +119,15 @@ class RedisLimits:
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self._redis.aclose()
 
-    def take(self, name: str, key: str, buckets: TokenBuckets) -> asyncio.Future[None]:
-        """Spend one token of limit ``name`` (capacity and refill of ``buckets``, which
-        also decide when Redis fails) for ``key``. The future resolves to None, or raises
-        :class:`.errors.ApiError` 429 with Retry-After; futures resolve in call order."""
+    def take(self, name: str, key: str, buckets: TokenBuckets,
+             cost: float = 1.0) -> asyncio.Future[None]:
+        """Spend ``cost`` tokens of limit ``name`` (capacity and refill of ``buckets``,
+        which also decide when Redis fails) for ``key``. The future resolves to None, or
+        raises :class:`.errors.ApiError` 429 with Retry-After; futures resolve in call
+        order."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((name, key, buckets, future))
+        self._pending.append((name, key, buckets, cost, future))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return future
@@ -137,7 +139,8 @@ class RedisLimits:
                 batch = self._pending[:BATCH]
                 del self._pending[:BATCH]
                 waits = await self._decide(batch)
-                for (_name, _key, _buckets, future), wait in zip(batch, waits, strict=True):
+                for (_name, _key, _buckets, _cost, future), wait in zip(batch, waits,
+                                                                       strict=True):
                     if future.done():  # its request was cancelled
                         continue
                     if wait is None:
@@ -151,9 +154,9 @@ class RedisLimits:
         if self._clock() >= self._local_until:
             keys: list[str] = []
             args: list[float] = []
-            for name, key, buckets, _future in batch:
+            for name, key, buckets, cost, _future in batch:
                 keys.append(bucket_key(name, key))
-                args += (buckets.capacity, buckets.refill, 1.0)
+                args += (buckets.capacity, buckets.refill, cost)
             try:
                 answer = await asyncio.wait_for(self._script(keys=keys, args=args),
                                                 TIMEOUT * 2)
@@ -169,4 +172,4 @@ class RedisLimits:
                     log.warning("rate limits: shared through Redis again")
                 return [float(w) if w else None for w in answer]
         self.local_decisions += len(batch)
-        return [buckets.try_take(key) for _name, key, buckets, _future in batch]
+        return [buckets.try_take(key, cost) for _name, key, buckets, cost, _future in batch]

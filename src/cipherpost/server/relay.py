@@ -16,7 +16,7 @@ from .fanout.local import LocalFanout
 from .key_chain import KeyChain
 from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
-from .settings import Settings
+from .settings import Settings, sealed_byte_rate
 from .storage.sql import Storage
 
 if TYPE_CHECKING:  # Redis is needed only when configured
@@ -76,6 +76,7 @@ class Relay:
             "recovery": TokenBuckets(s.rate_recovery_per_ip),
             "sealed_recipient": TokenBuckets(s.rate_sealed_per_recipient),
             "sealed_ip": TokenBuckets(s.rate_sealed_per_ip),
+            "sealed_recipient_bytes": TokenBuckets(sealed_byte_rate(s)),
         }
         self.mailboxes = Mailboxes(s.max_provisioning_mailboxes, s.provisioning_byte_budget)
 
@@ -95,17 +96,19 @@ class Relay:
             self._seen_day.clear()
         await self.storage.touch_device(account_id, device_id, now)
 
-    async def limit(self, name: str, key: str) -> None:
-        """Spend one token of limit ``name`` for ``key``.
+    async def limit(self, name: str, key: str, cost: float = 1.0) -> None:
+        """Spend ``cost`` tokens (one request, or bytes) of limit ``name`` for ``key``; a
+        cost above the bucket's capacity spends a full bucket.
 
         Raises:
             ApiError: 429 with Retry-After when its bucket is empty.
         """
-        pending = self.limit_nowait(name, key)
+        pending = self.limit_nowait(name, key, cost)
         if pending is not None:
             await pending
 
-    def limit_nowait(self, name: str, key: str) -> asyncio.Future[None] | None:
+    def limit_nowait(self, name: str, key: str,
+                     cost: float = 1.0) -> asyncio.Future[None] | None:
         """:meth:`limit` for a caller that must not wait: None when allowed at once, or
         (limits shared through Redis) a future of the decision. Decisions are made in
         call order: a later call's future never resolves before an earlier one's.
@@ -115,14 +118,15 @@ class Relay:
                 refused later).
         """
         buckets = self.limits[name]
+        cost = min(cost, buckets.capacity)  # else it could never be spent
         if self.shared_limits is None:
             try:
-                buckets.take(key)
+                buckets.take(key, cost)
             except ApiError:
                 self.metrics.rate_limited.labels(name).inc()
                 raise
             return None
-        pending = self.shared_limits.take(name, key, buckets)
+        pending = self.shared_limits.take(name, key, buckets, cost)
         counter = self.metrics.rate_limited.labels(name)
         pending.add_done_callback(
             lambda f: None if f.cancelled() or f.exception() is None else counter.inc())

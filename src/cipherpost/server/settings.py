@@ -72,6 +72,12 @@ class Settings:
     sender_certificate_ttl: int = DAY
     rate_sealed_per_recipient: str = "600/10"
     rate_sealed_per_ip: str = "1200/20"
+    #: Bytes sealed sends may queue for one recipient, as "capacity/refill-per-second",
+    #: counting the largest ciphertext of each send (each device's queue gets one):
+    #: whoever holds an account's access key is not named, so this bounds how fast it
+    #: can fill the account's queues (review 2026-11-29-sealed-ops, R6). Empty: a
+    #: quarter of ``queue_byte_budget``, refilled over an hour.
+    rate_sealed_bytes_per_recipient: str = ""
     #: Linked devices unused this many days are removed (0: never).
     device_idle_days: int = 180
     #: Client addresses of proxies whose X-Forwarded-For is believed.
@@ -132,6 +138,15 @@ def _coerce(kind: Any, name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"setting {name}: {exc}") from None
+
+
+def sealed_byte_rate(settings: Settings) -> str:
+    """The bucket of ``Settings.rate_sealed_bytes_per_recipient`` (its default derived
+    from ``queue_byte_budget``)."""
+    if settings.rate_sealed_bytes_per_recipient:
+        return settings.rate_sealed_bytes_per_recipient
+    capacity = settings.queue_byte_budget // 4
+    return f"{capacity}/{capacity / 3600}"
 
 
 def parse_rate(spec: str) -> tuple[float, float]:

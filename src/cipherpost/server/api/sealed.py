@@ -6,7 +6,7 @@ A sealed send names only its recipient. It carries no device token (a request wi
 authorised by the recipient's unidentified-access key (UAK), compared in constant time
 with the hash the account registered. Its envelopes are stored with no sender, no client
 timestamp and the receive time rounded down to the hour; they are limited per recipient
-and per client address, since there is no sender to count.
+(requests and bytes) and per client address, since there is no sender to count.
 """
 
 from __future__ import annotations
@@ -158,6 +158,11 @@ async def send_sealed(account_id: str, body: SealedSendIn, request: Request,
                 for m in body.messages]
     if len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
+    # Bytes too (R6 of review 2026-11-29-sealed-ops): an unnamed key holder must not fill
+    # the recipient's queues at the request rate. Each device's queue gets one of the
+    # ciphertexts, so the largest bounds what any queue gains.
+    await relay.limit("sealed_recipient_bytes", account_id,
+                      max(len(m.content) for m in outgoing))
     now = relay.now_ms()
     future = relay.storage.enqueue(
         account_id, outgoing, sender=None, exclude_device=None, client_timestamp=0,
