@@ -16,9 +16,12 @@ from sqlalchemy.engine import make_url
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.group import GroupCommit
 from cipherpost.server.storage.models import (
+    DeviceMismatch,
     KeyUpload,
     NewDevice,
     OutgoingMessage,
+    QueueFull,
+    SignedKey,
     StaleDevices,
     UnknownAccount,
 )
@@ -158,8 +161,79 @@ def test_acknowledge_frees_the_budget_in_one_batch(database_url: str) -> None:
                                        storage.acknowledge(ACCOUNTS[1], 1, guids[2:]),
                                        storage.acknowledge(ACCOUNTS[2], 1, guids))
         assert deleted == [3, 2, 0]  # only the device's own messages, each once
+        assert storage._group.planned == (0 if db.is_sqlite else 2)
         assert _query(database_url, "SELECT queued_bytes FROM devices WHERE account_id = ?",
                       (ACCOUNTS[1],)) == [(0,)]
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())
+
+
+def test_sends_sharing_a_batch_count_each_other_against_numbers_and_budget(
+        database_url: str) -> None:
+    """Several sends to one device in one commit (on PostgreSQL, one multi-row INSERT,
+    ``pg_batch``): consecutive numbers, and each counts the bytes queued before it."""
+    async def run() -> None:
+        db, storage = await _storage(database_url)
+
+        def send(content: bytes, budget: int) -> asyncio.Future[Any]:
+            return storage.enqueue(
+                ACCOUNTS[1], [OutgoingMessage(1, 101, 2, content)], sender=(ACCOUNTS[0], 1),
+                exclude_device=None, client_timestamp=7, now=1, ttl=60, byte_budget=budget)
+
+        results = await asyncio.gather(send(b"a" * 40, 100), send(b"b" * 40, 100),
+                                       send(b"c" * 40, 100), send(b"d" * 20, 100),
+                                       return_exceptions=True)
+        assert [e.seq for _, e in results[0]] == [1]
+        assert [e.seq for _, e in results[1]] == [2]
+        assert isinstance(results[2], QueueFull) and results[2].devices == [1]
+        assert [e.seq for _, e in results[3]] == [3]  # 40 + 40 + 20 fits the 100
+        envelope = results[3][0][1]
+        assert (envelope.sender_account_id, envelope.sender_device_id, envelope.type,
+                envelope.client_timestamp) == (ACCOUNTS[0], 1, 2, 7)
+        assert _query(database_url, "SELECT queued_bytes, last_seq FROM devices WHERE "
+                      "account_id = ?", (ACCOUNTS[1],)) == [(100, 3)]
+        assert storage._group.planned == (0 if db.is_sqlite else 1)  # one batch, whole
+        fetched = await storage.fetch(ACCOUNTS[1], 1, 0, 10)
+        assert [(e.seq, e.guid, e.content) for e in fetched] == [
+            (r[0][1].seq, r[0][1].guid, r[0][1].content) for r in (results[0], results[1],
+                                                                   results[3])]
+        storage.close()
+        db.dispose()
+
+    asyncio.run(run())
+
+
+def test_a_device_without_keys_may_be_left_out_but_not_one_with_keys(
+        database_url: str) -> None:
+    async def run() -> None:
+        db, storage = await _storage(database_url)
+        second = await storage.add_device(ACCOUNTS[1], NewDevice(555, b"g" * 32, None,
+                                                                 KeyUpload()), 10, 0)
+        bare = await storage.add_device(ACCOUNTS[1], NewDevice(556, b"i" * 32, None,
+                                                               KeyUpload()), 10, 0)
+        await storage.store_keys(ACCOUNTS[1], second, KeyUpload(
+            signed_prekey=SignedKey(1, b"\x05" + bytes(32), b"s" * 64)))
+        only_first = _send(storage, 1, b"x")
+        both = storage.enqueue(
+            ACCOUNTS[1], [OutgoingMessage(1, 101, 2, b"y"),
+                          OutgoingMessage(second, 555, 2, b"y")],
+            sender=None, exclude_device=None, client_timestamp=0, now=1, ttl=60,
+            byte_budget=1 << 20)
+        extra = storage.enqueue(
+            ACCOUNTS[1], [OutgoingMessage(1, 101, 2, b"z"),
+                          OutgoingMessage(second, 555, 2, b"z"),
+                          OutgoingMessage(99, 1, 2, b"z")],
+            sender=None, exclude_device=None, client_timestamp=0, now=1, ttl=60,
+            byte_budget=1 << 20)
+        results = await asyncio.gather(only_first, both, extra, return_exceptions=True)
+        assert isinstance(results[0], DeviceMismatch)
+        assert (results[0].missing, results[0].extra) == ([second], [])
+        assert sorted(d for d, _ in results[1]) == [1, second]  # bare left out
+        assert isinstance(results[2], DeviceMismatch) and results[2].extra == [99]
+        assert bare not in (second, 1)
+        assert storage._group.planned == (0 if db.is_sqlite else 1)
         storage.close()
         db.dispose()
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from cipherpost.server.storage import sql as storage_sql
+from cipherpost.server.storage import pg_batch
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.models import (
     DeviceMismatch,
@@ -103,16 +103,17 @@ def test_a_cursor_skips_nothing_when_a_process_stalls_mid_commit(
     but committed after the cursor moved past it would be skipped until the device
     reconnects."""
     paused, release = threading.Event(), threading.Event()
-    original = storage_sql._PostgresCursor.execute
+    original = pg_batch.apply
 
-    def execute(self: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        result = original(self, sql, params)
-        if sql.startswith("INSERT INTO messages") and b"from B" in params:
-            paused.set()  # the row is written, the transaction not yet committed
+    def apply(cursor: Any, plans: Sequence[pg_batch.Plan], envelope_id: Any) -> Any:
+        results = original(cursor, plans, envelope_id)
+        if any(isinstance(p, pg_batch.Enqueue) and p.outgoing[0].content == b"from B"
+               for p in plans):
+            paused.set()  # the rows are written, the transaction not yet committed
             assert release.wait(20)
-        return result
+        return results
 
-    monkeypatch.setattr(storage_sql._PostgresCursor, "execute", execute)
+    monkeypatch.setattr(pg_batch, "apply", apply)
 
     async def run() -> None:
         a, b = relays = await _relays(pg_url, 2)

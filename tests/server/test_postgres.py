@@ -154,3 +154,29 @@ def test_a_lost_connection_is_replaced(pg_url: str, postgres: PostgresServer) ->
             _close(db, [storage])
 
     asyncio.run(run())
+
+
+def test_a_database_error_in_a_whole_batch_fails_only_its_send(pg_url: str) -> None:
+    """A batch run whole (``pg_batch``) that the database refuses is rolled back and run
+    again send by send: only the send at fault fails."""
+    async def run() -> None:
+        db, (storage,) = _relays(pg_url, 1)
+        await storage.create_account(ACCOUNT, None, b"\x05" + bytes(32),
+                                     NewDevice(7, b"h" * 32, None, KeyUpload()), 0)
+
+        def send(sender: str) -> asyncio.Future[Any]:
+            return storage.enqueue(ACCOUNT, [OutgoingMessage(1, 7, 2, sender.encode())],
+                                   sender=(sender, 1), exclude_device=None,
+                                   client_timestamp=0, now=1, ttl=60, byte_budget=1 << 20)
+
+        too_long = "x" * 40  # the column holds 36 characters: the INSERT fails
+        results = await asyncio.gather(send(ACCOUNT), send(too_long), send(ACCOUNT),
+                                       return_exceptions=True)
+        assert isinstance(results[1], psycopg.errors.StringDataRightTruncation)
+        assert [e.seq for r in (results[0], results[2]) for _, e in r] == [1, 2]
+        assert storage._group.planned == 0  # that batch went operation by operation
+        assert [e.content for e in await storage.fetch(ACCOUNT, 1, 0, 10)] == [
+            ACCOUNT.encode(), ACCOUNT.encode()]
+        _close(db, [storage])
+
+    asyncio.run(run())

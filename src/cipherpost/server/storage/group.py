@@ -16,7 +16,10 @@ batch of a hundred sends took seconds that way). The loop's connection never wai
 the lock: when another writer (the writer thread, for the rare requests that are not
 per-message, or a checkpoint restarting the WAL) holds it, the batch is tried again 2 ms
 later, while the loop goes on. PostgreSQL batches run on the writer thread (each
-statement is a round trip to the server, which the loop must not wait for).
+statement is a round trip to the server, which the loop must not wait for), and there a
+batch of sends and acknowledgements runs whole, in four statements whatever its size
+(:mod:`.pg_batch`): psycopg's Python work per statement, not the server, was most of the
+relay's CPU per message on PostgreSQL.
 
 Nothing is reported before it is durable: an operation's future resolves, and its
 ``on_commit`` callback runs (on the event loop, in commit order, before any later batch
@@ -51,14 +54,16 @@ Results = list[tuple[bool, Any]]
 
 
 class _Item(Generic[R]):
-    __slots__ = ("future", "lock_order", "on_commit", "op")
+    __slots__ = ("future", "lock_order", "on_commit", "op", "plan")
 
     def __init__(self, op: Callable[[Any], R], future: asyncio.Future[R],
-                 on_commit: Callable[[R], None] | None, lock_order: tuple[str, int]) -> None:
+                 on_commit: Callable[[R], None] | None, lock_order: tuple[str, int],
+                 plan: Any) -> None:
         self.op = op
         self.future = future
         self.on_commit = on_commit
         self.lock_order = lock_order
+        self.plan = plan
 
 
 class GroupCommit:
@@ -66,33 +71,41 @@ class GroupCommit:
 
     def __init__(self, executor: Executor,
                  thread_transaction: Callable[[], contextlib.AbstractContextManager[Any]],
-                 loop_connection: Callable[[], Any] | None = None) -> None:
+                 loop_connection: Callable[[], Any] | None = None,
+                 plans: Callable[[Any, list[Any]], Results] | None = None) -> None:
         """``thread_transaction`` opens a write transaction on the writer thread (run
         through ``executor``); ``loop_connection`` gives the event loop's own SQLite
-        connection (autocommit mode, no busy timeout), if batches may run on the loop."""
+        connection (autocommit mode, no busy timeout), if batches may run on the loop.
+        ``plans(cursor, plans)`` runs a whole batch on the writer thread at once, when
+        every operation of it came with a plan (see ``submit``; PostgreSQL's
+        :mod:`.pg_batch`); its results are as ``op``'s would be."""
         self._executor = executor
         self._thread_transaction = thread_transaction
         self._loop_connection = loop_connection
+        self._plans = plans
         self._pending: list[_Item[Any]] = []
         self._busy = False
         #: batches run on the loop and on the writer thread (for tests and metrics)
         self.batches = [0, 0]
         #: times a batch on the loop found the write lock taken and waited
         self.waits = 0
+        #: batches run whole by ``plans`` (not operation by operation)
+        self.planned = 0
 
     def submit(self, op: Callable[[Any], R],
                on_commit: Callable[[R], None] | None = None, *,
-               lock_order: tuple[str, int] = ("", 0)) -> asyncio.Future[R]:
+               lock_order: tuple[str, int] = ("", 0), plan: Any = None) -> asyncio.Future[R]:
         """Run ``op(cursor)`` in the next batch; the future resolves once it is committed.
 
         ``on_commit(result)`` runs on the event loop right after the commit, before the
         future's awaiters resume and before any later operation is reported.
         ``lock_order`` is where the first row lock ``op`` takes falls in the order of
-        all writers' locks (see ``sql._delete_device``).
+        all writers' locks (see ``sql._delete_device``). ``plan`` describes ``op`` to
+        the batch runner given as ``plans`` (which then runs it instead of ``op``).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append(_Item(op, future, on_commit, lock_order))
+        self._pending.append(_Item(op, future, on_commit, lock_order, plan))
         if not self._busy:
             self._busy = True
             # Gather what arrives in the next millisecond into the same commit: at low
@@ -162,7 +175,7 @@ class GroupCommit:
         try:
             try:
                 with self._thread_transaction() as cursor:
-                    return _apply(cursor, batch)
+                    return self._apply_on_thread(cursor, batch)
             except _OperationFailed:  # rolled back: run them again, each on its own
                 with self._thread_transaction() as cursor:
                     results = _apply_one_by_one(cursor, batch)
@@ -171,6 +184,16 @@ class GroupCommit:
             # connection to a database server broke) may have been durable after all.
             log.exception("a group commit failed")
             return [(False, exc)] * len(batch)
+        return results
+
+    def _apply_on_thread(self, cursor: Any, batch: list[_Item[Any]]) -> Results:
+        if self._plans is None or any(item.plan is None for item in batch):
+            return _apply(cursor, batch)
+        try:
+            results = self._plans(cursor, [item.plan for item in batch])
+        except Exception as exc:
+            raise _OperationFailed() from exc
+        self.planned += 1
         return results
 
     def _done(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[Any]],

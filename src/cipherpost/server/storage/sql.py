@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from . import admin, audit
+from . import admin, audit, pg_batch
 from .engine import Database
 from .envelope_ids import envelope_id, seq_of
 from .group import GroupCommit
@@ -126,7 +126,8 @@ class Storage:
         self._loop_db: Any = None
         self._group = GroupCommit(self._writer,
                                   lambda: self._raw(self.db.writer, write=True),
-                                  self._loop_connection if db.is_sqlite else None)
+                                  self._loop_connection if db.is_sqlite else None,
+                                  None if db.is_sqlite else _apply_plans)
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._raw_connections: list[Any] = []
@@ -581,9 +582,10 @@ class Storage:
             refused: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
             refused.set_exception(RecipientSuspended(account_id))
             return refused
-        return self._group.submit(functools.partial(
-            _enqueue, account_id, outgoing, sender, exclude_device, client_timestamp, now,
-            ttl, byte_budget), on_commit, lock_order=(account_id, 0))
+        plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
+                                client_timestamp, now, ttl, byte_budget)
+        return self._group.submit(functools.partial(_enqueue, *plan), on_commit,
+                                  lock_order=(account_id, 0), plan=plan)
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
                     limit: int) -> list[Envelope]:
@@ -616,9 +618,9 @@ class Storage:
                     guids: Iterable[str]) -> asyncio.Future[int]:
         """Delete acknowledged messages in the next group commit; the future gives how
         many existed."""
-        return self._group.submit(functools.partial(_acknowledge, account_id, device_id,
-                                                    list(guids)),
-                                  lock_order=(account_id, device_id))
+        plan = pg_batch.Acknowledge(account_id, device_id, list(guids))
+        return self._group.submit(functools.partial(_acknowledge, *plan),
+                                  lock_order=(account_id, device_id), plan=plan)
 
     async def expire(self, now: int) -> int:
         """Delete expired messages; return how many.
@@ -874,8 +876,18 @@ class _PostgresCursor:
         self._cursor.execute(_format_style(sql), params)
         return self._cursor
 
+    @property
+    def raw(self) -> Any:
+        """The psycopg cursor itself (for SQL written in its own ``%s`` style)."""
+        return self._cursor
+
     def close(self) -> None:
         self._cursor.close()
+
+
+def _apply_plans(cursor: _PostgresCursor, plans: list[pg_batch.Plan]) -> pg_batch.Results:
+    """A PostgreSQL group commit's sends and acknowledgements in a few statements."""
+    return pg_batch.apply(cursor.raw, plans, envelope_id)
 
 
 @functools.lru_cache(maxsize=256)
