@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { InvalidMessage, ProtocolError } from "../src/protocol/errors.js";
-import { ALL_SPQR_ERRORS, recv, type PqRatchetState } from "../src/protocol/spqr/index.js";
+import { ALL_SPQR_ERRORS, recv, serialize, type PqRatchetState } from "../src/protocol/spqr/index.js";
 import { PayloadType, decodeMessage, encodeMessage, hasChunk, spqrMessage } from "../src/protocol/spqr/wire.js";
 import { Conversation, seeded } from "./spqr_helpers.js";
 
@@ -44,11 +44,12 @@ function mutations(rnd: ReturnType<typeof seeded>, data: Uint8Array): Uint8Array
   ];
 }
 
-test("mutated messages raise only protocol errors", () => {
+test("mutated messages raise only protocol errors, and recv never changes the state it was given", () => {
   const rnd = seeded(5);
   const [states, messages] = snapshots();
   const outcomes = { ok: 0, refused: 0 };
   for (const state of states) {
+    const stored = serialize(state);
     for (let n = 0; n < 12; n++) {
       for (const bad of mutations(rnd, messages[rnd.int(0, messages.length - 1)]!)) {
         try {
@@ -60,6 +61,8 @@ test("mutated messages raise only protocol errors", () => {
         }
       }
     }
+    // recv is tentative (the caller keeps its result only once the message verified).
+    assert.deepEqual(serialize(state), stored);
   }
   assert.ok(outcomes.ok > 50 && outcomes.refused > 50, JSON.stringify(outcomes));
 });
