@@ -79,11 +79,14 @@ bench-web: $(STAMP) $(WEB_STAMP)
 
 # Long runs, outside `make test`: the property tests, every fuzz target of tests/assurance
 # under Hypothesis and then coverage-guided under atheris (FUZZ_SECONDS per target, default
-# 90, or FUZZ_RUNS inputs per target), then the figures (build/assurance/summary.json).
+# 90, or FUZZ_RUNS inputs per target), device_frame once more on PostgreSQL (its figures in
+# build/assurance/postgresql/), then the figures (build/assurance/summary.json).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/properties
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n 2 tests/assurance/test_fuzz.py
 	$(PY) -m tests.assurance.fuzz_atheris --jobs 2
+	FUZZ_DATABASE=postgresql ASSURANCE_RESULTS=build/assurance/postgresql \
+		$(PY) -m tests.assurance.fuzz_atheris device_frame
 	$(PY) -m tests.assurance.report
 
 # Schemathesis against the relay's OpenAPI document (in process) with many more requests

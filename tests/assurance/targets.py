@@ -629,4 +629,4 @@ def peer_request(data: bytes) -> None:
 
 
 # The newer parsers' targets register themselves here (they use the helpers above).
-from . import targets_accounts, targets_protocol  # noqa: E402,F401
+from . import targets_accounts, targets_protocol, targets_receive  # noqa: E402,F401

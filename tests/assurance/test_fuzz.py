@@ -142,9 +142,13 @@ def json_mutations(docs: list[Any]) -> st.SearchStrategy[bytes]:
 def strategy_for(name: str) -> st.SearchStrategy[bytes]:
     target = TARGETS[name]
     base = mutations(target.seeds)
-    if name in ("bundle_answer", "peer_request"):
+    if name in ("bundle_answer", "peer_request", "relay_frame"):
         docs = [json.loads(seed) for seed in target.seeds]
         return base | json_mutations(docs)
+    if name == "device_frame":  # a selector byte, then JSON
+        docs = [json.loads(seed[1:]) for seed in target.seeds]
+        return base | st.builds(lambda s, doc: s + doc, st.sampled_from([b"\x00", b"\x02"]),
+                                json_mutations(docs))
     return base
 
 

@@ -76,6 +76,25 @@ class Credentials:
         return f"Credentials(account_id={self.account_id!r}, device_id={self.device_id})"
 
 
+class MalformedEnvelope(ProtocolError):
+    """The relay sent an envelope (or a page or frame of them) that is not well-formed."""
+
+    kind = "malformed_envelope"
+
+
+#: Bounds of an envelope's fields as the relay sends them (docs/websocket.md): ids are
+#: UUIDs, device ids 1..127, types a byte, timestamps milliseconds in a signed 64 bits.
+MAX_ENVELOPE_ID = 64
+MAX_ACCOUNT_ID = 64
+
+
+def _int_in(data: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = data.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise MalformedEnvelope(f"malformed envelope: {key}")
+    return value
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A queued ciphertext as the relay delivers it."""
@@ -89,10 +108,48 @@ class Envelope:
     server_timestamp: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Envelope:
-        return cls(str(data["id"]), data.get("sender_account_id"), data.get("sender_device_id"),
-                   int(data["type"]), unb64(data["content"]), int(data["client_timestamp"]),
-                   int(data["server_timestamp"]))
+    def from_json(cls, data: object) -> Envelope:
+        """An envelope of the relay's JSON, every field checked (the relay is not trusted
+        to be well-formed: a field of the wrong type must not reach the decryption path).
+
+        Raises:
+            MalformedEnvelope: not an object, a field missing, of the wrong type or out of
+                range, or content that is not base64.
+        """
+        if not isinstance(data, dict):
+            raise MalformedEnvelope("malformed envelope: not an object")
+        guid = data.get("id")
+        if not isinstance(guid, str) or not 0 < len(guid) <= MAX_ENVELOPE_ID:
+            raise MalformedEnvelope("malformed envelope: id")
+        sender = data.get("sender_account_id")
+        if sender is not None and (not isinstance(sender, str)
+                                   or not 0 < len(sender) <= MAX_ACCOUNT_ID):
+            raise MalformedEnvelope("malformed envelope: sender_account_id")
+        device = None if data.get("sender_device_id") is None \
+            else _int_in(data, "sender_device_id", 1, 127)
+        content = data.get("content")
+        try:
+            raw = unb64(content) if isinstance(content, str) else None
+        except ValueError:
+            raw = None
+        if raw is None:
+            raise MalformedEnvelope("malformed envelope: content")
+        return cls(guid, sender, device, _int_in(data, "type", 0, 255), raw,
+                   _int_in(data, "client_timestamp", 0, 2**63 - 1),
+                   _int_in(data, "server_timestamp", 0, 2**63 - 1))
+
+
+def parse_messages(data: object) -> tuple[list[Envelope], bool]:
+    """The envelopes of a ``GET /v1/messages`` answer, and whether more are queued.
+
+    Raises:
+        MalformedEnvelope: the page, or an envelope in it, is malformed.
+    """
+    messages = data.get("messages") if isinstance(data, dict) else None
+    more = data.get("more") if isinstance(data, dict) else None
+    if not isinstance(messages, list) or not isinstance(more, bool):
+        raise MalformedEnvelope("malformed page of messages")
+    return [Envelope.from_json(e) for e in messages], more
 
 
 def _field(obj: object, key: str, kind: type) -> Any:
@@ -341,8 +398,12 @@ class RelayApi:
                            json={"key": b64(key)})
 
     async def fetch(self, limit: int = 100) -> tuple[list[Envelope], bool]:
-        data = await self.request("GET", f"/v1/messages?limit={limit}")
-        return [Envelope.from_json(e) for e in data["messages"]], bool(data["more"])
+        """A page of the queue.
+
+        Raises:
+            MalformedEnvelope: the page, or an envelope in it, is malformed.
+        """
+        return parse_messages(await self.request("GET", f"/v1/messages?limit={limit}"))
 
     async def ack(self, ids: list[str]) -> None:
         await self.request("POST", "/v1/messages/ack", json={"ids": ids})

@@ -123,7 +123,12 @@ class Inbox:
                 self.store.mark_envelope(envelope.id, self._now())
             return [ev.Unsupported(sender or "", device or 0,
                                    f"envelope type {envelope.type}")], []
-        address = ProtocolAddress(sender, device)
+        try:
+            address = ProtocolAddress(sender, device)
+        except ValueError:  # Envelope.from_json checks the relay's; one built otherwise may not
+            with self.store.transaction():
+                self.store.mark_envelope(envelope.id, self._now())
+            return [ev.Unsupported(sender, 0, "an envelope from no valid address")], []
         before = self.store.get_identity(address)
         try:
             with self.store.transaction():

@@ -14,7 +14,7 @@ import websockets
 
 from cipherpost import logfilter
 
-from .api import Envelope, RelayError
+from .api import Envelope, MalformedEnvelope, RelayError
 
 SEND_TIMEOUT = 30.0
 
@@ -28,6 +28,23 @@ class SocketLost(Exception):
     """The connection ended before the relay answered a send (it may or may not have
     queued it: resending the same ciphertexts is safe, a repeat is dropped as a
     duplicate)."""
+
+
+def sent_answer(answer: dict[str, Any]) -> int:
+    """The number queued that a ``sent`` frame reports.
+
+    Raises:
+        RelayError: the relay refused, with its status and error.
+        SocketLost: the frame is malformed (whether the relay queued is unknown, as when
+            no answer came: resending is safe).
+    """
+    status, queued, error = answer.get("status"), answer.get("queued", 0), answer.get("error")
+    if type(status) is not int or type(queued) is not int:
+        raise SocketLost("the relay's answer to a send is malformed")
+    if status != 200:
+        error = error if isinstance(error, dict) else {}
+        raise RelayError(status, str(error.get("code")), str(error.get("message")), answer)
+    return queued
 
 
 class RelaySocket:
@@ -46,15 +63,11 @@ class RelaySocket:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                frame = json.loads(raw)
-                kind = frame.get("type")
-                if kind == "message":
-                    self._envelopes.put_nowait(Envelope.from_json(frame["envelope"]))
-                elif kind == "sent":
-                    future = self._pending.pop(frame.get("id"), None)
-                    if future is not None and not future.done():
-                        future.set_result(frame)
-        except (websockets.ConnectionClosed, ValueError, KeyError, TypeError) as exc:
+                self._frame(json.loads(raw))
+        except (websockets.ConnectionClosed, ValueError, RecursionError,
+                MalformedEnvelope) as exc:
+            # A malformed frame ends the connection (the listener reconnects; nothing
+            # unacknowledged is lost): never an exception escaping this task.
             self.error = exc
         finally:
             for future in self._pending.values():
@@ -62,6 +75,25 @@ class RelaySocket:
                     future.set_exception(SocketLost("the connection to the relay ended"))
             self._pending.clear()
             self._envelopes.put_nowait(None)
+
+    def _frame(self, frame: object) -> None:
+        """Sort one frame of the relay's.
+
+        Raises:
+            MalformedEnvelope: not an object, or a ``message`` frame whose envelope is
+                malformed.
+        """
+        if not isinstance(frame, dict):
+            raise MalformedEnvelope("the relay sent a frame that is not an object")
+        kind = frame.get("type")
+        if kind == "message":
+            self._envelopes.put_nowait(Envelope.from_json(frame.get("envelope")))
+        elif kind == "sent":
+            request_id = frame.get("id")
+            future = self._pending.pop(request_id, None) \
+                if type(request_id) is int else None
+            if future is not None and not future.done():
+                future.set_result(frame)
 
     async def next_envelope(self) -> Envelope:
         """The next queued envelope.
@@ -100,11 +132,7 @@ class RelaySocket:
             raise SocketLost("no answer from the relay") from None
         finally:
             self._pending.pop(request_id, None)
-        status = int(answer.get("status", 0))
-        if status != 200:
-            error = answer.get("error") or {}
-            raise RelayError(status, str(error.get("code")), str(error.get("message")), answer)
-        return int(answer.get("queued", 0))
+        return sent_answer(answer)
 
     async def close(self) -> None:
         self._reader.cancel()

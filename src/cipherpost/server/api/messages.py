@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from fastapi import APIRouter, Query
 
@@ -35,6 +35,18 @@ async def send(account_id: str, body: SendIn, relay: RelayDep, device: DeviceDep
     return SendOut(queued=await queue_messages(relay, device, account_id, body))
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can name a row at all: the relay's ids hold no NUL, and PostgreSQL
+    refuses NUL in any text parameter (a send to such an account id answered 500, an
+    acknowledgement of such an id closed the connection with 1011)."""
+    return "\x00" not in text
+
+
+def storable_ids(ids: Iterable[str]) -> list[str]:
+    """The ids of an acknowledgement that can name a queued message (the others name none)."""
+    return [i for i in ids if len(i) <= 36 and storable(i)]
+
+
 def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp: int,
                 messages: Sequence[tuple[int, int, int, str]]) -> asyncio.Future[list[Queued]]:
     """Check a send request and hand it to the next group commit. ``messages`` are
@@ -42,9 +54,12 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
     On commit the envelopes go straight to their devices' live connections.
 
     Raises:
-        ApiError: malformed, or rate limited (the future raises that too when the
-            limit is shared through Redis: one device's sends still queue in order).
+        ApiError: malformed, an account id no account can have (404, as for an unknown
+            one), or rate limited (the future raises that too when the limit is shared
+            through Redis: one device's sends still queue in order).
     """
+    if not storable(account_id):
+        raise not_found("account")
     limit = relay.settings.max_message_bytes
     outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
                 for d, r, t, c in messages]
@@ -173,7 +188,6 @@ async def acknowledge(body: AckIn, relay: RelayDep, device: DeviceDep) -> AckOut
 
 async def ack(relay: Relay, account_id: str, device_id: int, ids: list[str]) -> int:
     """Delete acknowledged messages and count them."""
-    deleted = await relay.storage.acknowledge(account_id, device_id,
-                                              [i for i in ids if len(i) <= 36])
+    deleted = await relay.storage.acknowledge(account_id, device_id, storable_ids(ids))
     relay.metrics.messages_delivered.inc(deleted)
     return deleted

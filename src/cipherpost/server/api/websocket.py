@@ -33,7 +33,7 @@ from ..relay import Relay
 from ..storage.models import Envelope
 from ..storage.sql import Queued
 from .deps import b64
-from .messages import refusal, submit_send
+from .messages import refusal, storable_ids, submit_send
 from .schemas import SendIn
 
 log = logging.getLogger("cipherpost.server")
@@ -312,7 +312,7 @@ class Session:
         """Delete what ``ids`` name in the next commit; answer ``acked`` if ``confirm``."""
         # Applied even if the socket closes before the commit.
         future = self.relay.storage.acknowledge(self.account_id, self.device_id,
-                                                [i for i in ids if len(i) <= 36])
+                                                storable_ids(ids))
         self._outstanding += 1
         future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 
