@@ -35,7 +35,8 @@ def _queued(tmp_path: Path, client: Client) -> list[tuple[str | None, int | None
     relay holds for ``client``'s account, as stored."""
     with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
         return db.execute("SELECT sender_account_id, sender_device_id, type, "
-                          "client_timestamp FROM messages WHERE account_id = ? ORDER BY seq, device_id",
+                          "client_timestamp FROM messages WHERE account_id = ? "
+                          "ORDER BY seq, device_id",
                           (client.account_id,)).fetchall()
 
 
@@ -305,3 +306,82 @@ def test_register_with_the_published_trust_root(tmp_path: Path, relay: ThreadedR
     assert code == 0
     assert json.loads(invoke(tmp_path / "b", "--json", "trust-root")[1]) == \
         {"trust_root": served}
+
+
+def test_the_access_key_is_registered_again_daily(tmp_path: Path,
+                                                  relay: ThreadedRelay) -> None:
+    """Review R5: a relay restored from a backup older than the access key (simulated:
+    the rows are deleted) refuses sealed sends to the account with 401, and senders go
+    identified. The SDK registers the key again once a day, so sealed delivery comes
+    back without anyone doing anything."""
+
+    def stored_key(client: Client) -> list[tuple[int, int]]:
+        with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
+            return db.execute(
+                "SELECT COUNT(u.key_hash), d.sealed_sender FROM devices d LEFT JOIN "
+                "unidentified_access u ON u.account_id = d.account_id "
+                "WHERE d.account_id = ?", (client.account_id,)).fetchall()
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await _acquainted(devices)
+            assert stored_key(bob) == [(1, 1)]
+            with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:  # "restored"
+                db.execute("DELETE FROM unidentified_access WHERE account_id = ?",
+                           (bob.account_id,))
+                db.execute("UPDATE devices SET sealed_sender = 0 WHERE account_id = ?",
+                           (bob.account_id,))
+            await bob.receive()  # registered less than a day ago: not again yet
+            assert stored_key(bob) == [(0, 0)]
+            await alice.send_text("bob", "refused sealed")  # 401: sent identified
+            assert [row[:2] for row in _queued(tmp_path, bob)] == [(alice.account_id, 1)]
+            real_clock = bob.options.clock
+            bob.options.clock = lambda: real_clock() + DAY_MS + 60_000
+            assert _texts(await bob.receive()) == [(alice.account_id, "refused sealed")]
+            assert stored_key(bob) == [(1, 1)]  # registered again
+            # Back to the real time (Alice's certificates would look expired to Bob):
+            # a registration time ahead of the clock counts as due, once.
+            bob.options.clock = real_clock
+            assert sealed.access_key_due(bob.store, real_clock())
+            # Alice forgot Bob's key on the 401; his next message brings it back, and
+            # her sends go sealed again.
+            await bob.send_text("alice", "still here")
+            await alice.receive()
+            await bob.receive()  # her receipt
+            await alice.send_text("bob", "sealed again")
+            assert [row[:3] for row in _queued(tmp_path, bob)] == [(None, None, SEALED)]
+            assert _texts(await bob.receive()) == [(alice.account_id, "sealed again")]
+            # Within the day that follows, nothing is registered again.
+            with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
+                db.execute("DELETE FROM unidentified_access WHERE account_id = ?",
+                           (bob.account_id,))
+            await bob.receive()
+            assert stored_key(bob)[0][0] == 0
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_store_that_kept_the_old_flag_registers_again(tmp_path: Path,
+                                                        relay: ThreadedRelay) -> None:
+    """A store written before R5 holds "1" for the access key: the next upkeep
+    registers the key again and keeps the time instead."""
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            now = alice.options.clock()
+            assert not sealed.access_key_due(alice.store, now)
+            alice.store.set_meta("access_key_registered", "1")
+            assert sealed.access_key_due(alice.store, now)
+            assert sealed.upkeep_due(alice.store, now)
+            await alice.sealed_sender_upkeep()
+            assert not sealed.access_key_due(alice.store, alice.options.clock())
+            assert sealed.access_key_due(alice.store, alice.options.clock() + DAY_MS)
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

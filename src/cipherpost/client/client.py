@@ -254,7 +254,8 @@ class Client:
     async def sealed_sender_upkeep(self) -> None:
         """Pin the relay's trust root if none is (a store from before sealed sender: trust
         on first use), fetch the server key ids the relay revoked (hourly), and register
-        the account's unidentified-access key, which also
+        the account's unidentified-access key (again every day, in case the relay lost
+        it, e.g. restored from a backup: review 2026-11-29-sealed-ops, R5), which also
         tells the relay that this device opens sealed envelopes. A device with no profile
         key makes one (a first device, or one restored from the recovery key), except a
         linked one, which waits for the account's (provisioning message, or a copy of a
@@ -271,7 +272,7 @@ class Client:
                     sealed.add_revoked_key_ids(
                         self.store, revoked if served == sealed.trust_root(self.store) else [],
                         self._now())
-            if sealed.access_key_registered(self.store):
+            if not sealed.access_key_due(self.store, self._now()):
                 return
             key = sealed.known_own_profile_key(self.store)
             if key is None and sealed.may_make_profile_key(self.store):
@@ -280,7 +281,7 @@ class Client:
                 return
             await self.api.set_access_key(sealed.access_key(key))
             with self.store.relaxed_transaction():
-                sealed.mark_access_key_registered(self.store)
+                sealed.mark_access_key_registered(self.store, self._now())
         except (RelayError, RelayUnavailable, ProtocolError, OSError) as exc:
             log.info("sealed sender set-up postponed: %s", type(exc).__name__)
 
@@ -848,6 +849,8 @@ class Client:
                             envelope = await socket.next_envelope()
                             events, _later = self.inbox.process(envelope)
                             await socket.ack([envelope.id])
+                            if sealed.upkeep_due(self.store, self._now()):  # a long connection
+                                await self.sealed_sender_upkeep()
                             # Follow-ups (receipts, resend requests) before the events: an
                             # app that stops listening after an event must not lose them.
                             events += await self._follow_up()

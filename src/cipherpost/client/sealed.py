@@ -48,6 +48,9 @@ _REVOKED = "revoked_server_key_ids"
 _REVOKED_CHECKED = "revoked_server_key_ids_checked"
 #: How often the relay's list of revoked server key ids is fetched (ms).
 REVOCATION_CHECK_MS = 3600 * 1000
+#: How often the unidentified-access key is registered again (ms; see
+#: :func:`access_key_due`).
+ACCESS_KEY_REFRESH_MS = 24 * 3600 * 1000
 
 
 class SealedError(Exception):
@@ -168,12 +171,32 @@ def _check_not_revoked(store: Store, certificate: SenderCertificate) -> None:
                           f"the server key {key_id} that signed the certificate is revoked")
 
 
-def access_key_registered(store: Store) -> bool:
-    return store.get_meta(_ACCESS_KEY_SENT) == "1"
+def access_key_due(store: Store, now_ms: int) -> bool:
+    """True when the unidentified-access key was never registered from this device (or
+    the profile key changed since), or not in the last ``ACCESS_KEY_REFRESH_MS``.
+
+    Registering again is what brings the relay back in line after it lost the key, e.g.
+    restored from a backup made before (review 2026-11-29-sealed-ops, R5): contacts'
+    sealed sends would otherwise get 401 and go identified for good. A store from
+    before the time was kept holds "1", which counts as long ago; a time ahead of the
+    clock (set back since) counts as due too."""
+    sent = store.get_meta(_ACCESS_KEY_SENT) or ""
+    if not sent.isdigit():
+        return True
+    elapsed = now_ms - int(sent)
+    return elapsed < 0 or elapsed >= ACCESS_KEY_REFRESH_MS
 
 
-def mark_access_key_registered(store: Store) -> None:
-    store.set_meta(_ACCESS_KEY_SENT, "1")
+def mark_access_key_registered(store: Store, now_ms: int) -> None:
+    store.set_meta(_ACCESS_KEY_SENT, str(now_ms))
+
+
+def upkeep_due(store: Store, now_ms: int) -> bool:
+    """True when ``Client.sealed_sender_upkeep`` has network work to do: the revoked
+    key ids are due, or the access key is and this device knows it. Checked while a
+    connection stays open, which may be for days."""
+    return revocations_due(store, now_ms) or (
+        access_key_due(store, now_ms) and known_own_profile_key(store) is not None)
 
 
 async def sender_certificate(store: Store, now_ms: int,
