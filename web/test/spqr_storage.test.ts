@@ -130,7 +130,8 @@ describe("corrupt records", () => {
 
 // -- Python <-> TypeScript ------------------------------------------------------------------
 
-const PYTHON = "/work/main/.venv/bin/python";
+/** The repository's venv (made by `make test` before the web tests), or CIPHERPOST_PYTHON. */
+const PYTHON = process.env.CIPHERPOST_PYTHON ?? fileURLToPath(new URL("../../.venv/bin/python", import.meta.url));
 const SCRIPT = fileURLToPath(new URL("./spqr_cross.py", import.meta.url));
 
 interface Rec {
