@@ -94,9 +94,9 @@ def test_audit_chain_detects_a_cut_tail_and_a_recomputed_entry(client: TestClien
     # An edit whose digest is recomputed still breaks the chain hash.
     with db.writer.begin() as conn:
         row = conn.execute(select(audit_log).where(audit_log.c.seq == 1)).one()
-        digest = audit.entry_digest(1, row.at + 1, audit.subject_digest(row.account_id,
-                                                                         row.device_id),
-                                    row.event, row.actor, row.details)
+        salt = audit.account_salt(conn, row.account_id) if row.subject_salted else None
+        digest = audit.entry_digest(1, row.at + 1, audit.subject_digest(
+            row.account_id, row.device_id, salt), row.event, row.actor, row.details)
         conn.execute(update(audit_log).where(audit_log.c.seq == 1).values(
             at=row.at + 1, digest=digest))
     verdict = _verify(db)

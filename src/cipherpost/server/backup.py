@@ -69,6 +69,7 @@ from .storage.schema import (
     accounts,
     audit_head,
     audit_log,
+    audit_salts,
     device_removals,
     devices,
     invites,
@@ -213,6 +214,8 @@ class _Carried:
     hash_at_backup_head: bytes | None
     audit_later: list[dict[str, Any]]
     epoch: int
+    #: the live ``audit_salts`` rows (review O3)
+    salts: list[dict[str, Any]]
     #: The accounts both databases hold, and the live rows of their account-security
     #: tables (``SECURITY``).
     both: list[str]
@@ -309,6 +312,7 @@ def _carry(live: Connection, backup_head_seq: int, source: Connection) -> _Carri
             select(accounts.c.id, accounts.c.suspended_at))},
         hash_at_backup_head=None if at_head is None else bytes(at_head),
         audit_later=rows,
+        salts=[dict(r._mapping) for r in live.execute(select(audit_salts))],
         epoch=epoch(live),
     )
 
@@ -389,6 +393,7 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
         live.execute(insert(audit_log), later)
         live.execute(update(audit_head).where(audit_head.c.id == 1).values(
             seq=later[-1]["seq"], chain_hash=later[-1]["chain_hash"]))
+    _carry_salts(live, carried)
 
     # Operators and invites as they are now.
     for table, rows in ((operators, carried.operators), (invites, carried.invites)):
@@ -433,11 +438,29 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
                     len(later), expired)
 
 
+def _carry_salts(live: Connection, carried: _Carried) -> None:
+    """The live audit salts of the accounts the restored log names (review O3): an
+    account's salt never changes once made, but one made after the backup is only in
+    the live database, and entries carried over need it to verify. Salts of accounts
+    deleted since are in neither the live database nor needed: the backup's come back
+    with the account and go again when the restore deletes it (its devices' tombstones)."""
+    named = set(live.execute(select(audit_log.c.account_id).where(
+        audit_log.c.subject_salted.is_(True), audit_log.c.redacted.is_(False)
+    ).distinct()).scalars())
+    rows = [r for r in carried.salts if r["account_id"] in named]
+    ids = sorted(r["account_id"] for r in rows)
+    for start in range(0, len(ids), BATCH):
+        live.execute(delete(audit_salts).where(
+            audit_salts.c.account_id.in_(ids[start:start + BATCH])))
+    if rows:
+        live.execute(insert(audit_salts), rows)
+
+
 def _delete_account_rows(conn: Connection, account_id: str) -> None:
     """Every row of an account (in any table keyed by ``account_id``); its audit entries
     are redacted, not deleted (the chain stays whole)."""
     for table in metadata.sorted_tables:
-        if table is audit_log:
+        if table is audit_log or table is audit_salts:  # redact_account needs the salt
             continue
         column = table.c.get("account_id")
         if column is not None:

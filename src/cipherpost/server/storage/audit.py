@@ -10,9 +10,14 @@ whole chain; what defeats that is a head published elsewhere (the transparency r
 prints it), against which a rebuilt chain no longer matches.
 
 The canonical entry is JSON with sorted keys and no spaces of ``seq``, ``at``, ``event``,
-``actor``, ``details`` and ``subject``, itself SHA-256 of ``[account_id, device_id]``:
-deleting an account redacts its entries' ids (:func:`redact_account`) and keeps that
-digest, so the rest of a redacted entry is still checked.
+``actor``, ``details`` and ``subject``, a digest of ``[account_id, device_id]``: for an
+account, HMAC-SHA256 keyed by the account's random salt (``audit_salts``, made with its
+first entry; ``subject_salted`` set), for the server as a whole and for entries written
+before migration 0009, SHA-256. Deleting an account redacts its entries' ids
+(:func:`redact_account`), keeps that digest, so the rest of a redacted entry is still
+checked, and deletes the salt: whoever holds the log and knows the account id (its
+contacts do) can no longer tell which entries were that account's (review
+2026-11-29-sealed-ops, O3). Entries from before 0009 keep their unsalted digest.
 
 Functions take an open SQLAlchemy ``Connection`` inside a transaction: appends run in the
 transaction of the change they record.
@@ -21,16 +26,19 @@ transaction of the change they record.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
-from .schema import audit_head, audit_log
+from .schema import audit_head, audit_log, audit_salts
 
 GENESIS = bytes(32)
+SALT_BYTES = 32
 #: ``account_id`` of events about the server as a whole (operators, invites, restores).
 SERVER = ""
 
@@ -39,9 +47,33 @@ def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def subject_digest(account_id: str, device_id: int | None) -> bytes:
-    """SHA-256 of whom an entry is about."""
-    return hashlib.sha256(_canonical([account_id, device_id])).digest()
+def subject_digest(account_id: str, device_id: int | None,
+                   salt: bytes | None = None) -> bytes:
+    """The digest of whom an entry is about: HMAC-SHA256 keyed by the account's
+    ``salt``, or SHA-256 without one (the server's entries, and those before 0009)."""
+    subject = _canonical([account_id, device_id])
+    if salt is None:
+        return hashlib.sha256(subject).digest()
+    return hmac.new(salt, subject, hashlib.sha256).digest()
+
+
+def account_salt(conn: Connection, account_id: str) -> bytes | None:
+    """The account's audit salt, if it has one (it is deleted with the account)."""
+    found = conn.execute(select(audit_salts.c.salt).where(
+        audit_salts.c.account_id == account_id)).scalar_one_or_none()
+    return None if found is None else bytes(found)
+
+
+def _salt_for_append(conn: Connection, account_id: str) -> bytes | None:
+    """The salt an entry about ``account_id`` is appended under: made with the first one.
+    Called with the head row locked, so concurrent appends do not make two."""
+    if account_id == SERVER:
+        return None
+    salt = account_salt(conn, account_id)
+    if salt is None:
+        salt = secrets.token_bytes(SALT_BYTES)
+        conn.execute(insert(audit_salts).values(account_id=account_id, salt=salt))
+    return salt
 
 
 def entry_digest(seq: int, at: int, subject: bytes, event: str, actor: str | None,
@@ -71,26 +103,40 @@ def append(conn: Connection, now: int, account_id: str, device_id: int | None, e
     else:
         seq, previous = int(head.seq) + 1, bytes(head.chain_hash)
     text = None if details is None else _canonical(details).decode()
-    digest = entry_digest(seq, now, subject_digest(account_id, device_id), event, actor, text)
+    salt = _salt_for_append(conn, account_id)
+    digest = entry_digest(seq, now, subject_digest(account_id, device_id, salt), event,
+                          actor, text)
     chain_hash = chain(previous, digest)
     conn.execute(insert(audit_log).values(
         at=now, account_id=account_id, device_id=device_id, event=event, seq=seq,
-        actor=actor, details=text, digest=digest, chain_hash=chain_hash))
+        actor=actor, details=text, digest=digest, chain_hash=chain_hash,
+        subject_salted=salt is not None))
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(
         seq=seq, chain_hash=chain_hash))
     return seq
 
 
 def redact_account(conn: Connection, account_id: str) -> int:
-    """Take a deleted account's ids out of its entries, keeping the chain verifiable;
-    the number of entries redacted."""
-    rows = conn.execute(select(audit_log.c.id, audit_log.c.device_id).where(
+    """Take a deleted account's ids out of its entries, keeping the chain verifiable,
+    and delete its salt, so that the digests kept cannot be matched to the account id
+    any more; the number of entries redacted."""
+    salt = account_salt(conn, account_id)
+    rows = conn.execute(select(audit_log.c.id, audit_log.c.device_id,
+                               audit_log.c.subject_salted).where(
         audit_log.c.account_id == account_id, audit_log.c.redacted.is_(False))).all()
+    redacted = 0
     for row in rows:
+        if row.subject_salted and salt is None:
+            # Its salt is gone: the entry cannot be redacted verifiably. Leave it for
+            # verify to report rather than writing a digest that cannot be right.
+            continue
+        redacted += 1
         conn.execute(update(audit_log).where(audit_log.c.id == row.id).values(
             account_id=SERVER, device_id=None, redacted=True,
-            subject_digest=subject_digest(account_id, row.device_id)))
-    return len(rows)
+            subject_digest=subject_digest(account_id, row.device_id,
+                                          salt if row.subject_salted else None)))
+    conn.execute(delete(audit_salts).where(audit_salts.c.account_id == account_id))
+    return redacted
 
 
 @dataclass(frozen=True)
@@ -132,6 +178,7 @@ def _rows(conn: Connection) -> Iterator[Any]:
 def verify(conn: Connection) -> Verdict:
     """Walk the whole chain in order; the first entry that breaks it, if any."""
     previous, expected, count = GENESIS, 1, 0
+    salts: dict[str, bytes | None] = {}
     for row in _rows(conn):
         count += 1
         if row.seq is None or row.digest is None or row.chain_hash is None:
@@ -144,6 +191,16 @@ def verify(conn: Connection) -> Verdict:
             if row.subject_digest is None:
                 return Verdict(count, previous, expected, "a redacted entry lost its subject")
             subject = bytes(row.subject_digest)
+        elif row.subject_salted:
+            if row.account_id not in salts:
+                if len(salts) > 100_000:
+                    salts.clear()
+                salts[row.account_id] = account_salt(conn, row.account_id)
+            salt = salts[row.account_id]
+            if salt is None:
+                return Verdict(count, previous, expected,
+                               "the salt of the entry's account is missing")
+            subject = subject_digest(row.account_id, row.device_id, salt)
         else:
             subject = subject_digest(row.account_id, row.device_id)
         digest = entry_digest(int(row.seq), int(row.at), subject, row.event, row.actor,

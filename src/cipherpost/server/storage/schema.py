@@ -133,8 +133,20 @@ audit_log = Table(
     Column("subject_digest", LargeBinary, nullable=True),
     Column("digest", LargeBinary, nullable=True),
     Column("chain_hash", LargeBinary, nullable=True),
+    # The subject digest is keyed by the account's salt in ``audit_salts`` (entries from
+    # migration 0009 on), so that once the salt is deleted with the account its redacted
+    # entries cannot be matched to its id.
+    Column("subject_salted", Boolean, nullable=False, server_default=false()),
     Index("audit_by_seq", "seq", unique=True),
     Index("audit_by_account", "account_id"),
+)
+
+#: One random salt per account with audit entries (storage/audit.py), deleted with the
+#: account (review 2026-11-29-sealed-ops, O3).
+audit_salts = Table(
+    "audit_salts", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("salt", LargeBinary, nullable=False),
 )
 
 #: The newest audit entry's position and chain hash (one row, id 1): appends lock it, so
