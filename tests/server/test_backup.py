@@ -28,7 +28,7 @@ from cipherpost.server.storage.schema import (
 )
 
 from .conftest import Registered, link, register
-from .helpers import b64
+from .helpers import KeyMaker, b64
 
 NOW = 1_800_000_000_000
 
@@ -419,5 +419,63 @@ def test_a_restore_keeps_account_security_changed_since_the_backup(
             assert client.get("/v1/devices", headers=alice.headers).status_code == 200
             assert client.get("/v1/devices", headers=laptop.headers).status_code == 401
             assert client.get("/v1/devices", headers=bob.headers).status_code == 200
+    finally:
+        db.dispose()
+
+
+def test_a_restore_keeps_live_usernames_reserved(settings: Settings, tmp_path: Path) -> None:
+    """Review O5: the backup lacks an account registered since (dave) and brings back
+    one re-registered since (alice) with no device; both stay, without devices, holding
+    their usernames under their registration lock, which their owners' recovery secrets
+    open again; a username changed since is the live one (bob is "robert")."""
+
+    def recovery(client: TestClient, headers: dict[str, str]) -> dict[str, str]:
+        secret = {"lookup_id": b64(os.urandom(16)), "auth": b64(os.urandom(32))}
+        assert client.put("/v1/recovery", headers=headers,
+                          json={**secret, "blob": b64(b"sealed")}).status_code == 204
+        return secret
+
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice, bob = register(client, "alice"), register(client, "bob")
+            alice_secret = recovery(client, alice.headers)
+            backup(db, path, NOW, "root")
+            dave = register(client, "dave")
+            dave_secret = recovery(client, dave.headers)
+            again = client.post("/v1/accounts/reregister", json={
+                **KeyMaker().device_body(), "username": "alice", **alice_secret})
+            assert again.status_code == 201, again.text
+            alice_secret = recovery(client, {
+                "Authorization": f"Bearer {again.json()['token']}"})  # the new identity's
+            assert client.put("/v1/accounts/me/username", headers=bob.headers,
+                              json={"username": "robert"}).status_code == 204
+        done = restore(db, path, NOW + 1, "root")
+        assert (done.accounts_reserved, done.accounts_removed) == (2, 0)
+        with TestClient(create_app(settings)) as client:
+            for name in ("alice", "dave", "robert"):
+                taken = client.post("/v1/accounts", json={**KeyMaker().device_body(),
+                                                          "username": name})
+                assert taken.status_code == 409, name
+            assert client.get("/v1/usernames/robert", headers=bob.headers).json()[
+                "account_id"] == bob.account_id
+            # "bob" was free when the backup was restored, so it is free now.
+            assert client.post("/v1/accounts", json={**KeyMaker().device_body(),
+                                                     "username": "bob"}).status_code == 201
+            # The lock holds: no secret or a wrong one is refused, the owner's opens it.
+            for guess in ({}, {"lookup_id": dave_secret["lookup_id"],
+                               "auth": b64(os.urandom(32))}):
+                refused = client.post("/v1/accounts/reregister", json={
+                    **KeyMaker().device_body(), "username": "dave", **guess})
+                assert refused.status_code == 403, refused.text
+            for name, secret, owner in (("dave", dave_secret, dave),
+                                        ("alice", alice_secret, alice)):
+                back = client.post("/v1/accounts/reregister", json={
+                    **KeyMaker().device_body(), "username": name, **secret})
+                assert back.status_code == 201, back.text
+                assert back.json()["account_id"] == owner.account_id
+        with db.reader.connect() as conn:
+            assert audit.verify(conn).ok
     finally:
         db.dispose()

@@ -199,6 +199,9 @@ class Restored:
     one_time_prekeys_dropped: int
     audit_entries_carried: int
     messages_expired: int
+    #: Live accounts the backup does not bring back with a device (registered or
+    #: re-registered since), kept without devices to hold their usernames (review O5).
+    accounts_reserved: int = 0
 
 
 @dataclass
@@ -216,6 +219,10 @@ class _Carried:
     epoch: int
     #: the live ``audit_salts`` rows (review O3)
     salts: list[dict[str, Any]]
+    #: The live ``accounts`` rows, and the registration-lock rows (``LOCK``) of those
+    #: the backup lacks (review O5).
+    accounts: list[dict[str, Any]]
+    locks: dict[str, list[dict[str, Any]]]
     #: The accounts both databases hold, and the live rows of their account-security
     #: tables (``SECURITY``).
     both: list[str]
@@ -275,6 +282,10 @@ def _check_backup(path: Path) -> None:
 #: registration lock) would open again, an unidentified-access key would be the old one.
 SECURITY: tuple[Table, ...] = (two_factor, two_factor_codes, recovery,
                                recovery_passphrase, unidentified_access)
+#: What a live account the backup lacks keeps with its username (review O5): the
+#: recovery secrets that are its registration lock (``/v1/accounts/reregister``) and its
+#: second factor.
+LOCK: tuple[Table, ...] = (two_factor, two_factor_codes, recovery, recovery_passphrase)
 #: Keys signed by an account's identity key: they follow the live identity.
 IDENTITY_SIGNED: tuple[Table, ...] = (signed_prekeys, kyber_prekeys)
 
@@ -293,7 +304,11 @@ def _carry(live: Connection, backup_head_seq: int, source: Connection) -> _Carri
         select(accounts.c.id, accounts.c.identity_key))
         if r.id in backup_identity and backup_identity[r.id] != bytes(r.identity_key)}
     changed = sorted(identities)
+    live_accounts = [dict(r._mapping) for r in live.execute(select(accounts))]
+    live_only = sorted({a["id"] for a in live_accounts} - set(backup_identity))
     return _Carried(
+        accounts=live_accounts,
+        locks={table.name: _rows_of(live, table, live_only) for table in LOCK},
         both=both,
         security={table.name: _rows_of(live, table, both) for table in SECURITY},
         identities=identities,
@@ -417,8 +432,11 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
         _delete_device(live, account_id, device_id, now)
     orphans = [r[0] for r in live.execute(select(accounts.c.id).where(
         ~accounts.c.id.in_(select(devices.c.account_id))))]
+    live_ids = {a["id"] for a in carried.accounts}
+    orphans = [a for a in orphans if a not in live_ids]  # live ones are kept below
     for account_id in orphans:
         _delete_account_rows(live, account_id)
+    reserved = _keep_live_accounts(live, carried)
 
     # No one-time prekey is handed out twice.
     dropped = live.execute(delete(one_time_prekeys)).rowcount
@@ -433,9 +451,48 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
         "epoch": new_epoch, "backup_head": backup_head.hex(), "backup_entries":
         backup_head_seq, "carried_entries": len(later), "log_forked": forked,
         "devices_removed": len(dead) + reset_removed, "accounts_removed": len(orphans),
-        "identities_kept": len(carried.identities)})
+        "identities_kept": len(carried.identities), "accounts_reserved": reserved})
     return Restored(new_epoch, len(dead) + reset_removed, len(orphans), int(dropped),
-                    len(later), expired)
+                    len(later), expired, reserved)
+
+
+def _keep_live_accounts(live: Connection, carried: _Carried) -> int:
+    """Keep every live account's username taken (review O5). A live account the backup
+    lacks (registered since), or brings back with no device (re-registered since: its
+    old devices' tokens are tombstoned), stays as an account without devices, with its
+    live identity key and registration lock (``LOCK``): nobody can register its
+    username, and its owner takes it back with ``/v1/accounts/reregister`` and the
+    account's recovery secret. Accounts in both get their live username. The number of
+    accounts kept without devices."""
+    restored = {r.id: r.username for r in live.execute(
+        select(accounts.c.id, accounts.c.username))}
+    with_device = set(live.execute(select(devices.c.account_id).distinct()).scalars())
+    kept = 0
+    for row in carried.accounts:
+        if row["id"] not in restored:
+            live.execute(insert(accounts).values({**row, "username": None}))
+            restored[row["id"]] = None
+        if row["id"] not in with_device:
+            kept += 1
+    for table in LOCK:
+        rows = carried.locks[table.name]
+        if rows:
+            live.execute(insert(table), rows)
+    # Usernames as they are live: cleared first where they differ, so that a username
+    # that moved between accounts since the backup does not collide on the way.
+    moved = [r for r in carried.accounts if restored[r["id"]] != r["username"]]
+    for row in moved:
+        live.execute(update(accounts).where(accounts.c.id == row["id"]).values(
+            username=None))
+    for row in moved:
+        if row["username"] is None:
+            continue
+        holder = live.execute(select(accounts.c.id).where(
+            accounts.c.username == row["username"])).scalar_one_or_none()
+        if holder is None:  # else a restored account that is not live holds it
+            live.execute(update(accounts).where(accounts.c.id == row["id"]).values(
+                username=row["username"]))
+    return kept
 
 
 def _carry_salts(live: Connection, carried: _Carried) -> None:
