@@ -154,9 +154,11 @@ def create_app(settings: Settings | None = None, *,
     if settings.web_origins:
         # A separately hosted copy of the browser client (web/README.md) calls the API
         # from its own origin. Tokens travel in headers, never cookies: no credentials.
+        # Its sealed sends carry the recipient's access key in a header of their own.
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.web_origins),
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"],
+                           allow_headers=["Authorization", "Content-Type",
+                                          "Unidentified-Access-Key"],
                            allow_credentials=False, max_age=600)
     app.add_middleware(_AccessLog)
     app.add_middleware(_BodyLimit, default=settings.max_request_bytes,

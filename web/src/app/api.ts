@@ -8,7 +8,7 @@ import { KemPublicKey } from "../protocol/kem.js";
 import { PublicKey } from "../protocol/keys.js";
 import { PreKeyBundle } from "../protocol/prekeys.js";
 import {
-  bytes, int, isObject, list, MalformedAnswer, optional, str, uuid, type Json,
+  bytes, int, isObject, list, MalformedAnswer, optional, str, toBase64, uuid, type Json,
 } from "./wire.js";
 
 const TIMEOUT_MS = 30_000;
@@ -69,7 +69,7 @@ export function parseEnvelope(data: unknown): Envelope {
     id: uuid(data, "id", what),
     senderAccountId: optional(data, "sender_account_id", what, (o, k) => uuid(o, k, what)),
     senderDeviceId: optional(data, "sender_device_id", what, (o, k) => int(o, k, what, 1, 127)),
-    type: int(data, "type", what, 1, 255),
+    type: int(data, "type", what, 0, 255), // 0: a notice from the relay (./notices.ts)
     content: bytes(data, "content", what, MAX_CIPHERTEXT),
     clientTimestamp: int(data, "client_timestamp", what, 0, Number.MAX_SAFE_INTEGER),
     serverTimestamp: int(data, "server_timestamp", what, 0, Number.MAX_SAFE_INTEGER),
@@ -157,8 +157,9 @@ export class RelayApi {
    * Make a request; the decoded JSON answer (undefined for 204).
    * @throws RelayError an error answer. @throws RelayUnavailable no answer.
    */
-  async request(method: string, path: string, body?: Json | Uint8Array, auth = true): Promise<unknown> {
-    const headers: Record<string, string> = {};
+  async request(method: string, path: string, body?: Json | Uint8Array, auth = true,
+    extraHeaders: Record<string, string> = {}): Promise<unknown> {
+    const headers: Record<string, string> = { ...extraHeaders };
     if (auth && this.#token) headers.Authorization = `Bearer ${this.#token}`;
     const raw = body instanceof Uint8Array;
     if (body !== undefined) headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
@@ -356,6 +357,45 @@ export class RelayApi {
     const data = await this.request("PUT", `/v1/messages/${encodeURIComponent(accountId)}`,
       { timestamp, messages: messages as unknown as Json });
     return int(data, "queued", "send answer", 0, 127);
+  }
+
+  /**
+   * A sealed send (docs/spec/sealed-sender.md): no token, authorised by the recipient's
+   * unidentified-access key. A browser picks its own connections: this request may ride
+   * a keep-alive connection that carried identified ones (docs/threat-model.md).
+   * @throws RelayError 401 (key refused), 403 (a device cannot open sealed envelopes),
+   *   409/410 as for {@link send}, 429, 507. @throws RelayUnavailable no answer.
+   */
+  async sendSealed(accountId: string, accessKey: Uint8Array, messages: Outgoing[]): Promise<number> {
+    const data = await this.request("PUT", `/v1/sealed/${encodeURIComponent(accountId)}`,
+      { messages: messages.map(({ device_id, registration_id, content }) => ({ device_id, registration_id, content })) },
+      false, { "Unidentified-Access-Key": toBase64(accessKey) });
+    return int(data, "queued", "send answer", 0, 127);
+  }
+
+  // -- sealed sender -------------------------------------------------------------------
+
+  /**
+   * The relay's trust root and the server key ids it revoked (ids that are not u32
+   * integers are left out).
+   * @throws ProtocolError (InvalidKey) a malformed key; MalformedAnswer.
+   */
+  async trustRoot(): Promise<{ trustRoot: PublicKey; revoked: number[] }> {
+    const data = await this.request("GET", "/v1/certificates/trust-root", undefined, false);
+    const ids = isObject(data) ? data.revoked_server_key_ids : undefined;
+    const revoked = Array.isArray(ids)
+      ? ids.slice(0, 10_000).filter((i): i is number => Number.isInteger(i) && i >= 0 && i <= 0xffffffff) : [];
+    return { trustRoot: PublicKey.deserialize(bytes(data, "trust_root", "trust root answer", 64)), revoked };
+  }
+
+  /** A fresh sender certificate for this device (serialized). */
+  async senderCertificate(): Promise<Uint8Array> {
+    return bytes(await this.request("GET", "/v1/certificates/sender"), "certificate", "certificate answer", 4096);
+  }
+
+  /** Register the account's unidentified-access key; this device opens sealed envelopes. */
+  async setAccessKey(key: Uint8Array): Promise<void> {
+    await this.request("PUT", "/v1/accounts/me/unidentified-access", { key: toBase64(key) });
   }
 
   async fetch(limit = 100): Promise<{ envelopes: Envelope[]; more: boolean }> {

@@ -7,7 +7,7 @@
 
 import { create } from "@bufbuild/protobuf";
 
-import { IdentityKeyPair } from "../protocol/keys.js";
+import { IdentityKeyPair, PublicKey } from "../protocol/keys.js";
 import { Fingerprint } from "../protocol/fingerprint.js";
 import { ProtocolAddress } from "../protocol/address.js";
 import { fromHex, systemRandom } from "../protocol/bytes.js";
@@ -24,7 +24,9 @@ import {
   type ConversationTimer, type Contact, type FollowUp, type QueuedSend, type Status,
   type StoredMessage,
 } from "./model.js";
+import type { AccountNotice } from "./notices.js";
 import { Outbox } from "./outbox.js";
+import * as sealed from "./sealed.js";
 import {
   ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
@@ -51,6 +53,8 @@ interface ResendEntry {
 }
 
 export const RESEND_LOG_MS = 24 * 3600 * 1000;
+/** At most this many recent messages answer a request that names no message (timestamp 0). */
+export const RECENT_RESENDS = 20;
 
 export interface ClientOptions {
   clock?: () => number;
@@ -118,9 +122,16 @@ export class Client {
     const body = await store.transaction(() => newDeviceBody(store, IdentityKeyPair.generate(systemRandom),
       newRegistrationId(), clock(), options.keys ?? DEFAULT_POLICY));
     const invite = options.invite?.trim();
+    // The relay's sealed-sender root, pinned now (docs/spec/sealed-sender.md); a relay
+    // without sealed sender is pinned on first use by the upkeep instead.
+    const root = await api.trustRoot().then((r) => r.trustRoot, () => undefined);
     const credentials = await api.register({ ...body, username, name: "browser", ...(invite ? { invite } : {}) });
     const account: AccountRecord = { ...credentials, server: api.server, username };
-    await store.transaction(() => store.putJson("account", account));
+    await store.transaction(async () => {
+      await store.putJson("account", account);
+      await sealed.ownProfileKey(store); // the account's, shared with its contacts
+      if (root !== undefined) await sealed.pinTrustRoot(store, root);
+    });
     return new Client(store, account, clock);
   }
 
@@ -152,8 +163,20 @@ export class Client {
     const account: AccountRecord = { ...credentials, server: api.server, username: message.username };
     await store.transaction(async () => {
       await store.putJson("account", account);
+      // Sealed sender: the account's profile key (this device makes none of its own) and
+      // the root the existing device pinned, over what the relay would answer.
+      if (message.profileKey.length === sealed.PROFILE_KEY_BYTES) await sealed.adoptOwnProfileKey(store, message.profileKey);
+      else await sealed.awaitProfileKey(store);
+      if (message.trustRoot.length === 33) {
+        try {
+          await sealed.pinTrustRoot(store, PublicKey.deserialize(message.trustRoot));
+        } catch {
+          // a malformed root: pinned on first use instead, as for an old store
+        }
+      }
       for (const contact of message.contacts) {
         if (contact.accountId === account.accountId || contact.identityKey.length !== 33) continue;
+        await sealed.setContactProfileKey(store, contact.accountId, contact.profileKey);
         await store.putJson(`trust:${contact.accountId}`,
           { key: hex(contact.identityKey), verified: contact.verified, changed: contact.sendBlocked });
         if (contact.username !== "") {
@@ -252,6 +275,7 @@ export class Client {
           delay = 500;
           this.outbox.socket = socket;
           this.#emit([{ kind: "connection", online: true }]);
+          void this.sealedSenderUpkeep();
           void this.#runFollowUps();
           void this.flushQueue();
         }, () => undefined);
@@ -283,6 +307,9 @@ export class Client {
     } finally {
       socket.ack(done);
       this.#runFollowUps();
+      // A connection may stay open for days: the daily access-key and hourly revocation
+      // checks run here too (store reads only unless one is due).
+      void this.sealedSenderUpkeep();
     }
   }
 
@@ -349,6 +376,10 @@ export class Client {
         return;
       }
       case "resend": {
+        if (work.timestamp === 0) {
+          await this.#resendRecent(work.account, work.device, nullContent);
+          return;
+        }
         const entry = await this.store.getJson<ResendEntry>(`resend:${work.timestamp}`);
         if (entry === undefined || entry.account !== work.account || this.clock() - entry.at > RESEND_LOG_MS) {
           this.#emit([{ kind: "resend_unavailable", sender: work.account, timestamp: work.timestamp }]);
@@ -359,6 +390,79 @@ export class Client {
         return;
       }
     }
+  }
+
+  // -- sealed sender ------------------------------------------------------------------
+
+  /**
+   * Pin the relay's trust root if none is (a store from before sealed sender: trust on
+   * first use), fetch the server key ids the relay revoked (hourly), and register the
+   * account's unidentified-access key, which also tells the relay that this device opens
+   * sealed envelopes, again once a day (a relay restored from an older backup may have
+   * lost it). A device with no profile key makes one, except a linked one, which waits
+   * for the account's. Failures are retried at the next connection. Mirrors
+   * Client.sealed_sender_upkeep.
+   */
+  async sealedSenderUpkeep(): Promise<void> {
+    try {
+      const now = this.clock();
+      if ((await sealed.trustRoot(this.store)) === undefined || (await sealed.revocationsDue(this.store, now))) {
+        const served = await this.api.trustRoot();
+        await this.store.transaction(async () => {
+          let pinned = await sealed.trustRoot(this.store);
+          if (pinned === undefined) {
+            await sealed.pinTrustRoot(this.store, served.trustRoot);
+            pinned = served.trustRoot;
+          }
+          // A list for another root than ours says nothing about our certificates.
+          await sealed.addRevokedKeyIds(this.store, pinned.equals(served.trustRoot) ? served.revoked : [], now);
+        });
+      }
+      if (!(await sealed.accessKeyDue(this.store, now))) return;
+      const key = await this.store.transaction(async () => {
+        const known = await sealed.knownOwnProfileKey(this.store);
+        if (known !== undefined || !(await sealed.mayMakeProfileKey(this.store))) return known;
+        return sealed.ownProfileKey(this.store);
+      });
+      if (key === undefined) return;
+      await this.api.setAccessKey(await sealed.accessKey(key));
+      await this.store.transaction(() => sealed.markAccessKeyRegistered(this.store, now));
+    } catch (error) {
+      console.info("cipherpost: sealed sender set-up postponed:", (error as Error).name);
+    }
+  }
+
+  /** Our profile key for a DataMessage we write (empty while a linked device waits for it). */
+  async #profileKey(): Promise<Uint8Array<ArrayBuffer>> {
+    const key = await sealed.knownOwnProfileKey(this.store);
+    return key === undefined ? new Uint8Array(0) : new Uint8Array(key);
+  }
+
+  /**
+   * A sealed envelope of ours failed to decrypt (it carries no client timestamp): resend
+   * what we sent that contact lately, to that device only; it drops the copies it holds
+   * (spec §4). Each message goes at most once to a device this way, so a contact
+   * repeating the request cannot make us encrypt and send 20 messages for each of its
+   * own. Mirrors Client._resend.
+   */
+  async #resendRecent(account: string, device: number, filler: Uint8Array): Promise<void> {
+    if (account === this.accountId) return;
+    const mark = `resent_recent:${account}.${device}`;
+    const since = (await this.store.getJson<number>(mark)) ?? 0;
+    const now = this.clock();
+    const recent = (await this.store.scanJson<ResendEntry>("resend:"))
+      .map(([key, entry]) => [Number(key.slice("resend:".length)), entry] as const)
+      .filter(([at, entry]) => entry.account === account && at > since && now - entry.at <= RESEND_LOG_MS)
+      .sort((a, b) => a[0] - b[0])
+      .slice(-RECENT_RESENDS);
+    if (recent.length === 0) {
+      this.#emit([{ kind: "resend_unavailable", sender: account, timestamp: 0 }]);
+      return;
+    }
+    for (const [at, entry] of recent) {
+      await this.outbox.deliver(account, unhex(entry.data), at, { onlyDevice: device, filler });
+    }
+    await this.store.transaction(() => this.store.putJson(mark, recent[recent.length - 1]![0]));
   }
 
   // -- sending ------------------------------------------------------------------------
@@ -410,7 +514,7 @@ export class Client {
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
     const timer = await conversationTimer(this.store, conversation);
-    const data = create(DataMessageSchema, { timestamp: u64(timestamp), text,
+    const data = create(DataMessageSchema, { timestamp: u64(timestamp), text, profileKey: await this.#profileKey(),
       expireTimer: timer.seconds, expireTimerVersion: timer.version,
       group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) },
       attachments: attachments.map((a) => ({ id: a.id, key: fromHex(a.key), digest: fromHex(a.digest), size: u64(a.size),
@@ -519,6 +623,11 @@ export class Client {
 
   // -- reading ------------------------------------------------------------------------
 
+  /** The relay's notices about our account, oldest first (docs/server.md, "Login notices"). */
+  async notices(): Promise<AccountNotice[]> {
+    return (await this.store.scanJson<AccountNotice>("notice:")).map(([, n]) => n);
+  }
+
   /** Conversations, the most recent first. */
   async conversations(): Promise<Contact[]> {
     const contacts = (await this.store.scanJson<Contact>("contact:")).map(([, c]) => c);
@@ -605,7 +714,7 @@ export class Client {
     const timestamp = this.#timestamp();
     const version = (await conversationTimer(this.store, conversation)).version + 1;
     const data = create(DataMessageSchema, { timestamp: u64(timestamp), expireTimer: seconds,
-      expireTimerVersion: version, expireTimerUpdate: true });
+      expireTimerVersion: version, expireTimerUpdate: true, profileKey: await this.#profileKey() });
     const plaintext = encodeContent(create(ContentSchema, { body: { case: "data", value: data } }));
     await this.store.transaction(async () => {
       await this.store.putJson(`timer:${conversation}`, { seconds, version } satisfies ConversationTimer);
@@ -710,7 +819,7 @@ export class Client {
       await this.inbox.saveGroup(current, next);
     });
     const data = create(DataMessageSchema, { timestamp: u64(timestamp), groupChange: signed,
-      group: { id: next.id, revision: u64(next.revision) } });
+      group: { id: next.id, revision: u64(next.revision) }, profileKey: await this.#profileKey() });
     const everyone = new Set([...next.members.keys(), ...(current?.members.keys() ?? [])]);
     everyone.delete(this.accountId);
     for (const account of [...everyone].sort()) {

@@ -34,15 +34,13 @@ import {
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { CorruptValue } from "./store/crypto.js";
 import type { DeviceStore } from "./store/device.js";
+import { NOTICE_TYPE, parseNotice } from "./notices.js";
+import * as sealed from "./sealed.js";
 
 /** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
 export const MAX_TEXT = 64 * 1024;
 
-/** A sealed-sender envelope (docs/spec/sealed-sender.md). This client cannot open one yet;
- * the relay queues none for it (it never registers as able to), so one that arrives
- * anyway is acknowledged and reported with this reason. */
-export const SEALED_TYPE = 6;
-export const SEALED_UNSUPPORTED = "a sealed-sender message, which this client cannot open yet";
+export { SEALED_TYPE } from "./sealed.js";
 
 /** At most this many attachments are kept from one message. */
 export const MAX_ATTACHMENTS = 32;
@@ -70,6 +68,34 @@ export class Inbox {
   async process(envelope: Envelope): Promise<Processed> {
     const events: ClientEvent[] = [];
     const seen = `env:${envelope.id}`;
+    if (envelope.type === sealed.SEALED_TYPE && envelope.senderAccountId === undefined) {
+      if ((await this.store.get(seen)) !== undefined) return { events };
+      const opened = await this.#openSealed(envelope);
+      if (!("type" in opened)) {
+        await this.store.transaction(async () => {
+          if ((await this.store.get(seen)) !== undefined) return;
+          await this.store.putJson(seen, this.clock());
+          events.push(opened);
+        });
+        return { events };
+      }
+      envelope = opened;
+    }
+    if (envelope.type === NOTICE_TYPE && envelope.senderAccountId === undefined) {
+      // Only the relay writes type 0 (clients cannot send it): a notice about our account.
+      await this.store.transaction(async () => {
+        if ((await this.store.get(seen)) !== undefined) return;
+        await this.store.putJson(seen, this.clock());
+        const notice = parseNotice(envelope.content);
+        if (notice === undefined) {
+          events.push({ kind: "unsupported", sender: "", reason: "a malformed server notice" });
+          return;
+        }
+        await this.store.putJson(`notice:${String(await this.store.nextId("notice")).padStart(12, "0")}`, notice);
+        events.push({ kind: "account_notice", notice });
+      });
+      return { events };
+    }
     const sender = envelope.senderAccountId;
     const device = envelope.senderDeviceId;
     const groupCiphertext = envelope.type === SENDERKEY_TYPE;
@@ -78,8 +104,7 @@ export class Inbox {
       await this.store.transaction(async () => {
         if ((await this.store.get(seen)) !== undefined) return;
         await this.store.putJson(seen, this.clock());
-        const reason = envelope.type === SEALED_TYPE ? SEALED_UNSUPPORTED : `envelope type ${envelope.type}`;
-        events.push({ kind: "unsupported", sender: sender ?? "", reason });
+        events.push({ kind: "unsupported", sender: sender ?? "", reason: `envelope type ${envelope.type}` });
       });
       return { events };
     }
@@ -146,6 +171,23 @@ export class Inbox {
     return { events };
   }
 
+  /**
+   * A sealed envelope as the identified one it wraps (sender from its validated
+   * certificate), or why it was refused. Nothing is stored here: the unwrapped envelope
+   * goes through the same all-or-nothing path as any other.
+   */
+  async #openSealed(envelope: Envelope): Promise<Envelope | ClientEvent> {
+    try {
+      const opened = await sealed.openEnvelope(this.store, envelope.content, this.clock(), this.accountId, this.deviceId);
+      return { ...envelope, senderAccountId: opened.sender, senderDeviceId: opened.device, type: opened.messageType,
+        content: opened.contents };
+    } catch (error) {
+      if (!(error instanceof sealed.SealedError)) throw error;
+      console.warn("cipherpost: a sealed envelope was refused:", error.kind);
+      return { kind: "sealed_rejected", error: error.kind, reason: error.message };
+    }
+  }
+
   async #followUp(work: FollowUp): Promise<void> {
     await this.store.putJson(`followup:${String(await this.store.nextId("followup")).padStart(12, "0")}`, work);
   }
@@ -160,6 +202,8 @@ export class Inbox {
     switch (body.case) {
       case "data": {
         if (own) throw new InvalidContent("a data message from our own account");
+        // Its author's profile key: we may write back sealed (docs/spec/sealed-sender.md).
+        if (body.value.profileKey.length > 0) await sealed.setContactProfileKey(this.store, sender, body.value.profileKey);
         let conversation = sender;
         const group = body.value.group;
         if (group !== undefined) {
@@ -183,6 +227,10 @@ export class Inbox {
       case "sync": {
         if (!own) throw new InvalidContent("a sync message from another account");
         const sync = body.value.body;
+        if (sync.case === "sent" && device < this.deviceId && (sync.value.message?.profileKey.length ?? 0) > 0) {
+          // All our devices converge on the lowest device's profile key (docs/spec/sealed-sender.md).
+          await sealed.adoptOwnProfileKey(this.store, sync.value.message!.profileKey);
+        }
         if (sync.case === "sent" && sync.value.message !== undefined && sync.value.destination !== "") {
           await this.#storeData(sync.value.destination, this.accountId, device, sync.value.message, true, "sent", events);
           return;

@@ -19,6 +19,7 @@ import {
   ProvisionEnvelopeSchema, ProvisionMessage_ContactSchema, ProvisionMessageSchema, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { Client } from "./client.js";
+import * as sealed from "./sealed.js";
 import type { Contact } from "./model.js";
 import type { TrustRecord } from "./store/device.js";
 
@@ -147,12 +148,17 @@ export async function provision(client: Client, uri: string): Promise<void> {
     contacts.push(create(ProvisionMessage_ContactSchema, {
       accountId: account, username: contact?.username ?? "", identityKey: fromHex(trust.key),
       verified: trust.verified, sendBlocked: trust.changed,
+      profileKey: new Uint8Array(await sealed.contactProfileKey(client.store, account) ?? []),
     }));
   }
+  const root = await sealed.trustRoot(client.store);
   const message = create(ProvisionMessageSchema, {
     accountId: client.accountId,
     identityKeyPair: client.store.getIdentityKeyPair().serialize(),
     linkCode, username: client.username, contacts,
+    // Sealed sender: the account's profile key and our pinned root (docs/spec/sealed-sender.md).
+    profileKey: new Uint8Array(await sealed.knownOwnProfileKey(client.store) ?? []),
+    trustRoot: root === undefined ? new Uint8Array(0) : new Uint8Array(root.serialize()),
   });
   const plaintext = toBinary(ProvisionMessageSchema, message);
   try {

@@ -1,4 +1,5 @@
 /** What the app shows: stored messages, contacts, and the events the client emits. */
+import type { AccountNotice } from "./notices.js";
 
 export type Status = "sending" | "sent" | "delivered" | "read" | "failed" | "received";
 
@@ -77,6 +78,10 @@ export type ClientEvent =
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }
   | { kind: "unsupported"; sender: string; reason: string }
+  /** A notice from the relay about our own account (a new device, a recovery, ...). */
+  | { kind: "account_notice"; notice: AccountNotice }
+  /** A sealed envelope that failed before any session was touched (no sender known). */
+  | { kind: "sealed_rejected"; error: string; reason: string }
   | { kind: "invalid_content"; sender: string }
   | { kind: "connection"; online: boolean };
 

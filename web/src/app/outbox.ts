@@ -2,7 +2,13 @@
  * Sending (docs/spec/README.md §5): encrypt for every device of an account, send over the
  * WebSocket (or HTTP when it is down), and act on the relay's 409/410 answers by fetching
  * bundles for missing and re-installed devices and dropping sessions of extra ones, then
- * retrying. Mirrors cipherpost.client.outbox (1:1 only: groups come later).
+ * retrying. Mirrors cipherpost.client.outbox.
+ *
+ * To a contact whose profile key we hold, the ciphertexts go sealed
+ * (docs/spec/sealed-sender.md), falling back to an identified send of the same
+ * ciphertexts when the relay refuses the sealed one (401: a stale access key, 403: a
+ * device that cannot open sealed envelopes, 429: the recipient's sealed budget is spent)
+ * or no sender certificate can be had. Copies to our own devices are always identified.
  *
  * Every encryption commits the advanced sessions before the request leaves, so a message
  * key is never used twice even when a request fails and is retried.
@@ -10,6 +16,7 @@
 
 import { ProtocolAddress } from "../protocol/address.js";
 import { UntrustedIdentity } from "../protocol/errors.js";
+import type { SenderCertificate } from "../protocol/certificates.js";
 import type { PreKeyBundle } from "../protocol/prekeys.js";
 import { systemRandom, toHex } from "../protocol/bytes.js";
 import { SENDERKEY_TYPE } from "../protocol/messages.js";
@@ -20,12 +27,18 @@ import { create } from "@bufbuild/protobuf";
 import { encodeContent } from "./content.js";
 import type { Group } from "./groups.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
-import { RelayError, type RelayApi, type Outgoing } from "./api.js";
+import { RelayError, RelayUnavailable, type RelayApi, type Outgoing } from "./api.js";
+import * as sealed from "./sealed.js";
 import { SocketLost, type RelaySocket } from "./socket.js";
 import type { DeviceStore } from "./store/device.js";
-import { MalformedAnswer, toBase64 } from "./wire.js";
+import { fromBase64, MalformedAnswer, toBase64 } from "./wire.js";
 
 export const MAX_SEND_ATTEMPTS = 5;
+/** After a 403 (a device that cannot open sealed envelopes), sends to that account stay
+ * identified this long (ms) before sealed is tried again. */
+export const IDENTIFIED_AFTER_REFUSAL_MS = 3600 * 1000;
+/** After a 429 on a sealed send, sends to that account stay identified this long (ms). */
+export const IDENTIFIED_AFTER_LIMIT_MS = 60 * 1000;
 
 /** The contact's identity key changed and the user has not accepted it (spec §7). */
 export class IdentityNotTrusted extends Error {
@@ -53,6 +66,9 @@ function deviceList(body: Record<string, unknown>, key: string): number[] {
 
 export class Outbox {
   socket: RelaySocket | undefined;
+  /** Send sealed to contacts whose profile key we hold (on by default, as in the SDK). */
+  sealedSender = true;
+  readonly #identifiedUntil = new Map<string, number>();
 
   constructor(private readonly store: DeviceStore, private readonly api: RelayApi,
     readonly accountId: string, readonly deviceId: number, private readonly clock: () => number) {}
@@ -94,7 +110,7 @@ export class Outbox {
       });
       record = undefined;
       try {
-        await this.sendRequest(account, timestamp, messages);
+        await this.sendToAccount(account, timestamp, messages);
         return devices;
       } catch (error) {
         if (!(error instanceof RelayError) || !(await this.repair(account, error))) throw error;
@@ -124,7 +140,7 @@ export class Outbox {
             type: SENDERKEY_TYPE, content: toBase64(ciphertext) });
         }
         try {
-          await this.sendRequest(account, timestamp, messages);
+          await this.sendToAccount(account, timestamp, messages, group.id);
         } catch (error) {
           if (!(error instanceof RelayError) || !(await this.repair(account, error))) throw error;
           await this.store.transaction(() => this.store.put(`gdist:${toHex(group.id)}`, null));
@@ -161,6 +177,74 @@ export class Outbox {
       await this.store.transaction(() => this.store.putJson(key, snapshot));
     }
     return id;
+  }
+
+  /**
+   * Send ciphertexts for the devices of `account`: sealed when we may (see the module
+   * comment), else, or when the relay refuses the sealed send, identified.
+   * @throws RelayError 409/410 (for the caller to repair), or any other refusal.
+   */
+  async sendToAccount(account: string, timestamp: number, messages: Outgoing[], groupId?: Uint8Array): Promise<void> {
+    const access = await this.#sealedAccess(account);
+    const sealedMessages = access === undefined ? undefined : await this.#seal(account, access.certificate, messages, groupId);
+    if (access !== undefined && sealedMessages !== undefined) {
+      try {
+        await this.api.sendSealed(account, access.key, sealedMessages);
+        return;
+      } catch (error) {
+        if (!(error instanceof RelayError)) throw error;
+        if (error.status === 401) {
+          // The contact changed its profile key (or turned sealed sends off): identified
+          // until its next message shares the new one.
+          await this.store.transaction(() => sealed.forgetContactProfileKey(this.store, account));
+        } else if (error.status === 403) {
+          this.#identifiedUntil.set(account, this.clock() + IDENTIFIED_AFTER_REFUSAL_MS);
+        } else if (error.status === 429) {
+          // The recipient's sealed budget is spent, maybe by someone else holding its
+          // access key: identified sends have budgets per sender pair.
+          this.#identifiedUntil.set(account, this.clock() + IDENTIFIED_AFTER_LIMIT_MS);
+        } else {
+          throw error;
+        }
+        console.info("cipherpost: sealed send refused (%d): sending identified", error.status);
+      }
+    }
+    await this.sendRequest(account, timestamp, messages);
+  }
+
+  /** The contact's access key and our sender certificate when this send may go sealed. */
+  async #sealedAccess(account: string): Promise<{ key: Uint8Array; certificate: SenderCertificate } | undefined> {
+    if (!this.sealedSender || account === this.accountId) return undefined;
+    if ((this.#identifiedUntil.get(account) ?? 0) > this.clock()) return undefined;
+    const profileKey = await sealed.contactProfileKey(this.store, account);
+    if (profileKey === undefined) return undefined;
+    try {
+      const certificate = await sealed.senderCertificate(this.store, this.clock(), () => this.api.senderCertificate(),
+        this.accountId, this.deviceId);
+      return { key: await sealed.accessKey(profileKey), certificate };
+    } catch (error) {
+      if (error instanceof sealed.SealedError || error instanceof RelayError || error instanceof RelayUnavailable
+        || error instanceof MalformedAnswer) {
+        console.info("cipherpost: no sender certificate (%s): sending identified", (error as Error).name);
+        return undefined;
+      }
+      throw error;
+    }
+  }
+
+  /** The identified ciphertexts, each sealed to the device's identity key (undefined when one is unknown). */
+  async #seal(account: string, certificate: SenderCertificate, messages: Outgoing[],
+    groupId: Uint8Array | undefined): Promise<Outgoing[] | undefined> {
+    const identity = this.store.getIdentityKeyPair();
+    const out: Outgoing[] = [];
+    for (const message of messages) {
+      const recipient = await this.store.getIdentity(new ProtocolAddress(account, message.device_id));
+      if (recipient === undefined) return undefined;
+      const contents = fromBase64(message.content);
+      out.push({ ...message, type: sealed.SEALED_TYPE,
+        content: toBase64(await sealed.sealMessage(identity, recipient, certificate, message.type, contents, groupId)) });
+    }
+    return out;
   }
 
   /** Over the open WebSocket when there is one (cheaper for the relay), else HTTP. */

@@ -1,0 +1,108 @@
+"""Sealed sender between the browser client and a Python SDK user, in chromium: once each
+holds the other's profile key (carried in their first messages), both send sealed, and
+the relay's stored rows for those envelopes name no sender (checked in its database
+before the recipient fetches them)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cipherpost.client import Client, sealed
+
+from ..client.conftest import Devices, ThreadedRelay
+from .test_browser import (  # noqa: F401 - fixtures
+    ARTIFACTS,
+    PASSWORD,
+    Browser,
+    browser,
+    built,
+    real_problems,
+    relay,
+    wait_for_text,
+)
+
+pytestmark = pytest.mark.usefixtures("built")
+SEALED = sealed.SEALED_TYPE
+
+
+def _db(tmp_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(tmp_path / "relay" / "relay.db")
+
+
+def _queued(tmp_path: Path, account: str) -> list[tuple[str | None, int | None, int, int]]:
+    """(sender account, sender device, type, client timestamp) of each envelope the relay
+    holds for ``account``, as stored."""
+    with _db(tmp_path) as db:
+        return db.execute("SELECT sender_account_id, sender_device_id, type, client_timestamp "
+                          "FROM messages WHERE account_id = ? ORDER BY seq", (account,)).fetchall()
+
+
+def _wait(check: Any, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def test_browser_and_sdk_user_send_each_other_sealed_messages(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    user = "sally"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        bob: Client = await devices.register("bob")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            # The browser registered its account's access key (so it opens sealed envelopes).
+            with _db(tmp_path) as db:
+                account = _wait(lambda: db.execute(
+                    "SELECT account_id FROM unidentified_access WHERE account_id != ?",
+                    (bob.account_id,)).fetchall(), "the browser's access key")
+            sally_id = account[0][0]
+
+            # The browser holds no profile key of Bob's yet: identified, carrying its own.
+            await step("chat", username="bob")
+            await step("send", text="hello bob")
+            rows = _wait(lambda: _queued(tmp_path, bob.account_id), "the first message")
+            assert [row[:3] for row in rows] == [(sally_id, 1, 3)]
+            got = await wait_for_text(bob, "hello bob")
+            assert got.author == sally_id
+            assert sealed.contact_profile_key(bob.store, sally_id) is not None
+
+            # Bob answers sealed: the browser is offline so the rows stay queued to look at.
+            await step("offline", offline=True)
+            await bob.send_text(sally_id, "hi sally, sealed")
+            rows = _queued(tmp_path, sally_id)
+            assert rows and all(row == (None, None, SEALED, 0) for row in rows), rows
+            await step("offline", offline=False)
+            await step("wait_message", text="hi sally, sealed", outgoing=False)
+            await step("wait_message", text="hello bob", status="delivered")
+
+            # The browser learned Bob's profile key from his message: it sends sealed now,
+            # its read and delivery receipts included.
+            await bob.receive()  # the browser's delivery receipt, already sealed
+            await step("send", text="sealed from the browser")
+            rows = _wait(lambda: _queued(tmp_path, bob.account_id), "the sealed message")
+            assert all(row == (None, None, SEALED, 0) for row in rows), rows
+            got = await wait_for_text(bob, "sealed from the browser")
+            assert got.author == sally_id and not got.outgoing
+            await step("wait_message", text="sealed from the browser", status="delivered")
+            await step("screenshot", path=str(ARTIFACTS / "13-sealed-chat.png"))
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
