@@ -14,6 +14,7 @@ import { DeviceStore } from "../app/store/device.js";
 import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
+import { securityPage } from "./security.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
@@ -22,7 +23,7 @@ interface View {
   client: Client;
   selected: string | undefined;
   page: "chat" | "safety";
-  screen: "chats" | "devices" | "about";
+  screen: "chats" | "devices" | "about" | "security";
   online: boolean;
   /** Why the last message in the open chat was not sent (shown until the next send). */
   sendError: string;
@@ -258,7 +259,8 @@ async function onEvent(event: ClientEvent): Promise<void> {
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
     || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group"
-    || event.kind === "timer" || event.kind === "expired") {
+    || event.kind === "timer" || event.kind === "expired"
+    || (event.kind === "account_notice" && view.screen === "security")) {
     await render();
   }
 }
@@ -281,6 +283,8 @@ async function draw(): Promise<void> {
       h("strong", { "data-testid": "me" }, client.username),
       h("button", { class: "secondary small", "data-testid": "open-devices",
         onclick: () => { view!.screen = "devices"; void render(); } }, "Devices"),
+      h("button", { class: "secondary small", "data-testid": "open-security",
+        onclick: () => { view!.screen = "security"; void render(); } }, "Security"),
       h("button", { class: "secondary small", "data-testid": "open-about",
         onclick: () => { view!.screen = "about"; void render(); } }, "About")),
     newChatForm(),
@@ -296,6 +300,7 @@ async function draw(): Promise<void> {
       h("span", { class: "preview" }, c.lastText || " "))))));
   const main = view.screen === "devices" ? await devicesPage()
     : view.screen === "about" ? await aboutPage()
+    : view.screen === "security" ? await securityPage(client, describe, backToChats())
     : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);

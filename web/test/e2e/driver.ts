@@ -11,7 +11,8 @@
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
- * text {testid}, messages, problems, screenshot {path}, close.
+ * text {testid}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
+ * messages, problems, screenshot {path}, close.
  */
 
 import { createHash } from "node:crypto";
@@ -216,6 +217,16 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     }
     case "wait_text": {
       await page.locator(`[data-testid=${String(c.testid)}]:text-is("${String(c.text)}")`).first().waitFor();
+      return {};
+    }
+    case "elements": {
+      const selector = typeof c.selector === "string" ? c.selector : `[data-testid="${String(c.testid)}"]`;
+      await page.locator(selector).first().waitFor();
+      return { elements: await page.locator(selector).evaluateAll((nodes) => nodes.map((n) => ({
+        text: n.textContent, data: { ...(n as HTMLElement).dataset } }))) };
+    }
+    case "wait_selector": {
+      await page.locator(String(c.selector)).first().waitFor();
       return {};
     }
     case "text": {

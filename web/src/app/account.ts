@@ -1,0 +1,126 @@
+/**
+ * Account security and privacy over the relay's API (docs/server.md, "Account security"
+ * and "Privacy dashboard"), for the security page: the second factor (TOTP, RFC 6238)
+ * status and enrolment, and what the relay holds about the account. Every answer is
+ * parsed strictly (./wire.ts); what is shown is text only. Mirrors the SDK's
+ * account_security and the CLI's `privacy` command.
+ */
+
+import type { RelayApi } from "./api.js";
+import { bool, int, isObject, list, MalformedAnswer, optional, str } from "./wire.js";
+
+export interface TwoFactorStatus {
+  enabled: boolean;
+  /** Enrolment started, not confirmed yet. */
+  pending: boolean;
+  recoveryCodesLeft: number;
+}
+
+export interface Enrolment {
+  /** Base32, for authenticators that take it typed. */
+  secret: string;
+  /** otpauth://totp/... */
+  uri: string;
+}
+
+export async function twoFactorStatus(api: RelayApi): Promise<TwoFactorStatus> {
+  const data = await api.request("GET", "/v1/accounts/me/2fa");
+  const what = "second factor answer";
+  return { enabled: bool(data, "enabled", what), pending: bool(data, "pending", what),
+    recoveryCodesLeft: int(data, "recovery_codes_left", what, 0, 1000) };
+}
+
+/** Start enrolling an authenticator: its secret, to type or scan. */
+export async function beginTwoFactor(api: RelayApi): Promise<Enrolment> {
+  const data = await api.request("POST", "/v1/accounts/me/2fa");
+  const what = "enrolment answer";
+  const secret = str(data, "secret", what, 128);
+  const uri = str(data, "uri", what, 1024);
+  if (!/^[A-Z2-7]+=*$/.test(secret) || !uri.startsWith("otpauth://totp/")) throw new MalformedAnswer(what);
+  return { secret, uri };
+}
+
+/**
+ * Confirm enrolment with a first 6-digit code; the recovery codes, shown once.
+ * @throws RangeError not 6 digits. @throws RelayError 403 a wrong code, 409 no enrolment.
+ */
+export async function confirmTwoFactor(api: RelayApi, code: string): Promise<string[]> {
+  const digits = code.replace(/\s/g, "");
+  if (!/^[0-9]{6}$/.test(digits)) throw new RangeError("the code is the 6 digits your authenticator shows");
+  const data = await api.request("POST", "/v1/accounts/me/2fa/confirm", { code: digits });
+  return list(data, "recovery_codes", "recovery codes answer", 100).map((c) => {
+    if (typeof c !== "string" || c.length > 64) throw new MalformedAnswer("recovery codes answer");
+    return c;
+  });
+}
+
+/** One device as the relay holds it (days since 1970-01-01, UTC). */
+export interface DeviceHeld {
+  deviceId: number;
+  name: string;
+  createdDay: number;
+  lastSeenDay: number;
+  queuedMessages: number;
+  queuedBytes: number;
+  oneTimePrekeys: number;
+  kyberPrekeys: number;
+}
+
+/** What the relay holds about the account (GET /v1/accounts/me/privacy). */
+export interface Privacy {
+  accountId: string;
+  username: string;
+  createdDay: number;
+  devices: DeviceHeld[];
+  historyEntries: number;
+  historyBytes: number;
+  serverHistory: boolean;
+  twoFactorEnabled: boolean;
+  twoFactorRecoveryCodes: number;
+  attachments: string;
+  retention: { queuedMessageDays: number; attachmentDays: number; idleDeviceDays: number; historyDays: number | undefined };
+  audit: { at: number; deviceId: number | undefined; event: string }[];
+}
+
+const BIG = Number.MAX_SAFE_INTEGER;
+
+export async function privacy(api: RelayApi): Promise<Privacy> {
+  const data = await api.request("GET", "/v1/accounts/me/privacy");
+  const what = "privacy answer";
+  const count = (o: unknown, k: string) => int(o, k, what, 0, BIG);
+  const retention = isObject(data) ? data.retention : undefined;
+  return {
+    accountId: str(data, "account_id", what, 64),
+    username: optional(data, "username", what, (o, k) => str(o, k, what, 64)) ?? "",
+    createdDay: count(data, "created_day"),
+    devices: list(data, "devices", what, 127).map((d) => ({
+      deviceId: int(d, "device_id", what, 1, 127),
+      name: optional(d, "name", what, (o, k) => str(o, k, what, 200)) ?? "",
+      createdDay: count(d, "created_day"), lastSeenDay: count(d, "last_seen_day"),
+      queuedMessages: count(d, "queued_messages"), queuedBytes: count(d, "queued_bytes"),
+      oneTimePrekeys: count(d, "one_time_prekeys"), kyberPrekeys: count(d, "kyber_prekeys"),
+    })),
+    historyEntries: count(data, "history_entries"),
+    historyBytes: count(data, "history_bytes"),
+    serverHistory: bool(data, "server_history", what),
+    twoFactorEnabled: bool(data, "two_factor_enabled", what),
+    twoFactorRecoveryCodes: count(data, "two_factor_recovery_codes"),
+    attachments: str(data, "attachments", what, 1000),
+    retention: {
+      queuedMessageDays: count(retention, "queued_message_days"),
+      attachmentDays: count(retention, "attachment_days"),
+      idleDeviceDays: count(retention, "idle_device_days"),
+      historyDays: optional(retention, "history_days", what, (o, k) => count(o, k)),
+    },
+    audit: list(data, "audit", what, 1000).map((e) => ({
+      at: count(e, "at"),
+      deviceId: optional(e, "device_id", what, (o, k) => int(o, k, what, 1, 127)),
+      event: str(e, "event", what, 64),
+    })),
+  };
+}
+
+/** A day number (days since 1970-01-01, UTC) as YYYY-MM-DD. */
+export function dayText(day: number): string {
+  return new Date(day * 86_400_000).toISOString().slice(0, 10);
+}

@@ -1,0 +1,121 @@
+/**
+ * The account security page: login notices (what the relay told every device of the
+ * account: a new device, a recovery, an identity reset, second-factor changes), the
+ * second factor (status; enrol an authenticator app with its secret and a first code,
+ * then the recovery codes, shown once), and the privacy dashboard (what the relay holds
+ * about the account). Plain DOM, text only as text nodes.
+ */
+
+import {
+  beginTwoFactor, confirmTwoFactor, dayText, privacy, twoFactorStatus, type Privacy, type TwoFactorStatus,
+} from "../app/account.js";
+import type { Client } from "../app/client.js";
+import { describeNotice } from "../app/notices.js";
+import { h } from "./dom.js";
+
+function size(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB`
+    : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+async function noticesSection(client: Client): Promise<HTMLElement> {
+  const notices = await client.notices();
+  return h("div", {},
+    h("h3", {}, "Login notices"),
+    h("p", { class: "hint" }, "The server tells every device of your account when a device joins, the account is "
+      + "restored or its keys or second factor change. If you did not do it, remove the device and change your "
+      + "recovery secrets."),
+    notices.length === 0 ? h("p", { class: "empty", "data-testid": "no-notices" }, "No notices.")
+      : h("ul", { class: "notices", "data-testid": "notices" }, ...notices.map((n) =>
+        h("li", { "data-testid": "notice", "data-kind": n.kind }, describeNotice(n)))));
+}
+
+function twoFactorSection(client: Client, describe: (e: unknown) => string): HTMLElement {
+  const state = h("p", { "data-testid": "2fa-state" }, "…");
+  const error = h("p", { class: "error", role: "alert", "data-testid": "2fa-error" });
+  const body = h("div", {});
+  const show = (status: TwoFactorStatus) => {
+    state.textContent = status.enabled
+      ? `On: codes from your authenticator protect linking devices, recovery changes, identity resets and `
+        + `deleting the account. ${status.recoveryCodesLeft} recovery codes left.`
+      : "Off.";
+    state.dataset.enabled = String(status.enabled);
+    if (!status.enabled) body.replaceChildren(startButton());
+  };
+  const startButton = () => h("button", { "data-testid": "2fa-start", onclick: async () => {
+    error.textContent = "";
+    try {
+      enrol(await beginTwoFactor(client.api));
+    } catch (e) {
+      error.textContent = describe(e);
+    }
+  } }, "Turn on");
+  const enrol = (enrolment: { secret: string; uri: string }) => {
+    const code = h("input", { inputmode: "numeric", autocomplete: "one-time-code", maxlength: "7",
+      "aria-label": "Code from the authenticator", "data-testid": "2fa-code" });
+    const form = h("form", { class: "link", onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      try {
+        const codes = await confirmTwoFactor(client.api, code.value);
+        body.replaceChildren(
+          h("p", {}, "Keep these recovery codes somewhere safe. Each works once, in place of a code, if you lose "
+            + "the authenticator. They are not shown again."),
+          h("ul", { class: "codes", "data-testid": "2fa-recovery-codes" }, ...codes.map((c) => h("li", {}, h("code", {}, c)))));
+        show(await twoFactorStatus(client.api));
+      } catch (e) {
+        error.textContent = describe(e);
+      }
+    } }, code, h("button", { type: "submit", "data-testid": "2fa-confirm" }, "Confirm"));
+    body.replaceChildren(
+      h("p", {}, "Add this key to your authenticator app (it takes it typed, or as the link below), then type the "
+        + "6-digit code it shows."),
+      h("code", { class: "digest", "data-testid": "2fa-secret" }, enrolment.secret),
+      h("code", { class: "digest", "data-testid": "2fa-uri" }, enrolment.uri),
+      form);
+  };
+  void twoFactorStatus(client.api).then(show, (e) => { error.textContent = describe(e); });
+  return h("div", {}, h("h3", {}, "Second factor"), state, body, error);
+}
+
+function privacySection(client: Client, describe: (e: unknown) => string): HTMLElement {
+  const out = h("div", { "data-testid": "privacy" }, h("p", {}, "…"));
+  const show = (p: Privacy) => {
+    const devices = h("ul", { class: "devices" }, ...p.devices.map((d) => h("li", {
+      "data-testid": "privacy-device", "data-device": String(d.deviceId), "data-last-seen-day": String(d.lastSeenDay),
+      "data-queued": String(d.queuedMessages) },
+    h("strong", {}, d.name || `Device ${d.deviceId}`),
+    h("span", { class: "meta" }, `added ${dayText(d.createdDay)} · last seen ${dayText(d.lastSeenDay)} · `
+      + `${d.queuedMessages} queued messages (${size(d.queuedBytes)}) · ${d.oneTimePrekeys} one-time and `
+      + `${d.kyberPrekeys} post-quantum prekeys`))));
+    const r = p.retention;
+    out.replaceChildren(
+      h("p", {}, `Account ${p.username ? `"${p.username}" ` : ""}created ${dayText(p.createdDay)}.`),
+      h("h4", {}, "Devices"), devices,
+      h("p", { "data-testid": "privacy-history", "data-entries": String(p.historyEntries) },
+        p.serverHistory ? `Stored history: ${p.historyEntries} entries (${size(p.historyBytes)}), encrypted.`
+          : "No history stored on the server."),
+      h("p", { "data-testid": "privacy-2fa", "data-enabled": String(p.twoFactorEnabled) },
+        p.twoFactorEnabled ? `Second factor on, ${p.twoFactorRecoveryCodes} recovery codes left.` : "No second factor."),
+      h("p", {}, `Attachments: ${p.attachments}.`),
+      h("p", { "data-testid": "privacy-retention" }, `Undelivered messages are kept ${r.queuedMessageDays} days, `
+        + `attachments ${r.attachmentDays} days; ${r.idleDeviceDays > 0 ? `devices unused for ${r.idleDeviceDays} days are `
+        + "removed" : "idle devices are kept"}; history ${r.historyDays === undefined ? "until you delete it"
+        : `for ${r.historyDays} days`}.`),
+      h("h4", {}, "Account events"),
+      h("ul", { class: "audit", "data-testid": "privacy-audit" }, ...p.audit.map((e) => h("li", {
+        "data-testid": "audit-event", "data-event": e.event },
+      `${new Date(e.at).toISOString().slice(0, 16).replace("T", " ")} UTC: ${e.event.replace(/_/g, " ")}`
+        + (e.deviceId === undefined ? "" : ` (device ${e.deviceId})`)))));
+  };
+  void privacy(client.api).then(show, (e) => { out.replaceChildren(h("p", { class: "error", role: "alert" }, describe(e))); });
+  return h("div", {}, h("h3", {}, "What the server holds"),
+    h("p", { class: "hint" }, "Never a message's content, a password or a private key: this is all of it."), out);
+}
+
+export async function securityPage(client: Client, describe: (e: unknown) => string,
+  back: HTMLElement): Promise<HTMLElement> {
+  return h("section", { class: "chat page", "data-testid": "security" },
+    h("h2", {}, "Account security and privacy"),
+    await noticesSection(client), twoFactorSection(client, describe), privacySection(client, describe), back);
+}
