@@ -4,8 +4,9 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
 
-import { Peer, serve } from "../src/interop/peer.js";
+import { Peer, serve, spqrFromEnvironment } from "../src/interop/peer.js";
 import { PreKeySignalMessage, SignalMessage } from "../src/protocol/messages.js";
+import { SpqrSettings } from "../src/protocol/spqr/ratchet.js";
 import { loadVectors, pythonRandom, unb64 } from "./helpers.js";
 
 const A = { name: "alice", device_id: 1 };
@@ -50,6 +51,29 @@ describe("peer", () => {
     }
     const session = await peer.handle({ id: 99, op: "has_session", actor: A, remote: A });
     assert.deepEqual(session, { id: 99, ok: true, has_session: false, session_version: null });
+  });
+
+  test("CIPHERPOST_PEER_SPQR picks the SPQR settings, off by default, as for the Python peer", async () => {
+    assert.equal(spqrFromEnvironment({}), SpqrSettings.OFF);
+    assert.equal(spqrFromEnvironment({ CIPHERPOST_PEER_SPQR: "offered" }), SpqrSettings.OFFERED);
+    assert.equal(spqrFromEnvironment({ CIPHERPOST_PEER_SPQR: "required" }), SpqrSettings.REQUIRED);
+    assert.throws(() => spqrFromEnvironment({ CIPHERPOST_PEER_SPQR: "constructor" }), RangeError);
+    // Two actors of a peer requiring SPQR: every message carries field 5; a peer with it
+    // off refuses nothing of its own but sends none.
+    for (const [spqr, field5] of [[SpqrSettings.REQUIRED, true], [SpqrSettings.OFF, false]] as const) {
+      const peer = new Peer(undefined, undefined, spqr);
+      await peer.handle({ id: 1, op: "create_actor", actor: A, registration_id: 7 });
+      await peer.handle({ id: 2, op: "create_actor", actor: B, registration_id: 8 });
+      const bundle = (await peer.handle({ id: 3, op: "generate_bundle", actor: B, signed_prekey_id: 1,
+        kyber_prekey_id: 2, prekey_id: 3 }))["bundle"];
+      assert.ok((await peer.handle({ id: 4, op: "process_bundle", actor: A, remote: B, bundle }))["ok"]);
+      const sent = await peer.handle({ id: 5, op: "encrypt", actor: A, remote: B, plaintext: "aGk=" });
+      const inner = PreKeySignalMessage.parse(unb64(sent["ciphertext"] as string)).message;
+      assert.equal(inner.pqRatchet.length > 0, field5);
+      const got = await peer.handle({ id: 6, op: "decrypt", actor: B, remote: A, message_type: "prekey",
+        ciphertext: sent["ciphertext"] });
+      assert.equal(got["plaintext"], "aGk=");
+    }
   });
 
   test("protocol errors carry PEER.md kinds", async () => {

@@ -19,6 +19,7 @@ import { nextChainKey } from "../src/protocol/ratchet.js";
 import {
   archiveSession, decrypt, encrypt, hasSession, processPreKeyBundle, type CiphertextMessage,
 } from "../src/protocol/session.js";
+import { SpqrSettings } from "../src/protocol/spqr/ratchet.js";
 import { SessionRecord } from "../src/protocol/state.js";
 import { InMemoryProtocolStore, InMemorySessionStore, SerializingSessionStore } from "../src/protocol/stores.js";
 import { hex, loadVectors, NOW, Party, pythonRandom, toHex, utf8 } from "./helpers.js";
@@ -90,10 +91,12 @@ describe("session-kat.json (a whole seeded session, byte for byte)", () => {
       });
       assert.equal(toHex(bundle.signedPreKeySignature), c.bundle_signed_prekey_signature);
       assert.equal(toHex(bundle.kyberPreKey.serialize()), c.bundle_kyber_prekey);
-      await processPreKeyBundle(alice, bobAddr, bundle, { rng, now: NOW, kems });
+      // Recorded without SPQR (the Python protocol's default): OFF on both sides.
+      await processPreKeyBundle(alice, bobAddr, bundle, { rng, now: NOW, kems, spqr: SpqrSettings.OFF });
       const first = await encrypt(alice, bobAddr, utf8("known answer"), { now: NOW });
       assert.equal(toHex(first.serialized), c.prekey_message);
-      assert.equal(text(await decrypt(bob, aliceAddr, 3, first.serialized, { rng, kems })), "known answer");
+      assert.equal(text(await decrypt(bob, aliceAddr, 3, first.serialized, { rng, kems, spqr: SpqrSettings.OFF })),
+        "known answer");
       const reply = await encrypt(bob, aliceAddr, utf8("reply"), { now: NOW });
       assert.equal(toHex(reply.serialized), c.reply);
       assert.equal(text(await decrypt(alice, bobAddr, 2, reply.serialized, { rng, kems })), "reply");
@@ -116,19 +119,27 @@ describe("sessions", () => {
     });
   }
 
-  test("first message is a v4 PreKey message, replies are whisper messages without field 5", async () => {
-    const [alice, bob] = await start();
-    const first = await encrypt(alice.store, bob.address, utf8("hi"), { now: NOW });
-    assert.equal(first.messageType, 3);
-    assert.equal(first.serialized[0], 0x44);
-    const parsed = PreKeySignalMessage.parse(first.serialized);
-    assert.equal(parsed.kyberCiphertext.length, 1569);
-    assert.equal(parsed.kyberCiphertext[0], KYBER1024);
-    await decrypt(bob.store, alice.address, 3, first.serialized);
-    const reply = await encrypt(bob.store, alice.address, utf8("yo"), { now: NOW });
-    assert.equal(reply.messageType, 2);
-    assert.equal(SignalMessage.parse(reply.serialized).pqRatchet.length, 0);
-  });
+  for (const [name, spqr, field5] of [["OFF", SpqrSettings.OFF, false], ["OFFERED", SpqrSettings.OFFERED, true],
+    ["REQUIRED", SpqrSettings.REQUIRED, true]] as const) {
+    test(`first message is a v4 PreKey message; with SPQR ${name} every message ${field5 ? "has" : "lacks"} field 5`,
+      async () => {
+        const alice = Party.create("alice", systemRandom, 11);
+        const bob = Party.create("bob", systemRandom, 22);
+        await processPreKeyBundle(alice.store, bob.address, await bob.bundle(), { now: NOW, spqr });
+        const first = await encrypt(alice.store, bob.address, utf8("hi"), { now: NOW, spqr });
+        assert.equal(first.messageType, 3);
+        assert.equal(first.serialized[0], 0x44);
+        const parsed = PreKeySignalMessage.parse(first.serialized);
+        assert.equal(parsed.kyberCiphertext.length, 1569);
+        assert.equal(parsed.kyberCiphertext[0], KYBER1024);
+        assert.equal(parsed.message.pqRatchet.length > 0, field5);
+        assert.equal(text(await decrypt(bob.store, alice.address, 3, first.serialized, { spqr })), "hi");
+        const reply = await encrypt(bob.store, alice.address, utf8("yo"), { now: NOW, spqr });
+        assert.equal(reply.messageType, 2);
+        assert.equal(SignalMessage.parse(reply.serialized).pqRatchet.length > 0, field5);
+        assert.equal(text(await decrypt(alice.store, bob.address, 2, reply.serialized, { spqr })), "yo");
+      });
+  }
 
   test("out of order within and across chains", async () => {
     const [alice, bob] = await start();

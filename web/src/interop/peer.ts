@@ -11,6 +11,12 @@
  * Operations of our own (beyond PEER.md): the four sealed-sender operations documented in
  * ../../interop/README.md (`server_certificate`, `sender_certificate`, `sealed_encrypt`,
  * `sealed_decrypt`), as the Python peer has them.
+ *
+ * Sessions this peer creates run SPQR as the environment variable `CIPHERPOST_PEER_SPQR`
+ * says (read by ./main.ts, {@link spqrFromEnvironment}), as the Python peer does: `off`
+ * (the default, no SPQR), `offered` (SPQR, downgrading for a peer without it, as libsignal
+ * 0.90/0.91) or `required` (as libsignal 0.92+: a peer without SPQR is refused, and
+ * `has_session` reports a session without it as unusable).
  */
 
 import { ProtocolAddress } from "../protocol/address.js";
@@ -26,6 +32,7 @@ import { PreKeyBundle } from "../protocol/prekeys.js";
 import * as sealedSender from "../protocol/sealed_sender.js";
 import * as senderKeys from "../protocol/sender_keys.js";
 import * as session from "../protocol/session.js";
+import { SpqrSettings } from "../protocol/spqr/ratchet.js";
 import { InMemoryProtocolStore, InMemorySenderKeyStore } from "../protocol/stores.js";
 import { isUuid } from "../protocol/uuid.js";
 
@@ -105,12 +112,30 @@ function errorResponse(id: unknown, kind: string, message: string): Json {
 
 type Op = (req: Json) => Promise<Json>;
 
+export const SPQR_SETTINGS: Readonly<Record<string, SpqrSettings>> = {
+  off: SpqrSettings.OFF, offered: SpqrSettings.OFFERED, required: SpqrSettings.REQUIRED,
+};
+
+/**
+ * The SPQR settings `CIPHERPOST_PEER_SPQR` names (default `off`).
+ * @throws RangeError an unknown name.
+ */
+export function spqrFromEnvironment(env: Readonly<Record<string, string | undefined>> = process.env): SpqrSettings {
+  const name = env["CIPHERPOST_PEER_SPQR"] ?? "off";
+  const settings = Object.prototype.hasOwnProperty.call(SPQR_SETTINGS, name) ? SPQR_SETTINGS[name] : undefined;
+  if (settings === undefined) {
+    throw new RangeError(`CIPHERPOST_PEER_SPQR must be one of ${Object.keys(SPQR_SETTINGS).sort().join(", ")}`);
+  }
+  return settings;
+}
+
 /** Request handling for one peer process. */
 export class Peer {
   readonly #actors = new Map<string, Actor>();
   readonly #ops: Record<string, Op>;
 
-  constructor(private readonly rng: Random = systemRandom, private readonly clock: () => number = () => Date.now() / 1000) {
+  constructor(private readonly rng: Random = systemRandom, private readonly clock: () => number = () => Date.now() / 1000,
+    private readonly spqr: SpqrSettings = SpqrSettings.OFF) {
     this.#ops = {
       create_actor: (r) => this.createActor(r),
       generate_bundle: (r) => this.generateBundle(r),
@@ -263,7 +288,7 @@ export class Peer {
     const actor = this.actor(req);
     const remote = this.remote(req);
     const bundle = this.parseBundle(field(req, "bundle"));
-    await session.processPreKeyBundle(actor.store, remote, bundle, { rng: this.rng, now: this.now() });
+    await session.processPreKeyBundle(actor.store, remote, bundle, { rng: this.rng, now: this.now(), spqr: this.spqr });
     return {};
   }
 
@@ -271,7 +296,7 @@ export class Peer {
     const actor = this.actor(req);
     const remote = this.remote(req);
     const plaintext = bytesField(req, "plaintext");
-    const message = await session.encrypt(actor.store, remote, plaintext, { now: this.now() });
+    const message = await session.encrypt(actor.store, remote, plaintext, { now: this.now(), rng: this.rng, spqr: this.spqr });
     return {
       message_type: message.messageType === PREKEY_TYPE ? "prekey" : "whisper",
       ciphertext: b64encode(message.serialized),
@@ -287,14 +312,14 @@ export class Peer {
       throw new BadRequest("message_type must be 'prekey' or 'whisper'");
     }
     const ciphertext = bytesField(req, "ciphertext");
-    const plaintext = await session.decrypt(actor.store, remote, types[kind]!, ciphertext, { rng: this.rng });
+    const plaintext = await session.decrypt(actor.store, remote, types[kind]!, ciphertext, { rng: this.rng, spqr: this.spqr });
     return { plaintext: b64encode(plaintext) };
   }
 
   private async hasSession(req: Json): Promise<Json> {
     const actor = this.actor(req);
     const remote = this.remote(req);
-    const usable = await session.hasSession(actor.store, remote, this.now());
+    const usable = await session.hasSession(actor.store, remote, this.now(), { spqr: this.spqr });
     const record = await actor.store.loadSession(remote);
     return { has_session: usable, session_version: usable ? record?.current?.version ?? null : null };
   }
@@ -455,7 +480,7 @@ export class Peer {
     }
     const plaintext = bytesField(req, "plaintext");
     const sealed = await sealedSender.encryptMessage(actor.store, remote, certificate, plaintext,
-      { now: this.now(), rng: this.rng });
+      { now: this.now(), rng: this.rng, spqr: this.spqr });
     return { ciphertext: b64encode(sealed) };
   }
 
@@ -465,7 +490,7 @@ export class Peer {
     const trustRoot = this.publicKey(req, "trust_root");
     const nowMs = int(req, "now", 0, Number.MAX_SAFE_INTEGER);
     const result = await sealedSender.decrypt(actor.store, ciphertext, {
-      trustRoots: [trustRoot], nowMs, rng: this.rng,
+      trustRoots: [trustRoot], nowMs, rng: this.rng, spqr: this.spqr,
       local: { uuid: actor.address.name, deviceId: actor.address.deviceId, e164: this.optString(req, "local_e164") },
     });
     return {

@@ -38,6 +38,7 @@ export { KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord } fro
 export * as sealedSender from "./sealed_sender.js";
 export {
   archiveSession,
+  DEFAULT_SPQR,
   decrypt,
   encrypt,
   hasSession,
@@ -51,6 +52,7 @@ export {
   processDistributionMessage,
   SenderKeyRecord,
 } from "./sender_keys.js";
+export { SpqrSettings } from "./spqr/ratchet.js";
 export { SessionRecord } from "./state.js";
 export {
   Direction,

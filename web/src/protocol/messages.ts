@@ -98,20 +98,24 @@ export class SignalMessage {
     readonly counter: number,
     readonly previousCounter: number,
     readonly ciphertext: Uint8Array,
-    /** SPQR field 5: accepted, MACed as received, otherwise ignored (digest §5.4). */
+    /** SPQR field 5 (empty when absent); the session hands it to SPQR's recv. */
     readonly pqRatchet: Uint8Array,
     readonly serialized: Uint8Array,
   ) {}
 
-  /** Version byte and protobuf, fields in libsignal's order 1, 2, 3, 4 (5 never written). */
+  /**
+   * Version byte and protobuf, fields in libsignal's order 1, 2, 3, 4, then 5 (the SPQR
+   * bytes, covered by the MAC) only when `pqRatchet` is not empty.
+   */
   static encodeBody(version: number, ratchetKey: PublicKey, counter: number, previousCounter: number,
-    ciphertext: Uint8Array): Uint8Array {
+    ciphertext: Uint8Array, pqRatchet: Uint8Array = new Uint8Array(0)): Uint8Array {
     return concat(
       versionByte(version),
       pb.fieldBytes(1, ratchetKey.serialize()),
       pb.fieldVarint(2, counter),
       pb.fieldVarint(3, previousCounter),
       pb.fieldBytes(4, ciphertext),
+      pqRatchet.length > 0 ? pb.fieldBytes(5, pqRatchet) : new Uint8Array(0),
     );
   }
 

@@ -26,6 +26,7 @@ import { PLAINTEXT_TYPE, PREKEY_TYPE, SENDERKEY_TYPE, WHISPER_TYPE } from "./mes
 import * as pb from "./protobuf.js";
 import { hkdf, hmacSha256 } from "./ratchet.js";
 import * as session from "./session.js";
+import type { SpqrSettings } from "./spqr/ratchet.js";
 import { ProtocolAddress } from "./address.js";
 import type { IdentityKeyStore, ProtocolStore } from "./stores.js";
 
@@ -184,16 +185,20 @@ export async function encrypt(store: IdentityKeyStore, destination: ProtocolAddr
 
 /**
  * Encrypt `plaintext` on the 1:1 session and seal it (libsignal's
- * `sealedSenderEncryptMessage`). `now` is in seconds, as for session.encrypt. The
- * recipient's identity is looked up first, so a failure leaves the session as it was.
+ * `sealedSenderEncryptMessage`). `now` is in seconds, as for session.encrypt, and
+ * `spqr` is passed on to it (a session without SPQR that `spqr` requires is NoSession).
+ * The recipient's identity is looked up first, so a failure leaves the session as it was.
  *
  * @throws NoSession no identity or no session for `destination`.
  */
 export async function encryptMessage(store: ProtocolStore, destination: ProtocolAddress, sender: SenderCertificate,
-  plaintext: Uint8Array, options: { now: number; rng?: Random }): Promise<Uint8Array> {
+  plaintext: Uint8Array, options: { now: number; rng?: Random; spqr?: SpqrSettings }): Promise<Uint8Array> {
   const recipient = await store.getIdentity(destination);
   if (recipient === undefined) throw new NoSession(`no identity for ${destination}`);
-  const message = await session.encrypt(store, destination, plaintext, { now: options.now });
+  const sessionOptions: { now: number; rng?: Random; spqr?: SpqrSettings } = { now: options.now };
+  if (options.rng !== undefined) sessionOptions.rng = options.rng;
+  if (options.spqr !== undefined) sessionOptions.spqr = options.spqr;
+  const message = await session.encrypt(store, destination, plaintext, sessionOptions);
   const content = UnidentifiedSenderMessageContent.create(message.messageType, sender, message.serialized);
   return seal(await store.getIdentityKeyPair(), recipient, content, options.rng ?? systemRandom);
 }
@@ -261,8 +266,8 @@ export interface LocalIdentity {
  * `sealedSenderDecryptMessage`, digest §8.4). The certificate is validated at `nowMs`
  * against `trustRoots`; a message from this device (same uuid, or same E.164 when both are
  * known, and same device id) is refused; then the inner whisper or PreKey message is
- * decrypted on the session with `(sender uuid, sender device)`. Nothing changes unless
- * everything succeeds.
+ * decrypted on the session with `(sender uuid, sender device)`; `spqr` applies to a
+ * session that a PreKey message creates. Nothing changes unless everything succeeds.
  *
  * @throws InvalidMessage, UnknownVersion, InvalidKey see {@link openSealed}; also a sealed
  *   sender-key or plaintext content (not a 1:1 message).
@@ -271,6 +276,7 @@ export interface LocalIdentity {
  */
 export async function decrypt(store: ProtocolStore, data: Uint8Array, options: {
   trustRoots: readonly PublicKey[]; nowMs: number; local: LocalIdentity; rng?: Random; kems?: KemRegistry;
+  spqr?: SpqrSettings;
 }): Promise<DecryptionResult> {
   const content = await openSealed(await store.getIdentityKeyPair(), data);
   const sender = content.sender;
@@ -290,9 +296,10 @@ export async function decrypt(store: ProtocolStore, data: Uint8Array, options: {
   } catch (cause) {
     throw new InvalidMessage("sender certificate names no usable address", { cause });
   }
-  const sessionOptions: { rng?: Random; kems?: KemRegistry } = {};
+  const sessionOptions: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {};
   if (options.rng !== undefined) sessionOptions.rng = options.rng;
   if (options.kems !== undefined) sessionOptions.kems = options.kems;
+  if (options.spqr !== undefined) sessionOptions.spqr = options.spqr;
   const plaintext = await session.decrypt(store, address, content.messageType, content.contents, sessionOptions);
   return { senderUuid: sender.senderUuid, senderE164: sender.senderE164, deviceId: sender.senderDeviceId,
     messageType: content.messageType, plaintext };

@@ -6,6 +6,13 @@
  * returned commit applies the changes only once everything verified, so a rejected
  * message changes nothing. Operations on one (store, remote address) never interleave
  * (see ./lock.ts), because the AES step awaits WebCrypto.
+ *
+ * SPQR (the post-quantum ratchet, ./spqr/) runs beside the Double Ratchet in every state
+ * whose settings offered it (spqr-digest §7): `encrypt` asks it for field 5 and a key
+ * before deriving the message keys and uses that key as their HKDF salt; decryption runs
+ * its `recv` on the state being tried, which returns a new immutable value, and the
+ * commit stores it with the Double Ratchet's changes, so both move only when the MAC
+ * verified, whichever (current or archived) state decrypts.
  */
 
 import type { ProtocolAddress } from "./address.js";
@@ -25,10 +32,23 @@ import { PREKEY_TYPE, PreKeySignalMessage, SignalMessage, WHISPER_TYPE, macPrefi
 import * as pqxdh from "./pqxdh.js";
 import type { PreKeyBundle } from "./prekeys.js";
 import { aesCbcDecrypt, aesCbcEncrypt, messageKeySeed, messageKeys, nextChainKey, rootStep } from "./ratchet.js";
+import { Direction as PqDirection } from "./spqr/chain.js";
+import { recv as pqRecv, send as pqSend, SpqrSettings, type PqRatchetState } from "./spqr/ratchet.js";
+import { V0 } from "./spqr/wire.js";
 import { ReceiverChain, SenderChain, SessionRecord, SessionState } from "./state.js";
 import { Direction, type ProtocolStore } from "./stores.js";
 
 type Commit = () => void;
+
+/**
+ * The SPQR settings of sessions started or accepted without explicit ones: OFFERED, as
+ * the Python SDK's default (cipherpost.client.options.ClientOptions.spqr). Every new
+ * session runs SPQR and keeps it with a peer that answers with it (Python SDK, libsignal
+ * 0.90+); a peer without it gets a classical session. The Python protocol functions
+ * themselves default to OFF; here the browser app is the caller, so the default is the
+ * SDK's. REQUIRED (libsignal 0.92+) refuses a peer without SPQR.
+ */
+export const DEFAULT_SPQR: SpqrSettings = SpqrSettings.OFFERED;
 
 /** An encrypted 1:1 message: its type (2 whisper, 3 prekey) and bytes. */
 export interface CiphertextMessage {
@@ -51,9 +71,10 @@ function lockKey(address: ProtocolAddress): string {
  * @throws InvalidKey unusable keys in the bundle.
  */
 export function processPreKeyBundle(store: ProtocolStore, address: ProtocolAddress, bundle: PreKeyBundle,
-  options: { rng?: Random; now: number; kems?: KemRegistry }): Promise<void> {
+  options: { rng?: Random; now: number; kems?: KemRegistry; spqr?: SpqrSettings }): Promise<void> {
   const rng = options.rng ?? systemRandom;
   const kems = options.kems ?? DEFAULT_KEMS;
+  const spqr = options.spqr ?? DEFAULT_SPQR;
   return withLock(store, lockKey(address), async () => {
     bundle.verifySignatures();
     if (!(await store.isTrustedIdentity(address, bundle.identityKey, Direction.SENDING))) {
@@ -81,6 +102,8 @@ export function processPreKeyBundle(store: ProtocolStore, address: ProtocolAddre
         kyberCiphertext: result.kyberCiphertext,
         timestamp: options.now,
       },
+      pqRatchet: spqr.initialState(result.keys.pqRatchetSeed, PqDirection.A2B,
+        identity.publicKey.equals(bundle.identityKey)),
     });
     const record = (await store.loadSession(address)) ?? new SessionRecord();
     record.promoteState(state);
@@ -89,17 +112,26 @@ export function processPreKeyBundle(store: ProtocolStore, address: ProtocolAddre
   });
 }
 
-function usable(record: SessionRecord, now: number): boolean {
+function usable(record: SessionRecord, now: number, requireSpqr = false): boolean {
   const state = record.current;
   if (state === undefined || state.senderChain === undefined) return false;
+  if (requireSpqr && state.pqRatchet.braid === null) return false;
   const pending = state.pendingPreKey;
   return pending === undefined || now - pending.timestamp <= MAX_UNACKNOWLEDGED_SESSION_AGE;
 }
 
-/** True while a current session usable for sending exists (not stale). `now` in seconds. */
-export async function hasSession(store: ProtocolStore, address: ProtocolAddress, now: number): Promise<boolean> {
+/**
+ * True while a current session usable for sending exists (not stale). `now` in seconds.
+ *
+ * Where `spqr` requires SPQR (minVersion V1, as {@link SpqrSettings.REQUIRED}), a session
+ * without it (made before SPQR, with OFF, or negotiated down to V0) counts as unusable
+ * too, as libsignal 0.100+ does: the caller then fetches a bundle and starts a new
+ * session, which runs SPQR.
+ */
+export async function hasSession(store: ProtocolStore, address: ProtocolAddress, now: number,
+  options: { spqr?: SpqrSettings } = {}): Promise<boolean> {
   const record = await store.loadSession(address);
-  return record !== undefined && usable(record, now);
+  return record !== undefined && usable(record, now, (options.spqr ?? DEFAULT_SPQR).minVersion > V0);
 }
 
 /** Archive the current session with `address` (it still decrypts messages sent on it). */
@@ -115,21 +147,32 @@ export function archiveSession(store: ProtocolStore, address: ProtocolAddress): 
 // -- encryption -----------------------------------------------------------------------
 
 /**
- * Encrypt `plaintext` for `address` on the current session. `now` in seconds.
+ * Encrypt `plaintext` for `address` on the current session. `now` in seconds; `rng` (the
+ * system's by default) is used by SPQR now and then (a key pair, an encapsulation).
+ * Where `spqr` requires SPQR, a session without it is refused as {@link NoSession}, as
+ * {@link hasSession} reports it, so the caller starts a new one.
  *
- * @throws NoSession no current session, or its PreKey data is older than 30 days.
+ * @throws NoSession no current session, its PreKey data is older than 30 days, or it
+ *   lacks SPQR that `spqr` requires.
  * @throws UntrustedIdentity the session's identity is no longer trusted.
+ * @throws InvalidSpqrState the stored SPQR state cannot send.
  */
 export function encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: Uint8Array,
-  options: { now: number }): Promise<CiphertextMessage> {
+  options: { now: number; rng?: Random; spqr?: SpqrSettings }): Promise<CiphertextMessage> {
+  const rng = options.rng ?? systemRandom;
+  const requireSpqr = (options.spqr ?? DEFAULT_SPQR).minVersion > V0;
   return withLock(store, lockKey(address), async () => {
     const record = await store.loadSession(address);
-    if (record === undefined || !usable(record, options.now)) throw new NoSession(`no usable session with ${address}`);
+    if (record === undefined || !usable(record, options.now, requireSpqr)) {
+      throw new NoSession(`no usable session with ${address}`);
+    }
     const state = record.current!;
     const chain = state.senderChain!;
-    const { cipherKey, macKey, iv } = messageKeys(messageKeySeed(chain.chainKey));
+    // SPQR first: its key salts the message keys, its bytes go in field 5 (under the MAC).
+    const sent = pqSend(state.pqRatchet, rng);
+    const { cipherKey, macKey, iv } = messageKeys(messageKeySeed(chain.chainKey), sent.key ?? undefined);
     const body = SignalMessage.encodeBody(state.version, chain.ratchet.publicKey, chain.index, state.previousCounter,
-      await aesCbcEncrypt(cipherKey, iv, plaintext));
+      await aesCbcEncrypt(cipherKey, iv, plaintext), sent.message);
     const mac = macPrefixed(macKey, state.macIdentities(true), body);
     const serialized = new Uint8Array(body.length + mac.length);
     serialized.set(body);
@@ -157,6 +200,7 @@ export function encrypt(store: ProtocolStore, address: ProtocolAddress, plaintex
     }
     chain.chainKey = nextChainKey(chain.chainKey);
     chain.index += 1;
+    state.pqRatchet = sent.state;
     await store.storeSession(address, record);
     await store.saveIdentity(address, state.remoteIdentity);
     return result;
@@ -206,7 +250,7 @@ async function decryptWithState(state: SessionState, message: SignalMessage, rng
     nextKey = chainKey;
   } else {
     const jump = counter - chainIndex;
-    if (jump > MAX_FORWARD_JUMPS && !state.localIdentity.equals(state.remoteIdentity)) {
+    if (jump > MAX_FORWARD_JUMPS && !state.isSelfSession()) {
       throw new InvalidMessage("message from too far into the future");
     }
     let ck = chainKey;
@@ -218,7 +262,13 @@ async function decryptWithState(state: SessionState, message: SignalMessage, rng
     nextKey = nextChainKey(ck);
   }
 
-  const { cipherKey, macKey, iv } = messageKeys(seed);
+  // Tentative: the new SPQR state is kept by the commit only, once the MAC verified.
+  let newPq: PqRatchetState = state.pqRatchet;
+  let salt: Uint8Array | null = null;
+  if (state.pqRatchet.braid !== null || message.pqRatchet.length > 0) {
+    [newPq, salt] = pqRecv(state.pqRatchet, message.pqRatchet);
+  }
+  const { cipherKey, macKey, iv } = messageKeys(seed, salt ?? undefined);
   if (!message.verifyMacPrefixed(macKey, state.macIdentities(false))) throw new InvalidMessage("bad MAC");
   const plaintext = await aesCbcDecrypt(cipherKey, iv, message.ciphertext);
 
@@ -240,6 +290,7 @@ async function decryptWithState(state: SessionState, message: SignalMessage, rng
       target.index = counter + 1;
     }
     state.pendingPreKey = undefined;
+    state.pqRatchet = newPq;
   };
   return [plaintext, commit];
 }
@@ -296,7 +347,8 @@ export function decryptSignalMessage(store: ProtocolStore, address: ProtocolAddr
   });
 }
 
-async function bobState(store: ProtocolStore, message: PreKeySignalMessage, kems: KemRegistry): Promise<SessionState> {
+async function bobState(store: ProtocolStore, message: PreKeySignalMessage, kems: KemRegistry,
+  spqr: SpqrSettings): Promise<SessionState> {
   if (!message.baseKey.isCanonical()) throw new InvalidMessage("incoming base key is invalid");
   const signed = await store.getSignedPreKey(message.signedPreKeyId);
   const kyber = await store.getKyberPreKey(message.kyberPreKeyId);
@@ -320,13 +372,15 @@ async function bobState(store: ProtocolStore, message: PreKeySignalMessage, kems
     aliceBaseKey: message.baseKey.serialize(),
     localRegistrationId: await store.getLocalRegistrationId(),
     remoteRegistrationId: message.registrationId,
+    pqRatchet: spqr.initialState(keys.pqRatchetSeed, PqDirection.B2A, identity.publicKey.equals(message.identityKey)),
   });
 }
 
 /**
  * Decrypt a PreKey message from `address` (we are Bob, or Alice in a crossing). A message
  * whose base key matches a state we hold reuses that state; otherwise a new state is built
- * from our prekeys and becomes current (the old one is archived).
+ * from our prekeys, with SPQR as `spqr` says ({@link DEFAULT_SPQR} unless given), and
+ * becomes current (the old one is archived).
  *
  * @throws UntrustedIdentity the sender's identity key is not trusted.
  * @throws InvalidPreKeyId unknown one-time or signed prekey id.
@@ -336,9 +390,10 @@ async function bobState(store: ProtocolStore, message: PreKeySignalMessage, kems
  * @throws UnknownVersion an unsupported version nibble.
  */
 export function decryptPreKeyMessage(store: ProtocolStore, address: ProtocolAddress, data: Uint8Array,
-  options: { rng?: Random; kems?: KemRegistry } = {}): Promise<Uint8Array> {
+  options: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {}): Promise<Uint8Array> {
   const rng = options.rng ?? systemRandom;
   const kems = options.kems ?? DEFAULT_KEMS;
+  const spqr = options.spqr ?? DEFAULT_SPQR;
   return withLock(store, lockKey(address), async () => {
     const message = PreKeySignalMessage.parse(data);
     if (!(await store.isTrustedIdentity(address, message.identityKey, Direction.RECEIVING))) {
@@ -359,7 +414,7 @@ export function decryptPreKeyMessage(store: ProtocolStore, address: ProtocolAddr
         }
       }
     }
-    if (state === undefined) state = await bobState(store, message, kems);
+    if (state === undefined) state = await bobState(store, message, kems, spqr);
     let plaintext: Uint8Array;
     let commit: Commit;
     try {
@@ -393,11 +448,12 @@ function equalKeys(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Decrypt a whisper (2) or PreKey (3) message.
+ * Decrypt a whisper (2) or PreKey (3) message; `spqr` applies to a session that a PreKey
+ * message creates.
  * @throws RangeError `messageType` is neither.
  */
 export function decrypt(store: ProtocolStore, address: ProtocolAddress, messageType: number, data: Uint8Array,
-  options: { rng?: Random; kems?: KemRegistry } = {}): Promise<Uint8Array> {
+  options: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {}): Promise<Uint8Array> {
   if (messageType === WHISPER_TYPE) return decryptSignalMessage(store, address, data, options);
   if (messageType === PREKEY_TYPE) return decryptPreKeyMessage(store, address, data, options);
   return Promise.reject(new RangeError(`not a 1:1 message type: ${messageType}`));

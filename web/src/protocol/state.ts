@@ -8,6 +8,13 @@
  * Storage: `format byte (1) || protobuf`, with libsignal's SessionStructure and
  * RecordStructure field numbers (digest §4.9). This is the TypeScript client's own
  * format; a later format adds a new format byte and keeps loading this one.
+ *
+ * A state's SPQR state (./spqr/) is stored in SessionStructure field
+ * {@link PQ_RATCHET_FIELD} = 1001, a field number of Cipherpost's own, holding the bytes
+ * of ./spqr/storage.ts (Python's SPQR layout, byte for byte); it is left out for a state
+ * without SPQR (V0). It is deliberately not libsignal's field 15 (`pq_ratchet_state`),
+ * whose content is libsignal's own protobuf, which these bytes are not. A record written
+ * before SPQR has no such field and loads as V0, so stored sessions keep working.
  */
 
 import { bytesEqual, concat } from "./bytes.js";
@@ -15,8 +22,16 @@ import { ARCHIVED_STATES_MAX_LENGTH, CURRENT_VERSION, MAX_MESSAGE_KEYS, MAX_RECE
 import { InvalidMessage } from "./errors.js";
 import { KeyPair, PrivateKey, PublicKey, type IdentityKey } from "./keys.js";
 import * as pb from "./protobuf.js";
+import { V0_STATE, type PqRatchetState } from "./spqr/ratchet.js";
+import * as pqStorage from "./spqr/storage.js";
 
 export const RECORD_FORMAT = 1;
+
+/**
+ * SessionStructure field of a state's SPQR state (spqr/storage.ts bytes). Cipherpost's
+ * own number, far above libsignal's fields (1-15; 15 is libsignal's PqRatchetState).
+ */
+export const PQ_RATCHET_FIELD = 1001;
 
 /** A receiving chain: their ratchet key, our chain key, and skipped message-key seeds. */
 export class ReceiverChain {
@@ -79,13 +94,15 @@ export class SessionState {
   remoteRegistrationId: number;
   previousCounter: number;
   pendingPreKey: PendingPreKey | undefined;
+  /** The SPQR state, an immutable value ({@link V0_STATE}: no SPQR). */
+  pqRatchet: PqRatchetState;
   #macPrefixes: [Uint8Array, Uint8Array] | undefined;
 
   constructor(fields: {
     version: number; localIdentity: IdentityKey; remoteIdentity: IdentityKey; rootKey: Uint8Array;
     senderChain: SenderChain | undefined; receiverChains: ReceiverChain[]; aliceBaseKey: Uint8Array;
     localRegistrationId?: number; remoteRegistrationId?: number; previousCounter?: number;
-    pendingPreKey?: PendingPreKey | undefined;
+    pendingPreKey?: PendingPreKey | undefined; pqRatchet?: PqRatchetState;
   }) {
     this.version = fields.version;
     this.localIdentity = fields.localIdentity;
@@ -98,6 +115,12 @@ export class SessionState {
     this.remoteRegistrationId = fields.remoteRegistrationId ?? 0;
     this.previousCounter = fields.previousCounter ?? 0;
     this.pendingPreKey = fields.pendingPreKey;
+    this.pqRatchet = fields.pqRatchet ?? V0_STATE;
+  }
+
+  /** Whether the local and remote identities are the same (a note-to-self session). */
+  isSelfSession(): boolean {
+    return this.localIdentity.equals(this.remoteIdentity);
   }
 
   /** The receiving chain for a ratchet key, if we still hold it. */
@@ -122,7 +145,8 @@ export class SessionState {
   }
 
   toString(): string {
-    return `SessionState(version=${this.version}, remote=${this.remoteIdentity}, <keys redacted>)`;
+    const spqr = this.pqRatchet.braid === null ? 0 : 1;
+    return `SessionState(version=${this.version}, remote=${this.remoteIdentity}, spqr=V${spqr}, <keys redacted>)`;
   }
 
   toJSON(): string {
@@ -239,6 +263,8 @@ function encodeState(s: SessionState): Uint8Array {
     parts.push(pb.fieldBytes(14, concat(pb.fieldVarint(1, pending.kyberPreKeyId),
       pb.fieldBytes(2, pending.kyberCiphertext))));
   }
+  const pq = pqStorage.serialize(s.pqRatchet); // empty for V0: the field is left out
+  if (pq.length > 0) parts.push(pb.fieldBytes(PQ_RATCHET_FIELD, pq));
   return concat(...parts);
 }
 
@@ -319,7 +345,14 @@ function decodeState(data: Uint8Array): SessionState {
     remoteRegistrationId: pb.getUint32(f, 10) ?? 0,
     previousCounter: pb.getUint32(f, 5) ?? 0,
     pendingPreKey,
+    pqRatchet: decodePqRatchet(pb.getBytes(f, PQ_RATCHET_FIELD)),
   });
+}
+
+/** A stored SPQR state; absent (a record from before SPQR) or empty is V0. */
+function decodePqRatchet(data: Uint8Array | undefined): PqRatchetState {
+  if (data === undefined || data.length === 0) return V0_STATE;
+  return pqStorage.deserialize(Uint8Array.from(data));
 }
 
 /** True when two records hold the same state (for tests: compares serialized forms). */
