@@ -80,7 +80,7 @@ def run_target(name: str, runs: int, seconds: int, timeout: int) -> dict[str, An
             [sys.executable, "-m", "tests.assurance.fuzz_atheris", "--child", name, "--",
              *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.monotonic() - start
+    elapsed = time.monotonic() - start
     text = log.read_text(errors="replace")
     done = re.search(r"Done (\d+) runs in", text)
     executed = re.findall(r"stat::number_of_executed_units: (\d+)", text)
@@ -91,7 +91,7 @@ def run_target(name: str, runs: int, seconds: int, timeout: int) -> dict[str, An
     record = {"target": name, "engine": "atheris", "runs_limit": runs,
               "seconds_limit": seconds, "inputs": inputs,
               "crashes": int(crashed), "returncode": proc.returncode,
-              "crash_inputs": artifacts, "seconds": round(seconds, 1),
+              "crash_inputs": artifacts, "seconds": round(elapsed, 1),
               "known_bug_hits": known,
               "corpus_files": sum(1 for _ in corpus.iterdir())}
     results.write("atheris", name, record)

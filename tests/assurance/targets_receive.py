@@ -218,7 +218,6 @@ class _Errors(logging.Handler):
 
 
 _ERRORS = _Errors()
-logging.getLogger("cipherpost").addHandler(_ERRORS)
 
 
 async def _one_frame(message: dict[str, Any], batch: bool) -> tuple[websocket.Session,
@@ -261,11 +260,15 @@ def device_frame(data: bytes) -> None:
         message = {"type": "websocket.receive", "bytes": payload}
     else:
         message = {"type": "websocket.receive", "text": payload.decode("utf-8", "replace")}
-    before = len(_ERRORS.records)
-    session, sent, gone = _HTTP.portal.call(  # type: ignore[union-attr]
-        _one_frame, message, bool(selector & 2))
-    errors = [r.getMessage() for r in _ERRORS.records[before:]]
-    del _ERRORS.records[before:]
+    logger = logging.getLogger("cipherpost")
+    logger.addHandler(_ERRORS)  # only while this input runs
+    try:
+        session, sent, gone = _HTTP.portal.call(  # type: ignore[union-attr]
+            _one_frame, message, bool(selector & 2))
+    finally:
+        logger.removeHandler(_ERRORS)
+    errors = [r.getMessage() for r in _ERRORS.records]
+    _ERRORS.records.clear()
     assert not errors, f"the relay logged errors: {errors}"
     closes = [m.get("code") for m in sent if m["type"] == "websocket.close"]
     if not gone:
