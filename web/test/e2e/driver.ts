@@ -12,7 +12,7 @@
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
- * messages, problems, screenshot {path}, close.
+ * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close.
  */
 
 import { createHash } from "node:crypto";
@@ -54,6 +54,45 @@ async function user(name: string): Promise<User> {
 }
 
 type Command = Record<string, unknown> & { cmd: string };
+
+/** The page-side code of `dump_store`. */
+const DUMP_STORE = `(async () => {
+  const request = (r) => new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const binary = [];
+  const text = [];
+  const walk = (value) => {
+    if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+      const bytes = value instanceof ArrayBuffer ? new Uint8Array(value)
+        : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+      let s = "";
+      for (const b of bytes) s += String.fromCharCode(b);
+      binary.push(btoa(s));
+      return "<binary>";
+    }
+    if (Array.isArray(value)) return value.map(walk);
+    if (value !== null && typeof value === "object") {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v)]));
+    }
+    return value;
+  };
+  let records = 0;
+  for (const info of await indexedDB.databases()) {
+    if (!info.name) continue;
+    const db = await request(indexedDB.open(info.name));
+    for (const name of Array.from(db.objectStoreNames)) {
+      const store = db.transaction(name, "readonly").objectStore(name);
+      const keys = await request(store.getAllKeys());
+      const values = await request(store.getAll());
+      records += values.length;
+      text.push(JSON.stringify({ db: info.name, store: name, keys: walk(keys), values: walk(values) }));
+    }
+    db.close();
+  }
+  return { binary, text, records };
+})()`;
 
 async function run(c: Command): Promise<Record<string, unknown>> {
   if (c.cmd === "close") {
@@ -177,6 +216,13 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       const data = readFileSync(path);
       return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length,
         filename: download.suggestedFilename() };
+    }
+    case "dump_store": {
+      // Every record of every IndexedDB database of this user's origin, as stored: binary
+      // values (ArrayBuffer, typed arrays) as base64 one by one, the rest as JSON text.
+      // Plain JavaScript in a string: tsx would wrap named functions in a helper that
+      // does not exist in the page.
+      return await page.evaluate(DUMP_STORE) as Record<string, unknown>;
     }
     case "select": {
       await page.getByTestId(String(c.testid)).selectOption(String(c.value));
