@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from ..assurance import results
 from .conftest import link, register
 from .helpers import b64
 
@@ -72,6 +73,10 @@ def test_every_route_refuses_bad_callers(client: TestClient) -> None:
                 allowed += 1
                 raise AssertionError(f"{method} {path} as {name}: {response.status_code}")
     assert attempts >= 50 and allowed == 0
+    backend = "sqlite" if client.app.state.relay.storage.db.is_sqlite else "postgresql"
+    results.write("authorization", f"matrix-{backend}", {
+        "routes": len(routes), "public_routes": len(PUBLIC), "callers": sorted(callers),
+        "attempts": attempts, "allowed": allowed})
 
 
 def test_one_account_cannot_touch_anothers_devices_keys_or_queue(client: TestClient) -> None:
