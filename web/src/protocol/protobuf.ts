@@ -100,6 +100,57 @@ export function decodeOrdered(data: Uint8Array): WireField[] {
   let pos = 0;
   const end = data.length;
   while (pos < end) {
+    let number: number;
+    let wire: number;
+    let value: Value;
+    [number, wire, value, pos] = readField(data, pos, end);
+    out.push({ number, wire, value });
+  }
+  return out;
+}
+
+/** One field at `pos`: its number, wire type, value and the next position. */
+function readField(data: Uint8Array, pos: number, end: number): [number, number, Value, number] {
+  let key: number;
+  [key, pos] = readVarint(data, pos, end);
+  const number = Math.floor(key / 8);
+  const wire = key % 8;
+  if (number === 0) throw new DecodeError("field number 0");
+  let value: Value;
+  if (wire === VARINT) {
+    [value, pos] = readVarint(data, pos, end);
+  } else if (wire === LENGTH) {
+    let length: number;
+    [length, pos] = readVarint(data, pos, end);
+    if (length > end - pos) throw new DecodeError("truncated field");
+    value = data.subarray(pos, pos + length);
+    pos += length;
+  } else if (wire === FIXED64) {
+    if (pos + 8 > end) throw new DecodeError("truncated fixed64");
+    const view = new DataView(data.buffer, data.byteOffset + pos, 8);
+    value = view.getUint32(0, true) + view.getUint32(4, true) * TWO_32;
+    pos += 8;
+  } else if (wire === FIXED32) {
+    if (pos + 4 > end) throw new DecodeError("truncated fixed32");
+    value = new DataView(data.buffer, data.byteOffset + pos, 4).getUint32(0, true);
+    pos += 4;
+  } else {
+    throw new DecodeError(`unsupported wire type ${wire}`);
+  }
+  return [number, wire, value, pos];
+}
+
+/**
+ * Decode a message into `{field number: [values in order]}`. Varint, fixed32 and fixed64
+ * values are numbers; length-delimited values are byte views into `data`.
+ */
+export function decode(data: Uint8Array): Fields {
+  // Its own loop (the hot path of every message): regrouping decodeOrdered's fields
+  // made it 1.3 to 1.6 times slower.
+  const fields: Fields = new Map();
+  let pos = 0;
+  const end = data.length;
+  while (pos < end) {
     let key: number;
     [key, pos] = readVarint(data, pos, end);
     const number = Math.floor(key / 8);
@@ -126,18 +177,6 @@ export function decodeOrdered(data: Uint8Array): WireField[] {
     } else {
       throw new DecodeError(`unsupported wire type ${wire}`);
     }
-    out.push({ number, wire, value });
-  }
-  return out;
-}
-
-/**
- * Decode a message into `{field number: [values in order]}`. Varint, fixed32 and fixed64
- * values are numbers; length-delimited values are byte views into `data`.
- */
-export function decode(data: Uint8Array): Fields {
-  const fields: Fields = new Map();
-  for (const { number, value } of decodeOrdered(data)) {
     const list = fields.get(number);
     if (list) list.push(value);
     else fields.set(number, [value]);
