@@ -1,12 +1,16 @@
 """Group commits on SQLite run on the event loop, so a backlog is committed in batches of
 at most ``MAX_LOOP_BATCH`` operations with the loop's other work between them: a batch of
-a thousand held every connection's frames for tens of milliseconds."""
+a thousand held every connection's frames for tens of milliseconds. A lazy operation (an
+acknowledgement nobody waits for) shares the next commit someone waits for."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from cipherpost.server.storage import group
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.group import MAX_LOOP_BATCH
 from cipherpost.server.storage.models import KeyUpload, NewDevice, OutgoingMessage
@@ -43,6 +47,45 @@ def test_a_backlog_commits_in_bounded_batches_with_the_loop_running_between(
         assert committed == list(range(1, backlog + 1))  # all of them, in order
         assert seen_between == [MAX_LOOP_BATCH]  # it ran after the first batch only
         assert storage._group.batches[0] - batches_before == 4
+
+    try:
+        asyncio.run(run())
+    finally:
+        storage.close()
+        db.dispose()
+
+
+def test_a_lazy_acknowledgement_shares_the_next_commit_or_a_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group, "LAZY_WINDOW", 3600.0)  # only company or a flush commits it
+    db = Database(f"sqlite:///{tmp_path}/relay.db")
+    db.migrate()
+    storage = Storage(db)
+
+    async def send(i: int) -> list[Queued]:
+        return await storage.enqueue(ACCOUNT, [OutgoingMessage(1, 7, 2, b"%d" % i)],
+                                     sender=None, exclude_device=None, client_timestamp=i,
+                                     now=1, ttl=60, byte_budget=1 << 20)
+
+    async def run() -> None:
+        await storage.create_account(ACCOUNT, None, b"\x05" + bytes(32),
+                                     NewDevice(7, b"h" * 32, None, KeyUpload()), 0)
+        first, second = (await send(0))[0][1], (await send(1))[0][1]
+        await asyncio.sleep(0.01)  # the commits under way have ended
+        batches = storage._group.batches[0]
+        lazy = storage.acknowledge(ACCOUNT, 1, [first.guid], lazy=True)
+        await asyncio.sleep(0.05)  # far past COMMIT_WINDOW: still waiting for company
+        assert not lazy.done() and storage._group.batches[0] == batches
+        await send(2)  # a send someone waits for: the acknowledgement goes with it
+        assert lazy.done() and lazy.result() == 1
+        assert storage._group.batches[0] == batches + 1
+        await asyncio.sleep(0.01)
+        lazy = storage.acknowledge(ACCOUNT, 1, [second.guid], lazy=True)
+        await asyncio.sleep(0.05)
+        assert not lazy.done()
+        await storage.flush()  # as the app does when it stops
+        assert lazy.done() and lazy.result() == 1
+        assert [e.client_timestamp for e in await storage.fetch(ACCOUNT, 1, 0, 10)] == [2]
 
     try:
         asyncio.run(run())

@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None, *,
             if relay.shared_limits is not None:
                 await relay.shared_limits.close()
             with contextlib.suppress(Exception):  # the database may be what failed
+                await storage.flush()  # acknowledgements still waiting to share a commit
+            with contextlib.suppress(Exception):
                 await presence.forget(storage, alive)
             storage.close()
             db.dispose()

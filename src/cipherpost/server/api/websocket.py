@@ -310,9 +310,10 @@ class Session:
 
     def _handle_ack(self, ids: list[str], confirm: bool) -> None:
         """Delete what ``ids`` name in the next commit; answer ``acked`` if ``confirm``."""
-        # Applied even if the socket closes before the commit.
+        # Applied even if the socket closes before the commit. One the device does not
+        # wait for shares a later commit (a crash before it only delivers it again).
         future = self.relay.storage.acknowledge(self.account_id, self.device_id,
-                                                storable_ids(ids))
+                                                storable_ids(ids), lazy=not confirm)
         self._outstanding += 1
         future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 

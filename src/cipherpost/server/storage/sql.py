@@ -614,13 +614,18 @@ class Storage:
             finally:
                 cursor.close()
 
-    def acknowledge(self, account_id: str, device_id: int,
-                    guids: Iterable[str]) -> asyncio.Future[int]:
+    def acknowledge(self, account_id: str, device_id: int, guids: Iterable[str], *,
+                    lazy: bool = False) -> asyncio.Future[int]:
         """Delete acknowledged messages in the next group commit; the future gives how
-        many existed."""
+        many existed. ``lazy``: nobody waits for the deletion to be durable, so it may
+        wait a little for a commit to share (``group.LAZY_WINDOW``)."""
         plan = pg_batch.Acknowledge(account_id, device_id, list(guids))
         return self._group.submit(functools.partial(_acknowledge, *plan),
-                                  lock_order=(account_id, device_id), plan=plan)
+                                  lock_order=(account_id, device_id), plan=plan, lazy=lazy)
+
+    async def flush(self) -> None:
+        """Wait until every write submitted so far is committed (lazy ones too)."""
+        await self._group.flush()
 
     async def expire(self, now: int) -> int:
         """Delete expired messages; return how many.
