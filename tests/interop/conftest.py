@@ -29,11 +29,15 @@ DIRECTIONS = [(a, b) for a in IMPLEMENTATIONS for b in IMPLEMENTATIONS] + [
 ]
 # SPQR: Python requiring it (python-spqr) with libsignal 0.103 (which requires it too),
 # with itself, and with libsignal 0.90 (which offers it); 0.103 with itself checks the
-# scenarios' own expectations.
+# scenarios' own expectations. Then the TypeScript core requiring it (typescript-spqr)
+# with Python and libsignal 0.103, and with 0.90, both ways.
 SPQR_DIRECTIONS = [
     ("python-spqr", "libsignal-0.103"), ("libsignal-0.103", "python-spqr"),
     ("libsignal-0.103", "libsignal-0.103"), ("python-spqr", "python-spqr"),
     ("python-spqr", "libsignal"), ("libsignal", "python-spqr"),
+    ("typescript-spqr", "python-spqr"), ("python-spqr", "typescript-spqr"),
+    ("typescript-spqr", "libsignal-0.103"), ("libsignal-0.103", "typescript-spqr"),
+    ("typescript-spqr", "libsignal"), ("libsignal", "typescript-spqr"),
 ]
 DIRECTIONS += SPQR_DIRECTIONS
 
@@ -73,6 +77,9 @@ def peers() -> Iterator[dict[str, PeerClient]]:
             elif key == "typescript":
                 _require_typescript()
                 client = typescript_peer()
+            elif key == "typescript-spqr":
+                _require_typescript()
+                client = typescript_peer("required")
             else:
                 raise KeyError(key)
             self[key] = client

@@ -149,8 +149,13 @@ def typescript_available() -> bool:
         ROOT / "web" / "node_modules" / "tsx").exists()
 
 
-def typescript_peer() -> PeerClient:
-    return PeerClient("typescript", ["node", str(TS_PEER)])
+def typescript_peer(spqr: str = "off") -> PeerClient:
+    """The TypeScript peer; ``spqr`` is its CIPHERPOST_PEER_SPQR.
+
+    Named ``typescript-spqr`` unless off.
+    """
+    name = "typescript" if spqr == "off" else "typescript-spqr"
+    return PeerClient(name, ["node", str(TS_PEER)], {"CIPHERPOST_PEER_SPQR": spqr})
 
 
 _actor_counter = itertools.count(1)

@@ -1,11 +1,13 @@
 """Conformance scenarios (digest §10, PEER.md) between every pair of implementations.
 
-Each test runs in fourteen directions: python->python, python->libsignal, libsignal->python
+Each test runs in twenty directions: python->python, python->libsignal, libsignal->python
 and libsignal->libsignal (the last checks the scenario's own expectations against
 libsignal), then typescript->python, python->typescript, typescript->libsignal and
 libsignal->typescript (the browser client's protocol core, web/), then with SPQR:
 python-spqr (the Python peer requiring it) with libsignal-0.103, with itself and with
-libsignal (0.90), both ways, and libsignal-0.103 with itself. The left side
+libsignal (0.90), both ways, and libsignal-0.103 with itself, and typescript-spqr (the
+TypeScript peer requiring it) with python-spqr, libsignal-0.103 and libsignal (0.90),
+both ways. The left side
 initiates: it processes the right side's bundle. A failure's test id names the scenario
 and the direction, e.g. ``test_basic_session[typescript->libsignal-one-time]``.
 """
@@ -593,7 +595,7 @@ def test_mlkem_bundles(pair: tuple[PeerClient, PeerClient]) -> None:
 
 
 @pytest.mark.parametrize("impl", ["python", "libsignal", "typescript", "python-spqr",
-                                  "libsignal-0.103"])
+                                  "libsignal-0.103", "typescript-spqr"])
 def test_malformed_requests(peers: dict[str, PeerClient], impl: str) -> None:
     peer = peers[impl]
     actor = Actor(peer, _name("solo"))

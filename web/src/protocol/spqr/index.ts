@@ -16,7 +16,7 @@
  *
  * Like the rest of the protocol core this package is pure: randomness comes in as `rng`,
  * states are immutable values, and `recv` returns a new state that the caller keeps only
- * once the whole message verified. Not yet used by the session code.
+ * once the whole message verified. ../session.ts wires it into 1:1 sessions.
  */
 
 export { ChainParams, DEFAULT_PARAMS, Direction } from "./chain.js";
