@@ -92,3 +92,35 @@ def test_a_lazy_acknowledgement_shares_the_next_commit_or_a_flush(
     finally:
         storage.close()
         db.dispose()
+
+
+def test_submits_while_a_batch_is_due_at_once_under_uvloop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop answers a ``call_at`` that is already due with a plain Handle (no
+    ``when()``); further submits before it runs must still work (the relay runs on it)."""
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setattr(group, "COMMIT_WINDOW", -1.0)
+    db = Database(f"sqlite:///{tmp_path}/relay.db")
+    db.migrate()
+    storage = Storage(db)
+
+    def send(i: int) -> asyncio.Future[list[Queued]]:
+        return storage.enqueue(ACCOUNT, [OutgoingMessage(1, 7, 2, b"%d" % i)], sender=None,
+                               exclude_device=None, client_timestamp=i, now=1, ttl=60,
+                               byte_budget=1 << 20)
+
+    async def run() -> None:
+        await storage.create_account(ACCOUNT, None, b"\x05" + bytes(32),
+                                     NewDevice(7, b"h" * 32, None, KeyUpload()), 0)
+        first = (await send(0))[0][1]
+        await asyncio.sleep(0.01)
+        lazy = storage.acknowledge(ACCOUNT, 1, [first.guid], lazy=True)  # a timer
+        sends = [send(1), send(2)]  # due at once (a Handle), then one more submit
+        assert [q[0][1].seq for q in await asyncio.gather(*sends)] == [2, 3]
+        assert await lazy == 1
+
+    try:
+        uvloop.run(run())
+    finally:
+        storage.close()
+        db.dispose()

@@ -99,8 +99,11 @@ class GroupCommit:
         self._pending: list[_Item[Any]] = []
         #: batches are being committed (one follows another while operations are pending)
         self._busy = False
-        #: the wait before the next batch starts (None: none is due)
-        self._timer: asyncio.TimerHandle | None = None
+        #: the wait before the next batch starts (None: none is due), and when it ends
+        #: (kept here: uvloop answers a ``call_at`` already due with a plain Handle,
+        #: which has no ``when()``)
+        self._timer: asyncio.Handle | None = None
+        self._due = 0.0
         #: batches run on the loop and on the writer thread (for tests and metrics)
         self.batches = [0, 0]
         #: times a batch on the loop found the write lock taken and waited
@@ -129,10 +132,11 @@ class GroupCommit:
             # Gather what arrives in the next millisecond into the same commit: at low
             # rates a commit per operation would write the same pages again and again.
             when = loop.time() + (LAZY_WINDOW if lazy else COMMIT_WINDOW)
-            if self._timer is None or self._timer.when() > when:
+            if self._timer is None or self._due > when:
                 if self._timer is not None:
                     self._timer.cancel()
                 self._timer = loop.call_at(when, self._start, loop)
+                self._due = when
         return future
 
     async def flush(self) -> None:
