@@ -66,8 +66,10 @@ export class RelaySocket {
     this.#ws.addEventListener("message", (event) => this.#frame(event.data));
   }
 
+  /** Whether frames can be sent now: open, and not yet closing (a send on a closing
+   * socket is dropped with a console error, which would lose a send or an ack). */
   get open(): boolean {
-    return this.#open;
+    return this.#open && this.#ws.readyState === WebSocket.OPEN;
   }
 
   close(): void {
@@ -75,7 +77,9 @@ export class RelaySocket {
   }
 
   ack(ids: string[]): void {
-    if (this.#open && ids.length > 0) this.#ws.send(JSON.stringify({ type: "ack", ids }));
+    // Not acknowledged while closing: the relay delivers them again, and they are
+    // recognised by their envelope ids.
+    if (this.open && ids.length > 0) this.#ws.send(JSON.stringify({ type: "ack", ids }));
   }
 
   /**
@@ -83,7 +87,7 @@ export class RelaySocket {
    * @throws RelayError a refusal (409, 410, ...). @throws SocketLost no answer.
    */
   send(accountId: string, timestamp: number, messages: Outgoing[]): Promise<number> {
-    if (!this.#open) return Promise.reject(new SocketLost("not connected"));
+    if (!this.open) return Promise.reject(new SocketLost("not connected"));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
