@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import functools
 import hashlib
 import http.server
@@ -44,12 +45,34 @@ pytestmark = pytest.mark.skipif(
     reason="needs /usr/bin/chromium and web/node_modules (make test installs both)")
 
 
+def _sources_digest() -> str:
+    """SHA-256 over what the bundle is built from (paths and contents)."""
+    digest = hashlib.sha256()
+    files = [WEB / "build.mjs", WEB / "package-lock.json",
+             *sorted((WEB / "src").rglob("*")), *sorted((WEB / "static").rglob("*"))]
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(WEB)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @pytest.fixture(scope="module")
 def built() -> None:
-    """Build web/dist (a second or two), so the relay serves the current sources."""
-    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB, check=True, timeout=180,
-                   capture_output=True)
+    """Build web/dist (a second or two), so the relay serves the current sources: once
+    per change of the sources, under a lock. Every browser test module asks for it, and
+    under xdist two modules run at once: a second build rewriting dist/ while the other
+    module's browser loads app.js failed its SRI check, and that page never came up."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (ARTIFACTS / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = ARTIFACTS / ".built-from"
+        digest = _sources_digest()
+        if (WEB / "dist" / "app.js").is_file() and stamp.is_file() \
+                and stamp.read_text() == digest:
+            return
+        subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB, check=True, timeout=180,
+                       capture_output=True)
+        stamp.write_text(digest)
 
 
 class Browser:
