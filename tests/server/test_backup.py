@@ -479,3 +479,61 @@ def test_a_restore_keeps_live_usernames_reserved(settings: Settings, tmp_path: P
             assert audit.verify(conn).ok
     finally:
         db.dispose()
+
+
+def test_an_admin_releases_a_username_a_restore_reserved(settings: Settings,
+                                                         tmp_path: Path) -> None:
+    """Dave registered after the backup, without a recovery secret: the restore keeps
+    his username reserved, which nobody (not even he) could ever re-register. An admin
+    (not an auditor) releases it: the account goes with every row of it, the name is
+    free, and the release is in the audit log, which still verifies."""
+    from cipherpost.server.storage.schema import audit_salts, metadata
+
+    from .test_operators import Admin
+
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    run = Admin(settings)
+    try:
+        with TestClient(create_app(settings)) as client:
+            alice = register(client, "alice")
+            backup(db, path, NOW, "root")
+            dave = register(client, "dave")
+        assert restore(db, path, NOW + 1, "root").accounts_reserved == 1
+        root = run("operators", "bootstrap", "root")["token"]
+        auditor = run("operators", "add", "eve", "--role", "auditor", token=root)["token"]
+        assert [a["username"] for a in run("accounts", "list", "--reserved",
+                                           token=auditor)] == ["dave"]
+
+        run("accounts", "release-username", "@dave", "--yes", token=auditor, code=4)
+        refused = run("accounts", "release-username", "@alice", "--yes", token=root, code=1)
+        assert "1 device(s)" in refused.stderr  # in use, not reserved
+        released = run("accounts", "release-username", "@dave", "--yes", "--reason",
+                       "owner has no recovery secret", token=root)
+        assert released == {"account_id": dave.account_id, "username": "dave",
+                            "released": True}
+        run("accounts", "release-username", dave.account_id, "--yes", token=root, code=1)
+
+        with db.reader.connect() as conn:
+            for table in metadata.sorted_tables:
+                for name in ("account_id", "id") if table is accounts else ("account_id",):
+                    column = table.c.get(name)
+                    if column is not None:
+                        assert conn.execute(select(func.count()).select_from(table).where(
+                            column == dave.account_id)).scalar_one() == 0, table.name
+            assert conn.execute(select(func.count()).select_from(audit_salts).where(
+                audit_salts.c.account_id == dave.account_id)).scalar_one() == 0
+            entry = conn.execute(select(audit_log).where(
+                audit_log.c.event == "username_released")).one()
+            assert (entry.actor, entry.redacted, entry.details) == (
+                "root", True, '{"reason":"owner has no recovery secret"}')
+            assert audit.verify(conn).ok
+            assert admin.resolve_account(conn, "alice") == alice.account_id
+        assert run("accounts", "list", "--reserved", token=root) == []
+        with TestClient(create_app(settings)) as client:
+            taken = client.post("/v1/accounts", json={**KeyMaker().device_body(),
+                                                      "username": "dave"})
+            assert taken.status_code == 201, taken.text
+            assert taken.json()["account_id"] != dave.account_id
+    finally:
+        db.dispose()

@@ -6,8 +6,8 @@ command but ``operators bootstrap`` needs an operator token (``CIPHERPOST_ADMIN_
 ``--token-file``, or typed at a prompt; never on the command line, where other local
 users see it in the process list): an **auditor** may read (accounts, devices, metrics,
 the audit log, the transparency report), an **admin** may also change (suspend, invite,
-operators, retention, backup, restore). Every change is written to the tamper-evident audit log with
-the operator's name.
+operators, retention, backup, restore, release a reserved username). Every change is
+written to the tamper-evident audit log with the operator's name.
 
 The roles are enforced by this command. Whoever holds the database's own credentials (the
 SQLite file, PostgreSQL's password) can bypass them; give auditors a read-only database
@@ -314,14 +314,17 @@ def accounts() -> None:
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100)
 @click.option("--offset", type=click.IntRange(0), default=0)
 @click.option("--suspended", is_flag=True, help="Only suspended accounts.")
+@click.option("--reserved", is_flag=True,
+              help="Only accounts without a device (usernames a restore kept reserved).")
 @click.pass_obj
 @handled
-def accounts_list(ctx: Context, limit: int, offset: int, suspended: bool) -> None:
+def accounts_list(ctx: Context, limit: int, offset: int, suspended: bool,
+                  reserved: bool) -> None:
     """Accounts, oldest first."""
     ctx.operator("auditor")
     with ctx.db.reader.connect() as conn:
         found = admin.list_accounts(conn, limit=limit, offset=offset,
-                                    suspended_only=suspended)
+                                    suspended_only=suspended, reserved_only=reserved)
     table = Table("account", "username", "created", "devices", "queued", "suspended",
                   "identity fingerprint")
     for a in found:
@@ -386,6 +389,32 @@ def accounts_suspend(ctx: Context, account: str, reason: str | None) -> None:
 def accounts_unsuspend(ctx: Context, account: str) -> None:
     """Lift a suspension."""
     _suspension(ctx, account, False, None)
+
+
+@accounts.command("release-username")
+@click.argument("account")
+@click.option("--reason", default=None, help="Recorded in the audit log (no personal data).")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+@handled
+def accounts_release_username(ctx: Context, account: str, reason: str | None,
+                              yes: bool) -> None:
+    """Free the username of an account without devices (one a restore kept reserved,
+    `accounts list --reserved`) by deleting that account: anyone may then register the
+    name. Its owner could otherwise re-register it with the recovery secret; do this
+    when the owner has none, or asked for it."""
+    actor = ctx.operator("admin")
+    with ctx.db.reader.connect() as conn:
+        account_id = admin.resolve_account(conn, account)
+    if not yes and not click.confirm(f"Delete account {account_id} (no devices) and "
+                                     "free its username for anyone to register?"):
+        _fail("nothing released", EXIT_ERROR)
+    with ctx.db.writer.begin() as conn:
+        username = admin.release_username(conn, account_id, now_ms(), actor, reason)
+    ctx.emit({"account_id": account_id, "username": username, "released": True},
+             f"Account {account_id} deleted; "
+             + (f"the username {username!r} is free." if username else
+                "it held no username."))
 
 
 # -- invites ----------------------------------------------------------------------------

@@ -18,11 +18,14 @@ from . import audit
 from .schema import (
     accounts,
     attachments,
+    audit_log,
+    audit_salts,
     devices,
     history,
     invites,
     kyber_prekeys,
     messages,
+    metadata,
     one_time_prekeys,
     operators,
 )
@@ -155,8 +158,10 @@ def resolve_account(conn: Connection, ref: str) -> str:
 
 
 def list_accounts(conn: Connection, *, limit: int = 100, offset: int = 0,
-                  suspended_only: bool = False) -> list[AccountSummary]:
-    """Accounts in creation order, with device and queue counts."""
+                  suspended_only: bool = False,
+                  reserved_only: bool = False) -> list[AccountSummary]:
+    """Accounts in creation order, with device and queue counts; ``reserved_only``:
+    those without a device (usernames held for their owners, :func:`release_username`)."""
     queued = select(messages.c.account_id, func.count().label("n")).group_by(
         messages.c.account_id).subquery()
     device_stats = select(devices.c.account_id, func.count().label("n"),
@@ -170,6 +175,8 @@ def list_accounts(conn: Connection, *, limit: int = 100, offset: int = 0,
                    ).order_by(accounts.c.created_at, accounts.c.id).limit(limit).offset(offset)
     if suspended_only:
         query = query.where(accounts.c.suspended_at.is_not(None))
+    if reserved_only:
+        query = query.where(~accounts.c.id.in_(select(devices.c.account_id)))
     return [AccountSummary(r.id, r.username, int(r.created_at), r.suspended_at,
                            int(r.n or 0), int(r.queued or 0), int(r.bytes or 0),
                            fingerprint(bytes(r.identity_key)))
@@ -230,6 +237,43 @@ def set_suspended(conn: Connection, account_id: str, suspended: bool, now: int,
                  "account_suspended" if suspended else "account_unsuspended", actor=actor,
                  details={"reason": reason} if reason else None)
     return True
+
+
+def release_username(conn: Connection, account_id: str, now: int, actor: str,
+                     reason: str | None = None) -> str | None:
+    """Delete an account that has no device, freeing its username; the username.
+
+    Such an account is what a restore keeps to hold a live username under its
+    registration lock (review O5), or what is left when every device went idle: only its
+    owner's recovery secret re-registers it, and one without a recovery secret would
+    hold the name forever. Releasing deletes every row of it (its audit salt too), after
+    a ``username_released`` entry with the operator as actor; its entries are then
+    redacted, as for an account deleted by its owner.
+
+    Raises:
+        AdminError: no such account, or it has a device (then it is no reservation:
+            suspend it, or its owner deletes it).
+    """
+    row = conn.execute(select(accounts.c.username).where(
+        accounts.c.id == account_id).with_for_update()).first()
+    if row is None:
+        raise AdminError(f"no account {account_id!r}")
+    held = conn.execute(select(func.count()).select_from(devices).where(
+        devices.c.account_id == account_id)).scalar_one()
+    if held:
+        raise AdminError(f"account {account_id} has {held} device(s): it is in use, not "
+                         "reserved (suspend it instead, or its owner deletes it)")
+    audit.append(conn, now, account_id, None, "username_released", actor=actor,
+                 details={"reason": reason} if reason else None)
+    for table in metadata.sorted_tables:
+        if table is audit_log or table is audit_salts:  # redact_account needs the salt
+            continue
+        column = table.c.get("account_id")
+        if column is not None:
+            conn.execute(delete(table).where(column == account_id))
+    conn.execute(delete(accounts).where(accounts.c.id == account_id))
+    audit.redact_account(conn, account_id)
+    return None if row.username is None else str(row.username)
 
 
 def suspended_accounts(conn: Connection) -> set[str]:
