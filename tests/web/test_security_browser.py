@@ -1,7 +1,8 @@
 """The browser's account security page in chromium: login notices (a device joining the
 account shows up on the other), enrolling a TOTP second factor (a wrong code refused, the
-right one accepted and the recovery codes shown), and the privacy dashboard (what it
-shows checked against the relay's database)."""
+right one accepted and the recovery codes shown), the second-factor prompt on the
+browser's own protected actions (replayed and wrong codes refused), and the privacy
+dashboard (what it shows checked against the relay's database)."""
 
 from __future__ import annotations
 
@@ -146,6 +147,108 @@ def test_the_privacy_dashboard_shows_what_the_relay_holds(
             assert history["data"]["entries"] == "0"
             await step("screenshot", path=str(ARTIFACTS / "16-privacy.png"))
             assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def _two_factor_row(tmp_path: Path, account: str) -> tuple[int, int, int]:
+    """(enabled, last_step, failures) of the account's second factor."""
+    with _db(tmp_path) as db:
+        row = db.execute("SELECT enabled, last_step, failures FROM two_factor WHERE account_id = ?",
+                         (account,)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _wait_for(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the relay's database never showed it"
+        time.sleep(0.1)
+
+
+def _enrol(browser: Browser, user: str) -> tuple[bytes, int, list[str]]:  # noqa: F811
+    """Turn the second factor on from the security page: its secret, the step whose code
+    confirmed it, and the recovery codes shown."""
+    browser.do("click", user=user, testid="open-security")
+    browser.do("click", user=user, testid="2fa-start")
+    secret = base64.b32decode(browser.do("text", user=user, testid="2fa-secret")["text"])
+    step = totp.step_of(int(time.time() * 1000))
+    browser.do("fill", user=user, testid="2fa-code", text=totp.code_at(secret, step))
+    browser.do("click", user=user, testid="2fa-confirm")
+    shown = browser.do("elements", user=user, selector='[data-testid="2fa-recovery-codes"] li')
+    codes = [c["text"] for c in shown["elements"]]
+    browser.do("wait_selector", user=user, selector='[data-testid="2fa-state"][data-enabled=true]')
+    return secret, step, codes
+
+
+def _answer_prompt(browser: Browser, user: str, code: str) -> None:  # noqa: F811
+    browser.do("fill", user=user, testid="2fa-prompt-code", text=code)
+    browser.do("click", user=user, testid="2fa-prompt-submit")
+
+
+def test_linking_from_the_browser_asks_for_the_second_factor(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """With a second factor on, a link code (403 second_factor_required without one) asks
+    for a code: the one that enrolled (replayed) and a wrong one are refused with a clear
+    message and leave no link code; the next step's code goes through and the new device
+    joins."""
+    user = "rhea"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            account = _account(tmp_path, user)
+            secret, enrolled, _codes = await asyncio.to_thread(_enrol, browser, user)
+            assert _two_factor_row(tmp_path, account) == (1, enrolled, 0)
+            await step("click", testid="close-page")
+            await step("click", testid="open-devices")
+            pending = await request_link(relay.url)
+            await step("fill", testid="link-code", text=pending.uri)
+            await step("click", testid="link-submit")
+            asked = (await step("elements", testid="2fa-prompt"))["elements"]
+            assert "Linking a new device needs a code" in asked[0]["text"]
+            assert asked[0]["data"]["refused"] == "false"
+
+            await step("fill", testid="2fa-prompt-code", text=totp.code_at(secret, enrolled))
+            await step("click", testid="2fa-prompt-submit")
+            await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
+            shown = (await step("text", testid="2fa-prompt-error"))["text"]
+            assert "wrong, was used already or has expired" in shown
+            await asyncio.to_thread(_wait_for, lambda: _two_factor_row(tmp_path, account)[2] == 1)
+
+            good = totp.code_at(secret, enrolled + 1)
+            wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+            await step("fill", testid="2fa-prompt-code", text=wrong)
+            await step("click", testid="2fa-prompt-submit")
+            await asyncio.to_thread(_wait_for, lambda: _two_factor_row(tmp_path, account)[2] == 2)
+            await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
+            with _db(tmp_path) as db:
+                assert db.execute("SELECT count(*) FROM link_codes WHERE account_id = ?",
+                                  (account,)).fetchone() == (0,)
+            await step("screenshot", path=str(ARTIFACTS / "17-second-factor-prompt.png"))
+
+            await step("fill", testid="2fa-prompt-code", text=good)
+            await step("click", testid="2fa-prompt-submit")
+            await step("wait_selector", selector='[data-testid=link-state]:has-text("Sent")')
+            assert _two_factor_row(tmp_path, account) == (1, enrolled + 1, 0)
+            linked = await pending.complete(tmp_path / "rhea-laptop.db", passphrase="correct horse",
+                                            device_name="laptop", argon2=TEST_PARAMS,
+                                            options=devices.options, timeout=30)
+            devices.clients.append(linked)
+            assert linked.device_id == 2
+            with _db(tmp_path) as db:
+                assert db.execute("SELECT device_id FROM devices WHERE account_id = ? "
+                                  "ORDER BY device_id", (account,)).fetchall() == [(1,), (2,)]
+            problems = real_problems((await step("problems"))["problems"])
+            assert [p for p in problems if "status of 403" not in p] == []
         finally:
             await devices.close()
 

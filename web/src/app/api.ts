@@ -10,6 +10,7 @@ import { PreKeyBundle } from "../protocol/prekeys.js";
 import {
   bytes, int, isObject, list, MalformedAnswer, optional, str, toBase64, uuid, type Json,
 } from "./wire.js";
+import { withSecondFactor, type SecondFactorPrompt } from "./second_factor.js";
 
 const TIMEOUT_MS = 30_000;
 
@@ -153,12 +154,22 @@ export class RelayApi {
     return `RelayApi(${this.server})`;
   }
 
+  /** Asks for a second-factor code when the relay wants one (./second_factor.ts); unset: never asked. */
+  secondFactor: SecondFactorPrompt | undefined;
+
   /**
-   * Make a request; the decoded JSON answer (undefined for 204).
+   * Make a request; the decoded JSON answer (undefined for 204). A 403
+   * `second_factor_required` asks {@link secondFactor} for a code and sends it again.
    * @throws RelayError an error answer. @throws RelayUnavailable no answer.
    */
   async request(method: string, path: string, body?: Json | Uint8Array, auth = true,
     extraHeaders: Record<string, string> = {}): Promise<unknown> {
+    return withSecondFactor(this.secondFactor, method, path,
+      (more) => this.#request(method, path, body, auth, { ...extraHeaders, ...more }));
+  }
+
+  async #request(method: string, path: string, body: Json | Uint8Array | undefined, auth: boolean,
+    extraHeaders: Record<string, string>): Promise<unknown> {
     const headers: Record<string, string> = { ...extraHeaders };
     if (auth && this.#token) headers.Authorization = `Bearer ${this.#token}`;
     const raw = body instanceof Uint8Array;

@@ -15,6 +15,7 @@ import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
+import { askSecondFactor } from "./second_factor.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
@@ -37,6 +38,8 @@ function describe(error: unknown): string {
     if (error.status === 409 && error.code === "username_taken") return "That username is taken.";
     if (error.status === 404) return "Nobody has that username.";
     if (error.status === 429) return "Too many attempts; wait a moment.";
+    if (error.code === "second_factor_required") return "Not done: this needs a code from your authenticator.";
+    if (error.code === "second_factor_invalid") return "Not done: that code is wrong, used already or expired.";
     return `The server refused: ${error.message}`;
   }
   if (error instanceof RelayUnavailable) return "The server cannot be reached.";
@@ -236,6 +239,7 @@ function unlock(): void {
 
 async function enter(client: Client): Promise<void> {
   view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
+  client.api.secondFactor = askSecondFactor; // a protected action asks for the code, then goes on
   client.on((event) => void onEvent(event));
   window.addEventListener("offline", () => client.networkChanged(false));
   window.addEventListener("online", () => client.networkChanged(true));
