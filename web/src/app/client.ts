@@ -862,14 +862,14 @@ export class Client {
    * Our safety number with `account`: 60 digits, or undefined before its identity key
    * is known (after one message either way).
    */
-  async safetyNumber(account: string): Promise<{ digits: string; verified: boolean; changed: boolean } | undefined> {
+  async safetyNumber(account: string): Promise<{ digits: string; scannable: Uint8Array; verified: boolean; changed: boolean } | undefined> {
     const trust = await this.store.getTrust(account);
     const theirs = await this.store.getIdentity(new ProtocolAddress(account, 1));
     if (trust === undefined || theirs === undefined) return undefined;
     const encoder = new TextEncoder();
     const fingerprint = Fingerprint.create(encoder.encode(this.accountId), this.store.getIdentityKeyPair().publicKey,
       encoder.encode(account), theirs);
-    return { digits: fingerprint.displayable, verified: trust.verified, changed: trust.changed };
+    return { digits: fingerprint.displayable, scannable: fingerprint.scannable, verified: trust.verified, changed: trust.changed };
   }
 
   /** Accept the contact's current key (after comparing safety numbers: `verified`). */

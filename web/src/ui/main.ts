@@ -15,7 +15,7 @@ import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
-import { askSecondFactor } from "./second_factor.js";
+import { qrSvg } from "./qr.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
@@ -38,8 +38,6 @@ function describe(error: unknown): string {
     if (error.status === 409 && error.code === "username_taken") return "That username is taken.";
     if (error.status === 404) return "Nobody has that username.";
     if (error.status === 429) return "Too many attempts; wait a moment.";
-    if (error.code === "second_factor_required") return "Not done: this needs a code from your authenticator.";
-    if (error.code === "second_factor_invalid") return "Not done: that code is wrong, used already or expired.";
     return `The server refused: ${error.message}`;
   }
   if (error instanceof RelayUnavailable) return "The server cannot be reached.";
@@ -162,7 +160,8 @@ function linkThisBrowser(): void {
         const address = await api.openMailbox();
         const { request, privateKey } = newLinkRequest(api.server, address);
         const uri = linkUri(request);
-        replace(status, h("p", {}, "On your other device, open Devices → Link a new device and paste this code:"),
+        replace(status, h("p", {}, "On your other device, open Devices → Link a new device and scan or paste this code:"),
+          h("div", { class: "qr-box", "data-testid": "link-qr", "data-qr-payload": uri }, qrSvg(uri, "Link code as a QR code")),
           h("code", { class: "digest", "data-testid": "link-uri" }, uri),
           h("p", { class: "hint", "data-testid": "link-waiting" }, "Waiting for your other device…"));
         let sealed: Uint8Array | undefined;
@@ -239,7 +238,6 @@ function unlock(): void {
 
 async function enter(client: Client): Promise<void> {
   view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
-  client.api.secondFactor = askSecondFactor; // a protected action asks for the code, then goes on
   client.on((event) => void onEvent(event));
   window.addEventListener("offline", () => client.networkChanged(false));
   window.addEventListener("online", () => client.networkChanged(true));
@@ -516,6 +514,8 @@ function bubble(message: StoredMessage, author?: string): HTMLElement {
     .filter(Boolean).join(" · ")));
 }
 
+const toHex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+
 async function safetyPage(accountId: string): Promise<HTMLElement> {
   const { client } = view!;
   const contact = await client.contact(accountId);
@@ -533,6 +533,8 @@ async function safetyPage(accountId: string): Promise<HTMLElement> {
       + "If they match, nobody is in the middle."),
     h("div", { class: "digits", "data-testid": "safety-digits", "data-digits": safety.digits },
       ...groups.map((g) => h("span", {}, g))),
+    h("div", { class: "qr-box", "data-testid": "safety-qr", "data-qr-payload": toHex(safety.scannable) },
+      qrSvg(safety.scannable, "Safety number as a QR code")),
     h("p", { class: safety.verified ? "state verified" : "state", "data-testid": "safety-state" },
       safety.changed ? "Changed: not accepted yet." : safety.verified ? "Verified." : "Not verified."),
     safety.verified ? false : h("button", { "data-testid": "mark-verified",

@@ -12,13 +12,15 @@
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
- * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close.
+ * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
+ * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload).
  */
 
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
+import decodeQR from "@paulmillr/qr/decode.js";
 import { chromium, type BrowserContext, type ConsoleMessage, type Page } from "playwright-core";
 
 const TIMEOUT = 30_000;
@@ -277,6 +279,30 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     }
     case "text": {
       return { text: await page.getByTestId(String(c.testid)).first().textContent() };
+    }
+    case "qr": {
+      // The code as drawn (the SVG's viewBox and dark modules), rasterized here and read by
+      // a decoder, which knows nothing of how the app drew it. Byte-mode text comes back
+      // UTF-8 decoded: `same` compares it with the payload's bytes decoded the same way.
+      const box = page.getByTestId(String(c.testid));
+      await box.locator("svg").waitFor();
+      const { payload, viewBox, d } = await box.evaluate((node) => ({
+        payload: node.getAttribute("data-qr-payload") ?? "",
+        viewBox: node.querySelector("svg")?.getAttribute("viewBox") ?? "",
+        d: node.querySelector("svg path")?.getAttribute("d") ?? "" }));
+      const side = Number(viewBox.split(" ")[2]);
+      const scale = 4;
+      const width = side * scale;
+      const data = new Uint8Array(width * width * 3).fill(255);
+      for (const [, x, y] of d.matchAll(/M(\d+) (\d+)h1v1h-1z/g)) {
+        for (let dy = 0; dy < scale; dy++) {
+          const start = ((Number(y) * scale + dy) * width + Number(x) * scale) * 3;
+          data.fill(0, start, start + scale * 3);
+        }
+      }
+      const decoded = decodeQR({ width, height: width, data });
+      const bytes = /^([0-9a-f]{2})+$/.test(payload) ? Buffer.from(payload, "hex") : Buffer.from(payload, "utf8");
+      return { payload, decoded, same: decoded === new TextDecoder().decode(bytes), modules: side - 8 };
     }
     case "screenshot": {
       await page.screenshot({ path: String(c.path) });
