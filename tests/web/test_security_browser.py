@@ -253,3 +253,59 @@ def test_linking_from_the_browser_asks_for_the_second_factor(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def _code_hashes(tmp_path: Path, account: str) -> set[bytes]:
+    with _db(tmp_path) as db:
+        return {bytes(h) for (h,) in db.execute(
+            "SELECT code_hash FROM two_factor_codes WHERE account_id = ?", (account,))}
+
+
+def _hashed(account: str, codes: list[str]) -> set[bytes]:
+    return {totp.hash_recovery_code(account, str(totp.normalize_recovery_code(c)))
+            for c in codes}
+
+
+def test_new_recovery_codes_and_turning_the_second_factor_off(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """Both ask for the second factor: new recovery codes with a recovery code (the old
+    ones then fail, the relay holds only the new ones' hashes), turning it off with an old
+    recovery code refused and the authenticator's next code accepted (nothing of it left
+    on the relay)."""
+    user = "sami"
+    browser.do("open", user=user, url=relay.url + "/")
+    browser.do("signup", user=user, username=user, password=PASSWORD)
+    account = _account(tmp_path, user)
+    secret, enrolled, old = _enrol(browser, user)
+    assert _code_hashes(tmp_path, account) == _hashed(account, old)
+    browser.do("click", user=user, testid="2fa-codes-done")
+
+    browser.do("click", user=user, testid="2fa-new-codes")
+    assert "Making new recovery codes needs a code" in browser.do(
+        "text", user=user, testid="2fa-prompt")["text"]
+    _answer_prompt(browser, user, old[0].upper())  # typed in any case
+    browser.do("wait_selector", user=user, selector='[data-testid="2fa-recovery-codes"] li')
+    new = [c["text"] for c in browser.do(
+        "elements", user=user, selector='[data-testid="2fa-recovery-codes"] li')["elements"]]
+    assert len(new) == totp.RECOVERY_CODES and not set(new) & set(old)
+    assert _code_hashes(tmp_path, account) == _hashed(account, new)
+    with _db(tmp_path) as db:
+        assert ("two_factor_recovery_code_used",) in db.execute(
+            "SELECT event FROM audit_log WHERE account_id = ?", (account,)).fetchall()
+    browser.do("wait_selector", user=user,
+               selector='[data-testid="2fa-state"][data-codes-left="10"]')
+    browser.do("click", user=user, testid="2fa-codes-done")
+
+    browser.do("click", user=user, testid="2fa-disable")
+    _answer_prompt(browser, user, old[1])  # replaced: refused
+    browser.do("wait_selector", user=user, selector='[data-testid="2fa-prompt"][data-refused=true]')
+    assert _two_factor_row(tmp_path, account)[0] == 1
+    _answer_prompt(browser, user, totp.code_at(secret, enrolled + 1))
+    browser.do("wait_selector", user=user, selector='[data-testid="2fa-state"][data-enabled=false]')
+    with _db(tmp_path) as db:
+        assert db.execute("SELECT count(*) FROM two_factor WHERE account_id = ?",
+                          (account,)).fetchone() == (0,)
+    assert _code_hashes(tmp_path, account) == set()
+    browser.do("wait_selector", user=user, selector='[data-testid="2fa-start"]')
+    problems = real_problems(browser.do("problems", user=user)["problems"])
+    assert [p for p in problems if "status of 403" not in p] == []

@@ -47,11 +47,31 @@ export async function beginTwoFactor(api: RelayApi): Promise<Enrolment> {
 export async function confirmTwoFactor(api: RelayApi, code: string): Promise<string[]> {
   const digits = code.replace(/\s/g, "");
   if (!/^[0-9]{6}$/.test(digits)) throw new RangeError("the code is the 6 digits your authenticator shows");
-  const data = await api.request("POST", "/v1/accounts/me/2fa/confirm", { code: digits });
+  return recoveryCodes(await api.request("POST", "/v1/accounts/me/2fa/confirm", { code: digits }));
+}
+
+function recoveryCodes(data: unknown): string[] {
   return list(data, "recovery_codes", "recovery codes answer", 100).map((c) => {
     if (typeof c !== "string" || c.length > 64) throw new MalformedAnswer("recovery codes answer");
     return c;
   });
+}
+
+/**
+ * New recovery codes, shown once; the old ones stop working. Protected: the relay asks
+ * for a code (the api's second-factor prompt, ./second_factor.ts).
+ * @throws RelayError 403 second_factor_required (cancelled), 409 no second factor, 429.
+ */
+export async function newRecoveryCodes(api: RelayApi): Promise<string[]> {
+  return recoveryCodes(await api.request("POST", "/v1/accounts/me/2fa/recovery-codes"));
+}
+
+/**
+ * Turn the second factor off (its secret and recovery codes are deleted on the relay).
+ * Protected as {@link newRecoveryCodes}.
+ */
+export async function disableTwoFactor(api: RelayApi): Promise<void> {
+  await api.request("DELETE", "/v1/accounts/me/2fa");
 }
 
 /** One device as the relay holds it (days since 1970-01-01, UTC). */

@@ -7,7 +7,8 @@
  */
 
 import {
-  beginTwoFactor, confirmTwoFactor, dayText, privacy, twoFactorStatus, type Privacy, type TwoFactorStatus,
+  beginTwoFactor, confirmTwoFactor, dayText, disableTwoFactor, newRecoveryCodes, privacy, twoFactorStatus,
+  type Privacy, type TwoFactorStatus,
 } from "../app/account.js";
 import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
@@ -40,8 +41,36 @@ function twoFactorSection(client: Client, describe: (e: unknown) => string): HTM
         + `deleting the account. ${status.recoveryCodesLeft} recovery codes left.`
       : "Off.";
     state.dataset.enabled = String(status.enabled);
+    state.dataset.codesLeft = String(status.recoveryCodesLeft);
     if (!status.enabled) body.replaceChildren(startButton());
+    else if (body.querySelector("[data-testid=2fa-recovery-codes]") === null) body.replaceChildren(manage());
   };
+  const showCodes = (codes: string[]) => h("div", {},
+    h("p", {}, "Keep these recovery codes somewhere safe. Each works once, in place of a code, if you lose "
+      + "the authenticator. They are not shown again."),
+    h("ul", { class: "codes", "data-testid": "2fa-recovery-codes" }, ...codes.map((c) => h("li", {}, h("code", {}, c)))),
+    h("button", { class: "secondary", "data-testid": "2fa-codes-done", onclick: () => body.replaceChildren(manage()) },
+      "I have saved them"));
+  // Both ask for a code from the authenticator (or a recovery code) through the api's prompt.
+  const manage = () => h("div", { class: "buttons" },
+    h("button", { class: "secondary", "data-testid": "2fa-new-codes", onclick: async () => {
+      error.textContent = "";
+      try {
+        body.replaceChildren(showCodes(await newRecoveryCodes(client.api)));
+        show(await twoFactorStatus(client.api));
+      } catch (e) {
+        error.textContent = describe(e);
+      }
+    } }, "New recovery codes"),
+    h("button", { class: "secondary", "data-testid": "2fa-disable", onclick: async () => {
+      error.textContent = "";
+      try {
+        await disableTwoFactor(client.api);
+        show(await twoFactorStatus(client.api));
+      } catch (e) {
+        error.textContent = describe(e);
+      }
+    } }, "Turn off"));
   const startButton = () => h("button", { "data-testid": "2fa-start", onclick: async () => {
     error.textContent = "";
     try {
@@ -57,11 +86,7 @@ function twoFactorSection(client: Client, describe: (e: unknown) => string): HTM
       event.preventDefault();
       error.textContent = "";
       try {
-        const codes = await confirmTwoFactor(client.api, code.value);
-        body.replaceChildren(
-          h("p", {}, "Keep these recovery codes somewhere safe. Each works once, in place of a code, if you lose "
-            + "the authenticator. They are not shown again."),
-          h("ul", { class: "codes", "data-testid": "2fa-recovery-codes" }, ...codes.map((c) => h("li", {}, h("code", {}, c)))));
+        body.replaceChildren(showCodes(await confirmTwoFactor(client.api, code.value)));
         show(await twoFactorStatus(client.api));
       } catch (e) {
         error.textContent = describe(e);
