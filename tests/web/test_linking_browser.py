@@ -1,15 +1,22 @@
-"""Linking and the safety number's QR codes in the browser client, in chromium: the codes
-the page draws are read back by a QR decoder and hold what the Python SDK reads (the link
-URI it provisions from, the scannable fingerprint its ``Fingerprint.compare`` accepts)."""
+"""Linking, server-stored history and the safety number's QR codes in the browser client,
+in chromium, with Python SDK devices of the same account: the codes the page draws are
+read back by a QR decoder and hold what the SDK reads (the link URI it provisions from,
+the scannable fingerprint its ``Fingerprint.compare`` accepts); a linked browser replays
+the account's server-stored history and adds to it in the SDK's format."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cipherpost.client import history
+from cipherpost.client.devices import request_link
+from cipherpost.client.proto.app_pb2 import DataMessage
+from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol.fingerprint import Fingerprint
 
 from ..client.conftest import Devices, ThreadedRelay
@@ -74,6 +81,94 @@ def test_the_link_code_and_the_safety_number_are_drawn_as_qr_codes(
             assert (await step(linker, "text", testid="me"))["text"] == "rex"
             for user in (talker, linker):
                 assert real_problems((await step(user, "problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """The account keeps its history on the relay (docs/spec/history.md): a browser linked
+    later replays the log with a progress indicator, then seals what it sends and receives
+    into it, in the SDK's format: an SDK device linked after that restores those messages
+    although no other device of the account received them."""
+    user = "wren-browser"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.history = True
+        wren = await devices.register("wren")
+        devices.history = False
+        xavi = await devices.register("xavi")
+        try:
+            assert wren.server_history
+            for i in range(3):
+                await wren.send_text("xavi", f"wren {i}")
+                await wait_for_text(xavi, f"wren {i}")
+                await xavi.send_text(wren.account_id, f"xavi {i}")
+                await wait_for_text(wren, f"xavi {i}")
+
+            await step("open", url=relay.url + "/")
+            await step("click", testid="start-link")
+            await step("fill", testid="link-password", text=PASSWORD)
+            await step("fill", testid="link-confirm", text=PASSWORD)
+            await step("click", testid="link-start")
+            uri = (await step("text", testid="link-uri"))["text"]
+            await step("watch_progress")
+            await wren.provision(uri)
+            await step("wait_inbox")
+            # the log had the six messages (no archive travels with server history)
+            assert (await step("progress_seen"))["seen"][-1] == "6 from the server"
+            await step("open_conversation", account=xavi.account_id)
+            shown = (await step("messages"))["messages"]
+            assert [(m["text"], m["outgoing"]) for m in shown] == [
+                (text, out) for i in range(3)
+                for text, out in ((f"wren {i}", "true"), (f"xavi {i}", "false"))]
+            await step("screenshot", path=str(ARTIFACTS / "20-server-history.png"))
+
+            # the browser records what it sends and receives; wren's SDK device receives
+            # nothing from here on, so whatever of this is in the log the browser put there
+            await step("send", text="sent from the browser")
+            await wait_for_text(xavi, "sent from the browser")
+            await xavi.send_text(wren.account_id, "received by the browser")
+            await step("wait_message", text="received by the browser", outgoing=False)
+
+            async def logged() -> set[str]:
+                texts = set()
+                after = 0
+                while True:
+                    entries, more = history.parse_page(
+                        await wren.api.request("GET", f"/v1/history?after={after}"))
+                    keys = history.keys(wren.store)
+                    assert keys is not None
+                    for seq, name, blob in entries:
+                        after = seq
+                        if blob is not None:
+                            texts.add(history.open_blob(keys, name, blob).message.data.text)
+                    if not more:
+                        return texts
+
+            deadline = time.monotonic() + 30
+            while {"sent from the browser", "received by the browser"} - await logged():
+                assert time.monotonic() < deadline, "the browser uploaded no history"
+                await asyncio.sleep(0.3)
+
+            pending = await request_link(relay.url)
+            await wren.provision(pending.uri)
+            restored = await pending.complete(tmp_path / "wren-restored.db",
+                                              passphrase="correct horse", device_name="restored",
+                                              argon2=TEST_PARAMS, options=devices.options,
+                                              timeout=30)
+            devices.clients.append(restored)
+            texts = {DataMessage.FromString(m.body).text
+                     for m in restored.store.messages(xavi.account_id, limit=100)}
+            assert {"sent from the browser", "received by the browser", "wren 0",
+                    "xavi 2"} <= texts
+            assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()
 

@@ -17,7 +17,9 @@ import { checkIntegers } from "./content.js";
 import { Group, GroupChangeRejected } from "./groups.js";
 import { messageKey, type Contact, type StoredMessage } from "./model.js";
 import { unpad } from "./padding.js";
-import { HistoryArchivePartSchema, type HistoryArchive, type HistoryArchivePart } from "./proto/cipherpost/app/v1/app_pb.js";
+import {
+  HistoryArchivePartSchema, type HistoryArchive, type HistoryArchivePart, type HistoryEvent,
+} from "./proto/cipherpost/app/v1/app_pb.js";
 import type { DeviceStore } from "./store/device.js";
 
 const VERSION = 1;
@@ -53,10 +55,13 @@ export async function openPart(key: Uint8Array, index: number, count: number, bl
   }
 }
 
-/** Replay one part's events into the store (inside a unit); the number of new messages. */
-async function apply(store: DeviceStore, part: HistoryArchivePart, now: number): Promise<number> {
+/**
+ * Replay events (an archive part's, or the server-stored history's) into the store,
+ * inside a unit: messages unless held, group states; the number of new messages.
+ */
+export async function applyEvents(store: DeviceStore, events: readonly HistoryEvent[], now: number): Promise<number> {
   let stored = 0;
-  for (const event of part.events) {
+  for (const event of events) {
     const body = event.body;
     if (body.case === "groupState") {
       try {
@@ -138,7 +143,7 @@ export async function receive(api: RelayApi, store: DeviceStore, now: number,
       }
       const part = await openPart(key, index, count, blob ?? new Uint8Array(0));
       stored += await store.transaction(async () => {
-        const n = await apply(store, part, now);
+        const n = await applyEvents(store, part.events, now);
         await store.putJson("link_archive_done", index + 1);
         return n;
       });

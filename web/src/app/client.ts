@@ -14,6 +14,7 @@ import { fromHex, systemRandom } from "../protocol/bytes.js";
 import { RelayApi, RelayError, RelayUnavailable, type DeviceInfo, type Envelope } from "./api.js";
 import { decodeContent, encodeContent, u64 } from "./content.js";
 import * as archive from "./archive.js";
+import * as history from "./history.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
 import { LinkError } from "./linking.js";
 import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyChange } from "./groups.js";
@@ -145,7 +146,8 @@ export class Client {
    * @throws LinkError a malformed message. @throws RelayError the link code was refused.
    */
   static async link(kv: Kv, server: string, password: string, message: ProvisionMessage,
-    options: ClientOptions & { progress?: (done: number, total: number) => void } = {}): Promise<Client> {
+    options: ClientOptions & { progress?: (done: number, total: number) => void;
+      historyProgress?: (entries: number, fraction: number) => void } = {}): Promise<Client> {
     if (password.length < 8) throw new RangeError("choose a password of at least 8 characters");
     let identity: IdentityKeyPair;
     try {
@@ -185,6 +187,8 @@ export class Client {
             { ...(existing ?? { accountId: contact.accountId, lastAt: 0, lastText: "", unread: 0 }), username: contact.username });
         }
       }
+      // Server-stored history: the account's keys, to read the log and add to it.
+      if (message.historyKeys !== undefined) await history.adopt(store, message.historyKeys, message.historyEnabled);
       for (const state of message.groupStates) {
         try {
           const group = Group.fromBytes(state);
@@ -197,6 +201,14 @@ export class Client {
       }
     });
     const client = new Client(store, account, clock);
+    if (message.historyEnabled && message.historyKeys !== undefined) {
+      try {
+        await client.restoreHistory(options.historyProgress);
+      } catch (error) {
+        // the position is kept: Client.restoreHistory goes on from there
+        console.warn("cipherpost: the server-stored history is not complete yet:", (error as Error).name);
+      }
+    }
     if (message.archive !== undefined) {
       await archive.keep(store, message.archive);
       try {
@@ -207,6 +219,24 @@ export class Client {
       }
     }
     return client;
+  }
+
+  /**
+   * Read the account's server-stored history from where this device stopped
+   * (docs/spec/history.md); `progress(entries read, fraction of the relay's bytes)`.
+   */
+  async restoreHistory(progress?: (entries: number, fraction: number) => void): Promise<history.Replayed> {
+    return history.download(this.api, this.store, this.clock(), progress);
+  }
+
+  #historyFlush: Promise<void> = Promise.resolve();
+
+  /** Upload the queued history entries (one run at a time; what fails stays queued). */
+  flushHistory(): Promise<void> {
+    this.#historyFlush = this.#historyFlush.then(() => history.flush(this.api, this.store)).then(() => undefined, (error) => {
+      console.warn("cipherpost: history upload postponed:", (error as Error).name);
+    });
+    return this.#historyFlush;
   }
 
   /** Replay what is left of the archive this device was linked with (progress: events). */
@@ -332,6 +362,7 @@ export class Client {
   }
 
   #runFollowUps(): Promise<void> {
+    void this.flushHistory(); // what the last envelopes stored
     this.#followUps = this.#followUps.then(async () => {
       for (const [key, work] of await this.store.scanJson<FollowUp>("followup:")) {
         try {
@@ -530,6 +561,7 @@ export class Client {
     await this.store.transaction(async () => {
       await this.store.putJson(key, message);
       await this.store.putJson(`mine:${timestamp}`, key);
+      await history.recordMessage(this.store, conversation, this.accountId, this.account.deviceId, timestamp, true, data);
       await this.store.putJson("last_timestamp", timestamp);
       await this.store.putJson(`resend:${timestamp}`, { account: conversation, data: hex(plaintext), at: timestamp });
       await this.store.putJson(queueKey(timestamp),
@@ -541,6 +573,7 @@ export class Client {
       await this.store.putJson(`contact:${conversation}`, contact);
     });
     const failures = await this.flushQueue();
+    void this.flushHistory();
     const stored = await this.store.getJson<StoredMessage>(key);
     const failure = failures.get(timestamp);
     if (failure !== undefined) throw failure;

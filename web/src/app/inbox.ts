@@ -35,6 +35,7 @@ import {
 import { CorruptValue } from "./store/crypto.js";
 import type { DeviceStore } from "./store/device.js";
 import { NOTICE_TYPE, parseNotice } from "./notices.js";
+import * as history from "./history.js";
 import * as sealed from "./sealed.js";
 
 /** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
@@ -250,6 +251,16 @@ export class Inbox {
           await this.#storeData(known.conversation, this.accountId, device, message, true, "sent", events);
           return;
         }
+        if (sync.case === "historyKeys") {
+          // Another of our devices started a history epoch or turned server history on or off.
+          try {
+            await history.adopt(this.store, sync.value.historyOff ? undefined : sync.value, !sync.value.historyOff);
+          } catch (error) {
+            if (!(error instanceof history.HistoryError)) throw error;
+            events.push({ kind: "unsupported", sender, reason: `history keys: ${error.message}` });
+          }
+          return;
+        }
         if (sync.case === "read") {
           await this.#readElsewhere(sync.value.messages.slice(0, 1000).map((m) => [m.author, num(m.timestamp)]), events);
           return;
@@ -307,6 +318,7 @@ export class Inbox {
     };
     await this.store.putJson(key, message);
     if (outgoing) await this.store.putJson(`mine:${timestamp}`, key);
+    await history.recordMessage(this.store, conversation, author, authorDevice, message.receivedAt, outgoing, data);
     const contactKey = `contact:${conversation}`;
     const contact = (await this.store.getJson<Contact>(contactKey))
       ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };

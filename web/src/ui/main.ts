@@ -182,6 +182,11 @@ function linkThisBrowser(): void {
             count.textContent = ` ${done} / ${total}`;
             progress.dataset.done = String(done >= total);
           },
+          historyProgress: (entries, fraction) => {
+            progress.max = 1;
+            progress.value = fraction;
+            count.textContent = ` ${entries} from the server`;
+          },
         });
         password.value = confirm.value = "";
         await enter(client);
