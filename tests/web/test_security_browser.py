@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from cipherpost.client import Client
+from cipherpost.client.api import RelayError
 from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.server import totp
+from cipherpost.server.storage.schema import metadata
 
 from ..client.conftest import Devices, ThreadedRelay
 from .test_browser import (  # noqa: F401 - fixtures
@@ -309,3 +314,195 @@ def test_new_recovery_codes_and_turning_the_second_factor_off(
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-start"]')
     problems = real_problems(browser.do("problems", user=user)["problems"])
     assert [p for p in problems if "status of 403" not in p] == []
+
+
+async def _link_sdk_device(step: Any, tmp_path: Path, server: ThreadedRelay,
+                           devices: Devices, name: str) -> Client:
+    """An SDK device linked to the browser's account from the Devices page."""
+    await step("click", testid="open-devices")
+    pending = await request_link(server.url)
+    await step("fill", testid="link-code", text=pending.uri)
+    await step("click", testid="link-submit")
+    linked = await pending.complete(tmp_path / f"{name}.db", passphrase="correct horse",
+                                    device_name=name, argon2=TEST_PARAMS,
+                                    options=devices.options, timeout=30)
+    devices.clients.append(linked)
+    await step("click", testid="close-page")
+    return linked
+
+
+def _history_count(tmp_path: Path, account: str) -> int:
+    with _db(tmp_path) as db:
+        return int(db.execute("SELECT count(*) FROM history WHERE account_id = ?",
+                              (account,)).fetchone()[0])
+
+
+def test_deleting_the_stored_history_from_the_dashboard(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """The SDK device of the account keeps server history (a message it received is
+    stored on the relay); the browser's dashboard shows the relay's count, deletes it
+    (nothing left in the database) and turns history off on the SDK device too."""
+    user = "vera"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            account = _account(tmp_path, user)
+            laptop = await _link_sdk_device(step, tmp_path, relay, devices, "vera-laptop")
+            await laptop.set_server_history(True)
+            quinn = await devices.register("quinn")
+            await quinn.send_text(user, "kept on the server")
+            deadline = time.monotonic() + 20
+            while _history_count(tmp_path, account) == 0:
+                assert time.monotonic() < deadline, "the SDK device stored no history"
+                await laptop.receive()
+            stored = _history_count(tmp_path, account)
+            await step("click", testid="open-security")
+            await step("wait_selector",
+                       selector=f'[data-testid=privacy-history][data-entries="{stored}"]')
+            await step("click", testid="privacy-delete-history")
+            await step("wait_text", testid="privacy-delete-history",
+                       text="Really delete it on the server?")
+            assert _history_count(tmp_path, account) == stored  # not before the second click
+            await step("click", testid="privacy-delete-history")
+            await step("wait_selector",
+                       selector='[data-testid=privacy-action-state]:has-text("deleted")')
+            await step("wait_selector", selector='[data-testid=privacy-history][data-entries="0"]')
+            assert _history_count(tmp_path, account) == 0
+            with _db(tmp_path) as db:
+                assert ("history_cleared",) in db.execute(
+                    "SELECT event FROM audit_log WHERE account_id = ?", (account,)).fetchall()
+            deadline = time.monotonic() + 20
+            while laptop.server_history:
+                assert time.monotonic() < deadline, "the SDK device kept server history on"
+                await laptop.receive()
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_exporting_the_server_data_as_a_file(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """The file the browser saves is the relay's export, and it says what the database
+    holds: the devices with their last-seen days, the account's audit events, history."""
+    user = "yara"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            quinn = await devices.register("quinn")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            account = _account(tmp_path, user)
+            await quinn.send_text(user, "hello yara")
+            await step("wait_selector", selector="[data-testid=conversation]")
+            await step("click", testid="open-security")
+            saved = await step("download_click", testid="privacy-export")
+            assert saved["filename"] == "cipherpost-server-data.json"
+            document = json.loads(saved["text"])
+            with _db(tmp_path) as db:
+                held = db.execute("SELECT device_id, last_seen FROM devices WHERE account_id = ? "
+                                  "ORDER BY device_id", (account,)).fetchall()
+                events = [e for (e,) in db.execute(
+                    "SELECT event FROM audit_log WHERE account_id = ? ORDER BY seq", (account,))]
+            assert document["format"] == "cipherpost-server-data"
+            assert document["account_id"] == account and document["username"] == user
+            assert [(d["device_id"], d["last_seen_day"]) for d in document["devices"]] \
+                == [(device, last_seen // 86_400_000) for device, last_seen in held]
+            # The relay records the export after writing it.
+            assert events[-1] == "account_exported"
+            assert sorted(e["event"] for e in document["audit"]) == sorted(events[:-1])
+            assert document["history_entries"] == _history_count(tmp_path, account) == 0
+            await step("wait_selector",
+                       selector='[data-testid=privacy-action-state]:has-text("Saved")')
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def _rows_naming(tmp_path: Path, account: str) -> dict[str, int]:
+    """Rows of every relay table with the account id in any text column."""
+    found = {}
+    with _db(tmp_path) as db:
+        for table in metadata.sorted_tables:
+            for column in table.columns:
+                if isinstance(column.type, (sa.String, sa.Text)):
+                    (count,) = db.execute(f"SELECT count(*) FROM {table.name} "
+                                          f"WHERE {column.name} = ?", (account,)).fetchone()
+                    if count:
+                        found[f"{table.name}.{column.name}"] = int(count)
+    return found
+
+
+def test_deleting_the_account_leaves_nothing_on_the_relay_or_in_the_browser(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """After a confirm step and the second factor, the relay holds no row and no archive
+    naming the account (but the queued message it sent to a contact, which is the
+    contact's), the username is free, and the browser's IndexedDB is empty."""
+    user = "wren"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            xavi = await devices.register("xavi")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            account = _account(tmp_path, user)
+            await xavi.send_text(user, "hello wren")
+            await step("wait_selector", selector="[data-testid=conversation]")
+            await step("open_conversation", account=xavi.account_id)
+            await step("send", text="hello xavi")
+            await step("wait_message", text="hello xavi", outgoing=True, status="sent")
+            secret, enrolled, _codes = await asyncio.to_thread(_enrol, browser, user)
+            await step("click", testid="2fa-codes-done")
+            before = _rows_naming(tmp_path, account)
+            assert {"accounts.id", "devices.account_id", "two_factor.account_id",
+                    "two_factor_codes.account_id", "audit_log.account_id"} <= set(before)
+
+            await step("click", testid="privacy-delete-account")
+            await step("fill", testid="privacy-delete-username", text="someone")
+            await step("click", testid="privacy-delete-confirm")
+            await step("wait_selector", selector='[data-testid=privacy-error]:has-text("username")')
+            await step("fill", testid="privacy-delete-username", text=user)
+            await step("click", testid="privacy-delete-confirm")
+            assert "Deleting your account needs a code" in (
+                await step("text", testid="2fa-prompt"))["text"]
+            await step("click", testid="2fa-prompt-cancel")  # cancelled: nothing deleted
+            await step("wait_selector", selector='[data-testid=privacy-error]:has-text("Not done")')
+            assert _rows_naming(tmp_path, account) == before
+            await step("click", testid="privacy-delete-confirm")
+            await asyncio.to_thread(_answer_prompt, browser, user,
+                                    totp.code_at(secret, enrolled + 1))
+            await step("wait_selector", selector='[data-testid=account-deleted][data-wiped=true]')
+            await step("screenshot", path=str(ARTIFACTS / "18-account-deleted.png"))
+
+            left = _rows_naming(tmp_path, account)
+            assert set(left) <= {"messages.sender_account_id"}, left
+            archives = tmp_path / "relay" / "blobs" / "archives"
+            assert not archives.exists() or list(archives.iterdir()) == []
+            with pytest.raises(RelayError) as refused:
+                await xavi.api.request("GET", f"/v1/usernames/{user}")
+            assert refused.value.status == 404
+            dump = await step("dump_store")
+            assert dump["records"] == 0
+            problems = real_problems((await step("problems"))["problems"])
+            assert [p for p in problems if "status of 403" not in p] == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

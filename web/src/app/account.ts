@@ -3,10 +3,17 @@
  * and "Privacy dashboard"), for the security page: the second factor (TOTP, RFC 6238)
  * status and enrolment, and what the relay holds about the account. Every answer is
  * parsed strictly (./wire.ts); what is shown is text only. Mirrors the SDK's
- * account_security and the CLI's `privacy` command.
+ * account_security and the CLI's `privacy`, `history off`, `account export-server-data`
+ * and `account delete` commands. Actions the relay protects with the second factor ask
+ * for the code through the api's prompt (./second_factor.ts).
  */
 
+import { create } from "@bufbuild/protobuf";
+
 import type { RelayApi } from "./api.js";
+import type { Client } from "./client.js";
+import { encodeContent } from "./content.js";
+import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { bool, int, isObject, list, MalformedAnswer, optional, str } from "./wire.js";
 
 export interface TwoFactorStatus {
@@ -143,4 +150,51 @@ export async function privacy(api: RelayApi): Promise<Privacy> {
 /** A day number (days since 1970-01-01, UTC) as YYYY-MM-DD. */
 export function dayText(day: number): string {
   return new Date(day * 86_400_000).toISOString().slice(0, 10);
+}
+
+/**
+ * Delete the history the relay stores for the account and turn server history off, as
+ * the SDK's `set_server_history(False)` does: the relay deletes every entry, and our
+ * other devices are told (SyncMessage.history_keys with history_off) so that they stop
+ * uploading. A device that cannot be reached now gets it from its queue.
+ */
+export async function deleteServerHistory(client: Client): Promise<void> {
+  await client.api.request("DELETE", "/v1/history");
+  const content = create(ContentSchema, { body: { case: "sync", value: {
+    body: { case: "historyKeys", value: { historyOff: true } } } } });
+  await client.outbox.deliver(client.accountId, encodeContent(content), Date.now());
+}
+
+/** The largest export we take (the relay lists at most 100,000 audit events). */
+const MAX_EXPORT = 64 * 1024 * 1024;
+
+/**
+ * The account's server-side data as the relay exports it: a JSON document
+ * (`"format": "cipherpost-server-data"`), returned as the relay's bytes, to save as a file.
+ * @throws MalformedAnswer not such a document.
+ */
+export async function exportServerData(api: RelayApi): Promise<Uint8Array> {
+  const data = await api.requestBytes("GET", "/v1/accounts/me/export", true, MAX_EXPORT, 120_000);
+  let parsed: unknown;
+  try {
+    parsed = data === undefined ? undefined : JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
+  } catch {
+    parsed = undefined;
+  }
+  if (data === undefined || !isObject(parsed) || parsed.format !== "cipherpost-server-data") {
+    throw new MalformedAnswer("export answer");
+  }
+  return data;
+}
+
+/**
+ * Delete the account and everything the relay holds of it (every device's token stops
+ * working), then stop this client and close its store: the caller deletes the local
+ * database. Protected by the second factor.
+ * @throws RelayError 403 second_factor_required (cancelled): nothing was deleted.
+ */
+export async function deleteAccount(client: Client): Promise<void> {
+  await client.api.request("DELETE", "/v1/accounts/me");
+  client.stop();
+  client.store.kv.close();
 }

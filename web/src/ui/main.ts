@@ -15,6 +15,7 @@ import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
+import { askSecondFactor } from "./second_factor.js";
 import { qrSvg } from "./qr.js";
 
 const DB_NAME = "cipherpost";
@@ -38,6 +39,8 @@ function describe(error: unknown): string {
     if (error.status === 409 && error.code === "username_taken") return "That username is taken.";
     if (error.status === 404) return "Nobody has that username.";
     if (error.status === 429) return "Too many attempts; wait a moment.";
+    if (error.code === "second_factor_required") return "Not done: this needs a code from your authenticator.";
+    if (error.code === "second_factor_invalid") return "Not done: that code is wrong, used already or expired.";
     return `The server refused: ${error.message}`;
   }
   if (error instanceof RelayUnavailable) return "The server cannot be reached.";
@@ -243,6 +246,7 @@ function unlock(): void {
 
 async function enter(client: Client): Promise<void> {
   view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
+  client.api.secondFactor = askSecondFactor; // a protected action asks for the code, then goes on
   client.on((event) => void onEvent(event));
   window.addEventListener("offline", () => client.networkChanged(false));
   window.addEventListener("online", () => client.networkChanged(true));
@@ -307,7 +311,7 @@ async function draw(): Promise<void> {
       h("span", { class: "preview" }, c.lastText || " "))))));
   const main = view.screen === "devices" ? await devicesPage()
     : view.screen === "about" ? await aboutPage()
-    : view.screen === "security" ? await securityPage(client, describe, backToChats())
+    : view.screen === "security" ? await securityPage(client, describe, backToChats(), accountDeleted)
     : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
@@ -547,6 +551,22 @@ async function safetyPage(accountId: string): Promise<HTMLElement> {
     safety.changed ? h("button", { class: "secondary", "data-testid": "accept-change",
       onclick: async () => { await client.trust(accountId, false); await render(); } }, "Accept without verifying") : false,
     back);
+}
+
+/**
+ * The account is deleted on the relay and the client stopped: delete this browser's store
+ * (the whole IndexedDB database) and say so. Nothing of the account is left to unlock.
+ */
+async function accountDeleted(): Promise<void> {
+  view = undefined;
+  let wiped = true;
+  await IdbKv.destroy(DB_NAME).catch(() => { wiped = false; });
+  replace(root, h("div", { class: "card", "data-testid": "account-deleted", "data-wiped": String(wiped) },
+    h("h1", {}, "Your account is deleted"),
+    h("p", {}, wiped ? "The server deleted everything it held of it, and this browser deleted its keys and messages."
+      : "The server deleted everything it held of it. This browser could not delete its data: clear this site's "
+        + "data in the browser's settings."),
+    h("button", { "data-testid": "start-again", onclick: () => location.reload() }, "Start again")));
 }
 
 // -- devices and about ----------------------------------------------------------------

@@ -7,8 +7,8 @@
  */
 
 import {
-  beginTwoFactor, confirmTwoFactor, dayText, disableTwoFactor, newRecoveryCodes, privacy, twoFactorStatus,
-  type Privacy, type TwoFactorStatus,
+  beginTwoFactor, confirmTwoFactor, dayText, deleteAccount, deleteServerHistory, disableTwoFactor, exportServerData,
+  newRecoveryCodes, privacy, twoFactorStatus, type Privacy, type TwoFactorStatus,
 } from "../app/account.js";
 import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
@@ -103,7 +103,8 @@ function twoFactorSection(client: Client, describe: (e: unknown) => string): HTM
   return h("div", {}, h("h3", {}, "Second factor"), state, body, error);
 }
 
-function privacySection(client: Client, describe: (e: unknown) => string): HTMLElement {
+function privacySection(client: Client, describe: (e: unknown) => string,
+  onDeleted: () => Promise<void>): HTMLElement {
   const out = h("div", { "data-testid": "privacy" }, h("p", {}, "…"));
   const show = (p: Privacy) => {
     const devices = h("ul", { class: "devices" }, ...p.devices.map((d) => h("li", {
@@ -133,14 +134,90 @@ function privacySection(client: Client, describe: (e: unknown) => string): HTMLE
       `${new Date(e.at).toISOString().slice(0, 16).replace("T", " ")} UTC: ${e.event.replace(/_/g, " ")}`
         + (e.deviceId === undefined ? "" : ` (device ${e.deviceId})`)))));
   };
-  void privacy(client.api).then(show, (e) => { out.replaceChildren(h("p", { class: "error", role: "alert" }, describe(e))); });
+  const load = () => privacy(client.api).then(show, (e) => {
+    out.replaceChildren(h("p", { class: "error", role: "alert" }, describe(e)));
+  });
+  void load();
   return h("div", {}, h("h3", {}, "What the server holds"),
-    h("p", { class: "hint" }, "Never a message's content, a password or a private key: this is all of it."), out);
+    h("p", { class: "hint" }, "Never a message's content, a password or a private key: this is all of it."), out,
+    actionsSection(client, describe, load, onDeleted));
 }
 
+/** A button that asks "Really …?" on the first click and acts on the second. */
+function confirmed(testid: string, label: string, really: string, act: () => Promise<void>): HTMLButtonElement {
+  const button: HTMLButtonElement = h("button", { class: "secondary", "data-testid": testid, onclick: async () => {
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = really;
+      return;
+    }
+    button.disabled = true;
+    try {
+      await act();
+    } finally {
+      button.disabled = false;
+      button.dataset.confirm = "no";
+      button.textContent = label;
+    }
+  } }, label);
+  return button;
+}
+
+function actionsSection(client: Client, describe: (e: unknown) => string, reload: () => Promise<void>,
+  onDeleted: () => Promise<void>): HTMLElement {
+  const error = h("p", { class: "error", role: "alert", "data-testid": "privacy-error" });
+  const state = h("p", { class: "hint", "data-testid": "privacy-action-state" });
+  const run = (what: () => Promise<void>) => async () => {
+    error.textContent = state.textContent = "";
+    try {
+      await what();
+    } catch (e) {
+      error.textContent = describe(e);
+    }
+  };
+  const history = confirmed("privacy-delete-history", "Delete stored history", "Really delete it on the server?",
+    run(async () => {
+      await deleteServerHistory(client);
+      state.textContent = "The server's copy of your history is deleted, and server history is off on every device.";
+      await reload();
+    }));
+  const exported = h("button", { class: "secondary", "data-testid": "privacy-export", onclick: run(async () => {
+    const data = await exportServerData(client.api);
+    const url = URL.createObjectURL(new Blob([data as Uint8Array<ArrayBuffer>], { type: "application/json" }));
+    const link = h("a", { href: url, download: "cipherpost-server-data.json" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    state.textContent = "Saved as cipherpost-server-data.json.";
+  }) }, "Export as a file");
+  const username = h("input", { autocomplete: "off", spellcheck: "false", "aria-label": "Your username, to confirm",
+    "data-testid": "privacy-delete-username" });
+  const deletion = h("form", { class: "link", hidden: true, onsubmit: (event: Event) => {
+    event.preventDefault();
+    void run(async () => {
+      if (username.value.trim().toLowerCase() !== client.username) {
+        throw new RangeError("type your username to confirm");
+      }
+      await deleteAccount(client);
+      await onDeleted();
+    })();
+  } }, h("p", {}, "This deletes your account on the server: every device, queued message, stored history, key "
+    + "and setting, and then everything in this browser. Contacts keep what they already received. Type your "
+    + "username to confirm."), username,
+  h("button", { type: "submit", "data-testid": "privacy-delete-confirm" }, "Delete my account"));
+  const startDeletion = h("button", { class: "secondary", "data-testid": "privacy-delete-account", onclick: () => {
+    deletion.hidden = false;
+    username.focus();
+  } }, "Delete account…");
+  return h("div", {}, h("h4", {}, "Act on it"),
+    h("div", { class: "buttons" }, history, exported, startDeletion), deletion, state, error);
+}
+
+/** `onDeleted` runs once the account is deleted on the relay and the client stopped. */
 export async function securityPage(client: Client, describe: (e: unknown) => string,
-  back: HTMLElement): Promise<HTMLElement> {
+  back: HTMLElement, onDeleted: () => Promise<void>): Promise<HTMLElement> {
   return h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
-    await noticesSection(client), twoFactorSection(client, describe), privacySection(client, describe), back);
+    await noticesSection(client), twoFactorSection(client, describe), privacySection(client, describe, onDeleted), back);
 }
