@@ -364,6 +364,74 @@ def test_the_access_key_is_registered_again_daily(tmp_path: Path,
     asyncio.run(scenario())
 
 
+def test_a_lost_access_key_is_registered_again_before_the_day_is_out(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """R5 follow-up: the relay loses the access keys and device marks (a restore from an
+    older backup; simulated by deleting the rows). A recipient never sees the 401 its
+    contacts' sealed sends get, so the daily registration alone left them identified for
+    up to a day. Now a 401 to one of our own sealed sends makes us check our own key at
+    once (the relay may have lost every key), a new connection checks it (the relay
+    restarted), and a relay that still holds it gets no write."""
+
+    def stored(client: Client) -> list[tuple[int, int, int | None]]:
+        with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
+            return db.execute(
+                "SELECT COUNT(u.key_hash), d.sealed_sender, MAX(u.updated_at) FROM devices "
+                "d LEFT JOIN unidentified_access u ON u.account_id = d.account_id "
+                "WHERE d.account_id = ? GROUP BY d.device_id", (client.account_id,)
+            ).fetchall()
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice, bob = await _acquainted(devices)
+            # A relay that holds the key: the checks read and write nothing.
+            held = stored(alice)
+            await alice.sealed_sender_upkeep(check_after_ms=0)
+            assert stored(alice) == held and held[0][:2] == (1, 1)
+            with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:  # "restored"
+                db.execute("DELETE FROM unidentified_access")
+                db.execute("UPDATE devices SET sealed_sender = 0")
+            await alice.receive()  # checked less than an hour ago: not again yet
+            assert stored(alice)[0][:2] == (0, 0)
+            # Alice's sealed send to Bob is refused (401) and goes identified; Alice
+            # then finds the relay lost her own key too and registers it at once (a
+            # minute after her last check: more often, a 401 checks nothing).
+            alice_clock = alice.options.clock
+            alice.options.clock = lambda: alice_clock() + 2 * 60_000
+            await alice.send_text("bob", "refused sealed")
+            assert [row[:2] for row in _queued(tmp_path, bob)] == [(alice.account_id, 1)]
+            assert stored(alice)[0][:2] == (1, 1)
+            assert stored(bob)[0][:2] == (0, 0)  # Bob sent nothing: not yet
+            # Bob connects (the relay restarted): the connection checks his key.
+            bob_clock = bob.options.clock
+            bob.options.clock = lambda: bob_clock() + 2 * 60_000
+            received: list[str] = []
+
+            async def listen() -> None:
+                async for event in bob.listen():
+                    if isinstance(event, ev.Message):
+                        received.append(event.text)
+                        return
+
+            await asyncio.wait_for(listen(), timeout=30)
+            assert received == ["refused sealed"]
+            assert stored(bob)[0][:2] == (1, 1)
+            alice.options.clock, bob.options.clock = alice_clock, bob_clock
+            # Alice forgot Bob's key on the 401; his next message brings it back, and
+            # her sends go sealed again, a day before the daily registration would have.
+            await bob.send_text("alice", "still here")
+            await alice.receive()
+            await bob.receive()  # her receipt
+            await alice.send_text("bob", "sealed again")
+            assert [row[:3] for row in _queued(tmp_path, bob)] == [(None, None, SEALED)]
+            assert _texts(await bob.receive()) == [(alice.account_id, "sealed again")]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_store_that_kept_the_old_flag_registers_again(tmp_path: Path,
                                                         relay: ThreadedRelay) -> None:
     """A store written before R5 holds "1" for the access key: the next upkeep

@@ -397,6 +397,22 @@ class RelayApi:
         await self.request("PUT", "/v1/accounts/me/unidentified-access",
                            json={"key": b64(key)})
 
+    async def access_key_state(self) -> tuple[bytes | None, bool]:
+        """The SHA-256 of the account's access key as the relay holds it (None: it holds
+        none) and whether it marks this device as opening sealed envelopes.
+
+        Raises:
+            ProtocolError: a malformed answer.
+        """
+        data = await self.request("GET", "/v1/accounts/me/unidentified-access")
+        digest = data.get("key_sha256") if isinstance(data, dict) else None
+        opens = data.get("device_opens_sealed") if isinstance(data, dict) else None
+        if not isinstance(opens, bool):
+            raise ProtocolError("the relay's access-key state is malformed")
+        if digest is None:
+            return None, opens
+        return _key_bytes(data, "key_sha256"), opens
+
     async def fetch(self, limit: int = 100) -> tuple[list[Envelope], bool]:
         """A page of the queue.
 

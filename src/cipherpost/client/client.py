@@ -96,6 +96,10 @@ class Client:
         self.inbox = Inbox(store, credentials.account_id, credentials.device_id, self.options)
         self.outbox = Outbox(store, api, credentials.account_id, credentials.device_id,
                              self.options, self._timestamp)
+        self.outbox.after_sealed_refused = self._sealed_send_refused
+        #: When the relay's copy of our access key was last checked or registered (ms,
+        #: ``options.clock``); None: not by this process.
+        self._access_checked: int | None = None
 
     def __repr__(self) -> str:
         return f"Client({self.account_id!r}, device {self.device_id})"
@@ -251,12 +255,16 @@ class Client:
 
     # -- sealed sender --------------------------------------------------------------------
 
-    async def sealed_sender_upkeep(self) -> None:
+    async def sealed_sender_upkeep(
+            self, *, check_after_ms: int = sealed.ACCESS_KEY_CHECK_MS) -> None:
         """Pin the relay's trust root if none is (a store from before sealed sender: trust
         on first use), fetch the server key ids the relay revoked (hourly), and register
         the account's unidentified-access key (again every day, in case the relay lost
         it, e.g. restored from a backup: review 2026-11-29-sealed-ops, R5), which also
-        tells the relay that this device opens sealed envelopes. A device with no profile
+        tells the relay that this device opens sealed envelopes. In between, when the
+        relay's copy was not checked for ``check_after_ms``, it is checked (one read)
+        and the key registered again if the relay lost it or no longer marks this device:
+        contacts' sealed sends get 401 meanwhile, which only they see. A device with no profile
         key makes one (a first device, or one restored from the recovery key), except a
         linked one, which waits for the account's (provisioning message, or a copy of a
         message of a lower device). Failures are retried at the next connection."""
@@ -272,18 +280,35 @@ class Client:
                     sealed.add_revoked_key_ids(
                         self.store, revoked if served == sealed.trust_root(self.store) else [],
                         self._now())
-            if not sealed.access_key_due(self.store, self._now()):
+            now = self._now()
+            due = sealed.access_key_due(self.store, now)
+            checked = self._access_checked
+            check = not due and (checked is None or not 0 <= now - checked < check_after_ms)
+            if not due and not check:
                 return
             key = sealed.known_own_profile_key(self.store)
             if key is None and sealed.may_make_profile_key(self.store):
                 key = sealed.own_profile_key(self.store)
             if key is None:
                 return
+            if check:
+                held, marked = await self.api.access_key_state()
+                self._access_checked = now
+                if marked and sealed.access_key_held(key, held):
+                    return
+                log.info("the relay lost the access key or this device's mark: "
+                         "registering it again")
             await self.api.set_access_key(sealed.access_key(key))
             with self.store.relaxed_transaction():
                 sealed.mark_access_key_registered(self.store, self._now())
+            self._access_checked = self._now()
         except (RelayError, RelayUnavailable, ProtocolError, OSError) as exc:
             log.info("sealed sender set-up postponed: %s", type(exc).__name__)
+
+    async def _sealed_send_refused(self) -> None:
+        """A contact's access key was refused (401): the contact changed its profile key,
+        or the relay lost its keys (a restore), ours too maybe. Check ours now."""
+        await self.sealed_sender_upkeep(check_after_ms=sealed.ACCESS_KEY_RECHECK_MS)
 
     # -- directory ------------------------------------------------------------------------
 
@@ -841,7 +866,9 @@ class Client:
                     try:
                         self.housekeeping()
                         await self._maintain_quietly()
-                        await self.sealed_sender_upkeep()
+                        # A new connection: the relay may have restarted from a restore.
+                        await self.sealed_sender_upkeep(
+                            check_after_ms=sealed.ACCESS_KEY_RECHECK_MS)
                         await self._history_upkeep()
                         for event in await self._follow_up():  # left from last time
                             yield event

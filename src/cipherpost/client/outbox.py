@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from cipherpost.protocol import (
@@ -80,6 +80,9 @@ class Outbox:
         self.socket: RelaySocket | None = None
         #: Accounts whose sends stay identified until the given monotonic time.
         self._identified_until: dict[str, float] = {}
+        #: Awaited after a sealed send was refused with 401 and went identified (the
+        #: client checks that the relay still holds our own access key).
+        self.after_sealed_refused: Callable[[], Awaitable[None]] | None = None
 
     def _now(self) -> int:
         return self.options.clock()
@@ -144,6 +147,7 @@ class Outbox:
             RelayUnavailable: no answer.
         """
         access = await self._sealed_access(account)
+        key_refused = False
         if access is not None:
             key, certificate = access
             try:
@@ -156,6 +160,7 @@ class Outbox:
                     # identified until its next message shares the new one.
                     with self.store.relaxed_transaction():
                         sealed.forget_contact_profile_key(self.store, account)
+                    key_refused = True
                 elif exc.status == 403:
                     self._identified_until[account] = \
                         time.monotonic() + IDENTIFIED_AFTER_REFUSAL
@@ -170,6 +175,8 @@ class Outbox:
                     raise
                 log.info("sealed send refused (%d): sending identified", exc.status)
         await self.send_request(account, timestamp, messages)
+        if key_refused and self.after_sealed_refused is not None:
+            await self.after_sealed_refused()
 
     async def _sealed_access(self, account: str) -> tuple[bytes, SenderCertificate] | None:
         """The contact's access key and our sender certificate, when this send may go

@@ -15,6 +15,8 @@ this device); a sealed envelope that fails there is reported and acknowledged.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +53,13 @@ REVOCATION_CHECK_MS = 3600 * 1000
 #: How often the unidentified-access key is registered again (ms; see
 #: :func:`access_key_due`).
 ACCESS_KEY_REFRESH_MS = 24 * 3600 * 1000
+#: How often the relay's copy of the access key is checked (ms): at most this long after
+#: the relay lost it (a restore), a device registers it again, well before the daily
+#: registration. A new WebSocket connection, and a 401 to one of our own sealed sends,
+#: check after ``ACCESS_KEY_RECHECK_MS`` already (the relay restarted, or it refused a
+#: contact's key: it may have lost ours too).
+ACCESS_KEY_CHECK_MS = 3600 * 1000
+ACCESS_KEY_RECHECK_MS = 60 * 1000
 
 
 class SealedError(Exception):
@@ -185,6 +194,13 @@ def access_key_due(store: Store, now_ms: int) -> bool:
         return True
     elapsed = now_ms - int(sent)
     return elapsed < 0 or elapsed >= ACCESS_KEY_REFRESH_MS
+
+
+def access_key_held(profile_key: bytes, key_sha256: bytes | None) -> bool:
+    """True when the relay's hash of our access key (``key_sha256``, None: it holds
+    none) is the hash of ``profile_key``'s access key."""
+    return key_sha256 is not None and hmac.compare_digest(
+        hashlib.sha256(access_key(profile_key)).digest(), key_sha256)
 
 
 def mark_access_key_registered(store: Store, now_ms: int) -> None:

@@ -63,6 +63,14 @@ class AccessKeyIn(Strict):
                                                 "key; the relay keeps only its SHA-256")
 
 
+class AccessKeyStateOut(BaseModel):
+    key_sha256: str | None = Field(description="base64 SHA-256 of the account's "
+                                               "registered unidentified-access key, or "
+                                               "null when it has none")
+    device_opens_sealed: bool = Field(description="whether the calling device is marked "
+                                                  "as one that opens sealed envelopes")
+
+
 class SealedOutgoingIn(Strict):
     device_id: int = Field(ge=1, le=127)
     registration_id: int = Field(ge=0, le=16380)
@@ -110,6 +118,17 @@ async def set_access_key(body: AccessKeyIn, relay: RelayDep, device: DeviceDep) 
         raise ApiError(400, "invalid_request", f"the key must be {ACCESS_KEY_BYTES} bytes")
     await sealed_store.set_access_key(relay.storage, device.account_id, device.device_id,
                                       hashlib.sha256(key).digest(), relay.now_ms())
+
+
+@router.get("/v1/accounts/me/unidentified-access",
+            summary="What the relay holds of the account's unidentified-access key (its "
+                    "SHA-256), so a device can tell that the relay lost it and register "
+                    "it again")
+async def access_key_state(relay: RelayDep, device: DeviceDep) -> AccessKeyStateOut:
+    key_hash, opens = await sealed_store.registration(relay.storage, device.account_id,
+                                                      device.device_id)
+    return AccessKeyStateOut(key_sha256=None if key_hash is None else b64(key_hash),
+                             device_opens_sealed=opens)
 
 
 @router.delete("/v1/accounts/me/unidentified-access", status_code=204,

@@ -54,3 +54,18 @@ def recipient(storage: Storage, account_id: str) -> SealedRecipient:
                            frozenset(r.device_id for r in rows if r.sealed_sender),
                            frozenset(r.device_id for r in rows))
 
+
+
+@reads
+def registration(storage: Storage, account_id: str,
+                 device_id: int) -> tuple[bytes | None, bool]:
+    """The account's UAK hash (None without one) and whether ``device_id`` is marked as
+    opening sealed envelopes: what a device checks to find out that the relay lost its
+    registration, e.g. in a restore (review 2026-11-29-sealed-ops, R5)."""
+    with storage._tx(storage.db.reader) as conn:
+        key_hash = conn.execute(select(unidentified_access.c.key_hash).where(
+            unidentified_access.c.account_id == account_id)).scalar_one_or_none()
+        opens = conn.execute(select(devices.c.sealed_sender).where(
+            devices.c.account_id == account_id,
+            devices.c.device_id == device_id)).scalar_one_or_none()
+    return None if key_hash is None else bytes(key_hash), bool(opens)
