@@ -15,7 +15,7 @@ import { decrypt, encrypt, processPreKeyBundle } from "../src/protocol/session.j
 import { InMemoryProtocolStore, Direction } from "../src/protocol/stores.js";
 import { argon2id } from "hash-wasm";
 import {
-  CorruptValue, DEFAULT_PARAMS, decodeParams, deriveKey, encodeParams, TEST_PARAMS, WrongKey,
+  CorruptValue, DEFAULT_PARAMS, decodeParams, deriveKey, encodeParams, MAX_PARAMS, TEST_PARAMS, WrongKey,
 } from "../src/app/store/crypto.js";
 import { DeviceStore, NoStore } from "../src/app/store/device.js";
 import { IdbKv, MemoryKv, type Kv } from "../src/app/store/kv.js";
@@ -34,6 +34,27 @@ describe("store crypto", () => {
     for (const bad of ["", "1,2", "0,65536,2", "3,4,2", "3,65536,x", "3,9999999999,2"]) {
       assert.throws(() => decodeParams(bad), RangeError, bad);
     }
+  });
+
+  test("parameters past the SDK's MAX_PARAMS (four times the defaults) are refused before any derivation", async () => {
+    assert.deepEqual(MAX_PARAMS, { timeCost: 4 * DEFAULT_PARAMS.timeCost, memoryKib: 4 * DEFAULT_PARAMS.memoryKib,
+      parallelism: 4 * DEFAULT_PARAMS.parallelism });
+    assert.deepEqual(decodeParams("12,262144,8"), MAX_PARAMS);
+    for (const bad of ["13,65536,2", "3,262145,2", "3,65536,9", "100,1048576,16"]) {
+      assert.throws(() => decodeParams(bad), /cost more than this client/, bad);
+    }
+    // A store whose header was changed to ask for 1 GiB and 100 passes: refused at once,
+    // where deriving would take minutes.
+    const kv = new MemoryKv();
+    await withIdentity(kv);
+    const meta = JSON.parse(new TextDecoder().decode(await kv.get("meta:kdf"))) as { salt: string; argon2: string };
+    kv.data.set("meta:kdf", utf8(JSON.stringify({ ...meta, argon2: "100,1048576,16" })));
+    const started = performance.now();
+    await assert.rejects(DeviceStore.open(kv, "correct horse"), /cost more than this client/);
+    assert.ok(performance.now() - started < 1000);
+    await assert.rejects(deriveKey("password", new Uint8Array(16), { ...MAX_PARAMS, timeCost: 13 }), RangeError);
+    await assert.rejects(DeviceStore.create(new MemoryKv(), "correct horse", { ...MAX_PARAMS, parallelism: 9 }),
+      RangeError);
   });
 
   test("deriveKey is Argon2id (RFC 9106 test vector shape: 32-byte output, salt-dependent)", async () => {

@@ -40,26 +40,52 @@ export const DEFAULT_PARAMS: Argon2Params = Object.freeze({ timeCost: 3, memoryK
 /** Cheap parameters for tests only (a store made with them is easy to brute-force). */
 export const TEST_PARAMS: Argon2Params = Object.freeze({ timeCost: 1, memoryKib: 8, parallelism: 1 });
 
+/**
+ * The costliest Argon2id this client derives a key with: four times each default (12
+ * passes, 256 MiB, 8 lanes), the Python SDK's `store.crypto.MAX_PARAMS`. The parameters
+ * are read from the store's own header, which whoever can write to this origin's storage
+ * could change: past this cap a tampered header would make the page spend gigabytes and
+ * minutes before the password is even tried. Nothing is written above it either.
+ */
+export const MAX_PARAMS: Argon2Params = Object.freeze({ timeCost: 12, memoryKib: 256 * 1024, parallelism: 8 });
+
+/**
+ * `p` when Argon2 takes them (a pass, a lane, 8 KiB per lane) and they cost no more than
+ * {@link MAX_PARAMS}; checked before any key derivation.
+ * @throws RangeError naming the bound crossed.
+ */
+export function checkParams(p: Argon2Params): Argon2Params {
+  const { timeCost: t, memoryKib: m, parallelism: l } = p;
+  if (![t, m, l].every(Number.isSafeInteger) || t < 1 || l < 1 || m < 8 * l) {
+    throw new RangeError(`Argon2 parameters ${t} passes, ${m} KiB, ${l} lanes are invalid`);
+  }
+  if (t > MAX_PARAMS.timeCost || m > MAX_PARAMS.memoryKib || l > MAX_PARAMS.parallelism) {
+    throw new RangeError(`Argon2 parameters ${t} passes, ${m} KiB, ${l} lanes cost more than this client derives `
+      + `keys with (at most ${MAX_PARAMS.timeCost} passes, ${MAX_PARAMS.memoryKib} KiB, ${MAX_PARAMS.parallelism} lanes)`);
+  }
+  return p;
+}
+
 /** "t,m,p" as Python stores them. */
 export function encodeParams(p: Argon2Params): string {
   return `${p.timeCost},${p.memoryKib},${p.parallelism}`;
 }
 
-/** @throws RangeError not three integers in Argon2's ranges (or costs we refuse). */
+/** @throws RangeError not three integers in Argon2's ranges, or past {@link MAX_PARAMS}. */
 export function decodeParams(text: string): Argon2Params {
   const parts = text.split(",");
   if (parts.length !== 3 || !parts.every((x) => /^[0-9]{1,9}$/.test(x))) throw new RangeError("bad Argon2 parameters");
   const [timeCost, memoryKib, parallelism] = parts.map(Number) as [number, number, number];
-  if (timeCost < 1 || timeCost > 100 || parallelism < 1 || parallelism > 16 || memoryKib < 8 * parallelism
-    || memoryKib > 1024 * 1024) {
-    throw new RangeError("Argon2 parameters out of range");
-  }
-  return { timeCost, memoryKib, parallelism };
+  return checkParams({ timeCost, memoryKib, parallelism });
 }
 
-/** Argon2id of the password: the 32-byte local key. */
+/**
+ * Argon2id of the password: the 32-byte local key.
+ * @throws RangeError an empty password, or parameters {@link checkParams} refuses.
+ */
 export async function deriveKey(password: string, salt: Uint8Array, params: Argon2Params): Promise<Uint8Array> {
   if (!password) throw new RangeError("the password must not be empty");
+  checkParams(params);
   return argon2id({
     password: new TextEncoder().encode(password), salt, iterations: params.timeCost,
     memorySize: params.memoryKib, parallelism: params.parallelism, hashLength: KEY_BYTES, outputType: "binary",
