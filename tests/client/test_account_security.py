@@ -62,6 +62,9 @@ def test_notices_second_factor_and_dashboard(tmp_path: Path, relay: ThreadedRela
             held = await security.privacy_dashboard(a2)
             assert [d["device_id"] for d in held["devices"]] == [1, a2.device_id]
             assert held["two_factor_enabled"] is True
+            # The salt of the account's audit entries (review O3) and its registered
+            # sealed-sender key are listed: the devices registered it at sign-up/link.
+            assert held["audit_salt"] is True and held["access_key_day"] is not None
             assert held["this_device"]["read_receipts"] is True
             assert held["this_device"]["server_history"] is False
             exported = json.loads(await security.export_server_data(a2))
@@ -126,8 +129,10 @@ def test_cli_2fa_privacy_export_delete(tmp_path: Path, relay: ThreadedRelay) -> 
     assert code == 0 and "on, 10 recovery codes left" in stdout
     code, stdout, _ = invoke(home, "privacy")
     assert code == 0 and "Devices the server knows" in stdout and "account_created" in stdout
+    assert "audit-log salt" in stdout and "held (deleted with the account)" in stdout
     code, stdout, _ = invoke(home, "--json", "privacy")
     assert json.loads(stdout)["two_factor_enabled"] is True
+    assert json.loads(stdout)["audit_salt"] is True
     target = tmp_path / "server-data.json"
     code, stdout, _ = invoke(home, "account", "export-server-data", str(target))
     assert code == 0 and json.loads(target.read_text())["username"] == "alice"

@@ -71,6 +71,8 @@ def _populate(app: TestClient) -> tuple[Registered, Registered, Registered]:
         "verifier": b64(os.urandom(32)), "blob": b64(b"sealed")}).status_code == 204
     assert app.post("/v1/provisioning/archives", headers=alice.headers,
                     content=b"a" * 300).status_code == 201
+    assert app.put("/v1/accounts/me/unidentified-access", headers=laptop.headers,
+                   json={"key": b64(os.urandom(16))}).status_code == 204
     return alice, laptop, bob
 
 
@@ -90,7 +92,7 @@ def test_dashboard_matches_the_database(app: TestClient, db: sa.Engine) -> None:
             "(SELECT coalesce(sum(length(m.content)), 0) FROM messages m "
             " WHERE m.account_id = d.account_id AND m.device_id = d.device_id), "
             "(SELECT count(*) FROM one_time_prekeys k WHERE k.account_id = d.account_id "
-            " AND k.device_id = d.device_id) "
+            " AND k.device_id = d.device_id), d.sealed_sender "
             "FROM devices d WHERE d.account_id = :a ORDER BY d.device_id"), {"a": a}).all()
         live, tombstones, stored = conn.execute(sa.text(
             "SELECT count(blob), count(*) - count(blob), coalesce(sum(length(blob)), 0) "
@@ -103,18 +105,42 @@ def test_dashboard_matches_the_database(app: TestClient, db: sa.Engine) -> None:
                                          "WHERE account_id = :a"), {"a": a}).scalar_one()
         events = conn.execute(sa.text("SELECT event FROM audit_log WHERE account_id = :a "
                                       "ORDER BY id DESC"), {"a": a}).scalars().all()
+        access_at = conn.execute(sa.text("SELECT updated_at FROM unidentified_access "
+                                         "WHERE account_id = :a"), {"a": a}).scalar_one()
+        salts = conn.execute(sa.text("SELECT count(*) FROM audit_salts "
+                                     "WHERE account_id = :a"), {"a": a}).scalar_one()
+        tables = {name.split(".")[0] for name in _rows_naming(conn, a)}
+    # Every table holding rows of the account is one the dashboard shows (a new table
+    # must be added to it, and here): where each one is shown.
+    shown_as = {"accounts": "account_id", "devices": "devices", "signed_prekeys": "devices",
+                "kyber_prekeys": "devices", "one_time_prekeys": "devices",
+                "messages": "devices", "history": "history_entries",
+                "history_settings": "retention", "recovery": "recovery_key_day",
+                "recovery_passphrase": "recovery_passphrase_day",
+                "unidentified_access": "access_key_day", "audit_log": "audit",
+                "audit_salts": "audit_salt", "two_factor": "two_factor_enabled",
+                "two_factor_codes": "two_factor_recovery_codes", "link_codes": "link_codes"}
+    assert tables >= {"audit_salts", "unidentified_access", "history", "recovery"}
+    assert tables <= set(shown_as), tables - set(shown_as)
+    assert all(shown_as[t] in data for t in tables)
     assert (data["account_id"], data["username"]) == (a, account.username)
     assert data["created_day"] == account.created_at // DAY_MS
     assert [(d["device_id"], d["name"], d["created_day"], d["last_seen_day"],
-             d["queued_messages"], d["queued_bytes"], d["one_time_prekeys"])
+             d["queued_messages"], d["queued_bytes"], d["one_time_prekeys"],
+             d["opens_sealed"])
             for d in data["devices"]] == [
-        (r[0], r[1], r[2] // DAY_MS, r[3] // DAY_MS, r[4], r[5], r[6]) for r in devices]
+        (r[0], r[1], r[2] // DAY_MS, r[3] // DAY_MS, r[4], r[5], r[6], bool(r[7]))
+        for r in devices]
+    assert [d["opens_sealed"] for d in data["devices"]] == [False, True]  # the laptop
     assert sum(d["queued_messages"] for d in data["devices"]) > 0  # not a vacuous match
     assert (data["history_entries"], data["history_tombstones"], data["history_bytes"]) == (
         live, tombstones, stored) == (2, 1, 22)
     assert data["retention"]["history_days"] == retention == 30
     assert data["recovery_key_day"] == key_at // DAY_MS
     assert data["recovery_passphrase_day"] == phrase_at // DAY_MS
+    assert data["access_key_day"] == access_at // DAY_MS
+    # Migration 0009's salt of the account's audit entries (review O3) is held, and shown.
+    assert (data["audit_salt"], salts) == (True, 1)
     assert (data["archive_parts"], data["archive_bytes"]) == (1, 300)
     assert [e["event"] for e in data["audit"]] == events[:50]
     assert "device_added" in events
@@ -157,8 +183,8 @@ def test_account_deletion_leaves_nothing(app: TestClient, db: sa.Engine,
     with db.connect() as conn:
         before = _rows_naming(conn, alice.account_id)
     assert {"devices.account_id", "messages.account_id", "history.account_id",
-            "recovery.account_id", "two_factor.account_id",
-            "two_factor_codes.account_id"} <= set(before)
+            "recovery.account_id", "two_factor.account_id", "two_factor_codes.account_id",
+            "audit_salts.account_id", "unidentified_access.account_id"} <= set(before)
     # Without the second factor nothing is deleted.
     assert app.delete("/v1/accounts/me", headers=alice.headers).status_code == 403
     deleted = app.delete("/v1/accounts/me", headers={

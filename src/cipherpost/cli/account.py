@@ -134,13 +134,13 @@ async def privacy(ctx: Context, client: Client) -> None:
 def _print_dashboard(held: dict[str, Any]) -> None:
     devices = Table(title="Devices the server knows", title_justify="left")
     for column in ("id", "name", "added", "last seen", "queued", "queued bytes",
-                   "prekeys"):
+                   "prekeys", "sealed"):
         devices.add_column(column)
     for d in held["devices"]:
         devices.add_row(str(d["device_id"]), clean_line(str(d.get("name") or "-")),
                         _day(d["created_day"]), _day(d["last_seen_day"]),
                         str(d["queued_messages"]), str(d["queued_bytes"]),
-                        str(d["one_time_prekeys"]))
+                        str(d["one_time_prekeys"]), _on(bool(d.get("opens_sealed"))))
     out.print(devices)
     stored = Table(title="Stored for the account", title_justify="left", show_header=False)
     stored.add_column("what")
@@ -159,6 +159,9 @@ def _print_dashboard(held: dict[str, Any]) -> None:
          else "off"),
         ("link archives", f"{held['archive_parts']} parts, {held['archive_bytes']} bytes"),
         ("open link codes", str(held["link_codes"])),
+        ("sealed-sender access key (SHA-256)", _day(held.get("access_key_day"))),
+        ("audit-log salt", "held (deleted with the account)" if held.get("audit_salt")
+         else "none"),
         ("attachments", held["attachments"]),
         ("rate limits", ", ".join(f"{r['limit']} {r['remaining']}/{r['capacity']}"
                                   for r in held["rate_limits"])),

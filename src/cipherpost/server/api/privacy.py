@@ -38,6 +38,7 @@ class DeviceHeldOut(BaseModel):
     queued_bytes: int
     one_time_prekeys: int
     kyber_prekeys: int
+    opens_sealed: bool = Field(description="registered as opening sealed envelopes")
 
 
 class AuditEventOut(BaseModel):
@@ -75,6 +76,12 @@ class PrivacyOut(BaseModel):
     two_factor_enabled: bool
     two_factor_recovery_codes: int
     link_codes: int
+    access_key_day: int | None = Field(description="the day the SHA-256 of the account's "
+                                                   "unidentified-access key was stored "
+                                                   "(null: none)")
+    audit_salt: bool = Field(description="the relay holds the random salt keying the "
+                                         "digests of the account's audit entries; it is "
+                                         "deleted with the account")
     archive_parts: int
     archive_bytes: int
     attachments: str

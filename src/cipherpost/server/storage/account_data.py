@@ -20,6 +20,7 @@ from .models import NewDevice
 from .schema import (
     accounts,
     audit_log,
+    audit_salts,
     devices,
     history,
     history_settings,
@@ -53,6 +54,8 @@ class DeviceHeld:
     queued_bytes: int
     one_time_prekeys: int
     kyber_prekeys: int
+    #: Registered as a device that opens sealed envelopes.
+    opens_sealed: bool
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class Held:
     two_factor_enabled: bool
     two_factor_recovery_codes: int
     link_codes: int
+    #: The day the account's unidentified-access key (its SHA-256) was stored, if any.
+    access_key_day: int | None
+    #: The relay holds the random salt that keys the account's audit-entry digests
+    #: (migration 0009; deleted with the account, so the kept digests name nobody).
+    audit_salt: bool
     recovery_waits: dict[str, int] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
 
@@ -115,7 +123,8 @@ def held(storage: Storage, account_id: str, audit_limit: int = 200) -> Held | No
         device_list = [
             DeviceHeld(int(d.device_id), d.name, int(d.created_at) // DAY_MS,
                        int(d.last_seen) // DAY_MS, *queues.get(int(d.device_id), (0, 0)),
-                       one_time.get(int(d.device_id), 0), kyber.get(int(d.device_id), 0))
+                       one_time.get(int(d.device_id), 0), kyber.get(int(d.device_id), 0),
+                       bool(d.sealed_sender))
             for d in conn.execute(select(devices).where(
                 devices.c.account_id == account_id).order_by(devices.c.device_id))]
         entries = conn.execute(
@@ -131,6 +140,9 @@ def held(storage: Storage, account_id: str, audit_limit: int = 200) -> Held | No
             recovery_passphrase.c.account_id == account_id)).first()
         second = conn.execute(select(two_factor.c.enabled, two_factor.c.next_attempt_at)
                               .where(two_factor.c.account_id == account_id)).first()
+        access = conn.execute(select(unidentified_access.c.updated_at).where(
+            unidentified_access.c.account_id == account_id)).scalar_one_or_none()
+        salted = _count(conn, audit_salts, audit_salts.c.account_id == account_id)
         waits = {name: int(row.next_attempt_at) for name, row in
                  (("recovery_key", key), ("recovery_passphrase", phrase),
                   ("second_factor", second)) if row is not None and row.next_attempt_at}
@@ -150,6 +162,7 @@ def held(storage: Storage, account_id: str, audit_limit: int = 200) -> Held | No
             two_factor_recovery_codes=_count(conn, two_factor_codes,
                                              two_factor_codes.c.account_id == account_id),
             link_codes=_count(conn, link_codes, link_codes.c.account_id == account_id),
+            access_key_day=_day(access), audit_salt=salted > 0,
             recovery_waits=waits, audit=events)
 
 
