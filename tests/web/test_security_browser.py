@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from cipherpost.client import Client
+from cipherpost.client import events as ev
 from cipherpost.client.api import RelayError
 from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
@@ -502,6 +503,81 @@ def test_deleting_the_account_leaves_nothing_on_the_relay_or_in_the_browser(
             assert dump["records"] == 0
             problems = real_problems((await step("problems"))["problems"])
             assert [p for p in problems if "status of 403" not in p] == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+async def _collect(client: Client, until: Any, timeout: float = 20.0,
+                   settle: float = 0.0) -> list[ev.Event]:
+    """Events ``client`` receives until ``until(events)`` holds, then ``settle`` seconds more."""
+    seen: list[ev.Event] = []
+    deadline = time.monotonic() + timeout
+    while not until(seen):
+        assert time.monotonic() < deadline, f"never got there: {seen}"
+        seen += await client.receive()
+        await asyncio.sleep(0.1)
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        seen += await client.receive()
+        await asyncio.sleep(0.2)
+    return seen
+
+
+def _got_text(text: str) -> Any:
+    return lambda seen: any(isinstance(e, ev.Message) and e.text == text for e in seen)
+
+
+def test_receipts_and_typing_follow_the_dashboard_settings(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """With read receipts and typing off in the browser (this device's settings, kept in
+    its store, as the SDK keeps them), reading and answering a message sends the SDK peer
+    a delivery receipt but no read receipt and no typing; turned on again, both arrive."""
+    user = "zoe"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def toggle(testid: str, on: bool) -> None:
+        await step("click", testid="open-security")
+        await step("click", testid=testid)
+        saved = str(on).lower()
+        await step("wait_selector", selector=f"[data-testid={testid}][data-saved={saved}]")
+        await step("click", testid="close-page")
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            abe = await devices.register("abe")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            await toggle("setting-read-receipts", False)
+            await toggle("setting-typing", False)
+
+            first = await abe.send_text(user, "are you there?")
+            await step("wait_selector", selector="[data-testid=conversation]")
+            await step("open_conversation", account=abe.account_id)  # read here
+            await step("wait_message", text="are you there?", read="true")
+            await step("send", text="reply without receipts")
+            seen = await _collect(abe, _got_text("reply without receipts"), settle=3.0)
+            receipts = [e for e in seen if isinstance(e, ev.Receipt)]
+            assert ("delivery", (first,)) in [(r.kind, r.timestamps) for r in receipts]
+            assert [r for r in receipts if r.kind == "read"] == []
+            assert [e for e in seen if isinstance(e, ev.Typing)] == []
+
+            await toggle("setting-read-receipts", True)
+            await toggle("setting-typing", True)
+            await step("open_conversation", account=abe.account_id)
+            second = await abe.send_text(user, "and now?")
+            await step("wait_message", text="and now?", read="true")
+            await step("send", text="reply with receipts")
+            seen = await _collect(abe, lambda s: _got_text("reply with receipts")(s) and any(
+                isinstance(e, ev.Receipt) and e.kind == "read" and second in e.timestamps
+                for e in s))
+            assert any(isinstance(e, ev.Typing) and e.started and e.sender == _account(
+                tmp_path, user) for e in seen)
+            assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()
 

@@ -28,6 +28,7 @@ import {
 import type { AccountNotice } from "./notices.js";
 import { Outbox } from "./outbox.js";
 import * as sealed from "./sealed.js";
+import { receiptAllowed } from "./settings.js";
 import {
   ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
@@ -384,6 +385,7 @@ export class Client {
     const nullContent = encodeContent(create(ContentSchema, { body: { case: "nullMessage", value: {} } }));
     switch (work.kind) {
       case "receipt": {
+        if (!(await receiptAllowed(this.store, work.type))) return; // turned off on this device (./settings.ts)
         const content = create(ContentSchema, { body: { case: "receipt", value: {
           type: work.type === "read" ? ReceiptMessage_Type.READ : ReceiptMessage_Type.DELIVERY,
           timestamps: work.timestamps.map(u64) } } });

@@ -33,6 +33,7 @@ import {
   ReceiptMessage_Type, type Content, type DataMessage, type SignedGroupChange,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { CorruptValue } from "./store/crypto.js";
+import { receiptAllowed } from "./settings.js";
 import type { DeviceStore } from "./store/device.js";
 import { NOTICE_TYPE, parseNotice } from "./notices.js";
 import * as history from "./history.js";
@@ -270,6 +271,8 @@ export class Inbox {
       }
       case "receipt": {
         const status: Status = body.value.type === ReceiptMessage_Type.READ ? "read" : "delivered";
+        // Read receipts off on this device: others' are not shown either (./settings.ts).
+        if (status === "read" && !(await receiptAllowed(this.store, "read"))) return;
         for (const ts of body.value.timestamps.slice(0, 1000)) {
           await this.#setStatus(sender, num(ts), status, events);
         }

@@ -16,6 +16,7 @@ import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../
 import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
+import { noteTyping } from "../app/settings.js";
 import { qrSvg } from "./qr.js";
 
 const DB_NAME = "cipherpost";
@@ -400,7 +401,8 @@ async function chat(accountId: string): Promise<HTMLElement> {
   const safety = await client.safetyNumber(accountId);
   const error = h("p", { class: "error", role: "alert", "data-testid": "send-error" }, view!.sendError);
   const input = h("input", { placeholder: "Message", "aria-label": "Message", "data-testid": "composer-input",
-    autocomplete: "off", maxlength: "16384" });
+    autocomplete: "off", maxlength: "16384",
+    oninput: () => void noteTyping(client, accountId, input.value === "") });
   const composer = h("form", {
     class: "composer",
     onsubmit: async (event: Event) => {
@@ -409,6 +411,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
       if (text.trim() === "") return;
       input.value = "";
       view!.sendError = "";
+      void noteTyping(client, accountId, true);
       try {
         await client.sendText(accountId, text);
       } catch (e) {

@@ -12,6 +12,7 @@ import {
 } from "../app/account.js";
 import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
+import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
 
 function size(bytes: number): string {
@@ -214,10 +215,40 @@ function actionsSection(client: Client, describe: (e: unknown) => string, reload
     h("div", { class: "buttons" }, history, exported, startDeletion), deletion, state, error);
 }
 
+/** Receipts and typing indicators: kept by this browser only, as the SDK keeps them per device. */
+async function settingsSection(client: Client, describe: (e: unknown) => string): Promise<HTMLElement> {
+  const current = await loadSettings(client.store);
+  const error = h("p", { class: "error", role: "alert", "data-testid": "settings-error" });
+  const toggle = (name: keyof Settings, testid: string, label: string) => {
+    const box = h("input", { type: "checkbox", id: testid, "data-testid": testid, checked: current[name],
+      onchange: async () => {
+        error.textContent = "";
+        try {
+          await saveSettings(client.store, { ...(await loadSettings(client.store)), [name]: box.checked });
+        } catch (e) {
+          error.textContent = describe(e);
+        }
+        box.dataset.saved = String(box.checked);
+      } });
+    box.dataset.saved = String(current[name]);
+    return h("li", {}, box, " ", h("label", { for: testid }, label));
+  };
+  return h("div", { "data-testid": "settings" },
+    h("h3", {}, "This browser's settings"),
+    h("p", { class: "hint" }, "Kept in this browser only; the server never learns them. When one is off, this "
+      + "browser sends none, and (as in other Signal apps) shows no read receipts or typing of others either."),
+    h("ul", { class: "settings" },
+      toggle("deliveryReceipts", "setting-delivery-receipts", "Delivery receipts: tell senders their message arrived"),
+      toggle("readReceipts", "setting-read-receipts", "Read receipts: tell senders you read their message"),
+      toggle("typingIndicators", "setting-typing", "Typing indicators: show contacts when you are typing")),
+    error);
+}
+
 /** `onDeleted` runs once the account is deleted on the relay and the client stopped. */
 export async function securityPage(client: Client, describe: (e: unknown) => string,
   back: HTMLElement, onDeleted: () => Promise<void>): Promise<HTMLElement> {
   return h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
-    await noticesSection(client), twoFactorSection(client, describe), privacySection(client, describe, onDeleted), back);
+    await noticesSection(client), twoFactorSection(client, describe), await settingsSection(client, describe),
+    privacySection(client, describe, onDeleted), back);
 }
