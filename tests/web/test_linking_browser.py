@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cipherpost.client import history
+from cipherpost.client import Client, history, recovery
 from cipherpost.client.devices import request_link
 from cipherpost.client.proto.app_pb2 import DataMessage
 from cipherpost.client.store.crypto import TEST_PARAMS
@@ -32,6 +32,25 @@ from .test_browser import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.usefixtures("built")
+
+
+async def logged(client: Client) -> list[str]:
+    """The texts of the messages in the account's server-stored history log, opened with
+    ``client``'s keys (a deleted entry or another kind of event as "")."""
+    keys = history.keys(client.store)
+    assert keys is not None
+    texts: list[str] = []
+    after = 0
+    while True:
+        entries, more = history.parse_page(
+            await client.api.request("GET", f"/v1/history?after={after}"))
+        for seq, name, blob in entries:
+            after = seq
+            event = None if blob is None else history.open_blob(keys, name, blob)
+            texts.append(event.message.data.text if event is not None
+                         and event.WhichOneof("body") == "message" else "")
+        if not more:
+            return texts
 
 
 def test_the_link_code_and_the_safety_number_are_drawn_as_qr_codes(
@@ -137,23 +156,8 @@ def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
             await xavi.send_text(wren.account_id, "received by the browser")
             await step("wait_message", text="received by the browser", outgoing=False)
 
-            async def logged() -> set[str]:
-                texts = set()
-                after = 0
-                while True:
-                    entries, more = history.parse_page(
-                        await wren.api.request("GET", f"/v1/history?after={after}"))
-                    keys = history.keys(wren.store)
-                    assert keys is not None
-                    for seq, name, blob in entries:
-                        after = seq
-                        if blob is not None:
-                            texts.add(history.open_blob(keys, name, blob).message.data.text)
-                    if not more:
-                        return texts
-
             deadline = time.monotonic() + 30
-            while {"sent from the browser", "received by the browser"} - await logged():
+            while {"sent from the browser", "received by the browser"} - set(await logged(wren)):
                 assert time.monotonic() < deadline, "the browser uploaded no history"
                 await asyncio.sleep(0.3)
 
@@ -169,6 +173,89 @@ def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
             assert {"sent from the browser", "received by the browser", "wren 0",
                     "xavi 2"} <= texts
             assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_fresh_browser_recovers_an_sdk_account_by_key_and_by_passphrase(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """An account made by the SDK, with server history, a recovery key and a recovery
+    passphrase: one fresh browser gets it back with the key, another with the username
+    and passphrase; each has the identity (the contact's safety number is unchanged),
+    the conversation from the relay's history, and takes part from then on."""
+    passphrase = "quiet lantern orbits the paper harbor"
+
+    async def step(user: str, cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.history = True
+        yara = await devices.register("yara")
+        devices.history = False
+        zeke = await devices.register("zeke")
+        try:
+            await yara.send_text("zeke", "before the loss")
+            await wait_for_text(zeke, "before the loss")
+            await zeke.send_text(yara.account_id, "zeke was here")
+            await wait_for_text(yara, "zeke was here")
+            key = await recovery.create_key(yara)
+            await recovery.set_passphrase(yara, passphrase)
+            recovered: list[str] = []
+
+            for user, how in (("yara-by-key", "key"), ("yara-by-passphrase", "passphrase")):
+                await step(user, "open", url=relay.url + "/")
+                await step(user, "click", testid="start-recover")
+                if how == "key":
+                    wrong = key[:-1] + ("0" if key[-1] != "0" else "1")
+                    await step(user, "fill", testid="recover-key", text=wrong)
+                else:
+                    await step(user, "select", testid="recover-how", value="passphrase")
+                    await step(user, "fill", testid="recover-username", text="yara")
+                    await step(user, "fill", testid="recover-passphrase", text=passphrase + "!")
+                await step(user, "fill", testid="recover-password", text=PASSWORD)
+                await step(user, "fill", testid="recover-confirm", text=PASSWORD)
+                await step(user, "click", testid="recover-submit")
+                refused = ("The recovery key has a typo (its check does not match)."
+                           if how == "key" else "Wrong username or recovery passphrase.")
+                await step(user, "wait_text", testid="error", text=refused)
+                await step(user, "fill", testid="recover-key" if how == "key"
+                           else "recover-passphrase", text=key if how == "key" else passphrase)
+                if how == "key":
+                    await step(user, "screenshot", path=str(ARTIFACTS / "21-recover.png"))
+                await step(user, "watch_progress")
+                await step(user, "click", testid="recover-submit")
+                await step(user, "wait_inbox")
+                # everything in the log was read (for the second browser, the first one's
+                # message too)
+                in_log = await logged(yara)
+                assert (await step(user, "progress_seen"))["seen"][-1] \
+                    == f"{len(in_log)} from the server", in_log
+                assert (await step(user, "text", testid="me"))["text"] == "yara"
+                await step(user, "open_conversation", account=zeke.account_id)
+                shown = (await step(user, "messages"))["messages"]
+                # the second browser also reads what the first one recorded
+                assert [(m["text"], m["outgoing"]) for m in shown] == [
+                    ("before the loss", "true"), ("zeke was here", "false"),
+                    *((f"back by {earlier}", "true") for earlier in recovered)]
+                recovered.append(how)
+                assert (await step(user, "safety"))["digits"] \
+                    == zeke.safety_number(yara.account_id).displayable
+                await step(user, "screenshot", path=str(ARTIFACTS / f"21-recovered-{how}.png"))
+                await step(user, "click", testid="close-safety")
+                await step(user, "send", text=f"back by {how}")
+                got = await wait_for_text(zeke, f"back by {how}")
+                assert got.author == yara.account_id
+                deadline = time.monotonic() + 30
+                while f"back by {how}" not in await logged(yara):
+                    assert time.monotonic() < deadline, "the browser recorded nothing"
+                    await asyncio.sleep(0.3)
+                # chromium logs the relay's refusal of the wrong passphrase, nothing else
+                refusals = ["Failed to load resource: the server responded with a status of 403 "
+                            "(Forbidden)"] if how == "passphrase" else []
+                assert real_problems((await step(user, "problems"))["problems"]) == refusals
         finally:
             await devices.close()
 

@@ -267,9 +267,9 @@ export class RelayApi {
     return address;
   }
 
-  /** Join an account with a link code as a new device. */
-  async linkDevice(body: Json): Promise<Credentials> {
-    return parseCredentials(await this.request("POST", "/v1/devices", body, false));
+  /** Join an account as a new device: by a link code, or at a recovery path (src/app/recovery.ts). */
+  async linkDevice(body: Json, path = "/v1/devices"): Promise<Credentials> {
+    return parseCredentials(await this.request("POST", path, body, false));
   }
 
   /** A one-time code with which a new device joins this account. */

@@ -148,7 +148,9 @@ export class Client {
    */
   static async link(kv: Kv, server: string, password: string, message: ProvisionMessage,
     options: ClientOptions & { progress?: (done: number, total: number) => void;
-      historyProgress?: (entries: number, fraction: number) => void } = {}): Promise<Client> {
+      historyProgress?: (entries: number, fraction: number) => void;
+      /** Join by recovery (src/app/recovery.ts) instead of the message's link code: where, and with what. */
+      join?: { path: string; fields: Record<string, string> } } = {}): Promise<Client> {
     if (password.length < 8) throw new RangeError("choose a password of at least 8 characters");
     let identity: IdentityKeyPair;
     try {
@@ -161,7 +163,8 @@ export class Client {
     const store = await DeviceStore.create(kv, password, options.argon2 ?? DEFAULT_PARAMS);
     const body = await store.transaction(() => newDeviceBody(store, identity, newRegistrationId(), clock(),
       options.keys ?? DEFAULT_POLICY));
-    const credentials = await api.linkDevice({ ...body, link_code: message.linkCode, name: "browser" });
+    const credentials = await api.linkDevice({ ...body, ...(options.join?.fields ?? { link_code: message.linkCode }),
+      name: "browser" }, options.join?.path);
     if (credentials.accountId !== message.accountId) throw new LinkError("the link code joined another account than announced");
     const account: AccountRecord = { ...credentials, server: api.server, username: message.username };
     await store.transaction(async () => {

@@ -18,6 +18,7 @@ import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
 import { noteTyping } from "../app/settings.js";
 import { qrSvg } from "./qr.js";
+import { recoverScreen } from "./recover.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
@@ -124,7 +125,11 @@ function signUp(): void {
       h("a", { href: "#link", "data-testid": "start-link", onclick: (event: Event) => {
         event.preventDefault();
         linkThisBrowser();
-      } }, "Link this browser to your account"), "."),
+      } }, "Link this browser to your account"), ". Lost your devices? ",
+      h("a", { href: "#recover", "data-testid": "start-recover", onclick: (event: Event) => {
+        event.preventDefault();
+        recoverScreen(root, { dbName: DB_NAME, server: defaultServer(), describe, enter, back: signUp });
+      } }, "Recover your account"), "."),
     h("p", { class: "hint" }, "Your keys are made in this browser and never leave it. The password unlocks them "
       + "here; it is never sent anywhere and cannot be recovered."),
     form));
