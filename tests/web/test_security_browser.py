@@ -22,7 +22,7 @@ from cipherpost.client import events as ev
 from cipherpost.client.api import RelayError
 from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
-from cipherpost.server import totp
+from cipherpost.server import key_chain, totp
 from cipherpost.server.storage.schema import metadata
 
 from ..client.conftest import Devices, ThreadedRelay
@@ -582,3 +582,65 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_a_refused_sealed_message_shows_on_the_security_page(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """An SDK contact seals a message under a sender certificate of another trust root:
+    the browser drops it unread (nothing in the conversation), acknowledges it (the
+    relay's queue for the browser is empty) and lists the refusal on the security page;
+    a reload keeps it."""
+    user = "zed"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            abe = await devices.register("abe")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            account = _account(tmp_path, user)
+            await step("chat", username="abe")
+            await step("send", text="hello abe")  # carries the profile key: abe seals to zed
+            await _collect(abe, _got_text("hello abe"))
+            await abe.send_text(user, "sealed and fine")
+            await step("wait_message", text="sealed and fine")
+            with _db(tmp_path) as db:
+                assert db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
+                                  (account,)).fetchone() == (0,)
+            other = key_chain.load_or_create(tmp_path / "other-root.json")
+            forged = other.issue(abe.account_id, abe.device_id,
+                                 abe.store.get_identity_key_pair().public,
+                                 int(time.time() * 1000) + 86_400_000)
+            with abe.store.transaction():
+                abe.store.set_secret("sender_certificate", forged.serialized)
+            await abe.send_text(user, "under a forged root")
+
+            await step("click", testid="open-security")
+            shown = (await step("elements", testid="sealed-rejected"))["elements"]
+            assert [s["data"]["error"] for s in shown] == ["invalid_certificate"]
+            assert "sender certificate did not check out" in shown[0]["text"]
+            await step("screenshot", path=str(ARTIFACTS / "19-sealed-refused.png"))
+            await asyncio.to_thread(_wait_for, lambda: _queued(tmp_path, account) == 0)
+            await step("click", testid="close-page")
+            texts = [m["text"] for m in (await step("messages"))["messages"]]
+            assert "under a forged root" not in texts and "sealed and fine" in texts
+            await step("reload")
+            await step("unlock", password=PASSWORD)
+            await step("click", testid="open-security")
+            shown = (await step("elements", testid="sealed-rejected"))["elements"]
+            assert [s["data"]["error"] for s in shown] == ["invalid_certificate"]
+            problems = real_problems((await step("problems"))["problems"])
+            assert [p for p in problems if "sealed envelope was refused" not in p] == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def _queued(tmp_path: Path, account: str) -> int:
+    with _db(tmp_path) as db:
+        return int(db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
+                              (account,)).fetchone()[0])

@@ -17,6 +17,7 @@ import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
 import { noteTyping } from "../app/settings.js";
+import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
 
@@ -253,6 +254,7 @@ function unlock(): void {
 async function enter(client: Client): Promise<void> {
   view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
   client.api.secondFactor = askSecondFactor; // a protected action asks for the code, then goes on
+  watchRefusals(client, () => (view?.screen === "security" ? render() : undefined)); // kept for the security page
   client.on((event) => void onEvent(event));
   window.addEventListener("offline", () => client.networkChanged(false));
   window.addEventListener("online", () => client.networkChanged(true));

@@ -12,6 +12,7 @@ import {
 } from "../app/account.js";
 import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
+import { describeRefusal, sealedRefusals } from "../app/refusals.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
 
@@ -215,6 +216,17 @@ function actionsSection(client: Client, describe: (e: unknown) => string, reload
     h("div", { class: "buttons" }, history, exported, startDeletion), deletion, state, error);
 }
 
+/** Sealed messages this browser refused (../app/refusals.ts); nothing shown while there are none. */
+async function refusalsSection(client: Client): Promise<HTMLElement | false> {
+  const refusals = await sealedRefusals(client);
+  if (refusals.length === 0) return false;
+  return h("div", { "data-testid": "sealed-refusals" },
+    h("h3", {}, "Refused sealed messages"),
+    h("ul", { class: "notices" }, ...refusals.slice().reverse().map((r) => h("li", {
+      "data-testid": "sealed-rejected", "data-error": r.error },
+    `${new Date(r.at).toISOString().slice(0, 16).replace("T", " ")} UTC: ${describeRefusal(r)}`))));
+}
+
 /** Receipts and typing indicators: kept by this browser only, as the SDK keeps them per device. */
 async function settingsSection(client: Client, describe: (e: unknown) => string): Promise<HTMLElement> {
   const current = await loadSettings(client.store);
@@ -249,6 +261,7 @@ export async function securityPage(client: Client, describe: (e: unknown) => str
   back: HTMLElement, onDeleted: () => Promise<void>): Promise<HTMLElement> {
   return h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
-    await noticesSection(client), twoFactorSection(client, describe), await settingsSection(client, describe),
+    await noticesSection(client), await refusalsSection(client), twoFactorSection(client, describe),
+    await settingsSection(client, describe),
     privacySection(client, describe, onDeleted), back);
 }
