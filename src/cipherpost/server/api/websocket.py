@@ -32,6 +32,7 @@ from ..errors import ApiError
 from ..relay import Relay
 from ..storage.models import Envelope
 from ..storage.sql import Queued
+from ..ws_protocol import RelayWebSocketProtocol
 from .deps import b64
 from .messages import refusal, storable_ids, submit_send
 from .schemas import SendIn
@@ -93,9 +94,9 @@ async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> Non
 class Session:
     """One device's live connection: what it has been pushed, what it still needs."""
 
-    __slots__ = ("_catching_up", "_draining", "_frames", "_held", "_outstanding", "_room",
-                 "_send", "account_id", "batch", "behind", "close_code", "closed", "cursor",
-                 "device", "device_id", "envelopes", "in_flight", "relay")
+    __slots__ = ("_catching_up", "_draining", "_flushing", "_frames", "_held", "_outstanding",
+                 "_protocol", "_room", "_send", "account_id", "batch", "behind", "close_code",
+                 "closed", "cursor", "device", "device_id", "envelopes", "in_flight", "relay")
 
     def __init__(self, relay: Relay, device: DeviceIdentity, send: Send, batch: bool) -> None:
         self.relay = relay
@@ -104,6 +105,10 @@ class Session:
         self.device_id = device.device_id
         self.batch = batch
         self._send = send
+        #: uvicorn's protocol object when it can take frames without a coroutine
+        #: (``cipherpost-server``; see :mod:`..ws_protocol`), else None: ASGI ``send``.
+        owner = getattr(send, "__self__", None)
+        self._protocol = owner if isinstance(owner, RelayWebSocketProtocol) else None
         #: seq of the last envelope pushed; everything after it is still to push.
         self.cursor = 0
         #: guids pushed and not yet acknowledged.
@@ -111,9 +116,10 @@ class Session:
         #: the queue in the database may hold envelopes not pushed nor held in memory.
         self.behind = True
         self.envelopes: list[Envelope] = []  # to push
-        self._frames: list[str] = []  # other frames to send
+        self._frames: list[bytes] = []  # other frames to send (UTF-8 JSON)
         self._held: list[Envelope] | None = None  # offered while the queue is being read
         self._draining: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Handle | None = None  # a write at the end of this turn
         self._catching_up: asyncio.Task[None] | None = None
         self._outstanding = 0  # sends and acks waiting for their commit
         self._room: asyncio.Future[None] | None = None
@@ -198,23 +204,46 @@ class Session:
 
     def _emit(self, frame: dict[str, Any]) -> None:
         if not self.closed:
-            self._frames.append(orjson.dumps(frame).decode())
+            self._frames.append(orjson.dumps(frame))
             self._wake()
 
     def _wake(self) -> None:
-        if self._draining is None and (self.envelopes or self._frames or self.closed):
+        if self._draining is not None or self._flushing is not None \
+                or not (self.envelopes or self._frames or self.closed):
+            return
+        loop = asyncio.get_running_loop()
+        if self._protocol is not None and not self.closed:
+            # Written once the current callback is done: whatever else it has for this
+            # connection (the envelopes of one commit, a ``sent`` beside them) goes in
+            # the same write.
+            self._flushing = loop.call_soon(self._flush)
+        else:
+            self._draining = loop.create_task(self._drain())
+
+    def _pending_frames(self) -> list[bytes]:
+        frames, self._frames = self._frames, []
+        if self.envelopes:
+            frames += self._encode(self.envelopes)
+            self.envelopes = []
+        return frames
+
+    def _flush(self) -> None:
+        """Write what is pending without a task, if the transport takes it now."""
+        self._flushing = None
+        if self._draining is not None or self.closed:
+            self._wake()
+            return
+        frames = self._pending_frames()
+        if frames and not (self._protocol is not None and self._protocol.write_frames(frames)):
+            self._frames[:0] = frames  # the buffer is full: a task waits for room
             self._draining = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         """Write what is pending, in order, then end (a task only while there is work)."""
         try:
             while not self.closed and (self.envelopes or self._frames):
-                frames, self._frames = self._frames, []
-                if self.envelopes:
-                    frames += self._encode(self.envelopes)
-                    self.envelopes = []
-                for text in frames:
-                    await self._send({"type": "websocket.send", "text": text})
+                for frame in self._pending_frames():
+                    await self._send({"type": "websocket.send", "text": frame.decode()})
             if self.closed:
                 await self._send({"type": "websocket.close", "code": self.close_code})
         except Exception:  # the peer is gone; the read side sees it too
@@ -222,20 +251,20 @@ class Session:
         finally:
             self._draining = None
 
-    def _encode(self, envelopes: list[Envelope]) -> list[str]:
+    def _encode(self, envelopes: list[Envelope]) -> list[bytes]:
         if not self.batch:
-            return [orjson.dumps({"type": "message", "envelope": envelope_json(e)}).decode()
+            return [orjson.dumps({"type": "message", "envelope": envelope_json(e)})
                     for e in envelopes]
         frames = []
         group: list[dict[str, object]] = []
         size = 0
         for e in envelopes:
             if group and (len(group) >= BATCH_ENVELOPES or size + len(e.content) > BATCH_BYTES):
-                frames.append(orjson.dumps({"type": "messages", "envelopes": group}).decode())
+                frames.append(orjson.dumps({"type": "messages", "envelopes": group}))
                 group, size = [], 0
             group.append(envelope_json(e))
             size += len(e.content)
-        frames.append(orjson.dumps({"type": "messages", "envelopes": group}).decode())
+        frames.append(orjson.dumps({"type": "messages", "envelopes": group}))
         return frames
 
     # -- reading ---------------------------------------------------------------------------
@@ -345,6 +374,10 @@ class Session:
         for task in (self._catching_up, draining):
             if task is not None:
                 task.cancel()
+        if self._flushing is not None:  # a kicked connection's drain task was still due
+            self._flushing.cancel()
+            self._flushing = None
+            kicked = False
         if self._room is not None and not self._room.done():
             self._room.cancel()
         # A kicked connection's close frame is sent by its drain task, unless cut short.
