@@ -43,8 +43,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import backup as backups
-from . import retention, transparency
-from .settings import Settings
+from . import key_chain, retention, transparency, trust_root
+from .settings import Settings, sealed_sender_key_file
 from .storage import admin, audit
 from .storage.engine import Database
 from .storage.sql import Storage
@@ -183,7 +183,8 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
     def run(ctx: Context, *args: Any, **kwargs: Any) -> T:
         try:
             return fn(ctx, *args, **kwargs)
-        except (admin.AdminError, backups.BackupError, ValueError, OSError) as exc:
+        except (admin.AdminError, backups.BackupError, key_chain.KeyChainError, ValueError,
+                OSError) as exc:
             _fail(str(exc))
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
             _fail(f"the database cannot be read as a relay's ({type(exc.orig).__name__}): "
@@ -601,6 +602,71 @@ def audit_show(ctx: Context, since: str | None, account: str | None, limit: int)
             e.event, "(redacted)" if e.redacted else e.account_id,
             "" if e.device_id is None else e.device_id, e.actor or "", e.details or "")))
     ctx.emit([asdict(e) for e in found], table)
+
+
+# -- sealed-sender trust root -----------------------------------------------------------
+
+
+@cli.group("trust-root")
+def trust_root_group() -> None:
+    """The sealed-sender trust root this database's relays serve (clients pin it)."""
+
+
+def _key_file_root(ctx: Context) -> tuple[Path, str | None]:
+    """The configured key file and its root (None: no such file yet), never creating one."""
+    path = sealed_sender_key_file(ctx.settings)
+    if not path.exists():
+        return path, None
+    return path, trust_root.text(key_chain.load(path).trust_root.serialize())
+
+
+@trust_root_group.command("show")
+@click.pass_obj
+@handled
+def trust_root_show(ctx: Context) -> None:
+    """The stored trust root and the key file's: relays start only when they match."""
+    ctx.operator("auditor")
+    with ctx.db.reader.connect() as conn:
+        found = trust_root.stored(conn)
+    path, in_file = _key_file_root(ctx)
+    stored = None if found is None else trust_root.text(found.trust_root)
+    data = {"stored": stored, "stored_at": None if found is None else found.stored_at,
+            "key_file": str(path), "key_file_root": in_file,
+            "match": stored is not None and stored == in_file}
+    ctx.emit(data, f"Stored (served by this database's relays): {stored or '(none yet)'}\n"
+                   f"Key file {path}: {in_file or '(no file)'}\n"
+                   + ("They match." if data["match"] else
+                      "The next relay to start stores its key file's root." if stored is None
+                      else "They do NOT match: a relay with this key file refuses to start."))
+
+
+@trust_root_group.command("replace")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+@handled
+def trust_root_replace(ctx: Context, yes: bool) -> None:
+    """Make the configured key file's root the one this database's relays serve: only
+    when replacing the root on purpose (a leaked root). Every client must then re-pin
+    (`cipherpost trust-root --repin`); until then it drops sealed messages."""
+    actor = ctx.operator("admin")
+    path, in_file = _key_file_root(ctx)
+    if in_file is None:
+        raise ValueError(f"no key file at {path} (a relay makes one at its first start, "
+                         "or python -m cipherpost.server.key_chain)")
+    if not yes and not click.confirm(f"Serve trust root {in_file} from {path}? Clients "
+                                     "that pinned the old one refuse sealed messages "
+                                     "until they re-pin."):
+        _fail("nothing replaced", EXIT_ERROR)
+    chain = key_chain.load(path)
+    now = now_ms()
+    with ctx.db.writer.begin() as conn:
+        old = trust_root.replace(conn, chain, now)
+        old_text = None if old is None else trust_root.text(old.trust_root)
+        audit.append(conn, now, audit.SERVER, None, "trust_root_replaced", actor=actor,
+                     details={"old": old_text, "new": in_file})
+    ctx.emit({"old": old_text, "new": in_file},
+             f"This database's relays now serve trust root {in_file} (was {old_text}). "
+             "Restart them; tell users to re-pin (docs/operations.md).")
 
 
 # -- reports, backups -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logfilter
-from . import retention
+from . import retention, trust_root
 from .api import (
     accounts,
     attachments,
@@ -79,8 +79,11 @@ def create_app(settings: Settings | None = None, *,
         await fanout.start()
         relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout,
                       shared_limits=create_shared_limits(settings))
-        relay.key_chain = await asyncio.to_thread(load_or_create,
-                                                  sealed_sender_key_file(settings))
+        key_file = sealed_sender_key_file(settings)
+        relay.key_chain = await asyncio.to_thread(load_or_create, key_file)
+        # The same trust root as every other relay of this database, or no start.
+        await asyncio.to_thread(trust_root.check, db, relay.key_chain, key_file,
+                                int(clock() * 1000))
         app.state.relay = relay
         await storage.refresh_suspended()
         alive = presence.process_key()

@@ -46,7 +46,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ from .storage.schema import (
     operators,
     recovery,
     recovery_passphrase,
+    sealed_sender_root,
     server_state,
     signed_prekeys,
     two_factor,
@@ -233,6 +234,8 @@ class _Carried:
     #: (account, device) -> (token hash, registration id) of the live devices.
     registration_ids: dict[tuple[str, int], tuple[bytes, int]]
     identity_keys: dict[str, list[dict[str, Any]]]
+    #: The live ``sealed_sender_root`` row: the root the relays' key file holds now.
+    roots: list[dict[str, Any]] = field(default_factory=list)
 
 
 def restore(db: Database, path: Path, now: int, actor: str, *,
@@ -329,6 +332,7 @@ def _carry(live: Connection, backup_head_seq: int, source: Connection) -> _Carri
         audit_later=rows,
         salts=[dict(r._mapping) for r in live.execute(select(audit_salts))],
         epoch=epoch(live),
+        roots=[dict(r._mapping) for r in live.execute(select(sealed_sender_root))],
     )
 
 
@@ -415,6 +419,11 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
         live.execute(delete(table))
         if rows:
             live.execute(insert(table), rows)
+    # The trust root the relays serve now (their key file's), if they started since
+    # 0010; else the backup's, which their key file must then hold (trust_root.py).
+    if carried.roots:
+        live.execute(delete(sealed_sender_root))
+        live.execute(insert(sealed_sender_root), carried.roots)
     for account_id, suspended_at in carried.suspended.items():
         live.execute(update(accounts).where(accounts.c.id == account_id).values(
             suspended_at=suspended_at))

@@ -85,6 +85,16 @@ def load_or_create(path: str | os.PathLike[str]) -> KeyChain:
     return _load(target)
 
 
+def load(path: str | os.PathLike[str]) -> KeyChain:
+    """The key chain in ``path``, which must exist (nothing is created).
+
+    Raises:
+        KeyChainError: the file is malformed, inconsistent, or others may read it.
+        OSError: it cannot be read.
+    """
+    return _load(Path(path))
+
+
 def rotate_server_key(path: str | os.PathLike[str], *, revoke_old: bool = False,
                       root_file: str | os.PathLike[str] | None = None) -> KeyChain:
     """Replace the server key and certificate (next key id) under the same root. Clients

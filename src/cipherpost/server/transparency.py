@@ -17,7 +17,8 @@ from .storage.schema import audit_log
 #: Audit events that are operators' actions or requests about accounts, counted by name.
 OPERATOR_EVENTS = ("account_suspended", "account_unsuspended", "invites_created",
                    "operator_added", "operator_revoked", "retention_applied",
-                   "backup_taken", "server_restored", "username_released")
+                   "backup_taken", "server_restored", "username_released",
+                   "trust_root_replaced")
 #: Events of users exercising their rights over their data (if the relay records them).
 DATA_EVENTS = ("account_exported", "history_cleared", "account_deleted")
 

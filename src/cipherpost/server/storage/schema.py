@@ -251,6 +251,16 @@ unidentified_access = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+#: The sealed-sender trust root the relay processes of this database serve (one row, id
+#: 1), stored at the first start: a process whose key file holds another root refuses to
+#: start (server/key_chain.py, :func:`check_trust_root`).
+sealed_sender_root = Table(
+    "sealed_sender_root", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("trust_root", LargeBinary, nullable=False),
+    Column("stored_at", BigInteger, nullable=False),
+)
+
 # -- account security (docs/server.md, "Account security") ----------------------------------
 
 #: An account's TOTP second factor (RFC 6238). ``secret`` must be kept in the clear to
