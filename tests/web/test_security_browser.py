@@ -625,6 +625,7 @@ def test_a_refused_sealed_message_shows_on_the_security_page(
             await step("screenshot", path=str(ARTIFACTS / "19-sealed-refused.png"))
             await asyncio.to_thread(_wait_for, lambda: _queued(tmp_path, account) == 0)
             await step("click", testid="close-page")
+            await step("wait_message", text="sealed and fine")
             texts = [m["text"] for m in (await step("messages"))["messages"]]
             assert "under a forged root" not in texts and "sealed and fine" in texts
             await step("reload")
