@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 
 import { RelayError } from "../src/app/api.js";
 import {
-  normalizeCode, REFUSED_CODE, SECOND_FACTOR_HEADER, withSecondFactor, type SecondFactorRequest,
+  describeAction, normalizeCode, REFUSED_CODE, SECOND_FACTOR_HEADER, withSecondFactor, type SecondFactorRequest,
 } from "../src/app/second_factor.js";
 
 const required = () => new RelayError(403, "second_factor_required", "needs a code", {});
@@ -34,6 +34,13 @@ describe("second factor", () => {
     assert.equal(normalizeCode("ABCD-efgh-2345-6777"), "abcdefgh23456777");
     assert.throws(() => normalizeCode("12345"), RangeError);
     assert.throws(() => normalizeCode("abcd-efgh-1234-5678"), RangeError); // 1 and 8 are not base32
+  });
+
+  test("the prompt names the action", () => {
+    assert.equal(describeAction("DELETE", "/v1/accounts/me"), "Deleting your account");
+    assert.equal(describeAction("POST", "/v1/recovery/passphrase/open"), "Recovering your account");
+    assert.equal(describeAction("PUT", "/v1/recovery/passphrase"), "Changing your recovery key or passphrase");
+    assert.equal(describeAction("GET", "/v1/somewhere"), "This action");
   });
 
   test("no prompt before the relay asks, then retry with the code", async () => {

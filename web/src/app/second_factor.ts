@@ -72,6 +72,7 @@ export function describeAction(method: string, path: string): string {
   if (route === "/v1/accounts/me/2fa" && method === "DELETE") return "Turning the second factor off";
   if (route === "/v1/accounts/me/2fa/recovery-codes") return "Making new recovery codes";
   if (route === "/v1/accounts/me/identity") return "Resetting your identity key";
+  if (/^\/v1\/recovery(\/passphrase)?\/(open|devices)$/.test(route)) return "Recovering your account";
   if (route.startsWith("/v1/recovery")) return "Changing your recovery key or passphrase";
   return "This action";
 }
