@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cipherpost.client import Client, history, recovery
+from cipherpost.client import Client, ClientError, history, recovery
 from cipherpost.client.devices import request_link
 from cipherpost.client.proto.app_pb2 import DataMessage
 from cipherpost.client.store.crypto import TEST_PARAMS
@@ -256,6 +256,70 @@ def test_a_fresh_browser_recovers_an_sdk_account_by_key_and_by_passphrase(
                 refusals = ["Failed to load resource: the server responded with a status of 403 "
                             "(Forbidden)"] if how == "passphrase" else []
                 assert real_problems((await step(user, "problems"))["problems"]) == refusals
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_browser_links_by_a_typed_code_that_an_sdk_device_approves(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """Typed-code linking (docs/spec/linking.md): the browser shows a short code, the
+    SDK device claims it, both derive the same 6-digit number; declined in the browser the
+    first time (the SDK device stops, nothing is linked), confirmed the second time: the
+    browser becomes a device of the account with its conversation."""
+    user = "abby-browser"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        abby, bert = await devices.register("abby"), await devices.register("bert")
+        try:
+            await abby.send_text("bert", "before the typed code")
+            await wait_for_text(bert, "before the typed code")
+            await step("open", url=relay.url + "/")
+            await step("click", testid="start-link")
+            await step("fill", testid="link-password", text=PASSWORD)
+            await step("fill", testid="link-confirm", text=PASSWORD)
+            for attempt in ("declined", "confirmed"):
+                await step("click", testid="link-start-code")
+                code = (await step("text", testid="link-typed-code"))["text"]
+                assert len(code) == 9 and code[4] == "-"
+                if attempt == "confirmed":
+                    await step("screenshot", path=str(ARTIFACTS / "22-typed-code.png"))
+                numbers: list[str] = []
+
+                async def same_number(sas: str) -> bool:
+                    numbers.append(sas)
+                    return sas == (await step("text", testid="link-sas"))["text"]
+
+                approving = asyncio.create_task(
+                    abby.provision_by_code(code, confirm=same_number, timeout=60))
+                await step("wait_selector", selector="[data-testid=link-sas]")
+                while not numbers:
+                    await asyncio.sleep(0.1)
+                shown = (await step("text", testid="link-sas"))["text"]
+                assert shown == numbers[0] and len(shown) == 7, (shown, numbers)
+                if attempt == "declined":
+                    await step("click", testid="link-sas-differ")
+                    with pytest.raises(ClientError, match="cancelled"):
+                        await approving
+                    await step("wait_text", testid="error",
+                               text="The numbers differ: nothing was linked; start again.")
+                    continue
+                await step("screenshot", path=str(ARTIFACTS / "23-typed-code-sas.png"))
+                await step("click", testid="link-sas-same")
+                await approving
+                await step("wait_inbox")
+            assert (await step("text", testid="me"))["text"] == "abby"
+            await step("open_conversation", account=bert.account_id)
+            shown_messages = (await step("messages"))["messages"]
+            assert [m["text"] for m in shown_messages] == ["before the typed code"]
+            await bert.send_text(abby.account_id, "to abby's browser too")
+            await step("wait_message", text="to abby's browser too", outgoing=False)
+            assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()
 

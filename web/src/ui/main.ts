@@ -20,6 +20,8 @@ import { noteTyping } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
+import { typedCodeLink } from "./code_link.js";
+import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
@@ -152,6 +154,9 @@ function linkThisBrowser(): void {
   const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
   const status = h("div", { "data-testid": "link-status" });
   const submit = h("button", { type: "submit", "data-testid": "link-start" }, "Show link code");
+  let byCode = false; // the second button: a code to type instead of one to scan or paste
+  const submitCode = h("button", { type: "submit", class: "secondary", "data-testid": "link-start-code",
+    onclick: () => { byCode = true; } }, "Use a code to type instead");
   const form = h("form", {
     onsubmit: async (event: Event) => {
       event.preventDefault();
@@ -164,23 +169,10 @@ function linkThisBrowser(): void {
         error.textContent = "Choose a password of at least 8 characters.";
         return;
       }
-      submit.disabled = true;
+      submit.disabled = submitCode.disabled = true;
       try {
         const api = new RelayApi(server.value.trim());
-        const address = await api.openMailbox();
-        const { request, privateKey } = newLinkRequest(api.server, address);
-        const uri = linkUri(request);
-        replace(status, h("p", {}, "On your other device, open Devices → Link a new device and scan or paste this code:"),
-          h("div", { class: "qr-box", "data-testid": "link-qr", "data-qr-payload": uri }, qrSvg(uri, "Link code as a QR code")),
-          h("code", { class: "digest", "data-testid": "link-uri" }, uri),
-          h("p", { class: "hint", "data-testid": "link-waiting" }, "Waiting for your other device…"));
-        let sealed: Uint8Array | undefined;
-        const deadline = Date.now() + 10 * 60_000;
-        while (sealed === undefined && Date.now() < deadline) {
-          sealed = await api.requestBytes("GET", `/v1/provisioning/${address}?wait=25`, false, 1024 * 1024, 35_000);
-        }
-        if (sealed === undefined) throw new LinkError("no device sent the link in time: start again");
-        const message = await openEnvelope(request, privateKey, sealed);
+        const message = byCode ? await typedCodeLink(api, status) : await scannedLink(api, status);
         const progress = h("progress", { max: "1", value: "0", "data-testid": "link-progress" });
         const count = h("span", { "data-testid": "link-count" }, "");
         replace(status, h("p", {}, "Linked. Loading your conversations…"), progress, count);
@@ -203,14 +195,15 @@ function linkThisBrowser(): void {
       } catch (e) {
         await IdbKv.destroy(DB_NAME).catch(() => undefined);
         error.textContent = describe(e);
-        submit.disabled = false;
+        submit.disabled = submitCode.disabled = false;
+        byCode = false;
       }
     },
   },
   h("label", { for: "password" }, "Password for this browser"), password,
   h("label", { for: "confirm" }, "Password again"), confirm,
   h("details", { class: "advanced" }, h("summary", {}, "Server"), h("label", { for: "server" }, "Cipherpost server"), server),
-  submit, error);
+  submit, submitCode, error);
   replace(root, h("div", { class: "card", "data-testid": "link" },
     h("h1", {}, "Link this browser"),
     h("p", { class: "hint" }, "This browser becomes another device of your account: your other device sends it "
@@ -219,6 +212,24 @@ function linkThisBrowser(): void {
     h("p", { class: "hint" }, h("a", { href: "#", onclick: (event: Event) => { event.preventDefault(); signUp(); } },
       "Create a new account instead"))));
   password.focus();
+}
+
+/** The link code to scan or paste (a QR code and text), and what the other device sealed to it. */
+async function scannedLink(api: RelayApi, status: HTMLElement): Promise<ProvisionMessage> {
+  const address = await api.openMailbox();
+  const { request, privateKey } = newLinkRequest(api.server, address);
+  const uri = linkUri(request);
+  replace(status, h("p", {}, "On your other device, open Devices → Link a new device and scan or paste this code:"),
+    h("div", { class: "qr-box", "data-testid": "link-qr", "data-qr-payload": uri }, qrSvg(uri, "Link code as a QR code")),
+    h("code", { class: "digest", "data-testid": "link-uri" }, uri),
+    h("p", { class: "hint", "data-testid": "link-waiting" }, "Waiting for your other device…"));
+  let sealed: Uint8Array | undefined;
+  const deadline = Date.now() + 10 * 60_000;
+  while (sealed === undefined && Date.now() < deadline) {
+    sealed = await api.requestBytes("GET", `/v1/provisioning/${address}?wait=25`, false, 1024 * 1024, 35_000);
+  }
+  if (sealed === undefined) throw new LinkError("no device sent the link in time: start again");
+  return openEnvelope(request, privateKey, sealed);
 }
 
 function unlock(): void {
