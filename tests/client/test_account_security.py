@@ -200,3 +200,29 @@ def test_cli_reregister(tmp_path: Path, relay: ThreadedRelay) -> None:
     assert lines[0]["account_id"] == account_id and lines[0]["device_id"] == 1
     assert lines[1]["recovery_key"] != key
     assert invoke(old, "whoami")[0] == 5  # the old device was removed
+
+
+def test_cli_turns_receipts_and_typing_off_and_keeps_it(tmp_path: Path,
+                                                        relay: ThreadedRelay) -> None:
+    """The dashboard lists receipts and typing as this device's settings (issue #9): the
+    CLI changes them, and every later command (a new process, a new client) keeps them."""
+    home = tmp_path / "alice"
+    assert invoke(home, "register", "--no-history", "--server", relay.url,
+                  "--username", "alice")[0] == 0
+    code, stdout, _ = invoke(home, "--json", "settings")
+    assert code == 0 and json.loads(stdout) == {
+        "delivery-receipts": True, "read-receipts": True, "typing": True}
+    for name in ("read-receipts", "typing"):
+        assert invoke(home, "settings", name, "off")[0] == 0
+    code, stdout, _ = invoke(home, "settings")
+    assert code == 0 and "read-receipts: off" in stdout and "typing: off" in stdout
+    assert "delivery-receipts: on" in stdout
+    code, stdout, _ = invoke(home, "--json", "privacy")
+    local = json.loads(stdout)["this_device"]
+    assert (local["read_receipts"], local["typing_indicators"],
+            local["delivery_receipts"]) == (False, False, True)
+    assert invoke(home, "settings", "typing", "on")[0] == 0
+    code, stdout, _ = invoke(home, "--json", "settings")
+    assert json.loads(stdout)["typing"] is True
+    assert invoke(home, "settings", "typing")[0] == 2  # on or off?
+    assert invoke(home, "settings", "sound", "off")[0] == 2

@@ -196,6 +196,29 @@ def _on(value: bool) -> str:
     return "on" if value else "off"
 
 
+_SETTING_NAMES = {"delivery-receipts": "delivery_receipts",
+                  "read-receipts": "read_receipts", "typing": "typing_indicators"}
+
+
+@cli.command("settings")
+@click.argument("name", required=False, type=click.Choice(sorted(_SETTING_NAMES)))
+@click.argument("value", required=False, type=click.Choice(["on", "off"]))
+@_with_client
+async def settings(ctx: Context, client: Client, name: str | None,
+                   value: str | None) -> None:
+    """This device's receipts and typing indicators: with NAME and on/off, change one
+    (kept on this device, never sent to the server); without, show them. Off, this
+    device sends none of that kind, and shows others' read receipts or typing no more
+    (delivery receipts of others are always shown)."""
+    if name is not None:
+        if value is None:
+            raise click.UsageError("say on or off")
+        security.remember_setting(client, _SETTING_NAMES[name], value == "on")
+    local = security.local_settings(client)
+    shown = {flag: local[field] for flag, field in _SETTING_NAMES.items()}
+    ctx.emit(shown, "\n".join(f"{flag}: {_on(on)}" for flag, on in shown.items()))
+
+
 @cli.group("account")
 def account() -> None:
     """The account on the server: export what it holds, delete it."""

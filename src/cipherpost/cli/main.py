@@ -41,7 +41,7 @@ from cipherpost.client import (
     WrongKey,
 )
 from cipherpost.client import events as ev
-from cipherpost.client.account_security import SECOND_FACTOR_HEADER
+from cipherpost.client.account_security import SECOND_FACTOR_HEADER, apply_settings
 from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.export import export_account, import_account
 from cipherpost.client.linking import LinkError
@@ -213,6 +213,7 @@ def _fail(message: str, code: int) -> None:
 
 async def _open(ctx: Context) -> Client:
     client = await Client.open(ctx.store_path, passphrase=ctx.passphrase())
+    apply_settings(client)  # receipts and typing as `cipherpost settings` left them
     if ctx.second_factor:
         client.api.extra_headers[SECOND_FACTOR_HEADER] = ctx.second_factor
     return client

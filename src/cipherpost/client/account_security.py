@@ -102,6 +102,35 @@ async def privacy_dashboard(client: Client) -> dict[str, Any]:
     return held
 
 
+#: The receipt and typing settings a device may keep (``ClientOptions`` fields): they
+#: never reach the relay; :func:`remember_setting` stores them, :func:`apply_settings`
+#: puts the stored ones on a client's options.
+SETTINGS = ("delivery_receipts", "read_receipts", "typing_indicators")
+_SETTING = "setting:"
+
+
+def remember_setting(client: Client, name: str, on: bool) -> None:
+    """Keep ``name`` (one of :data:`SETTINGS`) on or off on this device, from now on.
+
+    Raises:
+        ValueError: an unknown setting.
+    """
+    if name not in SETTINGS:
+        raise ValueError(f"no setting {name!r} (one of {', '.join(SETTINGS)})")
+    with client.store.transaction():
+        client.store.set_meta(_SETTING + name, "1" if on else "0")
+    setattr(client.options, name, on)
+
+
+def apply_settings(client: Client) -> None:
+    """Put the settings this device stored (:func:`remember_setting`) on its options;
+    the others keep the options' values."""
+    for name in SETTINGS:
+        value = client.store.get_meta(_SETTING + name)
+        if value in ("0", "1"):
+            setattr(client.options, name, value == "1")
+
+
 def local_settings(client: Client) -> dict[str, Any]:
     """The settings this device keeps (they never reach the relay)."""
     options = client.options
