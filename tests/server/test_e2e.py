@@ -57,6 +57,39 @@ def test_websocket_delivery_over_real_server(server: ServerProcess) -> None:
     assert plain == {"messages": [], "more": False}
 
 
+def test_socket_sends_and_bad_frames_over_real_server(server: ServerProcess) -> None:
+    """The relay's protocol takes frames as they are parsed (server/ws_protocol.py): a
+    burst of pipelined sends is answered in order and delivered in order, and a
+    malformed or oversized frame still closes the connection with 1003 / 1009."""
+    alice, bob = _register(server.url), _register(server.url)
+    with _ws(server.url, alice["token"]) as a, _ws(server.url, bob["token"]) as b:
+        for i in range(100):
+            a.send(json.dumps({"type": "send", "id": i, "account_id": bob["account_id"],
+                               "timestamp": i, "messages": [{
+                                   "device_id": 1, "registration_id": bob["registration_id"],
+                                   "type": 2, "content": b64(b"m%d" % i)}]}))
+        answers = [json.loads(a.recv(timeout=10)) for _ in range(100)]
+        assert sorted(x["id"] for x in answers) == list(range(100))
+        assert all(x["type"] == "sent" and x["status"] == 200 for x in answers)
+        got: list[dict[str, Any]] = []
+        while len(got) < 100:
+            got.append(json.loads(b.recv(timeout=10))["envelope"])
+        assert [e["client_timestamp"] for e in got] == list(range(100))
+        b.send(json.dumps({"type": "ack", "ids": [e["id"] for e in got]}))
+        assert json.loads(b.recv(timeout=5)) == {"type": "acked",
+                                                 "ids": [e["id"] for e in got]}
+        a.send(json.dumps({"type": "nonsense"}))
+        with pytest.raises(WebSocketException):
+            a.recv(timeout=5)
+        assert a.close_code == 1003
+        b.send("x" * (64 * 1024 + 1))
+        with pytest.raises(WebSocketException):
+            b.recv(timeout=5)
+        assert b.close_code == 1009
+    plain = httpx.get(f"{server.url}/v1/messages", headers=auth(bob["token"])).json()
+    assert plain == {"messages": [], "more": False}
+
+
 def test_sigkill_loses_nothing_accepted(tmp_path: Path, database_url: str) -> None:
     """Kill -9 the relay twice under load: every accepted message is delivered, and
     nothing whose acknowledgement was confirmed is delivered again."""
