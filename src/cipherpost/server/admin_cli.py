@@ -730,7 +730,9 @@ def restore_command(ctx: Context, path: str, yes: bool, force: bool) -> None:
              f"removed since the backup and {done.accounts_removed} accounts left without "
              f"devices; dropped {done.one_time_prekeys_dropped} one-time prekeys (devices "
              f"upload fresh ones) and {done.messages_expired} expired messages; carried "
-             f"{done.audit_entries_carried} audit entries over from the live log.")
+             f"{done.audit_entries_carried} audit entries over from the live log; kept "
+             f"{done.accounts_reserved} live accounts without devices, holding their "
+             f"usernames for their owners (accounts list --reserved).")
 
 
 def main() -> None:
