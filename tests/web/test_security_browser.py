@@ -533,7 +533,8 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
     """With read receipts and typing off in the browser (this device's settings, kept in
     its store, as the SDK keeps them), reading and answering a message sends the SDK peer
-    a delivery receipt but no read receipt and no typing; turned on again, both arrive."""
+    a delivery receipt but no read receipt and no typing, and the peer's typing is not
+    shown; turned on again, both arrive and the peer's typing shows until it stops."""
     user = "zoe"
 
     async def step(cmd: str, **args: Any) -> dict[str, Any]:
@@ -559,8 +560,12 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
             await step("wait_selector", selector="[data-testid=conversation]")
             await step("open_conversation", account=abe.account_id)  # read here
             await step("wait_message", text="are you there?", read="true")
+            await abe.send_typing(user)  # not shown here: typing is off
             await step("send", text="reply without receipts")
             seen = await _collect(abe, _got_text("reply without receipts"), settle=3.0)
+            # abe's delivery receipt came after the typing: that was processed, not shown
+            await step("wait_message", text="reply without receipts", status="delivered")
+            assert (await step("count", selector="[data-testid=typing]"))["count"] == 0
             receipts = [e for e in seen if isinstance(e, ev.Receipt)]
             assert ("delivery", (first,)) in [(r.kind, r.timestamps) for r in receipts]
             assert [r for r in receipts if r.kind == "read"] == []
@@ -569,6 +574,10 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
             await toggle("setting-read-receipts", True)
             await toggle("setting-typing", True)
             await step("open_conversation", account=abe.account_id)
+            await abe.send_typing(user)
+            await step("wait_selector", selector="[data-testid=typing]")
+            await abe.send_typing(user, started=False)
+            await step("wait_gone", testid="typing")
             second = await abe.send_text(user, "and now?")
             await step("wait_message", text="and now?", read="true")
             await step("send", text="reply with receipts")

@@ -30,10 +30,10 @@ import {
   type ConversationTimer, type FollowUp, type Status, type StoredMessage,
 } from "./model.js";
 import {
-  ReceiptMessage_Type, type Content, type DataMessage, type SignedGroupChange,
+  ReceiptMessage_Type, TypingMessage_Action, type Content, type DataMessage, type SignedGroupChange,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { CorruptValue } from "./store/crypto.js";
-import { receiptAllowed } from "./settings.js";
+import { receiptAllowed, typingShown } from "./settings.js";
 import type { DeviceStore } from "./store/device.js";
 import { NOTICE_TYPE, parseNotice } from "./notices.js";
 import * as history from "./history.js";
@@ -279,7 +279,12 @@ export class Inbox {
         return;
       }
       case "nullMessage":
+        return;
       case "typing":
+        // Shown 1:1 only, and only while typing indicators are on here (./settings.ts).
+        if (body.value.groupId.length === 0 && sender !== this.accountId && await typingShown(this.store)) {
+          events.push({ kind: "typing", sender, started: body.value.action === TypingMessage_Action.STARTED });
+        }
         return;
       case "decryptionError": {
         const error = body.value;

@@ -82,6 +82,8 @@ export type ClientEvent =
   | { kind: "account_notice"; notice: AccountNotice }
   /** A sealed envelope that failed before any session was touched (no sender known). */
   | { kind: "sealed_rejected"; error: string; reason: string }
+  /** A contact started or stopped typing to us (only while typing indicators are on). */
+  | { kind: "typing"; sender: string; started: boolean }
   | { kind: "invalid_content"; sender: string }
   | { kind: "connection"; online: boolean };
 

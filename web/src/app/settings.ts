@@ -69,3 +69,11 @@ export async function noteTyping(client: Client, conversation: string, stopped =
     console.warn("cipherpost: typing indicator not sent:", (error as Error).name);
   }
 }
+
+/** Whether others' typing indicators are shown here (off: none are sent either). */
+export async function typingShown(store: DeviceStore): Promise<boolean> {
+  return (await loadSettings(store)).typingIndicators;
+}
+
+/** How long a "typing" lasts without news (Signal's 15 s), when no "stopped" comes. */
+export const TYPING_SHOWN_MS = 15_000;

@@ -16,7 +16,7 @@ import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../
 import { h, replace } from "./dom.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
-import { noteTyping } from "../app/settings.js";
+import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
@@ -280,9 +280,21 @@ async function enter(client: Client): Promise<void> {
   await render();
 }
 
+/** Contacts typing to us, until when (ms): their typing indicators (../app/settings.ts). */
+const typingUntil = new Map<string, number>();
+
 async function onEvent(event: ClientEvent): Promise<void> {
   if (view === undefined) return;
   if (event.kind === "connection") view.online = event.online;
+  if (event.kind === "message" && !event.message.outgoing) typingUntil.delete(event.message.author);
+  if (event.kind === "typing") {
+    if (event.started) typingUntil.set(event.sender, Date.now() + TYPING_SHOWN_MS);
+    else typingUntil.delete(event.sender);
+    if (event.sender === view.selected) {
+      await render();
+      if (event.started) setTimeout(() => void render(), TYPING_SHOWN_MS + 100);
+    }
+  }
   if (event.kind === "message" && event.message.conversation === view.selected && !event.message.outgoing
     && view.page === "chat" && document.visibilityState === "visible") {
     await view.client.markRead(view.selected);
@@ -442,6 +454,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
   const timer = await client.expireTimer(accountId);
   return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
     h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
+      (typingUntil.get(accountId) ?? 0) > Date.now() ? h("span", { class: "typing", "data-testid": "typing" }, "typing…") : false,
       group !== undefined ? false : timerSelect(accountId, timer),
       group !== undefined
         ? h("span", { class: "meta", "data-testid": "group-members" }, `${group.members.size} members`)

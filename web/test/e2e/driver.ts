@@ -10,7 +10,7 @@
  * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
  * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload).
@@ -218,6 +218,10 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       const data = readFileSync(path);
       return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length,
         filename: download.suggestedFilename() };
+    }
+    case "count": {
+      // how many elements match now (no waiting)
+      return { count: await page.locator(String(c.selector)).count() };
     }
     case "download_click": {
       // click a button that saves a file: the file's text and name
