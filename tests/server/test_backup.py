@@ -543,3 +543,23 @@ def test_an_admin_releases_a_username_a_restore_reserved(settings: Settings,
             assert taken.json()["account_id"] != dave.account_id
     finally:
         db.dispose()
+
+
+def test_a_restore_brings_back_no_relay_presence(settings: Settings, tmp_path: Path) -> None:
+    """A backup taken while a relay ran holds that relay's presence note; restored, it
+    made the next restore refuse ("relay processes use this database") for 150 s."""
+    import time
+
+    from cipherpost.server.storage import presence
+
+    path = tmp_path / "b.db"
+    db = _db(settings)
+    try:
+        with TestClient(create_app(settings)):
+            backup(db, path, NOW, "root")
+        restore(db, path, NOW + 1, "root")
+        with db.reader.connect() as conn:
+            assert presence.live_relays(conn, int(time.time() * 1000)) == []
+        restore(db, path, NOW + 2, "root")  # not refused
+    finally:
+        db.dispose()

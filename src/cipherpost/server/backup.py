@@ -236,6 +236,8 @@ class _Carried:
     identity_keys: dict[str, list[dict[str, Any]]]
     #: The live ``sealed_sender_root`` row: the root the relays' key file holds now.
     roots: list[dict[str, Any]] = field(default_factory=list)
+    #: The live relay processes' presence notes (``server_state``, storage/presence.py).
+    presence: list[dict[str, Any]] = field(default_factory=list)
 
 
 def restore(db: Database, path: Path, now: int, actor: str, *,
@@ -333,6 +335,8 @@ def _carry(live: Connection, backup_head_seq: int, source: Connection) -> _Carri
         salts=[dict(r._mapping) for r in live.execute(select(audit_salts))],
         epoch=epoch(live),
         roots=[dict(r._mapping) for r in live.execute(select(sealed_sender_root))],
+        presence=[dict(r._mapping) for r in live.execute(select(server_state).where(
+            server_state.c.key.startswith(presence.PREFIX)))],
     )
 
 
@@ -414,6 +418,11 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
             seq=later[-1]["seq"], chain_hash=later[-1]["chain_hash"]))
     _carry_salts(live, carried)
 
+    # Relay processes as they are now: the backup's notes are of the processes that ran
+    # when it was taken, and a recent one would make the next restore refuse for minutes.
+    live.execute(delete(server_state).where(server_state.c.key.startswith(presence.PREFIX)))
+    if carried.presence:
+        live.execute(insert(server_state), carried.presence)
     # Operators and invites as they are now.
     for table, rows in ((operators, carried.operators), (invites, carried.invites)):
         live.execute(delete(table))
