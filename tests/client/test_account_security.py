@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cipherpost.cli import cli
-from cipherpost.client import RelayError
+from cipherpost.client import ClientError, RelayError
 from cipherpost.client import account_security as security
 from cipherpost.client import events as ev
 from cipherpost.client.recovery import create_key, restore
@@ -226,3 +226,45 @@ def test_cli_turns_receipts_and_typing_off_and_keeps_it(tmp_path: Path,
     assert json.loads(stdout)["typing"] is True
     assert invoke(home, "settings", "typing")[0] == 2  # on or off?
     assert invoke(home, "settings", "sound", "off")[0] == 2
+
+
+def test_a_default_timer_for_conversations_this_device_starts(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """The dashboard's disappearing-message default (issue #9): a conversation Alice
+    starts gets her default timer before her first message; one that already has
+    messages keeps none. From the CLI too."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            carol = await devices.register("carol")
+            await carol.send_text("alice", "we talk already")
+            await alice.receive()
+            alice.set_default_expire_timer(3600)
+            assert security.local_settings(alice)["disappearing_default"] == 3600
+            await alice.send_text("bob", "hello")
+            got = await bob.receive()
+            assert [e.seconds for e in got if isinstance(e, ev.ExpireTimerChanged)] == [3600]
+            assert [(e.text, e.expire_timer) for e in got if isinstance(e, ev.Message)] == \
+                [("hello", 3600)]
+            await alice.send_text("carol", "no timer here")
+            got = await carol.receive()
+            assert [(e.text, e.expire_timer) for e in got if isinstance(e, ev.Message)] == \
+                [("no timer here", 0)]
+            assert not any(isinstance(e, ev.ExpireTimerChanged) for e in got)
+            with pytest.raises(ClientError):
+                alice.set_default_expire_timer(-1)
+        finally:
+            await devices.close()
+
+    run(scenario())
+    home = tmp_path / "dora"
+    assert invoke(home, "register", "--no-history", "--server", relay.url,
+                  "--username", "dora")[0] == 0
+    code, stdout, _ = invoke(home, "--json", "default-timer", "60")
+    assert code == 0 and json.loads(stdout) == {"default_expire_timer": 60}
+    code, stdout, _ = invoke(home, "--json", "privacy")
+    assert json.loads(stdout)["this_device"]["disappearing_default"] == 60
+    code, stdout, _ = invoke(home, "default-timer", "0")
+    assert code == 0 and "disappearing messages off" in stdout

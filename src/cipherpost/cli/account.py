@@ -176,6 +176,8 @@ def _print_dashboard(held: dict[str, Any]) -> None:
         ("receipts (this device)", "delivery " + _on(local["delivery_receipts"])
          + ", read " + _on(local["read_receipts"])),
         ("typing indicators (this device)", _on(local["typing_indicators"])),
+        ("disappearing messages in new chats", f"{local['disappearing_default']} s"
+         if local["disappearing_default"] else "off"),
         ("disappearing messages", ", ".join(f"{clean_line(k)}: {v} s" for k, v in
                                             local["disappearing_timers"].items()) or "off"),
     ]
@@ -194,6 +196,21 @@ def _print_dashboard(held: dict[str, Any]) -> None:
 
 def _on(value: bool) -> str:
     return "on" if value else "off"
+
+
+@cli.command("default-timer")
+@click.argument("seconds", required=False, type=click.IntRange(0, 0xFFFFFFFF))
+@_with_client
+async def default_timer(ctx: Context, client: Client, seconds: int | None) -> None:
+    """Disappearing messages in conversations you start from now on: SECONDS after
+    reading (0 turns the default off; without SECONDS, show it). Existing conversations
+    and groups keep their timers (`cipherpost timer`)."""
+    if seconds is not None:
+        client.set_default_expire_timer(seconds)
+    current = client.default_expire_timer()
+    ctx.emit({"default_expire_timer": current},
+             f"New conversations: messages disappear {current} s after reading."
+             if current else "New conversations: disappearing messages off.")
 
 
 _SETTING_NAMES = {"delivery-receipts": "delivery_receipts",

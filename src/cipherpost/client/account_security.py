@@ -138,6 +138,7 @@ def local_settings(client: Client) -> dict[str, Any]:
             "read_receipts": options.read_receipts,
             "typing_indicators": options.typing_indicators,
             "server_history": history_keys.enabled(client.store),
+            "disappearing_default": client.default_expire_timer(),
             "disappearing_timers": client.store.expire_timers()}
 
 

@@ -73,6 +73,8 @@ from .store.database import FAILED, SENDING, SENT, Store, StoredMessage
 log = logging.getLogger("cipherpost.client")
 
 RESEND_LOG_MS = 24 * 3600 * 1000
+#: Store meta: the disappearing-message timer of conversations this device starts.
+DEFAULT_TIMER = "default_expire_timer"
 ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
 #: Messages resent when a contact could not decrypt a sealed envelope of ours, which
 #: names no message (docs/spec/sealed-sender.md).
@@ -527,6 +529,7 @@ class Client:
         a group (its id), with copies to our other devices; return its timestamp (its
         name, with our account id). It is in our history once this returns."""
         conversation = await self.conversation_for(recipient)
+        await self._default_timer_for(conversation)
         data = self._new_data(conversation, text=text,
                               attachments=[_pointer(a) for a in attachments])
         if quote is not None:
@@ -629,6 +632,29 @@ class Client:
         await self._send_data(conv, data)
         self.store.checkpoint()
         await self._flush_history()
+
+    def default_expire_timer(self) -> int:
+        """Seconds after reading that messages of conversations this device starts
+        disappear (0: off); see :meth:`set_default_expire_timer`."""
+        value = self.store.get_meta(DEFAULT_TIMER) or ""
+        return int(value) if value.isdigit() else 0
+
+    def set_default_expire_timer(self, seconds: int) -> None:
+        """The disappearing-message default (issue #9): a conversation with a person that
+        this device starts (its first message, where nobody ever set a timer) gets this
+        timer first, as if :meth:`set_expire_timer` were called; 0 turns it off.
+        Conversations with messages, and groups, keep theirs."""
+        if not 0 <= seconds <= 0xFFFFFFFF:
+            raise ClientError("the timer is 0 (off) or a number of seconds")
+        with self.store.transaction():
+            self.store.set_meta(DEFAULT_TIMER, str(seconds))
+
+    async def _default_timer_for(self, conversation: str) -> None:
+        seconds = self.default_expire_timer()
+        if seconds and not conversation.startswith("group:") \
+                and self.store.conversation_timer(conversation) == (0, 0) \
+                and not self.store.messages(conversation, limit=1):
+            await self.set_expire_timer(conversation, seconds)
 
     async def set_expire_timer(self, conversation: str | bytes, seconds: int) -> None:
         """Turn disappearing messages on (seconds after reading) or off (0)."""
