@@ -192,7 +192,10 @@ export class Client {
         }
       }
       // Server-stored history: the account's keys, to read the log and add to it.
-      if (message.historyKeys !== undefined) await history.adopt(store, message.historyKeys, message.historyEnabled);
+      if (message.historyKeys !== undefined) {
+        await history.adopt(store, message.historyKeys, message.historyEnabled);
+        if (message.historyEnabled) await history.markReplayPending(store);
+      }
       for (const state of message.groupStates) {
         try {
           const group = Group.fromBytes(state);
@@ -231,6 +234,12 @@ export class Client {
    */
   async restoreHistory(progress?: (entries: number, fraction: number) => void): Promise<history.Replayed> {
     return history.download(this.api, this.store, this.clock(), progress);
+  }
+
+  /** Go on replaying the server-stored history where an interrupted link or recovery stopped; new messages. */
+  async resumeHistory(progress?: (entries: number, fraction: number) => void): Promise<number> {
+    if (!(await history.replayPending(this.store))) return 0;
+    return (await this.restoreHistory(progress)).messages;
   }
 
   #historyFlush: Promise<void> = Promise.resolve();
@@ -784,6 +793,7 @@ export class Client {
         }
         await this.store.put(key, null);
         if (message.outgoing) await this.store.put(`mine:${message.timestamp}`, null);
+        await history.recordDeleted(this.store, message.conversation, message.author, message.timestamp);
         const contact = await this.store.getJson<Contact>(`contact:${message.conversation}`);
         if (contact !== undefined && contact.lastText !== "" && contact.lastText === message.text.slice(0, 200)) {
           contact.lastText = ""; // the preview must not outlive the message
@@ -793,6 +803,7 @@ export class Client {
       }
     });
     this.#nextExpiry = next; // a message stored or read meanwhile set #expiryDirty again
+    if (gone.length > 0) void this.flushHistory(); // the relay's copies go too
     this.#emit(gone);
     return gone;
   }

@@ -38,7 +38,9 @@ const ENC_INFO = utf8("Cipherpost history v1 enc");
 const KEYS = "history_keys";
 const ENABLED = "history_enabled";
 const CURSOR = "history_cursor";
-/** Queued uploads: `histq:<event id hex>` → the blob, or null JSON for a deletion. */
+/** Set when this device was linked or restored with server history, until its replay finished. */
+const PENDING = "history_replay_pending";
+/** Queued uploads: `histq:<event id hex>` → the blob, or no bytes for a deletion. */
 const QUEUE = "histq:";
 /** `histname:<event id hex>` → the key of the message that event names (for tombstones). */
 const NAMES = "histname:";
@@ -149,6 +151,15 @@ async function keysOf(store: DeviceStore): Promise<Keys | undefined> {
   return data === undefined ? undefined : keysFromProto(fromBinary(HistoryKeysSchema, data));
 }
 
+/** Remember that the log is to be replayed (inside the unit that adopts the keys), so an interrupted replay goes on later. */
+export async function markReplayPending(store: DeviceStore): Promise<void> {
+  await store.putJson(PENDING, true);
+}
+
+export async function replayPending(store: DeviceStore): Promise<boolean> {
+  return (await store.getJson<boolean>(PENDING)) === true;
+}
+
 /** The keys when this account keeps history on the relay, else undefined. */
 export async function enabledKeys(store: DeviceStore): Promise<Keys | undefined> {
   return (await store.getJson<boolean>(ENABLED)) === true ? keysOf(store) : undefined;
@@ -166,6 +177,16 @@ export async function recordMessage(store: DeviceStore, conversation: string, au
     conversation, author, authorDevice, receivedAt: BigInt(receivedAt), outgoing, data }) } });
   await store.put(QUEUE + toHex(name), await seal(keys, name, event));
   await store.putJson(NAMES + toHex(name), messageKey(conversation, Number(data.timestamp), author));
+}
+
+/**
+ * Queue the removal of a message's entry, when history is on: it expired (a disappearing
+ * timer) or was deleted here (the SDK's Recorder.deleted). Inside the caller's unit.
+ */
+export async function recordDeleted(store: DeviceStore, conversation: string, author: string, timestamp: number): Promise<void> {
+  const keys = await enabledKeys(store);
+  if (keys === undefined) return;
+  await store.put(QUEUE + toHex(eventId(keys, "message", conversation, author, timestamp)), new Uint8Array(0));
 }
 
 /**
@@ -220,7 +241,8 @@ export function parsePage(page: unknown): Page {
  * Page through the relay's log from where this device stopped and replay it: messages
  * stored unless held (named by conversation, author and timestamp), a deleted entry's
  * message removed, group states taken through the archive's rules. `progress(entries
- * read, fraction)`: the fraction of the relay's stored bytes read so far.
+ * read, fraction)`: the fraction of the relay's stored bytes read so far. Once the last
+ * page is replayed, the replay is no longer pending.
  * @throws HistoryError no keys, a malformed page. RelayError, RelayUnavailable: resumes later.
  */
 export async function download(api: RelayApi, store: DeviceStore, now: number,
@@ -266,6 +288,7 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
         else counts.skipped += 1;
       }
       await store.putJson(CURSOR, after);
+      if (!page.more) await store.put(PENDING, null);
     });
     progress?.(counts.entries, total === 0 ? 1 : Math.min(read / total, page.more ? 0.99 : 1));
     if (!page.more) return counts;

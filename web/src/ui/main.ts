@@ -276,6 +276,7 @@ async function enter(client: Client): Promise<void> {
   });
   client.start();
   void client.takeArchive().then((n) => (n > 0 ? render() : undefined)).catch(() => undefined);
+  void client.resumeHistory().then((n) => (n > 0 ? render() : undefined)).catch(() => undefined);
   setInterval(() => void client.expireMessages().catch(() => undefined), 1000);
   await render();
 }
