@@ -4,7 +4,9 @@ it. The proxy here is a minimal no-auth SOCKS5 CONNECT relay that counts connect
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from cipherpost.client import Client
@@ -17,6 +19,7 @@ class Socks5:
     def __init__(self) -> None:
         self.connections = 0
         self.first_requests: list[bytes] = []
+        self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -40,15 +43,29 @@ class Socks5:
             writer.write(b"\x05\x00\x00\x01" + bytes(4) + b"\x00\x00")
             first = await reader.read(65536)
             self.first_requests.append(first.split(b"\r\n")[0])
+            self._note_requests(first)
             up_writer.write(first)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer, self._note_requests),
+                                 _pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _note_requests(self, data: bytes) -> None:
+        """Every HTTP request line the client sent through the proxy, on any connection
+        (a kept-alive connection's first request need not be the one a test looks for)."""
+        self.requests.extend(line for line in data.split(b"\r\n") if _REQUEST_LINE.match(line))
+
+
+_REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE) /\S* HTTP/1\.1$")
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                tap: Callable[[bytes], None] | None = None) -> None:
     try:
         while data := await reader.read(65536):
+            if tap is not None:
+                tap(data)
             writer.write(data)
             await writer.drain()
     finally:
@@ -70,7 +87,7 @@ def test_http_and_websocket_through_socks5(tmp_path: Path, relay: ThreadedRelay)
             devices.clients.append(bob)
             await alice.send_text("bob", "via the proxy")
             await bob.receive()                       # HTTP through the proxy
-            assert any(r.startswith(b"GET /v1/messages") for r in proxy.first_requests)
+            assert any(r.startswith(b"GET /v1/messages") for r in proxy.requests)
             await alice.send_text("bob", "over the socket")
             before = proxy.connections
 
