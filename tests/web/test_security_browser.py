@@ -382,6 +382,13 @@ def test_deleting_the_stored_history_from_the_dashboard(
             while laptop.server_history:
                 assert time.monotonic() < deadline, "the SDK device kept server history on"
                 await laptop.receive()
+            # Off on both devices: a new message is stored nowhere on the relay.
+            await quinn.send_text(user, "after the deletion")
+            await step("click", testid="close-page")
+            await step("open_conversation", account=quinn.account_id)
+            await step("wait_message", text="after the deletion")
+            await _collect(laptop, _got_text("after the deletion"), settle=2.0)
+            assert _history_count(tmp_path, account) == 0
             assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()

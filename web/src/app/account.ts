@@ -13,6 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import type { RelayApi } from "./api.js";
 import type { Client } from "./client.js";
 import { encodeContent } from "./content.js";
+import * as history from "./history.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { bool, int, isObject, list, MalformedAnswer, optional, str } from "./wire.js";
 
@@ -154,11 +155,13 @@ export function dayText(day: number): string {
 
 /**
  * Delete the history the relay stores for the account and turn server history off, as
- * the SDK's `set_server_history(False)` does: the relay deletes every entry, and our
- * other devices are told (SyncMessage.history_keys with history_off) so that they stop
+ * the SDK's `set_server_history(False)` does: this browser stops recording (./history.ts),
+ * the relay deletes every entry, and our other devices are told (SyncMessage.history_keys with history_off) so that they stop
  * uploading. A device that cannot be reached now gets it from its queue.
  */
 export async function deleteServerHistory(client: Client): Promise<void> {
+  // Off here first (the upload queue goes too), so nothing is uploaded after the deletion.
+  await client.store.transaction(() => history.adopt(client.store, undefined, false));
   await client.api.request("DELETE", "/v1/history");
   const content = create(ContentSchema, { body: { case: "sync", value: {
     body: { case: "historyKeys", value: { historyOff: true } } } } });
