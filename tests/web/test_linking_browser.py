@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cipherpost.client import Client, ClientError, history, recovery
-from cipherpost.client.devices import request_link
+from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.proto.app_pb2 import DataMessage
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol.fingerprint import Fingerprint
@@ -320,6 +320,59 @@ def test_a_browser_links_by_a_typed_code_that_an_sdk_device_approves(
             await bert.send_text(abby.account_id, "to abby's browser too")
             await step("wait_message", text="to abby's browser too", outgoing=False)
             assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_browser_approves_a_typed_code_shown_by_a_new_sdk_device(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """The other way round: an SDK device being linked shows a typed code, the browser
+    (Devices page) types it and both show the same number; once both sides confirmed the
+    SDK device joins the browser's account with its contacts."""
+    user = "cleo-browser"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        dana = await devices.register("dana")
+        try:
+            await step("open", url=relay.url + "/")
+            await step("signup", username="cleo", password=PASSWORD)
+            await step("chat", username="dana")
+            await step("send", text="hello dana")
+            cleo_id = (await wait_for_text(dana, "hello dana")).author
+            await step("click", testid="open-devices")
+            await step("fill", testid="approve-code", text="AAAA-AAAA")
+            await step("click", testid="approve-submit")
+            await step("wait_text", testid="approve-error", text=(
+                "No new device is waiting with that code: check it, or start again on the new "
+                "device (a code works once, for 10 minutes)."))
+
+            pending = await request_link_by_code(relay.url)
+            await step("fill", testid="approve-code", text=pending.code.lower())
+            await step("click", testid="approve-submit")
+            sas = await pending.sas(timeout=60)
+            assert (await step("text", testid="approve-sas"))["text"] == sas
+            await step("screenshot", path=str(ARTIFACTS / "24-approve-typed-code.png"))
+            await pending.confirm()
+            await step("click", testid="approve-sas-same")
+            linked = await pending.complete(tmp_path / "cleo-laptop.db", passphrase="correct horse",
+                                            device_name="laptop", argon2=TEST_PARAMS,
+                                            options=devices.options, timeout=60)
+            devices.clients.append(linked)
+            assert linked.account_id == cleo_id and linked.device_id == 2
+            assert linked.safety_number(dana.account_id).displayable \
+                == dana.safety_number(cleo_id).displayable
+            await step("wait_text", testid="approve-done",
+                       text="Sent. The new device finishes joining by itself.")
+            await dana.send_text(cleo_id, "to both of cleo's devices")
+            await wait_for_text(linked, "to both of cleo's devices")
+            assert real_problems((await step("problems"))["problems"]) == [
+                "Failed to load resource: the server responded with a status of 404 (Not Found)"]
         finally:
             await devices.close()
 

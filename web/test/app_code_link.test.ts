@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 
 import { fromHex, toHex } from "../src/protocol/bytes.js";
 import { KeyPair } from "../src/protocol/keys.js";
-import { CodeLinkKeys, commitment, decodeStep, encodeStep } from "../src/app/code_link.js";
+import { CodeLinkKeys, commitment, decodeStep, encodeStep, normalizeCode } from "../src/app/code_link.js";
 import { LinkError } from "../src/app/linking.js";
 
 const v = JSON.parse(readFileSync(new URL("./fixtures/code-link-python.json", import.meta.url), "utf8")) as Record<string, string>;
@@ -41,5 +41,21 @@ describe("typed-code linking", () => {
   test("a small-order key is refused", () => {
     const pair = KeyPair.fromPrivate(fromHex(get("new_private")));
     assert.throws(() => new CodeLinkKeys(pair, new Uint8Array(32), new Uint8Array(32), new Uint8Array(32), "a"), LinkError);
+  });
+
+  test("the existing device checks the confirmation and seals what the new device opens", async () => {
+    const pair = KeyPair.fromPrivate(fromHex(get("new_private")));
+    const keys = new CodeLinkKeys(pair, fromHex(get("existing_public")), fromHex(get("new_public")),
+      fromHex(get("existing_public")), get("address"));
+    keys.checkConfirm(fromHex(get("confirm")));
+    assert.throws(() => keys.checkConfirm(new Uint8Array(32)), /does not verify/);
+    const sealed = await keys.seal(await keys.open(fromHex(get("sealed"))));
+    assert.equal((await keys.open(sealed)).username, "abby");
+  });
+
+  test("a typed code is read leniently, as the SDK's normalize_code", () => {
+    assert.equal(normalizeCode("abcd-efgh"), "ABCDEFGH");
+    assert.equal(normalizeCode(" o1il 2345 "), "01112345");
+    for (const bad of ["ABCD-EFG", "ABCD-EFGHJ", "ABCD-EFGU", ""]) assert.throws(() => normalizeCode(bad), LinkError, bad);
   });
 });

@@ -17,10 +17,11 @@ import { hkdf } from "@noble/hashes/hkdf.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 
-import { concat, systemRandom, utf8 } from "../protocol/bytes.js";
+import { concat, constantTimeEqual, systemRandom, utf8 } from "../protocol/bytes.js";
 import { KeyPair, PublicKey } from "../protocol/keys.js";
-import { RelayError, type RelayApi } from "./api.js";
-import { LINK_VERSION, LinkError } from "./linking.js";
+import { RelayError, RelayUnavailable, type RelayApi } from "./api.js";
+import type { Client } from "./client.js";
+import { LINK_VERSION, LinkError, provisionMessage } from "./linking.js";
 import { CodeLinkMessageSchema, ProvisionMessageSchema, type ProvisionMessage } from "./proto/cipherpost/app/v1/app_pb.js";
 
 const LABEL = "Cipherpost code link v1 ";
@@ -88,6 +89,24 @@ export class CodeLinkKeys {
 
   confirmTag(): Uint8Array {
     return hmac(sha256, this.#confirmKey, CONFIRM_TEXT);
+  }
+
+  /** @throws LinkError `tag` is not the new device's confirmation. */
+  checkConfirm(tag: Uint8Array): void {
+    if (!constantTimeEqual(tag, this.confirmTag())) {
+      throw new LinkError("the new device's confirmation does not verify: someone may be in the middle; nothing was sent");
+    }
+  }
+
+  async seal(message: ProvisionMessage): Promise<Uint8Array> {
+    const key = await crypto.subtle.importKey("raw", this.#provision.slice(0, 32), "AES-GCM", false, ["encrypt"]);
+    const plain = toBinary(ProvisionMessageSchema, message);
+    try {
+      return new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv: this.#provision.slice(32),
+        additionalData: this.#aad as Uint8Array<ArrayBuffer> }, key, plain as Uint8Array<ArrayBuffer>));
+    } finally {
+      plain.fill(0);
+    }
   }
 
   /** @throws LinkError not sealed in this exchange (replayed or altered). */
@@ -195,5 +214,79 @@ export class CodeLink {
     } finally {
       await this.cancel(); // the mailbox is done with, whatever came
     }
+  }
+}
+
+/** A typed code as the relay knows it: any case, spaces and dashes ignored, O read as 0, I and L as 1. @throws LinkError */
+export function normalizeCode(text: string): string {
+  const code = text.replace(/[\s-]/g, "").toUpperCase().replace(/O/g, "0").replace(/[IL]/g, "1");
+  if (!/^[0-9A-HJKMNP-TV-Z]{8}$/.test(code)) {
+    throw new LinkError("a link code is 8 characters: digits and letters other than I, L, O and U");
+  }
+  return code;
+}
+
+async function fetchNew(api: RelayApi, base: string, index: number, deadline: number): Promise<Uint8Array> {
+  while (Date.now() < deadline) {
+    const wait = Math.max(1, Math.min(WAIT_SECONDS, Math.round((deadline - Date.now()) / 1000)));
+    let data: Uint8Array | undefined;
+    try {
+      data = await api.requestBytes("GET", `${base}/new/${index}?wait=${wait}`, true, 4 * 1024, (wait + 10) * 1000);
+    } catch (error) {
+      if (error instanceof RelayError && error.status === 404) throw new LinkError(GONE);
+      throw error;
+    }
+    if (data !== undefined && data.length > 0) return data;
+  }
+  throw new LinkError("the other device did not answer in time: start linking again");
+}
+
+/**
+ * Link the new device that shows `code` to our account (the existing device's side; the
+ * SDK's provision_by_code): claim the code, take the new device's commitment, send our
+ * key, check its revealed key against the commitment, and ask `confirm` whether the new
+ * device shows the same number; only then, and once its confirmation verifies, seal the
+ * ProvisionMessage to it. Declined or failed, the mailbox is closed at once.
+ * @throws LinkError a malformed or unknown code, a key not matching its commitment, a
+ * confirmation that does not verify, declined. RelayError, RelayUnavailable.
+ */
+export async function approveCodeLink(client: Client, code: string, confirm: (sas: string) => Promise<boolean>,
+  timeoutMs = 10 * 60_000): Promise<void> {
+  const normalized = normalizeCode(code);
+  let answer: unknown;
+  try {
+    answer = await client.api.request("POST", "/v1/provisioning/codes/claim", { code: normalized });
+  } catch (error) {
+    if (error instanceof RelayError && error.code === "unknown_code") {
+      throw new LinkError("no new device is waiting with that code: check it, or start again on the new device "
+        + "(a code works once, for 10 minutes)");
+    }
+    throw error;
+  }
+  const address = (answer as { address?: unknown } | undefined)?.address;
+  if (typeof address !== "string" || !/^[A-Za-z0-9_-]{8,100}$/.test(address)) throw new LinkError("the server sent a malformed answer");
+  const base = `/v1/provisioning/${address}`;
+  const deadline = Date.now() + timeoutMs;
+  try {
+    const committed = decodeStep(await fetchNew(client.api, base, 0, deadline), "commitment");
+    const pair = KeyPair.generate(systemRandom);
+    const mine = pair.publicKey.serialize().slice(1);
+    await client.api.request("PUT", `${base}/existing/0`, encodeStep("publicKey", mine));
+    const peer = decodeStep(await fetchNew(client.api, base, 1, deadline), "publicKey");
+    if (!constantTimeEqual(committed, commitment(peer))) {
+      throw new LinkError("the new device's key does not match what it committed to: someone may be in the middle; "
+        + "nothing was sent");
+    }
+    const keys = new CodeLinkKeys(pair, peer, peer, mine, address);
+    if (!(await confirm(keys.sas))) throw new LinkError("the numbers differ: nothing was sent; start again on the new device");
+    keys.checkConfirm(decodeStep(await fetchNew(client.api, base, 2, deadline), "confirm"));
+    await client.api.request("PUT", `${base}/existing/1`, encodeStep("sealed", await keys.seal(await provisionMessage(client))));
+  } catch (error) {
+    try {
+      await client.api.request("DELETE", base); // the new device stops waiting at once
+    } catch (closing) {
+      if (!(closing instanceof RelayError || closing instanceof RelayUnavailable)) throw closing;
+    }
+    throw error;
   }
 }

@@ -165,6 +165,13 @@ export async function enabledKeys(store: DeviceStore): Promise<Keys | undefined>
   return (await store.getJson<boolean>(ENABLED)) === true ? keysOf(store) : undefined;
 }
 
+/** For a ProvisionMessage: whether the account keeps history on the relay, and the keys. */
+export async function provisionFields(store: DeviceStore): Promise<{ historyEnabled: boolean; historyKeys?: HistoryKeys }> {
+  const keys = await keysOf(store);
+  const enabled = (await store.getJson<boolean>(ENABLED)) === true;
+  return keys === undefined ? { historyEnabled: false } : { historyEnabled: enabled, historyKeys: keysToProto(keys) };
+}
+
 // -- recording (inside the caller's unit) -------------------------------------------------
 
 /** Queue the sealed entry of a message this device stores, when history is on (the SDK's Recorder.message). */

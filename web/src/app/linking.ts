@@ -19,6 +19,7 @@ import {
   ProvisionEnvelopeSchema, ProvisionMessage_ContactSchema, ProvisionMessageSchema, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { Client } from "./client.js";
+import * as history from "./history.js";
 import * as sealed from "./sealed.js";
 import type { Contact } from "./model.js";
 import type { TrustRecord } from "./store/device.js";
@@ -139,6 +140,22 @@ export async function provision(client: Client, uri: string): Promise<void> {
     throw new LinkError("the link code names no usable server");
   }
   if (server !== client.api.server) throw new LinkError("that link code is for another server");
+  const plaintext = toBinary(ProvisionMessageSchema, await provisionMessage(client));
+  try {
+    await client.api.putProvisioning(request.address, await seal(request, plaintext));
+  } finally {
+    plaintext.fill(0);
+  }
+}
+
+/**
+ * What a new device of our account gets (the SDK's _provision_message, without the
+ * archive): the identity key pair, a one-time link code, our contacts with their keys
+ * and trust, the account's profile key and pinned trust root, and, when the account
+ * keeps its history on the relay, the history keys.
+ * @throws RelayError the link code was refused (a second factor, for one).
+ */
+export async function provisionMessage(client: Client): Promise<ProvisionMessage> {
   const linkCode = await client.api.createLinkCode();
   const contacts = [];
   for (const [key, trust] of await client.store.scanJson<TrustRecord>("trust:")) {
@@ -159,11 +176,7 @@ export async function provision(client: Client, uri: string): Promise<void> {
     // Sealed sender: the account's profile key and our pinned root (docs/spec/sealed-sender.md).
     profileKey: new Uint8Array(await sealed.knownOwnProfileKey(client.store) ?? []),
     trustRoot: root === undefined ? new Uint8Array(0) : new Uint8Array(root.serialize()),
+    ...(await history.provisionFields(client.store)),
   });
-  const plaintext = toBinary(ProvisionMessageSchema, message);
-  try {
-    await client.api.putProvisioning(request.address, await seal(request, plaintext));
-  } finally {
-    plaintext.fill(0);
-  }
+  return message;
 }

@@ -20,7 +20,7 @@ import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
-import { typedCodeLink } from "./code_link.js";
+import { approveCodeForm, typedCodeLink } from "./code_link.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
 
 const DB_NAME = "cipherpost";
@@ -670,7 +670,7 @@ async function devicesPage(): Promise<HTMLElement> {
     h("h3", {}, "Link a new device"),
     h("p", { class: "hint" }, "On the new device, choose to link to an existing account and paste its link code here. "
       + "Only link a device you hold: it gets your identity key."),
-    link, linkState, error, backToChats());
+    link, linkState, approveCodeForm(client, describe), error, backToChats());
 }
 
 /** SHA-256 of the app's code as this browser received it (SRI-checked against index.html). */
