@@ -110,8 +110,8 @@ def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
     """The account keeps its history on the relay (docs/spec/history.md): a browser linked
     later replays the log with a progress indicator, then seals what it sends and receives
-    into it, in the SDK's format: an SDK device linked after that restores those messages
-    although no other device of the account received them."""
+    into it, in the SDK's format: an SDK device the browser links after that restores
+    those messages although no other device of the account received them."""
     user = "wren-browser"
 
     async def step(cmd: str, **args: Any) -> dict[str, Any]:
@@ -161,13 +161,17 @@ def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
                 assert time.monotonic() < deadline, "the browser uploaded no history"
                 await asyncio.sleep(0.3)
 
+            # the browser links that SDK device itself: the history keys go along
             pending = await request_link(relay.url)
-            await wren.provision(pending.uri)
+            await step("click", testid="open-devices")
+            await step("fill", testid="link-code", text=pending.uri)
+            await step("click", testid="link-submit")
             restored = await pending.complete(tmp_path / "wren-restored.db",
                                               passphrase="correct horse", device_name="restored",
                                               argon2=TEST_PARAMS, options=devices.options,
                                               timeout=30)
             devices.clients.append(restored)
+            assert restored.server_history
             texts = {DataMessage.FromString(m.body).text
                      for m in restored.store.messages(xavi.account_id, limit=100)}
             assert {"sent from the browser", "received by the browser", "wren 0",
