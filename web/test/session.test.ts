@@ -91,18 +91,19 @@ describe("session-kat.json (a whole seeded session, byte for byte)", () => {
       });
       assert.equal(toHex(bundle.signedPreKeySignature), c.bundle_signed_prekey_signature);
       assert.equal(toHex(bundle.kyberPreKey.serialize()), c.bundle_kyber_prekey);
-      // Recorded without SPQR (the Python protocol's default): OFF on both sides.
-      await processPreKeyBundle(alice, bobAddr, bundle, { rng, now: NOW, kems, spqr: SpqrSettings.OFF });
-      const first = await encrypt(alice, bobAddr, utf8("known answer"), { now: NOW });
+      const OFF = SpqrSettings.OFF;
+      // Recorded without SPQR (classical sessions): OFF on both sides, for every call.
+      await processPreKeyBundle(alice, bobAddr, bundle, { rng, now: NOW, kems, spqr: OFF });
+      const first = await encrypt(alice, bobAddr, utf8("known answer"), { now: NOW, spqr: OFF });
       assert.equal(toHex(first.serialized), c.prekey_message);
-      assert.equal(text(await decrypt(bob, aliceAddr, 3, first.serialized, { rng, kems, spqr: SpqrSettings.OFF })),
+      assert.equal(text(await decrypt(bob, aliceAddr, 3, first.serialized, { rng, kems, spqr: OFF })),
         "known answer");
-      const reply = await encrypt(bob, aliceAddr, utf8("reply"), { now: NOW });
+      const reply = await encrypt(bob, aliceAddr, utf8("reply"), { now: NOW, spqr: OFF });
       assert.equal(toHex(reply.serialized), c.reply);
-      assert.equal(text(await decrypt(alice, bobAddr, 2, reply.serialized, { rng, kems })), "reply");
-      const second = await encrypt(alice, bobAddr, utf8("after the ratchet step"), { now: NOW });
+      assert.equal(text(await decrypt(alice, bobAddr, 2, reply.serialized, { rng, kems, spqr: OFF })), "reply");
+      const second = await encrypt(alice, bobAddr, utf8("after the ratchet step"), { now: NOW, spqr: OFF });
       assert.equal(toHex(second.serialized), c.second);
-      assert.equal(text(await decrypt(bob, aliceAddr, 2, second.serialized, { rng })), "after the ratchet step");
+      assert.equal(text(await decrypt(bob, aliceAddr, 2, second.serialized, { rng, spqr: OFF })), "after the ratchet step");
     });
   }
 });

@@ -62,8 +62,8 @@ async function send(from: Party, to: Party, plaintext: string, spqr: SpqrSetting
 }
 
 describe("SPQR in sessions", () => {
-  test("the browser default mirrors the Python SDK's: OFFERED", () => {
-    assert.equal(DEFAULT_SPQR, SpqrSettings.OFFERED);
+  test("the browser default mirrors the Python SDK's: REQUIRED, as libsignal 0.92+", () => {
+    assert.equal(DEFAULT_SPQR, SpqrSettings.REQUIRED);
   });
 
   for (const serializing of [false, true]) {
@@ -90,14 +90,14 @@ describe("SPQR in sessions", () => {
 
   test("OFFERED with OFF: the session downgrades to V0 and keeps working", async () => {
     const [alice, bob] = await pair(SpqrSettings.OFFERED);
-    const first = await encrypt(alice.store, bob.address, utf8("hi"), { now: NOW });
+    const first = await encrypt(alice.store, bob.address, utf8("hi"), { now: NOW, spqr: SpqrSettings.OFFERED });
     assert.ok(field5(first).length > 0); // offered, but no key yet: OFF can verify it
     assert.equal(text(await decrypt(bob.store, alice.address, 3, first.serialized, { spqr: SpqrSettings.OFF })), "hi");
     assert.equal(await spqrVersion(bob, alice), 0);
     const reply = await send(bob, alice, "no spqr here", SpqrSettings.OFF);
     assert.equal(field5(reply).length, 0);
     assert.equal(await spqrVersion(alice, bob), 0); // downgraded for good
-    assert.equal(field5(await send(alice, bob, "classical")).length, 0);
+    assert.equal(field5(await send(alice, bob, "classical", SpqrSettings.OFFERED)).length, 0);
   });
 
   test("REQUIRED with OFF: the OFF responder cannot verify (salted keys) and keeps everything", async () => {
@@ -214,12 +214,13 @@ describe("SPQR in sessions", () => {
     await alice.store.storeSession(bob.address, aliceRecord);
     await bob.store.storeSession(alice.address, bobRecord);
     for (let i = 0; i < 3; i++) {
-      assert.equal(field5(await send(alice, bob, `a${i}`)).length, 0);
-      assert.equal(field5(await send(bob, alice, `b${i}`)).length, 0);
+      assert.equal(field5(await send(alice, bob, `a${i}`, SpqrSettings.OFFERED)).length, 0);
+      assert.equal(field5(await send(bob, alice, `b${i}`, SpqrSettings.OFFERED)).length, 0);
     }
-    // REQUIRED would replace it (hasSession false); OFFERED keeps using it.
+    // REQUIRED (the default) replaces it (hasSession false); OFFERED keeps using it.
     assert.equal(await hasSession(alice.store, bob.address, NOW, { spqr: SpqrSettings.REQUIRED }), false);
-    assert.equal(await hasSession(alice.store, bob.address, NOW), true);
+    assert.equal(await hasSession(alice.store, bob.address, NOW), false);
+    assert.equal(await hasSession(alice.store, bob.address, NOW, { spqr: SpqrSettings.OFFERED }), true);
   });
 
   test("a session with oneself runs SPQR with unbounded jumps", async () => {

@@ -121,7 +121,8 @@ export class Inbox {
       try {
         plaintext = groupCiphertext
           ? await groupDecrypt(this.store, address, envelope.content)
-          : await decrypt(this.store, address, envelope.type, envelope.content);
+          : await decrypt(this.store, address, envelope.type, envelope.content,
+            { localAddress: new ProtocolAddress(this.accountId, this.deviceId) }); // checks field 6
       } catch (error) {
         this.store.rollback(before);
         await this.store.putJson(seen, this.clock());

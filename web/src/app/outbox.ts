@@ -97,7 +97,8 @@ export class Outbox {
           const body = options.onlyDevice === undefined || options.onlyDevice === device ? plaintext : options.filler!;
           let message;
           try {
-            message = await encrypt(this.store, address, body, { now: Math.floor(this.clock() / 1000) });
+            message = await encrypt(this.store, address, body, { now: Math.floor(this.clock() / 1000),
+              localAddress: new ProtocolAddress(this.accountId, this.deviceId) }); // field 6 of PreKey messages
           } catch (error) {
             if (error instanceof UntrustedIdentity && account !== this.accountId) throw new IdentityNotTrusted(account);
             throw error;

@@ -296,7 +296,8 @@ export class Peer {
     const actor = this.actor(req);
     const remote = this.remote(req);
     const plaintext = bytesField(req, "plaintext");
-    const message = await session.encrypt(actor.store, remote, plaintext, { now: this.now(), rng: this.rng, spqr: this.spqr });
+    const message = await session.encrypt(actor.store, remote, plaintext,
+      { now: this.now(), rng: this.rng, spqr: this.spqr, localAddress: actor.address });
     return {
       message_type: message.messageType === PREKEY_TYPE ? "prekey" : "whisper",
       ciphertext: b64encode(message.serialized),
@@ -312,7 +313,8 @@ export class Peer {
       throw new BadRequest("message_type must be 'prekey' or 'whisper'");
     }
     const ciphertext = bytesField(req, "ciphertext");
-    const plaintext = await session.decrypt(actor.store, remote, types[kind]!, ciphertext, { rng: this.rng, spqr: this.spqr });
+    const plaintext = await session.decrypt(actor.store, remote, types[kind]!, ciphertext,
+      { rng: this.rng, spqr: this.spqr, localAddress: actor.address });
     return { plaintext: b64encode(plaintext) };
   }
 

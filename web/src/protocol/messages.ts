@@ -101,14 +101,17 @@ export class SignalMessage {
     /** SPQR field 5 (empty when absent); the session hands it to SPQR's recv. */
     readonly pqRatchet: Uint8Array,
     readonly serialized: Uint8Array,
+    /** Field 6 (libsignal 0.91+): sender and recipient addresses, 36 bytes, if present. */
+    readonly addresses: Uint8Array | undefined = undefined,
   ) {}
 
   /**
    * Version byte and protobuf, fields in libsignal's order 1, 2, 3, 4, then 5 (the SPQR
-   * bytes, covered by the MAC) only when `pqRatchet` is not empty.
+   * bytes, covered by the MAC) only when `pqRatchet` is not empty, and 6 (addresses) when
+   * given.
    */
   static encodeBody(version: number, ratchetKey: PublicKey, counter: number, previousCounter: number,
-    ciphertext: Uint8Array, pqRatchet: Uint8Array = new Uint8Array(0)): Uint8Array {
+    ciphertext: Uint8Array, pqRatchet: Uint8Array = new Uint8Array(0), addresses?: Uint8Array): Uint8Array {
     return concat(
       versionByte(version),
       pb.fieldBytes(1, ratchetKey.serialize()),
@@ -116,6 +119,7 @@ export class SignalMessage {
       pb.fieldVarint(3, previousCounter),
       pb.fieldBytes(4, ciphertext),
       pqRatchet.length > 0 ? pb.fieldBytes(5, pqRatchet) : new Uint8Array(0),
+      addresses !== undefined ? pb.fieldBytes(6, addresses) : new Uint8Array(0),
     );
   }
 
@@ -147,8 +151,8 @@ export class SignalMessage {
     const previous = optionalUint32(fields, 3, what) ?? 0;
     const ciphertext = requiredBytes(fields, 4, what);
     const pq = optionalBytes(fields, 5, what) ?? new Uint8Array(0);
-    optionalBytes(fields, 6, what); // addresses (libsignal 0.103): must be well-formed, else ignored
-    return new SignalMessage(version, ratchetKey, counter, previous, ciphertext, pq, data);
+    const addresses = optionalBytes(fields, 6, what); // checked by the PreKey path's receiver
+    return new SignalMessage(version, ratchetKey, counter, previous, ciphertext, pq, data, addresses);
   }
 
   /** Constant-time check of the trailing MAC over the bytes received. */

@@ -195,9 +195,13 @@ export async function encryptMessage(store: ProtocolStore, destination: Protocol
   plaintext: Uint8Array, options: { now: number; rng?: Random; spqr?: SpqrSettings }): Promise<Uint8Array> {
   const recipient = await store.getIdentity(destination);
   if (recipient === undefined) throw new NoSession(`no identity for ${destination}`);
-  const sessionOptions: { now: number; rng?: Random; spqr?: SpqrSettings } = { now: options.now };
+  const sessionOptions: { now: number; rng?: Random; spqr?: SpqrSettings; localAddress?: ProtocolAddress } =
+    { now: options.now };
   if (options.rng !== undefined) sessionOptions.rng = options.rng;
   if (options.spqr !== undefined) sessionOptions.spqr = options.spqr;
+  // Field 6 of a PreKey message names us as the certificate does (libsignal 0.91+).
+  const local = localAddressOf(sender.senderUuid, sender.senderDeviceId);
+  if (local !== undefined) sessionOptions.localAddress = local;
   const message = await session.encrypt(store, destination, plaintext, sessionOptions);
   const content = UnidentifiedSenderMessageContent.create(message.messageType, sender, message.serialized);
   return seal(await store.getIdentityKeyPair(), recipient, content, options.rng ?? systemRandom);
@@ -296,11 +300,23 @@ export async function decrypt(store: ProtocolStore, data: Uint8Array, options: {
   } catch (cause) {
     throw new InvalidMessage("sender certificate names no usable address", { cause });
   }
-  const sessionOptions: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {};
+  const sessionOptions: session.DecryptOptions = {};
   if (options.rng !== undefined) sessionOptions.rng = options.rng;
   if (options.kems !== undefined) sessionOptions.kems = options.kems;
   if (options.spqr !== undefined) sessionOptions.spqr = options.spqr;
+  // A PreKey message's field 6 must name this device as the recipient.
+  const localAddress = localAddressOf(local.uuid, local.deviceId);
+  if (localAddress !== undefined) sessionOptions.localAddress = localAddress;
   const plaintext = await session.decrypt(store, address, content.messageType, content.contents, sessionOptions);
   return { senderUuid: sender.senderUuid, senderE164: sender.senderE164, deviceId: sender.senderDeviceId,
     messageType: content.messageType, plaintext };
+}
+
+/** This device's address for field 6, or `undefined` where the name or id cannot be one. */
+function localAddressOf(name: string, deviceId: number): ProtocolAddress | undefined {
+  try {
+    return new ProtocolAddress(name, deviceId);
+  } catch {
+    return undefined;
+  }
 }

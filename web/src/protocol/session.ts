@@ -15,8 +15,8 @@
  * verified, whichever (current or archived) state decrypts.
  */
 
-import type { ProtocolAddress } from "./address.js";
-import { type Random, systemRandom } from "./bytes.js";
+import { addressesField, type ProtocolAddress } from "./address.js";
+import { constantTimeEqual, type Random, systemRandom } from "./bytes.js";
 import { CURRENT_VERSION, MAX_FORWARD_JUMPS, MAX_UNACKNOWLEDGED_SESSION_AGE } from "./constants.js";
 import {
   DuplicatedMessage,
@@ -41,14 +41,13 @@ import { Direction, type ProtocolStore } from "./stores.js";
 type Commit = () => void;
 
 /**
- * The SPQR settings of sessions started or accepted without explicit ones: OFFERED, as
- * the Python SDK's default (cipherpost.client.options.ClientOptions.spqr). Every new
- * session runs SPQR and keeps it with a peer that answers with it (Python SDK, libsignal
- * 0.90+); a peer without it gets a classical session. The Python protocol functions
- * themselves default to OFF; here the browser app is the caller, so the default is the
- * SDK's. REQUIRED (libsignal 0.92+) refuses a peer without SPQR.
+ * The SPQR settings of sessions started or accepted without explicit ones: REQUIRED, as
+ * libsignal 0.92+ and as Python's `cipherpost.protocol.DEFAULT_SPQR` and the SDK's
+ * `ClientOptions.spqr`. A peer without SPQR is refused, and a session without it (made
+ * before SPQR) is not usable for sending, so a new one is started. OFFERED also talks to
+ * libsignal 0.90/0.91 and pre-SPQR Cipherpost; OFF never runs SPQR.
  */
-export const DEFAULT_SPQR: SpqrSettings = SpqrSettings.OFFERED;
+export const DEFAULT_SPQR: SpqrSettings = SpqrSettings.REQUIRED;
 
 /** An encrypted 1:1 message: its type (2 whisper, 3 prekey) and bytes. */
 export interface CiphertextMessage {
@@ -158,7 +157,7 @@ export function archiveSession(store: ProtocolStore, address: ProtocolAddress): 
  * @throws InvalidSpqrState the stored SPQR state cannot send.
  */
 export function encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: Uint8Array,
-  options: { now: number; rng?: Random; spqr?: SpqrSettings }): Promise<CiphertextMessage> {
+  options: { now: number; rng?: Random; spqr?: SpqrSettings; localAddress?: ProtocolAddress }): Promise<CiphertextMessage> {
   const rng = options.rng ?? systemRandom;
   const requireSpqr = (options.spqr ?? DEFAULT_SPQR).minVersion > V0;
   return withLock(store, lockKey(address), async () => {
@@ -171,14 +170,17 @@ export function encrypt(store: ProtocolStore, address: ProtocolAddress, plaintex
     // SPQR first: its key salts the message keys, its bytes go in field 5 (under the MAC).
     const sent = pqSend(state.pqRatchet, rng);
     const { cipherKey, macKey, iv } = messageKeys(messageKeySeed(chain.chainKey), sent.key ?? undefined);
+    const pending = state.pendingPreKey;
+    // Field 6 (libsignal 0.91+): both addresses under the MAC, on the PreKey path only.
+    const addresses = pending !== undefined && options.localAddress !== undefined
+      ? addressesField(options.localAddress, address) : undefined;
     const body = SignalMessage.encodeBody(state.version, chain.ratchet.publicKey, chain.index, state.previousCounter,
-      await aesCbcEncrypt(cipherKey, iv, plaintext), sent.message);
+      await aesCbcEncrypt(cipherKey, iv, plaintext), sent.message, addresses);
     const mac = macPrefixed(macKey, state.macIdentities(true), body);
     const serialized = new Uint8Array(body.length + mac.length);
     serialized.set(body);
     serialized.set(mac, body.length);
     let result: CiphertextMessage;
-    const pending = state.pendingPreKey;
     if (pending !== undefined) {
       const wrapped = PreKeySignalMessage.build({
         registrationId: state.localRegistrationId,
@@ -390,7 +392,7 @@ async function bobState(store: ProtocolStore, message: PreKeySignalMessage, kems
  * @throws UnknownVersion an unsupported version nibble.
  */
 export function decryptPreKeyMessage(store: ProtocolStore, address: ProtocolAddress, data: Uint8Array,
-  options: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {}): Promise<Uint8Array> {
+  options: DecryptOptions = {}): Promise<Uint8Array> {
   const rng = options.rng ?? systemRandom;
   const kems = options.kems ?? DEFAULT_KEMS;
   const spqr = options.spqr ?? DEFAULT_SPQR;
@@ -424,6 +426,13 @@ export function decryptPreKeyMessage(store: ProtocolStore, address: ProtocolAddr
       if (error instanceof InvalidMessage) throw new InvalidMessage("decryption failed", { cause: error });
       throw error;
     }
+    const addresses = message.message.addresses;
+    if (addresses !== undefined && options.localAddress !== undefined) {
+      const expected = addressesField(address, options.localAddress);
+      if (expected === undefined || !constantTimeEqual(expected, addresses)) {
+        throw new InvalidMessage("decryption failed");
+      }
+    }
     if (existing === undefined) {
       await store.markKyberPreKeyUsed(message.kyberPreKeyId, message.signedPreKeyId, baseKey);
     }
@@ -448,12 +457,19 @@ function equalKeys(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Decrypt a whisper (2) or PreKey (3) message; `spqr` applies to a session that a PreKey
- * message creates.
+ * Options of the decrypt functions. `spqr` applies to a session that a PreKey message
+ * creates; `localAddress` (this device) is checked against the addresses a PreKey message
+ * carries (field 6, libsignal 0.91+): a message naming another sender or recipient is
+ * refused. Messages without field 6 are accepted, as libsignal does.
+ */
+export interface DecryptOptions { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings; localAddress?: ProtocolAddress }
+
+/**
+ * Decrypt a whisper (2) or PreKey (3) message, with {@link DecryptOptions}.
  * @throws RangeError `messageType` is neither.
  */
 export function decrypt(store: ProtocolStore, address: ProtocolAddress, messageType: number, data: Uint8Array,
-  options: { rng?: Random; kems?: KemRegistry; spqr?: SpqrSettings } = {}): Promise<Uint8Array> {
+  options: DecryptOptions = {}): Promise<Uint8Array> {
   if (messageType === WHISPER_TYPE) return decryptSignalMessage(store, address, data, options);
   if (messageType === PREKEY_TYPE) return decryptPreKeyMessage(store, address, data, options);
   return Promise.reject(new RangeError(`not a 1:1 message type: ${messageType}`));
