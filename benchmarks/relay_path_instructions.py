@@ -21,9 +21,13 @@ second are counted, as they are at this rate). The **bare relay** of ``relay_loa
 runs the same way in the same invocation and the ratio is printed. ``--baseline`` runs
 the relay of another checkout's ``src`` too (e.g. a worktree of an older commit).
 
-Instruction counts do not move with the machine's load, but they leave out the kernel
-(socket writes and reads, the WAL's write()), and the rate is fixed in wall time while
-valgrind runs the server many times slower: compare trees with it, and confirm a
+Instruction counts leave out the kernel (socket writes and reads, the WAL's write()),
+and they do move with the machine's load here: the rate is fixed in wall time while
+valgrind runs the server some 50 times slower, so a relay starved of CPU on a busy
+machine falls behind, batches its commits and frames, and counts fewer instructions
+per message (each run's p50 latency and run-queue wait are printed: a p50 beyond a few
+ms means it fell behind). Two counts of the same tree at a load of 10 differed by 1.6x
+(2026-11-29). Compare trees in runs made at the same time, repeat them, and confirm a
 gain with ``relay_load.py`` on a quiet machine.
 """
 
@@ -92,7 +96,14 @@ def count(kind: str, src: Path, devices: int, rate: float, seconds: float,
     match = re.search(r"I\s+refs:\s+([\d,]+)", log.read_text())
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{log.read_text()}")
-    return int(match.group(1).replace(",", "")), int(result["delivered"])
+    instructions = int(match.group(1).replace(",", ""))
+    # A relay that fell behind (starved of CPU under valgrind on a busy machine) batched
+    # its commits and frames: its count per message is lower and not comparable.
+    print(f"  {kind} {seconds:g} s: {instructions:,} instructions, "
+          f"{int(result['delivered'])} delivered, p50 {result['p50_ms']:.1f} ms, "
+          f"p99 {result['p99_ms']:.1f} ms, runq {result['runqueue_percent']:.0f} %",
+          flush=True)
+    return instructions, int(result["delivered"])
 
 
 #: Accounts are made in the tree under test (its schema), tokens printed one a line.
