@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import { systemRandom } from "../src/protocol/bytes.js";
 import { IdentityKeyPair } from "../src/protocol/keys.js";
 import {
-  ADMIN, encodeState, Group, GroupChangeRejected, MEMBER, signChange, verifyChange,
+  ADMIN, editedState, encodeState, Group, GroupChangeRejected, groupTitle, MEMBER, signChange, verifyChange,
 } from "../src/app/groups.js";
 
 const A = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -43,5 +43,27 @@ describe("groups", () => {
   test("a member may leave by itself", () => {
     const leave = signChange(bob, B, group, encodeState(ID, 1, "t", new Map([[A, ADMIN]])), 3, systemRandom);
     assert.ok(!verifyChange(leave, group, bob.publicKey).isMember(B));
+  });
+
+  test("edits keep what they do not name and chain onto the state", () => {
+    const added = editedState(group, { roles: new Map([...group.members, [C, MEMBER]]) });
+    const next = verifyChange(signChange(alice, A, group, added, 4, systemRandom), group, alice.publicKey);
+    assert.equal(next.revision, 1);
+    assert.equal(next.title, "t");
+    assert.deepEqual([...next.members.keys()].sort(), [A, B, C]);
+    const renamed = verifyChange(signChange(alice, A, next, editedState(next, { title: "new" }), 5, systemRandom), next, alice.publicKey);
+    assert.equal(renamed.title, "new");
+    assert.deepEqual(renamed.members, next.members);
+    // the last admin leaving a group with members is refused (it would have no admin)
+    const alone = new Map(group.members);
+    alone.delete(A);
+    assert.throws(() => verifyChange(signChange(alice, A, group, editedState(group, { roles: alone }), 6, systemRandom),
+      group, alice.publicKey), /needs an admin/);
+    // a member renaming: allowed unless attributes are kept to admins
+    assert.equal(verifyChange(signChange(bob, B, group, editedState(group, { title: "b" }), 7, systemRandom), group,
+      bob.publicKey).title, "b");
+    assert.equal(groupTitle("  x "), "x");
+    assert.throws(() => groupTitle(" "), RangeError);
+    assert.throws(() => groupTitle("x".repeat(101)), RangeError);
   });
 });

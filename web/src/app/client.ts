@@ -17,7 +17,10 @@ import * as archive from "./archive.js";
 import * as history from "./history.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
 import { LinkError } from "./linking.js";
-import { ADMIN, encodeState, Group, GROUP_ID_BYTES, MEMBER, signChange, verifyChange } from "./groups.js";
+import {
+  ADMIN, editedState, encodeState, Group, GROUP_ID_BYTES, GroupChangeRejected, type GroupEdit, groupTitle, MEMBER, signChange,
+  verifyChange,
+} from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import {
@@ -838,8 +841,7 @@ export class Client {
    * @throws RelayError 404 a username nobody has. @throws RangeError a bad title.
    */
   async createGroup(title: string, usernames: string[]): Promise<string> {
-    const name = title.trim();
-    if (name.length === 0 || name.length > 100) throw new RangeError("a group title is 1 to 100 characters");
+    const name = groupTitle(title);
     const roles = new Map<string, GroupState_Role>();
     for (const username of usernames) roles.set(await this.lookup(username), MEMBER);
     if (roles.size === 0) throw new RangeError("name at least one member");
@@ -851,6 +853,55 @@ export class Client {
   /** The group behind a conversation key, if we hold it. */
   async group(conversation: string): Promise<Group | undefined> {
     return conversation.startsWith("group:") ? this.inbox.group(fromHex(conversation.slice(6))) : undefined;
+  }
+
+  /**
+   * Add members (usernames) to a group (an admin's change; mirrors Client.add_members).
+   * Our sender key for it is retired: the next message starts a new chain.
+   * @throws RangeError not a member or not allowed. @throws RelayError 404 an unknown username.
+   */
+  async addGroupMembers(conversation: string, usernames: string[]): Promise<Group> {
+    const group = await this.#memberGroup(conversation);
+    const roles = new Map(group.members);
+    for (const username of usernames) {
+      const account = await this.lookup(username);
+      if (!roles.has(account)) roles.set(account, MEMBER);
+    }
+    if (roles.size === group.members.size) throw new RangeError("they are members already");
+    return this.#editGroup(group, { roles });
+  }
+
+  /** Remove members (account ids) from a group (an admin's change; Client.remove_members). */
+  async removeGroupMembers(conversation: string, accounts: string[]): Promise<Group> {
+    const group = await this.#memberGroup(conversation);
+    const roles = new Map(group.members);
+    for (const account of accounts) roles.delete(account);
+    return this.#editGroup(group, { roles });
+  }
+
+  /** Leave a group: we remove ourselves (Client.leave_group); the others get the change. */
+  async leaveGroup(conversation: string): Promise<Group> {
+    return this.removeGroupMembers(conversation, [this.accountId]);
+  }
+
+  /** Rename a group (Client.set_group_title). */
+  async renameGroup(conversation: string, title: string): Promise<Group> {
+    return this.#editGroup(await this.#memberGroup(conversation), { title: groupTitle(title) });
+  }
+
+  async #memberGroup(conversation: string): Promise<Group> {
+    const group = await this.group(conversation);
+    if (group === undefined || !group.isMember(this.accountId)) throw new RangeError("you are not in this group");
+    return group;
+  }
+
+  async #editGroup(group: Group, edit: GroupEdit): Promise<Group> {
+    try {
+      return await this.#changeGroup(group, editedState(group, edit));
+    } catch (error) {
+      if (error instanceof GroupChangeRejected) throw new RangeError(`that group change is not allowed: ${error.message}`);
+      throw error;
+    }
   }
 
   /**

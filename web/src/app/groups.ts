@@ -181,3 +181,27 @@ export function verifyChange(signed: SignedGroupChange, current: Group | undefin
   }
   return next;
 }
+
+/** What an edit changes; unnamed fields keep the group's values. */
+export interface GroupEdit {
+  roles?: ReadonlyMap<string, GroupState_Role>;
+  title?: string;
+  expireTimer?: number;
+}
+
+/**
+ * The serialized next state of `group` after `edit` (revision + 1), as
+ * cipherpost.client.Client._edit_group builds it: check it with `verifyChange` before
+ * sending.
+ */
+export function editedState(group: Group, edit: GroupEdit): Uint8Array {
+  return encodeState(group.id, group.revision + 1, edit.title ?? group.title, edit.roles ?? group.members,
+    { expireTimer: edit.expireTimer ?? group.expireTimer, attributesByAdminsOnly: group.attributesByAdminsOnly });
+}
+
+/** A group title as the app takes it: trimmed, 1 to 100 characters. @throws RangeError */
+export function groupTitle(title: string): string {
+  const name = title.trim();
+  if (name.length === 0 || name.length > 100) throw new RangeError("a group title is 1 to 100 characters");
+  return name;
+}

@@ -14,6 +14,7 @@ import { DeviceStore } from "../app/store/device.js";
 import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
+import { groupPanel } from "./group.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
 import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
@@ -458,9 +459,10 @@ async function chat(accountId: string): Promise<HTMLElement> {
       (typingUntil.get(accountId) ?? 0) > Date.now() ? h("span", { class: "typing", "data-testid": "typing" }, "typing…") : false,
       group !== undefined ? false : timerSelect(accountId, timer),
       group !== undefined
-        ? h("span", { class: "meta", "data-testid": "group-members" }, `${group.members.size} members`)
+        ? false
         : h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
           onclick: () => { view!.page = "safety"; void render(); } }, "Safety number")),
+    group !== undefined ? await groupPanel(client, accountId, group, { describe, nameOf, changed: render }) : false,
     safety?.changed ? h("div", { class: "banner", "data-testid": "key-changed" },
       h("span", { "data-testid": "key-changed-text" },
         `${nameOf(contact, accountId)}'s safety number changed. Compare it before you send.`),

@@ -11,7 +11,7 @@
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
- * text {testid}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
+ * text {testid}, click_selector {selector}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
  * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload).
  */
@@ -281,6 +281,10 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.locator(selector).first().waitFor();
       return { elements: await page.locator(selector).evaluateAll((nodes) => nodes.map((n) => ({
         text: n.textContent, data: { ...(n as HTMLElement).dataset } }))) };
+    }
+    case "click_selector": {
+      await page.locator(String(c.selector)).first().click();
+      return {};
     }
     case "wait_selector": {
       await page.locator(String(c.selector)).first().waitFor();
