@@ -21,6 +21,7 @@ from cipherpost.client.store.crypto import LocalKey
 from cipherpost.protocol import (
     KemKeyPair,
     SessionRecord,
+    SpqrSettings,
     decrypt,
     encrypt,
     process_prekey_bundle,
@@ -35,25 +36,27 @@ from tests.conftest import ROOT, load_vectors
 from tests.protocol.parties import NOW, make_party
 
 rng = random.Random(2024).randbytes
+#: The 1:1 seeds are classical sessions (the SPQR ones are targets_protocol's).
+CLASSIC = SpqrSettings.OFF
 
 # -- 1:1 sessions ----------------------------------------------------------------------------
 
 ALICE = make_party("alice", rng, 1)
 BOB = make_party("bob", rng, 2)
 CAROL = make_party("carol", rng, 3)
-process_prekey_bundle(ALICE.store, BOB.address, BOB.bundle(), rng=rng, now=NOW)
+process_prekey_bundle(ALICE.store, BOB.address, BOB.bundle(), rng=rng, now=NOW, spqr=CLASSIC)
 #: A PreKey message Bob has decrypted (replays are duplicates).
 FIRST = encrypt(ALICE.store, BOB.address, b"first", now=NOW).serialized
 #: A PreKey message of the same state that Bob never saw: its key is a skipped key.
 SKIPPED = encrypt(ALICE.store, BOB.address, b"skipped", now=NOW).serialized
-decrypt(BOB.store, ALICE.address, 3, FIRST, rng=rng)
+decrypt(BOB.store, ALICE.address, 3, FIRST, rng=rng, spqr=CLASSIC)
 REPLY = encrypt(BOB.store, ALICE.address, b"reply", now=NOW).serialized
-decrypt(ALICE.store, BOB.address, 2, REPLY, rng=rng)
+decrypt(ALICE.store, BOB.address, 2, REPLY, rng=rng, spqr=CLASSIC)
 #: A whisper message Bob has not decrypted yet.
 WHISPER = encrypt(ALICE.store, BOB.address, b"whisper", now=NOW).serialized
 # Carol's first message is never delivered: Bob keeps the prekeys it names, so mutations
 # of it reach the responder's PQXDH code, not only the look-up of a state by base key.
-process_prekey_bundle(CAROL.store, BOB.address, BOB.bundle(), rng=rng, now=NOW)
+process_prekey_bundle(CAROL.store, BOB.address, BOB.bundle(), rng=rng, now=NOW, spqr=CLASSIC)
 CAROL_FIRST = encrypt(CAROL.store, BOB.address, b"carol", now=NOW).serialized
 #: The SignalMessage inside a PreKey message (as a whisper message it is refused).
 INNER = PreKeySignalMessage.parse(SKIPPED).message.serialized

@@ -247,7 +247,7 @@ def session_record(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decrypt(store, c.ALICE.address, 2, c.WHISPER, rng=_rng)
     with contextlib.suppress(ProtocolError):
-        encrypt(store, c.ALICE.address, b"x", now=c.NOW)
+        encrypt(store, c.ALICE.address, b"x", now=c.NOW, rng=_rng)
 
 
 @target("prekey_records", "PreKeyRecord, SignedPreKeyRecord, KyberPreKeyRecord "
@@ -333,7 +333,8 @@ def session_decrypt(data: bytes) -> None:
     sender = c.CAROL.address if selector & 2 else c.ALICE.address
     before = _capture(c.BOB.store)
     try:
-        plaintext = decrypt(c.BOB.store, sender, message_type, message, rng=_rng)
+        plaintext = decrypt(c.BOB.store, sender, message_type, message, rng=_rng,
+                            spqr=c.CLASSIC)
     except ProtocolError:
         assert _capture(c.BOB.store) == before, "a refused message changed Bob's stores"
         return

@@ -175,7 +175,7 @@ _SEALED_FIRST = ss.encrypt_message(SS_ALICE.store, SS_BOB.address, SS_SENDER_CER
                                    b"sealed", now=NOW, rng=_rng)
 ss.decrypt(SS_BOB.store, _SEALED_FIRST, trust_roots=[TRUST_ROOT.public_key()], now_ms=NOW_MS,
            local_uuid=UUID_BOB, local_device_id=1, rng=_rng)
-_reply = encrypt(SS_BOB.store, SS_ALICE.address, b"r", now=NOW)
+_reply = encrypt(SS_BOB.store, SS_ALICE.address, b"r", now=NOW, rng=_rng)
 decrypt(SS_ALICE.store, SS_BOB.address, 2, _reply.serialized, rng=_rng)
 SEALED_WHISPERS = [ss.encrypt_message(SS_ALICE.store, SS_BOB.address, SS_SENDER_CERT, text,
                                       now=NOW, rng=_rng) for text in (b"pq one", b"pq two")]

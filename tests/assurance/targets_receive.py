@@ -319,7 +319,7 @@ def _envelope(sender: str, kind: int, content: bytes) -> Envelope:
 
 def _deliver(frm: Store, to: Inbox, sender: str, recipient: ProtocolAddress,
              plaintext: bytes) -> list[ev.Event]:
-    message = encrypt(frm, recipient, plaintext, now=c.NOW)
+    message = encrypt(frm, recipient, plaintext, now=c.NOW, rng=c.rng)
     events, _later = to.process(_envelope(sender, message.message_type, message.serialized))
     return events
 
@@ -337,13 +337,14 @@ assert _texts(_deliver(BOB_STORE, ALICE_INBOX, BOB_ID, ALICE_ADDRESS, _text("hi 
     == ["hi alice"]
 #: Alice's next message (a whisper message), and her next one as a PreKey message of a
 #: session Bob has not seen (another base key).
-NEXT_WHISPER = encrypt(ALICE_STORE, BOB_ADDRESS, _text("next"), now=c.NOW).serialized
+NEXT_WHISPER = encrypt(ALICE_STORE, BOB_ADDRESS, _text("next"), now=c.NOW, rng=c.rng).serialized
 _MALLORY = _store("mallory")
 process_prekey_bundle(_MALLORY, BOB_ADDRESS, generate_prekey_bundle(
     BOB_STORE, device_id=1, signed_pre_key_id=11, kyber_pre_key_id=12, pre_key_id=13,
     rng=c.rng, now_ms=NOW_MS), rng=c.rng, now=c.NOW)
 #: A PreKey message from another identity key (what a relay could stamp Alice's name on).
-MALLORY_FIRST = encrypt(_MALLORY, BOB_ADDRESS, _text("from mallory"), now=c.NOW).serialized
+MALLORY_FIRST = encrypt(_MALLORY, BOB_ADDRESS, _text("from mallory"), now=c.NOW,
+                        rng=c.rng).serialized
 
 
 def _snapshot(store: Store) -> sqlite3.Connection:
@@ -383,7 +384,7 @@ def receive_pipeline(data: bytes) -> None:
     sender = ALICE_ID if selector & 8 else _SENDERS[(selector >> 6) & 3]
     try:
         if (selector >> 4) & 3 == 1:
-            message = encrypt(ALICE_STORE, BOB_ADDRESS, payload, now=c.NOW)
+            message = encrypt(ALICE_STORE, BOB_ADDRESS, payload, now=c.NOW, rng=c.rng)
             kind, payload = message.message_type, message.serialized
         envelope = Envelope(f"fuzz-{selector}", sender, 1 if sender else None, kind, payload,
                             _clock[0], _clock[0])

@@ -69,7 +69,8 @@ def test_relay_cannot_pose_as_one_of_our_devices(tmp_path: Path,
                 [bundle] = await bob.api.bundles(alice.account_id, 1)  # the relay has these
                 process_prekey_bundle(evil, target, bundle, rng=os.urandom,
                                       now=alice._now() // 1000)
-                message = encrypt(evil, target, codec.encode(forged), now=alice._now() // 1000)
+                message = encrypt(evil, target, codec.encode(forged), now=alice._now() // 1000,
+                                  rng=os.urandom)
                 envelope = Envelope(str(uuid.uuid4()), alice.account_id, 99,
                                     message.message_type, message.serialized, alice._now(),
                                     alice._now())

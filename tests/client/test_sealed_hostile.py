@@ -156,7 +156,7 @@ def test_a_relay_cannot_pose_as_one_of_our_devices_in_a_sealed_envelope(
             forged = Content(sync=SyncMessage(identity_reset=SyncMessage.IdentityReset(
                 identity_key_pair=IdentityKeyPair.generate(os.urandom).serialize(),
                 registration_id=77)))
-            message = encrypt(evil, target, codec.encode(forged), now=now // 1000)
+            message = encrypt(evil, target, codec.encode(forged), now=now // 1000, rng=os.urandom)
             for device, expected in ((99, (ev.DecryptionFailed, "untrusted_identity")),
                                      (1, (ev.SealedRejected, "sealed_sender_self_send"))):
                 certificate = chain.issue(alice.account_id, device, evil_identity.public,

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from pathlib import Path
 
 from cipherpost.client import Client
 from cipherpost.client import events as ev
-from cipherpost.protocol import ProtocolAddress, SpqrSettings
+from cipherpost.protocol import PREKEY_TYPE, ProtocolAddress, SpqrSettings
+from cipherpost.protocol.address import addresses_field
+from cipherpost.protocol.messages import PreKeySignalMessage
 
 from .conftest import Devices, ThreadedRelay
 
@@ -33,7 +36,7 @@ async def _register(devices: Devices, name: str, spqr: SpqrSettings) -> Client:
 def test_new_sessions_run_spqr_by_default(tmp_path: Path, relay: ThreadedRelay) -> None:
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
-        assert devices.options.spqr == SpqrSettings.OFFERED   # SDK devices agree on SPQR
+        assert devices.options.spqr == SpqrSettings.REQUIRED  # the default, as libsignal 0.92+
         try:
             alice = await devices.register("alice")
             bob = await devices.register("bob")
@@ -42,6 +45,35 @@ def test_new_sessions_run_spqr_by_default(tmp_path: Path, relay: ThreadedRelay) 
             await bob.send_text("alice", "hi")
             assert _texts(await alice.receive()) == ["hi"]
             assert _spqr_version(alice, bob) == _spqr_version(bob, alice) == 1
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_prekey_messages_name_both_devices_and_a_restamped_one_is_refused(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """Field 6, as libsignal 0.91+: the SDK's PreKey messages carry sender and recipient
+    under the MAC, and the receiver checks them, so a relay that stamps another sender
+    device on a message gets it refused (DecryptionFailed), not taken as that device's."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        devices.options = dataclasses.replace(devices.options, sealed_sender=False)
+        try:
+            alice, bob = await devices.register("alice"), await devices.register("bob")
+            await alice.send_text("bob", "hello")
+            [envelope], _ = await bob.api.fetch()
+            assert envelope.type == PREKEY_TYPE
+            carried = PreKeySignalMessage.parse(envelope.content).message.addresses
+            assert carried is not None and carried == addresses_field(
+                ProtocolAddress(alice.account_id, alice.device_id),
+                ProtocolAddress(bob.account_id, bob.device_id))
+            restamped = dataclasses.replace(envelope, id=str(uuid.uuid4()), sender_device_id=2)
+            events, _ = bob.inbox.process(restamped)
+            assert [type(e) for e in events] == [ev.DecryptionFailed]
+            assert bob.store.load_session(ProtocolAddress(alice.account_id, 2)) is None
+            events, _ = bob.inbox.process(envelope)
+            assert _texts(events) == ["hello"]
         finally:
             await devices.close()
 

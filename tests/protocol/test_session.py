@@ -16,6 +16,7 @@ from cipherpost.protocol import (
     NoSession,
     ProtocolError,
     SessionRecord,
+    SpqrSettings,
     UntrustedIdentity,
     decrypt,
     encrypt,
@@ -31,20 +32,24 @@ from tests.conftest import load_vectors
 
 from .parties import NOW, Party, make_party
 
+#: This module tests the classical Double Ratchet (its bytes are compared with libsignal
+#: 0.90's and a reference builder's); SPQR sessions, the default, are test_session_spqr's.
+CLASSIC = SpqrSettings.OFF
+
 
 def _start(rng, *, serializing: bool = False) -> tuple[Party, Party]:  # type: ignore[no-untyped-def]
     sessions_a = SerializingSessionStore() if serializing else None
     sessions_b = SerializingSessionStore() if serializing else None
     alice = make_party("alice", rng, 11, sessions_a)
     bob = make_party("bob", rng, 22, sessions_b)
-    process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=rng, now=NOW)
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(), rng=rng, now=NOW, spqr=CLASSIC)
     return alice, bob
 
 
 def _send(sender: Party, receiver: Party, text: bytes, now: int = NOW) -> bytes:
     message = encrypt(sender.store, receiver.address, text, now=now)
     return decrypt(receiver.store, sender.address, message.message_type, message.serialized,
-                   rng=sender.rng)
+                   rng=sender.rng, spqr=CLASSIC)
 
 
 def _snapshot(party: Party, remote: Party) -> bytes | None:
@@ -95,15 +100,15 @@ def test_conversation(rng, serializing: bool) -> None:  # type: ignore[no-untype
 def test_stale_unacknowledged_session(rng) -> None:  # type: ignore[no-untyped-def]
     alice, bob = _start(rng)
     later = NOW + MAX_UNACKNOWLEDGED_SESSION_AGE
-    assert has_session(alice.store, bob.address, later)
+    assert has_session(alice.store, bob.address, later, spqr=CLASSIC)
     encrypt(alice.store, bob.address, b"still ok", now=later)
-    assert not has_session(alice.store, bob.address, later + 1)
+    assert not has_session(alice.store, bob.address, later + 1, spqr=CLASSIC)
     with pytest.raises(NoSession):
         encrypt(alice.store, bob.address, b"too old", now=later + 1)
     # An answer from Bob acknowledges the session; then age no longer matters.
     _send(alice, bob, b"hello")
     _send(bob, alice, b"ack")
-    assert has_session(alice.store, bob.address, later + 10**6)
+    assert has_session(alice.store, bob.address, later + 10**6, spqr=CLASSIC)
 
 
 def test_rejected_bundles_change_nothing(rng) -> None:  # type: ignore[no-untyped-def]
@@ -115,13 +120,13 @@ def test_rejected_bundles_change_nothing(rng) -> None:  # type: ignore[no-untype
     with pytest.raises(InvalidSignature):
         process_prekey_bundle(alice.store, bob.address,
                               replace(bundle, signed_pre_key_signature=bytes(bad_signature)),
-                              rng=rng, now=NOW)
+                              rng=rng, now=NOW, spqr=CLASSIC)
     assert alice.store.load_session(bob.address) is None
     assert alice.store.get_identity(bob.address) is None
     # A known, different identity: refused, nothing stored.
     alice.store.save_identity(bob.address, IdentityKeyPair.generate(rng).public)
     with pytest.raises(UntrustedIdentity):
-        process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW)
+        process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW, spqr=CLASSIC)
     assert alice.store.load_session(bob.address) is None
 
 
@@ -136,15 +141,15 @@ def test_failed_decrypts_change_nothing(rng) -> None:  # type: ignore[no-untyped
         forged = bytearray(data)
         forged[index] ^= 0x10
         with pytest.raises(ProtocolError):
-            decrypt(bob.store, alice.address, 2, bytes(forged), rng=rng)
+            decrypt(bob.store, alice.address, 2, bytes(forged), rng=rng, spqr=CLASSIC)
         assert _snapshot(bob, alice) == before, index
     for cut in range(len(data)):
         with pytest.raises(ProtocolError):
-            decrypt(bob.store, alice.address, 2, data[:cut], rng=rng)
+            decrypt(bob.store, alice.address, 2, data[:cut], rng=rng, spqr=CLASSIC)
     assert _snapshot(bob, alice) == before
-    assert decrypt(bob.store, alice.address, 2, data, rng=rng) == b"payload"
+    assert decrypt(bob.store, alice.address, 2, data, rng=rng, spqr=CLASSIC) == b"payload"
     with pytest.raises(DuplicatedMessage):
-        decrypt(bob.store, alice.address, 2, data, rng=rng)
+        decrypt(bob.store, alice.address, 2, data, rng=rng, spqr=CLASSIC)
 
 
 def test_untrusted_receive_changes_nothing(rng) -> None:  # type: ignore[no-untyped-def]
@@ -154,7 +159,8 @@ def test_untrusted_receive_changes_nothing(rng) -> None:  # type: ignore[no-unty
     before = _snapshot(alice, bob)
     alice.store.save_identity(bob.address, IdentityKeyPair.generate(rng).public)
     with pytest.raises(UntrustedIdentity):
-        decrypt(alice.store, bob.address, message.message_type, message.serialized, rng=rng)
+        decrypt(alice.store, bob.address, message.message_type, message.serialized, rng=rng,
+                spqr=CLASSIC)
     assert _snapshot(alice, bob) == before
 
 
@@ -166,36 +172,37 @@ def test_self_session_allows_any_jump(rng) -> None:  # type: ignore[no-untyped-d
                          InMemoryProtocolStore(identity, 6), rng)
     me.store = InMemoryProtocolStore(identity, 5)
     process_prekey_bundle(me.store, other_device.address, other_device.bundle(), rng=rng,
-                          now=NOW)
+                          now=NOW, spqr=CLASSIC)
     _send(me, other_device, b"first")
     messages = [encrypt(me.store, other_device.address, b"x", now=NOW) for _ in range(25_002)]
     last = messages[-1]
     assert decrypt(other_device.store, me.address, last.message_type, last.serialized,
-                   rng=rng) == b"x"
+                   rng=rng, spqr=CLASSIC) == b"x"
 
 
 def test_last_resort_kyber_reuse_refused(rng) -> None:  # type: ignore[no-untyped-def]
     alice = make_party("alice", rng)
     bob = make_party("bob", rng)
     bundle = bob.bundle(one_time=False, last_resort=True)
-    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW)
+    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW, spqr=CLASSIC)
     first = encrypt(alice.store, bob.address, b"first", now=NOW)
-    assert decrypt(bob.store, alice.address, 3, first.serialized, rng=rng) == b"first"
+    assert decrypt(bob.store, alice.address, 3, first.serialized, rng=rng, spqr=CLASSIC) == b"first"
     # Bob loses the session (say, a restore): the same PreKey message must not rebuild it.
     bob.store.sessions = type(bob.store.sessions)()
     with pytest.raises(InvalidMessage):
-        decrypt(bob.store, alice.address, 3, first.serialized, rng=rng)
+        decrypt(bob.store, alice.address, 3, first.serialized, rng=rng, spqr=CLASSIC)
     # A new session on the same last-resort key (new base key) is fine.
-    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW)
+    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW, spqr=CLASSIC)
     second = encrypt(alice.store, bob.address, b"second", now=NOW)
-    assert decrypt(bob.store, alice.address, 3, second.serialized, rng=rng) == b"second"
+    assert decrypt(bob.store, alice.address, 3, second.serialized, rng=rng,
+                   spqr=CLASSIC) == b"second"
 
 
 def test_one_time_kyber_key_consumed(rng) -> None:  # type: ignore[no-untyped-def]
     alice = make_party("alice", rng)
     bob = make_party("bob", rng)
     bundle = bob.bundle(last_resort=False)
-    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW)
+    process_prekey_bundle(alice.store, bob.address, bundle, rng=rng, now=NOW, spqr=CLASSIC)
     _send(alice, bob, b"hi")
     from cipherpost.protocol import InvalidKyberPreKeyId
     with pytest.raises(InvalidKyberPreKeyId):
@@ -216,7 +223,7 @@ def test_records_round_trip(rng) -> None:  # type: ignore[no-untyped-def]
         party.store.store_session(remote.address, again)
     for i, message in enumerate(held):
         assert decrypt(bob.store, alice.address, message.message_type, message.serialized,
-                       rng=rng) == b"held%d" % i
+                       rng=rng, spqr=CLASSIC) == b"held%d" % i
     for bad in (b"", b"\x09" + data[1:], data[:-3], data + b"\x00", b"\x01\xff\xff"):
         with pytest.raises(InvalidMessage):
             SessionRecord.deserialize(bad)
@@ -265,4 +272,4 @@ def test_every_size_encodes_as_the_reference_builder(rng, size: int,  # type: ig
         sender_identity=state.local_identity, receiver_identity=state.remote_identity)
     message = encrypt(alice.store, bob.address, data, now=NOW)
     assert message.message_type == 2 and message.serialized == expected.serialized
-    assert decrypt(bob.store, alice.address, 2, message.serialized, rng=rng) == data
+    assert decrypt(bob.store, alice.address, 2, message.serialized, rng=rng, spqr=CLASSIC) == data

@@ -190,9 +190,11 @@ def test_has_session_requires_spqr_where_the_setting_does(alice: SpqrSettings,
     for name in "AB":
         party, remote = c.parties[name], c.parties[c.other(name)]
         runs_spqr = _record(party, remote).current.pq_ratchet.version == 1  # type: ignore[union-attr]
-        assert has_session(party.store, remote.address, NOW)
+        assert has_session(party.store, remote.address, NOW, spqr=OFF)
         assert has_session(party.store, remote.address, NOW, spqr=OFFERED)
         assert has_session(party.store, remote.address, NOW, spqr=REQUIRED) == runs_spqr
+        # The default is REQUIRED, as libsignal 0.92+.
+        assert has_session(party.store, remote.address, NOW) == runs_spqr
     # A session still negotiating (nothing received yet) runs SPQR, so it is usable.
     fresh = Conversation(5, loss=0, alice=OFFERED)
     alice, bob = fresh.parties["A"], fresh.parties["B"]

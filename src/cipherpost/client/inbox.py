@@ -100,6 +100,12 @@ class Inbox:
     def _now(self) -> int:
         return self.options.clock()
 
+    @property
+    def _local_address(self) -> ProtocolAddress:
+        """This device, checked against the addresses a PreKey message carries (field 6,
+        libsignal 0.91+)."""
+        return ProtocolAddress(self.account_id, self.device_id)
+
     def process(self, envelope: Envelope) -> tuple[list[ev.Event], list[FollowUp]]:
         """Decrypt and store one envelope in one transaction (nothing here awaits).
         Returns the events and the network work to do after it is acknowledged."""
@@ -136,7 +142,8 @@ class Inbox:
                     plaintext = group_decrypt(self.store, address, envelope.content)
                 else:
                     plaintext = decrypt(self.store, address, envelope.type, envelope.content,
-                                        rng=os.urandom, spqr=self.options.spqr)
+                                        rng=os.urandom, spqr=self.options.spqr,
+                                        local_address=self._local_address)
                 events: list[ev.Event] = []
                 after = self.store.identity_record(sender)
                 if before is not None and after is not None and after.identity_key != before:

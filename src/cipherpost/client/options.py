@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cipherpost.protocol import SpqrSettings
+from cipherpost.protocol import DEFAULT_SPQR, SpqrSettings
 
 from .keys import KeyPolicy
 
@@ -27,12 +27,12 @@ class ClientOptions:
     accept_changed_identities: bool = False
     keys: KeyPolicy = field(default_factory=KeyPolicy)
     #: SPQR (the post-quantum ratchet) on the 1:1 sessions this device starts or accepts.
-    #: OFFERED (the default while Cipherpost's browser client has no SPQR): every new
-    #: session offers it and keeps it with peers that answer with it (other SDK devices,
-    #: libsignal 0.90+); a peer without it (the browser client today) gets a classical
-    #: session. REQUIRED, as libsignal 0.92+: a peer without it is refused, and a session
-    #: without it is replaced before the next send. OFF never runs it (docs/protocol.md).
-    spqr: SpqrSettings = SpqrSettings.OFFERED
+    #: REQUIRED by default, as libsignal 0.92+ (and Cipherpost's browser client): a peer
+    #: without SPQR is refused, and a session without it (made by an older client) is
+    #: replaced before the next send. OFFERED also talks to libsignal 0.90/0.91 and
+    #: pre-SPQR Cipherpost, keeping SPQR with peers that answer with it; OFF never runs it
+    #: (docs/protocol.md).
+    spqr: SpqrSettings = DEFAULT_SPQR
     #: Sealed sender (docs/spec/sealed-sender.md): messages to a contact whose profile key
     #: this device holds go without sender credentials, so the relay does not learn who
     #: sent them; off, every send is identified.

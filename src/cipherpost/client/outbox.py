@@ -316,8 +316,10 @@ class Outbox:
 
     def encrypt_for(self, address: ProtocolAddress, plaintext: bytes) -> dict[str, Any]:
         try:
+            # Our address goes under the MAC of PreKey messages (field 6), as libsignal
+            # 0.91+ sends it, so a message cannot be replayed as from or to another device.
             message = encrypt(self.store, address, plaintext, now=self._now() // 1000,
-                              rng=os.urandom)
+                              rng=os.urandom, local_address=self.address)
         except UntrustedIdentity:
             record = self.store.identity_record(address.name)
             if record is not None and not record.send_blocked:

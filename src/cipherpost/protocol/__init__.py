@@ -31,11 +31,12 @@ from .session import (
     has_session,
     process_prekey_bundle,
 )
-from .spqr.ratchet import SpqrSettings
+from .spqr.ratchet import DEFAULT_SPQR, SpqrSettings
 from .state import SessionRecord
 from .stores import Direction, InMemoryProtocolStore, InMemorySenderKeyStore, ProtocolStore
 
 __all__ = [
+    "DEFAULT_SPQR",
     "KYBER1024",
     "MLKEM1024",
     "PREKEY_TYPE",

@@ -69,7 +69,7 @@ from .kem import DEFAULT_KEMS, KemRegistry
 from .keys import IdentityKeyPair, KeyPair, PrivateKey, PublicKey, Random
 from .messages import PREKEY_TYPE, SENDERKEY_TYPE, WHISPER_TYPE
 from .ratchet import hkdf, hmac_sha256
-from .spqr.ratchet import SpqrSettings
+from .spqr.ratchet import DEFAULT_SPQR, SpqrSettings
 from .stores import IdentityKeyStore, ProtocolStore
 
 #: CiphertextMessageType of a plaintext content (decryption-error messages).
@@ -325,7 +325,7 @@ class DecryptionResult:
 def decrypt(store: ProtocolStore, data: bytes, *, trust_roots: Sequence[PublicKey],
             now_ms: int, local_uuid: str, local_device_id: int,
             local_e164: str | None = None, rng: Random, kems: KemRegistry = DEFAULT_KEMS,
-            spqr: SpqrSettings = SpqrSettings.OFF,
+            spqr: SpqrSettings = DEFAULT_SPQR,
             local_address: ProtocolAddress | None = None) -> DecryptionResult:
     """Open, validate and decrypt a sealed 1:1 message (libsignal's
     ``sealedSenderDecryptMessage``, digest §8.4).

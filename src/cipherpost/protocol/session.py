@@ -56,7 +56,7 @@ from .ratchet import (
     root_step,
 )
 from .spqr.chain import Direction as PqDirection
-from .spqr.ratchet import SpqrSettings
+from .spqr.ratchet import DEFAULT_SPQR, SpqrSettings
 from .spqr.ratchet import recv as pq_recv
 from .spqr.ratchet import send as pq_send
 from .spqr.wire import V0
@@ -83,11 +83,12 @@ class CiphertextMessage(NamedTuple):
 def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
                           bundle: PreKeyBundle, *, rng: Random, now: int,
                           kems: KemRegistry = DEFAULT_KEMS,
-                          spqr: SpqrSettings = SpqrSettings.OFF) -> None:
+                          spqr: SpqrSettings = DEFAULT_SPQR) -> None:
     """Start a session with ``address`` from its bundle (we are Alice).
 
     ``now`` is the time in seconds. The new state becomes current; an older one is
-    archived. ``spqr`` says whether the session offers or requires SPQR (default: off).
+    archived. ``spqr`` says whether the session offers or requires SPQR (default:
+    required, :data:`DEFAULT_SPQR`).
 
     Raises:
         InvalidSignature: a prekey signature does not verify.
@@ -127,7 +128,7 @@ def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress,
 
 
 def has_session(store: ProtocolStore, address: ProtocolAddress, now: int, *,
-                spqr: SpqrSettings = SpqrSettings.OFF) -> bool:
+                spqr: SpqrSettings = DEFAULT_SPQR) -> bool:
     """True while a current session usable for sending exists (not stale).
 
     Where ``spqr`` requires SPQR (``min_version`` V1, as ``SpqrSettings.REQUIRED``), a
@@ -380,7 +381,7 @@ def _decrypt_with_state(state: SessionState, message: SignalMessage,
 
 def decrypt_prekey_message(store: ProtocolStore, address: ProtocolAddress, data: bytes, *,
                            rng: Random, kems: KemRegistry = DEFAULT_KEMS,
-                           spqr: SpqrSettings = SpqrSettings.OFF,
+                           spqr: SpqrSettings = DEFAULT_SPQR,
                            local_address: ProtocolAddress | None = None) -> bytes:
     """Decrypt a PreKey message from ``address`` (we are Bob, or Alice in a crossing).
 
@@ -477,7 +478,7 @@ def _bob_state(store: ProtocolStore, message: PreKeySignalMessage,
 
 def decrypt(store: ProtocolStore, address: ProtocolAddress, message_type: int, data: bytes, *,
             rng: Random, kems: KemRegistry = DEFAULT_KEMS,
-            spqr: SpqrSettings = SpqrSettings.OFF,
+            spqr: SpqrSettings = DEFAULT_SPQR,
             local_address: ProtocolAddress | None = None) -> bytes:
     """Decrypt a whisper (2) or PreKey (3) message.
 

@@ -122,6 +122,11 @@ SpqrSettings.OFF = SpqrSettings(V0, V0)
 SpqrSettings.OFFERED = SpqrSettings(V1, V0)
 SpqrSettings.REQUIRED = SpqrSettings(V1, V1)
 
+#: What a new session runs unless told otherwise: SPQR required, as libsignal 0.92 and
+#: later (spqr-digest §8.1). Pass ``SpqrSettings.OFFERED`` to talk to libsignal 0.90/0.91
+#: or older Cipherpost too, ``SpqrSettings.OFF`` for classical sessions only.
+DEFAULT_SPQR = SpqrSettings.REQUIRED
+
 
 class Sent(NamedTuple):
     """The state after sending, field 5's bytes, and the message key (``None`` = no salt).
