@@ -22,7 +22,7 @@ import {
   verifyChange,
 } from "./groups.js";
 import { Inbox } from "./inbox.js";
-import { DEFAULT_POLICY, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
+import { DEFAULT_POLICY, KeyUpkeep, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import {
   advance, conversationTimer, messageKey, queueKey, startExpiry, type AttachmentInfo, type ClientEvent,
   type ConversationTimer, type Contact, type FollowUp, type QueuedSend, type Status,
@@ -92,12 +92,15 @@ export class Client {
   #stopped = true;
   #followUps: Promise<void> = Promise.resolve();
   #wake: (() => void) | undefined;
+  /** Prekey replenishing and rotation (./keys.ts), at each connection and after PreKey messages. */
+  readonly keyUpkeep: KeyUpkeep;
 
   private constructor(readonly store: DeviceStore, readonly account: AccountRecord, private readonly clock: () => number) {
     store.ownAccountId = account.accountId;
     this.api = new RelayApi(account.server, account.token);
     this.inbox = new Inbox(store, account.accountId, account.deviceId, clock);
     this.outbox = new Outbox(store, this.api, account.accountId, account.deviceId, clock);
+    this.keyUpkeep = new KeyUpkeep(this.api, store, clock);
   }
 
   get accountId(): string {
@@ -322,6 +325,7 @@ export class Client {
           this.outbox.socket = socket;
           this.#emit([{ kind: "connection", online: true }]);
           void this.sealedSenderUpkeep();
+          void this.keyUpkeep.connected();
           void this.#runFollowUps();
           void this.flushQueue();
         }, () => undefined);
@@ -352,6 +356,7 @@ export class Client {
       }
     } finally {
       socket.ack(done);
+      void this.keyUpkeep.received(envelopes.map((e) => e.type));
       this.#runFollowUps();
       // A connection may stay open for days: the daily access-key and hourly revocation
       // checks run here too (store reads only unless one is due).
@@ -370,6 +375,7 @@ export class Client {
         done.push(envelope.id);
       }
       if (done.length > 0) await this.api.ack(done);
+      await this.keyUpkeep.received(envelopes.map((e) => e.type));
       if (!more) break;
     }
     this.#emit(all);

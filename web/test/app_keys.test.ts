@@ -1,0 +1,136 @@
+/** Prekey upkeep (src/app/keys.ts): replenish below the low-water mark with back-off, weekly rotation, old keys dropped, when it runs. */
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { systemRandom } from "../src/protocol/bytes.js";
+import { IdentityKeyPair } from "../src/protocol/keys.js";
+import { PREKEY_TYPE, WHISPER_TYPE } from "../src/protocol/messages.js";
+import { DEFAULT_POLICY, KeyUpkeep, maintainKeys, newDeviceBody, RECHECK_AFTER_PREKEY_MS, type KeyPolicy } from "../src/app/keys.js";
+import { SEALED_TYPE } from "../src/app/sealed.js";
+import { TEST_PARAMS } from "../src/app/store/crypto.js";
+import { DeviceStore } from "../src/app/store/device.js";
+import { MemoryKv } from "../src/app/store/kv.js";
+import type { Json } from "../src/app/wire.js";
+
+const DAY = 24 * 3600 * 1000;
+const T0 = 1_800_000_000_000;
+const POLICY: KeyPolicy = { ...DEFAULT_POLICY, oneTimeBatch: 3, kyberBatch: 2, lowWater: 2 };
+
+/** The relay's side: counts it reports, bodies it was sent. */
+class FakeRelay {
+  oneTime = POLICY.oneTimeBatch;
+  kyber = POLICY.kyberBatch;
+  uploads: Record<string, Json>[] = [];
+  counted = 0;
+
+  async keyCounts(): Promise<{ oneTime: number; kyber: number }> {
+    this.counted++;
+    return { oneTime: this.oneTime, kyber: this.kyber };
+  }
+
+  async uploadKeys(body: Json): Promise<void> {
+    const b = body as Record<string, Json>;
+    this.uploads.push(b);
+    this.oneTime += (b.one_time_prekeys as Json[] | undefined)?.length ?? 0;
+    this.kyber += (b.kyber_prekeys as Json[] | undefined)?.length ?? 0;
+  }
+}
+
+async function device(): Promise<DeviceStore> {
+  const store = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
+  await store.transaction(() => newDeviceBody(store, IdentityKeyPair.generate(systemRandom), 7, T0, POLICY));
+  return store;
+}
+
+describe("prekey upkeep", () => {
+  test("nothing to do while the relay holds enough keys and the signed prekey is fresh", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    assert.equal(await maintainKeys(relay, store, T0 + DAY, POLICY), false);
+    assert.equal(relay.counted, 1);
+    assert.deepEqual(relay.uploads, []);
+  });
+
+  test("below the low-water mark: a batch of the low kind, saved before it is uploaded; then back-off until healthy", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    relay.oneTime = 1;
+    assert.equal(await maintainKeys(relay, store, T0, POLICY), true);
+    const [first] = relay.uploads;
+    const sent = first!.one_time_prekeys as { key_id: number }[];
+    assert.equal(sent.length, POLICY.oneTimeBatch);
+    assert.equal(first!.kyber_prekeys, undefined);
+    assert.equal(first!.signed_prekey, undefined);
+    for (const { key_id } of sent) assert.equal((await store.getPreKey(key_id)).id, key_id);
+    assert.deepEqual(sent.map((k) => k.key_id), [4, 5, 6]); // after the 3 made at registration
+    assert.equal(relay.oneTime, 4);
+
+    relay.oneTime = 0; // used up again at once: the next replenish waits a minute, then two
+    assert.equal(await maintainKeys(relay, store, T0 + 30_000, POLICY), false);
+    assert.equal(await maintainKeys(relay, store, T0 + 60_000, POLICY), true);
+    relay.oneTime = 0;
+    assert.equal(await maintainKeys(relay, store, T0 + 60_000 + 119_000, POLICY), false);
+    assert.equal(await maintainKeys(relay, store, T0 + 60_000 + 120_000, POLICY), true);
+    // a healthy count resets the back-off: the next low count is answered at once
+    relay.oneTime = 10;
+    assert.equal(await maintainKeys(relay, store, T0 + 200_000, POLICY), false);
+    relay.kyber = 0;
+    assert.equal(await maintainKeys(relay, store, T0 + 201_000, POLICY), true);
+    assert.equal((relay.uploads.at(-1)!.kyber_prekeys as Json[]).length, POLICY.kyberBatch);
+    assert.equal(relay.uploads.at(-1)!.one_time_prekeys, undefined);
+  });
+
+  test("the signed and last-resort prekeys rotate weekly; replaced ones go after the grace period", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    assert.equal(await maintainKeys(relay, store, T0 + 7 * DAY - 1, POLICY), false);
+    assert.equal(await maintainKeys(relay, store, T0 + 7 * DAY, POLICY), true);
+    const rotated = relay.uploads[0]!;
+    assert.equal((rotated.signed_prekey as { key_id: number }).key_id, 2);
+    assert.equal((rotated.last_resort_kyber_prekey as { key_id: number }).key_id, 1 + POLICY.kyberBatch + 1);
+    assert.equal((await store.getSignedPreKey(1)).id, 1); // kept for messages in flight
+    // the next rotations; the first signed key's replacement (day 7) is past 30 days at day 42
+    await maintainKeys(relay, store, T0 + 14 * DAY, POLICY);
+    await maintainKeys(relay, store, T0 + 21 * DAY, POLICY);
+    await maintainKeys(relay, store, T0 + 28 * DAY, POLICY);
+    await maintainKeys(relay, store, T0 + 35 * DAY, POLICY);
+    assert.equal((await store.getSignedPreKey(1)).id, 1);
+    await maintainKeys(relay, store, T0 + 42 * DAY, POLICY);
+    await assert.rejects(store.getSignedPreKey(1));
+    await assert.rejects(store.getKyberPreKey(1)); // the first last-resort key
+    assert.equal((await store.getSignedPreKey(2)).id, 2); // replaced on day 14: still kept
+    assert.equal((await store.getKyberPreKey(2)).id, 2); // a one-time Kyber key stays until used
+  });
+
+  test("KeyUpkeep: every connection checks; received envelopes only when one may carry a prekey, not twice in 10 s", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    let now = T0 + DAY;
+    const upkeep = new KeyUpkeep(relay, store, () => now, POLICY);
+    await upkeep.connected();
+    assert.equal(relay.counted, 1);
+    await upkeep.received([PREKEY_TYPE]); // right after the connection's check
+    assert.equal(relay.counted, 1);
+    now += RECHECK_AFTER_PREKEY_MS;
+    await upkeep.received([WHISPER_TYPE]);
+    assert.equal(relay.counted, 1);
+    await upkeep.received([WHISPER_TYPE, SEALED_TYPE]);
+    assert.equal(relay.counted, 2);
+    relay.oneTime = 0;
+    now += RECHECK_AFTER_PREKEY_MS;
+    await upkeep.received([PREKEY_TYPE]);
+    assert.equal(relay.counted, 3);
+    assert.equal(relay.oneTime, POLICY.oneTimeBatch);
+    await upkeep.connected();
+    assert.equal(relay.counted, 4);
+  });
+
+  test("a failed count is logged and waits for the next trigger", async () => {
+    const store = await device();
+    const upkeep = new KeyUpkeep({
+      keyCounts: () => Promise.reject(new TypeError("offline")), uploadKeys: () => Promise.resolve(),
+    }, store, () => T0, POLICY);
+    await upkeep.connected(); // does not throw
+  });
+});
