@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cipherpost.client import Client
+from cipherpost.client import Client, account_security, recovery
 from cipherpost.client import events as ev
 from cipherpost.client.api import RelayError
 from cipherpost.client.devices import request_link
@@ -34,6 +34,7 @@ from .test_browser import (  # noqa: F401 - fixtures
     built,
     real_problems,
     relay,
+    wait_for_text,
 )
 
 pytestmark = pytest.mark.usefixtures("built")
@@ -661,3 +662,64 @@ def _queued(tmp_path: Path, account: str) -> int:
     with _db(tmp_path) as db:
         return int(db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
                               (account,)).fetchone()[0])
+
+
+def test_recovering_an_account_with_a_second_factor_asks_for_the_code(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """An SDK account with TOTP on is recovered in a fresh browser by its recovery key:
+    the relay wants a code before it releases the blob ("Recovering your account"), the
+    page asks for it, refuses the code that enrolled (replayed), takes the next step's,
+    and the browser joins the account as its next device with a working identity."""
+    user = "tess-recovered"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        tess = await devices.register("tess")
+        uma = await devices.register("uma")
+        try:
+            await tess.send_text("uma", "before the loss")
+            await wait_for_text(uma, "before the loss")
+            key = await recovery.create_key(tess)
+            enrolment = await account_security.begin_two_factor(tess)
+            secret = base64.b32decode(enrolment.secret)
+            enrolled = totp.step_of(int(time.time() * 1000))
+            await account_security.confirm_two_factor(tess, totp.code_at(secret, enrolled))
+            assert _two_factor_row(tmp_path, tess.account_id) == (1, enrolled, 0)
+
+            await step("open", url=relay.url + "/")
+            await step("click", testid="start-recover")
+            await step("fill", testid="recover-key", text=key)
+            await step("fill", testid="recover-password", text=PASSWORD)
+            await step("fill", testid="recover-confirm", text=PASSWORD)
+            await step("click", testid="recover-submit")
+            asked = (await step("elements", testid="2fa-prompt"))["elements"]
+            assert "Recovering your account needs a code" in asked[0]["text"]
+            assert asked[0]["data"]["refused"] == "false"
+            await step("fill", testid="2fa-prompt-code", text=totp.code_at(secret, enrolled))
+            await step("click", testid="2fa-prompt-submit")
+            await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
+            with _db(tmp_path) as db:
+                assert db.execute("SELECT count(*) FROM devices WHERE account_id = ?",
+                                  (tess.account_id,)).fetchone() == (1,)
+            await step("fill", testid="2fa-prompt-code", text=totp.code_at(secret, enrolled + 1))
+            await step("click", testid="2fa-prompt-submit")
+            await step("wait_inbox")
+            assert (await step("text", testid="me"))["text"] == "tess"
+            assert _two_factor_row(tmp_path, tess.account_id) == (1, enrolled + 1, 0)
+            with _db(tmp_path) as db:
+                assert db.execute("SELECT device_id FROM devices WHERE account_id = ? "
+                                  "ORDER BY device_id", (tess.account_id,)).fetchall() \
+                    == [(1,), (2,)]
+            await step("chat", username="uma")
+            await step("send", text="back with the code")
+            got = await wait_for_text(uma, "back with the code")
+            assert got.author == tess.account_id
+            problems = real_problems((await step("problems"))["problems"])
+            assert [p for p in problems if "status of 403" not in p] == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -29,6 +29,7 @@ import { RelayApi, RelayError } from "./api.js";
 import { Client } from "./client.js";
 import { ProvisionMessageSchema, RecoveryBlobSchema, type RecoveryBlob } from "./proto/cipherpost/app/v1/app_pb.js";
 import { DEFAULT_PARAMS, decodeParams, type Argon2Params } from "./store/crypto.js";
+import type { SecondFactorPrompt } from "./second_factor.js";
 import type { Kv } from "./store/kv.js";
 
 const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; // Crockford base32
@@ -148,6 +149,12 @@ export interface RestoreOptions {
   minParams?: Argon2Params;
   /** Reading the server-stored history: entries read, share of the relay's bytes. */
   historyProgress?: (entries: number, fraction: number) => void;
+  /**
+   * Asks for a code when the account has a second factor: the relay then wants one
+   * before it releases the blob ("Recovering your account"); unset, the refusal ends
+   * the recovery.
+   */
+  secondFactor?: SecondFactorPrompt;
 }
 
 async function ask(api: RelayApi, path: string, body: Record<string, string>, refused: string): Promise<Record<string, unknown>> {
@@ -192,6 +199,7 @@ export async function restoreWithKey(kv: Kv, server: string, recoveryKey: string
   options: RestoreOptions = {}): Promise<Client> {
   const secrets = deriveSecrets(parseKey(recoveryKey));
   const api = new RelayApi(server);
+  api.secondFactor = options.secondFactor;
   const release = { lookup_id: b64(secrets.lookupId), auth: b64(secrets.auth) };
   const found = await ask(api, "/v1/recovery/open", release, "this server holds no account for that recovery key");
   const blob = await openSealed(secrets.sealKey, unb64(found.blob, "recovery blob"), concat(BLOB_AAD, secrets.lookupId),
@@ -208,6 +216,7 @@ export async function restoreWithPassphrase(kv: Kv, server: string, username: st
   password: string, options: RestoreOptions = {}): Promise<Client> {
   if (!/^[a-z0-9_.]{3,32}$/.test(username)) throw new RecoveryError("that is not a username");
   const api = new RelayApi(server);
+  api.secondFactor = options.secondFactor;
   let answer: unknown;
   try {
     answer = await api.request("GET", `/v1/recovery/passphrase/${encodeURIComponent(username)}`, undefined, false);

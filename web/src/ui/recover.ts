@@ -1,13 +1,15 @@
 /**
  * Getting an account back in this browser with its recovery key, or its username and
  * recovery passphrase (src/app/recovery.ts): neither leaves the page; the relay gets only
- * values derived from them. Then the server-stored history loads with a progress bar.
+ * values derived from them. An account with a second factor is asked for a code first
+ * (./second_factor.ts). Then the server-stored history loads with a progress bar.
  */
 
 import type { Client } from "../app/client.js";
 import { RecoveryError, restoreWithKey, restoreWithPassphrase } from "../app/recovery.js";
 import { IdbKv } from "../app/store/kv.js";
 import { h, replace } from "./dom.js";
+import { askSecondFactor } from "./second_factor.js";
 
 export interface RecoverContext {
   dbName: string;
@@ -66,9 +68,10 @@ export function recoverScreen(root: HTMLElement, ctx: RecoverContext): void {
           count.textContent = ` ${entries} from the server`;
         };
         const client = how.value === "key"
-          ? await restoreWithKey(kv, server.value.trim(), key.value, password.value, { historyProgress })
+          ? await restoreWithKey(kv, server.value.trim(), key.value, password.value,
+            { historyProgress, secondFactor: askSecondFactor })
           : await restoreWithPassphrase(kv, server.value.trim(), username.value.trim().toLowerCase(), passphrase.value,
-            password.value, { historyProgress });
+            password.value, { historyProgress, secondFactor: askSecondFactor });
         key.value = passphrase.value = password.value = confirm.value = "";
         await ctx.enter(client);
       } catch (e) {
