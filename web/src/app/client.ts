@@ -30,6 +30,7 @@ import {
 } from "./model.js";
 import type { AccountNotice } from "./notices.js";
 import { Outbox } from "./outbox.js";
+import { applyDefaultTimer } from "./retention.js";
 import * as sealed from "./sealed.js";
 import { receiptAllowed } from "./settings.js";
 import {
@@ -565,6 +566,7 @@ export class Client {
       group = await this.inbox.group(fromHex(conversation.slice(6)));
       if (group === undefined || !group.isMember(this.accountId)) throw new RangeError("you are not in this group");
     }
+    await applyDefaultTimer(this, conversation); // a new 1:1 conversation: the default timer first (./retention.ts)
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
     const timer = await conversationTimer(this.store, conversation);

@@ -13,6 +13,7 @@ import {
 import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
 import { describeRefusal, sealedRefusals } from "../app/refusals.js";
+import { defaultExpireTimer, setDefaultExpireTimer } from "../app/retention.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
 
@@ -245,6 +246,7 @@ async function settingsSection(client: Client, describe: (e: unknown) => string)
     box.dataset.saved = String(current[name]);
     return h("li", {}, box, " ", h("label", { for: testid }, label));
   };
+  const timer = await defaultTimerChoice(client, describe, error);
   return h("div", { "data-testid": "settings" },
     h("h3", {}, "This browser's settings"),
     h("p", { class: "hint" }, "Kept in this browser only; the server never learns them. When one is off, this "
@@ -252,8 +254,34 @@ async function settingsSection(client: Client, describe: (e: unknown) => string)
     h("ul", { class: "settings" },
       toggle("deliveryReceipts", "setting-delivery-receipts", "Delivery receipts: tell senders their message arrived"),
       toggle("readReceipts", "setting-read-receipts", "Read receipts: tell senders you read their message"),
-      toggle("typingIndicators", "setting-typing", "Typing indicators: show contacts when you are typing")),
+      toggle("typingIndicators", "setting-typing", "Typing indicators: show contacts when you are typing"),
+      timer),
     error);
+}
+
+/** The choices of the chat header's timer (main.ts), for the default. */
+const DEFAULT_TIMERS: [number, string][] = [[0, "Off"], [10, "10 seconds"], [60, "1 minute"], [3600, "1 hour"],
+  [86_400, "1 day"], [604_800, "1 week"], [2_419_200, "4 weeks"]];
+
+/** The disappearing-message default for conversations this browser starts (../app/retention.ts). */
+async function defaultTimerChoice(client: Client, describe: (e: unknown) => string,
+  error: HTMLElement): Promise<HTMLElement> {
+  const current = await defaultExpireTimer(client.store);
+  const choices = DEFAULT_TIMERS.some(([s]) => s === current) ? DEFAULT_TIMERS
+    : [...DEFAULT_TIMERS, [current, `${current} seconds`] as [number, string]];
+  const select = h("select", { id: "setting-default-timer", "data-testid": "setting-default-timer",
+    onchange: async () => {
+      error.textContent = "";
+      try {
+        await setDefaultExpireTimer(client.store, Number(select.value));
+        select.dataset.saved = select.value;
+      } catch (e) {
+        error.textContent = describe(e);
+      }
+    } }, ...choices.map(([seconds, name]) => h("option", { value: String(seconds), selected: seconds === current }, name)));
+  select.dataset.saved = String(current);
+  return h("li", {}, h("label", { for: "setting-default-timer" }, "Disappearing messages in conversations you start: "),
+    select, h("span", { class: "hint" }, " (conversations with messages keep their own timer)"));
 }
 
 /** `onDeleted` runs once the account is deleted on the relay and the client stopped. */

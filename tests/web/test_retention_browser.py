@@ -1,0 +1,107 @@
+"""The browser's retention settings on the privacy dashboard, in chromium, with Python
+SDK devices: the disappearing-message default for conversations the browser starts
+(the SDK's ``Client.set_default_expire_timer``), checked in what the SDK contact
+receives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cipherpost.client import Client
+from cipherpost.client import events as ev
+
+from ..client.conftest import Devices, ThreadedRelay
+from .test_browser import (  # noqa: F401 - fixtures
+    PASSWORD,
+    Browser,
+    browser,
+    built,
+    real_problems,
+    relay,
+)
+
+pytestmark = pytest.mark.usefixtures("built")
+
+DEFAULT = "[data-testid=setting-default-timer]"
+
+
+async def _until_text(client: Client, text: str, timeout: float = 30.0) -> list[ev.Event]:
+    """Everything ``client`` receives up to and including the message ``text``."""
+    seen: list[ev.Event] = []
+    deadline = time.monotonic() + timeout
+    while not any(isinstance(e, ev.Message) and e.text == text for e in seen):
+        assert time.monotonic() < deadline, f"no message {text!r}: {seen}"
+        seen += await client.receive()
+        await asyncio.sleep(0.2)
+    return seen
+
+
+def test_the_disappearing_default_applies_to_conversations_the_browser_starts(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """With a default of one hour chosen on the dashboard (kept across a reload), the
+    first message the browser sends to a new SDK contact comes after a timer update: the
+    contact's conversation has the hour and the message expires; a conversation that had
+    messages before keeps no timer."""
+    user = "rosa"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            old = await devices.register("olaf")
+            new = await devices.register("nina")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            await step("chat", username="olaf")
+            await step("send", text="before the default")
+            await _until_text(old, "before the default")
+
+            await step("click", testid="open-security")
+            await step("wait_selector", selector=f"{DEFAULT}[data-saved='0']")
+            await step("select", testid="setting-default-timer", value="3600")
+            await step("wait_selector", selector=f"{DEFAULT}[data-saved='3600']")
+            await step("reload")
+            await step("unlock", password=PASSWORD)
+            await step("click", testid="open-security")
+            await step("wait_selector", selector=f"{DEFAULT}[data-saved='3600']")
+            await step("click", testid="close-page")
+
+            await step("chat", username="nina")
+            await step("send", text="hello with a timer")
+            seen = await _until_text(new, "hello with a timer")
+            rosa = next(e.author for e in seen if isinstance(e, ev.Message))
+            timers = [e for e in seen if isinstance(e, ev.ExpireTimerChanged)]
+            assert [(t.author, t.seconds) for t in timers] == [(rosa, 3600)]
+            assert seen.index(timers[0]) < next(
+                i for i, e in enumerate(seen) if isinstance(e, ev.Message))
+            message = next(e for e in seen if isinstance(e, ev.Message))
+            assert message.expire_timer == 3600
+            assert new.store.conversation_timer(rosa)[0] == 3600
+            chosen = "[data-testid=expire-timer] option[value='3600']:checked"
+            assert (await step("count", selector=chosen))["count"] == 1
+
+            # a second message: no second timer update
+            await step("send", text="second with a timer")
+            seen = await _until_text(new, "second with a timer")
+            assert [e for e in seen if isinstance(e, ev.ExpireTimerChanged)] == []
+            assert next(e for e in seen if isinstance(e, ev.Message)).expire_timer == 3600
+
+            # the conversation that had messages keeps no timer
+            await step("chat", username="olaf")
+            await step("send", text="still without a timer")
+            seen = await _until_text(old, "still without a timer")
+            assert [e for e in seen if isinstance(e, ev.ExpireTimerChanged)] == []
+            assert next(e for e in seen if isinstance(e, ev.Message)).expire_timer == 0
+            assert old.store.conversation_timer(rosa) == (0, 0)
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
