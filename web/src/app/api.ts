@@ -8,7 +8,7 @@ import { KemPublicKey } from "../protocol/kem.js";
 import { PublicKey } from "../protocol/keys.js";
 import { PreKeyBundle } from "../protocol/prekeys.js";
 import {
-  bytes, int, isObject, list, MalformedAnswer, optional, str, toBase64, uuid, type Json,
+  bool, bytes, int, isObject, list, MalformedAnswer, optional, str, toBase64, uuid, type Json,
 } from "./wire.js";
 import { withSecondFactor, type SecondFactorPrompt } from "./second_factor.js";
 
@@ -407,6 +407,17 @@ export class RelayApi {
   /** Register the account's unidentified-access key; this device opens sealed envelopes. */
   async setAccessKey(key: Uint8Array): Promise<void> {
     await this.request("PUT", "/v1/accounts/me/unidentified-access", { key: toBase64(key) });
+  }
+
+  /**
+   * The SHA-256 of the account's access key as the relay holds it (undefined: none) and
+   * whether it marks this device as opening sealed envelopes.
+   * @throws MalformedAnswer a malformed answer.
+   */
+  async accessKeyState(): Promise<{ held: Uint8Array | undefined; marked: boolean }> {
+    const data = await this.request("GET", "/v1/accounts/me/unidentified-access");
+    const what = "access-key state";
+    return { held: optional(data, "key_sha256", what, (o, k) => bytes(o, k, what, 32)), marked: bool(data, "device_opens_sealed", what) };
   }
 
   async fetch(limit = 100): Promise<{ envelopes: Envelope[]; more: boolean }> {

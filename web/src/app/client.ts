@@ -95,6 +95,8 @@ export class Client {
   #wake: (() => void) | undefined;
   /** Prekey replenishing and rotation (./keys.ts), at each connection and after PreKey messages. */
   readonly keyUpkeep: KeyUpkeep;
+  /** When the relay's copy of our access key was last checked or registered (ms); undefined: not since this page loaded. */
+  #accessChecked: number | undefined;
 
   private constructor(readonly store: DeviceStore, readonly account: AccountRecord, private readonly clock: () => number) {
     store.ownAccountId = account.accountId;
@@ -102,6 +104,8 @@ export class Client {
     this.inbox = new Inbox(store, account.accountId, account.deviceId, clock);
     this.outbox = new Outbox(store, this.api, account.accountId, account.deviceId, clock);
     this.keyUpkeep = new KeyUpkeep(this.api, store, clock);
+    // A contact's access key refused (401): the relay may have lost every key, ours too.
+    this.outbox.afterSealedRefused = () => this.sealedSenderUpkeep(sealed.ACCESS_KEY_RECHECK_MS);
   }
 
   get accountId(): string {
@@ -325,7 +329,8 @@ export class Client {
           delay = 500;
           this.outbox.socket = socket;
           this.#emit([{ kind: "connection", online: true }]);
-          void this.sealedSenderUpkeep();
+          // A new connection: the relay may have restarted from a restore.
+          void this.sealedSenderUpkeep(sealed.ACCESS_KEY_RECHECK_MS);
           void this.keyUpkeep.connected();
           void this.#runFollowUps();
           void this.flushQueue();
@@ -454,11 +459,14 @@ export class Client {
    * first use), fetch the server key ids the relay revoked (hourly), and register the
    * account's unidentified-access key, which also tells the relay that this device opens
    * sealed envelopes, again once a day (a relay restored from an older backup may have
-   * lost it). A device with no profile key makes one, except a linked one, which waits
-   * for the account's. Failures are retried at the next connection. Mirrors
+   * lost it). In between, when the relay's copy was not checked for `checkAfterMs`, it
+   * is checked (one read) and the key registered again if the relay lost it or no longer
+   * marks this device: contacts' sealed sends get 401 meanwhile, which only they see. A
+   * device with no profile key makes one, except a linked one, which waits for the
+   * account's. Failures are retried at the next connection. Mirrors
    * Client.sealed_sender_upkeep.
    */
-  async sealedSenderUpkeep(): Promise<void> {
+  async sealedSenderUpkeep(checkAfterMs = sealed.ACCESS_KEY_CHECK_MS): Promise<void> {
     try {
       const now = this.clock();
       if ((await sealed.trustRoot(this.store)) === undefined || (await sealed.revocationsDue(this.store, now))) {
@@ -473,15 +481,25 @@ export class Client {
           await sealed.addRevokedKeyIds(this.store, pinned.equals(served.trustRoot) ? served.revoked : [], now);
         });
       }
-      if (!(await sealed.accessKeyDue(this.store, now))) return;
+      const due = await sealed.accessKeyDue(this.store, now);
+      const checked = this.#accessChecked;
+      const check = !due && (checked === undefined || !(now - checked >= 0 && now - checked < checkAfterMs));
+      if (!due && !check) return;
       const key = await this.store.transaction(async () => {
         const known = await sealed.knownOwnProfileKey(this.store);
         if (known !== undefined || !(await sealed.mayMakeProfileKey(this.store))) return known;
         return sealed.ownProfileKey(this.store);
       });
       if (key === undefined) return;
+      if (check) {
+        const { held, marked } = await this.api.accessKeyState();
+        this.#accessChecked = now;
+        if (marked && await sealed.accessKeyHeld(key, held)) return;
+        console.info("cipherpost: the relay lost the access key or this device's mark: registering it again");
+      }
       await this.api.setAccessKey(await sealed.accessKey(key));
       await this.store.transaction(() => sealed.markAccessKeyRegistered(this.store, now));
+      this.#accessChecked = this.clock();
     } catch (error) {
       console.info("cipherpost: sealed sender set-up postponed:", (error as Error).name);
     }

@@ -69,6 +69,8 @@ export class Outbox {
   /** Send sealed to contacts whose profile key we hold (on by default, as in the SDK). */
   sealedSender = true;
   readonly #identifiedUntil = new Map<string, number>();
+  /** Awaited after a sealed send was refused with 401 and went identified (the client checks the relay still holds our own access key). */
+  afterSealedRefused: (() => Promise<void>) | undefined;
 
   constructor(private readonly store: DeviceStore, private readonly api: RelayApi,
     readonly accountId: string, readonly deviceId: number, private readonly clock: () => number) {}
@@ -188,6 +190,7 @@ export class Outbox {
   async sendToAccount(account: string, timestamp: number, messages: Outgoing[], groupId?: Uint8Array): Promise<void> {
     const access = await this.#sealedAccess(account);
     const sealedMessages = access === undefined ? undefined : await this.#seal(account, access.certificate, messages, groupId);
+    let keyRefused = false;
     if (access !== undefined && sealedMessages !== undefined) {
       try {
         await this.api.sendSealed(account, access.key, sealedMessages);
@@ -198,6 +201,7 @@ export class Outbox {
           // The contact changed its profile key (or turned sealed sends off): identified
           // until its next message shares the new one.
           await this.store.transaction(() => sealed.forgetContactProfileKey(this.store, account));
+          keyRefused = true;
         } else if (error.status === 403) {
           this.#identifiedUntil.set(account, this.clock() + IDENTIFIED_AFTER_REFUSAL_MS);
         } else if (error.status === 429) {
@@ -211,6 +215,7 @@ export class Outbox {
       }
     }
     await this.sendRequest(account, timestamp, messages);
+    if (keyRefused) await this.afterSealedRefused?.();
   }
 
   /** The contact's access key and our sender certificate when this send may go sealed. */

@@ -14,7 +14,9 @@
  * Functions that write do so in the caller's store unit (`store.transaction`).
  */
 
-import { fromHex, systemRandom, toHex } from "../protocol/bytes.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+
+import { constantTimeEqual, fromHex, systemRandom, toHex } from "../protocol/bytes.js";
 import { SenderCertificate } from "../protocol/certificates.js";
 import { ProtocolError } from "../protocol/errors.js";
 import { PublicKey, type IdentityKeyPair } from "../protocol/keys.js";
@@ -168,6 +170,24 @@ async function checkNotRevoked(store: DeviceStore, certificate: SenderCertificat
   if ((await revokedKeyIds(store)).has(keyId)) {
     throw new SealedError("invalid_certificate", `the server key ${keyId} that signed the certificate is revoked`);
   }
+}
+
+/**
+ * How often the relay's copy of the access key is checked (ms): at most this long after
+ * the relay lost it (a restore), a device registers it again, well before the daily
+ * registration. A new WebSocket connection, and a 401 to one of our own sealed sends,
+ * check after {@link ACCESS_KEY_RECHECK_MS} already (the relay restarted, or it refused
+ * a contact's key: it may have lost ours too). Mirrors sealed.ACCESS_KEY_CHECK_MS.
+ */
+export const ACCESS_KEY_CHECK_MS = 3600 * 1000;
+export const ACCESS_KEY_RECHECK_MS = 60 * 1000;
+
+/**
+ * True when the relay's hash of our access key (`held`, undefined: it holds none) is the
+ * hash of `profileKey`'s access key (compared in constant time). Mirrors sealed.access_key_held.
+ */
+export async function accessKeyHeld(profileKey: Uint8Array, held: Uint8Array | undefined): Promise<boolean> {
+  return held !== undefined && constantTimeEqual(sha256(await accessKey(profileKey)), held);
 }
 
 /**
