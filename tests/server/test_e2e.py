@@ -90,6 +90,28 @@ def test_socket_sends_and_bad_frames_over_real_server(server: ServerProcess) -> 
     assert plain == {"messages": [], "more": False}
 
 
+def test_a_device_that_does_not_read_gets_everything_in_order(server: ServerProcess) -> None:
+    """Frames for a device that stops reading fill its socket: the relay's direct writes
+    (server/ws_protocol.py) give way to ASGI ``send``, which waits for room, and nothing
+    is lost or reordered once the device reads again."""
+    alice, bob = _register(server.url), _register(server.url)
+    content = b64(bytes(40_000))  # 200 of them: more than loopback's socket buffers hold
+    with _ws(server.url, alice["token"]) as a, _ws(server.url, bob["token"]) as b:
+        for i in range(200):
+            a.send(json.dumps({"type": "send", "id": i, "account_id": bob["account_id"],
+                               "timestamp": i, "messages": [{
+                                   "device_id": 1, "registration_id": bob["registration_id"],
+                                   "type": 2, "content": content}]}))
+        answers = [json.loads(a.recv(timeout=30)) for _ in range(200)]
+        assert all(x["type"] == "sent" and x["status"] == 200 for x in answers)
+        time.sleep(1)  # let the relay run into the full socket before bob reads
+        got = [json.loads(b.recv(timeout=30))["envelope"] for _ in range(200)]
+        assert [e["client_timestamp"] for e in got] == list(range(200))
+        assert all(e["content"] == content for e in got)
+        b.send(json.dumps({"type": "ack", "ids": [e["id"] for e in got]}))
+        assert json.loads(b.recv(timeout=10))["type"] == "acked"
+
+
 def test_sigkill_loses_nothing_accepted(tmp_path: Path, database_url: str) -> None:
     """Kill -9 the relay twice under load: every accepted message is delivered, and
     nothing whose acknowledgement was confirmed is delivered again."""
