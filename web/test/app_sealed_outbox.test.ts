@@ -82,8 +82,11 @@ test("to a contact whose profile key we hold: sealed, with its access key, opena
 
 test("401: the same ciphertexts go identified and the stale profile key is forgotten", async () => {
   const { store, outbox, calls, messages } = await setUp([401]);
+  let checks = 0;
+  outbox.afterSealedRefused = async () => { checks++; }; // the client checks our own key then
   await outbox.sendToAccount(BOB, NOW_MS, messages);
   assert.deepEqual(kinds(calls), ["certificate", "sealed", "identified"]);
+  assert.equal(checks, 1);
   assert.deepEqual(calls[2]!.messages, messages);
   assert.equal(await sealed.contactProfileKey(store, BOB), undefined);
   await outbox.sendToAccount(BOB, NOW_MS, messages);

@@ -18,14 +18,14 @@ import { ProtocolAddress } from "../protocol/address.js";
 import { UntrustedIdentity } from "../protocol/errors.js";
 import type { SenderCertificate } from "../protocol/certificates.js";
 import type { PreKeyBundle } from "../protocol/prekeys.js";
-import { systemRandom, toHex } from "../protocol/bytes.js";
+import { fromHex, systemRandom, toHex } from "../protocol/bytes.js";
 import { SENDERKEY_TYPE } from "../protocol/messages.js";
 import { createDistributionMessage, groupEncrypt } from "../protocol/sender_keys.js";
 import { encrypt, hasSession, processPreKeyBundle } from "../protocol/session.js";
 import { formatUuid } from "../protocol/uuid.js";
 import { create } from "@bufbuild/protobuf";
 import { encodeContent } from "./content.js";
-import type { Group } from "./groups.js";
+import { Group } from "./groups.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { RelayError, RelayUnavailable, type RelayApi, type Outgoing } from "./api.js";
 import * as sealed from "./sealed.js";
@@ -271,9 +271,11 @@ export class Outbox {
   /** Act on 409 (missing/extra devices) or 410 (stale devices); false for other errors. */
   async repair(account: string, error: RelayError): Promise<boolean> {
     if (error.status === 409) {
-      for (const device of deviceList(error.body, "extra_devices")) {
+      const extra = deviceList(error.body, "extra_devices");
+      for (const device of extra) {
         await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(account, device)));
       }
+      if (extra.length > 0) await this.rotateGroupsWith(account);
       for (const device of deviceList(error.body, "missing_devices")) {
         if (!(account === this.accountId && device === this.deviceId)) await this.startSession(account, device);
       }
@@ -284,9 +286,24 @@ export class Outbox {
         await this.store.transaction(() => this.store.deleteSession(new ProtocolAddress(account, device)));
         await this.startSession(account, device);
       }
+      await this.rotateGroupsWith(account);
       return true;
     }
     return false;
+  }
+
+  /**
+   * A device of `account` went away or was replaced, whichever send found out: every
+   * group it shares with us starts a new sender-key chain before our next group message,
+   * so the old device cannot read on (docs/spec/groups.md). Mirrors Outbox.rotate_groups_with.
+   */
+  async rotateGroupsWith(account: string): Promise<void> {
+    if (account === this.accountId) return; // our own devices never hold our sending chains
+    await this.store.transaction(async () => {
+      for (const [key, state] of await this.store.scanJson<string>("group:")) {
+        if (Group.fromBytes(fromHex(state)).isMember(account)) await this.store.put(`gdist:${key.slice(6)}`, null);
+      }
+    });
   }
 
   /** The devices to encrypt for, starting sessions where none is usable. */
