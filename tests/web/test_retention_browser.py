@@ -1,19 +1,23 @@
 """The browser's retention settings on the privacy dashboard, in chromium, with Python
 SDK devices: the disappearing-message default for conversations the browser starts
 (the SDK's ``Client.set_default_expire_timer``), checked in what the SDK contact
-receives."""
+receives; server history turned on from the browser (the SDK's ``history on``), checked
+in the relay's database and on an SDK device of the same account."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cipherpost.client import Client
+from cipherpost.client import Client, history
 from cipherpost.client import events as ev
+from cipherpost.client.devices import request_link
+from cipherpost.client.store.crypto import TEST_PARAMS
 
 from ..client.conftest import Devices, ThreadedRelay
 from .test_browser import (  # noqa: F401 - fixtures
@@ -24,10 +28,12 @@ from .test_browser import (  # noqa: F401 - fixtures
     real_problems,
     relay,
 )
+from .test_linking_browser import logged
 
 pytestmark = pytest.mark.usefixtures("built")
 
 DEFAULT = "[data-testid=setting-default-timer]"
+HISTORY = "[data-testid=privacy-history-setting]"
 
 
 async def _until_text(client: Client, text: str, timeout: float = 30.0) -> list[ev.Event]:
@@ -100,6 +106,91 @@ def test_the_disappearing_default_applies_to_conversations_the_browser_starts(
             assert [e for e in seen if isinstance(e, ev.ExpireTimerChanged)] == []
             assert next(e for e in seen if isinstance(e, ev.Message)).expire_timer == 0
             assert old.store.conversation_timer(rosa) == (0, 0)
+            assert real_problems((await step("problems"))["problems"]) == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def _stored(tmp_path: Path, account: str) -> int:
+    """The history entries (not tombstones) the relay holds for ``account``."""
+    with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
+        row = db.execute("SELECT count(*) FROM history WHERE account_id = ? AND blob IS NOT NULL",
+                         (account,)).fetchone()
+    return int(row[0])
+
+
+def test_server_history_turned_on_in_the_browser_reaches_the_sdk_device(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+    """A browser account without server history and its linked SDK device: the relay
+    stores nothing. Turned on from the dashboard, the browser uploads what it holds
+    (opened with the keys the SDK device received), the SDK device records what it
+    receives while the browser is locked, and deleting the stored history turns it off on
+    both again."""
+    user = "hugo"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            ida = await devices.register("ida")
+            await step("open", url=relay.url + "/")
+            await step("signup", username=user, password=PASSWORD)
+            await step("click", testid="open-devices")
+            pending = await request_link(relay.url)
+            await step("fill", testid="link-code", text=pending.uri)
+            await step("click", testid="link-submit")
+            await step("wait_selector", selector='[data-testid=link-state]:has-text("Sent")')
+            laptop = await pending.complete(tmp_path / "hugo-laptop.db", passphrase="correct horse",
+                                            device_name="laptop", argon2=TEST_PARAMS,
+                                            options=devices.options, timeout=30)
+            devices.clients.append(laptop)
+            account = laptop.account_id
+            await step("click", testid="close-page")
+            await step("chat", username="ida")
+            await step("send", text="before history")
+            await _until_text(ida, "before history")
+            await laptop.receive()
+            assert not history.enabled(laptop.store)
+            assert _stored(tmp_path, account) == 0
+
+            await step("click", testid="open-security")
+            await step("wait_selector", selector=f"{HISTORY}[data-on=false]")
+            await step("click", testid="privacy-history-on")
+            await step("wait_selector", selector=f"{HISTORY}[data-on=true]")
+            await step("wait_selector", selector="[data-testid=privacy-history][data-entries='1']")
+            assert _stored(tmp_path, account) == 1
+            seen: list[ev.Event] = []
+            deadline = time.monotonic() + 20
+            while not any(isinstance(e, ev.ServerHistoryChanged) for e in seen):
+                assert time.monotonic() < deadline, f"the SDK device was not told: {seen}"
+                seen += await laptop.receive()
+                await asyncio.sleep(0.2)
+            assert history.enabled(laptop.store)
+            assert await logged(laptop) == ["before history"]
+
+            # the browser is locked: what arrives now is recorded by the SDK device alone
+            await step("reload")
+            await ida.send_text(account, "while the browser sleeps")
+            await _until_text(laptop, "while the browser sleeps")
+            assert _stored(tmp_path, account) == 2
+            assert await logged(laptop) == ["before history", "while the browser sleeps"]
+
+            await step("unlock", password=PASSWORD)
+            await step("click", testid="open-security")
+            await step("click", testid="privacy-delete-history")
+            await step("click", testid="privacy-delete-history")
+            await step("wait_selector", selector=f"{HISTORY}[data-on=false]")
+            seen = []
+            deadline = time.monotonic() + 20
+            while history.enabled(laptop.store):
+                assert time.monotonic() < deadline, "the SDK device kept server history on"
+                seen += await laptop.receive()
+                await asyncio.sleep(0.2)
+            assert _stored(tmp_path, account) == 0
             assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()

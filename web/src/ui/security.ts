@@ -14,6 +14,7 @@ import type { Client } from "../app/client.js";
 import { describeNotice } from "../app/notices.js";
 import { describeRefusal, sealedRefusals } from "../app/refusals.js";
 import { defaultExpireTimer, setDefaultExpireTimer } from "../app/retention.js";
+import { serverHistoryOn, turnServerHistoryOn } from "../app/server_history.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
 
@@ -178,10 +179,35 @@ function actionsSection(client: Client, describe: (e: unknown) => string, reload
       error.textContent = describe(e);
     }
   };
+  // Server history on or off, as this device keeps it (the relay only holds the entries).
+  const historyState = h("p", { "data-testid": "privacy-history-setting" });
+  const showHistory = async () => {
+    const on = await serverHistoryOn(client.store);
+    historyState.dataset.on = String(on);
+    historyState.textContent = on
+      ? "Server history is on: every device of the account stores its messages, encrypted, on the server, so a "
+        + "device you link or recover later reads them."
+      : "Server history is off: a device you link or recover later starts empty.";
+    historyOn.hidden = on;
+  };
+  const historyOn = h("button", { class: "secondary", "data-testid": "privacy-history-on", hidden: true,
+    onclick: run(async () => {
+      historyOn.disabled = true;
+      try {
+        const queued = await turnServerHistoryOn(client);
+        state.textContent = `Server history is on for every device; ${queued} messages from this browser are stored.`;
+      } finally {
+        historyOn.disabled = false;
+        await showHistory();
+      }
+      await reload();
+    }) }, "Keep history on the server");
+  void showHistory().catch((e) => { error.textContent = describe(e); });
   const history = confirmed("privacy-delete-history", "Delete stored history", "Really delete it on the server?",
     run(async () => {
       await deleteServerHistory(client);
       state.textContent = "The server's copy of your history is deleted, and server history is off on every device.";
+      await showHistory();
       await reload();
     }));
   const exported = h("button", { class: "secondary", "data-testid": "privacy-export", onclick: run(async () => {
@@ -213,8 +239,8 @@ function actionsSection(client: Client, describe: (e: unknown) => string, reload
     deletion.hidden = false;
     username.focus();
   } }, "Delete account…");
-  return h("div", {}, h("h4", {}, "Act on it"),
-    h("div", { class: "buttons" }, history, exported, startDeletion), deletion, state, error);
+  return h("div", {}, h("h4", {}, "Act on it"), historyState,
+    h("div", { class: "buttons" }, historyOn, history, exported, startDeletion), deletion, state, error);
 }
 
 /** Sealed messages this browser refused (../app/refusals.ts); nothing shown while there are none. */
