@@ -112,6 +112,15 @@ def test_browser_adds_renames_removes_and_leaves_and_sees_an_sdk_admins_changes(
                 await wait_for_event(member, _text("after ida left", made))
             await step("wait_message", text="after ida left", status="delivered")
             assert "after ida left" not in await _messages(ida)
+            # makes hal an admin too
+            await step("click_selector",
+                       selector=f'[data-testid=group-admin][data-account="{hal.account_id}"]')
+            await step("wait_selector", selector=f'[data-testid=group-member][data-account='
+                       f'"{hal.account_id}"][data-admin=true]')
+            promoted = await wait_for_event(hal, _updated(group_id, members=3))
+            held = hal.group(group_id)
+            assert isinstance(promoted, events.GroupUpdated) and held is not None \
+                and held.is_admin(hal.account_id)
             await step("screenshot", path=str(ARTIFACTS / "group-edits.png"))
 
             # an SDK admin's group: its rename and removal show in the browser

@@ -910,6 +910,13 @@ export class Client {
     return this.removeGroupMembers(conversation, [this.accountId]);
   }
 
+  /** Make a member an admin or a member again (an admin's change; Client.set_group_admin). */
+  async setGroupAdmin(conversation: string, account: string, admin: boolean): Promise<Group> {
+    const group = await this.#memberGroup(conversation);
+    if (!group.isMember(account)) throw new RangeError("they are not in this group");
+    return this.#editGroup(group, { roles: new Map([...group.members, [account, admin ? ADMIN : MEMBER]]) });
+  }
+
   /** Rename a group (Client.set_group_title). */
   async renameGroup(conversation: string, title: string): Promise<Group> {
     return this.#editGroup(await this.#memberGroup(conversation), { title: groupTitle(title) });

@@ -1,6 +1,7 @@
 /**
  * A group's panel in its chat: the members with their roles, and the edits this member
- * may make (docs/spec/groups.md): an admin adds and removes members; anyone renames
+ * may make (docs/spec/groups.md): an admin adds and removes members and makes others
+ * admins (so it can leave: a group with members keeps an admin); anyone renames
  * unless the group keeps its attributes to admins; every member can leave. Each edit is
  * a signed group change (../app/client.ts); a refused one shows why and changes nothing.
  */
@@ -44,9 +45,12 @@ export async function groupPanel(client: Client, conversation: string, group: Gr
       const remove: HTMLButtonElement = h("button", { class: "secondary small", type: "button", "data-testid": "group-remove",
         "data-account": account, "aria-label": `Remove ${name}`,
         onclick: () => void act(remove, () => client.removeGroupMembers(conversation, [account])) }, "Remove");
+      const promote: HTMLButtonElement = h("button", { class: "secondary small", type: "button", "data-testid": "group-admin",
+        "data-account": account, onclick: () => void act(promote, () => client.setGroupAdmin(conversation, account, !group.isAdmin(account))) },
+      group.isAdmin(account) ? "Not admin" : "Make admin");
       return h("li", { "data-testid": "group-member", "data-account": account, "data-admin": String(group.isAdmin(account)) },
-        name, group.isAdmin(account) ? h("span", { class: "meta" }, " admin") : false,
-        admin && account !== me ? remove : false);
+        name, h("span", { class: "meta" }, group.isAdmin(account) ? " admin" : ""),
+        admin && account !== me ? promote : false, admin && account !== me ? remove : false);
     }));
   const addInput = h("input", { placeholder: "usernames, comma-separated", "aria-label": "Members to add",
     "data-testid": "group-add-input", autocomplete: "off" });
