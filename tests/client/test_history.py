@@ -219,6 +219,36 @@ def test_history_off_deletes_the_server_copy_and_every_device_follows(
     asyncio.run(scenario())
 
 
+def test_history_turned_on_by_a_device_without_recovery_secrets_reaches_the_blob(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """The recovery key was made on alice's first device; a linked device (which holds
+    no recovery secrets, like the browser) turns server history on: the first device
+    seals the blob again when it hears of it, so a restore keeps history on, with the
+    account's keys, and replays what the linked device stored."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            bob = await devices.register("bob")
+            laptop = await link(devices, alice, "laptop", tmp_path)
+            key = await alice.create_recovery_key()
+            await laptop.send_text("bob", "stored by the laptop")
+            await laptop.set_server_history(True)
+            assert ev.ServerHistoryChanged(enabled=True) in await alice.receive()
+            restored = await restore(tmp_path / "new.db", relay.url, key, passphrase="pw",
+                                     argon2=TEST_PARAMS,
+                                     options=dataclasses.replace(devices.options))
+            devices.clients.append(restored)
+            assert restored.server_history
+            held, theirs = history.keys(restored.store), history.keys(laptop.store)
+            assert held is not None and theirs is not None and held.id_key == theirs.id_key
+            assert view(restored, bob.account_id) == [(alice.account_id, "stored by the laptop")]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
 def test_uploads_interrupted_resume_without_loss_or_duplicates(
         tmp_path: Path, relay: ThreadedRelay, monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:

@@ -420,6 +420,13 @@ class Client:
         except (RelayError, RelayUnavailable) as exc:
             log.warning("the recovery blob could not be updated: %s", type(exc).__name__)
 
+    async def _reseal_after(self, events: list[ev.Event]) -> None:
+        """Another device turned server history on or off: seal the recovery blobs this
+        device keeps the secrets of again, so that a restore takes the change (the device
+        that made it may hold no recovery secrets: a linked device, or the browser)."""
+        if any(isinstance(e, ev.ServerHistoryChanged) for e in events):
+            await self._update_recovery()
+
     async def _sync_history_keys(self, keys: HistoryKeys) -> None:
         await self.outbox.deliver(self.account_id,
                                   Content(sync=SyncMessage(history_keys=keys)),
@@ -860,13 +867,16 @@ class Client:
         out: list[ev.Event] = self.expire_messages()
         while True:
             envelopes, more = await self.api.fetch()
+            batch: list[ev.Event] = []
             for envelope in envelopes:  # each one committed before the batch is acknowledged
                 events, _later = self.inbox.process(envelope)
-                out.extend(events)
+                batch.extend(events)
             if envelopes:
                 await self.api.ack([e.id for e in envelopes])
+            out.extend(batch)
             out.extend(await self._follow_up())
             await self._flush_history()
+            await self._reseal_after(batch)
             if not more or not envelopes:
                 # After the queue: an epoch another device started is taken, not doubled.
                 await self._history_upkeep()
@@ -908,6 +918,7 @@ class Client:
                             # app that stops listening after an event must not lose them.
                             events += await self._follow_up()
                             await self._flush_history()
+                            await self._reseal_after(events)
                             events += self.expire_messages()
                             for event in events:
                                 yield event
