@@ -57,14 +57,14 @@ def protocol_only(count: int, size: int) -> float:
                                     pre_key_id=1, rng=os.urandom, now_ms=now * 1000)
     a_addr, b_addr = ProtocolAddress("alice", 1), ProtocolAddress("bob", 1)
     process_prekey_bundle(alice, b_addr, bundle, rng=os.urandom, now=now)
-    first = encrypt(alice, b_addr, b"x", now=now)
+    first = encrypt(alice, b_addr, b"x", now=now, rng=os.urandom)
     decrypt(bob, a_addr, first.message_type, first.serialized, rng=os.urandom)
-    reply = encrypt(bob, a_addr, b"y", now=now)
+    reply = encrypt(bob, a_addr, b"y", now=now, rng=os.urandom)
     decrypt(alice, b_addr, reply.message_type, reply.serialized, rng=os.urandom)
     plaintext = os.urandom(size)
     start = time.perf_counter()
     for _ in range(count):
-        message = encrypt(alice, b_addr, plaintext, now=now)
+        message = encrypt(alice, b_addr, plaintext, now=now, rng=os.urandom)
         decrypt(bob, a_addr, message.message_type, message.serialized, rng=os.urandom)
     return count / (time.perf_counter() - start)
 

@@ -41,17 +41,17 @@ def main() -> None:
     print("Bob publishes a prekey bundle (signed prekey, Kyber1024 prekey, one-time prekey).")
 
     process_prekey_bundle(alice, bob_addr, bob_bundle, rng=os.urandom, now=now)
-    print("Alice checked both signatures and ran PQXDH against it.")
+    print("Alice checked both signatures and ran PQXDH against it; the session runs SPQR.")
 
-    first = encrypt(alice, bob_addr, b"Hi Bob, this is Alice.", now=now)
-    second = encrypt(alice, bob_addr, b"(sent second, arrives first)", now=now)
+    first = encrypt(alice, bob_addr, b"Hi Bob, this is Alice.", now=now, rng=os.urandom)
+    second = encrypt(alice, bob_addr, b"(sent second, arrives first)", now=now, rng=os.urandom)
     print(f"Alice -> Bob: PreKey messages of {len(first.serialized)} and "
           f"{len(second.serialized)} bytes")
     for message in (second, first):
         text = decrypt(bob, alice_addr, message.message_type, message.serialized, rng=os.urandom)
         print(f"  Bob reads:   {text.decode()}")
 
-    reply = encrypt(bob, alice_addr, b"Hello Alice! Got both.", now=now)
+    reply = encrypt(bob, alice_addr, b"Hello Alice! Got both.", now=now, rng=os.urandom)
     text = decrypt(alice, bob_addr, reply.message_type, reply.serialized, rng=os.urandom)
     print(f"Bob -> Alice: a {len(reply.serialized)}-byte ratchet message")
     print(f"  Alice reads: {text.decode()}")

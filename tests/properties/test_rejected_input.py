@@ -24,6 +24,7 @@ from cipherpost.protocol import (
     InMemoryProtocolStore,
     ProtocolError,
     SessionRecord,
+    SpqrSettings,
     decrypt,
     encrypt,
     process_prekey_bundle,
@@ -41,19 +42,21 @@ from cipherpost.protocol.stores import InMemorySenderKeyStore, InMemorySessionSt
 from tests.protocol.parties import NOW, make_party
 
 _rng = random.Random(99).randbytes
+#: The 1:1 messages here are of classical sessions (SPQR's are fuzzed in tests/assurance).
+CLASSIC = SpqrSettings.OFF
 ALICE = make_party("alice", _rng, 1)
 BOB = make_party("bob", _rng, 2)
 CAROL = make_party("carol", _rng, 3)
-process_prekey_bundle(ALICE.store, BOB.address, BOB.bundle(), rng=_rng, now=NOW)
+process_prekey_bundle(ALICE.store, BOB.address, BOB.bundle(), rng=_rng, now=NOW, spqr=CLASSIC)
 FIRST = encrypt(ALICE.store, BOB.address, b"first", now=NOW).serialized
 SKIPPED = encrypt(ALICE.store, BOB.address, b"skipped", now=NOW).serialized  # never delivered
-decrypt(BOB.store, ALICE.address, 3, FIRST, rng=_rng)
+decrypt(BOB.store, ALICE.address, 3, FIRST, rng=_rng, spqr=CLASSIC)
 REPLY = encrypt(BOB.store, ALICE.address, b"reply", now=NOW).serialized
-decrypt(ALICE.store, BOB.address, 2, REPLY, rng=_rng)
+decrypt(ALICE.store, BOB.address, 2, REPLY, rng=_rng, spqr=CLASSIC)
 WHISPER = encrypt(ALICE.store, BOB.address, b"whisper", now=NOW).serialized
 # Carol's first message is never delivered: Bob still holds the prekeys it names, so its
 # mutations reach the responder's PQXDH path, not only the state lookup by base key.
-process_prekey_bundle(CAROL.store, BOB.address, BOB.bundle(), rng=_rng, now=NOW)
+process_prekey_bundle(CAROL.store, BOB.address, BOB.bundle(), rng=_rng, now=NOW, spqr=CLASSIC)
 CAROL_FIRST = encrypt(CAROL.store, BOB.address, b"carol", now=NOW).serialized
 # Bob's record for Alice now has a skipped key; add an archived state as well.
 _record = BOB.store.load_session(ALICE.address)
@@ -127,7 +130,7 @@ def _bob_decrypts(sender: ProtocolAddress, message_type: int, data: bytes) -> by
     Bob's stores are put back for the next example)."""
     before = capture(BOB.store)
     try:
-        plaintext = decrypt(BOB.store, sender, message_type, data, rng=_rng)
+        plaintext = decrypt(BOB.store, sender, message_type, data, rng=_rng, spqr=CLASSIC)
     except ProtocolError:
         assert capture(BOB.store) == before, "a refused message changed Bob's stores"
         return None
@@ -232,9 +235,9 @@ def _load_and_use(data: bytes) -> None:
     BOB.store.store_session(ALICE.address, record)
     try:
         with contextlib.suppress(ProtocolError):
-            decrypt(BOB.store, ALICE.address, 2, WHISPER, rng=_rng)
+            decrypt(BOB.store, ALICE.address, 2, WHISPER, rng=_rng, spqr=CLASSIC)
         with contextlib.suppress(ProtocolError):
-            encrypt(BOB.store, ALICE.address, b"x", now=NOW)
+            encrypt(BOB.store, ALICE.address, b"x", now=NOW, rng=_rng)
     finally:
         restore(BOB.store, before)
 

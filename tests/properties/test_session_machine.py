@@ -46,6 +46,7 @@ from cipherpost.protocol import (
     NoSession,
     ProtocolError,
     SessionRecord,
+    SpqrSettings,
     decrypt,
     encrypt,
     has_session,
@@ -57,6 +58,9 @@ from cipherpost.protocol.stores import SerializingSessionStore
 from tests.protocol.parties import NOW, Party, make_party
 
 NAMES = ("alice", "bob")
+#: The model is of the classical Double Ratchet; SPQR sessions (the default) are checked by
+#: tests/protocol/test_session_spqr.py's randomized conversations.
+CLASSIC = SpqrSettings.OFF
 MAX_SESSIONS = 4  # far below the 40 archived states a record keeps
 
 
@@ -113,7 +117,8 @@ class SessionMachine(RuleBasedStateMachine):
     def _initiate(self, name: str, one_time: bool) -> None:
         party, peer = self.parties[name], self.parties[_peer(name)]
         bundle = peer.bundle(one_time=one_time)
-        process_prekey_bundle(party.store, peer.address, bundle, rng=party.rng, now=NOW)
+        process_prekey_bundle(party.store, peer.address, bundle, rng=party.rng, now=NOW,
+                              spqr=CLASSIC)
         session = len(self.initiator)
         self.initiator[session] = name
         self.pending[session] = True
@@ -170,7 +175,7 @@ class SessionMachine(RuleBasedStateMachine):
         receiver = self.parties[message.receiver]
         return decrypt(receiver.store, self.parties[message.sender].address,
                        message.message_type, message.data if data is None else data,
-                       rng=receiver.rng)
+                       rng=receiver.rng, spqr=CLASSIC)
 
     def _rejected(self, message: Sent, expected: type[ProtocolError],
                   data: bytes | None = None) -> ProtocolError:
@@ -312,7 +317,7 @@ class SessionMachine(RuleBasedStateMachine):
     def sessions_match_the_model(self) -> None:
         for name in self.parties:
             party, peer = self.parties[name], self.parties[_peer(name)]
-            assert has_session(party.store, peer.address, NOW) == (
+            assert has_session(party.store, peer.address, NOW, spqr=CLASSIC) == (
                 self.current[name] is not None)
 
 
