@@ -2,8 +2,9 @@
 
 Run: ``make bench-web`` (or ``.venv/bin/python benchmarks/web_bench.py [--quick]``).
 
-The workloads are protocol_bench.py's W1-W4 (benchmarks/README.md), without SPQR (the
-TypeScript core has none yet), W1 and W2 with both session stores. The TypeScript side is
+The workloads are protocol_bench.py's W1-W4 (benchmarks/README.md), W1 and W2 with both
+session stores, without SPQR; then W1-W3 with SPQR required (the default of both cores
+since 2026-11-29) on both sides. The TypeScript side is
 ``web/bench/protocol.ts``, one Node process per run (start-up, compilation and a short
 warm-up run not timed); its runs take turns with the Python ones so both sample the same
 machine noise. ``ts/py`` is the median of run-by-run ratios (above 1: TypeScript slower).
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol_bench import cp_w1, cp_w2, cp_w3, cp_w4, interleaved_runs, paired_ratio
+from protocol_bench import ON, cp_w1, cp_w2, cp_w3, cp_w4, interleaved_runs, paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
@@ -38,10 +39,11 @@ def ts_run(params: dict[str, object]) -> dict[str, float]:
     return result
 
 
-def ts(key: str, n: int, size: int, serializing: bool = False) -> Callable[[], float]:
+def ts(key: str, n: int, size: int, serializing: bool = False,
+       spqr: str = "off") -> Callable[[], float]:
     unit = {"w1": "us", "w2": "us", "w3": "ms", "w4": "mbs"}[key]
     params = {key: n, "size": size, "reps": 1, "only": [key], "serializing": serializing,
-              "warmup": 1}
+              "warmup": 1, "spqr": spqr}
     return lambda: ts_run(params)[f"{key}_{unit}"]
 
 
@@ -67,6 +69,12 @@ def main() -> None:
          ts("w2", n2, size, True)),
         ("W3 session set-up, median ms", "objects", "ms", lambda: cp_w3(n3), ts("w3", n3, size)),
         ("W4 64 KiB one way, MB/s", "objects", "mbs", lambda: cp_w4(n4), ts("w4", n4, size)),
+        ("W1 one way, µs/msg", "spqr-on", "us", lambda: cp_w1(n1, size, False, ON),
+         ts("w1", n1, size, spqr="required")),
+        ("W2 alternating, µs/msg", "spqr-on", "us", lambda: cp_w2(n2, size, False, ON),
+         ts("w2", n2, size, spqr="required")),
+        ("W3 session set-up, median ms", "spqr-on", "ms", lambda: cp_w3(n3, ON),
+         ts("w3", n3, size, spqr="required")),
     ]
     node = subprocess.run(["node", "--version"], capture_output=True, text=True,
                           check=False).stdout.strip()

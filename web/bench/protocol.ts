@@ -4,9 +4,10 @@
  * JSON interface as interop/libsignal-peer/bench.js. Prints one JSON object.
  *
  * Usage: node --import tsx bench/protocol.ts '{"w1": 10000, "size": 100, "reps": 1,
- *          "only": ["w1"], "serializing": false, "warmup": 1}'
+ *          "only": ["w1"], "serializing": false, "warmup": 1, "spqr": "off"}'
  * Every figure is the best of `reps` runs; W3 is the median of a run's set-ups. With
- * `warmup`, W1 and W2 first run once, shortened and untimed (JIT).
+ * `warmup`, W1 and W2 first run once, shortened and untimed (JIT). `spqr` ("off", the
+ * default, or "required") is passed to every session call, as protocol_bench.py's OFF/ON.
  */
 
 import {
@@ -14,6 +15,7 @@ import {
   InMemoryProtocolStore,
   ProtocolAddress,
   SerializingSessionStore,
+  SpqrSettings,
   decrypt,
   encrypt,
   generatePreKeyBundle,
@@ -23,6 +25,7 @@ import {
 } from "../src/protocol/index.js";
 
 const NOW = Math.floor(Date.now() / 1000);
+let SPQR: SpqrSettings = SpqrSettings.OFF;
 
 class Party {
   readonly address: ProtocolAddress;
@@ -42,18 +45,18 @@ class Party {
   }
 
   send(to: Party, data: Uint8Array): Promise<CiphertextMessage> {
-    return encrypt(this.store, to.address, data, { now: NOW });
+    return encrypt(this.store, to.address, data, { now: NOW, spqr: SPQR });
   }
 
   receive(from: Party, message: CiphertextMessage): Promise<Uint8Array> {
-    return decrypt(this.store, from.address, message.messageType, message.serialized);
+    return decrypt(this.store, from.address, message.messageType, message.serialized, { spqr: SPQR });
   }
 }
 
 async function pair(serializing: boolean): Promise<[Party, Party]> {
   const alice = new Party("alice", 1111, serializing);
   const bob = new Party("bob", 2222, serializing);
-  await processPreKeyBundle(alice.store, bob.address, await bob.bundle(), { now: NOW });
+  await processPreKeyBundle(alice.store, bob.address, await bob.bundle(), { now: NOW, spqr: SPQR });
   await bob.receive(alice, await alice.send(bob, new TextEncoder().encode("hi")));
   await alice.receive(bob, await bob.send(alice, new TextEncoder().encode("hi")));
   return [alice, bob];
@@ -88,7 +91,7 @@ async function w3(n: number): Promise<number> {
     const t0 = micros();
     const alice = new Party("alice", 1111, false);
     const bob = new Party("bob", 2222, false);
-    await processPreKeyBundle(alice.store, bob.address, await bob.bundle(), { now: NOW });
+    await processPreKeyBundle(alice.store, bob.address, await bob.bundle(), { now: NOW, spqr: SPQR });
     await bob.receive(alice, await alice.send(bob, new TextEncoder().encode("first message")));
     if (i >= 0) times.push((micros() - t0) / 1000);
   }
@@ -108,7 +111,7 @@ async function w4(n: number): Promise<number> {
 
 interface Params {
   w1?: number; w2?: number; w3?: number; w4?: number; size?: number; reps?: number;
-  only?: string[]; serializing?: boolean; warmup?: number;
+  only?: string[]; serializing?: boolean; warmup?: number; spqr?: "off" | "required";
 }
 
 async function main(): Promise<void> {
@@ -116,6 +119,7 @@ async function main(): Promise<void> {
   const reps = p.reps ?? 3;
   const size = p.size ?? 100;
   const serializing = p.serializing ?? false;
+  SPQR = p.spqr === "required" ? SpqrSettings.REQUIRED : SpqrSettings.OFF;
   const only = new Set(p.only ?? ["w1", "w2", "w3", "w4"]);
   const best = async (f: () => Promise<number>, pick = Math.min): Promise<number> => {
     const runs: number[] = [];
