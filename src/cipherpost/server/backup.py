@@ -64,6 +64,7 @@ from sqlalchemy import (
 )
 
 from .storage import audit, presence
+from .storage.admin import delete_account_rows
 from .storage.engine import Database
 from .storage.schema import (
     accounts,
@@ -453,7 +454,7 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
     live_ids = {a["id"] for a in carried.accounts}
     orphans = [a for a in orphans if a not in live_ids]  # live ones are kept below
     for account_id in orphans:
-        _delete_account_rows(live, account_id)
+        delete_account_rows(live, account_id)
     reserved = _keep_live_accounts(live, carried)
 
     # No one-time prekey is handed out twice.
@@ -529,19 +530,6 @@ def _carry_salts(live: Connection, carried: _Carried) -> None:
             audit_salts.c.account_id.in_(ids[start:start + BATCH])))
     if rows:
         live.execute(insert(audit_salts), rows)
-
-
-def _delete_account_rows(conn: Connection, account_id: str) -> None:
-    """Every row of an account (in any table keyed by ``account_id``); its audit entries
-    are redacted, not deleted (the chain stays whole)."""
-    for table in metadata.sorted_tables:
-        if table is audit_log or table is audit_salts:  # redact_account needs the salt
-            continue
-        column = table.c.get("account_id")
-        if column is not None:
-            conn.execute(delete(table).where(column == account_id))
-    conn.execute(delete(accounts).where(accounts.c.id == account_id))
-    audit.redact_account(conn, account_id)
 
 
 def _expire_messages(conn: Connection, now: int) -> int:

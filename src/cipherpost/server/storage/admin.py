@@ -265,6 +265,14 @@ def release_username(conn: Connection, account_id: str, now: int, actor: str,
                          "reserved (suspend it instead, or its owner deletes it)")
     audit.append(conn, now, account_id, None, "username_released", actor=actor,
                  details={"reason": reason} if reason else None)
+    delete_account_rows(conn, account_id)
+    return None if row.username is None else str(row.username)
+
+
+def delete_account_rows(conn: Connection, account_id: str) -> None:
+    """Every row of an account (in any table keyed by ``account_id``); its audit entries
+    are redacted, not deleted (the chain stays whole). Used by release-username and by a
+    restore dropping an account left without a device."""
     for table in metadata.sorted_tables:
         if table is audit_log or table is audit_salts:  # redact_account needs the salt
             continue
@@ -273,7 +281,6 @@ def release_username(conn: Connection, account_id: str, now: int, actor: str,
             conn.execute(delete(table).where(column == account_id))
     conn.execute(delete(accounts).where(accounts.c.id == account_id))
     audit.redact_account(conn, account_id)
-    return None if row.username is None else str(row.username)
 
 
 def suspended_accounts(conn: Connection) -> set[str]:
