@@ -314,12 +314,22 @@ def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
             await frank.mark_read(erin_id, [(erin_id, received.timestamp)])
             await step("wait_message", text="read me", status="read")
 
-            # the browser has the chat open: frank's message is read there at once
+            # the browser has the chat open: frank's message is read there at once; the
+            # redraw it causes keeps what erin was typing in the sidebar's forms
+            await step("fill", testid="new-chat-username", text="half-typed")
+            await step("click", testid="new-group")
+            await step("fill", testid="new-group-title", text="a group in progress")
             await frank.send_text(erin_id, "and you read mine")
             receipt = await wait_for_event(
                 frank, lambda e: isinstance(e, events.Receipt) and e.kind == "read")
             assert isinstance(receipt, events.Receipt) and receipt.sender == erin_id
             await step("wait_message", text="and you read mine", outgoing=False, read=True)
+            for testid, typed in (("new-chat-username", "half-typed"),
+                                  ("new-group-title", "a group in progress")):
+                field = await step("value", testid=testid)
+                assert (field["value"], field["visible"]) == (typed, True)
+            await step("fill", testid="new-chat-username", text="")
+            await step("click", testid="new-group")  # closes it again
 
             # a new identity key: the banner, sending blocked until accepted
             await frank.reset_identity()

@@ -348,18 +348,35 @@ async function draw(): Promise<void> {
     : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
-  // The draft is read right before the swap, after every await above: text typed while
-  // this draw was building the page stays in the composer.
-  const composerFocused = document.activeElement?.getAttribute("data-testid") === "composer-input";
-  const draft = (document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null)?.value ?? "";
+  // What the user typed is read right before the swap, after every await above: a message
+  // arriving while they type a username or a draft redraws the page without losing it.
+  const typed = typedFields();
   replace(root, h("div", { class: "layout", "data-testid": "inbox" }, aside, main));
-  const input = document.querySelector("[data-testid=composer-input]") as HTMLInputElement | null;
-  if (input !== null) {
-    input.value = draft;
-    if (composerFocused) input.focus();
-  }
+  typed.restore();
   const list = document.querySelector("ol.messages");
   if (list !== null) list.scrollTop = list.scrollHeight;
+}
+
+/** The inbox's fields that hold typing in progress, kept across a redraw: the composer's
+ * draft, the new-chat username and the new-group form (with whether it is open). */
+const TYPED_FIELDS = ["composer-input", "new-chat-username", "new-group-title", "new-group-members"];
+
+function typedFields(): { restore: () => void } {
+  const field = (id: string) => document.querySelector(`[data-testid=${id}]`) as HTMLInputElement | null;
+  const values = new Map(TYPED_FIELDS.map((id) => [id, field(id)?.value ?? ""]));
+  const focused = document.activeElement?.getAttribute("data-testid") ?? "";
+  const groupOpen = (document.querySelector("details.new-group") as HTMLDetailsElement | null)?.open ?? false;
+  return {
+    restore: () => {
+      for (const [id, value] of values) {
+        const input = field(id);
+        if (input !== null && value !== "") input.value = value;
+      }
+      const details = document.querySelector("details.new-group") as HTMLDetailsElement | null;
+      if (details !== null && groupOpen) details.open = true;
+      if (TYPED_FIELDS.includes(focused)) field(focused)?.focus();
+    },
+  };
 }
 
 function newChatForm(): HTMLFormElement {
@@ -372,6 +389,7 @@ function newChatForm(): HTMLFormElement {
       event.preventDefault();
       try {
         const accountId = await view!.client.lookup(input.value);
+        input.value = ""; // kept across redraws while typed; done with once the chat opens
         await open(accountId);
       } catch (e) {
         error.textContent = describe(e);
@@ -398,6 +416,9 @@ function newGroupForm(): HTMLElement {
       try {
         const names = members.value.split(/[\s,]+/).filter(Boolean);
         const conversation = await view!.client.createGroup(title.value, names);
+        title.value = "";
+        members.value = "";
+        form.closest("details")?.removeAttribute("open");
         await open(conversation);
       } catch (e) {
         error.textContent = describe(e);

@@ -290,6 +290,10 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.locator(String(c.selector)).first().waitFor();
       return {};
     }
+    case "value": {
+      const field = page.getByTestId(String(c.testid)).first();
+      return { value: await field.inputValue(), visible: await field.isVisible() };
+    }
     case "text": {
       return { text: await page.getByTestId(String(c.testid)).first().textContent() };
     }
