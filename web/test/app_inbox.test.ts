@@ -77,6 +77,18 @@ describe("inbox", () => {
     assert.equal((await store.getJson<StoredMessage>(messageKey(ALICE, 1000, ALICE)))?.text, "hello");
   });
 
+  test("a PreKey message naming a key we do not hold asks for a republish before the resend", async () => {
+    for (const missing of ["prekey:1", "kyber:1"]) {
+      const { store, inbox, envelope } = await setUp();
+      await store.transaction(() => store.put(missing, null)); // lost, e.g. a relay restored from a backup
+      const message = await envelope(text(1, "one"));
+      assert.deepEqual(kinds((await inbox.process(message)).events), ["decryption_failed"], missing);
+      assert.deepEqual((await store.scanJson("followup:")).map(([, w]) => w), [
+        { kind: "republish" },
+        { kind: "decryption_error", account: ALICE, device: 1, timestamp: message.clientTimestamp }], missing);
+    }
+  });
+
   test("an undecryptable envelope is reported and answered; the session is untouched", async () => {
     const { store, inbox, envelope } = await setUp();
     const good = await envelope(text(1, "one"));

@@ -6,7 +6,9 @@ import { describe, test } from "node:test";
 import { systemRandom } from "../src/protocol/bytes.js";
 import { IdentityKeyPair } from "../src/protocol/keys.js";
 import { PREKEY_TYPE, WHISPER_TYPE } from "../src/protocol/messages.js";
-import { DEFAULT_POLICY, KeyUpkeep, maintainKeys, newDeviceBody, RECHECK_AFTER_PREKEY_MS, type KeyPolicy } from "../src/app/keys.js";
+import {
+  DEFAULT_POLICY, KeyUpkeep, maintainKeys, newDeviceBody, RECHECK_AFTER_PREKEY_MS, republishKeys, type KeyPolicy,
+} from "../src/app/keys.js";
 import { SEALED_TYPE } from "../src/app/sealed.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
@@ -101,6 +103,57 @@ describe("prekey upkeep", () => {
     await assert.rejects(store.getKyberPreKey(1)); // the first last-resort key
     assert.equal((await store.getSignedPreKey(2)).id, 2); // replaced on day 14: still kept
     assert.equal((await store.getKyberPreKey(2)).id, 2); // a one-time Kyber key stays until used
+  });
+
+  test("republish: a complete set replacing the relay's one-time keys, at most hourly unless the identity changed", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    assert.equal(await republishKeys(relay, store, T0, POLICY), true);
+    const [body] = relay.uploads;
+    assert.equal(body!.replace_one_time, true);
+    assert.equal((body!.signed_prekey as { key_id: number }).key_id, 2);
+    assert.equal((body!.last_resort_kyber_prekey as { key_id: number }).key_id, 1 + POLICY.kyberBatch + 1);
+    const oneTime = (body!.one_time_prekeys as { key_id: number }[]).map((k) => k.key_id);
+    const kyber = (body!.kyber_prekeys as { key_id: number }[]).map((k) => k.key_id);
+    assert.deepEqual(oneTime, [4, 5, 6]);
+    assert.equal(kyber.length, POLICY.kyberBatch);
+    for (const id of oneTime) assert.equal((await store.getPreKey(id)).id, id); // saved before the upload
+    for (const id of kyber) assert.equal((await store.getKyberPreKey(id)).id, id);
+
+    // a flood of PreKey messages naming unknown keys: one republish an hour
+    assert.equal(await republishKeys(relay, store, T0 + POLICY.republishIntervalMs - 1, POLICY), false);
+    assert.equal(relay.uploads.length, 1);
+    assert.equal(await republishKeys(relay, store, T0 + POLICY.republishIntervalMs, POLICY), true);
+    // a new identity key republishes at once
+    await store.transaction(() => store.setIdentity(IdentityKeyPair.generate(systemRandom), 7));
+    assert.equal(await republishKeys(relay, store, T0 + POLICY.republishIntervalMs + 1, POLICY), true);
+    assert.equal(relay.uploads.length, 3);
+
+    // a failed upload is not counted: the next trigger publishes
+    const failing = { uploadKeys: async () => { throw new Error("relay down"); } };
+    const other = await device();
+    await assert.rejects(republishKeys(failing, other, T0, POLICY), /relay down/);
+    assert.equal(await republishKeys(relay, other, T0 + 1, POLICY), true);
+  });
+
+  test("one-time keys a republish replaced go after the grace period; the new ones and the last-resort key stay", async () => {
+    const store = await device();
+    const relay = new FakeRelay();
+    await republishKeys(relay, store, T0, POLICY);
+    const [body] = relay.uploads;
+    const fresh = (body!.one_time_prekeys as { key_id: number }[]).map((k) => k.key_id);
+    const freshKyber = (body!.kyber_prekeys as { key_id: number }[]).map((k) => k.key_id);
+    // rotations (weekly) drop old keys; within the grace period the replaced ones stay
+    await maintainKeys(relay, store, T0 + 7 * DAY, POLICY);
+    assert.equal((await store.getPreKey(1)).id, 1);
+    assert.equal((await store.getKyberPreKey(2)).id, 2);
+    for (let day = 14; day <= 35; day += 7) await maintainKeys(relay, store, T0 + day * DAY, POLICY);
+    for (const id of [1, 2, 3]) await assert.rejects(store.getPreKey(id));
+    for (let id = 2; id <= 1 + POLICY.kyberBatch; id++) await assert.rejects(store.getKyberPreKey(id));
+    for (const id of fresh) assert.equal((await store.getPreKey(id)).id, id);
+    for (const id of freshKyber) assert.equal((await store.getKyberPreKey(id)).id, id);
+    const lastResort = (body!.last_resort_kyber_prekey as { key_id: number }).key_id;
+    assert.equal((await store.getKyberPreKey(lastResort)).lastResort, true);
   });
 
   test("KeyUpkeep: every connection checks; received envelopes only when one may carry a prekey, not twice in 10 s", async () => {

@@ -429,6 +429,9 @@ export class Client {
           { onlyDevice: work.device, filler: nullContent });
         return;
       }
+      case "republish":
+        await this.keyUpkeep.republish();
+        return;
       case "sync_read": {
         const content = create(ContentSchema, { body: { case: "sync", value: { body: { case: "read", value: {
           messages: work.messages.map((m) => ({ author: m.author, timestamp: u64(m.timestamp) })) } } } } });

@@ -139,6 +139,10 @@ export class Inbox {
         events.push({ kind: "decryption_failed", sender, timestamp: envelope.clientTimestamp });
         // A group message cannot be asked for again over a fresh 1:1 session.
         if (!groupCiphertext) {
+          if (error instanceof ProtocolError && (error.kind === "invalid_prekey_id" || error.kind === "invalid_kyber_prekey_id")) {
+            // The relay served a key we do not hold: the directory disagrees with us.
+            await this.#followUp({ kind: "republish" });
+          }
           await this.#followUp({ kind: "decryption_error", account: sender, device, timestamp: envelope.clientTimestamp });
         }
         return;

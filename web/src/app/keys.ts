@@ -5,10 +5,12 @@
  * after the grace period). Mirrors cipherpost.client.keys with the same KeyPolicy
  * defaults and the same back-off: what triggers a replenish (the relay's counts) is not
  * ours to trust, so a replenish soon after another waits, 1 min doubling to a day,
- * until the relay reports a healthy count again.
+ * until the relay reports a healthy count again. `republishKeys` repairs a directory that
+ * disagrees with the local keys (a PreKey message named a key this device does not hold),
+ * at most hourly, as keys.republish does.
  */
 
-import { systemRandom } from "../protocol/bytes.js";
+import { systemRandom, toHex } from "../protocol/bytes.js";
 import type { IdentityKeyPair } from "../protocol/keys.js";
 import { KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord } from "../protocol/prekeys.js";
 import { PREKEY_TYPE } from "../protocol/messages.js";
@@ -31,18 +33,22 @@ export interface KeyPolicy {
   /** A replenish this soon after the previous one waits; the wait doubles up to the max. */
   replenishMinBackoffMs: number;
   replenishMaxBackoffMs: number;
+  /** At most one full republish this often (an identity change always republishes). */
+  republishIntervalMs: number;
 }
 
 /** cipherpost.client.keys.KeyPolicy's defaults. */
 export const DEFAULT_POLICY: KeyPolicy = Object.freeze({
   oneTimeBatch: 100, kyberBatch: 40, lowWater: 20, rotateAfterMs: 7 * DAY_MS, keepOldMs: 30 * DAY_MS,
-  replenishMinBackoffMs: MINUTE_MS, replenishMaxBackoffMs: DAY_MS,
+  replenishMinBackoffMs: MINUTE_MS, replenishMaxBackoffMs: DAY_MS, republishIntervalMs: 60 * MINUTE_MS,
 });
 
 /** Store records of the upkeep (sealed like every value). */
 const ROTATED_AT = "keys_rotated_at";
 const REPLENISHED_AT = "keys_replenished_at";
 const BACKOFF = "keys_replenish_backoff_ms";
+const REPUBLISHED = "keys_republished"; // { at, identity }: the last republish
+const ONE_TIME_REPLACED = "keys_one_time_replaced"; // { prekeyBelow, kyberBelow, at }
 
 /** A registration id as Python picks them: 1..16380. */
 export function newRegistrationId(): number {
@@ -144,6 +150,47 @@ export async function maintainKeys(api: KeysApi, store: DeviceStore, nowMs: numb
   return true;
 }
 
+/**
+ * Repair a directory that disagrees with the local keys (a PreKey message named a
+ * one-time key we do not hold: a relay restored from a backup, or keys lost on either
+ * side): publish a fresh complete set that replaces every one-time key the relay still
+ * holds. True if it was published. Anyone who can send us a PreKey message can trigger
+ * this, so it runs at most once per `policy.republishIntervalMs` unless the identity key
+ * changed since the last one (mirrors keys.republish).
+ * @throws RelayError, RelayUnavailable from the upload (the next trigger tries again).
+ */
+export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: DeviceStore, nowMs: number,
+  policy: KeyPolicy = DEFAULT_POLICY): Promise<boolean> {
+  const identity = toHex(store.getIdentityKeyPair().publicKey.serialize());
+  const last = await store.getJson<{ at: number; identity: string }>(REPUBLISHED);
+  if (last !== undefined && last.identity === identity && nowMs - last.at >= 0
+    && nowMs - last.at < policy.republishIntervalMs) {
+    console.warn(`cipherpost: prekey republish skipped: the last one was ${Math.floor((nowMs - last.at) / 1000)} s ago`);
+    return false;
+  }
+  const body = await store.transaction(async () => {
+    const pair = store.getIdentityKeyPair();
+    // Every one-time key made so far is being replaced; their private halves stay for
+    // the grace period, for a bundle handed out just before.
+    await store.putJson(ONE_TIME_REPLACED, {
+      prekeyBelow: ((await store.getJson<number>("counter:prekey")) ?? 0) + 1,
+      kyberBelow: ((await store.getJson<number>("counter:kyber_prekey")) ?? 0) + 1, at: nowMs });
+    const out = {
+      signed_prekey: await makeSigned(store, pair, nowMs),
+      last_resort_kyber_prekey: await makeLastResort(store, pair, nowMs),
+      one_time_prekeys: await makeOneTime(store, policy.oneTimeBatch),
+      kyber_prekeys: await makeOneTimeKyber(store, pair, policy.kyberBatch, nowMs),
+      replace_one_time: true,
+    };
+    await store.putJson(ROTATED_AT, nowMs);
+    return out;
+  });
+  await api.uploadKeys(body);
+  // Recorded only once published: a failed upload is tried again at the next trigger.
+  await store.transaction(() => store.putJson(REPUBLISHED, { at: nowMs, identity }));
+  return true;
+}
+
 /** Whether a replenish may run now; if so, record it and lengthen the back-off. */
 async function replenishAllowed(store: DeviceStore, nowMs: number, policy: KeyPolicy, oneTime: number,
   kyber: number): Promise<boolean> {
@@ -162,10 +209,23 @@ async function replenishAllowed(store: DeviceStore, nowMs: number, policy: KeyPo
 
 /**
  * Delete replaced signed and last-resort Kyber prekeys once their replacement is older
- * than the grace period; the newest of each kind always stays. Runs when a rotation
+ * than the grace period (the newest of each kind always stays), and one-time keys a
+ * republish replaced once that is older than the grace period. Runs when a rotation
  * happens (weekly), so a replaced key goes 30 to 37 days after its replacement.
  */
 async function dropOld(store: DeviceStore, nowMs: number, policy: KeyPolicy): Promise<void> {
+  const replaced = await store.getJson<{ prekeyBelow: number; kyberBelow: number; at: number }>(ONE_TIME_REPLACED);
+  if (replaced !== undefined && replaced.at !== 0 && nowMs - replaced.at > policy.keepOldMs) {
+    for (const [key] of await store.scan("prekey:")) {
+      if (Number(key.slice("prekey:".length)) < replaced.prekeyBelow) await store.put(key, null);
+    }
+    for (const [key, data] of await store.scan("kyber:")) {
+      if (Number(key.slice("kyber:".length)) < replaced.kyberBelow && !KyberPreKeyRecord.deserialize(data).lastResort) {
+        await store.put(key, null);
+      }
+    }
+    await store.putJson(ONE_TIME_REPLACED, { ...replaced, at: 0 });
+  }
   const signed = (await store.scan("signed:")).map(([key, data]) => ({ key, record: SignedPreKeyRecord.deserialize(data) }));
   const lastResort = (await store.scan("kyber:")).map(([key, data]) => ({ key, record: KyberPreKeyRecord.deserialize(data) }))
     .filter(({ record }) => record.lastResort);
@@ -207,6 +267,12 @@ export class KeyUpkeep {
     const since = this.clock() - (this.#checkedAt ?? -Infinity);
     if (since >= 0 && since < RECHECK_AFTER_PREKEY_MS) return Promise.resolve();
     return this.#run();
+  }
+
+  /** A PreKey message named a key we do not hold: republish (after a running check). */
+  republish(): Promise<boolean> {
+    return (this.#running ?? Promise.resolve()).then(() =>
+      republishKeys(this.api, this.store, this.clock(), this.policy));
   }
 
   #run(): Promise<void> {

@@ -92,7 +92,9 @@ export type FollowUp =
   | { kind: "receipt"; account: string; type: "delivery" | "read"; timestamps: number[] }
   | { kind: "sync_read"; messages: { author: string; timestamp: number }[] }
   | { kind: "decryption_error"; account: string; device: number; timestamp: number }
-  | { kind: "resend"; account: string; device: number; timestamp: number };
+  | { kind: "resend"; account: string; device: number; timestamp: number }
+  /** A PreKey message named a one-time key we do not hold: the directory needs repair. */
+  | { kind: "republish" };
 
 /** A message waiting to be sent (typed offline, or the send was interrupted). */
 export interface QueuedSend {
