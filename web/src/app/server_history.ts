@@ -33,7 +33,7 @@ function newKeys(now: number): HistoryKeys {
 }
 
 /** The DataMessage a stored message was made from, as far as the history keeps it. */
-function dataOf(m: StoredMessage): DataMessage {
+export function dataOf(m: StoredMessage): DataMessage {
   return create(DataMessageSchema, {
     timestamp: u64(m.timestamp), text: m.text, expireTimer: m.expireTimer ?? 0,
     group: m.conversation.startsWith("group:") ? { id: fromHex(m.conversation.slice(6)) } : undefined,
