@@ -92,9 +92,16 @@ def test_browser_adds_renames_removes_and_leaves_and_sees_an_sdk_admins_changes(
             await step("wait_text", testid="chat-title", text="crew two")
             for member in (hal, ida, jon):
                 await wait_for_event(member, _updated(group_id, title="crew two", members=4))
+            # sets the group's disappearing timer: a signed change every member applies,
+            # and the next message carries it
+            await step("select", testid="expire-timer", value="3600")
+            await step("wait_selector", selector="[data-testid=timer-notice][data-seconds='3600']")
             await step("send", text="four of us")
             for member in (hal, ida, jon):
-                await wait_for_event(member, _text("four of us", made))
+                message = await wait_for_event(member, _text("four of us", made))
+                assert isinstance(message, events.Message) and message.expire_timer == 3600
+                held = member.group(group_id)
+                assert held is not None and held.expire_timer == 3600
 
             # removes ida: she learns it, and the next message does not reach her
             await step("click_selector",

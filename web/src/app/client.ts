@@ -779,15 +779,20 @@ export class Client {
   }
 
   /**
-   * Turn disappearing messages on (seconds after reading) or off (0) for a 1:1
-   * conversation: a new timer version, announced with an expire_timer_update message
-   * (queued like any other; mirrors Client.set_expire_timer).
+   * Turn disappearing messages on (seconds after reading) or off (0): in a 1:1
+   * conversation a new timer version, announced with an expire_timer_update message
+   * (queued like any other); in a group a signed group change, which its rules may keep
+   * to admins (mirrors Client.set_expire_timer).
    */
   async setExpireTimer(conversation: string, seconds: number): Promise<void> {
     if (!Number.isInteger(seconds) || seconds < 0 || seconds > 0xffffffff) {
       throw new RangeError("the timer is 0 (off) or a number of seconds");
     }
-    if (conversation.startsWith("group:")) throw new RangeError("a group's timer is changed by its admins (not here yet)");
+    if (conversation.startsWith("group:")) {
+      const group = await this.#editGroup(await this.#memberGroup(conversation), { expireTimer: seconds });
+      this.#emit([{ kind: "timer", conversation, author: this.accountId, seconds: group.expireTimer }]);
+      return;
+    }
     if (conversation === this.accountId) throw new RangeError("notes to self come later");
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();

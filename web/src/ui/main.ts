@@ -478,7 +478,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
   return h("section", { class: "chat", "data-testid": "chat", "data-account": accountId },
     h("header", {}, h("h2", { "data-testid": "chat-title" }, nameOf(contact, accountId)),
       (typingUntil.get(accountId) ?? 0) > Date.now() ? h("span", { class: "typing", "data-testid": "typing" }, "typing…") : false,
-      group !== undefined ? false : timerSelect(accountId, timer),
+      timerSelect(accountId, timer),
       group !== undefined
         ? false
         : h("button", { class: "secondary", "data-testid": "open-safety", disabled: safety === undefined,
