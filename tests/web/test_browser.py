@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
 import functools
 import hashlib
 import http.server
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,135 +30,29 @@ from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
 
 from ..client.conftest import Devices, ThreadedRelay
+from .browsing import (
+    ARTIFACTS,
+    CHROMIUM,
+    PASSWORD,
+    ROOT,
+    WEB,
+    Browser,
+    browser,
+    build_hash,
+    built,
+    needs_browser,
+    real_problems,
+    relay,
+    wait_for_event,
+    wait_for_text,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-WEB = ROOT / "web"
-ARTIFACTS = ROOT / "build" / "web"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-PASSWORD = "a long browser password"
+# The browser modules import these from here (tests/web/browsing.py holds them; the
+# fixtures are in tests/web/conftest.py too, so a new module needs no import for them).
+__all__ = ["ARTIFACTS", "CHROMIUM", "PASSWORD", "ROOT", "WEB", "Browser", "browser", "build_hash",
+           "built", "real_problems", "relay", "wait_for_event", "wait_for_text"]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() or not (WEB / "node_modules" / "playwright-core").is_dir()
-    or shutil.which("node") is None,
-    reason="needs /usr/bin/chromium and web/node_modules (make test installs both)")
-
-
-def _sources_digest() -> str:
-    """SHA-256 over what the bundle is built from (paths and contents)."""
-    digest = hashlib.sha256()
-    files = [WEB / "build.mjs", WEB / "package-lock.json",
-             *sorted((WEB / "src").rglob("*")), *sorted((WEB / "static").rglob("*"))]
-    for path in files:
-        if path.is_file():
-            digest.update(str(path.relative_to(WEB)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def built() -> None:
-    """Build web/dist (a second or two), so the relay serves the current sources: once
-    per change of the sources, under a lock. Every browser test module asks for it, and
-    under xdist two modules run at once: a second build rewriting dist/ while the other
-    module's browser loads app.js failed its SRI check, and that page never came up."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with (ARTIFACTS / ".build.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = ARTIFACTS / ".built-from"
-        digest = _sources_digest()
-        if (WEB / "dist" / "app.js").is_file() and stamp.is_file() \
-                and stamp.read_text() == digest:
-            return
-        subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB, check=True, timeout=180,
-                       capture_output=True)
-        stamp.write_text(digest)
-
-
-class Browser:
-    """The driver process: one JSON command in, one JSON answer out."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            ["node", "--import", "tsx", "test/e2e/driver.ts"], cwd=WEB, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "CHROMIUM": str(CHROMIUM)})
-        assert self._read().get("ready"), "the browser driver did not start"
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"the browser driver stopped: {stderr[-2000:]}")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def do(self, cmd: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-        answer = self._read()
-        if "error" in answer:
-            raise AssertionError(f"browser {cmd}: {answer['error']}")
-        return answer
-
-    def close(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.do("close")
-            self.proc.wait(timeout=20)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(built: None) -> Iterator[Browser]:
-    """One chromium for the module; each test uses its own users (browser contexts)."""
-    driver = Browser()
-    try:
-        yield driver
-    finally:
-        driver.close()
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
-    (tmp_path / "relay").mkdir()
-    server = ThreadedRelay(tmp_path / "relay")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def real_problems(problems: list[str]) -> list[str]:
-    """Console errors but the ones chromium logs by itself for requests made offline."""
-    return [p for p in problems if "ERR_INTERNET_DISCONNECTED" not in p
-            and "WebSocket connection to" not in p]
-
-
-async def wait_for_event(client: Client, match: Callable[[object], bool],
-                         timeout: float = 30) -> object:
-    """Receive over HTTP until an event matches."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in await client.receive():
-            if match(event):
-                return event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no matching event within {timeout} s")
-
-
-async def wait_for_text(client: Client, text: str, timeout: float = 30) -> events.Message:
-    """Receive over HTTP until a message with ``text`` arrives."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in await client.receive():
-            if isinstance(event, events.Message) and event.text == text:
-                return event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no message {text!r} within {timeout} s")
+pytestmark = needs_browser
 
 
 def test_browser_user_chats_with_an_sdk_user_and_a_reload_keeps_everything(
@@ -429,12 +321,6 @@ def test_devices_page_links_an_sdk_device_and_removes_it(
     asyncio.run(scenario())
 
 
-def build_hash(out: Path) -> str:
-    done = subprocess.run(["node", "build.mjs", "--hash", f"--out={out}"], cwd=WEB, check=True,
-                          timeout=180, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def test_the_build_is_reproducible_and_the_about_page_shows_its_hash(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Two builds give the same bytes; the About page hashes the app.js the browser
@@ -460,9 +346,9 @@ def test_readme_lists_the_bundle_hash(tmp_path: Path) -> None:
     """web/README.md names the SHA-256 of the bundle these sources build (after a change
     to web/src or the lock file: `make web-hash` rewrites it)."""
     listed = (WEB / "README.md").read_text()
-    built = build_hash(tmp_path / "out")
-    assert f"`{built}`" in listed, (
-        f"web/README.md does not list the current bundle hash {built}: run `make web-hash`")
+    hashed = build_hash(tmp_path / "out")
+    assert f"`{hashed}`" in listed, (
+        f"web/README.md does not list the current bundle hash {hashed}: run `make web-hash`")
 
 
 def test_groups_between_a_browser_user_and_sdk_users(
