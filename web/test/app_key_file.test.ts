@@ -201,7 +201,7 @@ describe("a key file this browser writes", () => {
 
   test("without the recovery secrets: refused, saying what to do", async () => {
     const client = await browserClient(false);
-    await assert.rejects(exportRecords(client, true), /holds no recovery key.*cipherpost recovery-key/);
+    await assert.rejects(exportRecords(client, true), /make a recovery key first.*cipherpost recovery-key/);
   });
 
   test("reads back: account with contacts and trust, secrets, messages only when asked", async () => {

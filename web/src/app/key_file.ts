@@ -32,16 +32,14 @@ import { RelayError } from "./api.js";
 import { applyEvents } from "./archive.js";
 import { Client, type ClientOptions } from "./client.js";
 import { checkIntegers } from "./content.js";
-import * as history from "./history.js";
-import type { Contact, StoredMessage } from "./model.js";
+import type { StoredMessage } from "./model.js";
 import {
-  ExportRecordSchema, HistoryEventSchema, ProvisionMessage_ContactSchema, ProvisionMessageSchema, RecoveryBlobSchema,
-  type ExportRecord, type HistoryEvent, type RecoveryBlob,
+  ExportRecordSchema, HistoryEventSchema, ProvisionMessageSchema, type ExportRecord, type HistoryEvent,
 } from "./proto/cipherpost/app/v1/app_pb.js";
-import * as sealed from "./sealed.js";
+import { recoveryBlob } from "./recovery_secrets.js";
 import { dataOf } from "./server_history.js";
 import { checkParams, DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
-import type { DeviceStore, TrustRecord } from "./store/device.js";
+import type { DeviceStore } from "./store/device.js";
 import type { Kv } from "./store/kv.js";
 
 const MAGIC = utf8("CPEXPORT");
@@ -202,31 +200,10 @@ export async function recoverySecrets(store: DeviceStore): Promise<Uint8Array | 
   return data !== undefined && data.length === SECRETS_BYTES ? data : undefined;
 }
 
-/** What a restored device needs from this browser's store (the SDK's recovery._blob). */
-export async function accountBlob(client: Client): Promise<RecoveryBlob> {
-  const store = client.store;
-  const contacts = [];
-  for (const [key, trust] of await store.scanJson<TrustRecord>("trust:")) {
-    const account = key.slice("trust:".length);
-    if (account === client.accountId) continue;
-    const contact = await store.getJson<Contact>(`contact:${account}`);
-    contacts.push(create(ProvisionMessage_ContactSchema, {
-      accountId: account, username: contact?.username ?? "", identityKey: fromHex(trust.key),
-      verified: trust.verified, sendBlocked: trust.changed,
-      profileKey: new Uint8Array(await sealed.contactProfileKey(store, account) ?? []),
-    }));
-  }
-  const groupStates = (await store.scanJson<string>("group:")).map(([, state]) => fromHex(state));
-  return create(RecoveryBlobSchema, {
-    accountId: client.accountId, identityKeyPair: store.getIdentityKeyPair().serialize(), username: client.username,
-    contacts, groupStates, ...(await history.provisionFields(store)),
-  });
-}
-
 /** Why a browser without the recovery secrets cannot write a key file, and what to do. */
-export const NEEDS_RECOVERY_KEY = "this browser holds no recovery key, through which a device joins the account from "
-  + "a key file: make one on a device with the command line (`cipherpost recovery-key`) and export there "
-  + "(`cipherpost export`); a browser that imported a key file can write one too";
+export const NEEDS_RECOVERY_KEY = "make a recovery key first (Security page, or `cipherpost recovery-key`): a device "
+  + "joins the account from a key file through it, and this browser holds none (a browser that made the key "
+  + "or imported a key file does)";
 
 /**
  * The records of this browser's account (the SDK's export._records): the account, the
@@ -237,7 +214,7 @@ export async function exportRecords(client: Client, withHistory: boolean): Promi
   const store = client.store;
   const secrets = await recoverySecrets(store);
   if (secrets === undefined) throw new KeyFileError(NEEDS_RECOVERY_KEY);
-  const records = [create(ExportRecordSchema, { body: { case: "account", value: await accountBlob(client) } }),
+  const records = [create(ExportRecordSchema, { body: { case: "account", value: await recoveryBlob(client) } }),
     create(ExportRecordSchema, { body: { case: "recoverySecrets", value: secrets } })];
   if (withHistory) {
     const event = (value: HistoryEvent): ExportRecord => create(ExportRecordSchema, { body: { case: "event", value } });

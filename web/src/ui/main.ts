@@ -21,6 +21,7 @@ import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
+import { importScreen, keyFileSection } from "./key_file.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
 
@@ -133,7 +134,11 @@ function signUp(): void {
       h("a", { href: "#recover", "data-testid": "start-recover", onclick: (event: Event) => {
         event.preventDefault();
         recoverScreen(root, { dbName: DB_NAME, server: defaultServer(), describe, enter, back: signUp });
-      } }, "Recover your account"), "."),
+      } }, "Recover your account"), ". Have an encrypted key file? ",
+      h("a", { href: "#import", "data-testid": "start-import", onclick: (event: Event) => {
+        event.preventDefault();
+        importScreen(root, { dbName: DB_NAME, server: defaultServer(), describe, enter, back: signUp });
+      } }, "Import it"), "."),
     h("p", { class: "hint" }, "Your keys are made in this browser and never leave it. The password unlocks them "
       + "here; it is never sent anywhere and cannot be recovered."),
     form));
@@ -693,7 +698,7 @@ async function devicesPage(): Promise<HTMLElement> {
     h("h3", {}, "Link a new device"),
     h("p", { class: "hint" }, "On the new device, choose to link to an existing account and paste its link code here. "
       + "Only link a device you hold: it gets your identity key."),
-    link, linkState, approveCodeForm(client, describe), error, backToChats());
+    link, linkState, approveCodeForm(client, describe), await keyFileSection(client, describe), error, backToChats());
 }
 
 /** SHA-256 of the app's code as this browser received it (SRI-checked against index.html). */

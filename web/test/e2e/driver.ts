@@ -10,9 +10,9 @@
  * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid} (text, base64), set_file {testid, name, data (base64)}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, click_selector {selector}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
- * messages, dump_store (every IndexedDB record), problems, screenshot {path}, reset (closes every user), close,
+ * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload).
  */
 
@@ -99,12 +99,6 @@ const DUMP_STORE = `(async () => {
 async function run(c: Command): Promise<Record<string, unknown>> {
   if (c.cmd === "close") {
     await browser.close();
-    return {};
-  }
-  if (c.cmd === "reset") {
-    // close every user's context (pages, IndexedDB, problems): the next test starts afresh
-    for (const { context } of users.values()) await context.close();
-    users.clear();
     return {};
   }
   const { context, page, problems } = await user(typeof c.user === "string" ? c.user : "a");
@@ -225,6 +219,12 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length,
         filename: download.suggestedFilename() };
     }
+    case "set_file": {
+      // pick a file (base64 data) in a file input
+      await page.getByTestId(String(c.testid)).setInputFiles({ name: String(c.name), mimeType: "application/octet-stream",
+        buffer: Buffer.from(String(c.data), "base64") });
+      return {};
+    }
     case "count": {
       // how many elements match now (no waiting)
       return { count: await page.locator(String(c.selector)).count() };
@@ -232,7 +232,8 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     case "download_click": {
       // click a button that saves a file: the file's text and name
       const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId(String(c.testid)).click()]);
-      return { text: readFileSync(await download.path()).toString("utf8"), filename: download.suggestedFilename() };
+      const saved = readFileSync(await download.path());
+      return { text: saved.toString("utf8"), base64: saved.toString("base64"), filename: download.suggestedFilename() };
     }
     case "dump_store": {
       // Every record of every IndexedDB database of this user's origin, as stored: binary

@@ -1,0 +1,165 @@
+/**
+ * The encrypted key file in the page (src/app/key_file.ts): on the start screen, a file
+ * picked and its passphrase typed make this browser a device of the account in it; on
+ * the devices page, a key file of this account is written under a passphrase the user
+ * chooses, with or without the messages, and downloaded. Neither passphrase leaves the
+ * page; the file is read and written here.
+ */
+
+import type { Client } from "../app/client.js";
+import {
+  exportKeyFile, importKeyFile, KeyFileError, keyFileName, NEEDS_RECOVERY_KEY, recoverySecrets,
+} from "../app/key_file.js";
+import { IdbKv } from "../app/store/kv.js";
+import { h, replace } from "./dom.js";
+
+/** A key file larger than this is not one this client wrote (a chunk is at most 1 MiB). */
+const MAX_FILE_BYTES = 512 * 1024 * 1024;
+
+export interface ImportContext {
+  dbName: string;
+  server: string;
+  describe: (error: unknown) => string;
+  enter: (client: Client) => Promise<void>;
+  back: () => void;
+}
+
+function sentence(message: string): string {
+  return `${message.charAt(0).toUpperCase()}${message.slice(1)}.`;
+}
+
+/** The import card, in place of `root`'s content. */
+export function importScreen(root: HTMLElement, ctx: ImportContext): void {
+  const file = h("input", { id: "keyfile-file", type: "file", "data-testid": "keyfile-file" });
+  const passphrase = h("input", { id: "keyfile-passphrase", type: "password", autocomplete: "off",
+    "data-testid": "keyfile-passphrase" });
+  const password = h("input", { id: "keyfile-password", type: "password", autocomplete: "new-password", minlength: "8",
+    "data-testid": "keyfile-password" });
+  const confirm = h("input", { id: "keyfile-confirm", type: "password", autocomplete: "new-password",
+    "data-testid": "keyfile-confirm" });
+  const server = h("input", { id: "keyfile-server", type: "url", value: ctx.server, autocomplete: "off",
+    "data-testid": "keyfile-server" });
+  const status = h("div", { "data-testid": "keyfile-status" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "error" });
+  const submit = h("button", { type: "submit", "data-testid": "keyfile-submit" }, "Import");
+  const form = h("form", {
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = "";
+      const picked = file.files?.[0];
+      if (picked === undefined) {
+        error.textContent = "Choose the key file.";
+        return;
+      }
+      if (picked.size > MAX_FILE_BYTES) {
+        error.textContent = "That file is too large to be a Cipherpost key file.";
+        return;
+      }
+      if (password.value.length < 8) {
+        error.textContent = "Choose a password of at least 8 characters.";
+        return;
+      }
+      if (password.value !== confirm.value) {
+        error.textContent = "The passwords differ.";
+        return;
+      }
+      submit.disabled = true;
+      const progress = h("progress", { max: "1", value: "0", "data-testid": "keyfile-progress" });
+      const count = h("span", { "data-testid": "link-count" }, "");
+      replace(status, h("p", {}, "Opening the key file…"), progress, count);
+      let kv: IdbKv | undefined;
+      try {
+        const data = new Uint8Array(await picked.arrayBuffer());
+        kv = await IdbKv.open(ctx.dbName);
+        const { client } = await importKeyFile(kv, server.value.trim(), data, passphrase.value, password.value, {
+          historyProgress: (entries, fraction) => {
+            progress.value = fraction;
+            count.textContent = ` ${entries} from the server`;
+          },
+        });
+        passphrase.value = password.value = confirm.value = "";
+        await ctx.enter(client);
+      } catch (e) {
+        kv?.close();
+        await IdbKv.destroy(ctx.dbName).catch(() => undefined);
+        replace(status);
+        error.textContent = e instanceof KeyFileError ? sentence(e.message) : ctx.describe(e);
+        submit.disabled = false;
+      }
+    },
+  },
+  h("label", { for: "keyfile-file" }, "Key file"), file,
+  h("label", { for: "keyfile-passphrase" }, "The key file's passphrase"), passphrase,
+  h("label", { for: "keyfile-password" }, "New password for this browser"), password,
+  h("label", { for: "keyfile-confirm" }, "Password again"), confirm,
+  h("details", { class: "advanced" }, h("summary", {}, "Server"), h("label", { for: "keyfile-server" }, "Cipherpost server"),
+    server),
+  submit, status, error);
+  replace(root, h("div", { class: "card", "data-testid": "keyfile-import" },
+    h("h1", {}, "Import a key file"),
+    h("p", { class: "hint" }, "A key file written by Cipherpost (`cipherpost export`, or a browser's Devices page) "
+      + "makes this browser a device of its account, with the conversations it holds. The file is opened here; "
+      + "its passphrase is never sent anywhere."),
+    form,
+    h("p", { class: "hint" }, h("a", { href: "#", "data-testid": "keyfile-back", onclick: (e: Event) => {
+      e.preventDefault();
+      ctx.back();
+    } }, "Back"))));
+  file.focus();
+}
+
+/** The devices page's part: write this account to a key file and download it. */
+export async function keyFileSection(client: Client, describe: (error: unknown) => string): Promise<HTMLElement> {
+  const held = (await recoverySecrets(client.store)) !== undefined;
+  const passphrase = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase for the key file",
+    placeholder: "Passphrase for the key file", "data-testid": "keyfile-export-passphrase", disabled: !held });
+  const confirm = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase again",
+    placeholder: "Passphrase again", "data-testid": "keyfile-export-confirm", disabled: !held });
+  const withHistory = h("input", { type: "checkbox", id: "keyfile-with-history", checked: true,
+    "data-testid": "keyfile-with-history", disabled: !held });
+  const state = h("p", { class: "hint", "data-testid": "keyfile-export-state" });
+  const error = h("p", { class: "error", role: "alert", "data-testid": "keyfile-export-error" });
+  const submit = h("button", { type: "submit", "data-testid": "keyfile-export", disabled: !held }, "Download key file");
+  const form = h("form", {
+    class: "link",
+    onsubmit: async (event: Event) => {
+      event.preventDefault();
+      error.textContent = state.textContent = "";
+      if (passphrase.value.length < 8) {
+        error.textContent = "Choose a passphrase of at least 8 characters.";
+        return;
+      }
+      if (passphrase.value !== confirm.value) {
+        error.textContent = "The passphrases differ.";
+        return;
+      }
+      submit.disabled = true;
+      state.textContent = "Writing the key file…";
+      try {
+        const data = await exportKeyFile(client, passphrase.value, { withHistory: withHistory.checked });
+        passphrase.value = confirm.value = "";
+        const name = keyFileName(client.username);
+        const url = URL.createObjectURL(new Blob([data as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }));
+        const link = h("a", { href: url, download: name });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+        state.textContent = `Saved as ${name}. Keep the file and its passphrase apart.`;
+      } catch (e) {
+        state.textContent = "";
+        error.textContent = e instanceof KeyFileError ? sentence(e.message) : describe(e);
+      } finally {
+        submit.disabled = false;
+      }
+    },
+  }, passphrase, confirm, submit);
+  return h("div", { "data-testid": "keyfile-section" },
+    h("h3", {}, "Encrypted key file"),
+    h("p", { class: "hint" }, "Write this account to a file encrypted under a passphrase you choose: a backup, or a way "
+      + "onto another browser or machine (\"Import a key file\" there, or `cipherpost import`). Whoever has the file "
+      + "and its passphrase can join your account."),
+    held ? false : h("p", { class: "hint", "data-testid": "keyfile-needs-recovery" }, sentence(NEEDS_RECOVERY_KEY)),
+    h("p", {}, withHistory, h("label", { for: "keyfile-with-history" }, " With the message history")),
+    form, state, error);
+}
