@@ -45,6 +45,12 @@ PATH = "/v1/websocket"
 SUSPENDED = 4403
 #: Offered by a client (Sec-WebSocket-Protocol) to get several envelopes per frame.
 BATCH_SUBPROTOCOL = "cipherpost.batch"
+#: ``cipherpost.batch``, and the relay takes acks carried in ``send`` frames (``"ack":
+#: [ids]``). It takes them under any subprotocol; echoing this one tells a client so
+#: (an older relay ignores the field, and the acks would be lost until a reconnect).
+ACKS_ON_SEND_SUBPROTOCOL = "cipherpost.batch.2"
+#: The subprotocols echoed, the first one offered in this order.
+SUBPROTOCOLS = (ACKS_ON_SEND_SUBPROTOCOL, BATCH_SUBPROTOCOL)
 WINDOW = 256
 MAX_FRAME = 64 * 1024
 #: A ``messages`` frame holds at most this many envelopes, and at most this many bytes of
@@ -70,8 +76,10 @@ async def serve(relay: Relay, scope: Scope, receive: Receive, send: Send) -> Non
                     "code": SUSPENDED if exc.code == "account_suspended" else 4401})
         return
     await relay.seen(device.account_id, device.device_id)
-    batch = BATCH_SUBPROTOCOL in scope.get("subprotocols", ())
-    await send({"type": "websocket.accept", "subprotocol": BATCH_SUBPROTOCOL} if batch
+    offered = scope.get("subprotocols", ())
+    chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
+    batch = chosen is not None
+    await send({"type": "websocket.accept", "subprotocol": chosen} if batch
                else {"type": "websocket.accept"})
     session = Session(relay, device, send, batch)
     relay.metrics.websockets.inc()
@@ -287,11 +295,15 @@ class Session:
                 frame = orjson.loads(text)
                 kind = frame.get("type")
                 if kind == "send":
+                    # Acks may ride on a send (``ack``: ids, never confirmed), which
+                    # spares a frame each way's parsing when a device both receives
+                    # and sends; they are taken as if in an ``ack`` frame before it.
+                    carried = frame.get("ack")
+                    if carried is not None:
+                        self._handle_ack(_ids(carried), False)
                     self._handle_send(frame)
                 elif kind == "ack":
-                    ids = frame["ids"]
-                    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                        raise ValueError
+                    ids = _ids(frame["ids"])
                     confirm = frame.get("confirm", False)
                     if not isinstance(confirm, bool):
                         raise ValueError
@@ -388,6 +400,13 @@ class Session:
 
 def _seq(envelope: Envelope) -> int:
     return envelope.seq
+
+
+def _ids(ids: object) -> list[str]:
+    """The envelope ids of an acknowledgement; ValueError if it is not a list of strings."""
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError
+    return ids
 
 
 def _send_fields(frame: dict[str, Any]) -> tuple[int, list[tuple[int, int, int, str]]]:
