@@ -257,9 +257,9 @@ def account_of(tmp_path: Path, username: str) -> str:
     return str(row[0])
 
 
-async def sign_up(step: Step, relay: ThreadedRelay, username: str) -> None:
+async def sign_up(step: Step, relay_url: str, username: str) -> None:
     """Open the relay's app and sign up as ``username`` (PASSWORD), up to the online inbox."""
-    await step("open", url=relay.url + "/")
+    await step("open", url=relay_url + "/")
     await step("signup", username=username, password=PASSWORD)
 
 

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from cipherpost.client import Client, sealed
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     PASSWORD,
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
     wait_for_text,
 )
 from .test_sealed_browser import SEALED, _db, _queued, _wait
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 
 def _stored(tmp_path: Path, account: str) -> tuple[int, int, int | None]:
@@ -41,11 +37,9 @@ def _stored(tmp_path: Path, account: str) -> tuple[int, int, int | None]:
 
 
 def test_the_browser_registers_its_access_key_again_when_the_relay_lost_it(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "tess"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def reconnect() -> None:
         """A new page load and so a new WebSocket connection (the relay restarted)."""
@@ -57,8 +51,7 @@ def test_the_browser_registers_its_access_key_again_when_the_relay_lost_it(
         devices = Devices(tmp_path, relay)
         uma: Client = await devices.register("uma")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             tess = await uma.resolve(user)
             await step("chat", username="uma")
             await step("send", text="hello uma")

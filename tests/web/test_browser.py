@@ -43,6 +43,7 @@ from .browsing import (
     needs_browser,
     real_problems,
     relay,
+    sign_up,
     wait_for_event,
     wait_for_text,
 )
@@ -188,16 +189,13 @@ def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
     """Read receipts both ways with a Python user; when the Python user resets its
     identity key, the browser shows the banner and sends only after the user accepts."""
     user = "erin"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         frank = await devices.register("frank")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username="erin", password=PASSWORD)
+            await sign_up(step, relay.url, "erin")
             await step("chat", username="frank")
             await step("send", text="read me")
             received = await wait_for_text(frank, "read me")
@@ -258,17 +256,14 @@ def test_devices_page_links_an_sdk_device_and_removes_it(
     the account with the identity key and the contacts); both get what is sent; the
     devices page lists it and removes it, and its token stops working."""
     user = "gina"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         hank = await devices.register("hank")
         linked: Client | None = None
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username="gina", password=PASSWORD)
+            await sign_up(step, relay.url, "gina")
             await step("chat", username="hank")
             await step("send", text="before linking")
             gina_id = (await wait_for_text(hank, "before linking")).author
@@ -357,9 +352,7 @@ def test_groups_between_a_browser_user_and_sdk_users(
     (signed change, sender keys over 1:1 sessions, sender-key ciphertexts) reaches two
     Python members, and a group a Python user made reaches the browser, which answers."""
     user = "kim"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     def group_text(text: str, conversation: str) -> Callable[[object], bool]:
         return lambda e: isinstance(e, events.Message) and e.text == text \
@@ -369,8 +362,7 @@ def test_groups_between_a_browser_user_and_sdk_users(
         devices = Devices(tmp_path, relay)
         leo, mia = await devices.register("leo"), await devices.register("mia")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
 
             # made in the browser
             made = (await step("create_group", title="trio", members="leo, mia"))["conversation"]
@@ -419,15 +411,13 @@ def test_attachments_between_a_browser_user_and_an_sdk_user(
     from_browser = os.urandom(300_000)  # more than one of the SDK's 256 KiB chunks
     from_python = os.urandom(70_001)
 
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         omar = await devices.register("omar")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("chat", username="omar")
             await step("attach", name="photo.bin", mime="application/octet-stream",
                        data=base64.b64encode(from_browser).decode())
@@ -459,16 +449,13 @@ def test_disappearing_messages_between_a_browser_user_and_an_sdk_user(
     rides on every message; messages go 10 s after reading (incoming) or sending
     (outgoing), and a timer turned off in Python is off in the browser."""
     user = "pia"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         quinn = await devices.register("quinn")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("chat", username="quinn")
             await step("send", text="before the timer")
             pia_id = (await wait_for_text(quinn, "before the timer")).author
@@ -528,9 +515,7 @@ def test_a_separately_hosted_client_points_at_a_relay_that_allows_its_origin(
     relay = ThreadedRelay(tmp_path / "relay", web_origins=(host.origin,))
     relay.start()
     user = "rosa"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
@@ -580,9 +565,7 @@ def test_a_browser_linked_to_an_sdk_account_gets_its_conversations(
     Python device provisions it (identity key, contacts, the one-time archive of the
     conversations), the browser replays the archive and takes part from then on."""
     user = "uma-browser"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)

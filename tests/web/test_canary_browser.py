@@ -22,23 +22,23 @@ from ..assurance import results
 from ..assurance.scan import Scan
 from ..client.conftest import Devices
 from ..server.process import ServerProcess
-from .test_browser import (  # noqa: F401 (fixtures)
-    PASSWORD,
+from .browsing import (
     Browser,
-    browser,
-    built,
-    pytestmark,
+    needs_browser,
     real_problems,
+    sign_up,
     wait_for_event,
     wait_for_text,
 )
+
+pytestmark = needs_browser
 
 PLACES = ["browser-text", "sdk-text", "browser-file-name", "browser-file-body",
           "sdk-file-name", "sdk-file-body", "group-title", "group-text"]
 
 
 def test_no_plaintext_of_a_browser_conversation_at_rest_on_the_relay_or_in_indexeddb(
-        tmp_path: Path, browser: Browser) -> None:  # noqa: F811 (the fixture)
+        tmp_path: Path, browser: Browser) -> None:
     c = {place: f"canary-{place}-{secrets.token_hex(12)}" for place in PLACES}
     browser_file = (c["browser-file-body"] + "\n").encode() * 40
     sdk_file = (c["sdk-file-body"] + "\n").encode() * 40
@@ -49,15 +49,13 @@ def test_no_plaintext_of_a_browser_conversation_at_rest_on_the_relay_or_in_index
     live = Scan({k: v.encode() for k, v in c.items()})
     seen: list[str] = []
 
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> dict[str, Any]:
         devices = Devices(tmp_path / "clients", relay)  # type: ignore[arg-type]
         otto = await devices.register("otto")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("chat", username="otto")
             await step("send", text=c["browser-text"])
             got = await wait_for_text(otto, c["browser-text"])

@@ -9,26 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from cipherpost.client import Client, events
 from cipherpost.client.groups import ADMIN
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     ARTIFACTS,
-    PASSWORD,
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
     wait_for_event,
 )
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 
 def _updated(group_id: bytes, *, title: str | None = None, members: int | None = None,
@@ -56,11 +51,9 @@ async def _messages(client: Client) -> list[str]:
 
 
 def test_browser_adds_renames_removes_and_leaves_and_sees_an_sdk_admins_changes(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "gwen"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def members_shown() -> dict[str, bool]:
         shown = (await step("elements", testid="group-member"))["elements"]
@@ -70,8 +63,7 @@ def test_browser_adds_renames_removes_and_leaves_and_sees_an_sdk_admins_changes(
         devices = Devices(tmp_path, relay)
         hal, ida, jon = [await devices.register(n) for n in ("hal", "ida", "jon")]
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             made = (await step("create_group", title="crew", members="hal, ida"))["conversation"]
             group_id = bytes.fromhex(made[6:])
             for member in (hal, ida):

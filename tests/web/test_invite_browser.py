@@ -13,9 +13,13 @@ from click.testing import CliRunner
 from cipherpost.server.admin_cli import cli as admin_cli
 
 from ..client.conftest import ThreadedRelay
-from .test_browser import PASSWORD, Browser, browser, built  # noqa: F401 - fixtures
+from .browsing import (
+    PASSWORD,
+    Browser,
+    needs_browser,
+)
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def _admin(relay: ThreadedRelay, *args: str, token: str = "") -> dict[str, objec
 
 
 def test_browser_signs_up_with_an_invite(invite_relay: ThreadedRelay,
-                                         browser: Browser) -> None:  # noqa: F811
+                                         browser: Browser) -> None:
     token = str(_admin(invite_relay, "operators", "bootstrap", "root")["token"])
     codes = _admin(invite_relay, "invites", "create", token=token)["codes"]
     assert isinstance(codes, list)

@@ -20,18 +20,17 @@ from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol.fingerprint import Fingerprint
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     ARTIFACTS,
     PASSWORD,
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
     wait_for_text,
 )
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 
 async def logged(client: Client) -> list[str]:
@@ -54,7 +53,7 @@ async def logged(client: Client) -> list[str]:
 
 
 def test_the_link_code_and_the_safety_number_are_drawn_as_qr_codes(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     linker, talker = "quinn-new-browser", "quinn-browser"
 
     async def step(user: str, cmd: str, **args: Any) -> dict[str, Any]:
@@ -107,15 +106,13 @@ def test_the_link_code_and_the_safety_number_are_drawn_as_qr_codes(
 
 
 def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """The account keeps its history on the relay (docs/spec/history.md): a browser linked
     later replays the log with a progress indicator, then seals what it sends and receives
     into it, in the SDK's format: an SDK device the browser links after that restores
     those messages although no other device of the account received them."""
     user = "wren-browser"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
@@ -184,7 +181,7 @@ def test_a_browser_linked_to_an_account_with_server_history_reads_and_writes_it(
 
 
 def test_a_fresh_browser_recovers_an_sdk_account_by_key_and_by_passphrase(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """An account made by the SDK, with server history, a recovery key and a recovery
     passphrase: one fresh browser gets it back with the key, another with the username
     and passphrase; each has the identity (the contact's safety number is unchanged),
@@ -267,15 +264,13 @@ def test_a_fresh_browser_recovers_an_sdk_account_by_key_and_by_passphrase(
 
 
 def test_a_browser_links_by_a_typed_code_that_an_sdk_device_approves(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Typed-code linking (docs/spec/linking.md): the browser shows a short code, the
     SDK device claims it, both derive the same 6-digit number; declined in the browser the
     first time (the SDK device stops, nothing is linked), confirmed the second time: the
     browser becomes a device of the account with its conversation."""
     user = "abby-browser"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
@@ -331,21 +326,18 @@ def test_a_browser_links_by_a_typed_code_that_an_sdk_device_approves(
 
 
 def test_the_browser_approves_a_typed_code_shown_by_a_new_sdk_device(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """The other way round: an SDK device being linked shows a typed code, the browser
     (Devices page) types it and both show the same number; once both sides confirmed the
     SDK device joins the browser's account with its contacts."""
     user = "cleo-browser"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         dana = await devices.register("dana")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username="cleo", password=PASSWORD)
+            await sign_up(step, relay.url, "cleo")
             await step("chat", username="dana")
             await step("send", text="hello dana")
             cleo_id = (await wait_for_text(dana, "hello dana")).author

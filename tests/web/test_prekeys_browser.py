@@ -10,21 +10,16 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
-    PASSWORD,
+from .browsing import (
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
 )
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 LOW_WATER, EC_BATCH, KYBER_BATCH = 20, 100, 40  # cipherpost.client.keys.KeyPolicy
 
 
@@ -39,18 +34,15 @@ def _counts(tmp_path: Path, account: str) -> tuple[int, int]:
 
 
 def test_the_browser_replenishes_its_one_time_prekeys_after_others_use_them(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "pia"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         quin, rex = await devices.register("quin"), await devices.register("rex")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             signed_up = time.monotonic()
             account = await quin.resolve(user)
             assert _counts(tmp_path, account) == (EC_BATCH, KYBER_BATCH)

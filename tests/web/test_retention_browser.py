@@ -10,9 +10,6 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from cipherpost.client import Client, history
 from cipherpost.client import events as ev
@@ -20,17 +17,16 @@ from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     PASSWORD,
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
 )
 from .test_linking_browser import logged
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 DEFAULT = "[data-testid=setting-default-timer]"
 HISTORY = "[data-testid=privacy-history-setting]"
@@ -48,23 +44,20 @@ async def _until_text(client: Client, text: str, timeout: float = 30.0) -> list[
 
 
 def test_the_disappearing_default_applies_to_conversations_the_browser_starts(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """With a default of one hour chosen on the dashboard (kept across a reload), the
     first message the browser sends to a new SDK contact comes after a timer update: the
     contact's conversation has the hour and the message expires; a conversation that had
     messages before keeps no timer."""
     user = "rosa"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
             old = await devices.register("olaf")
             new = await devices.register("nina")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("chat", username="olaf")
             await step("send", text="before the default")
             await _until_text(old, "before the default")
@@ -122,23 +115,20 @@ def _stored(tmp_path: Path, account: str) -> int:
 
 
 def test_server_history_turned_on_in_the_browser_reaches_the_sdk_device(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """A browser account without server history and its linked SDK device: the relay
     stores nothing. Turned on from the dashboard, the browser uploads what it holds
     (opened with the keys the SDK device received), the SDK device records what it
     receives while the browser is locked, and deleting the stored history turns it off on
     both again."""
     user = "hugo"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
             ida = await devices.register("ida")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("click", testid="open-devices")
             pending = await request_link(relay.url)
             await step("fill", testid="link-code", text=pending.uri)

@@ -6,33 +6,26 @@ before the recipient fetches them)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from cipherpost.client import Client, sealed
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     ARTIFACTS,
-    PASSWORD,
     Browser,
-    browser,
-    built,
+    needs_browser,
     real_problems,
-    relay,
+    sign_up,
     wait_for_text,
 )
+from .browsing import relay_db as _db
+from .browsing import wait_until as _wait
 
-pytestmark = pytest.mark.usefixtures("built")
+__all__ = ["SEALED", "_db", "_queued", "_wait"]  # test_access_key_browser uses them
+
+pytestmark = needs_browser
 SEALED = sealed.SEALED_TYPE
-
-
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(tmp_path / "relay" / "relay.db")
 
 
 def _queued(tmp_path: Path, account: str) -> list[tuple[str | None, int | None, int, int]]:
@@ -43,29 +36,16 @@ def _queued(tmp_path: Path, account: str) -> list[tuple[str | None, int | None, 
                           "FROM messages WHERE account_id = ? ORDER BY seq", (account,)).fetchall()
 
 
-def _wait(check: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def test_browser_and_sdk_user_send_each_other_sealed_messages(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "sally"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         bob: Client = await devices.register("bob")
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             # The browser registered its account's access key (so it opens sealed envelopes).
             with _db(tmp_path) as db:
                 account = _wait(lambda: db.execute(

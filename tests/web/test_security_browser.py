@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -26,54 +25,42 @@ from cipherpost.server import key_chain, totp
 from cipherpost.server.storage.schema import metadata
 
 from ..client.conftest import Devices, ThreadedRelay
-from .test_browser import (  # noqa: F401 - fixtures
+from .browsing import (
     ARTIFACTS,
     PASSWORD,
     Browser,
-    browser,
-    built,
+    account_of,
+    answer_second_factor_prompt,
+    enrol_second_factor,
+    link_sdk_device,
+    needs_browser,
     real_problems,
-    relay,
+    relay_db,
+    sign_up,
     wait_for_text,
+    wait_until,
 )
 
-pytestmark = pytest.mark.usefixtures("built")
+pytestmark = needs_browser
 
 
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(tmp_path / "relay" / "relay.db")
-
-
-def _account(tmp_path: Path, username: str) -> str:
-    with _db(tmp_path) as db:
-        row = db.execute("SELECT id FROM accounts WHERE username = ?", (username,)).fetchone()
-    assert row is not None
-    return str(row[0])
+#: test_recovery_secrets_browser imports it from here.
+_enrol = enrol_second_factor
 
 
 def test_a_new_device_shows_as_a_login_notice(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "nora"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await step("click", testid="open-security")
             await step("wait_selector", selector="[data-testid=no-notices]")
             await step("click", testid="close-page")
-            await step("click", testid="open-devices")
-            pending = await request_link(relay.url)
-            await step("fill", testid="link-code", text=pending.uri)
-            await step("click", testid="link-submit")
-            linked = await pending.complete(tmp_path / "nora-laptop.db", passphrase="correct horse",
-                                            device_name="laptop", argon2=TEST_PARAMS,
-                                            options=devices.options, timeout=30)
-            devices.clients.append(linked)
+            linked = await link_sdk_device(step, tmp_path, relay, devices, "laptop")
             assert linked.device_id == 2
             await step("click", testid="close-page")
             await step("click", testid="open-security")
@@ -89,7 +76,7 @@ def test_a_new_device_shows_as_a_login_notice(
 
 
 def test_enrolling_a_second_factor(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     user = "otto"
     browser.do("open", user=user, url=relay.url + "/")
     browser.do("signup", user=user, username=user, password=PASSWORD)
@@ -104,55 +91,75 @@ def test_enrolling_a_second_factor(
     browser.do("fill", user=user, testid="2fa-code", text=wrong)
     browser.do("click", user=user, testid="2fa-confirm")
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-error"]:has-text("wrong")')
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         assert db.execute("SELECT enabled FROM two_factor WHERE account_id = ?",
-                          (_account(tmp_path, user),)).fetchone() == (0,)
+                          (account_of(tmp_path, user),)).fetchone() == (0,)
     browser.do("fill", user=user, testid="2fa-code", text=good)
     browser.do("click", user=user, testid="2fa-confirm")
     codes = browser.do("elements", user=user,
                        selector='[data-testid="2fa-recovery-codes"] li')["elements"]
     assert len(codes) == totp.RECOVERY_CODES
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-state"][data-enabled=true]')
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         assert db.execute("SELECT enabled FROM two_factor WHERE account_id = ?",
-                          (_account(tmp_path, user),)).fetchone() == (1,)
+                          (account_of(tmp_path, user),)).fetchone() == (1,)
     browser.do("screenshot", user=user, path=str(ARTIFACTS / "15-second-factor.png"))
     # chromium logs the refused wrong code (403) by itself; nothing else went wrong
     problems = real_problems(browser.do("problems", user=user)["problems"])
     assert [p for p in problems if "status of 403" not in p] == []
 
 
-def test_the_privacy_dashboard_shows_what_the_relay_holds(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+def test_the_privacy_dashboard_and_its_export_show_what_the_relay_holds(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """The dashboard lists the devices with their last-seen days, the account's audit
+    events and the history count as the relay's database holds them; the file the browser
+    saves is the relay's export and says the same. (One test since the export had its own:
+    the same sign-up, message and page.)"""
     user = "pia"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
             quinn = await devices.register("quinn")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
+            await sign_up(step, relay.url, user)
+            account = account_of(tmp_path, user)
             await quinn.send_text(user, "hello pia")
             await step("wait_selector", selector="[data-testid=conversation]")
             await step("click", testid="open-security")
             shown = (await step("elements", testid="privacy-device"))["elements"]
             audit = (await step("elements", testid="audit-event"))["elements"]
-            with _db(tmp_path) as db:
-                held = db.execute("SELECT device_id, last_seen, created_at FROM devices "
-                                  "WHERE account_id = ? ORDER BY device_id", (account,)).fetchall()
+            with relay_db(tmp_path) as db:
+                held = db.execute("SELECT device_id, last_seen FROM devices WHERE account_id = ? "
+                                  "ORDER BY device_id", (account,)).fetchall()
                 events = db.execute("SELECT event FROM audit_log WHERE account_id = ?",
                                     (account,)).fetchall()
             day = 86_400_000
             assert [(int(d["data"]["device"]), int(d["data"]["lastSeenDay"])) for d in shown] \
-                == [(device, last_seen // day) for device, last_seen, _ in held]
+                == [(device, last_seen // day) for device, last_seen in held]
             assert sorted(e["data"]["event"] for e in audit) == sorted(e for (e,) in events)
             history = (await step("elements", testid="privacy-history"))["elements"][0]
             assert history["data"]["entries"] == "0"
             await step("screenshot", path=str(ARTIFACTS / "16-privacy.png"))
+
+            saved = await step("download_click", testid="privacy-export")
+            assert saved["filename"] == "cipherpost-server-data.json"
+            document = json.loads(saved["text"])
+            with relay_db(tmp_path) as db:
+                held = db.execute("SELECT device_id, last_seen FROM devices WHERE account_id = ? "
+                                  "ORDER BY device_id", (account,)).fetchall()
+                events = [e for (e,) in db.execute(
+                    "SELECT event FROM audit_log WHERE account_id = ? ORDER BY seq", (account,))]
+            assert document["format"] == "cipherpost-server-data"
+            assert document["account_id"] == account and document["username"] == user
+            assert [(d["device_id"], d["last_seen_day"]) for d in document["devices"]] \
+                == [(device, last_seen // day) for device, last_seen in held]
+            # The relay records the export after writing it.
+            assert events[-1] == "account_exported"
+            assert sorted(e["event"] for e in document["audit"]) == sorted(events[:-1])
+            assert document["history_entries"] == _history_count(tmp_path, account) == 0
+            await step("wait_selector",
+                       selector='[data-testid=privacy-action-state]:has-text("Saved")')
             assert real_problems((await step("problems"))["problems"]) == []
         finally:
             await devices.close()
@@ -162,58 +169,28 @@ def test_the_privacy_dashboard_shows_what_the_relay_holds(
 
 def _two_factor_row(tmp_path: Path, account: str) -> tuple[int, int, int]:
     """(enabled, last_step, failures) of the account's second factor."""
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         row = db.execute("SELECT enabled, last_step, failures FROM two_factor WHERE account_id = ?",
                          (account,)).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _wait_for(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the relay's database never showed it"
-        time.sleep(0.1)
-
-
-def _enrol(browser: Browser, user: str) -> tuple[bytes, int, list[str]]:  # noqa: F811
-    """Turn the second factor on from the security page: its secret, the step whose code
-    confirmed it, and the recovery codes shown."""
-    browser.do("click", user=user, testid="open-security")
-    browser.do("click", user=user, testid="2fa-start")
-    secret = base64.b32decode(browser.do("text", user=user, testid="2fa-secret")["text"])
-    step = totp.step_of(int(time.time() * 1000))
-    browser.do("fill", user=user, testid="2fa-code", text=totp.code_at(secret, step))
-    browser.do("click", user=user, testid="2fa-confirm")
-    shown = browser.do("elements", user=user, selector='[data-testid="2fa-recovery-codes"] li')
-    codes = [c["text"] for c in shown["elements"]]
-    browser.do("wait_selector", user=user, selector='[data-testid="2fa-state"][data-enabled=true]')
-    return secret, step, codes
-
-
-def _answer_prompt(browser: Browser, user: str, code: str) -> None:  # noqa: F811
-    browser.do("fill", user=user, testid="2fa-prompt-code", text=code)
-    browser.do("click", user=user, testid="2fa-prompt-submit")
-
-
 def test_linking_from_the_browser_asks_for_the_second_factor(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """With a second factor on, a link code (403 second_factor_required without one) asks
     for a code: the one that enrolled (replayed) and a wrong one are refused with a clear
     message and leave no link code; the next step's code goes through and the new device
     joins."""
     user = "rhea"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
-            secret, enrolled, _codes = await asyncio.to_thread(_enrol, browser, user)
+            await sign_up(step, relay.url, user)
+            account = account_of(tmp_path, user)
+            secret, enrolled, _codes = await asyncio.to_thread(enrol_second_factor, browser, user)
             assert _two_factor_row(tmp_path, account) == (1, enrolled, 0)
             await step("click", testid="close-page")
             await step("click", testid="open-devices")
@@ -229,15 +206,17 @@ def test_linking_from_the_browser_asks_for_the_second_factor(
             await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
             shown = (await step("text", testid="2fa-prompt-error"))["text"]
             assert "wrong, was used already or has expired" in shown
-            await asyncio.to_thread(_wait_for, lambda: _two_factor_row(tmp_path, account)[2] == 1)
+            await asyncio.to_thread(wait_until, lambda: _two_factor_row(tmp_path, account)[2] == 1,
+                                    "the replayed code counted")
 
             good = totp.code_at(secret, enrolled + 1)
             wrong = f"{(int(good) + 1) % 1_000_000:06d}"
             await step("fill", testid="2fa-prompt-code", text=wrong)
             await step("click", testid="2fa-prompt-submit")
-            await asyncio.to_thread(_wait_for, lambda: _two_factor_row(tmp_path, account)[2] == 2)
+            await asyncio.to_thread(wait_until, lambda: _two_factor_row(tmp_path, account)[2] == 2,
+                                    "the wrong code counted")
             await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert db.execute("SELECT count(*) FROM link_codes WHERE account_id = ?",
                                   (account,)).fetchone() == (0,)
             await step("screenshot", path=str(ARTIFACTS / "17-second-factor-prompt.png"))
@@ -251,7 +230,7 @@ def test_linking_from_the_browser_asks_for_the_second_factor(
                                             options=devices.options, timeout=30)
             devices.clients.append(linked)
             assert linked.device_id == 2
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert db.execute("SELECT device_id FROM devices WHERE account_id = ? "
                                   "ORDER BY device_id", (account,)).fetchall() == [(1,), (2,)]
             problems = real_problems((await step("problems"))["problems"])
@@ -263,7 +242,7 @@ def test_linking_from_the_browser_asks_for_the_second_factor(
 
 
 def _code_hashes(tmp_path: Path, account: str) -> set[bytes]:
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         return {bytes(h) for (h,) in db.execute(
             "SELECT code_hash FROM two_factor_codes WHERE account_id = ?", (account,))}
 
@@ -274,7 +253,7 @@ def _hashed(account: str, codes: list[str]) -> set[bytes]:
 
 
 def test_new_recovery_codes_and_turning_the_second_factor_off(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Both ask for the second factor: new recovery codes with a recovery code (the old
     ones then fail, the relay holds only the new ones' hashes), turning it off with an old
     recovery code refused and the authenticator's next code accepted (nothing of it left
@@ -282,21 +261,21 @@ def test_new_recovery_codes_and_turning_the_second_factor_off(
     user = "sami"
     browser.do("open", user=user, url=relay.url + "/")
     browser.do("signup", user=user, username=user, password=PASSWORD)
-    account = _account(tmp_path, user)
-    secret, enrolled, old = _enrol(browser, user)
+    account = account_of(tmp_path, user)
+    secret, enrolled, old = enrol_second_factor(browser, user)
     assert _code_hashes(tmp_path, account) == _hashed(account, old)
     browser.do("click", user=user, testid="2fa-codes-done")
 
     browser.do("click", user=user, testid="2fa-new-codes")
     assert "Making new recovery codes needs a code" in browser.do(
         "text", user=user, testid="2fa-prompt")["text"]
-    _answer_prompt(browser, user, old[0].upper())  # typed in any case
+    answer_second_factor_prompt(browser, user, old[0].upper())  # typed in any case
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-recovery-codes"] li')
     new = [c["text"] for c in browser.do(
         "elements", user=user, selector='[data-testid="2fa-recovery-codes"] li')["elements"]]
     assert len(new) == totp.RECOVERY_CODES and not set(new) & set(old)
     assert _code_hashes(tmp_path, account) == _hashed(account, new)
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         assert ("two_factor_recovery_code_used",) in db.execute(
             "SELECT event FROM audit_log WHERE account_id = ?", (account,)).fetchall()
     browser.do("wait_selector", user=user,
@@ -304,12 +283,12 @@ def test_new_recovery_codes_and_turning_the_second_factor_off(
     browser.do("click", user=user, testid="2fa-codes-done")
 
     browser.do("click", user=user, testid="2fa-disable")
-    _answer_prompt(browser, user, old[1])  # replaced: refused
+    answer_second_factor_prompt(browser, user, old[1])  # replaced: refused
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-prompt"][data-refused=true]')
     assert _two_factor_row(tmp_path, account)[0] == 1
-    _answer_prompt(browser, user, totp.code_at(secret, enrolled + 1))
+    answer_second_factor_prompt(browser, user, totp.code_at(secret, enrolled + 1))
     browser.do("wait_selector", user=user, selector='[data-testid="2fa-state"][data-enabled=false]')
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         assert db.execute("SELECT count(*) FROM two_factor WHERE account_id = ?",
                           (account,)).fetchone() == (0,)
     assert _code_hashes(tmp_path, account) == set()
@@ -318,44 +297,27 @@ def test_new_recovery_codes_and_turning_the_second_factor_off(
     assert [p for p in problems if "status of 403" not in p] == []
 
 
-async def _link_sdk_device(step: Any, tmp_path: Path, server: ThreadedRelay,
-                           devices: Devices, name: str) -> Client:
-    """An SDK device linked to the browser's account from the Devices page."""
-    await step("click", testid="open-devices")
-    pending = await request_link(server.url)
-    await step("fill", testid="link-code", text=pending.uri)
-    await step("click", testid="link-submit")
-    linked = await pending.complete(tmp_path / f"{name}.db", passphrase="correct horse",
-                                    device_name=name, argon2=TEST_PARAMS,
-                                    options=devices.options, timeout=30)
-    devices.clients.append(linked)
-    await step("click", testid="close-page")
-    return linked
-
-
 def _history_count(tmp_path: Path, account: str) -> int:
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         return int(db.execute("SELECT count(*) FROM history WHERE account_id = ?",
                               (account,)).fetchone()[0])
 
 
 def test_deleting_the_stored_history_from_the_dashboard(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """The SDK device of the account keeps server history (a message it received is
     stored on the relay); the browser's dashboard shows the relay's count, deletes it
     (nothing left in the database) and turns history off on the SDK device too."""
     user = "vera"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
-            laptop = await _link_sdk_device(step, tmp_path, relay, devices, "vera-laptop")
+            await sign_up(step, relay.url, user)
+            account = account_of(tmp_path, user)
+            laptop = await link_sdk_device(step, tmp_path, relay, devices, "vera-laptop")
+            await step("click", testid="close-page")
             await laptop.set_server_history(True)
             quinn = await devices.register("quinn")
             await quinn.send_text(user, "kept on the server")
@@ -376,7 +338,7 @@ def test_deleting_the_stored_history_from_the_dashboard(
                        selector='[data-testid=privacy-action-state]:has-text("deleted")')
             await step("wait_selector", selector='[data-testid=privacy-history][data-entries="0"]')
             assert _history_count(tmp_path, account) == 0
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert ("history_cleared",) in db.execute(
                     "SELECT event FROM audit_log WHERE account_id = ?", (account,)).fetchall()
             deadline = time.monotonic() + 20
@@ -397,54 +359,10 @@ def test_deleting_the_stored_history_from_the_dashboard(
     asyncio.run(scenario())
 
 
-def test_exporting_the_server_data_as_a_file(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
-    """The file the browser saves is the relay's export, and it says what the database
-    holds: the devices with their last-seen days, the account's audit events, history."""
-    user = "yara"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
-
-    async def scenario() -> None:
-        devices = Devices(tmp_path, relay)
-        try:
-            quinn = await devices.register("quinn")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
-            await quinn.send_text(user, "hello yara")
-            await step("wait_selector", selector="[data-testid=conversation]")
-            await step("click", testid="open-security")
-            saved = await step("download_click", testid="privacy-export")
-            assert saved["filename"] == "cipherpost-server-data.json"
-            document = json.loads(saved["text"])
-            with _db(tmp_path) as db:
-                held = db.execute("SELECT device_id, last_seen FROM devices WHERE account_id = ? "
-                                  "ORDER BY device_id", (account,)).fetchall()
-                events = [e for (e,) in db.execute(
-                    "SELECT event FROM audit_log WHERE account_id = ? ORDER BY seq", (account,))]
-            assert document["format"] == "cipherpost-server-data"
-            assert document["account_id"] == account and document["username"] == user
-            assert [(d["device_id"], d["last_seen_day"]) for d in document["devices"]] \
-                == [(device, last_seen // 86_400_000) for device, last_seen in held]
-            # The relay records the export after writing it.
-            assert events[-1] == "account_exported"
-            assert sorted(e["event"] for e in document["audit"]) == sorted(events[:-1])
-            assert document["history_entries"] == _history_count(tmp_path, account) == 0
-            await step("wait_selector",
-                       selector='[data-testid=privacy-action-state]:has-text("Saved")')
-            assert real_problems((await step("problems"))["problems"]) == []
-        finally:
-            await devices.close()
-
-    asyncio.run(scenario())
-
-
 def _rows_naming(tmp_path: Path, account: str) -> dict[str, int]:
     """Rows of every relay table with the account id in any text column."""
     found = {}
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         for table in metadata.sorted_tables:
             for column in table.columns:
                 if isinstance(column.type, (sa.String, sa.Text)):
@@ -456,28 +374,25 @@ def _rows_naming(tmp_path: Path, account: str) -> dict[str, int]:
 
 
 def test_deleting_the_account_leaves_nothing_on_the_relay_or_in_the_browser(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """After a confirm step and the second factor, the relay holds no row and no archive
     naming the account (but the queued message it sent to a contact, which is the
     contact's), the username is free, and the browser's IndexedDB is empty."""
     user = "wren"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
             xavi = await devices.register("xavi")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
+            await sign_up(step, relay.url, user)
+            account = account_of(tmp_path, user)
             await xavi.send_text(user, "hello wren")
             await step("wait_selector", selector="[data-testid=conversation]")
             await step("open_conversation", account=xavi.account_id)
             await step("send", text="hello xavi")
             await step("wait_message", text="hello xavi", outgoing=True, status="sent")
-            secret, enrolled, _codes = await asyncio.to_thread(_enrol, browser, user)
+            secret, enrolled, _codes = await asyncio.to_thread(enrol_second_factor, browser, user)
             await step("click", testid="2fa-codes-done")
             before = _rows_naming(tmp_path, account)
             assert {"accounts.id", "devices.account_id", "two_factor.account_id",
@@ -495,7 +410,7 @@ def test_deleting_the_account_leaves_nothing_on_the_relay_or_in_the_browser(
             await step("wait_selector", selector='[data-testid=privacy-error]:has-text("Not done")')
             assert _rows_naming(tmp_path, account) == before
             await step("click", testid="privacy-delete-confirm")
-            await asyncio.to_thread(_answer_prompt, browser, user,
+            await asyncio.to_thread(answer_second_factor_prompt, browser, user,
                                     totp.code_at(secret, enrolled + 1))
             await step("wait_selector", selector='[data-testid=account-deleted][data-wiped=true]')
             await step("screenshot", path=str(ARTIFACTS / "18-account-deleted.png"))
@@ -538,15 +453,13 @@ def _got_text(text: str) -> Any:
 
 
 def test_receipts_and_typing_follow_the_dashboard_settings(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """With read receipts and typing off in the browser (this device's settings, kept in
     its store, as the SDK keeps them), reading and answering a message sends the SDK peer
     a delivery receipt but no read receipt and no typing, and the peer's typing is not
     shown; turned on again, both arrive and the peer's typing shows until it stops."""
     user = "zoe"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def toggle(testid: str, on: bool) -> None:
         await step("click", testid="open-security")
@@ -559,8 +472,7 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
         devices = Devices(tmp_path, relay)
         try:
             abe = await devices.register("abe")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
+            await sign_up(step, relay.url, user)
             await toggle("setting-read-receipts", False)
             await toggle("setting-typing", False)
 
@@ -592,7 +504,7 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
             seen = await _collect(abe, lambda s: _got_text("reply with receipts")(s) and any(
                 isinstance(e, ev.Receipt) and e.kind == "read" and second in e.timestamps
                 for e in s))
-            assert any(isinstance(e, ev.Typing) and e.started and e.sender == _account(
+            assert any(isinstance(e, ev.Typing) and e.started and e.sender == account_of(
                 tmp_path, user) for e in seen)
             assert real_problems((await step("problems"))["problems"]) == []
         finally:
@@ -602,29 +514,26 @@ def test_receipts_and_typing_follow_the_dashboard_settings(
 
 
 def test_a_refused_sealed_message_shows_on_the_security_page(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """An SDK contact seals a message under a sender certificate of another trust root:
     the browser drops it unread (nothing in the conversation), acknowledges it (the
     relay's queue for the browser is empty) and lists the refusal on the security page;
     a reload keeps it."""
     user = "zed"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
             abe = await devices.register("abe")
-            await step("open", url=relay.url + "/")
-            await step("signup", username=user, password=PASSWORD)
-            account = _account(tmp_path, user)
+            await sign_up(step, relay.url, user)
+            account = account_of(tmp_path, user)
             await step("chat", username="abe")
             await step("send", text="hello abe")  # carries the profile key: abe seals to zed
             await _collect(abe, _got_text("hello abe"))
             await abe.send_text(user, "sealed and fine")
             await step("wait_message", text="sealed and fine")
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
                                   (account,)).fetchone() == (0,)
             other = key_chain.load_or_create(tmp_path / "other-root.json")
@@ -640,7 +549,8 @@ def test_a_refused_sealed_message_shows_on_the_security_page(
             assert [s["data"]["error"] for s in shown] == ["invalid_certificate"]
             assert "sender certificate did not check out" in shown[0]["text"]
             await step("screenshot", path=str(ARTIFACTS / "19-sealed-refused.png"))
-            await asyncio.to_thread(_wait_for, lambda: _queued(tmp_path, account) == 0)
+            await asyncio.to_thread(wait_until, lambda: _queued(tmp_path, account) == 0,
+                                    "the refused envelope acknowledged")
             await step("click", testid="close-page")
             await step("wait_message", text="sealed and fine")
             texts = [m["text"] for m in (await step("messages"))["messages"]]
@@ -659,21 +569,19 @@ def test_a_refused_sealed_message_shows_on_the_security_page(
 
 
 def _queued(tmp_path: Path, account: str) -> int:
-    with _db(tmp_path) as db:
+    with relay_db(tmp_path) as db:
         return int(db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
                               (account,)).fetchone()[0])
 
 
 def test_recovering_an_account_with_a_second_factor_asks_for_the_code(
-        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:  # noqa: F811
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """An SDK account with TOTP on is recovered in a fresh browser by its recovery key:
     the relay wants a code before it releases the blob ("Recovering your account"), the
     page asks for it, refuses the code that enrolled (replayed), takes the next step's,
     and the browser joins the account as its next device with a working identity."""
     user = "tess-recovered"
-
-    async def step(cmd: str, **args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+    step = browser.step(user)
 
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
@@ -701,7 +609,7 @@ def test_recovering_an_account_with_a_second_factor_asks_for_the_code(
             await step("fill", testid="2fa-prompt-code", text=totp.code_at(secret, enrolled))
             await step("click", testid="2fa-prompt-submit")
             await step("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=true]')
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert db.execute("SELECT count(*) FROM devices WHERE account_id = ?",
                                   (tess.account_id,)).fetchone() == (1,)
             await step("fill", testid="2fa-prompt-code", text=totp.code_at(secret, enrolled + 1))
@@ -709,7 +617,7 @@ def test_recovering_an_account_with_a_second_factor_asks_for_the_code(
             await step("wait_inbox")
             assert (await step("text", testid="me"))["text"] == "tess"
             assert _two_factor_row(tmp_path, tess.account_id) == (1, enrolled + 1, 0)
-            with _db(tmp_path) as db:
+            with relay_db(tmp_path) as db:
                 assert db.execute("SELECT device_id FROM devices WHERE account_id = ? "
                                   "ORDER BY device_id", (tess.account_id,)).fetchall() \
                     == [(1,), (2,)]
