@@ -106,9 +106,13 @@ def test_a_key_file_moves_an_account_between_the_sdk_and_a_browser(
             await step("open", url=relay.url + "/")
             await step("click", testid="start-import")
             wrong = "Wrong passphrase, or the key file is damaged."
+            costly = data[:9] + (13).to_bytes(4, "big") + data[13:]  # past MAX_PARAMS' 12 passes
             for file, passphrase, refused in (
                     (data, EXPORT_PASSPHRASE + "!", wrong),
-                    (data[:-1], EXPORT_PASSPHRASE, "The key file is truncated.")):
+                    (data[:-1], EXPORT_PASSPHRASE, "The key file is truncated."),
+                    (costly, EXPORT_PASSPHRASE, "The key file's key parameters are refused: Argon2 "
+                     "parameters 13 passes, 8 KiB, 1 lanes cost more than this client derives keys "
+                     "with (at most 12 passes, 262144 KiB, 8 lanes).")):
                 await step("set_file", testid="keyfile-file", name="kira.cpexport",
                            data=base64.b64encode(file).decode())
                 await step("fill", testid="keyfile-passphrase", text=passphrase)
@@ -132,12 +136,14 @@ def test_a_key_file_moves_an_account_between_the_sdk_and_a_browser(
             await step("send", text="from the imported browser")
             got = await wait_for_text(lars, "from the imported browser")
             assert got.author == kira.account_id
-            await lars.send_text(kira.account_id, "to every device of kira")
-            await step("wait_message", text="to every device of kira", outgoing="false")
 
+            # the devices page is drawn again when a message arrives: what is typed stays
             await step("click", testid="open-devices")
             await step("fill", testid="keyfile-export-passphrase", text=EXPORT_PASSPHRASE)
             await step("fill", testid="keyfile-export-confirm", text=EXPORT_PASSPHRASE)
+            await lars.send_text(kira.account_id, "to every device of kira")
+            await step("wait_selector", selector=f'[data-testid=conversation][data-account="'
+                       f'{lars.account_id}"] .preview:text-is("to every device of kira")')
             await step("screenshot", path=str(ARTIFACTS / "22-key-file-export.png"))
             saved = await step("download_click", testid="keyfile-export")
             assert saved["filename"].startswith("cipherpost-kira-")

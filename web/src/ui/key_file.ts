@@ -108,18 +108,35 @@ export function importScreen(root: HTMLElement, ctx: ImportContext): void {
   file.focus();
 }
 
+/**
+ * The section drawn for each client: the devices page is drawn again on every message or
+ * receipt, and the same section keeps what is typed in it and the state of an export.
+ */
+const sections = new WeakMap<Client, { element: HTMLElement; show: (held: boolean) => void }>();
+
 /** The devices page's part: write this account to a key file and download it. */
 export async function keyFileSection(client: Client, describe: (error: unknown) => string): Promise<HTMLElement> {
   const held = (await recoverySecrets(client.store)) !== undefined;
+  let section = sections.get(client);
+  if (section === undefined) {
+    section = newSection(client, describe);
+    sections.set(client, section);
+  }
+  section.show(held);
+  return section.element;
+}
+
+function newSection(client: Client, describe: (error: unknown) => string): { element: HTMLElement; show: (held: boolean) => void } {
   const passphrase = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase for the key file",
-    placeholder: "Passphrase for the key file", "data-testid": "keyfile-export-passphrase", disabled: !held });
+    placeholder: "Passphrase for the key file", "data-testid": "keyfile-export-passphrase" });
   const confirm = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase again",
-    placeholder: "Passphrase again", "data-testid": "keyfile-export-confirm", disabled: !held });
+    placeholder: "Passphrase again", "data-testid": "keyfile-export-confirm" });
   const withHistory = h("input", { type: "checkbox", id: "keyfile-with-history", checked: true,
-    "data-testid": "keyfile-with-history", disabled: !held });
+    "data-testid": "keyfile-with-history" });
   const state = h("p", { class: "hint", "data-testid": "keyfile-export-state" });
   const error = h("p", { class: "error", role: "alert", "data-testid": "keyfile-export-error" });
-  const submit = h("button", { type: "submit", "data-testid": "keyfile-export", disabled: !held }, "Download key file");
+  const submit = h("button", { type: "submit", "data-testid": "keyfile-export" }, "Download key file");
+  let busy = false;
   const form = h("form", {
     class: "link",
     onsubmit: async (event: Event) => {
@@ -133,7 +150,7 @@ export async function keyFileSection(client: Client, describe: (error: unknown) 
         error.textContent = "The passphrases differ.";
         return;
       }
-      submit.disabled = true;
+      submit.disabled = busy = true;
       state.textContent = "Writing the key file…";
       try {
         const data = await exportKeyFile(client, passphrase.value, { withHistory: withHistory.checked });
@@ -150,16 +167,23 @@ export async function keyFileSection(client: Client, describe: (error: unknown) 
         state.textContent = "";
         error.textContent = e instanceof KeyFileError ? sentence(e.message) : describe(e);
       } finally {
-        submit.disabled = false;
+        submit.disabled = busy = false;
       }
     },
   }, passphrase, confirm, submit);
-  return h("div", { "data-testid": "keyfile-section" },
+  const needs = h("p", { class: "hint", "data-testid": "keyfile-needs-recovery" }, sentence(NEEDS_RECOVERY_KEY));
+  const element = h("div", { "data-testid": "keyfile-section" },
     h("h3", {}, "Encrypted key file"),
     h("p", { class: "hint" }, "Write this account to a file encrypted under a passphrase you choose: a backup, or a way "
       + "onto another browser or machine (\"Import a key file\" there, or `cipherpost import`). Whoever has the file "
       + "and its passphrase can join your account."),
-    held ? false : h("p", { class: "hint", "data-testid": "keyfile-needs-recovery" }, sentence(NEEDS_RECOVERY_KEY)),
+    needs,
     h("p", {}, withHistory, h("label", { for: "keyfile-with-history" }, " With the message history")),
     form, state, error);
+  const show = (held: boolean): void => {
+    needs.hidden = held;
+    for (const field of [passphrase, confirm, withHistory]) field.disabled = !held;
+    submit.disabled = !held || busy;
+  };
+  return { element, show };
 }
