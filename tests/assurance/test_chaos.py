@@ -1,5 +1,5 @@
 """Fault injection, the quick versions (`make chaos` runs the long one): random SIGKILLs
-under load, a full disk, and a database that refuses writes. In every case nothing the
+under load (SQLite and PostgreSQL), a full disk, and a database that refuses writes. In every case nothing the
 relay accepted is lost, nothing acknowledged is delivered again, and the relay answers
 errors instead of dying."""
 
@@ -13,8 +13,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
-from tests.server.conftest import postgres  # noqa: F401 - the fixture
+from tests.server.conftest import (
+    BACKENDS,
+    postgres,  # noqa: F401 - the fixture
+)
 from tests.server.process import ServerProcess
 from tests.support.postgres import PostgresServer
 
@@ -22,9 +26,22 @@ from . import results
 from .chaos import Load, run
 
 
-def test_random_sigkills_under_load_lose_nothing(tmp_path: Path) -> None:
-    figures = run(tmp_path, kills=2, seed=7, senders=2, receivers=2, messages_per_sender=60)
-    results.write("chaos", "sigkill-quick", figures)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_sigkills_under_load_lose_nothing(tmp_path: Path, backend: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    """On SQLite and on PostgreSQL (tests/server/test_e2e.py had a test of its own for
+    this, one sender and one receiver, merged here)."""
+    database_url = None
+    if backend == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        name = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(name))
+        database_url = server.url(name)
+    figures = run(tmp_path, kills=2, seed=7, senders=2, receivers=2, messages_per_sender=60,
+                  database_url=database_url)
+    results.write("chaos", "sigkill-quick" if backend == "sqlite"
+                  else f"sigkill-quick-{backend}", figures)
+    assert figures["backend"] == backend
     assert figures["kills"] == 2
     assert figures["lost"] == 0, figures
     assert figures["duplicated_after_ack"] == 0, figures
