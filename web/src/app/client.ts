@@ -37,7 +37,7 @@ import {
   ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { RelaySocket, SocketLost } from "./socket.js";
-import { DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
+import { DEFAULT_PARAMS, type Argon2Params, type LocalKey } from "./store/crypto.js";
 import { DeviceStore } from "./store/device.js";
 import type { Kv } from "./store/kv.js";
 
@@ -272,7 +272,7 @@ export class Client {
    * Reopen this browser's device. @throws NoStore, WrongKey, or NoStore when the store
    * was never registered.
    */
-  static async open(kv: Kv, password: string, options: ClientOptions = {}): Promise<Client> {
+  static async open(kv: Kv, password: string | LocalKey, options: ClientOptions = {}): Promise<Client> {
     const store = await DeviceStore.open(kv, password);
     const account = await store.getJson<AccountRecord>("account");
     if (account === undefined) throw new RangeError("this browser's account was never registered");

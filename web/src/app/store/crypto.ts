@@ -144,6 +144,19 @@ export class LocalKey {
     }
   }
 
+  /**
+   * Wrap a key WebCrypto made (the passkey's unwrapKey, ./passkey.ts).
+   * @throws RangeError not a non-extractable AES-256-GCM key that encrypts and decrypts.
+   */
+  static fromCryptoKey(key: CryptoKey): LocalKey {
+    const algorithm = key.algorithm as AesKeyAlgorithm;
+    if (algorithm.name !== "AES-GCM" || algorithm.length !== 8 * KEY_BYTES || key.extractable
+      || !key.usages.includes("encrypt") || !key.usages.includes("decrypt")) {
+      throw new RangeError("a local key is a non-extractable AES-256-GCM key");
+    }
+    return new LocalKey(key);
+  }
+
   toString(): string {
     return "LocalKey(<redacted>)";
   }

@@ -71,19 +71,43 @@ export class DeviceStore implements ProtocolStore {
   }
 
   /**
-   * Open the store under `password`.
-   * @throws NoStore none here. @throws WrongKey the password does not open it.
+   * Open the store under `password`, or under a local key unwrapped by a passkey.
+   * @throws NoStore none here. @throws WrongKey the password (or key) does not open it.
    */
-  static async open(kv: Kv, password: string): Promise<DeviceStore> {
-    const kdf = await kv.get(KDF);
-    const check = await kv.get(CHECK);
-    if (kdf === undefined || check === undefined) throw new NoStore("no account in this browser");
-    const meta = JSON.parse(decoder.decode(kdf)) as { salt: string; argon2: string };
-    const key = await LocalKey.fromRaw(await deriveKey(password, fromHex(meta.salt), decodeParams(meta.argon2)));
+  static async open(kv: Kv, password: string | LocalKey): Promise<DeviceStore> {
+    const check = await DeviceStore.checkValue(kv);
+    const key = password instanceof LocalKey ? password : await LocalKey.fromRaw(await DeviceStore.rawKey(kv, password));
     await key.verify(check);
     const store = new DeviceStore(kv, key);
     await store.#loadIdentity();
     return store;
+  }
+
+  /** The sealed check value that recognises this store's key. @throws NoStore none here. */
+  static async checkValue(kv: Kv): Promise<Uint8Array> {
+    const check = await kv.get(CHECK);
+    if (check === undefined) throw new NoStore("no account in this browser");
+    return check;
+  }
+
+  /**
+   * The 32-byte local key derived from `password` and checked against the store, for
+   * wrapping under another secret (a passkey); the caller wipes it.
+   * @throws NoStore none here. @throws WrongKey the password does not open it.
+   */
+  static async rawKey(kv: Kv, password: string): Promise<Uint8Array> {
+    const kdf = await kv.get(KDF);
+    const check = await DeviceStore.checkValue(kv);
+    if (kdf === undefined) throw new NoStore("no account in this browser");
+    const meta = JSON.parse(decoder.decode(kdf)) as { salt: string; argon2: string };
+    const raw = await deriveKey(password, fromHex(meta.salt), decodeParams(meta.argon2));
+    try {
+      await (await LocalKey.fromRaw(raw.slice())).verify(check);
+    } catch (error) {
+      raw.fill(0);
+      throw error;
+    }
+    return raw;
   }
 
   toString(): string {
