@@ -17,6 +17,7 @@ import { defaultExpireTimer, setDefaultExpireTimer } from "../app/retention.js";
 import { serverHistoryOn, turnServerHistoryOn } from "../app/server_history.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
+import { passkeySection } from "./passkey.js";
 
 function size(bytes: number): string {
   return bytes < 1024 ? `${bytes} B` : bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB`
@@ -316,6 +317,7 @@ export async function securityPage(client: Client, describe: (e: unknown) => str
   return h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
     await noticesSection(client), await refusalsSection(client), twoFactorSection(client, describe),
+    passkeySection(client, describe),
     await settingsSection(client, describe),
     privacySection(client, describe, onDeleted), back);
 }

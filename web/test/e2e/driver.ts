@@ -13,7 +13,8 @@
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid} (text, base64), set_file {testid, name, data (base64)}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, click_selector {selector}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
  * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
- * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload).
+ * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload),
+ * webauthn {action, ...} (Chromium's virtual authenticators: ./webauthn.ts).
  */
 
 import { createHash } from "node:crypto";
@@ -22,6 +23,8 @@ import { createInterface } from "node:readline";
 
 import decodeQR from "@paulmillr/qr/decode.js";
 import { chromium, type BrowserContext, type ConsoleMessage, type Page } from "playwright-core";
+
+import { webauthn } from "./webauthn.js";
 
 const TIMEOUT = 30_000;
 const browser = await chromium.launch({
@@ -352,6 +355,8 @@ async function run(c: Command): Promise<Record<string, unknown>> {
       await page.getByTestId(String(c.testid)).first().waitFor({ state: "detached" });
       return {};
     }
+    case "webauthn":
+      return webauthn(context, page, c);
     case "problems":
       return { problems };
     default:
