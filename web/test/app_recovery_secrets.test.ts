@@ -22,6 +22,7 @@ import {
   checkPassphrase, heldSecrets, newRecoveryKey, RecoverySecretError, resealRecovery, saveRecoveryKey,
   setRecoveryPassphrase,
 } from "../src/app/recovery_secrets.js";
+import { turnServerHistoryOn } from "../src/app/server_history.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
@@ -62,7 +63,9 @@ async function setUp(answer: (call: Call) => unknown = () => undefined, devices 
     outbox: {
       startSession: async () => undefined,
       sendRequest: async (...args: unknown[]) => { sent.push(args); },
+      deliver: async () => [],
     },
+    flushHistory: async () => undefined,
   } as unknown as Client;
   return { store, client, calls, sent, identity, bob };
 }
@@ -117,6 +120,21 @@ describe("recovery key", () => {
       fromBase64(String(calls[1]!.body!.blob)));
     assert.equal(blob.contacts[0]!.username, "robert");
   });
+});
+
+test("turning server history on seals the blob again with the history keys", async () => {
+  const { client, calls } = await setUp();
+  const { key, text } = newRecoveryKey();
+  await saveRecoveryKey(client, key);
+  const secrets = deriveSecrets(parseKey(text));
+  const opened = async (n: number) => open(secrets.sealKey, concat(utf8("Cipherpost recovery blob v1"), secrets.lookupId),
+    fromBase64(String(calls[n]!.body!.blob)));
+  assert.equal((await opened(0)).historyEnabled, false);
+  await turnServerHistoryOn(client, 5_000);
+  assert.equal(calls.length, 2);
+  const blob = await opened(1);
+  assert.equal(blob.historyEnabled, true);
+  assert.equal(blob.historyKeys?.idKey.length, 32);
 });
 
 describe("recovery passphrase", () => {

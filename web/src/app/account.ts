@@ -15,6 +15,7 @@ import type { Client } from "./client.js";
 import { encodeContent } from "./content.js";
 import * as history from "./history.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
+import { resealAfterChange } from "./recovery_secrets.js";
 import { bool, int, isObject, list, MalformedAnswer, optional, str } from "./wire.js";
 
 export interface TwoFactorStatus {
@@ -166,6 +167,7 @@ export async function deleteServerHistory(client: Client): Promise<void> {
   const content = create(ContentSchema, { body: { case: "sync", value: {
     body: { case: "historyKeys", value: { historyOff: true } } } } });
   await client.outbox.deliver(client.accountId, encodeContent(content), Date.now());
+  await resealAfterChange(client); // a restore then finds history off
 }
 
 /** The largest export we take (the relay lists at most 100,000 audit events). */

@@ -205,3 +205,16 @@ export async function resealRecovery(client: Client): Promise<number> {
   }
   return count;
 }
+
+/**
+ * resealRecovery after a change the blobs carry (server history on or off, the SDK's
+ * _update_recovery); a failure is only logged: the blob keeps opening, with the older
+ * contents, and the next change seals it again.
+ */
+export async function resealAfterChange(client: Client): Promise<void> {
+  try {
+    await resealRecovery(client);
+  } catch (error) {
+    console.warn("cipherpost: the recovery blobs could not be sealed again: %s", (error as Error).name);
+  }
+}

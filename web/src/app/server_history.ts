@@ -18,6 +18,7 @@ import type { StoredMessage } from "./model.js";
 import {
   ContentSchema, DataMessageSchema, HistoryKeysSchema, type DataMessage, type HistoryKeys,
 } from "./proto/cipherpost/app/v1/app_pb.js";
+import { resealAfterChange } from "./recovery_secrets.js";
 import type { DeviceStore } from "./store/device.js";
 
 /** Whether this browser keeps the account's history on the relay. */
@@ -64,5 +65,6 @@ export async function turnServerHistoryOn(client: Client, now = Date.now()): Pro
     body: { case: "historyKeys", value: keys } } } });
   await client.outbox.deliver(client.accountId, encodeContent(content), now);
   await client.flushHistory();
+  await resealAfterChange(client); // a restore then turns history on too, with the keys
   return queued;
 }

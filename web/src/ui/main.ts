@@ -21,7 +21,6 @@ import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
-import { passkeyUnlockButton } from "./passkey.js";
 import { importScreen, keyFileSection } from "./key_file.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
@@ -261,8 +260,7 @@ function unlock(): void {
         password.select();
       }
     },
-  }, h("label", { for: "password" }, "Password"), password, submit,
-  passkeyUnlockButton(() => IdbKv.open(DB_NAME), enter, error, describe), error);
+  }, h("label", { for: "password" }, "Password"), password, submit, error);
   replace(root, h("div", { class: "card", "data-testid": "unlock" }, h("h1", {}, "Unlock Cipherpost"),
     h("p", { class: "hint" }, "Enter the password you chose for this browser."), form));
   password.focus();
@@ -372,6 +370,7 @@ function typedFields(): { restore: () => void } {
   const field = (id: string) => document.querySelector(`[data-testid=${id}]`) as HTMLInputElement | null;
   const values = new Map(TYPED_FIELDS.map((id) => [id, field(id)?.value ?? ""]));
   const focused = document.activeElement?.getAttribute("data-testid") ?? "";
+  const active = document.activeElement;
   const groupOpen = (document.querySelector("details.new-group") as HTMLDetailsElement | null)?.open ?? false;
   return {
     restore: () => {
@@ -382,6 +381,8 @@ function typedFields(): { restore: () => void } {
       const details = document.querySelector("details.new-group") as HTMLDetailsElement | null;
       if (details !== null && groupOpen) details.open = true;
       if (TYPED_FIELDS.includes(focused)) field(focused)?.focus();
+      // a page kept across redraws (the security page) keeps the field being typed in
+      else if (active instanceof HTMLElement && active.isConnected && document.activeElement !== active) active.focus();
     },
   };
 }

@@ -17,7 +17,7 @@ import { defaultExpireTimer, setDefaultExpireTimer } from "../app/retention.js";
 import { serverHistoryOn, turnServerHistoryOn } from "../app/server_history.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
-import { passkeySection } from "./passkey.js";
+import { recoverySecretsSection } from "./recovery_secrets.js";
 
 function size(bytes: number): string {
   return bytes < 1024 ? `${bytes} B` : bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB`
@@ -311,13 +311,33 @@ async function defaultTimerChoice(client: Client, describe: (e: unknown) => stri
     select, h("span", { class: "hint" }, " (conversations with messages keep their own timer)"));
 }
 
-/** `onDeleted` runs once the account is deleted on the relay and the client stopped. */
+/** The page on screen, kept across redraws (see securityPage). */
+let shown: { client: Client; page: HTMLElement; notices: HTMLElement; refusals: HTMLElement } | undefined;
+
+/**
+ * `onDeleted` runs once the account is deleted on the relay and the client stopped.
+ *
+ * A redraw (a message arriving) while the page is on screen returns the same page with
+ * only its notices and refused messages read again: its forms hold steps in progress (a
+ * half-typed passphrase or code, a recovery key or recovery codes shown once) that a new
+ * page would lose. Opened again after leaving it, the page is built anew.
+ */
 export async function securityPage(client: Client, describe: (e: unknown) => string,
   back: HTMLElement, onDeleted: () => Promise<void>): Promise<HTMLElement> {
-  return h("section", { class: "chat page", "data-testid": "security" },
+  const current = shown;
+  if (current !== undefined && current.client === client && current.page.isConnected) {
+    current.notices.replaceChildren(await noticesSection(client));
+    current.refusals.replaceChildren(...[await refusalsSection(client)].filter((s): s is HTMLElement => s !== false));
+    return current.page;
+  }
+  const notices = h("div", {}, await noticesSection(client));
+  const refusals = h("div", {}, await refusalsSection(client));
+  const page = h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
-    await noticesSection(client), await refusalsSection(client), twoFactorSection(client, describe),
-    passkeySection(client, describe),
+    notices, refusals, twoFactorSection(client, describe),
+    recoverySecretsSection(client, describe),
     await settingsSection(client, describe),
     privacySection(client, describe, onDeleted), back);
+  shown = { client, page, notices, refusals };
+  return page;
 }
