@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from cipherpost.protocol import (
     Fingerprint,
@@ -66,7 +67,7 @@ from .proto.app_pb2 import (
     SyncMessage,
     TypingMessage,
 )
-from .socket import RelaySocket, SocketLost
+from .socket import SUBPROTOCOLS, RelaySocket, SocketLost
 from .store.crypto import Argon2Params
 from .store.database import FAILED, SENDING, SENT, Store, StoredMessage
 
@@ -895,7 +896,8 @@ class Client:
                 async with ws_connect(
                         _websocket_url(self.api.server), additional_headers=self.api.auth_header,
                         proxy=self.api.proxy or None, max_size=1 << 20,
-                        compression=None) as ws:
+                        compression=None, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS]
+                        ) as ws:
                     socket = RelaySocket(ws)
                     self.outbox.socket = socket
                     delay = 0.5

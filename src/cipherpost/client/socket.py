@@ -17,6 +17,17 @@ from cipherpost import logfilter
 from .api import Envelope, MalformedEnvelope, RelayError
 
 SEND_TIMEOUT = 30.0
+#: Offered at the handshake, in this order (docs/websocket.md): several envelopes per
+#: frame, and with ``.2`` the relay takes acks carried in our ``send`` frames.
+BATCH_SUBPROTOCOL = "cipherpost.batch"
+ACKS_ON_SEND_SUBPROTOCOL = "cipherpost.batch.2"
+SUBPROTOCOLS = (ACKS_ON_SEND_SUBPROTOCOL, BATCH_SUBPROTOCOL)
+#: Under ``cipherpost.batch.2`` an ack waits for our next send at most this many seconds
+#: (then goes in an ``ack`` frame), and at most ACK_HOLD ids are held (the relay pushes
+#: no more than 256 unacknowledged). Holding only delays the deletion: until then the
+#: relay keeps the message queued, and pushes it again on a new connection.
+ACK_DELAY = 1.0
+ACK_HOLD = 32
 
 #: The websockets library logs the handshake's headers at DEBUG through this logger (the
 #: SDK connects without a logger of its own), our device token with them: redact them
@@ -54,6 +65,10 @@ class RelaySocket:
         self._envelopes: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        #: acks held for our next send, and the task that sends them on their own
+        self.acks_on_send = getattr(ws, "subprotocol", None) == ACKS_ON_SEND_SUBPROTOCOL
+        self._held: list[str] = []
+        self._ack_timer: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -88,6 +103,13 @@ class RelaySocket:
         kind = frame.get("type")
         if kind == "message":
             self._envelopes.put_nowait(Envelope.from_json(frame.get("envelope")))
+        elif kind == "messages":
+            envelopes = frame.get("envelopes")
+            if not isinstance(envelopes, list):
+                raise MalformedEnvelope("a messages frame without a list of envelopes")
+            parsed = [Envelope.from_json(item) for item in envelopes]  # all or none
+            for envelope in parsed:
+                self._envelopes.put_nowait(envelope)
         elif kind == "sent":
             request_id = frame.get("id")
             future = self._pending.pop(request_id, None) \
@@ -111,7 +133,34 @@ class RelaySocket:
         return item
 
     async def ack(self, ids: list[str]) -> None:
-        await self.ws.send(json.dumps({"type": "ack", "ids": ids}))
+        """Acknowledge ``ids`` (processed and committed): in an ``ack`` frame, or under
+        ``cipherpost.batch.2`` with our next send (see :data:`ACK_DELAY`)."""
+        if not self.acks_on_send:
+            await self.ws.send(json.dumps({"type": "ack", "ids": ids}))
+            return
+        self._held += ids
+        if len(self._held) >= ACK_HOLD:
+            await self._send_held()
+        elif self._held and self._ack_timer is None:
+            self._ack_timer = asyncio.create_task(self._held_too_long())
+
+    async def _held_too_long(self) -> None:
+        await asyncio.sleep(ACK_DELAY)
+        self._ack_timer = None
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._send_held()
+
+    def _take_held(self) -> list[str]:
+        held, self._held = self._held, []
+        timer, self._ack_timer = self._ack_timer, None
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+        return held
+
+    async def _send_held(self) -> None:
+        held = self._take_held()
+        if held:
+            await self.ws.send(json.dumps({"type": "ack", "ids": held}))
 
     async def send(self, account: str, timestamp: int, messages: list[dict[str, Any]]) -> int:
         """A ``send`` frame; the number queued.
@@ -123,10 +172,12 @@ class RelaySocket:
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        frame: dict[str, Any] = {"type": "send", "id": request_id, "account_id": account,
+                                 "timestamp": timestamp, "messages": messages}
+        if self._held:
+            frame["ack"] = self._take_held()
         try:
-            await self.ws.send(json.dumps({"type": "send", "id": request_id,
-                                           "account_id": account, "timestamp": timestamp,
-                                           "messages": messages}, separators=(",", ":")))
+            await self.ws.send(json.dumps(frame, separators=(",", ":")))
             answer = await asyncio.wait_for(future, SEND_TIMEOUT)
         except (websockets.ConnectionClosed, TimeoutError):
             raise SocketLost("no answer from the relay") from None
@@ -135,6 +186,10 @@ class RelaySocket:
         return sent_answer(answer)
 
     async def close(self) -> None:
+        # Held acks go now if they still can (else the messages come again, and are
+        # dropped by envelope id).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._send_held(), 1.0)
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._reader
