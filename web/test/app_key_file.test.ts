@@ -179,6 +179,56 @@ describe("importing from a key file", () => {
   });
 });
 
+describe("importing the SDK's key file against a stand-in relay", () => {
+  test("joins with the file's recovery secrets (asking for the second factor), keeps them, stores the messages", async () => {
+    const secrets = hex(vector.recovery_secrets);
+    const b64 = (data: Uint8Array): string => Buffer.from(data).toString("base64");
+    const calls: { method: string; path: string; code: string | undefined; body: Record<string, unknown> }[] = [];
+    const answer = (status: number, body: unknown): Response => new Response(JSON.stringify(body), { status });
+    const saved = globalThis.fetch;
+    globalThis.fetch = (async (input: string, init: RequestInit) => {
+      const headers = (init.headers ?? {}) as Record<string, string>;
+      const path = new URL(input).pathname;
+      calls.push({ method: init.method ?? "GET", path, code: headers["X-Second-Factor"],
+        body: typeof init.body === "string" ? JSON.parse(init.body) as Record<string, unknown> : {} });
+      if (path === "/v1/recovery/devices") {
+        if (headers["X-Second-Factor"] === undefined) {
+          return answer(403, { error: { code: "second_factor_required", message: "a code is needed" } });
+        }
+        return answer(201, { account_id: vector.account_id, device_id: 3, token: `${vector.account_id}.3.${"t".repeat(32)}` });
+      }
+      if (path === "/v1/accounts/me") return answer(200, { account_id: vector.account_id, username: "kira", devices: [] });
+      return answer(404, { error: { code: "not_found", message: "not here" } });
+    }) as typeof fetch;
+    const asked: string[] = [];
+    let imported;
+    try {
+      imported = await importKeyFile(new MemoryKv(), "http://127.0.0.1:9", FILE, vector.passphrase, "a long password", {
+        argon2: TEST_PARAMS, secondFactor: async ({ action }) => { asked.push(action); return "123 456"; } });
+    } finally {
+      globalThis.fetch = saved;
+    }
+    assert.deepEqual(asked, ["Recovering your account"]);
+    assert.deepEqual(calls.map((c) => [c.method, c.path, c.code]), [["POST", "/v1/recovery/devices", undefined],
+      ["POST", "/v1/recovery/devices", "123456"], ["GET", "/v1/accounts/me", undefined]]);
+    assert.equal(calls[1]!.body.lookup_id, b64(secrets.subarray(0, 16)));
+    assert.equal(calls[1]!.body.auth, b64(secrets.subarray(16, 48)));
+    const { client, messages } = imported;
+    assert.equal(messages, 2);
+    assert.equal(client.accountId, vector.account_id);
+    assert.equal(client.username, "kira");
+    assert.equal(toHex(client.store.getIdentityKeyPair().serialize()), vector.identity_key_pair);
+    assert.equal(toHex((await client.store.get(RECOVERY_SECRET))!), vector.recovery_secrets);
+    assert.deepEqual((await client.messages(vector.contact.account_id)).map((m) => [m.text, m.outgoing, m.author]),
+      vector.messages.map((m) => [m.text, m.outgoing, m.author]));
+    assert.equal((await client.contact(vector.contact.account_id))?.username, "olga");
+    assert.equal((await client.store.getTrust(vector.contact.account_id))?.verified, true);
+    // it can write a key file itself now, which reads back with the same account
+    const again = await readKeyFile(await exportKeyFile(client, "p", { withHistory: true, params: TEST_PARAMS }), "p");
+    assert.deepEqual(again.map((r) => r.body.case), ["account", "recoverySecrets", "event", "event"]);
+  });
+});
+
 describe("a key file this browser writes", () => {
   const ME = "aaaaaaaa-0000-4000-8000-000000000001";
   const BOB = "bbbbbbbb-0000-4000-8000-000000000002";

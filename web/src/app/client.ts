@@ -36,6 +36,7 @@ import { receiptAllowed } from "./settings.js";
 import {
   ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
+import type { SecondFactorPrompt } from "./second_factor.js";
 import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params, type LocalKey } from "./store/crypto.js";
 import { DeviceStore } from "./store/device.js";
@@ -161,7 +162,7 @@ export class Client {
     options: ClientOptions & { progress?: (done: number, total: number) => void;
       historyProgress?: (entries: number, fraction: number) => void;
       /** Join by recovery (src/app/recovery.ts) instead of the message's link code: where, and with what. */
-      join?: { path: string; fields: Record<string, string> } } = {}): Promise<Client> {
+      join?: { path: string; fields: Record<string, string>; secondFactor?: SecondFactorPrompt } } = {}): Promise<Client> {
     if (password.length < 8) throw new RangeError("choose a password of at least 8 characters");
     let identity: IdentityKeyPair;
     try {
@@ -171,6 +172,7 @@ export class Client {
     }
     const clock = options.clock ?? Date.now;
     const api = new RelayApi(server);
+    api.secondFactor = options.join?.secondFactor; // a joining route the relay guards with the second factor
     const store = await DeviceStore.create(kv, password, options.argon2 ?? DEFAULT_PARAMS);
     const body = await store.transaction(() => newDeviceBody(store, identity, newRegistrationId(), clock(),
       options.keys ?? DEFAULT_POLICY));

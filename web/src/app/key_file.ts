@@ -37,6 +37,7 @@ import {
   ExportRecordSchema, HistoryEventSchema, ProvisionMessageSchema, type ExportRecord, type HistoryEvent,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import { recoveryBlob } from "./recovery_secrets.js";
+import type { SecondFactorPrompt } from "./second_factor.js";
 import { dataOf } from "./server_history.js";
 import { checkParams, DEFAULT_PARAMS, type Argon2Params } from "./store/crypto.js";
 import type { DeviceStore } from "./store/device.js";
@@ -250,6 +251,8 @@ export function keyFileName(username: string, now: number = Date.now()): string 
 export interface ImportOptions extends Pick<ClientOptions, "argon2" | "clock"> {
   /** Reading the server-stored history (when the account keeps it): entries, share of bytes. */
   historyProgress?: (entries: number, fraction: number) => void;
+  /** Asks for a code when the account has a second factor: the relay wants one before a device joins. */
+  secondFactor?: SecondFactorPrompt;
 }
 
 export interface Imported {
@@ -293,7 +296,8 @@ export async function importKeyFile(kv: Kv, server: string, data: Uint8Array, pa
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(options.historyProgress === undefined ? {} : { historyProgress: options.historyProgress }),
       join: { path: "/v1/recovery/devices",
-        fields: { lookup_id: b64(secrets.subarray(0, 16)), auth: b64(secrets.subarray(16, 48)) } },
+        fields: { lookup_id: b64(secrets.subarray(0, 16)), auth: b64(secrets.subarray(16, 48)) },
+        ...(options.secondFactor === undefined ? {} : { secondFactor: options.secondFactor }) },
     });
   } catch (error) {
     if (error instanceof RelayError && error.status === 403 && !error.code.startsWith("second_factor")) {

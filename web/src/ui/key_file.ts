@@ -12,6 +12,7 @@ import {
 } from "../app/key_file.js";
 import { IdbKv } from "../app/store/kv.js";
 import { h, replace } from "./dom.js";
+import { askSecondFactor } from "./second_factor.js";
 
 /** A key file larger than this is not one this client wrote (a chunk is at most 1 MiB). */
 const MAX_FILE_BYTES = 512 * 1024 * 1024;
@@ -76,6 +77,7 @@ export function importScreen(root: HTMLElement, ctx: ImportContext): void {
             progress.value = fraction;
             count.textContent = ` ${entries} from the server`;
           },
+          secondFactor: askSecondFactor,
         });
         passphrase.value = password.value = confirm.value = "";
         await ctx.enter(client);
