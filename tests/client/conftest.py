@@ -15,7 +15,8 @@ import uvicorn
 
 from cipherpost.client import Client, ClientOptions
 from cipherpost.client.keys import KeyPolicy
-from cipherpost.client.store.crypto import TEST_PARAMS
+from cipherpost.client.store import database
+from cipherpost.client.store.crypto import TEST_PARAMS, Argon2Params
 from cipherpost.server import Settings, create_app
 
 from ..server.process import free_port
@@ -101,6 +102,24 @@ class Devices:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _TestCost(Argon2Params):
+    """Argon2Params whose defaults are TEST_PARAMS."""
+
+    time_cost: int = TEST_PARAMS.time_cost
+    memory_kib: int = TEST_PARAMS.memory_kib
+    parallelism: int = TEST_PARAMS.parallelism
+
+
+@pytest.fixture
+def cheap_store_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made without Argon2 parameters of the caller's (the CLI's, in process)
+    gets TEST_PARAMS instead of the default cost (64 MiB, 3 passes: 0.3 s of a core at
+    each CLI command that opens the store, some hundred of them in the CLI tests). The
+    CLI tests that run ``python -m cipherpost.cli`` as a process keep the default cost."""
+    monkeypatch.setattr(database, "Argon2Params", _TestCost)
 
 
 def run(coro: object) -> object:

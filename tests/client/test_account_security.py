@@ -24,6 +24,9 @@ from .conftest import Devices, ThreadedRelay, run
 
 ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
 
+#: Stores the CLI makes in process: cheap Argon2 parameters (tests/client/conftest.py).
+pytestmark = pytest.mark.usefixtures("cheap_store_kdf")
+
 
 def _code(secret: str, steps_ahead: int = 0) -> str:
     raw = base64.b32decode(secret + "=" * (-len(secret) % 8))

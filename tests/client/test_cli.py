@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cipherpost.cli import cli
@@ -20,6 +21,10 @@ from ..server.process import ServerProcess
 from .conftest import ThreadedRelay
 
 ENV = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
+
+#: The commands run in process make their stores with cheap Argon2 parameters
+#: (tests/client/conftest.py); those run as processes below keep the default cost.
+pytestmark = pytest.mark.usefixtures("cheap_store_kdf")
 
 
 #: Registering without server-stored history (the CLI asks when neither flag is given).

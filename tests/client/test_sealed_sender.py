@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from cipherpost.cli import cli
@@ -180,6 +181,7 @@ def test_group_messages_go_sealed(tmp_path: Path, relay: ThreadedRelay) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("cheap_store_kdf")
 def test_cli_shows_and_repins_the_trust_root(tmp_path: Path, relay: ThreadedRelay) -> None:
     env = {"CIPHERPOST_PASSPHRASE": "a long local passphrase"}
     home = tmp_path / "home"
