@@ -3,7 +3,8 @@
 verification and PRF). A passkey is registered on the security page, unlocks the store
 after a reload with the inbox and an SDK contact's message there, gives a clear error
 when its authenticator is gone (the password still unlocks), and once removed only the
-password unlocks. IndexedDB never holds the store key in the clear.
+password unlocks; changing the password removes it too (it must be added again).
+IndexedDB never holds the store key in the clear.
 
 The page is opened at ``localhost`` (the relay listens on 127.0.0.1): WebAuthn takes a
 domain as relying party id, never an IP address.
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.usefixtures("built")
 
 UNLOCK_ERROR = "[data-testid=unlock] [data-testid=error]:not(:empty)"
 PASSKEY_BUTTON = "[data-testid=unlock-passkey]:not([hidden])"
+CHECKED = "[data-testid=unlock]:has([data-testid=unlock-passkey][data-checked=true])"
+NEW_PASSWORD = "another long browser password"
 
 
 def _records(dump: dict[str, Any]) -> dict[str, bytes]:
@@ -87,6 +90,15 @@ def test_a_passkey_unlocks_the_store_and_the_password_still_does(
     async def credentials(authenticator: str) -> list[dict[str, Any]]:
         answer = await step("webauthn", action="credentials", authenticator=authenticator)
         return list(answer["credentials"])
+
+    async def password_only(password: str) -> None:
+        """After a reload: no passkey offered, a wrong password refused, `password` opens."""
+        await step("reload")
+        await step("wait_selector", selector=CHECKED)
+        assert (await step("count", selector=PASSKEY_BUTTON))["count"] == 0
+        wrong = await step("unlock", password="not the password", expect_error=True)
+        assert "Wrong password" in wrong["error_text"]
+        await step("unlock", password=password)
 
     async def passkey_error(cancel: bool = False) -> str:
         await step("click", testid="unlock-passkey")
@@ -172,14 +184,20 @@ def test_a_passkey_unlocks_the_store_and_the_password_still_does(
             assert "The passkey was not used" in error, error
             await step("unlock", password=PASSWORD)
 
-            # Remove the passkey (its record still names the gone credential), register
-            # one on a new authenticator, then remove that too: only the password unlocks.
-            second = (await step("webauthn", action="add"))["authenticator"]
+            # Removed (its record still names the gone credential): only the password
+            # unlocks, and the unlock screen offers no passkey.
             await step("click", testid="open-security")
             await registered(True)
             await step("click", testid="passkey-remove")
             await step("click", testid="passkey-remove")  # confirmed
             await registered(False)
+            assert "meta:passkey" not in _records(await step("dump_store"))
+            await password_only(PASSWORD)
+
+            # Added again on a new authenticator, it unlocks; changing the password
+            # removes it (it wrapped the old key) and says it must be added again.
+            second = (await step("webauthn", action="add"))["authenticator"]
+            await step("click", testid="open-security")
             await step("fill", testid="passkey-password", text=PASSWORD)
             await step("click", testid="passkey-add")
             await registered(True)
@@ -189,17 +207,15 @@ def test_a_passkey_unlocks_the_store_and_the_password_still_does(
             await step("click", testid="unlock-passkey")
             await step("wait_inbox")
             await step("click", testid="open-security")
-            await step("click", testid="passkey-remove")
-            await step("click", testid="passkey-remove")
+            await step("click", testid="password-open")
+            await step("fill", testid="password-old", text=PASSWORD)
+            await step("fill", testid="password-new", text=NEW_PASSWORD)
+            await step("fill", testid="password-confirm", text=NEW_PASSWORD)
+            await step("click", testid="password-change")
+            await step("wait_selector", selector="[data-testid=password-state][data-changed=true]")
+            assert "add it again" in (await step("text", testid="password-state"))["text"]
             await registered(False)
-            assert "meta:passkey" not in _records(await step("dump_store"))
-            await step("reload")
-            await step("wait_selector",
-                       selector="[data-testid=unlock]:has([data-testid=unlock-passkey][data-checked=true])")
-            assert (await step("count", selector=PASSKEY_BUTTON))["count"] == 0
-            wrong = await step("unlock", password="not the password", expect_error=True)
-            assert "Wrong password" in wrong["error_text"]
-            await step("unlock", password=PASSWORD)
+            await password_only(NEW_PASSWORD)
             await step("open_conversation", account=bob.account_id)
             await step("wait_message", text="hello ada, from the SDK", outgoing=False)
             assert real_problems((await step("problems"))["problems"]) == []

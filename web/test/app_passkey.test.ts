@@ -12,7 +12,7 @@ import { deriveKey, LocalKey, TEST_PARAMS, WrongKey } from "../src/app/store/cry
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
 import {
-  addPasskey, decodeRecord, encodeRecord, NoPasskey, openRecord, PasskeyMismatch, PasskeyNotUsed,
+  addPasskey, changePassword, decodeRecord, encodeRecord, NoPasskey, openRecord, PasskeyMismatch, PasskeyNotUsed,
   PasskeyRecordInvalid, PasskeyStale, PrfUnavailable, RECORD_KEY, removePasskey, sealRecord, unlockWithPasskey,
   VERSION, type Credentials,
 } from "../src/app/store/passkey.js";
@@ -239,5 +239,43 @@ describe("passkey register, unlock, remove", () => {
     await assert.rejects(unlockWithPasskey(kv, "example.test", authenticator), NoPasskey);
     assert.equal(await removePasskey(kv, "example.test"), false);
     await DeviceStore.open(kv, PASSWORD);
+  });
+
+  test("changing the password seals everything again and drops the passkey, which must be added again", async () => {
+    const { kv, identity } = await storeWithIdentity();
+    const authenticator = new FakeAuthenticator();
+    await addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator);
+    const store = await DeviceStore.open(kv, PASSWORD);
+    await store.transaction(() => store.putJson("message:1", { text: "kept" }));
+    const before = new Map(kv.data);
+    await assert.rejects(changePassword(store, "wrong horse", "a new password"), WrongKey);
+    await assert.rejects(changePassword(store, PASSWORD, "short"), RangeError);
+    assert.deepEqual(kv.data, before, "a refused change changes nothing");
+
+    assert.equal(await changePassword(store, PASSWORD, "a new password"), true);
+    assert.equal(kv.data.has(RECORD_KEY), false);
+    for (const [k, v] of kv.data) {
+      if (!k.startsWith("meta:")) assert.notDeepEqual(v, before.get(k), `${k} sealed again`);
+    }
+    // the open store goes on under the new key, and a reopened one too
+    assert.deepEqual(await store.getJson("message:1"), { text: "kept" });
+    await store.transaction(() => store.putJson("message:2", { text: "after" }));
+    await assert.rejects(DeviceStore.open(kv, PASSWORD), WrongKey);
+    const reopened = await DeviceStore.open(kv, "a new password");
+    assert.deepEqual(reopened.getIdentityKeyPair().serialize(), identity.serialize());
+    assert.deepEqual(await reopened.getJson("message:2"), { text: "after" });
+    await assert.rejects(unlockWithPasskey(kv, "example.test", authenticator), NoPasskey);
+    // added again, it unlocks under the new key
+    await addPasskey(kv, "a new password", ACCOUNT, "example.test", authenticator);
+    await DeviceStore.open(kv, await unlockWithPasskey(kv, "example.test", authenticator));
+  });
+
+  test("a record left behind by a password change (not dropped) is found stale", async () => {
+    const { kv } = await storeWithIdentity();
+    const authenticator = new FakeAuthenticator();
+    await addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator);
+    await (await DeviceStore.open(kv, PASSWORD)).changePassword(PASSWORD, "a new password");
+    assert.equal(kv.data.has(RECORD_KEY), true);
+    await assert.rejects(unlockWithPasskey(kv, "example.test", authenticator), PasskeyStale);
   });
 });

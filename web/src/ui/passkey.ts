@@ -1,7 +1,8 @@
 /**
  * Passkey unlocking in the page: "Unlock with passkey" on the unlock screen (shown only
  * when a passkey is registered in this browser), and on the security page adding one
- * (the password asked again) or removing it. The logic is ../app/store/passkey.ts;
+ * (the password asked again) or removing it, and changing the password (which removes
+ * the passkey: it must be added again). The logic is ../app/store/passkey.ts;
  * everything stays in this browser.
  */
 
@@ -9,7 +10,7 @@ import { Client } from "../app/client.js";
 import { WrongKey } from "../app/store/crypto.js";
 import type { Kv } from "../app/store/kv.js";
 import {
-  addPasskey, NoPasskey, PasskeyMismatch, PasskeyNotUsed, PasskeyRecordInvalid, PasskeyStale, PrfUnavailable,
+  addPasskey, changePassword, NoPasskey, PasskeyMismatch, PasskeyNotUsed, PasskeyRecordInvalid, PasskeyStale, PrfUnavailable,
   readRecord, removePasskey, unlockWithPasskey,
 } from "../app/store/passkey.js";
 import { h } from "./dom.js";
@@ -154,9 +155,43 @@ export function passkeySection(client: Client, describe: (e: unknown) => string)
   };
   void show();
   return h("div", { "data-testid": "passkey" },
-    h("h3", {}, "Unlock with a passkey"),
+    h("h3", {}, "Unlocking this browser"),
     h("p", { class: "hint" }, "A passkey (this device's fingerprint or face unlock, or a security key) can unlock "
       + "Cipherpost in this browser instead of the password, where the browser and the authenticator offer the "
       + "PRF extension. The password keeps working. Everything stays in this browser; the server never sees it."),
-    state, body, error);
+    state, body, error, passwordForm(client, describe, show));
+}
+
+/** Change the password: the store sealed again under it; a passkey must be added again. */
+function passwordForm(client: Client, describe: (e: unknown) => string, changed: () => Promise<void>): HTMLElement {
+  const field = (testid: string, label: string, autocomplete: string) => h("input", { type: "password", autocomplete,
+    required: true, "aria-label": label, placeholder: label, "data-testid": testid });
+  const old = field("password-old", "Current password", "current-password");
+  const fresh = field("password-new", "New password", "new-password");
+  const confirm = field("password-confirm", "New password again", "new-password");
+  const submit = h("button", { type: "submit", "data-testid": "password-change" }, "Change the password");
+  const state = h("p", { role: "status", "data-testid": "password-state" });
+  return h("details", {}, h("summary", { "data-testid": "password-open" }, "Change the password"),
+    h("form", { class: "link", onsubmit: async (event: Event) => {
+      event.preventDefault();
+      state.textContent = "";
+      if (fresh.value !== confirm.value) {
+        state.textContent = "The new passwords differ.";
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const hadPasskey = await changePassword(client.store, old.value, fresh.value);
+        old.value = fresh.value = confirm.value = "";
+        state.textContent = hadPasskey
+          ? "Password changed. The passkey was removed with the old password: add it again to unlock with it."
+          : "Password changed.";
+        state.dataset.changed = "true";
+        await changed();
+      } catch (e) {
+        state.textContent = describePasskeyError(e, describe);
+      } finally {
+        submit.disabled = false;
+      }
+    } }, old, fresh, confirm, submit), state);
 }

@@ -53,7 +53,7 @@ export class DeviceStore implements ProtocolStore {
   #batch: Batch | undefined;
   #identity: { pair: IdentityKeyPair; registrationId: number } | undefined;
 
-  private constructor(readonly kv: Kv, private readonly key: LocalKey) {}
+  private constructor(readonly kv: Kv, private key: LocalKey) {}
 
   /** True when this Kv holds a store. */
   static async exists(kv: Kv): Promise<boolean> {
@@ -108,6 +108,36 @@ export class DeviceStore implements ProtocolStore {
       throw error;
     }
     return raw;
+  }
+
+  /**
+   * Seal every record again under a key from `newPassword` (a new salt, the store's own
+   * Argon2 parameters) in one IndexedDB transaction, once `oldPassword` is checked; the
+   * unsealed records named in `drop` (a passkey's wrapped key: the old key) go with it.
+   * Runs as a unit: no other unit commits under the old key meanwhile.
+   * @throws WrongKey `oldPassword`. @throws RangeError a new password under 8 characters.
+   */
+  changePassword(oldPassword: string, newPassword: string, drop: string[] = []): Promise<void> {
+    return withLock(this, "transaction", async () => {
+      if (newPassword.length < 8) throw new RangeError("choose a password of at least 8 characters");
+      (await DeviceStore.rawKey(this.kv, oldPassword)).fill(0);
+      const kdf = await this.kv.get(KDF);
+      if (kdf === undefined) throw new NoStore("no account in this browser");
+      const params = decodeParams((JSON.parse(decoder.decode(kdf)) as { argon2: string }).argon2);
+      const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+      const key = await LocalKey.fromRaw(await deriveKey(newPassword, salt, params));
+      const batch: Batch = new Map();
+      for (const [k, sealed] of await this.kv.scan("")) {
+        if (k.startsWith("meta:")) continue;
+        const aad = encoder.encode(k);
+        batch.set(k, await key.seal(await this.key.open(sealed, aad), aad));
+      }
+      batch.set(KDF, encoder.encode(JSON.stringify({ salt: toHex(salt), argon2: encodeParams(params) })));
+      batch.set(CHECK, await key.checkValue());
+      for (const k of drop) if (k.startsWith("meta:") && k !== KDF && k !== CHECK) batch.set(k, null);
+      await this.kv.commit(batch);
+      this.key = key;
+    });
   }
 
   toString(): string {

@@ -363,6 +363,18 @@ export async function unlockWithPasskey(kv: Kv, rpId: string, credentials: Crede
   }
 }
 
+/**
+ * Change the store's password: everything sealed again under the new one (see
+ * DeviceStore.changePassword), the passkey record deleted in the same transaction. The
+ * passkey wrapped the old key, so it must be added again; the return value says whether
+ * there was one.
+ */
+export async function changePassword(store: DeviceStore, oldPassword: string, newPassword: string): Promise<boolean> {
+  const had = (await store.kv.get(RECORD_KEY)) !== undefined;
+  await store.changePassword(oldPassword, newPassword, [RECORD_KEY]);
+  return had;
+}
+
 function base64url(data: Uint8Array): string {
   let s = "";
   for (const b of data) s += String.fromCharCode(b);
