@@ -3,7 +3,8 @@ chromium next to Python SDK devices on one relay (web/src/app/recovery_secrets.t
 identity_reset.ts, ui/recovery_secrets.ts):
 
 * a recovery key and a recovery passphrase set in the browser restore the account with
-  the SDK (the same identity key and contacts), and a redraw while the security page
+  the SDK (the same identity key and contacts), the passphrase in a second browser too
+  (which then keeps its derived values, as an SDK device does), and a redraw while the security page
   shows a new key or holds a half-typed passphrase loses neither;
 * with a second factor on, changing the key, changing the passphrase and resetting the
   identity each fail without a code (the prompt cancelled) and with a wrong one, and go
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from cipherpost.server import totp
 from ..client.conftest import Devices, ThreadedRelay
 from .browsing import (
     ARTIFACTS,
+    PASSWORD,
     Browser,
     account_of,
     enrol_second_factor,
@@ -56,6 +59,20 @@ pytestmark = needs_browser
 USER = "rita"
 PASSPHRASES = ("orbit walnut pencil tundra", "velvet harbor quartz meadow")
 PASSPHRASE_SET = '[data-testid=recovery-state]:has-text("passphrase is set")'
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
+    """The conftest's relay (tmp_path/relay, see relay_db) with room for this test's
+    eleven recovery requests from one address (restores and refused old secrets; the
+    relay's default lets ten through, then one a hundred seconds)."""
+    (tmp_path / "relay").mkdir()
+    server = ThreadedRelay(tmp_path / "relay", rate_recovery_per_ip="100/1")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _query(tmp_path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -140,7 +157,7 @@ def test_recovery_secrets_and_identity_reset_from_the_browser(
             assert (await step("text", testid="recovery-key-text"))["text"] == key
             assert (await step("value", testid="recovery-passphrase-new"))["value"] == "half typed"
             assert _query(tmp_path, "SELECT count(*) FROM recovery") == [(0,)]
-            await step("screenshot", path=str(ARTIFACTS / "20-recovery-key.png"))
+            await step("screenshot", path=str(ARTIFACTS / "25-recovery-key.png"))
 
             # No second factor yet: the key and the passphrase restore the account with the SDK.
             await step("click", testid="recovery-key-save")
@@ -248,6 +265,27 @@ def test_recovery_secrets_and_identity_reset_from_the_browser(
             await wait_for_text(sam, "and it flows")
             problems = real_problems((await step("problems"))["problems"])
             assert [p for p in problems if "status of 403" not in p] == []
+            # The new passphrase in a second browser: the blob the reset sealed again carries the
+            # new key pair (the relay takes no device under another identity key); the browser keeps
+            # the passphrase's values, as an SDK device does
+            other = browser.step(USER + "-2")
+            await other("open", url=relay.url + "/")
+            await other("click", testid="start-recover")
+            await other("select", testid="recover-how", value="passphrase")
+            await other("fill", testid="recover-username", text=USER)
+            await other("fill", testid="recover-passphrase", text=PASSPHRASES[1])
+            await other("fill", testid="recover-password", text=PASSWORD)
+            await other("fill", testid="recover-confirm", text=PASSWORD)
+            await other("click", testid="recover-submit")
+            await other("wait_selector", selector='[data-testid="2fa-prompt"][data-refused=false]')
+            await other("fill", testid="2fa-prompt-code", text=codes[3])
+            await other("click", testid="2fa-prompt-submit")
+            await other("wait_inbox")
+            await other("click", testid="open-security")
+            held = (await other("elements", testid="recovery-held"))["elements"][0]["data"]
+            assert (held["key"], held["passphrase"]) == ("false", "true")
+            assert _query(tmp_path, "SELECT device_id FROM devices WHERE account_id = ? "
+                          "ORDER BY device_id", account) == [(1,), (2,), (3,), (4,)]
         finally:
             await devices.close()
 

@@ -28,7 +28,7 @@ import { concat, constantTimeEqual, utf8 } from "../protocol/bytes.js";
 import { RelayApi, RelayError } from "./api.js";
 import { Client } from "./client.js";
 import { ProvisionMessageSchema, RecoveryBlobSchema, type RecoveryBlob } from "./proto/cipherpost/app/v1/app_pb.js";
-import { DEFAULT_PARAMS, decodeParams, type Argon2Params } from "./store/crypto.js";
+import { DEFAULT_PARAMS, decodeParams, encodeParams, type Argon2Params } from "./store/crypto.js";
 import type { SecondFactorPrompt } from "./second_factor.js";
 import type { Kv } from "./store/kv.js";
 
@@ -37,6 +37,14 @@ const KEY_BYTES = 32;
 const KEY_CHARS = Math.ceil((KEY_BYTES * 8) / 5); // 52
 const BLOB_AAD = utf8("Cipherpost recovery blob v1");
 const PASSPHRASE_AAD = utf8("Cipherpost recovery passphrase blob v1");
+/**
+ * The store records of a recovery secret's derived values (the SDK's store secrets of the
+ * same names): lookup id || release secret || sealing key; the passphrase's key ||
+ * verifier || salt || encoded parameters. ./recovery_secrets.ts seals the blobs again
+ * with them.
+ */
+export const KEY_SECRETS = "recovery_secrets";
+export const PASSPHRASE_SECRETS = "recovery_passphrase";
 /** The costliest Argon2id a relay may ask for (store.crypto.MAX_PARAMS: 4x each default). */
 export const MAX_PARAMS: Argon2Params = Object.freeze({ timeCost: 12, memoryKib: 256 * 1024, parallelism: 8 });
 
@@ -204,7 +212,11 @@ export async function restoreWithKey(kv: Kv, server: string, recoveryKey: string
   const found = await ask(api, "/v1/recovery/open", release, "this server holds no account for that recovery key");
   const blob = await openSealed(secrets.sealKey, unb64(found.blob, "recovery blob"), concat(BLOB_AAD, secrets.lookupId),
     "the recovery blob does not open with this key");
-  return join(kv, api, password, found, blob, "/v1/recovery/devices", release, options);
+  const client = await join(kv, api, password, found, blob, "/v1/recovery/devices", release, options);
+  // Kept as an SDK device keeps them: this browser seals the blob again when it changes.
+  await client.store.transaction(() => client.store.put(KEY_SECRETS,
+    concat(secrets.lookupId, secrets.auth, secrets.sealKey)));
+  return client;
 }
 
 /**
@@ -231,6 +243,9 @@ export async function restoreWithPassphrase(kv: Kv, server: string, username: st
   const found = await ask(api, "/v1/recovery/passphrase/open", release, "wrong username or recovery passphrase");
   const blob = await openSealed(raw.slice(0, 32), unb64(found.blob, "recovery blob"), concat(PASSPHRASE_AAD, salt),
     "the recovery blob does not open with this passphrase");
+  const kept = concat(raw, salt, utf8(encodeParams(params))); // key, verifier, salt, params
   raw.fill(0);
-  return join(kv, api, password, found, blob, "/v1/recovery/passphrase/devices", release, options);
+  const client = await join(kv, api, password, found, blob, "/v1/recovery/passphrase/devices", release, options);
+  await client.store.transaction(() => client.store.put(PASSPHRASE_SECRETS, kept));
+  return client;
 }

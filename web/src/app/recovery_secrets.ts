@@ -30,7 +30,7 @@ import type { Contact } from "./model.js";
 import {
   ProvisionMessage_ContactSchema, RecoveryBlobSchema, type RecoveryBlob,
 } from "./proto/cipherpost/app/v1/app_pb.js";
-import { deriveSecrets, formatKey, type Secrets } from "./recovery.js";
+import { deriveSecrets, formatKey, KEY_SECRETS, PASSPHRASE_SECRETS, type Secrets } from "./recovery.js";
 import * as sealed from "./sealed.js";
 import { checkParams, DEFAULT_PARAMS, encodeParams, type Argon2Params } from "./store/crypto.js";
 import type { TrustRecord } from "./store/device.js";
@@ -38,9 +38,6 @@ import { toBase64 } from "./wire.js";
 
 const BLOB_AAD = utf8("Cipherpost recovery blob v1");
 const PASSPHRASE_AAD = utf8("Cipherpost recovery passphrase blob v1");
-/** Store records of the derived values (the SDK's store secrets of the same names). */
-const KEY_SECRETS = "recovery_secrets";
-const PASSPHRASE_SECRETS = "recovery_passphrase";
 export const KEY_BYTES = 32;
 /** The shortest recovery passphrase taken (see checkPassphrase). */
 export const MIN_PASSPHRASE_CHARS = 16;
