@@ -140,7 +140,11 @@ class Browser:
             return False
         try:
             self.do("reset")
-        except AssertionError:
+        except AssertionError as failed:
+            if "unknown command reset" in str(failed):
+                raise AssertionError(
+                    "web/test/e2e/driver.ts lost its reset command: every browser test "
+                    "would start a chromium of its own") from failed
             return False
         return True
 
@@ -167,7 +171,14 @@ class Chromium:
         return self._driver
 
     def give_back(self) -> None:
-        if self._driver is not None and not self._driver.reset():
+        if self._driver is None:
+            return
+        try:
+            reset = self._driver.reset()
+        except AssertionError:
+            self.close()
+            raise
+        if not reset:
             self.close()
 
     def close(self) -> None:

@@ -12,7 +12,7 @@
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
  * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid} (text, base64), set_file {testid, name, data (base64)}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, click_selector {selector}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
- * messages, dump_store (every IndexedDB record), problems, screenshot {path}, close,
+ * messages, dump_store (every IndexedDB record), problems, screenshot {path}, reset (closes every user), close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload),
  * webauthn {action, ...} (Chromium's virtual authenticators: ./webauthn.ts).
  */
@@ -102,6 +102,12 @@ const DUMP_STORE = `(async () => {
 async function run(c: Command): Promise<Record<string, unknown>> {
   if (c.cmd === "close") {
     await browser.close();
+    return {};
+  }
+  if (c.cmd === "reset") {
+    // close every user's context (pages, IndexedDB, problems): the next test starts afresh
+    for (const { context } of users.values()) await context.close();
+    users.clear();
     return {};
   }
   const { context, page, problems } = await user(typeof c.user === "string" ? c.user : "a");
