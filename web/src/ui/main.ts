@@ -21,6 +21,7 @@ import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
+import { passkeyUnlockButton } from "./passkey.js";
 import { importScreen, keyFileSection } from "./key_file.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
@@ -260,7 +261,8 @@ function unlock(): void {
         password.select();
       }
     },
-  }, h("label", { for: "password" }, "Password"), password, submit, error);
+  }, h("label", { for: "password" }, "Password"), password, submit,
+  passkeyUnlockButton(() => IdbKv.open(DB_NAME), enter, error, describe), error);
   replace(root, h("div", { class: "card", "data-testid": "unlock" }, h("h1", {}, "Unlock Cipherpost"),
     h("p", { class: "hint" }, "Enter the password you chose for this browser."), form));
   password.focus();

@@ -17,6 +17,7 @@ import { defaultExpireTimer, setDefaultExpireTimer } from "../app/retention.js";
 import { serverHistoryOn, turnServerHistoryOn } from "../app/server_history.js";
 import { loadSettings, saveSettings, type Settings } from "../app/settings.js";
 import { h } from "./dom.js";
+import { passkeySection } from "./passkey.js";
 import { recoverySecretsSection } from "./recovery_secrets.js";
 
 function size(bytes: number): string {
@@ -334,7 +335,7 @@ export async function securityPage(client: Client, describe: (e: unknown) => str
   const refusals = h("div", {}, await refusalsSection(client));
   const page = h("section", { class: "chat page", "data-testid": "security" },
     h("h2", {}, "Account security and privacy"),
-    notices, refusals, twoFactorSection(client, describe),
+    notices, refusals, twoFactorSection(client, describe), passkeySection(client, describe),
     recoverySecretsSection(client, describe),
     await settingsSection(client, describe),
     privacySection(client, describe, onDeleted), back);
