@@ -76,8 +76,20 @@ from cipherpost.server.storage.sql import Storage  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAYLOAD = 160  # bytes: about a short text message after padding and the protocol's overhead
-#: Opt-in WebSocket subprotocol of the relay: several envelopes per pushed frame.
+#: Opt-in WebSocket subprotocols of the relay: several envelopes per pushed frame, and
+#: with ``.2`` acks carried in ``send`` frames too (docs/websocket.md).
 BATCH_SUBPROTOCOL = "cipherpost.batch"
+ACKS_ON_SEND_SUBPROTOCOL = "cipherpost.batch.2"
+#: How the devices acknowledge (environment variable RELAY_LOAD_ACKS, read by the client
+#: processes too): "auto", as the SDK and the browser do (docs/websocket.md): under
+#: ``cipherpost.batch.2`` held for the device's next send for up to ACK_DELAY seconds
+#: (ACK_HOLD ids at most), else an ``ack`` frame per event-loop turn; "turn": always an
+#: ``ack`` frame per turn (the only way before ``.2``); "none": never (to measure what
+#: acks cost; a device then stops getting messages after the relay's window of 256).
+ACKS = os.environ.get("RELAY_LOAD_ACKS", "auto")
+#: The SDK's and the browser's hold (cipherpost.client.socket.ACK_DELAY, ACK_HOLD).
+ACK_DELAY = 1.0
+ACK_HOLD = 32
 
 
 def free_port() -> int:
@@ -308,7 +320,8 @@ async def _client(plan: Plan, pipe: Connection) -> None:
                                  max_queue=None, open_timeout=120)
         return await connect(f"ws://127.0.0.1:{port}/v1/websocket", compression=None,
                              max_queue=None, open_timeout=120,
-                             subprotocols=[BATCH_SUBPROTOCOL] if plan.batch else None,
+                             subprotocols=[ACKS_ON_SEND_SUBPROTOCOL, BATCH_SUBPROTOCOL]
+                             if plan.batch else None,
                              additional_headers={"Authorization": f"Bearer {token}"})
 
     flushing: set[asyncio.Task[None]] = set()
@@ -323,9 +336,44 @@ async def _client(plan: Plan, pipe: Connection) -> None:
         delivered += 1
         latencies.append(now - envelope["client_timestamp"] / 1e6)
 
-    async def receive(ws: Any) -> None:
-        nonlocal sent, delivered, answered
+    #: per socket: acks held for its next send (auto, under cipherpost.batch.2), the timer
+    #: that sends them in an ack frame instead; confirmations awaited at the end
+    held: list[list[str]] = [[] for _ in sockets]
+    timers: list[asyncio.TimerHandle | None] = [None] * len(sockets)
+    confirmed = asyncio.Event()
+    unconfirmed = 0
+
+    def ack_frame(i: int, confirm: bool = False) -> str:
+        ids, held[i] = held[i], []
+        timer, timers[i] = timers[i], None
+        if timer is not None:
+            timer.cancel()
+        return orjson.dumps({"type": "ack", "ids": ids, "confirm": confirm} if confirm
+                            else {"type": "ack", "ids": ids}).decode()
+
+    def send_held(i: int) -> None:
+        flushing.add(task := loop.create_task(sockets[i].send(ack_frame(i))))
+        task.add_done_callback(flushing.discard)
+
+    async def drain_acks() -> None:
+        """Every ack sent and committed: the server's CPU is read after its last one."""
+        nonlocal unconfirmed
+        if bare:
+            return
+        await asyncio.sleep(0.1)  # the per-turn acks of the last messages go out first
+        if not plan.batch:  # every ack is confirmed, so committed at once, in 1 ms
+            return
+        ends = [i for i in range(len(sockets)) if held[i]] or [0]
+        unconfirmed = len(ends)
+        for i in ends:
+            await sockets[i].send(ack_frame(i, confirm=True))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(confirmed.wait(), 60)
+
+    async def receive(i: int, ws: Any) -> None:
+        nonlocal sent, delivered, answered, unconfirmed
         pending_acks: list[str] = []
+        on_send = ACKS == "auto" and ws.subprotocol == ACKS_ON_SEND_SUBPROTOCOL
 
         async def flush() -> None:
             await asyncio.sleep(0)
@@ -341,6 +389,11 @@ async def _client(plan: Plan, pipe: Connection) -> None:
                 latencies.append(now - message["t"])
                 continue
             kind = message["type"]
+            if kind == "acked":
+                unconfirmed -= 1
+                if unconfirmed == 0:
+                    confirmed.set()
+                continue
             if kind == "sent":
                 window.release()
                 answered += 1
@@ -356,6 +409,15 @@ async def _client(plan: Plan, pipe: Connection) -> None:
                 continue
             for envelope in envelopes:
                 on_envelope(envelope, now)
+            if ACKS == "none":
+                continue
+            if on_send:
+                held[i].extend(e["id"] for e in envelopes)
+                if len(held[i]) >= ACK_HOLD:
+                    send_held(i)
+                elif timers[i] is None:
+                    timers[i] = loop.call_later(ACK_DELAY, send_held, i)
+                continue
             if not pending_acks:
                 flushing.add(task := loop.create_task(flush()))
                 task.add_done_callback(flushing.discard)
@@ -367,13 +429,18 @@ async def _client(plan: Plan, pipe: Connection) -> None:
         stamp = time.perf_counter()
         if bare:
             return orjson.dumps({"to": f"d{target}", "t": stamp, "content": content}).decode()
-        return orjson.dumps({"type": "send", "id": i, "account_id": account_id(target),
-                           "timestamp": int(stamp * 1e6),
-                           "messages": [{"device_id": 1,
-                                         "registration_id": registration_id(target),
-                                         "type": 2, "content": content}]}).decode()
+        body = {"type": "send", "id": i, "account_id": account_id(target),
+                "timestamp": int(stamp * 1e6),
+                "messages": [{"device_id": 1, "registration_id": registration_id(target),
+                              "type": 2, "content": content}]}
+        if held[i]:
+            body["ack"], held[i] = held[i], []
+            timer, timers[i] = timers[i], None
+            if timer is not None:
+                timer.cancel()
+        return orjson.dumps(body).decode()
 
-    readers = [loop.create_task(receive(ws)) for ws in sockets]
+    readers = [loop.create_task(receive(i, ws)) for i, ws in enumerate(sockets)]
     pipe.send(("ready",))
     while not pipe.poll(0):
         await asyncio.sleep(0.01)
@@ -419,6 +486,11 @@ async def _client(plan: Plan, pipe: Connection) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_answered.wait(), 60)
     pipe.send(("sent", sent if not bare else frames_out))
+    while not pipe.poll(0):
+        await asyncio.sleep(0.01)
+    pipe.recv()  # drain
+    await drain_acks()
+    pipe.send(("drained",))
     while not pipe.poll(0):
         await asyncio.sleep(0.01)
     pipe.recv()  # stop
@@ -494,6 +566,13 @@ def _measure(server: Server, devices: int, rate: float, seconds: float, workers:
     total_sent = sum(s or 0 for s in sent)
     poll(lambda: sum(delivered) >= total_sent, 20)
     elapsed = time.perf_counter() - start
+    # The acks of what was delivered are part of its cost: a client may still hold some
+    # (for its next send); they are sent now, and the CPU read once they are committed.
+    for p in pipes:
+        p.send(("drain",))
+    for p in pipes:
+        while p.recv()[0] != "drained":
+            pass
     cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
     waited = max(runqueue_seconds(pid) - w0 for pid, w0 in zip(pids, waits0, strict=True))
     db_cpu = family_cpu_seconds(db_pid) - db_cpu0 if db_pid else 0.0
@@ -573,7 +652,8 @@ def main() -> None:
     lat_devices = 100 if args.quick else args.latency_devices
     raise_fd_limit(max(devices, lat_devices) + 1000)
     batch = not args.legacy_frames
-    frames = "one envelope per frame" if args.legacy_frames else "batch subprotocol"
+    frames = ("one envelope per frame" if args.legacy_frames else "batch subprotocol") \
+        + f", acks {ACKS}"
     global POSTGRES, REDIS
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
