@@ -4,8 +4,8 @@
  *
  * Browsers cannot set an Authorization header on a WebSocket, so the token travels as a
  * second offered subprotocol, `cipherpost.token.<token>` (never in the URL); the relay
- * answers with `cipherpost.batch`, the only subprotocol it echoes. Frames are parsed
- * strictly: a malformed envelope is skipped (the relay pushes it again on the next
+ * answers with `cipherpost.batch.2` (acks may ride on sends) or `cipherpost.batch`, never
+ * the token. Frames are parsed strictly: a malformed envelope is skipped (the relay pushes it again on the next
  * connection, where it is the same bytes), an unknown frame type is ignored.
  */
 
@@ -13,6 +13,12 @@ import { RelayError, parseEnvelope, type Envelope, type Outgoing } from "./api.j
 import { MalformedAnswer, int, isObject, list, str } from "./wire.js";
 
 export const BATCH_SUBPROTOCOL = "cipherpost.batch";
+/** Echoed by relays that take acks carried in `send` frames (docs/websocket.md). */
+export const ACKS_ON_SEND_SUBPROTOCOL = "cipherpost.batch.2";
+/** Under it an ack waits for our next send this long at most, ACK_HOLD ids at most (the
+ * SDK's ACK_DELAY): the relay keeps the message queued meanwhile. */
+const ACK_DELAY_MS = 1_000;
+const ACK_HOLD = 32;
 export const TOKEN_SUBPROTOCOL = "cipherpost.token.";
 const SEND_TIMEOUT_MS = 30_000;
 
@@ -40,12 +46,14 @@ export class RelaySocket {
   readonly #pending = new Map<number, Pending>();
   #queue: Promise<void> = Promise.resolve();
   #open = false;
+  #held: string[] = [];
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
   readonly ready: Promise<void>;
 
   constructor(server: string, token: string, private readonly handlers: SocketHandlers) {
     const url = new URL("/v1/websocket", server);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    this.#ws = new WebSocket(url, [BATCH_SUBPROTOCOL, TOKEN_SUBPROTOCOL + token]);
+    this.#ws = new WebSocket(url, [ACKS_ON_SEND_SUBPROTOCOL, BATCH_SUBPROTOCOL, TOKEN_SUBPROTOCOL + token]);
     this.ready = new Promise((resolve, reject) => {
       this.#ws.addEventListener("open", () => {
         this.#open = true;
@@ -73,12 +81,33 @@ export class RelaySocket {
   }
 
   close(): void {
+    this.#sendHeld();
     this.#ws.close(1000);
   }
 
   ack(ids: string[]): void {
     // Not acknowledged while closing: the relay delivers them again, and they are
     // recognised by their envelope ids.
+    if (!this.open || ids.length === 0) return;
+    if (this.#ws.protocol !== ACKS_ON_SEND_SUBPROTOCOL) {
+      this.#ws.send(JSON.stringify({ type: "ack", ids }));
+      return;
+    }
+    this.#held.push(...ids); // for our next send
+    if (this.#held.length >= ACK_HOLD) this.#sendHeld();
+    else this.#ackTimer ??= setTimeout(() => this.#sendHeld(), ACK_DELAY_MS);
+  }
+
+  #takeHeld(): string[] {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    const held = this.#held;
+    this.#held = [];
+    return held;
+  }
+
+  #sendHeld(): void {
+    const ids = this.#takeHeld();
     if (this.open && ids.length > 0) this.#ws.send(JSON.stringify({ type: "ack", ids }));
   }
 
@@ -95,7 +124,8 @@ export class RelaySocket {
         reject(new SocketLost("no answer to a send"));
       }, SEND_TIMEOUT_MS);
       this.#pending.set(id, { resolve, reject, timer });
-      this.#ws.send(JSON.stringify({ type: "send", id, account_id: accountId, timestamp, messages }));
+      const ack = this.#held.length > 0 ? { ack: this.#takeHeld() } : {};
+      this.#ws.send(JSON.stringify({ type: "send", id, account_id: accountId, timestamp, messages, ...ack }));
     });
   }
 
