@@ -187,9 +187,12 @@ class Chromium:
             self._driver = None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def built() -> None:
-    """web/dist built from the current sources (a check of their digest when it was)."""
+    """web/dist built from the current sources, once per session and worker. Session
+    scope also sets it up before a test's relay (pytest sets up the wider scopes first):
+    a relay mounts the app only when dist/index.html exists as it starts, so on a clean
+    clone a relay started before the build served no page at all."""
     build_bundle()
 
 
