@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from cipherpost.client import Client, ClientError, RelayUnavailable, history
+from cipherpost.client import Client, ClientError, RelayError, RelayUnavailable, history
 from cipherpost.client import events as ev
 from cipherpost.client.devices import request_link
 from cipherpost.client.export import ExportError, export_account, import_account, read_export
 from cipherpost.client.recovery import (
+    RECOVERY_SECRET,
     RecoveryKeyError,
     Secrets,
     WeakPassphrase,
@@ -25,6 +26,7 @@ from cipherpost.client.recovery import (
     restore,
     restore_with_passphrase,
     set_passphrase,
+    update_blob,
 )
 from cipherpost.client.store.crypto import TEST_PARAMS
 
@@ -243,6 +245,62 @@ def test_history_turned_on_by_a_device_without_recovery_secrets_reaches_the_blob
             held, theirs = history.keys(restored.store), history.keys(laptop.store)
             assert held is not None and theirs is not None and held.id_key == theirs.id_key
             assert view(restored, bob.account_id) == [(alice.account_id, "stored by the laptop")]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reseal_never_brings_back_a_recovery_secret_another_device_replaced(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """Alice made a recovery key and a passphrase on her first device; later she replaces
+    both on her laptop (the first ones leaked). When the laptop turns server history on,
+    the first device seals the blobs again: the relay refuses to take its old secrets
+    back (409 ``recovery_changed``) and the device forgets them. The new key and
+    passphrase restore the account; the old ones stay refused."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            laptop = await link(devices, alice, "laptop", tmp_path)
+            old_key = await alice.create_recovery_key()
+            old_phrase = "correct horse battery staple under a violet moon"
+            new_phrase = "seven quiet herons fold the amber ledger at dusk"
+            await set_passphrase(alice, old_phrase, params=TEST_PARAMS)
+            new_key = await laptop.create_recovery_key()
+            await set_passphrase(laptop, new_phrase, params=TEST_PARAMS)
+            await laptop.set_server_history(True)
+            assert ev.ServerHistoryChanged(enabled=True) in await alice.receive()
+            assert alice.store.get_secret(RECOVERY_SECRET) is None
+            assert await update_blob(alice) is False  # nothing left to seal again
+            for n, (key, ok) in enumerate(((old_key, False), (new_key, True))):
+                if not ok:
+                    with pytest.raises(ClientError, match="no account for that recovery key"):
+                        await restore(tmp_path / f"k{n}.db", relay.url, key, passphrase="pw",
+                                      argon2=TEST_PARAMS)
+                    continue
+                restored = await restore(tmp_path / f"k{n}.db", relay.url, key, passphrase="pw",
+                                         argon2=TEST_PARAMS,
+                                         options=dataclasses.replace(devices.options))
+                devices.clients.append(restored)
+                assert restored.account_id == alice.account_id and restored.server_history
+            with pytest.raises(ClientError, match="wrong username or recovery passphrase"):
+                await restore_with_passphrase(tmp_path / "p0.db", relay.url, "alice", old_phrase,
+                                              passphrase="pw", argon2=TEST_PARAMS,
+                                              min_params=TEST_PARAMS)
+            again = await restore_with_passphrase(
+                tmp_path / "p1.db", relay.url, "alice", new_phrase, passphrase="pw",
+                argon2=TEST_PARAMS, min_params=TEST_PARAMS,
+                options=dataclasses.replace(devices.options))
+            devices.clients.append(again)
+            assert again.account_id == alice.account_id
+            # A reseal under a secret the relay does not hold changes nothing.
+            with pytest.raises(RelayError) as refused:
+                await alice.api.request("PUT", "/v1/recovery", json={
+                    "lookup_id": base64.b64encode(bytes(16)).decode(),
+                    "auth": base64.b64encode(bytes(32)).decode(),
+                    "blob": base64.b64encode(b"x" * 64).decode(), "reseal": True})
+            assert (refused.value.status, refused.value.code) == (409, "recovery_changed")
         finally:
             await devices.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from .options import ClientOptions
 from .proto.app_pb2 import RecoveryBlob
 from .store.crypto import MAX_PARAMS as MAX_PARAMS  # re-exported: the relay's bound too
 from .store.crypto import Argon2Params, UnusableParams, check_params
+
+log = logging.getLogger(__name__)
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"O": 0, "I": 1, "L": 1}
@@ -198,7 +201,12 @@ async def create_key(client: Client) -> str:
 
 async def update_blob(client: Client) -> bool:
     """Seal the blobs again (recovery key and passphrase) from what this device holds now
-    (after a new history epoch, for example); False when it holds no recovery secrets."""
+    (after a new history epoch, for example); False when it holds no recovery secrets
+    that the account still uses.
+
+    A reseal never installs a secret: when another device has since made a new key or
+    passphrase (or deleted it), the relay answers 409 ``recovery_changed`` and this
+    device forgets its stale copy instead of bringing the replaced secret back."""
     data = client.store.get_secret(_SECRET)
     me = await client.api.whoami()
     username = me.get("username") or ""
@@ -206,8 +214,22 @@ async def update_blob(client: Client) -> bool:
     if data is None:
         return updated
     secrets = Secrets.from_bytes(data)
-    await client.api.request("PUT", "/v1/recovery", json={
+    return await _reseal(client, _SECRET, "/v1/recovery", {
         **secrets.release(), "blob": b64(secrets.seal(_blob(client, username)))})
+
+
+async def _reseal(client: Client, secret: str, path: str, body: dict[str, object]) -> bool:
+    """PUT a resealed blob; on ``recovery_changed`` drop the stale local secret (False)."""
+    try:
+        await client.api.request("PUT", path, json={**body, "reseal": True})
+    except RelayError as exc:
+        if exc.status != 409 or exc.code != "recovery_changed":
+            raise
+        log.warning("a recovery secret was replaced on another device: this device's "
+                    "copy is forgotten")
+        with client.store.transaction():
+            client.store.delete_secret(secret)
+        return False
     return True
 
 
@@ -377,10 +399,9 @@ async def _update_passphrase_blob(client: Client, username: str) -> bool:
     if data is None:
         return False
     key, verifier, salt, params = data[:32], data[32:64], data[64:80], data[80:].decode()
-    await client.api.request("PUT", "/v1/recovery/passphrase", json={
+    return await _reseal(client, _PASSPHRASE_SECRET, "/v1/recovery/passphrase", {
         "salt": b64(salt), "params": params, "verifier": b64(verifier),
         "blob": b64(_seal_with(key, salt, _blob(client, username)))})
-    return True
 
 
 # The most costly passphrase hashing a relay may ask for is MAX_PARAMS (four times each

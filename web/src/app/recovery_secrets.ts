@@ -24,6 +24,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { argon2id } from "hash-wasm";
 
 import { concat, fromHex, systemRandom, utf8 } from "../protocol/bytes.js";
+import { RelayError } from "./api.js";
 import type { Client } from "./client.js";
 import * as history from "./history.js";
 import type { Contact } from "./model.js";
@@ -96,10 +97,11 @@ function secretsFrom(data: Uint8Array): Secrets {
   return { lookupId: data.slice(0, 16), auth: data.slice(16, 48), sealKey: data.slice(48, 80) };
 }
 
-async function putKeyBlob(client: Client, secrets: Secrets): Promise<void> {
+async function putKeyBlob(client: Client, secrets: Secrets, reseal = false): Promise<void> {
   const sealedBlob = await sealBlob(secrets.sealKey, concat(BLOB_AAD, secrets.lookupId), await recoveryBlob(client));
   await client.api.request("PUT", "/v1/recovery", {
-    lookup_id: toBase64(secrets.lookupId), auth: toBase64(secrets.auth), blob: toBase64(sealedBlob) });
+    lookup_id: toBase64(secrets.lookupId), auth: toBase64(secrets.auth), blob: toBase64(sealedBlob),
+    ...(reseal ? { reseal: true } : {}) });
 }
 
 /**
@@ -152,10 +154,11 @@ function passphraseFrom(data: Uint8Array): PassphraseSecrets {
     params: new TextDecoder().decode(data.slice(80)) };
 }
 
-async function putPassphraseBlob(client: Client, p: PassphraseSecrets): Promise<void> {
+async function putPassphraseBlob(client: Client, p: PassphraseSecrets, reseal = false): Promise<void> {
   const sealedBlob = await sealBlob(p.key, concat(PASSPHRASE_AAD, p.salt), await recoveryBlob(client));
   await client.api.request("PUT", "/v1/recovery/passphrase", {
-    salt: toBase64(p.salt), params: p.params, verifier: toBase64(p.verifier), blob: toBase64(sealedBlob) });
+    salt: toBase64(p.salt), params: p.params, verifier: toBase64(p.verifier), blob: toBase64(sealedBlob),
+    ...(reseal ? { reseal: true } : {}) });
 }
 
 /**
@@ -186,21 +189,36 @@ export async function heldSecrets(client: Client): Promise<{ key: boolean; passp
 
 /**
  * Seal the blobs again under the secrets this browser holds, from what it holds now (the
- * SDK's update_blob); how many were stored. The relay asks no second factor for it.
+ * SDK's update_blob); how many were stored. The relay asks no second factor for it, and
+ * takes no new secret that way: when another device has since replaced (or deleted) a
+ * secret, it answers 409 `recovery_changed` and this browser forgets its stale copy,
+ * which would otherwise bring the replaced secret back.
  */
 export async function resealRecovery(client: Client): Promise<number> {
   let count = 0;
   const keyData = await client.store.get(KEY_SECRETS);
-  if (keyData !== undefined) {
-    await putKeyBlob(client, secretsFrom(keyData));
+  if (keyData !== undefined && await staleUnless(client, KEY_SECRETS, putKeyBlob(client, secretsFrom(keyData), true))) {
     count += 1;
   }
   const passphraseData = await client.store.get(PASSPHRASE_SECRETS);
-  if (passphraseData !== undefined) {
-    await putPassphraseBlob(client, passphraseFrom(passphraseData));
+  if (passphraseData !== undefined
+    && await staleUnless(client, PASSPHRASE_SECRETS, putPassphraseBlob(client, passphraseFrom(passphraseData), true))) {
     count += 1;
   }
   return count;
+}
+
+/** True once `put` is stored; false (and the record `name` deleted) on `recovery_changed`. */
+async function staleUnless(client: Client, name: string, put: Promise<void>): Promise<boolean> {
+  try {
+    await put;
+    return true;
+  } catch (error) {
+    if (!(error instanceof RelayError && error.status === 409 && error.code === "recovery_changed")) throw error;
+    console.warn("cipherpost: a recovery secret was replaced on another device; this browser's copy is forgotten");
+    await client.store.transaction(() => client.store.put(name, null));
+    return false;
+  }
 }
 
 /**

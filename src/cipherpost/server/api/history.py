@@ -128,6 +128,9 @@ class RecoveryIn(Strict):
     lookup_id: str = Field(max_length=32, description="base64, 16 bytes")
     auth: str = Field(max_length=64, description="base64, 32 bytes: the release secret")
     blob: str = Field(max_length=MAX_RECOVERY_BLOB * 4 // 3 + 4, description="base64")
+    reseal: bool = Field(False, description=(
+        "only seal the blob again under the secret the relay holds now: 409 "
+        "`recovery_changed` when it holds another one or none, never a new secret"))
 
 
 class RecoveryOpenIn(Strict):
@@ -181,6 +184,15 @@ async def _open(relay: RelayDep, request: Request, lookup_id: str,
         relay.storage, lookup, auth_hash, relay.now_ms()), "no recovery blob for that key")
 
 
+def _stale(what: str) -> ApiError:
+    """A device sealing the blob again holds secrets the account no longer uses (another
+    device made a new one, or deleted it): installing them would bring back a replaced
+    secret, so nothing changes."""
+    return ApiError(409, "recovery_changed",
+                    f"the account's {what} changed since this device stored it: "
+                    "nothing was replaced")
+
+
 @router.put("/v1/recovery", status_code=204,
             summary="Store (replace) the account's sealed recovery blob")
 async def put_recovery(body: RecoveryIn, request: Request, relay: RelayDep,
@@ -190,6 +202,8 @@ async def put_recovery(body: RecoveryIn, request: Request, relay: RelayDep,
     # Sealing the blob again under the same key (new history keys) changes no secret.
     changed = not await account_data.recovery_unchanged(relay.storage, device.account_id,
                                                         lookup, auth_hash)
+    if changed and body.reseal:
+        raise _stale("recovery key")
     if changed:
         await require_second_factor(relay, request, device.account_id)
     if not await store.put_recovery(relay.storage, device.account_id, lookup, auth_hash,
@@ -247,6 +261,9 @@ class PassphraseRecoveryIn(Strict):
                                                    "encodes them")
     verifier: str = Field(max_length=64, description="base64, 32 bytes")
     blob: str = Field(max_length=MAX_RECOVERY_BLOB * 4 // 3 + 4, description="base64")
+    reseal: bool = Field(False, description=(
+        "only seal the blob again under the secret the relay holds now: 409 "
+        "`recovery_changed` when it holds another one or none, never a new secret"))
 
 
 class PassphraseSaltOut(BaseModel):
@@ -290,6 +307,8 @@ async def put_passphrase(body: PassphraseRecoveryIn, request: Request, relay: Re
     verifier_hash = _verifier_hash(body.verifier)
     changed = not await account_data.passphrase_unchanged(
         relay.storage, device.account_id, salt, body.params, verifier_hash)
+    if changed and body.reseal:
+        raise _stale("recovery passphrase")
     if changed:
         await require_second_factor(relay, request, device.account_id)
     await store.put_passphrase_recovery(relay.storage, device.account_id, salt, body.params,
