@@ -31,8 +31,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cipherpost.client import account_security, recovery
 from cipherpost.client import events as ev
-from cipherpost.client import recovery
 from cipherpost.client.errors import ClientError, IdentityNotTrusted
 from cipherpost.client.proto.app_pb2 import RecoveryBlob
 from cipherpost.client.store.crypto import TEST_PARAMS, Argon2Params
@@ -52,6 +52,7 @@ from .browsing import (
     sign_up,
     wait_for_event,
     wait_for_text,
+    wait_until,
 )
 
 pytestmark = needs_browser
@@ -286,6 +287,29 @@ def test_recovery_secrets_and_identity_reset_from_the_browser(
             assert (held["key"], held["passphrase"]) == ("false", "true")
             assert _query(tmp_path, "SELECT device_id FROM devices WHERE account_id = ? "
                           "ORDER BY device_id", account) == [(1,), (2,), (3,), (4,)]
+
+            # An SDK device of the account resets the key in turn: the browsers take the new
+            # key pair, publish keys under it, and the contact sees the browser's messages
+            # under it.
+            with account_security.second_factor(restored.api, codes[4]):
+                assert await restored.reset_identity() == []
+            newest = _identity(tmp_path, account)
+            for device in (1, 4):
+                wait_until(lambda d=device: _query(
+                    tmp_path, "SELECT count(*) FROM signed_prekeys WHERE account_id = ? "
+                    "AND device_id = ?", account, d) == [(1,)], f"device {device}'s keys")
+            await step("open_conversation", account=sam.account_id)
+            await step("send", text="after the second reset")
+            seen.clear()
+
+            def received(event: object) -> bool:
+                seen.append(event)
+                return isinstance(event, ev.Message) and event.text == "after the second reset"
+
+            await wait_for_event(sam, received)
+            assert any(isinstance(e, ev.IdentityChanged) and e.account == account for e in seen)
+            record = next(r for r in sam.store.identity_records() if r.account == account)
+            assert record.identity_key.serialize() == newest
         finally:
             await devices.close()
 

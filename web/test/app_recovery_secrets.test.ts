@@ -14,6 +14,7 @@ import { concat, systemRandom, toHex } from "../src/protocol/bytes.js";
 import { IdentityKeyPair } from "../src/protocol/keys.js";
 import { RelayError } from "../src/app/api.js";
 import type { Client } from "../src/app/client.js";
+import { adoptIdentityReset } from "../src/app/identity_adopt.js";
 import { IdentityResetError, resetIdentity } from "../src/app/identity_reset.js";
 import { newDeviceBody, DEFAULT_POLICY } from "../src/app/keys.js";
 import { RecoveryBlobSchema, type RecoveryBlob } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
@@ -228,5 +229,31 @@ describe("identity reset", () => {
     assert.deepEqual((await resetIdentity(client)).unreachable, [2]);
     assert.deepEqual((calls[0]!.body!.registration_ids as { device_id: number }[]).map((r) => r.device_id), [1, 2]);
     assert.equal(sent.length, 0);
+  });
+});
+
+describe("another device's identity reset", () => {
+  test("taken: the new key pair and registration id, sessions and group chains forgotten", async () => {
+    const { store } = await setUp();
+    const fresh = IdentityKeyPair.generate(systemRandom);
+    const adopted = await store.transaction(() => adoptIdentityReset(store,
+      { identityKeyPair: fresh.serialize(), registrationId: 77 } as never));
+    assert.equal(adopted, true);
+    assert.deepEqual(store.getIdentityKeyPair().serialize(), fresh.serialize());
+    assert.equal(store.getLocalRegistrationId(), 77);
+    assert.deepEqual(await store.scan("session:"), []);
+    assert.deepEqual(await store.scan("gdist:"), []);
+  });
+
+  test("a malformed one changes nothing", async () => {
+    const { store, identity } = await setUp();
+    for (const reset of [{ identityKeyPair: Uint8Array.of(1, 2, 3), registrationId: 77 },
+      { identityKeyPair: IdentityKeyPair.generate(systemRandom).serialize(), registrationId: 0 },
+      { identityKeyPair: IdentityKeyPair.generate(systemRandom).serialize(), registrationId: 16381 }]) {
+      assert.equal(await store.transaction(() => adoptIdentityReset(store, reset as never)), false);
+    }
+    assert.deepEqual(store.getIdentityKeyPair().serialize(), identity.serialize());
+    assert.equal(store.getLocalRegistrationId(), 1234);
+    assert.equal((await store.scan("session:")).length, 1);
   });
 });

@@ -27,10 +27,10 @@ import { encrypt, hasSession } from "../protocol/session.js";
 import { RelayError, RelayUnavailable, type Outgoing } from "./api.js";
 import type { Client } from "./client.js";
 import { encodeContent } from "./content.js";
+import { forgetSessions } from "./identity_adopt.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId } from "./keys.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { resealRecovery } from "./recovery_secrets.js";
-import type { DeviceStore } from "./store/device.js";
 import { toBase64, type Json } from "./wire.js";
 
 /** The relay refused the reset, or whether it took it is unknown. */
@@ -141,15 +141,4 @@ async function sendResets(client: Client, timestamp: number, messages: Outgoing[
 
 function numbers(value: unknown): number[] {
   return Array.isArray(value) ? value.filter((d): d is number => Number.isInteger(d)) : [];
-}
-
-/**
- * Every session goes (new ones carry the new identity key, to contacts and our own
- * devices alike), every group's sender-key chain is retired, and our own device list is
- * read again at the next sync send (the SDK's forget_sessions).
- */
-export async function forgetSessions(store: DeviceStore): Promise<void> {
-  for (const [key] of await store.scan("session:")) await store.put(key, null);
-  for (const [key] of await store.scan("gdist:")) await store.put(key, null);
-  await store.put("own_devices_checked", null);
 }

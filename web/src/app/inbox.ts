@@ -37,6 +37,7 @@ import { receiptAllowed, typingShown } from "./settings.js";
 import type { DeviceStore } from "./store/device.js";
 import { NOTICE_TYPE, parseNotice } from "./notices.js";
 import * as history from "./history.js";
+import { adoptIdentityReset } from "./identity_adopt.js";
 import * as sealed from "./sealed.js";
 
 /** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
@@ -265,6 +266,16 @@ export class Inbox {
             if (!(error instanceof history.HistoryError)) throw error;
             events.push({ kind: "unsupported", sender, reason: `history keys: ${error.message}` });
           }
+          return;
+        }
+        if (sync.case === "identityReset") {
+          // Another of our devices replaced the account's identity key (./identity_adopt.ts).
+          if (!(await adoptIdentityReset(this.store, sync.value))) {
+            events.push({ kind: "unsupported", sender, reason: "a malformed identity reset" });
+            return;
+          }
+          await this.#followUp({ kind: "republish" });
+          events.push({ kind: "identity_changed", account: this.accountId });
           return;
         }
         if (sync.case === "read") {
