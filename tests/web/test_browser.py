@@ -184,6 +184,26 @@ def test_two_browser_users_unread_counts_read_receipts_and_sending_after_offline
         assert real_problems(browser.do("problems", user=name)["problems"]) == []
 
 
+def test_a_second_tab_waits_until_the_user_moves_cipherpost_there(
+        relay: ThreadedRelay, browser: Browser) -> None:
+    """Two tabs on one store would each run the sessions from their own copy and roll
+    each other's ratchets back: a second tab shows that Cipherpost is open elsewhere, and
+    "Use it here" moves it (the first tab reloads and then shows the same notice)."""
+    first, second = "uma", "uma-second-tab"
+    browser.do("open", user=first, url=relay.url + "/")
+    browser.do("signup", user=first, username=first, password=PASSWORD)
+    browser.do("tab", user=second, of=first)
+    browser.do("open", user=second, url=relay.url + "/")
+    browser.do("wait_selector", user=second, selector="[data-testid=other-tab]")
+    assert browser.do("count", user=first, selector="[data-testid=inbox]")["count"] == 1
+    browser.do("click", user=second, testid="use-here")
+    browser.do("unlock", user=second, password=PASSWORD)
+    browser.do("wait_selector", user=first, selector="[data-testid=other-tab]")
+    assert browser.do("count", user=first, selector="[data-testid=inbox]")["count"] == 0
+    browser.do("wait_selector", user=second, selector="[data-testid=connection][data-online=true]")
+    assert real_problems(browser.do("problems", user=first)["problems"]) == []
+
+
 def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Read receipts both ways with a Python user; when the Python user resets its

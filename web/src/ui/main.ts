@@ -21,6 +21,7 @@ import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
 import { watchRefusals } from "../app/refusals.js";
 import { qrSvg } from "./qr.js";
 import { recoverScreen } from "./recover.js";
+import { holdTab, takeTab } from "./one_tab.js";
 import { passkeyUnlockButton } from "./passkey.js";
 import { importScreen, keyFileSection } from "./key_file.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
@@ -740,7 +741,13 @@ async function aboutPage(): Promise<HTMLElement> {
 
 // -- start ----------------------------------------------------------------------------
 
-async function boot(): Promise<void> {
+async function boot(held = false): Promise<void> {
+  if (!held && !(await holdTab(DB_NAME))) {
+    replace(root, h("div", { class: "card", "data-testid": "other-tab" }, h("h1", {}, "Cipherpost is open in another tab"),
+      h("p", {}, "It runs in one tab at a time, so that two tabs never overwrite each other's keys."),
+      h("button", { "data-testid": "use-here", onclick: () => void takeTab(DB_NAME).then(() => boot(true)) }, "Use it here")));
+    return;
+  }
   try {
     const kv = await IdbKv.open(DB_NAME);
     const exists = await DeviceStore.exists(kv);

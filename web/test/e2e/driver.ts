@@ -15,6 +15,7 @@
  * messages, dump_store (every IndexedDB record), problems, screenshot {path}, reset (closes every user), close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload),
  * webauthn {action, ...} (Chromium's virtual authenticators: ./webauthn.ts).
+ * tab {of} (another tab of user `of`'s browser, under this command's `user` name).
  */
 
 import { createHash } from "node:crypto";
@@ -106,8 +107,17 @@ async function run(c: Command): Promise<Record<string, unknown>> {
   }
   if (c.cmd === "reset") {
     // close every user's context (pages, IndexedDB, problems): the next test starts afresh
-    for (const { context } of users.values()) await context.close();
+    for (const context of new Set([...users.values()].map((u) => u.context))) await context.close();
     users.clear();
+    return {};
+  }
+  if (c.cmd === "tab") {
+    // another tab (page) of user `of`'s browser, under the name `user`: same IndexedDB
+    const base = await user(String(c.of));
+    const page = await base.context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    page.on("pageerror", (error) => base.problems.push(`page error: ${error.message}`));
+    users.set(String(c.user), { context: base.context, page, problems: base.problems });
     return {};
   }
   const { context, page, problems } = await user(typeof c.user === "string" ? c.user : "a");
@@ -115,7 +125,7 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     case "open": {
       const response = await page.goto(String(c.url));
       const headers = response?.headers() ?? {};
-      await page.locator("[data-testid=signup], [data-testid=unlock]").first().waitFor();
+      await page.locator("[data-testid=signup], [data-testid=unlock], [data-testid=other-tab]").first().waitFor();
       return { csp: headers["content-security-policy"] ?? null, status: response?.status() };
     }
     case "signup": {
