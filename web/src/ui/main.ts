@@ -272,6 +272,12 @@ function unlock(): void {
 // -- the main screen ------------------------------------------------------------------
 
 async function enter(client: Client): Promise<void> {
+  if (view !== undefined) {
+    // Unlocked twice (the password while a passkey prompt was still open): the first runs.
+    client.stop();
+    client.store.kv.close();
+    return;
+  }
   view = { client, selected: undefined, page: "chat", screen: "chats", online: false, sendError: "" };
   client.api.secondFactor = askSecondFactor; // a protected action asks for the code, then goes on
   watchRefusals(client, () => (view?.screen === "security" ? render() : undefined)); // kept for the security page
