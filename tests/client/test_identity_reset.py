@@ -4,6 +4,7 @@ contacts see the safety number change and must accept it before sending again.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from cipherpost.client import ClientError, IdentityNotTrusted
 from cipherpost.client import events as ev
 from cipherpost.client.api import RelayError, RelayUnavailable, b64
+from cipherpost.client.recovery import restore
+from cipherpost.client.store.crypto import TEST_PARAMS
 
 from .conftest import Devices, ThreadedRelay
 
@@ -66,6 +69,34 @@ def test_identity_reset(tmp_path: Path, relay: ThreadedRelay) -> None:
             assert texts(got) == ["new key here"]
             assert carol.safety_number(alice.account_id).displayable == \
                 alice.safety_number(carol.account_id).displayable
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_restore_after_a_reset_gets_the_new_identity(tmp_path: Path,
+                                                       relay: ThreadedRelay) -> None:
+    """The recovery blob carries the identity key pair: a reset seals it again, on the
+    device that reset or, when that one holds no recovery secrets (a linked laptop), on
+    the device that does once it takes the new key. A restore then joins with the
+    current identity, never an old one."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            alice = await devices.register("alice")
+            laptop = await devices.link(alice, "laptop")
+            key = await alice.create_recovery_key()
+            for n, resetter in enumerate((alice, laptop)):
+                await resetter.reset_identity()
+                current = resetter.store.get_identity_key_pair().public
+                await alice.receive()  # the laptop's reset: alice takes it and reseals
+                await laptop.receive()
+                restored = await restore(tmp_path / f"restored{n}.db", relay.url, key,
+                                         passphrase="pw", argon2=TEST_PARAMS,
+                                         options=dataclasses.replace(devices.options))
+                devices.clients.append(restored)
+                assert restored.store.get_identity_key_pair().public == current
         finally:
             await devices.close()
 

@@ -422,10 +422,13 @@ class Client:
             log.warning("the recovery blob could not be updated: %s", type(exc).__name__)
 
     async def _reseal_after(self, events: list[ev.Event]) -> None:
-        """Another device turned server history on or off: seal the recovery blobs this
-        device keeps the secrets of again, so that a restore takes the change (the device
-        that made it may hold no recovery secrets: a linked device, or the browser)."""
-        if any(isinstance(e, ev.ServerHistoryChanged) for e in events):
+        """Another device turned server history on or off, or reset the identity: seal the
+        recovery blobs this device keeps the secrets of again, so that a restore takes the
+        change (the device that made it may hold no recovery secrets: a linked device, or
+        the browser)."""
+        if any(isinstance(e, ev.ServerHistoryChanged)
+               or (isinstance(e, ev.IdentityChanged) and e.account == self.account_id)
+               for e in events):  # the blobs carry history's state and the identity key pair
             await self._update_recovery()
 
     async def _sync_history_keys(self, keys: HistoryKeys) -> None:
@@ -489,7 +492,9 @@ class Client:
         Returns the devices of ours that could not be given the new key (remove and link
         them again). Raises ClientError when the relay refused or its answer was lost
         (see :mod:`cipherpost.client.identity_reset`)."""
-        return await identity_reset.reset_identity(self)
+        unreachable = await identity_reset.reset_identity(self)
+        await self._update_recovery()  # the recovery blobs carry the identity key pair
+        return unreachable
 
     def trust_identity(self, account: str, *, verified: bool = False) -> None:
         """Accept the contact's current identity key (and mark it verified after the user
