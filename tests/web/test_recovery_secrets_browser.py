@@ -310,6 +310,15 @@ def test_recovery_secrets_and_identity_reset_from_the_browser(
             assert any(isinstance(e, ev.IdentityChanged) and e.account == account for e in seen)
             record = next(r for r in sam.store.identity_records() if r.account == account)
             assert record.identity_key.serialize() == newest
+
+            # The browser holds the recovery key, so it seals the blob again under the new
+            # key pair (the reset's device holds only a replaced key, which the relay
+            # refuses to put back): a restore gets the newest identity.
+            def sealed_identity() -> bytes | None:
+                found = _key_blob(tmp_path, account, new)
+                return None if found is None else \
+                    IdentityKeyPair.deserialize(found.identity_key_pair).public.serialize()
+            wait_until(lambda: sealed_identity() == newest, "the blob under the newest key pair")
         finally:
             await devices.close()
 

@@ -23,6 +23,7 @@ import {
 } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, KeyUpkeep, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
+import { resealRecovery } from "./recovery_secrets.js";
 import {
   advance, conversationTimer, messageKey, queueKey, startExpiry, type AttachmentInfo, type ClientEvent,
   type ConversationTimer, type Contact, type FollowUp, type QueuedSend, type Status,
@@ -433,6 +434,9 @@ export class Client {
       }
       case "republish":
         await this.keyUpkeep.republish();
+        return;
+      case "reseal":
+        await resealRecovery(this); // when this browser holds recovery secrets (./recovery_secrets.ts)
         return;
       case "sync_read": {
         const content = create(ContentSchema, { body: { case: "sync", value: { body: { case: "read", value: {

@@ -262,6 +262,7 @@ export class Inbox {
           // Another of our devices started a history epoch or turned server history on or off.
           try {
             await history.adopt(this.store, sync.value.historyOff ? undefined : sync.value, !sync.value.historyOff);
+            await this.#followUp({ kind: "reseal" }); // the recovery blobs carry history's keys and state
           } catch (error) {
             if (!(error instanceof history.HistoryError)) throw error;
             events.push({ kind: "unsupported", sender, reason: `history keys: ${error.message}` });
@@ -275,6 +276,7 @@ export class Inbox {
             return;
           }
           await this.#followUp({ kind: "republish" });
+          await this.#followUp({ kind: "reseal" }); // the recovery blobs carry the identity key pair
           events.push({ kind: "identity_changed", account: this.accountId });
           return;
         }

@@ -94,7 +94,9 @@ export type FollowUp =
   | { kind: "decryption_error"; account: string; device: number; timestamp: number }
   | { kind: "resend"; account: string; device: number; timestamp: number }
   /** A PreKey message named a one-time key we do not hold: the directory needs repair. */
-  | { kind: "republish" };
+  | { kind: "republish" }
+  /** Another device changed what the recovery blobs carry (identity, history): seal ours again. */
+  | { kind: "reseal" };
 
 /** A message waiting to be sent (typed offline, or the send was interrupted). */
 export interface QueuedSend {
