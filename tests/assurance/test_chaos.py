@@ -1,7 +1,7 @@
 """Fault injection, the quick versions (`make chaos` runs the long one): random SIGKILLs
-under load (SQLite and PostgreSQL), a full disk, and a database that refuses writes. In every case nothing the
-relay accepted is lost, nothing acknowledged is delivered again, and the relay answers
-errors instead of dying."""
+under load (SQLite and PostgreSQL), a full disk, and a database that refuses writes. In
+every case nothing the relay accepted is lost, nothing acknowledged is delivered again,
+and the relay answers errors instead of dying."""
 
 from __future__ import annotations
 
