@@ -224,6 +224,41 @@ describe("identity reset", () => {
     assert.equal(sent.length, 0);
   });
 
+  test("with a second factor the code is asked for before anything changes; a wrong one asks again, a cancel changes nothing", async () => {
+    const { client, store, identity } = await setUp();
+    const codes: (string | undefined)[] = [];
+    const api = client.api as unknown as Record<string, unknown>;
+    api.request = async (method: string, path: string, _body?: unknown, _auth?: boolean,
+      headers: Record<string, string> = {}) => {
+      if (path === "/v1/accounts/me/2fa") return { enabled: true, pending: false, recovery_codes_left: 10 };
+      if (path === "/v1/accounts/me") return { identity_key: toBase64(identity.publicKey.serialize()) };
+      if (method === "PUT") {
+        codes.push(headers["X-Second-Factor"]);
+        if (headers["X-Second-Factor"] !== "123456") throw new RelayError(403, "second_factor_invalid", "wrong", {});
+      }
+      return undefined;
+    };
+    const refusals: (string | undefined)[] = [];
+    const typed = ["111111", "123456"];
+    api.secondFactor = async ({ refused }: { refused: string | undefined }) => {
+      refusals.push(refused);
+      assert.deepEqual(store.getIdentityKeyPair().serialize(), identity.serialize(), "asked before any change");
+      return typed.shift();
+    };
+    await resetIdentity(client);
+    assert.deepEqual(codes, ["111111", "123456"]);
+    assert.equal(refusals[0], undefined);
+    assert.match(refusals[1]!, /wrong/);
+    assert.notDeepEqual(store.getIdentityKeyPair().serialize(), identity.serialize());
+
+    const before = store.getIdentityKeyPair().serialize();
+    codes.length = 0;
+    api.secondFactor = async () => undefined;
+    await assert.rejects(resetIdentity(client), IdentityResetError);
+    assert.deepEqual(store.getIdentityKeyPair().serialize(), before);
+    assert.deepEqual(codes, [], "nothing sent when the prompt is cancelled");
+  });
+
   test("our devices without a session are reported, and get no new key", async () => {
     const { client, calls, sent } = await setUp(() => undefined, [1, 2]);
     assert.deepEqual((await resetIdentity(client)).unreachable, [2]);

@@ -8,8 +8,9 @@
  * 2. the new key pair and each device's new registration id encrypted for it over those
  *    sessions (SyncMessage.identity_reset; nothing sent yet);
  * 3. the new identity and this browser's new prekeys stored, then published
- *    (PUT /v1/accounts/me/identity, a second-factor action). A refusal puts the old
- *    identity back; a lost answer asks the relay which key it holds first;
+ *    (PUT /v1/accounts/me/identity, a second-factor action: its code is asked for before
+ *    step 1). A refusal puts the old identity back (a refused code asks again); a lost
+ *    answer asks the relay which key it holds first;
  * 4. the resets sent in one request; every session forgotten and every group chain
  *    retired, so that contacts get our new key with our next message and see the safety
  *    number change (sending to us waits for them to accept it).
@@ -31,6 +32,8 @@ import { forgetSessions } from "./identity_adopt.js";
 import { DEFAULT_POLICY, newDeviceBody, newRegistrationId } from "./keys.js";
 import { ContentSchema } from "./proto/cipherpost/app/v1/app_pb.js";
 import { resealRecovery } from "./recovery_secrets.js";
+import { twoFactorStatus } from "./account.js";
+import { codeRefused, describeAction, normalizeCode, REFUSED_CODE, SECOND_FACTOR_HEADER } from "./second_factor.js";
 import { toBase64, type Json } from "./wire.js";
 
 /** The relay refused the reset, or whether it took it is unknown. */
@@ -51,6 +54,41 @@ export interface ResetResult {
  * not be asked whether it took the key; nothing changed in the first case.
  */
 export async function resetIdentity(client: Client, now: () => number = Date.now): Promise<ResetResult> {
+  // With a second factor, its code is asked for before anything changes here: asked at
+  // the PUT instead, the inbox would run under a key the relay does not hold yet while
+  // the user types, and a cancel would put the old key back after contacts saw the new one.
+  let refused: string | undefined;
+  for (;;) {
+    const headers = await codeFirst(client, refused);
+    try {
+      return await resetWith(client, now, headers);
+    } catch (error) {
+      const asked = Object.keys(headers).length > 0; // without a prompt nobody can type another
+      if (!(asked && error instanceof IdentityResetError && codeRefused(error.cause))) throw error;
+      refused = REFUSED_CODE; // nothing changed: ask again
+    }
+  }
+}
+
+/**
+ * The second-factor header for the reset (none when the account has no second factor or
+ * the page asks for none). @throws IdentityResetError when the user cancels.
+ */
+async function codeFirst(client: Client, refused: string | undefined): Promise<Record<string, string>> {
+  const prompt = client.api.secondFactor;
+  if (prompt === undefined || !(await twoFactorStatus(client.api)).enabled) return {};
+  for (;;) {
+    const typed = await prompt({ action: describeAction("PUT", "/v1/accounts/me/identity"), refused });
+    if (typed === undefined) throw new IdentityResetError("the identity reset needs a second-factor code; nothing changed");
+    try {
+      return { [SECOND_FACTOR_HEADER]: normalizeCode(typed) };
+    } catch (bad) {
+      refused = `${(bad as RangeError).message.charAt(0).toUpperCase()}${(bad as RangeError).message.slice(1)}.`;
+    }
+  }
+}
+
+async function resetWith(client: Client, now: () => number, headers: Record<string, string>): Promise<ResetResult> {
   const { store, outbox, accountId: own } = client;
   const devices = [...new Set(await client.api.devices())].sort((a, b) => a - b);
   const others = devices.filter((d) => d !== client.deviceId);
@@ -83,13 +121,13 @@ export async function resetIdentity(client: Client, now: () => number = Date.now
   delete body.registration_id;
   body.registration_ids = [...registrationIds].map(([d, r]) => ({ device_id: d, registration_id: r }));
   try {
-    await client.api.request("PUT", "/v1/accounts/me/identity", body as Json);
+    await client.api.request("PUT", "/v1/accounts/me/identity", body as Json, true, headers);
   } catch (error) {
     if (!(error instanceof RelayError || error instanceof RelayUnavailable)) throw error;
     if (!(await relayHolds(client, identity))) {
       await store.transaction(() => store.setIdentity(old.pair, old.registrationId));
       throw new IdentityResetError(error instanceof RelayError ? `the relay refused the identity reset: ${error.message}`
-        : "the relay could not be reached; nothing was changed");
+        : "the relay could not be reached; nothing was changed", { cause: error });
     }
   }
   try {
