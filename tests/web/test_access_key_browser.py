@@ -84,7 +84,9 @@ def test_the_browser_registers_its_access_key_again_when_the_relay_lost_it(
             await wait_for_text(uma, "my key again")
             assert sealed.contact_profile_key(uma.store, tess) is not None
 
-            # sealed sends reach the browser again (kept queued while it is offline to look)
+            # sealed sends reach the browser again (kept queued while it is offline to look);
+            # first what it received is acknowledged (an ack waits up to a second for a send)
+            _wait(lambda: _queued(tmp_path, tess) == [], "the browser's acks")
             await step("offline", offline=True)
             await uma.send_text(tess, "sealed again")
             rows = _queued(tmp_path, tess)

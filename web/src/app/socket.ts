@@ -81,7 +81,11 @@ export class RelaySocket {
   }
 
   close(): void {
-    this.#sendHeld();
+    // Held acks are dropped, not sent: the relay delivers those envelopes again and they
+    // are recognised by id. A frame written while the network is gone (the browser's
+    // offline event closes the socket) kept Chromium from finishing the close, so the
+    // page went on showing itself online.
+    this.#takeHeld();
     this.#ws.close(1000);
   }
 
