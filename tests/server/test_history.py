@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
+from cipherpost.server.storage import account_data
 from cipherpost.server.storage import history as store
 
 from .conftest import register
@@ -248,3 +249,44 @@ def test_passphrase_recovery_by_username(settings: Settings) -> None:
         assert joined.status_code == 403
         assert client.delete("/v1/recovery/passphrase", headers=alice.headers).status_code == 204
         assert client.get("/v1/recovery/passphrase/alice_pp").status_code == 404
+
+
+def test_a_secret_changed_after_the_check_is_not_put_back(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route checks whether an upload keeps the stored secret (then it needs no second
+    factor) before it writes. Another device may change the secret in between; the write
+    itself checks again, in its transaction, and refuses instead of putting the old
+    secret back. The race is made here by a check that still sees the old secret."""
+    alice = register(client, "alice_race")
+    old_lookup, old_auth = os.urandom(16), os.urandom(32)
+    new_lookup, new_auth = os.urandom(16), os.urandom(32)
+    assert client.put("/v1/recovery", json=_recovery(new_lookup, new_auth, b"new"),
+                      headers=alice.headers).status_code == 204
+    old_salt, new_salt, verifier = os.urandom(16), os.urandom(16), os.urandom(32)
+    assert client.put("/v1/recovery/passphrase", json=_passphrase(new_salt, verifier, b"new"),
+                      headers=alice.headers).status_code == 204
+
+    async def stale_check(*_args: object) -> bool:
+        return True  # what the check saw before the other device's change
+
+    monkeypatch.setattr(account_data, "recovery_unchanged", stale_check)
+    monkeypatch.setattr(account_data, "passphrase_unchanged", stale_check)
+    for reseal in (False, True):
+        key = client.put("/v1/recovery", headers=alice.headers, json={
+            **_recovery(old_lookup, old_auth, b"old"), "reseal": reseal})
+        assert key.status_code == 409 and key.json()["error"]["code"] == "recovery_changed"
+        passphrase = client.put("/v1/recovery/passphrase", headers=alice.headers, json={
+            **_passphrase(old_salt, verifier, b"old"), "reseal": reseal})
+        assert passphrase.status_code == 409
+        assert passphrase.json()["error"]["code"] == "recovery_changed"
+    monkeypatch.undo()
+    # The new secrets are still the ones stored, and still open their blobs.
+    opened = client.post("/v1/recovery/open", json=_recovery(new_lookup, new_auth))
+    assert opened.status_code == 200 and base64.b64decode(opened.json()["blob"]) == b"new"
+    assert client.post("/v1/recovery/open",
+                       json=_recovery(old_lookup, old_auth)).status_code == 403
+    assert client.get("/v1/recovery/passphrase/alice_race").json()["salt"] == b64(new_salt)
+    # Sealing again under the stored secret still works without a second factor.
+    assert client.put("/v1/recovery", json={**_recovery(new_lookup, new_auth, b"new 2"),
+                                            "reseal": True},
+                      headers=alice.headers).status_code == 204

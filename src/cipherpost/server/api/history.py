@@ -206,8 +206,13 @@ async def put_recovery(body: RecoveryIn, request: Request, relay: RelayDep,
         raise _stale("recovery key")
     if changed:
         await require_second_factor(relay, request, device.account_id)
-    if not await store.put_recovery(relay.storage, device.account_id, lookup, auth_hash,
-                                    blob, relay.now_ms()):
+    try:
+        stored = await store.put_recovery(relay.storage, device.account_id, lookup,
+                                          auth_hash, blob, relay.now_ms(),
+                                          same_secret=not changed)
+    except store.SecretChanged:
+        raise _stale("recovery key") from None
+    if not stored:
         raise ApiError(409, "lookup_id_taken", "make a new recovery key")
     if changed:
         await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
@@ -311,8 +316,12 @@ async def put_passphrase(body: PassphraseRecoveryIn, request: Request, relay: Re
         raise _stale("recovery passphrase")
     if changed:
         await require_second_factor(relay, request, device.account_id)
-    await store.put_passphrase_recovery(relay.storage, device.account_id, salt, body.params,
-                                        verifier_hash, blob, relay.now_ms())
+    try:
+        await store.put_passphrase_recovery(relay.storage, device.account_id, salt,
+                                            body.params, verifier_hash, blob,
+                                            relay.now_ms(), same_secret=not changed)
+    except store.SecretChanged:
+        raise _stale("recovery passphrase") from None
     if changed:
         await notices.notify(relay, device.account_id, notices.RECOVERY_CHANGED,
                              exclude_device=device.device_id, what="recovery_passphrase")

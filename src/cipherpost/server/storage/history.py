@@ -166,12 +166,30 @@ class RecoveryWait(Exception):
         self.retry_after_ms = retry_after_ms
 
 
+class SecretChanged(Exception):
+    """A put that was to seal the blob again under the account's current secret found
+    another secret (or none) there: another device changed it since the caller looked."""
+
+
 @writes
 def put_recovery(storage: Storage, account_id: str, lookup_id: bytes, auth_hash: bytes,
-                 blob: bytes, now: int) -> bool:
+                 blob: bytes, now: int, *, same_secret: bool = False) -> bool:
     """Store (or replace) the account's recovery blob; False when another account uses
-    ``lookup_id`` (which a client only gets by a collision of random 128-bit ids)."""
+    ``lookup_id`` (which a client only gets by a collision of random 128-bit ids).
+
+    Raises:
+        SecretChanged: ``same_secret`` was asked (the caller checked that the stored blob
+            is under this lookup id and secret, and so skipped the second factor) and it
+            no longer is. The check and the write are one transaction, so a secret
+            changed in between is never put back.
+    """
     with storage._tx(storage.db.writer) as conn:
+        if same_secret:
+            row = conn.execute(select(recovery.c.lookup_id, recovery.c.auth_hash).where(
+                recovery.c.account_id == account_id).with_for_update()).first()
+            if row is None or bytes(row.lookup_id) != lookup_id \
+                    or not hmac.compare_digest(bytes(row.auth_hash), auth_hash):
+                raise SecretChanged
         other = conn.execute(select(recovery.c.account_id).where(
             recovery.c.lookup_id == lookup_id)).scalar_one_or_none()
         if other is not None and other != account_id:
@@ -233,9 +251,23 @@ def open_recovery(storage: Storage, lookup_id: bytes, auth_hash: bytes,
 
 @writes
 def put_passphrase_recovery(storage: Storage, account_id: str, salt: bytes, params: str,
-                            verifier_hash: bytes, blob: bytes, now: int) -> None:
-    """Store (or replace) the account's passphrase-sealed recovery blob."""
+                            verifier_hash: bytes, blob: bytes, now: int, *,
+                            same_secret: bool = False) -> None:
+    """Store (or replace) the account's passphrase-sealed recovery blob.
+
+    Raises:
+        SecretChanged: ``same_secret`` was asked and the stored blob is no longer under
+            this salt, parameters and verifier (as :func:`put_recovery`).
+    """
     with storage._tx(storage.db.writer) as conn:
+        if same_secret:
+            row = conn.execute(select(
+                recovery_passphrase.c.salt, recovery_passphrase.c.params,
+                recovery_passphrase.c.verifier_hash).where(
+                recovery_passphrase.c.account_id == account_id).with_for_update()).first()
+            if row is None or bytes(row.salt) != salt or row.params != params \
+                    or not hmac.compare_digest(bytes(row.verifier_hash), verifier_hash):
+                raise SecretChanged
         conn.execute(delete(recovery_passphrase).where(
             recovery_passphrase.c.account_id == account_id))
         conn.execute(insert(recovery_passphrase).values(
