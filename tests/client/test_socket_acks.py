@@ -5,6 +5,7 @@ or at ACK_HOLD ids, and in ``ack`` frames at once when the relay is older."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -135,3 +136,31 @@ def test_a_messages_frame_without_a_list_ends_the_connection() -> None:
         assert isinstance(sock.error, MalformedEnvelope)
         await sock.close()
     asyncio.run(scenario())
+
+
+def test_a_failed_write_of_held_acks_is_not_an_unretrieved_task_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delayed ack write runs in a task nobody awaits: a transport error there (not
+    only a closed connection) must end quietly, the acks then come again as redeliveries."""
+    monkeypatch.setattr(socket_module, "ACK_DELAY", 0.01)
+    unretrieved: list[dict[str, Any]] = []
+
+    class BrokenPipe(FakeRelay):
+        async def send(self, text: str) -> None:
+            raise OSError("broken pipe")
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: unretrieved.append(context))
+        relay = BrokenPipe("cipherpost.batch.2")
+        sock = RelaySocket(relay)
+        await sock.ack(["a"])
+        timer = sock._ack_timer
+        assert timer is not None
+        await asyncio.wait_for(asyncio.shield(timer), 1)
+        assert timer.exception() is None
+        relay.end()
+        await sock.close()
+    asyncio.run(scenario())
+    gc.collect()
+    assert unretrieved == []
