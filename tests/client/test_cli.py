@@ -371,8 +371,12 @@ def test_export_and_import_from_the_cli(tmp_path: Path, relay: ThreadedRelay) ->
     assert invoke(home, *REGISTER, relay.url, "--username", "ned")[0] == 0
     assert invoke(friend, *REGISTER, relay.url, "--username", "ola")[0] == 0
     assert invoke(home, "send", "ola", "take this along")[0] == 0
-    secret = {**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "export file passphrase"}
     target = tmp_path / "ned.cpexport"
+    weak = {**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "Password123!Password123!"}
+    code, _, stderr = invoke(home, "export", str(target), env=weak)
+    assert code == 1 and "export passphrase is too easy to guess" in stderr
+    assert not target.exists()
+    secret = {**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "export file passphrase"}
     code, stdout, _ = invoke(home, "--json", "export", str(target), env=secret)
     assert code == 0 and json.loads(stdout)["records"] >= 3
     code, _, stderr = invoke(moved, "import", str(target), "--server", relay.url,

@@ -46,8 +46,8 @@ from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.export import export_account, import_account
 from cipherpost.client.linking import LinkError
 from cipherpost.client.notices import describe as describe_notice
+from cipherpost.client.recovery import check_passphrase, restore_with_passphrase, set_passphrase
 from cipherpost.client.recovery import restore as restore_account
-from cipherpost.client.recovery import restore_with_passphrase, set_passphrase
 from cipherpost.client.store.crypto import CorruptValue
 
 EXIT_ERROR, EXIT_LOCKED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNTRUSTED = 1, 3, 4, 5, 6
@@ -378,9 +378,13 @@ async def recovery_passphrase(ctx: Context, client: Client) -> None:
 
 
 def _export_passphrase(new: bool) -> str:
-    value = os.environ.get("CIPHERPOST_EXPORT_PASSPHRASE") or click.prompt(
-        "Passphrase for the export file", hide_input=True, confirmation_prompt=new)
-    return str(value)
+    """The export file's passphrase; a new one must be strong (the file holds the
+    identity key, and whoever gets it can guess offline for as long as they like)."""
+    value = str(os.environ.get("CIPHERPOST_EXPORT_PASSPHRASE") or click.prompt(
+        "Passphrase for the export file", hide_input=True, confirmation_prompt=new))
+    if new:
+        check_passphrase(value, user_inputs=["export"], what="export passphrase")
+    return value
 
 
 @cli.command("export")

@@ -341,13 +341,17 @@ class WeakPassphrase(ClientError):
     """A recovery passphrase too easy to guess offline (with zxcvbn's advice)."""
 
 
-def check_passphrase(passphrase: str, *, user_inputs: Iterable[str] = ()) -> None:
-    """Raises: WeakPassphrase."""
-    result = zxcvbn(passphrase[:100], user_inputs=list(user_inputs))
+def check_passphrase(passphrase: str, *, user_inputs: Iterable[str] = (),
+                     what: str = "recovery passphrase") -> None:
+    """Refuse a passphrase that guards something open to offline guessing (a recovery
+    blob the relay holds, an export file) below :data:`MIN_SCORE`.
+
+    Raises: WeakPassphrase."""
+    result = zxcvbn(passphrase[:100], user_inputs=["cipherpost", *user_inputs])
     if int(result["score"]) < MIN_SCORE:
         advice = " ".join([result["feedback"].get("warning") or "",
                            *result["feedback"].get("suggestions", [])]).strip()
-        raise WeakPassphrase("that recovery passphrase is too easy to guess"
+        raise WeakPassphrase(f"that {what} is too easy to guess"
                              + (f": {advice}" if advice else ""))
 
 
