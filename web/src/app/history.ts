@@ -1,9 +1,12 @@
 /**
  * Server-stored encrypted history (docs/spec/history.md), in the Python SDK's format
  * (cipherpost.client.history): a device of an account that keeps its history on the relay
- * seals every message it stores under the current epoch key and queues it for upload in
- * the same store unit; a newly linked device pages through the relay's log and replays
- * it, resumably (the position is committed with each page).
+ * seals what it stores under the current epoch key and queues it for upload in the same
+ * store unit, as the SDK's Recorder does: every message, every edit and reaction (a
+ * `change` entry, ./changes.ts), every group state it accepts (a `group` entry per
+ * revision), and the removal of a message's entry when it is deleted or expires. A newly
+ * linked device pages through the relay's log and replays it, resumably (the position is
+ * committed with each page).
  *
  * ```
  * K_enc    = HKDF-SHA256(epoch key, salt = "", "Cipherpost history v1 enc", 32)
@@ -12,8 +15,8 @@
  *            AES-256-GCM(K_enc, nonce, pad(HistoryEvent), aad = event_id || epoch)
  * ```
  *
- * The relay sees padded opaque blobs, their day and their count. Edits and reactions
- * (`change` events) are skipped on replay: the browser shows neither yet.
+ * The relay sees padded opaque blobs, their day and their count. On replay here, edits
+ * and reactions (`change` entries) are skipped: they are kept for devices that show them.
  */
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -26,6 +29,7 @@ import type { RelayApi } from "./api.js";
 import { RelayError } from "./api.js";
 import { applyEvents } from "./archive.js";
 import { checkIntegers } from "./content.js";
+import type { Group } from "./groups.js";
 import { messageKey, type StoredMessage } from "./model.js";
 import { pad, unpad } from "./padding.js";
 import {
@@ -187,8 +191,37 @@ export async function recordMessage(store: DeviceStore, conversation: string, au
 }
 
 /**
+ * Queue the sealed entry of an edit or a reaction this device applied or made, named by its
+ * own author and timestamp, when history is on (the SDK's Recorder.change). Inside the
+ * caller's unit.
+ */
+export async function recordChange(store: DeviceStore, conversation: string, author: string, authorDevice: number,
+  receivedAt: number, data: DataMessage): Promise<void> {
+  const keys = await enabledKeys(store);
+  if (keys === undefined) return;
+  const name = eventId(keys, "change", conversation, author, Number(data.timestamp));
+  const event = create(HistoryEventSchema, { body: { case: "change", value: create(HistoryMessageSchema, {
+    conversation, author, authorDevice, receivedAt: BigInt(receivedAt), data }) } });
+  await store.put(QUEUE + toHex(name), await seal(keys, name, event));
+}
+
+/**
+ * Queue the sealed entry of a group state this device accepted (made here, received, or
+ * held when history was turned on), named by the group's conversation and revision, when
+ * history is on (the SDK's Recorder.group). A newer revision is a new entry; a device
+ * restoring the log keeps the newest. Inside the caller's unit.
+ */
+export async function recordGroup(store: DeviceStore, group: Group): Promise<void> {
+  const keys = await enabledKeys(store);
+  if (keys === undefined) return;
+  const name = eventId(keys, "group", group.conversation, "", group.revision);
+  await store.put(QUEUE + toHex(name), await seal(keys, name,
+    create(HistoryEventSchema, { body: { case: "groupState", value: group.stateBytes } })));
+}
+
+/**
  * Queue the removal of a message's entry, when history is on: it expired (a disappearing
- * timer) or was deleted here (the SDK's Recorder.deleted). Inside the caller's unit.
+ * timer) or was deleted for everyone (the SDK's Recorder.deleted). Inside the caller's unit.
  */
 export async function recordDeleted(store: DeviceStore, conversation: string, author: string, timestamp: number): Promise<void> {
   const keys = await enabledKeys(store);

@@ -26,7 +26,7 @@ import type { Envelope } from "./api.js";
 import { KEY_BYTES, MAX_ATTACHMENT } from "./attachments.js";
 import { decodeContent, InvalidContent, num } from "./content.js";
 import {
-  advance, conversationTimer, messageKey, startExpiry, type AttachmentInfo, type ClientEvent, type Contact,
+  advance, conversationTimer, MAX_TEXT, messageKey, startExpiry, type AttachmentInfo, type ClientEvent, type Contact,
   type ConversationTimer, type FollowUp, type Status, type StoredMessage,
 } from "./model.js";
 import {
@@ -37,11 +37,11 @@ import { receiptAllowed, typingShown } from "./settings.js";
 import type { DeviceStore } from "./store/device.js";
 import { NOTICE_TYPE, parseNotice } from "./notices.js";
 import * as history from "./history.js";
+import { isChange, takeChange } from "./changes.js";
 import { adoptIdentityReset } from "./identity_adopt.js";
 import * as sealed from "./sealed.js";
 
-/** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
-export const MAX_TEXT = 64 * 1024;
+export { MAX_TEXT } from "./model.js";
 
 export { SEALED_TYPE } from "./sealed.js";
 
@@ -318,9 +318,9 @@ export class Inbox {
   /** Store a data message unless one of that name exists (spec §4); undefined if dropped. */
   async #storeData(conversation: string, author: string, authorDevice: number, data: DataMessage, outgoing: boolean,
     status: Status, events: ClientEvent[]): Promise<StoredMessage | undefined> {
-    if (data.reaction !== undefined || data.edit !== undefined || data.delete !== undefined) {
-      events.push({ kind: "unsupported", sender: author, reason: "reactions, edits and deletes come later" });
-      if (data.text === "") return undefined;
+    if (isChange(data)) {
+      await takeChange(this.store, conversation, author, authorDevice, data, this.clock(), events);
+      return undefined;
     }
     const timer = await conversationTimer(this.store, conversation);
     if (data.group === undefined && data.expireTimerVersion > timer.version) {
@@ -369,6 +369,7 @@ export class Inbox {
   async saveGroup(current: Group | undefined, next: Group): Promise<void> {
     const hex = toHex(next.id);
     await this.store.putJson(`group:${hex}`, toHex(next.stateBytes));
+    await history.recordGroup(this.store, next);
     const members = (g: Group) => [...g.members.keys()].sort().join(",");
     if (current !== undefined && members(current) !== members(next)) await this.store.put(`gdist:${hex}`, null);
     await this.store.putJson(`timer:${next.conversation}`,

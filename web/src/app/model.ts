@@ -1,6 +1,9 @@
 /** What the app shows: stored messages, contacts, and the events the client emits. */
 import type { AccountNotice } from "./notices.js";
 
+/** Longest text kept from a message (a hostile peer cannot fill the store in one go). */
+export const MAX_TEXT = 64 * 1024;
+
 export type Status = "sending" | "sent" | "delivered" | "read" | "failed" | "received";
 
 const RANK: Record<Status, number> = { failed: 0, sending: 1, sent: 2, delivered: 3, read: 4, received: 0 };
@@ -74,6 +77,7 @@ export type ClientEvent =
   | { kind: "seen"; conversation: string }
   | { kind: "group"; conversation: string; title: string }
   | { kind: "timer"; conversation: string; author: string; seconds: number }
+  /** A message is gone: its disappearing timer ran out, or its author deleted it for everyone. */
   | { kind: "expired"; conversation: string; timestamp: number }
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }

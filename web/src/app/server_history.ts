@@ -2,8 +2,8 @@
  * Turning server-stored history on from this browser, as the SDK's
  * `Client.set_server_history(True)` (`cipherpost history on`) does: the account's history
  * keys (ours if we hold them, else a new naming key and first epoch, the SDK's
- * `Keys.new`), every message this browser stores queued for upload (the SDK's
- * `backfill`), and the keys sent to the account's other devices
+ * `Keys.new`), every message and group state this browser stores queued for upload
+ * (the SDK's `backfill`), and the keys sent to the account's other devices
  * (SyncMessage.history_keys), which then record what they store too. Turning it off is
  * ./account.ts's deleteServerHistory (the relay's copy is deleted, the others told).
  */
@@ -13,6 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { fromHex, systemRandom } from "../protocol/bytes.js";
 import type { Client } from "./client.js";
 import { encodeContent, u64 } from "./content.js";
+import { Group } from "./groups.js";
 import * as history from "./history.js";
 import type { StoredMessage } from "./model.js";
 import {
@@ -58,6 +59,9 @@ export async function turnServerHistoryOn(client: Client, now = Date.now()): Pro
       await history.recordMessage(store, message.conversation, message.author, message.authorDevice,
         message.receivedAt, message.outgoing, dataOf(message));
       queued += 1;
+    }
+    for (const [, state] of await store.scanJson<string>("group:")) {
+      await history.recordGroup(store, Group.fromBytes(fromHex(state))); // the SDK's backfill records them too
     }
     return held;
   });

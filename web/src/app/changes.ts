@@ -1,0 +1,65 @@
+/**
+ * Edits, reactions and deletions for everyone that reach this browser (from a contact, or
+ * from another of our devices as a sync copy), taken as cipherpost.client.inbox's
+ * store_data takes them: only for a message held in the same conversation, an edit or a
+ * deletion only by the message's own author. A deletion removes the message here, an
+ * edit replaces its text; each goes into the server-stored history as the SDK records it
+ * (a `change` entry for an edit or a reaction, the message's entry removed for a
+ * deletion), so a device restoring the log holds them. The browser does not show
+ * reactions yet: they are kept for the history only.
+ */
+
+import * as history from "./history.js";
+import { MAX_TEXT, messageKey, type ClientEvent, type Contact, type StoredMessage } from "./model.js";
+import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import type { DeviceStore } from "./store/device.js";
+
+/** Whether `data` is an edit, a reaction or a deletion rather than a message to store. */
+export function isChange(data: DataMessage): boolean {
+  return data.delete !== undefined || data.edit !== undefined || data.reaction !== undefined;
+}
+
+/**
+ * Apply the change `data` by `author` in `conversation` and record it (inside the
+ * caller's unit). `now` is when it arrived, the `received_at` of its history entry.
+ */
+export async function takeChange(store: DeviceStore, conversation: string, author: string, authorDevice: number,
+  data: DataMessage, now: number, events: ClientEvent[]): Promise<void> {
+  const target = data.delete ?? data.edit;
+  if (target !== undefined) {
+    const timestamp = Number(target.timestamp);
+    const key = messageKey(conversation, timestamp, author);
+    const message = target.author === author ? await store.getJson<StoredMessage>(key) : undefined;
+    if (message === undefined) return; // another's message, or one we do not hold: as the SDK, nothing
+    if (data.delete !== undefined) {
+      await store.put(key, null);
+      if (message.outgoing) await store.put(`mine:${timestamp}`, null);
+      await forgetPreview(store, message);
+      await history.recordDeleted(store, conversation, author, timestamp);
+      events.push({ kind: "expired", conversation, timestamp });
+      return;
+    }
+    await forgetPreview(store, message);
+    message.text = data.text.slice(0, MAX_TEXT);
+    await store.putJson(key, message);
+    await history.recordChange(store, conversation, author, authorDevice, now, data);
+    events.push({ kind: "message", message });
+    return;
+  }
+  const reaction = data.reaction!;
+  const ref = reaction.target;
+  if (ref === undefined || (await store.get(messageKey(conversation, Number(ref.timestamp), ref.author))) === undefined) {
+    events.push({ kind: "unsupported", sender: author, reason: "a reaction to a message not in its conversation" });
+    return;
+  }
+  await history.recordChange(store, conversation, author, authorDevice, now, data);
+}
+
+/** The conversation list's preview must not outlive the text it showed. */
+async function forgetPreview(store: DeviceStore, message: StoredMessage): Promise<void> {
+  const contact = await store.getJson<Contact>(`contact:${message.conversation}`);
+  if (contact !== undefined && contact.lastText !== "" && contact.lastText === message.text.slice(0, 200)) {
+    contact.lastText = "";
+    await store.putJson(`contact:${message.conversation}`, contact);
+  }
+}

@@ -1,0 +1,183 @@
+/** What else than messages the browser records into the server-stored history, against
+ * the entries the Python SDK's recorder makes (fixtures/history-events-python.json, made
+ * by history_events_fixture.py): a group state per revision, an edit or a reaction as a
+ * `change`, a deletion as the removal of the message's entry; and the edits, reactions
+ * and deletions the browser receives (src/app/changes.ts) taken and recorded as the SDK's
+ * inbox takes them. */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, test } from "node:test";
+
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+
+import { fromHex, toHex } from "../src/protocol/bytes.js";
+import { takeChange } from "../src/app/changes.js";
+import { Group } from "../src/app/groups.js";
+import { adopt, enabledKeys, eventId, openBlob, recordChange, recordDeleted, recordGroup, type Keys } from "../src/app/history.js";
+import { messageKey, type ClientEvent, type Contact, type StoredMessage } from "../src/app/model.js";
+import { DataMessageSchema, HistoryEventSchema, HistoryKeysSchema } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { turnServerHistoryOn } from "../src/app/server_history.js";
+import type { Client } from "../src/app/client.js";
+import { TEST_PARAMS } from "../src/app/store/crypto.js";
+import { DeviceStore } from "../src/app/store/device.js";
+import { MemoryKv } from "../src/app/store/kv.js";
+
+interface Entry { kind: "group" | "edit" | "reaction" | "deleted"; event_id: string; blob: string | null; plaintext: string | null }
+const vector = JSON.parse(readFileSync(new URL("./fixtures/history-events-python.json", import.meta.url), "utf8")) as {
+  id_key: string; epochs: [number, string, number][]; alice: string; bob: string; now: number; conversation: string;
+  group_state: string; edit: string; reaction: string; deleted_timestamp: number; entries: Entry[] };
+const keys: Keys = { idKey: fromHex(vector.id_key),
+  epochs: new Map(vector.epochs.map(([n, k, t]) => [n, { key: fromHex(k), startedAt: t }])) };
+const sdk = (kind: Entry["kind"]): Entry => vector.entries.find((e) => e.kind === kind)!;
+const QUEUE = "histq:";
+
+async function storeWithHistory(): Promise<DeviceStore> {
+  const store = await DeviceStore.create(new MemoryKv(), "correct horse", TEST_PARAMS);
+  const proto = create(HistoryKeysSchema, { idKey: keys.idKey,
+    epochs: [...keys.epochs].map(([number, e]) => ({ number, key: e.key, startedAt: BigInt(e.startedAt) })) });
+  await store.transaction(() => adopt(store, proto, true));
+  return store;
+}
+
+/** The queued entries: event id (hex) → the blob (empty: a deletion). */
+async function queued(store: DeviceStore): Promise<Map<string, Uint8Array>> {
+  return new Map((await store.scan(QUEUE)).map(([key, blob]) => [key.slice(QUEUE.length), blob]));
+}
+
+/** Our entry is queued under the SDK's event id and opens to the SDK's plaintext, byte for byte. */
+async function assertAsTheSdk(store: DeviceStore, kind: Entry["kind"]): Promise<void> {
+  const expected = sdk(kind);
+  const ours = (await queued(store)).get(expected.event_id);
+  assert.ok(ours !== undefined && ours.length > 0, `a ${kind} entry under the SDK's event id`);
+  const name = fromHex(expected.event_id);
+  assert.equal(toHex(toBinary(HistoryEventSchema, await openBlob(keys, name, ours))), expected.plaintext);
+  assert.equal(toHex(toBinary(HistoryEventSchema, await openBlob(keys, name, fromHex(expected.blob!)))), expected.plaintext,
+    "the SDK's entry opens here too");
+}
+
+function stored(author: string, timestamp: number, text: string, outgoing = false): StoredMessage {
+  return { conversation: vector.conversation, author, authorDevice: 2, timestamp, text, outgoing,
+    status: outgoing ? "sent" : "received", receivedAt: timestamp };
+}
+
+describe("history entries other than messages", () => {
+  test("a group state: named by its conversation and revision, its exact bytes, as the SDK", async () => {
+    const store = await storeWithHistory();
+    const group = Group.fromBytes(fromHex(vector.group_state));
+    assert.equal(group.conversation, vector.conversation);
+    await store.transaction(() => recordGroup(store, group));
+    await assertAsTheSdk(store, "group");
+    const event = await openBlob(keys, fromHex(sdk("group").event_id), (await queued(store)).get(sdk("group").event_id)!);
+    assert.equal(event.body.case, "groupState");
+    assert.equal(Group.fromBytes(event.body.value as Uint8Array).revision, 3);
+  });
+
+  test("an edit and a reaction: change entries named by their own author and timestamp, as the SDK", async () => {
+    const store = await storeWithHistory();
+    const edit = fromBinary(DataMessageSchema, fromHex(vector.edit));
+    const reaction = fromBinary(DataMessageSchema, fromHex(vector.reaction));
+    await store.transaction(async () => {
+      await recordChange(store, vector.conversation, vector.alice, 2, vector.now, edit);
+      await recordChange(store, vector.conversation, vector.bob, 1, vector.now, reaction);
+    });
+    await assertAsTheSdk(store, "edit");
+    await assertAsTheSdk(store, "reaction");
+    await store.transaction(() => recordDeleted(store, vector.conversation, vector.alice, vector.deleted_timestamp));
+    assert.deepEqual((await queued(store)).get(sdk("deleted").event_id), new Uint8Array(0));
+  });
+
+  test("nothing is recorded while history is off", async () => {
+    const store = await DeviceStore.create(new MemoryKv(), "correct horse", TEST_PARAMS);
+    await store.transaction(async () => {
+      await recordGroup(store, Group.fromBytes(fromHex(vector.group_state)));
+      await recordChange(store, vector.conversation, vector.alice, 2, vector.now, fromBinary(DataMessageSchema, fromHex(vector.edit)));
+    });
+    assert.equal((await queued(store)).size, 0);
+  });
+});
+
+describe("edits, reactions and deletions received", () => {
+  const original = vector.deleted_timestamp; // the message the edit, the reaction and the deletion name
+
+  test("an edit by the author replaces the text and is recorded as the SDK records it", async () => {
+    const store = await storeWithHistory();
+    const key = messageKey(vector.conversation, original, vector.alice);
+    await store.transaction(async () => {
+      await store.putJson(key, stored(vector.alice, original, "we meet at nine"));
+      await store.putJson(`contact:${vector.conversation}`,
+        { accountId: vector.conversation, lastAt: original, lastText: "we meet at nine", unread: 1 } satisfies Contact);
+    });
+    const events: ClientEvent[] = [];
+    await store.transaction(() => takeChange(store, vector.conversation, vector.alice, 2,
+      fromBinary(DataMessageSchema, fromHex(vector.edit)), vector.now, events));
+    assert.equal((await store.getJson<StoredMessage>(key))?.text, "we meet at ten, not nine");
+    assert.equal((await store.getJson<Contact>(`contact:${vector.conversation}`))?.lastText, "", "the old preview is gone");
+    assert.deepEqual(events.map((e) => e.kind), ["message"]);
+    await assertAsTheSdk(store, "edit");
+  });
+
+  test("an edit or a deletion by anyone else, or of a message not held, changes and records nothing", async () => {
+    const store = await storeWithHistory();
+    const key = messageKey(vector.conversation, original, vector.alice);
+    await store.transaction(() => store.putJson(key, stored(vector.alice, original, "mine to change")));
+    const edit = fromBinary(DataMessageSchema, fromHex(vector.edit));
+    const events: ClientEvent[] = [];
+    await store.transaction(async () => {
+      await takeChange(store, vector.conversation, vector.bob, 1, edit, vector.now, events); // not its author
+      await takeChange(store, "another-conversation", vector.alice, 2, edit, vector.now, events);
+      const deletion = create(DataMessageSchema, { timestamp: 5n, delete: { author: vector.alice, timestamp: BigInt(original) } });
+      await takeChange(store, vector.conversation, vector.bob, 1, deletion, vector.now, events);
+    });
+    assert.equal((await store.getJson<StoredMessage>(key))?.text, "mine to change");
+    assert.equal((await queued(store)).size, 0);
+    assert.deepEqual(events, []);
+  });
+
+  test("a deletion by the author removes the message and queues the removal of its entry", async () => {
+    const store = await storeWithHistory();
+    const key = messageKey(vector.conversation, original, vector.alice);
+    await store.transaction(async () => {
+      await store.putJson(key, stored(vector.alice, original, "sent by mistake", true));
+      await store.putJson(`mine:${original}`, key);
+    });
+    const events: ClientEvent[] = [];
+    const deletion = create(DataMessageSchema, { timestamp: BigInt(original + 5), delete: { author: vector.alice, timestamp: BigInt(original) } });
+    await store.transaction(() => takeChange(store, vector.conversation, vector.alice, 2, deletion, vector.now, events));
+    assert.equal(await store.get(key), undefined);
+    assert.equal(await store.get(`mine:${original}`), undefined);
+    assert.deepEqual(events, [{ kind: "expired", conversation: vector.conversation, timestamp: original }]);
+    assert.deepEqual((await queued(store)).get(sdk("deleted").event_id), new Uint8Array(0), "the SDK's event id");
+  });
+
+  test("a reaction to a held message is recorded; to one not in the conversation, it is refused", async () => {
+    const store = await storeWithHistory();
+    const reaction = fromBinary(DataMessageSchema, fromHex(vector.reaction));
+    const events: ClientEvent[] = [];
+    await store.transaction(() => takeChange(store, vector.conversation, vector.bob, 1, reaction, vector.now, events));
+    assert.deepEqual(events.map((e) => e.kind), ["unsupported"]);
+    assert.equal((await queued(store)).size, 0);
+    await store.transaction(async () => {
+      await store.putJson(messageKey(vector.conversation, original, vector.alice), stored(vector.alice, original, "hello"));
+      await takeChange(store, vector.conversation, vector.bob, 1, reaction, vector.now, events);
+    });
+    assert.equal(events.length, 1);
+    await assertAsTheSdk(store, "reaction");
+  });
+});
+
+test("turning history on queues the group states held, as the SDK's backfill", async () => {
+  const store = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
+  const group = Group.fromBytes(fromHex(vector.group_state));
+  await store.transaction(() => store.putJson(`group:${toHex(group.id)}`, toHex(group.stateBytes)));
+  const client = { accountId: vector.alice, store, outbox: { deliver: async () => undefined },
+    flushHistory: async () => undefined } as unknown as Client;
+  assert.equal(await turnServerHistoryOn(client, 1_000), 0, "no messages");
+  const [entry] = await store.scan(QUEUE);
+  assert.ok(entry !== undefined);
+  const ours = (await enabledKeys(store))!;
+  assert.equal(entry[0], QUEUE + toHex(eventId(ours, "group", group.conversation, "", 3)));
+  const event = await openBlob(ours, fromHex(entry[0].slice(QUEUE.length)), entry[1]);
+  assert.equal(event.body.case, "groupState");
+  assert.equal(toHex(event.body.value as Uint8Array), vector.group_state);
+});
