@@ -1,7 +1,10 @@
 // Builds the web app into dist/: one minified ES module (esbuild), the stylesheet, and
-// index.html with Subresource Integrity hashes of both. Reproducible: same sources and
-// lock file, same bytes (no timestamps, no absolute paths). dist/build.json records the
-// SHA-256 of each file, for checking what a server delivers.
+// index.html with Subresource Integrity hashes of both; and strength.js, the recovery
+// passphrase check's zxcvbn and dictionaries, a module app.js adds to the page only when
+// a passphrase is chosen, under the SRI hash this build puts into app.js
+// (src/app/strength.ts). Reproducible: same sources and lock file, same bytes (no
+// timestamps, no absolute paths). dist/build.json records the SHA-256 of each file, for
+// checking what a server delivers.
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -14,15 +17,23 @@ const dist = out === undefined ? `${here}dist` : out.slice("--out=".length);
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
 
-await build({
-  entryPoints: [`${here}src/ui/main.ts`],
+const common = {
   bundle: true, format: "esm", target: "es2022", platform: "browser", minify: true,
-  legalComments: "external", sourcemap: false, outfile: `${dist}/app.js`, logLevel: "warning",
+  legalComments: "external", sourcemap: false, logLevel: "warning",
+};
+// first strength.js: app.js carries its hash (SHA-256, so the About page can show it as hex)
+await build({ ...common, entryPoints: [`${here}src/strength/main.ts`], outfile: `${dist}/strength.js` });
+const strength = readFileSync(`${dist}/strength.js`);
+const strengthSri = `sha256-${createHash("sha256").update(strength).digest("base64")}`;
+await build({
+  ...common, entryPoints: [`${here}src/ui/main.ts`], outfile: `${dist}/app.js`,
+  define: { __STRENGTH_SRI__: JSON.stringify(strengthSri) },
   // node:crypto is never reached in a browser (noble falls back to WebCrypto's CSPRNG)
   external: [],
 });
 
-const files = { "app.js": readFileSync(`${dist}/app.js`), "app.css": readFileSync(`${here}static/app.css`) };
+const files = { "app.js": readFileSync(`${dist}/app.js`), "app.css": readFileSync(`${here}static/app.css`),
+  "strength.js": strength };
 writeFileSync(`${dist}/app.css`, files["app.css"]);
 const sri = (data) => `sha384-${createHash("sha384").update(data).digest("base64")}`;
 const html = readFileSync(`${here}static/index.html`, "utf8")
@@ -33,5 +44,12 @@ const digests = Object.fromEntries(Object.entries({ ...files, "index.html": Buff
 writeFileSync(`${dist}/build.json`, `${JSON.stringify({ sha256: digests }, null, 2)}\n`);
 // `node build.mjs --hash` (npm run --silent hash) prints only app.js's SHA-256: the value
 // web/README.md lists and the app's About page computes from what the browser received.
+// `--hashes` prints "app.js <sha256>" and "strength.js <sha256>", one a line (make web-hash).
 if (process.argv.includes("--hash")) console.log(digests["app.js"]);
-else console.log(`built web/dist: app.js ${files["app.js"].length} bytes, sha256 ${digests["app.js"]}`);
+else if (process.argv.includes("--hashes")) {
+  for (const name of ["app.js", "strength.js"]) console.log(`${name} ${digests[name]}`);
+} else {
+  for (const name of ["app.js", "strength.js"]) {
+    console.log(`built web/dist/${name}: ${files[name].length} bytes, sha256 ${digests[name]}`);
+  }
+}

@@ -16,6 +16,8 @@ import {
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
+// strength.js as the page loads it: zxcvbn for setRecoveryPassphrase's check
+import "../src/strength/main.js";
 
 interface Call { path: string; body: Record<string, unknown> }
 

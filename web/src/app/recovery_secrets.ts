@@ -11,7 +11,8 @@
  *   per account, so a new one makes the old one useless.
  * - Recovery passphrase: Argon2id (DEFAULT_PARAMS, the SDK's Argon2Params()) over a new
  *   16-byte salt gives 64 bytes: the blob's sealing key and the verifier the relay keeps
- *   a hash of (PUT /v1/recovery/passphrase). A new passphrase replaces the old one.
+ *   a hash of (PUT /v1/recovery/passphrase). A new passphrase replaces the old one. It
+ *   must pass the SDK's zxcvbn check (./passphrase_rating.ts; zxcvbn comes in strength.js).
  *
  * Both are second-factor actions on the relay: the api's prompt asks for the code. Like
  * an SDK device, this browser keeps the derived values (never the key or passphrase) in
@@ -28,6 +29,7 @@ import { RelayError } from "./api.js";
 import type { Client } from "./client.js";
 import * as history from "./history.js";
 import type { Contact } from "./model.js";
+import { checkPassphrase, type Rate } from "./passphrase_rating.js";
 import {
   ProvisionMessage_ContactSchema, RecoveryBlobSchema, type RecoveryBlob,
 } from "./proto/cipherpost/app/v1/app_pb.js";
@@ -35,13 +37,12 @@ import { deriveSecrets, formatKey, KEY_SECRETS, PASSPHRASE_SECRETS, type Secrets
 import * as sealed from "./sealed.js";
 import { checkParams, DEFAULT_PARAMS, encodeParams, type Argon2Params } from "./store/crypto.js";
 import type { TrustRecord } from "./store/device.js";
+import { loadRater, StrengthUnavailable } from "./strength.js";
 import { toBase64 } from "./wire.js";
 
 const BLOB_AAD = utf8("Cipherpost recovery blob v1");
 const PASSPHRASE_AAD = utf8("Cipherpost recovery passphrase blob v1");
 export const KEY_BYTES = 32;
-/** The shortest recovery passphrase taken (see checkPassphrase). */
-export const MIN_PASSPHRASE_CHARS = 16;
 
 /** A passphrase too easy to guess, or an account this cannot be done for. */
 export class RecoverySecretError extends Error {
@@ -119,26 +120,17 @@ export async function saveRecoveryKey(client: Client, key: Uint8Array): Promise<
 }
 
 /**
- * A passphrase that would take too few guesses is refused. The SDK asks zxcvbn (score 3,
- * about 10^10 guesses); the browser bundle carries no dictionary, so it asks for more
- * instead: at least MIN_PASSPHRASE_CHARS characters, three words or more (or 20
- * characters), 8 different characters, and not the username.
- * @throws RecoverySecretError with what to change.
+ * zxcvbn from strength.js (./strength.ts); a file that does not load refuses the
+ * passphrase rather than take it unchecked.
+ * @throws RecoverySecretError
  */
-export function checkPassphrase(passphrase: string, username: string): void {
-  const text = passphrase.trim();
-  const words = text.split(/\s+/).filter((w) => w.length >= 3);
-  const lower = text.toLowerCase();
-  if ([...text].length < MIN_PASSPHRASE_CHARS) {
-    throw new RecoverySecretError(`a recovery passphrase has at least ${MIN_PASSPHRASE_CHARS} characters: `
-      + "take four or more unrelated words");
-  }
-  if (new Set(lower).size < 8) throw new RecoverySecretError("that recovery passphrase repeats too few characters");
-  if (words.length < 3 && [...text].length < 20) {
-    throw new RecoverySecretError("take three or more unrelated words (or 20 characters) for a recovery passphrase");
-  }
-  if (username !== "" && lower.replace(/[^a-z0-9_.]/g, "").includes(username)) {
-    throw new RecoverySecretError("a recovery passphrase must not contain your username");
+export async function passphraseRater(): Promise<Rate> {
+  try {
+    return await loadRater();
+  } catch (e) {
+    if (!(e instanceof StrengthUnavailable)) throw e;
+    throw new RecoverySecretError(`the passphrase strength check could not be loaded (${e.message}), so no `
+      + "passphrase was set: reload the page and try again");
   }
 }
 
@@ -165,12 +157,13 @@ async function putPassphraseBlob(client: Client, p: PassphraseSecrets, reseal = 
  * Let `passphrase` (with the username) recover the account too; replaces an earlier
  * passphrase. `params` are for tests only: the SDK and this browser refuse to restore
  * with less than DEFAULT_PARAMS.
- * @throws RecoverySecretError too easy to guess, or no username. @throws RelayError refused.
+ * @throws WeakPassphrase too easy to guess. @throws RecoverySecretError no username, or the
+ * strength check did not load. @throws RelayError refused.
  */
 export async function setRecoveryPassphrase(client: Client, passphrase: string,
   params: Argon2Params = DEFAULT_PARAMS): Promise<void> {
   if (client.username === "") throw new RecoverySecretError("set a username first: a recovery passphrase is found by it");
-  checkPassphrase(passphrase, client.username);
+  checkPassphrase(passphrase, [client.username], await passphraseRater());
   checkParams(params);
   const salt = systemRandom(16);
   const raw = await argon2id({ password: utf8(passphrase), salt, iterations: params.timeCost, memorySize: params.memoryKib,

@@ -2,26 +2,38 @@
  * The security page's recovery part (../app/recovery_secrets.ts, ../app/identity_reset.ts):
  * a new recovery key, shown once and stored on the relay only after the user says they
  * wrote it down (until then the old key keeps working); a recovery passphrase, typed
- * twice; and resetting the identity key after a compromise, asked twice. Each goes
- * through the relay's second-factor prompt when the account has one (the api's prompt).
+ * twice and checked with zxcvbn as the SDK checks it (strength.js, loaded when the field
+ * is first used; a weak one shows zxcvbn's warning and suggestions); and resetting the
+ * identity key after a compromise, asked twice. Each goes through the relay's
+ * second-factor prompt when the account has one (the api's prompt).
  */
 
 import type { Client } from "../app/client.js";
 import { resetIdentity } from "../app/identity_reset.js";
+import { WeakPassphrase } from "../app/passphrase_rating.js";
 import {
   heldSecrets, newRecoveryKey, RecoverySecretError, saveRecoveryKey, setRecoveryPassphrase,
 } from "../app/recovery_secrets.js";
+import { loadRater } from "../app/strength.js";
 import { h } from "./dom.js";
 
 function sentence(message: string): string {
-  return `${message.charAt(0).toUpperCase()}${message.slice(1)}.`;
+  return `${message.charAt(0).toUpperCase()}${message.slice(1)}${/[.!?]$/.test(message) ? "" : "."}`;
 }
 
 /** The recovery key, passphrase and identity reset controls. */
 export function recoverySecretsSection(client: Client, describe: (e: unknown) => string): HTMLElement {
   const error = h("p", { class: "error", role: "alert", "data-testid": "recovery-error" });
   const state = h("p", { class: "hint", "data-testid": "recovery-state" });
+  // zxcvbn's warning and suggestions for a refused passphrase, one per line
+  const advice = h("ul", { class: "hint", "data-testid": "recovery-passphrase-advice" });
   const fail = (e: unknown) => {
+    if (e instanceof WeakPassphrase) {
+      error.textContent = "That recovery passphrase is too easy to guess.";
+      advice.replaceChildren(...[e.rating.warning, ...e.rating.suggestions].filter((text) => text !== "")
+        .map((text) => h("li", {}, text)));
+      return;
+    }
     error.textContent = e instanceof RecoverySecretError ? sentence(e.message) : describe(e);
   };
   const held = h("p", { "data-testid": "recovery-held" });
@@ -81,19 +93,22 @@ export function recoverySecretsSection(client: Client, describe: (e: unknown) =>
 
   // -- the recovery passphrase --
   const passphrase = h("input", { type: "password", autocomplete: "new-password", "aria-label": "New recovery passphrase",
-    "data-testid": "recovery-passphrase-new" });
+    "data-testid": "recovery-passphrase-new",
+    // fetch strength.js while the passphrase is typed; a failure shows when it is set
+    onfocus: () => void loadRater().catch(() => undefined) });
   const again = h("input", { type: "password", autocomplete: "new-password", "aria-label": "The passphrase again",
     "data-testid": "recovery-passphrase-again" });
   const passphraseSave = h("button", { type: "submit", "data-testid": "recovery-passphrase-save" }, "Set passphrase");
   const passphraseForm = h("form", { class: "link", onsubmit: async (event: Event) => {
     event.preventDefault();
     error.textContent = state.textContent = "";
+    advice.replaceChildren();
     if (passphrase.value !== again.value) {
       error.textContent = "The passphrases differ.";
       return;
     }
     passphraseSave.disabled = true;
-    state.textContent = "Deriving the passphrase's key (a few seconds)…";
+    state.textContent = "Checking the passphrase, then deriving its key (a few seconds)…";
     try {
       await setRecoveryPassphrase(client, passphrase.value);
       passphrase.value = again.value = "";
@@ -140,7 +155,9 @@ export function recoverySecretsSection(client: Client, describe: (e: unknown) =>
     held,
     h("h4", {}, "Recovery key"), h("div", { class: "buttons" }, startKey), keyArea,
     h("h4", {}, "Recovery passphrase"),
-    h("p", { class: "hint" }, "Four or more unrelated words; it is found by your username."), passphraseForm,
+    h("p", { class: "hint" }, "Four or more unrelated words; it is found by your username, so it must be hard to "
+      + "guess: zxcvbn, as in the Python client, must rate it at least \u201csafely unguessable\u201d."),
+    passphraseForm, advice,
     h("h4", {}, "Identity key"),
     h("p", { class: "hint" }, "If a device or key of yours may be compromised, replace the identity key on all your "
       + "devices. Every contact sees your safety number change and must accept it."),
