@@ -266,10 +266,12 @@ export interface Imported {
  * every record verified first (nothing is stored before), then a store under `password`
  * joins the account with the recovery secrets, takes over contacts, trust, groups and
  * history keys from the account record, keeps the secrets (so that this browser can
- * write a key file too), replays the file's messages and group states, and reads the
- * server-stored history if the account keeps one.
+ * write a key file too), replays the file's messages and group states (all in the unit
+ * that stores the account), and reads the server-stored history if the account keeps
+ * one (what of it fails resumes on unlock).
  * @throws KeyFileError see {@link readKeyFile}; the relay no longer knows that recovery
- * key. RangeError: a password under 8 characters. RelayError, RelayUnavailable.
+ * key. RangeError: a password under 8 characters. RelayError, RelayUnavailable. JoinUndone:
+ * the store could not be written after the relay took the device (it is removed again).
  */
 export async function importKeyFile(kv: Kv, server: string, data: Uint8Array, passphrase: string, password: string,
   options: ImportOptions = {}): Promise<Imported> {
@@ -289,6 +291,8 @@ export async function importKeyFile(kv: Kv, server: string, data: Uint8Array, pa
     contacts: blob.contacts, groupStates: blob.groupStates, historyEnabled: blob.historyEnabled,
     historyKeys: blob.historyKeys,
   });
+  const now = (options.clock ?? Date.now)();
+  let messages = 0;
   let client: Client;
   try {
     client = await Client.link(kv, server, password, message, {
@@ -298,6 +302,11 @@ export async function importKeyFile(kv: Kv, server: string, data: Uint8Array, pa
       join: { path: "/v1/recovery/devices",
         fields: { lookup_id: b64(secrets.subarray(0, 16)), auth: b64(secrets.subarray(16, 48)) },
         ...(options.secondFactor === undefined ? {} : { secondFactor: options.secondFactor }) },
+      // With the account or not at all (./withdraw.ts), before the server-stored history.
+      keep: async (store) => {
+        await store.put(RECOVERY_SECRET, secrets);
+        messages = await applyEvents(store, events, now);
+      },
     });
   } catch (error) {
     if (error instanceof RelayError && error.status === 403 && !error.code.startsWith("second_factor")) {
@@ -306,11 +315,6 @@ export async function importKeyFile(kv: Kv, server: string, data: Uint8Array, pa
     throw error;
   }
   const store = client.store;
-  const now = (options.clock ?? Date.now)();
-  const messages = await store.transaction(async () => {
-    await store.put(RECOVERY_SECRET, secrets);
-    return applyEvents(store, events, now);
-  });
   if (blob.username === "") {
     // The SDK writes no username into its files: the relay says which one the account has.
     try {

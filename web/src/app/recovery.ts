@@ -181,7 +181,7 @@ async function ask(api: RelayApi, path: string, body: Record<string, string>, re
 
 /** Join as a new device of the blob's account and take over what it carries. */
 async function join(kv: Kv, api: RelayApi, password: string, found: Record<string, unknown>, blob: RecoveryBlob,
-  path: string, release: Record<string, string>, options: RestoreOptions): Promise<Client> {
+  path: string, release: Record<string, string>, options: RestoreOptions, secret: [string, Uint8Array]): Promise<Client> {
   if (blob.accountId !== found.account_id) throw new RecoveryError("the recovery blob names another account");
   // An account with a second factor spent its code opening the blob: the relay handed
   // out a one-time link code to join with instead.
@@ -195,13 +195,17 @@ async function join(kv: Kv, api: RelayApi, password: string, found: Record<strin
     ...(options.argon2 === undefined ? {} : { argon2: options.argon2 }),
     ...(options.historyProgress === undefined ? {} : { historyProgress: options.historyProgress }),
     ...(linkCode === undefined ? { join: { path, fields: release } } : {}),
+    // Kept as an SDK device keeps them (this browser seals the blob again when it
+    // changes), with the account or not at all (./withdraw.ts).
+    keep: (store) => store.put(...secret),
   });
 }
 
 /**
  * Restore with the recovery key.
  * @throws RecoveryError not a recovery key, or none this relay knows. RelayError: 429
- * after too many wrong keys (the relay slows them down).
+ * after too many wrong keys (the relay slows them down). JoinUndone: the store could not
+ * be written after the relay took the device (./withdraw.ts: it is removed again).
  */
 export async function restoreWithKey(kv: Kv, server: string, recoveryKey: string, password: string,
   options: RestoreOptions = {}): Promise<Client> {
@@ -212,17 +216,15 @@ export async function restoreWithKey(kv: Kv, server: string, recoveryKey: string
   const found = await ask(api, "/v1/recovery/open", release, "this server holds no account for that recovery key");
   const blob = await openSealed(secrets.sealKey, unb64(found.blob, "recovery blob"), concat(BLOB_AAD, secrets.lookupId),
     "the recovery blob does not open with this key");
-  const client = await join(kv, api, password, found, blob, "/v1/recovery/devices", release, options);
-  // Kept as an SDK device keeps them: this browser seals the blob again when it changes.
-  await client.store.transaction(() => client.store.put(KEY_SECRETS,
-    concat(secrets.lookupId, secrets.auth, secrets.sealKey)));
-  return client;
+  return join(kv, api, password, found, blob, "/v1/recovery/devices", release, options,
+    [KEY_SECRETS, concat(secrets.lookupId, secrets.auth, secrets.sealKey)]);
 }
 
 /**
  * Restore with the username and the recovery passphrase.
  * @throws RecoveryError no passphrase for that username, a wrong passphrase, or
- * parameters out of bounds. RelayError: 429 after wrong ones.
+ * parameters out of bounds. RelayError: 429 after wrong ones. JoinUndone: as for
+ * {@link restoreWithKey}.
  */
 export async function restoreWithPassphrase(kv: Kv, server: string, username: string, passphrase: string,
   password: string, options: RestoreOptions = {}): Promise<Client> {
@@ -245,7 +247,6 @@ export async function restoreWithPassphrase(kv: Kv, server: string, username: st
     "the recovery blob does not open with this passphrase");
   const kept = concat(raw, salt, utf8(encodeParams(params))); // key, verifier, salt, params
   raw.fill(0);
-  const client = await join(kv, api, password, found, blob, "/v1/recovery/passphrase/devices", release, options);
-  await client.store.transaction(() => client.store.put(PASSPHRASE_SECRETS, kept));
-  return client;
+  return join(kv, api, password, found, blob, "/v1/recovery/passphrase/devices", release, options,
+    [PASSPHRASE_SECRETS, kept]);
 }

@@ -12,32 +12,18 @@ import {
 } from "../app/key_file.js";
 import { IdbKv } from "../app/store/kv.js";
 import { h, replace } from "./dom.js";
+import { joinFailed, newPasswordFields, type NewDeviceContext, newPasswordProblem, sentence, showProgress } from "./new_device.js";
 import { askSecondFactor } from "./second_factor.js";
 
 /** A key file larger than this is not one this client wrote (a chunk is at most 1 MiB). */
 const MAX_FILE_BYTES = 512 * 1024 * 1024;
 
-export interface ImportContext {
-  dbName: string;
-  server: string;
-  describe: (error: unknown) => string;
-  enter: (client: Client) => Promise<void>;
-  back: () => void;
-}
-
-function sentence(message: string): string {
-  return `${message.charAt(0).toUpperCase()}${message.slice(1)}.`;
-}
-
 /** The import card, in place of `root`'s content. */
-export function importScreen(root: HTMLElement, ctx: ImportContext): void {
+export function importScreen(root: HTMLElement, ctx: NewDeviceContext): void {
   const file = h("input", { id: "keyfile-file", type: "file", "data-testid": "keyfile-file" });
   const passphrase = h("input", { id: "keyfile-passphrase", type: "password", autocomplete: "off",
     "data-testid": "keyfile-passphrase" });
-  const password = h("input", { id: "keyfile-password", type: "password", autocomplete: "new-password", minlength: "8",
-    "data-testid": "keyfile-password" });
-  const confirm = h("input", { id: "keyfile-confirm", type: "password", autocomplete: "new-password",
-    "data-testid": "keyfile-confirm" });
+  const password = newPasswordFields(["keyfile-password", "keyfile-confirm"], "New password for this browser");
   const server = h("input", { id: "keyfile-server", type: "url", value: ctx.server, autocomplete: "off",
     "data-testid": "keyfile-server" });
   const status = h("div", { "data-testid": "keyfile-status" });
@@ -56,44 +42,36 @@ export function importScreen(root: HTMLElement, ctx: ImportContext): void {
         error.textContent = "That file is too large to be a Cipherpost key file.";
         return;
       }
-      if (password.value.length < 8) {
-        error.textContent = "Choose a password of at least 8 characters.";
-        return;
-      }
-      if (password.value !== confirm.value) {
-        error.textContent = "The passwords differ.";
+      const problem = password.problem();
+      if (problem !== undefined) {
+        error.textContent = problem;
         return;
       }
       submit.disabled = true;
-      const progress = h("progress", { max: "1", value: "0", "data-testid": "keyfile-progress" });
-      const count = h("span", { "data-testid": "link-count" }, "");
-      replace(status, h("p", {}, "Opening the key file…"), progress, count);
+      const progress = showProgress(status, "Opening the key file…", "keyfile-progress");
       let kv: IdbKv | undefined;
+      let joined = false;
       try {
         const data = new Uint8Array(await picked.arrayBuffer());
         kv = await IdbKv.open(ctx.dbName);
-        const { client } = await importKeyFile(kv, server.value.trim(), data, passphrase.value, password.value, {
-          historyProgress: (entries, fraction) => {
-            progress.value = fraction;
-            count.textContent = ` ${entries} from the server`;
-          },
-          secondFactor: askSecondFactor,
+        const { client } = await importKeyFile(kv, server.value.trim(), data, passphrase.value, password.password.value, {
+          historyProgress: progress.history, secondFactor: askSecondFactor,
         });
-        passphrase.value = password.value = confirm.value = "";
+        joined = true;
+        passphrase.value = "";
+        password.clear();
         await ctx.enter(client);
       } catch (e) {
-        kv?.close();
-        await IdbKv.destroy(ctx.dbName).catch(() => undefined);
         replace(status);
-        error.textContent = e instanceof KeyFileError ? sentence(e.message) : ctx.describe(e);
-        submit.disabled = false;
+        error.textContent = await joinFailed(e, (x) => (x instanceof KeyFileError ? sentence(x.message) : ctx.describe(x)),
+          ctx.dbName, kv, joined);
+        submit.disabled = joined;
       }
     },
   },
   h("label", { for: "keyfile-file" }, "Key file"), file,
   h("label", { for: "keyfile-passphrase" }, "The key file's passphrase"), passphrase,
-  h("label", { for: "keyfile-password" }, "New password for this browser"), password,
-  h("label", { for: "keyfile-confirm" }, "Password again"), confirm,
+  ...password.elements,
   h("details", { class: "advanced" }, h("summary", {}, "Server"), h("label", { for: "keyfile-server" }, "Cipherpost server"),
     server),
   submit, status, error);
@@ -144,14 +122,8 @@ function newSection(client: Client, describe: (error: unknown) => string): { ele
     onsubmit: async (event: Event) => {
       event.preventDefault();
       error.textContent = state.textContent = "";
-      if (passphrase.value.length < 8) {
-        error.textContent = "Choose a passphrase of at least 8 characters.";
-        return;
-      }
-      if (passphrase.value !== confirm.value) {
-        error.textContent = "The passphrases differ.";
-        return;
-      }
+      error.textContent = newPasswordProblem(passphrase.value, confirm.value, "passphrase") ?? "";
+      if (error.textContent !== "") return;
       submit.disabled = busy = true;
       state.textContent = "Writing the key file…";
       try {

@@ -5,22 +5,14 @@
  * (./second_factor.ts). Then the server-stored history loads with a progress bar.
  */
 
-import type { Client } from "../app/client.js";
 import { RecoveryError, restoreWithKey, restoreWithPassphrase } from "../app/recovery.js";
 import { IdbKv } from "../app/store/kv.js";
 import { h, replace } from "./dom.js";
+import { joinFailed, newPasswordFields, type NewDeviceContext, sentence, showProgress } from "./new_device.js";
 import { askSecondFactor } from "./second_factor.js";
 
-export interface RecoverContext {
-  dbName: string;
-  server: string;
-  describe: (error: unknown) => string;
-  enter: (client: Client) => Promise<void>;
-  back: () => void;
-}
-
 /** The recovery card, in place of `root`'s content. */
-export function recoverScreen(root: HTMLElement, ctx: RecoverContext): void {
+export function recoverScreen(root: HTMLElement, ctx: NewDeviceContext): void {
   const how = h("select", { id: "recover-how", "data-testid": "recover-how" },
     h("option", { value: "key" }, "Recovery key"), h("option", { value: "passphrase" }, "Username and recovery passphrase"));
   const key = h("input", { id: "recover-key", autocomplete: "off", spellcheck: "false", "data-testid": "recover-key",
@@ -35,10 +27,7 @@ export function recoverScreen(root: HTMLElement, ctx: RecoverContext): void {
     byKey.hidden = how.value !== "key";
     byPassphrase.hidden = how.value === "key";
   });
-  const password = h("input", { id: "recover-password", type: "password", autocomplete: "new-password", minlength: "8",
-    "data-testid": "recover-password" });
-  const confirm = h("input", { id: "recover-confirm", type: "password", autocomplete: "new-password",
-    "data-testid": "recover-confirm" });
+  const password = newPasswordFields(["recover-password", "recover-confirm"], "New password for this browser");
   const server = h("input", { id: "recover-server", type: "url", value: ctx.server, autocomplete: "off",
     "data-testid": "recover-server" });
   const status = h("div", { "data-testid": "recover-status" });
@@ -48,45 +37,36 @@ export function recoverScreen(root: HTMLElement, ctx: RecoverContext): void {
     onsubmit: async (event: Event) => {
       event.preventDefault();
       error.textContent = "";
-      if (password.value.length < 8) {
-        error.textContent = "Choose a password of at least 8 characters.";
-        return;
-      }
-      if (password.value !== confirm.value) {
-        error.textContent = "The passwords differ.";
+      const problem = password.problem();
+      if (problem !== undefined) {
+        error.textContent = problem;
         return;
       }
       submit.disabled = true;
-      const progress = h("progress", { max: "1", value: "0", "data-testid": "recover-progress" });
-      const count = h("span", { "data-testid": "link-count" }, "");
-      replace(status, h("p", {}, "Opening your account…"), progress, count);
+      const progress = showProgress(status, "Opening your account…", "recover-progress");
       let kv: IdbKv | undefined;
+      let joined = false;
       try {
         kv = await IdbKv.open(ctx.dbName);
-        const historyProgress = (entries: number, fraction: number): void => {
-          progress.value = fraction;
-          count.textContent = ` ${entries} from the server`;
-        };
+        const options = { historyProgress: progress.history, secondFactor: askSecondFactor };
         const client = how.value === "key"
-          ? await restoreWithKey(kv, server.value.trim(), key.value, password.value,
-            { historyProgress, secondFactor: askSecondFactor })
+          ? await restoreWithKey(kv, server.value.trim(), key.value, password.password.value, options)
           : await restoreWithPassphrase(kv, server.value.trim(), username.value.trim().toLowerCase(), passphrase.value,
-            password.value, { historyProgress, secondFactor: askSecondFactor });
-        key.value = passphrase.value = password.value = confirm.value = "";
+            password.password.value, options);
+        joined = true;
+        key.value = passphrase.value = "";
+        password.clear();
         await ctx.enter(client);
       } catch (e) {
-        kv?.close();
-        await IdbKv.destroy(ctx.dbName).catch(() => undefined);
         replace(status);
-        error.textContent = e instanceof RecoveryError ? `${e.message.charAt(0).toUpperCase()}${e.message.slice(1)}.`
-          : ctx.describe(e);
-        submit.disabled = false;
+        error.textContent = await joinFailed(e, (x) => (x instanceof RecoveryError ? sentence(x.message) : ctx.describe(x)),
+          ctx.dbName, kv, joined);
+        submit.disabled = joined;
       }
     },
   },
   h("label", { for: "recover-how" }, "Recover with"), how, byKey, byPassphrase,
-  h("label", { for: "recover-password" }, "New password for this browser"), password,
-  h("label", { for: "recover-confirm" }, "Password again"), confirm,
+  ...password.elements,
   h("details", { class: "advanced" }, h("summary", {}, "Server"), h("label", { for: "recover-server" }, "Cipherpost server"),
     server),
   submit, status, error);
