@@ -42,6 +42,7 @@ import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params, type LocalKey } from "./store/crypto.js";
 import { DeviceStore } from "./store/device.js";
 import type { Kv } from "./store/kv.js";
+import { withdraw } from "./withdraw.js";
 
 const USERNAME = /^[a-z0-9_][a-z0-9_.]{2,31}$/;
 
@@ -158,12 +159,16 @@ export class Client {
    * cipherpost.client.devices._join). The archive resumes on the next unlock if the
    * page is closed meanwhile.
    * @throws LinkError a malformed message. @throws RelayError the link code was refused.
+   * @throws JoinUndone the account could not be stored after the relay took the device
+   * (./withdraw.ts: it is removed again).
    */
   static async link(kv: Kv, server: string, password: string, message: ProvisionMessage,
     options: ClientOptions & { progress?: (done: number, total: number) => void;
       historyProgress?: (entries: number, fraction: number) => void;
       /** Join by recovery (src/app/recovery.ts) instead of the message's link code: where, and with what. */
-      join?: { path: string; fields: Record<string, string>; secondFactor?: SecondFactorPrompt } } = {}): Promise<Client> {
+      join?: { path: string; fields: Record<string, string>; secondFactor?: SecondFactorPrompt };
+      /** What the caller stores with the account, in the same unit (./withdraw.ts: all or nothing). */
+      keep?: (store: DeviceStore) => Promise<void> } = {}): Promise<Client> {
     if (password.length < 8) throw new RangeError("choose a password of at least 8 characters");
     let identity: IdentityKeyPair;
     try {
@@ -179,7 +184,9 @@ export class Client {
       options.keys ?? DEFAULT_POLICY));
     const credentials = await api.linkDevice({ ...body, ...(options.join?.fields ?? { link_code: message.linkCode }),
       name: "browser" }, options.join?.path);
-    if (credentials.accountId !== message.accountId) throw new LinkError("the link code joined another account than announced");
+    if (credentials.accountId !== message.accountId) {
+      await withdraw(api.server, credentials, new LinkError("the link code joined another account than announced"));
+    }
     const account: AccountRecord = { ...credentials, server: api.server, username: message.username };
     await store.transaction(async () => {
       await store.putJson("account", account);
@@ -220,7 +227,8 @@ export class Client {
           // a malformed state is skipped, as in the SDK
         }
       }
-    });
+      await options.keep?.(store);
+    }).catch((error: unknown) => withdraw(api.server, credentials, error)); // no account stored: no orphan device
     const client = new Client(store, account, clock);
     if (message.historyEnabled && message.historyKeys !== undefined) {
       try {
