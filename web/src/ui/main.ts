@@ -26,6 +26,7 @@ import { passkeyUnlockButton } from "./passkey.js";
 import { importScreen, keyFileSection } from "./key_file.js";
 import { joinFailed, newPasswordFields, showProgress } from "./new_device.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
+import { strengthSection } from "./about_strength.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
 
 const DB_NAME = "cipherpost";
@@ -707,6 +708,7 @@ async function aboutPage(): Promise<HTMLElement> {
     h("h3", {}, "Check the code you are running"),
     h("p", {}, "SHA-256 of app.js as this browser received it:"),
     h("code", { class: "digest", "data-testid": "bundle-sha256" }, digest),
+    ...strengthSection(),
     h("p", { class: "hint" }, "The build is reproducible: `cd web && npm ci && npm run --silent hash` builds the "
       + "published sources and prints the same hash, which web/README.md lists. A different hash means this "
       + "server delivers other code."),
