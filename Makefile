@@ -46,12 +46,17 @@ test: system-deps browser-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_S
 	cd $(WEB_DIR) && npm run --silent typecheck && npm test --silent
 	$(PY) -m pytest -n 2 --dist worksteal -q
 
-# The SHA-256 of the browser client's bundle these sources build, written into
-# web/README.md (the About page shows the same value; tests/web checks the README).
+# The SHA-256 of the browser client's bundle (app.js) and of strength.js (the passphrase
+# check) these sources build, written into web/README.md (the About page shows the same
+# values; tests/web checks the README).
 web-hash: $(WEB_STAMP)
-	cd $(WEB_DIR) && hash=$$(npm run --silent hash) && \
-	  sed -i -E "s/^(Bundle SHA-256 \(app\.js\): )\`[0-9a-f]{64}\`/\1\`$$hash\`/" README.md && \
-	  grep -q "$$hash" README.md && echo "web/README.md: app.js sha256 $$hash"
+	cd $(WEB_DIR) && hashes=$$(npm run --silent hashes) && \
+	  app=$$(echo "$$hashes" | sed -n 's/^app\.js //p') && \
+	  strength=$$(echo "$$hashes" | sed -n 's/^strength\.js //p') && \
+	  sed -i -E -e "s/^(Bundle SHA-256 \(app\.js\): )\`[0-9a-f]{64}\`/\1\`$$app\`/" \
+	    -e "s/^(Passphrase check SHA-256 \(strength\.js\): )\`[0-9a-f]{64}\`/\1\`$$strength\`/" README.md && \
+	  grep -q "$$app" README.md && grep -q "$$strength" README.md && \
+	  echo "web/README.md: app.js sha256 $$app, strength.js sha256 $$strength"
 
 # The TypeScript protocol core alone: type check and unit tests.
 web: $(WEB_STAMP)

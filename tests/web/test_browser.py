@@ -339,10 +339,11 @@ def test_devices_page_links_an_sdk_device_and_removes_it(
 def test_the_build_is_reproducible_and_the_about_page_shows_its_hash(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Two builds give the same bytes; the About page hashes the app.js the browser
-    received (SRI-checked) and shows the same SHA-256, and the server it talks to."""
+    received (SRI-checked) and shows the same SHA-256, the SHA-256 app.js accepts
+    strength.js under (the built file's), and the server it talks to."""
     first, second = build_hash(tmp_path / "one"), build_hash(tmp_path / "two")
     assert first == second and len(first) == 64
-    for name in ("app.js", "app.css", "index.html", "build.json"):
+    for name in ("app.js", "app.css", "strength.js", "index.html", "build.json"):
         one, two = (tmp_path / "one" / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
         assert one == two, name
     assert (WEB / "dist" / "app.js").read_bytes() == (tmp_path / "one" / "app.js").read_bytes()
@@ -352,18 +353,24 @@ def test_the_build_is_reproducible_and_the_about_page_shows_its_hash(
     browser.do("signup", user=user, username=user, password=PASSWORD)
     browser.do("click", user=user, testid="open-about")
     browser.do("wait_text", user=user, testid="bundle-sha256", text=first)
+    strength = json.loads((tmp_path / "one" / "build.json").read_text())["sha256"]["strength.js"]
+    assert browser.do("text", user=user, testid="strength-sha256")["text"] == strength
     assert browser.do("text", user=user, testid="about-server")["text"] == relay.url
     browser.do("screenshot", user=user, path=str(ARTIFACTS / "12-about.png"))
     assert browser.do("problems", user=user)["problems"] == []
 
 
 def test_readme_lists_the_bundle_hash(tmp_path: Path) -> None:
-    """web/README.md names the SHA-256 of the bundle these sources build (after a change
-    to web/src or the lock file: `make web-hash` rewrites it)."""
+    """web/README.md names the SHA-256 of the bundle these sources build, and of its
+    passphrase check strength.js (after a change to web/src or the lock file: `make
+    web-hash` rewrites both)."""
     listed = (WEB / "README.md").read_text()
     hashed = build_hash(tmp_path / "out")
-    assert f"`{hashed}`" in listed, (
+    assert f"Bundle SHA-256 (app.js): `{hashed}`" in listed, (
         f"web/README.md does not list the current bundle hash {hashed}: run `make web-hash`")
+    strength = json.loads((tmp_path / "out" / "build.json").read_text())["sha256"]["strength.js"]
+    assert f"Passphrase check SHA-256 (strength.js): `{strength}`" in listed, (
+        f"web/README.md does not list strength.js's hash {strength}: run `make web-hash`")
 
 
 def test_groups_between_a_browser_user_and_sdk_users(
