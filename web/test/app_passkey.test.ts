@@ -6,13 +6,17 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { describe, test } from "node:test";
 
+import "fake-indexeddb/auto"; // IDBKeyRange and friends as globals, as in a browser
+import { IDBFactory } from "fake-indexeddb";
+
 import { systemRandom } from "../src/protocol/bytes.js";
 import { IdentityKeyPair } from "../src/protocol/keys.js";
 import { deriveKey, LocalKey, TEST_PARAMS, WrongKey } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
-import { MemoryKv } from "../src/app/store/kv.js";
+import { IdbKv, KvConflict, MemoryKv, type Kv } from "../src/app/store/kv.js";
 import {
-  addPasskey, changePassword, decodeRecord, encodeRecord, NoPasskey, openRecord, PasskeyMismatch, PasskeyNotUsed,
+  addPasskey, changePassword, decodeRecord, encodeRecord, NoPasskey, openRecord, PasskeyConflict, PasskeyMismatch,
+  PasskeyNotUsed, saveRecord,
   PasskeyRecordInvalid, PasskeyStale, PrfUnavailable, RECORD_KEY, removePasskey, sealRecord, unlockWithPasskey,
   VERSION, type Credentials,
 } from "../src/app/store/passkey.js";
@@ -130,6 +134,8 @@ class FakeAuthenticator implements Credentials {
   prfAtCreate = true;
   prfSupported = true;
   refuse: string | undefined;
+  /** Runs while the user would be touching the authenticator (another tab's work). */
+  meanwhile: (() => Promise<void>) | undefined;
 
   #credential(id: Uint8Array, salt: ArrayBuffer | undefined, enabled: boolean): Credential {
     const secret = this.secrets.get(toHex(id));
@@ -145,6 +151,7 @@ class FakeAuthenticator implements Credentials {
   async create(options: CredentialCreationOptions): Promise<Credential | null> {
     this.calls.push("create");
     if (this.refuse) throw new DOMException("refused", this.refuse);
+    await this.meanwhile?.();
     const o = options.publicKey!;
     assert.equal(o.authenticatorSelection?.userVerification, "required");
     assert.equal(o.rp.id, "example.test");
@@ -277,5 +284,71 @@ describe("passkey register, unlock, remove", () => {
     await (await DeviceStore.open(kv, PASSWORD)).changePassword(PASSWORD, "a new password");
     assert.equal(kv.data.has(RECORD_KEY), true);
     await assert.rejects(unlockWithPasskey(kv, "example.test", authenticator), PasskeyStale);
+  });
+});
+
+describe("adding a passkey while the store changes (compare-and-set)", () => {
+  const kinds: [string, () => Promise<Kv>][] = [
+    ["memory", async () => new MemoryKv()],
+    ["IndexedDB", async () => IdbKv.open(`passkey-${Math.random()}`, new IDBFactory())],
+  ];
+
+  for (const [kind, open] of kinds) {
+    test(`${kind}: a conditional commit writes only while the expected records are unchanged`, async () => {
+      const kv = await open();
+      const a = new Uint8Array([1]);
+      await kv.commit(new Map([["x", a]]));
+      await assert.rejects(kv.commit(new Map([["y", a]]), new Map([["x", new Uint8Array([2])]])), KvConflict);
+      await assert.rejects(kv.commit(new Map([["y", a]]), new Map([["x", a], ["z", a]])), KvConflict); // z is absent
+      assert.equal(await kv.get("y"), undefined, "nothing written");
+      await kv.commit(new Map([["y", a], ["x", null]]), new Map([["x", a], ["z", undefined]]));
+      assert.deepEqual([await kv.get("x"), await kv.get("y")], [undefined, a]);
+    });
+
+    test(`${kind}: the password changed in another tab during the ceremony: refused, nothing stored, a retry works`,
+      async () => {
+        const kv = await open();
+        const store = await DeviceStore.create(kv, PASSWORD, TEST_PARAMS);
+        const identity = IdentityKeyPair.generate(systemRandom);
+        await store.transaction(() => store.setIdentity(identity, 77));
+        const authenticator = new FakeAuthenticator();
+        authenticator.meanwhile = () => store.changePassword(PASSWORD, "a new password");
+        await assert.rejects(addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator),
+          (e: unknown) => e instanceof PasskeyConflict && /nothing was stored; add it again/.test(e.message));
+        assert.equal(await kv.get(RECORD_KEY), undefined);
+        await assert.rejects(unlockWithPasskey(kv, "example.test", authenticator), NoPasskey);
+        await assert.rejects(addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator), WrongKey);
+        authenticator.meanwhile = undefined;
+        await addPasskey(kv, "a new password", ACCOUNT, "example.test", authenticator);
+        const unlocked = await DeviceStore.open(kv, await unlockWithPasskey(kv, "example.test", authenticator));
+        assert.deepEqual(unlocked.getIdentityKeyPair().serialize(), identity.serialize());
+      });
+  }
+
+  test("another tab added (or removed) a passkey meanwhile: refused, the other tab's record stays", async () => {
+    const { kv } = await storeWithIdentity();
+    const authenticator = new FakeAuthenticator();
+    const other = new FakeAuthenticator();
+    authenticator.meanwhile = async () => {
+      await addPasskey(kv, PASSWORD, ACCOUNT, "example.test", other);
+    };
+    await assert.rejects(addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator), PasskeyConflict);
+    await DeviceStore.open(kv, await unlockWithPasskey(kv, "example.test", other));
+    authenticator.meanwhile = async () => {
+      await removePasskey(kv, "example.test");
+    };
+    await assert.rejects(addPasskey(kv, PASSWORD, ACCOUNT, "example.test", authenticator), PasskeyConflict);
+    assert.equal(kv.data.has(RECORD_KEY), false);
+  });
+
+  test("saveRecord refuses a record made for another check value than the one it compares with", async () => {
+    const { kv } = await storeWithIdentity();
+    const check = await DeviceStore.checkValue(kv);
+    const data = await sealRecord(await rawKey(kv), check, CRED, SALT, PRF, 1);
+    const other = await (await LocalKey.fromRaw(new Uint8Array(32).fill(3))).checkValue();
+    await assert.rejects(saveRecord(kv, data, { check: other, previous: undefined }), RangeError);
+    await saveRecord(kv, data, { check, previous: undefined });
+    await assert.rejects(saveRecord(kv, data, { check, previous: undefined }), PasskeyConflict); // one exists now
+    await saveRecord(kv, data, { check, previous: data });
   });
 });

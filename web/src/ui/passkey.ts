@@ -10,10 +10,12 @@ import { Client } from "../app/client.js";
 import { WrongKey } from "../app/store/crypto.js";
 import type { Kv } from "../app/store/kv.js";
 import {
-  addPasskey, changePassword, NoPasskey, PasskeyMismatch, PasskeyNotUsed, PasskeyRecordInvalid, PasskeyStale, PrfUnavailable,
+  addPasskey, changePassword, NoPasskey, PasskeyConflict, PasskeyMismatch, PasskeyNotUsed, PasskeyRecordInvalid, PasskeyStale,
+  PrfUnavailable,
   readRecord, removePasskey, unlockWithPasskey,
 } from "../app/store/passkey.js";
 import { h } from "./dom.js";
+import { newPasswordProblem, sentence } from "./new_device.js";
 
 /** True when this browser has WebAuthn at all (PRF support shows only when it is used). */
 function webAuthnOffered(): boolean {
@@ -29,6 +31,7 @@ export function describePasskeyError(error: unknown, fallback: (e: unknown) => s
     return "The password of this browser changed since the passkey was added: unlock with the password, then add "
       + "the passkey again on the security page.";
   }
+  if (error instanceof PasskeyConflict) return sentence(error.message);
   if (error instanceof PasskeyMismatch) return "This passkey does not unlock this browser. Unlock with your password.";
   if (error instanceof PasskeyNotUsed) {
     return `${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}. Unlock with your password.`;
@@ -175,10 +178,8 @@ function passwordForm(client: Client, describe: (e: unknown) => string, changed:
     h("form", { class: "link", onsubmit: async (event: Event) => {
       event.preventDefault();
       state.textContent = "";
-      if (fresh.value !== confirm.value) {
-        state.textContent = "The new passwords differ.";
-        return;
-      }
+      state.textContent = newPasswordProblem(fresh.value, confirm.value) ?? "";
+      if (state.textContent !== "") return;
       submit.disabled = true;
       try {
         const hadPasskey = await changePassword(client.store, old.value, fresh.value);

@@ -30,7 +30,9 @@ import {
 import type { Kv } from "./kv.js";
 
 const KDF = "meta:kdf";
-const CHECK = "meta:check";
+/** The record of the sealed check value that recognises the store's key (unsealed). */
+export const CHECK_RECORD = "meta:check";
+const CHECK = CHECK_RECORD;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

@@ -6,14 +6,35 @@
  * IndexedDB commits a transaction as soon as it has no pending request at the end of a
  * task, so nothing asynchronous (WebCrypto) may run inside one: the device store seals
  * every value of a unit of work first, then hands the batch over here.
+ *
+ * A commit may be conditional (compare-and-set): `expect` names records and the values
+ * they must still hold (undefined: absent), read in the same transaction as the writes;
+ * if one differs nothing is written and KvConflict says so. Work that reads, then runs
+ * something long (a passkey ceremony), then writes uses it to refuse a write based on
+ * what another tab or unit has changed meanwhile.
  */
+
+import { bytesEqual } from "../../protocol/bytes.js";
+
+/** A conditional commit found a record changed since it was read: nothing was written. */
+export class KvConflict extends Error {
+  override readonly name = "KvConflict";
+}
+
+/** Whether a stored value is the expected one (undefined: absent). */
+function holds(stored: unknown, expected: Uint8Array | undefined): boolean {
+  return stored instanceof Uint8Array ? expected !== undefined && bytesEqual(stored, expected) : expected === undefined;
+}
 
 export interface Kv {
   get(key: string): Promise<Uint8Array | undefined>;
   /** Every [key, value] whose key starts with `prefix`, in key order. */
   scan(prefix: string): Promise<[string, Uint8Array][]>;
-  /** Apply all puts (a value) and deletes (null) atomically. */
-  commit(batch: Map<string, Uint8Array | null>): Promise<void>;
+  /**
+   * Apply all puts (a value) and deletes (null) atomically; with `expect`, only if each
+   * record named there still holds that value (undefined: absent). @throws KvConflict
+   */
+  commit(batch: Map<string, Uint8Array | null>, expect?: Map<string, Uint8Array | undefined>): Promise<void>;
   close(): void;
 }
 
@@ -29,7 +50,10 @@ export class MemoryKv implements Kv {
       .map(([k, v]) => [k, v.slice()]);
   }
 
-  async commit(batch: Map<string, Uint8Array | null>): Promise<void> {
+  async commit(batch: Map<string, Uint8Array | null>, expect?: Map<string, Uint8Array | undefined>): Promise<void> {
+    for (const [key, value] of expect ?? []) {
+      if (!holds(this.data.get(key), value)) throw new KvConflict(`the record ${key} changed`);
+    }
     for (const [key, value] of batch) {
       if (value === null) this.data.delete(key);
       else this.data.set(key, value.slice());
@@ -77,17 +101,39 @@ export class IdbKv implements Kv {
     return keys.map((k, i) => [String(k), values[i] as Uint8Array]);
   }
 
-  commit(batch: Map<string, Uint8Array | null>): Promise<void> {
+  commit(batch: Map<string, Uint8Array | null>, expect?: Map<string, Uint8Array | undefined>): Promise<void> {
     return new Promise((resolve, reject) => {
       const tx = this.db.transaction(STORE, "readwrite", { durability: "strict" });
       const store = tx.objectStore(STORE);
-      for (const [key, value] of batch) {
-        if (value === null) store.delete(key);
-        else store.put(value, key);
+      let changed: string | undefined;
+      const write = (): void => {
+        for (const [key, value] of batch) {
+          if (value === null) store.delete(key);
+          else store.put(value, key);
+        }
+      };
+      // The expected values are read in this transaction; the writes follow from the last
+      // read's callback, so no other transaction on the store runs in between.
+      let unread = expect?.size ?? 0;
+      if (unread === 0) write();
+      for (const [key, value] of expect ?? []) {
+        const read = store.get(key);
+        read.onsuccess = () => {
+          if (changed !== undefined) return;
+          if (!holds(read.result, value)) {
+            changed = key;
+            tx.abort();
+          } else if (--unread === 0) {
+            write();
+          }
+        };
       }
+      // An abort fails the reads still pending too, whose errors reach onerror first.
+      const failed = (what: string) => () => reject(changed !== undefined ? new KvConflict(`the record ${changed} changed`)
+        : tx.error ?? new Error(`IndexedDB transaction ${what}`));
       tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
-      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+      tx.onerror = failed("failed");
+      tx.onabort = failed("aborted");
     });
   }
 

@@ -25,12 +25,18 @@
  * record to the store's key: a store sealed again under another key (a new password)
  * finds it stale and says the passkey must be added again. Any other version, a length
  * off by one byte, or trailing bytes is refused before any cryptography.
+ *
+ * Adding a passkey takes a while (the user touches the authenticator), and the password
+ * may change meanwhile in another tab. The record is bound to the check value read when
+ * the password was checked, and written only if that check value and the record found
+ * then are still the stored ones, in one IndexedDB transaction (saveRecord): else
+ * PasskeyConflict and nothing is stored.
  */
 
 import { bytesEqual } from "../../protocol/bytes.js";
 import { KEY_BYTES, LocalKey, NONCE_BYTES } from "./crypto.js";
-import { DeviceStore } from "./device.js";
-import type { Kv } from "./kv.js";
+import { CHECK_RECORD, DeviceStore } from "./device.js";
+import { KvConflict, type Kv } from "./kv.js";
 
 export const RECORD_KEY = "meta:passkey";
 export const VERSION = 1;
@@ -72,6 +78,15 @@ export class PasskeyNotUsed extends Error {
 /** The store's key changed (a new password) since the passkey was added. */
 export class PasskeyStale extends Error {
   override readonly name = "PasskeyStale";
+}
+
+/**
+ * While a passkey was being added, the password was changed or another passkey added or
+ * removed (another tab): the new record would wrap a key the store no longer has, or
+ * undo the other change. Nothing was stored; adding it again works.
+ */
+export class PasskeyConflict extends Error {
+  override readonly name = "PasskeyConflict";
 }
 
 export interface PasskeyRecord {
@@ -219,9 +234,28 @@ export async function readRecord(kv: Kv): Promise<PasskeyRecord | undefined> {
   return data === undefined ? undefined : decodeRecord(data);
 }
 
-export async function saveRecord(kv: Kv, data: Uint8Array): Promise<void> {
-  decodeRecord(data);
-  await kv.commit(new Map([[RECORD_KEY, data]]));
+/** The store as an addition of a passkey started from: its check value and the record then (if any). */
+export interface RecordBase {
+  check: Uint8Array;
+  previous: Uint8Array | undefined;
+}
+
+/**
+ * Store `data` (a record made for `base.check`) if the store still holds `base`'s check
+ * value and record, checked in the transaction that writes it.
+ * @throws PasskeyRecordInvalid, RangeError (`data` is not for `base.check`), PasskeyConflict.
+ */
+export async function saveRecord(kv: Kv, data: Uint8Array, base: RecordBase): Promise<void> {
+  if (!bytesEqual(decodeRecord(data).checkHash, await checkHash(base.check))) {
+    throw new RangeError("the passkey record was made for another store key");
+  }
+  try {
+    await kv.commit(new Map([[RECORD_KEY, data]]), new Map([[CHECK_RECORD, base.check], [RECORD_KEY, base.previous]]));
+  } catch (error) {
+    if (!(error instanceof KvConflict)) throw error;
+    throw new PasskeyConflict("the password or the passkey of this browser was changed while the passkey was being "
+      + "added: nothing was stored; add it again");
+  }
 }
 
 export async function deleteRecord(kv: Kv): Promise<void> {
@@ -291,10 +325,14 @@ export interface PasskeyAccount {
  * Register a passkey that unlocks the store in `kv`, which `password` opens (it is asked
  * again: the local key is only ever derived from it, never read back from WebCrypto).
  * Replaces a passkey registered before. Without a PRF output stores nothing.
- * @throws WrongKey the password, PrfUnavailable, PasskeyNotUsed.
+ * @throws WrongKey the password, PrfUnavailable, PasskeyNotUsed, PasskeyConflict (the
+ * password or passkey changed meanwhile: nothing stored).
  */
 export async function addPasskey(kv: Kv, password: string, account: PasskeyAccount, rpId: string,
   credentials: Credentials, now: number = Date.now()): Promise<PasskeyRecord> {
+  // Read before the key is derived: a password changed in between fails the derivation
+  // (WrongKey) or the compare-and-set, never binds the record to a key it does not wrap.
+  const base: RecordBase = { check: await DeviceStore.checkValue(kv), previous: await kv.get(RECORD_KEY) };
   const raw = await DeviceStore.rawKey(kv, password);
   try {
     const prfSalt = crypto.getRandomValues(new Uint8Array(PRF_SALT_BYTES));
@@ -324,9 +362,14 @@ export async function addPasskey(kv: Kv, password: string, account: PasskeyAccou
       await forgetCredential(rpId, credentialId);
       throw new PrfUnavailable("the authenticator returned no PRF output");
     }
-    const data = await sealRecord(raw, await DeviceStore.checkValue(kv), credentialId, prfSalt, prfOutput, now);
+    const data = await sealRecord(raw, base.check, credentialId, prfSalt, prfOutput, now);
     prfOutput.fill(0);
-    await saveRecord(kv, data);
+    try {
+      await saveRecord(kv, data, base);
+    } catch (error) {
+      if (error instanceof PasskeyConflict) await forgetCredential(rpId, credentialId); // it unlocks nothing
+      throw error;
+    }
     return decodeRecord(data);
   } finally {
     raw.fill(0);
