@@ -136,6 +136,69 @@ describe("prekey upkeep", () => {
     assert.equal(await republishKeys(relay, other, T0 + 1, POLICY), true);
   });
 
+  test("republish: a failed upload is sent again as it is at the next trigger, no new keys made for each try", async () => {
+    const store = await device();
+    const counters = async () => [await store.peekId("prekey"), await store.peekId("kyber_prekey"),
+      await store.peekId("signed_prekey")];
+    const before = await counters();
+    let down = true;
+    const relay = new FakeRelay();
+    const flaky = { uploadKeys: async (body: Json) => {
+      if (down) {
+        relay.uploads.push(body as Record<string, Json>); // seen by the relay, refused
+        throw new Error("relay down");
+      }
+      return relay.uploadKeys(body);
+    } };
+    for (let i = 0; i < 5; i++) await assert.rejects(republishKeys(flaky, store, T0 + i, POLICY), /relay down/);
+    assert.deepEqual(await counters(), [before[0]! + POLICY.oneTimeBatch, before[1]! + POLICY.kyberBatch + 1, before[2]! + 1],
+      "one set made");
+    assert.equal(relay.uploads.length, 5);
+    for (const body of relay.uploads) assert.deepEqual(body, relay.uploads[0]);
+    down = false;
+    assert.equal(await republishKeys(flaky, store, T0 + 10, POLICY), true);
+    assert.deepEqual(relay.uploads[5], relay.uploads[0]);
+    // published: the hourly limit holds, and the next one makes a new set
+    assert.equal(await republishKeys(flaky, store, T0 + 11, POLICY), false);
+    assert.equal(await republishKeys(flaky, store, T0 + 10 + POLICY.republishIntervalMs, POLICY), true);
+    assert.notDeepEqual(relay.uploads[6]!.one_time_prekeys, relay.uploads[0]!.one_time_prekeys);
+  });
+
+  test("republish: a pending set loses the one-time keys used since; a new identity or a rotation makes a new one", async () => {
+    const store = await device();
+    const failing = { uploadKeys: async () => { throw new Error("relay down"); } };
+    const relay = new FakeRelay();
+    await assert.rejects(republishKeys(failing, store, T0, POLICY), /relay down/);
+    const first = async (): Promise<Record<string, Json>> => {
+      await republishKeys(relay, store, T0 + 1, POLICY);
+      return relay.uploads.pop()!;
+    };
+    // the upload reached the relay before it failed: a key was handed out and used
+    await store.transaction(async () => {
+      await store.removePreKey(5);
+      await store.markKyberPreKeyUsed(2 + POLICY.kyberBatch + 1, 2, new Uint8Array(32));
+    });
+    const sent = await first();
+    assert.deepEqual((sent.one_time_prekeys as { key_id: number }[]).map((k) => k.key_id), [4, 6]);
+    assert.equal((sent.kyber_prekeys as Json[]).length, POLICY.kyberBatch - 1);
+
+    // a rotation after the failed upload: the pending set's signed prekey is old, a new set is made
+    const rotated = await device();
+    await assert.rejects(republishKeys(failing, rotated, T0, POLICY), /relay down/);
+    await maintainKeys(relay, rotated, T0 + POLICY.rotateAfterMs, POLICY);
+    const signed = await rotated.peekId("signed_prekey");
+    await republishKeys(relay, rotated, T0 + POLICY.rotateAfterMs + 1, POLICY);
+    assert.equal((relay.uploads.pop()!.signed_prekey as { key_id: number }).key_id, signed + 1);
+
+    // a new identity: a new set
+    const reset = await device();
+    await assert.rejects(republishKeys(failing, reset, T0, POLICY), /relay down/);
+    const oneTime = await reset.peekId("prekey");
+    await reset.transaction(() => reset.setIdentity(IdentityKeyPair.generate(systemRandom), 7));
+    await republishKeys(relay, reset, T0 + 1, POLICY);
+    assert.equal(await reset.peekId("prekey"), oneTime + POLICY.oneTimeBatch);
+  });
+
   test("one-time keys a republish replaced go after the grace period; the new ones and the last-resort key stay", async () => {
     const store = await device();
     const relay = new FakeRelay();

@@ -7,7 +7,8 @@
  * ours to trust, so a replenish soon after another waits, 1 min doubling to a day,
  * until the relay reports a healthy count again. `republishKeys` repairs a directory that
  * disagrees with the local keys (a PreKey message named a key this device does not hold),
- * at most hourly, as keys.republish does.
+ * at most hourly, as keys.republish does; a set whose upload failed is sent again as it
+ * is at the next trigger, not made anew.
  */
 
 import { systemRandom, toHex } from "../protocol/bytes.js";
@@ -49,6 +50,14 @@ const REPLENISHED_AT = "keys_replenished_at";
 const BACKOFF = "keys_replenish_backoff_ms";
 const REPUBLISHED = "keys_republished"; // { at, identity }: the last republish
 const ONE_TIME_REPLACED = "keys_one_time_replaced"; // { prekeyBelow, kyberBelow, at }
+const REPUBLISH_PENDING = "keys_republish_pending"; // a set made and not yet uploaded: PendingSet
+
+/** A republished set the relay has not taken yet: for which identity and rotation, and the upload. */
+interface PendingSet {
+  identity: string;
+  rotatedAt: number;
+  body: Record<string, Json>;
+}
 
 /** A registration id as Python picks them: 1..16380. */
 export function newRegistrationId(): number {
@@ -156,7 +165,10 @@ export async function maintainKeys(api: KeysApi, store: DeviceStore, nowMs: numb
  * side): publish a fresh complete set that replaces every one-time key the relay still
  * holds. True if it was published. Anyone who can send us a PreKey message can trigger
  * this, so it runs at most once per `policy.republishIntervalMs` unless the identity key
- * changed since the last one (mirrors keys.republish).
+ * changed since the last one (mirrors keys.republish). A set whose upload failed is
+ * kept and sent again at the next trigger (less the one-time keys used since), unless
+ * the identity changed or a rotation replaced its signed prekeys: no new keys are made
+ * for every failed try.
  * @throws RelayError, RelayUnavailable from the upload (the next trigger tries again).
  */
 export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: DeviceStore, nowMs: number,
@@ -169,13 +181,17 @@ export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: Dev
     return false;
   }
   const body = await store.transaction(async () => {
+    const pending = await store.getJson<PendingSet>(REPUBLISH_PENDING);
+    if (pending !== undefined && pending.identity === identity
+      && pending.rotatedAt === await store.getJson<number>(ROTATED_AT)) {
+      return stillHeld(store, pending.body);
+    }
     const pair = store.getIdentityKeyPair();
     // Every one-time key made so far is being replaced; their private halves stay for
     // the grace period, for a bundle handed out just before.
     await store.putJson(ONE_TIME_REPLACED, {
-      prekeyBelow: ((await store.getJson<number>("counter:prekey")) ?? 0) + 1,
-      kyberBelow: ((await store.getJson<number>("counter:kyber_prekey")) ?? 0) + 1, at: nowMs });
-    const out = {
+      prekeyBelow: (await store.peekId("prekey")) + 1, kyberBelow: (await store.peekId("kyber_prekey")) + 1, at: nowMs });
+    const out: Record<string, Json> = {
       signed_prekey: await makeSigned(store, pair, nowMs),
       last_resort_kyber_prekey: await makeLastResort(store, pair, nowMs),
       one_time_prekeys: await makeOneTime(store, policy.oneTimeBatch),
@@ -183,12 +199,34 @@ export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: Dev
       replace_one_time: true,
     };
     await store.putJson(ROTATED_AT, nowMs);
+    // Kept until the relay takes it: a failed upload is sent again as it is, so that a
+    // trigger repeated while the relay is unreachable or refusing makes no new keys
+    // (each would be a batch of key pairs written and kept through the grace period).
+    await store.putJson(REPUBLISH_PENDING, { identity, rotatedAt: nowMs, body: out } satisfies PendingSet);
     return out;
   });
   await api.uploadKeys(body);
   // Recorded only once published: a failed upload is tried again at the next trigger.
-  await store.transaction(() => store.putJson(REPUBLISHED, { at: nowMs, identity }));
+  await store.transaction(async () => {
+    await store.putJson(REPUBLISHED, { at: nowMs, identity });
+    await store.put(REPUBLISH_PENDING, null);
+  });
   return true;
+}
+
+/**
+ * A pending set without the one-time keys this device no longer holds: an upload that
+ * failed only on the way back may have reached the relay, which handed keys out that
+ * messages have used since.
+ */
+async function stillHeld(store: DeviceStore, body: Record<string, Json>): Promise<Record<string, Json>> {
+  const held = async (keys: Json, prefix: string): Promise<Json[]> => {
+    const out: Json[] = [];
+    for (const key of keys as { key_id: number }[]) if ((await store.get(`${prefix}${key.key_id}`)) !== undefined) out.push(key);
+    return out;
+  };
+  return { ...body, one_time_prekeys: await held(body.one_time_prekeys ?? [], "prekey:"),
+    kyber_prekeys: await held(body.kyber_prekeys ?? [], "kyber:") };
 }
 
 /** Whether a replenish may run now; if so, record it and lengthen the back-off. */

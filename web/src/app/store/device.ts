@@ -229,6 +229,11 @@ export class DeviceStore implements ProtocolStore {
     return (await this.scan(prefix)).map(([k, v]) => [k, JSON.parse(decoder.decode(v)) as T]);
   }
 
+  /** The last value {@link nextId} gave for `name` (0 before the first), without advancing it. */
+  async peekId(name: string): Promise<number> {
+    return (await this.getJson<number>(`counter:${name}`)) ?? 0;
+  }
+
   /** The next value of a named counter, starting at 1. */
   async nextId(name: string): Promise<number> {
     const key = `counter:${name}`;
