@@ -13,6 +13,7 @@ chromium (web/src/app/passphrase_rating.ts, web/src/app/strength.ts, web/src/str
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Iterator
@@ -128,3 +129,29 @@ def test_no_passphrase_is_set_when_strength_js_is_not_the_built_one(
     _set_passphrase(browser, STRONG)  # the submit clears the error before it tries again
     browser.do("wait_selector", user=USER, selector=REFUSED_UNCHECKED)
     assert _passphrases(tmp_path, account) == 0
+
+
+def test_a_key_file_is_not_written_under_a_weak_passphrase(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """The Devices page's key file export takes the CLI's check of a new export
+    passphrase (the file holds the identity key, open to offline guessing)."""
+    _open_security_page(browser, relay)
+    browser.do("click", user=USER, testid="recovery-key-new")
+    browser.do("click", user=USER, testid="recovery-key-saved")
+    browser.do("click", user=USER, testid="recovery-key-save")
+    browser.do("wait_gone", user=USER, testid="recovery-key-text")
+    browser.do("click", user=USER, testid="open-devices")
+    for passphrase in ("vorbulax2026!", "Password123!Password123!"):
+        browser.do("fill", user=USER, testid="keyfile-export-passphrase", text=passphrase)
+        browser.do("fill", user=USER, testid="keyfile-export-confirm", text=passphrase)
+        browser.do("click", user=USER, testid="keyfile-export")
+        browser.do("wait_selector", user=USER, selector='[data-testid=keyfile-export-error]'
+                   ':has-text("key file passphrase is too easy to guess")')
+    assert browser.do("text", user=USER, testid="keyfile-export-state")["text"] == ""
+    browser.do("fill", user=USER, testid="keyfile-export-passphrase", text=STRONG)
+    browser.do("fill", user=USER, testid="keyfile-export-confirm", text=STRONG)
+    saved = browser.do("download_click", user=USER, testid="keyfile-export")
+    assert saved["filename"].endswith(".cpexport")
+    assert base64.b64decode(saved["base64"]).startswith(b"CPEXPORT")
+    assert browser.do("text", user=USER, testid="keyfile-export-error")["text"] == ""
+    assert real_problems(browser.do("problems", user=USER)["problems"]) == []

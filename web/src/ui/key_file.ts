@@ -10,7 +10,9 @@ import type { Client } from "../app/client.js";
 import {
   exportKeyFile, importKeyFile, KeyFileError, keyFileName, NEEDS_RECOVERY_KEY, recoverySecrets,
 } from "../app/key_file.js";
+import { checkPassphrase, WeakPassphrase } from "../app/passphrase_rating.js";
 import { IdbKv } from "../app/store/kv.js";
+import { loadRater, StrengthUnavailable } from "../app/strength.js";
 import { h, replace } from "./dom.js";
 import { joinFailed, newPasswordFields, type NewDeviceContext, newPasswordProblem, sentence, showProgress } from "./new_device.js";
 import { askSecondFactor } from "./second_factor.js";
@@ -108,7 +110,8 @@ export async function keyFileSection(client: Client, describe: (error: unknown) 
 
 function newSection(client: Client, describe: (error: unknown) => string): { element: HTMLElement; show: (held: boolean) => void } {
   const passphrase = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase for the key file",
-    placeholder: "Passphrase for the key file", "data-testid": "keyfile-export-passphrase" });
+    placeholder: "Passphrase for the key file", "data-testid": "keyfile-export-passphrase",
+    onfocus: () => void loadRater().catch(() => undefined) }); // strength.js, for the check below
   const confirm = h("input", { type: "password", autocomplete: "new-password", "aria-label": "Passphrase again",
     placeholder: "Passphrase again", "data-testid": "keyfile-export-confirm" });
   const withHistory = h("input", { type: "checkbox", id: "keyfile-with-history", checked: true,
@@ -127,6 +130,9 @@ function newSection(client: Client, describe: (error: unknown) => string): { ele
       submit.disabled = busy = true;
       state.textContent = "Writing the key file…";
       try {
+        // the file holds the identity key and can be guessed at offline: the CLI's zxcvbn check
+        // for a new export passphrase ("export" and, as the file is named by it, the username)
+        checkPassphrase(passphrase.value, [client.username, "export"], await loadRater(), "key file passphrase");
         const data = await exportKeyFile(client, passphrase.value, { withHistory: withHistory.checked });
         passphrase.value = confirm.value = "";
         const name = keyFileName(client.username);
@@ -139,7 +145,10 @@ function newSection(client: Client, describe: (error: unknown) => string): { ele
         state.textContent = `Saved as ${name}. Keep the file and its passphrase apart.`;
       } catch (e) {
         state.textContent = "";
-        error.textContent = e instanceof KeyFileError ? sentence(e.message) : describe(e);
+        error.textContent = e instanceof WeakPassphrase ? sentence(e.message).replace(/\.\.$/, ".")
+          : e instanceof StrengthUnavailable ? "The passphrase strength check could not be loaded, so no key file was "
+            + "written: reload the page and try again."
+          : e instanceof KeyFileError ? sentence(e.message) : describe(e);
       } finally {
         submit.disabled = busy = false;
       }
