@@ -14,7 +14,11 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { fromHex, toHex } from "../src/protocol/bytes.js";
 import { takeChange } from "../src/app/changes.js";
 import { Group } from "../src/app/groups.js";
-import { adopt, enabledKeys, eventId, openBlob, recordChange, recordDeleted, recordGroup, type Keys } from "../src/app/history.js";
+import {
+  adopt, enabledKeys, eventId, flush, openBlob, pendingEntries, recordChange, recordDeleted, recordGroup, recordMessage, seal,
+  type Keys,
+} from "../src/app/history.js";
+import type { RelayApi } from "../src/app/api.js";
 import { messageKey, type ClientEvent, type Contact, type StoredMessage } from "../src/app/model.js";
 import { DataMessageSchema, HistoryEventSchema, HistoryKeysSchema } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
 import { turnServerHistoryOn } from "../src/app/server_history.js";
@@ -30,7 +34,6 @@ const vector = JSON.parse(readFileSync(new URL("./fixtures/history-events-python
 const keys: Keys = { idKey: fromHex(vector.id_key),
   epochs: new Map(vector.epochs.map(([n, k, t]) => [n, { key: fromHex(k), startedAt: t }])) };
 const sdk = (kind: Entry["kind"]): Entry => vector.entries.find((e) => e.kind === kind)!;
-const QUEUE = "histq:";
 
 async function storeWithHistory(): Promise<DeviceStore> {
   const store = await DeviceStore.create(new MemoryKv(), "correct horse", TEST_PARAMS);
@@ -42,7 +45,7 @@ async function storeWithHistory(): Promise<DeviceStore> {
 
 /** The queued entries: event id (hex) → the blob (empty: a deletion). */
 async function queued(store: DeviceStore): Promise<Map<string, Uint8Array>> {
-  return new Map((await store.scan(QUEUE)).map(([key, blob]) => [key.slice(QUEUE.length), blob]));
+  return new Map((await pendingEntries(store)).map(({ name, blob }) => [name, blob]));
 }
 
 /** Our entry is queued under the SDK's event id and opens to the SDK's plaintext, byte for byte. */
@@ -166,18 +169,91 @@ describe("edits, reactions and deletions received", () => {
   });
 });
 
-test("turning history on queues the group states held, as the SDK's backfill", async () => {
+test("turning history on queues the group states held, as the SDK's backfill (a malformed one skipped)", async () => {
   const store = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
   const group = Group.fromBytes(fromHex(vector.group_state));
-  await store.transaction(() => store.putJson(`group:${toHex(group.id)}`, toHex(group.stateBytes)));
+  await store.transaction(async () => {
+    await store.putJson(`group:${toHex(group.id)}`, toHex(group.stateBytes));
+    await store.putJson(`group:${"ee".repeat(32)}`, "0a0b"); // malformed: skipped, history still turned on
+  });
   const client = { accountId: vector.alice, store, outbox: { deliver: async () => undefined },
     flushHistory: async () => undefined } as unknown as Client;
   assert.equal(await turnServerHistoryOn(client, 1_000), 0, "no messages");
-  const [entry] = await store.scan(QUEUE);
-  assert.ok(entry !== undefined);
+  const [entry, ...more] = await pendingEntries(store);
+  assert.ok(entry !== undefined && more.length === 0);
   const ours = (await enabledKeys(store))!;
-  assert.equal(entry[0], QUEUE + toHex(eventId(ours, "group", group.conversation, "", 3)));
-  const event = await openBlob(ours, fromHex(entry[0].slice(QUEUE.length)), entry[1]);
+  assert.equal(entry.name, toHex(eventId(ours, "group", group.conversation, "", 3)));
+  const event = await openBlob(ours, fromHex(entry.name), entry.blob);
   assert.equal(event.body.case, "groupState");
   assert.equal(toHex(event.body.value as Uint8Array), vector.group_state);
+});
+
+describe("the upload queue keeps the order entries were recorded in, as the SDK's outbox", () => {
+  const edit = fromBinary(DataMessageSchema, fromHex(vector.edit));
+  const message = create(DataMessageSchema, { timestamp: BigInt(vector.deleted_timestamp), text: "I drive at nine" });
+  const group = Group.fromBytes(fromHex(vector.group_state));
+  const names = {
+    message: toHex(eventId(keys, "message", vector.conversation, vector.alice, vector.deleted_timestamp)),
+    edit: sdk("edit").event_id, group: sdk("group").event_id,
+  };
+
+  async function recorded(): Promise<DeviceStore> {
+    const store = await storeWithHistory();
+    await store.transaction(async () => {
+      await recordGroup(store, group);
+      await recordMessage(store, vector.conversation, vector.alice, 2, vector.now, false, message);
+      await recordChange(store, vector.conversation, vector.alice, 2, vector.now, edit);
+    });
+    return store;
+  }
+
+  test("entries are uploaded in the order they were recorded, whatever their event ids", async () => {
+    const inOrder = [names.group, names.message, names.edit];
+    assert.notDeepEqual([...inOrder].sort(), inOrder, "the ids alone would give another order");
+    const store = await recorded();
+    assert.deepEqual((await pendingEntries(store)).map((e) => e.name), inOrder);
+    const sent: string[] = [];
+    const api = { request: async (method: string, path: string, body?: Uint8Array) => {
+      sent.push(`${method} ${path.slice("/v1/history/".length)}`);
+      await openBlob(keys, fromHex(path.slice("/v1/history/".length)), body!); // the blob itself, unmarked
+    } } as unknown as RelayApi;
+    assert.equal(await flush(api, store), 3);
+    assert.deepEqual(sent, inOrder.map((n) => `PUT ${n}`));
+    assert.equal((await pendingEntries(store)).length, 0);
+  });
+
+  test("a deletion replaces the message's queued upload and takes the last place", async () => {
+    const store = await recorded();
+    await store.transaction(() => recordDeleted(store, vector.conversation, vector.alice, vector.deleted_timestamp));
+    assert.deepEqual((await pendingEntries(store)).map((e) => [e.name, e.blob.length]),
+      [[names.group, (await queued(store)).get(names.group)!.length], [names.edit, (await queued(store)).get(names.edit)!.length],
+        [names.message, 0]]);
+  });
+
+  test("an entry queued again while its upload is under way stays queued", async () => {
+    const store = await recorded();
+    const sent: string[] = [];
+    const api = { request: async (method: string, path: string) => {
+      const name = path.slice("/v1/history/".length);
+      sent.push(`${method} ${name}`);
+      if (name === names.message && method === "PUT") {
+        await store.transaction(() => recordDeleted(store, vector.conversation, vector.alice, vector.deleted_timestamp));
+      }
+    } } as unknown as RelayApi;
+    await flush(api, store);
+    assert.deepEqual(sent, [`PUT ${names.group}`, `PUT ${names.message}`, `PUT ${names.edit}`]);
+    assert.deepEqual(await pendingEntries(store), [{ name: names.message, blob: new Uint8Array(0) }]);
+    await flush(api, store);
+    assert.equal(sent.at(-1), `DELETE ${names.message}`);
+    assert.equal((await pendingEntries(store)).length, 0);
+  });
+
+  test("an entry queued before the order was kept goes first, as it was", async () => {
+    const store = await recorded();
+    const legacy = await seal(keys, fromHex("ab".repeat(16)), create(HistoryEventSchema, { body: { case: "groupState", value: group.stateBytes } }));
+    await store.transaction(() => store.put(`histq:${"ab".repeat(16)}`, legacy));
+    const entries = await pendingEntries(store);
+    assert.deepEqual(entries.map((e) => e.name), ["ab".repeat(16), names.group, names.message, names.edit]);
+    assert.deepEqual(entries[0]!.blob, legacy);
+  });
 });

@@ -52,16 +52,15 @@ test("new keys, every stored message queued and opened with them, the keys sent 
   assert.equal(sent[0]!.keys.historyOff, false);
   const keys = history.keysFromProto(sent[0]!.keys);
   assert.equal(keys.idKey.length, 32);
-  const queued = await store.scan("histq:");
+  const queued = await history.pendingEntries(store);
   assert.equal(queued.length, 2);
   const texts: string[] = [];
-  for (const [key, blob] of queued) {
-    const name = Uint8Array.from(Buffer.from(key.slice("histq:".length), "hex"));
-    const event = await history.openBlob(keys, name, blob);
+  for (const { name, blob } of queued) {
+    const event = await history.openBlob(keys, Uint8Array.from(Buffer.from(name, "hex")), blob);
     assert.equal(event.body.case, "message");
     if (event.body.case === "message") texts.push(event.body.value.data!.text);
   }
-  assert.deepEqual(texts.sort(), ["one", "two"]);
+  assert.deepEqual(texts, ["one", "two"], "queued in the order they were stored");
 });
 
 test("keys the account already has are kept", async () => {

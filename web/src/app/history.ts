@@ -44,8 +44,15 @@ const ENABLED = "history_enabled";
 const CURSOR = "history_cursor";
 /** Set when this device was linked or restored with server history, until its replay finished. */
 const PENDING = "history_replay_pending";
-/** Queued uploads: `histq:<event id hex>` → the blob, or no bytes for a deletion. */
+/**
+ * Queued uploads: `histq:<event id hex>` → 0x00 || the order it was queued in (u64 BE) ||
+ * the blob (none: a deletion). Uploaded in that order, as the SDK's outbox (created_at,
+ * rowid): an edit's entry must not reach the log before the message it edits. A later
+ * entry for the same event replaces the earlier one and takes a new place. (A value
+ * without the 0x00 mark was queued before the order was kept: it goes first.)
+ */
 const QUEUE = "histq:";
+const QUEUE_ORDER = "history_queue";
 /** `histname:<event id hex>` → the key of the message that event names (for tombstones). */
 const NAMES = "histname:";
 const PAGE = 200;
@@ -186,7 +193,7 @@ export async function recordMessage(store: DeviceStore, conversation: string, au
   const name = eventId(keys, "message", conversation, author, Number(data.timestamp));
   const event = create(HistoryEventSchema, { body: { case: "message", value: create(HistoryMessageSchema, {
     conversation, author, authorDevice, receivedAt: BigInt(receivedAt), outgoing, data }) } });
-  await store.put(QUEUE + toHex(name), await seal(keys, name, event));
+  await enqueue(store, name, await seal(keys, name, event));
   await store.putJson(NAMES + toHex(name), messageKey(conversation, Number(data.timestamp), author));
 }
 
@@ -202,7 +209,7 @@ export async function recordChange(store: DeviceStore, conversation: string, aut
   const name = eventId(keys, "change", conversation, author, Number(data.timestamp));
   const event = create(HistoryEventSchema, { body: { case: "change", value: create(HistoryMessageSchema, {
     conversation, author, authorDevice, receivedAt: BigInt(receivedAt), data }) } });
-  await store.put(QUEUE + toHex(name), await seal(keys, name, event));
+  await enqueue(store, name, await seal(keys, name, event));
 }
 
 /**
@@ -215,7 +222,7 @@ export async function recordGroup(store: DeviceStore, group: Group): Promise<voi
   const keys = await enabledKeys(store);
   if (keys === undefined) return;
   const name = eventId(keys, "group", group.conversation, "", group.revision);
-  await store.put(QUEUE + toHex(name), await seal(keys, name,
+  await enqueue(store, name, await seal(keys, name,
     create(HistoryEventSchema, { body: { case: "groupState", value: group.stateBytes } })));
 }
 
@@ -226,7 +233,24 @@ export async function recordGroup(store: DeviceStore, group: Group): Promise<voi
 export async function recordDeleted(store: DeviceStore, conversation: string, author: string, timestamp: number): Promise<void> {
   const keys = await enabledKeys(store);
   if (keys === undefined) return;
-  await store.put(QUEUE + toHex(eventId(keys, "message", conversation, author, timestamp)), new Uint8Array(0));
+  await enqueue(store, eventId(keys, "message", conversation, author, timestamp), new Uint8Array(0));
+}
+
+async function enqueue(store: DeviceStore, name: Uint8Array, blob: Uint8Array): Promise<void> {
+  const order = new Uint8Array(9);
+  new DataView(order.buffer).setBigUint64(1, BigInt(await store.nextId(QUEUE_ORDER)));
+  await store.put(QUEUE + toHex(name), concat(order, blob));
+}
+
+function unqueue(value: Uint8Array): { order: bigint; blob: Uint8Array } {
+  if (value.length < 9 || value[0] !== 0) return { order: 0n, blob: value }; // queued before the order was kept
+  return { order: new DataView(value.buffer, value.byteOffset + 1, 8).getBigUint64(0), blob: value.slice(9) };
+}
+
+/** The queued entries in the order they were queued: event id (hex) and blob (empty: a deletion). */
+export async function pendingEntries(store: DeviceStore): Promise<{ name: string; blob: Uint8Array }[]> {
+  return (await store.scan(QUEUE)).map(([key, value]) => ({ name: key.slice(QUEUE.length), ...unqueue(value) }))
+    .sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0)).map(({ name, blob }) => ({ name, blob }));
 }
 
 /**
@@ -236,10 +260,12 @@ export async function recordDeleted(store: DeviceStore, conversation: string, au
  */
 export async function flush(api: RelayApi, store: DeviceStore): Promise<number> {
   let done = 0;
-  for (const [key] of await store.scan(QUEUE)) {
-    const blob = await store.get(key);
-    if (blob === undefined) continue;
-    const path = `/v1/history/${key.slice(QUEUE.length)}`;
+  for (const { name } of await pendingEntries(store)) {
+    const key = QUEUE + name;
+    const value = await store.get(key); // replaced or gone meanwhile: what is queued now
+    if (value === undefined) continue;
+    const { order, blob } = unqueue(value);
+    const path = `/v1/history/${name}`;
     try {
       if (blob.length === 0) await api.request("DELETE", path);
       else await api.request("PUT", path, blob);
@@ -247,7 +273,10 @@ export async function flush(api: RelayApi, store: DeviceStore): Promise<number> 
       if (!(error instanceof RelayError) || error.status === 429 || error.status >= 500) throw error;
       console.warn("cipherpost: the relay refused a history entry:", error.code);
     }
-    await store.transaction(() => store.put(key, null));
+    await store.transaction(async () => { // unless a newer entry for it was queued meanwhile
+      const now = await store.get(key);
+      if (now !== undefined && unqueue(now).order === order) await store.put(key, null);
+    });
     done += 1;
   }
   return done;

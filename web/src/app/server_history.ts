@@ -13,7 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { fromHex, systemRandom } from "../protocol/bytes.js";
 import type { Client } from "./client.js";
 import { encodeContent, u64 } from "./content.js";
-import { Group } from "./groups.js";
+import { Group, GroupChangeRejected } from "./groups.js";
 import * as history from "./history.js";
 import type { StoredMessage } from "./model.js";
 import {
@@ -60,8 +60,15 @@ export async function turnServerHistoryOn(client: Client, now = Date.now()): Pro
         message.receivedAt, message.outgoing, dataOf(message));
       queued += 1;
     }
-    for (const [, state] of await store.scanJson<string>("group:")) {
-      await history.recordGroup(store, Group.fromBytes(fromHex(state))); // the SDK's backfill records them too
+    for (const [, state] of await store.scanJson<string>("group:")) { // the SDK's backfill records them too
+      let group: Group;
+      try {
+        group = Group.fromBytes(fromHex(state));
+      } catch (error) {
+        if (error instanceof GroupChangeRejected) continue; // not one to restore, nor to stop history for
+        throw error;
+      }
+      await history.recordGroup(store, group);
     }
     return held;
   });
