@@ -168,3 +168,62 @@ def test_a_key_file_moves_an_account_between_the_sdk_and_a_browser(
             await devices.close()
 
     asyncio.run(scenario())
+
+
+def test_an_import_that_fails_after_the_join_leaves_no_device_and_a_retry_works(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """The relay takes the browser's device but the page cannot set it up (its answer
+    names another account than the file's): the page removes the device again with its
+    own token, keeps nothing and says so; the relay lists no orphan. The retry joins while
+    the server-stored history is unreachable: the account is kept and usable, and the
+    conversation comes from the server once it is reachable again (after a reload)."""
+    user = "kira-retry"
+
+    async def step(cmd: str, **args: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(browser.do, cmd, user=user, **args)
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        kira, lars = await devices.register("kira"), await devices.register("lars")
+        try:
+            await lars.send_text(kira.account_id, "kept on the server")
+            await wait_for_text(kira, "kept on the server")
+            await kira.set_server_history(True)
+            await recovery.create_key(kira)
+            sdk_file = tmp_path / "kira.cpexport"
+            export_account(kira, sdk_file, EXPORT_PASSPHRASE, with_history=False,
+                           params=TEST_PARAMS)
+
+            await step("open", url=relay.url + "/")
+            await step("click", testid="start-import")
+            await step("set_file", testid="keyfile-file", name="kira.cpexport",
+                       data=base64.b64encode(sdk_file.read_bytes()).decode())
+            await step("fill", testid="keyfile-passphrase", text=EXPORT_PASSPHRASE)
+            await step("fill", testid="keyfile-password", text=PASSWORD)
+            await step("fill", testid="keyfile-confirm", text=PASSWORD)
+            await step("route", path="/v1/recovery/devices", method="POST", action="patch",
+                       patch={"account_id": "00000000-0000-4000-8000-00000000abcd"})
+            await step("click", testid="keyfile-submit")
+            await step("wait_text", testid="error", text=(
+                "This browser could not be set up (the link code joined another account than "
+                "announced); the server forgot it again and nothing was kept: try again."))
+            assert [d["device_id"] for d in await kira.api.devices()] == [kira.device_id]
+            assert (await step("dump_store"))["records"] == 0
+
+            await step("unroute_all")
+            await step("route", path="/v1/history", prefix=True, action="abort")
+            await step("click", testid="keyfile-submit")
+            await step("wait_inbox")
+            assert len(await kira.api.devices()) == 2
+            await step("unroute_all")
+            await step("reload")
+            await step("unlock", password=PASSWORD)
+            await step("wait_selector", selector=f'[data-testid=conversation][data-account="'
+                       f'{lars.account_id}"] .preview:text-is("kept on the server")')
+            problems = [p for p in real_problems((await step("problems"))["problems"])
+                        if "ERR_FAILED" not in p]  # the aborted history requests
+            assert problems == []
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())

@@ -16,6 +16,7 @@
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload),
  * webauthn {action, ...} (Chromium's virtual authenticators: ./webauthn.ts).
  * tab {of} (another tab of user `of`'s browser, under this command's `user` name).
+ * route {path, prefix?, method?, action: "abort" | "patch", patch?} and unroute_all: requests failed or answers changed.
  */
 
 import { createHash } from "node:crypto";
@@ -365,6 +366,23 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     case "offline": {
       await context.setOffline(Boolean(c.offline));
       await page.locator(`[data-testid=connection][data-online=${String(!c.offline)}]`).waitFor();
+      return {};
+    }
+    case "route": {
+      // The page's requests to `path` (every path under it with `prefix`; of `method` when
+      // given): "abort" fails them as a network error would; "patch" passes them on and
+      // sets top-level fields of the JSON answer to those of `patch`. unroute_all ends them.
+      const path = String(c.path);
+      await page.route((url) => url.pathname === path || (c.prefix === true && url.pathname.startsWith(path)), async (r) => {
+        if (typeof c.method === "string" && r.request().method() !== c.method) return r.fallback();
+        if (c.action === "abort") return r.abort("failed");
+        const response = await r.fetch();
+        return r.fulfill({ response, json: { ...(await response.json() as object), ...(c.patch as object) } });
+      });
+      return {};
+    }
+    case "unroute_all": {
+      await page.unrouteAll({ behavior: "ignoreErrors" });
       return {};
     }
     case "wait_gone": {
