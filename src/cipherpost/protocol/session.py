@@ -58,7 +58,7 @@ from .ratchet import (
 from .spqr.chain import Direction as PqDirection
 from .spqr.ratchet import DEFAULT_SPQR, SpqrSettings
 from .spqr.ratchet import recv as pq_recv
-from .spqr.ratchet import send as pq_send
+from .spqr.ratchet import send_step as pq_send
 from .spqr.wire import V0
 from .state import PendingPreKey, ReceiverChain, SenderChain, SessionRecord, SessionState
 from .stores import Direction, ProtocolStore
@@ -68,6 +68,8 @@ Commit = Callable[[], None]
 # Enum members are looked up per access (a descriptor); the per-message path reads these.
 _SENDING = Direction.SENDING
 _RECEIVING = Direction.RECEIVING
+#: Field 5's key and one-byte length, by length (SPQR's field is under 128 bytes).
+_FIELD5 = tuple(bytes((0x2A, size)) for size in range(0x80))
 
 
 class CiphertextMessage(NamedTuple):
@@ -186,7 +188,7 @@ def encrypt(store: ProtocolStore, address: ProtocolAddress, plaintext: bytes, *,
         new_pq, pq_message, salt = pq_send(pq, rng)
         size = len(pq_message)  # a few dozen bytes
         if size:
-            trailer = (bytes((0x2A, size)) if size < 0x80 else b"\x2a" + varint(size)) \
+            trailer = (_FIELD5[size] if size < 0x80 else b"\x2a" + varint(size)) \
                 + pq_message  # field 5
     if pending is not None and local_address is not None:
         addresses = addresses_field(local_address, address)

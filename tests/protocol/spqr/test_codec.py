@@ -335,3 +335,49 @@ def test_per_message_fields_agree_with_the_message_codec() -> None:
     for raw in (b"\x01\x01\x80\x01", b"\x01\x01\x01\x02\x80\x01" + bytes(31)):
         with pytest.raises(MalformedSpqrMessage):
             decode_fields(raw)
+
+
+def _fields_varint_by_varint(data: bytes) -> tuple[int, int, int, int, bytes | None]:
+    """decode_fields' contract read the slow way, one general varint at a time."""
+    if not data or data[0] != 1:
+        raise MalformedSpqrMessage("not V1")
+    epoch, at = decode_varint(data, 1)
+    index, at = decode_varint(data, at)
+    if epoch == 0 or index > 2**32 - 1 or at >= len(data) or data[at] > 6:
+        raise MalformedSpqrMessage("bad header")
+    payload = data[at]
+    if payload in (PayloadType.NONE, PayloadType.CT1_ACK):
+        return epoch, index, payload, 0, None
+    chunk_index, at = decode_varint(data, at + 1)
+    if chunk_index > 65535 or at + 32 > len(data):
+        raise MalformedSpqrMessage("bad chunk")
+    return epoch, index, payload, chunk_index, data[at:at + 32]
+
+
+def test_per_message_decode_agrees_with_varint_by_varint_reading() -> None:
+    """decode_fields (whose usual message is read from one struct of its first 7 bytes)
+    accepts and refuses exactly what a general varint reading does, on random bytes
+    biased towards the varint boundaries, truncations and bad payload types."""
+    from cipherpost.protocol.spqr.wire import decode_fields
+
+    rnd = random.Random(11)
+    edges = [0x00, 0x01, 0x02, 0x06, 0x07, 0x7F, 0x80, 0x81, 0xFF]
+    accepted = 0
+    for _ in range(20_000):
+        size = rnd.randrange(0, 44)
+        head = [rnd.choice(edges) if rnd.random() < 0.7 else rnd.randrange(256)
+                for _ in range(min(size, 8))]
+        raw = bytes(head) + rnd.randbytes(size - len(head))
+        if raw and rnd.random() < 0.8:
+            raw = b"\x01" + raw[1:]
+        try:
+            expected: object = _fields_varint_by_varint(raw)
+        except MalformedSpqrMessage:
+            expected = MalformedSpqrMessage
+        try:
+            got: object = decode_fields(raw)
+        except MalformedSpqrMessage:
+            got = MalformedSpqrMessage
+        assert got == expected, raw.hex()
+        accepted += expected is not MalformedSpqrMessage
+    assert accepted > 1_000  # the inputs reach the accepting paths, not only the errors

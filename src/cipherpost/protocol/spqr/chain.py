@@ -211,7 +211,8 @@ class Chain(NamedTuple):
                 raise InvalidSpqrState("SPQR send chain exhausted or wiped")
             next_key, key = hkdf64_halves(half.next_key, ctr.to_bytes(4, "big") + CHAIN_NEXT)
             link = _new(Link, (_new(ChainHalf, (ctr, next_key, half.skipped)), last.recv))
-            return (_new(Chain, (self.direction, self.current_epoch, epoch, (*links[:-1], link),
+            return (_new(Chain, (self.direction, self.current_epoch, epoch,
+                                 (link,) if len(links) == 1 else (*links[:-1], link),
                                  self.next_root, self.params)), ctr, key)
         if epoch < self.send_epoch:
             raise InvalidSpqrState("SPQR send epoch decreased")
@@ -254,6 +255,11 @@ class Chain(NamedTuple):
         else:
             half, key = half.recv(index, params)
         link = _new(Link, (link.send, half))
-        return (_new(Chain, (self.direction, self.current_epoch, self.send_epoch,
-                             (*links[:position], link, *links[position + 1:]), self.next_root,
-                             params)), key)
+        if len(links) == 1:
+            links = (link,)
+        elif position == len(links) - 1:
+            links = (*links[:-1], link)
+        else:
+            links = (*links[:position], link, *links[position + 1:])
+        return (_new(Chain, (self.direction, self.current_epoch, self.send_epoch, links,
+                             self.next_root, params)), key)

@@ -215,9 +215,15 @@ class Encoder(_EncoderFields):
         """:meth:`next` without the :class:`Chunk`: ``(encoder after, index, data)``."""
         message, next_index = self
         index = next_index & MAX_CHUNK_INDEX
-        # _new: the message was checked when this encoder was made.
-        return (_new(Encoder, (message, (next_index + 1) & 0xFFFFFFFF)), index,
-                chunk_at(message, index))
+        # _new: the message was checked when this encoder was made. The header's parity
+        # chunks (a one-way burst sends one per message) as chunk_at makes them, inline.
+        n = len(message) // CHUNK_SIZE
+        if n <= 3 <= index:
+            c0, low, high = _linear_form(message)
+            data = (c0 ^ low[index & 0xFF] ^ high[index >> 8]).to_bytes(CHUNK_SIZE, "big")
+        else:
+            data = chunk_at(message, index)
+        return _new(Encoder, (message, (next_index + 1) & 0xFFFFFFFF)), index, data
 
 
 _EMPTY: Mapping[int, bytes] = MappingProxyType({})

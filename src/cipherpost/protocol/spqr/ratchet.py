@@ -150,9 +150,20 @@ def send(state: PqRatchetState, rng: Random, *,
     Raises:
         InvalidSpqrState: the state cannot send (it has neither chain nor negotiation data).
     """
+    return _new(Sent, send_step(state, rng, keygen))
+
+
+#: What :func:`send_step` returns: :class:`Sent`'s fields as a plain tuple.
+SendStep = tuple[PqRatchetState, bytes, bytes | None]
+
+
+def send_step(state: PqRatchetState, rng: Random,
+              keygen: KeyGen = incremental.generate) -> SendStep:
+    """:func:`send` as a plain tuple ``(state after, field 5, key)``, without the
+    :class:`Sent` object (the per-message path of ``encrypt``)."""
     current, chain, negotiation = state
     if current is None:
-        return Sent(state, b"", None)
+        return state, b"", None
     after, epoch, payload, chunk_index, chunk_data, secret = braid.step_send(
         current, rng, keygen)
     if chain is None:
@@ -167,8 +178,8 @@ def send(state: PqRatchetState, rng: Random, *,
         chain, index, key = chain.send_key(epoch - 1)
     elif secret is not None:
         raise InvalidSpqrState("SPQR epoch secret without a chain")
-    message = encode_fields(epoch, index, payload, chunk_index, chunk_data)
-    return _new(Sent, (_new(PqRatchetState, (after, chain, negotiation)), message, key))
+    return (_new(PqRatchetState, (after, chain, negotiation)),
+            encode_fields(epoch, index, payload, chunk_index, chunk_data), key)
 
 
 def recv(state: PqRatchetState, data: bytes) -> tuple[PqRatchetState, bytes | None]:

@@ -14,6 +14,7 @@ implementation does not know.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from .errors import MalformedSpqrMessage
@@ -98,6 +99,8 @@ class SpqrMessage:
 #: Per payload type 0..6: whether it carries a chunk.
 _HAS_CHUNK = tuple(t in _WITH_CHUNK for t in range(len(PayloadType)))
 _ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+_PACK_4, _PACK_5, _PACK_6, _PACK_7 = (struct.Struct(f"{n}B").pack for n in range(4, 8))
+_UNPACK_7 = struct.Struct("7B").unpack_from
 
 Fields = tuple[int, int, int, int, bytes | None]
 
@@ -106,21 +109,32 @@ def encode_fields(epoch: int, index: int, payload: int, chunk_index: int,
                   chunk_data: bytes | None) -> bytes:
     """:meth:`SpqrMessage.encode` without the object, for the per-message path: the values
     come from our own state (epoch >= 1, a u32 index, a chunk exactly when the payload
-    type has one, its index <= 65535)."""
-    out = (b"\x01" + (_ONE_BYTE[epoch] if epoch < 0x80 else encode_varint(epoch))
-           + (_ONE_BYTE[index] if index < 0x80 else _short_varint(index)) + _ONE_BYTE[payload])
+    type has one, its index <= 65535).
+
+    The usual message (an epoch below 128, key and chunk indices below 16384) is one
+    ``struct`` call on the header bytes, then the chunk: the varints' bytes computed
+    inline (a two-byte varint is ``v & 0x7F | 0x80, v >> 7``).
+    """
+    if epoch < 0x80 and index < 0x4000:
+        if chunk_data is None:
+            if index < 0x80:
+                return _PACK_4(V1, epoch, index, payload)
+            return _PACK_5(V1, epoch, index & 0x7F | 0x80, index >> 7, payload)
+        if chunk_index < 0x4000:
+            if index < 0x80:
+                if chunk_index < 0x80:
+                    return _PACK_5(V1, epoch, index, payload, chunk_index) + chunk_data
+                return _PACK_6(V1, epoch, index, payload, chunk_index & 0x7F | 0x80,
+                               chunk_index >> 7) + chunk_data
+            if chunk_index < 0x80:
+                return _PACK_6(V1, epoch, index & 0x7F | 0x80, index >> 7, payload,
+                               chunk_index) + chunk_data
+            return _PACK_7(V1, epoch, index & 0x7F | 0x80, index >> 7, payload,
+                           chunk_index & 0x7F | 0x80, chunk_index >> 7) + chunk_data
+    out = b"\x01" + encode_varint(epoch) + encode_varint(index) + _ONE_BYTE[payload]
     if chunk_data is None:
         return out
-    return (out + (_ONE_BYTE[chunk_index] if chunk_index < 0x80 else _short_varint(chunk_index))
-            + chunk_data)
-
-
-def _short_varint(value: int) -> bytes:
-    """:func:`encode_varint` with the two-byte case (128..16383) done inline: key and chunk
-    indices pass 127 after that many messages of a burst or an epoch."""
-    if value < 0x4000:
-        return bytes((value & 0x7F | 0x80, value >> 7))
-    return encode_varint(value)
+    return out + encode_varint(chunk_index) + chunk_data
 
 
 def decode_fields(data: bytes) -> Fields:
@@ -133,6 +147,27 @@ def decode_fields(data: bytes) -> Fields:
         MalformedSpqrMessage: as :meth:`SpqrMessage.decode`.
     """
     n = len(data)
+    if n >= 7:
+        # The usual message with a chunk: a one-byte epoch, then one- or two-byte index
+        # and chunk index, all within the first 7 bytes, read in one struct call.
+        version, epoch, b2, b3, b4, b5, b6 = _UNPACK_7(data, 0)
+        if version == V1 and 0 < epoch < 0x80:
+            if b2 < 0x80:
+                index, payload, c0, c1, at = b2, b3, b4, b5, 4
+            elif b3 < 0x80:
+                index, payload, c0, c1, at = b2 & 0x7F | b3 << 7, b4, b5, b6, 5
+            else:
+                payload = -1
+            if 0 <= payload < len(_HAS_CHUNK) and _HAS_CHUNK[payload]:
+                if c0 < 0x80:
+                    at += 1
+                    if at + CHUNK_SIZE <= n:
+                        return epoch, index, payload, c0, bytes(data[at:at + CHUNK_SIZE])
+                elif c1 < 0x80:
+                    at += 2
+                    if at + CHUNK_SIZE <= n:
+                        return (epoch, index, payload, c0 & 0x7F | c1 << 7,
+                                bytes(data[at:at + CHUNK_SIZE]))
     if not n or data[0] != V1:
         raise MalformedSpqrMessage("not an SPQR V1 message")
     if n > 1 and data[1] < 0x80:
