@@ -24,6 +24,14 @@ const common = {
 // first strength.js: app.js carries its hash (SHA-256, so the About page can show it as hex)
 await build({ ...common, entryPoints: [`${here}src/strength/main.ts`], outfile: `${dist}/strength.js` });
 const strength = readFileSync(`${dist}/strength.js`);
+// zxcvbn-ts's packages carry their licences and data notices as files, not as comments
+// esbuild could keep: strength.js.LEGAL.txt gathers them (as app.js.LEGAL.txt does app.js's)
+const notices = [
+  "@zxcvbn-ts/core/LICENSE.txt", "@zxcvbn-ts/dictionary-compression/LICENSE", "@zxcvbn-ts/language-common/LICENSE.txt",
+  "@zxcvbn-ts/language-en/LICENSE.txt", "@zxcvbn-ts/language-en/NOTICE.md", "@zxcvbn-ts/language-en/THIRD_PARTY_LICENSES.md",
+  "fastest-levenshtein/LICENSE.md",
+].map((path) => `${path}:\n\n${readFileSync(`${here}node_modules/${path}`, "utf8").trim()}\n`);
+writeFileSync(`${dist}/strength.js.LEGAL.txt`, `Bundled licence information:\n\n${notices.join("\n")}`);
 const strengthSri = `sha256-${createHash("sha256").update(strength).digest("base64")}`;
 await build({
   ...common, entryPoints: [`${here}src/ui/main.ts`], outfile: `${dist}/app.js`,
