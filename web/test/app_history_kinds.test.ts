@@ -13,14 +13,14 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 
 import { fromHex, toHex } from "../src/protocol/bytes.js";
 import { takeChange } from "../src/app/changes.js";
-import { Group } from "../src/app/groups.js";
+import { encodeState, Group } from "../src/app/groups.js";
 import {
-  adopt, enabledKeys, eventId, flush, openBlob, pendingEntries, recordChange, recordDeleted, recordGroup, recordMessage, seal,
+  adopt, download, enabledKeys, eventId, flush, openBlob, pendingEntries, recordChange, recordDeleted, recordGroup, recordMessage, seal,
   type Keys,
 } from "../src/app/history.js";
 import type { RelayApi } from "../src/app/api.js";
 import { messageKey, type ClientEvent, type Contact, type StoredMessage } from "../src/app/model.js";
-import { DataMessageSchema, HistoryEventSchema, HistoryKeysSchema } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { DataMessageSchema, HistoryEventSchema, HistoryKeysSchema, HistoryMessageSchema } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
 import { turnServerHistoryOn } from "../src/app/server_history.js";
 import type { Client } from "../src/app/client.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
@@ -256,4 +256,32 @@ describe("the upload queue keeps the order entries were recorded in, as the SDK'
     assert.deepEqual(entries.map((e) => e.name), ["ab".repeat(16), names.group, names.message, names.edit]);
     assert.deepEqual(entries[0]!.blob, legacy);
   });
+});
+
+test("a replay here applies the SDK's edit, keeps the newest group revision whatever the log order, skips the reaction", async () => {
+  const store = await storeWithHistory();
+  const group = Group.fromBytes(fromHex(vector.group_state));
+  const older = Group.fromBytes(encodeState(group.id, 1, "older title", group.members));
+  const original = create(HistoryEventSchema, { body: { case: "message", value: create(HistoryMessageSchema, {
+    conversation: vector.conversation, author: vector.alice, authorDevice: 2, receivedAt: BigInt(vector.deleted_timestamp),
+    data: create(DataMessageSchema, { timestamp: BigInt(vector.deleted_timestamp), text: "I drive at nine",
+      group: { id: group.id, revision: 3n } }) }) } });
+  const messageName = eventId(keys, "message", vector.conversation, vector.alice, vector.deleted_timestamp);
+  const olderName = eventId(keys, "group", vector.conversation, "", 1);
+  const log = [
+    { event_id: sdk("group").event_id, blob: fromHex(sdk("group").blob!) },
+    { event_id: toHex(olderName), blob: await seal(keys, olderName,
+      create(HistoryEventSchema, { body: { case: "groupState", value: older.stateBytes } })) },
+    { event_id: toHex(messageName), blob: await seal(keys, messageName, original) },
+    { event_id: sdk("edit").event_id, blob: fromHex(sdk("edit").blob!) },
+    { event_id: sdk("reaction").event_id, blob: fromHex(sdk("reaction").blob!) },
+  ].map((e, i) => ({ seq: i + 1, day: 1, event_id: e.event_id, blob: Buffer.from(e.blob).toString("base64") }));
+  const api = { request: async (_method: string, path: string) =>
+    (path === "/v1/history/settings" ? { stored_bytes: 0 } : { entries: log, more: false }) } as unknown as RelayApi;
+  const replayed = await download(api, store, 0);
+  assert.deepEqual([replayed.entries, replayed.messages, replayed.edited, replayed.skipped], [5, 1, 1, 1]);
+  const held = Group.fromBytes(fromHex((await store.getJson<string>(`group:${toHex(group.id)}`))!));
+  assert.deepEqual([held.revision, held.title], [3, "Weekend plans"]);
+  const message = await store.getJson<StoredMessage>(messageKey(vector.conversation, vector.deleted_timestamp, vector.alice));
+  assert.equal(message?.text, "we meet at ten, not nine");
 });

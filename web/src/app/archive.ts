@@ -10,7 +10,7 @@
 
 import { fromBinary } from "@bufbuild/protobuf";
 
-import { concat, toHex, utf8 } from "../protocol/bytes.js";
+import { concat, fromHex, toHex, utf8 } from "../protocol/bytes.js";
 import { RelayError, type RelayApi } from "./api.js";
 import { attachmentInfos } from "./inbox.js";
 import { checkIntegers } from "./content.js";
@@ -57,7 +57,8 @@ export async function openPart(key: Uint8Array, index: number, count: number, bl
 
 /**
  * Replay events (an archive part's, or the server-stored history's) into the store,
- * inside a unit: messages unless held, group states; the number of new messages.
+ * inside a unit: messages unless held, group states newer than the one held; the number
+ * of new messages.
  */
 export async function applyEvents(store: DeviceStore, events: readonly HistoryEvent[], now: number): Promise<number> {
   let stored = 0;
@@ -66,6 +67,9 @@ export async function applyEvents(store: DeviceStore, events: readonly HistoryEv
     if (body.case === "groupState") {
       try {
         const group = Group.fromBytes(body.value);
+        const held = await store.getJson<string>(`group:${toHex(group.id)}`);
+        // the newest revision wins, as in the SDK: the log holds every revision, in upload order
+        if (held !== undefined && Group.fromBytes(fromHex(held)).revision >= group.revision) continue;
         await store.putJson(`group:${toHex(group.id)}`, toHex(group.stateBytes));
         const key = `contact:${group.conversation}`;
         const contact = (await store.getJson<Contact>(key)) ?? { accountId: group.conversation, lastAt: now, lastText: "", unread: 0 };

@@ -5,12 +5,14 @@
  * deletion only by the message's own author. A deletion removes the message here, an
  * edit replaces its text; each goes into the server-stored history as the SDK records it
  * (a `change` entry for an edit or a reaction, the message's entry removed for a
- * deletion), so a device restoring the log holds them. The browser does not show
- * reactions yet: they are kept for the history only.
+ * deletion), so a device restoring the log holds them (a replay here applies the
+ * edits, ./history.ts). The browser does not show reactions yet: they are kept for the
+ * history only.
  */
 
+import { applyEdit, forgetPreview } from "./edits.js";
 import * as history from "./history.js";
-import { MAX_TEXT, messageKey, type ClientEvent, type Contact, type StoredMessage } from "./model.js";
+import { messageKey, type ClientEvent, type StoredMessage } from "./model.js";
 import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { DeviceStore } from "./store/device.js";
 
@@ -25,41 +27,29 @@ export function isChange(data: DataMessage): boolean {
  */
 export async function takeChange(store: DeviceStore, conversation: string, author: string, authorDevice: number,
   data: DataMessage, now: number, events: ClientEvent[]): Promise<void> {
-  const target = data.delete ?? data.edit;
-  if (target !== undefined) {
-    const timestamp = Number(target.timestamp);
+  if (data.delete !== undefined) {
+    const timestamp = Number(data.delete.timestamp);
     const key = messageKey(conversation, timestamp, author);
-    const message = target.author === author ? await store.getJson<StoredMessage>(key) : undefined;
+    const message = data.delete.author === author ? await store.getJson<StoredMessage>(key) : undefined;
     if (message === undefined) return; // another's message, or one we do not hold: as the SDK, nothing
-    if (data.delete !== undefined) {
-      await store.put(key, null);
-      if (message.outgoing) await store.put(`mine:${timestamp}`, null);
-      await forgetPreview(store, message);
-      await history.recordDeleted(store, conversation, author, timestamp);
-      events.push({ kind: "expired", conversation, timestamp });
-      return;
-    }
+    await store.put(key, null);
+    if (message.outgoing) await store.put(`mine:${timestamp}`, null);
     await forgetPreview(store, message);
-    message.text = data.text.slice(0, MAX_TEXT);
-    await store.putJson(key, message);
+    await history.recordDeleted(store, conversation, author, timestamp);
+    events.push({ kind: "expired", conversation, timestamp });
+    return;
+  }
+  if (data.edit !== undefined) {
+    const message = await applyEdit(store, conversation, author, data);
+    if (message === undefined) return;
     await history.recordChange(store, conversation, author, authorDevice, now, data);
     events.push({ kind: "message", message });
     return;
   }
-  const reaction = data.reaction!;
-  const ref = reaction.target;
+  const ref = data.reaction?.target;
   if (ref === undefined || (await store.get(messageKey(conversation, Number(ref.timestamp), ref.author))) === undefined) {
     events.push({ kind: "unsupported", sender: author, reason: "a reaction to a message not in its conversation" });
     return;
   }
   await history.recordChange(store, conversation, author, authorDevice, now, data);
-}
-
-/** The conversation list's preview must not outlive the text it showed. */
-async function forgetPreview(store: DeviceStore, message: StoredMessage): Promise<void> {
-  const contact = await store.getJson<Contact>(`contact:${message.conversation}`);
-  if (contact !== undefined && contact.lastText !== "" && contact.lastText === message.text.slice(0, 200)) {
-    contact.lastText = "";
-    await store.putJson(`contact:${message.conversation}`, contact);
-  }
 }

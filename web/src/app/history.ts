@@ -16,7 +16,8 @@
  * ```
  *
  * The relay sees padded opaque blobs, their day and their count. On replay here, edits
- * and reactions (`change` entries) are skipped: they are kept for devices that show them.
+ * (`change` entries) are applied to the messages held; reactions are skipped (kept for
+ * devices that show them).
  */
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -29,6 +30,7 @@ import type { RelayApi } from "./api.js";
 import { RelayError } from "./api.js";
 import { applyEvents } from "./archive.js";
 import { checkIntegers } from "./content.js";
+import { applyEdit } from "./edits.js";
 import type { Group } from "./groups.js";
 import { messageKey, type StoredMessage } from "./model.js";
 import { pad, unpad } from "./padding.js";
@@ -284,7 +286,9 @@ export async function flush(api: RelayApi, store: DeviceStore): Promise<number> 
 
 // -- replay on a new device ----------------------------------------------------------------
 
-export interface Replayed { entries: number; messages: number; deleted: number; skipped: number; unreadable: number }
+export interface Replayed {
+  entries: number; messages: number; deleted: number; edited: number; skipped: number; unreadable: number;
+}
 
 interface Page { entries: { seq: number; name: Uint8Array; blob: Uint8Array | undefined }[]; more: boolean }
 
@@ -309,7 +313,8 @@ export function parsePage(page: unknown): Page {
 /**
  * Page through the relay's log from where this device stopped and replay it: messages
  * stored unless held (named by conversation, author and timestamp), a deleted entry's
- * message removed, group states taken through the archive's rules. `progress(entries
+ * message removed, group states taken through the archive's rules, edits applied to the
+ * messages held (./edits.ts). `progress(entries
  * read, fraction)`: the fraction of the relay's stored bytes read so far. Once the last
  * page is replayed, the replay is no longer pending.
  * @throws HistoryError no keys, a malformed page. RelayError, RelayUnavailable: resumes later.
@@ -318,7 +323,7 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
   progress?: (entries: number, fraction: number) => void): Promise<Replayed> {
   const keys = await keysOf(store);
   if (keys === undefined) throw new HistoryError("this device holds no history keys");
-  const counts: Replayed = { entries: 0, messages: 0, deleted: 0, skipped: 0, unreadable: 0 };
+  const counts: Replayed = { entries: 0, messages: 0, deleted: 0, edited: 0, skipped: 0, unreadable: 0 };
   const settings = await api.request("GET", "/v1/history/settings") as { stored_bytes?: unknown } | undefined;
   const total = typeof settings?.stored_bytes === "number" && settings.stored_bytes > 0 ? settings.stored_bytes : 0;
   let read = 0;
@@ -354,7 +359,9 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
           await store.putJson(NAMES + toHex(name), messageKey(m.conversation, Number(m.data!.timestamp), m.author));
         }
         if (body.case === "message" || body.case === "groupState") counts.messages += await applyEvents(store, [event], now);
-        else counts.skipped += 1;
+        else if (body.case === "change" && body.value.data !== undefined
+          && await applyEdit(store, body.value.conversation, body.value.author, body.value.data) !== undefined) counts.edited += 1;
+        else counts.skipped += 1; // a reaction (not shown here), or an edit of a message not held
       }
       await store.putJson(CURSOR, after);
       if (!page.more) await store.put(PENDING, null);
