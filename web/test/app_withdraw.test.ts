@@ -2,7 +2,8 @@
  * failure in the unit that stores the account removes the device from the relay with its
  * own token and says so (or says which device is left when that fails too), and a retry
  * works; a failure after it (the server-stored history unreachable) keeps the store,
- * which is usable and resumes the history later. Against a stand-in relay (fetch). */
+ * which is usable and resumes the history later. A sign-up whose account cannot be stored
+ * deletes the new account again. Against a stand-in relay (fetch). */
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -59,7 +60,10 @@ class StandIn {
         return answer(201, { account_id: this.accountId, device_id: DEVICE, token: TOKEN });
       }
       if (method === "POST" && path === "/v1/recovery/open") return answer(200, { account_id: vector.account_id, blob: this.recoveryBlob });
-      if (method === "DELETE" && path === `/v1/devices/${DEVICE}`) {
+      if (method === "POST" && path === "/v1/accounts") {
+        return answer(201, { account_id: vector.account_id, device_id: 1, token: `${vector.account_id}.1.${"t".repeat(32)}` });
+      }
+      if (method === "DELETE" && (path === `/v1/devices/${DEVICE}` || path === "/v1/accounts/me")) {
         if (this.removalDown) throw new TypeError("Failed to fetch");
         return answer(204);
       }
@@ -82,7 +86,7 @@ class StandIn {
   }
 }
 
-/** A Kv whose commits fail while `failing` (the browser's storage quota, say). */
+/** A Kv whose commits that store the account fail while `failing` (the browser's storage quota, say). */
 class FailingKv extends MemoryKv {
   failing = true;
 
@@ -227,5 +231,23 @@ describe("a recovery that fails after the relay took the device", () => {
     assert.equal(client.accountId, vector.account_id);
     assert.equal((await client.store.get(KEY_SECRETS))?.length, 80);
     assert.deepEqual(retry.removals(), []);
+  });
+});
+
+describe("a sign-up that fails after the relay made the account", () => {
+  test("the account is deleted again with its own token, so that its username is free; a retry works", async () => {
+    const relay = new StandIn();
+    await withRelay(relay, () => assert.rejects(Client.register(new FailingKv(), SERVER, "kira", PASSWORD, { argon2: TEST_PARAMS }),
+      (error: unknown) => error instanceof JoinUndone && error.removed
+        && /^this browser could not be set up \(the storage quota is used up\); the server deleted the new account again/
+          .test(error.message)));
+    assert.deepEqual(relay.removals(), [{ method: "DELETE", path: "/v1/accounts/me",
+      auth: `Bearer ${vector.account_id}.1.${"t".repeat(32)}` }]);
+    relay.removalDown = true;
+    await withRelay(relay, () => assert.rejects(Client.register(new FailingKv(), SERVER, "kira", PASSWORD, { argon2: TEST_PARAMS }),
+      (error: unknown) => error instanceof JoinUndone && !error.removed && /still holds the new account kira/.test(error.message)));
+    const client = await withRelay(new StandIn(), () => Client.register(new MemoryKv(), SERVER, "kira", PASSWORD,
+      { argon2: TEST_PARAMS }));
+    assert.equal(client.username, "kira");
   });
 });

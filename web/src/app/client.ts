@@ -42,7 +42,7 @@ import { RelaySocket, SocketLost } from "./socket.js";
 import { DEFAULT_PARAMS, type Argon2Params, type LocalKey } from "./store/crypto.js";
 import { DeviceStore } from "./store/device.js";
 import type { Kv } from "./store/kv.js";
-import { withdraw } from "./withdraw.js";
+import { withdraw, withdrawAccount } from "./withdraw.js";
 
 const USERNAME = /^[a-z0-9_][a-z0-9_.]{2,31}$/;
 
@@ -127,6 +127,8 @@ export class Client {
    * A new account on `server` with this browser as its first device. Every key is made
    * and saved here first; only public keys leave.
    * @throws RangeError a bad username or password. @throws RelayError the relay refused.
+   * @throws JoinUndone the account could not be stored after the relay made it (it is
+   * deleted again, ./withdraw.ts).
    */
   static async register(kv: Kv, server: string, username: string, password: string,
     options: ClientOptions = {}): Promise<Client> {
@@ -147,7 +149,7 @@ export class Client {
       await store.putJson("account", account);
       await sealed.ownProfileKey(store); // the account's, shared with its contacts
       if (root !== undefined) await sealed.pinTrustRoot(store, root);
-    });
+    }).catch((error: unknown) => withdrawAccount(api.server, credentials, username, error)); // no orphan account
     return new Client(store, account, clock);
   }
 

@@ -11,11 +11,15 @@
  *
  * What fails after that unit committed (the server-stored history, the archive, the
  * username) does not withdraw: the account is usable and resumes the rest on unlock.
+ *
+ * Sign-up is the same with a whole account: the relay made it, the store could not
+ * record it, and the account would keep its username with nobody able to use it; it is
+ * deleted again (DELETE /v1/accounts/me, which a new account may do without a code).
  */
 
 import { RelayApi, type Credentials } from "./api.js";
 
-/** Joining failed after the relay took this browser; `removed` says whether it is gone again. */
+/** Joining (or signing up) failed after the relay took this browser; `removed` says whether it is gone again. */
 export class JoinUndone extends Error {
   override readonly name = "JoinUndone";
 
@@ -27,6 +31,25 @@ export class JoinUndone extends Error {
 function reason(error: unknown): string {
   if (!(error instanceof Error)) return "an unknown error";
   return error.message === "" ? error.name : error.message.replace(/\.$/, "");
+}
+
+/**
+ * Delete the account `credentials` name (just made, this browser its only device) with
+ * its own token, then throw JoinUndone carrying `cause`.
+ */
+export async function withdrawAccount(server: string, credentials: Credentials, username: string,
+  cause: unknown): Promise<never> {
+  const api = new RelayApi(server, credentials.token);
+  try {
+    await api.request("DELETE", "/v1/accounts/me");
+  } catch (error) {
+    console.warn("cipherpost: the half-made account could not be deleted:", (error as Error).name);
+    throw new JoinUndone(`this browser could not be set up (${reason(cause)}), and the server still holds the new `
+      + `account ${username}: nothing was kept here; sign up again under another username`, credentials.deviceId, false,
+    cause);
+  }
+  throw new JoinUndone(`this browser could not be set up (${reason(cause)}); the server deleted the new account again `
+    + "and nothing was kept: try again", credentials.deviceId, true, cause);
 }
 
 /**
