@@ -118,3 +118,25 @@ async def _one_write() -> None:
     transport.closing = True  # closing: refused, so that ASGI send raises as it does
     assert not protocol.write_frames([b'{"type":"sent"}'])
     assert len(transport.writes) == 1
+
+
+def test_frames_are_framed_as_websockets_frames_them() -> None:
+    asyncio.run(_framed())
+
+
+async def _framed() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.Event().wait()
+
+    protocol, transport, client = await _open(app)
+    # Each length form of the header: 7 bits, 16 bits (126..65535), 64 bits.
+    frames = [b"", b"x" * 125, b"y" * 126, b"z" * 65535, b"w" * 65536,
+              '{"t":"\u00e9"}'.encode()]
+    assert protocol.write_frames(frames)
+    assert transport.writes == [b"".join(
+        Frame(Opcode.TEXT, f).serialize(mask=False, extensions=[]) for f in frames)]
+    client.receive_data(transport.writes[0])
+    received = [e.data for e in client.events_received() if isinstance(e, Frame)]
+    assert received == frames

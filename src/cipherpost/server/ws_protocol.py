@@ -12,7 +12,8 @@ outside the relay's own code counts:
 * An ASGI ``send`` is a coroutine per frame, and the relay ran a task per connection to
   await them. :meth:`RelayWebSocketProtocol.write_frames` writes frames at once, without
   a coroutine, in one ``transport.write`` for several frames to the same connection,
-  whenever the transport takes them (not paused by a full buffer).
+  whenever the transport takes them (not paused by a full buffer), and frames them
+  itself (a two- to ten-byte header) instead of through websockets' Frame objects.
 
 ``cipherpost-server`` runs uvicorn with this class; under any other ASGI server (the
 tests' in-process client) the relay falls back to plain ASGI ``send``.
@@ -20,8 +21,11 @@ tests' in-process client) the relay falls back to plain ASGI ``send``.
 
 from __future__ import annotations
 
+import struct
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 #: Frames received and not yet taken by the application before the socket is no longer
 #: read (uvicorn: 1). Bounded memory: each frame is at most ``ws_max_size``.
@@ -56,10 +60,34 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                 or self.transport.is_closing():
             return False
         conn = self.conn
-        try:
+        if conn.state is State.OPEN and not conn.extensions \
+                and not conn.expect_continuation_frame and not conn.debug:
+            # What ``send_text`` would write, without a Frame object and its checks per
+            # frame (a server's frames are not masked, and no extension is in use):
+            # about four fifths of the Python work of writing a frame.
+            data = conn.data_to_send()  # whatever the protocol had queued goes first
             for frame in frames:
-                conn.send_text(frame)
-        except InvalidState:  # closing: what was encoded goes nowhere, as with send()
-            return False
-        self.transport.write(b"".join(conn.data_to_send()))
+                data.append(_text_header(len(frame)))
+                data.append(frame)
+        else:
+            try:
+                for frame in frames:
+                    conn.send_text(frame)
+            except InvalidState:  # closing: what was encoded goes nowhere, as with send()
+                return False
+            data = conn.data_to_send()
+        self.transport.write(b"".join(data))
         return True
+
+
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
+
+
+def _text_header(length: int) -> bytes:
+    """The header of an unmasked, final text frame of ``length`` bytes (RFC 6455, 5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return _LENGTH_16.pack(0x81, 126, length)
+    return _LENGTH_64.pack(0x81, 127, length)
