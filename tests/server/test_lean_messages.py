@@ -132,6 +132,47 @@ async def _acknowledge_old_and_new(db: Database, before: list[dict[str, Any]]) -
         storage.close()
 
 
+def test_acknowledgements_with_sizes_known_free_only_what_they_delete(
+        database_url: str) -> None:
+    """A connection passes the sizes of what it pushed, and SQLite then deletes without
+    reading the rows first: the bytes freed must still be those of rows deleted (not a
+    forged id's, nor one acknowledged twice or another device's)."""
+    db = Database(database_url)
+    try:
+        _queue_at_0007(db)
+        db.migrate()
+        asyncio.run(_acknowledge_with_sizes(db))
+    finally:
+        db.dispose()
+
+
+async def _acknowledge_with_sizes(db: Database) -> None:
+    storage = Storage(db)
+    try:
+        before = _queued_bytes(db)
+        queued = await storage.enqueue(
+            BOB, [OutgoingMessage(1, 101, 2, b"twelve bytes"), OutgoingMessage(2, 102, 2, b"x")],
+            sender=(ALICE, 1), exclude_device=None, client_timestamp=0, now=1, ttl=60,
+            byte_budget=1 << 20)
+        new = dict(queued)
+        sizes = {e.guid: len(e.content) for e in new.values()}
+        assert _queued_bytes(db) == {1: before[1] + 12, 2: before[2] + 1}
+        forged = new[1].guid[:24] + ("0" if new[1].guid[24] != "0" else "1") \
+            + new[1].guid[25:]
+        assert await storage.acknowledge(BOB, 1, [forged], sizes={forged: 999}) == 0
+        assert await storage.acknowledge(BOB, 1, [new[2].guid], sizes=sizes) == 0
+        assert _queued_bytes(db) == {1: before[1] + 12, 2: before[2] + 1}
+        old = (await storage.fetch(BOB, 1, 0, 1))[0]  # a UUIDv4 id: sizes do not apply
+        assert await storage.acknowledge(BOB, 1, [new[1].guid, new[1].guid, old.guid],
+                                         sizes={**sizes, old.guid: 999}) == 2
+        assert await storage.acknowledge(BOB, 1, [new[1].guid], sizes=sizes) == 0
+        assert _queued_bytes(db) == {1: before[1] - len(old.content), 2: before[2] + 1}
+        assert await storage.acknowledge(BOB, 2, [new[2].guid], sizes=sizes) == 1
+        assert _queued_bytes(db) == {1: before[1] - len(old.content), 2: before[2]}
+    finally:
+        storage.close()
+
+
 def test_0008_downgrades_with_its_messages(database_url: str) -> None:
     db = Database(database_url)
     try:

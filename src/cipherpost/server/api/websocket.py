@@ -119,8 +119,9 @@ class Session:
         self._protocol = owner if isinstance(owner, RelayWebSocketProtocol) else None
         #: seq of the last envelope pushed; everything after it is still to push.
         self.cursor = 0
-        #: guids pushed and not yet acknowledged.
-        self.in_flight: set[str] = set()
+        #: guids pushed and not yet acknowledged, with their content's length (an
+        #: acknowledgement's deletion then frees the bytes without reading the row).
+        self.in_flight: dict[str, int] = {}
         #: the queue in the database may hold envelopes not pushed nor held in memory.
         self.behind = True
         self.envelopes: list[Envelope] = []  # to push
@@ -205,7 +206,7 @@ class Session:
     def _push(self, envelopes: Iterable[Envelope]) -> None:
         for envelope in envelopes:
             if envelope.seq > self.cursor:
-                self.in_flight.add(envelope.guid)
+                self.in_flight[envelope.guid] = len(envelope.content)
                 self.cursor = envelope.seq
                 self.envelopes.append(envelope)
         self._wake()
@@ -354,7 +355,8 @@ class Session:
         # Applied even if the socket closes before the commit. One the device does not
         # wait for shares a later commit (a crash before it only delivers it again).
         future = self.relay.storage.acknowledge(self.account_id, self.device_id,
-                                                storable_ids(ids), lazy=not confirm)
+                                                storable_ids(ids), lazy=not confirm,
+                                                sizes=self.in_flight)
         self._outstanding += 1
         future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 
@@ -366,7 +368,9 @@ class Session:
             self.kick(1011)
             return
         self.relay.metrics.messages_delivered.inc(future.result())
-        self.in_flight.difference_update(ids)
+        in_flight = self.in_flight
+        for guid in ids:
+            in_flight.pop(guid, None)
         if confirm:
             self._emit({"type": "acked", "ids": ids})
         self.catch_up()

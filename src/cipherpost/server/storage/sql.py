@@ -22,7 +22,7 @@ import contextlib
 import functools
 import itertools
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -615,12 +615,15 @@ class Storage:
                 cursor.close()
 
     def acknowledge(self, account_id: str, device_id: int, guids: Iterable[str], *,
-                    lazy: bool = False) -> asyncio.Future[int]:
+                    lazy: bool = False,
+                    sizes: Mapping[str, int] | None = None) -> asyncio.Future[int]:
         """Delete acknowledged messages in the next group commit; the future gives how
         many existed. ``lazy``: nobody waits for the deletion to be durable, so it may
-        wait a little for a commit to share (``group.LAZY_WINDOW``)."""
+        wait a little for a commit to share (``group.LAZY_WINDOW``). ``sizes``: the
+        content length of messages the caller pushed, by id (a connection knows them),
+        so that SQLite need not read them back (see ``_delete_known``)."""
         plan = pg_batch.Acknowledge(account_id, device_id, list(guids))
-        return self._group.submit(functools.partial(_acknowledge, *plan),
+        return self._group.submit(functools.partial(_acknowledge, *plan, sizes=sizes),
                                   lock_order=(account_id, device_id), plan=plan, lazy=lazy)
 
     async def flush(self) -> None:
@@ -820,21 +823,33 @@ _DEVICES = ("SELECT device_id, registration_id, queued_bytes, last_seq FROM devi
 _DEVICES_LOCKED = _DEVICES + " FOR UPDATE"
 
 
-def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) -> int:
+def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any, *,
+                 sizes: Mapping[str, int] | None = None) -> int:
     # Messages before their device's row, like ``expire`` and ``remove_device``.
     if not guids:
         return 0
     seqs: list[int] = []
     ours: list[str] = []
     older: list[str] = []
+    known: dict[str, tuple[int, int]] = {}
     for guid in guids:
         seq = seq_of(guid)
         if seq is None:
             older.append(guid)
+        elif sizes is not None and guid in sizes:
+            known[guid] = (seq, sizes[guid])
         else:
             seqs.append(seq)
             ours.append(guid)
     freed = found = 0
+    if known:
+        if isinstance(cur, _PostgresCursor):  # one statement returns the sizes there
+            for guid, (seq, _size) in known.items():
+                seqs.append(seq)
+                ours.append(guid)
+        else:
+            size, n = _delete_known(cur, account_id, device_id, known)
+            freed, found = freed + size, found + n
     if ours:
         # Found by primary key; deleted only if the whole id matches (an id carries its
         # seq, so no row has another message's id: see :mod:`.envelope_ids`).
@@ -852,6 +867,24 @@ def _acknowledge(account_id: str, device_id: int, guids: list[str], cur: Any) ->
         cur.execute("UPDATE devices SET queued_bytes = queued_bytes - ? "
                     "WHERE account_id = ? AND device_id = ?", (freed, account_id, device_id))
     return found
+
+
+_DELETE_ONE = ("DELETE FROM messages WHERE account_id = ? AND device_id = ? AND seq = ? "
+               "AND guid = ?")
+
+
+def _delete_known(cur: Any, account_id: str, device_id: int,
+                  known: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """Delete messages whose (seq, content length) the caller knew, one ``DELETE`` each:
+    a statement's row count (0 or 1: the primary key and the whole id) says whether that
+    very message was still queued, so its bytes are freed without reading it first (the
+    ``SELECT length(content)`` of ``_delete_queued`` cost an ack more than its DELETE)."""
+    freed = found = 0
+    for guid, (seq, size) in known.items():
+        if cur.execute(_DELETE_ONE, (account_id, device_id, seq, guid)).rowcount == 1:
+            freed += size
+            found += 1
+    return freed, found
 
 
 def _delete_queued(cur: Any, condition: str, params: tuple[Any, ...]) -> tuple[int, int]:
