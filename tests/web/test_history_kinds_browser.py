@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from cipherpost.client import Client, events, history
+from cipherpost.client import Client, events
 from cipherpost.client.groups import Group
 from cipherpost.client.proto.app_pb2 import DataMessage
 
@@ -17,6 +17,7 @@ from ..client.conftest import Devices, ThreadedRelay
 from .browsing import (
     Browser,
     link_sdk_device,
+    logged_events,
     needs_browser,
     real_problems,
     sign_up,
@@ -33,21 +34,8 @@ def _text(text: str) -> Callable[[object], bool]:
 async def _logged_groups(client: Client) -> list[Group]:
     """The group states in the account's history log, in log order (opened with
     ``client``'s keys)."""
-    keys = history.keys(client.store)
-    assert keys is not None
-    states: list[Group] = []
-    after = 0
-    while True:
-        entries, more = history.parse_page(
-            await client.api.request("GET", f"/v1/history?after={after}"))
-        for seq, name, blob in entries:
-            after = seq
-            if blob is not None:
-                event = history.open_blob(keys, name, blob)
-                if event.WhichOneof("body") == "group_state":
-                    states.append(Group.from_bytes(event.group_state))
-        if not more:
-            return states
+    return [Group.from_bytes(event.group_state) for event in await logged_events(client)
+            if event is not None and event.WhichOneof("body") == "group_state"]
 
 
 def test_a_device_restores_the_browsers_group_and_the_changes_it_received(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cipherpost.client import Client, ClientError, history, recovery
+from cipherpost.client import Client, ClientError, recovery
 from cipherpost.client.devices import request_link, request_link_by_code
 from cipherpost.client.proto.app_pb2 import DataMessage
 from cipherpost.client.store.crypto import TEST_PARAMS
@@ -24,6 +24,7 @@ from .browsing import (
     ARTIFACTS,
     PASSWORD,
     Browser,
+    logged_events,
     needs_browser,
     real_problems,
     sign_up,
@@ -36,20 +37,9 @@ pytestmark = needs_browser
 async def logged(client: Client) -> list[str]:
     """The texts of the messages in the account's server-stored history log, opened with
     ``client``'s keys (a deleted entry or another kind of event as "")."""
-    keys = history.keys(client.store)
-    assert keys is not None
-    texts: list[str] = []
-    after = 0
-    while True:
-        entries, more = history.parse_page(
-            await client.api.request("GET", f"/v1/history?after={after}"))
-        for seq, name, blob in entries:
-            after = seq
-            event = None if blob is None else history.open_blob(keys, name, blob)
-            texts.append(event.message.data.text if event is not None
-                         and event.WhichOneof("body") == "message" else "")
-        if not more:
-            return texts
+    return [event.message.data.text if event is not None
+            and event.WhichOneof("body") == "message" else ""
+            for event in await logged_events(client)]
 
 
 def test_the_link_code_and_the_safety_number_are_drawn_as_qr_codes(
