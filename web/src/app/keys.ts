@@ -166,9 +166,9 @@ export async function maintainKeys(api: KeysApi, store: DeviceStore, nowMs: numb
  * holds. True if it was published. Anyone who can send us a PreKey message can trigger
  * this, so it runs at most once per `policy.republishIntervalMs` unless the identity key
  * changed since the last one (mirrors keys.republish). A set whose upload failed is
- * kept and sent again at the next trigger (less the one-time keys used since), unless
- * the identity changed or a rotation replaced its signed prekeys: no new keys are made
- * for every failed try.
+ * kept and its signed and last-resort keys sent again at the next trigger, without its
+ * one-time keys (the relay may have handed some out), unless the identity changed or a
+ * rotation replaced its signed prekeys: no new keys are made for every failed try.
  * @throws RelayError, RelayUnavailable from the upload (the next trigger tries again).
  */
 export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: DeviceStore, nowMs: number,
@@ -182,15 +182,24 @@ export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: Dev
   }
   const body = await store.transaction(async () => {
     const pending = await store.getJson<PendingSet>(REPUBLISH_PENDING);
-    if (pending !== undefined && pending.identity === identity
-      && pending.rotatedAt === await store.getJson<number>(ROTATED_AT)) {
-      return stillHeld(store, pending.body);
-    }
-    const pair = store.getIdentityKeyPair();
     // Every one-time key made so far is being replaced; their private halves stay for
     // the grace period, for a bundle handed out just before.
-    await store.putJson(ONE_TIME_REPLACED, {
+    const replaced = async (): Promise<void> => store.putJson(ONE_TIME_REPLACED, {
       prekeyBelow: (await store.peekId("prekey")) + 1, kyberBelow: (await store.peekId("kyber_prekey")) + 1, at: nowMs });
+    if (pending !== undefined && pending.identity === identity
+      && pending.rotatedAt === await store.getJson<number>(ROTATED_AT)) {
+      // Sent again without one-time keys: the failed try may have reached the relay,
+      // which may have handed some of them out already, and uploading one again would
+      // let it be served twice. The relay's one-time keys are dropped instead
+      // (replace_one_time) and the usual replenishment publishes fresh ones; the pending
+      // set's stay here for the grace period, as replaced keys.
+      await replaced();
+      const again = { ...pending.body, one_time_prekeys: [], kyber_prekeys: [] };
+      await store.putJson(REPUBLISH_PENDING, { ...pending, body: again } satisfies PendingSet);
+      return again;
+    }
+    const pair = store.getIdentityKeyPair();
+    await replaced();
     const out: Record<string, Json> = {
       signed_prekey: await makeSigned(store, pair, nowMs),
       last_resort_kyber_prekey: await makeLastResort(store, pair, nowMs),
@@ -212,21 +221,6 @@ export async function republishKeys(api: Pick<KeysApi, "uploadKeys">, store: Dev
     await store.put(REPUBLISH_PENDING, null);
   });
   return true;
-}
-
-/**
- * A pending set without the one-time keys this device no longer holds: an upload that
- * failed only on the way back may have reached the relay, which handed keys out that
- * messages have used since.
- */
-async function stillHeld(store: DeviceStore, body: Record<string, Json>): Promise<Record<string, Json>> {
-  const held = async (keys: Json, prefix: string): Promise<Json[]> => {
-    const out: Json[] = [];
-    for (const key of keys as { key_id: number }[]) if ((await store.get(`${prefix}${key.key_id}`)) !== undefined) out.push(key);
-    return out;
-  };
-  return { ...body, one_time_prekeys: await held(body.one_time_prekeys ?? [], "prekey:"),
-    kyber_prekeys: await held(body.kyber_prekeys ?? [], "kyber:") };
 }
 
 /** Whether a replenish may run now; if so, record it and lengthen the back-off. */
