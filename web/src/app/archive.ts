@@ -110,12 +110,10 @@ export async function applyEvents(store: DeviceStore, events: readonly HistoryEv
   return stored;
 }
 
-/** Remember an archive to take (before taking it, so that an interrupted link resumes). */
+/** Remember an archive to take (before taking it, so that an interrupted link resumes); inside the caller's unit. */
 export async function keep(store: DeviceStore, reference: HistoryArchive): Promise<void> {
-  await store.transaction(async () => {
-    await store.putJson("link_archive", { key: toHex(reference.key), parts: reference.parts, events: reference.events });
-    await store.putJson("link_archive_done", 0);
-  });
+  await store.putJson("link_archive", { key: toHex(reference.key), parts: reference.parts, events: reference.events });
+  await store.putJson("link_archive_done", 0);
 }
 
 /**

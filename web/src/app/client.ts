@@ -229,6 +229,8 @@ export class Client {
           // a malformed state is skipped, as in the SDK
         }
       }
+      // The archive's reference too: stored with the account, the next unlock resumes it.
+      if (message.archive !== undefined) await archive.keep(store, message.archive);
       await options.keep?.(store);
     }).catch((error: unknown) => withdraw(api.server, credentials, error)); // no account stored: no orphan device
     const client = new Client(store, account, clock);
@@ -241,7 +243,6 @@ export class Client {
       }
     }
     if (message.archive !== undefined) {
-      await archive.keep(store, message.archive);
       try {
         await client.takeArchive(options.progress);
       } catch (error) {
