@@ -354,9 +354,13 @@ class Session:
         """Delete what ``ids`` name in the next commit; answer ``acked`` if ``confirm``."""
         # Applied even if the socket closes before the commit. One the device does not
         # wait for shares a later commit (a crash before it only delivers it again).
-        future = self.relay.storage.acknowledge(self.account_id, self.device_id,
-                                                storable_ids(ids), lazy=not confirm,
-                                                sizes=self.in_flight)
+        guids = storable_ids(ids)
+        # A copy taken here: the live dict changes on this loop (pushes, earlier acks'
+        # callbacks) while the writer thread reads the copy.
+        in_flight = self.in_flight
+        sizes = {g: in_flight[g] for g in guids if g in in_flight}
+        future = self.relay.storage.acknowledge(self.account_id, self.device_id, guids,
+                                                lazy=not confirm, sizes=sizes)
         self._outstanding += 1
         future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 
