@@ -44,6 +44,7 @@ def test_the_app_is_served_at_the_root_with_a_strict_policy(web: TestClient) -> 
     assert "default-src 'none'" in policy and "script-src 'self' 'wasm-unsafe-eval';" in policy
     assert "unsafe-inline" not in policy and "'unsafe-eval'" not in policy
     assert "frame-ancestors 'none'" in policy
+    assert policy.endswith("require-trusted-types-for 'script'; trusted-types cipherpost-strength")
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
     script = web.get("/app.js")
