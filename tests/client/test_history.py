@@ -109,6 +109,79 @@ def test_a_linked_device_shows_the_whole_history(tmp_path: Path,
     asyncio.run(scenario())
 
 
+async def logged(client: Client) -> list[Any]:
+    """The live entries of the account's history log, opened with ``client``'s keys."""
+    keys = history.keys(client.store)
+    assert keys is not None
+    found: list[Any] = []
+    after = 0
+    while True:
+        entries, more = history.parse_page(
+            await client.api.request("GET", f"/v1/history?after={after}"))
+        for seq, name, blob in entries:
+            after = seq
+            if blob is not None:
+                found.append(history.open_blob(keys, name, blob))
+        if not more:
+            return found
+
+
+def test_a_deleted_message_takes_its_edits_and_reactions_out_of_the_log(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """An edit's entry holds the new text: it must not outlive the message it edits in the
+    server history (nor a reaction's), on the device that recorded it or on one that
+    only replayed it."""
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        try:
+            devices.history = True
+            alice = await devices.register("alice")
+            devices.history = False
+            bob = await devices.register("bob")
+            sent = await bob.send_text("alice", "first words")
+            kept = await bob.send_text("alice", "stays")
+            await alice.receive()
+            await bob.edit("alice", sent, "canary-edited-4b1e")
+            await alice.react("bob", (bob.account_id, sent), "+1")
+            await alice.react("bob", (bob.account_id, kept), "+1")
+            await alice.receive()
+            await alice.sync_history()
+            laptop = await link(devices, alice, "laptop", tmp_path)  # replays the changes
+
+            def about(entries: list[Any], timestamp: int) -> list[str]:
+                out = []
+                for event in entries:
+                    kind = event.WhichOneof("body")
+                    data = getattr(event, kind).data if kind in ("message", "change") \
+                        else None
+                    if data is None:
+                        continue
+                    if kind == "message" and data.timestamp == timestamp:
+                        out.append("message")
+                    elif data.HasField("edit") and data.edit.timestamp == timestamp:
+                        out.append("edit")
+                    elif data.HasField("reaction") and \
+                            data.reaction.target.timestamp == timestamp:
+                        out.append("reaction")
+                return sorted(out)
+
+            assert about(await logged(alice), sent) == ["edit", "message", "reaction"]
+            await bob.delete_for_everyone("alice", sent)
+            await laptop.receive()   # the laptop deletes first: it only replayed the changes
+            await laptop.sync_history()
+            left = await logged(alice)
+            assert about(left, sent) == []
+            assert about(left, kept) == ["message", "reaction"]  # the other message's stay
+            await alice.receive()
+            await alice.sync_history()
+            assert about(await logged(alice), kept) == ["message", "reaction"]
+            assert [t for _, t in view(alice, bob.account_id)] == ["stays"]
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
 def test_restore_from_the_recovery_key(tmp_path: Path, relay: ThreadedRelay) -> None:
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)

@@ -223,6 +223,7 @@ class Recorder:
             conversation=conversation, author=author, author_device=author_device,
             received_at=self.clock(), data=data))
         self.store.history_enqueue(name, seal(found, name, event), self.clock())
+        _name_change(self.store, name, author, data)
 
     def group(self, group: Group) -> None:
         found = self._keys()
@@ -233,12 +234,25 @@ class Recorder:
             group_state=group.state_bytes)), self.clock())
 
     def deleted(self, conversation: str, author: str, timestamp: int) -> None:
-        """A message deleted for everyone or expired: its entry goes too."""
+        """A message deleted for everyone or expired: its entry goes too, and so do the
+        entries of its edits and reactions (an edit holds the new text)."""
         found = self._keys()
         if found is None:
             return
-        self.store.history_enqueue(
-            event_id(found, KIND_MESSAGE, conversation, author, timestamp), None, self.clock())
+        names = {event_id(found, KIND_MESSAGE, conversation, author, timestamp),
+                 *self.store.history_names_of(author, timestamp)}
+        for name in sorted(names):
+            self.store.history_enqueue(name, None, self.clock())
+
+
+def _name_change(store: Store, name: bytes, author: str, data: DataMessage) -> None:
+    """Name an edit's or a reaction's entry after the message it changes, so that it is
+    deleted with that message (:meth:`Recorder.deleted`)."""
+    if data.HasField("edit"):
+        store.name_history_event(name, author, data.edit.timestamp)
+    elif data.HasField("reaction"):
+        store.name_history_event(name, data.reaction.target.author,
+                                 data.reaction.target.timestamp)
 
 
 # -- talking to the relay -----------------------------------------------------------------
@@ -389,6 +403,8 @@ def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
             r = data.reaction
             store.set_reaction(r.target.author, r.target.timestamp, c.author,
                                None if r.remove else r.emoji)
+        if name:
+            _name_change(store, name, c.author, data)
         return "changes"
     if kind == "group_state":
         try:

@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, UnusableParams, check_params, derive_key, keyring_key
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -117,7 +117,13 @@ CREATE TABLE history_outbox (event_id BLOB PRIMARY KEY, created_at INTEGER NOT N
 CREATE TABLE history_names (event_id BLOB PRIMARY KEY, author TEXT NOT NULL,
                             timestamp INTEGER NOT NULL);
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+#: history_names also names the edits and reactions of a message (their entries go with
+#: it); found by the message's author and timestamp.
+_SCHEMA_V6 = """
+CREATE INDEX history_names_target ON history_names (author, timestamp);
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5,
+               6: _SCHEMA_V6}
 
 #: The sending status of an outgoing message.
 SENDING, SENT, FAILED = "sending", "sent", "failed"
@@ -636,6 +642,13 @@ class Store:
     def name_history_event(self, event_id: bytes, author: str, timestamp: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO history_names VALUES (?, ?, ?)",
                          (event_id, author, timestamp))
+
+    def history_names_of(self, author: str, timestamp: int) -> list[bytes]:
+        """The history entries that name the message (``author``, ``timestamp``): its
+        own and those of its edits and reactions."""
+        return [bytes(row[0]) for row in self._db.execute(
+            "SELECT event_id FROM history_names WHERE author = ? AND timestamp = ?",
+            (author, timestamp))]
 
     def history_named(self, event_id: bytes) -> tuple[str, int] | None:
         row = self._db.execute("SELECT author, timestamp FROM history_names "
