@@ -153,6 +153,25 @@ describe("edits, reactions and deletions received", () => {
     assert.deepEqual((await queued(store)).get(sdk("deleted").event_id), new Uint8Array(0), "the SDK's event id");
   });
 
+  test("a deletion also queues the removal of the message's edit and reaction entries (an edit holds the new text)", async () => {
+    const store = await storeWithHistory();
+    const key = messageKey(vector.conversation, original, vector.alice);
+    await store.transaction(() => store.putJson(key, stored(vector.alice, original, "we meet at nine")));
+    const events: ClientEvent[] = [];
+    await store.transaction(async () => {
+      await takeChange(store, vector.conversation, vector.alice, 2, fromBinary(DataMessageSchema, fromHex(vector.edit)), vector.now, events);
+      await takeChange(store, vector.conversation, vector.bob, 1, fromBinary(DataMessageSchema, fromHex(vector.reaction)), vector.now, events);
+    });
+    assert.ok(((await queued(store)).get(sdk("edit").event_id)?.length ?? 0) > 0);
+    const deletion = create(DataMessageSchema, { timestamp: BigInt(original + 5), delete: { author: vector.alice, timestamp: BigInt(original) } });
+    await store.transaction(() => takeChange(store, vector.conversation, vector.alice, 2, deletion, vector.now, events));
+    const after = await queued(store);
+    for (const kind of ["deleted", "edit", "reaction"] as const) {
+      assert.deepEqual(after.get(sdk(kind).event_id), new Uint8Array(0), `the ${kind} entry's removal is queued`);
+    }
+    assert.equal(await store.get(`histchanges:${key}`), undefined, "nothing left to remember");
+  });
+
   test("a reaction to a held message is recorded; to one not in the conversation, it is refused", async () => {
     const store = await storeWithHistory();
     const reaction = fromBinary(DataMessageSchema, fromHex(vector.reaction));
@@ -222,12 +241,11 @@ describe("the upload queue keeps the order entries were recorded in, as the SDK'
     assert.equal((await pendingEntries(store)).length, 0);
   });
 
-  test("a deletion replaces the message's queued upload and takes the last place", async () => {
+  test("a deletion replaces the message's queued upload (and its edit's) and takes the last place", async () => {
     const store = await recorded();
     await store.transaction(() => recordDeleted(store, vector.conversation, vector.alice, vector.deleted_timestamp));
     assert.deepEqual((await pendingEntries(store)).map((e) => [e.name, e.blob.length]),
-      [[names.group, (await queued(store)).get(names.group)!.length], [names.edit, (await queued(store)).get(names.edit)!.length],
-        [names.message, 0]]);
+      [[names.group, (await queued(store)).get(names.group)!.length], [names.message, 0], [names.edit, 0]]);
   });
 
   test("an entry queued again while its upload is under way stays queued", async () => {
@@ -241,7 +259,8 @@ describe("the upload queue keeps the order entries were recorded in, as the SDK'
       }
     } } as unknown as RelayApi;
     await flush(api, store);
-    assert.deepEqual(sent, [`PUT ${names.group}`, `PUT ${names.message}`, `PUT ${names.edit}`]);
+    // the edit's removal, queued with the message's, is read when its turn comes
+    assert.deepEqual(sent, [`PUT ${names.group}`, `PUT ${names.message}`, `DELETE ${names.edit}`]);
     assert.deepEqual(await pendingEntries(store), [{ name: names.message, blob: new Uint8Array(0) }]);
     await flush(api, store);
     assert.equal(sent.at(-1), `DELETE ${names.message}`);

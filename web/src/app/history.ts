@@ -57,6 +57,8 @@ const QUEUE = "histq:";
 const QUEUE_ORDER = "history_queue";
 /** `histname:<event id hex>` → the key of the message that event names (for tombstones). */
 const NAMES = "histname:";
+/** `histchanges:<message key>` → the names (hex) of that message's edit and reaction entries. */
+const CHANGES = "histchanges:";
 const PAGE = 200;
 const MAX_ENTRY = 64 * 1024;
 
@@ -212,6 +214,21 @@ export async function recordChange(store: DeviceStore, conversation: string, aut
   const event = create(HistoryEventSchema, { body: { case: "change", value: create(HistoryMessageSchema, {
     conversation, author, authorDevice, receivedAt: BigInt(receivedAt), data }) } });
   await enqueue(store, name, await seal(keys, name, event));
+  await nameChange(store, name, conversation, author, data);
+}
+
+/**
+ * Remember an edit's or a reaction's entry under the message it changes, so that it is
+ * deleted with that message (an edit holds the new text; the SDK's history_names).
+ */
+async function nameChange(store: DeviceStore, name: Uint8Array, conversation: string, author: string,
+  data: DataMessage): Promise<void> {
+  const target = data.edit !== undefined ? messageKey(conversation, Number(data.edit.timestamp), author)
+    : data.reaction?.target !== undefined
+      ? messageKey(conversation, Number(data.reaction.target.timestamp), data.reaction.target.author) : undefined;
+  if (target === undefined) return;
+  const names = (await store.getJson<string[]>(CHANGES + target)) ?? [];
+  if (!names.includes(toHex(name))) await store.putJson(CHANGES + target, [...names, toHex(name)]);
 }
 
 /**
@@ -236,6 +253,10 @@ export async function recordDeleted(store: DeviceStore, conversation: string, au
   const keys = await enabledKeys(store);
   if (keys === undefined) return;
   await enqueue(store, eventId(keys, "message", conversation, author, timestamp), new Uint8Array(0));
+  // Its edits' and reactions' entries go too (the SDK's Recorder.deleted).
+  const changes = CHANGES + messageKey(conversation, timestamp, author);
+  for (const name of (await store.getJson<string[]>(changes)) ?? []) await enqueue(store, fromHex(name), new Uint8Array(0));
+  await store.put(changes, null);
 }
 
 async function enqueue(store: DeviceStore, name: Uint8Array, blob: Uint8Array): Promise<void> {
@@ -357,6 +378,9 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
         if (body.case === "message" && body.value.data !== undefined) {
           const m = body.value;
           await store.putJson(NAMES + toHex(name), messageKey(m.conversation, Number(m.data!.timestamp), m.author));
+        }
+        if (body.case === "change" && body.value.data !== undefined) {
+          await nameChange(store, name, body.value.conversation, body.value.author, body.value.data);
         }
         if (body.case === "message" || body.case === "groupState") counts.messages += await applyEvents(store, [event], now);
         else if (body.case === "change" && body.value.data !== undefined
