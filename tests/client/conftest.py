@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from cipherpost.client import Client, ClientOptions
+from cipherpost.client import Client, ClientOptions, history
 from cipherpost.client.keys import KeyPolicy
+from cipherpost.client.proto.app_pb2 import HistoryEvent
 from cipherpost.client.store import database
 from cipherpost.client.store.crypto import TEST_PARAMS, Argon2Params
 from cipherpost.server import Settings, create_app
@@ -124,3 +125,20 @@ def cheap_store_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def logged_events(client: Client) -> list[HistoryEvent | None]:
+    """The account's server-stored history log, in log order, each entry opened with
+    ``client``'s keys (None for a deleted entry)."""
+    keys = history.keys(client.store)
+    assert keys is not None
+    found: list[HistoryEvent | None] = []
+    after = 0
+    while True:
+        entries, more = history.parse_page(
+            await client.api.request("GET", f"/v1/history?after={after}"))
+        for seq, name, blob in entries:
+            after = seq
+            found.append(None if blob is None else history.open_blob(keys, name, blob))
+        if not more:
+            return found

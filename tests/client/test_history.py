@@ -30,7 +30,7 @@ from cipherpost.client.recovery import (
 )
 from cipherpost.client.store.crypto import TEST_PARAMS
 
-from .conftest import Devices, ThreadedRelay
+from .conftest import Devices, ThreadedRelay, logged_events
 
 CANARIES = ["canary-7d1f history plaintext", "canary-edit-91c2", "canary-group-55ae"]
 
@@ -111,19 +111,7 @@ def test_a_linked_device_shows_the_whole_history(tmp_path: Path,
 
 async def logged(client: Client) -> list[Any]:
     """The live entries of the account's history log, opened with ``client``'s keys."""
-    keys = history.keys(client.store)
-    assert keys is not None
-    found: list[Any] = []
-    after = 0
-    while True:
-        entries, more = history.parse_page(
-            await client.api.request("GET", f"/v1/history?after={after}"))
-        for seq, name, blob in entries:
-            after = seq
-            if blob is not None:
-                found.append(history.open_blob(keys, name, blob))
-        if not more:
-            return found
+    return [event for event in await logged_events(client) if event is not None]
 
 
 def test_a_deleted_message_takes_its_edits_and_reactions_out_of_the_log(

@@ -27,9 +27,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cipherpost.client import Client, events, history
+from cipherpost.client import Client, events
 from cipherpost.client.devices import request_link
-from cipherpost.client.proto.app_pb2 import HistoryEvent
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.server import totp
 
@@ -312,19 +311,3 @@ def answer_second_factor_prompt(browser: Browser, user: str, code: str) -> None:
     browser.do("fill", user=user, testid="2fa-prompt-code", text=code)
     browser.do("click", user=user, testid="2fa-prompt-submit")
 
-
-async def logged_events(client: Client) -> list[HistoryEvent | None]:
-    """The account's server-stored history log, in log order, each entry opened with
-    ``client``'s keys (None for a deleted entry)."""
-    keys = history.keys(client.store)
-    assert keys is not None
-    found: list[HistoryEvent | None] = []
-    after = 0
-    while True:
-        entries, more = history.parse_page(
-            await client.api.request("GET", f"/v1/history?after={after}"))
-        for seq, name, blob in entries:
-            after = seq
-            found.append(None if blob is None else history.open_blob(keys, name, blob))
-        if not more:
-            return found

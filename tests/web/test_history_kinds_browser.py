@@ -13,11 +13,10 @@ from cipherpost.client import Client, events
 from cipherpost.client.groups import Group
 from cipherpost.client.proto.app_pb2 import DataMessage
 
-from ..client.conftest import Devices, ThreadedRelay
+from ..client.conftest import Devices, ThreadedRelay, logged_events
 from .browsing import (
     Browser,
     link_sdk_device,
-    logged_events,
     needs_browser,
     real_problems,
     sign_up,

@@ -19,12 +19,11 @@ from cipherpost.client.proto.app_pb2 import DataMessage
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol.fingerprint import Fingerprint
 
-from ..client.conftest import Devices, ThreadedRelay
+from ..client.conftest import Devices, ThreadedRelay, logged_events
 from .browsing import (
     ARTIFACTS,
     PASSWORD,
     Browser,
-    logged_events,
     needs_browser,
     real_problems,
     sign_up,
