@@ -160,6 +160,84 @@ def test_a_failed_republish_is_not_counted(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+class FailingApi(CountingApi):
+    """A relay whose uploads fail (down, or a 5xx); what was sent is recorded."""
+
+    async def upload_keys(self, body: dict[str, Any]) -> None:
+        self.uploads.append(body)
+        raise RelayUnavailable("the relay is down")
+
+
+def test_a_retried_republish_reuses_its_keys_and_sends_no_one_time_key(
+        tmp_path: Path) -> None:
+    """Each failed republish made a whole new key set (signed, last-resort and one-time
+    keys, all kept in the store), so a relay down for a while made the store grow at
+    every trigger. A retry now sends the pending set's signed and last-resort keys again
+    and no one-time key (the failed try may have reached the relay, which may have
+    handed some out: one uploaded again could be served twice)."""
+    store, policy = _store(tmp_path), KeyPolicy(one_time_batch=5, kyber_batch=2)
+    down, api, now = FailingApi(), CountingApi(counts=(100, 100)), 10**12
+
+    def held() -> tuple[Any, ...]:
+        return (store.one_time_key_ids(), store.signed_pre_keys(),
+                store.last_resort_kyber_pre_keys())
+
+    async def scenario() -> None:
+        with pytest.raises(RelayUnavailable):
+            await republish(cast(Any, down), store, now, policy)
+        first, after_first = down.uploads[0], held()
+        assert len(first["one_time_prekeys"]) == 5 and len(first["kyber_prekeys"]) == 2
+        for i in range(1, 4):
+            with pytest.raises(RelayUnavailable):
+                await republish(cast(Any, down), store, now + i, policy)
+        assert held() == after_first                      # no new keys for each try
+        assert await republish(cast(Any, api), store, now + 10, policy)
+        retry = {**first, "one_time_prekeys": [], "kyber_prekeys": []}
+        assert retry["replace_one_time"] is True
+        assert down.uploads[1:] == [retry] * 3 and api.uploads == [retry]
+        assert held() == after_first
+        # Published: the pending set is done with, so the next republish (and a retry
+        # of it) is a new set.
+        later = now + 10 + policy.republish_interval_ms
+        with pytest.raises(RelayUnavailable):
+            await republish(cast(Any, down), store, later, policy)
+        fresh = down.uploads[-1]
+        assert fresh["signed_prekey"]["key_id"] > first["signed_prekey"]["key_id"]
+        assert len(fresh["one_time_prekeys"]) == 5
+        # The first set's one-time keys, never used, go after the grace period.
+        await maintain(cast(Any, api), store, later + policy.keep_old_ms + 1, policy)
+        assert store.one_time_key_ids() == ([k["key_id"] for k in fresh["one_time_prekeys"]],
+                                            [k["key_id"] for k in fresh["kyber_prekeys"]])
+
+    asyncio.run(scenario())
+
+
+def test_a_pending_republish_is_made_anew_after_a_rotation_or_identity_reset(
+        tmp_path: Path) -> None:
+    """A pending set is sent again only under the identity and rotation it was made in."""
+    store, policy = _store(tmp_path), KeyPolicy(one_time_batch=5, kyber_batch=2)
+    down, now = FailingApi(counts=(100, 100)), 10**12
+
+    async def signed_sent(at: int) -> int:
+        with pytest.raises(RelayUnavailable):
+            await republish(cast(Any, down), store, at, policy)
+        return int(down.uploads[-1]["signed_prekey"]["key_id"])
+
+    async def scenario() -> None:
+        first = await signed_sent(now)
+        assert await signed_sent(now + 1) == first
+        # a scheduled rotation replaced the signed prekey meanwhile (its upload failed too)
+        with pytest.raises(RelayUnavailable):
+            await maintain(cast(Any, down), store, now + policy.rotate_after_ms, policy)
+        rotated = await signed_sent(now + policy.rotate_after_ms + 1)
+        assert rotated not in (first, down.uploads[-2]["signed_prekey"]["key_id"])
+        assert down.uploads[-1]["one_time_prekeys"]
+        store.set_identity(IdentityKeyPair.generate(os.urandom), 4321)
+        assert await signed_sent(now + policy.rotate_after_ms + 2) > rotated
+
+    asyncio.run(scenario())
+
+
 def test_forged_prekey_messages_trigger_one_republish(tmp_path: Path,
                                                       relay: ThreadedRelay) -> None:
     """Any sender can name a one-time prekey id we never had: each such PreKey message

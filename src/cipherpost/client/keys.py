@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -28,6 +29,8 @@ from typing import Any
 
 from cipherpost.protocol import (
     IdentityKeyPair,
+    InvalidKyberPreKeyId,
+    InvalidPreKeyId,
     KyberPreKeyRecord,
     PreKeyRecord,
     SignedPreKeyRecord,
@@ -38,6 +41,9 @@ from .store.database import Store
 
 DAY_MS = 24 * 3600 * 1000
 MINUTE_MS = 60 * 1000
+#: Meta entry naming the key set a failed republish left unpublished (ids and the
+#: identity label, JSON), empty once published.
+REPUBLISH_PENDING = "keys_republish_pending"
 
 log = logging.getLogger("cipherpost.client.keys")
 
@@ -193,6 +199,11 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
     republish repairs the whole directory, so a second one within the hour would only
     matter if the directory lost keys again; senders whose message failed are asked to
     resend meanwhile, on a fresh bundle.
+
+    A set whose upload failed stays pending: the next try sends its signed and
+    last-resort keys again, without one-time keys (see :func:`_pending_again`), so a
+    relay that is down or refusing makes no new keys at every trigger. A new identity
+    key or a rotation since makes a new set.
     """
     label = _identity_label(store)
     last = int(store.get_meta("keys_republished_at") or 0)
@@ -202,20 +213,57 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
                     (now_ms - last) // 1000)
         return False
     with store.transaction():
+        body = _pending_again(store, label)
         mark_replaced(store, now_ms)
-        body = {
-            "signed_prekey": make_signed(store, now_ms),
-            "last_resort_kyber_prekey": make_last_resort(store, now_ms),
-            "one_time_prekeys": make_one_time(store, policy.one_time_batch),
-            "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms),
-            "replace_one_time": True,
-        }
-        store.set_meta("keys_rotated_at", str(now_ms))
+        if body is None:
+            body = {
+                "signed_prekey": make_signed(store, now_ms),
+                "last_resort_kyber_prekey": make_last_resort(store, now_ms),
+                "one_time_prekeys": make_one_time(store, policy.one_time_batch),
+                "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms),
+                "replace_one_time": True,
+            }
+            store.set_meta("keys_rotated_at", str(now_ms))
+            # Ids only (the records are in the store): the next try after a failed
+            # upload sends these again instead of making a new set.
+            store.set_meta(REPUBLISH_PENDING, json.dumps({
+                "identity": label, "rotated_at": now_ms,
+                "signed": body["signed_prekey"]["key_id"],
+                "last_resort": body["last_resort_kyber_prekey"]["key_id"]}))
     await api.upload_keys(body)
     with store.transaction():  # only once published: a failed upload is retried next time
         store.set_meta("keys_republished_at", str(now_ms))
         store.set_meta("keys_republished_identity", label)
+        store.set_meta(REPUBLISH_PENDING, "")
     return True
+
+
+def _pending_again(store: Store, label: str) -> dict[str, Any] | None:
+    """The upload form of the set a failed republish left pending, without one-time keys;
+    None if there is none, or it was made under another identity key or before a
+    rotation (its signed prekey is no longer the current one).
+
+    No one-time key is sent again: the failed try may have reached the relay, which may
+    have handed some out to senders whose messages have not arrived yet, and uploading
+    one again would let it be served twice. The relay's one-time keys are dropped
+    instead (``replace_one_time``) and the usual replenishment publishes fresh ones;
+    the pending set's stay here for the grace period, as replaced keys (the caller
+    marks them so)."""
+    raw = store.get_meta(REPUBLISH_PENDING)
+    if not raw:
+        return None
+    try:
+        pending = json.loads(raw)
+        if pending["identity"] != label \
+                or str(pending["rotated_at"]) != store.get_meta("keys_rotated_at"):
+            return None
+        signed = store.get_signed_pre_key(int(pending["signed"]))
+        last_resort = store.get_kyber_pre_key(int(pending["last_resort"]))
+    except (ValueError, KeyError, TypeError, InvalidPreKeyId, InvalidKyberPreKeyId):
+        return None  # unreadable, or its keys are gone: a new set
+    return {"signed_prekey": _signed_json(signed),
+            "last_resort_kyber_prekey": _signed_json(last_resort),
+            "one_time_prekeys": [], "kyber_prekeys": [], "replace_one_time": True}
 
 
 def mark_replaced(store: Store, now_ms: int) -> None:
