@@ -394,6 +394,25 @@ def test_export_and_import_from_the_cli(tmp_path: Path, relay: ThreadedRelay) ->
     assert shown == ["take this along"]
 
 
+def test_an_export_passphrase_built_on_the_username_is_refused(
+        tmp_path: Path, relay: ThreadedRelay) -> None:
+    """The CLI rated an export passphrase without the account's username as a known word
+    (the browser counts it): one that is the username and a year was taken."""
+    owner, other = tmp_path / "quasmodrift", tmp_path / "zed"
+    assert invoke(owner, *REGISTER, relay.url, "--username", "quasmodrift")[0] == 0
+    assert invoke(other, *REGISTER, relay.url, "--username", "zed")[0] == 0
+    # strong by itself (zxcvbn score 4), weak (1) with the username known
+    built_on = {**ENV, "CIPHERPOST_EXPORT_PASSPHRASE": "quasmodrift2024"}
+    target = tmp_path / "quasmodrift.cpexport"
+    code, _, stderr = invoke(owner, "export", str(target), env=built_on)
+    assert code == 1 and "export passphrase is too easy to guess" in stderr
+    assert not target.exists()
+    code, stdout, _ = invoke(other, "--json", "export", str(tmp_path / "zed.cpexport"),
+                             env=built_on)
+    assert code == 0 and json.loads(stdout)["exported"] == str(tmp_path / "zed.cpexport")
+    assert (tmp_path / "zed.cpexport").exists()
+
+
 def test_link_by_typed_code_from_the_cli(tmp_path: Path, relay: ThreadedRelay) -> None:
     """`link --code` shows a code, `devices add --code` takes it, both show the same number
     and ask; answering yes on both links the device. A declined comparison links nothing."""

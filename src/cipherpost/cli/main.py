@@ -377,14 +377,32 @@ async def recovery_passphrase(ctx: Context, client: Client) -> None:
              "back.")
 
 
-def _export_passphrase(new: bool) -> str:
+def _export_passphrase(new: bool, usernames: list[str] | None = None) -> str:
     """The export file's passphrase; a new one must be strong (the file holds the
-    identity key, and whoever gets it can guess offline for as long as they like)."""
+    identity key, and whoever gets it can guess offline for as long as they like), and
+    not built on the account's ``usernames`` (a guesser starts with those)."""
     value = str(os.environ.get("CIPHERPOST_EXPORT_PASSPHRASE") or click.prompt(
         "Passphrase for the export file", hide_input=True, confirmation_prompt=new))
     if new:
-        check_passphrase(value, user_inputs=["export"], what="export passphrase")
+        check_passphrase(value, user_inputs=["export", *(usernames or [])],
+                         what="export passphrase")
     return value
+
+
+async def _own_usernames(client: Client) -> list[str]:
+    """The account's username, as the store knows it (an entry for our own account
+    among the contacts) and as the relay has it now (it may have been set or changed on
+    another device). Without the relay, the store's alone: an export needs no relay."""
+    names = {name for account, name in client.store.contacts()
+             if account == client.account_id and name}
+    try:
+        me = await asyncio.wait_for(client.api.whoami(), 5)
+    except (RelayError, RelayUnavailable, ClientError, TimeoutError):
+        return sorted(names)
+    name = me.get("username") if isinstance(me, dict) else None
+    if isinstance(name, str) and 0 < len(name) <= 64:  # the relay's: checked
+        names.add(name)
+    return sorted(names)
 
 
 @cli.command("export")
@@ -395,7 +413,8 @@ def _export_passphrase(new: bool) -> str:
 async def export_command(ctx: Context, client: Client, file: Path, with_history: bool) -> None:
     """Write this account to FILE, encrypted under a passphrase (an offline backup, or to
     move to another machine with `cipherpost import`)."""
-    count = export_account(client, file, _export_passphrase(new=True),
+    count = export_account(client, file,
+                           _export_passphrase(new=True, usernames=await _own_usernames(client)),
                            with_history=with_history,
                            progress=None if ctx.as_json else _export_progress)
     ctx.emit({"exported": str(file), "records": count},
