@@ -82,6 +82,9 @@ class PrivacyOut(BaseModel):
     audit_salt: bool = Field(description="the relay holds the random salt keying the "
                                          "digests of the account's audit entries; it is "
                                          "deleted with the account")
+    invite_code: bool = Field(description="the relay holds the SHA-256 of the invite code "
+                                          "the account was registered with (given back "
+                                          "if the account is deleted within 15 minutes)")
     archive_parts: int
     archive_bytes: int
     attachments: str

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from . import audit
+from . import admin, audit
 from .history import DAY_MS
 from .models import NewDevice
 from .schema import (
@@ -88,6 +88,9 @@ class Held:
     #: The relay holds the random salt that keys the account's audit-entry digests
     #: (migration 0009; deleted with the account, so the kept digests name nobody).
     audit_salt: bool
+    #: The relay holds the SHA-256 of the invite code the account was registered with
+    #: (migration 0011: the code comes back if the account is deleted within minutes).
+    invite_code: bool
     recovery_waits: dict[str, int] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
 
@@ -163,6 +166,7 @@ def held(storage: Storage, account_id: str, audit_limit: int = 200) -> Held | No
                                              two_factor_codes.c.account_id == account_id),
             link_codes=_count(conn, link_codes, link_codes.c.account_id == account_id),
             access_key_day=_day(access), audit_salt=salted > 0,
+            invite_code=account.invite_hash is not None,
             recovery_waits=waits, audit=events)
 
 
@@ -171,9 +175,12 @@ def delete_account(storage: Storage, account_id: str, now: int) -> list[int]:
     """Delete the account and every row of it; the device ids it had (to close their
     connections). Its audit entries, ending with ``account_deleted``, stay in the chain
     redacted (:func:`.audit.redact_account`: no account or device id left), and its
-    devices' token hashes in ``device_removals`` (a restored backup cannot revive them)."""
+    devices' token hashes in ``device_removals`` (a restored backup cannot revive them).
+    Deleted within minutes of its creation, it gives back its invite code
+    (:func:`.admin.return_invite`, audited as ``invite_returned``)."""
     with storage._tx(storage.db.writer) as conn:
-        found = conn.execute(select(accounts.c.id).where(
+        found = conn.execute(select(accounts.c.id, accounts.c.created_at,
+                                    accounts.c.invite_hash).where(
             accounts.c.id == account_id).with_for_update()).first()
         if found is None:
             return []
@@ -185,6 +192,9 @@ def delete_account(storage: Storage, account_id: str, now: int) -> list[int]:
         for table in ACCOUNT_TABLES:
             conn.execute(delete(table).where(table.c.account_id == account_id))
         conn.execute(delete(accounts).where(accounts.c.id == account_id))
+        if admin.return_invite(conn, None if found.invite_hash is None else bytes(
+                found.invite_hash), int(found.created_at), now):
+            _audit(conn, now, account_id, None, "invite_returned")
         _audit(conn, now, account_id, None, "account_deleted")
         audit.redact_account(conn, account_id)
     return device_ids

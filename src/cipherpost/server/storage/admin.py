@@ -307,6 +307,31 @@ def consume_invite(conn: Connection, code_hash: bytes, now: int) -> bool:
         invites.c.expires_at >= now).values(used_at=now)).rowcount)
 
 
+#: An account deleted by its own device within this long of its creation (15 minutes)
+#: gives back the invite code it was registered with: such a deletion is a sign-up the
+#: client withdrew because it could not store the new account (web/src/app/withdraw.ts),
+#: and the person retries with the same code. Short, so that a code does not become a
+#: pass for one throwaway account after another.
+INVITE_RETURN_WINDOW_MS = 15 * 60 * 1000
+
+
+def return_invite(conn: Connection, invite_hash: bytes | None, created_at: int,
+                  now: int) -> bool:
+    """Make the code an account was registered with usable again, as its own device
+    deletes it (in the deletion's transaction); True if it was returned.
+
+    Only within :data:`INVITE_RETURN_WINDOW_MS` of the account's creation, only the use
+    that registration made (``used_at`` is the account's ``created_at``: both are that
+    transaction's time), so one code never has two live accounts; and not a code that
+    expired meanwhile (it keeps its expiry, and stays spent). An account an operator
+    removes (:func:`delete_account_rows`) gives nothing back."""
+    if invite_hash is None or now - created_at > INVITE_RETURN_WINDOW_MS:
+        return False
+    return bool(conn.execute(update(invites).where(
+        invites.c.code_hash == invite_hash, invites.c.used_at == created_at,
+        invites.c.expires_at >= now).values(used_at=None)).rowcount)
+
+
 @dataclass(frozen=True)
 class InviteCounts:
     unused: int

@@ -30,6 +30,10 @@ accounts = Table(
     Column("created_at", BigInteger, nullable=False),
     #: Set while an operator has the account suspended (docs/operations.md).
     Column("suspended_at", BigInteger, nullable=True),
+    #: SHA-256 of the invite code the account was registered with (migration 0011): an
+    #: account its own device deletes within ``admin.INVITE_RETURN_WINDOW_MS`` of its
+    #: creation gives the code back (a sign-up the client withdrew, docs/operations.md).
+    Column("invite_hash", LargeBinary, nullable=True),
     Index("accounts_suspended", "suspended_at"),
 )
 

@@ -225,7 +225,8 @@ class Storage:
                              invite_hash: bytes | None = None) -> None:
         """Create an account with its first device (id 1), spending the invite code of
         ``invite_hash`` if given (in the same transaction: a refused registration leaves
-        the code unused).
+        the code unused). The account keeps the hash: deleted by its own device soon
+        after, it gives the code back (:func:`.admin.return_invite`).
 
         Raises:
             UsernameTaken: the username is in use.
@@ -238,7 +239,7 @@ class Storage:
                     raise InvalidInvite()
                 conn.execute(insert(accounts).values(
                     id=account_id, username=username, identity_key=identity_key,
-                    next_device_id=2, created_at=now))
+                    next_device_id=2, created_at=now, invite_hash=invite_hash))
                 self._insert_device(conn, account_id, 1, device, now)
                 _audit(conn, now, account_id, 1, "account_created")
         except IntegrityError:
