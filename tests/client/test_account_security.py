@@ -133,9 +133,11 @@ def test_cli_2fa_privacy_export_delete(tmp_path: Path, relay: ThreadedRelay) -> 
     code, stdout, _ = invoke(home, "privacy")
     assert code == 0 and "Devices the server knows" in stdout and "account_created" in stdout
     assert "audit-log salt" in stdout and "held (deleted with the account)" in stdout
+    assert "invite code (SHA-256)" in stdout  # open registration: none held
     code, stdout, _ = invoke(home, "--json", "privacy")
     assert json.loads(stdout)["two_factor_enabled"] is True
     assert json.loads(stdout)["audit_salt"] is True
+    assert json.loads(stdout)["invite_code"] is False
     target = tmp_path / "server-data.json"
     code, stdout, _ = invoke(home, "account", "export-server-data", str(target))
     assert code == 0 and json.loads(target.read_text())["username"] == "alice"

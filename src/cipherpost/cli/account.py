@@ -162,6 +162,8 @@ def _print_dashboard(held: dict[str, Any]) -> None:
         ("sealed-sender access key (SHA-256)", _day(held.get("access_key_day"))),
         ("audit-log salt", "held (deleted with the account)" if held.get("audit_salt")
          else "none"),
+        ("invite code (SHA-256)", "held (returned if the account is deleted within "
+         "minutes of sign-up)" if held.get("invite_code") else "none"),
         ("attachments", held["attachments"]),
         ("rate limits", ", ".join(f"{r['limit']} {r['remaining']}/{r['capacity']}"
                                   for r in held["rate_limits"])),
