@@ -246,7 +246,15 @@ def test_envelope_ids_carry_their_seq_and_74_random_bits() -> None:
         assert str(parsed) == text and parsed.version == 8
         assert parsed.variant == uuid.RFC_4122
         assert seq_of(text) == seq
-    assert len({envelope_id(7) for _ in range(1000)}) == 1000
+    many = [envelope_id(7) for _ in range(2000)]
+    assert len(set(many)) == 2000
+    # Every random digit varies (19 positions after the seq, the version and the dashes)
+    # and the variant takes all four values: 18 digits and 2 bits, 74 bits in all.
+    positions = [i for i in range(15, 36) if i not in (18, 19, 23)]
+    assert len(positions) == 18
+    for i in positions:
+        assert len({text[i] for text in many}) >= 12, i
+    assert {text[19] for text in many} == set("89ab")
     # Past 48 bits (never in practice) an id is a UUIDv4, found like the old ones.
     beyond = envelope_id(MAX_SEQ + 1)
     assert uuid.UUID(beyond).version == 4 and seq_of(beyond) is None

@@ -48,16 +48,21 @@ class _RandomPool:
 
 
 _random = _RandomPool()
+_VARIANT = "89ab"
 
 
 def envelope_id(seq: int) -> str:
     """A new id for the message ``seq`` of a device's queue (called on the event loop or
     the writer thread, never both at once: group commits run one at a time)."""
-    r = _random.take(10).hex()
+    raw = _random.take(10)
     if not 0 < seq <= MAX_SEQ:
-        return random_uuid4(r + _random.take(6).hex())
+        return random_uuid4(raw.hex() + _random.take(6).hex())
+    # 74 random bits: the first nine bytes' 72 (18 hex digits) and the variant's two from
+    # the tenth byte, which no digit shows (parsing a hex digit back cost as much as the
+    # rest of the id).
+    r = raw.hex()
     s = f"{seq:012x}"
-    return f"{s[:8]}-{s[8:]}-8{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}"
+    return f"{s[:8]}-{s[8:]}-8{r[:3]}-{_VARIANT[raw[9] & 3]}{r[3:6]}-{r[6:18]}"
 
 
 def random_uuid4(hex32: str) -> str:

