@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
+from cipherpost.server.storage.engine import Database
 from tests.support.postgres import PostgresServer, PostgresUnavailable
 from tests.support.redis import RedisServer, RedisUnavailable
 
@@ -90,6 +91,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
                     attachment_dir=str(tmp_path / "blobs"),
                     rate_register_per_ip="1000/100", rate_prekey_fetch_per_account="1000/100",
                     rate_messages_per_pair="10000/1000")
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The relay's database for ``settings``, migrated (tests that read or change rows
+    beside the relay)."""
+    database = Database(settings.database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

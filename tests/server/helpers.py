@@ -7,9 +7,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+
 from cipherpost.protocol import IdentityKeyPair, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
+from cipherpost.server.storage.engine import MIGRATIONS, Database
 
 NOW_MS = 1_790_000_000_000
+
+
+def run_alembic(db: Database, action: str, revision: str) -> None:
+    """``alembic <action> <revision>`` ("upgrade", "downgrade") on ``db``, in one
+    transaction of its writer (the migration tests step one revision at a time)."""
+    with db.writer.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        getattr(command, action)(config, revision)
 
 
 def b64(data: bytes) -> str:

@@ -5,33 +5,22 @@ from before migration 0009 included, and a restore keeps the salts the log needs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from alembic import command
-from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
 from cipherpost.server import Settings, create_app
 from cipherpost.server.backup import backup, restore
 from cipherpost.server.storage import audit
-from cipherpost.server.storage.engine import MIGRATIONS, Database
+from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.schema import audit_head, audit_log, audit_salts
 
 from .conftest import link, register
+from .helpers import run_alembic
 
 NOW = 1_800_000_000_000
 ALICE = "00000000-0000-4000-8000-00000000000a"
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _verify(db: Database) -> audit.Verdict:
@@ -95,21 +84,13 @@ def test_a_deleted_accounts_entries_cannot_be_linked_to_it(client: TestClient,
         bobs, "the salt of the entry's account is missing")
 
 
-def _alembic(db: Database, action: str, revision: str) -> None:
-    with db.writer.begin() as conn:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
-
-
 def test_entries_from_before_0009_verify_and_redact(settings: Settings) -> None:
     """A log written before the salts keeps its unsalted digests (the chain covers
     them); entries appended after the upgrade are salted, and both verify, before and
     after the account is redacted."""
     db = Database(settings.database_url)
     try:
-        _alembic(db, "upgrade", "0008")
+        run_alembic(db, "upgrade", "0008")
         previous = audit.GENESIS
         with db.writer.begin() as conn:
             for seq, event in ((1, "account_registered"), (2, "device_added")):

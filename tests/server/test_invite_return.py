@@ -12,30 +12,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
 from cipherpost.server import Settings, create_app
 from cipherpost.server.admin_cli import hash_token
 from cipherpost.server.storage import admin, audit
-from cipherpost.server.storage.engine import MIGRATIONS, Database
+from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.schema import accounts, audit_log, devices, invites
 
-from .helpers import KeyMaker, auth
+from .helpers import KeyMaker, auth, run_alembic
 
 START = 1_800_000_000  # seconds
 WINDOW_S = admin.INVITE_RETURN_WINDOW_MS // 1000
 CODE = "invite-code-returned"
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 class Relay:
@@ -195,14 +185,6 @@ def test_open_registration_keeps_no_code(client: TestClient) -> None:
 # -- migration 0011 ----------------------------------------------------------------------------
 
 
-def _alembic(db: Database, action: str, revision: str) -> None:
-    with db.writer.begin() as conn:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
-
-
 def _names(db: Database) -> dict[str, str | None]:
     with db.reader.connect() as conn:
         return {r[0]: r[1] for r in conn.execute(sa.text("SELECT id, username FROM accounts"))}
@@ -211,7 +193,7 @@ def _names(db: Database) -> dict[str, str | None]:
 def test_0011_keeps_accounts_and_downgrades(database_url: str) -> None:
     db = Database(database_url)
     try:
-        _alembic(db, "upgrade", "0010")
+        run_alembic(db, "upgrade", "0010")
         with db.writer.begin() as conn:
             for n in range(2):
                 conn.execute(sa.text(
@@ -226,7 +208,7 @@ def test_0011_keeps_accounts_and_downgrades(database_url: str) -> None:
         assert _names(db) == before
         with db.writer.begin() as conn:
             conn.execute(sa.update(accounts).values(invite_hash=b"\x01" * 32))
-        _alembic(db, "downgrade", "0010")
+        run_alembic(db, "downgrade", "0010")
         assert _names(db) == before
         with db.reader.connect() as conn:
             columns = {c["name"] for c in sa.inspect(conn).get_columns("accounts")}

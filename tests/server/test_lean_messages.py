@@ -11,30 +11,22 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
-from cipherpost.server.storage.engine import MIGRATIONS, Database
+from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.envelope_ids import MAX_SEQ, envelope_id, seq_of
 from cipherpost.server.storage.models import KeyUpload, NewDevice, OutgoingMessage
 from cipherpost.server.storage.sql import Storage
+
+from .helpers import run_alembic
 
 ALICE = "00000000-0000-4000-8000-00000000000a"
 BOB = "00000000-0000-4000-8000-00000000000b"
 
 
-def _alembic(db: Database, action: str, revision: str) -> None:
-    with db.writer.begin() as conn:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
-
-
 def _queue_at_0007(db: Database) -> list[dict[str, Any]]:
     """A database at schema 0007 with messages queued for two devices, written as the
     relay of that schema wrote them (UUIDv4 ids, ``seq`` from the device row)."""
-    _alembic(db, "upgrade", "0007")
+    run_alembic(db, "upgrade", "0007")
     rows: list[dict[str, Any]] = []
     with db.writer.begin() as conn:
         conn.execute(sa.text(
@@ -178,7 +170,7 @@ def test_0008_downgrades_with_its_messages(database_url: str) -> None:
     try:
         before = _queue_at_0007(db)
         db.migrate()
-        _alembic(db, "downgrade", "0007")
+        run_alembic(db, "downgrade", "0007")
         assert _messages(db) == before
         with db.writer.begin() as conn:  # the old layout: a global id, unique guids
             conn.execute(sa.text(

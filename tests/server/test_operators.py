@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,14 +24,6 @@ from cipherpost.server.storage.schema import audit_head, audit_log
 
 from .conftest import link, register
 from .helpers import b64
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _verify(db: Database) -> audit.Verdict:
@@ -393,7 +384,6 @@ def test_the_report_counts_users_data_requests(settings: Settings, client: TestC
     report = json.loads(result.stdout)
     assert report["data_requests"] == {"account_exported": 1, "history_cleared": 1}
     assert report["audit_log"]["verified"] is True
-
 
 
 def test_auditors_commands_write_nothing(settings: Settings, client: TestClient,
