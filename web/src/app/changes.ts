@@ -6,14 +6,15 @@
  * edit replaces its text; each goes into the server-stored history as the SDK records it
  * (a `change` entry for an edit or a reaction, the message's entry removed for a
  * deletion), so a device restoring the log holds them (a replay here applies the
- * edits, ./history.ts). The browser does not show reactions yet: they are kept for the
- * history only.
+ * edits, ./history.ts). Reactions are kept one per person per message (./reactions.ts)
+ * and shown under it.
  */
 
 import { applyEdit, forgetPreview } from "./edits.js";
 import * as history from "./history.js";
 import { messageKey, type ClientEvent, type StoredMessage } from "./model.js";
 import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import { applyReaction, forgetReactions } from "./reactions.js";
 import type { DeviceStore } from "./store/device.js";
 
 /** Whether `data` is an edit, a reaction or a deletion rather than a message to store. */
@@ -33,6 +34,7 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     const message = data.delete.author === author ? await store.getJson<StoredMessage>(key) : undefined;
     if (message === undefined) return; // another's message, or one we do not hold: as the SDK, nothing
     await store.put(key, null);
+    await forgetReactions(store, key);
     if (message.outgoing) await store.put(`mine:${timestamp}`, null);
     await forgetPreview(store, message);
     await history.recordDeleted(store, conversation, author, timestamp);
@@ -46,10 +48,11 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     events.push({ kind: "message", message });
     return;
   }
-  const ref = data.reaction?.target;
-  if (ref === undefined || (await store.get(messageKey(conversation, Number(ref.timestamp), ref.author))) === undefined) {
+  if (!(await applyReaction(store, conversation, author, data))) {
     events.push({ kind: "unsupported", sender: author, reason: "a reaction to a message not in its conversation" });
     return;
   }
   await history.recordChange(store, conversation, author, authorDevice, now, data);
+  const ref = data.reaction!.target!;
+  events.push({ kind: "reaction", conversation, timestamp: Number(ref.timestamp) });
 }

@@ -23,6 +23,7 @@ import {
 } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, KeyUpkeep, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
+import { forgetReactions, reactionsOf } from "./reactions.js";
 import { resealRecovery } from "./recovery_secrets.js";
 import {
   advance, conversationTimer, messageKey, queueKey, startExpiry, type AttachmentInfo, type ClientEvent,
@@ -740,6 +741,11 @@ export class Client {
     return messages.sort((a, b) => a.timestamp - b.timestamp || a.receivedAt - b.receivedAt);
   }
 
+  /** Who reacted to `message` with what: reactor account id → emoji (./reactions.ts). */
+  async reactions(message: StoredMessage): Promise<Record<string, string>> {
+    return reactionsOf(this.store, messageKey(message.conversation, message.timestamp, message.author));
+  }
+
   /**
    * The user has seen `conversation`: its unread messages are marked read here, our
    * other devices are told (SyncMessage.Read) and their authors get read receipts. The
@@ -846,6 +852,7 @@ export class Client {
           continue;
         }
         await this.store.put(key, null);
+        await forgetReactions(this.store, key);
         if (message.outgoing) await this.store.put(`mine:${message.timestamp}`, null);
         await history.recordDeleted(this.store, message.conversation, message.author, message.timestamp);
         const contact = await this.store.getJson<Contact>(`contact:${message.conversation}`);

@@ -31,6 +31,7 @@ import { RelayError } from "./api.js";
 import { applyEvents } from "./archive.js";
 import { checkIntegers } from "./content.js";
 import { applyEdit } from "./edits.js";
+import { applyReaction, forgetReactions } from "./reactions.js";
 import type { Group } from "./groups.js";
 import { messageKey, type StoredMessage } from "./model.js";
 import { pad, unpad } from "./padding.js";
@@ -308,7 +309,7 @@ export async function flush(api: RelayApi, store: DeviceStore): Promise<number> 
 // -- replay on a new device ----------------------------------------------------------------
 
 export interface Replayed {
-  entries: number; messages: number; deleted: number; edited: number; skipped: number; unreadable: number;
+  entries: number; messages: number; deleted: number; edited: number; reactions: number; skipped: number; unreadable: number;
 }
 
 interface Page { entries: { seq: number; name: Uint8Array; blob: Uint8Array | undefined }[]; more: boolean }
@@ -335,7 +336,7 @@ export function parsePage(page: unknown): Page {
  * Page through the relay's log from where this device stopped and replay it: messages
  * stored unless held (named by conversation, author and timestamp), a deleted entry's
  * message removed, group states taken through the archive's rules, edits applied to the
- * messages held (./edits.ts). `progress(entries
+ * messages held (./edits.ts) and reactions to them kept (./reactions.ts). `progress(entries
  * read, fraction)`: the fraction of the relay's stored bytes read so far. Once the last
  * page is replayed, the replay is no longer pending.
  * @throws HistoryError no keys, a malformed page. RelayError, RelayUnavailable: resumes later.
@@ -344,7 +345,7 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
   progress?: (entries: number, fraction: number) => void): Promise<Replayed> {
   const keys = await keysOf(store);
   if (keys === undefined) throw new HistoryError("this device holds no history keys");
-  const counts: Replayed = { entries: 0, messages: 0, deleted: 0, edited: 0, skipped: 0, unreadable: 0 };
+  const counts: Replayed = { entries: 0, messages: 0, deleted: 0, edited: 0, reactions: 0, skipped: 0, unreadable: 0 };
   const settings = await api.request("GET", "/v1/history/settings") as { stored_bytes?: unknown } | undefined;
   const total = typeof settings?.stored_bytes === "number" && settings.stored_bytes > 0 ? settings.stored_bytes : 0;
   let read = 0;
@@ -361,6 +362,7 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
           if (key !== undefined && (await store.get(key)) !== undefined) {
             const message = await store.getJson<StoredMessage>(key);
             await store.put(key, null);
+            await forgetReactions(store, key);
             if (message?.outgoing) await store.put(`mine:${message.timestamp}`, null);
             counts.deleted += 1;
           }
@@ -385,7 +387,9 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
         if (body.case === "message" || body.case === "groupState") counts.messages += await applyEvents(store, [event], now);
         else if (body.case === "change" && body.value.data !== undefined
           && await applyEdit(store, body.value.conversation, body.value.author, body.value.data) !== undefined) counts.edited += 1;
-        else counts.skipped += 1; // a reaction (not shown here), or an edit of a message not held
+        else if (body.case === "change" && body.value.data !== undefined
+          && await applyReaction(store, body.value.conversation, body.value.author, body.value.data)) counts.reactions += 1;
+        else counts.skipped += 1; // an edit or a reaction of a message not held
       }
       await store.putJson(CURSOR, after);
       if (!page.more) await store.put(PENDING, null);

@@ -79,6 +79,8 @@ export type ClientEvent =
   | { kind: "timer"; conversation: string; author: string; seconds: number }
   /** A message is gone: its disappearing timer ran out, or its author deleted it for everyone. */
   | { kind: "expired"; conversation: string; timestamp: number }
+  /** Someone reacted to (or took back their reaction to) a message of the conversation sent at `timestamp`. */
+  | { kind: "reaction"; conversation: string; timestamp: number }
   | { kind: "decryption_failed"; sender: string; timestamp: number }
   | { kind: "resend_unavailable"; sender: string; timestamp: number }
   | { kind: "unsupported"; sender: string; reason: string }

@@ -15,6 +15,7 @@ import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 import { groupPanel } from "./group.js";
+import { reactionRow } from "./messages.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
 import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
@@ -288,7 +289,7 @@ async function onEvent(event: ClientEvent): Promise<void> {
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
     || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group"
-    || event.kind === "timer" || event.kind === "expired"
+    || event.kind === "timer" || event.kind === "expired" || event.kind === "reaction"
     || (event.kind === "account_notice" && view.screen === "security")) {
     await render();
   }
@@ -480,7 +481,8 @@ async function chat(accountId: string): Promise<HTMLElement> {
     timer > 0 ? h("p", { class: "notice", "data-testid": "timer-notice", "data-seconds": String(timer) },
       `Disappearing messages: ${timerName(timer)} after reading.`) : false,
     h("ol", { class: "messages", "data-testid": "messages" }, ...await Promise.all(messages.map(async (m) =>
-      bubble(m, group !== undefined && !m.outgoing ? nameOf(await client.contact(m.author), m.author) : undefined)))),
+      bubble(m, group !== undefined && !m.outgoing ? nameOf(await client.contact(m.author), m.author) : undefined,
+        await reactionRow(client, m, nameOf))))),
     error, composer);
 }
 
@@ -555,7 +557,7 @@ function attachmentView(attachment: AttachmentInfo): HTMLElement {
     `📎 ${name} (${size(attachment.size)}) `, button, error);
 }
 
-function bubble(message: StoredMessage, author?: string): HTMLElement {
+function bubble(message: StoredMessage, author: string | undefined, below: HTMLElement | false): HTMLElement {
   const waiting = message.status === "sending" && !view!.online;
   const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
@@ -566,7 +568,7 @@ function bubble(message: StoredMessage, author?: string): HTMLElement {
   ...(message.attachments ?? []).map(attachmentView),
   h("span", { class: "text" }, message.text),
   h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
-    .filter(Boolean).join(" · ")));
+    .filter(Boolean).join(" · ")), below);
 }
 
 const toHex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
