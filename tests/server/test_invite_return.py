@@ -6,6 +6,7 @@ expired meanwhile, and one code never has two live accounts; on SQLite and Postg
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +18,10 @@ from sqlalchemy import delete, select
 
 from cipherpost.server import Settings, create_app
 from cipherpost.server.admin_cli import hash_token
-from cipherpost.server.storage import admin, audit
+from cipherpost.server.storage import account_data, admin, audit
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.schema import accounts, audit_log, devices, invites
+from cipherpost.server.storage.sql import Storage
 
 from .helpers import KeyMaker, auth, run_alembic
 
@@ -105,6 +107,41 @@ def test_a_withdrawn_sign_up_gives_its_code_back_once(relay: Relay) -> None:
     relay.delete(second)
     assert relay.refused(CODE)
     assert (relay.counts(), relay.returned_entries()) == ((0, 1, 0), 1)
+
+
+def test_a_code_comes_back_once_at_most(relay: Relay) -> None:
+    # Review of a3d46cc: the window starts again with each account, so a code that came
+    # back every time would make one throwaway account after another until it expired.
+    relay.invite(CODE, valid_s=7 * 24 * 3600)
+    first = relay.account(CODE)
+    relay.clock[0] += WINDOW_S - 60
+    relay.delete(first)
+    second = relay.account(CODE)  # returned once: the retry registers
+    relay.clock[0] += WINDOW_S - 60
+    relay.delete(second)  # within its own window, but the code came back already
+    assert relay.refused(CODE)
+    assert (relay.counts(), relay.returned_entries()) == ((0, 1, 0), 1)
+    with relay.db.reader.connect() as conn:
+        assert conn.execute(select(invites.c.returned_at)).scalar_one() == \
+            (START + WINDOW_S - 60) * 1000
+
+
+def test_a_suspended_account_gives_nothing_back(relay: Relay) -> None:
+    relay.invite(CODE, valid_s=3600)
+    made = relay.account(CODE)
+    relay.clock[0] += 60
+    # Suspended after its device's deletion request was let in, before the deletion ran.
+    with relay.db.writer.begin() as conn:
+        conn.execute(sa.update(accounts).values(suspended_at=relay.now_ms))
+    storage = Storage(relay.db)
+    try:
+        deleted = asyncio.run(account_data.delete_account(storage, made["account_id"],
+                                                          relay.now_ms))
+        assert deleted == [1]
+    finally:
+        storage.close()
+    assert relay.refused(CODE)
+    assert relay.returned_entries() == 0
 
 
 def test_the_window_ends_15_minutes_after_creation(relay: Relay) -> None:

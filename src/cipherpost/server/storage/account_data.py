@@ -180,7 +180,7 @@ def delete_account(storage: Storage, account_id: str, now: int) -> list[int]:
     (:func:`.admin.return_invite`, audited as ``invite_returned``)."""
     with storage._tx(storage.db.writer) as conn:
         found = conn.execute(select(accounts.c.id, accounts.c.created_at,
-                                    accounts.c.invite_hash).where(
+                                    accounts.c.invite_hash, accounts.c.suspended_at).where(
             accounts.c.id == account_id).with_for_update()).first()
         if found is None:
             return []
@@ -192,8 +192,11 @@ def delete_account(storage: Storage, account_id: str, now: int) -> list[int]:
         for table in ACCOUNT_TABLES:
             conn.execute(delete(table).where(table.c.account_id == account_id))
         conn.execute(delete(accounts).where(accounts.c.id == account_id))
-        if admin.return_invite(conn, None if found.invite_hash is None else bytes(
-                found.invite_hash), int(found.created_at), now):
+        # A suspended account (suspended after its device's request was let in) keeps
+        # its code spent, as an account an operator removes does.
+        if found.suspended_at is None and admin.return_invite(
+                conn, None if found.invite_hash is None else bytes(found.invite_hash),
+                int(found.created_at), now):
             _audit(conn, now, account_id, None, "invite_returned")
         _audit(conn, now, account_id, None, "account_deleted")
         audit.redact_account(conn, account_id)

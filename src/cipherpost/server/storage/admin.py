@@ -310,8 +310,9 @@ def consume_invite(conn: Connection, code_hash: bytes, now: int) -> bool:
 #: An account deleted by its own device within this long of its creation (15 minutes)
 #: gives back the invite code it was registered with: such a deletion is a sign-up the
 #: client withdrew because it could not store the new account (web/src/app/withdraw.ts),
-#: and the person retries with the same code. Short, so that a code does not become a
-#: pass for one throwaway account after another.
+#: and the person retries with the same code. Once per code (``invites.returned_at``):
+#: the window starts again with each account, so without that a code would be a pass
+#: for one throwaway account after another until it expired (review of a3d46cc).
 INVITE_RETURN_WINDOW_MS = 15 * 60 * 1000
 
 
@@ -322,14 +323,16 @@ def return_invite(conn: Connection, invite_hash: bytes | None, created_at: int,
 
     Only within :data:`INVITE_RETURN_WINDOW_MS` of the account's creation, only the use
     that registration made (``used_at`` is the account's ``created_at``: both are that
-    transaction's time), so one code never has two live accounts; and not a code that
-    expired meanwhile (it keeps its expiry, and stays spent). An account an operator
-    removes (:func:`delete_account_rows`) gives nothing back."""
+    transaction's time), so one code never has two live accounts; only once per code;
+    and not a code that expired meanwhile (it keeps its expiry, and stays spent). An
+    account an operator removes (:func:`delete_account_rows`) or suspended gives nothing
+    back (the caller checks the suspension)."""
     if invite_hash is None or now - created_at > INVITE_RETURN_WINDOW_MS:
         return False
     return bool(conn.execute(update(invites).where(
         invites.c.code_hash == invite_hash, invites.c.used_at == created_at,
-        invites.c.expires_at >= now).values(used_at=None)).rowcount)
+        invites.c.returned_at.is_(None), invites.c.expires_at >= now).values(
+            used_at=None, returned_at=now)).rowcount)
 
 
 @dataclass(frozen=True)

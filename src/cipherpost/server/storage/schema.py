@@ -181,6 +181,9 @@ invites = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("created_by", String(64), nullable=True),
     Column("used_at", BigInteger, nullable=True),
+    #: When the code came back from an account deleted minutes after its sign-up
+    #: (migration 0011): a code comes back once at most.
+    Column("returned_at", BigInteger, nullable=True),
 )
 
 #: Token hashes of removed devices: a restore from an older backup deletes the devices
