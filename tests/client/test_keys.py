@@ -194,8 +194,20 @@ def test_a_retried_republish_reuses_its_keys_and_sends_no_one_time_key(
         assert await republish(cast(Any, api), store, now + 10, policy)
         retry = {**first, "one_time_prekeys": [], "kyber_prekeys": []}
         assert retry["replace_one_time"] is True
-        assert down.uploads[1:] == [retry] * 3 and api.uploads == [retry]
-        assert held() == after_first
+        assert down.uploads[1:] == [retry] * 3 and api.uploads[0] == retry
+        # The retry dropped the relay's one-time keys: a fresh batch, new ids, follows at
+        # once, added (review of 749616e: else a long-lived connection gave new sessions
+        # no one-time EC key until it reconnected).
+        assert len(api.uploads) == 2
+        batch = api.uploads[1]
+        assert set(batch) == {"one_time_prekeys", "kyber_prekeys"}
+        sent_before = {k["key_id"] for k in first["one_time_prekeys"]}
+        assert len(batch["one_time_prekeys"]) == 5 and len(batch["kyber_prekeys"]) == 2
+        assert not sent_before & {k["key_id"] for k in batch["one_time_prekeys"]}
+        ec_ids, kyber_ids = store.one_time_key_ids()
+        assert [k["key_id"] for k in batch["one_time_prekeys"]] == ec_ids[-5:]
+        assert [k["key_id"] for k in batch["kyber_prekeys"]] == kyber_ids[-2:]
+        assert held()[1:] == after_first[1:]  # no new signed or last-resort key
         # Published: the pending set is done with, so the next republish (and a retry
         # of it) is a new set.
         later = now + 10 + policy.republish_interval_ms

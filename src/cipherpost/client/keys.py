@@ -36,7 +36,7 @@ from cipherpost.protocol import (
     SignedPreKeyRecord,
 )
 
-from .api import RelayApi, b64
+from .api import RelayApi, RelayError, RelayUnavailable, b64
 from .store.database import Store
 
 DAY_MS = 24 * 3600 * 1000
@@ -214,6 +214,7 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
         return False
     with store.transaction():
         body = _pending_again(store, label)
+        resent = body is not None
         mark_replaced(store, now_ms)
         if body is None:
             body = {
@@ -235,7 +236,26 @@ async def republish(api: RelayApi, store: Store, now_ms: int, policy: KeyPolicy)
         store.set_meta("keys_republished_at", str(now_ms))
         store.set_meta("keys_republished_identity", label)
         store.set_meta(REPUBLISH_PENDING, "")
+    if resent:
+        await _fresh_one_time(api, store, now_ms, policy)
     return True
+
+
+async def _fresh_one_time(api: RelayApi, store: Store, now_ms: int,
+                          policy: KeyPolicy) -> None:
+    """After a retried republish (which dropped the relay's one-time keys and sent none):
+    a fresh batch of new ids at once, added, not replacing. Left to the usual
+    replenishment, a long-lived connection would have given every new session a
+    last-resort key only (no one-time EC key) until it reconnected, or longer under the
+    replenish back-off (review of 749616e). A failure here leaves that to it."""
+    with store.transaction():
+        body = {"one_time_prekeys": make_one_time(store, policy.one_time_batch),
+                "kyber_prekeys": make_one_time_kyber(store, policy.kyber_batch, now_ms)}
+    try:
+        await api.upload_keys(body)
+    except (RelayError, RelayUnavailable) as exc:
+        log.warning("one-time prekeys not published after a republish (%s); the next "
+                    "replenishment publishes them", type(exc).__name__)
 
 
 def _pending_again(store: Store, label: str) -> dict[str, Any] | None:
