@@ -5,7 +5,7 @@
  * state, safety numbers.
  */
 
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 
 import { IdentityKeyPair, PublicKey } from "../protocol/keys.js";
 import { Fingerprint } from "../protocol/fingerprint.js";
@@ -16,6 +16,7 @@ import { decodeContent, encodeContent, u64 } from "./content.js";
 import * as archive from "./archive.js";
 import * as history from "./history.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
+import { takeChange } from "./changes.js";
 import { LinkError } from "./linking.js";
 import {
   ADMIN, editedState, encodeState, Group, GROUP_ID_BYTES, GroupChangeRejected, type GroupEdit, groupTitle, MEMBER, signChange,
@@ -23,6 +24,7 @@ import {
 } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, KeyUpkeep, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
+import { actionFields, type MessageAction, type MessageName } from "./message_actions.js";
 import { forgetReactions, reactionsOf } from "./reactions.js";
 import { resealRecovery } from "./recovery_secrets.js";
 import {
@@ -36,7 +38,8 @@ import { applyDefaultTimer } from "./retention.js";
 import * as sealed from "./sealed.js";
 import { receiptAllowed } from "./settings.js";
 import {
-  ContentSchema, DataMessageSchema, ReceiptMessage_Type, type GroupState_Role, type ProvisionMessage,
+  ContentSchema, DataMessageSchema, GroupContextSchema, ReceiptMessage_Type, type DataMessage, type GroupState_Role,
+  type ProvisionMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { SecondFactorPrompt } from "./second_factor.js";
 import { RelaySocket, SocketLost } from "./socket.js";
@@ -600,18 +603,12 @@ export class Client {
     if ((text.length === 0 && attachments.length === 0) || text.length > 16 * 1024) {
       throw new RangeError("a message is 1 to 16384 characters");
     }
-    let group: Group | undefined;
-    if (conversation.startsWith("group:")) {
-      group = await this.inbox.group(fromHex(conversation.slice(6)));
-      if (group === undefined || !group.isMember(this.accountId)) throw new RangeError("you are not in this group");
-    }
+    const group = await this.#sendingGroup(conversation);
     await applyDefaultTimer(this, conversation); // a new 1:1 conversation: the default timer first (./retention.ts)
     await this.#lastTimestampLoaded();
     const timestamp = this.#timestamp();
     const timer = await conversationTimer(this.store, conversation);
-    const data = create(DataMessageSchema, { timestamp: u64(timestamp), text, profileKey: await this.#profileKey(),
-      expireTimer: timer.seconds, expireTimerVersion: timer.version,
-      group: group === undefined ? undefined : { id: group.id, revision: u64(group.revision) },
+    const data = await this.#newData(timestamp, timer, group, { text,
       attachments: attachments.map((a) => ({ id: a.id, key: fromHex(a.key), digest: fromHex(a.digest), size: u64(a.size),
         contentType: a.contentType, fileName: a.fileName, caption: a.caption })) });
     const plaintext = encodeContent(create(ContentSchema, { body: { case: "data", value: data } }));
@@ -626,10 +623,8 @@ export class Client {
       await this.store.putJson(key, message);
       await this.store.putJson(`mine:${timestamp}`, key);
       await history.recordMessage(this.store, conversation, this.accountId, this.account.deviceId, timestamp, true, data);
-      await this.store.putJson("last_timestamp", timestamp);
       await this.store.putJson(`resend:${timestamp}`, { account: conversation, data: hex(plaintext), at: timestamp });
-      await this.store.putJson(queueKey(timestamp),
-        { conversation, timestamp, data: hex(plaintext), stage: "members" } satisfies QueuedSend);
+      await this.#enqueue(conversation, timestamp, plaintext);
       const contact = (await this.store.getJson<Contact>(`contact:${conversation}`))
         ?? { accountId: conversation, lastAt: 0, lastText: "", unread: 0 };
       contact.lastAt = timestamp;
@@ -642,6 +637,75 @@ export class Client {
     const failure = failures.get(timestamp);
     if (failure !== undefined) throw failure;
     return stored ?? message;
+  }
+
+  /** React to the message `target` of `conversation` with `emoji` (replacing our earlier one), or with `remove` take ours back (Client.react). */
+  async react(conversation: string, target: MessageName, emoji: string, remove = false): Promise<void> {
+    await this.#sendAction(conversation, { kind: "react", target, emoji, remove });
+  }
+
+  /** Replace the text of our message sent at `timestamp` on every device of both sides (Client.edit). */
+  async editMessage(conversation: string, timestamp: number, text: string): Promise<void> {
+    await this.#sendAction(conversation, { kind: "edit", timestamp, text });
+  }
+
+  /** Delete our message sent at `timestamp` on every device of both sides (Client.delete_for_everyone). */
+  async deleteForEveryone(conversation: string, timestamp: number): Promise<void> {
+    await this.#sendAction(conversation, { kind: "delete", timestamp });
+  }
+
+  /**
+   * Check an action on a message (./message_actions.ts), apply it here and record it in
+   * the server-stored history as our other devices do its sync copy (./changes.ts), in
+   * one unit with its queue entry; then send it like any message of ours (members, then
+   * the copy for our other devices). Offline, it waits in the queue, applied already.
+   * @throws RangeError not allowed (see actionFields). @throws what refused the send.
+   */
+  async #sendAction(conversation: string, action: MessageAction): Promise<void> {
+    if (conversation === this.accountId) throw new RangeError("notes to self come later");
+    const group = await this.#sendingGroup(conversation);
+    await this.#lastTimestampLoaded();
+    const timestamp = this.#timestamp();
+    const events: ClientEvent[] = [];
+    await this.store.transaction(async () => {
+      const fields = await actionFields(this.store, this.accountId, conversation, action);
+      const data = await this.#newData(timestamp, await conversationTimer(this.store, conversation), group, fields);
+      await takeChange(this.store, conversation, this.accountId, this.account.deviceId, data, timestamp, events);
+      await this.#enqueue(conversation, timestamp,
+        encodeContent(create(ContentSchema, { body: { case: "data", value: data } })));
+    });
+    this.#emit(events);
+    const failures = await this.flushQueue();
+    void this.flushHistory();
+    const failure = failures.get(timestamp);
+    if (failure !== undefined) throw failure;
+  }
+
+  /** The group `conversation` is (we must be in it), or undefined for a 1:1 conversation. */
+  async #sendingGroup(conversation: string): Promise<Group | undefined> {
+    if (!conversation.startsWith("group:")) return undefined;
+    const group = await this.inbox.group(fromHex(conversation.slice(6)));
+    if (group === undefined || !group.isMember(this.accountId)) throw new RangeError("you are not in this group");
+    return group;
+  }
+
+  /** A DataMessage of ours with `fields`: the conversation's timer, our profile key, the group (the SDK's _new_data). */
+  async #newData(timestamp: number, timer: ConversationTimer, group: Group | undefined,
+    fields: MessageInitShape<typeof DataMessageSchema>): Promise<DataMessage> {
+    const data = create(DataMessageSchema, fields);
+    data.timestamp = u64(timestamp);
+    data.profileKey = await this.#profileKey();
+    data.expireTimer = timer.seconds;
+    data.expireTimerVersion = timer.version;
+    if (group !== undefined) data.group = create(GroupContextSchema, { id: group.id, revision: u64(group.revision) });
+    return data;
+  }
+
+  /** Queue the padded Content of our message sent at `timestamp` (inside the caller's unit; flushQueue sends it). */
+  async #enqueue(conversation: string, timestamp: number, plaintext: Uint8Array): Promise<void> {
+    await this.store.putJson("last_timestamp", timestamp);
+    await this.store.putJson(queueKey(timestamp),
+      { conversation, timestamp, data: hex(plaintext), stage: "members" } satisfies QueuedSend);
   }
 
   #flushing: Promise<Map<number, unknown>> = Promise.resolve(new Map());

@@ -15,7 +15,7 @@ import { IdbKv } from "../app/store/kv.js";
 import { LinkError, linkUri, newLinkRequest, openEnvelope, provision } from "../app/linking.js";
 import { h, replace } from "./dom.js";
 import { groupPanel } from "./group.js";
-import { reactionRow } from "./messages.js";
+import { messageParts, type MessageHooks, type MessageParts } from "./messages.js";
 import { securityPage } from "./security.js";
 import { askSecondFactor } from "./second_factor.js";
 import { noteTyping, TYPING_SHOWN_MS } from "../app/settings.js";
@@ -344,8 +344,9 @@ async function draw(): Promise<void> {
 }
 
 /** The inbox's fields that hold typing in progress, kept across a redraw: the composer's
- * draft, the new-chat username and the new-group form (with whether it is open). */
-const TYPED_FIELDS = ["composer-input", "new-chat-username", "new-group-title", "new-group-members"];
+ * draft, the new-chat username, the new-group form (with whether it is open) and a
+ * message's new text while it is edited. */
+const TYPED_FIELDS = ["composer-input", "new-chat-username", "new-group-title", "new-group-members", "edit-input"];
 
 function typedFields(): { restore: () => void } {
   const field = (id: string) => document.querySelector(`[data-testid=${id}]`) as HTMLInputElement | null;
@@ -482,7 +483,7 @@ async function chat(accountId: string): Promise<HTMLElement> {
       `Disappearing messages: ${timerName(timer)} after reading.`) : false,
     h("ol", { class: "messages", "data-testid": "messages" }, ...await Promise.all(messages.map(async (m) =>
       bubble(m, group !== undefined && !m.outgoing ? nameOf(await client.contact(m.author), m.author) : undefined,
-        await reactionRow(client, m, nameOf))))),
+        await messageParts(client, m, messageHooks))))),
     error, composer);
 }
 
@@ -557,7 +558,20 @@ function attachmentView(attachment: AttachmentInfo): HTMLElement {
     `📎 ${name} (${size(attachment.size)}) `, button, error);
 }
 
-function bubble(message: StoredMessage, author: string | undefined, below: HTMLElement | false): HTMLElement {
+/** What a message's reactions and actions need from the page (./messages.ts). */
+const messageHooks: MessageHooks = {
+  nameOf,
+  changed: async () => {
+    view!.sendError = "";
+    await render();
+  },
+  failed: async (error) => {
+    view!.sendError = describe(error);
+    await render();
+  },
+};
+
+function bubble(message: StoredMessage, author: string | undefined, parts: MessageParts): HTMLElement {
   const waiting = message.status === "sending" && !view!.online;
   const status = message.outgoing ? (waiting ? "waiting for the connection" : STATUS_TEXT[message.status] ?? "") : "";
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
@@ -566,9 +580,9 @@ function bubble(message: StoredMessage, author: string | undefined, below: HTMLE
     "data-expires": message.expireTimer ? String(message.expireTimer) : undefined },
   author === undefined ? false : h("span", { class: "author", "data-testid": "author" }, author),
   ...(message.attachments ?? []).map(attachmentView),
-  h("span", { class: "text" }, message.text),
+  parts.edit || h("span", { class: "text" }, message.text),
   h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
-    .filter(Boolean).join(" · ")), below);
+    .filter(Boolean).join(" · ")), parts.below);
 }
 
 const toHex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
