@@ -1,0 +1,179 @@
+/** Reacting to a message, editing one's own and deleting it for everyone from the browser
+ * (src/app/message_actions.ts, Client.react / editMessage / deleteForEveryone): the
+ * DataMessage each sends is the SDK's (Client.react, edit, delete_for_everyone: the
+ * reaction / edit + text / delete naming the message by author and timestamp), to the
+ * contact and as a sync copy to our other devices; it is applied here at once and
+ * recorded in the server-stored history as the received ones are; and another's message
+ * cannot be edited or deleted. The relay is replaced by the outbox's and the API's seams. */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { create } from "@bufbuild/protobuf";
+
+import { fromHex, toHex } from "../src/protocol/bytes.js";
+import { Client } from "../src/app/client.js";
+import { decodeContent } from "../src/app/content.js";
+import { adopt, eventId, type Keys } from "../src/app/history.js";
+import { actionFields, MAX_EDIT_TEXT } from "../src/app/message_actions.js";
+import { messageKey, type ClientEvent, type StoredMessage } from "../src/app/model.js";
+import { HistoryKeysSchema, type DataMessage } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { reactionsOf } from "../src/app/reactions.js";
+import { TEST_PARAMS } from "../src/app/store/crypto.js";
+import { DeviceStore } from "../src/app/store/device.js";
+import { MemoryKv } from "../src/app/store/kv.js";
+
+const ME = "0f8e2c5a-7d1b-4c3e-9a6f-2b4d8e1c7a90";
+const BOB = "5c1d9e7b-3a2f-4e8d-b6c0-9f1a2e3d4c5b";
+const MINE = 1_780_000_001_000; // our message to Bob
+const HIS = 1_780_000_002_000; // Bob's answer
+const NOW = 1_780_000_100_000;
+
+const vector = JSON.parse(readFileSync(new URL("./fixtures/history-events-python.json", import.meta.url), "utf8")) as {
+  id_key: string; epochs: [number, string, number][] };
+const keys: Keys = { idKey: fromHex(vector.id_key),
+  epochs: new Map(vector.epochs.map(([n, k, t]) => [n, { key: fromHex(k), startedAt: t }])) };
+
+function stored(author: string, timestamp: number, text: string): StoredMessage {
+  return { conversation: BOB, author, authorDevice: 1, timestamp, text, outgoing: author === ME,
+    status: author === ME ? "delivered" : "received", receivedAt: timestamp };
+}
+
+interface Sent { account: string; data: DataMessage; sync: boolean; destination: string }
+
+/** A client of ME holding a conversation with Bob (history on), its sends and history uploads caught. */
+async function client(): Promise<{ client: Client; sent: Sent[]; uploads: string[]; events: ClientEvent[] }> {
+  const kv = new MemoryKv();
+  const store = await DeviceStore.create(kv, "correct horse", TEST_PARAMS);
+  await store.transaction(async () => {
+    await store.putJson("account", { accountId: ME, deviceId: 1, token: "t", server: "http://127.0.0.1:9", username: "lena" });
+    await store.putJson(messageKey(BOB, MINE, ME), stored(ME, MINE, "see you at nine"));
+    await store.putJson(`mine:${MINE}`, messageKey(BOB, MINE, ME));
+    await store.putJson(messageKey(BOB, HIS, BOB), stored(BOB, HIS, "bring snacks"));
+    await adopt(store, create(HistoryKeysSchema, { idKey: keys.idKey,
+      epochs: [...keys.epochs].map(([number, e]) => ({ number, key: e.key, startedAt: BigInt(e.startedAt) })) }), true);
+  });
+  let now = NOW;
+  const c = await Client.open(kv, "correct horse", { clock: () => now++ });
+  const sent: Sent[] = [];
+  c.outbox.deliver = async (account, plaintext) => {
+    const body = decodeContent(plaintext).body;
+    if (body.case === "data") sent.push({ account, data: body.value, sync: false, destination: "" });
+    else if (body.case === "sync" && body.value.body.case === "sent") {
+      const copy = body.value.body.value;
+      sent.push({ account, data: copy.message!, sync: true, destination: copy.destination });
+    } else assert.fail(`an unexpected send: ${body.case}`);
+    return [1];
+  };
+  const uploads: string[] = [];
+  c.api.request = async (method: string, path: string) => {
+    uploads.push(`${method} ${path.slice("/v1/history/".length)}`);
+    return undefined;
+  };
+  const events: ClientEvent[] = [];
+  c.on((event) => events.push(event));
+  return { client: c, sent, uploads, events };
+}
+
+/** The one message the action sent: to Bob, then the same as a sync copy to our own devices. */
+function sentOnce(sent: Sent[]): DataMessage {
+  assert.equal(sent.length, 2, "to the contact and a copy to our other devices");
+  const [members, copy] = sent as [Sent, Sent];
+  assert.deepEqual([members.account, members.sync, copy.account, copy.sync, copy.destination], [BOB, false, ME, true, BOB]);
+  assert.deepEqual(copy.data, members.data);
+  sent.length = 0;
+  return members.data;
+}
+
+const name = (kind: "message" | "change", author: string, timestamp: number): string =>
+  toHex(eventId(keys, kind, BOB, author, timestamp));
+
+test("a reaction goes as the SDK's Reaction; a new one replaces ours, taking it back removes it", async () => {
+  const { client: c, sent, uploads, events } = await client();
+  const target = { author: BOB, timestamp: HIS };
+  await c.react(BOB, target, "👍");
+  const first = sentOnce(sent);
+  assert.equal(first.reaction?.emoji, "👍");
+  assert.equal(first.reaction?.remove, false);
+  assert.deepEqual([first.reaction?.target?.author, first.reaction?.target?.timestamp], [BOB, BigInt(HIS)]);
+  assert.deepEqual([first.text, first.edit, first.delete], ["", undefined, undefined]);
+  assert.ok(first.timestamp > BigInt(HIS), "a message of its own, with its own timestamp");
+  assert.deepEqual(await c.reactions(stored(BOB, HIS, "")), { [ME]: "👍" }, "applied here at once");
+  assert.deepEqual(events.filter((e) => e.kind === "reaction"), [{ kind: "reaction", conversation: BOB, timestamp: HIS }]);
+
+  await c.react(BOB, target, "😂");
+  assert.equal(sentOnce(sent).reaction?.emoji, "😂");
+  assert.deepEqual(await c.reactions(stored(BOB, HIS, "")), { [ME]: "😂" }, "one reaction per person");
+
+  await c.react(BOB, target, "", true);
+  const removal = sentOnce(sent);
+  assert.deepEqual([removal.reaction?.emoji, removal.reaction?.remove], ["😂", true], "the SDK names the emoji taken back");
+  assert.deepEqual(await c.reactions(stored(BOB, HIS, "")), {});
+  await assert.rejects(c.react(BOB, target, "", true), /not reacted/);
+  await assert.rejects(c.react(BOB, target, ""), /one emoji/);
+  await assert.rejects(c.react(BOB, { author: BOB, timestamp: HIS + 1 }, "👍"), /not in this conversation/);
+  assert.equal(sent.length, 0, "nothing refused is sent");
+
+  await c.flushHistory();
+  const changes = [first.timestamp, removal.timestamp].map((t) => `PUT ${name("change", ME, Number(t))}`);
+  assert.ok(changes.every((u) => uploads.includes(u)), "each reaction is a change entry in the history, as the SDK's");
+  assert.equal(await c.queued(), 0);
+});
+
+test("an edit of our message goes as the SDK's edit with the new text, applied and recorded here", async () => {
+  const { client: c, sent, uploads } = await client();
+  await c.editMessage(BOB, MINE, "see you at ten");
+  const edit = sentOnce(sent);
+  assert.deepEqual([edit.text, edit.edit?.author, edit.edit?.timestamp, edit.reaction, edit.delete],
+    ["see you at ten", ME, BigInt(MINE), undefined, undefined]);
+  assert.equal((await c.store.getJson<StoredMessage>(messageKey(BOB, MINE, ME)))?.text, "see you at ten");
+  await c.flushHistory();
+  assert.ok(uploads.includes(`PUT ${name("change", ME, Number(edit.timestamp))}`), "a change entry named by the edit");
+});
+
+test("an empty or over-long edit, or one of another's message, is refused and nothing is sent or changed", async () => {
+  const { client: c, sent } = await client();
+  await assert.rejects(c.editMessage(BOB, MINE, "  \n"), (e: Error) => e instanceof RangeError && /empty/.test(e.message));
+  await assert.rejects(c.editMessage(BOB, MINE, "x".repeat(MAX_EDIT_TEXT + 1)),
+    (e: Error) => e instanceof RangeError && /longer than 16384/.test(e.message));
+  await assert.rejects(c.editMessage(BOB, HIS, "mine now"), /only your own messages can be edited/);
+  await assert.rejects(c.deleteForEveryone(BOB, HIS), /only your own messages can be deleted/);
+  await assert.rejects(c.editMessage(BOB, MINE + 1, "none"), /only your own/);
+  assert.equal(sent.length, 0);
+  assert.equal(await c.queued(), 0);
+  assert.equal((await c.store.getJson<StoredMessage>(messageKey(BOB, MINE, ME)))?.text, "see you at nine");
+  assert.equal((await c.store.getJson<StoredMessage>(messageKey(BOB, HIS, BOB)))?.text, "bring snacks");
+});
+
+test("a deletion goes as the SDK's delete; the message, its reactions and its history entries go here", async () => {
+  const { client: c, sent, uploads, events } = await client();
+  await c.editMessage(BOB, MINE, "see you at ten");
+  const edit = sentOnce(sent);
+  await c.react(BOB, { author: ME, timestamp: MINE }, "🎉");
+  const reaction = sentOnce(sent);
+  await c.deleteForEveryone(BOB, MINE);
+  const deletion = sentOnce(sent);
+  assert.deepEqual([deletion.text, deletion.delete?.author, deletion.delete?.timestamp, deletion.edit],
+    ["", ME, BigInt(MINE), undefined]);
+  assert.equal(await c.store.get(messageKey(BOB, MINE, ME)), undefined);
+  assert.equal(await c.store.get(`mine:${MINE}`), undefined);
+  assert.deepEqual(await reactionsOf(c.store, messageKey(BOB, MINE, ME)), {});
+  assert.deepEqual(events.filter((e) => e.kind === "expired"), [{ kind: "expired", conversation: BOB, timestamp: MINE }]);
+  await c.flushHistory();
+  for (const entry of [name("message", ME, MINE), name("change", ME, Number(edit.timestamp)),
+    name("change", ME, Number(reaction.timestamp))]) {
+    assert.ok(uploads.includes(`DELETE ${entry}`), `the entry ${entry} leaves the history`);
+  }
+  await assert.rejects(c.deleteForEveryone(BOB, MINE), /only your own/, "gone: nothing left to delete");
+});
+
+test("actionFields checks on its own store; a group we are not in is refused", async () => {
+  const store = await DeviceStore.create(new MemoryKv(), "correct horse", TEST_PARAMS);
+  await store.transaction(() => store.putJson(messageKey(BOB, MINE, ME), stored(ME, MINE, "hi")));
+  assert.deepEqual(await actionFields(store, ME, BOB, { kind: "delete", timestamp: MINE }).then((f) => f.delete?.timestamp),
+    BigInt(MINE));
+  await assert.rejects(actionFields(store, BOB, BOB, { kind: "delete", timestamp: MINE }), /only your own/,
+    "Bob's device could not delete our message either");
+  await assert.rejects((await client()).client.editMessage(`group:${"ab".repeat(32)}`, MINE, "x"), /not in this group/);
+});
