@@ -390,11 +390,14 @@ def _export_passphrase(new: bool, usernames: list[str] | None = None) -> str:
 
 
 async def _own_usernames(client: Client) -> list[str]:
-    """The account's username, as the store knows it (an entry for our own account
-    among the contacts) and as the relay has it now (it may have been set or changed on
-    another device). Without the relay, the store's alone: an export needs no relay."""
+    """The account's username, as this device last set or saw it (kept in the store
+    since registration or a change; also an entry for our own account among the
+    contacts) and as the relay has it now (it may have been set or changed on another
+    device). Without the relay, the store's alone: an export needs no relay."""
     names = {name for account, name in client.store.contacts()
              if account == client.account_id and name}
+    if (kept := client.own_username()) is not None:
+        names.add(kept)
     try:
         me = await asyncio.wait_for(client.api.whoami(), 5)
     except (RelayError, RelayUnavailable, ClientError, TimeoutError):
@@ -402,6 +405,8 @@ async def _own_usernames(client: Client) -> list[str]:
     name = me.get("username") if isinstance(me, dict) else None
     if isinstance(name, str) and 0 < len(name) <= 64:  # the relay's: checked
         names.add(name)
+        if name != kept:
+            client.remember_own_username(name)
     return sorted(names)
 
 

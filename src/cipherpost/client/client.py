@@ -76,6 +76,8 @@ log = logging.getLogger("cipherpost.client")
 RESEND_LOG_MS = 24 * 3600 * 1000
 #: Store meta: the disappearing-message timer of conversations this device starts.
 DEFAULT_TIMER = "default_expire_timer"
+#: Meta entry: the account's username as this device last set or saw it.
+OWN_USERNAME = "own_username"
 ENVELOPE_MEMORY_MS = 31 * 24 * 3600 * 1000
 #: Messages resent when a contact could not decrypt a sealed envelope of ours, which
 #: names no message (docs/spec/sealed-sender.md).
@@ -149,6 +151,8 @@ class Client:
         history_keys.set_keys(client.store, history_keys.Keys.new(client._now())
                               if history else None, on=history)
         sealed.own_profile_key(client.store)  # the account's, shared with its contacts
+        if username:
+            client.remember_own_username(username)
         if trust_root is not None:
             with client.store.transaction():
                 sealed.pin_trust_root(client.store, trust_root)
@@ -448,6 +452,18 @@ class Client:
 
     async def set_username(self, username: str | None) -> None:
         await self.api.set_username(username)
+        self.remember_own_username(username)
+
+    def own_username(self) -> str | None:
+        """The account's username as this device last set or saw it (None: none known).
+        Another device may have changed it since; the relay's ``whoami`` says."""
+        return self.store.get_meta(OWN_USERNAME) or None
+
+    def remember_own_username(self, username: str | None) -> None:
+        """Keep the account's username (from a registration, a change, or ``whoami``)
+        for checks that run without the relay, such as an export passphrase's."""
+        with self.store.transaction():
+            self.store.set_meta(OWN_USERNAME, username or "")
 
     async def resolve(self, recipient: str) -> str:
         """An account id for a username or account id (usernames are remembered)."""
