@@ -62,7 +62,16 @@ def test_attachments_edits_reactions_deletes(tmp_path: Path, relay: ThreadedRela
             assert of(got, ev.Message)[0].quote == (alice.account_id, sent)
             assert alice.store.reactions(alice.account_id, sent) == {bob.account_id: "👍"}
 
+            original = alice.store.find_sent(bob.account_id, sent)
+            assert original is not None
             await alice.edit(bob.account_id, sent, "look at this")
+            # A resend (Bob could not decrypt it, or reset the session) sends the edited
+            # text, which the original would undo on his side (review of 44ea519).
+            from cipherpost.client.proto.app_pb2 import Content
+            resent = alice.store.find_sent(bob.account_id, sent)
+            assert resent is not None and Content.FromString(resent).data.text == \
+                "look at this"
+            assert Content.FromString(original).data.text != "look at this"
             edited = of(await bob.receive(), ev.MessageEdited)
             assert edited == [ev.MessageEdited(alice.account_id, alice.account_id, sent,
                                                "look at this")]
@@ -78,6 +87,7 @@ def test_attachments_edits_reactions_deletes(tmp_path: Path, relay: ThreadedRela
             assert [h.text for h in alice.history(bob.account_id)] == ["look at this", "nice"]
 
             await alice.delete_for_everyone(bob.account_id, sent)
+            assert alice.store.find_sent(bob.account_id, sent) is None  # never resent
             assert of(await bob.receive(), ev.MessageDeleted)
             assert [h.text for h in bob.history(alice.account_id)] == ["nice"]
             assert [h.text for h in alice.history(bob.account_id)] == ["nice"]

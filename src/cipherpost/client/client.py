@@ -49,7 +49,7 @@ from .groups import (
     sign_change,
     verify_change,
 )
-from .inbox import FollowUp, Inbox
+from .inbox import FollowUp, Inbox, revise_sent_text
 from .keys import maintain, new_device_body, new_registration_id, republish
 from .options import ClientOptions
 from .outbox import Outbox
@@ -646,6 +646,7 @@ class Client:
         with self.store.transaction():
             if not self.store.replace_body(self.account_id, timestamp, data.SerializeToString()):
                 raise ClientError("no message of ours with that timestamp")
+            revise_sent_text(self.store, conv, timestamp, text)
             self.inbox.history.change(conv, self.account_id, self.device_id, data)
         await self._send_data(conv, data)
         await self._flush_history()

@@ -351,6 +351,8 @@ class Inbox:
                     self.store.message_conversation(author, target.timestamp) == conversation \
                     and self.store.replace_body(author, target.timestamp,
                                                 data.SerializeToString()):
+                if author == self.account_id:  # ours, edited on another of our devices
+                    revise_sent_text(self.store, conversation, target.timestamp, data.text)
                 self.history.change(conversation, author, author_device, data)
                 events.append(ev.MessageEdited(conversation, author, target.timestamp,
                                                data.text))
@@ -483,3 +485,15 @@ def _attachment(pointer: AttachmentPointer) -> ev.Attachment:
                          pointer.content_type, pointer.file_name, pointer.caption)
 
 
+def revise_sent_text(store: Store, conversation: str, timestamp: int, text: str) -> None:
+    """After an edit of our message: a resend of it (to a contact that could not decrypt
+    it, or after a session reset) sends the edited text, not the original, which would
+    undo the edit on their side for good (review of 44ea519)."""
+    kept = store.find_sent(conversation, timestamp)
+    if kept is None:
+        return
+    content = Content.FromString(kept)
+    if not content.HasField("data"):
+        return
+    content.data.text = text
+    store.revise_sent(conversation, timestamp, content.SerializeToString())

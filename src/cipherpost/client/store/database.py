@@ -838,10 +838,16 @@ class Store:
                 for r in reversed(rows)]
 
     def delete_message(self, author: str, timestamp: int) -> bool:
+        conversation = self.message_conversation(author, timestamp)
         cursor = self._db.execute("DELETE FROM messages WHERE author = ? AND timestamp = ?",
                                   (author, timestamp))
         self._db.execute("DELETE FROM reactions WHERE target_author = ? AND "
                          "target_timestamp = ?", (author, timestamp))
+        if conversation is not None:
+            # Ours, deleted for everyone: a contact's resend request (a decryption error,
+            # a session reset) must not bring the text back (review of 44ea519).
+            self._db.execute("DELETE FROM resend_log WHERE destination = ? AND "
+                             "timestamp = ?", (conversation, timestamp))
         return cursor.rowcount == 1
 
     def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int,
@@ -869,6 +875,15 @@ class Store:
             if account in listed.split("\n"):
                 return self._open("resend_log", key, value)
         return None
+
+    def revise_sent(self, destination: str, timestamp: int, content: bytes) -> bool:
+        """Replace what a resend of our message sends (after an edit); False if it is
+        not kept."""
+        cursor = self._db.execute(
+            "UPDATE resend_log SET value = ? WHERE destination = ? AND timestamp = ?",
+            (self._seal("resend_log", f"{destination}|{timestamp}", content), destination,
+             timestamp))
+        return cursor.rowcount == 1
 
     def find_sent(self, destination: str, timestamp: int) -> bytes | None:
         row = self._db.execute(
