@@ -13,8 +13,10 @@ import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 
 import { fromHex, toHex } from "../src/protocol/bytes.js";
+import { RelayUnavailable } from "../src/app/api.js";
 import { Client } from "../src/app/client.js";
 import { decodeContent } from "../src/app/content.js";
+import type { Group } from "../src/app/groups.js";
 import { adopt, eventId, type Keys } from "../src/app/history.js";
 import { actionFields, MAX_EDIT_TEXT } from "../src/app/message_actions.js";
 import { messageKey, type ClientEvent, type StoredMessage } from "../src/app/model.js";
@@ -176,4 +178,69 @@ test("actionFields checks on its own store; a group we are not in is refused", a
   await assert.rejects(actionFields(store, BOB, BOB, { kind: "delete", timestamp: MINE }), /only your own/,
     "Bob's device could not delete our message either");
   await assert.rejects((await client()).client.editMessage(`group:${"ab".repeat(32)}`, MINE, "x"), /not in this group/);
+});
+
+/** Sends fail as with no connection while `net.offline`; the 1:1 sends as `client()` catches them otherwise. */
+function goOffline(c: Client): { offline: boolean } {
+  const net = { offline: true };
+  const online = c.outbox.deliver.bind(c.outbox);
+  c.outbox.deliver = async (...args) => {
+    if (net.offline) throw new RelayUnavailable("no connection");
+    return online(...args);
+  };
+  return net;
+}
+
+test("our message deleted for everyone while it waits for the connection is never sent; the deletion goes", async () => {
+  const { client: c, sent } = await client();
+  const net = goOffline(c);
+  const message = await c.sendText(BOB, "the door code is 4711");
+  assert.equal(message.status, "sending");
+  await c.deleteForEveryone(BOB, message.timestamp);
+  assert.equal(await c.queued(), 1, "only the deletion waits");
+  assert.equal(await c.store.get(`resend:${message.timestamp}`), undefined, "nor can a resend request have it sent");
+  net.offline = false;
+  await c.flushQueue();
+  assert.ok(sent.every((s) => s.data.text !== "the door code is 4711"), "the text never left");
+  assert.equal(sentOnce(sent).delete?.timestamp, BigInt(message.timestamp));
+  assert.equal(await c.queued(), 0);
+});
+
+test("a group message deleted while queued is dropped unless the relay took it for a member already", async () => {
+  const { client: c, sent } = await client();
+  const net = goOffline(c);
+  const conversation = `group:${"ab".repeat(32)}`;
+  const group = { id: fromHex("ab".repeat(32)), revision: 1, isMember: () => true } as unknown as Group;
+  c.inbox.group = async () => group;
+  const members: string[] = [];
+  let halfWay = false;
+  c.outbox.sendGroup = async (_group, plaintext, _timestamp, reached) => {
+    if (halfWay) {
+      halfWay = false;
+      await reached?.(BOB); // the relay took it for Bob, then the connection went
+      throw new RelayUnavailable("no connection");
+    }
+    if (net.offline) throw new RelayUnavailable("no connection");
+    const body = decodeContent(plaintext).body;
+    members.push(body.case === "data" ? body.value.text || (body.value.delete ? "(deletion)" : "") : "");
+  };
+
+  const unsent = await c.sendText(conversation, "nobody saw this");
+  await c.deleteForEveryone(conversation, unsent.timestamp);
+  assert.equal(await c.queued(), 1, "never sent to anyone: dropped");
+  net.offline = false;
+  await c.flushQueue();
+  assert.deepEqual(members, ["(deletion)"]);
+
+  halfWay = true;
+  const half = await c.sendText(conversation, "half sent");
+  assert.equal(half.status, "sending");
+  net.offline = true;
+  await c.deleteForEveryone(conversation, half.timestamp);
+  assert.equal(await c.queued(), 2, "a member has it: the rest get it too, then the deletion");
+  net.offline = false;
+  await c.flushQueue();
+  assert.deepEqual(members, ["(deletion)", "half sent", "(deletion)"]);
+  assert.ok(sent.every((s) => s.data.text !== "nobody saw this"), "nor did our other devices get it");
+  assert.equal(await c.queued(), 0);
 });

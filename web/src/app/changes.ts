@@ -10,9 +10,11 @@
  * and shown under it.
  */
 
+import { fromHex } from "../protocol/bytes.js";
+import { decodeContent } from "./content.js";
 import { applyEdit, forgetPreview } from "./edits.js";
 import * as history from "./history.js";
-import { messageKey, type ClientEvent, type StoredMessage } from "./model.js";
+import { messageKey, queueKey, type ClientEvent, type QueuedSend, type StoredMessage } from "./model.js";
 import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
 import { applyReaction, forgetReactions } from "./reactions.js";
 import type { DeviceStore } from "./store/device.js";
@@ -35,7 +37,10 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     if (message === undefined) return; // another's message, or one we do not hold: as the SDK, nothing
     await store.put(key, null);
     await forgetReactions(store, key);
-    if (message.outgoing) await store.put(`mine:${timestamp}`, null);
+    if (message.outgoing) {
+      await store.put(`mine:${timestamp}`, null);
+      await dropUnsent(store, conversation, timestamp);
+    }
     await forgetPreview(store, message);
     await history.recordDeleted(store, conversation, author, timestamp);
     events.push({ kind: "expired", conversation, timestamp });
@@ -55,4 +60,32 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
   await history.recordChange(store, conversation, author, authorDevice, now, data);
   const ref = data.reaction!.target!;
   events.push({ kind: "reaction", conversation, timestamp: Number(ref.timestamp) });
+}
+
+/**
+ * Our message sent at `timestamp` in `conversation` is deleted for everyone while its
+ * send still waits in this device's queue and the relay took none of it (of a group
+ * send, for no member yet): the send is dropped with its resend log entry, so the text
+ * never leaves (the deletion still goes, and finds nothing there). A group send the
+ * relay took for some members goes on to the rest, the deletion after it.
+ */
+async function dropUnsent(store: DeviceStore, conversation: string, timestamp: number): Promise<void> {
+  const key = queueKey(timestamp);
+  const queued = await store.getJson<QueuedSend>(key);
+  if (queued === undefined || queued.conversation !== conversation || queued.stage !== "members"
+    || queued.reached === true || ourMessage(queued.data, timestamp) === undefined) return;
+  await store.put(key, null);
+  const resend = await store.getJson<{ account: string; data: string }>(`resend:${timestamp}`);
+  if (resend?.account === conversation) await store.put(`resend:${timestamp}`, null);
+}
+
+/** The message (not an edit, reaction or deletion) sent at `timestamp` that the padded Content `data` (hex) holds. */
+function ourMessage(data: string, timestamp: number): DataMessage | undefined {
+  let body;
+  try {
+    body = decodeContent(fromHex(data)).body;
+  } catch {
+    return undefined;
+  }
+  return body.case === "data" && Number(body.value.timestamp) === timestamp && !isChange(body.value) ? body.value : undefined;
 }

@@ -730,11 +730,23 @@ export class Client {
       try {
         const group = conversation.startsWith("group:") ? await this.inbox.group(fromHex(conversation.slice(6))) : undefined;
         if (stage === "members") {
-          if (group !== undefined) await this.outbox.sendGroup(group, unhex(entry.data), timestamp);
-          else if (conversation.startsWith("group:")) throw new RangeError("you are not in this group");
+          if (group !== undefined) {
+            // Marked once the relay took it for a member: a deletion for everyone then
+            // no longer drops it from the queue (./changes.ts, dropUnsent).
+            await this.outbox.sendGroup(group, unhex(entry.data), timestamp, async () => {
+              if (entry.reached === true) return;
+              entry.reached = true;
+              await this.store.transaction(async () => {
+                if ((await this.store.get(qkey)) !== undefined) await this.store.putJson(qkey, entry);
+              });
+            });
+          } else if (conversation.startsWith("group:")) throw new RangeError("you are not in this group");
           else await this.outbox.deliver(conversation, unhex(entry.data), timestamp);
           await this.store.transaction(async () => {
-            await this.store.putJson(qkey, { ...entry, stage: "sync" } satisfies QueuedSend);
+            // (not again if a deletion for everyone dropped it meanwhile)
+            if ((await this.store.get(qkey)) !== undefined) {
+              await this.store.putJson(qkey, { ...entry, stage: "sync" } satisfies QueuedSend);
+            }
             await this.#setOwnStatus(key, "sent");
           });
           stage = "sync";

@@ -111,6 +111,8 @@ export interface QueuedSend {
   data: string; // hex of the padded Content
   /** "members": not yet delivered to the recipient; "sync": only our other devices' copy left. */
   stage: "members" | "sync";
+  /** A group send broken off half-way: the relay took it for some members already. */
+  reached?: boolean;
 }
 
 /** Queue keys sort by timestamp: the queue is sent in the order it was typed. */

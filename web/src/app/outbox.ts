@@ -127,8 +127,10 @@ export class Outbox {
    * `group`; our sender key goes first (over 1:1 sessions) to member devices that lack
    * it. A member's changed device list retires the key and the message is encrypted
    * again under a new one (docs/spec/groups.md). Mirrors Outbox.send_group_content.
+   * `reached` runs after the relay took the message for a member (before the next one's).
    */
-  async sendGroup(group: Group, plaintext: Uint8Array, timestamp: number): Promise<void> {
+  async sendGroup(group: Group, plaintext: Uint8Array, timestamp: number,
+    reached?: (account: string) => Promise<void>): Promise<void> {
     const me = new ProtocolAddress(this.accountId, this.deviceId);
     const others = [...group.members.keys()].filter((a) => a !== this.accountId).sort();
     for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
@@ -144,6 +146,7 @@ export class Outbox {
         }
         try {
           await this.sendToAccount(account, timestamp, messages, group.id);
+          await reached?.(account);
         } catch (error) {
           if (!(error instanceof RelayError) || !(await this.repair(account, error))) throw error;
           await this.store.transaction(() => this.store.put(`gdist:${toHex(group.id)}`, null));
