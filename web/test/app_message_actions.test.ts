@@ -10,17 +10,18 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 
 import { fromHex, toHex } from "../src/protocol/bytes.js";
 import { RelayUnavailable } from "../src/app/api.js";
+import { takeChange } from "../src/app/changes.js";
 import { Client } from "../src/app/client.js";
 import { decodeContent } from "../src/app/content.js";
 import type { Group } from "../src/app/groups.js";
 import { adopt, eventId, type Keys } from "../src/app/history.js";
 import { actionFields, MAX_EDIT_TEXT } from "../src/app/message_actions.js";
 import { messageKey, type ClientEvent, type StoredMessage } from "../src/app/model.js";
-import { HistoryKeysSchema, type DataMessage } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { DataMessageSchema, HistoryKeysSchema, MessageRefSchema, type DataMessage } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
 import { reactionsOf } from "../src/app/reactions.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
@@ -243,4 +244,43 @@ test("a group message deleted while queued is dropped unless the relay took it f
   assert.deepEqual(members, ["(deletion)", "half sent", "(deletion)"]);
   assert.ok(sent.every((s) => s.data.text !== "nobody saw this"), "nor did our other devices get it");
   assert.equal(await c.queued(), 0);
+});
+
+test("a resend request gets our edited text, and nothing of a message we deleted for everyone", async () => {
+  const { client: c, sent, events } = await client();
+  c.api.fetch = async () => ({ envelopes: [], more: false });
+  c.keyUpkeep.received = async () => {};
+  /** Bob's device 1 asks for what we sent at `timestamp` (0: lately), as after a decryption error. */
+  const resendRequest = async (timestamp: number): Promise<string[]> => {
+    sent.length = 0;
+    await c.store.transaction(() => c.store.putJson(`followup:test-${timestamp}`,
+      { kind: "resend", account: BOB, device: 1, timestamp }));
+    await c.receive();
+    return sent.map((s) => `${s.account} ${s.data.timestamp} ${s.data.text}`);
+  };
+  const deleted = await c.sendText(BOB, "meet at the old mill");
+  const edited = await c.sendText(BOB, "the password is hunter2");
+  assert.deepEqual(await resendRequest(deleted.timestamp), [`${BOB} ${deleted.timestamp} meet at the old mill`],
+    "the resend log answers before any change");
+  await c.editMessage(BOB, edited.timestamp, "the password is in the safe");
+  await c.deleteForEveryone(BOB, deleted.timestamp);
+
+  assert.deepEqual(await resendRequest(edited.timestamp), [`${BOB} ${edited.timestamp} the password is in the safe`]);
+  assert.deepEqual(await resendRequest(deleted.timestamp), []);
+  assert.ok(events.some((e) => e.kind === "resend_unavailable" && e.timestamp === deleted.timestamp));
+  assert.deepEqual(await resendRequest(0), [`${BOB} ${edited.timestamp} the password is in the safe`],
+    "what we sent lately: the edited text only");
+
+  // The same when the change comes from another of our devices (its sync copy).
+  const later = await c.sendText(BOB, "call me at 555-0100");
+  const elsewhere = (fields: MessageInitShape<typeof DataMessageSchema>): DataMessage => create(DataMessageSchema,
+    { timestamp: BigInt(later.timestamp + 5), ...fields });
+  await c.store.transaction(() => takeChange(c.store, BOB, ME, 2,
+    elsewhere({ text: "call me tomorrow", edit: create(MessageRefSchema, { author: ME, timestamp: BigInt(later.timestamp) }) }),
+    NOW, []));
+  assert.deepEqual(await resendRequest(later.timestamp), [`${BOB} ${later.timestamp} call me tomorrow`]);
+  await c.store.transaction(() => takeChange(c.store, BOB, ME, 2,
+    elsewhere({ delete: create(MessageRefSchema, { author: ME, timestamp: BigInt(later.timestamp) }) }),
+    NOW, []));
+  assert.deepEqual(await resendRequest(later.timestamp), []);
 });

@@ -10,12 +10,12 @@
  * and shown under it.
  */
 
-import { fromHex } from "../protocol/bytes.js";
-import { decodeContent } from "./content.js";
+import { fromHex, toHex } from "../protocol/bytes.js";
+import { decodeContent, encodeContent } from "./content.js";
 import { applyEdit, forgetPreview } from "./edits.js";
 import * as history from "./history.js";
 import { messageKey, queueKey, type ClientEvent, type QueuedSend, type StoredMessage } from "./model.js";
-import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import type { Content, DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
 import { applyReaction, forgetReactions } from "./reactions.js";
 import type { DeviceStore } from "./store/device.js";
 
@@ -40,6 +40,7 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     if (message.outgoing) {
       await store.put(`mine:${timestamp}`, null);
       await dropUnsent(store, conversation, timestamp);
+      await reviseSent(store, conversation, timestamp, undefined);
     }
     await forgetPreview(store, message);
     await history.recordDeleted(store, conversation, author, timestamp);
@@ -49,6 +50,7 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
   if (data.edit !== undefined) {
     const message = await applyEdit(store, conversation, author, data);
     if (message === undefined) return;
+    if (message.outgoing) await reviseSent(store, conversation, message.timestamp, data.text);
     await history.recordChange(store, conversation, author, authorDevice, now, data);
     events.push({ kind: "message", message });
     return;
@@ -65,27 +67,48 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
 /**
  * Our message sent at `timestamp` in `conversation` is deleted for everyone while its
  * send still waits in this device's queue and the relay took none of it (of a group
- * send, for no member yet): the send is dropped with its resend log entry, so the text
- * never leaves (the deletion still goes, and finds nothing there). A group send the
+ * send, for no member yet): the send is dropped (its resend log entry goes too,
+ * reviseSent), so the text never leaves (the deletion still goes, and finds nothing there). A group send the
  * relay took for some members goes on to the rest, the deletion after it.
  */
 async function dropUnsent(store: DeviceStore, conversation: string, timestamp: number): Promise<void> {
   const key = queueKey(timestamp);
   const queued = await store.getJson<QueuedSend>(key);
   if (queued === undefined || queued.conversation !== conversation || queued.stage !== "members"
-    || queued.reached === true || ourMessage(queued.data, timestamp) === undefined) return;
+    || queued.reached === true || ourContent(queued.data, timestamp) === undefined) return;
   await store.put(key, null);
-  const resend = await store.getJson<{ account: string; data: string }>(`resend:${timestamp}`);
-  if (resend?.account === conversation) await store.put(`resend:${timestamp}`, null);
 }
 
-/** The message (not an edit, reaction or deletion) sent at `timestamp` that the padded Content `data` (hex) holds. */
-function ourMessage(data: string, timestamp: number): DataMessage | undefined {
-  let body;
+/**
+ * Our message sent at `timestamp` in `conversation` was deleted for everyone (`text`
+ * undefined) or edited to `text`, here or on another of our devices: what a contact's
+ * resend request gets (resend:<timestamp>, the Content as sent, ./client.ts) must not
+ * undo it on their side. A deleted message's entry goes; an edited one's carries the
+ * new text (the SDK's revise_sent_text). Only when this device sent it.
+ */
+async function reviseSent(store: DeviceStore, conversation: string, timestamp: number,
+  text: string | undefined): Promise<void> {
+  const key = `resend:${timestamp}`;
+  const entry = await store.getJson<{ account: string; data: string; at: number }>(key);
+  if (entry === undefined || entry.account !== conversation) return;
+  const content = ourContent(entry.data, timestamp);
+  if (content === undefined || content.body.case !== "data") return;
+  if (text === undefined) {
+    await store.put(key, null);
+    return;
+  }
+  content.body.value.text = text;
+  await store.putJson(key, { ...entry, data: toHex(encodeContent(content)) });
+}
+
+/** The Content (padded, hex) `data` when it holds a message (not an edit, reaction or deletion) sent at `timestamp`. */
+function ourContent(data: string, timestamp: number): Content | undefined {
+  let content;
   try {
-    body = decodeContent(fromHex(data)).body;
+    content = decodeContent(fromHex(data));
   } catch {
     return undefined;
   }
-  return body.case === "data" && Number(body.value.timestamp) === timestamp && !isChange(body.value) ? body.value : undefined;
+  const body = content.body;
+  return body.case === "data" && Number(body.value.timestamp) === timestamp && !isChange(body.value) ? content : undefined;
 }
