@@ -284,3 +284,18 @@ test("a resend request gets our edited text, and nothing of a message we deleted
     NOW, []));
   assert.deepEqual(await resendRequest(later.timestamp), []);
 });
+
+test("only one emoji is sent as a reaction: a flag, a ZWJ family or a skin tone, not text or two", async () => {
+  const { client: c, sent } = await client();
+  const target = { author: BOB, timestamp: HIS };
+  for (const emoji of ["🇩🇪", "👨‍👩‍👧‍👦", "👍🏽"]) {
+    await c.react(BOB, target, emoji);
+    assert.equal(sentOnce(sent).reaction?.emoji, emoji);
+  }
+  for (const text of ["✅ admin verified", "👍👍", "\u202e👍", "ok", ""]) {
+    await assert.rejects(c.react(BOB, target, text), (e: Error) => e instanceof RangeError && /one emoji/.test(e.message),
+      JSON.stringify(text));
+  }
+  assert.equal(sent.length, 0, "nothing refused is sent");
+  assert.deepEqual(await c.reactions(stored(BOB, HIS, "")), { [ME]: "👍🏽" });
+});

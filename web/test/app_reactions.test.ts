@@ -10,7 +10,9 @@ import { create } from "@bufbuild/protobuf";
 import { takeChange } from "../src/app/changes.js";
 import { messageKey, type ClientEvent, type StoredMessage } from "../src/app/model.js";
 import { DataMessageSchema } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
-import { applyReaction, forgetReactions, MAX_EMOJI, reactionsOf, setReaction, summarize } from "../src/app/reactions.js";
+import {
+  applyReaction, forgetReactions, isReactionEmoji, MAX_EMOJI, reactionsOf, setReaction, summarize,
+} from "../src/app/reactions.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
@@ -63,10 +65,42 @@ test("a reaction to a message not held in that conversation is not kept", async 
   assert.deepEqual(await reactionsOf(store, KEY), {});
 });
 
-test("a long emoji is cut to MAX_EMOJI code points (a reaction is not a place for text)", async () => {
+/** One emoji each: a ZWJ family, a flag, a skin tone, a heart with VS16, a ZWJ sequence with skin tones. */
+const EMOJI = ["👍", "👨‍👩‍👧‍👦", "🇩🇪", "👍🏽", "❤️", "🧑🏻‍🤝‍🧑🏿", "🏳️‍🌈", "©️"];
+/** Text, two emoji, direction and other invisible characters, a lone flag half or skin tone, nothing. */
+const NOT_EMOJI = ["✅ admin verified", "admin", "👍👍", "🇩🇪🇫🇷", "\u202e👍", "👍\u202e", "\u200b👍", "👍\u2066",
+  "\u00ad👍", "👍\u0000", "👍\n", "🇩", "🏽", "", "👍\u0301", "1️⃣", "🏴\u{e0067}\u{e0062}\u{e007f}", "😀".repeat(MAX_EMOJI + 1)];
+
+test("a reaction is one emoji: text, two emoji and invisible characters are not", () => {
+  for (const segmenter of [undefined, null]) { // (null: a browser without Intl.Segmenter)
+    for (const emoji of EMOJI) assert.ok(isReactionEmoji(emoji, segmenter), `${emoji} is one emoji (${segmenter})`);
+    for (const text of NOT_EMOJI) {
+      assert.ok(!isReactionEmoji(text, segmenter), `${JSON.stringify(text)} is not one emoji (${segmenter})`);
+    }
+  }
+});
+
+test("a received or replayed reaction that is not one emoji is ignored: not kept, not shown", async () => {
   const store = await storeWithMessage();
-  await store.transaction(() => setReaction(store, KEY, CAROL, "😀".repeat(100)));
-  assert.equal((await reactionsOf(store, KEY))[CAROL], "😀".repeat(MAX_EMOJI));
+  const events: ClientEvent[] = [];
+  await store.transaction(async () => {
+    for (const [i, emoji] of EMOJI.entries()) {
+      await takeChange(store, CONVERSATION, CAROL, 1, reaction(emoji), SENT + 10 + i, events);
+      assert.deepEqual(await reactionsOf(store, KEY), { [CAROL]: emoji });
+    }
+    for (const [i, text] of NOT_EMOJI.entries()) {
+      await takeChange(store, CONVERSATION, ALICE, 1, reaction(text), SENT + 100 + i, events);
+      assert.equal(await applyReaction(store, CONVERSATION, ALICE, reaction(text)), false, "as a history replay applies it");
+    }
+  });
+  assert.deepEqual(await reactionsOf(store, KEY), { [CAROL]: EMOJI[EMOJI.length - 1] }, "Alice's texts were not kept");
+  assert.equal(events.filter((e) => e.kind === "reaction").length, EMOJI.length, "nor redrawn");
+  assert.deepEqual(new Set(events.filter((e) => e.kind === "unsupported").map((e) => e.kind === "unsupported" && e.reason)),
+    new Set(["a reaction that is not one emoji"]));
+  await assert.rejects(store.transaction(() => setReaction(store, KEY, ALICE, "✅ admin verified")), RangeError);
+  // One stored before this check (by an older version of this page) is not shown.
+  await store.transaction(() => store.putJson(`reactions:${KEY}`, { [ALICE]: "✅ admin verified", [CAROL]: "👍" }));
+  assert.deepEqual(await reactionsOf(store, KEY), { [CAROL]: "👍" });
 });
 
 test("a message deleted or expired takes its reactions with it", async () => {

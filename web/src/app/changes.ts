@@ -16,7 +16,7 @@ import { applyEdit, forgetPreview } from "./edits.js";
 import * as history from "./history.js";
 import { messageKey, queueKey, type ClientEvent, type QueuedSend, type StoredMessage } from "./model.js";
 import type { Content, DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
-import { applyReaction, forgetReactions } from "./reactions.js";
+import { applyReaction, forgetReactions, isReactionEmoji } from "./reactions.js";
 import type { DeviceStore } from "./store/device.js";
 
 /** Whether `data` is an edit, a reaction or a deletion rather than a message to store. */
@@ -56,7 +56,9 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     return;
   }
   if (!(await applyReaction(store, conversation, author, data))) {
-    events.push({ kind: "unsupported", sender: author, reason: "a reaction to a message not in its conversation" });
+    const reaction = data.reaction;
+    events.push({ kind: "unsupported", sender: author, reason: reaction !== undefined && !reaction.remove
+      && !isReactionEmoji(reaction.emoji) ? "a reaction that is not one emoji" : "a reaction to a message not in its conversation" });
     return;
   }
   await history.recordChange(store, conversation, author, authorDevice, now, data);

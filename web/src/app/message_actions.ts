@@ -13,7 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { u64 } from "./content.js";
 import { messageKey, type StoredMessage } from "./model.js";
 import { MessageRefSchema, ReactionSchema, type DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
-import { MAX_EMOJI, reactionsOf } from "./reactions.js";
+import { isReactionEmoji, reactionsOf } from "./reactions.js";
 import type { DeviceStore } from "./store/device.js";
 
 /** Longest edited text, as the longest message (Client.sendText). */
@@ -51,7 +51,7 @@ export async function actionFields(store: DeviceStore, me: string, conversation:
       const held = (await reactionsOf(store, key))[me];
       if (held === undefined) throw new RangeError("you have not reacted to that message");
       emoji = held;
-    } else if (emoji === "" || [...emoji].length > MAX_EMOJI) {
+    } else if (!isReactionEmoji(emoji)) {
       throw new RangeError("a reaction is one emoji");
     }
     return { text: "", reaction: create(ReactionSchema, { emoji, remove: action.remove === true,
