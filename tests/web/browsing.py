@@ -277,6 +277,14 @@ async def sign_up(step: Step, relay_url: str, username: str) -> None:
     await step("signup", username=username, password=PASSWORD)
 
 
+async def turn_server_history_on(step: Step) -> None:
+    """From the inbox: the security page's server-history switch on, until it shows on
+    (the page stays open)."""
+    await step("click", testid="open-security")
+    await step("click", testid="privacy-history-on")
+    await step("wait_selector", selector="[data-testid=privacy-history-setting][data-on=true]")
+
+
 async def link_sdk_device(step: Step, tmp_path: Path, relay: ThreadedRelay,
                           devices: Devices, name: str) -> Client:
     """An SDK device ``name`` linked to the browser user's account from the Devices page

@@ -20,6 +20,7 @@ from .browsing import (
     needs_browser,
     real_problems,
     sign_up,
+    turn_server_history_on,
     wait_for_event,
 )
 
@@ -53,10 +54,7 @@ def test_a_device_restores_the_browsers_group_and_the_changes_it_received(
         try:
             kim = await devices.register("kim")
             await sign_up(step, relay.url, user)
-            await step("click", testid="open-security")
-            await step("click", testid="privacy-history-on")
-            await step("wait_selector",
-                       selector="[data-testid=privacy-history-setting][data-on=true]")
+            await turn_server_history_on(step)
             laptop = await link_sdk_device(step, tmp_path, relay, devices, "laptop")
             assert laptop.server_history
             await step("click", testid="close-page")

@@ -23,6 +23,7 @@ from .browsing import (
     needs_browser,
     real_problems,
     sign_up,
+    turn_server_history_on,
     wait_for_event,
     wait_for_text,
 )
@@ -60,10 +61,7 @@ def test_the_browser_reacts_edits_and_deletes_and_shows_reactions(
         try:
             kim = await devices.register("kim")
             await sign_up(step, relay.url, user)
-            await step("click", testid="open-security")
-            await step("click", testid="privacy-history-on")
-            await step("wait_selector",
-                       selector="[data-testid=privacy-history-setting][data-on=true]")
+            await turn_server_history_on(step)
             laptop = await link_sdk_device(step, tmp_path, relay, devices, "laptop")
             await step("click", testid="close-page")
             lena = laptop.account_id
