@@ -316,7 +316,7 @@ def consume_invite(conn: Connection, code_hash: bytes, now: int) -> bool:
 INVITE_RETURN_WINDOW_MS = 15 * 60 * 1000
 
 
-def return_invite(conn: Connection, invite_hash: bytes | None, created_at: int,
+def return_invite(conn: Connection, code_hash: bytes | None, created_at: int,
                   now: int) -> bool:
     """Make the code an account was registered with usable again, as its own device
     deletes it (in the deletion's transaction); True if it was returned.
@@ -327,10 +327,10 @@ def return_invite(conn: Connection, invite_hash: bytes | None, created_at: int,
     and not a code that expired meanwhile (it keeps its expiry, and stays spent). An
     account an operator removes (:func:`delete_account_rows`) or suspended gives nothing
     back (the caller checks the suspension)."""
-    if invite_hash is None or now - created_at > INVITE_RETURN_WINDOW_MS:
+    if code_hash is None or now - created_at > INVITE_RETURN_WINDOW_MS:
         return False
     return bool(conn.execute(update(invites).where(
-        invites.c.code_hash == invite_hash, invites.c.used_at == created_at,
+        invites.c.code_hash == code_hash, invites.c.used_at == created_at,
         invites.c.returned_at.is_(None), invites.c.expires_at >= now).values(
             used_at=None, returned_at=now)).rowcount)
 
