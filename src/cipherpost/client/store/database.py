@@ -838,16 +838,15 @@ class Store:
                 for r in reversed(rows)]
 
     def delete_message(self, author: str, timestamp: int) -> bool:
-        conversation = self.message_conversation(author, timestamp)
+        # Ours, deleted for everyone: a contact's resend request (a decryption error, a
+        # session reset) must not bring the text back (review of 44ea519).
+        self._db.execute("DELETE FROM resend_log WHERE timestamp = ? AND destination = "
+                         "(SELECT conversation FROM messages WHERE author = ? AND "
+                         "timestamp = ?)", (timestamp, author, timestamp))
         cursor = self._db.execute("DELETE FROM messages WHERE author = ? AND timestamp = ?",
                                   (author, timestamp))
         self._db.execute("DELETE FROM reactions WHERE target_author = ? AND "
                          "target_timestamp = ?", (author, timestamp))
-        if conversation is not None:
-            # Ours, deleted for everyone: a contact's resend request (a decryption error,
-            # a session reset) must not bring the text back (review of 44ea519).
-            self._db.execute("DELETE FROM resend_log WHERE destination = ? AND "
-                             "timestamp = ?", (conversation, timestamp))
         return cursor.rowcount == 1
 
     def log_sent(self, destination: str, timestamp: int, content: bytes, now_ms: int,
