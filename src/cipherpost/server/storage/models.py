@@ -77,9 +77,10 @@ class Bundle:
     one_time_prekey: OneTimeKey | None
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One ciphertext for one destination device."""
+class OutgoingMessage(NamedTuple):
+    """One ciphertext for one destination device (a named tuple, as :class:`Envelope`:
+    one is made per message, and a frozen dataclass's ``__init__`` cost several times a
+    tuple's)."""
 
     device_id: int
     registration_id: int
