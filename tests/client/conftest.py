@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -121,6 +122,18 @@ def cheap_store_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     each CLI command that opens the store, some hundred of them in the CLI tests). The
     CLI tests that run ``python -m cipherpost.cli`` as a process keep the default cost."""
     monkeypatch.setattr(database, "Argon2Params", _TestCost)
+
+
+def relay_queue(database: Path, account_id: str) -> list[tuple[str | None, int | None, int, int]]:
+    """(sender account, sender device, type, client timestamp) of each envelope the relay
+    at ``database`` holds for the account, as stored: in the per-device queues or still in
+    the queue log (server/storage/queue_log.py), in queue order."""
+    columns = "sender_account_id, sender_device_id, type, client_timestamp, seq, device_id"
+    with sqlite3.connect(database) as db:
+        return [row[:4] for row in db.execute(
+            f"SELECT {columns} FROM messages WHERE account_id = ? UNION ALL "
+            f"SELECT {columns} FROM queue_log WHERE account_id = ? ORDER BY seq, device_id",
+            (account_id, account_id)).fetchall()]
 
 
 def run(coro: object) -> object:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from cipherpost.protocol import (
 from cipherpost.server import key_chain
 from cipherpost.server.settings import sealed_sender_key_file
 
-from .conftest import Devices, ThreadedRelay
+from .conftest import Devices, ThreadedRelay, relay_queue
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -42,10 +41,7 @@ DAY_MS = 24 * 3600 * 1000
 def _queued_for(tmp_path: Path, client: Client) -> list[tuple[str | None, int | None, int]]:
     """(sender account, sender device, type) of each envelope the relay holds for
     ``client``'s account, as stored."""
-    with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
-        return db.execute("SELECT sender_account_id, sender_device_id, type FROM messages "
-                          "WHERE account_id = ? ORDER BY seq, device_id",
-                          (client.account_id,)).fetchall()
+    return [row[:3] for row in relay_queue(tmp_path / "relay" / "relay.db", client.account_id)]
 
 
 async def _contacts(devices: Devices) -> tuple[Client, Client]:

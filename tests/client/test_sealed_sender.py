@@ -25,7 +25,7 @@ from cipherpost.client.recovery import restore
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.protocol import PrivateKey, ProtocolAddress
 
-from .conftest import Devices, ThreadedRelay
+from .conftest import Devices, ThreadedRelay, relay_queue
 
 SEALED = sealed.SEALED_TYPE
 DAY_MS = 24 * 3600 * 1000
@@ -34,11 +34,7 @@ DAY_MS = 24 * 3600 * 1000
 def _queued(tmp_path: Path, client: Client) -> list[tuple[str | None, int | None, int, int]]:
     """(sender account, sender device, type, client timestamp) of each envelope the
     relay holds for ``client``'s account, as stored."""
-    with sqlite3.connect(tmp_path / "relay" / "relay.db") as db:
-        return db.execute("SELECT sender_account_id, sender_device_id, type, "
-                          "client_timestamp FROM messages WHERE account_id = ? "
-                          "ORDER BY seq, device_id",
-                          (client.account_id,)).fetchall()
+    return relay_queue(tmp_path / "relay" / "relay.db", client.account_id)
 
 
 def _texts(events: list[ev.Event]) -> list[tuple[str, str]]:

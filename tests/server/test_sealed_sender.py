@@ -102,9 +102,11 @@ def test_sealed_send_stores_no_sender(client: TestClient, settings: Settings) ->
                                                            "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT sender_account_id, sender_device_id, client_timestamp, "
-                "server_timestamp, expires_at, type FROM messages ORDER BY seq")).all()
+            columns = ("sender_account_id, sender_device_id, client_timestamp, "
+                       "server_timestamp, expires_at, type, seq")
+            rows = conn.execute(sa.text(  # queued, or on SQLite still in the queue log
+                f"SELECT {columns} FROM (SELECT {columns} FROM messages UNION ALL "
+                f"SELECT {columns} FROM queue_log) AS q ORDER BY seq")).all()
     finally:
         engine.dispose()
     sealed_row, identified_row = rows

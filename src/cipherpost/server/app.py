@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None, *,
                 await relay.shared_limits.close()
             with contextlib.suppress(Exception):  # the database may be what failed
                 await storage.flush()  # acknowledgements still waiting to share a commit
+                # Leave the queues whole in ``messages`` (the next start would move them,
+                # but backups and cipherpost-admin read the database meanwhile too).
+                await storage.move_queue_log(everything=True)
             with contextlib.suppress(Exception):
                 await presence.forget(storage, alive)
             storage.close()
@@ -262,10 +265,12 @@ class _Hardened:
 
 async def _checkpoints(relay: Relay) -> None:
     """Checkpoint the SQLite WAL every second, off the event loop (the loop's own
-    connection never does it inside a commit)."""
+    connection never does it inside a commit), and move the queue log's old rows to the
+    queues if no send did (``Storage.move_queue_log``)."""
     while True:
         await asyncio.sleep(1)
         try:
+            await relay.storage.move_queue_log()
             await relay.storage.checkpoint()
         except Exception:
             log.exception("checkpoint failed")

@@ -54,6 +54,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    case,
     create_engine,
     delete,
     func,
@@ -79,6 +80,7 @@ from .storage.schema import (
     metadata,
     one_time_prekeys,
     operators,
+    queue_log,
     recovery,
     recovery_passphrase,
     sealed_sender_root,
@@ -406,6 +408,7 @@ def _restore(source: Connection, live: Connection, db: Database, now: int,
             live.execute(insert(table), rows)
     if db.is_postgresql:
         _reset_sequences(live)
+    _move_queue_log(live)
 
     # The audit log goes on from the live one's entries after the backup, if the live
     # chain is the backup's continued (not after a restore of another branch).
@@ -530,6 +533,31 @@ def _carry_salts(live: Connection, carried: _Carried) -> None:
             audit_salts.c.account_id.in_(ids[start:start + BATCH])))
     if rows:
         live.execute(insert(audit_salts), rows)
+
+
+def _move_queue_log(conn: Connection) -> None:
+    """Move the restored queue log's rows (a backup of a running SQLite relay has some)
+    to ``messages``, as a relay does when it starts (``storage/queue_log.py``): restored
+    onto PostgreSQL they would otherwise never be read, and the steps below (removed
+    devices, expiry) work on ``messages``."""
+    groups = conn.execute(select(
+        queue_log.c.account_id, queue_log.c.device_id,
+        func.sum(func.length(queue_log.c.content)), func.max(queue_log.c.seq)).group_by(
+            queue_log.c.account_id, queue_log.c.device_id)).all()
+    if not groups:
+        return
+    columns = [c.name for c in messages.columns]
+    owned = select(devices.c.device_id).where(devices.c.account_id == queue_log.c.account_id,
+                                              devices.c.device_id == queue_log.c.device_id)
+    conn.execute(insert(messages).from_select(columns, select(
+        *[queue_log.c[name] for name in columns]).where(owned.exists())))
+    for account_id, device_id, size, top in groups:
+        conn.execute(update(devices).where(
+            devices.c.account_id == account_id, devices.c.device_id == device_id).values(
+                queued_bytes=devices.c.queued_bytes + int(size),
+                last_seq=case((devices.c.last_seq < int(top), int(top)),
+                              else_=devices.c.last_seq)))
+    conn.execute(delete(queue_log))
 
 
 def _expire_messages(conn: Connection, now: int) -> int:

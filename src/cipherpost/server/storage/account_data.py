@@ -35,6 +35,7 @@ from .schema import (
     two_factor_codes,
     unidentified_access,
 )
+from .schema import queued as queued_rows
 from .sql import Storage, _audit, _delete_device, reads, writes
 
 #: Tables whose rows belong to one account, by their ``account_id`` column (the
@@ -111,10 +112,11 @@ def held(storage: Storage, account_id: str, audit_limit: int = 200) -> Held | No
         account = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
         if account is None:
             return None
+        rows = queued_rows()
         queues = {int(r.device_id): (int(r.n), int(r.size or 0)) for r in conn.execute(
-            select(messages.c.device_id, func.count().label("n"),
-                   func.sum(func.length(messages.c.content)).label("size"))
-            .where(messages.c.account_id == account_id).group_by(messages.c.device_id))}
+            select(rows.c.device_id, func.count().label("n"),
+                   func.sum(func.length(rows.c.content)).label("size"))
+            .where(rows.c.account_id == account_id).group_by(rows.c.device_id))}
         one_time = {int(r[0]): int(r[1]) for r in conn.execute(
             select(one_time_prekeys.c.device_id, func.count()).where(
                 one_time_prekeys.c.account_id == account_id).group_by(

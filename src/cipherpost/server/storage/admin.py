@@ -24,11 +24,11 @@ from .schema import (
     history,
     invites,
     kyber_prekeys,
-    messages,
     metadata,
     one_time_prekeys,
     operators,
 )
+from .schema import queued as queued_rows
 
 ROLES = ("admin", "auditor")
 
@@ -162,14 +162,15 @@ def list_accounts(conn: Connection, *, limit: int = 100, offset: int = 0,
                   reserved_only: bool = False) -> list[AccountSummary]:
     """Accounts in creation order, with device and queue counts; ``reserved_only``:
     those without a device (usernames held for their owners, :func:`release_username`)."""
-    queued = select(messages.c.account_id, func.count().label("n")).group_by(
-        messages.c.account_id).subquery()
-    device_stats = select(devices.c.account_id, func.count().label("n"),
-                          func.sum(devices.c.queued_bytes).label("bytes")).group_by(
+    rows = queued_rows()
+    queued = select(rows.c.account_id, func.count().label("n"),
+                    func.sum(func.length(rows.c.content)).label("bytes")).group_by(
+        rows.c.account_id).subquery()
+    device_stats = select(devices.c.account_id, func.count().label("n")).group_by(
         devices.c.account_id).subquery()
     query = select(accounts.c.id, accounts.c.username, accounts.c.created_at,
                    accounts.c.suspended_at, accounts.c.identity_key,
-                   device_stats.c.n, device_stats.c.bytes, queued.c.n.label("queued")
+                   device_stats.c.n, queued.c.bytes, queued.c.n.label("queued")
                    ).outerjoin(device_stats, device_stats.c.account_id == accounts.c.id
                    ).outerjoin(queued, queued.c.account_id == accounts.c.id
                    ).order_by(accounts.c.created_at, accounts.c.id).limit(limit).offset(offset)
@@ -187,11 +188,12 @@ def account_summary(conn: Connection, account_id: str) -> AccountSummary:
     row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
     if row is None:
         raise AdminError(f"no account {account_id!r}")
-    n_devices, queued_bytes = conn.execute(
-        select(func.count(), func.coalesce(func.sum(devices.c.queued_bytes), 0)).where(
-            devices.c.account_id == account_id)).one()
-    queued = conn.execute(select(func.count()).select_from(messages).where(
-        messages.c.account_id == account_id)).scalar_one()
+    n_devices = conn.execute(select(func.count()).where(
+        devices.c.account_id == account_id)).scalar_one()
+    rows = queued_rows()
+    queued, queued_bytes = conn.execute(select(
+        func.count(), func.coalesce(func.sum(func.length(rows.c.content)), 0)).where(
+            rows.c.account_id == account_id)).one()
     return AccountSummary(row.id, row.username, int(row.created_at), row.suspended_at,
                           int(n_devices), int(queued), int(queued_bytes),
                           fingerprint(bytes(row.identity_key)))
@@ -202,9 +204,10 @@ def list_devices(conn: Connection, account_id: str) -> list[DeviceSummary]:
     out = []
     for r in conn.execute(select(devices).where(devices.c.account_id == account_id
                                                 ).order_by(devices.c.device_id)):
-        where = (messages.c.account_id == account_id, messages.c.device_id == r.device_id)
-        queued = conn.execute(select(func.count()).select_from(messages).where(
-            *where)).scalar_one()
+        rows = queued_rows()
+        queued, queued_bytes = conn.execute(select(
+            func.count(), func.coalesce(func.sum(func.length(rows.c.content)), 0)).where(
+                rows.c.account_id == account_id, rows.c.device_id == r.device_id)).one()
         ec = conn.execute(select(func.count()).select_from(one_time_prekeys).where(
             one_time_prekeys.c.account_id == account_id,
             one_time_prekeys.c.device_id == r.device_id)).scalar_one()
@@ -213,7 +216,7 @@ def list_devices(conn: Connection, account_id: str) -> list[DeviceSummary]:
             kyber_prekeys.c.device_id == r.device_id,
             kyber_prekeys.c.last_resort.is_(False))).scalar_one()
         out.append(DeviceSummary(int(r.device_id), r.name, int(r.created_at),
-                                 int(r.last_seen), int(queued), int(r.queued_bytes),
+                                 int(r.last_seen), int(queued), int(queued_bytes),
                                  int(ec), int(kyber)))
     return out
 
@@ -374,8 +377,9 @@ def holdings(conn: Connection) -> Holdings:
     def scalar(query: object) -> int:
         return int(conn.execute(query).scalar_one() or 0)  # type: ignore[call-overload]
 
+    rows = queued_rows()
     queued_messages, queued_bytes = conn.execute(select(
-        func.count(), func.coalesce(func.sum(func.length(messages.c.content)), 0))).one()
+        func.count(), func.coalesce(func.sum(func.length(rows.c.content)), 0))).one()
     history_entries, history_bytes = conn.execute(select(
         func.count(), func.coalesce(func.sum(func.length(history.c.blob)), 0)).where(
             history.c.blob.is_not(None))).one()

@@ -35,7 +35,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .models import Refusal
 
@@ -66,6 +66,22 @@ LOCK_RETRY = 0.002
 Results = list[tuple[bool, Any]]
 
 
+class Journal(Protocol):
+    """State kept in memory beside the database by the operations of batches run on the
+    loop (:class:`.queue_log.QueueLog`): told when a batch's transaction begins, reaches
+    a savepoint, rolls back (to it) or commits, so that it keeps only what committed."""
+
+    def begin(self, cursor: Any) -> None: ...
+
+    def savepoint(self) -> int: ...
+
+    def rollback_to(self, mark: int) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+
 class _Item(Generic[R]):
     __slots__ = ("future", "lock_order", "on_commit", "op", "plan")
 
@@ -85,17 +101,20 @@ class GroupCommit:
     def __init__(self, executor: Executor,
                  thread_transaction: Callable[[], contextlib.AbstractContextManager[Any]],
                  loop_connection: Callable[[], Any] | None = None,
-                 plans: Callable[[Any, list[Any]], Results] | None = None) -> None:
+                 plans: Callable[[Any, list[Any]], Results] | None = None,
+                 journal: Journal | None = None) -> None:
         """``thread_transaction`` opens a write transaction on the writer thread (run
         through ``executor``); ``loop_connection`` gives the event loop's own SQLite
         connection (autocommit mode, no busy timeout), if batches may run on the loop.
         ``plans(cursor, plans)`` runs a whole batch on the writer thread at once, when
         every operation of it came with a plan (see ``submit``; PostgreSQL's
-        :mod:`.pg_batch`); its results are as ``op``'s would be."""
+        :mod:`.pg_batch`); its results are as ``op``'s would be. ``journal``: told of
+        each transaction on the loop's connection (see :class:`Journal`)."""
         self._executor = executor
         self._thread_transaction = thread_transaction
         self._loop_connection = loop_connection
         self._plans = plans
+        self._journal = journal
         self._pending: list[_Item[Any]] = []
         #: batches are being committed (one follows another while operations are pending)
         self._busy = False
@@ -190,21 +209,32 @@ class GroupCommit:
                 return None
             log.exception("a group commit failed")
             return [(False, exc)] * len(batch)
+        journal = self._journal
         try:
             try:
+                if journal is not None:
+                    journal.begin(cursor)
                 results = _apply(cursor, batch)
             except Exception:
                 connection.rollback()
+                if journal is not None:
+                    journal.rollback()
                 cursor.execute("BEGIN IMMEDIATE")
-                results = _apply_one_by_one(cursor, batch)
+                if journal is not None:
+                    journal.begin(cursor)
+                results = _apply_one_by_one(cursor, batch, journal)
             connection.commit()
         except Exception as exc:  # COMMIT failed: none of the batch is durable
             with contextlib.suppress(Exception):
                 connection.rollback()
+            if journal is not None:
+                journal.rollback()
             log.exception("a group commit failed")
             return [(False, exc)] * len(batch)
         finally:
             cursor.close()
+        if journal is not None:
+            journal.commit()
         return results
 
     def _run_on_thread(self, batch: list[_Item[Any]]) -> Results:
@@ -285,16 +315,20 @@ def _apply(cursor: Any, batch: list[_Item[Any]]) -> Results:
     return results
 
 
-def _apply_one_by_one(cursor: Any, batch: list[_Item[Any]]) -> Results:
+def _apply_one_by_one(cursor: Any, batch: list[_Item[Any]],
+                      journal: Journal | None = None) -> Results:
     """Each operation of the batch inside a savepoint of the open transaction."""
     results: Results = []
     for item in batch:
         cursor.execute("SAVEPOINT op")
+        mark = journal.savepoint() if journal is not None else 0
         try:
             value = item.op(cursor)
         except Exception as exc:
             cursor.execute("ROLLBACK TO op")
             cursor.execute("RELEASE op")
+            if journal is not None:
+                journal.rollback_to(mark)
             results.append((False, exc))
         else:
             cursor.execute("RELEASE op")

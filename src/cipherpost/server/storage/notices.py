@@ -20,11 +20,20 @@ from .sql import Queued, Storage, writes
 NOTICE_TYPE = 0
 
 
-@writes
-def queue_notice(storage: Storage, account_id: str, content: bytes, now: int, ttl: int,
-                 exclude_device: int | None) -> list[Queued]:
+async def queue_notice(storage: Storage, account_id: str, content: bytes, now: int,
+                       ttl: int, exclude_device: int | None) -> list[Queued]:
     """Queue ``content`` for every device of the account but ``exclude_device``; the
-    queued envelopes, to hand to live connections after the commit."""
+    queued envelopes, to hand to live connections after the commit. On SQLite through
+    the queue log, which hands out sequence numbers there (:mod:`.queue_log`)."""
+    if storage.queue_log is not None:
+        return await storage.queue_notice(account_id, NOTICE_TYPE, content, now, ttl,
+                                          exclude_device)
+    return await _queue_notice(storage, account_id, content, now, ttl, exclude_device)
+
+
+@writes
+def _queue_notice(storage: Storage, account_id: str, content: bytes, now: int, ttl: int,
+                  exclude_device: int | None) -> list[Queued]:
     queued: list[Queued] = []
     with storage._tx(storage.db.writer) as conn:
         # Device rows are locked in device order, as a send locks them.

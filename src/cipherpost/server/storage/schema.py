@@ -11,9 +11,12 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Subquery,
     Table,
     Text,
     false,
+    select,
+    union_all,
 )
 
 metadata = MetaData()
@@ -100,6 +103,28 @@ messages = Table(
     Column("server_timestamp", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     sqlite_with_rowid=False,
+)
+
+#: Messages as they arrive, on SQLite (:mod:`.queue_log`): appended in arrival order (the
+#: id), deleted when acknowledged, and those still here after a few seconds moved to
+#: ``messages`` (a device that is offline or slow). A message acknowledged within seconds,
+#: as most are, never touches ``messages`` or its device's row. No index: the relay keeps
+#: which rows belong to which device in memory, and moves every row to ``messages`` when
+#: it starts. Empty on PostgreSQL.
+queue_log = Table(
+    "queue_log", metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=False),
+    Column("account_id", String(36), nullable=False),
+    Column("device_id", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("guid", String(36), nullable=False),
+    Column("sender_account_id", String(36), nullable=True),
+    Column("sender_device_id", Integer, nullable=True),
+    Column("type", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("client_timestamp", BigInteger, nullable=False),
+    Column("server_timestamp", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
 )
 
 link_codes = Table(
@@ -292,3 +317,12 @@ two_factor_codes = Table(
     Column("account_id", String(36), primary_key=True),
     Column("code_hash", LargeBinary, primary_key=True),
 )
+
+
+def queued() -> Subquery:
+    """Every queued message, as (account_id, device_id, content): the per-device queues
+    and the queue log (for counts; a message is in exactly one of them)."""
+    return union_all(
+        select(messages.c.account_id, messages.c.device_id, messages.c.content),
+        select(queue_log.c.account_id, queue_log.c.device_id, queue_log.c.content),
+    ).subquery("queued")

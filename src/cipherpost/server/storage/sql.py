@@ -62,6 +62,7 @@ from .models import (
     UnknownAccount,
     UsernameTaken,
 )
+from .queue_log import QueueLog
 from .schema import (
     accounts,
     attachments,
@@ -71,6 +72,7 @@ from .schema import (
     link_codes,
     messages,
     one_time_prekeys,
+    queue_log,
     signed_prekeys,
 )
 
@@ -124,10 +126,13 @@ class Storage:
                                            thread_name_prefix="cipherpost-db-reader")
 
         self._loop_db: Any = None
+        #: SQLite's queue log (messages before they reach ``messages``, :mod:`.queue_log`)
+        self.queue_log = QueueLog(_acknowledge) if db.is_sqlite else None
         self._group = GroupCommit(self._writer,
                                   lambda: self._raw(self.db.writer, write=True),
                                   self._loop_connection if db.is_sqlite else None,
-                                  None if db.is_sqlite else _apply_plans)
+                                  None if db.is_sqlite else _apply_plans,
+                                  journal=self.queue_log)
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._raw_connections: list[Any] = []
@@ -585,7 +590,8 @@ class Storage:
             return refused
         plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
                                 client_timestamp, now, ttl, byte_budget)
-        return self._group.submit(functools.partial(_enqueue, *plan), on_commit,
+        op = _enqueue if self.queue_log is None else self.queue_log.enqueue
+        return self._group.submit(functools.partial(op, *plan), on_commit,
                                   lock_order=(account_id, 0), plan=plan)
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
@@ -593,10 +599,19 @@ class Storage:
         """Queued messages of a device after ``after_seq``, oldest first.
 
         With SQLite this runs on the event loop (one indexed range read, cheaper than a
-        thread hop); WAL readers never wait for the writer."""
-        if self.db.is_sqlite:
-            return _fetch(self._loop_connection(), account_id, device_id, after_seq, limit)
-        return await self._fetch_on_reader(account_id, device_id, after_seq, limit)
+        thread hop; WAL readers never wait for the writer), between group commits: the
+        queue is ``messages`` and then the device's rows in the queue log."""
+        if self.queue_log is None:
+            return await self._fetch_on_reader(account_id, device_id, after_seq, limit)
+        if not self.queue_log.ready:  # what an earlier process left in the log moves first
+            await self._group.flush()
+        conn = self._loop_connection()
+        rows = _fetch(conn, account_id, device_id, after_seq, limit)
+        if len(rows) < limit:
+            rows += self.queue_log.read(conn, account_id, device_id,
+                                        rows[-1].seq if rows else after_seq,
+                                        limit - len(rows))
+        return rows
 
     @reads
     def _fetch_on_reader(self, account_id: str, device_id: int, after_seq: int,
@@ -624,12 +639,36 @@ class Storage:
         content length of messages the caller pushed, by id (a connection knows them),
         so that SQLite need not read them back (see ``_delete_known``)."""
         plan = pg_batch.Acknowledge(account_id, device_id, list(guids))
-        return self._group.submit(functools.partial(_acknowledge, *plan, sizes=sizes),
+        op = _acknowledge if self.queue_log is None else self.queue_log.acknowledge
+        return self._group.submit(functools.partial(op, *plan, sizes=sizes),
                                   lock_order=(account_id, device_id), plan=plan, lazy=lazy)
+
+    def queue_notice(self, account_id: str, kind: int, content: bytes, now: int, ttl: int,
+                     exclude_device: int | None) -> asyncio.Future[list[Queued]]:
+        """SQLite: a relay notice appended to the queue log in the next group commit
+        (sequence numbers are handed out there; :mod:`.notices` on PostgreSQL)."""
+        assert self.queue_log is not None
+        return self._group.submit(functools.partial(
+            self.queue_log.notice, account_id, kind, content, now, ttl, exclude_device),
+            lock_order=(account_id, 0))
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed (lazy ones too)."""
         await self._group.flush()
+
+    async def move_queue_log(self, *, everything: bool = False) -> int:
+        """Move the queue log's rows that are due to ``messages`` if no group commit will
+        soon (an idle relay; called every second by ``app._checkpoints``), or with
+        ``everything`` all of its rows at once (when the relay stops, and in tests); how
+        many moved."""
+        if self.queue_log is None:
+            return 0
+        if everything:
+            return await self._group.submit(self.queue_log.move_all)
+        before = self.queue_log.moved
+        if self.queue_log.due():
+            await self._group.flush()
+        return self.queue_log.moved - before
 
     async def expire(self, now: int) -> int:
         """Delete expired messages; return how many.
@@ -641,10 +680,13 @@ class Storage:
         meanwhile), and only their queues are searched, on the writer. After
         ``message_ttl`` is lowered, a message queued with the shorter time goes when the
         older ones before it have gone (expired or acknowledged)."""
+        removed = 0
+        if self.queue_log is not None:  # a relay idle since, or a clock moved by tests
+            removed = await self._group.submit(functools.partial(self.queue_log.expire, now))
         due = await self._devices_with_expired(now)
         if not due:
-            return 0
-        return await self._expire_devices(due, now)
+            return removed
+        return removed + await self._expire_devices(due, now)
 
     @reads
     def _devices_with_expired(self, now: int) -> list[tuple[str, int]]:
@@ -722,7 +764,7 @@ def _delete_device(conn: Connection, account_id: str, device_id: int, now: int) 
     a send locks them). The queue is deleted once more after the row: a send of another
     relay process that held the row lock has committed its messages by then."""
     where = (account_id, device_id)
-    for table in (signed_prekeys, kyber_prekeys, one_time_prekeys, messages):
+    for table in (signed_prekeys, kyber_prekeys, one_time_prekeys, messages, queue_log):
         conn.execute(delete(table).where(*_device(table, *where)))
     removed = conn.execute(delete(devices).where(*_device(devices, *where)).returning(
         devices.c.token_hash)).first()
