@@ -133,7 +133,7 @@ def test_a_suspended_account_gives_nothing_back(relay: Relay) -> None:
     # Suspended after its device's deletion request was let in, before the deletion ran.
     with relay.db.writer.begin() as conn:
         conn.execute(sa.update(accounts).values(suspended_at=relay.now_ms))
-    storage = Storage(relay.db)
+    storage = Storage(relay.db, relay=False)  # a stand-in for the relay's handler
     try:
         deleted = asyncio.run(account_data.delete_account(storage, made["account_id"],
                                                           relay.now_ms))

@@ -339,7 +339,7 @@ def test_concurrent_writers_extend_one_chain(database_url: str) -> None:
 
     db = Database(database_url)
     db.migrate()
-    storages = [Storage(Database(database_url)) for _ in range(4)]
+    storages = [Storage(Database(database_url), relay=False) for _ in range(4)]
 
     async def run() -> None:
         device = NewDevice(1, b"\x00" * 32, None, KeyUpload())

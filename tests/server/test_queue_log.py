@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cipherpost.server.storage import admin, notices, queue_log
+from cipherpost.server.storage import account_data, admin, notices, queue_log
 from cipherpost.server.storage.engine import Database
 from cipherpost.server.storage.models import (
     DeviceMismatch,
@@ -25,7 +25,7 @@ from cipherpost.server.storage.models import (
     OutgoingMessage,
     QueueFull,
 )
-from cipherpost.server.storage.sql import Storage
+from cipherpost.server.storage.sql import RelayRunning, Storage
 
 from .helpers import run_alembic
 
@@ -345,5 +345,113 @@ def test_0012_downgrades_with_the_log_in_the_queues(tmp_path: Path) -> None:
         with db.reader.connect() as conn:
             assert "queue_log" not in sa.inspect(conn).get_table_names()
         db.migrate()
+
+    _run(path, body)
+
+
+# -- what other programs and connections do beside the relay (review of bec95eb) ----------
+
+
+def test_another_programs_storage_leaves_the_relays_log_alone(tmp_path: Path) -> None:
+    """``cipherpost-admin retention apply`` opens a Storage of its own (``relay=False``):
+    it neither moves nor numbers the running relay's messages; and an acknowledgement of
+    a message some other program did move still deletes it, from the queue."""
+    path = tmp_path / "relay.db"
+
+    async def body(db: Database, storage: Storage) -> None:
+        await _accounts(storage)
+        (_, first), = await _send(storage, b"hello")
+        (_, second), = await _send(storage, b"again")
+        admin_storage = Storage(db, relay=False)
+        try:
+            assert admin_storage.queue_log is None
+            assert await admin_storage.expire(10) == 0
+        finally:
+            admin_storage.close()
+        assert _rows(path, "SELECT content FROM queue_log ORDER BY id") == [(b"hello",),
+                                                                            (b"again",)]
+        # Moved behind the relay's back (by hand, as an older tool might):
+        with sqlite3.connect(path) as other:
+            other.execute(
+                "INSERT INTO messages (guid, account_id, device_id, seq, sender_account_id, "
+                "sender_device_id, type, content, client_timestamp, server_timestamp, "
+                "expires_at) SELECT guid, account_id, device_id, seq, sender_account_id, "
+                "sender_device_id, type, content, client_timestamp, server_timestamp, "
+                "expires_at FROM queue_log WHERE seq = 1")
+            other.execute("UPDATE devices SET queued_bytes = 5, last_seq = 1 "
+                          "WHERE account_id = ? AND device_id = 1", (BOB,))
+            other.execute("DELETE FROM queue_log WHERE seq = 1")
+        assert await storage.acknowledge(BOB, 1, [first.guid]) == 1
+        assert _rows(path, "SELECT count(*) FROM messages") == [(0,)]
+        assert _device_row(path) == (0, 1)
+        assert [e.guid for e in await storage.fetch(BOB, 1, 0, 10)] == [second.guid]
+
+    _run(path, body)
+
+
+def test_one_relay_process_per_sqlite_database(tmp_path: Path) -> None:
+    """Its memory numbers the queue log: a second relay storage on the same file is
+    refused (a second relay process would hand out the same numbers)."""
+    path = tmp_path / "relay.db"
+
+    async def body(db: Database, _storage: Storage) -> None:
+        with pytest.raises(RelayRunning, match="one relay process"):
+            Storage(db)
+        Storage(db, relay=False).close()  # cipherpost-admin's is fine
+
+    _run(path, body)
+    db, storage = _open(path)  # the first one closed: free again
+    storage.close()
+    db.dispose()
+
+
+def test_a_device_re_registered_by_another_connection_starts_clean(tmp_path: Path) -> None:
+    """Re-registration deletes device 1 with its queue on the writer thread and makes it
+    again under the same id: the old device's log entries in memory must neither hide
+    the new device's messages from a read nor count against its budget."""
+    path = tmp_path / "relay.db"
+
+    async def body(_db: Database, storage: Storage) -> None:
+        await _accounts(storage)
+        for i in range(12):
+            await _send(storage, b"old %02d" % i, budget=100)
+        await account_data.reregister(storage, BOB, b"\x05" + bytes(32),
+                                      NewDevice(101, b"z" * 32, None, KeyUpload()), 2)
+        assert _rows(path, "SELECT count(*) FROM queue_log") == [(0,)]
+        (_, new), = await _send(storage, b"y" * 50, budget=100)  # 84 old bytes gone
+        assert [e.guid for e in await storage.fetch(BOB, 1, 0, 5)] == [new.guid]
+        assert storage.queue_log is not None
+        assert storage.queue_log.queued(BOB, 1) == (1, 50)
+
+    _run(path, body)
+
+
+def test_a_refusal_in_the_one_by_one_retry_reads_nothing_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused operation wrote nothing: rolling back to its savepoint leaves memory as
+    it is, without reading the log back (a retried batch of refusals would read it once
+    for each)."""
+    path = tmp_path / "relay.db"
+
+    async def body(_db: Database, storage: Storage) -> None:
+        await _accounts(storage)
+        await _send(storage, b"kept")
+        assert storage.queue_log is not None
+        reads: list[int] = []
+        original = storage.queue_log._read_back
+        monkeypatch.setattr(storage.queue_log, "_read_back",
+                            lambda cursor: (reads.append(1), original(cursor)))
+
+        def fails(_cursor: Any) -> None:
+            raise RuntimeError("boom")
+
+        batch = [_send(storage, b"x" * 60, budget=10), storage._group.submit(fails),
+                 _send(storage, b"ok")]
+        results = await asyncio.gather(*batch, return_exceptions=True)
+        assert isinstance(results[0], QueueFull) and isinstance(results[1], RuntimeError)
+        assert [e.content for e in await storage.fetch(BOB, 1, 0, 10)] == [b"kept", b"ok"]
+        # One read back after the whole batch rolled back, none for the two refusals of
+        # the retry (the refused send and the failing operation wrote nothing).
+        assert len(reads) == 1
 
     _run(path, body)

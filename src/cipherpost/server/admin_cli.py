@@ -475,7 +475,8 @@ def retention_apply(ctx: Context) -> None:
     now = now_ms()
 
     async def run() -> retention.Applied:
-        storage = Storage(ctx.db)
+        # Not the relay's storage: the running relay's queue log is its own.
+        storage = Storage(ctx.db, relay=False)
         try:
             return await retention.apply(storage, ctx.settings, now)
         finally:

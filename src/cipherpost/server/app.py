@@ -75,15 +75,20 @@ def create_app(settings: Settings | None = None, *,
         await asyncio.to_thread(db.migrate)
         Path(settings.attachment_dir).mkdir(parents=True, exist_ok=True)
         storage = Storage(db)
-        fanout = create_fanout(settings)
-        await fanout.start()
-        relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout,
-                      shared_limits=create_shared_limits(settings))
-        key_file = sealed_sender_key_file(settings)
-        relay.key_chain = await asyncio.to_thread(load_or_create, key_file)
-        # The same trust root as every other relay of this database, or no start.
-        await asyncio.to_thread(trust_root.check, db, relay.key_chain, key_file,
-                                int(clock() * 1000))
+        try:
+            fanout = create_fanout(settings)
+            await fanout.start()
+            relay = Relay(settings=settings, storage=storage, clock=clock, hub=fanout,
+                          shared_limits=create_shared_limits(settings))
+            key_file = sealed_sender_key_file(settings)
+            relay.key_chain = await asyncio.to_thread(load_or_create, key_file)
+            # The same trust root as every other relay of this database, or no start.
+            await asyncio.to_thread(trust_root.check, db, relay.key_chain, key_file,
+                                    int(clock() * 1000))
+        except BaseException:
+            storage.close()  # its threads, connections and the SQLite relay lock
+            db.dispose()
+            raise
         app.state.relay = relay
         await storage.refresh_suspended()
         alive = presence.process_key()

@@ -89,7 +89,7 @@ _COUNT_MOVED = ("UPDATE devices SET queued_bytes = queued_bytes + ?, "
 _DELETE_MOVED = "DELETE FROM queue_log WHERE id <= ?"
 #: Above every row id (``_move`` of the whole log).
 _ALL = 1 << 62
-_DELETE = "DELETE FROM queue_log WHERE id = ?"
+_DELETE = "DELETE FROM queue_log WHERE id = ? AND account_id = ? AND device_id = ?"
 _READ = ("SELECT seq, guid, sender_account_id, sender_device_id, type, content, "
          "client_timestamp, server_timestamp FROM queue_log WHERE id IN ({}) "
          "AND account_id = ? AND device_id = ? ORDER BY id")
@@ -133,6 +133,9 @@ class QueueLog:
         self._began: tuple[int, bool] = (0, False)
         #: memory is to be read back from the table before it is used (after a rollback)
         self._stale = False
+        #: changes to memory so far (savepoints compare it), and ``moved`` at savepoints
+        self._changes = 0
+        self._saved: dict[int, int] = {}
         #: rows moved to ``messages`` since the start (for tests and metrics)
         self.moved = 0
 
@@ -153,12 +156,15 @@ class QueueLog:
         if version != self._data_version:
             self._devices.clear()
             self._data_version = version
+        if not self.ready:
+            # Before anything else (a failure here fails the batch, and the next one
+            # tries again): what an earlier process left moves to the queues whole.
+            self._move(cursor, None)
+            self._read_back(cursor)
+            self._next_id = max(self._next_id, 1)
+            return
         if self._stale:
             self._read_back(cursor)
-        if not self.ready:
-            self._move(cursor, None)
-            self._next_id = 1
-            return
         now = self._clock()
         if now - self._moved_at < FOLD_INTERVAL:
             return
@@ -182,13 +188,16 @@ class QueueLog:
         cursor.execute("RELEASE queue_log")
 
     def savepoint(self) -> int:
-        return self.moved
+        self._saved[self._changes] = self.moved
+        return self._changes
 
     def rollback_to(self, mark: int) -> None:
-        """The transaction rolled back to a savepoint taken when ``moved`` was ``mark``:
-        memory is read back from the table as the transaction now sees it."""
-        self.moved = mark
-        self._read_back(self._cursor)
+        """The transaction rolled back to the savepoint ``mark``: memory is read back
+        from the table as the transaction now sees it, unless nothing changed since
+        (an operation refused before it wrote, as refusals are)."""
+        self.moved = self._saved.pop(mark, self.moved)
+        if self._changes != mark:
+            self._read_back(self._cursor)
 
     def rollback(self) -> None:
         """The transaction rolled back: memory is read back before it is used next."""
@@ -197,9 +206,11 @@ class QueueLog:
             self._next_id = 0  # the log left by the last process is still to be moved
         self._stale = True
         self._devices.clear()
+        self._saved.clear()
 
     def commit(self) -> None:
         self._cursor = None
+        self._saved.clear()
         now = self._clock()
         if not self._marks or now - self._marks[-1][0] >= MARK_INTERVAL:
             self._marks.append((now, self._next_id))
@@ -238,6 +249,12 @@ class QueueLog:
         full = sorted(d for d, m in given.items()
                       if current[d][1] + self._bytes.get((account_id, d), 0)
                       + len(m.content) > byte_budget)
+        if full and any(self._prune(cursor, (account_id, d)) for d in full):
+            # Rows another connection deleted (the device removed, or re-registered
+            # under the same id) no longer count.
+            full = sorted(d for d, m in given.items()
+                          if current[d][1] + self._bytes.get((account_id, d), 0)
+                          + len(m.content) > byte_budget)
         if full:
             raise QueueFull(full)
         sender_account, sender_device = sender if sender else (None, None)
@@ -275,8 +292,11 @@ class QueueLog:
             if entry is None or entry[1] != guid:
                 stored.append(guid)
                 continue
-            found += cursor.execute(_DELETE, (entry[0],)).rowcount
             self._drop(key, seq, entry[2])
+            if cursor.execute(_DELETE, (entry[0], account_id, device_id)).rowcount:
+                found += 1
+            else:  # not in the log after all (moved by another program): in the queue?
+                stored.append(guid)
         if stored:
             found += self._acknowledge_stored(account_id, device_id, stored, cursor,
                                               sizes=sizes)
@@ -289,7 +309,7 @@ class QueueLog:
         expired = cursor.execute("SELECT id, account_id, device_id, seq FROM queue_log "
                                  "WHERE expires_at < ?", (now,)).fetchall()
         for row_id, account_id, device_id, seq in expired:
-            cursor.execute(_DELETE, (row_id,))
+            cursor.execute(_DELETE, (row_id, account_id, device_id))
             key = (account_id, int(device_id))
             entry = self._entries.get(key, {}).get(int(seq))
             if entry is not None and entry[0] == row_id:
@@ -309,7 +329,8 @@ class QueueLog:
         ones: called between transactions)."""
         if self._stale:
             self._read_back(cursor)
-        entries = self._entries.get((account_id, device_id))
+        key = (account_id, device_id)
+        entries = self._entries.get(key)
         if not entries or limit <= 0:
             return []
         seqs = sorted(s for s in entries if s > after_seq)[:limit]
@@ -318,6 +339,10 @@ class QueueLog:
         ids = [entries[s][0] for s in seqs]
         rows = cursor.execute(_READ.format(",".join("?" * len(ids))),
                               (*ids, account_id, device_id)).fetchall()
+        if len(rows) < len(ids) and self._prune(cursor, key):
+            # Rows another connection deleted (the device removed, or re-registered
+            # under the same id) were in the way: read again without them.
+            return self.read(cursor, account_id, device_id, after_seq, limit)
         return [Envelope(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
 
     def queued(self, account_id: str, device_id: int) -> tuple[int, int]:
@@ -364,8 +389,10 @@ class QueueLog:
             self._bytes[key] += size
         entries[seq] = (row_id, guid, size)
         self._order.append((row_id, key, seq))
+        self._changes += 1
 
     def _drop(self, key: Key, seq: int, size: int) -> None:
+        self._changes += 1
         entries = self._entries[key]
         del entries[seq]
         if entries:
@@ -373,6 +400,22 @@ class QueueLog:
         else:
             del self._entries[key]
             del self._bytes[key]
+
+    def _prune(self, cursor: Any, key: Key) -> bool:
+        """Forget the device's entries whose rows are gone (deleted by another
+        connection: ``_delete_device`` on the writer thread or in ``cipherpost-admin``,
+        committed, so gone for good); whether there were any."""
+        entries = self._entries.get(key)
+        if not entries:
+            return False
+        ids = [entry[0] for entry in entries.values()]
+        present = {r[0] for r in cursor.execute(
+            f"SELECT id FROM queue_log WHERE id IN ({','.join('?' * len(ids))}) "  # noqa: S608
+            "AND account_id = ? AND device_id = ?", (*ids, *key)).fetchall()}
+        gone = [(seq, entry[2]) for seq, entry in entries.items() if entry[0] not in present]
+        for seq, size in gone:
+            self._drop(key, seq, size)
+        return bool(gone)
 
     def _read_back(self, cursor: Any) -> None:
         """Memory as the log table holds it now (after a rollback). Sequence numbers
@@ -386,7 +429,7 @@ class QueueLog:
             self._add(key, int(seq), int(row_id), guid, int(size))
             if self._last_seq.get(key, 0) < seq:
                 self._last_seq[key] = int(seq)
-            if self._next_id <= row_id:
+            if self.ready and self._next_id <= row_id:
                 self._next_id = int(row_id) + 1
         self._stale = False
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -119,15 +121,23 @@ def _once_more_if_lost(fn: Callable[Concatenate[Storage, P], R], self: Storage, 
 class Storage:
     """All persistent state of the relay."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, relay: bool = True) -> None:
+        """``relay``: this is the relay process's storage. On SQLite it then queues
+        through the queue log (:mod:`.queue_log`), whose rows only that process knows,
+        and holds a lock that keeps a second relay process off the database file
+        (:class:`RelayRunning`). Any other program (``cipherpost-admin``) passes False:
+        it must neither move nor number the running relay's messages."""
         self.db = db
+        self._relay_lock: int | None = None
+        if relay and db.is_sqlite:
+            self._relay_lock = _lock_relay(db)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="cipherpost-db-writer")
         self._readers = ThreadPoolExecutor(db.reader_threads,
                                            thread_name_prefix="cipherpost-db-reader")
 
         self._loop_db: Any = None
         #: SQLite's queue log (messages before they reach ``messages``, :mod:`.queue_log`)
-        self.queue_log = QueueLog(_acknowledge) if db.is_sqlite else None
+        self.queue_log = QueueLog(_acknowledge) if relay and db.is_sqlite else None
         self._group = GroupCommit(self._writer,
                                   lambda: self._raw(self.db.writer, write=True),
                                   self._loop_connection if db.is_sqlite else None,
@@ -154,6 +164,9 @@ class Storage:
             conn.close()
         for raw in self._raw_connections:
             raw.close()
+        if self._relay_lock is not None:
+            os.close(self._relay_lock)  # releases the lock
+            self._relay_lock = None
 
     def _thread_raw(self, engine: Engine) -> Any:
         """This thread's own DB-API connection to ``engine``."""
@@ -741,6 +754,28 @@ class Storage:
             rows = (conn.execute(delete(attachments).where(
                 attachments.c.expires_at < now).returning(attachments.c.id))).all()
         return [r[0] for r in rows]
+
+
+class RelayRunning(RuntimeError):
+    """Another relay process uses this SQLite database."""
+
+
+def _lock_relay(db: Database) -> int | None:
+    """Hold ``<database>.relay-lock`` (flock, released when the process ends, also by
+    SIGKILL): SQLite serves one relay process, whose memory numbers and tracks the
+    queue log (:mod:`.queue_log`); a second one would hand out the same numbers."""
+    path = db.url.database
+    if not path or path == ":memory:":
+        return None
+    fd = os.open(f"{path}.relay-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RelayRunning(
+            f"another relay process uses {path}: SQLite serves one relay process "
+            "(for several, use PostgreSQL: docs/deploy.md)") from None
+    return fd
 
 
 def _lost(dbapi: Any) -> bool:
