@@ -103,6 +103,38 @@ _ROWS = ("SELECT id, account_id, device_id, seq, guid, length(content) FROM queu
 Entry = tuple[int, str, int]
 
 
+def check_send(cursor: Any, account_id: str, current: Mapping[int, DeviceRow],
+               given: Mapping[int, OutgoingMessage], byte_budget: int,
+               logged: Callable[[int], int]) -> None:
+    """A send's checks against the recipient's ``current`` device rows (those it may
+    write to), with ``logged(device_id)`` bytes queued beside what a row counts.
+
+    Raises:
+        DeviceMismatch, StaleDevices, QueueFull: see ``sql.Storage.enqueue``.
+    """
+    if len(given) != len(current) or given.keys() != current.keys():
+        extra = sorted(set(given) - set(current))
+        # A device without keys (after an identity reset, until it uploads new ones)
+        # cannot be encrypted to, so a sender may leave it out.
+        missing = [d for d in sorted(set(current) - set(given))
+                   if cursor.execute("SELECT 1 FROM signed_prekeys WHERE account_id = ? "
+                                     "AND device_id = ?", (account_id, d)).fetchone()]
+        if missing or extra:
+            raise DeviceMismatch(missing, extra)
+    stale = sorted(d for d, m in given.items() if current[d][0] != m.registration_id)
+    if stale:
+        raise StaleDevices(stale)
+    full = sorted(d for d, m in given.items()
+                  if current[d][1] + logged(d) + len(m.content) > byte_budget)
+    if full:
+        raise QueueFull(full)
+
+
+def nothing_logged(_device_id: int) -> int:
+    """``check_send``'s ``logged`` where every queued byte is on the device rows."""
+    return 0
+
+
 class QueueLog:
     """The log's rows by device, and the counters it keeps for them (see the module)."""
 
@@ -234,29 +266,18 @@ class QueueLog:
             raise UnknownAccount(account_id)
         current = {d: r for d, r in rows.items() if d != exclude_device}
         given = {m.device_id: m for m in outgoing}
-        if len(given) != len(current) or given.keys() != current.keys():
-            extra = sorted(set(given) - set(current))
-            # A device without keys (after an identity reset, until it uploads new ones)
-            # cannot be encrypted to, so a sender may leave it out.
-            missing = [d for d in sorted(set(current) - set(given))
-                       if cursor.execute("SELECT 1 FROM signed_prekeys WHERE account_id = ? "
-                                         "AND device_id = ?", (account_id, d)).fetchone()]
-            if missing or extra:
-                raise DeviceMismatch(missing, extra)
-        stale = sorted(d for d, m in given.items() if current[d][0] != m.registration_id)
-        if stale:
-            raise StaleDevices(stale)
-        full = sorted(d for d, m in given.items()
-                      if current[d][1] + self._bytes.get((account_id, d), 0)
-                      + len(m.content) > byte_budget)
-        if full and any(self._prune(cursor, (account_id, d)) for d in full):
+
+        def logged(device_id: int) -> int:
+            return self._bytes.get((account_id, device_id), 0)
+
+        try:
+            check_send(cursor, account_id, current, given, byte_budget, logged)
+        except QueueFull as refused:
             # Rows another connection deleted (the device removed, or re-registered
             # under the same id) no longer count.
-            full = sorted(d for d, m in given.items()
-                          if current[d][1] + self._bytes.get((account_id, d), 0)
-                          + len(m.content) > byte_budget)
-        if full:
-            raise QueueFull(full)
+            if not any([self._prune(cursor, (account_id, d)) for d in refused.devices]):
+                raise
+            check_send(cursor, account_id, current, given, byte_budget, logged)
         sender_account, sender_device = sender if sender else (None, None)
         expires_at = now + ttl * 1000
         return [(m.device_id, self._append(

@@ -56,15 +56,13 @@ from .models import (
     NewDevice,
     OneTimeKey,
     OutgoingMessage,
-    QueueFull,
     RecipientSuspended,
     SignedKey,
-    StaleDevices,
     TooManyDevices,
     UnknownAccount,
     UsernameTaken,
 )
-from .queue_log import QueueLog
+from .queue_log import QueueLog, check_send, nothing_logged
 from .schema import (
     accounts,
     attachments,
@@ -853,23 +851,10 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     rows = cur.execute(_DEVICES_LOCKED if locking else _DEVICES, (account_id,)).fetchall()
     if not rows:
         raise UnknownAccount(account_id)
-    current = {r[0]: r for r in rows if r[0] != exclude_device}
-    given = {m.device_id: m for m in outgoing}
-    if len(given) != len(current) or given.keys() != current.keys():
-        extra = sorted(set(given) - set(current))
-        # A device without keys (after an identity reset, until it uploads new ones)
-        # cannot be encrypted to, so a sender may leave it out.
-        missing = [d for d in sorted(set(current) - set(given))
-                   if cur.execute("SELECT 1 FROM signed_prekeys WHERE account_id = ? "
-                                  "AND device_id = ?", (account_id, d)).fetchone()]
-        if missing or extra:
-            raise DeviceMismatch(missing, extra)
-    stale = sorted(d for d, m in given.items() if current[d][1] != m.registration_id)
-    if stale:
-        raise StaleDevices(stale)
-    full = sorted(d for d, m in given.items() if current[d][2] + len(m.content) > byte_budget)
-    if full:
-        raise QueueFull(full)
+    current = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows
+               if r[0] != exclude_device}
+    check_send(cur, account_id, current, {m.device_id: m for m in outgoing}, byte_budget,
+               nothing_logged)
     queued = []
     sender_account, sender_device = sender if sender else (None, None)
     expires_at = now + ttl * 1000
@@ -877,7 +862,7 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
         # The row read above is the current one (this transaction holds it, see above):
         # its next number is known without UPDATE ... RETURNING, which costs SQLite
         # twice a plain UPDATE.
-        seq = current[m.device_id][3] + 1
+        seq = current[m.device_id][2] + 1
         guid = envelope_id(seq)
         cur.execute(
             "UPDATE devices SET queued_bytes = queued_bytes + ?, last_seq = ? "
