@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cipherpost.client import Client, sealed
 
-from ..client.conftest import Devices, ThreadedRelay
+from ..client.conftest import Devices, ThreadedRelay, relay_queue
 from .browsing import (
     ARTIFACTS,
     Browser,
@@ -31,9 +31,7 @@ SEALED = sealed.SEALED_TYPE
 def _queued(tmp_path: Path, account: str) -> list[tuple[str | None, int | None, int, int]]:
     """(sender account, sender device, type, client timestamp) of each envelope the relay
     holds for ``account``, as stored."""
-    with _db(tmp_path) as db:
-        return db.execute("SELECT sender_account_id, sender_device_id, type, client_timestamp "
-                          "FROM messages WHERE account_id = ? ORDER BY seq", (account,)).fetchall()
+    return relay_queue(tmp_path / "relay" / "relay.db", account)
 
 
 def test_browser_and_sdk_user_send_each_other_sealed_messages(

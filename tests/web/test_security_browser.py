@@ -24,7 +24,7 @@ from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.server import key_chain, totp
 from cipherpost.server.storage.schema import metadata
 
-from ..client.conftest import Devices, ThreadedRelay
+from ..client.conftest import Devices, ThreadedRelay, relay_queue
 from .browsing import (
     ARTIFACTS,
     PASSWORD,
@@ -569,9 +569,7 @@ def test_a_refused_sealed_message_shows_on_the_security_page(
 
 
 def _queued(tmp_path: Path, account: str) -> int:
-    with relay_db(tmp_path) as db:
-        return int(db.execute("SELECT count(*) FROM messages WHERE account_id = ?",
-                              (account,)).fetchone()[0])
+    return len(relay_queue(tmp_path / "relay" / "relay.db", account))
 
 
 def test_recovering_an_account_with_a_second_factor_asks_for_the_code(
