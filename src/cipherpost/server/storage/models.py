@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class Envelope(NamedTuple):
 
 class Refusal(Exception):
     """A write refused before anything was written (so a group commit goes on)."""
+
+
+def envelope_of(row: Sequence[Any]) -> Envelope:
+    """An envelope from a row of (seq, guid, sender_account_id, sender_device_id, type,
+    content, client_timestamp, server_timestamp), as the queue reads select them."""
+    return Envelope(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6], row[7])
 
 
 class UnknownAccount(Refusal, LookupError):

@@ -53,6 +53,7 @@ from .models import (
     QueueFull,
     StaleDevices,
     UnknownAccount,
+    envelope_of,
 )
 
 log = logging.getLogger("cipherpost.server")
@@ -67,6 +68,7 @@ FOLD_INTERVAL = 1.0
 MARK_INTERVAL = 0.25
 
 Key = tuple[str, int]
+#: A queued message: its destination device and the envelope it is delivered as.
 Queued = tuple[int, Envelope]
 #: A device row as read: (registration_id, queued_bytes, last_seq).
 DeviceRow = tuple[int, int, int]
@@ -93,8 +95,9 @@ _DELETE = "DELETE FROM queue_log WHERE id = ? AND account_id = ? AND device_id =
 _READ = ("SELECT seq, guid, sender_account_id, sender_device_id, type, content, "
          "client_timestamp, server_timestamp FROM queue_log WHERE id IN ({}) "
          "AND account_id = ? AND device_id = ? ORDER BY id")
-_DEVICES = ("SELECT device_id, registration_id, queued_bytes, last_seq FROM devices "
-            "WHERE account_id = ? ORDER BY device_id")
+#: An account's device rows, in device order (the send checks' ``current``).
+DEVICES = ("SELECT device_id, registration_id, queued_bytes, last_seq FROM devices "
+           "WHERE account_id = ? ORDER BY device_id")
 _ROWS = ("SELECT id, account_id, device_id, seq, guid, length(content) FROM queue_log "
          "ORDER BY id")
 
@@ -364,7 +367,7 @@ class QueueLog:
             # Rows another connection deleted (the device removed, or re-registered
             # under the same id) were in the way: read again without them.
             return self.read(cursor, account_id, device_id, after_seq, limit)
-        return [Envelope(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+        return [envelope_of(r) for r in rows]
 
     def queued(self, account_id: str, device_id: int) -> tuple[int, int]:
         """Messages and bytes of the device in the log, as this process knows them."""
@@ -377,7 +380,7 @@ class QueueLog:
         rows = self._devices.get(account_id)
         if rows is None:
             rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3]))
-                    for r in cursor.execute(_DEVICES, (account_id,)).fetchall()}
+                    for r in cursor.execute(DEVICES, (account_id,)).fetchall()}
             if len(self._devices) >= 100_000:
                 self._devices.clear()
             self._devices[account_id] = rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -88,20 +90,27 @@ one_time_prekeys = Table(
 #: ROWID), nothing else. ``guid`` is the envelope id; ids made since 0008 carry ``seq``
 #: (:mod:`.envelope_ids`), so an acknowledgement needs no index on it. Expiry reads each
 #: device's oldest message (``sql.Storage.expire``), so ``expires_at`` needs none either.
+def _envelope_columns() -> list[Column[Any]]:
+    """A queued message's columns after its key (``messages`` and ``queue_log``)."""
+    return [
+        Column("guid", String(36), nullable=False),
+        Column("sender_account_id", String(36), nullable=True),
+        Column("sender_device_id", Integer, nullable=True),
+        Column("type", Integer, nullable=False),
+        Column("content", LargeBinary, nullable=False),
+        Column("client_timestamp", BigInteger, nullable=False),
+        Column("server_timestamp", BigInteger, nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+    ]
+
+
 messages = Table(
     "messages", metadata,
     Column("account_id", String(36), primary_key=True),
     Column("device_id", Integer, primary_key=True),
     #: Per device: 1, 2, 3, ... in commit order, never reused (see ``devices.last_seq``).
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("guid", String(36), nullable=False),
-    Column("sender_account_id", String(36), nullable=True),
-    Column("sender_device_id", Integer, nullable=True),
-    Column("type", Integer, nullable=False),
-    Column("content", LargeBinary, nullable=False),
-    Column("client_timestamp", BigInteger, nullable=False),
-    Column("server_timestamp", BigInteger, nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
+    *_envelope_columns(),
     sqlite_with_rowid=False,
 )
 
@@ -117,14 +126,7 @@ queue_log = Table(
     Column("account_id", String(36), nullable=False),
     Column("device_id", Integer, nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("guid", String(36), nullable=False),
-    Column("sender_account_id", String(36), nullable=True),
-    Column("sender_device_id", Integer, nullable=True),
-    Column("type", Integer, nullable=False),
-    Column("content", LargeBinary, nullable=False),
-    Column("client_timestamp", BigInteger, nullable=False),
-    Column("server_timestamp", BigInteger, nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
+    *_envelope_columns(),
 )
 
 link_codes = Table(

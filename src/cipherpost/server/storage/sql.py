@@ -61,8 +61,10 @@ from .models import (
     TooManyDevices,
     UnknownAccount,
     UsernameTaken,
+    envelope_of,
 )
-from .queue_log import QueueLog, check_send, nothing_logged
+from .queue_log import DEVICES, QueueLog, check_send, nothing_logged
+from .queue_log import Queued as Queued  # re-exported: the api modules import it from here
 from .schema import (
     accounts,
     attachments,
@@ -76,8 +78,6 @@ from .schema import (
     signed_prekeys,
 )
 
-#: A queued message: its destination device and the envelope it is delivered as.
-Queued = tuple[int, Envelope]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -880,8 +880,7 @@ def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
     return queued
 
 
-_DEVICES = ("SELECT device_id, registration_id, queued_bytes, last_seq FROM devices "
-            "WHERE account_id = ? ORDER BY device_id")
+_DEVICES = DEVICES
 #: PostgreSQL's form; SQLite has no FOR UPDATE (its writer holds the whole database).
 _DEVICES_LOCKED = _DEVICES + " FOR UPDATE"
 
@@ -1004,4 +1003,4 @@ def _fetch(db: Any, account_id: str, device_id: int, after_seq: int,
         "client_timestamp, server_timestamp FROM messages WHERE account_id = ? "
         "AND device_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         (account_id, device_id, after_seq, limit)).fetchall()
-    return [Envelope(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+    return [envelope_of(r) for r in rows]
