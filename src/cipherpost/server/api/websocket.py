@@ -32,7 +32,7 @@ from ..errors import ApiError
 from ..relay import Relay
 from ..storage.models import Envelope
 from ..storage.sql import Queued
-from ..ws_protocol import RelayWebSocketProtocol
+from ..ws_protocol import BROKEN, RelayWebSocketProtocol
 from .deps import b64
 from .messages import refusal, storable_ids, submit_send
 from .schemas import SendIn
@@ -103,8 +103,9 @@ class Session:
     """One device's live connection: what it has been pushed, what it still needs."""
 
     __slots__ = ("_catching_up", "_draining", "_flushing", "_frames", "_held", "_outstanding",
-                 "_protocol", "_room", "_send", "account_id", "batch", "behind", "close_code",
-                 "closed", "cursor", "device", "device_id", "envelopes", "in_flight", "relay")
+                 "_protocol", "_room", "_send", "_taking_held", "account_id", "batch", "behind",
+                 "close_code", "closed", "cursor", "device", "device_id", "envelopes",
+                 "in_flight", "relay")
 
     def __init__(self, relay: Relay, device: DeviceIdentity, send: Send, batch: bool) -> None:
         self.relay = relay
@@ -132,6 +133,8 @@ class Session:
         self._catching_up: asyncio.Task[None] | None = None
         self._outstanding = 0  # sends and acks waiting for their commit
         self._room: asyncio.Future[None] | None = None
+        #: the socket's protocol hands on no frames until the pipeline has room
+        self._taking_held = False
         self.close_code = 1000
         self.closed = False
 
@@ -280,44 +283,71 @@ class Session:
 
     async def read(self, receive: Receive) -> bool:
         """Handle the device's frames until it breaks the protocol, is closed, or
-        disconnects (then return True)."""
+        disconnects (then return True). Under ``cipherpost-server`` the frames come by
+        :meth:`_take` instead, straight from the socket's protocol (:mod:`..ws_protocol`),
+        and ``receive`` only says when the connection ends."""
+        protocol = self._protocol
         while not self.closed:
+            if protocol is not None and not protocol.taking:
+                protocol.take_frames(self._take)
             message = await receive()
-            if message["type"] != "websocket.receive":
-                return True
+            kind: str = message["type"]
+            if kind != "websocket.receive":
+                return kind != BROKEN
             text = message.get("text")
             if text is None:
                 self.close_code = 1003
                 return False
-            if len(text) > MAX_FRAME:
-                self.close_code = 1009
-                return False
-            try:
-                frame = orjson.loads(text)
-                kind = frame.get("type")
-                if kind == "send":
-                    # Acks may ride on a send (``ack``: ids, never confirmed), which
-                    # spares a frame each way's parsing when a device both receives
-                    # and sends; they are taken as if in an ``ack`` frame before it.
-                    carried = frame.get("ack")
-                    if carried is not None:
-                        self._handle_ack(_ids(carried), False)
-                    self._handle_send(frame)
-                elif kind == "ack":
-                    ids = _ids(frame["ids"])
-                    confirm = frame.get("confirm", False)
-                    if not isinstance(confirm, bool):
-                        raise ValueError
-                    self._handle_ack(ids, confirm or not self.batch)
-                else:
-                    raise ValueError
-            except (ValueError, TypeError, AttributeError, KeyError):
-                self.close_code = 1003
+            if not self._frame(text):
                 return False
             if self._outstanding >= PIPELINE:
                 self._room = asyncio.get_running_loop().create_future()
                 await self._room
         return False
+
+    def _take(self, payload: bytes) -> bool:
+        """A text frame handed on by the socket's protocol; False: hand on no more until
+        commits free the pipeline (reading pauses meanwhile)."""
+        if self.closed:  # being closed: what the device still sends is dropped
+            return True
+        if not self._frame(payload):
+            assert self._protocol is not None
+            self._protocol.stop_taking(broken=True)
+            return True
+        if self._outstanding >= PIPELINE:
+            self._taking_held = True
+            return False
+        return True
+
+    def _frame(self, text: str | bytes) -> bool:
+        """Handle one text frame; False (with ``close_code`` set) if it breaks the
+        protocol."""
+        if len(text) > MAX_FRAME and (isinstance(text, str) or _chars(text) > MAX_FRAME):
+            self.close_code = 1009
+            return False
+        try:
+            frame = orjson.loads(text)
+            kind = frame.get("type")
+            if kind == "send":
+                # Acks may ride on a send (``ack``: ids, never confirmed), which spares a
+                # frame each way's parsing when a device both receives and sends; they
+                # are taken as if in an ``ack`` frame before it.
+                carried = frame.get("ack")
+                if carried is not None:
+                    self._handle_ack(_ids(carried), False)
+                self._handle_send(frame)
+            elif kind == "ack":
+                ids = _ids(frame["ids"])
+                confirm = frame.get("confirm", False)
+                if not isinstance(confirm, bool):
+                    raise ValueError
+                self._handle_ack(ids, confirm or not self.batch)
+            else:
+                raise ValueError
+        except (ValueError, TypeError, AttributeError, KeyError):
+            self.close_code = 1007 if _chars(text) < 0 else 1003
+            return False
+        return True
 
     def _handle_send(self, frame: dict[str, Any]) -> None:
         """A ``send`` frame: the same request and answers as ``PUT /v1/messages/{account}``,
@@ -381,10 +411,17 @@ class Session:
 
     def _settle(self) -> None:
         self._outstanding -= 1
-        if self._room is not None and self._outstanding < PIPELINE:
-            if not self._room.done():
-                self._room.set_result(None)
-            self._room = None
+        if self._outstanding < PIPELINE:
+            if self._room is not None:
+                if not self._room.done():
+                    self._room.set_result(None)
+                self._room = None
+            if self._taking_held:
+                self._taking_held = False
+                assert self._protocol is not None
+                # After the commit's callbacks: frames handed on now would join the
+                # batch being reported.
+                asyncio.get_running_loop().call_soon(self._protocol.resume_taking)
 
     async def close(self, *, send_close: bool) -> None:
         """End the connection: stop its tasks, send the close frame if still due."""
@@ -400,10 +437,23 @@ class Session:
             kicked = False
         if self._room is not None and not self._room.done():
             self._room.cancel()
+        if self._protocol is not None:
+            self._protocol.stop_taking()
         # A kicked connection's close frame is sent by its drain task, unless cut short.
         if send_close and (not kicked or draining is not None):
             with contextlib.suppress(Exception):
                 await self._send({"type": "websocket.close", "code": self.close_code})
+
+
+def _chars(text: str | bytes) -> int:
+    """The characters of a text frame's payload; -1 if it is not UTF-8 (close code 1007,
+    as websockets answers such a frame)."""
+    if isinstance(text, str):
+        return len(text)
+    try:
+        return len(text.decode())
+    except UnicodeDecodeError:
+        return -1
 
 
 def _seq(envelope: Envelope) -> int:
