@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from ..auth import DeviceIdentity
 from ..errors import ApiError, not_found
 from ..relay import Relay
+from ..storage.group import Done, Resolve
 from ..storage.models import (
     DeviceMismatch,
     Envelope,
@@ -48,14 +49,16 @@ def storable_ids(ids: Iterable[str]) -> list[str]:
 
 
 def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp: int,
-                messages: Sequence[tuple[int, int, int, str]]) -> asyncio.Future[list[Queued]]:
-    """Check a send request and hand it to the next group commit. ``messages`` are
-    ``(device_id, registration_id, type, base64 content)``, already checked for range.
-    On commit the envelopes go straight to their devices' live connections.
+                messages: Sequence[tuple[int, int, int, str]], done: Done) -> None:
+    """Check a send request and hand it to the next group commit; its outcome goes to
+    ``done`` (``(True, queued)`` once durable, or ``(False, exception)``: see
+    :func:`refusal`), never before this returns. ``messages`` are ``(device_id,
+    registration_id, type, base64 content)``, already checked for range. On commit the
+    envelopes go straight to their devices' live connections.
 
     Raises:
         ApiError: malformed, an account id no account can have (404, as for an unknown
-            one), or rate limited (the future raises that too when the limit is shared
+            one), or rate limited (told to ``done`` instead when the limit is shared
             through Redis: one device's sends still queue in order).
     """
     if not storable(account_id):
@@ -63,55 +66,42 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
     limit = relay.settings.max_message_bytes
     outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
                 for d, r, t, c in messages]
-    if len({m.device_id for m in outgoing}) != len(outgoing):
+    if len(outgoing) > 1 and len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
     own = account_id == device.account_id
+    settings = relay.settings
     enqueue = functools.partial(
-        relay.storage.enqueue, account_id, outgoing,
+        relay.storage.enqueue_then, done, account_id, outgoing,
         sender=(device.account_id, device.device_id),
         exclude_device=device.device_id if own else None,
-        client_timestamp=timestamp, now=relay.now_ms(), ttl=relay.settings.message_ttl,
-        byte_budget=relay.settings.queue_byte_budget,
+        client_timestamp=timestamp, now=relay.now_ms(), ttl=settings.message_ttl,
+        byte_budget=settings.queue_byte_budget,
         on_commit=functools.partial(_deliver, relay, account_id))
     allowed = relay.limit_nowait("messages", f"{device.account_id}>{account_id}")
     if allowed is None:
-        return enqueue()
-    return _after(allowed, enqueue)
+        enqueue()
+    else:
+        _after(allowed, enqueue, done)
 
 
-def _after(allowed: asyncio.Future[None],
-           enqueue: Callable[[], asyncio.Future[list[Queued]]]) -> asyncio.Future[list[Queued]]:
-    """``enqueue()`` once ``allowed`` resolves (in the order of the decisions), as one
-    future; nothing is queued if ``allowed`` raises or the caller gave up meanwhile."""
-    result: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
-
-    def copy(queued: asyncio.Future[list[Queued]]) -> None:
-        if queued.cancelled():
-            result.cancel()
-            return
-        exc = queued.exception()
-        if not result.done():
-            if exc is None:
-                result.set_result(queued.result())
-            else:
-                result.set_exception(exc)
+def _after(allowed: asyncio.Future[None], enqueue: Callable[[], None], done: Done) -> None:
+    """``enqueue()`` once ``allowed`` resolves (in the order of the decisions); nothing
+    is queued if ``allowed`` raises, or if the caller gave up meanwhile (the future
+    ``done`` settles was cancelled)."""
 
     def decided(check: asyncio.Future[None]) -> None:
-        exc = check.exception() if not check.cancelled() else asyncio.CancelledError()
-        if result.done():
+        if isinstance(done, Resolve) and done.future.cancelled():
             return
+        exc = check.exception() if not check.cancelled() else asyncio.CancelledError()
         if exc is not None:
-            result.set_exception(exc)
+            done(False, exc)
             return
         try:
-            queued = enqueue()
+            enqueue()
         except Exception as error:
-            result.set_exception(error)
-            return
-        queued.add_done_callback(copy)
+            done(False, error)
 
     allowed.add_done_callback(decided)
-    return result
 
 
 def _deliver(relay: Relay, account_id: str, queued: list[Queued]) -> None:
@@ -149,8 +139,10 @@ async def queue_messages(relay: Relay, device: DeviceIdentity, account_id: str,
     Raises:
         ApiError: rate limited, malformed, unknown account, 409, 410 or 507.
     """
-    future = submit_send(relay, device, account_id, body.timestamp, [
-        (m.device_id, m.registration_id, m.type, m.content) for m in body.messages])
+    future: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
+    submit_send(relay, device, account_id, body.timestamp, [
+        (m.device_id, m.registration_id, m.type, m.content) for m in body.messages],
+        Resolve(future))
     try:
         return len(await future)
     except Exception as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -31,7 +32,6 @@ from ..auth import DeviceIdentity, authenticate
 from ..errors import ApiError
 from ..relay import Relay
 from ..storage.models import Envelope
-from ..storage.sql import Queued
 from ..ws_protocol import BROKEN, RelayWebSocketProtocol
 from .deps import b64
 from .messages import refusal, storable_ids, submit_send
@@ -360,23 +360,22 @@ class Session:
             if not isinstance(account_id, str):
                 raise ApiError(400, "invalid_request", "account_id must be a string")
             timestamp, messages = _send_fields(frame)
-            future = submit_send(self.relay, self.device, account_id, timestamp, messages)
+            submit_send(self.relay, self.device, account_id, timestamp, messages,
+                        functools.partial(self._sent, request_id))
         except ApiError as exc:
             self._emit({"type": "sent", "id": request_id, "status": exc.status, **exc.body()})
             return
         self._outstanding += 1
-        future.add_done_callback(lambda f: self._sent(request_id, f))
 
-    def _sent(self, request_id: str | int, future: asyncio.Future[list[Queued]]) -> None:
+    def _sent(self, request_id: str | int, ok: bool, value: Any) -> None:
         self._settle()
-        exc = future.exception()
-        if exc is None:
+        if ok:
             self._emit({"type": "sent", "id": request_id, "status": 200,
-                        "queued": len(future.result())})
+                        "queued": len(value)})
             return
-        error = refusal(exc)
+        error = refusal(value)
         if error is None:
-            log.error("a send failed", exc_info=exc)
+            log.error("a send failed", exc_info=value)
             error = ApiError(500, "internal_error", "internal error")
         self._emit({"type": "sent", "id": request_id, "status": error.status, **error.body()})
 
@@ -389,19 +388,18 @@ class Session:
         # callbacks) while the writer thread reads the copy.
         in_flight = self.in_flight
         sizes = {g: in_flight[g] for g in guids if g in in_flight}
-        future = self.relay.storage.acknowledge(self.account_id, self.device_id, guids,
-                                                lazy=not confirm, sizes=sizes)
+        self.relay.storage.acknowledge_then(
+            functools.partial(self._acked, ids, confirm), self.account_id, self.device_id,
+            guids, lazy=not confirm, sizes=sizes)
         self._outstanding += 1
-        future.add_done_callback(lambda f: self._acked(ids, confirm, f))
 
-    def _acked(self, ids: list[str], confirm: bool, future: asyncio.Future[int]) -> None:
+    def _acked(self, ids: list[str], confirm: bool, ok: bool, value: Any) -> None:
         self._settle()
-        exc = future.exception()
-        if exc is not None:
-            log.error("an acknowledgement failed", exc_info=exc)
+        if not ok:
+            log.error("an acknowledgement failed", exc_info=value)
             self.kick(1011)
             return
-        self.relay.metrics.messages_delivered.inc(future.result())
+        self.relay.metrics.messages_delivered.inc(value)
         in_flight = self.in_flight
         for guid in ids:
             in_flight.pop(guid, None)

@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from . import admin, audit, pg_batch
 from .engine import Database
 from .envelope_ids import envelope_id, seq_of
-from .group import GroupCommit
+from .group import Done, GroupCommit, Resolve
 from .models import (
     Account,
     Bundle,
@@ -595,15 +595,26 @@ class Storage:
             QueueFull: a destination queue is over its byte budget.
             RecipientSuspended: the account is suspended (as of ``refresh_suspended``).
         """
+        future: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
+        self.enqueue_then(Resolve(future), account_id, outgoing, sender=sender,
+                          exclude_device=exclude_device, client_timestamp=client_timestamp,
+                          now=now, ttl=ttl, byte_budget=byte_budget, on_commit=on_commit)
+        return future
+
+    def enqueue_then(self, done: Done, account_id: str, outgoing: Sequence[OutgoingMessage],
+                     *, sender: tuple[str, int] | None, exclude_device: int | None,
+                     client_timestamp: int, now: int, ttl: int, byte_budget: int,
+                     on_commit: Callable[[list[Queued]], None] | None = None) -> None:
+        """:meth:`enqueue` with its outcome told to ``done`` (``group.Done``), on a later
+        turn of the event loop than this call's."""
         if account_id in self.suspended:
-            refused: asyncio.Future[list[Queued]] = asyncio.get_running_loop().create_future()
-            refused.set_exception(RecipientSuspended(account_id))
-            return refused
+            asyncio.get_running_loop().call_soon(done, False, RecipientSuspended(account_id))
+            return
         plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
                                 client_timestamp, now, ttl, byte_budget)
         op = _enqueue if self.queue_log is None else self.queue_log.enqueue
-        return self._group.submit(functools.partial(op, *plan), on_commit,
-                                  lock_order=(account_id, 0), plan=plan)
+        self._group.submit_then(done, functools.partial(op, *plan), on_commit,
+                                lock_order=(account_id, 0), plan=plan)
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
                     limit: int) -> list[Envelope]:
@@ -649,10 +660,19 @@ class Storage:
         wait a little for a commit to share (``group.LAZY_WINDOW``). ``sizes``: the
         content length of messages the caller pushed, by id (a connection knows them),
         so that SQLite need not read them back (see ``_delete_known``)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.acknowledge_then(Resolve(future), account_id, device_id, guids, lazy=lazy,
+                              sizes=sizes)
+        return future
+
+    def acknowledge_then(self, done: Done, account_id: str, device_id: int,
+                         guids: Iterable[str], *, lazy: bool = False,
+                         sizes: Mapping[str, int] | None = None) -> None:
+        """:meth:`acknowledge` with its outcome told to ``done`` (``group.Done``)."""
         plan = pg_batch.Acknowledge(account_id, device_id, list(guids))
         op = _acknowledge if self.queue_log is None else self.queue_log.acknowledge
-        return self._group.submit(functools.partial(op, *plan, sizes=sizes),
-                                  lock_order=(account_id, device_id), plan=plan, lazy=lazy)
+        self._group.submit_then(done, functools.partial(op, *plan, sizes=sizes),
+                                lock_order=(account_id, device_id), plan=plan, lazy=lazy)
 
     def queue_notice(self, account_id: str, kind: int, content: bytes, now: int, ttl: int,
                      exclude_device: int | None) -> asyncio.Future[list[Queued]]:
