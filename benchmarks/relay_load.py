@@ -207,6 +207,26 @@ uvloop.run(main())
 '''
 
 
+#: The relay under cProfile, its profile written when SIGTERM stops it (``python -m
+#: cProfile`` writes none: uvicorn raises the signal again after its shutdown, which then
+#: ends the process before cProfile's own exit).
+PROFILED_RELAY = r'''
+import cProfile, runpy, signal, sys
+def stop(*_):
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, stop)
+path = sys.argv[1]
+sys.argv = ["cipherpost-server", *sys.argv[2:]]
+profile = cProfile.Profile()
+try:
+    profile.runcall(runpy.run_module, "cipherpost.server", run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats(path)
+'''
+
+
 @dataclass
 class Server:
     #: "bare", "cipherpost" (on SQLite), "postgresql" (cipherpost on it) or "scale-out"
@@ -268,7 +288,7 @@ def start_server(kind: str, devices: int, workdir: Path) -> Server:
         command = [sys.executable, "-m", "cipherpost.server", "--port", str(at)]
         profile = os.environ.get("RELAY_PROFILE")  # e.g. "cprofile:/tmp/relay.prof"
         if profile and profile.startswith("cprofile:") and at == port:
-            command[1:1] = ["-m", "cProfile", "-o", profile.split(":", 1)[1]]
+            command[1:3] = ["-c", PROFILED_RELAY, profile.split(":", 1)[1]]
         procs.append(subprocess.Popen(command, env=env,
                                       preexec_fn=lambda: raise_fd_limit(limit)))
     for at, proc in zip(ports, procs, strict=True):
