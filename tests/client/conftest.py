@@ -23,6 +23,9 @@ from cipherpost.server import Settings, create_app
 
 from ..server.process import free_port
 
+#: The relays running in this process, by database file (see :func:`relay_queue`).
+_RUNNING: dict[Path, ThreadedRelay] = {}
+
 
 class ThreadedRelay:
     """The relay served by uvicorn on 127.0.0.1 in a background thread."""
@@ -30,17 +33,26 @@ class ThreadedRelay:
     def __init__(self, workdir: Path, *, port: int | None = None, **overrides: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.database = (workdir / "relay.db").resolve()
         settings = Settings(**{"database_url": f"sqlite:///{workdir}/relay.db",
                                "attachment_dir": str(workdir / "blobs"),
                                "rate_register_per_ip": "1000/100",
                                "rate_prekey_fetch_per_account": "1000/100",
                                "rate_messages_per_pair": "10000/1000", **overrides})
         self.settings = settings
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                 log_level="warning", ws="websockets-sansio",
                                 ws_per_message_deflate=False, lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        # As uvicorn.Server.run, keeping the loop for settle().
+        with asyncio.Runner(loop_factory=self.server.config.get_loop_factory()) as runner:
+            self.loop = runner.get_loop()
+            runner.run(self.server.serve())
 
     def start(self) -> None:
         self.thread.start()
@@ -49,8 +61,17 @@ class ThreadedRelay:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("relay did not start")
             time.sleep(0.02)
+        _RUNNING[self.database] = self
+
+    def settle(self) -> None:
+        """Wait until every write the relay took so far is committed, acknowledgements
+        it deletes a moment later (server/storage/queue_log.py) included."""
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self.app.state.relay.storage.flush(),
+                                         self.loop).result(timeout=30)
 
     def stop(self) -> None:
+        _RUNNING.pop(self.database, None)
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -127,8 +148,13 @@ def cheap_store_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 def relay_queue(database: Path, account_id: str) -> list[tuple[str | None, int | None, int, int]]:
     """(sender account, sender device, type, client timestamp) of each envelope the relay
     at ``database`` holds for the account, as stored: in the per-device queues or still in
-    the queue log (server/storage/queue_log.py), in queue order."""
+    the queue log (server/storage/queue_log.py), in queue order. A relay running in this
+    process on that database first commits what it took, so that what its devices
+    acknowledged is gone."""
     columns = "sender_account_id, sender_device_id, type, client_timestamp, seq, device_id"
+    relay = _RUNNING.get(Path(database).resolve())
+    if relay is not None:  # acknowledged messages are deleted first
+        relay.settle()
     with sqlite3.connect(database) as db:
         return [row[:4] for row in db.execute(
             f"SELECT {columns} FROM messages WHERE account_id = ? UNION ALL "

@@ -455,3 +455,123 @@ def test_a_refusal_in_the_one_by_one_retry_reads_nothing_back(
         assert len(reads) == 1
 
     _run(path, body)
+
+
+# -- acknowledgements nobody waits for (Storage.acknowledge_later, QueueLog.forget) ---------
+
+
+def _log_seqs(path: Path) -> list[int]:
+    return [seq for (seq,) in _rows(path, "SELECT seq FROM queue_log ORDER BY id")]
+
+
+def test_a_lazy_acknowledgement_leaves_memory_at_once_and_the_table_within_the_hold(
+        tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    clock = Clock()
+
+    async def body(_db: Database, storage: Storage) -> None:
+        assert storage.queue_log is not None
+        await _accounts(storage)
+        sent = [e for content in (b"a", b"b", b"c") for _, e in await _send(storage, content)]
+        unknown = "ffffffff-ffff-4fff-8fff-ffffffffffff"
+        rest = storage.acknowledge_later(BOB, 1, [sent[0].guid, sent[1].guid, unknown])
+        assert rest == [unknown]  # not in the log: for acknowledge_then
+        # Gone from what the relay reads and counts, still in the table.
+        assert [e.guid for e in await storage.fetch(BOB, 1, 0, 10)] == [sent[2].guid]
+        assert storage.queue_log.queued(BOB, 1) == (1, 1)
+        assert _log_seqs(path) == [1, 2, 3]
+        # A send's transaction before the hold is over leaves them; one after deletes them.
+        await _send(storage, b"d")
+        assert _log_seqs(path) == [1, 2, 3, 4]
+        clock.now += queue_log.DELETE_HOLD
+        await _send(storage, b"e")
+        assert _log_seqs(path) == [3, 4, 5]
+        # Acknowledged again (the device did not hear of the first): nothing to do.
+        assert storage.acknowledge_later(BOB, 1, [sent[0].guid]) == [sent[0].guid]
+        assert await storage.acknowledge(BOB, 1, [sent[0].guid]) == 0
+
+    _run(path, body, clock)
+
+
+def test_with_no_send_a_transaction_comes_for_the_waiting_deletions(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+
+    async def body(_db: Database, storage: Storage) -> None:
+        await _accounts(storage)
+        (_, envelope), = await _send(storage, b"a")
+        assert storage.acknowledge_later(BOB, 1, [envelope.guid]) == []
+        assert _log_seqs(path) == [1]
+        await asyncio.sleep(queue_log.DELETE_HOLD + 0.2)  # the hold, then a lazy commit
+        assert _log_seqs(path) == []
+
+    _run(path, body)
+
+
+def test_flush_runs_the_waiting_deletions_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    clock = Clock()
+
+    async def body(_db: Database, storage: Storage) -> None:
+        await _accounts(storage)
+        (_, envelope), = await _send(storage, b"a")
+        storage.acknowledge_later(BOB, 1, [envelope.guid])
+        await storage.flush()
+        assert _log_seqs(path) == []
+
+    _run(path, body, clock)
+
+
+def test_acknowledged_rows_waiting_for_deletion_never_move_or_come_back(
+        tmp_path: Path) -> None:
+    """A move of the log (periodic, or whole at shutdown) deletes them first; a
+    rolled-back transaction that had deleted them leaves them waiting, and reading the
+    log back after it does not bring them back into memory."""
+    path = tmp_path / "relay.db"
+    clock = Clock()
+
+    async def body(_db: Database, storage: Storage) -> None:
+        assert storage.queue_log is not None
+        await _accounts(storage)
+        sent = [e for content in (b"a", b"b", b"c") for _, e in await _send(storage, content)]
+        storage.acknowledge_later(BOB, 1, [sent[0].guid])
+
+        # Deleted in a batch that fails and is run again one operation at a time: the
+        # first transaction's deletion was rolled back with it, the second one's commits.
+        def fails(_cursor: Any) -> None:
+            raise RuntimeError("boom")
+
+        clock.now += queue_log.DELETE_HOLD
+        failing = storage._group.submit(fails)
+        with pytest.raises(RuntimeError):
+            await failing
+        assert _log_seqs(path) == [2, 3]
+        assert storage.queue_log.queued(BOB, 1) == (2, 2)
+
+        # The deletion itself fails: the send beside it is not refused for it, and the
+        # deletion waits a hold for its next try, the row still out of memory.
+        storage.acknowledge_later(BOB, 1, [sent[1].guid])
+        clock.now += queue_log.DELETE_HOLD
+        blocker = sqlite3.connect(path)
+        blocker.execute("CREATE TRIGGER no_deletes BEFORE DELETE ON queue_log "
+                        "BEGIN SELECT RAISE(ABORT, 'no'); END")
+        blocker.commit()
+        (_, fourth), = await _send(storage, b"d")
+        assert _log_seqs(path) == [2, 3, 4]
+        assert [e.seq for e in await storage.fetch(BOB, 1, 0, 10)] == [3, 4]
+        blocker.execute("DROP TRIGGER no_deletes")
+        blocker.commit()
+        blocker.close()
+        await _send(storage, b"e")
+        assert _log_seqs(path) == [2, 3, 4, 5]  # not yet: a hold after the failure
+        clock.now += queue_log.DELETE_HOLD
+        await _send(storage, b"f")
+        assert _log_seqs(path) == [3, 4, 5, 6]
+        storage.acknowledge_later(BOB, 1, [fourth.guid])
+
+        # The move at shutdown deletes what waits before it moves the rest.
+        storage.acknowledge_later(BOB, 1, [sent[2].guid])
+        assert await storage.move_queue_log(everything=True) == 2
+        assert _rows(path, "SELECT seq FROM messages ORDER BY seq") == [(5,), (6,)]
+        assert _log_seqs(path) == []
+
+    _run(path, body, clock)

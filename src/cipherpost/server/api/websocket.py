@@ -384,9 +384,24 @@ class Session:
         # Applied even if the socket closes before the commit. One the device does not
         # wait for shares a later commit (a crash before it only delivers it again).
         guids = storable_ids(ids)
+        in_flight = self.in_flight
+        if not confirm:
+            # Taken at once where the storage can (SQLite's queue log: the rows go in a
+            # later transaction), which frees the window at once too.
+            rest = self.relay.storage.acknowledge_later(self.account_id, self.device_id,
+                                                        guids)
+            if len(rest) != len(guids):
+                self.relay.metrics.messages_delivered.inc(len(guids) - len(rest))
+                kept = set(rest)
+                for guid in guids:
+                    if guid not in kept:
+                        in_flight.pop(guid, None)
+                self.catch_up()
+            if not rest:
+                return
+            guids = rest
         # A copy taken here: the live dict changes on this loop (pushes, earlier acks'
         # callbacks) while the writer thread reads the copy.
-        in_flight = self.in_flight
         sizes = {g: in_flight[g] for g in guids if g in in_flight}
         self.relay.storage.acknowledge_then(
             functools.partial(self._acked, ids, confirm), self.account_id, self.device_id,

@@ -194,6 +194,11 @@ class GroupCommit:
         """Commit everything submitted so far, lazy operations too, and wait for it."""
         await self.submit(_nothing)
 
+    def nudge(self) -> None:
+        """Have a transaction run within :data:`LAZY_WINDOW` even if nothing is submitted
+        (its journal has work of its own: ``QueueLog.begin``)."""
+        self.submit_then(_ignore, _nothing, lazy=True)
+
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self._busy = True
@@ -322,6 +327,10 @@ def _lock_order(item: _Item) -> tuple[str, int]:
 
 
 def _nothing(_cursor: Any) -> None:
+    return None
+
+
+def _ignore(_ok: bool, _value: Any) -> None:
     return None
 
 

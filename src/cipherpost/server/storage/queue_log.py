@@ -29,12 +29,22 @@ never holds what the database does not; sequence numbers handed out in a rolled-
 transaction are not handed out again (a gap, which a connection reads past). Only the
 relay process writes the log, and only SQLite has one relay process.
 
+An acknowledgement nobody waits for (a device's ack it did not ask to have confirmed,
+the usual one) does not wait for a transaction either (:meth:`QueueLog.forget`): its
+messages leave memory at once, so nothing reads, counts or moves them, and their rows
+are deleted within :data:`DELETE_HOLD` seconds in one statement with the others of that
+time, in a savepoint of whatever transaction runs then. Those acknowledged together
+share pages, written once instead of once per commit; a rollback puts the deletions back
+in line, and reading the log back skips their rows.
+
 Crash safety: a row in the log is as durable as a row in ``messages`` (the same commit
 answers the sender). When the relay starts, before it reads or writes any queue, it
 moves the whole log to ``messages`` (:meth:`QueueLog.begin` on its first transaction),
 so no memory from before is needed. Sequence numbers of messages acknowledged out of the
 log before a crash may be handed out again after it; envelope ids never repeat (74
 random bits each, :mod:`.envelope_ids`), which is what clients and acknowledgements go by.
+Messages acknowledged less than :data:`DELETE_HOLD` seconds before a crash, without
+confirmation, are delivered again after it; clients drop them by envelope id.
 """
 
 from __future__ import annotations
@@ -66,6 +76,10 @@ FOLD_AGE = 5.0
 FOLD_INTERVAL = 1.0
 #: Seconds between the commit marks that say which ids were committed when.
 MARK_INTERVAL = 0.25
+#: Seconds an acknowledgement nobody waits for (:meth:`QueueLog.forget`) may wait before
+#: its row is deleted: the deletions of that time go in one statement, and the pages of
+#: rows acknowledged together are written once instead of once per commit.
+DELETE_HOLD = 0.1
 
 Key = tuple[str, int]
 #: A queued message: its destination device and the envelope it is delivered as.
@@ -92,6 +106,7 @@ _DELETE_MOVED = "DELETE FROM queue_log WHERE id <= ?"
 #: Above every row id (``_move`` of the whole log).
 _ALL = 1 << 62
 _DELETE = "DELETE FROM queue_log WHERE id = ? AND account_id = ? AND device_id = ?"
+_DELETE_ID = "DELETE FROM queue_log WHERE id = ?"
 _READ = ("SELECT seq, guid, sender_account_id, sender_device_id, type, content, "
          "client_timestamp, server_timestamp FROM queue_log WHERE id IN ({}) "
          "AND account_id = ? AND device_id = ? ORDER BY id")
@@ -176,9 +191,16 @@ class QueueLog:
         self._began: tuple[int, bool] = (0, False)
         #: memory is to be read back from the table before it is used (after a rollback)
         self._stale = False
-        #: changes to memory so far (savepoints compare it), and ``moved`` at savepoints
+        #: changes to memory so far (savepoints compare it), and ``moved`` and how many
+        #: deletions had run at savepoints
         self._changes = 0
-        self._saved: dict[int, int] = {}
+        self._saved: dict[int, tuple[int, int]] = {}
+        #: rows acknowledged (gone from memory) whose deletion is still to run, since when;
+        #: those deleted in the open transaction; the ids of both
+        self._to_delete: list[tuple[int]] = []
+        self._delete_since = 0.0
+        self._deleting: list[tuple[int]] = []
+        self._deleting_ids: set[int] = set()
         #: rows moved to ``messages`` since the start (for tests and metrics)
         self.moved = 0
 
@@ -209,6 +231,8 @@ class QueueLog:
         if self._stale:
             self._read_back(cursor)
         now = self._clock()
+        if self._to_delete and now - self._delete_since >= DELETE_HOLD:
+            self._run_deletes_apart(cursor)
         if now - self._moved_at < FOLD_INTERVAL:
             return
         upto = None
@@ -217,7 +241,7 @@ class QueueLog:
         self._moved_at = now
         if upto is None or not self._order or self._order[0][0] > upto:
             return
-        moved = self.moved
+        moved, kept = self.moved, len(self._deleting)
         cursor.execute("SAVEPOINT queue_log")
         try:
             self._move(cursor, upto)
@@ -225,20 +249,22 @@ class QueueLog:
             cursor.execute("ROLLBACK TO queue_log")
             cursor.execute("RELEASE queue_log")
             self.moved = moved
+            self._undo_deletes(kept)
             self._read_back(cursor)
             log.exception("moving the queue log to the queues failed (tried again later)")
             return
         cursor.execute("RELEASE queue_log")
 
     def savepoint(self) -> int:
-        self._saved[self._changes] = self.moved
+        self._saved[self._changes] = (self.moved, len(self._deleting))
         return self._changes
 
     def rollback_to(self, mark: int) -> None:
         """The transaction rolled back to the savepoint ``mark``: memory is read back
         from the table as the transaction now sees it, unless nothing changed since
         (an operation refused before it wrote, as refusals are)."""
-        self.moved = self._saved.pop(mark, self.moved)
+        self.moved, deleted = self._saved.pop(mark, (self.moved, len(self._deleting)))
+        self._undo_deletes(deleted)
         if self._changes != mark:
             self._read_back(self._cursor)
 
@@ -247,6 +273,7 @@ class QueueLog:
         self.moved, ready = self._began
         if not ready:
             self._next_id = 0  # the log left by the last process is still to be moved
+        self._undo_deletes(0)
         self._stale = True
         self._devices.clear()
         self._saved.clear()
@@ -254,16 +281,58 @@ class QueueLog:
     def commit(self) -> None:
         self._cursor = None
         self._saved.clear()
+        if self._deleting:
+            self._deleting_ids.difference_update(i for (i,) in self._deleting)
+            self._deleting = []
         now = self._clock()
         if not self._marks or now - self._marks[-1][0] >= MARK_INTERVAL:
             self._marks.append((now, self._next_id))
 
     def due(self) -> bool:
-        """Rows wait to be moved and a transaction would move some (or none has run yet)."""
+        """Rows wait to be moved or deleted, and a transaction would move or delete some
+        (or none has run yet)."""
         if not self.ready:
             return True
+        now = self._clock()
+        if self._to_delete and now - self._delete_since >= DELETE_HOLD:
+            return True
         return bool(self._order) and bool(self._marks) \
-            and self._marks[0][0] <= self._clock() - FOLD_AGE
+            and self._marks[0][0] <= now - FOLD_AGE
+
+    @property
+    def deletes_waiting(self) -> bool:
+        """Acknowledged rows wait for their deletion (see :meth:`forget`)."""
+        return bool(self._to_delete)
+
+    def hurry(self) -> None:
+        """Run the deletions waiting in the next transaction, due or not."""
+        self._delete_since = float("-inf")
+
+    def forget(self, account_id: str, device_id: int, guids: list[str]) -> list[str]:
+        """Acknowledged messages nobody waits for: those in the log leave this process's
+        memory now (no longer read, counted or moved) and their rows are deleted in a
+        transaction within :data:`DELETE_HOLD` seconds (the caller makes sure one runs:
+        ``Storage.acknowledge_later``); returns the ids not in the log, for
+        :meth:`acknowledge`. Called between transactions. A crash before the deletion
+        commits delivers them again, which clients drop by envelope id, as after any
+        acknowledgement they did not wait for."""
+        key = (account_id, device_id)
+        entries = self._entries.get(key)
+        if entries is None:
+            return guids
+        rest: list[str] = []
+        for guid in guids:
+            seq = _seq_of(guid)
+            entry = entries.get(seq)
+            if entry is None or entry[1] != guid:
+                rest.append(guid)
+                continue
+            self._drop(key, seq, entry[2])
+            if not self._to_delete:
+                self._delete_since = self._clock()
+            self._to_delete.append((entry[0],))
+            self._deleting_ids.add(entry[0])
+        return rest
 
     # -- operations (functions of the transaction's cursor) --------------------------------
 
@@ -315,12 +384,7 @@ class QueueLog:
         stored: list[str] = []
         found = 0
         for guid in guids:
-            # The number an id of ours carries (``envelope_ids.seq_of`` without checking
-            # the rest of the id: the entry's whole id is compared next).
-            try:
-                seq = int(guid[:8] + guid[9:13], 16) if len(guid) == 36 else -1
-            except ValueError:
-                seq = -1
+            seq = _seq_of(guid)
             entry = entries.get(seq) if entries is not None else None
             if entry is None or entry[1] != guid:
                 stored.append(guid)
@@ -457,9 +521,11 @@ class QueueLog:
         self._bytes.clear()
         self._order.clear()
         self._devices.clear()
+        deleting = self._deleting_ids
         for row_id, account_id, device_id, seq, guid, size in cursor.execute(_ROWS):
             key = (account_id, int(device_id))
-            self._add(key, int(seq), int(row_id), guid, int(size))
+            if row_id not in deleting:  # acknowledged: not in memory, deleted later
+                self._add(key, int(seq), int(row_id), guid, int(size))
             if self._last_seq.get(key, 0) < seq:
                 self._last_seq[key] = int(seq)
             if self.ready and self._next_id <= row_id:
@@ -469,6 +535,7 @@ class QueueLog:
     def _move(self, cursor: Any, upto: int | None) -> None:
         """Move the log's rows (those with ids up to ``upto``; all with None) to
         ``messages``, their bytes and last numbers to their devices' rows."""
+        self._run_deletes(cursor)  # acknowledged rows must not move
         last = _ALL if upto is None else upto
         groups = cursor.execute(_GROUPS, (last,)).fetchall()
         if groups:
@@ -484,3 +551,45 @@ class QueueLog:
             entry = self._entries.get(key, {}).get(seq)
             if entry is not None and entry[0] == row_id:
                 self._drop(key, seq, entry[2])
+
+    def _run_deletes(self, cursor: Any) -> None:
+        """Delete the acknowledged rows waiting (:meth:`forget`) in this transaction."""
+        waiting = self._to_delete
+        if waiting:
+            self._to_delete = []
+            self._deleting += waiting
+            cursor.executemany(_DELETE_ID, waiting)
+
+    def _run_deletes_apart(self, cursor: Any) -> None:
+        """:meth:`_run_deletes` in a savepoint: if they fail, the transaction goes on
+        without them (the sends beside them are not refused for it), and they wait for
+        the next try a hold later."""
+        kept = len(self._deleting)
+        cursor.execute("SAVEPOINT queue_log_deletes")
+        try:
+            self._run_deletes(cursor)
+        except Exception:
+            cursor.execute("ROLLBACK TO queue_log_deletes")
+            cursor.execute("RELEASE queue_log_deletes")
+            self._undo_deletes(kept)
+            self._delete_since = self._clock()
+            log.exception("deleting acknowledged messages failed (tried again later)")
+            return
+        cursor.execute("RELEASE queue_log_deletes")
+
+    def _undo_deletes(self, kept: int) -> None:
+        """The transaction's deletions after the first ``kept`` were rolled back: they
+        wait again, first in line, and are due in the next transaction (they were)."""
+        if len(self._deleting) > kept:
+            self._delete_since = float("-inf")
+            self._to_delete[:0] = self._deleting[kept:]
+            del self._deleting[kept:]
+
+
+def _seq_of(guid: str) -> int:
+    """The number an envelope id of ours carries (``envelope_ids.seq_of`` without
+    checking the rest of the id: the entry's whole id is compared next); -1 if none."""
+    try:
+        return int(guid[:8] + guid[9:13], 16) if len(guid) == 36 else -1
+    except ValueError:
+        return -1

@@ -63,7 +63,7 @@ from .models import (
     UsernameTaken,
     envelope_of,
 )
-from .queue_log import DEVICES, QueueLog, check_send, nothing_logged
+from .queue_log import DELETE_HOLD, DEVICES, QueueLog, check_send, nothing_logged
 from .queue_log import Queued as Queued  # re-exported: the api modules import it from here
 from .schema import (
     accounts,
@@ -136,6 +136,9 @@ class Storage:
         self._loop_db: Any = None
         #: SQLite's queue log (messages before they reach ``messages``, :mod:`.queue_log`)
         self.queue_log = QueueLog(_acknowledge) if relay and db.is_sqlite else None
+        #: runs a transaction for acknowledged rows waiting to be deleted (see
+        #: ``acknowledge_later``) when no send brings one
+        self._delete_timer: asyncio.TimerHandle | None = None
         self._group = GroupCommit(self._writer,
                                   lambda: self._raw(self.db.writer, write=True),
                                   self._loop_connection if db.is_sqlite else None,
@@ -156,6 +159,9 @@ class Storage:
 
     def close(self) -> None:
         """Finish queued operations, stop the threads, close their connections."""
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         for conn in self._connections:
@@ -674,6 +680,27 @@ class Storage:
         self._group.submit_then(done, functools.partial(op, *plan, sizes=sizes),
                                 lock_order=(account_id, device_id), plan=plan, lazy=lazy)
 
+    def acknowledge_later(self, account_id: str, device_id: int,
+                          guids: list[str]) -> list[str]:
+        """An acknowledgement nobody waits for, taken at once where it can be: on SQLite
+        the messages still in the queue log leave it within ``queue_log.DELETE_HOLD``
+        seconds, in one statement with the others of that time (``QueueLog.forget``).
+        Returns the ids it did not take (all of them on PostgreSQL), for
+        :meth:`acknowledge_then`."""
+        if self.queue_log is None:
+            return guids
+        rest = self.queue_log.forget(account_id, device_id, guids)
+        if self.queue_log.deletes_waiting and self._delete_timer is None:
+            # A transaction within the hold deletes them, if no send brings one sooner.
+            self._delete_timer = asyncio.get_running_loop().call_later(
+                DELETE_HOLD, self._delete_waiting)
+        return rest
+
+    def _delete_waiting(self) -> None:
+        self._delete_timer = None
+        if self.queue_log is not None and self.queue_log.deletes_waiting:
+            self._group.nudge()
+
     def queue_notice(self, account_id: str, kind: int, content: bytes, now: int, ttl: int,
                      exclude_device: int | None) -> asyncio.Future[list[Queued]]:
         """SQLite: a relay notice appended to the queue log in the next group commit
@@ -684,7 +711,10 @@ class Storage:
             lock_order=(account_id, 0))
 
     async def flush(self) -> None:
-        """Wait until every write submitted so far is committed (lazy ones too)."""
+        """Wait until every write submitted so far is committed (lazy ones and waiting
+        deletions too)."""
+        if self.queue_log is not None:
+            self.queue_log.hurry()
         await self._group.flush()
 
     async def move_queue_log(self, *, everything: bool = False) -> int:
