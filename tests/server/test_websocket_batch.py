@@ -4,6 +4,7 @@ subprotocol header to the dict it is given: each connection gets a copy.)"""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -132,3 +133,35 @@ def test_batch_acks_are_confirmed_only_on_request_and_delete_either_way(
         ws.send_json({"type": "ack", "ids": ids[3:], "confirm": "yes"})
         closed = ws.receive()  # confirm must be a boolean
         assert closed["type"] == "websocket.close" and closed["code"] == 1003
+
+
+def test_an_ack_nobody_waits_for_frees_the_window_at_once_and_its_rows_go_soon(
+        client: TestClient) -> None:
+    """Under the batch subprotocol an unconfirmed ack is taken at once (the window has
+    room again before any commit) and, on SQLite, its rows leave the queue log within
+    ``queue_log.DELETE_HOLD`` even with nothing else to commit."""
+    alice, bob = register(client), register(client)
+    for i in range(websocket.WINDOW + 1):
+        _put(client, alice, bob, i)
+    storage = client.app.state.relay.storage  # type: ignore[attr-defined]
+    with client.websocket_connect("/v1/websocket", headers=dict(bob.headers),
+                                  subprotocols=[websocket.BATCH_SUBPROTOCOL]) as ws:
+        envelopes, _ = _envelopes(ws, websocket.WINDOW)  # the window is full
+        ws.send_json({"type": "ack", "ids": [e["id"] for e in envelopes]})
+        last, _ = _envelopes(ws, 1)
+        assert last[0]["client_timestamp"] == websocket.WINDOW
+        if storage.queue_log is not None:  # SQLite: what another connection sees
+            path = client.app.state.relay.settings.database_url  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 5
+            while _log_rows(path.removeprefix("sqlite:///")) > 1 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _log_rows(path.removeprefix("sqlite:///")) == 1  # the last one only
+        ws.send_json({"type": "ack", "ids": [last[0]["id"]], "confirm": True})
+        assert ws.receive_json()["type"] == "acked"
+    assert client.get("/v1/messages", headers=bob.headers).json()["messages"] == []
+
+
+def _log_rows(path: str) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM queue_log").fetchone()[0])
