@@ -305,3 +305,18 @@ async def _oversized() -> None:
     closes = [e for e in client.events_received() if isinstance(e, Frame)]
     assert closes and closes[-1].opcode == Opcode.CLOSE
     assert int.from_bytes(closes[-1].data[:2], "big") == 1009
+
+
+def test_stopping_a_held_taker_reads_on() -> None:
+    asyncio.run(_stop_held())
+
+
+async def _stop_held() -> None:
+    protocol, transport, _client = await _open(_idle_app)
+    assert protocol.take_frames(lambda payload: False)
+    protocol.data_received(_frame(Opcode.TEXT, b"a") + _frame(Opcode.TEXT, b"b"))
+    assert transport.pauses == 1
+    protocol.stop_taking()  # the session ended: what it left unread goes unhandled
+    assert transport.resumes == 1 and not protocol.taking
+    protocol.data_received(_frame(Opcode.TEXT, b"c"))  # now through ASGI
+    assert (await protocol.queue.get())["text"] == "c"

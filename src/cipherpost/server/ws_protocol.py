@@ -91,6 +91,10 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self._taker = _drop if broken else None
         self._unparsed = bytearray()
+        if self._held:  # reading goes on: the close handshake is still to be read
+            self._held = False
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
         if broken:
             event: Any = {"type": BROKEN}
             self.queue.put_nowait(event)
