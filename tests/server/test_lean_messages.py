@@ -13,7 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from cipherpost.server.storage.engine import Database
-from cipherpost.server.storage.envelope_ids import MAX_SEQ, envelope_id, seq_of
+from cipherpost.server.storage.envelope_ids import (
+    MAX_SEQ,
+    envelope_id,
+    seq_of,
+    seq_unchecked,
+)
 from cipherpost.server.storage.models import KeyUpload, NewDevice, OutgoingMessage
 from cipherpost.server.storage.sql import Storage
 
@@ -244,6 +249,8 @@ def test_envelope_ids_carry_their_seq_and_74_random_bits() -> None:
         assert str(parsed) == text and parsed.version == 8
         assert parsed.variant == uuid.RFC_4122
         assert seq_of(text) == seq
+        assert seq_unchecked(text) == seq
+    assert seq_unchecked("x" * 36) == seq_unchecked(ids[0][:-1]) == -1
     many = [envelope_id(7) for _ in range(2000)]
     assert len(set(many)) == 2000
     # Every random digit varies (19 positions after the seq, the version and the dashes)

@@ -93,8 +93,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self._unparsed = bytearray()
         if self._held:  # reading goes on: the close handshake is still to be read
             self._held = False
-            if not self.read_paused and not self.transport.is_closing():
-                self.transport.resume_reading()
+            self._read_on()
         if broken:
             event: Any = {"type": BROKEN}
             self.queue.put_nowait(event)
@@ -106,8 +105,8 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self._held = False
         if self._taker is not None:
             self._parse()
-        if not self._held and not self.read_paused and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if not self._held:
+            self._read_on()
 
     def data_received(self, data: bytes) -> None:
         if self._taker is None:
@@ -121,6 +120,11 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self._held:
             self._held = True
             self.transport.pause_reading()
+
+    def _read_on(self) -> None:
+        """Resume reading paused by :meth:`_hold` (unless uvicorn holds it paused too)."""
+        if not self.read_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _parse(self) -> None:
         """Hand on the complete frames received (RFC 6455, 5.2), while the taker takes."""

@@ -63,13 +63,13 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
     """
     if not storable(account_id):
         raise not_found("account")
-    limit = relay.settings.max_message_bytes
+    settings = relay.settings
+    limit = settings.max_message_bytes
     outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
                 for d, r, t, c in messages]
     if len(outgoing) > 1 and len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
     own = account_id == device.account_id
-    settings = relay.settings
     enqueue = functools.partial(
         relay.storage.enqueue_then, done, account_id, outgoing,
         sender=(device.account_id, device.device_id),

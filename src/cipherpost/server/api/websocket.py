@@ -382,7 +382,7 @@ class Session:
     def _handle_ack(self, ids: list[str], confirm: bool) -> None:
         """Delete what ``ids`` name in the next commit; answer ``acked`` if ``confirm``."""
         # Applied even if the socket closes before the commit. One the device does not
-        # wait for shares a later commit (a crash before it only delivers it again).
+        # wait for is deleted a moment later (a crash before it only delivers it again).
         guids = storable_ids(ids)
         in_flight = self.in_flight
         if not confirm:

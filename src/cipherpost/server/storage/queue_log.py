@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .envelope_ids import envelope_id
+from .envelope_ids import envelope_id, seq_unchecked
 from .models import (
     DeviceMismatch,
     Envelope,
@@ -196,11 +196,10 @@ class QueueLog:
         self._changes = 0
         self._saved: dict[int, tuple[int, int]] = {}
         #: rows acknowledged (gone from memory) whose deletion is still to run, since when;
-        #: those deleted in the open transaction; the ids of both
+        #: those deleted in the open transaction
         self._to_delete: list[tuple[int]] = []
         self._delete_since = 0.0
         self._deleting: list[tuple[int]] = []
-        self._deleting_ids: set[int] = set()
         #: rows moved to ``messages`` since the start (for tests and metrics)
         self.moved = 0
 
@@ -281,9 +280,7 @@ class QueueLog:
     def commit(self) -> None:
         self._cursor = None
         self._saved.clear()
-        if self._deleting:
-            self._deleting_ids.difference_update(i for (i,) in self._deleting)
-            self._deleting = []
+        self._deleting = []
         now = self._clock()
         if not self._marks or now - self._marks[-1][0] >= MARK_INTERVAL:
             self._marks.append((now, self._next_id))
@@ -322,16 +319,13 @@ class QueueLog:
             return guids
         rest: list[str] = []
         for guid in guids:
-            seq = _seq_of(guid)
-            entry = entries.get(seq)
-            if entry is None or entry[1] != guid:
+            row_id = self._take(key, entries, guid)
+            if row_id is None:
                 rest.append(guid)
                 continue
-            self._drop(key, seq, entry[2])
             if not self._to_delete:
                 self._delete_since = self._clock()
-            self._to_delete.append((entry[0],))
-            self._deleting_ids.add(entry[0])
+            self._to_delete.append((row_id,))
         return rest
 
     # -- operations (functions of the transaction's cursor) --------------------------------
@@ -384,13 +378,11 @@ class QueueLog:
         stored: list[str] = []
         found = 0
         for guid in guids:
-            seq = _seq_of(guid)
-            entry = entries.get(seq) if entries is not None else None
-            if entry is None or entry[1] != guid:
+            row_id = self._take(key, entries, guid) if entries is not None else None
+            if row_id is None:
                 stored.append(guid)
                 continue
-            self._drop(key, seq, entry[2])
-            if cursor.execute(_DELETE, (entry[0], account_id, device_id)).rowcount:
+            if cursor.execute(_DELETE, (row_id, account_id, device_id)).rowcount:
                 found += 1
             else:  # not in the log after all (moved by another program): in the queue?
                 stored.append(guid)
@@ -488,6 +480,16 @@ class QueueLog:
         self._order.append((row_id, key, seq))
         self._changes += 1
 
+    def _take(self, key: Key, entries: dict[int, Entry], guid: str) -> int | None:
+        """Forget the device's entry of the envelope ``guid`` (``entries``: the device's);
+        its row id, or None if the log holds no such envelope of the device."""
+        seq = seq_unchecked(guid)
+        entry = entries.get(seq)
+        if entry is None or entry[1] != guid:
+            return None
+        self._drop(key, seq, entry[2])
+        return entry[0]
+
     def _drop(self, key: Key, seq: int, size: int) -> None:
         self._changes += 1
         entries = self._entries[key]
@@ -521,7 +523,7 @@ class QueueLog:
         self._bytes.clear()
         self._order.clear()
         self._devices.clear()
-        deleting = self._deleting_ids
+        deleting = {i for (i,) in self._to_delete} | {i for (i,) in self._deleting}
         for row_id, account_id, device_id, seq, guid, size in cursor.execute(_ROWS):
             key = (account_id, int(device_id))
             if row_id not in deleting:  # acknowledged: not in memory, deleted later
@@ -585,11 +587,3 @@ class QueueLog:
             self._to_delete[:0] = self._deleting[kept:]
             del self._deleting[kept:]
 
-
-def _seq_of(guid: str) -> int:
-    """The number an envelope id of ours carries (``envelope_ids.seq_of`` without
-    checking the rest of the id: the entry's whole id is compared next); -1 if none."""
-    try:
-        return int(guid[:8] + guid[9:13], 16) if len(guid) == 36 else -1
-    except ValueError:
-        return -1
