@@ -145,6 +145,15 @@ def cheap_store_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(database, "Argon2Params", _TestCost)
 
 
+def settle(database: Path) -> None:
+    """If a relay of this process runs on ``database``, wait until what it took so far is
+    committed (acknowledged messages deleted a moment later included), so that the file
+    shows it to another connection."""
+    relay = _RUNNING.get(Path(database).resolve())
+    if relay is not None:
+        relay.settle()
+
+
 def relay_queue(database: Path, account_id: str) -> list[tuple[str | None, int | None, int, int]]:
     """(sender account, sender device, type, client timestamp) of each envelope the relay
     at ``database`` holds for the account, as stored: in the per-device queues or still in
@@ -152,9 +161,7 @@ def relay_queue(database: Path, account_id: str) -> list[tuple[str | None, int |
     process on that database first commits what it took, so that what its devices
     acknowledged is gone."""
     columns = "sender_account_id, sender_device_id, type, client_timestamp, seq, device_id"
-    relay = _RUNNING.get(Path(database).resolve())
-    if relay is not None:  # acknowledged messages are deleted first
-        relay.settle()
+    settle(database)
     with sqlite3.connect(database) as db:
         return [row[:4] for row in db.execute(
             f"SELECT {columns} FROM messages WHERE account_id = ? UNION ALL "

@@ -32,7 +32,7 @@ from cipherpost.client.devices import request_link
 from cipherpost.client.store.crypto import TEST_PARAMS
 from cipherpost.server import totp
 
-from ..client.conftest import Devices, ThreadedRelay
+from ..client.conftest import Devices, ThreadedRelay, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
@@ -259,7 +259,9 @@ def wait_until(check: Callable[[], T], what: str, timeout: float = 30) -> T:
 
 
 def relay_db(tmp_path: Path) -> sqlite3.Connection:
-    """The database of the ``relay`` fixture's relay (use as ``with relay_db(...) as db``)."""
+    """The database of the ``relay`` fixture's relay (use as ``with relay_db(...) as db``),
+    once the relay has committed what it took (``conftest.settle``)."""
+    settle(tmp_path / "relay" / "relay.db")
     return sqlite3.connect(tmp_path / "relay" / "relay.db")
 
 
