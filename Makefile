@@ -26,12 +26,21 @@ WEB_STAMP := $(WEB_DIR)/node_modules/.installed
 # The browser client's static bundle, served by the relay at / (rebuilt when a source changes).
 WEB_BUILD := $(WEB_DIR)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB_DIR)/src $(WEB_DIR)/static -type f 2>/dev/null) $(WEB_DIR)/build.mjs
+# The relay's per-message modules compiled by mypyc (tools/compile_relay.py), loaded only
+# while their sources are unchanged (src/cipherpost/server/native.py).
+COMPILED := build/compiled/manifest.json
+COMPILED_SOURCES := $(shell $(PYTHON) tools/compile_relay.py --sources 2>/dev/null) tools/compile_relay.py
 
-.PHONY: run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos soak lock sbom audit clean system-deps browser-deps web web-hash
+.PHONY: compile run demo bench-relay bench-web test lint typecheck unit interop bench fuzz fuzz-api chaos soak lock sbom audit clean system-deps browser-deps web web-hash
 
 # The relay on SQLite at 127.0.0.1:8080 (API docs at /docs, the web app at /); data in ./data.
-run: $(STAMP) $(WEB_BUILD)
+run: $(STAMP) $(COMPILED) $(WEB_BUILD)
 	$(VENV)/bin/cipherpost-server
+
+compile: $(COMPILED)
+
+$(COMPILED): $(STAMP) $(COMPILED_SOURCES)
+	$(PY) tools/compile_relay.py
 
 demo: $(STAMP)
 	$(PY) -m cipherpost.demo
@@ -39,7 +48,7 @@ demo: $(STAMP)
 # The server tests start a private PostgreSQL, Redis and nginx on 127.0.0.1 (tests/support/).
 # --dist worksteal: a worker that runs out of tests takes some of the other's, so the two
 # end together (the default hands each a fixed share, and one ran on alone for minutes).
-test: system-deps browser-deps $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
+test: system-deps browser-deps $(STAMP) $(COMPILED) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -77,7 +86,7 @@ interop: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 bench: $(STAMP) $(PEER_STAMP) $(PEER_0103_STAMP)
 	$(PY) benchmarks/protocol_bench.py
 
-bench-relay: $(STAMP)
+bench-relay: $(STAMP) $(COMPILED)
 	$(PY) benchmarks/relay_load.py
 
 # The TypeScript protocol core under Node next to the Python one (W1-W4, same run).
@@ -105,14 +114,14 @@ fuzz-api: $(STAMP)
 # Fault injection, long: the relay SIGKILLed CHAOS_KILLS times (default 50) at random moments
 # under a load of real clients; `make test` runs quick versions (also a full disk and a
 # read-only database). Figures: build/assurance/chaos/.
-chaos: $(STAMP)
+chaos: $(STAMP) $(COMPILED)
 	$(PY) -m tests.assurance.chaos --kills $${CHAOS_KILLS:-50}
 	$(PY) -m tests.assurance.report
 
 # Soak, outside `make test` (which runs 20 s of it): a relay process under paced senders,
 # reconnecting receivers and device churn for SOAK_SECONDS (default 3600); relay RSS and
 # delivery latency of the first and last stretch (drift) in build/assurance/soak/.
-soak: $(STAMP)
+soak: $(STAMP) $(COMPILED)
 	$(PY) -m tests.assurance.soak --seconds $${SOAK_SECONDS:-3600}
 	$(PY) -m tests.assurance.report
 
@@ -163,6 +172,9 @@ system-deps:
 	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
 		|| missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+		2>/dev/null || missing="$$missing python3-dev"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

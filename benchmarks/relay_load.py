@@ -69,6 +69,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.postgres import PostgresServer  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
 
+from cipherpost.server import native  # noqa: E402
 from cipherpost.server.auth import make_token, new_secret  # noqa: E402
 from cipherpost.server.storage.engine import Database  # noqa: E402
 from cipherpost.server.storage.models import KeyUpload, NewDevice  # noqa: E402
@@ -675,6 +676,8 @@ def main() -> None:
     frames = ("one envelope per frame" if args.legacy_frames else "batch subprotocol") \
         + f", acks {ACKS}"
     global POSTGRES, REDIS
+    # The relay processes inherit this environment, so they make the same choice.
+    print(f"relay's per-message modules: {native.status}")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         kinds = ["cipherpost"] if args.skip_bare else ["bare", "cipherpost"]

@@ -4,7 +4,11 @@ It stores and relays only ciphertext and public keys. It imports the protocol pa
 only to parse public keys and verify XEdDSA signatures, never session code.
 """
 
-from .app import create_app
-from .settings import Settings
+from . import native
+
+native.install()  # before the first import of a module it may load compiled
+
+from .app import create_app  # noqa: E402
+from .settings import Settings  # noqa: E402
 
 __all__ = ["Settings", "create_app"]

@@ -10,6 +10,7 @@ import sys
 
 import uvicorn
 
+from . import native
 from .app import create_app
 from .settings import Settings
 from .ws_protocol import RelayWebSocketProtocol
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
         sys.exit("cipherpost-server: set both tls_certfile and tls_keyfile, or neither")
+    logging.getLogger("cipherpost.server").info("per-message modules: %s", native.status)
     app = create_app(settings)
     _tune_gc()
     uvicorn.run(app, host=host, port=port, access_log=False,

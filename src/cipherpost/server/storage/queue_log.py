@@ -202,6 +202,8 @@ class QueueLog:
         self._deleting: list[tuple[int]] = []
         #: rows moved to ``messages`` since the start (for tests and metrics)
         self.moved = 0
+        #: times memory was read back from the table (after rollbacks; for tests)
+        self.read_backs = 0
 
     # -- the group commit's transaction ----------------------------------------------------
 
@@ -519,6 +521,7 @@ class QueueLog:
     def _read_back(self, cursor: Any) -> None:
         """Memory as the log table holds it now (after a rollback). Sequence numbers
         stay as high as they were: none is handed out twice."""
+        self.read_backs += 1
         self._entries.clear()
         self._bytes.clear()
         self._order.clear()
