@@ -41,6 +41,10 @@ MODULES = (
     "cipherpost.server.storage.group",
     "cipherpost.server.storage.envelope_ids",
     "cipherpost.server.ratelimit",
+    "cipherpost.server.sending",
+    "cipherpost.server.codec",
+    "cipherpost.server.relay",
+    "cipherpost.server.fanout.local",
 )
 
 

@@ -10,6 +10,8 @@ import orjson
 
 from cipherpost.server.api.websocket import Session
 from cipherpost.server.auth import DeviceIdentity
+from cipherpost.server.relay import Relay
+from cipherpost.server.settings import Settings
 from cipherpost.server.storage.models import Envelope
 
 
@@ -27,11 +29,6 @@ class _Queue:
         return [e for e in self.rows if e.seq > after][:limit]
 
 
-class _Relay:
-    def __init__(self) -> None:
-        self.storage = _Queue()
-
-
 def _envelope(seq: int) -> Envelope:
     return Envelope(seq, f"guid-{seq}", None, None, 2, b"%d" % seq, 0, 0)
 
@@ -43,7 +40,8 @@ async def _settle() -> None:
 
 def test_an_offer_past_a_gap_reads_the_queue_instead_of_skipping() -> None:
     async def run() -> list[str]:
-        relay = _Relay()
+        queue = _Queue()  # the session reads its queue alone
+        relay = Relay(Settings(), queue)  # type: ignore[arg-type]
         pushed: list[str] = []
 
         async def send(message: dict[str, Any]) -> None:
@@ -57,17 +55,17 @@ def test_an_offer_past_a_gap_reads_the_queue_instead_of_skipping() -> None:
         # Relay process 2 commits message 1, then this process commits message 2 and
         # offers it at once; process 2's offer of message 1 comes through the fan-out
         # after it.
-        relay.storage.rows += [_envelope(1), _envelope(2)]
+        queue.rows += [_envelope(1), _envelope(2)]
         session.offer(_envelope(2))
         await _settle()
         session.offer(_envelope(1))
         session.offer(_envelope(2))
         await _settle()
-        relay.storage.rows.append(_envelope(3))
+        queue.rows.append(_envelope(3))
         session.offer(_envelope(3))  # the next one: pushed from memory
-        reads = relay.storage.reads
+        reads = queue.reads
         await _settle()
-        assert relay.storage.reads == reads
+        assert queue.reads == reads
         return pushed
 
     assert asyncio.run(run()) == ["guid-1", "guid-2", "guid-3"]

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from .errors import ApiError
 from .fanout import Fanout
 from .fanout.local import LocalFanout
 from .key_chain import KeyChain
+from .metrics import Metrics
 from .provisioning import Mailboxes
 from .ratelimit import TokenBuckets
 from .settings import Settings, sealed_byte_rate
@@ -21,27 +20,6 @@ from .storage.sql import Storage
 
 if TYPE_CHECKING:  # Redis is needed only when configured
     from .ratelimit_redis import RedisLimits
-
-
-class Metrics:
-    """Prometheus metrics of one app (a registry per app keeps tests independent)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.messages_queued = Counter("cipherpost_messages_queued", "Ciphertexts accepted",
-                                       registry=self.registry)
-        self.messages_delivered = Counter("cipherpost_messages_acknowledged",
-                                          "Ciphertexts acknowledged by their device",
-                                          registry=self.registry)
-        self.messages_expired = Counter("cipherpost_messages_expired",
-                                        "Ciphertexts expired unacknowledged",
-                                        registry=self.registry)
-        self.requests = Counter("cipherpost_http_requests", "HTTP requests",
-                                ["route", "status"], registry=self.registry)
-        self.websockets = Gauge("cipherpost_websocket_connections", "Live WebSockets",
-                                registry=self.registry)
-        self.rate_limited = Counter("cipherpost_rate_limited", "Requests refused with 429",
-                                    ["limit"], registry=self.registry)
 
 
 @dataclass

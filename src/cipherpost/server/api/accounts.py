@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from .. import notices
 from ..auth import hash_secret, make_token, new_secret
+from ..codec import b64
 from ..errors import ApiError, bad_request, not_found
 from ..relay import Relay
 from ..storage.models import (
@@ -18,7 +19,7 @@ from ..storage.models import (
     TooManyDevices,
     UsernameTaken,
 )
-from .deps import DeviceDep, RelayDep, b64, client_ip
+from .deps import DeviceDep, RelayDep, client_ip
 from .keys import parse_identity, parse_keys
 from .schemas import (
     AccountIdOut,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ..auth import DeviceIdentity, authenticate
-from ..errors import bad_request
 from ..relay import Relay
 
 
@@ -45,18 +42,3 @@ def client_ip(request: Request, relay: Relay) -> str:
             except ValueError:
                 return peer
     return peer
-
-
-def unb64(value: str, what: str, *, max_bytes: int | None = None) -> bytes:
-    """Decode a base64 field; 400 with a clear message otherwise."""
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_request(f"{what} is not valid base64") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise bad_request(f"{what} is too large", code="too_large")
-    return data
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from .. import notices
+from ..codec import b64, unb64
 from ..errors import ApiError, bad_request, rate_limited
 from ..storage import account_data, two_factor
 from ..storage import history as store
 from .accounts import join_account, new_link_code
-from .deps import DeviceDep, RelayDep, b64, client_ip, unb64
+from .deps import DeviceDep, RelayDep, client_ip
 from .schemas import CredentialsOut, DeviceKeysIn, Strict
 from .two_factor import require_second_factor
 

@@ -9,9 +9,10 @@ from cipherpost.protocol.errors import ProtocolError
 from cipherpost.protocol.kem import KYBER1024, KemPublicKey
 from cipherpost.protocol.keys import PublicKey
 
+from ..codec import b64, unb64
 from ..errors import ApiError, bad_request, not_found
 from ..storage.models import KeyUpload, OneTimeKey, SignedKey
-from .deps import DeviceDep, RelayDep, b64, unb64
+from .deps import DeviceDep, RelayDep
 from .schemas import (
     BundleOut,
     BundlesOut,

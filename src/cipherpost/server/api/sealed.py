@@ -22,13 +22,14 @@ from pydantic import BaseModel, Field
 
 from cipherpost.protocol.keys import PublicKey
 
+from ..codec import b64, unb64
 from ..errors import ApiError, unauthorized
 from ..key_chain import KeyChain
 from ..relay import Relay
+from ..sending import deliver, refusal
 from ..storage import sealed as sealed_store
 from ..storage.models import OutgoingMessage
-from .deps import DeviceDep, RelayDep, b64, client_ip, unb64
-from .messages import _deliver, refusal
+from .deps import DeviceDep, RelayDep, client_ip
 from .provisioning import _address_key
 from .schemas import SendOut, Strict
 
@@ -187,7 +188,7 @@ async def send_sealed(account_id: str, body: SealedSendIn, request: Request,
         account_id, outgoing, sender=None, exclude_device=None, client_timestamp=0,
         now=now - now % COARSE_MS, ttl=relay.settings.message_ttl,
         byte_budget=relay.settings.queue_byte_budget,
-        on_commit=functools.partial(_deliver, relay, account_id))
+        on_commit=functools.partial(deliver, relay, account_id))
     try:
         return SendOut(queued=len(await future))
     except Exception as exc:

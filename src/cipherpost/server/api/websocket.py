@@ -29,12 +29,12 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..auth import DeviceIdentity, authenticate
+from ..codec import b64
 from ..errors import ApiError
 from ..relay import Relay
+from ..sending import refusal, storable_ids, submit_send
 from ..storage.models import Envelope
 from ..ws_protocol import BROKEN, RelayWebSocketProtocol
-from .deps import b64
-from .messages import refusal, storable_ids, submit_send
 from .schemas import SendIn
 
 log = logging.getLogger("cipherpost.server")
