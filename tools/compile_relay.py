@@ -45,6 +45,7 @@ MODULES = (
     "cipherpost.server.codec",
     "cipherpost.server.relay",
     "cipherpost.server.fanout.local",
+    "cipherpost.server.tally",
 )
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cipherpost.server import Settings, create_app
+from cipherpost.server.errors import ApiError
 from cipherpost.server.ratelimit import TokenBuckets
 
 from .helpers import KeyMaker, auth
@@ -100,3 +101,18 @@ def test_concurrent_fetches_hand_out_each_one_time_key_once(tmp_path: Path,
         assert len(set(kyber)) == 41  # 40 one-time keys, then the last-resort key
     finally:
         server.stop()
+
+
+def test_token_buckets_forget_the_least_recently_used_key_beyond_their_cap() -> None:
+    buckets = TokenBuckets("2/0", max_keys=2)
+    buckets.take("a", now=0.0)
+    buckets.take("b", now=0.0)
+    buckets.take("a", now=1.0)  # a is used again: b is now the least recent
+    buckets.take("c", now=2.0)  # a third key: b is forgotten
+    assert buckets.remaining("b") == 2.0  # a fresh, full bucket
+    assert buckets.remaining("a") == 0.0 and buckets.remaining("c") == 1.0
+    with pytest.raises(ApiError) as refused:
+        buckets.take("a", now=3.0)
+    assert refused.value.status == 429
+    buckets.take("b", now=3.0)  # a refused use is a use too: c is the least recent
+    assert buckets.remaining("c") == 2.0 and buckets.remaining("a") == 0.0

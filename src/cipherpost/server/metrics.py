@@ -8,20 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-
-class Tally:
-    """A counter for the event loop's thread alone, exported as a Prometheus counter.
-
-    prometheus_client's ``Counter`` takes a lock on every increment, for threads; the
-    counts of every message are made on the loop, where a plain addition is enough."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, amount: int = 1) -> None:
-        self.value += amount
+from .tally import Tally
 
 
 class _Tallies(Collector):

@@ -13,6 +13,7 @@ the sources. Anything else (no build, a stale one, another Python, or
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -79,8 +80,7 @@ def _install() -> str:
         log.warning("ignoring the compiled relay modules: built for another Python (%s)",
                     suffix)
         return "plain Python (built for another Python)"
-    stale = [name for name, digest in modules.items()
-             if _digest(_PACKAGE_ROOT.joinpath(*name.split(".")).with_suffix(".py")) != digest]
+    stale = [name for name, digest in modules.items() if not _unchanged(name, digest)]
     if stale:
         log.warning("ignoring the compiled relay modules: changed since the build: %s "
                     "(run make compile)", ", ".join(sorted(stale)))
@@ -99,8 +99,13 @@ def _install() -> str:
     return f"compiled ({len(modules)} modules, mypyc)"
 
 
-def _digest(path: Path) -> str | None:
+def _unchanged(module: str, digest: object) -> bool:
+    """Whether the module's source beside this file is the one the build recorded
+    (compared as the project compares every digest: hmac.compare_digest)."""
+    path = _PACKAGE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        current = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
-        return None
+        return False
+    return isinstance(digest, str) and digest.isascii() \
+        and hmac.compare_digest(current, digest)

@@ -4,7 +4,6 @@ they are shared by every relay process through Redis: :mod:`.ratelimit_redis`)."
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .errors import rate_limited
@@ -22,7 +21,9 @@ class TokenBuckets:
 
     def __init__(self, spec: str, *, max_keys: int = 100_000) -> None:
         self.capacity, self.refill = parse_rate(spec)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        #: (tokens, time) by key, least recently used first (a plain dict keeps insertion
+        #: order, and each use takes its key out and puts it back at the end)
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._max_keys = max_keys
 
     def take(self, key: str, cost: float = 1.0, now: float | None = None) -> None:
@@ -46,7 +47,7 @@ class TokenBuckets:
             return (cost - tokens) / self.refill if self.refill > 0 else NO_REFILL_WAIT
         self._buckets[key] = (tokens - cost, now)
         while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+            del self._buckets[next(iter(self._buckets))]
         return None
 
     def remaining(self, key: str, now: float | None = None) -> float:

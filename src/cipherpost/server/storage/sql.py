@@ -616,10 +616,14 @@ class Storage:
         if account_id in self.suspended:
             asyncio.get_running_loop().call_soon(done, False, RecipientSuspended(account_id))
             return
+        if self.queue_log is not None:  # SQLite: no batch plans (the log is the batch)
+            self._group.submit_then(done, functools.partial(
+                self.queue_log.enqueue, account_id, outgoing, sender, exclude_device,
+                client_timestamp, now, ttl, byte_budget), on_commit, lock_order=(account_id, 0))
+            return
         plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
                                 client_timestamp, now, ttl, byte_budget)
-        op = _enqueue if self.queue_log is None else self.queue_log.enqueue
-        self._group.submit_then(done, functools.partial(op, *plan), on_commit,
+        self._group.submit_then(done, functools.partial(_enqueue, *plan), on_commit,
                                 lock_order=(account_id, 0), plan=plan)
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
