@@ -58,19 +58,24 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
                 for d, r, t, c in messages]
     if len(outgoing) > 1 and len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
-    own = account_id == device.account_id
-    enqueue = functools.partial(
-        relay.storage.enqueue_then, done, account_id, outgoing,
-        sender=(device.account_id, device.device_id),
-        exclude_device=device.device_id if own else None,
-        client_timestamp=timestamp, now=relay.now_ms(), ttl=settings.message_ttl,
+    now = relay.now_ms()
+    allowed = relay.limit_nowait("messages", f"{device.account_id}>{account_id}")
+    if allowed is None:  # the usual case: a plain call (a partial with keywords cost more)
+        _enqueue(relay, done, device, account_id, outgoing, timestamp, now)
+    else:
+        _after(allowed, functools.partial(_enqueue, relay, done, device, account_id,
+                                          outgoing, timestamp, now), done)
+
+
+def _enqueue(relay: Relay, done: Done, device: DeviceIdentity, account_id: str,
+             outgoing: list[OutgoingMessage], timestamp: int, now: int) -> None:
+    settings = relay.settings
+    relay.storage.enqueue_then(
+        done, account_id, outgoing, sender=(device.account_id, device.device_id),
+        exclude_device=device.device_id if account_id == device.account_id else None,
+        client_timestamp=timestamp, now=now, ttl=settings.message_ttl,
         byte_budget=settings.queue_byte_budget,
         on_commit=functools.partial(deliver, relay, account_id))
-    allowed = relay.limit_nowait("messages", f"{device.account_id}>{account_id}")
-    if allowed is None:
-        enqueue()
-    else:
-        _after(allowed, enqueue, done)
 
 
 def _after(allowed: asyncio.Future[None], enqueue: Callable[[], None], done: Done) -> None:
