@@ -82,10 +82,13 @@ def test_an_incomplete_or_foreign_build_is_not_loaded(tmp_path: Path) -> None:
     status, _, _ = _probe(CIPHERPOST_COMPILED_DIR=str(tmp_path / "foreign"))
     assert status == "plain Python (built for another Python)"
 
-    (tmp_path / "garbled").mkdir()
-    (tmp_path / "garbled" / "manifest.json").write_text("{not json")
-    status, _, _ = _probe(CIPHERPOST_COMPILED_DIR=str(tmp_path / "garbled"))
-    assert status == "plain Python (unreadable build manifest)"
+    for name, text in (("garbled", "{not json"), ("list", "[]"),
+                       ("types", json.dumps({"ext_suffix": SUFFIX, "shared": "x",
+                                             "modules": [QUEUE_LOG]}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(text)
+        status, _, _ = _probe(CIPHERPOST_COMPILED_DIR=str(tmp_path / name))
+        assert status == "plain Python (unreadable build manifest)", name
 
     status, _, _ = _probe(CIPHERPOST_COMPILED_DIR=str(tmp_path / "none"))
     assert status == "plain Python (not compiled: run make compile)"

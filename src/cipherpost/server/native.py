@@ -67,9 +67,10 @@ def _install() -> str:
     directory = Path(os.environ.get("CIPHERPOST_COMPILED_DIR") or DEFAULT_DIR)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        suffix: str = manifest["ext_suffix"]
-        shared: str = manifest["shared"]
-        modules: dict[str, str] = manifest["modules"]
+        suffix, shared, modules = manifest["ext_suffix"], manifest["shared"], manifest["modules"]
+        if not (isinstance(suffix, str) and isinstance(shared, str)
+                and isinstance(modules, dict) and all(isinstance(m, str) for m in modules)):
+            raise ValueError("unexpected types")
     except FileNotFoundError:
         return "plain Python (not compiled: run make compile)"
     except (OSError, ValueError, KeyError, TypeError):
