@@ -115,13 +115,23 @@ async def _one_write() -> None:
     received = [e.data for e in client.events_received() if isinstance(e, Frame)]
     assert received == [b'{"type":"sent"}', b'{"type":"messages"}']
 
+    # What websockets had queued (a ping here) leaves first, in the same write.
+    protocol.conn.send_ping(b"p")
+    assert protocol.write_frames([b'{"type":"sent"}'])
+    assert len(transport.writes) == 2
+    client.receive_data(transport.writes[1])
+    assert [(e.opcode, e.data) for e in client.events_received() if isinstance(e, Frame)] \
+        == [(Opcode.PING, b"p"), (Opcode.TEXT, b'{"type":"sent"}')]
+
     protocol.pause_writing()  # the transport's buffer is full: nothing is written
     assert not protocol.write_frames([b'{"type":"sent"}'])
-    assert len(transport.writes) == 1
+    assert len(transport.writes) == 2
     protocol.resume_writing()
+    assert protocol.write_frames([b'{"type":"sent"}'])  # room again: written at once
+    assert len(transport.writes) == 3
     transport.closing = True  # closing: refused, so that ASGI send raises as it does
     assert not protocol.write_frames([b'{"type":"sent"}'])
-    assert len(transport.writes) == 1
+    assert len(transport.writes) == 3
 
 
 def test_frames_are_framed_as_websockets_frames_them() -> None:

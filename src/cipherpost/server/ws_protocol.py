@@ -62,6 +62,9 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     _unparsed: bytearray
     #: the taker asked for no more frames for now: reading is paused
     _held = False
+    #: the transport's buffer is full (uvicorn's ``writable`` event is clear): a flag, as
+    #: ``Event.is_set`` is a Python call per write
+    _write_paused = False
 
     @property
     def taking(self) -> bool:
@@ -107,6 +110,14 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._parse()
         if not self._held:
             self._read_on()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self._taker is None:
@@ -195,7 +206,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         Returns False, having written nothing, when they cannot be written this way: the
         transport's buffer is full (then ASGI ``send`` waits for room), or the connection
         is not open (then ``send`` raises as it does)."""
-        if not self.writable.is_set() or self.disconnected or self.close_sent \
+        if self._write_paused or self.disconnected or self.close_sent \
                 or not self.handshake_complete or self.initial_response is not None \
                 or self.transport.is_closing():
             return False
@@ -205,7 +216,9 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             # What ``send_text`` would write, without a Frame object and its checks per
             # frame (a server's frames are not masked, and no extension is in use):
             # about four fifths of the Python work of writing a frame.
-            data = conn.data_to_send()  # whatever the protocol had queued goes first
+            # Whatever the protocol had queued goes first (rarely anything: uvicorn
+            # writes a pong as soon as the ping is parsed).
+            data = conn.data_to_send() if conn.writes else []
             for frame in frames:
                 data.append(_text_header(len(frame)))
                 data.append(frame)
