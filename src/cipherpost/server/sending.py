@@ -21,6 +21,7 @@ from .storage.models import (
     RecipientSuspended,
     StaleDevices,
     UnknownAccount,
+    new_tuple,
 )
 from .storage.sql import Queued
 
@@ -54,7 +55,7 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
         raise not_found("account")
     settings = relay.settings
     limit = settings.max_message_bytes
-    outgoing = [OutgoingMessage(d, r, t, unb64(c, "content", max_bytes=limit))
+    outgoing = [new_tuple(OutgoingMessage, (d, r, t, unb64(c, "content", max_bytes=limit)))
                 for d, r, t, c in messages]
     if len(outgoing) > 1 and len({m.device_id for m in outgoing}) != len(outgoing):
         raise ApiError(400, "invalid_request", "one message per destination device")
@@ -70,12 +71,17 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
 def _enqueue(relay: Relay, done: Done, device: DeviceIdentity, account_id: str,
              outgoing: list[OutgoingMessage], timestamp: int, now: int) -> None:
     settings = relay.settings
-    relay.storage.enqueue_then(
-        done, account_id, outgoing, sender=(device.account_id, device.device_id),
-        exclude_device=device.device_id if account_id == device.account_id else None,
-        client_timestamp=timestamp, now=now, ttl=settings.message_ttl,
-        byte_budget=settings.queue_byte_budget,
-        on_commit=functools.partial(deliver, relay, account_id))
+    storage = relay.storage
+    sender = (device.account_id, device.device_id)
+    exclude = device.device_id if account_id == device.account_id else None
+    on_commit = functools.partial(deliver, relay, account_id)
+    if storage.sends is not None:  # SQLite: straight to the compiled queue log's sends
+        storage.sends.submit(done, account_id, outgoing, sender, exclude, timestamp, now,
+                             settings.message_ttl, settings.queue_byte_budget, on_commit)
+        return
+    storage.enqueue_then(done, account_id, outgoing, sender=sender, exclude_device=exclude,
+                         client_timestamp=timestamp, now=now, ttl=settings.message_ttl,
+                         byte_budget=settings.queue_byte_budget, on_commit=on_commit)
 
 
 def _after(allowed: asyncio.Future[None], enqueue: Callable[[], None], done: Done) -> None:

@@ -63,7 +63,7 @@ from .models import (
     UsernameTaken,
     envelope_of,
 )
-from .queue_log import DELETE_HOLD, DEVICES, QueueLog, check_send, nothing_logged
+from .queue_log import DELETE_HOLD, DEVICES, QueueLog, Sends, check_send, nothing_logged
 from .queue_log import Queued as Queued  # re-exported: the api modules import it from here
 from .schema import (
     accounts,
@@ -150,6 +150,10 @@ class Storage:
         #: Accounts an operator suspended, as last read (``refresh_suspended``): sends to
         #: them are refused without a query per send.
         self.suspended: frozenset[str] = frozenset()
+        #: SQLite's sends into the queue log (``enqueue_then``; the send path calls it
+        #: directly: :mod:`..sending`)
+        self.sends = Sends(self._group, self.queue_log, self) \
+            if self.queue_log is not None else None
 
     def _loop_connection(self) -> Any:
         """The event loop's own SQLite connection (see ``Database.loop_connection``)."""
@@ -613,13 +617,12 @@ class Storage:
                      on_commit: Callable[[list[Queued]], None] | None = None) -> None:
         """:meth:`enqueue` with its outcome told to ``done`` (``group.Done``), on a later
         turn of the event loop than this call's."""
+        if self.sends is not None:  # SQLite: no batch plans (the log is the batch)
+            self.sends.submit(done, account_id, outgoing, sender, exclude_device,
+                              client_timestamp, now, ttl, byte_budget, on_commit)
+            return
         if account_id in self.suspended:
             asyncio.get_running_loop().call_soon(done, False, RecipientSuspended(account_id))
-            return
-        if self.queue_log is not None:  # SQLite: no batch plans (the log is the batch)
-            self._group.submit_then(done, functools.partial(
-                self.queue_log.enqueue, account_id, outgoing, sender, exclude_device,
-                client_timestamp, now, ttl, byte_budget), on_commit, lock_order=(account_id, 0))
             return
         plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
                                 client_timestamp, now, ttl, byte_budget)
