@@ -51,6 +51,7 @@ import random
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -341,7 +343,8 @@ async def _client(plan: Plan, pipe: Connection) -> None:
                                  max_queue=None, open_timeout=120)
         return await connect(f"ws://127.0.0.1:{port}/v1/websocket", compression=None,
                              max_queue=None, open_timeout=120,
-                             subprotocols=[ACKS_ON_SEND_SUBPROTOCOL, BATCH_SUBPROTOCOL]
+                             subprotocols=[Subprotocol(ACKS_ON_SEND_SUBPROTOCOL),
+                                           Subprotocol(BATCH_SUBPROTOCOL)]
                              if plan.batch else None,
                              additional_headers={"Authorization": f"Bearer {token}"})
 
@@ -661,6 +664,9 @@ def main() -> None:
                         help="one envelope per pushed frame (no batch subprotocol)")
     parser.add_argument("--only", choices=["saturation", "latency"])
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of each run, the set-ups interleaved; the median ratio "
+                             "is printed after them (one pair moves with the machine's load)")
     parser.add_argument("--postgresql", action="store_true",
                         help="also run the relay on PostgreSQL (a private server started "
                              "here; needs Debian's postgresql package)")
@@ -690,29 +696,51 @@ def main() -> None:
             stack.callback(REDIS.stop)
             kinds.append("scale-out")
         if args.only != "latency":
-            rows = [(k if k != "bare" else "bare relay",
-                     run(k, devices, 0, seconds, args.workers, batch, work)) for k in kinds]
-            print_table(f"Saturation: {devices} devices, {seconds:g} s, {args.workers} client "
-                        f"processes, {frames}", rows)
-            _ratio(rows)
-            _components(rows)
+            ratios = []
+            for n in range(args.repeat):
+                rows = [(k if k != "bare" else "bare relay",
+                         run(k, devices, 0, seconds, args.workers, batch, work)) for k in kinds]
+                print_table(f"Saturation: {devices} devices, {seconds:g} s, {args.workers} "
+                            f"client processes, {frames}{_round(n, args.repeat)}", rows)
+                ratios.append(_ratio(rows))
+                _components(rows)
+            _median(ratios)
         if args.only != "saturation":
-            rows = [(k if k != "bare" else "bare relay",
-                     run(k, lat_devices, args.latency_rate, seconds, args.workers, batch,
-                         work)) for k in kinds]
-            print_table(f"Latency: {lat_devices} devices, {args.latency_rate:g} msg/s offered, "
-                        f"{seconds:g} s, {args.workers} client processes, {frames}", rows)
-            _ratio(rows)
-            _components(rows)
-            for name, r in rows:
-                if name != "bare relay":
-                    print(f"  {name}: p99 delivery latency {r['p99_ms']:.2f} ms "
-                          "(target < 20 ms)")
+            ratios = []
+            for n in range(args.repeat):
+                rows = [(k if k != "bare" else "bare relay",
+                         run(k, lat_devices, args.latency_rate, seconds, args.workers, batch,
+                             work)) for k in kinds]
+                print_table(f"Latency: {lat_devices} devices, {args.latency_rate:g} msg/s "
+                            f"offered, {seconds:g} s, {args.workers} client processes, "
+                            f"{frames}{_round(n, args.repeat)}", rows)
+                ratios.append(_ratio(rows))
+                _components(rows)
+                for name, r in rows:
+                    if name != "bare relay":
+                        print(f"  {name}: p99 delivery latency {r['p99_ms']:.2f} ms "
+                              "(target < 20 ms)")
+            _median(ratios)
 
 
-def _ratio(rows: list[tuple[str, dict[str, float]]]) -> None:
+def _round(n: int, rounds: int) -> str:
+    return f" (round {n + 1} of {rounds})" if rounds > 1 else ""
+
+
+def _median(ratios: list[float | None]) -> None:
+    """The median of the rounds' ratios (each round measured its own bare relay)."""
+    measured = sorted(r for r in ratios if r is not None)
+    if len(measured) > 1:
+        each = ", ".join(f"{r:.2f}x" for r in ratios if r is not None)
+        print(f"  median over {len(measured)} rounds: {statistics.median(measured):.2f}x the "
+              f"bare relay (rounds: {each}; target ≤ 2x)")
+
+
+def _ratio(rows: list[tuple[str, dict[str, float]]]) -> float | None:
+    """Print the ratios of the run; return the relay's to the bare relay's (if run)."""
     by_name = dict(rows)
     ours = by_name["cipherpost"]
+    ratio = None
     if "bare relay" in by_name:
         ratio = ours["cpu_us_per_message"] / by_name["bare relay"]["cpu_us_per_message"]
         print(f"  server CPU per delivered message: {ratio:.2f}x the bare relay "
@@ -726,6 +754,7 @@ def _ratio(rows: list[tuple[str, dict[str, float]]]) -> None:
               f"SQLite; PostgreSQL's own {pg['db_cpu_us_per_message']:.1f} µs/msg "
               f"({pg['db_cpu_percent']:.0f}% CPU); relay + PostgreSQL {both:.2f}x the "
               "relay on SQLite")
+    return ratio
 
 
 #: How the tables name each set-up.
