@@ -124,3 +124,46 @@ def test_submits_while_a_batch_is_due_at_once_under_uvloop(
     finally:
         storage.close()
         db.dispose()
+
+
+def test_after_a_large_batch_the_next_waits_longer_for_company(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While batches are large (the relay is loaded) an operation waits BUSY_WINDOW for
+    others instead of COMMIT_WINDOW; after a small batch, the short wait again."""
+    monkeypatch.setattr(group, "BUSY_WINDOW", 0.2)
+    db = Database(f"sqlite:///{tmp_path}/relay.db")
+    db.migrate()
+    storage = Storage(db)
+
+    def send(i: int) -> asyncio.Future[list[Queued]]:
+        return storage.enqueue(ACCOUNT, [OutgoingMessage(1, 7, 2, b"%d" % i)], sender=None,
+                               exclude_device=None, client_timestamp=i, now=1, ttl=60,
+                               byte_budget=1 << 20)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        await storage.create_account(ACCOUNT, None, b"\x05" + bytes(32),
+                                     NewDevice(7, b"h" * 32, None, KeyUpload()), 0)
+        await send(0)  # a batch of one
+        await asyncio.sleep(0.01)
+        pending = send(1)
+        assert storage._group._due - loop.time() <= group.COMMIT_WINDOW
+        await pending
+        await asyncio.gather(*[send(i) for i in range(group.BUSY_BATCH)])  # one batch
+        await asyncio.sleep(0.01)
+        started = loop.time()
+        pending = send(2)
+        assert storage._group._due - started > 0.1
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # still waiting for company
+        await pending  # alone after BUSY_WINDOW: a batch of one, so short waits again
+        await asyncio.sleep(0.01)
+        pending = send(3)
+        assert storage._group._due - loop.time() <= group.COMMIT_WINDOW
+        await pending
+
+    try:
+        asyncio.run(run())
+    finally:
+        storage.close()
+        db.dispose()

@@ -46,13 +46,21 @@ log = logging.getLogger("cipherpost.server")
 MAX_BATCH = 1024
 #: Operations per batch run on the event loop at most: the loop reads and writes no
 #: frame while a batch runs, at about 40 µs of CPU per operation (a send or an
-#: acknowledgement, measured 2026-11-29), so 1,024 stalled every connection for 40 ms or
-#: more whenever a backlog had formed. The commit's own cost (about 25 µs) is spread
-#: thin enough over 128; the loop gets to its sockets between batches.
-MAX_LOOP_BATCH = 128
+#: acknowledgement, measured 2026-11-29; about 25 µs compiled), so 1,024 stalled every
+#: connection for 40 ms or more whenever a backlog had formed. The commit's own cost
+#: (about 25 µs) is spread thin enough over 256, which hold the loop for about 6 ms;
+#: the loop gets to its sockets between batches.
+MAX_LOOP_BATCH = 256
 
 #: Seconds an operation waits for others to share its commit (when none is under way).
 COMMIT_WINDOW = 0.001
+#: The wait instead while the relay is loaded (the last batch on the loop held at least
+#: :data:`BUSY_BATCH` operations): batches then grow with the load, and with them the
+#: frames each connection gets in one ``write()`` (the relay writes a connection's frames
+#: of a commit together) and the messages that share the commit's WAL pages. At
+#: saturation a connection got one or two frames per write with the shorter wait.
+BUSY_WINDOW = 0.002
+BUSY_BATCH = 64
 #: Seconds a *lazy* operation may wait instead: one whose durability nobody waits for (an
 #: acknowledgement the device did not ask to have confirmed). It shares the next commit
 #: that someone waits for, and gets one of its own only when none comes: at low rates a
@@ -150,6 +158,8 @@ class GroupCommit:
         self.waits = 0
         #: batches run whole by ``plans`` (not operation by operation)
         self.planned = 0
+        #: the last batch on the loop was large: the next one waits :data:`BUSY_WINDOW`
+        self._loaded = False
 
     def submit(self, op: Callable[[Any], R],
                on_commit: Callable[[R], None] | None = None, *,
@@ -183,7 +193,8 @@ class GroupCommit:
             # Gather what arrives in the next millisecond into the same commit: at low
             # rates a commit per operation would write the same pages again and again.
             loop = asyncio.get_running_loop()
-            when = loop.time() + (LAZY_WINDOW if lazy else COMMIT_WINDOW)
+            when = loop.time() + (LAZY_WINDOW if lazy else
+                                  BUSY_WINDOW if self._loaded else COMMIT_WINDOW)
             if self._timer is None or self._due > when:
                 if self._timer is not None:
                     self._timer.cancel()
@@ -230,6 +241,7 @@ class GroupCommit:
             loop.call_later(LOCK_RETRY, self._commit_on_loop, loop, batch)
             return
         self.batches[0] += 1
+        self._loaded = len(batch) >= BUSY_BATCH
         self._report(batch, results)
         loop.call_soon(self._flush, loop)
 
