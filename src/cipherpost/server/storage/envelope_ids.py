@@ -59,10 +59,9 @@ def envelope_id(seq: int) -> str:
         return random_uuid4(raw.hex() + _random.take(6).hex())
     # 74 random bits: the first nine bytes' 72 (18 hex digits) and the variant's two from
     # the tenth byte, which no digit shows (parsing a hex digit back cost as much as the
-    # rest of the id).
-    r = raw.hex()
-    s = f"{seq:012x}"
-    return f"{s[:8]}-{s[8:]}-8{r[:3]}-{_VARIANT[raw[9] & 3]}{r[3:6]}-{r[6:18]}"
+    # rest of the id). One hex() for the number and the random digits together.
+    h = (seq.to_bytes(6, "big") + raw).hex()
+    return f"{h[:8]}-{h[8:12]}-8{h[12:15]}-{_VARIANT[raw[9] & 3]}{h[15:18]}-{h[18:30]}"
 
 
 def random_uuid4(hex32: str) -> str:
