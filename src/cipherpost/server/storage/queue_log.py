@@ -598,7 +598,6 @@ class QueueLog:
             del self._deleting[kept:]
 
 
-
 class Suspensions(Protocol):
     """Where :class:`Sends` reads which accounts are suspended (``sql.Storage``)."""
 
