@@ -70,18 +70,13 @@ def submit_send(relay: Relay, device: DeviceIdentity, account_id: str, timestamp
 
 def _enqueue(relay: Relay, done: Done, device: DeviceIdentity, account_id: str,
              outgoing: list[OutgoingMessage], timestamp: int, now: int) -> None:
+    # ``Storage.sends`` rather than ``enqueue_then``: on SQLite a compiled call all the way.
     settings = relay.settings
-    storage = relay.storage
-    sender = (device.account_id, device.device_id)
-    exclude = device.device_id if account_id == device.account_id else None
-    on_commit = functools.partial(deliver, relay, account_id)
-    if storage.sends is not None:  # SQLite: straight to the compiled queue log's sends
-        storage.sends.submit(done, account_id, outgoing, sender, exclude, timestamp, now,
-                             settings.message_ttl, settings.queue_byte_budget, on_commit)
-        return
-    storage.enqueue_then(done, account_id, outgoing, sender=sender, exclude_device=exclude,
-                         client_timestamp=timestamp, now=now, ttl=settings.message_ttl,
-                         byte_budget=settings.queue_byte_budget, on_commit=on_commit)
+    relay.storage.sends.submit(
+        done, account_id, outgoing, (device.account_id, device.device_id),
+        device.device_id if account_id == device.account_id else None, timestamp, now,
+        settings.message_ttl, settings.queue_byte_budget,
+        functools.partial(deliver, relay, account_id))
 
 
 def _after(allowed: asyncio.Future[None], enqueue: Callable[[], None], done: Done) -> None:

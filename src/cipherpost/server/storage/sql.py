@@ -63,7 +63,15 @@ from .models import (
     UsernameTaken,
     envelope_of,
 )
-from .queue_log import DELETE_HOLD, DEVICES, QueueLog, Sends, check_send, nothing_logged
+from .queue_log import (
+    DELETE_HOLD,
+    DEVICES,
+    QueueLog,
+    Sends,
+    Suspensions,
+    check_send,
+    nothing_logged,
+)
 from .queue_log import Queued as Queued  # re-exported: the api modules import it from here
 from .schema import (
     accounts,
@@ -150,10 +158,10 @@ class Storage:
         #: Accounts an operator suspended, as last read (``refresh_suspended``): sends to
         #: them are refused without a query per send.
         self.suspended: frozenset[str] = frozenset()
-        #: SQLite's sends into the queue log (``enqueue_then``; the send path calls it
-        #: directly: :mod:`..sending`)
-        self.sends = Sends(self._group, self.queue_log, self) \
-            if self.queue_log is not None else None
+        #: Where sends go (``enqueue_then``; the send path calls it directly,
+        #: :mod:`..sending`): SQLite's queue log, or else the queues' table.
+        self.sends: Sends | _TableSends = Sends(self._group, self.queue_log, self) \
+            if self.queue_log is not None else _TableSends(self._group, self)
 
     def _loop_connection(self) -> Any:
         """The event loop's own SQLite connection (see ``Database.loop_connection``)."""
@@ -617,17 +625,8 @@ class Storage:
                      on_commit: Callable[[list[Queued]], None] | None = None) -> None:
         """:meth:`enqueue` with its outcome told to ``done`` (``group.Done``), on a later
         turn of the event loop than this call's."""
-        if self.sends is not None:  # SQLite: no batch plans (the log is the batch)
-            self.sends.submit(done, account_id, outgoing, sender, exclude_device,
-                              client_timestamp, now, ttl, byte_budget, on_commit)
-            return
-        if account_id in self.suspended:
-            asyncio.get_running_loop().call_soon(done, False, RecipientSuspended(account_id))
-            return
-        plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
-                                client_timestamp, now, ttl, byte_budget)
-        self._group.submit_then(done, functools.partial(_enqueue, *plan), on_commit,
-                                lock_order=(account_id, 0), plan=plan)
+        self.sends.submit(done, account_id, outgoing, sender, exclude_device,
+                          client_timestamp, now, ttl, byte_budget, on_commit)
 
     async def fetch(self, account_id: str, device_id: int, after_seq: int,
                     limit: int) -> list[Envelope]:
@@ -893,6 +892,29 @@ def _upsert_many(conn: Connection, table: Table, account_id: str, device_id: int
 def _audit(conn: Connection, now: int, account_id: str, device_id: int | None,
                  event: str) -> None:
     audit.append(conn, now, account_id, device_id, event)
+
+
+class _TableSends:
+    """Sends straight into ``messages`` (PostgreSQL, or a program other than the relay
+    on SQLite), each with its batch plan (:mod:`.pg_batch`); the counterpart of
+    :class:`.queue_log.Sends`."""
+
+    def __init__(self, group: GroupCommit, accounts: Suspensions) -> None:
+        self._group = group
+        self._accounts = accounts
+
+    def submit(self, done: Done, account_id: str, outgoing: Sequence[OutgoingMessage],
+               sender: tuple[str, int] | None, exclude_device: int | None,
+               client_timestamp: int, now: int, ttl: int, byte_budget: int,
+               on_commit: Callable[[list[Queued]], None] | None) -> None:
+        """See ``Storage.enqueue_then``."""
+        if account_id in self._accounts.suspended:
+            asyncio.get_running_loop().call_soon(done, False, RecipientSuspended(account_id))
+            return
+        plan = pg_batch.Enqueue(account_id, outgoing, sender, exclude_device,
+                                client_timestamp, now, ttl, byte_budget)
+        self._group.submit_then(done, functools.partial(_enqueue, *plan), on_commit,
+                                lock_order=(account_id, 0), plan=plan)
 
 
 def _enqueue(account_id: str, outgoing: Sequence[OutgoingMessage],
