@@ -270,6 +270,36 @@ def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
     asyncio.run(scenario())
 
 
+def test_a_redraw_waits_for_the_click_under_way(
+        tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
+    """Chromium drops the click of a press whose element left the document before the
+    release, and every message redraws the page. A message that arrives while a button is
+    held is drawn once it is let go, and the click goes through: the devices page opens."""
+    step = browser.step("gina")
+
+    async def scenario() -> None:
+        devices = Devices(tmp_path, relay)
+        hugo = await devices.register("hugo")
+        try:
+            await sign_up(step, relay.url, "gina")
+            await step("chat", username="hugo")
+            await step("send", text="hello hugo")
+            gina_id = (await wait_for_text(hugo, "hello hugo")).author
+            await step("press", testid="open-devices")
+            await hugo.send_text(gina_id, "sent while the button is down")
+            await step("wait_selector", selector="#app[data-redraw-held]")
+            shown = '[data-testid=conversation] .preview:text-is("sent while the button is down")'
+            assert (await step("count", selector=shown))["count"] == 0
+            await step("release")
+            await step("wait_selector", selector="[data-testid=devices]")
+            await step("wait_selector", selector=shown)
+            assert (await step("count", selector="#app[data-redraw-held]"))["count"] == 0
+        finally:
+            await devices.close()
+
+    asyncio.run(scenario())
+
+
 def test_devices_page_links_an_sdk_device_and_removes_it(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """The browser provisions a Python device by its link code (the new device joins

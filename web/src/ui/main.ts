@@ -28,10 +28,12 @@ import { importScreen, keyFileSection } from "./key_file.js";
 import { joinFailed, newPasswordFields, showProgress } from "./new_device.js";
 import { approveCodeForm, typedCodeLink } from "./code_link.js";
 import { strengthSection } from "./about_strength.js";
+import { released, watchPresses } from "./press.js";
 import type { ProvisionMessage } from "../app/proto/cipherpost/app/v1/app_pb.js";
 
 const DB_NAME = "cipherpost";
 const root = document.getElementById("app")!;
+watchPresses();
 
 interface View {
   client: Client;
@@ -334,6 +336,8 @@ async function draw(): Promise<void> {
     : view.selected === undefined
     ? h("section", { class: "chat" }, h("p", { class: "empty" }, "Start a conversation with a username."))
     : view.page === "safety" ? await safetyPage(view.selected) : await chat(view.selected);
+  // A click under way is not cut by the swap (./press.ts); the page says it holds a redraw.
+  await released((held) => { root.toggleAttribute("data-redraw-held", held); });
   // What the user typed is read right before the swap, after every await above: a message
   // arriving while they type a username or a draft redraws the page without losing it.
   const typed = typedFields();

@@ -10,7 +10,7 @@
  * Commands: open {url}, signup {username, password, invite?, expect_error?}, unlock {password, expect_error?},
  * reload, chat {username}, create_group {title, members}, open_conversation {account}, send {text},
  * wait_message {text, outgoing?, status?, read?}, conversations, wait_unread {account, count},
- * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid} (text, base64), set_file {testid, name, data (base64)}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
+ * offline {offline}, fill {testid, text}, attach {name, mime, data (base64)}, download {name}, download_click {testid} (text, base64), press {testid}, release {download?}, set_file {testid, name, data (base64)}, count {selector}, select {testid, value}, wait_message_gone {text, timeout?}, wait_inbox {timeout?}, watch_progress, progress_seen, devices {count?}, safety, safety_digits, click {testid}, wait_text {testid, text}, wait_gone {testid},
  * text {testid}, click_selector {selector}, elements {testid, selector?} (text and data-* of each, once one shows), wait_selector {selector},
  * messages, dump_store (every IndexedDB record), problems, screenshot {path}, reset (closes every user), close,
  * qr {testid} (the code drawn there read back by a QR decoder, next to its data-qr-payload),
@@ -100,6 +100,13 @@ const DUMP_STORE = `(async () => {
   }
   return { binary, text, records };
 })()`;
+
+/** The file a page saves while `action` runs: its text, base64 and name. */
+async function saved(page: Page, action: Promise<void>): Promise<Record<string, unknown>> {
+  const [download] = await Promise.all([page.waitForEvent("download"), action]);
+  const data = readFileSync(await download.path());
+  return { text: data.toString("utf8"), base64: data.toString("base64"), filename: download.suggestedFilename() };
+}
 
 async function run(c: Command): Promise<Record<string, unknown>> {
   if (c.cmd === "close") {
@@ -251,9 +258,21 @@ async function run(c: Command): Promise<Record<string, unknown>> {
     }
     case "download_click": {
       // click a button that saves a file: the file's text and name
-      const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId(String(c.testid)).click()]);
-      const saved = readFileSync(await download.path());
-      return { text: saved.toString("utf8"), base64: saved.toString("base64"), filename: download.suggestedFilename() };
+      return await saved(page, page.getByTestId(String(c.testid)).click());
+    }
+    case "press": {
+      // the left button held down on an element (a click's first half; release ends it)
+      await page.getByTestId(String(c.testid)).hover();
+      await page.mouse.down();
+      return {};
+    }
+    case "release": {
+      // the button let go; with download, the file the click saved (as download_click)
+      if (c.download !== true) {
+        await page.mouse.up();
+        return {};
+      }
+      return await saved(page, page.mouse.up());
     }
     case "dump_store": {
       // Every record of every IndexedDB database of this user's origin, as stored: binary
