@@ -48,12 +48,13 @@ demo: $(STAMP)
 # The server tests start a private PostgreSQL, Redis and nginx on 127.0.0.1 (tests/support/).
 # --dist worksteal: a worker that runs out of tests takes some of the other's, so the two
 # end together (the default hands each a fixed share, and one ran on alone for minutes).
+# Tests marked slow (the interop forward-jump test in every direction) run in `make interop`.
 test: system-deps browser-deps $(STAMP) $(COMPILED) $(PEER_STAMP) $(PEER_0103_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks vectors examples tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	cd $(WEB_DIR) && npm run --silent typecheck && npm test --silent
-	$(PY) -m pytest -n 2 --dist worksteal -q
+	$(PY) -m pytest -n 2 --dist worksteal -q -m "not slow" --durations=15
 
 # The SHA-256 of the browser client's bundle (app.js) and of strength.js (the passphrase
 # check) these sources build, written into web/README.md (the About page shows the same
