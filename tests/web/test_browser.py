@@ -274,7 +274,8 @@ def test_a_redraw_waits_for_the_click_under_way(
         tmp_path: Path, relay: ThreadedRelay, browser: Browser) -> None:
     """Chromium drops the click of a press whose element left the document before the
     release, and every message redraws the page. A message that arrives while a button is
-    held is drawn once it is let go, and the click goes through: the devices page opens."""
+    held is drawn once it is let go, and the click goes through: the devices page opens.
+    There, a link code being typed is kept through the next redraw."""
     step = browser.step("gina")
 
     async def scenario() -> None:
@@ -294,6 +295,13 @@ def test_a_redraw_waits_for_the_click_under_way(
             await step("wait_selector", selector="[data-testid=devices]")
             await step("wait_selector", selector=shown)
             assert (await step("count", selector="#app[data-redraw-held]"))["count"] == 0
+
+            # a link code half typed on the devices page stays through the next redraw
+            await step("fill", testid="link-code", text="cipherpost://link?half")
+            await hugo.send_text(gina_id, "sent while a link code is typed")
+            await step("wait_selector", selector='[data-testid=conversation] .preview:text-is('
+                       '"sent while a link code is typed")')
+            assert (await step("value", testid="link-code"))["value"] == "cipherpost://link?half"
         finally:
             await devices.close()
 

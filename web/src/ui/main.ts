@@ -348,9 +348,10 @@ async function draw(): Promise<void> {
 }
 
 /** The inbox's fields that hold typing in progress, kept across a redraw: the composer's
- * draft, the new-chat username, the new-group form (with whether it is open) and a
- * message's new text while it is edited. */
-const TYPED_FIELDS = ["composer-input", "new-chat-username", "new-group-title", "new-group-members", "edit-input"];
+ * draft, the new-chat username, the new-group form (with whether it is open), a
+ * message's new text while it is edited and the devices page's link code. */
+const TYPED_FIELDS = ["composer-input", "new-chat-username", "new-group-title", "new-group-members", "edit-input",
+  "link-code"];
 
 function typedFields(): { restore: () => void } {
   const field = (id: string) => document.querySelector(`[data-testid=${id}]`) as HTMLInputElement | null;
