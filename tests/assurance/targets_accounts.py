@@ -401,7 +401,7 @@ def archive_part(data: bytes) -> None:
 
     def replay() -> int:
         with STORE.transaction():
-            return sum(archive._apply(STORE, event) for event in part.events)
+            return archive.replay(STORE, part.events)
     assert 0 <= _undone(replay) <= len(part.events)
 
 

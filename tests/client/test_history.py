@@ -39,6 +39,12 @@ def view(client: Client, conversation: str) -> list[tuple[str, str]]:
     return [(h.author, h.text) for h in client.history(conversation, limit=1000)]
 
 
+def full_view(client: Client, conversation: str) -> list[tuple[str, int, str, dict[str, str]]]:
+    """Each message's author, timestamp (its name), text and reactions."""
+    return [(h.author, h.timestamp, h.text, client.store.reactions(h.author, h.timestamp))
+            for h in client.history(conversation, limit=1000)]
+
+
 async def link(devices: Devices, owner: Client, name: str, tmp_path: Path,
                **complete: Any) -> Client:
     pending = await request_link(devices.relay.url)
@@ -55,12 +61,12 @@ async def link(devices: Devices, owner: Client, name: str, tmp_path: Path,
 async def conversation(alice: Client, bob: Client) -> bytes:
     """1:1 and group messages, an edit, a reaction, a delete for everyone."""
     await alice.send_text("bob", CANARIES[0])
-    await bob.send_text("alice", "hi alice")
+    hi = await bob.send_text("alice", "hi alice")
     gone = await bob.send_text("alice", "this one is deleted")
     first = await alice.send_text("bob", "tpyo")
     await alice.receive()
     await alice.edit("bob", first, CANARIES[1])
-    await alice.react("bob", (bob.account_id, gone - 1), "+1")
+    await alice.react("bob", (bob.account_id, hi), "+1")
     await bob.delete_for_everyone("alice", gone)
     group = await alice.create_group("trip", ["bob"])
     await bob.receive()
@@ -287,7 +293,7 @@ def test_history_turned_on_by_a_device_without_recovery_secrets_reaches_the_blob
     """The recovery key was made on alice's first device; a linked device (which holds
     no recovery secrets, like the browser) turns server history on: the first device
     seals the blob again when it hears of it, so a restore keeps history on, with the
-    account's keys, and replays what the linked device stored."""
+    account's keys, and replays what the linked device stored, edits and reactions too."""
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
@@ -295,7 +301,11 @@ def test_history_turned_on_by_a_device_without_recovery_secrets_reaches_the_blob
             bob = await devices.register("bob")
             laptop = await link(devices, alice, "laptop", tmp_path)
             key = await alice.create_recovery_key()
-            await laptop.send_text("bob", "stored by the laptop")
+            draft = await laptop.send_text("bob", "stored by the laptop, first draft")
+            await laptop.edit("bob", draft, "stored by the laptop")
+            answer = await bob.send_text("alice", "bob's answer")
+            await laptop.receive()
+            await laptop.react("bob", (bob.account_id, answer), "👍")
             await laptop.set_server_history(True)
             assert ev.ServerHistoryChanged(enabled=True) in await alice.receive()
             restored = await restore(tmp_path / "new.db", relay.url, key, passphrase="pw",
@@ -305,7 +315,10 @@ def test_history_turned_on_by_a_device_without_recovery_secrets_reaches_the_blob
             assert restored.server_history
             held, theirs = history.keys(restored.store), history.keys(laptop.store)
             assert held is not None and theirs is not None and held.id_key == theirs.id_key
-            assert view(restored, bob.account_id) == [(alice.account_id, "stored by the laptop")]
+            # the laptop's messages, its edit (under the message's timestamp) and its reaction
+            assert full_view(restored, bob.account_id) == [
+                (alice.account_id, draft, "stored by the laptop", {}),
+                (bob.account_id, answer, "bob's answer", {alice.account_id: "👍"})]
         finally:
             await devices.close()
 
@@ -533,10 +546,14 @@ def test_local_encrypted_export_and_import(tmp_path: Path, relay: ThreadedRelay)
                                             options=dataclasses.replace(devices.options))
             devices.clients.append(imported)
             assert imported.account_id == alice.account_id
-            assert view(imported, bob.account_id) == view(alice, bob.account_id)
+            # the edited message under its own timestamp, and the reaction on bob's message
+            held = full_view(alice, bob.account_id)
+            assert CANARIES[1] in [text for _, _, text, _ in held]
+            assert {alice.account_id: "+1"} in [reactions for _, _, _, reactions in held]
+            assert full_view(imported, bob.account_id) == held
             group = imported.group(group_id)
             assert group is not None
-            assert view(imported, group.conversation) == view(alice, group.conversation)
+            assert full_view(imported, group.conversation) == full_view(alice, group.conversation)
             # Keys only: the account, no conversations.
             keys_only = tmp_path / "keys.cpexport"
             export_account(alice, keys_only, "export pass", with_history=False,

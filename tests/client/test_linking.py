@@ -495,8 +495,11 @@ def test_without_server_history_the_linked_device_gets_a_one_time_archive(
                 await alice.receive()
             first = alice.store.messages(bob.account_id)[0]
             await alice.react("bob", (first.author, first.timestamp), "👍")
+            mine = [m for m in alice.store.messages(bob.account_id) if m.outgoing][1]
+            await alice.edit("bob", mine.timestamp, "from alice 1, edited")
             expected = [DataMessage.FromString(m.body).text
                         for m in alice.store.messages(bob.account_id)]
+            assert "from alice 1, edited" in expected
 
             pending = await request_link(relay.url)
             path = tmp_path / "alice-archive.db"
@@ -515,10 +518,13 @@ def test_without_server_history_the_linked_device_gets_a_one_time_archive(
             texts = [DataMessage.FromString(m.body).text
                      for m in laptop.store.messages(bob.account_id)]
             assert texts == expected and len(texts) == 12            # each once
+            # the edited one under its own name, not the edit's (an edit names the message)
+            assert [(m.author, m.timestamp) for m in laptop.store.messages(bob.account_id)] \
+                == [(m.author, m.timestamp) for m in alice.store.messages(bob.account_id)]
             assert laptop.store.reactions(first.author, first.timestamp) == \
                 {alice.account_id: "👍"}
             assert max(opened) >= 2 and opened.count(0) == 1           # not taken twice
-            assert seen and seen[-1][1] == 13
+            assert seen and seen[-1][1] == 14            # 12 messages, the edit, the reaction
             assert archives.count() == 0                               # gone from the relay
             assert await laptop.receive_link_archive() == 0            # nothing left
         finally:

@@ -4,8 +4,16 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+
 import { fromHex } from "../src/protocol/bytes.js";
-import { ArchiveError, openPart } from "../src/app/archive.js";
+import { applyEvents, ArchiveError, openPart } from "../src/app/archive.js";
+import { messageKey, type StoredMessage } from "../src/app/model.js";
+import { HistoryEventSchema, type DataMessageSchema, type HistoryEvent } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { reactionsOf } from "../src/app/reactions.js";
+import { TEST_PARAMS } from "../src/app/store/crypto.js";
+import { DeviceStore } from "../src/app/store/device.js";
+import { MemoryKv } from "../src/app/store/kv.js";
 
 // python: archive.seal_part(bytes(range(32)), 1, 2, HistoryArchivePart(events=[HistoryEvent(message=
 //   HistoryMessage(conversation="c", author="a", author_device=1, received_at=5, data=DataMessage(timestamp=7,
@@ -30,5 +38,45 @@ describe("archive", () => {
     await assert.rejects(openPart(KEY, 1, 3, SEALED), ArchiveError);
     await assert.rejects(openPart(new Uint8Array(32), 1, 2, SEALED), ArchiveError);
     await assert.rejects(openPart(KEY, 1, 2, SEALED.subarray(0, 10)), ArchiveError);
+  });
+});
+
+describe("replaying an archive's or a key file's events", () => {
+  const AMY = "aaaaaaaa-0000-4000-8000-000000000001";
+  const BOB = "bbbbbbbb-0000-4000-8000-000000000002";
+  const message = (author: string, data: MessageInitShape<typeof DataMessageSchema>): HistoryEvent => create(HistoryEventSchema, { body: {
+    case: "message", value: { conversation: BOB, author, authorDevice: 1, receivedAt: 5n, outgoing: author === AMY, data } } });
+  const change = (author: string, data: MessageInitShape<typeof DataMessageSchema>): HistoryEvent => create(HistoryEventSchema, { body: {
+    case: "change", value: { conversation: BOB, author, receivedAt: 5n, data } } });
+
+  async function replayed(events: HistoryEvent[]): Promise<{ store: DeviceStore; stored: number }> {
+    const store = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
+    const stored = await store.transaction(() => applyEvents(store, events, 1_000));
+    return { store, stored };
+  }
+
+  test("an edit and a reaction that follow a message apply to it; one of a message not held is dropped", async () => {
+    const { store, stored } = await replayed([
+      message(AMY, { timestamp: 10n, text: "first draft" }),
+      change(AMY, { timestamp: 12n, text: "as sent at last", edit: { author: AMY, timestamp: 10n } }),
+      change(BOB, { timestamp: 10n, reaction: { emoji: "👍", target: { author: AMY, timestamp: 10n } } }),
+      change(BOB, { timestamp: 11n, reaction: { emoji: "🎉", target: { author: AMY, timestamp: 99n } } }),
+      change(BOB, { timestamp: 13n, text: "not bob's to edit", edit: { author: AMY, timestamp: 10n } }),
+    ]);
+    assert.equal(stored, 1);
+    const held = await store.getJson<StoredMessage>(messageKey(BOB, 10, AMY));
+    assert.equal(held?.text, "as sent at last");
+    assert.deepEqual(await reactionsOf(store, messageKey(BOB, 10, AMY)), { [BOB]: "👍" });
+    assert.deepEqual(await reactionsOf(store, messageKey(BOB, 99, AMY)), {});
+  });
+
+  test("an edited message written as its edit (before 2026-11-30) is stored under the message's timestamp", async () => {
+    const { store } = await replayed([
+      message(AMY, { timestamp: 12n, text: "as sent at last", edit: { author: AMY, timestamp: 10n } }),
+      change(BOB, { timestamp: 10n, reaction: { emoji: "👍", target: { author: AMY, timestamp: 10n } } }),
+    ]);
+    assert.equal((await store.getJson<StoredMessage>(messageKey(BOB, 10, AMY)))?.text, "as sent at last");
+    assert.equal(await store.get(messageKey(BOB, 12, AMY)), undefined);
+    assert.deepEqual(await reactionsOf(store, messageKey(BOB, 10, AMY)), { [BOB]: "👍" });
   });
 });

@@ -17,8 +17,10 @@ import {
   exportKeyFile, exportRecords, HEADER_BYTES, importKeyFile, KeyFileError, keyFileName, readKeyFile, RECOVERY_SECRET,
   writeKeyFile,
 } from "../src/app/key_file.js";
+import { applyEvents } from "../src/app/archive.js";
 import { messageKey, type StoredMessage } from "../src/app/model.js";
-import { ExportRecordSchema, type ExportRecord } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { ExportRecordSchema, type ExportRecord, type HistoryEvent } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { reactionsOf, setReaction } from "../src/app/reactions.js";
 import { MAX_PARAMS, TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
@@ -244,6 +246,7 @@ describe("a key file this browser writes", () => {
       const m: StoredMessage = { conversation: BOB, author: ME, authorDevice: 2, timestamp: 1_000, text: "from the browser",
         outgoing: true, status: "delivered", receivedAt: 1_000 };
       await store.putJson(messageKey(BOB, m.timestamp, ME), m);
+      await setReaction(store, messageKey(BOB, m.timestamp, ME), BOB, "👍");
       if (secrets) await store.put(RECOVERY_SECRET, hex(vector.recovery_secrets));
     });
     return { accountId: ME, username: "amy", store } as unknown as Client;
@@ -259,7 +262,13 @@ describe("a key file this browser writes", () => {
     const file = await exportKeyFile(client, "a chosen passphrase", { withHistory: true, params: TEST_PARAMS });
     assert.equal(Buffer.from(file.slice(0, 9)).toString("hex"), `${Buffer.from("CPEXPORT").toString("hex")}01`);
     const records = await readKeyFile(file, "a chosen passphrase");
-    assert.deepEqual(records.map((r) => r.body.case), ["account", "recoverySecrets", "event"]);
+    assert.deepEqual(records.map((r) => r.body.case), ["account", "recoverySecrets", "event", "event"]);
+    // the message, then bob's reaction to it as a change (as the SDK writes it), which a fresh store replays
+    const events = records.slice(2).map((r) => r.body.value as HistoryEvent);
+    assert.deepEqual(events.map((e) => e.body.case), ["message", "change"]);
+    const fresh = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
+    assert.equal(await fresh.transaction(() => applyEvents(fresh, events, 2_000)), 1);
+    assert.deepEqual(await reactionsOf(fresh, messageKey(BOB, 1_000, ME)), { [BOB]: "👍" });
     const blob = records[0]!.body.value as { accountId: string; username: string; identityKeyPair: Uint8Array;
       contacts: { accountId: string; username: string; verified: boolean }[] };
     assert.equal(blob.accountId, ME);

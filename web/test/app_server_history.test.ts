@@ -1,6 +1,6 @@
 /** Turning server history on from the browser (src/app/server_history.ts): new keys when
- * the account has none (kept when it has), every stored message queued sealed under
- * them, and the keys sent to our other devices. */
+ * the account has none (kept when it has), every stored message (with its reactions)
+ * queued sealed under them, and the keys sent to our other devices. */
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -10,6 +10,7 @@ import { decodeContent } from "../src/app/content.js";
 import * as history from "../src/app/history.js";
 import { messageKey, type StoredMessage } from "../src/app/model.js";
 import type { HistoryKeys } from "../src/app/proto/cipherpost/app/v1/app_pb.js";
+import { setReaction } from "../src/app/reactions.js";
 import { serverHistoryOn, turnServerHistoryOn } from "../src/app/server_history.js";
 import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
@@ -37,6 +38,7 @@ async function setUp() {
     timestamp, text, outgoing: false, status: "received", receivedAt: timestamp });
   await store.transaction(async () => {
     for (const m of [message(1, "one"), message(2, "two")]) await store.putJson(messageKey(BOB, m.timestamp, BOB), m);
+    await setReaction(store, messageKey(BOB, 2, BOB), ME, "👍");
   });
   return { store, client, sent, flushed: () => flushed };
 }
@@ -53,14 +55,17 @@ test("new keys, every stored message queued and opened with them, the keys sent 
   const keys = history.keysFromProto(sent[0]!.keys);
   assert.equal(keys.idKey.length, 32);
   const queued = await history.pendingEntries(store);
-  assert.equal(queued.length, 2);
+  assert.equal(queued.length, 3);
   const texts: string[] = [];
   for (const { name, blob } of queued) {
     const event = await history.openBlob(keys, Uint8Array.from(Buffer.from(name, "hex")), blob);
-    assert.equal(event.body.case, "message");
     if (event.body.case === "message") texts.push(event.body.value.data!.text);
+    else if (event.body.case === "change") {
+      const { author, data } = event.body.value;
+      texts.push(`${author === ME ? "my" : "?"} ${data!.reaction!.emoji} on ${data!.reaction!.target!.timestamp}`);
+    }
   }
-  assert.deepEqual(texts, ["one", "two"], "queued in the order they were stored");
+  assert.deepEqual(texts, ["one", "two", "my 👍 on 2"], "queued in the order they were stored, a reaction after its message");
 });
 
 test("keys the account already has are kept", async () => {

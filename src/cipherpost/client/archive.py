@@ -17,25 +17,18 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from . import content as codec
+from . import history
 from .api import RelayApi, RelayError
 from .errors import ClientError
 from .padding import PaddingError, pad, unpad
-from .proto.app_pb2 import (
-    DataMessage,
-    HistoryArchive,
-    HistoryArchivePart,
-    HistoryEvent,
-    HistoryMessage,
-    MessageRef,
-    Reaction,
-)
+from .proto.app_pb2 import HistoryArchive, HistoryArchivePart, HistoryEvent
 from .store.database import Store
 
 VERSION = 1
@@ -75,24 +68,11 @@ def open_part(key: bytes, index: int, count: int, blob: bytes) -> HistoryArchive
     return part
 
 
-def events(store: Store) -> Iterator[HistoryEvent]:
-    """Every stored message, oldest first, each followed by its reactions."""
-    for m in store.all_messages():
-        yield HistoryEvent(message=HistoryMessage(
-            conversation=m.conversation, author=m.author, author_device=m.author_device,
-            received_at=m.received_at, outgoing=m.outgoing, data=DataMessage.FromString(m.body)))
-        for reactor, emoji in sorted(store.reactions(m.author, m.timestamp).items()):
-            yield HistoryEvent(change=HistoryMessage(
-                conversation=m.conversation, author=reactor, received_at=m.received_at,
-                data=DataMessage(reaction=Reaction(
-                    emoji=emoji, target=MessageRef(author=m.author, timestamp=m.timestamp)))))
-
-
 async def upload(api: RelayApi, store: Store) -> HistoryArchive | None:
     """Seal and upload this device's conversations; None when there are none."""
     parts: list[HistoryArchivePart] = [HistoryArchivePart()]
     size = total = 0
-    for event in events(store):
+    for event in history.stored_events(store):
         length = event.ByteSize()
         if size and size + length > PART_BYTES:
             parts.append(HistoryArchivePart())
@@ -155,7 +135,7 @@ async def receive(api: RelayApi, store: Store, *,
                 raise
             part = open_part(bytes(reference.key), index, count, bytes(blob or b""))
             with store.transaction():
-                stored += sum(_apply(store, event) for event in part.events)
+                stored += replay(store, part.events)
                 store.set_meta(_DONE, str(index + 1))
             replayed += len(part.events)
             if progress is not None:
@@ -169,21 +149,7 @@ async def receive(api: RelayApi, store: Store, *,
     return stored
 
 
-def _apply(store: Store, event: HistoryEvent) -> int:
-    """Replay one event; 1 if it stored a new message."""
-    kind = event.WhichOneof("body")
-    if kind == "message":
-        m = event.message
-        timer = m.data.expire_timer
-        expires = m.data.timestamp + timer * 1000 if m.outgoing and timer else None
-        return int(store.add_message(
-            conversation=m.conversation, author=m.author, author_device=m.author_device,
-            timestamp=m.data.timestamp, received_at=m.received_at, outgoing=m.outgoing,
-            body=m.data.SerializeToString(), expire_timer=timer, expires_at=expires))
-    if kind == "change" and event.change.data.HasField("reaction"):
-        c = event.change
-        r = c.data.reaction
-        if store.message_conversation(r.target.author, r.target.timestamp) == c.conversation:
-            store.set_reaction(r.target.author, r.target.timestamp, c.author,
-                               None if r.remove else r.emoji)
-    return 0
+def replay(store: Store, events: Iterable[HistoryEvent]) -> int:
+    """Replay a part's events (inside the caller's transaction) as an export file's are
+    (history.replay_event): messages, edits and reactions; the new messages stored."""
+    return sum(history.replay_event(store, event) == "messages" for event in events)

@@ -37,7 +37,7 @@ from .client import Client
 from .content import InvalidContent, check_integers
 from .errors import ClientError
 from .options import ClientOptions
-from .proto.app_pb2 import DataMessage, ExportRecord, HistoryEvent, HistoryMessage
+from .proto.app_pb2 import ExportRecord, HistoryEvent
 from .recovery import RECOVERY_SECRET, Secrets, _blob, _finish, _join
 from .store.crypto import Argon2Params, UnusableParams, check_params
 
@@ -69,11 +69,7 @@ def _records(client: Client, with_history: bool) -> list[ExportRecord]:
     records = [ExportRecord(account=_blob(client, "")),
                ExportRecord(recovery_secrets=secrets)]
     if with_history:
-        for m in store.all_messages():
-            records.append(ExportRecord(event=HistoryEvent(message=HistoryMessage(
-                conversation=m.conversation, author=m.author, author_device=m.author_device,
-                received_at=m.received_at, outgoing=m.outgoing,
-                data=DataMessage.FromString(m.body)))))
+        records.extend(ExportRecord(event=event) for event in history.stored_events(store))
         for group_id in store.group_ids():
             state = store.get_group(group_id)
             if state is not None:

@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,14 @@ from .api import RelayApi, RelayError
 from .errors import ClientError
 from .groups import Group, GroupChangeRejected
 from .padding import PaddingError, pad, unpad
-from .proto.app_pb2 import DataMessage, HistoryEvent, HistoryKeys, HistoryMessage
+from .proto.app_pb2 import (
+    DataMessage,
+    HistoryEvent,
+    HistoryKeys,
+    HistoryMessage,
+    MessageRef,
+    Reaction,
+)
 from .store.database import Store
 
 log = logging.getLogger("cipherpost.client.history")
@@ -171,14 +178,57 @@ def set_keys(store: Store, value: Keys | None, *, on: bool) -> None:
             store.history_clear_pending()
 
 
+def stored_events(store: Store) -> Iterator[HistoryEvent]:
+    """Every stored message as the events that make it again on another device, oldest
+    first: the message under its own timestamp, then its edit and its reactions as
+    changes. An edited message's stored body is the edit (named by the edit's own
+    timestamp): the message carries its current text, and the edit follows so that the
+    other device knows it was edited. A reaction is named by the message it is on (its
+    own timestamp is not kept)."""
+    for m in store.all_messages():
+        data = DataMessage.FromString(m.body)
+        edit = None
+        if data.HasField("edit"):
+            edit, data = data, DataMessage()
+            data.CopyFrom(edit)
+            data.ClearField("edit")
+            data.timestamp = m.timestamp
+        yield HistoryEvent(message=HistoryMessage(
+            conversation=m.conversation, author=m.author, author_device=m.author_device,
+            received_at=m.received_at, outgoing=m.outgoing, data=data))
+        if edit is not None:
+            yield HistoryEvent(change=HistoryMessage(
+                conversation=m.conversation, author=m.author, author_device=m.author_device,
+                received_at=m.received_at, outgoing=m.outgoing, data=edit))
+        for reactor, emoji in sorted(store.reactions(m.author, m.timestamp).items()):
+            yield HistoryEvent(change=HistoryMessage(
+                conversation=m.conversation, author=reactor, received_at=m.received_at,
+                data=DataMessage(timestamp=m.timestamp, reaction=Reaction(
+                    emoji=emoji, target=MessageRef(author=m.author, timestamp=m.timestamp)))))
+
+
+def message_timestamp(m: HistoryMessage) -> int:
+    """The timestamp that names a message event's message. Files and archives written
+    before stored_events carried an edited message as its edit (the edit's timestamp, and
+    the message it replaces in ``edit``)."""
+    if m.data.HasField("edit") and m.data.edit.author == m.author:
+        return m.data.edit.timestamp
+    return m.data.timestamp
+
+
 def backfill(store: Store, recorder: Recorder) -> int:
-    """Queue every stored message (after history was turned on); the number queued."""
+    """Queue every stored message, with its edit and reactions (after history was turned
+    on); the number of messages queued."""
     count = 0
     with store.transaction():
-        for m in store.all_messages():
-            data = DataMessage.FromString(m.body)
+        for event in stored_events(store):
+            if event.WhichOneof("body") == "change":
+                c = event.change
+                recorder.change(c.conversation, c.author, c.author_device, c.data)
+                continue
+            m = event.message
             recorder.message(m.conversation, m.author, m.author_device, m.received_at,
-                             m.outgoing, data)
+                             m.outgoing, m.data)
             count += 1
         for group_id in store.group_ids():
             state = store.get_group(group_id)
@@ -367,7 +417,7 @@ def replay_event(store: Store, event: HistoryEvent) -> str:
     kind = event.WhichOneof("body")
     if found is not None and kind == "message":
         m = event.message
-        name = event_id(found, KIND_MESSAGE, m.conversation, m.author, m.data.timestamp)
+        name = event_id(found, KIND_MESSAGE, m.conversation, m.author, message_timestamp(m))
     return _apply(store, name, event)
 
 
@@ -382,15 +432,16 @@ def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
     kind = event.WhichOneof("body")
     if kind == "message":
         m = event.message
+        timestamp = message_timestamp(m)
         timer = m.data.expire_timer
-        expires = m.data.timestamp + timer * 1000 if m.outgoing and timer else None
+        expires = timestamp + timer * 1000 if m.outgoing and timer else None
         stored = store.add_message(conversation=m.conversation, author=m.author,
-                                   author_device=m.author_device, timestamp=m.data.timestamp,
+                                   author_device=m.author_device, timestamp=timestamp,
                                    received_at=m.received_at, outgoing=m.outgoing,
                                    body=m.data.SerializeToString(), expire_timer=timer,
                                    expires_at=expires)
         if name:
-            store.name_history_event(name, m.author, m.data.timestamp)
+            store.name_history_event(name, m.author, timestamp)
         return "messages" if stored else "known"
     if kind == "change":
         c = event.change

@@ -14,11 +14,13 @@ import { concat, fromHex, toHex, utf8 } from "../protocol/bytes.js";
 import { RelayError, type RelayApi } from "./api.js";
 import { attachmentInfos } from "./inbox.js";
 import { checkIntegers } from "./content.js";
+import { applyEdit } from "./edits.js";
 import { Group, GroupChangeRejected } from "./groups.js";
 import { messageKey, type Contact, type StoredMessage } from "./model.js";
 import { unpad } from "./padding.js";
+import { applyReaction } from "./reactions.js";
 import {
-  HistoryArchivePartSchema, type HistoryArchive, type HistoryArchivePart, type HistoryEvent,
+  HistoryArchivePartSchema, type HistoryArchive, type HistoryArchivePart, type HistoryEvent, type HistoryMessage,
 } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { DeviceStore } from "./store/device.js";
 
@@ -56,6 +58,17 @@ export async function openPart(key: Uint8Array, index: number, count: number, bl
 }
 
 /**
+ * The timestamp that names a message event's message (the SDK's history.message_timestamp).
+ * Files, archives and backfills written before 2026-11-30 carried an edited message as its
+ * edit: the message is then the one the edit names.
+ */
+export function messageTimestamp(m: HistoryMessage): number {
+  const data = m.data;
+  if (data === undefined) return 0;
+  return Number(data.edit !== undefined && data.edit.author === m.author ? data.edit.timestamp : data.timestamp);
+}
+
+/**
  * Replay events (an archive part's, or the server-stored history's) into the store,
  * inside a unit: messages unless held, group states newer than the one held; the number
  * of new messages.
@@ -80,10 +93,17 @@ export async function applyEvents(store: DeviceStore, events: readonly HistoryEv
       }
       continue;
     }
-    if (body.case !== "message" || body.value.data === undefined) continue; // reactions come later
+    if (body.case === "change" && body.value.data !== undefined) { // an edit or a reaction of a message held
+      const c = body.value;
+      if (await applyEdit(store, c.conversation, c.author, c.data!) === undefined) {
+        await applyReaction(store, c.conversation, c.author, c.data!);
+      }
+      continue;
+    }
+    if (body.case !== "message" || body.value.data === undefined) continue;
     const m = body.value;
     const data = m.data!;
-    const timestamp = Number(data.timestamp);
+    const timestamp = messageTimestamp(m);
     if (m.conversation === "" || m.author === "" || data.expireTimerUpdate) continue;
     const key = messageKey(m.conversation, timestamp, m.author);
     if ((await store.get(key)) !== undefined) continue;

@@ -28,7 +28,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, fromHex, systemRandom, toHex, utf8 } from "../protocol/bytes.js";
 import type { RelayApi } from "./api.js";
 import { RelayError } from "./api.js";
-import { applyEvents } from "./archive.js";
+import { applyEvents, messageTimestamp } from "./archive.js";
 import { checkIntegers } from "./content.js";
 import { applyEdit } from "./edits.js";
 import { applyReaction, forgetReactions } from "./reactions.js";
@@ -379,7 +379,7 @@ export async function download(api: RelayApi, store: DeviceStore, now: number,
         const body = event.body;
         if (body.case === "message" && body.value.data !== undefined) {
           const m = body.value;
-          await store.putJson(NAMES + toHex(name), messageKey(m.conversation, Number(m.data!.timestamp), m.author));
+          await store.putJson(NAMES + toHex(name), messageKey(m.conversation, messageTimestamp(m), m.author));
         }
         if (body.case === "change" && body.value.data !== undefined) {
           await nameChange(store, name, body.value.conversation, body.value.author, body.value.data);
