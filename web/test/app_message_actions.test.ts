@@ -207,6 +207,24 @@ test("our message deleted for everyone while it waits for the connection is neve
   assert.equal(await c.queued(), 0);
 });
 
+test("our message edited while it waits for the connection goes with the new text; the edit follows", async () => {
+  const { client: c, sent } = await client();
+  const net = goOffline(c);
+  const message = await c.sendText(BOB, "the door code is 4711");
+  assert.equal(message.status, "sending");
+  await c.editMessage(BOB, message.timestamp, "call me for the door code");
+  assert.equal(await c.queued(), 2, "the message, then its edit");
+  net.offline = false;
+  await c.flushQueue();
+  assert.ok(sent.every((s) => !s.data.text.includes("4711")), "the old text never left");
+  assert.equal(sent.length, 4, "each to Bob and as a copy to our other devices");
+  const [first, edit] = [sent[0]!.data, sent[2]!.data];
+  assert.deepEqual([first.timestamp, first.text, first.edit], [BigInt(message.timestamp), "call me for the door code",
+    undefined]);
+  assert.deepEqual([edit.edit?.timestamp, edit.text], [BigInt(message.timestamp), "call me for the door code"]);
+  assert.equal(await c.queued(), 0);
+});
+
 test("a group message deleted while queued is dropped unless the relay took it for a member already", async () => {
   const { client: c, sent } = await client();
   const net = goOffline(c);

@@ -50,7 +50,10 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
   if (data.edit !== undefined) {
     const message = await applyEdit(store, conversation, author, data);
     if (message === undefined) return;
-    if (message.outgoing) await reviseSent(store, conversation, message.timestamp, data.text);
+    if (message.outgoing) {
+      await reviseUnsent(store, conversation, message.timestamp, data.text);
+      await reviseSent(store, conversation, message.timestamp, data.text);
+    }
     await history.recordChange(store, conversation, author, authorDevice, now, data);
     events.push({ kind: "message", message });
     return;
@@ -79,6 +82,22 @@ async function dropUnsent(store: DeviceStore, conversation: string, timestamp: n
   if (queued === undefined || queued.conversation !== conversation || queued.stage !== "members"
     || queued.reached === true || ourContent(queued.data, timestamp) === undefined) return;
   await store.put(key, null);
+}
+
+/**
+ * Our message sent at `timestamp` in `conversation` is edited while its send still waits
+ * in this device's queue: the queued send carries the new text, so the old one never
+ * leaves this device if no one had it yet (the edit still goes after it). Members a group
+ * send reached already, and our other devices, get the edit as usual.
+ */
+async function reviseUnsent(store: DeviceStore, conversation: string, timestamp: number, text: string): Promise<void> {
+  const key = queueKey(timestamp);
+  const queued = await store.getJson<QueuedSend>(key);
+  if (queued === undefined || queued.conversation !== conversation) return;
+  const content = ourContent(queued.data, timestamp);
+  if (content === undefined || content.body.case !== "data") return;
+  content.body.value.text = text;
+  await store.putJson(key, { ...queued, data: toHex(encodeContent(content)) } satisfies QueuedSend);
 }
 
 /**
