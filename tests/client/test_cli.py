@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from cipherpost.cli import cli
 from cipherpost.client import Client
+from cipherpost.client.client import HistoryItem
 
 from ..server.process import ServerProcess
 from .conftest import ThreadedRelay
@@ -235,6 +236,31 @@ def _as_peer(home: Path, work: Callable[[Client], Awaitable[None]]) -> None:
             await client.close()
 
     asyncio.run(run())
+
+
+def test_an_edit_is_shown_with_its_mark(tmp_path: Path, relay: ThreadedRelay) -> None:
+    """An edit that arrives is shown as the message at its time with the new text and
+    "(edited)"; the history keeps the mark."""
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    assert invoke(alice, *REGISTER, relay.url, "--username", "alice")[0] == 0
+    assert invoke(bob, *REGISTER, relay.url, "--username", "bob")[0] == 0
+    code, stdout, _ = invoke(alice, "--json", "send", "bob", "see you at nine")
+    sent = json.loads(stdout)["timestamp"]
+    assert invoke(bob, "receive")[0] == 0
+
+    async def edit(client: Client) -> None:
+        await client.edit("bob", sent, "see you at ten")
+
+    _as_peer(alice, edit)
+    code, stdout, _ = invoke(bob, "receive")
+    assert code == 0 and ": see you at ten (edited)" in stdout, stdout
+    items: list[HistoryItem] = []
+
+    async def history(client: Client) -> None:
+        items.extend(client.history(await client.conversation_for("alice"), limit=5))
+
+    _as_peer(bob, history)
+    assert [(i.timestamp, i.text, i.edited) for i in items] == [(sent, "see you at ten", True)]
 
 
 def test_peer_text_is_shown_not_interpreted(tmp_path: Path, relay: ThreadedRelay) -> None:

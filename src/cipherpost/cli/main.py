@@ -795,7 +795,8 @@ async def chat(ctx: Context, client: Client, recipient: str) -> None:
     """Talk with RECIPIENT: type lines to send them; their messages appear as they come."""
     account = await client.conversation_for(recipient)
     for item in client.history(account, limit=20):
-        _show_line(ctx, client, item.author, item.timestamp, item.text, item.outgoing)
+        _show_line(ctx, client, item.author, item.timestamp, item.text, item.outgoing,
+                   edited=item.edited)
 
     async def incoming() -> None:
         async for event in client.listen():
@@ -910,12 +911,13 @@ def _notice(*parts: str | tuple[str, str]) -> None:
 
 
 def _show_line(ctx: Context, client: Client, author: str, timestamp: int, text: str,
-               outgoing: bool) -> None:
+               outgoing: bool, *, edited: bool = False) -> None:
     try:
         when = datetime.fromtimestamp(timestamp / 1000, UTC).astimezone().strftime("%H:%M")
     except (OverflowError, OSError, ValueError):
         when = "--:--"  # a timestamp no clock shows
-    _notice((when, "dim"), " ", (_name(client, author), "bold"), ": ", clean(text))
+    _notice((when, "dim"), " ", (_name(client, author), "bold"), ": ", clean(text),
+            *([(" (edited)", "dim")] if edited else []))
 
 
 def _show(ctx: Context, client: Client, event: ev.Event) -> None:
@@ -932,6 +934,9 @@ def _show(ctx: Context, client: Client, event: ev.Event) -> None:
             _notice("  ", ("attachment:", "dim"), " ",
                     clean_line(attachment.file_name) or "(unnamed)",
                     f" ({attachment.size} bytes)")
+    elif isinstance(event, ev.MessageEdited):  # shown again with its new text, at its time
+        _show_line(ctx, client, event.author, event.timestamp, event.text,
+                   event.author == client.account_id, edited=True)
     elif isinstance(event, ev.GroupUpdated):
         _notice((f"Group \"{clean_line(event.title)}\" is now at revision {event.revision} "
                  f"with {len(event.members)} members", "yellow"),

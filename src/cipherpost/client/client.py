@@ -1081,11 +1081,14 @@ class HistoryItem:
     outgoing: bool
     #: Our messages: "sending" (or the app stopped while sending), "sent" or "failed".
     status: str = SENT
+    #: Its author replaced the text (an edited message's stored body is the edit).
+    edited: bool = False
 
     @classmethod
     def from_stored(cls, m: StoredMessage) -> HistoryItem:
         data = DataMessage.FromString(m.body)
-        return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing, m.status)
+        return cls(m.author, m.author_device, m.timestamp, data.text, m.outgoing, m.status,
+                   data.HasField("edit"))
 
 
 def _pointer(attachment: ev.Attachment) -> AttachmentPointer:
