@@ -139,6 +139,8 @@ def test_the_browser_reacts_edits_and_deletes_and_shows_reactions(
             await step("fill", testid="edit-input", text="see you at ten")
             await step("click", testid="edit-save")
             await step("wait_message", text="see you at ten", outgoing=True)
+            await step("wait_selector", selector=f'{_message("see you at ten")}[data-edited=true] '
+                       '.meta:has-text("edited")')
             edited = await wait_for_event(kim, lambda e: isinstance(e, events.MessageEdited)
                                           and e.timestamp == mine.timestamp)
             assert isinstance(edited, events.MessageEdited) and edited.text == "see you at ten"

@@ -65,7 +65,7 @@ describe("replaying an archive's or a key file's events", () => {
     ]);
     assert.equal(stored, 1);
     const held = await store.getJson<StoredMessage>(messageKey(BOB, 10, AMY));
-    assert.equal(held?.text, "as sent at last");
+    assert.deepEqual([held?.text, held?.editedAt], ["as sent at last", 12]);
     assert.deepEqual(await reactionsOf(store, messageKey(BOB, 10, AMY)), { [BOB]: "👍" });
     assert.deepEqual(await reactionsOf(store, messageKey(BOB, 99, AMY)), {});
   });

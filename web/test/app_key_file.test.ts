@@ -244,7 +244,7 @@ describe("a key file this browser writes", () => {
       await store.putJson(`trust:${BOB}`, { key: toHex(bob.publicKey.serialize()), verified: true, changed: false });
       await store.putJson(`contact:${BOB}`, { accountId: BOB, username: "bob", lastAt: 0, lastText: "", unread: 0 });
       const m: StoredMessage = { conversation: BOB, author: ME, authorDevice: 2, timestamp: 1_000, text: "from the browser",
-        outgoing: true, status: "delivered", receivedAt: 1_000 };
+        outgoing: true, status: "delivered", receivedAt: 1_000, editedAt: 1_500 };
       await store.putJson(messageKey(BOB, m.timestamp, ME), m);
       await setReaction(store, messageKey(BOB, m.timestamp, ME), BOB, "👍");
       if (secrets) await store.put(RECOVERY_SECRET, hex(vector.recovery_secrets));
@@ -262,12 +262,14 @@ describe("a key file this browser writes", () => {
     const file = await exportKeyFile(client, "a chosen passphrase", { withHistory: true, params: TEST_PARAMS });
     assert.equal(Buffer.from(file.slice(0, 9)).toString("hex"), `${Buffer.from("CPEXPORT").toString("hex")}01`);
     const records = await readKeyFile(file, "a chosen passphrase");
-    assert.deepEqual(records.map((r) => r.body.case), ["account", "recoverySecrets", "event", "event"]);
-    // the message, then bob's reaction to it as a change (as the SDK writes it), which a fresh store replays
+    assert.deepEqual(records.map((r) => r.body.case), ["account", "recoverySecrets", "event", "event", "event"]);
+    // the message, then its edit and bob's reaction to it as changes (as the SDK writes them), which a fresh store replays
     const events = records.slice(2).map((r) => r.body.value as HistoryEvent);
-    assert.deepEqual(events.map((e) => e.body.case), ["message", "change"]);
+    assert.deepEqual(events.map((e) => e.body.case), ["message", "change", "change"]);
     const fresh = await DeviceStore.create(new MemoryKv(), "pw", TEST_PARAMS);
     assert.equal(await fresh.transaction(() => applyEvents(fresh, events, 2_000)), 1);
+    const held = await fresh.getJson<StoredMessage>(messageKey(BOB, 1_000, ME));
+    assert.deepEqual([held?.text, held?.editedAt], ["from the browser", 1_500]);
     assert.deepEqual(await reactionsOf(fresh, messageKey(BOB, 1_000, ME)), { [BOB]: "👍" });
     const blob = records[0]!.body.value as { accountId: string; username: string; identityKeyPair: Uint8Array;
       contacts: { accountId: string; username: string; verified: boolean }[] };

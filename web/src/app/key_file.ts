@@ -33,7 +33,7 @@ import { applyEvents } from "./archive.js";
 import { Client, type ClientOptions } from "./client.js";
 import { checkIntegers } from "./content.js";
 import type { StoredMessage } from "./model.js";
-import { reactionChanges } from "./reactions.js";
+import { messageChanges } from "./edits.js";
 import {
   ExportRecordSchema, HistoryEventSchema, ProvisionMessageSchema, type ExportRecord, type HistoryEvent,
 } from "./proto/cipherpost/app/v1/app_pb.js";
@@ -224,9 +224,9 @@ export async function exportRecords(client: Client, withHistory: boolean): Promi
       records.push(event(create(HistoryEventSchema, { body: { case: "message", value: {
         conversation: m.conversation, author: m.author, authorDevice: m.authorDevice, receivedAt: BigInt(m.receivedAt),
         outgoing: m.outgoing, data: dataOf(m) } } })));
-      for (const { reactor, data } of await reactionChanges(store, m)) {
+      for (const { author, data } of await messageChanges(store, m)) {
         records.push(event(create(HistoryEventSchema, { body: { case: "change", value: {
-          conversation: m.conversation, author: reactor, receivedAt: BigInt(m.receivedAt), data } } })));
+          conversation: m.conversation, author, receivedAt: BigInt(m.receivedAt), data } } })));
       }
     }
     for (const [, state] of await store.scanJson<string>("group:")) {

@@ -31,6 +31,8 @@ export interface StoredMessage {
   expireTimer?: number;
   /** When it is deleted (ms); set when read (incoming) or sent (outgoing). */
   expiresAt?: number;
+  /** Edited by its author: the timestamp of the edit that gave it its text (the edit's own name). */
+  editedAt?: number;
 }
 
 /** A conversation's disappearing-messages timer: seconds (0: off) and its version. */

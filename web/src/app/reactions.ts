@@ -6,10 +6,8 @@
  * map of reactor account id to emoji.
  */
 
-import { create } from "@bufbuild/protobuf";
-
-import { messageKey, type StoredMessage } from "./model.js";
-import { DataMessageSchema, type DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
+import { messageKey } from "./model.js";
+import type { DataMessage } from "./proto/cipherpost/app/v1/app_pb.js";
 import type { DeviceStore } from "./store/device.js";
 
 const PREFIX = "reactions:";
@@ -84,18 +82,6 @@ export async function applyReaction(store: DeviceStore, conversation: string, re
   if ((await store.get(key)) === undefined) return false;
   await setReaction(store, key, reactor, reaction.remove ? undefined : reaction.emoji);
   return true;
-}
-
-/**
- * The reactions to `message` as the changes that make them again on another device (a key
- * file, the backfill when history is turned on; the SDK's history.stored_events): each
- * reactor's, named by the message's timestamp (a reaction's own is not kept).
- */
-export async function reactionChanges(store: DeviceStore, message: StoredMessage): Promise<{ reactor: string; data: DataMessage }[]> {
-  const held = await reactionsOf(store, messageKey(message.conversation, message.timestamp, message.author));
-  return Object.keys(held).sort().map((reactor) => ({ reactor, data: create(DataMessageSchema, {
-    timestamp: BigInt(message.timestamp),
-    reaction: { emoji: held[reactor]!, target: { author: message.author, timestamp: BigInt(message.timestamp) } } }) }));
 }
 
 /** A message deleted or expired: its reactions go with it. Inside a unit. */

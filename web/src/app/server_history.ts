@@ -16,7 +16,7 @@ import { encodeContent, u64 } from "./content.js";
 import { Group, GroupChangeRejected } from "./groups.js";
 import * as history from "./history.js";
 import type { StoredMessage } from "./model.js";
-import { reactionChanges } from "./reactions.js";
+import { messageChanges } from "./edits.js";
 import {
   ContentSchema, DataMessageSchema, HistoryKeysSchema, type DataMessage, type HistoryKeys,
 } from "./proto/cipherpost/app/v1/app_pb.js";
@@ -59,8 +59,8 @@ export async function turnServerHistoryOn(client: Client, now = Date.now()): Pro
     for (const [, message] of await store.scanJson<StoredMessage>("msg:")) {
       await history.recordMessage(store, message.conversation, message.author, message.authorDevice,
         message.receivedAt, message.outgoing, dataOf(message));
-      for (const { reactor, data } of await reactionChanges(store, message)) {
-        await history.recordChange(store, message.conversation, reactor, 0, now, data);
+      for (const { author, data } of await messageChanges(store, message)) {
+        await history.recordChange(store, message.conversation, author, 0, now, data);
       }
       queued += 1;
     }

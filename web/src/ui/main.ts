@@ -582,12 +582,13 @@ function bubble(message: StoredMessage, author: string | undefined, parts: Messa
   return h("li", { class: message.outgoing ? "mine" : undefined, "data-testid": "message",
     "data-status": message.status, "data-outgoing": String(message.outgoing),
     "data-read": message.outgoing ? undefined : String(message.read === true),
+    "data-edited": message.editedAt === undefined ? undefined : "true",
     "data-expires": message.expireTimer ? String(message.expireTimer) : undefined },
   author === undefined ? false : h("span", { class: "author", "data-testid": "author" }, author),
   ...(message.attachments ?? []).map(attachmentView),
   parts.edit || h("span", { class: "text" }, message.text),
-  h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt), status]
-    .filter(Boolean).join(" · ")), parts.below);
+  h("span", { class: "meta" }, [time(message.outgoing ? message.timestamp : message.receivedAt),
+    message.editedAt === undefined ? "" : "edited", status].filter(Boolean).join(" · ")), parts.below);
 }
 
 const toHex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
