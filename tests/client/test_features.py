@@ -138,6 +138,7 @@ def test_disappearing_messages(tmp_path: Path, relay: ThreadedRelay) -> None:
             changes = of(await bob.receive(), ev.ExpireTimerChanged)
             assert changes == [ev.ExpireTimerChanged(alice.account_id, alice.account_id, 1)]
             sent = await alice.send_text("bob", "self-destructing")
+            assert alice.store.find_sent(bob.account_id, sent) is not None
             message = of(await bob.receive(), ev.Message)[0]
             assert message.expire_timer == 1
             await bob2.receive()
@@ -148,6 +149,8 @@ def test_disappearing_messages(tmp_path: Path, relay: ThreadedRelay) -> None:
             assert bob.history(alice.account_id) == []
             assert bob2.history(alice.account_id) == []
             assert alice.history(bob.account_id) == []
+            # nor can bob's resend request (a decryption error) bring it back from alice
+            assert alice.store.find_sent(bob.account_id, sent) is None
             db = Path(bob.store._db.execute("PRAGMA database_list").fetchone()[2])
             on_disk = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
             assert sealed not in on_disk

@@ -46,7 +46,8 @@ function stored(author: string, timestamp: number, text: string): StoredMessage 
 interface Sent { account: string; data: DataMessage; sync: boolean; destination: string }
 
 /** A client of ME holding a conversation with Bob (history on), its sends and history uploads caught. */
-async function client(): Promise<{ client: Client; sent: Sent[]; uploads: string[]; events: ClientEvent[] }> {
+async function client(): Promise<{ client: Client; sent: Sent[]; uploads: string[]; events: ClientEvent[];
+  time: { now: number } }> {
   const kv = new MemoryKv();
   const store = await DeviceStore.create(kv, "correct horse", TEST_PARAMS);
   await store.transaction(async () => {
@@ -57,8 +58,8 @@ async function client(): Promise<{ client: Client; sent: Sent[]; uploads: string
     await adopt(store, create(HistoryKeysSchema, { idKey: keys.idKey,
       epochs: [...keys.epochs].map(([number, e]) => ({ number, key: e.key, startedAt: BigInt(e.startedAt) })) }), true);
   });
-  let now = NOW;
-  const c = await Client.open(kv, "correct horse", { clock: () => now++ });
+  const time = { now: NOW };
+  const c = await Client.open(kv, "correct horse", { clock: () => time.now++ });
   const sent: Sent[] = [];
   c.outbox.deliver = async (account, plaintext) => {
     const body = decodeContent(plaintext).body;
@@ -76,7 +77,7 @@ async function client(): Promise<{ client: Client; sent: Sent[]; uploads: string
   };
   const events: ClientEvent[] = [];
   c.on((event) => events.push(event));
-  return { client: c, sent, uploads, events };
+  return { client: c, sent, uploads, events, time };
 }
 
 /** The one message the action sent: to Bob, then the same as a sync copy to our own devices. */
@@ -223,6 +224,21 @@ test("our message edited while it waits for the connection goes with the new tex
     undefined]);
   assert.deepEqual([edit.edit?.timestamp, edit.text], [BigInt(message.timestamp), "call me for the door code"]);
   assert.equal(await c.queued(), 0);
+});
+
+test("our disappearing message takes what a resend request would get along when it expires", async () => {
+  const { client: c, time, uploads } = await client();
+  await c.store.transaction(() => c.store.putJson(`timer:${BOB}`, { seconds: 5, version: 1 }));
+  const message = await c.sendText(BOB, "gone in five seconds");
+  assert.equal(message.expireTimer, 5);
+  assert.notEqual(await c.store.get(`resend:${message.timestamp}`), undefined);
+  assert.deepEqual(await c.expireMessages(), [], "not yet");
+  time.now += 6_000;
+  assert.deepEqual(await c.expireMessages(), [{ kind: "expired", conversation: BOB, timestamp: message.timestamp }]);
+  assert.equal(await c.store.get(messageKey(BOB, message.timestamp, ME)), undefined);
+  assert.equal(await c.store.get(`resend:${message.timestamp}`), undefined, "nor can a resend request bring it back");
+  await c.flushHistory();
+  assert.ok(uploads.includes(`DELETE ${name("message", ME, message.timestamp)}`), "its history entry goes");
 });
 
 test("a group message deleted while queued is dropped unless the relay took it for a member already", async () => {

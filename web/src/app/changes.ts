@@ -35,15 +35,7 @@ export async function takeChange(store: DeviceStore, conversation: string, autho
     const key = messageKey(conversation, timestamp, author);
     const message = data.delete.author === author ? await store.getJson<StoredMessage>(key) : undefined;
     if (message === undefined) return; // another's message, or one we do not hold: as the SDK, nothing
-    await store.put(key, null);
-    await forgetReactions(store, key);
-    if (message.outgoing) {
-      await store.put(`mine:${timestamp}`, null);
-      await dropUnsent(store, conversation, timestamp);
-      await reviseSent(store, conversation, timestamp, undefined);
-    }
-    await forgetPreview(store, message);
-    await history.recordDeleted(store, conversation, author, timestamp);
+    await forgetMessage(store, message, { unsent: "drop" });
     events.push({ kind: "expired", conversation, timestamp });
     return;
   }
@@ -82,6 +74,28 @@ async function dropUnsent(store: DeviceStore, conversation: string, timestamp: n
   if (queued === undefined || queued.conversation !== conversation || queued.stage !== "members"
     || queued.reached === true || ourContent(queued.data, timestamp) === undefined) return;
   await store.put(key, null);
+}
+
+/**
+ * A message deleted for everyone or whose disappearing timer ran out (inside a unit): it
+ * goes with its reactions, the conversation list's preview of it and its history entries
+ * and, ours, the text a contact's resend request would get. With `unsent: "drop"` (a
+ * deletion) a send of it that no one had yet leaves the queue too; an expired one that
+ * waits for the connection is still sent (its recipients' timers run from reading it).
+ */
+export async function forgetMessage(store: DeviceStore, message: StoredMessage,
+  options: { unsent: "drop" | "send" }): Promise<void> {
+  const { conversation, author, timestamp } = message;
+  const key = messageKey(conversation, timestamp, author);
+  await store.put(key, null);
+  await forgetReactions(store, key);
+  if (message.outgoing) {
+    await store.put(`mine:${timestamp}`, null);
+    if (options.unsent === "drop") await dropUnsent(store, conversation, timestamp);
+    await reviseSent(store, conversation, timestamp, undefined);
+  }
+  await forgetPreview(store, message);
+  await history.recordDeleted(store, conversation, author, timestamp);
 }
 
 /**

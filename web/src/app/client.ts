@@ -16,7 +16,7 @@ import { decodeContent, encodeContent, u64 } from "./content.js";
 import * as archive from "./archive.js";
 import * as history from "./history.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
-import { takeChange } from "./changes.js";
+import { forgetMessage, takeChange } from "./changes.js";
 import { LinkError } from "./linking.js";
 import {
   ADMIN, editedState, encodeState, Group, GROUP_ID_BYTES, GroupChangeRejected, type GroupEdit, groupTitle, MEMBER, signChange,
@@ -25,7 +25,7 @@ import {
 import { Inbox } from "./inbox.js";
 import { DEFAULT_POLICY, KeyUpkeep, newDeviceBody, newRegistrationId, type KeyPolicy } from "./keys.js";
 import { actionFields, type MessageAction, type MessageName } from "./message_actions.js";
-import { forgetReactions, reactionsOf } from "./reactions.js";
+import { reactionsOf } from "./reactions.js";
 import { resealRecovery } from "./recovery_secrets.js";
 import {
   advance, conversationTimer, messageKey, queueKey, startExpiry, type AttachmentInfo, type ClientEvent,
@@ -921,21 +921,13 @@ export class Client {
     const gone: ClientEvent[] = [];
     let next = Number.POSITIVE_INFINITY;
     await this.store.transaction(async () => {
-      for (const [key, message] of await this.store.scanJson<StoredMessage>("msg:")) {
+      for (const [, message] of await this.store.scanJson<StoredMessage>("msg:")) {
         if (message.expiresAt === undefined) continue;
         if (message.expiresAt > now) {
           next = Math.min(next, message.expiresAt);
           continue;
         }
-        await this.store.put(key, null);
-        await forgetReactions(this.store, key);
-        if (message.outgoing) await this.store.put(`mine:${message.timestamp}`, null);
-        await history.recordDeleted(this.store, message.conversation, message.author, message.timestamp);
-        const contact = await this.store.getJson<Contact>(`contact:${message.conversation}`);
-        if (contact !== undefined && contact.lastText !== "" && contact.lastText === message.text.slice(0, 200)) {
-          contact.lastText = ""; // the preview must not outlive the message
-          await this.store.putJson(`contact:${message.conversation}`, contact);
-        }
+        await forgetMessage(this.store, message, { unsent: "send" });
         gone.push({ kind: "expired", conversation: message.conversation, timestamp: message.timestamp });
       }
     });

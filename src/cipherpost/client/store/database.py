@@ -785,6 +785,10 @@ class Store:
             "SELECT conversation, author, timestamp FROM messages WHERE expires_at <= ?",
             (now_ms,)).fetchall()
         if rows:
+            # Ours: what a contact's resend request would get goes too, as for a deletion.
+            self._db.executemany(
+                "DELETE FROM resend_log WHERE destination = ? AND timestamp = ?",
+                [(r[0], r[2]) for r in rows])
             self._db.execute("DELETE FROM messages WHERE expires_at <= ?", (now_ms,))
             self._db.executemany(
                 "DELETE FROM reactions WHERE target_author = ? AND target_timestamp = ?",
