@@ -124,7 +124,7 @@ def test_a_deleted_message_takes_its_edits_and_reactions_out_of_the_log(
         tmp_path: Path, relay: ThreadedRelay) -> None:
     """An edit's entry holds the new text: it must not outlive the message it edits in the
     server history (nor a reaction's), on the device that recorded it or on one that
-    only replayed it."""
+    only replayed it. A reaction's entry goes when its reactor reacts anew."""
     async def scenario() -> None:
         devices = Devices(tmp_path, relay)
         try:
@@ -170,6 +170,19 @@ def test_a_deleted_message_takes_its_edits_and_reactions_out_of_the_log(
             await alice.sync_history()
             assert about(await logged(alice), kept) == ["message", "reaction"]
             assert [t for _, t in view(alice, bob.account_id)] == ["stays"]
+
+            # A new reaction replaces the reactor's earlier one in the log too: on the
+            # device that made it, and on one that only replayed or received the earlier.
+            await alice.react("bob", (bob.account_id, kept), "\N{PARTY POPPER}")
+            await alice.sync_history()
+            assert about(await logged(alice), kept) == ["message", "reaction"]
+            await laptop.receive()
+            await laptop.react("bob", (bob.account_id, kept), "\N{THUMBS UP SIGN}")
+            await laptop.sync_history()
+            left = [e for e in await logged(alice) if e is not None
+                    and e.WhichOneof("body") == "change" and e.change.data.HasField("reaction")
+                    and e.change.data.reaction.target.timestamp == kept]
+            assert [e.change.data.reaction.emoji for e in left] == ["\N{THUMBS UP SIGN}"]
         finally:
             await devices.close()
 

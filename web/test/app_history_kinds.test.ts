@@ -28,10 +28,12 @@ import { TEST_PARAMS } from "../src/app/store/crypto.js";
 import { DeviceStore } from "../src/app/store/device.js";
 import { MemoryKv } from "../src/app/store/kv.js";
 
-interface Entry { kind: "group" | "edit" | "reaction" | "deleted"; event_id: string; blob: string | null; plaintext: string | null }
+interface Entry { kind: "group" | "edit" | "reaction" | "reaction_again" | "reaction_replaced" | "deleted"; event_id: string;
+  blob: string | null; plaintext: string | null }
 const vector = JSON.parse(readFileSync(new URL("./fixtures/history-events-python.json", import.meta.url), "utf8")) as {
   id_key: string; epochs: [number, string, number][]; alice: string; bob: string; now: number; conversation: string;
-  group_state: string; edit: string; reaction: string; deleted_timestamp: number; entries: Entry[] };
+  group_state: string; edit: string; reaction: string; reaction_again: string; deleted_timestamp: number;
+  deleted_changes: string[]; entries: Entry[] };
 const keys: Keys = { idKey: fromHex(vector.id_key),
   epochs: new Map(vector.epochs.map(([n, k, t]) => [n, { key: fromHex(k), startedAt: t }])) };
 const sdk = (kind: Entry["kind"]): Entry => vector.entries.find((e) => e.kind === kind)!;
@@ -87,8 +89,16 @@ describe("history entries other than messages", () => {
     });
     await assertAsTheSdk(store, "edit");
     await assertAsTheSdk(store, "reaction");
+    // the same reactor's next reaction replaces the first in the log, as the SDK's
+    await store.transaction(() => recordChange(store, vector.conversation, vector.bob, 1, vector.now,
+      fromBinary(DataMessageSchema, fromHex(vector.reaction_again))));
+    await assertAsTheSdk(store, "reaction_again");
+    assert.equal(sdk("reaction_replaced").event_id, sdk("reaction").event_id);
+    assert.deepEqual((await queued(store)).get(sdk("reaction").event_id), new Uint8Array(0), "the first one deleted");
     await store.transaction(() => recordDeleted(store, vector.conversation, vector.alice, vector.deleted_timestamp));
-    assert.deepEqual((await queued(store)).get(sdk("deleted").event_id), new Uint8Array(0));
+    const deletions = [...(await queued(store))].filter(([, blob]) => blob.length === 0).map(([name]) => name).sort();
+    assert.deepEqual(deletions, [sdk("deleted").event_id, sdk("reaction").event_id, ...vector.deleted_changes].sort(),
+      "the message's entry and those of its edit and remaining reaction go, as the SDK's");
   });
 
   test("nothing is recorded while history is off", async () => {

@@ -273,6 +273,11 @@ class Recorder:
             conversation=conversation, author=author, author_device=author_device,
             received_at=self.clock(), data=data))
         self.store.history_enqueue(name, seal(found, name, event), self.clock())
+        if data.HasField("reaction"):  # it replaces the reactor's earlier ones to the message
+            target = data.reaction.target
+            for earlier in self.store.take_reaction_names(target.author, target.timestamp,
+                                                          author, name):
+                self.store.history_enqueue(earlier, None, self.clock())
         _name_change(self.store, name, author, data)
 
     def group(self, group: Group) -> None:
@@ -297,12 +302,13 @@ class Recorder:
 
 def _name_change(store: Store, name: bytes, author: str, data: DataMessage) -> None:
     """Name an edit's or a reaction's entry after the message it changes, so that it is
-    deleted with that message (:meth:`Recorder.deleted`)."""
+    deleted with that message (:meth:`Recorder.deleted`); a reaction's names its reactor
+    too, so that the reactor's next reaction replaces it (:meth:`Recorder.change`)."""
     if data.HasField("edit"):
         store.name_history_event(name, author, data.edit.timestamp)
     elif data.HasField("reaction"):
         store.name_history_event(name, data.reaction.target.author,
-                                 data.reaction.target.timestamp)
+                                 data.reaction.target.timestamp, author)
 
 
 # -- talking to the relay -----------------------------------------------------------------

@@ -60,6 +60,8 @@ const QUEUE_ORDER = "history_queue";
 const NAMES = "histname:";
 /** `histchanges:<message key>` → the names (hex) of that message's edit and reaction entries. */
 const CHANGES = "histchanges:";
+/** `histreaction:<message key>|<reactor>` → the name (hex) of the reactor's reaction entry, replaced by their next one. */
+const REACTION = "histreaction:";
 const PAGE = 200;
 const MAX_ENTRY = 64 * 1024;
 
@@ -215,12 +217,23 @@ export async function recordChange(store: DeviceStore, conversation: string, aut
   const event = create(HistoryEventSchema, { body: { case: "change", value: create(HistoryMessageSchema, {
     conversation, author, authorDevice, receivedAt: BigInt(receivedAt), data }) } });
   await enqueue(store, name, await seal(keys, name, event));
+  const target = data.reaction?.target;
+  if (target !== undefined) { // it replaces the reactor's earlier reaction to the message (the SDK's take_reaction_names)
+    const message = messageKey(conversation, Number(target.timestamp), target.author);
+    const earlier = await store.getJson<string>(`${REACTION}${message}|${author}`);
+    if (earlier !== undefined && earlier !== toHex(name)) {
+      await enqueue(store, fromHex(earlier), new Uint8Array(0));
+      const names = (await store.getJson<string[]>(CHANGES + message)) ?? [];
+      await store.putJson(CHANGES + message, names.filter((n) => n !== earlier));
+    }
+  }
   await nameChange(store, name, conversation, author, data);
 }
 
 /**
  * Remember an edit's or a reaction's entry under the message it changes, so that it is
- * deleted with that message (an edit holds the new text; the SDK's history_names).
+ * deleted with that message (an edit holds the new text; the SDK's history_names), and a
+ * reaction's under its reactor too, so that their next reaction replaces it.
  */
 async function nameChange(store: DeviceStore, name: Uint8Array, conversation: string, author: string,
   data: DataMessage): Promise<void> {
@@ -230,6 +243,7 @@ async function nameChange(store: DeviceStore, name: Uint8Array, conversation: st
   if (target === undefined) return;
   const names = (await store.getJson<string[]>(CHANGES + target)) ?? [];
   if (!names.includes(toHex(name))) await store.putJson(CHANGES + target, [...names, toHex(name)]);
+  if (data.reaction !== undefined) await store.putJson(`${REACTION}${target}|${author}`, toHex(name));
 }
 
 /**
@@ -258,6 +272,7 @@ export async function recordDeleted(store: DeviceStore, conversation: string, au
   const changes = CHANGES + messageKey(conversation, timestamp, author);
   for (const name of (await store.getJson<string[]>(changes)) ?? []) await enqueue(store, fromHex(name), new Uint8Array(0));
   await store.put(changes, null);
+  for (const [key] of await store.scan(`${REACTION}${messageKey(conversation, timestamp, author)}|`)) await store.put(key, null);
 }
 
 async function enqueue(store: DeviceStore, name: Uint8Array, blob: Uint8Array): Promise<void> {

@@ -39,7 +39,7 @@ from cipherpost.protocol.stores import Direction, SenderKeyRecordLike
 
 from .crypto import Argon2Params, LocalKey, UnusableParams, check_params, derive_key, keyring_key
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 KEYRING_SERVICE = "cipherpost"
 
 _SCHEMA = """
@@ -122,8 +122,13 @@ CREATE TABLE history_names (event_id BLOB PRIMARY KEY, author TEXT NOT NULL,
 _SCHEMA_V6 = """
 CREATE INDEX history_names_target ON history_names (author, timestamp);
 """
+#: A reaction's entry names its reactor too: the reactor's next reaction to the message
+#: replaces it in the history (one entry per person per message, as the reactions).
+_SCHEMA_V7 = """
+ALTER TABLE history_names ADD COLUMN reactor TEXT;
+"""
 _MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5,
-               6: _SCHEMA_V6}
+               6: _SCHEMA_V6, 7: _SCHEMA_V7}
 
 #: The sending status of an outgoing message.
 SENDING, SENT, FAILED = "sending", "sent", "failed"
@@ -639,9 +644,23 @@ class Store:
         self._db.executemany("DELETE FROM history_outbox WHERE event_id = ?",
                              [(e,) for e in event_ids])
 
-    def name_history_event(self, event_id: bytes, author: str, timestamp: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO history_names VALUES (?, ?, ?)",
-                         (event_id, author, timestamp))
+    def name_history_event(self, event_id: bytes, author: str, timestamp: int,
+                           reactor: str | None = None) -> None:
+        """``event_id`` names the message (``author``, ``timestamp``): the message's own
+        entry, an edit's or (with ``reactor``) a reaction's."""
+        self._db.execute("INSERT OR REPLACE INTO history_names (event_id, author, timestamp, "
+                         "reactor) VALUES (?, ?, ?, ?)", (event_id, author, timestamp, reactor))
+
+    def take_reaction_names(self, author: str, timestamp: int, reactor: str,
+                            keep: bytes) -> list[bytes]:
+        """Forget the entries of ``reactor``'s reactions to the message but ``keep``:
+        which they were (their entries are to be deleted)."""
+        names = [bytes(row[0]) for row in self._db.execute(
+            "SELECT event_id FROM history_names WHERE author = ? AND timestamp = ? AND "
+            "reactor = ? AND event_id != ?", (author, timestamp, reactor, keep))]
+        self._db.executemany("DELETE FROM history_names WHERE event_id = ?",
+                             [(name,) for name in names])
+        return names
 
     def history_names_of(self, author: str, timestamp: int) -> list[bytes]:
         """The history entries that name the message (``author``, ``timestamp``): its
