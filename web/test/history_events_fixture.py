@@ -40,7 +40,7 @@ def main() -> None:
         7: (bytes(range(32, 64)), 1_700_000_000_000),
         0xC0FFEE: (bytes(range(64, 96)), 1_750_000_000_000)})
     with tempfile.TemporaryDirectory() as directory:
-        store = Store.create(Path(directory) / "store.db", passphrase="fixture",
+        store = Store.create(Path(directory) / "store.db", passphrase="fixture",  # noqa: S106
                              params=TEST_PARAMS)
         history.set_keys(store, keys, on=True)
         recorder = history.Recorder(store, lambda: NOW)
