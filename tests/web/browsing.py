@@ -279,6 +279,16 @@ async def sign_up(step: Step, relay_url: str, username: str) -> None:
     await step("signup", username=username, password=PASSWORD)
 
 
+async def sign_up_and_write(step: Step, relay_url: str, username: str, contact: Client,
+                            contact_name: str, text: str) -> events.Message:
+    """Sign up as ``username``, open a chat with ``contact_name`` and send ``text``: the
+    message as the SDK user ``contact`` received it (its author: the browser's account)."""
+    await sign_up(step, relay_url, username)
+    await step("chat", username=contact_name)
+    await step("send", text=text)
+    return await wait_for_text(contact, text)
+
+
 async def turn_server_history_on(step: Step) -> None:
     """From the inbox: the security page's server-history switch on, until it shows on
     (the page stays open)."""

@@ -44,6 +44,7 @@ from .browsing import (
     real_problems,
     relay,
     sign_up,
+    sign_up_and_write,
     wait_for_event,
     wait_for_text,
 )
@@ -215,10 +216,7 @@ def test_read_receipts_and_key_change_banner_between_browser_and_sdk(
         devices = Devices(tmp_path, relay)
         frank = await devices.register("frank")
         try:
-            await sign_up(step, relay.url, "erin")
-            await step("chat", username="frank")
-            await step("send", text="read me")
-            received = await wait_for_text(frank, "read me")
+            received = await sign_up_and_write(step, relay.url, "erin", frank, "frank", "read me")
             erin_id = received.author
             await step("wait_message", text="read me", status="delivered")
             await frank.mark_read(erin_id, [(erin_id, received.timestamp)])
@@ -282,10 +280,8 @@ def test_a_redraw_waits_for_the_click_under_way(
         devices = Devices(tmp_path, relay)
         hugo = await devices.register("hugo")
         try:
-            await sign_up(step, relay.url, "gina")
-            await step("chat", username="hugo")
-            await step("send", text="hello hugo")
-            gina_id = (await wait_for_text(hugo, "hello hugo")).author
+            gina_id = (await sign_up_and_write(step, relay.url, "gina", hugo, "hugo",
+                                               "hello hugo")).author
             await step("press", testid="open-devices")
             await hugo.send_text(gina_id, "sent while the button is down")
             await step("wait_selector", selector="#app[data-redraw-held]")

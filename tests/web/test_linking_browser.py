@@ -26,7 +26,7 @@ from .browsing import (
     Browser,
     needs_browser,
     real_problems,
-    sign_up,
+    sign_up_and_write,
     wait_for_text,
 )
 
@@ -326,10 +326,8 @@ def test_the_browser_approves_a_typed_code_shown_by_a_new_sdk_device(
         devices = Devices(tmp_path, relay)
         dana = await devices.register("dana")
         try:
-            await sign_up(step, relay.url, "cleo")
-            await step("chat", username="dana")
-            await step("send", text="hello dana")
-            cleo_id = (await wait_for_text(dana, "hello dana")).author
+            cleo_id = (await sign_up_and_write(step, relay.url, "cleo", dana, "dana",
+                                               "hello dana")).author
             await step("click", testid="open-devices")
             await step("fill", testid="approve-code", text="AAAA-AAAA")
             await step("click", testid="approve-submit")
