@@ -13,7 +13,7 @@ import { test } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 
 import { fromHex, toHex } from "../src/protocol/bytes.js";
-import { RelayUnavailable } from "../src/app/api.js";
+import { RelayError, RelayUnavailable } from "../src/app/api.js";
 import { takeChange } from "../src/app/changes.js";
 import { Client } from "../src/app/client.js";
 import { decodeContent } from "../src/app/content.js";
@@ -239,6 +239,22 @@ test("our disappearing message takes what a resend request would get along when 
   assert.equal(await c.store.get(`resend:${message.timestamp}`), undefined, "nor can a resend request bring it back");
   await c.flushHistory();
   assert.ok(uploads.includes(`DELETE ${name("message", ME, message.timestamp)}`), "its history entry goes");
+});
+
+test("an edit refused after waiting in the queue is reported, not dropped unseen", async () => {
+  const { client: c, events } = await client();
+  goOffline(c);
+  await c.editMessage(BOB, MINE, "see you at eleven");
+  assert.equal(await c.queued(), 1, "offline: the edit waits");
+  assert.deepEqual(events.filter((e) => e.kind === "action_failed"), []);
+  const refusal = new RelayError(403, "forbidden", "not allowed", {});
+  c.outbox.deliver = async () => { throw refusal; }; // back online, and the relay refuses it
+  const failures = await c.flushQueue();
+  assert.equal(await c.queued(), 0);
+  assert.equal(failures.size, 1);
+  assert.deepEqual(events.filter((e) => e.kind === "action_failed"),
+    [{ kind: "action_failed", conversation: BOB, action: "edit", error: refusal }]);
+  assert.ok(!events.some((e) => e.kind === "status" && e.status === "failed"), "no message of ours is marked");
 });
 
 test("a group message deleted while queued is dropped unless the relay took it for a member already", async () => {

@@ -21,7 +21,13 @@ import type { DeviceStore } from "./store/device.js";
 
 /** Whether `data` is an edit, a reaction or a deletion rather than a message to store. */
 export function isChange(data: DataMessage): boolean {
-  return data.delete !== undefined || data.edit !== undefined || data.reaction !== undefined;
+  return changeKind(data) !== undefined;
+}
+
+/** Which change `data` is, if it is one. */
+export function changeKind(data: DataMessage): "edit" | "delete" | "reaction" | undefined {
+  return data.delete !== undefined ? "delete" : data.edit !== undefined ? "edit"
+    : data.reaction !== undefined ? "reaction" : undefined;
 }
 
 /**

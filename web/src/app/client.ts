@@ -16,7 +16,7 @@ import { decodeContent, encodeContent, u64 } from "./content.js";
 import * as archive from "./archive.js";
 import * as history from "./history.js";
 import { blobBound, decryptAttachment, encryptAttachment } from "./attachments.js";
-import { forgetMessage, takeChange } from "./changes.js";
+import { changeKind, forgetMessage, takeChange } from "./changes.js";
 import { LinkError } from "./linking.js";
 import {
   ADMIN, editedState, encodeState, Group, GROUP_ID_BYTES, GroupChangeRejected, type GroupEdit, groupTitle, MEMBER, signChange,
@@ -769,7 +769,10 @@ export class Client {
         });
         if (stage === "members") {
           failures.set(timestamp, error);
-          this.#emit([{ kind: "status", conversation, timestamp, status: "failed" }]);
+          const body = decodeContent(unhex(entry.data)).body;
+          const action = body.case === "data" ? changeKind(body.value) : undefined;
+          this.#emit([action === undefined ? { kind: "status", conversation, timestamp, status: "failed" }
+            : { kind: "action_failed", conversation, action, error }]);
         } else {
           console.warn("cipherpost: the copy for our other devices was refused:", (error as Error).name);
         }

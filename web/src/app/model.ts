@@ -93,6 +93,8 @@ export type ClientEvent =
   /** A contact started or stopped typing to us (only while typing indicators are on). */
   | { kind: "typing"; sender: string; started: boolean }
   | { kind: "invalid_content"; sender: string }
+  /** An edit, deletion or reaction of ours that waited in the queue was refused (it stays applied here only). */
+  | { kind: "action_failed"; conversation: string; action: "edit" | "delete" | "reaction"; error: unknown }
   | { kind: "connection"; online: boolean };
 
 /** Network work an envelope called for, stored with it and done after its ack. */

@@ -270,6 +270,9 @@ async function enter(client: Client): Promise<void> {
   await render();
 }
 
+/** How a refused action is named to the user. */
+const ACTION_NAME = { edit: "Your edit", delete: "Your deletion", reaction: "Your reaction" } as const;
+
 /** Contacts typing to us, until when (ms): their typing indicators (../app/settings.ts). */
 const typingUntil = new Map<string, number>();
 
@@ -288,6 +291,12 @@ async function onEvent(event: ClientEvent): Promise<void> {
   if (event.kind === "message" && event.message.conversation === view.selected && !event.message.outgoing
     && view.page === "chat" && document.visibilityState === "visible") {
     await view.client.markRead(view.selected);
+  }
+  if (event.kind === "action_failed") {
+    // sent from the queue (typed offline): the chat says so, or the user would never know
+    view.sendError = `${ACTION_NAME[event.action]} could not be sent: ${describe(event.error)}`;
+    await render();
+    return;
   }
   if (event.kind === "message" || event.kind === "status" || event.kind === "connection"
     || event.kind === "identity_changed" || event.kind === "seen" || event.kind === "group"
