@@ -183,6 +183,13 @@ def test_a_deleted_message_takes_its_edits_and_reactions_out_of_the_log(
                     and e.WhichOneof("body") == "change" and e.change.data.HasField("reaction")
                     and e.change.data.reaction.target.timestamp == kept]
             assert [e.change.data.reaction.emoji for e in left] == ["\N{THUMBS UP SIGN}"]
+            # the replaced reaction's deleted entry takes only the reaction, not the message,
+            # on a device that reads the log before the newer reaction reaches it
+            await alice.sync_history()
+            assert [t for _, t in view(alice, bob.account_id)] == ["stays"]
+            await alice.receive()
+            assert alice.store.reactions(bob.account_id, kept) == {
+                alice.account_id: "\N{THUMBS UP SIGN}"}
         finally:
             await devices.close()
 

@@ -375,7 +375,7 @@ async def download(api: RelayApi, store: Store, *,
         with store.transaction():
             for seq, name, blob in entries:
                 if blob is None:
-                    counts["deleted"] += _forget(store, name)
+                    counts["deleted"] += _forget(store, found, name)
                 else:
                     try:
                         event = open_blob(found, name, blob)
@@ -427,11 +427,20 @@ def replay_event(store: Store, event: HistoryEvent) -> str:
     return _apply(store, name, event)
 
 
-def _forget(store: Store, name: bytes) -> int:
+def _forget(store: Store, found: Keys, name: bytes) -> int:
+    """A deleted entry: the message it names goes when it is that message's own entry.
+    An edit's or a reaction's entry also names the message, and a reaction's is deleted
+    when its reactor reacts anew: the message stays then (the newer reaction replaces it
+    here when its own entry is replayed, or arrives)."""
     named = store.history_named(name)
     if named is None:
         return 0
-    return int(store.delete_message(*named))
+    author, timestamp = named
+    conversation = store.message_conversation(author, timestamp)
+    if conversation is None or name != event_id(found, KIND_MESSAGE, conversation, author,
+                                                timestamp):
+        return 0
+    return int(store.delete_message(author, timestamp))
 
 
 def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
@@ -461,6 +470,9 @@ def _apply(store: Store, name: bytes, event: HistoryEvent) -> str:
             store.set_reaction(r.target.author, r.target.timestamp, c.author,
                                None if r.remove else r.emoji)
         if name:
+            if data.HasField("reaction"):  # a reactor's newer reaction replaces the earlier
+                target = data.reaction.target
+                store.take_reaction_names(target.author, target.timestamp, c.author, name)
             _name_change(store, name, c.author, data)
         return "changes"
     if kind == "group_state":
