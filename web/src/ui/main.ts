@@ -307,10 +307,17 @@ async function onEvent(event: ClientEvent): Promise<void> {
 }
 
 let rendering: Promise<void> = Promise.resolve();
+/** A redraw queued behind the one under way: later calls share it (one wait for a press, not one each). */
+let queuedDraw: Promise<void> | undefined;
 
 function render(): Promise<void> {
-  rendering = rendering.then(draw, draw);
-  return rendering;
+  if (queuedDraw !== undefined) return queuedDraw;
+  const next = (): Promise<void> => {
+    queuedDraw = undefined;
+    return draw();
+  };
+  queuedDraw = rendering = rendering.then(next, next);
+  return queuedDraw;
 }
 
 async function draw(): Promise<void> {
