@@ -75,7 +75,8 @@ describe("replaying an archive's or a key file's events", () => {
       message(AMY, { timestamp: 12n, text: "as sent at last", edit: { author: AMY, timestamp: 10n } }),
       change(BOB, { timestamp: 10n, reaction: { emoji: "👍", target: { author: AMY, timestamp: 10n } } }),
     ]);
-    assert.equal((await store.getJson<StoredMessage>(messageKey(BOB, 10, AMY)))?.text, "as sent at last");
+    const held = await store.getJson<StoredMessage>(messageKey(BOB, 10, AMY));
+    assert.deepEqual([held?.text, held?.editedAt], ["as sent at last", 12]);
     assert.equal(await store.get(messageKey(BOB, 12, AMY)), undefined);
     assert.deepEqual(await reactionsOf(store, messageKey(BOB, 10, AMY)), { [BOB]: "👍" });
   });

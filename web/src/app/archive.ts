@@ -115,6 +115,8 @@ export async function applyEvents(store: DeviceStore, events: readonly HistoryEv
       receivedAt: Number(m.receivedAt), read: m.outgoing ? undefined : true,
       ...(attachments.length > 0 ? { attachments } : {}),
       ...(timer > 0 ? { expireTimer: timer, expiresAt: (m.outgoing ? timestamp : now) + timer * 1000 } : {}),
+      // an edited message written as its edit (see messageTimestamp)
+      ...(timestamp !== Number(data.timestamp) ? { editedAt: Number(data.timestamp) } : {}),
     };
     await store.putJson(key, message);
     if (m.outgoing) await store.putJson(`mine:${timestamp}`, key);
