@@ -101,9 +101,13 @@ const DUMP_STORE = `(async () => {
   return { binary, text, records };
 })()`;
 
-/** The file a page saves while `action` runs: its text, base64 and name. */
+/** The file a page saves while `action` runs: its text, base64 and name. When none comes,
+ * the error says what the page shows in its alerts and hints (why it saved nothing). */
 async function saved(page: Page, action: Promise<void>): Promise<Record<string, unknown>> {
-  const [download] = await Promise.all([page.waitForEvent("download"), action]);
+  const [download] = await Promise.all([page.waitForEvent("download").catch(async (error: unknown) => {
+    const shown = await page.locator("[role=alert], p.hint").allInnerTexts().catch(() => []);
+    throw new Error(`${String(error)}; the page shows: ${JSON.stringify(shown.filter((t) => t.trim() !== ""))}`);
+  }), action]);
   const data = readFileSync(await download.path());
   return { text: data.toString("utf8"), base64: data.toString("base64"), filename: download.suggestedFilename() };
 }
