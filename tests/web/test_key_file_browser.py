@@ -144,6 +144,8 @@ def test_a_key_file_moves_an_account_between_the_sdk_and_a_browser(
             await lars.send_text(kira.account_id, "to every device of kira")
             await step("wait_selector", selector=f'[data-testid=conversation][data-account="'
                        f'{lars.account_id}"] .preview:text-is("to every device of kira")')
+            for testid in ("keyfile-export-passphrase", "keyfile-export-confirm"):
+                assert (await step("value", testid=testid))["value"] == EXPORT_PASSPHRASE, testid
             await step("screenshot", path=str(ARTIFACTS / "22-key-file-export.png"))
             saved = await step("download_click", testid="keyfile-export")
             assert saved["filename"].startswith("cipherpost-kira-")
