@@ -105,8 +105,9 @@ const DUMP_STORE = `(async () => {
  * the error says what the page shows in its alerts and hints (why it saved nothing). */
 async function saved(page: Page, action: () => Promise<void>): Promise<Record<string, unknown>> {
   // what the page submits and logs meanwhile, for the error below
-  await page.evaluate(`document.addEventListener("submit", (e) => (window.__submits ??= []).push(
-    [...e.target.querySelectorAll("input")].map((i) => i.type + ":" + i.value.length)), true)`);
+  await page.evaluate(`window.__submits ??= [], window.__submits.length = 0, window.__watching ??= document.addEventListener(
+    "submit", (e) => window.__submits.push([...e.target.querySelectorAll("input")].map((i) => i.type + ":" + i.value.length)),
+    true) ?? true`);
   const logged: string[] = [];
   const log = (m: ConsoleMessage): void => void logged.push(`${m.type()}: ${m.text()}`);
   page.on("console", log);
